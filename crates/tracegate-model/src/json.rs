@@ -1,0 +1,1 @@
+//! OTLP/JSON in and out, through `opentelemetry-proto`'s serde types.

@@ -1,0 +1,14 @@
+//! The span data model of tracegate: a [`SpanBatch`] keeps an encoded OTLP
+//! `ExportTraceServiceRequest` as bytes plus a compact per-span index, so the
+//! hot path never decodes spans it is about to drop (DESIGN.md §2).
+//! This crate does no I/O.
+#![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod json;
+pub mod otlp;
+pub mod scan;
+pub mod wire;
+
+pub use batch::{SpanBatch, SpanInfo, StatusCode};
+pub use scan::ScanError;

@@ -1,0 +1,44 @@
+//! The link between pipeline stages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tracegate_model::SpanBatch;
+
+/// Why a stage did not take a batch. Receivers map it to the protocol's
+/// status (DESIGN.md §6): `Refused` is retryable (gRPC UNAVAILABLE, HTTP 503
+/// with Retry-After), `Rejected` is permanent.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ConsumeError {
+    /// Overload or shutdown: the client should retry later.
+    #[error("{reason}")]
+    Refused {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The data itself cannot be taken; retrying will not help.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl ConsumeError {
+    pub fn refused(reason: impl Into<String>) -> Self {
+        ConsumeError::Refused {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// A stage that takes span batches: a processor or the exporters' fan-out.
+/// Returning `Ok` means the stage has taken responsibility for the spans:
+/// from then on every span either reaches an exporter or is counted with the
+/// reason it did not.
+#[async_trait]
+pub trait Consumer: Send + Sync + 'static {
+    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError>;
+}
+
+/// A shared consumer handle, as the previous stage holds it.
+pub type NextConsumer = Arc<dyn Consumer>;

@@ -1,0 +1,17 @@
+//! tracegate's runtime: everything that does I/O. Receivers decode requests
+//! into [`SpanBatch`](tracegate_model::SpanBatch)es and hand them to a
+//! [`Consumer`]; processors are consumers that pass batches on; the fan-out
+//! hands one shared batch to every exporter's own queue.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod consumer;
+pub mod duration;
+pub mod exporter;
+pub mod health;
+pub mod processor;
+pub mod receiver;
+pub mod telemetry;
+pub mod tls;
+
+pub use consumer::{ConsumeError, Consumer};

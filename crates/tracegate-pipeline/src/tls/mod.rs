@@ -1,0 +1,49 @@
+//! TLS settings as the collector spells them (`configtls`), shared by
+//! receivers (server side, `server.rs`) and exporters (client side,
+//! `client.rs`). rustls with ring only; no OpenSSL.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `tls:` under a receiver's protocol. TLS is on when `cert_file` is set.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsServerConfig {
+    /// PEM certificate chain the server presents.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    #[serde(alias = "ca_file")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Lowest TLS version accepted: "1.2" (default) or "1.3".
+    pub min_version: Option<String>,
+    /// Highest TLS version accepted: "1.2" or "1.3" (default).
+    pub max_version: Option<String>,
+}
+
+/// `tls:` under an exporter. Defaults as the collector's: TLS on, system
+/// (webpki) roots, verification on.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsClientConfig {
+    /// Plaintext connection (for gRPC `http://` endpoints are plaintext too).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Use TLS but do not verify the server's certificate (testing only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// PEM CA bundle to verify the server with, instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mTLS.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Server name to verify instead of the endpoint's host.
+    pub server_name_override: Option<String>,
+    /// Lowest TLS version offered: "1.2" (default) or "1.3".
+    pub min_version: Option<String>,
+    /// Highest TLS version offered.
+    pub max_version: Option<String>,
+}
