@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::config::ComponentError;
 use tracegate_model::SpanBatch;
 
 /// Why a send failed, as the queue's retry loop needs to know it.
@@ -26,4 +28,28 @@ pub enum ExportError {
 #[async_trait]
 pub trait Exporter: Send + Sync + 'static {
     async fn export(&self, batch: &SpanBatch) -> Result<(), ExportError>;
+}
+
+/// An exporter's typed config, chosen by the component type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExporterConfig {}
+
+impl ExporterConfig {
+    /// Component types implemented here, aliases included.
+    pub const KINDS: &'static [&'static str] = &[];
+
+    /// `None` when `kind` is not an exporter type tracegate implements.
+    pub fn from_value(
+        kind: &str,
+        value: serde_json::Value,
+    ) -> Option<Result<ExporterConfig, ComponentError>> {
+        let _ = (kind, value);
+        None
+    }
+
+    /// Pure checks (no network, no disk): `Err` for an invalid config,
+    /// `Ok(warnings)` for valid but surprising settings.
+    pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        match *self {}
+    }
 }
