@@ -9,6 +9,7 @@ pub mod consumer;
 pub mod duration;
 pub mod exporter;
 pub mod health;
+mod http_server;
 pub mod processor;
 pub mod receiver;
 pub mod telemetry;

@@ -30,3 +30,128 @@ pub mod names {
     /// labelled by `component` and `reason` (DESIGN.md §5).
     pub const DROPPED_SPANS: &str = "tracegate_dropped_spans";
 }
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Bucket bounds for the size histograms (`processor_batch_batch_send_size`),
+/// the collector's defaults.
+const SIZE_BUCKETS: &[f64] = &[
+    10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0,
+    6000.0, 7000.0, 8000.0, 9000.0, 10000.0, 20000.0, 30000.0, 50000.0, 100000.0,
+];
+
+/// Installs the process-wide Prometheus recorder. Counters are rendered with
+/// the `_total` suffix, as the collector's Prometheus endpoint does.
+/// Installing twice (tests) returns a handle to a fresh, unused recorder
+/// rather than failing.
+pub fn install_recorder() -> PrometheusHandle {
+    let builder = || {
+        PrometheusBuilder::new()
+            .with_recommended_naming(true)
+            .set_buckets(SIZE_BUCKETS)
+            .expect("bucket list is not empty")
+    };
+    match builder().install_recorder() {
+        Ok(handle) => handle,
+        Err(_) => builder().build_recorder().handle(),
+    }
+}
+
+/// Prefixes every metric in a Prometheus text exposition with `namespace_`.
+pub fn with_namespace(exposition: &str, namespace: &str) -> String {
+    let mut out = String::with_capacity(exposition.len() + exposition.len() / 8);
+    for line in exposition.lines() {
+        if let Some(rest) = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)))
+        {
+            out.push_str(rest.0);
+            push_prefixed(&mut out, rest.1, namespace);
+        } else if line.is_empty() || line.starts_with('#') {
+            out.push_str(line);
+        } else {
+            push_prefixed(&mut out, line, namespace);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn push_prefixed(out: &mut String, name_and_rest: &str, namespace: &str) {
+    if !namespace.is_empty() {
+        out.push_str(namespace);
+        out.push('_');
+    }
+    out.push_str(name_and_rest);
+}
+
+/// The `/metrics` endpoint.
+pub struct MetricsServer {
+    pub address: SocketAddr,
+}
+
+impl MetricsServer {
+    /// Binds `address` now (so a port in use is a startup error) and serves
+    /// `GET /metrics` until `shutdown` is cancelled.
+    pub async fn start(
+        address: &str,
+        namespace: String,
+        handle: PrometheusHandle,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<MetricsServer> {
+        let listener = TcpListener::bind(address).await?;
+        let bound = listener.local_addr()?;
+        let state = Arc::new((namespace, handle));
+        crate::http_server::serve_plain(listener, shutdown, move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(metrics_response(&req, &state.0, &state.1)) }
+        });
+        Ok(MetricsServer { address: bound })
+    }
+}
+
+fn metrics_response<B>(
+    req: &Request<B>,
+    namespace: &str,
+    handle: &PrometheusHandle,
+) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: String| {
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+            .body(Full::new(Bytes::from(body)))
+            .expect("static response parts are valid")
+    };
+    if req.uri().path() != "/metrics" {
+        return reply(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n".into());
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
+    }
+    reply(StatusCode::OK, with_namespace(&handle.render(), namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_every_metric_line() {
+        let text = "# HELP receiver_accepted_spans_total spans\n# TYPE receiver_accepted_spans_total counter\nreceiver_accepted_spans_total{receiver=\"otlp\"} 3\n\n";
+        let out = with_namespace(text, "otelcol");
+        assert_eq!(
+            out,
+            "# HELP otelcol_receiver_accepted_spans_total spans\n# TYPE otelcol_receiver_accepted_spans_total counter\notelcol_receiver_accepted_spans_total{receiver=\"otlp\"} 3\n\n"
+        );
+    }
+}

@@ -1,27 +1,55 @@
 //! Processors: pipeline stages between receivers and the exporters' fan-out.
+//! Each is a [`Consumer`] that passes batches on to the next stage.
 
-use crate::config::ComponentError;
+pub mod batch;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::{from_value, ComponentError};
+use crate::consumer::{Consumer, NextConsumer};
+
+/// A running processor.
+#[async_trait]
+pub trait Processor: Consumer {
+    /// Passes on everything the processor still holds (on shutdown).
+    async fn flush(&self);
+}
 
 /// A processor's typed config, chosen by the component type.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ProcessorConfig {}
+pub enum ProcessorConfig {
+    Batch(batch::Config),
+}
 
 impl ProcessorConfig {
     /// Component types implemented here, aliases included.
-    pub const KINDS: &'static [&'static str] = &[];
+    pub const KINDS: &'static [&'static str] = &["batch"];
 
     /// `None` when `kind` is not a processor type tracegate implements.
     pub fn from_value(
         kind: &str,
         value: serde_json::Value,
     ) -> Option<Result<ProcessorConfig, ComponentError>> {
-        let _ = (kind, value);
-        None
+        match kind {
+            "batch" => Some(from_value(value).map(ProcessorConfig::Batch)),
+            _ => None,
+        }
     }
 
     /// Pure checks (no network, no disk): `Err` for an invalid config,
     /// `Ok(warnings)` for valid but surprising settings.
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        match *self {}
+        match self {
+            ProcessorConfig::Batch(c) => c.validate(),
+        }
+    }
+
+    /// Starts the processor in front of `next`. Must run inside a tokio runtime.
+    pub fn build(&self, id: &str, next: NextConsumer) -> Arc<dyn Processor> {
+        match self {
+            ProcessorConfig::Batch(c) => batch::Batcher::start(id, c.clone(), next),
+        }
     }
 }

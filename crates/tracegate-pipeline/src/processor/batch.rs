@@ -1,0 +1,288 @@
+//! The `batch` processor, as the collector's: spans are held until
+//! `send_batch_size` of them are pending or `timeout` has passed since the
+//! first of them arrived, and no batch sent is larger than
+//! `send_batch_max_size`. Batches are merged by concatenating encoded
+//! requests (`SpanBatch::concat`), one copy per sent batch.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use metrics::{Counter, Histogram};
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracegate_model::SpanBatch;
+
+use super::Processor;
+use crate::config::ComponentError;
+use crate::consumer::{ConsumeError, Consumer, NextConsumer};
+use crate::telemetry::names;
+
+/// `processors: batch:`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Time after which a batch is sent regardless of size. `0s` sends every
+    /// incoming batch at once (split by `send_batch_max_size`). Default `200ms`.
+    #[serde(default = "default_timeout", deserialize_with = "crate::duration::deserialize")]
+    pub timeout: Duration,
+    /// Number of spans after which a batch is sent regardless of the timeout.
+    /// Default 8192.
+    #[serde(default = "default_send_batch_size")]
+    pub send_batch_size: usize,
+    /// Upper bound on the spans of one sent batch; larger ones are split.
+    /// 0 means no bound. Must be 0 or ≥ `send_batch_size`. Default 0.
+    #[serde(default)]
+    pub send_batch_max_size: usize,
+    /// The collector batches separately per value of these client-metadata
+    /// keys. tracegate does not carry client metadata yet: only an empty
+    /// list is accepted.
+    #[serde(default)]
+    pub metadata_keys: Vec<String>,
+    /// Limit on distinct metadata combinations (unused while
+    /// `metadata_keys` must be empty). Default 1000.
+    #[serde(default = "default_cardinality")]
+    pub metadata_cardinality_limit: u32,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_send_batch_size() -> usize {
+    8192
+}
+fn default_cardinality() -> u32 {
+    1000
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            timeout: default_timeout(),
+            send_batch_size: default_send_batch_size(),
+            send_batch_max_size: 0,
+            metadata_keys: Vec::new(),
+            metadata_cardinality_limit: default_cardinality(),
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        if self.send_batch_max_size > 0 && self.send_batch_max_size < self.send_batch_size {
+            return Err(ComponentError {
+                path: "send_batch_max_size".into(),
+                message: format!(
+                    "send_batch_max_size ({}) must be 0 or at least send_batch_size ({})",
+                    self.send_batch_max_size, self.send_batch_size
+                ),
+            });
+        }
+        if !self.metadata_keys.is_empty() {
+            return Err(ComponentError {
+                path: "metadata_keys".into(),
+                message: "batching by client metadata is not implemented; remove metadata_keys"
+                    .into(),
+            });
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// What triggered a send, for the collector's trigger counters.
+#[derive(Clone, Copy)]
+enum Trigger {
+    Size,
+    Timeout,
+    Flush,
+}
+
+#[derive(Default)]
+struct Pending {
+    parts: Vec<SpanBatch>,
+    spans: usize,
+    /// When the oldest pending span must be sent.
+    deadline: Option<Instant>,
+}
+
+/// The running batch processor.
+pub struct Batcher {
+    id: String,
+    config: Config,
+    pending: Mutex<Pending>,
+    /// Wakes the timer when the pending set goes from empty to non-empty.
+    wake: Notify,
+    next: NextConsumer,
+    stop: CancellationToken,
+    send_size: Histogram,
+    size_trigger: Counter,
+    timeout_trigger: Counter,
+    dropped_refused: Counter,
+}
+
+impl Batcher {
+    /// Starts the batcher and its timer task. Must run inside a tokio runtime.
+    pub fn start(id: &str, config: Config, next: NextConsumer) -> Arc<Batcher> {
+        let label = [("processor", id.to_string())];
+        let batcher = Arc::new(Batcher {
+            id: id.to_string(),
+            config,
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+            next,
+            stop: CancellationToken::new(),
+            send_size: metrics::histogram!(names::PROCESSOR_BATCH_BATCH_SEND_SIZE, &label),
+            size_trigger: metrics::counter!(names::PROCESSOR_BATCH_BATCH_SIZE_TRIGGER_SEND, &label),
+            timeout_trigger: metrics::counter!(names::PROCESSOR_BATCH_TIMEOUT_TRIGGER_SEND, &label),
+            dropped_refused: metrics::counter!(
+                names::DROPPED_SPANS,
+                "component" => id.to_string(),
+                "reason" => "refused_downstream"
+            ),
+        });
+        if !batcher.config.timeout.is_zero() {
+            tokio::spawn(batcher.clone().run_timer());
+        }
+        batcher
+    }
+
+    async fn run_timer(self: Arc<Self>) {
+        loop {
+            let deadline = self.lock().deadline;
+            match deadline {
+                None => tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    _ = self.wake.notified() => {}
+                },
+                Some(deadline) => tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let due = {
+                            let mut pending = self.lock();
+                            if pending.deadline.is_some_and(|d| d <= Instant::now()) {
+                                pending.deadline = None;
+                                pending.spans = 0;
+                                std::mem::take(&mut pending.parts)
+                            } else {
+                                Vec::new()
+                            }
+                        };
+                        self.send(due, Trigger::Timeout).await;
+                    }
+                },
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while holding the lock cannot leave `Pending` inconsistent
+        // in a way that matters more than losing the process, so recover.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Merges `parts`, splits by `send_batch_max_size` and passes them on.
+    async fn send(&self, parts: Vec<SpanBatch>, trigger: Trigger) {
+        if parts.is_empty() {
+            return;
+        }
+        for chunk in self.merge_and_split(parts) {
+            self.emit(chunk, trigger).await;
+        }
+    }
+
+    fn merge_and_split(&self, parts: Vec<SpanBatch>) -> Vec<SpanBatch> {
+        let merged = if parts.len() == 1 {
+            parts.into_iter().next().expect("one part")
+        } else {
+            SpanBatch::concat(&parts)
+        };
+        let max = self.config.send_batch_max_size;
+        if max > 0 && merged.len() > max {
+            merged.split(max)
+        } else {
+            vec![merged]
+        }
+    }
+
+    async fn emit(&self, batch: SpanBatch, trigger: Trigger) {
+        let spans = batch.len();
+        self.send_size.record(spans as f64);
+        match trigger {
+            Trigger::Size => self.size_trigger.increment(1),
+            Trigger::Timeout => self.timeout_trigger.increment(1),
+            Trigger::Flush => {}
+        }
+        if let Err(e) = self.next.consume(batch).await {
+            // The batch was acknowledged upstream already: count the loss.
+            self.dropped_refused.increment(spans as u64);
+            tracing::warn!(processor = %self.id, spans, error = %e, "next stage refused a batch; spans dropped");
+        }
+    }
+}
+
+#[async_trait]
+impl Consumer for Batcher {
+    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if self.config.timeout.is_zero() {
+            self.send(vec![batch], Trigger::Size).await;
+            return Ok(());
+        }
+        let ready = {
+            let mut pending = self.lock();
+            pending.spans += batch.len();
+            pending.parts.push(batch);
+            if pending.deadline.is_none() {
+                pending.deadline = Some(Instant::now() + self.config.timeout);
+                self.wake.notify_one();
+            }
+            if pending.spans >= self.config.send_batch_size {
+                pending.spans = 0;
+                pending.deadline = None;
+                std::mem::take(&mut pending.parts)
+            } else {
+                return Ok(());
+            }
+        };
+        let mut chunks = self.merge_and_split(ready);
+        // As the collector: full chunks go while at least send_batch_size
+        // spans remain; a smaller remainder waits for more.
+        let remainder = match chunks.last() {
+            Some(last) if chunks.len() > 1 && last.len() < self.config.send_batch_size => {
+                chunks.pop()
+            }
+            _ => None,
+        };
+        for chunk in chunks {
+            self.emit(chunk, Trigger::Size).await;
+        }
+        if let Some(rest) = remainder {
+            let mut pending = self.lock();
+            pending.spans += rest.len();
+            pending.parts.insert(0, rest);
+            if pending.deadline.is_none() {
+                pending.deadline = Some(Instant::now() + self.config.timeout);
+                self.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Processor for Batcher {
+    async fn flush(&self) {
+        self.stop.cancel();
+        let parts = {
+            let mut pending = self.lock();
+            pending.spans = 0;
+            pending.deadline = None;
+            std::mem::take(&mut pending.parts)
+        };
+        self.send(parts, Trigger::Flush).await;
+    }
+}

@@ -1,0 +1,185 @@
+//! Wiring a loaded [`Config`] into running components, and taking them down
+//! in order on shutdown: stop accepting, flush processors, drain exporters.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tracegate_model::SpanBatch;
+use tracegate_pipeline::exporter::{ExporterHandle, Fanout};
+use tracegate_pipeline::health::{HealthServer, Readiness};
+use tracegate_pipeline::processor::Processor;
+use tracegate_pipeline::receiver::RunningReceiver;
+use tracegate_pipeline::telemetry::MetricsServer;
+use tracegate_pipeline::{ConsumeError, Consumer};
+
+use crate::config::{ComponentId, Config, ExtensionConfig};
+
+/// A component that could not start; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(String);
+
+/// Everything the process runs, kept for an orderly shutdown.
+pub struct Running {
+    receivers: Vec<(ComponentId, RunningReceiver)>,
+    /// Each pipeline's processors, first stage first.
+    pipelines: Vec<Vec<Arc<dyn Processor>>>,
+    exporters: Vec<(ComponentId, ExporterHandle)>,
+    readiness: Readiness,
+    stop_receivers: CancellationToken,
+    stop_telemetry: CancellationToken,
+    /// Bound addresses: (component, protocol, address).
+    pub listening: Vec<(String, &'static str, SocketAddr)>,
+}
+
+/// A receiver feeding several pipelines hands each its own copy of the
+/// batch (a reference-counted buffer and a copied index), as the collector's
+/// fan-out consumer does.
+struct PipelineFanout(Vec<Arc<dyn Consumer>>);
+
+#[async_trait]
+impl Consumer for PipelineFanout {
+    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
+        let mut result = Ok(());
+        let (last, rest) = self.0.split_last().expect("a receiver feeds a pipeline");
+        for next in rest {
+            if let Err(e) = next.consume(batch.clone()).await {
+                result = Err(e);
+            }
+        }
+        last.consume(batch).await.and(result)
+    }
+}
+
+/// Starts every component of `config`. Listeners are bound before this
+/// returns, so a port in use is an error here, not later.
+pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Running, StartError> {
+    let stop_telemetry = CancellationToken::new();
+    let readiness = Readiness::default();
+    let mut listening = Vec::new();
+
+    if let Some(address) = &config.service.telemetry.metrics_address {
+        let server = MetricsServer::start(
+            address,
+            config.service.telemetry.metrics_namespace.clone(),
+            prometheus,
+            stop_telemetry.clone(),
+        )
+        .await
+        .map_err(|e| StartError(format!("telemetry: cannot listen on {address}: {e}")))?;
+        listening.push(("telemetry".to_string(), "metrics", server.address));
+    }
+    for id in &config.service.extensions {
+        match config.extensions.get(id) {
+            Some(ExtensionConfig::HealthCheck(health)) => {
+                let server = HealthServer::start(health, readiness.clone(), stop_telemetry.clone())
+                    .await
+                    .map_err(|e| {
+                        StartError(format!("extensions::{id}: cannot listen on {}: {e}", health.endpoint))
+                    })?;
+                listening.push((id.to_string(), "http", server.address));
+            }
+            None => return Err(StartError(format!("service::extensions: {id} is not defined"))),
+        }
+    }
+
+    let mut exporters: BTreeMap<&ComponentId, ExporterHandle> = BTreeMap::new();
+    for pipeline in &config.service.pipelines {
+        for id in &pipeline.exporters {
+            if exporters.contains_key(id) {
+                continue;
+            }
+            let exporter = config.exporters.get(id).ok_or_else(|| {
+                StartError(format!("exporters::{id} is used by {} but not defined", pipeline.id))
+            })?;
+            let handle = exporter
+                .start(&id.to_string())
+                .map_err(|e| StartError(format!("exporters::{id}: {e}")))?;
+            exporters.insert(id, handle);
+        }
+    }
+
+    let mut pipelines = Vec::new();
+    let mut entry_points: BTreeMap<&ComponentId, Vec<Arc<dyn Consumer>>> = BTreeMap::new();
+    for pipeline in &config.service.pipelines {
+        let handles = pipeline.exporters.iter().map(|id| exporters[id].clone()).collect();
+        let mut next: Arc<dyn Consumer> = Arc::new(Fanout::new(handles));
+        let mut stages = Vec::new();
+        for id in pipeline.processors.iter().rev() {
+            let processor = config.processors.get(id).ok_or_else(|| {
+                StartError(format!("processors::{id} is used by {} but not defined", pipeline.id))
+            })?;
+            let stage = processor.build(&id.to_string(), next);
+            next = stage.clone();
+            stages.push(stage);
+        }
+        stages.reverse();
+        pipelines.push(stages);
+        for id in &pipeline.receivers {
+            entry_points.entry(id).or_default().push(next.clone());
+        }
+    }
+
+    let stop_receivers = CancellationToken::new();
+    let mut receivers = Vec::new();
+    for (id, mut nexts) in entry_points {
+        let receiver = config
+            .receivers
+            .get(id)
+            .ok_or_else(|| StartError(format!("receivers::{id} is used but not defined")))?;
+        let next: Arc<dyn Consumer> = if nexts.len() == 1 {
+            nexts.pop().expect("one")
+        } else {
+            Arc::new(PipelineFanout(nexts))
+        };
+        let running = receiver
+            .start(&id.to_string(), next, stop_receivers.clone())
+            .await
+            .map_err(|e| StartError(format!("receivers::{id}: {e}")))?;
+        for (protocol, address) in running.addresses() {
+            listening.push((id.to_string(), *protocol, *address));
+        }
+        receivers.push((id.clone(), running));
+    }
+
+    readiness.set(true);
+    Ok(Running {
+        receivers,
+        pipelines,
+        exporters: exporters.into_iter().map(|(id, h)| (id.clone(), h)).collect(),
+        readiness,
+        stop_receivers,
+        stop_telemetry,
+        listening,
+    })
+}
+
+impl Running {
+    /// Stops accepting, passes on what processors hold, and drains exporter
+    /// queues, all within `grace`; what is left then is counted as dropped
+    /// by the exporters.
+    pub async fn shutdown(self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        self.readiness.set(false);
+        self.stop_receivers.cancel();
+        for (id, receiver) in self.receivers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, receiver.stopped()).await.is_err() {
+                tracing::warn!(receiver = %id, "receiver did not stop within the grace period");
+            }
+        }
+        for stages in &self.pipelines {
+            for stage in stages {
+                stage.flush().await;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        futures::future::join_all(self.exporters.iter().map(|(_, h)| h.shutdown(left))).await;
+        self.stop_telemetry.cancel();
+    }
+}
