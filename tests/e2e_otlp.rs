@@ -1,0 +1,278 @@
+//! End to end through the real binary: real OpenTelemetry SDK exporters and
+//! the seed's curl check send to tracegate, which exports to in-test OTLP
+//! backends.
+
+mod support;
+
+use std::time::Duration;
+
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry::{Array, KeyValue, StringValue, Value};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use support::gateway::{Gateway, TELEMETRY};
+use support::sink::Sink;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// OTLP gRPC + HTTP in, batch, OTLP gRPC out to `sink_addr`, plaintext.
+fn passthrough_config(exporters: &str, pipeline_exporters: &str, batch: &str) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+      http:
+        endpoint: 127.0.0.1:0
+processors:
+  batch:
+{batch}
+exporters:
+{exporters}
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:0
+service:
+  extensions: [health_check]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [{pipeline_exporters}]
+{TELEMETRY}"#
+    )
+}
+
+fn plain_otlp_exporter(name: &str, addr: std::net::SocketAddr) -> String {
+    format!(
+        "  {name}:\n    endpoint: 127.0.0.1:{}\n    tls:\n      insecure: true\n    retry_on_failure:\n      initial_interval: 10ms\n",
+        addr.port()
+    )
+}
+
+fn sdk_provider(exporter: opentelemetry_otlp::SpanExporter, service: &str) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+        .build()
+}
+
+/// Emits `n` spans with one attribute of every type, then flushes.
+async fn emit_spans(provider: SdkTracerProvider, n: usize, prefix: &'static str) {
+    tokio::task::spawn_blocking(move || {
+        let tracer = provider.tracer("e2e");
+        for i in 0..n {
+            let mut span = tracer.start(format!("{prefix}-{i}"));
+            span.set_attribute(KeyValue::new("http.request.method", "GET"));
+            span.set_attribute(KeyValue::new("index", i as i64));
+            span.set_attribute(KeyValue::new("ratio", 0.5));
+            span.set_attribute(KeyValue::new("cached", true));
+            span.set_attribute(KeyValue::new(
+                "tags",
+                Value::Array(Array::String(vec![StringValue::from("a"), StringValue::from("b")])),
+            ));
+            span.end();
+        }
+        provider.force_flush().expect("flush");
+        provider.shutdown().expect("shutdown");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_grpc_and_http_spans_arrive_with_attributes_intact() {
+    let sink = Sink::start().await;
+    let gw = Gateway::start(&passthrough_config(
+        &plain_otlp_exporter("otlp", sink.addr),
+        "otlp",
+        "    timeout: 20ms",
+    ));
+
+    let grpc = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{}", gw.addr("otlp", "grpc")))
+        .build()
+        .unwrap();
+    emit_spans(sdk_provider(grpc, "svc-grpc"), 50, "grpc").await;
+
+    let http = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("http://{}/v1/traces", gw.addr("otlp", "http")))
+        .build()
+        .unwrap();
+    emit_spans(sdk_provider(http, "svc-http"), 50, "http").await;
+
+    assert!(sink.wait_for_spans(100, WAIT).await, "only {} spans arrived", sink.span_count());
+    let spans = sink.spans();
+    assert_eq!(spans.len(), 100, "no span duplicated");
+    for (prefix, service) in [("grpc", "svc-grpc"), ("http", "svc-http")] {
+        for i in 0..50 {
+            let name = format!("{prefix}-{i}");
+            let s = spans
+                .iter()
+                .find(|s| s.span.name == name)
+                .unwrap_or_else(|| panic!("span {name} missing"));
+            assert_eq!(
+                s.resource_attr("service.name"),
+                Some(&any_value::Value::StringValue(service.into()))
+            );
+            assert_eq!(s.attr("index"), Some(&any_value::Value::IntValue(i)));
+            assert_eq!(
+                s.attr("http.request.method"),
+                Some(&any_value::Value::StringValue("GET".into()))
+            );
+            assert_eq!(s.attr("ratio"), Some(&any_value::Value::DoubleValue(0.5)));
+            assert_eq!(s.attr("cached"), Some(&any_value::Value::BoolValue(true)));
+            match s.attr("tags") {
+                Some(any_value::Value::ArrayValue(a)) => assert_eq!(a.values.len(), 2),
+                other => panic!("tags: {other:?}"),
+            }
+            assert_eq!(s.span.trace_id.len(), 16);
+            assert_eq!(s.span.span_id.len(), 8);
+        }
+    }
+
+    // Self-telemetry in the collector's dialect.
+    let metrics = support::raw::http(
+        gw.addr("telemetry", "metrics"),
+        http::Method::GET,
+        "/metrics",
+        &[],
+        "",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    for needle in [
+        "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 50",
+        "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"http\"} 50",
+        "otelcol_exporter_sent_spans_total{exporter=\"otlp\"} 100",
+        "otelcol_exporter_queue_capacity{exporter=\"otlp\"}",
+        "otelcol_processor_batch_batch_send_size",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle:?}:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_curl_json_check_is_accepted_and_arrives() {
+    let sink = Sink::start().await;
+    let gw = Gateway::start(&passthrough_config(
+        &plain_otlp_exporter("otlp", sink.addr),
+        "otlp",
+        "    timeout: 20ms",
+    ));
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/seed-configs/otlp-json-check.sh"
+    ))
+    .expect("seed check script");
+    let url = "http://otel-collector.monitoring:4318";
+    assert!(script.contains(url), "the seed script changed");
+    let script = script.replace(url, &format!("http://{}", gw.addr("otlp", "http")));
+    let out = tokio::process::Command::new("bash")
+        .args(["-c", &format!("set -e\n{script}\n")])
+        .output()
+        .await
+        .expect("run bash");
+    assert!(out.status.success(), "curl check failed: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{}", "OTLP/JSON success body");
+    assert!(sink.wait_for_spans(1, WAIT).await);
+    let spans = sink.spans();
+    assert_eq!(spans[0].span.name, "test-span");
+    assert_eq!(
+        hex(&spans[0].span.trace_id),
+        "5b8aa5a2d2c872e8321cf37308d69df2"
+    );
+    assert_eq!(
+        spans[0].resource_attr("service.name"),
+        Some(&any_value::Value::StringValue("test-service".into()))
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_over_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::tls::make(dir.path());
+    let sink = Sink::start_tls(&pki.cert_pem, &pki.key_pem).await;
+    let exporter = format!(
+        "  otlp:\n    endpoint: localhost:{}\n    tls:\n      ca_file: {}\n",
+        sink.addr.port(),
+        pki.ca_file.display()
+    );
+    let gw = Gateway::start(&passthrough_config(&exporter, "otlp", "    timeout: 10ms"));
+    let grpc = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{}", gw.addr("otlp", "grpc")))
+        .build()
+        .unwrap();
+    emit_spans(sdk_provider(grpc, "svc-tls"), 5, "tls").await;
+    assert!(sink.wait_for_spans(5, WAIT).await, "spans did not arrive over TLS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_exporter_does_not_delay_the_other() {
+    let stalled = Sink::start_stalled().await;
+    let healthy = Sink::start().await;
+    let exporters = format!(
+        "  otlp/stalled:\n    endpoint: 127.0.0.1:{}\n    timeout: 60s\n    tls:\n      insecure: true\n    sending_queue:\n      num_consumers: 1\n      queue_size: 2\n{}",
+        stalled.addr.port(),
+        plain_otlp_exporter("otlp/healthy", healthy.addr)
+    );
+    let gw = Gateway::start(&passthrough_config(
+        &exporters,
+        "otlp/stalled, otlp/healthy",
+        "    timeout: 0s",
+    ));
+    let addr = gw.addr("otlp", "grpc");
+    // Twenty separate exports: the stalled exporter's one consumer blocks on
+    // the first for 60 s and its queue of 2 fills; the healthy one must get
+    // every batch regardless.
+    for round in 0..20 {
+        let grpc = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(format!("http://{addr}"))
+            .build()
+            .unwrap();
+        emit_spans(sdk_provider(grpc, "svc"), 1, ["r0", "r1"][round % 2]).await;
+    }
+    assert!(
+        healthy.wait_for_spans(20, WAIT).await,
+        "healthy exporter got {} of 20 spans while the other stalled",
+        healthy.span_count()
+    );
+    assert_eq!(stalled.span_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_pending_batches_and_exits_zero() {
+    let sink = Sink::start().await;
+    // A batch timeout far beyond the test: only shutdown can flush these.
+    let mut gw = Gateway::start(&passthrough_config(
+        &plain_otlp_exporter("otlp", sink.addr),
+        "otlp",
+        "    timeout: 1h\n    send_batch_size: 100000",
+    ));
+    let health = gw.addr("health_check", "http");
+    let ok = support::raw::http(health, http::Method::GET, "/", &[], "").await;
+    assert_eq!(ok.status, 200);
+    let grpc = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{}", gw.addr("otlp", "grpc")))
+        .build()
+        .unwrap();
+    emit_spans(sdk_provider(grpc, "svc"), 30, "pending").await;
+    assert_eq!(sink.span_count(), 0, "held by the batch processor");
+    let status = tokio::task::block_in_place(|| gw.terminate(Duration::from_secs(20)));
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(sink.span_count(), 30, "flushed on shutdown");
+}

@@ -1,0 +1,176 @@
+//! Starts the real `tracegate` binary on a config and finds its listeners
+//! from its JSON logs, so no test needs a fixed port.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Gateway {
+    child: Child,
+    pub listening: Vec<(String, String, SocketAddr)>,
+    pub dir: tempfile::TempDir,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// The logs and telemetry settings every test config appends: JSON logs so
+/// the listeners can be read back, metrics on an ephemeral port.
+pub const TELEMETRY: &str = r#"
+  telemetry:
+    logs:
+      level: info
+      encoding: json
+    metrics:
+      address: 127.0.0.1:0
+"#;
+
+impl Gateway {
+    /// Writes `yaml` to a temp dir (`{dir}` in it is replaced by that dir's
+    /// path) and starts tracegate on it; returns once it reports ready.
+    pub fn start(yaml: &str) -> Gateway {
+        Self::start_with_args(yaml, &[])
+    }
+
+    pub fn start_with_args(yaml: &str, args: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let yaml = yaml.replace("{dir}", dir.path().to_str().expect("utf-8 temp path"));
+        let path = dir.path().join("config.yaml");
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(yaml.as_bytes()))
+            .expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tracegate"))
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracegate");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                let mut ready_tx = Some(ready_tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("tracegate is ready") {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100)); // let the reader drain
+                panic!(
+                    "tracegate exited with {status} before ready:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("tracegate not ready in 30s:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        }
+        let listening = logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == "listening")
+            .map(|v| {
+                (
+                    v["component"].as_str().unwrap_or_default().to_string(),
+                    v["protocol"].as_str().unwrap_or_default().to_string(),
+                    v["address"].as_str().unwrap_or_default().parse().expect("address"),
+                )
+            })
+            .collect();
+        Gateway {
+            child,
+            listening,
+            dir,
+            logs,
+        }
+    }
+
+    /// The address `component` listens on for `protocol` (`grpc`, `http`, `metrics`).
+    pub fn addr(&self, component: &str, protocol: &str) -> SocketAddr {
+        self.listening
+            .iter()
+            .find(|(c, p, _)| c == component && p == protocol)
+            .map(|(_, _, a)| *a)
+            .unwrap_or_else(|| panic!("{component}/{protocol} not listening: {:?}", self.listening))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} not in /proc status"))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits (up to `within`) for the process to exit.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "tracegate did not exit within {within:?} of SIGTERM:\n{}",
+                    self.logs().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

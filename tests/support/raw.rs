@@ -1,0 +1,100 @@
+//! Raw requests no SDK would send: any bytes, headers, method and path over
+//! HTTP/1.1, and hand-framed gRPC over h2c, reading back status codes.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+pub struct HttpReply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// One HTTP/1.1 request to `addr`.
+pub async fn http(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> HttpReply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(body.into())).unwrap())
+        .await
+        .expect("http request");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    HttpReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub struct GrpcReply {
+    /// `grpc-status` (0 = OK).
+    pub code: i32,
+    pub message: String,
+}
+
+/// One unary gRPC call over h2c with `message` as the (already encoded,
+/// possibly compressed) payload; `encoding` sets `grpc-encoding` and the
+/// frame's compressed flag.
+pub async fn grpc(
+    addr: SocketAddr,
+    path: &str,
+    message: &[u8],
+    encoding: Option<&str>,
+) -> GrpcReply {
+    let mut frame = Vec::with_capacity(message.len() + 5);
+    frame.push(u8::from(encoding.is_some()));
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(enc) = encoding {
+        req = req.header("grpc-encoding", enc);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(frame))).unwrap())
+        .await
+        .expect("grpc request");
+    // Trailers-only responses carry the status in the headers.
+    let headers = resp.headers().clone();
+    let collected = resp.into_body().collect().await.expect("grpc body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let pick = |name: &str| {
+        trailers
+            .get(name)
+            .or_else(|| headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    GrpcReply {
+        code: pick("grpc-status")
+            .and_then(|s| s.parse().ok())
+            .expect("grpc-status present"),
+        message: pick("grpc-message").unwrap_or_default(),
+    }
+}
+
+pub const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
