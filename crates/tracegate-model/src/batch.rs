@@ -5,6 +5,14 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use prost::Message;
+
+use crate::json::JsonError;
+use crate::lookup::{
+    last_string, Attributes, RESOURCE_ATTRIBUTES, RESOURCE_SPANS_RESOURCE, SCOPE_ATTRIBUTES,
+    SCOPE_SPANS_SCOPE, SPAN_ATTRIBUTES, SPAN_NAME, SPAN_TRACE_STATE,
+};
+use crate::otlp::ExportTraceServiceRequest;
 use crate::scan::ScanError;
 
 /// OTLP `Status.code`.
@@ -49,6 +57,9 @@ pub struct ScopeInfo {
     pub resource: u32,
     /// The `ScopeSpans` message body.
     pub body: Range<u32>,
+    /// This scope's spans: a range of indices into [`SpanBatch::spans`].
+    pub spans: Range<u32>,
+    pub(crate) layout: FieldLayout,
 }
 
 /// One `ResourceSpans` of the request.
@@ -56,8 +67,40 @@ pub struct ScopeInfo {
 pub struct ResourceInfo {
     /// The `ResourceSpans` message body.
     pub body: Range<u32>,
-    /// The `Resource` message body inside it, if present.
+    /// The `Resource` message body inside it, if present. Should a request
+    /// repeat the field, this is the last one (protobuf merges them; the
+    /// attribute lookups read them all).
     pub resource: Option<Range<u32>>,
+    /// This resource's scopes: a range of indices into [`SpanBatch::scopes`].
+    pub scopes: Range<u32>,
+    pub(crate) layout: FieldLayout,
+}
+
+/// Where the fields of a `ResourceSpans`/`ScopeSpans` that are not its
+/// children (scope_spans/spans) sit, so a subset copies them without
+/// re-reading the message. Encoders write children between the other fields
+/// (`resource`/`scope` first, `schema_url` last); only hand-made or unusual
+/// encoders interleave them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FieldLayout {
+    /// Encoded bytes of all non-child fields together.
+    pub other_len: u32,
+    /// Non-child fields before the first child end here (body end if no child).
+    pub head_end: u32,
+    /// Non-child fields after the last child start here (body end if no child).
+    pub tail_start: u32,
+    /// A non-child field sits between two children: copy by walking fields.
+    pub interleaved: bool,
+}
+
+impl FieldLayout {
+    pub(crate) fn shifted(self, by: u32) -> FieldLayout {
+        FieldLayout {
+            head_end: self.head_end + by,
+            tail_start: self.tail_start + by,
+            ..self
+        }
+    }
 }
 
 /// A lazily read OTLP `AnyValue`, borrowing from the batch's bytes.
@@ -75,6 +118,10 @@ pub enum AnyValueRef<'a> {
 }
 
 /// An encoded `ExportTraceServiceRequest` and its span index.
+///
+/// The index lists resources, scopes and spans in request order: a span's
+/// scope and a scope's resource never decrease along the tables, so the spans
+/// of one scope (and the scopes of one resource) are contiguous.
 #[derive(Debug, Clone, Default)]
 pub struct SpanBatch {
     pub(crate) bytes: Bytes,
@@ -119,4 +166,242 @@ impl SpanBatch {
     pub fn encoded_len(&self) -> usize {
         self.bytes.len()
     }
+
+    /// The spans for which `keep` returns true, encoded as a new request in
+    /// their original order. Resources and scopes left with no span are
+    /// omitted; their other fields are copied as they are. Keeping every span
+    /// returns a clone that shares these bytes.
+    pub fn filter(&self, mut keep: impl FnMut(&SpanInfo) -> bool) -> SpanBatch {
+        let kept: Vec<u32> = (0u32..)
+            .zip(&self.spans)
+            .filter(|(_, span)| keep(span))
+            .map(|(i, _)| i)
+            .collect();
+        self.encode_kept(&kept)
+    }
+
+    /// The spans at `span_indices`, encoded as a new request in the batch's
+    /// order (the order of the indices and duplicates do not matter; indices
+    /// past the end are ignored). Selecting every span returns a clone that
+    /// shares these bytes; any other selection copies, so it does not keep
+    /// this request's buffer alive.
+    pub fn select(&self, span_indices: &[u32]) -> SpanBatch {
+        let n = self.spans.len() as u64;
+        let canonical = span_indices.windows(2).all(|w| w[0] < w[1])
+            && span_indices.last().is_none_or(|&last| u64::from(last) < n);
+        if canonical {
+            return self.encode_kept(span_indices);
+        }
+        let mut kept: Vec<u32> = span_indices
+            .iter()
+            .copied()
+            .filter(|&i| u64::from(i) < n)
+            .collect();
+        kept.sort_unstable();
+        kept.dedup();
+        self.encode_kept(&kept)
+    }
+
+    /// `kept` is strictly ascending and in range.
+    fn encode_kept(&self, kept: &[u32]) -> SpanBatch {
+        if kept.len() == self.spans.len() {
+            return self.clone();
+        }
+        crate::encode::encode_subset(self, kept)
+    }
+
+    /// One request holding all `parts` in order: encoded requests concatenate
+    /// into a valid request (`resource_spans` is a repeated field), so this
+    /// copies bytes once and shifts the index.
+    ///
+    /// # Panics
+    /// If the parts add up to more than 4 GiB, which no configured batch
+    /// size comes near.
+    pub fn concat(parts: &[SpanBatch]) -> SpanBatch {
+        match parts {
+            [] => return SpanBatch::default(),
+            [one] => return one.clone(),
+            _ => {}
+        }
+        let total: usize = parts.iter().map(|p| p.bytes.len()).sum();
+        assert!(
+            total <= u32::MAX as usize,
+            "SpanBatch::concat: {total} bytes exceed the 4 GiB a batch can index"
+        );
+        let mut bytes = Vec::with_capacity(total);
+        let mut out = SpanBatch {
+            bytes: Bytes::new(),
+            resources: Vec::with_capacity(parts.iter().map(|p| p.resources.len()).sum()),
+            scopes: Vec::with_capacity(parts.iter().map(|p| p.scopes.len()).sum()),
+            spans: Vec::with_capacity(parts.iter().map(|p| p.spans.len()).sum()),
+        };
+        for part in parts {
+            let at = bytes.len() as u32;
+            let resource_base = out.resources.len() as u32;
+            let scope_base = out.scopes.len() as u32;
+            let span_base = out.spans.len() as u32;
+            bytes.extend_from_slice(&part.bytes);
+            out.resources
+                .extend(part.resources.iter().map(|r| ResourceInfo {
+                    body: shift(&r.body, at),
+                    resource: r.resource.as_ref().map(|b| shift(b, at)),
+                    scopes: shift(&r.scopes, scope_base),
+                    layout: r.layout.shifted(at),
+                }));
+            out.scopes.extend(part.scopes.iter().map(|s| ScopeInfo {
+                resource: s.resource + resource_base,
+                body: shift(&s.body, at),
+                spans: shift(&s.spans, span_base),
+                layout: s.layout.shifted(at),
+            }));
+            out.spans.extend(part.spans.iter().map(|s| SpanInfo {
+                span: shift(&s.span, at),
+                scope: s.scope + scope_base,
+                ..s.clone()
+            }));
+        }
+        out.bytes = Bytes::from(bytes);
+        out
+    }
+
+    /// Consecutive chunks of at most `max_spans` spans, in order (the batch
+    /// processor's `send_batch_max_size`). A batch that already fits, or a
+    /// `max_spans` of 0 (no limit), comes back whole as one chunk.
+    pub fn split(&self, max_spans: usize) -> Vec<SpanBatch> {
+        if max_spans == 0 || self.spans.len() <= max_spans {
+            return vec![self.clone()];
+        }
+        let all: Vec<u32> = (0..self.spans.len() as u32).collect();
+        all.chunks(max_spans)
+            .map(|chunk| crate::encode::encode_subset(self, chunk))
+            .collect()
+    }
+
+    /// The value of the span's attribute `key` (the first one, should the
+    /// span repeat the key, as the collector's `Map.Get` does). An attribute
+    /// whose value is empty reads as absent.
+    ///
+    /// # Panics
+    /// If `span >= self.len()`, like slice indexing.
+    pub fn span_attribute(&self, span: usize, key: &str) -> Option<AnyValueRef<'_>> {
+        find(self.span_attributes(span), key)
+    }
+
+    /// The attribute `key` of the span's resource; see [`Self::span_attribute`].
+    pub fn resource_attribute(&self, span: usize, key: &str) -> Option<AnyValueRef<'_>> {
+        find(self.resource_attributes(span), key)
+    }
+
+    /// The attribute `key` of the span's instrumentation scope; see
+    /// [`Self::span_attribute`].
+    pub fn scope_attribute(&self, span: usize, key: &str) -> Option<AnyValueRef<'_>> {
+        find(self.scope_attributes(span), key)
+    }
+
+    /// The span's attributes in encoded order, read lazily.
+    pub fn span_attributes(&self, span: usize) -> Attributes<'_> {
+        Attributes::of_message(&self.bytes, range(&self.spans[span].span), SPAN_ATTRIBUTES)
+    }
+
+    /// The attributes of the span's resource in encoded order, read lazily.
+    pub fn resource_attributes(&self, span: usize) -> Attributes<'_> {
+        let resource = &self.resources[self.resource_index(span)];
+        Attributes::of_submessages(
+            &self.bytes,
+            range(&resource.body),
+            RESOURCE_SPANS_RESOURCE,
+            RESOURCE_ATTRIBUTES,
+        )
+    }
+
+    /// The attributes of the span's instrumentation scope, read lazily.
+    pub fn scope_attributes(&self, span: usize) -> Attributes<'_> {
+        let scope = &self.scopes[self.spans[span].scope as usize];
+        Attributes::of_submessages(
+            &self.bytes,
+            range(&scope.body),
+            SCOPE_SPANS_SCOPE,
+            SCOPE_ATTRIBUTES,
+        )
+    }
+
+    /// The span's name ("" when unset).
+    pub fn span_name(&self, span: usize) -> &str {
+        last_string(&self.bytes, range(&self.spans[span].span), SPAN_NAME)
+    }
+
+    /// The span's W3C `tracestate` ("" when unset).
+    pub fn span_trace_state(&self, span: usize) -> &str {
+        last_string(&self.bytes, range(&self.spans[span].span), SPAN_TRACE_STATE)
+    }
+
+    /// Index of the span's resource in [`Self::resources`].
+    pub fn resource_index(&self, span: usize) -> usize {
+        self.scopes[self.spans[span].scope as usize].resource as usize
+    }
+
+    /// The `service.name` resource attribute, when it is a string.
+    pub fn service_name(&self, span: usize) -> Option<&str> {
+        match self.resource_attribute(span, "service.name")? {
+            AnyValueRef::String(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Decodes the whole request with prost (for exporters and processors
+    /// that need owned messages). Everything the scanner accepts decodes.
+    pub fn to_request(&self) -> ExportTraceServiceRequest {
+        match ExportTraceServiceRequest::decode(&self.bytes[..]) {
+            Ok(request) => request,
+            Err(e) => {
+                debug_assert!(false, "a scanned batch failed to decode: {e}");
+                ExportTraceServiceRequest::default()
+            }
+        }
+    }
+
+    /// Encodes and indexes an owned request, refusing what a client's
+    /// request would be refused for (ids of the wrong length, values nested
+    /// too deep).
+    pub fn try_from_request(request: &ExportTraceServiceRequest) -> Result<SpanBatch, ScanError> {
+        SpanBatch::scan(Bytes::from(request.encode_to_vec()))
+    }
+
+    /// Encodes and indexes an owned request. Ids of the wrong length become
+    /// empty (invalid) ids and values nested past the limit become empty
+    /// values, so the result is always a request the scanner accepts; use
+    /// [`Self::try_from_request`] to be told instead.
+    pub fn from_request(request: &ExportTraceServiceRequest) -> SpanBatch {
+        match SpanBatch::try_from_request(request) {
+            Ok(batch) => batch,
+            Err(_) => {
+                let mut request = request.clone();
+                crate::otlp::sanitize(&mut request);
+                SpanBatch::try_from_request(&request).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Parses an OTLP/JSON `ExportTraceServiceRequest`.
+    pub fn from_json(json: &[u8]) -> Result<SpanBatch, JsonError> {
+        crate::json::from_json(json)
+    }
+
+    /// The batch as OTLP/JSON (lowerCamelCase keys, hex ids, 64-bit integers
+    /// as strings, enums as numbers).
+    pub fn to_json(&self) -> Vec<u8> {
+        crate::json::to_json(&self.to_request())
+    }
+}
+
+fn shift(r: &Range<u32>, by: u32) -> Range<u32> {
+    r.start + by..r.end + by
+}
+
+fn range(r: &Range<u32>) -> Range<usize> {
+    r.start as usize..r.end as usize
+}
+
+fn find<'a>(mut attributes: Attributes<'a>, key: &str) -> Option<AnyValueRef<'a>> {
+    attributes.find(|(k, _)| *k == key).and_then(|(_, v)| v)
 }

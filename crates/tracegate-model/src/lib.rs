@@ -5,10 +5,17 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+mod encode;
 pub mod json;
+mod lookup;
 pub mod otlp;
 pub mod scan;
 pub mod wire;
 
-pub use batch::{SpanBatch, SpanInfo, StatusCode};
+#[cfg(test)]
+mod tests;
+
+pub use batch::{AnyValueRef, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode};
+pub use json::JsonError;
+pub use lookup::{ArrayValues, Attributes};
 pub use scan::ScanError;

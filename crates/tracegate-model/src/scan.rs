@@ -1,10 +1,20 @@
 //! The validating scanner over an encoded `ExportTraceServiceRequest`.
-//! It parses untrusted input: it never panics and allocates only in
-//! proportion to the input's size.
+//! It parses untrusted input: it never panics, recurses at most
+//! [`MAX_DEPTH`](crate::wire::MAX_DEPTH) levels, and allocates only the span
+//! index, in proportion to the input's size.
+//!
+//! What it accepts is what the OpenTelemetry Collector accepts: unknown fields
+//! of any wire type are skipped, known fields must have their declared wire
+//! type, strings must be UTF-8, and trace/span ids must be empty or exactly
+//! 16/8 bytes (pdata's `TraceID.Unmarshal`). It is also never looser than
+//! prost, so every scanned batch decodes with [`SpanBatch::to_request`].
+
+use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::batch::SpanBatch;
+use crate::batch::{FieldLayout, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode};
+use crate::wire::{Cursor, Fault, FaultKind, I32, I64, LEN, MAX_DEPTH, VARINT};
 
 /// Why a request could not be scanned. The message is meant for the client.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -13,6 +23,755 @@ pub enum ScanError {
     Malformed { offset: usize, what: &'static str },
 }
 
-pub(crate) fn scan(_bytes: Bytes) -> Result<SpanBatch, ScanError> {
-    todo!("model helper")
+/// The protobuf message a fault happened in, for the error message.
+#[derive(Debug, Clone, Copy)]
+enum Msg {
+    Request,
+    ResourceSpans,
+    Resource,
+    EntityRef,
+    ScopeSpans,
+    Scope,
+    Span,
+    Event,
+    Link,
+    Status,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+}
+
+macro_rules! fault_messages {
+    ($($name:literal),* $(,)?) => {
+        [$([
+            concat!($name, ": truncated or overlong varint"),
+            concat!($name, ": invalid field number"),
+            concat!($name, ": invalid wire type (6 or 7)"),
+            concat!($name, ": length-delimited field runs past the end of its message"),
+            concat!($name, ": fixed32/fixed64 field runs past the end of its message"),
+            concat!($name, ": end-group tag without a matching start-group"),
+            concat!($name, ": groups nested too deep"),
+        ]),*]
+    };
+}
+
+/// `FAULT_MESSAGES[msg][fault kind]`, all static so errors cost no allocation.
+const FAULT_MESSAGES: [[&str; FaultKind::COUNT]; 14] = fault_messages!(
+    "ExportTraceServiceRequest",
+    "ResourceSpans",
+    "Resource",
+    "EntityRef",
+    "ScopeSpans",
+    "InstrumentationScope",
+    "Span",
+    "Span.Event",
+    "Span.Link",
+    "Status",
+    "KeyValue",
+    "AnyValue",
+    "ArrayValue",
+    "KeyValueList",
+);
+
+impl Fault {
+    #[cold]
+    fn within(self, msg: Msg) -> ScanError {
+        ScanError::Malformed {
+            offset: self.offset,
+            what: FAULT_MESSAGES[msg as usize][self.kind.index()],
+        }
+    }
+}
+
+#[cold]
+fn malformed(offset: usize, what: &'static str) -> ScanError {
+    ScanError::Malformed { offset, what }
+}
+
+/// Fails unless a known field has the wire type its declaration implies.
+#[inline]
+fn expect_wire_type(
+    wire_type: u8,
+    want: u8,
+    at: usize,
+    what: &'static str,
+) -> Result<(), ScanError> {
+    if wire_type == want {
+        Ok(())
+    } else {
+        Err(malformed(at, what))
+    }
+}
+
+/// Reads a 16-byte id; empty means all zero ("invalid" but accepted).
+#[inline]
+fn id<const N: usize>(
+    buf: &[u8],
+    range: Range<usize>,
+    at: usize,
+    what: &'static str,
+) -> Result<[u8; N], ScanError> {
+    let bytes = &buf[range];
+    if bytes.is_empty() {
+        return Ok([0; N]);
+    }
+    bytes.try_into().map_err(|_| malformed(at, what))
+}
+
+#[inline]
+fn utf8(buf: &[u8], range: Range<usize>, at: usize, what: &'static str) -> Result<(), ScanError> {
+    match std::str::from_utf8(&buf[range]) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(malformed(at, what)),
+    }
+}
+
+/// Reads a field's key, naming `msg` if it is malformed.
+macro_rules! next_tag {
+    ($c:expr, $msg:expr) => {
+        $c.tag().map_err(|f| f.within($msg))?
+    };
+}
+
+pub(crate) fn scan(bytes: Bytes) -> Result<SpanBatch, ScanError> {
+    if bytes.len() > u32::MAX as usize {
+        return Err(malformed(0, "request larger than 4 GiB"));
+    }
+    let buf: &[u8] = &bytes;
+    let mut scanner = Scanner {
+        buf,
+        resources: Vec::new(),
+        scopes: Vec::new(),
+        // A typical span with a few attributes encodes to 200-400 bytes;
+        // growth past this is amortized.
+        spans: Vec::with_capacity(buf.len() / 256),
+    };
+    scanner.request()?;
+    let Scanner {
+        resources,
+        scopes,
+        spans,
+        ..
+    } = scanner;
+    Ok(SpanBatch {
+        bytes,
+        resources,
+        scopes,
+        spans,
+    })
+}
+
+/// Tracks where the non-child fields of a ResourceSpans/ScopeSpans sit
+/// relative to its children, so subsets can copy them in one or two runs.
+pub(crate) struct LayoutTracker {
+    other_len: usize,
+    first_child_at: Option<usize>,
+    last_child_end: usize,
+    other_after_child: bool,
+    interleaved: bool,
+}
+
+impl LayoutTracker {
+    pub(crate) fn new() -> Self {
+        LayoutTracker {
+            other_len: 0,
+            first_child_at: None,
+            last_child_end: 0,
+            other_after_child: false,
+            interleaved: false,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn other(&mut self, at: usize, end: usize) {
+        self.other_len += end - at;
+        if self.first_child_at.is_some() {
+            self.other_after_child = true;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn child(&mut self, at: usize, end: usize) {
+        if self.other_after_child {
+            self.interleaved = true;
+        }
+        self.first_child_at.get_or_insert(at);
+        self.last_child_end = end;
+    }
+
+    pub(crate) fn finish(self, body_end: usize) -> FieldLayout {
+        let (head_end, tail_start) = match self.first_child_at {
+            Some(first) => (first, self.last_child_end),
+            None => (body_end, body_end),
+        };
+        FieldLayout {
+            other_len: self.other_len as u32,
+            head_end: head_end as u32,
+            tail_start: tail_start as u32,
+            interleaved: self.interleaved,
+        }
+    }
+}
+
+struct Scanner<'a> {
+    buf: &'a [u8],
+    resources: Vec<ResourceInfo>,
+    scopes: Vec<ScopeInfo>,
+    spans: Vec<SpanInfo>,
+}
+
+impl Scanner<'_> {
+    fn request(&mut self) -> Result<(), ScanError> {
+        let mut c = Cursor::new(self.buf, 0..self.buf.len());
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, Msg::Request);
+            if field == 1 {
+                expect_wire_type(
+                    wt,
+                    LEN,
+                    at,
+                    "ExportTraceServiceRequest.resource_spans: wrong wire type",
+                )?;
+                let body = c.len_delimited().map_err(|f| f.within(Msg::Request))?;
+                self.resource_spans(body)?;
+            } else {
+                c.skip(field, wt, 0).map_err(|f| f.within(Msg::Request))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resource_spans(&mut self, body: Range<usize>) -> Result<(), ScanError> {
+        const M: Msg = Msg::ResourceSpans;
+        let index = self.resources.len() as u32;
+        let first_scope = self.scopes.len() as u32;
+        let mut resource = None;
+        let mut layout = LayoutTracker::new();
+        let mut c = Cursor::new(self.buf, body.clone());
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            match field {
+                1 => {
+                    expect_wire_type(wt, LEN, at, "ResourceSpans.resource: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.resource(r.clone())?;
+                    resource = Some(r.start as u32..r.end as u32);
+                    layout.other(at, c.pos);
+                }
+                2 => {
+                    expect_wire_type(wt, LEN, at, "ResourceSpans.scope_spans: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.scope_spans(r, index)?;
+                    layout.child(at, c.pos);
+                }
+                3 => {
+                    expect_wire_type(wt, LEN, at, "ResourceSpans.schema_url: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(self.buf, r, at, "ResourceSpans.schema_url: invalid UTF-8")?;
+                    layout.other(at, c.pos);
+                }
+                _ => {
+                    c.skip(field, wt, 1).map_err(|f| f.within(M))?;
+                    layout.other(at, c.pos);
+                }
+            }
+        }
+        self.resources.push(ResourceInfo {
+            body: body.start as u32..body.end as u32,
+            resource,
+            scopes: first_scope..self.scopes.len() as u32,
+            layout: layout.finish(body.end),
+        });
+        Ok(())
+    }
+
+    /// `Resource` at depth 2.
+    fn resource(&mut self, body: Range<usize>) -> Result<(), ScanError> {
+        const M: Msg = Msg::Resource;
+        let mut c = Cursor::new(self.buf, body);
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            match field {
+                1 => {
+                    expect_wire_type(wt, LEN, at, "Resource.attributes: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.key_value(r, 3)?;
+                }
+                2 => {
+                    expect_wire_type(
+                        wt,
+                        VARINT,
+                        at,
+                        "Resource.dropped_attributes_count: wrong wire type",
+                    )?;
+                    c.varint().map_err(|f| f.within(M))?;
+                }
+                3 => {
+                    expect_wire_type(wt, LEN, at, "Resource.entity_refs: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.entity_ref(r)?;
+                }
+                _ => c.skip(field, wt, 2).map_err(|f| f.within(M))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `EntityRef` at depth 3: four string fields (two repeated).
+    fn entity_ref(&mut self, body: Range<usize>) -> Result<(), ScanError> {
+        const M: Msg = Msg::EntityRef;
+        let mut c = Cursor::new(self.buf, body);
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            match field {
+                1..=4 => {
+                    expect_wire_type(wt, LEN, at, "EntityRef: wrong wire type for a string field")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(self.buf, r, at, "EntityRef: invalid UTF-8")?;
+                }
+                _ => c.skip(field, wt, 3).map_err(|f| f.within(M))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn scope_spans(&mut self, body: Range<usize>, resource: u32) -> Result<(), ScanError> {
+        const M: Msg = Msg::ScopeSpans;
+        let index = self.scopes.len() as u32;
+        let first_span = self.spans.len() as u32;
+        let mut layout = LayoutTracker::new();
+        let mut c = Cursor::new(self.buf, body.clone());
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            match field {
+                1 => {
+                    expect_wire_type(wt, LEN, at, "ScopeSpans.scope: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.scope(r)?;
+                    layout.other(at, c.pos);
+                }
+                2 => {
+                    expect_wire_type(wt, LEN, at, "ScopeSpans.spans: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.span(r, index)?;
+                    layout.child(at, c.pos);
+                }
+                3 => {
+                    expect_wire_type(wt, LEN, at, "ScopeSpans.schema_url: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(self.buf, r, at, "ScopeSpans.schema_url: invalid UTF-8")?;
+                    layout.other(at, c.pos);
+                }
+                _ => {
+                    c.skip(field, wt, 2).map_err(|f| f.within(M))?;
+                    layout.other(at, c.pos);
+                }
+            }
+        }
+        self.scopes.push(ScopeInfo {
+            resource,
+            body: body.start as u32..body.end as u32,
+            spans: first_span..self.spans.len() as u32,
+            layout: layout.finish(body.end),
+        });
+        Ok(())
+    }
+
+    /// `InstrumentationScope` at depth 3.
+    fn scope(&mut self, body: Range<usize>) -> Result<(), ScanError> {
+        const M: Msg = Msg::Scope;
+        let mut c = Cursor::new(self.buf, body);
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            match field {
+                1 => {
+                    expect_wire_type(wt, LEN, at, "InstrumentationScope.name: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(self.buf, r, at, "InstrumentationScope.name: invalid UTF-8")?;
+                }
+                2 => {
+                    expect_wire_type(wt, LEN, at, "InstrumentationScope.version: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(
+                        self.buf,
+                        r,
+                        at,
+                        "InstrumentationScope.version: invalid UTF-8",
+                    )?;
+                }
+                3 => {
+                    expect_wire_type(
+                        wt,
+                        LEN,
+                        at,
+                        "InstrumentationScope.attributes: wrong wire type",
+                    )?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.key_value(r, 4)?;
+                }
+                4 => {
+                    expect_wire_type(
+                        wt,
+                        VARINT,
+                        at,
+                        "InstrumentationScope.dropped_attributes_count: wrong wire type",
+                    )?;
+                    c.varint().map_err(|f| f.within(M))?;
+                }
+                _ => c.skip(field, wt, 3).map_err(|f| f.within(M))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `Span` at depth 3: indexed, and everything inside validated.
+    fn span(&mut self, body: Range<usize>, scope: u32) -> Result<(), ScanError> {
+        const M: Msg = Msg::Span;
+        let buf = self.buf;
+        let mut info = SpanInfo {
+            trace_id: [0; 16],
+            span_id: [0; 8],
+            parent_span_id: [0; 8],
+            start_time_unix_nano: 0,
+            end_time_unix_nano: 0,
+            status: StatusCode::Unset,
+            kind: 0,
+            span: body.start as u32..body.end as u32,
+            scope,
+        };
+        let mut c = Cursor::new(buf, body);
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            match field {
+                1 => {
+                    expect_wire_type(wt, LEN, at, "Span.trace_id: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    info.trace_id = id(buf, r, at, "Span.trace_id: must be 16 bytes or empty")?;
+                }
+                2 => {
+                    expect_wire_type(wt, LEN, at, "Span.span_id: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    info.span_id = id(buf, r, at, "Span.span_id: must be 8 bytes or empty")?;
+                }
+                3 => {
+                    expect_wire_type(wt, LEN, at, "Span.trace_state: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(buf, r, at, "Span.trace_state: invalid UTF-8")?;
+                }
+                4 => {
+                    expect_wire_type(wt, LEN, at, "Span.parent_span_id: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    info.parent_span_id =
+                        id(buf, r, at, "Span.parent_span_id: must be 8 bytes or empty")?;
+                }
+                5 => {
+                    expect_wire_type(wt, LEN, at, "Span.name: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(buf, r, at, "Span.name: invalid UTF-8")?;
+                }
+                6 => {
+                    expect_wire_type(wt, VARINT, at, "Span.kind: wrong wire type")?;
+                    let v = c.varint().map_err(|f| f.within(M))? as i32;
+                    // Open enum: unknown kinds pass through in the bytes but
+                    // index as unspecified.
+                    info.kind = if (0..=5).contains(&v) { v as u8 } else { 0 };
+                }
+                7 => {
+                    expect_wire_type(wt, I64, at, "Span.start_time_unix_nano: wrong wire type")?;
+                    info.start_time_unix_nano = c.fixed64().map_err(|f| f.within(M))?;
+                }
+                8 => {
+                    expect_wire_type(wt, I64, at, "Span.end_time_unix_nano: wrong wire type")?;
+                    info.end_time_unix_nano = c.fixed64().map_err(|f| f.within(M))?;
+                }
+                9 => {
+                    expect_wire_type(wt, LEN, at, "Span.attributes: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.key_value(r, 4)?;
+                }
+                10 | 12 | 14 => {
+                    expect_wire_type(wt, VARINT, at, "Span: wrong wire type for a dropped count")?;
+                    c.varint().map_err(|f| f.within(M))?;
+                }
+                11 => {
+                    expect_wire_type(wt, LEN, at, "Span.events: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.event(r)?;
+                }
+                13 => {
+                    expect_wire_type(wt, LEN, at, "Span.links: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.link(r)?;
+                }
+                15 => {
+                    expect_wire_type(wt, LEN, at, "Span.status: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    // A repeated Status merges into the first, so a code
+                    // seen earlier survives a later Status without one.
+                    if let Some(code) = self.status(r)? {
+                        info.status = code;
+                    }
+                }
+                16 => {
+                    expect_wire_type(wt, I32, at, "Span.flags: wrong wire type")?;
+                    c.fixed32().map_err(|f| f.within(M))?;
+                }
+                _ => c.skip(field, wt, 3).map_err(|f| f.within(M))?,
+            }
+        }
+        self.spans.push(info);
+        Ok(())
+    }
+
+    /// `Span.Event` at depth 4.
+    fn event(&mut self, body: Range<usize>) -> Result<(), ScanError> {
+        const M: Msg = Msg::Event;
+        let mut c = Cursor::new(self.buf, body);
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            match field {
+                1 => {
+                    expect_wire_type(wt, I64, at, "Span.Event.time_unix_nano: wrong wire type")?;
+                    c.fixed64().map_err(|f| f.within(M))?;
+                }
+                2 => {
+                    expect_wire_type(wt, LEN, at, "Span.Event.name: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(self.buf, r, at, "Span.Event.name: invalid UTF-8")?;
+                }
+                3 => {
+                    expect_wire_type(wt, LEN, at, "Span.Event.attributes: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.key_value(r, 5)?;
+                }
+                4 => {
+                    expect_wire_type(
+                        wt,
+                        VARINT,
+                        at,
+                        "Span.Event.dropped_attributes_count: wrong wire type",
+                    )?;
+                    c.varint().map_err(|f| f.within(M))?;
+                }
+                _ => c.skip(field, wt, 4).map_err(|f| f.within(M))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `Span.Link` at depth 4.
+    fn link(&mut self, body: Range<usize>) -> Result<(), ScanError> {
+        const M: Msg = Msg::Link;
+        let buf = self.buf;
+        let mut c = Cursor::new(buf, body);
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            match field {
+                1 => {
+                    expect_wire_type(wt, LEN, at, "Span.Link.trace_id: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    id::<16>(buf, r, at, "Span.Link.trace_id: must be 16 bytes or empty")?;
+                }
+                2 => {
+                    expect_wire_type(wt, LEN, at, "Span.Link.span_id: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    id::<8>(buf, r, at, "Span.Link.span_id: must be 8 bytes or empty")?;
+                }
+                3 => {
+                    expect_wire_type(wt, LEN, at, "Span.Link.trace_state: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(buf, r, at, "Span.Link.trace_state: invalid UTF-8")?;
+                }
+                4 => {
+                    expect_wire_type(wt, LEN, at, "Span.Link.attributes: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.key_value(r, 5)?;
+                }
+                5 => {
+                    expect_wire_type(
+                        wt,
+                        VARINT,
+                        at,
+                        "Span.Link.dropped_attributes_count: wrong wire type",
+                    )?;
+                    c.varint().map_err(|f| f.within(M))?;
+                }
+                6 => {
+                    expect_wire_type(wt, I32, at, "Span.Link.flags: wrong wire type")?;
+                    c.fixed32().map_err(|f| f.within(M))?;
+                }
+                _ => c.skip(field, wt, 4).map_err(|f| f.within(M))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `Status` at depth 4; returns the last code it sets, if any.
+    fn status(&mut self, body: Range<usize>) -> Result<Option<StatusCode>, ScanError> {
+        const M: Msg = Msg::Status;
+        let mut code = None;
+        let mut c = Cursor::new(self.buf, body);
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            match field {
+                2 => {
+                    expect_wire_type(wt, LEN, at, "Status.message: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(self.buf, r, at, "Status.message: invalid UTF-8")?;
+                }
+                3 => {
+                    expect_wire_type(wt, VARINT, at, "Status.code: wrong wire type")?;
+                    // Open enum: unknown codes pass through in the bytes but
+                    // index as unset.
+                    code = Some(match c.varint().map_err(|f| f.within(M))? as i32 {
+                        1 => StatusCode::Ok,
+                        2 => StatusCode::Error,
+                        _ => StatusCode::Unset,
+                    });
+                }
+                // Field 1 (deprecated_code) is reserved: skipped like any unknown.
+                _ => c.skip(field, wt, 4).map_err(|f| f.within(M))?,
+            }
+        }
+        Ok(code)
+    }
+
+    /// `KeyValue` at `depth`.
+    fn key_value(&mut self, body: Range<usize>, depth: u32) -> Result<(), ScanError> {
+        const M: Msg = Msg::KeyValue;
+        if depth > MAX_DEPTH {
+            return Err(malformed(
+                body.start,
+                "KeyValue: attributes nested too deep",
+            ));
+        }
+        let mut c = Cursor::new(self.buf, body);
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            match field {
+                1 => {
+                    expect_wire_type(wt, LEN, at, "KeyValue.key: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(self.buf, r, at, "KeyValue.key: invalid UTF-8")?;
+                }
+                2 => {
+                    expect_wire_type(wt, LEN, at, "KeyValue.value: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.any_value(r, depth + 1)?;
+                }
+                3 => {
+                    expect_wire_type(wt, VARINT, at, "KeyValue.key_strindex: wrong wire type")?;
+                    c.varint().map_err(|f| f.within(M))?;
+                }
+                _ => c.skip(field, wt, depth).map_err(|f| f.within(M))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `AnyValue` at `depth`.
+    fn any_value(&mut self, body: Range<usize>, depth: u32) -> Result<(), ScanError> {
+        const M: Msg = Msg::AnyValue;
+        if depth > MAX_DEPTH {
+            return Err(malformed(body.start, "AnyValue: values nested too deep"));
+        }
+        let mut c = Cursor::new(self.buf, body);
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            match field {
+                1 => {
+                    expect_wire_type(wt, LEN, at, "AnyValue.string_value: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    utf8(self.buf, r, at, "AnyValue.string_value: invalid UTF-8")?;
+                }
+                2 | 3 | 8 => {
+                    expect_wire_type(
+                        wt,
+                        VARINT,
+                        at,
+                        "AnyValue: wrong wire type for bool_value/int_value/string_value_strindex",
+                    )?;
+                    c.varint().map_err(|f| f.within(M))?;
+                }
+                4 => {
+                    expect_wire_type(wt, I64, at, "AnyValue.double_value: wrong wire type")?;
+                    c.fixed64().map_err(|f| f.within(M))?;
+                }
+                5 => {
+                    expect_wire_type(wt, LEN, at, "AnyValue.array_value: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.array_value(r, depth + 1)?;
+                }
+                6 => {
+                    expect_wire_type(wt, LEN, at, "AnyValue.kvlist_value: wrong wire type")?;
+                    let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    self.key_value_list(r, depth + 1)?;
+                }
+                7 => {
+                    expect_wire_type(wt, LEN, at, "AnyValue.bytes_value: wrong wire type")?;
+                    c.len_delimited().map_err(|f| f.within(M))?;
+                }
+                _ => c.skip(field, wt, depth).map_err(|f| f.within(M))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `ArrayValue` at `depth`.
+    fn array_value(&mut self, body: Range<usize>, depth: u32) -> Result<(), ScanError> {
+        const M: Msg = Msg::ArrayValue;
+        if depth > MAX_DEPTH {
+            return Err(malformed(body.start, "ArrayValue: values nested too deep"));
+        }
+        let mut c = Cursor::new(self.buf, body);
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            if field == 1 {
+                expect_wire_type(wt, LEN, at, "ArrayValue.values: wrong wire type")?;
+                let r = c.len_delimited().map_err(|f| f.within(M))?;
+                self.any_value(r, depth + 1)?;
+            } else {
+                c.skip(field, wt, depth).map_err(|f| f.within(M))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `KeyValueList` at `depth`.
+    fn key_value_list(&mut self, body: Range<usize>, depth: u32) -> Result<(), ScanError> {
+        const M: Msg = Msg::KeyValueList;
+        if depth > MAX_DEPTH {
+            return Err(malformed(
+                body.start,
+                "KeyValueList: values nested too deep",
+            ));
+        }
+        let mut c = Cursor::new(self.buf, body);
+        while !c.at_end() {
+            let at = c.pos;
+            let (field, wt) = next_tag!(c, M);
+            if field == 1 {
+                expect_wire_type(wt, LEN, at, "KeyValueList.values: wrong wire type")?;
+                let r = c.len_delimited().map_err(|f| f.within(M))?;
+                self.key_value(r, depth + 1)?;
+            } else {
+                c.skip(field, wt, depth).map_err(|f| f.within(M))?;
+            }
+        }
+        Ok(())
+    }
 }
