@@ -202,6 +202,18 @@ impl SpanBatch {
         self.encode_kept(&kept)
     }
 
+    /// Every span re-encoded into a new buffer of its own, even when nothing
+    /// is dropped: for storage that must not keep the request's buffer (with
+    /// anything else it holds) alive. Resources and scopes without spans and
+    /// fields outside `resource_spans` are left out.
+    pub fn copied(&self) -> SpanBatch {
+        if self.spans.is_empty() {
+            return SpanBatch::default();
+        }
+        let all: Vec<u32> = (0..self.spans.len() as u32).collect();
+        crate::encode::encode_subset(self, &all)
+    }
+
     /// `kept` is strictly ascending and in range.
     fn encode_kept(&self, kept: &[u32]) -> SpanBatch {
         if kept.len() == self.spans.len() {

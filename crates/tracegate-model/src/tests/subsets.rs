@@ -221,3 +221,21 @@ fn interleaved_layouts_re_encode_every_subset_exactly() {
         }
     }
 }
+
+#[test]
+fn copied_re_encodes_everything_into_a_new_buffer() {
+    let (req, batch) = sample();
+    let copy = batch.copied();
+    assert_ne!(copy.bytes().as_ptr(), batch.bytes().as_ptr());
+    assert_eq!(copy.to_request(), req);
+    assert_eq!(copy.spans().len(), batch.len());
+    assert_index_consistent(&copy);
+    // An empty resource is left out of the copy.
+    let with_empty = SpanBatch::concat(&[
+        batch.clone(),
+        scan_request(&request(vec![(vec![], vec![])])),
+    ]);
+    assert_eq!(with_empty.resources().len(), 3);
+    assert_eq!(with_empty.copied().resources().len(), 2);
+    assert!(SpanBatch::default().copied().is_empty());
+}
