@@ -1,0 +1,324 @@
+//! Decompressing request bodies from the network with a hard cap on the
+//! decompressed size, so a compression bomb is refused after at most `limit`
+//! bytes of output have been held (DESIGN.md §6).
+
+use std::io::Read;
+
+use bytes::Bytes;
+
+/// A `Content-Encoding` tracegate can decode, as the collector's `confighttp`
+/// names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContentEncoding {
+    /// No encoding (`Content-Encoding` absent, empty or `identity`).
+    Identity,
+    /// `gzip` (also `x-gzip`); concatenated members are read as one stream,
+    /// as Go's gzip reader does.
+    Gzip,
+    /// `zstd`; concatenated frames are read as one stream.
+    Zstd,
+    /// `deflate` or `zlib`: both mean the zlib format, as in the collector.
+    Zlib,
+}
+
+impl ContentEncoding {
+    /// Parses a `Content-Encoding` header value; `None` when unsupported.
+    pub fn from_header(value: &str) -> Option<ContentEncoding> {
+        let value = value.trim();
+        if value.is_empty() || value.eq_ignore_ascii_case("identity") {
+            Some(ContentEncoding::Identity)
+        } else if value.eq_ignore_ascii_case("gzip") || value.eq_ignore_ascii_case("x-gzip") {
+            Some(ContentEncoding::Gzip)
+        } else if value.eq_ignore_ascii_case("zstd") {
+            Some(ContentEncoding::Zstd)
+        } else if value.eq_ignore_ascii_case("deflate") || value.eq_ignore_ascii_case("zlib") {
+            Some(ContentEncoding::Zlib)
+        } else {
+            None
+        }
+    }
+
+    /// The name used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContentEncoding::Identity => "identity",
+            ContentEncoding::Gzip => "gzip",
+            ContentEncoding::Zstd => "zstd",
+            ContentEncoding::Zlib => "zlib",
+        }
+    }
+}
+
+/// Why a body could not be decompressed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecompressError {
+    /// The decompressed body would exceed the limit (HTTP 413).
+    #[error("decompressed body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The body is not valid data of its declared encoding (HTTP 400).
+    #[error("invalid {encoding} body: {message}")]
+    Corrupt {
+        encoding: &'static str,
+        message: String,
+    },
+}
+
+/// Decodes `input` as `encoding`, holding at most `limit` bytes of output
+/// (plus one byte to detect the overflow). Identity input is returned as is
+/// (the caller has already capped the raw body).
+pub fn decompress(
+    encoding: ContentEncoding,
+    input: Bytes,
+    limit: usize,
+) -> Result<Bytes, DecompressError> {
+    let corrupt = |e: std::io::Error| DecompressError::Corrupt {
+        encoding: encoding.name(),
+        message: e.to_string(),
+    };
+    match encoding {
+        ContentEncoding::Identity => {
+            if input.len() > limit {
+                return Err(DecompressError::TooLarge { limit });
+            }
+            Ok(input)
+        }
+        ContentEncoding::Gzip => read_capped(
+            flate2::read::MultiGzDecoder::new(&input[..]),
+            limit,
+            input.len(),
+        )
+        .map_err(|e| e.into_error(corrupt)),
+        ContentEncoding::Zlib => read_capped(
+            flate2::read::ZlibDecoder::new(&input[..]),
+            limit,
+            input.len(),
+        )
+        .map_err(|e| e.into_error(corrupt)),
+        ContentEncoding::Zstd => {
+            let mut decoder =
+                zstd::stream::read::Decoder::with_buffer(&input[..]).map_err(corrupt)?;
+            // The frame header names the window the decoder reserves. Its
+            // pages are only touched as output is written, and output stops
+            // at the cap, so this bounds address space, not memory held.
+            decoder
+                .window_log_max(zstd_window_log_max(limit))
+                .map_err(corrupt)?;
+            read_capped(decoder, limit, input.len()).map_err(|e| match e {
+                CappedReadError::Io(io) if is_zstd_window_too_large(&io) => {
+                    DecompressError::TooLarge { limit }
+                }
+                other => other.into_error(corrupt),
+            })
+        }
+    }
+}
+
+enum CappedReadError {
+    TooLarge { limit: usize },
+    Io(std::io::Error),
+}
+
+impl CappedReadError {
+    fn into_error(self, corrupt: impl Fn(std::io::Error) -> DecompressError) -> DecompressError {
+        match self {
+            CappedReadError::TooLarge { limit } => DecompressError::TooLarge { limit },
+            CappedReadError::Io(e) => corrupt(e),
+        }
+    }
+}
+
+/// Reads `reader` to the end into a buffer that never grows past
+/// `limit + 1` bytes (grown by doubling with exact reservations, so the
+/// allocator is never asked for more).
+fn read_capped(
+    mut reader: impl Read,
+    limit: usize,
+    input_len: usize,
+) -> Result<Bytes, CappedReadError> {
+    let max = limit.saturating_add(1);
+    // Typical OTLP compresses 5-10x; start near that and double from there.
+    let initial = input_len.saturating_mul(4).max(4096).min(max);
+    let mut buf: Vec<u8> = Vec::new();
+    buf.reserve_exact(initial);
+    buf.resize(initial, 0);
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            if buf.len() >= max {
+                return Err(CappedReadError::TooLarge { limit });
+            }
+            let grow = buf.len().min(max - buf.len());
+            buf.reserve_exact(grow);
+            buf.resize(buf.len() + grow, 0);
+        }
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CappedReadError::Io(e)),
+        }
+    }
+    if filled > limit {
+        return Err(CappedReadError::TooLarge { limit });
+    }
+    buf.truncate(filled);
+    Ok(Bytes::from(buf))
+}
+
+/// The largest zstd window accepted: what any standard level (1..=19,
+/// window up to 2^23) or a body as large as `limit` needs, never more than
+/// zstd's own default limit (2^27).
+fn zstd_window_log_max(limit: usize) -> u32 {
+    let ceil_log2 = usize::BITS - limit.max(2).saturating_sub(1).leading_zeros();
+    ceil_log2.clamp(23, 27)
+}
+
+fn is_zstd_window_too_large(e: &std::io::Error) -> bool {
+    // zstd reports ZSTD_error_frameParameter_windowTooLarge only as text.
+    e.to_string().contains("too much memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn parses_encodings_as_the_collector_names_them() {
+        use ContentEncoding::*;
+        for (header, want) in [
+            ("", Some(Identity)),
+            ("identity", Some(Identity)),
+            ("gzip", Some(Gzip)),
+            ("GZIP", Some(Gzip)),
+            ("x-gzip", Some(Gzip)),
+            ("zstd", Some(Zstd)),
+            ("deflate", Some(Zlib)),
+            ("zlib", Some(Zlib)),
+            ("snappy", None),
+            ("br", None),
+            ("gzip, zstd", None),
+        ] {
+            assert_eq!(ContentEncoding::from_header(header), want, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn round_trips_every_encoding() {
+        let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let cases = [
+            (ContentEncoding::Gzip, gzip(&data)),
+            (ContentEncoding::Zlib, zlib(&data)),
+            (
+                ContentEncoding::Zstd,
+                zstd::stream::encode_all(&data[..], 3).unwrap(),
+            ),
+            (ContentEncoding::Identity, data.clone()),
+        ];
+        for (encoding, compressed) in cases {
+            let out = decompress(encoding, Bytes::from(compressed), data.len())
+                .unwrap_or_else(|e| panic!("{encoding:?}: {e}"));
+            assert_eq!(&out[..], &data[..], "{encoding:?}");
+        }
+    }
+
+    #[test]
+    fn concatenated_gzip_members_are_one_body() {
+        let mut body = gzip(b"hello ");
+        body.extend(gzip(b"world"));
+        let out = decompress(ContentEncoding::Gzip, Bytes::from(body), 100).unwrap();
+        assert_eq!(&out[..], b"hello world");
+    }
+
+    #[test]
+    fn output_exactly_at_the_limit_is_accepted_and_one_more_byte_is_not() {
+        let data = vec![7u8; 10_000];
+        for (encoding, compressed) in [
+            (ContentEncoding::Gzip, gzip(&data)),
+            (ContentEncoding::Zlib, zlib(&data)),
+            (
+                ContentEncoding::Zstd,
+                zstd::stream::encode_all(&data[..], 1).unwrap(),
+            ),
+            (ContentEncoding::Identity, data.clone()),
+        ] {
+            let compressed = Bytes::from(compressed);
+            assert_eq!(
+                decompress(encoding, compressed.clone(), 10_000)
+                    .unwrap()
+                    .len(),
+                10_000
+            );
+            assert_eq!(
+                decompress(encoding, compressed, 9_999),
+                Err(DecompressError::TooLarge { limit: 9_999 }),
+                "{encoding:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_cap() {
+        // 64 MiB of zeros, compressed to a few KiB per encoding.
+        let chunk = vec![0u8; 1 << 20];
+        let one_member = gzip(&chunk);
+        let bomb: Vec<u8> = one_member.repeat(64);
+        let err = decompress(ContentEncoding::Gzip, Bytes::from(bomb), 1 << 20).unwrap_err();
+        assert_eq!(err, DecompressError::TooLarge { limit: 1 << 20 });
+
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        for _ in 0..64 {
+            e.write_all(&chunk).unwrap();
+        }
+        let bomb = e.finish().unwrap();
+        let err = decompress(ContentEncoding::Zstd, Bytes::from(bomb), 1 << 20).unwrap_err();
+        assert_eq!(err, DecompressError::TooLarge { limit: 1 << 20 });
+    }
+
+    #[test]
+    fn corrupt_input_is_reported_with_its_encoding() {
+        for encoding in [
+            ContentEncoding::Gzip,
+            ContentEncoding::Zlib,
+            ContentEncoding::Zstd,
+        ] {
+            match decompress(encoding, Bytes::from_static(b"not compressed at all"), 1000) {
+                Err(DecompressError::Corrupt { encoding: name, .. }) => {
+                    assert_eq!(name, encoding.name())
+                }
+                other => panic!("{encoding:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn zstd_window_is_bounded_by_the_cap() {
+        assert_eq!(zstd_window_log_max(20 << 20), 25);
+        assert_eq!(zstd_window_log_max(1 << 20), 23);
+        assert_eq!(zstd_window_log_max((64 << 20) + 1), 27);
+        assert_eq!(zstd_window_log_max(usize::MAX), 27);
+        // A small body whose frame asks for a 2^26 window is refused before
+        // any window is reserved.
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        e.window_log(26).unwrap();
+        e.write_all(&[1u8; 1000]).unwrap();
+        let compressed = e.finish().unwrap();
+        assert_eq!(
+            decompress(ContentEncoding::Zstd, Bytes::from(compressed), 1 << 20),
+            Err(DecompressError::TooLarge { limit: 1 << 20 })
+        );
+    }
+}
