@@ -2,6 +2,9 @@
 //! receivers (server side, `server.rs`) and exporters (client side,
 //! `client.rs`). rustls with ring only; no OpenSSL.
 
+mod server;
+pub use server::TlsServerError;
+
 use std::path::PathBuf;
 
 use serde::Deserialize;
