@@ -1,0 +1,196 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`
+//! served by tonic's unary handler with a pass-through codec, so the
+//! request reaches the scanner as the bytes that came off the wire
+//! (decompressed by tonic, capped at `max_recv_msg_size_mib`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes};
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::{Code, Status};
+
+use super::counters::{RejectReason, TransportCounters};
+use super::status::{ExportFailure, DEFAULT_RETRY_AFTER};
+use crate::consumer::{ConsumeError, NextConsumer};
+use tracegate_model::SpanBatch;
+
+/// The one method tracegate serves over gRPC.
+pub const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// A tonic codec that moves messages as encoded bytes: decoding hands over
+/// the (decompressed) message without copying, encoding writes the bytes
+/// as they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassthroughCodec;
+
+/// [`PassthroughCodec`]'s encoder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassthroughEncoder;
+
+/// [`PassthroughCodec`]'s decoder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassthroughDecoder;
+
+impl Codec for PassthroughCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = PassthroughEncoder;
+    type Decoder = PassthroughDecoder;
+
+    fn encoder(&mut self) -> PassthroughEncoder {
+        PassthroughEncoder
+    }
+
+    fn decoder(&mut self) -> PassthroughDecoder {
+        PassthroughDecoder
+    }
+}
+
+impl Encoder for PassthroughEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for PassthroughDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        // DecodeBuf over a BytesMut: this splits the buffer, no copy.
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// State shared by every connection of one gRPC listener.
+pub(crate) struct GrpcReceiver {
+    pub next: NextConsumer,
+    pub counters: TransportCounters,
+    pub max_recv_msg_size: usize,
+}
+
+/// The hyper service of one gRPC listener.
+#[derive(Clone)]
+pub(crate) struct GrpcService(pub Arc<GrpcReceiver>);
+
+impl hyper::service::Service<Request<Incoming>> for GrpcService {
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let receiver = self.0.clone();
+        Box::pin(async move {
+            if request.uri().path() != TRACE_EXPORT_PATH {
+                return Ok(unknown_method(request.uri().path()).into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(PassthroughCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(receiver.max_recv_msg_size)
+                .max_encoding_message_size(usize::MAX);
+            let response = grpc.unary(ExportHandler(receiver.clone()), request).await;
+            Ok(receiver.account_transport_failure(response))
+        })
+    }
+}
+
+/// What grpc-go answers for a method it does not serve; tracegate serves
+/// no metrics, logs or profiles services.
+fn unknown_method(path: &str) -> Status {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let service = parts.next().unwrap_or_default();
+    match parts.next() {
+        Some(method) if service == "opentelemetry.proto.collector.trace.v1.TraceService" => {
+            Status::unimplemented(format!("unknown method {method} for service {service}"))
+        }
+        _ => Status::unimplemented(format!("unknown service {service}")),
+    }
+}
+
+impl GrpcReceiver {
+    /// Counts requests tonic refused before the handler ran, and maps
+    /// tonic's OUT_OF_RANGE for an oversized message to RESOURCE_EXHAUSTED,
+    /// which grpc-go (and so the collector) answers. The handler itself
+    /// only ever answers OK, INVALID_ARGUMENT or UNAVAILABLE, so any other
+    /// code here came from tonic's framing or decompression.
+    fn account_transport_failure(
+        &self,
+        mut response: Response<tonic::body::Body>,
+    ) -> Response<tonic::body::Body> {
+        let Some(code) = response
+            .headers()
+            .get(Status::GRPC_STATUS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map(Code::from_i32)
+        else {
+            return response;
+        };
+        let reason = match code {
+            Code::OutOfRange => {
+                response.headers_mut().insert(
+                    Status::GRPC_STATUS,
+                    HeaderValue::from(Code::ResourceExhausted as i32),
+                );
+                RejectReason::TooLarge
+            }
+            Code::ResourceExhausted => RejectReason::TooLarge,
+            Code::Unimplemented => RejectReason::UnsupportedEncoding,
+            Code::Internal => RejectReason::Malformed,
+            _ => return response,
+        };
+        self.counters.rejected(reason);
+        response
+    }
+}
+
+/// The unary `Export` handler.
+struct ExportHandler(Arc<GrpcReceiver>);
+
+impl tonic::server::UnaryService<Bytes> for ExportHandler {
+    type Response = Bytes;
+    type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Bytes>, Status>> + Send>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let receiver = self.0.clone();
+        Box::pin(async move {
+            let batch = match SpanBatch::scan(request.into_inner()) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    receiver.counters.rejected(RejectReason::Malformed);
+                    return Err(Status::invalid_argument(e.to_string()));
+                }
+            };
+            match receiver.counters.export(&receiver.next, batch).await {
+                // An empty ExportTraceServiceResponse encodes to no bytes.
+                Ok(()) => Ok(tonic::Response::new(Bytes::new())),
+                Err(e) => Err(consume_failure(e).to_grpc()),
+            }
+        })
+    }
+}
+
+/// The answer for a batch the pipeline did not take (DESIGN.md §6).
+pub(crate) fn consume_failure(error: ConsumeError) -> ExportFailure {
+    match error {
+        ConsumeError::Refused {
+            reason,
+            retry_after,
+        } => ExportFailure {
+            code: Code::Unavailable,
+            message: reason,
+            retry_after: Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
+        },
+        ConsumeError::Rejected(message) => ExportFailure::new(Code::InvalidArgument, message),
+    }
+}

@@ -1,0 +1,367 @@
+//! OTLP/HTTP: `POST /v1/traces` with protobuf or JSON bodies, optionally
+//! compressed, answered in the request's encoding with the collector's
+//! status codes (DESIGN.md §6).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tonic::Code;
+
+use super::cors::CorsPolicy;
+use super::counters::{RejectReason, TransportCounters};
+use super::grpc::consume_failure;
+use super::status::ExportFailure;
+use crate::compression::{decompress, ContentEncoding, DecompressError};
+use crate::consumer::NextConsumer;
+use tracegate_model::SpanBatch;
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// Bodies smaller than this are decompressed on the async worker; larger
+/// ones on the blocking pool so one big request cannot stall others.
+const INLINE_DECOMPRESS_LIMIT: usize = 256 * 1024;
+
+/// The two OTLP/HTTP body encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFormat {
+    Protobuf,
+    Json,
+}
+
+impl BodyFormat {
+    fn content_type(self) -> &'static str {
+        match self {
+            BodyFormat::Protobuf => PROTOBUF,
+            BodyFormat::Json => JSON,
+        }
+    }
+
+    /// An empty `ExportTraceServiceResponse`.
+    fn success_body(self) -> Bytes {
+        match self {
+            BodyFormat::Protobuf => Bytes::new(),
+            BodyFormat::Json => Bytes::from_static(b"{}"),
+        }
+    }
+
+    fn decode(self, body: Bytes) -> Result<SpanBatch, String> {
+        match self {
+            BodyFormat::Protobuf => SpanBatch::scan(body).map_err(|e| e.to_string()),
+            BodyFormat::Json => SpanBatch::from_json(&body).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The media type of a `Content-Type` value, lowercased, without
+/// parameters (as Go's `mime.ParseMediaType`).
+fn media_type(value: &HeaderValue) -> Option<String> {
+    let value = value.to_str().ok()?;
+    let media = value.split(';').next()?.trim().to_ascii_lowercase();
+    (!media.is_empty()).then_some(media)
+}
+
+/// State shared by every connection of one HTTP listener.
+pub(crate) struct HttpReceiver {
+    pub next: NextConsumer,
+    pub counters: TransportCounters,
+    pub traces_path: String,
+    pub max_body_size: usize,
+    pub encodings: Vec<ContentEncoding>,
+    pub cors: Option<CorsPolicy>,
+}
+
+/// The hyper service of one HTTP listener.
+#[derive(Clone)]
+pub(crate) struct HttpService(pub Arc<HttpReceiver>);
+
+type HttpResponse = Response<Full<Bytes>>;
+
+impl hyper::service::Service<Request<Incoming>> for HttpService {
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let receiver = self.0.clone();
+        Box::pin(async move { Ok(receiver.handle(request).await) })
+    }
+}
+
+fn text_response(status: StatusCode, text: String) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn body_response(status: StatusCode, format: BodyFormat, body: Bytes) -> HttpResponse {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    response
+}
+
+fn failure_response(
+    status: StatusCode,
+    format: BodyFormat,
+    failure: &ExportFailure,
+) -> HttpResponse {
+    let body = match format {
+        BodyFormat::Protobuf => failure.to_protobuf(),
+        BodyFormat::Json => failure.to_json(),
+    };
+    let mut response = body_response(status, format, body);
+    if let Some(seconds) = failure.retry_after_header() {
+        if let Ok(value) = HeaderValue::from_str(&seconds) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
+}
+
+/// Why a body could not be read.
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// Reads the raw body, refusing it once it passes `limit` bytes. The
+/// buffer grows by exact reservations, so it never holds more than `limit`.
+async fn read_capped(
+    mut body: Incoming,
+    limit: usize,
+    hint: Option<u64>,
+) -> Result<Bytes, BodyError> {
+    let mut first: Option<Bytes> = None;
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let held = first.as_ref().map_or(buf.len(), Bytes::len);
+        if held + data.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        // A body in one frame is kept as is, without a copy.
+        if first.is_none() && buf.is_empty() {
+            first = Some(data);
+            continue;
+        }
+        if let Some(first) = first.take() {
+            let expected = hint.map_or(0, |h| usize::try_from(h).unwrap_or(usize::MAX));
+            buf.reserve_exact(expected.clamp(first.len() + data.len(), limit));
+            buf.extend_from_slice(&first);
+        }
+        if buf.capacity() - buf.len() < data.len() {
+            let wanted = (buf.capacity() * 2).clamp(buf.len() + data.len(), limit);
+            buf.reserve_exact(wanted - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(buf)))
+}
+
+impl HttpReceiver {
+    async fn handle(&self, request: Request<Incoming>) -> HttpResponse {
+        let Some(cors) = &self.cors else {
+            return self.route(request).await;
+        };
+        if CorsPolicy::is_preflight(request.method(), request.headers()) {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            *response.headers_mut() = cors.preflight(request.headers());
+            return response;
+        }
+        let method = request.method().clone();
+        let origin = request.headers().get(header::ORIGIN).cloned();
+        let mut response = self.route(request).await;
+        cors.decorate(&method, origin.as_ref(), response.headers_mut());
+        response
+    }
+
+    fn reject_plain(&self, reason: RejectReason, status: StatusCode, text: String) -> HttpResponse {
+        self.counters.rejected(reason);
+        text_response(status, text)
+    }
+
+    fn reject(
+        &self,
+        reason: RejectReason,
+        status: StatusCode,
+        format: BodyFormat,
+        code: Code,
+        message: String,
+    ) -> HttpResponse {
+        self.counters.rejected(reason);
+        failure_response(status, format, &ExportFailure::new(code, message))
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> HttpResponse {
+        if request.uri().path() != self.traces_path {
+            // tracegate has no metrics or logs pipelines, so their paths are
+            // as unknown as any other (Go's ServeMux answer).
+            return self.reject_plain(
+                RejectReason::NotFound,
+                StatusCode::NOT_FOUND,
+                "404 page not found\n".into(),
+            );
+        }
+        if request.method() != Method::POST {
+            let mut response = self.reject_plain(
+                RejectReason::MethodNotAllowed,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "405 method not allowed, supported: [POST]".into(),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let format = match request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(media_type)
+        {
+            Some(m) if m == PROTOBUF => BodyFormat::Protobuf,
+            Some(m) if m == JSON => BodyFormat::Json,
+            _ => {
+                return self.reject_plain(
+                    RejectReason::UnsupportedMediaType,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!("415 unsupported media type, supported: [{JSON}, {PROTOBUF}]"),
+                )
+            }
+        };
+        let encoding = match self.content_encoding(request.headers()) {
+            Ok(encoding) => encoding,
+            Err(unsupported) => {
+                return self.reject(
+                    RejectReason::UnsupportedEncoding,
+                    StatusCode::BAD_REQUEST,
+                    format,
+                    Code::InvalidArgument,
+                    format!("unsupported Content-Encoding: {unsupported}"),
+                )
+            }
+        };
+        let too_large = |what: &str| {
+            self.reject(
+                RejectReason::TooLarge,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format,
+                Code::ResourceExhausted,
+                format!(
+                    "{what} exceeds max_request_body_size of {} bytes",
+                    self.max_body_size
+                ),
+            )
+        };
+        let declared_len = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_len.is_some_and(|len| len > self.max_body_size as u64) {
+            return too_large("request body");
+        }
+        let raw = match read_capped(request.into_body(), self.max_body_size, declared_len).await {
+            Ok(raw) => raw,
+            Err(BodyError::TooLarge) => return too_large("request body"),
+            Err(BodyError::Read(e)) => {
+                return self.reject(
+                    RejectReason::Malformed,
+                    StatusCode::BAD_REQUEST,
+                    format,
+                    Code::InvalidArgument,
+                    format!("failed to read request body: {e}"),
+                )
+            }
+        };
+        let body = match self.decompress(encoding, raw).await {
+            Ok(body) => body,
+            Err(DecompressError::TooLarge { .. }) => return too_large("decompressed request body"),
+            Err(e @ DecompressError::Corrupt { .. }) => {
+                return self.reject(
+                    RejectReason::Malformed,
+                    StatusCode::BAD_REQUEST,
+                    format,
+                    Code::InvalidArgument,
+                    e.to_string(),
+                )
+            }
+        };
+        let batch = match format.decode(body) {
+            Ok(batch) => batch,
+            Err(message) => {
+                return self.reject(
+                    RejectReason::Malformed,
+                    StatusCode::BAD_REQUEST,
+                    format,
+                    Code::InvalidArgument,
+                    message,
+                )
+            }
+        };
+        match self.counters.export(&self.next, batch).await {
+            Ok(()) => body_response(StatusCode::OK, format, format.success_body()),
+            Err(e) => {
+                let failure = consume_failure(e);
+                let status = if failure.code == Code::Unavailable {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                failure_response(status, format, &failure)
+            }
+        }
+    }
+
+    /// The request's `Content-Encoding` if this receiver accepts it, else
+    /// the header's text for the error message.
+    fn content_encoding(&self, headers: &HeaderMap) -> Result<ContentEncoding, String> {
+        let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+            return if self.encodings.contains(&ContentEncoding::Identity) {
+                Ok(ContentEncoding::Identity)
+            } else {
+                Err(String::new())
+            };
+        };
+        let text = String::from_utf8_lossy(value.as_bytes());
+        ContentEncoding::from_header(&text)
+            .filter(|e| self.encodings.contains(e))
+            .ok_or_else(|| text.into_owned())
+    }
+
+    async fn decompress(
+        &self,
+        encoding: ContentEncoding,
+        raw: Bytes,
+    ) -> Result<Bytes, DecompressError> {
+        let limit = self.max_body_size;
+        if encoding == ContentEncoding::Identity || raw.len() < INLINE_DECOMPRESS_LIMIT {
+            return decompress(encoding, raw, limit);
+        }
+        match tokio::task::spawn_blocking(move || decompress(encoding, raw, limit)).await {
+            Ok(result) => result,
+            Err(e) => Err(DecompressError::Corrupt {
+                encoding: encoding.name(),
+                message: format!("decompression task failed: {e}"),
+            }),
+        }
+    }
+}

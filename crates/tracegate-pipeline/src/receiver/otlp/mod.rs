@@ -1,0 +1,180 @@
+//! The `otlp` receiver: OTLP/gRPC and OTLP/HTTP, as the collector's
+//! `otlpreceiver` (defaults, config keys, status codes), for traces only.
+
+use std::sync::Arc;
+
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::listener::{self, ConnectionSettings};
+use super::{RunningReceiver, StartError};
+use crate::consumer::NextConsumer;
+use crate::tls::TlsServerConfig;
+
+mod config;
+mod cors;
+mod counters;
+mod grpc;
+mod http;
+mod status;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{
+    Config, CorsConfig, GrpcConfig, HttpConfig, KeepaliveConfig, KeepaliveEnforcementPolicy,
+    KeepaliveServerParameters, Protocols, DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT,
+    DEFAULT_MAX_RECV_MSG_SIZE_MIB, DEFAULT_MAX_REQUEST_BODY_SIZE,
+};
+pub use grpc::{PassthroughCodec, PassthroughDecoder, PassthroughEncoder, TRACE_EXPORT_PATH};
+
+fn tls_acceptor(
+    tls: Option<&TlsServerConfig>,
+    alpn: &[&[u8]],
+    id: &str,
+    protocol: &'static str,
+) -> Result<Option<TlsAcceptor>, StartError> {
+    match tls.filter(|t| t.is_enabled()) {
+        None => Ok(None),
+        Some(tls) => tls
+            .load_rustls(alpn)
+            .map(|config| Some(TlsAcceptor::from(config)))
+            .map_err(|source| StartError::Tls {
+                receiver: id.to_string(),
+                protocol,
+                source,
+            }),
+    }
+}
+
+async fn bind(
+    id: &str,
+    protocol: &'static str,
+    endpoint: &str,
+) -> Result<tokio::net::TcpListener, StartError> {
+    listener::bind(endpoint)
+        .await
+        .map_err(|source| StartError::Bind {
+            receiver: id.to_string(),
+            protocol,
+            endpoint: endpoint.to_string(),
+            source,
+        })
+}
+
+fn grpc_settings(config: &GrpcConfig, tls: Option<TlsAcceptor>) -> ConnectionSettings {
+    let mut builder = listener::hyper_builder().http2_only();
+    {
+        let mut h2 = builder.http2();
+        if let Some(streams) = config.max_concurrent_streams.filter(|s| *s > 0) {
+            h2.max_concurrent_streams(streams);
+        }
+        if let Some(size) = config.write_buffer_size.filter(|s| *s > 0) {
+            h2.max_send_buf_size(usize::try_from(size).unwrap_or(usize::MAX));
+        }
+        if let Some(params) = config
+            .keepalive
+            .as_ref()
+            .and_then(|k| k.server_parameters.as_ref())
+        {
+            if let Some(time) = params.time.filter(|t| !t.is_zero()) {
+                h2.keep_alive_interval(time);
+            }
+            if let Some(timeout) = params.timeout.filter(|t| !t.is_zero()) {
+                h2.keep_alive_timeout(timeout);
+            }
+        }
+    }
+    let mut settings = ConnectionSettings::new(builder, tls);
+    if let Some(params) = config
+        .keepalive
+        .as_ref()
+        .and_then(|k| k.server_parameters.as_ref())
+    {
+        settings.max_connection_age = params.max_connection_age;
+        settings.max_connection_age_grace = params.max_connection_age_grace;
+        settings.max_connection_idle = params.max_connection_idle;
+    }
+    settings
+}
+
+/// Starts the configured protocols; see [`super::ReceiverConfig::start`].
+pub(crate) async fn start(
+    config: &Config,
+    id: &str,
+    next: NextConsumer,
+    shutdown: CancellationToken,
+) -> Result<RunningReceiver, StartError> {
+    config.validate().map_err(|source| StartError::Config {
+        receiver: id.to_string(),
+        source,
+    })?;
+
+    // Bind and load everything before serving anything, so a failure
+    // leaves nothing running.
+    let grpc = match &config.protocols.grpc {
+        Some(grpc) => {
+            let tls = tls_acceptor(grpc.tls.as_ref(), &[b"h2"], id, "grpc")?;
+            let listener = bind(id, "grpc", &grpc.endpoint).await?;
+            let addr = local_addr(&listener, id, "grpc", &grpc.endpoint)?;
+            Some((grpc, tls, listener, addr))
+        }
+        None => None,
+    };
+    let http = match &config.protocols.http {
+        Some(http) => {
+            let tls = tls_acceptor(http.tls.as_ref(), &[b"h2", b"http/1.1"], id, "http")?;
+            let listener = bind(id, "http", &http.endpoint).await?;
+            let addr = local_addr(&listener, id, "http", &http.endpoint)?;
+            Some((http, tls, listener, addr))
+        }
+        None => None,
+    };
+
+    let tasks = TaskTracker::new();
+    let mut addresses = Vec::new();
+    if let Some((grpc_config, tls, listener, addr)) = grpc {
+        addresses.push(("grpc", addr));
+        let service = grpc::GrpcService(Arc::new(grpc::GrpcReceiver {
+            next: next.clone(),
+            counters: counters::TransportCounters::register(id, "grpc"),
+            max_recv_msg_size: grpc_config.max_recv_msg_size(),
+        }));
+        listener::spawn_accept_loop(
+            listener,
+            grpc_settings(grpc_config, tls),
+            service,
+            shutdown.clone(),
+            &tasks,
+        );
+    }
+    if let Some((http_config, tls, listener, addr)) = http {
+        addresses.push(("http", addr));
+        let service = http::HttpService(Arc::new(http::HttpReceiver {
+            next,
+            counters: counters::TransportCounters::register(id, "http"),
+            traces_path: http_config.traces_path(),
+            max_body_size: http_config.max_request_body_size(),
+            encodings: http_config.encodings(),
+            cors: http_config.cors.as_ref().and_then(cors::CorsPolicy::new),
+        }));
+        let settings = ConnectionSettings::new(listener::hyper_builder(), tls);
+        listener::spawn_accept_loop(listener, settings, service, shutdown.clone(), &tasks);
+    }
+    Ok(RunningReceiver { addresses, tasks })
+}
+
+fn local_addr(
+    listener: &tokio::net::TcpListener,
+    id: &str,
+    protocol: &'static str,
+    endpoint: &str,
+) -> Result<std::net::SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        receiver: id.to_string(),
+        protocol,
+        endpoint: endpoint.to_string(),
+        source,
+    })
+}
