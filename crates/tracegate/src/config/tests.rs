@@ -1,0 +1,598 @@
+//! The loader's own checks: section shapes, ids, pipelines, telemetry,
+//! the prometheus exporter, and env references reaching typed configs.
+//! Components used here (`otlp`, `batch`, `debug`, `health_check`) are the
+//! foundation's; planned-but-missing types are picked from the catalogue so
+//! the tests keep working as issues land.
+
+use super::catalog::{self, Known, Section};
+use super::*;
+
+fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+fn load(yaml: &str) -> Result<Loaded, ConfigError> {
+    load_str(yaml, "test.yaml", &|_| None)
+}
+
+fn load_ok(yaml: &str) -> Loaded {
+    match load(yaml) {
+        Ok(loaded) => loaded,
+        Err(e) => panic!("config should load:\n{e}"),
+    }
+}
+
+/// The problems of a config that must fail, as `path: message (line N)`.
+fn problems(yaml: &str) -> Vec<String> {
+    match load(yaml) {
+        Ok(_) => panic!("config should fail:\n{yaml}"),
+        Err(e) => {
+            assert!(!e.problems().is_empty(), "{e}");
+            e.problems().iter().map(ToString::to_string).collect()
+        }
+    }
+}
+
+fn id(s: &str) -> ComponentId {
+    ComponentId::parse(s).unwrap()
+}
+
+/// A type the catalogue knows in `section` that is not implemented yet.
+fn planned_kind(section: Section) -> (&'static str, Option<u32>) {
+    for kind in catalog::all_kinds(section) {
+        if let Known::Planned(p) = catalog::lookup(section, kind) {
+            return (p.kind, p.issue);
+        }
+    }
+    panic!("every known {section:?} type is implemented; pick another test")
+}
+
+const MINIMAL: &str = "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:4317
+processors:
+  batch:
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [debug]
+";
+
+#[test]
+fn minimal_traces_pipeline() {
+    let loaded = load_ok(MINIMAL);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let config = loaded.config;
+    assert_eq!(config.receivers.keys().collect::<Vec<_>>(), [&id("otlp")]);
+    assert_eq!(config.processors.keys().collect::<Vec<_>>(), [&id("batch")]);
+    assert_eq!(config.exporters.keys().collect::<Vec<_>>(), [&id("debug")]);
+    assert!(config.extensions.is_empty());
+    assert_eq!(
+        config.service.pipelines,
+        [TracesPipeline {
+            id: "traces".into(),
+            receivers: vec![id("otlp")],
+            processors: vec![id("batch")],
+            exporters: vec![id("debug")],
+        }]
+    );
+    assert_eq!(config.service.telemetry, Telemetry::default());
+    assert_eq!(
+        config.service.telemetry.metrics_address.as_deref(),
+        Some("0.0.0.0:8888")
+    );
+    assert_eq!(config.service.telemetry.metrics_namespace, "otelcol");
+}
+
+#[test]
+fn processors_keep_pipeline_order_and_named_ids() {
+    let yaml = MINIMAL
+        .replace("  batch:\n", "  batch:\n  batch/second:\n    timeout: 1s\n")
+        .replace("processors: [batch]", "processors: [batch/second, batch]");
+    let config = load_ok(&yaml).config;
+    assert_eq!(
+        config.service.pipelines[0].processors,
+        [id("batch/second"), id("batch")]
+    );
+    assert_eq!(config.processors.len(), 2);
+}
+
+#[test]
+fn unknown_key_names_its_path_line_and_nearest_key() {
+    let yaml = MINIMAL.replace("        endpoint: 127", "        endpiont: 127");
+    assert_eq!(
+        problems(&yaml),
+        [
+            r#"receivers::otlp::protocols::grpc: unknown field "endpiont", did you mean "endpoint"? (line 5)"#
+        ]
+    );
+}
+
+#[test]
+fn unknown_top_level_and_service_keys() {
+    let yaml = MINIMAL
+        .replace("processors:\n  batch:", "procesors:\n  batch:")
+        .replace("  pipelines:", "  pipeline:");
+    let found = problems(&yaml);
+    assert!(
+        found.contains(
+            &r#"unknown field "procesors", did you mean "processors"? (line 6)"#.to_string()
+        ),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(
+            &r#"service: unknown field "pipeline", did you mean "pipelines"? (line 11)"#
+                .to_string()
+        ),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn unknown_type_is_an_error_even_when_unused() {
+    let yaml = MINIMAL.replace(
+        "exporters:\n  debug:\n",
+        "exporters:\n  debug:\n  debgu/x:\n",
+    );
+    assert_eq!(
+        problems(&yaml),
+        [r#"exporters::debgu/x: unknown exporter type "debgu", did you mean "debug"? (line 10)"#]
+    );
+}
+
+#[test]
+fn invalid_ids_are_errors() {
+    let yaml = MINIMAL.replace("  debug:\n", "  debug:\n  debug/a b:\n");
+    let found = problems(&yaml);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0]
+            .starts_with("exporters::debug/a b: in \"debug/a b\" id: invalid character(s) in name"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_pipeline_naming_an_undefined_component_suggests_the_nearest_defined_id() {
+    let yaml = MINIMAL.replace("exporters: [debug]", "exporters: [debgu]");
+    assert_eq!(
+        problems(&yaml),
+        [
+            r#"service::pipelines::traces::exporters[0]: exporter "debgu" is not defined in exporters, did you mean "debug"? (line 15)"#
+        ]
+    );
+}
+
+#[test]
+fn a_traces_pipeline_needs_receivers_and_exporters() {
+    let yaml = MINIMAL
+        .replace("receivers: [otlp]", "receivers: []")
+        .replace("exporters: [debug]", "exporters:");
+    let found = problems(&yaml);
+    assert!(
+        found.contains(
+            &"service::pipelines::traces: must have at least one receiver (line 12)".to_string()
+        ),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(
+            &"service::pipelines::traces: must have at least one exporter (line 12)".to_string()
+        ),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn the_same_processor_twice_is_an_error() {
+    let yaml = MINIMAL.replace("processors: [batch]", "processors: [batch, batch]");
+    assert_eq!(
+        problems(&yaml),
+        [
+            r#"service::pipelines::traces::processors[1]: references processor "batch" multiple times (line 14)"#
+        ]
+    );
+}
+
+#[test]
+fn no_traces_pipeline_is_an_error() {
+    let yaml = MINIMAL.replace("    traces:", "    metrics:");
+    let found = problems(&yaml);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("service::pipelines: no traces pipeline"),
+        "{found:?}"
+    );
+    let found = problems("receivers:\n  otlp:\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("service::pipelines: no traces pipeline")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn pipeline_ids_are_checked() {
+    let yaml = MINIMAL.replace("    traces:", "    trace/x:");
+    // The bad id is the only complaint: no "no traces pipeline" besides.
+    assert_eq!(
+        problems(&yaml),
+        [
+            r#"service::pipelines::trace/x: pipeline "trace/x": unknown signal "trace", did you mean "traces"? (line 12)"#
+        ]
+    );
+}
+
+#[test]
+fn metrics_and_logs_pipelines_are_skipped_with_a_warning() {
+    let yaml = format!(
+        "{MINIMAL}    metrics:\n      receivers: [otlp, prometheus]\n      processors: [batch/metrics]\n      exporters: [debug/metrics]\n    logs:\n      receivers: [otlp]\n      exporters: [debug]\n"
+    )
+    .replace("processors:\n  batch:\n", "processors:\n  batch:\n  batch/metrics:\n")
+    .replace("exporters:\n  debug:\n", "exporters:\n  debug:\n  debug/metrics:\n");
+    let loaded = load_ok(&yaml);
+    let config = &loaded.config;
+    // Used only by the skipped pipeline: not built.
+    assert!(!config.processors.contains_key(&id("batch/metrics")));
+    assert!(!config.exporters.contains_key(&id("debug/metrics")));
+    assert_eq!(config.service.pipelines.len(), 1);
+    let w = &loaded.warnings;
+    let has = |s: &str| w.iter().any(|x| x.contains(s));
+    assert!(
+        has("service::pipelines::metrics: metrics pipelines are not handled by tracegate"),
+        "{w:?}"
+    );
+    assert!(
+        has("service::pipelines::logs: logs pipelines are not handled by tracegate"),
+        "{w:?}"
+    );
+    // An undefined id in a skipped pipeline is only a warning.
+    assert!(
+        has(
+            r#"service::pipelines::metrics::receivers[1]: receiver "prometheus" is not defined in receivers (ignored: the pipeline is skipped)"#
+        ),
+        "{w:?}"
+    );
+    assert!(
+        has("processors::batch/metrics: used only by skipped pipeline(s) metrics; not built"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn unused_components_are_warned_about_and_not_built() {
+    let yaml = MINIMAL.replace("  debug:\n", "  debug:\n  debug/spare:\n");
+    let loaded = load_ok(&yaml);
+    assert!(!loaded.config.exporters.contains_key(&id("debug/spare")));
+    assert_eq!(
+        loaded.warnings,
+        ["exporters::debug/spare: not used by any pipeline; not built (line 10)"]
+    );
+}
+
+#[test]
+fn planned_component_is_an_error_in_a_traces_pipeline_and_a_warning_elsewhere() {
+    let (kind, issue) = planned_kind(Section::Processors);
+    let expected = catalog::not_implemented(kind, issue);
+
+    let used = MINIMAL
+        .replace(
+            "  batch:\n",
+            &format!("  batch:\n  {kind}:\n    some_key: 1\n"),
+        )
+        .replace(
+            "processors: [batch]",
+            &format!("processors: [{kind}, batch]"),
+        );
+    assert_eq!(
+        problems(&used),
+        [format!(
+            "processors::{kind}: {expected}; used by service::pipelines::traces (line 8)"
+        )]
+    );
+
+    let unused = MINIMAL.replace("  batch:\n", &format!("  batch:\n  {kind}:\n"));
+    let loaded = load_ok(&unused);
+    assert_eq!(
+        loaded.warnings,
+        [format!(
+            "processors::{kind}: {expected}; not used by any pipeline; not built (line 8)"
+        )]
+    );
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let yaml = MINIMAL
+        .replace("        endpoint: 127", "        endpiont: 127")
+        .replace("exporters: [debug]", "exporters: [nope]")
+        .replace("  batch:\n", "  batch:\n    timeout: soon\n");
+    let e = load(&yaml).unwrap_err();
+    assert_eq!(e.problems().len(), 3, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("test.yaml: 3 errors:\n  receivers::otlp::protocols::grpc: unknown field"),
+        "{text}"
+    );
+    assert!(text.contains("processors::batch::timeout: "), "{text}");
+    assert!(text.contains(r#"service::pipelines::traces::exporters[0]: exporter "nope" is not defined in exporters"#), "{text}");
+}
+
+#[test]
+fn connectors_are_not_implemented() {
+    let yaml = format!("{MINIMAL}connectors:\n  forward:\n");
+    let found = problems(&yaml);
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].starts_with("connectors::forward: connectors are not implemented yet"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn extensions_listed_are_built_and_must_be_defined() {
+    let yaml = format!("{MINIMAL}  extensions: [health_check]\nextensions:\n  health_check:\n    endpoint: 127.0.0.1:13133\n  health_check/spare:\n");
+    let loaded = load_ok(&yaml);
+    assert_eq!(loaded.config.service.extensions, [id("health_check")]);
+    assert_eq!(
+        loaded.config.extensions[&id("health_check")],
+        ExtensionConfig::HealthCheck(HealthCheckConfig {
+            endpoint: "127.0.0.1:13133".into(),
+            ..HealthCheckConfig::default()
+        })
+    );
+    assert!(!loaded
+        .config
+        .extensions
+        .contains_key(&id("health_check/spare")));
+    assert_eq!(
+        loaded.warnings,
+        ["extensions::health_check/spare: not listed in service::extensions, so not started (line 20)"]
+    );
+
+    let yaml = format!("{MINIMAL}  extensions: [healthcheck]\nextensions:\n  health_check:\n");
+    assert_eq!(
+        problems(&yaml),
+        [
+            r#"service::extensions[0]: extension "healthcheck" is not defined in extensions, did you mean "health_check"? (line 16)"#
+        ]
+    );
+
+    let (kind, issue) = planned_kind(Section::Extensions);
+    let yaml = format!("{MINIMAL}  extensions: [{kind}]\nextensions:\n  {kind}:\n");
+    assert_eq!(
+        problems(&yaml),
+        [format!(
+            "extensions::{kind}: {} (line 18)",
+            catalog::not_implemented(kind, issue)
+        )]
+    );
+}
+
+#[test]
+fn telemetry_logs_and_metrics() {
+    let yaml = format!(
+        "{MINIMAL}  telemetry:\n    logs:\n      level: DEBUG\n      encoding: json\n    metrics:\n      level: detailed\n      address: 127.0.0.1:9999\n"
+    );
+    let t = load_ok(&yaml).config.service.telemetry;
+    assert_eq!(t.log_level, "debug");
+    assert_eq!(t.log_format, LogFormat::Json);
+    assert_eq!(t.metrics_address.as_deref(), Some("127.0.0.1:9999"));
+
+    let yaml = format!("{MINIMAL}  telemetry:\n    metrics:\n      level: none\n");
+    assert_eq!(
+        load_ok(&yaml).config.service.telemetry.metrics_address,
+        None
+    );
+
+    let yaml = format!("{MINIMAL}  telemetry:\n    logs:\n      level: loud\n");
+    let found = problems(&yaml);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(r#"service::telemetry::logs::level: unknown value "loud", expected one of "debug", "info", "warn", "error""#),
+        "{found:?}"
+    );
+    assert!(found[0].ends_with("(line 18)"), "{found:?}");
+}
+
+#[test]
+fn telemetry_readers_form() {
+    let yaml = format!(
+        "{MINIMAL}  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: '::1'\n                port: 9464\n"
+    );
+    let t = load_ok(&yaml).config.service.telemetry;
+    assert_eq!(t.metrics_address.as_deref(), Some("[::1]:9464"));
+
+    let yaml = format!(
+        "{MINIMAL}  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 0.0.0.0\n                prot: 9464\n"
+    );
+    let found = problems(&yaml);
+    assert_eq!(
+        found,
+        [
+            r#"service::telemetry::metrics::readers[0]::pull::exporter::prometheus: unknown field "prot", did you mean "port"? (line 23)"#
+        ]
+    );
+}
+
+#[test]
+fn prometheus_exporter_moves_self_telemetry() {
+    let yaml = MINIMAL.replace(
+        "  debug:\n",
+        "  debug:\n  prometheus:\n    endpoint: 0.0.0.0:8889\n    namespace: otel_collector\n    send_timestamps: true\n",
+    );
+    let loaded = load_ok(&yaml);
+    let t = &loaded.config.service.telemetry;
+    assert_eq!(t.metrics_address.as_deref(), Some("0.0.0.0:8889"));
+    assert_eq!(t.metrics_namespace, "otel_collector");
+    assert!(!loaded.config.exporters.contains_key(&id("prometheus")));
+    let w = &loaded.warnings;
+    assert!(
+        w.iter()
+            .any(|x| x.starts_with("exporters::prometheus: send_timestamps accepted but ignored")),
+        "{w:?}"
+    );
+    assert!(w.iter().any(|x| x.starts_with("exporters::prometheus: tracegate serves its own metrics here (0.0.0.0:8889, namespace otel_collector)")), "{w:?}");
+
+    // Without a namespace the collector's stays.
+    let yaml = MINIMAL.replace(
+        "  debug:\n",
+        "  debug:\n  prometheus:\n    endpoint: 0.0.0.0:8889\n",
+    );
+    let t = load_ok(&yaml).config.service.telemetry;
+    assert_eq!(
+        (t.metrics_address.as_deref(), t.metrics_namespace.as_str()),
+        (Some("0.0.0.0:8889"), "otelcol")
+    );
+
+    // An explicit telemetry address wins.
+    let yaml = format!("{yaml}  telemetry:\n    metrics:\n      address: 127.0.0.1:7777\n");
+    let loaded = load_ok(&yaml);
+    assert_eq!(
+        loaded.config.service.telemetry.metrics_address.as_deref(),
+        Some("127.0.0.1:7777")
+    );
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("exporters::prometheus: ignored")),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn prometheus_exporter_in_a_traces_pipeline_is_an_error() {
+    let yaml = MINIMAL
+        .replace(
+            "  debug:\n",
+            "  debug:\n  prometheus:\n    endpoint: 0.0.0.0:8889\n",
+        )
+        .replace("exporters: [debug]", "exporters: [debug, prometheus]");
+    assert_eq!(
+        problems(&yaml),
+        ["service::pipelines::traces::exporters[1]: the prometheus exporter serves metrics; it cannot be in a traces pipeline (line 17)"]
+    );
+    let yaml = MINIMAL.replace("  debug:\n", "  debug:\n  prometheus:\n    endpiont: x\n");
+    let found = problems(&yaml);
+    assert_eq!(
+        found,
+        [r#"exporters::prometheus: unknown field "endpiont", did you mean "endpoint"? (line 11)"#]
+    );
+}
+
+#[test]
+fn env_references_reach_typed_configs() {
+    let yaml = MINIMAL
+        .replace("endpoint: 127.0.0.1:4317", "endpoint: ${env:HOST}:${PORT}")
+        .replace("  batch:\n", "  batch:\n    send_batch_size: ${env:SIZE}\n");
+    let env = [("HOST", "127.0.0.1"), ("PORT", "4317"), ("SIZE", "512")];
+    let loaded = load_str(&yaml, "test.yaml", &env_of(&env)).unwrap();
+    // Other processor kinds will appear; this one is batch.
+    #[allow(unreachable_patterns)]
+    let batch = match &loaded.config.processors[&id("batch")] {
+        ProcessorConfig::Batch(batch) => batch,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(batch.send_batch_size, 512);
+    let yaml_receiver = load_ok(MINIMAL).config.receivers[&id("otlp")].clone();
+    assert_eq!(loaded.config.receivers[&id("otlp")], yaml_receiver);
+}
+
+#[test]
+fn a_retyped_reference_falls_back_to_its_text_for_string_fields() {
+    // HC is all digits, so it is re-typed as an int; the field wants a string.
+    let yaml = format!("{MINIMAL}  extensions: [health_check]\nextensions:\n  health_check:\n    path: ${{env:HC}}\n");
+    let loaded = load_str(&yaml, "test.yaml", &env_of(&[("HC", "13133")])).unwrap();
+    #[allow(unreachable_patterns)]
+    let hc = match &loaded.config.extensions[&id("health_check")] {
+        ExtensionConfig::HealthCheck(hc) => hc,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(hc.path, "13133");
+}
+
+#[test]
+fn unset_variables_warn_and_bad_references_are_errors() {
+    let yaml = format!("{MINIMAL}  extensions: [health_check]\nextensions:\n  health_check:\n    path: /x${{env:UNSET}}\n");
+    let loaded = load(&yaml).unwrap();
+    assert_eq!(
+        loaded.warnings,
+        ["extensions::health_check::path: environment variable UNSET is not set; it expands to nothing (line 19)"]
+    );
+    let yaml = yaml.replace("${env:UNSET}", "${env:BAD NAME}");
+    let found = problems(&yaml);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(
+            r#"extensions::health_check::path: environment variable "BAD NAME" has invalid name"#
+        ),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn duplicate_ids_after_trimming() {
+    let yaml = MINIMAL.replace("  debug:\n", "  debug:\n  ' debug':\n");
+    let found = problems(&yaml);
+    assert_eq!(
+        found,
+        ["exporters:: debug: duplicate exporter id debug (line 10)"]
+    );
+}
+
+#[test]
+fn same_id_in_different_sections_are_different_components() {
+    // `otlp` names both a receiver and an exporter, as in most collector configs.
+    let yaml = MINIMAL
+        .replace(
+            "  debug:\n",
+            "  debug:\n  otlp:\n    endpoint: 127.0.0.1:4317\n    tls:\n      insecure: true\n",
+        )
+        .replace("exporters: [debug]", "exporters: [otlp]");
+    let config = load_ok(&yaml).config;
+    assert!(config.receivers.contains_key(&id("otlp")));
+    assert!(config.exporters.contains_key(&id("otlp")));
+}
+
+#[test]
+fn shapes_and_yaml_errors() {
+    assert!(matches!(load("a: [1"), Err(ConfigError::Yaml { .. })));
+    let found = problems("- receivers\n");
+    assert!(
+        found[0].starts_with("expected a mapping of receivers"),
+        "{found:?}"
+    );
+    let found = problems(&MINIMAL.replace("exporters:\n  debug:\n", "exporters: [debug]\n"));
+    assert!(
+        found.contains(&"exporters: expected a mapping, found a list (line 8)".to_string()),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn component_validation_errors_carry_the_full_path() {
+    let yaml = MINIMAL.replace("endpoint: 127.0.0.1:4317", "endpoint: no-port-here");
+    let found = problems(&yaml);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("receivers::otlp::protocols::grpc::endpoint: "),
+        "{found:?}"
+    );
+    assert!(found[0].ends_with("(line 5)"), "{found:?}");
+}
