@@ -85,7 +85,10 @@ impl HealthServer {
             async move {
                 let p = req.uri().path();
                 let (status, body) = if p != &*path && p != "/healthz" {
-                    (StatusCode::NOT_FOUND, "{\"status\":\"Not found\"}".to_string())
+                    (
+                        StatusCode::NOT_FOUND,
+                        "{\"status\":\"Not found\"}".to_string(),
+                    )
                 } else if readiness.is_ready() {
                     (
                         StatusCode::OK,

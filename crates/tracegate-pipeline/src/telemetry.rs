@@ -128,12 +128,18 @@ fn metrics_response<B>(
     let reply = |status: StatusCode, body: String| {
         Response::builder()
             .status(status)
-            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+            .header(
+                http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
             .body(Full::new(Bytes::from(body)))
             .expect("static response parts are valid")
     };
     if req.uri().path() != "/metrics" {
-        return reply(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n".into());
+        return reply(
+            StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n".into(),
+        );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());

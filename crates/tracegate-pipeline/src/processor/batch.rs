@@ -26,7 +26,10 @@ use crate::telemetry::names;
 pub struct Config {
     /// Time after which a batch is sent regardless of size. `0s` sends every
     /// incoming batch at once (split by `send_batch_max_size`). Default `200ms`.
-    #[serde(default = "default_timeout", deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
     pub timeout: Duration,
     /// Number of spans after which a batch is sent regardless of the timeout.
     /// Default 8192.
@@ -284,5 +287,170 @@ impl Processor for Batcher {
             std::mem::take(&mut pending.parts)
         };
         self.send(parts, Trigger::Flush).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracegate_model::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<SpanBatch>>);
+
+    #[async_trait]
+    impl Consumer for Collect {
+        async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
+            self.0.lock().unwrap().push(batch);
+            Ok(())
+        }
+    }
+
+    impl Collect {
+        fn sizes(&self) -> Vec<usize> {
+            self.0.lock().unwrap().iter().map(SpanBatch::len).collect()
+        }
+    }
+
+    fn spans(n: usize, first: usize) -> SpanBatch {
+        let spans = (first..first + n)
+            .map(|i| Span {
+                trace_id: vec![1; 16],
+                span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                name: format!("s{i}"),
+                ..Default::default()
+            })
+            .collect();
+        SpanBatch::from_request(&ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    }
+
+    fn names(batches: &[SpanBatch]) -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| (0..b.len()).map(|i| b.span_name(i).to_string()))
+            .collect()
+    }
+
+    fn start(config: Config) -> (Arc<Batcher>, Arc<Collect>) {
+        let sink = Arc::new(Collect::default());
+        (Batcher::start("batch", config, sink.clone()), sink)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_once_send_batch_size_spans_are_pending() {
+        let (batcher, sink) = start(Config {
+            send_batch_size: 10,
+            timeout: Duration::from_secs(3600),
+            ..Config::default()
+        });
+        for i in 0..3 {
+            batcher.consume(spans(3, i * 3)).await.unwrap();
+        }
+        assert!(sink.sizes().is_empty(), "9 < 10 spans: nothing sent yet");
+        batcher.consume(spans(3, 9)).await.unwrap();
+        assert_eq!(sink.sizes(), vec![12], "no max size: all pending spans go");
+        let sent = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            names(&sent),
+            (0..12).map(|i| format!("s{i}")).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn splits_by_max_size_and_keeps_the_remainder_pending() {
+        let (batcher, sink) = start(Config {
+            send_batch_size: 10,
+            send_batch_max_size: 10,
+            timeout: Duration::from_secs(3600),
+            ..Config::default()
+        });
+        batcher.consume(spans(25, 0)).await.unwrap();
+        assert_eq!(
+            sink.sizes(),
+            vec![10, 10],
+            "5 < send_batch_size stay pending"
+        );
+        batcher.flush().await;
+        assert_eq!(sink.sizes(), vec![10, 10, 5]);
+        let sent = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            names(&sent),
+            (0..25).map(|i| format!("s{i}")).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_after_timeout_since_the_first_pending_span() {
+        let (batcher, sink) = start(Config {
+            send_batch_size: 1000,
+            timeout: Duration::from_millis(200),
+            ..Config::default()
+        });
+        batcher.consume(spans(3, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        batcher.consume(spans(2, 3)).await.unwrap();
+        assert!(sink.sizes().is_empty());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(
+            sink.sizes(),
+            vec![5],
+            "200ms after the first span, all pending go"
+        );
+        // The timer re-arms for the next span.
+        batcher.consume(spans(1, 5)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(199)).await;
+        assert_eq!(sink.sizes(), vec![5]);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(sink.sizes(), vec![5, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_timeout_sends_at_once_split_by_max() {
+        let (batcher, sink) = start(Config {
+            send_batch_size: 4,
+            send_batch_max_size: 4,
+            timeout: Duration::ZERO,
+            ..Config::default()
+        });
+        batcher.consume(spans(9, 0)).await.unwrap();
+        assert_eq!(sink.sizes(), vec![4, 4, 1]);
+    }
+
+    #[test]
+    fn validate_rejects_max_below_size_and_metadata_keys() {
+        let bad = Config {
+            send_batch_size: 100,
+            send_batch_max_size: 50,
+            ..Config::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().path, "send_batch_max_size");
+        let meta = Config {
+            metadata_keys: vec!["tenant".into()],
+            ..Config::default()
+        };
+        assert_eq!(meta.validate().unwrap_err().path, "metadata_keys");
+        assert!(Config::default().validate().unwrap().is_empty());
+    }
+
+    #[test]
+    fn config_defaults_match_the_collector() {
+        let c: Config = crate::config::from_value(serde_json::Value::Null).unwrap();
+        assert_eq!(c.timeout, Duration::from_millis(200));
+        assert_eq!(c.send_batch_size, 8192);
+        assert_eq!(c.send_batch_max_size, 0);
+        let c: Config = crate::config::from_value(
+            serde_json::json!({"timeout": "10s", "send_batch_size": 1024}),
+        )
+        .unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert!(crate::config::from_value::<Config>(serde_json::json!({"timout": "1s"})).is_err());
     }
 }
