@@ -279,15 +279,17 @@ impl Loader {
         self.warnings.push(p);
     }
 
-    /// The line of the deepest key of `path` the file holds.
+    /// The line of the deepest key of `path` the file holds; `None` when
+    /// not even its first key is there (pointing at line 1 would mislead).
     fn line_of(&self, path: &Path) -> Option<u64> {
         let mut prefix = path.clone();
-        loop {
+        while !prefix.0.is_empty() {
             if let Some((_, line)) = self.root.lookup(&prefix) {
                 return (line > 0).then_some(line);
             }
-            prefix.0.pop()?;
+            prefix.0.pop();
         }
+        None
     }
 
     fn node(&self, path: &Path) -> Option<&Node> {
