@@ -57,7 +57,28 @@ fn plain_otlp_exporter(name: &str, addr: std::net::SocketAddr) -> String {
 fn sdk_provider(exporter: opentelemetry_otlp::SpanExporter, service: &str) -> SdkTracerProvider {
     SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
+        .build()
+}
+
+/// The SDK's batch processor runs its own thread without a tokio reactor,
+/// which the hyper-based HTTP exporter needs; the simple processor exports
+/// on the calling thread, which `emit_spans` runs inside the runtime.
+fn sdk_provider_simple(
+    exporter: opentelemetry_otlp::SpanExporter,
+    service: &str,
+) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
         .build()
 }
 
@@ -73,7 +94,10 @@ async fn emit_spans(provider: SdkTracerProvider, n: usize, prefix: &'static str)
             span.set_attribute(KeyValue::new("cached", true));
             span.set_attribute(KeyValue::new(
                 "tags",
-                Value::Array(Array::String(vec![StringValue::from("a"), StringValue::from("b")])),
+                Value::Array(Array::String(vec![
+                    StringValue::from("a"),
+                    StringValue::from("b"),
+                ])),
             ));
             span.end();
         }
@@ -106,9 +130,13 @@ async fn sdk_grpc_and_http_spans_arrive_with_attributes_intact() {
         .with_endpoint(format!("http://{}/v1/traces", gw.addr("otlp", "http")))
         .build()
         .unwrap();
-    emit_spans(sdk_provider(http, "svc-http"), 50, "http").await;
+    emit_spans(sdk_provider_simple(http, "svc-http"), 50, "http").await;
 
-    assert!(sink.wait_for_spans(100, WAIT).await, "only {} spans arrived", sink.span_count());
+    assert!(
+        sink.wait_for_spans(100, WAIT).await,
+        "only {} spans arrived",
+        sink.span_count()
+    );
     let spans = sink.spans();
     assert_eq!(spans.len(), 100, "no span duplicated");
     for (prefix, service) in [("grpc", "svc-grpc"), ("http", "svc-http")] {
@@ -139,24 +167,18 @@ async fn sdk_grpc_and_http_spans_arrive_with_attributes_intact() {
     }
 
     // Self-telemetry in the collector's dialect.
-    let metrics = support::raw::http(
+    support::raw::wait_for_metrics(
         gw.addr("telemetry", "metrics"),
-        http::Method::GET,
-        "/metrics",
-        &[],
-        "",
+        &[
+            "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 50",
+            "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"http\"} 50",
+            "otelcol_exporter_sent_spans_total{exporter=\"otlp\"} 100",
+            "otelcol_exporter_queue_capacity{exporter=\"otlp\"}",
+            "otelcol_processor_batch_batch_send_size",
+        ],
+        WAIT,
     )
     .await;
-    let text = String::from_utf8_lossy(&metrics.body);
-    for needle in [
-        "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 50",
-        "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"http\"} 50",
-        "otelcol_exporter_sent_spans_total{exporter=\"otlp\"} 100",
-        "otelcol_exporter_queue_capacity{exporter=\"otlp\"}",
-        "otelcol_processor_batch_batch_send_size",
-    ] {
-        assert!(text.contains(needle), "metrics lack {needle:?}:\n{text}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +203,11 @@ async fn seed_curl_json_check_is_accepted_and_arrives() {
         .await
         .expect("run bash");
     assert!(out.status.success(), "curl check failed: {out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{}", "OTLP/JSON success body");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "{}",
+        "OTLP/JSON success body"
+    );
     assert!(sink.wait_for_spans(1, WAIT).await);
     let spans = sink.spans();
     assert_eq!(spans[0].span.name, "test-span");
@@ -216,7 +242,10 @@ async fn exports_over_tls_with_a_private_ca() {
         .build()
         .unwrap();
     emit_spans(sdk_provider(grpc, "svc-tls"), 5, "tls").await;
-    assert!(sink.wait_for_spans(5, WAIT).await, "spans did not arrive over TLS");
+    assert!(
+        sink.wait_for_spans(5, WAIT).await,
+        "spans did not arrive over TLS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

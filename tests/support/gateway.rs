@@ -83,7 +83,10 @@ impl Gateway {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("tracegate not ready in 30s:\n{}", logs.lock().unwrap().join("\n"));
+                panic!(
+                    "tracegate not ready in 30s:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         }
         let listening = logs
@@ -96,7 +99,11 @@ impl Gateway {
                 (
                     v["component"].as_str().unwrap_or_default().to_string(),
                     v["protocol"].as_str().unwrap_or_default().to_string(),
-                    v["address"].as_str().unwrap_or_default().parse().expect("address"),
+                    v["address"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .parse()
+                        .expect("address"),
                 )
             })
             .collect();

@@ -98,3 +98,26 @@ pub async fn grpc(
 }
 
 pub const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Polls `/metrics` until every needle appears (counters settle a moment
+/// after the data they count: an exporter counts a batch once its backend
+/// has answered). Returns the last text; panics with it on timeout.
+pub async fn wait_for_metrics(
+    addr: SocketAddr,
+    needles: &[&str],
+    within: std::time::Duration,
+) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let reply = http(addr, Method::GET, "/metrics", &[], "").await;
+        let text = String::from_utf8_lossy(&reply.body).into_owned();
+        let missing: Vec<&&str> = needles.iter().filter(|n| !text.contains(**n)).collect();
+        if missing.is_empty() {
+            return text;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("metrics lack {missing:?}:\n{text}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

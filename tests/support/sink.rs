@@ -104,9 +104,9 @@ impl Sink {
                 .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
                 .max_decoding_message_size(64 << 20),
         );
-        tokio::spawn(router.serve_with_incoming(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-        ));
+        tokio::spawn(
+            router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
         Sink { addr, state }
     }
 
