@@ -171,7 +171,11 @@ pub fn load_str(
 ) -> Result<Loaded, ConfigError> {
     let mut root = tree::parse(text).map_err(|message| ConfigError::Yaml {
         origin: origin.to_string(),
-        message,
+        // The parser's message is written for programmers using it.
+        message: message
+            .trim_start_matches("error: ")
+            .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+            .replace("<input>", origin),
     })?;
     let expansion = expand::expand_document(&mut root, env);
     let mut loader = Loader {
@@ -192,7 +196,8 @@ pub fn load_str(
         Some(config) if problems.is_empty() => {
             let mut warnings = loader.warnings;
             warnings.sort_by_key(|p| p.line.unwrap_or(u64::MAX));
-            warnings.dedup();
+            let mut seen = BTreeSet::new();
+            warnings.retain(|w| seen.insert(w.to_string()));
             Ok(Loaded {
                 config,
                 warnings: warnings.iter().map(ToString::to_string).collect(),

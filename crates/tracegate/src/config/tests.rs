@@ -574,6 +574,11 @@ fn same_id_in_different_sections_are_different_components() {
 #[test]
 fn shapes_and_yaml_errors() {
     assert!(matches!(load("a: [1"), Err(ConfigError::Yaml { .. })));
+    let e = load("a:\n  b: 1\n  b: 2\n").unwrap_err().to_string();
+    assert!(
+        e.starts_with("test.yaml: not valid YAML: line 3 column 3: duplicate mapping key: b\n --> test.yaml:3:3"),
+        "{e}"
+    );
     let found = problems("- receivers\n");
     assert!(
         found[0].starts_with("expected a mapping of receivers"),
