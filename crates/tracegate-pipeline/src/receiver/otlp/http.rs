@@ -6,10 +6,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tonic::Code;
@@ -28,6 +31,12 @@ const JSON: &str = "application/json";
 /// Bodies smaller than this are decompressed on the async worker; larger
 /// ones on the blocking pool so one big request cannot stall others.
 const INLINE_DECOMPRESS_LIMIT: usize = 256 * 1024;
+
+/// After answering early (413, 404, ...) the rest of the body is read and
+/// discarded, up to this much and this long, so the client can finish
+/// sending and read the answer instead of failing on a reset connection.
+const DRAIN_LIMIT: usize = 256 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The two OTLP/HTTP body encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +151,7 @@ enum BodyError {
 /// Reads the raw body, refusing it once it passes `limit` bytes. The
 /// buffer grows by exact reservations, so it never holds more than `limit`.
 async fn read_capped(
-    mut body: Incoming,
+    body: &mut Incoming,
     limit: usize,
     hint: Option<u64>,
 ) -> Result<Bytes, BodyError> {
@@ -176,21 +185,50 @@ async fn read_capped(
     Ok(first.unwrap_or_else(|| Bytes::from(buf)))
 }
 
+/// Reads and drops what is left of a body the answer did not need.
+async fn drain(mut body: Incoming) {
+    let mut left = DRAIN_LIMIT;
+    let deadline = tokio::time::sleep(DRAIN_TIMEOUT);
+    tokio::pin!(deadline);
+    loop {
+        let frame = tokio::select! {
+            _ = &mut deadline => return,
+            frame = body.frame() => frame,
+        };
+        match frame {
+            Some(Ok(frame)) => {
+                let len = frame.data_ref().map_or(0, Bytes::len);
+                if len >= left {
+                    return;
+                }
+                left -= len;
+            }
+            _ => return,
+        }
+    }
+}
+
 impl HttpReceiver {
     async fn handle(&self, request: Request<Incoming>) -> HttpResponse {
-        let Some(cors) = &self.cors else {
-            return self.route(request).await;
+        let (parts, mut body) = request.into_parts();
+        let response = match &self.cors {
+            Some(cors) if CorsPolicy::is_preflight(&parts.method, &parts.headers) => {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                *response.headers_mut() = cors.preflight(&parts.headers);
+                response
+            }
+            Some(cors) => {
+                let mut response = self.route(&parts, &mut body).await;
+                let origin = parts.headers.get(header::ORIGIN);
+                cors.decorate(&parts.method, origin, response.headers_mut());
+                response
+            }
+            None => self.route(&parts, &mut body).await,
         };
-        if CorsPolicy::is_preflight(request.method(), request.headers()) {
-            let mut response = Response::new(Full::new(Bytes::new()));
-            *response.status_mut() = StatusCode::NO_CONTENT;
-            *response.headers_mut() = cors.preflight(request.headers());
-            return response;
+        if !body.is_end_stream() {
+            tokio::spawn(drain(body));
         }
-        let method = request.method().clone();
-        let origin = request.headers().get(header::ORIGIN).cloned();
-        let mut response = self.route(request).await;
-        cors.decorate(&method, origin.as_ref(), response.headers_mut());
         response
     }
 
@@ -211,8 +249,8 @@ impl HttpReceiver {
         failure_response(status, format, &ExportFailure::new(code, message))
     }
 
-    async fn route(&self, request: Request<Incoming>) -> HttpResponse {
-        if request.uri().path() != self.traces_path {
+    async fn route(&self, request: &Parts, body: &mut Incoming) -> HttpResponse {
+        if request.uri.path() != self.traces_path {
             // tracegate has no metrics or logs pipelines, so their paths are
             // as unknown as any other (Go's ServeMux answer).
             return self.reject_plain(
@@ -221,7 +259,7 @@ impl HttpReceiver {
                 "404 page not found\n".into(),
             );
         }
-        if request.method() != Method::POST {
+        if request.method != Method::POST {
             let mut response = self.reject_plain(
                 RejectReason::MethodNotAllowed,
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -233,7 +271,7 @@ impl HttpReceiver {
             return response;
         }
         let format = match request
-            .headers()
+            .headers
             .get(header::CONTENT_TYPE)
             .and_then(media_type)
         {
@@ -247,7 +285,7 @@ impl HttpReceiver {
                 )
             }
         };
-        let encoding = match self.content_encoding(request.headers()) {
+        let encoding = match self.content_encoding(&request.headers) {
             Ok(encoding) => encoding,
             Err(unsupported) => {
                 return self.reject(
@@ -272,14 +310,14 @@ impl HttpReceiver {
             )
         };
         let declared_len = request
-            .headers()
+            .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared_len.is_some_and(|len| len > self.max_body_size as u64) {
             return too_large("request body");
         }
-        let raw = match read_capped(request.into_body(), self.max_body_size, declared_len).await {
+        let raw = match read_capped(body, self.max_body_size, declared_len).await {
             Ok(raw) => raw,
             Err(BodyError::TooLarge) => return too_large("request body"),
             Err(BodyError::Read(e)) => {

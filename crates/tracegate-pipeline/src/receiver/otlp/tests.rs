@@ -692,6 +692,55 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
     assert_eq!(rx.recv().await.unwrap().len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answers_reach_clients_still_sending_a_large_body() {
+    // Bodies far larger than socket buffers: the answer comes before the
+    // body is read, and the client must still get it, not a reset.
+    let (h, mut rx) = collecting(json!({
+        "http": {"endpoint": "127.0.0.1:0", "max_request_body_size": 4096}
+    }))
+    .await;
+    let big = Bytes::from(vec![0u8; 8 * MIB]);
+    let client = http_client();
+    for (path, content_type, want) in [
+        (
+            "/v1/traces",
+            "application/x-protobuf",
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "/v1/metrics",
+            "application/x-protobuf",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/v1/traces",
+            "text/plain",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let answer = send(
+            &client,
+            post(h.http(), path, Some(content_type), None, big.clone()),
+        )
+        .await;
+        assert_eq!(answer.status, want, "{path} {content_type}");
+    }
+    let answer = send(
+        &client,
+        post(
+            h.http(),
+            "/v1/traces",
+            Some("application/x-protobuf"),
+            None,
+            protobuf(&request(1, 1)),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(rx.recv().await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn a_body_without_content_length_is_capped_while_streaming() {
     let (h, _rx) = collecting(json!({
