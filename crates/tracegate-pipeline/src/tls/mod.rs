@@ -2,6 +2,8 @@
 //! receivers (server side, `server.rs`) and exporters (client side,
 //! `client.rs`). rustls with ring only; no OpenSSL.
 
+mod client;
+pub use client::TlsClientError;
 mod server;
 pub use server::TlsServerError;
 
