@@ -1,0 +1,305 @@
+//! The delivery settings every queued exporter shares, as the collector's
+//! exporterhelper spells them: `sending_queue`, `retry_on_failure`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::ComponentError;
+
+/// `sending_queue:` — the exporter's own bounded in-memory queue.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Queue batches and send them from background consumers. When `false`
+    /// the pipeline waits for each export (with its retries), as the
+    /// collector does. Default `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Number of consumers sending batches from the queue concurrently.
+    /// Default 10.
+    #[serde(default = "default_num_consumers")]
+    pub num_consumers: usize,
+    /// Maximum number of batches held; a batch arriving at a full queue is
+    /// refused and counted in `exporter_enqueue_failed_spans`. Default 1000.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: usize,
+    /// The collector's unit for `queue_size`. Only `requests` (batches) is
+    /// supported. Default `requests`.
+    #[serde(default = "default_sizer")]
+    pub sizer: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_num_consumers() -> usize {
+    10
+}
+fn default_queue_size() -> usize {
+    1000
+}
+fn default_sizer() -> String {
+    "requests".into()
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            enabled: true,
+            num_consumers: default_num_consumers(),
+            queue_size: default_queue_size(),
+            sizer: default_sizer(),
+        }
+    }
+}
+
+impl QueueConfig {
+    pub fn validate(&self) -> Result<(), ComponentError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.num_consumers == 0 {
+            return Err(error(
+                "sending_queue.num_consumers",
+                "num_consumers must be positive",
+            ));
+        }
+        if self.queue_size == 0 {
+            return Err(error(
+                "sending_queue.queue_size",
+                "queue_size must be positive",
+            ));
+        }
+        if self.sizer != "requests" {
+            return Err(error(
+                "sending_queue.sizer",
+                format!(
+                    "sizer {:?} is not supported; tracegate counts the queue in requests (batches)",
+                    self.sizer
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `retry_on_failure:` — exponential backoff for retryable failures.
+/// Delay *n* is `initial_interval × multiplier^(n-1)`, capped at
+/// `max_interval`, then randomized by ± `randomization_factor`; a delay the
+/// server asks for (gRPC RetryInfo, HTTP Retry-After) is used when longer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retry retryable failures. When `false` the first failure drops the
+    /// batch. Default `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Wait after the first failure. Default `5s`.
+    #[serde(
+        default = "default_initial_interval",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub initial_interval: Duration,
+    /// Random spread of each wait, in [0, 1]. Default 0.5.
+    #[serde(default = "default_randomization_factor")]
+    pub randomization_factor: f64,
+    /// Growth of the wait after each failure. Default 1.5.
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Upper bound of the (unrandomized) wait. Default `30s`.
+    #[serde(
+        default = "default_max_interval",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub max_interval: Duration,
+    /// Give up (and count the batch as dropped, reason `retries_exhausted`)
+    /// when the next attempt would start later than this after the first.
+    /// `0` retries forever. Default `300s`.
+    #[serde(
+        default = "default_max_elapsed_time",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub max_elapsed_time: Duration,
+}
+
+fn default_initial_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_randomization_factor() -> f64 {
+    0.5
+}
+fn default_multiplier() -> f64 {
+    1.5
+}
+fn default_max_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_elapsed_time() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            enabled: true,
+            initial_interval: default_initial_interval(),
+            randomization_factor: default_randomization_factor(),
+            multiplier: default_multiplier(),
+            max_interval: default_max_interval(),
+            max_elapsed_time: default_max_elapsed_time(),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// No retries: every failure is final.
+    pub fn disabled() -> Self {
+        RetryConfig {
+            enabled: false,
+            ..RetryConfig::default()
+        }
+    }
+
+    /// configretry's checks.
+    pub fn validate(&self) -> Result<(), ComponentError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if !(0.0..=1.0).contains(&self.randomization_factor) {
+            return Err(error(
+                "retry_on_failure.randomization_factor",
+                "randomization_factor must be within [0, 1]",
+            ));
+        }
+        if !(self.multiplier >= 0.0 && self.multiplier.is_finite()) {
+            return Err(error(
+                "retry_on_failure.multiplier",
+                "multiplier must be non-negative",
+            ));
+        }
+        if !self.max_elapsed_time.is_zero() {
+            if self.max_elapsed_time < self.initial_interval {
+                return Err(error(
+                    "retry_on_failure.max_elapsed_time",
+                    "max_elapsed_time must not be less than initial_interval",
+                ));
+            }
+            if self.max_elapsed_time < self.max_interval {
+                return Err(error(
+                    "retry_on_failure.max_elapsed_time",
+                    "max_elapsed_time must not be less than max_interval",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `compression:` for OTLP exporters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    #[serde(alias = "")]
+    None,
+}
+
+pub(crate) fn error(path: &str, message: impl Into<String>) -> ComponentError {
+    ComponentError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Checks that configured headers are valid HTTP header names and values
+/// (gRPC metadata keys are lowercase header names).
+pub(crate) fn validate_headers(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ComponentError> {
+    for (name, value) in headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(error(
+                &format!("headers.{name}"),
+                format!("{name:?} is not a valid header name"),
+            ));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(error(
+                &format!("headers.{name}"),
+                "the value is not a valid header value",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_value;
+
+    #[test]
+    fn defaults_are_the_collectors() {
+        let queue: QueueConfig = from_value(serde_json::Value::Null).unwrap();
+        assert_eq!(queue, QueueConfig::default());
+        assert!(queue.enabled);
+        assert_eq!((queue.num_consumers, queue.queue_size), (10, 1000));
+        let retry: RetryConfig = from_value(serde_json::Value::Null).unwrap();
+        assert_eq!(retry, RetryConfig::default());
+        assert_eq!(retry.initial_interval, Duration::from_secs(5));
+        assert_eq!(retry.max_interval, Duration::from_secs(30));
+        assert_eq!(retry.max_elapsed_time, Duration::from_secs(300));
+        assert_eq!((retry.randomization_factor, retry.multiplier), (0.5, 1.5));
+    }
+
+    #[test]
+    fn validation_follows_configretry() {
+        let retry: RetryConfig =
+            from_value(serde_json::json!({"randomization_factor": 1.5})).unwrap();
+        assert!(retry.validate().is_err());
+        let retry: RetryConfig =
+            from_value(serde_json::json!({"max_elapsed_time": "10s", "max_interval": "30s"}))
+                .unwrap();
+        assert_eq!(
+            retry.validate().unwrap_err().path,
+            "retry_on_failure.max_elapsed_time"
+        );
+        let retry: RetryConfig =
+            from_value(serde_json::json!({"max_elapsed_time": "0", "max_interval": "30s"}))
+                .unwrap();
+        assert!(retry.validate().is_ok(), "0 means retry forever");
+        let retry: RetryConfig =
+            from_value(serde_json::json!({"enabled": false, "multiplier": -1.0})).unwrap();
+        assert!(retry.validate().is_ok(), "disabled retry is not checked");
+        let queue: QueueConfig = from_value(serde_json::json!({"queue_size": 0})).unwrap();
+        assert!(queue.validate().is_err());
+        let queue: QueueConfig = from_value(serde_json::json!({"sizer": "items"})).unwrap();
+        assert!(queue.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = from_value::<QueueConfig>(serde_json::json!({"queue_sise": 5})).unwrap_err();
+        assert!(err.message.contains("queue_sise"), "{err}");
+        assert!(from_value::<RetryConfig>(serde_json::json!({"max_retries": 5})).is_err());
+    }
+
+    #[test]
+    fn compression_names() {
+        for (text, want) in [
+            ("gzip", Compression::Gzip),
+            ("zstd", Compression::Zstd),
+            ("none", Compression::None),
+            ("", Compression::None),
+        ] {
+            assert_eq!(
+                serde_json::from_value::<Compression>(serde_json::json!(text)).unwrap(),
+                want
+            );
+        }
+        assert!(serde_json::from_value::<Compression>(serde_json::json!("snappy")).is_err());
+    }
+}

@@ -1,0 +1,422 @@
+//! The runtime around any [`Exporter`]: its bounded queue, the consumer
+//! tasks that send from it with retry, its metrics, and an orderly shutdown.
+//! Every span handed to an exporter is either sent or counted in
+//! `tracegate_dropped_spans` with the reason it was not.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracegate_model::SpanBatch;
+
+use super::backoff::Backoff;
+use super::delivery::{QueueConfig, RetryConfig};
+use super::queue::{BoundedQueue, PushError};
+use super::{Delivered, ExportError, Exporter};
+use crate::telemetry::names;
+
+/// Why spans handed to an exporter were not exported; the `reason` label of
+/// `tracegate_dropped_spans`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The exporter's queue was full while another exporter took the batch.
+    QueueFull,
+    /// Still queued or in flight when the shutdown grace period ended.
+    Shutdown,
+    /// The backend refused the data for good (e.g. gRPC INVALID_ARGUMENT, HTTP 400).
+    PermanentError,
+    /// Retryable failures lasted longer than `retry_on_failure.max_elapsed_time`.
+    RetriesExhausted,
+    /// A retryable failure with `retry_on_failure.enabled: false`.
+    RetryDisabled,
+    /// The backend accepted the request but rejected some spans (OTLP partial success).
+    RejectedByBackend,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 6] = [
+        DropReason::QueueFull,
+        DropReason::Shutdown,
+        DropReason::PermanentError,
+        DropReason::RetriesExhausted,
+        DropReason::RetryDisabled,
+        DropReason::RejectedByBackend,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::Shutdown => "shutdown",
+            DropReason::PermanentError => "permanent_error",
+            DropReason::RetriesExhausted => "retries_exhausted",
+            DropReason::RetryDisabled => "retry_disabled",
+            DropReason::RejectedByBackend => "rejected_by_backend",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The exporter did not take a batch into its queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("exporter {exporter}: {}", if *shutting_down { "shutting down" } else { "sending queue is full" })]
+pub struct QueueFull {
+    pub exporter: String,
+    /// The queue is closed for shutdown rather than full.
+    pub shutting_down: bool,
+}
+
+/// Why an exporter did not take a batch, as [`ExporterHandle::send`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    QueueFull,
+    ShuttingDown,
+    /// A synchronous (queue-less) export failed after its retries.
+    Failed {
+        reason: DropReason,
+        message: String,
+    },
+}
+
+impl Refusal {
+    /// The drop reason if the batch is acknowledged to the client anyway.
+    pub fn drop_reason(&self) -> DropReason {
+        match self {
+            Refusal::QueueFull => DropReason::QueueFull,
+            Refusal::ShuttingDown => DropReason::Shutdown,
+            Refusal::Failed { reason, .. } => *reason,
+        }
+    }
+}
+
+/// Metric handles, registered once per exporter (label `exporter` = id).
+struct ExporterMetrics {
+    sent: Counter,
+    send_failed: Counter,
+    enqueue_failed: Counter,
+    queue_size: Gauge,
+    dropped: [Counter; DropReason::ALL.len()],
+}
+
+impl ExporterMetrics {
+    fn register(id: &str) -> ExporterMetrics {
+        let label = [("exporter", id.to_string())];
+        ExporterMetrics {
+            sent: metrics::counter!(names::EXPORTER_SENT_SPANS, &label),
+            send_failed: metrics::counter!(names::EXPORTER_SEND_FAILED_SPANS, &label),
+            enqueue_failed: metrics::counter!(names::EXPORTER_ENQUEUE_FAILED_SPANS, &label),
+            queue_size: metrics::gauge!(names::EXPORTER_QUEUE_SIZE, &label),
+            dropped: DropReason::ALL.map(|reason| {
+                metrics::counter!(
+                    names::DROPPED_SPANS,
+                    "component" => id.to_string(),
+                    "reason" => reason.as_str()
+                )
+            }),
+        }
+    }
+}
+
+struct Shared {
+    id: String,
+    exporter: Arc<dyn Exporter>,
+    retry: RetryConfig,
+    /// `None` when `sending_queue.enabled: false`: export runs in the caller.
+    queue: Option<BoundedQueue<Arc<SpanBatch>>>,
+    metrics: ExporterMetrics,
+    /// Queue consumers and in-flight synchronous sends.
+    tasks: TaskTracker,
+    /// Cancelled when the shutdown grace period is over.
+    stop: CancellationToken,
+    closed: AtomicBool,
+}
+
+/// A running exporter as pipelines hold it. Cheap to clone; all clones share
+/// one queue.
+#[derive(Clone)]
+pub struct ExporterHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ExporterHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExporterHandle")
+            .field("id", &self.shared.id)
+            .field("queued", &self.shared.queue.is_some())
+            .finish()
+    }
+}
+
+impl ExporterHandle {
+    /// Registers the exporter's metrics and spawns its queue consumers.
+    /// Must run inside a tokio runtime.
+    pub fn start(
+        id: &str,
+        exporter: Arc<dyn Exporter>,
+        queue: &QueueConfig,
+        retry: &RetryConfig,
+    ) -> ExporterHandle {
+        let metrics = ExporterMetrics::register(id);
+        let shared = Arc::new(Shared {
+            id: id.to_string(),
+            exporter,
+            retry: retry.clone(),
+            queue: queue
+                .enabled
+                .then(|| BoundedQueue::new(queue.queue_size.max(1))),
+            metrics,
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            closed: AtomicBool::new(false),
+        });
+        if let Some(q) = &shared.queue {
+            metrics::gauge!(names::EXPORTER_QUEUE_CAPACITY, "exporter" => id.to_string())
+                .set(q.capacity() as f64);
+            shared.metrics.queue_size.set(0.0);
+            for _ in 0..queue.num_consumers.max(1) {
+                shared.tasks.spawn(consume_queue(shared.clone()));
+            }
+        }
+        ExporterHandle { shared }
+    }
+
+    /// The component id, e.g. `otlp/tempo`.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Whether batches go through a queue (else [`send`](Self::send) exports
+    /// in the caller).
+    pub fn is_queued(&self) -> bool {
+        self.shared.queue.is_some()
+    }
+
+    /// Batches waiting in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.shared.queue.as_ref().map_or(0, |q| q.len())
+    }
+
+    /// Queues `batch` without waiting. Refused (and counted in
+    /// `exporter_enqueue_failed_spans`) when the queue is full, closed for
+    /// shutdown, or absent (`sending_queue.enabled: false`: a queue of size
+    /// zero, use [`send`](Self::send)).
+    pub fn try_enqueue(&self, batch: Arc<SpanBatch>) -> Result<(), QueueFull> {
+        let shared = &self.shared;
+        let spans = batch.len() as u64;
+        let result = match &shared.queue {
+            Some(queue) => match queue.try_push(batch) {
+                Ok(len) => {
+                    shared.metrics.queue_size.set(len as f64);
+                    return Ok(());
+                }
+                Err((PushError::Full, _)) => QueueFull {
+                    exporter: shared.id.clone(),
+                    shutting_down: false,
+                },
+                Err((PushError::Closed, _)) => QueueFull {
+                    exporter: shared.id.clone(),
+                    shutting_down: true,
+                },
+            },
+            None => QueueFull {
+                exporter: shared.id.clone(),
+                shutting_down: shared.closed.load(Ordering::Acquire),
+            },
+        };
+        shared.metrics.enqueue_failed.increment(spans);
+        Err(result)
+    }
+
+    /// Hands `batch` to the exporter: queues it, or with no queue exports it
+    /// now (with retries) and reports the outcome. `Ok` means the exporter
+    /// took responsibility for the spans. A refusal is not counted as a drop
+    /// here: the caller knows whether the batch is acknowledged anyway and
+    /// then calls [`record_dropped`](Self::record_dropped).
+    pub async fn send(&self, batch: Arc<SpanBatch>) -> Result<(), Refusal> {
+        let shared = &self.shared;
+        if shared.queue.is_some() {
+            return self.try_enqueue(batch).map_err(|e| {
+                if e.shutting_down {
+                    Refusal::ShuttingDown
+                } else {
+                    Refusal::QueueFull
+                }
+            });
+        }
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(Refusal::ShuttingDown);
+        }
+        let spans = batch.len() as u64;
+        let shared2 = shared.clone();
+        let outcome = shared
+            .tasks
+            .track_future(async move {
+                tokio::select! {
+                    biased;
+                    _ = shared2.stop.cancelled() => None,
+                    outcome = deliver(&shared2, &batch) => Some(outcome),
+                }
+            })
+            .await;
+        match outcome {
+            None => Err(Refusal::ShuttingDown),
+            Some(Ok(delivered)) => {
+                record_delivered(shared, spans, &delivered);
+                Ok(())
+            }
+            Some(Err((reason, message))) => {
+                shared.metrics.send_failed.increment(spans);
+                tracing::warn!(
+                    exporter = %shared.id, spans, %reason, error = %message,
+                    "Exporting failed."
+                );
+                Err(Refusal::Failed { reason, message })
+            }
+        }
+    }
+
+    /// Counts spans this exporter will never send, with the reason.
+    pub fn record_dropped(&self, reason: DropReason, spans: u64) {
+        if spans > 0 {
+            self.shared.metrics.dropped[reason.index()].increment(spans);
+        }
+    }
+
+    /// Stops taking batches, lets the consumers drain the queue and finish
+    /// in-flight sends (retries included) for at most `grace`, then stops
+    /// them and counts whatever is left as dropped with reason `shutdown`.
+    /// Later calls wait for the first one's work.
+    pub async fn shutdown(&self, grace: Duration) {
+        let shared = &self.shared;
+        let first = !shared.closed.swap(true, Ordering::AcqRel);
+        if let Some(queue) = &shared.queue {
+            queue.close();
+        }
+        shared.tasks.close();
+        if tokio::time::timeout(grace, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            shared.stop.cancel();
+            shared.tasks.wait().await;
+        }
+        if !first {
+            return;
+        }
+        if let Some(queue) = &shared.queue {
+            let left: u64 = queue.take_all().iter().map(|b| b.len() as u64).sum();
+            shared.metrics.queue_size.set(0.0);
+            if left > 0 {
+                self.record_dropped(DropReason::Shutdown, left);
+                tracing::warn!(
+                    exporter = %shared.id, spans = left,
+                    "shutdown grace period over; dropping queued spans"
+                );
+            }
+        }
+        shared.exporter.shutdown().await;
+    }
+}
+
+/// One queue consumer: takes batches and sends them until the queue is
+/// closed and empty, or the grace period is over.
+async fn consume_queue(shared: Arc<Shared>) {
+    let Some(queue) = &shared.queue else { return };
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => break,
+            next = queue.pop() => next,
+        };
+        let Some((batch, left)) = next else { break };
+        shared.metrics.queue_size.set(left as f64);
+        let spans = batch.len() as u64;
+        let outcome = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => {
+                shared.metrics.dropped[DropReason::Shutdown.index()].increment(spans);
+                break;
+            }
+            outcome = deliver(&shared, &batch) => outcome,
+        };
+        match outcome {
+            Ok(delivered) => record_delivered(&shared, spans, &delivered),
+            Err((reason, message)) => {
+                shared.metrics.send_failed.increment(spans);
+                shared.metrics.dropped[reason.index()].increment(spans);
+                tracing::error!(
+                    exporter = %shared.id, spans, %reason, error = %message,
+                    "Exporting failed. Dropping data."
+                );
+            }
+        }
+    }
+}
+
+fn record_delivered(shared: &Shared, spans: u64, delivered: &Delivered) {
+    // As the collector: a request the backend accepted counts as sent even
+    // when it rejected some spans; those are also counted as dropped.
+    shared.metrics.sent.increment(spans);
+    if delivered.rejected_spans > 0 {
+        shared.metrics.dropped[DropReason::RejectedByBackend.index()]
+            .increment(delivered.rejected_spans);
+        tracing::warn!(
+            exporter = %shared.id,
+            rejected_spans = delivered.rejected_spans,
+            message = %delivered.message,
+            "Partial success response"
+        );
+    }
+}
+
+/// One batch with retries, as exporterhelper's retry sender: permanent
+/// errors end at once; retryable ones wait the backoff (or the server's
+/// longer delay) until the next attempt would start after
+/// `max_elapsed_time`.
+async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, (DropReason, String)> {
+    let started = Instant::now();
+    let mut backoff: Option<Backoff> = None;
+    loop {
+        let (message, server_delay) = match shared.exporter.export(batch).await {
+            Ok(delivered) => return Ok(delivered),
+            Err(ExportError::Permanent(message)) => {
+                return Err((DropReason::PermanentError, message))
+            }
+            Err(ExportError::Retryable {
+                message,
+                retry_after,
+            }) => (message, retry_after),
+        };
+        if !shared.retry.enabled {
+            return Err((DropReason::RetryDisabled, message));
+        }
+        let mut delay = backoff
+            .get_or_insert_with(|| Backoff::new(&shared.retry))
+            .next_delay();
+        if let Some(server_delay) = server_delay {
+            delay = delay.max(server_delay);
+        }
+        let max_elapsed = shared.retry.max_elapsed_time;
+        if !max_elapsed.is_zero() && started.elapsed() + delay > max_elapsed {
+            return Err((DropReason::RetriesExhausted, message));
+        }
+        tracing::info!(
+            exporter = %shared.id, error = %message, interval = ?delay,
+            "Exporting failed. Will retry the request after interval."
+        );
+        tokio::time::sleep(delay).await;
+    }
+}

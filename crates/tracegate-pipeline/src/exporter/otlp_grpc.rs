@@ -1,0 +1,589 @@
+//! The OTLP/gRPC exporter (`otlp`, alias `otlp_grpc`, and `tempo` as the
+//! seed DaemonSet config names it), as the collector's `otlpexporter`: a lazily
+//! connected tonic channel, the batch's encoded request sent as it is (no
+//! re-encoding), gzip or zstd, headers as metadata, a per-request timeout, and
+//! the collector's decision of which gRPC codes are worth a retry.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes};
+use http::uri::{Authority, PathAndQuery};
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use prost::Message;
+use rustls::pki_types::ServerName;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tracegate_model::otlp::ExportTraceServiceResponse;
+use tracegate_model::SpanBatch;
+
+use super::delivery::{error, validate_headers, Compression, QueueConfig, RetryConfig};
+use super::{rpc_status, Delivered, ExportError, Exporter};
+use crate::config::ComponentError;
+use crate::tls::TlsClientConfig;
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// `exporters: otlp:` (also `otlp_grpc`, `tempo`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Backend address, `host:port` (the gRPC naming syntax; `dns:///host:port`
+    /// is accepted too). An `https://` prefix forces TLS; an `http://` prefix
+    /// means plaintext. Required.
+    #[serde(default)]
+    pub endpoint: String,
+    /// Client TLS. As the collector, TLS is on unless `insecure: true` (and no
+    /// `ca_file`); without `ca_file` the server is verified against the
+    /// webpki (Mozilla) roots.
+    #[serde(default)]
+    pub tls: TlsClientConfig,
+    /// Request compression: `gzip`, `zstd` or `none`. Default `gzip`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// gRPC metadata sent with every request. Default none.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time limit of one attempt (sent as `grpc-timeout` too). Default `5s`.
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub timeout: Duration,
+    /// The exporter's queue. Default enabled, 10 consumers, 1000 batches.
+    #[serde(default)]
+    pub sending_queue: QueueConfig,
+    /// Retry of retryable failures. Default enabled, 5s initial, 30s max
+    /// interval, 300s max elapsed time.
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+    /// HTTP/2 keepalive pings. Default off (as the collector's OTLP exporter).
+    pub keepalive: Option<KeepaliveConfig>,
+    /// gRPC load-balancing policy. tracegate keeps one connection per
+    /// exporter (`pick_first`); `round_robin` is accepted with a warning.
+    /// Default `pick_first`.
+    #[serde(default)]
+    pub balancer_name: String,
+    /// Overrides the `:authority` of requests. Default the endpoint.
+    pub authority: Option<String>,
+    /// Accepted for compatibility. tracegate always waits for the connection
+    /// within the request `timeout`. Default `false`.
+    #[serde(default)]
+    pub wait_for_ready: bool,
+    /// Accepted for compatibility; no effect. Default 512 KiB.
+    pub write_buffer_size: Option<usize>,
+    /// Accepted for compatibility; no effect. Default 0.
+    pub read_buffer_size: Option<usize>,
+}
+
+/// `keepalive:` — HTTP/2 pings on an idle connection.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepaliveConfig {
+    /// Ping after this long without activity. Default `10s`.
+    #[serde(
+        default = "default_keepalive",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub time: Duration,
+    /// Close the connection when a ping is not answered within this. Default `10s`.
+    #[serde(
+        default = "default_keepalive",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub timeout: Duration,
+    /// Ping even when no request is in flight. Default `false`.
+    #[serde(default)]
+    pub permit_without_stream: bool,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_keepalive() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Where and how to connect, derived from `endpoint` and `tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    authority: Authority,
+    plaintext: bool,
+}
+
+impl Config {
+    fn target(&self) -> Result<Target, ComponentError> {
+        let endpoint = self.endpoint.trim();
+        if endpoint.is_empty() {
+            return Err(error("endpoint", "endpoint is required"));
+        }
+        let (rest, scheme_plaintext) = if let Some(rest) = endpoint.strip_prefix("http://") {
+            (rest, Some(true))
+        } else if let Some(rest) = endpoint.strip_prefix("https://") {
+            (rest, Some(false))
+        } else if let Some(rest) = endpoint.strip_prefix("dns:///") {
+            (rest, None)
+        } else if let Some(rest) = endpoint.strip_prefix("dns://") {
+            (rest, None)
+        } else if endpoint.starts_with("unix://") {
+            return Err(error(
+                "endpoint",
+                "unix socket endpoints are not supported by tracegate",
+            ));
+        } else {
+            (endpoint, None)
+        };
+        let rest = rest.trim_end_matches('/');
+        let authority: Authority = rest.parse().map_err(|_| {
+            error(
+                "endpoint",
+                format!("{endpoint:?} is not a host:port address"),
+            )
+        })?;
+        if authority.port_u16().is_none() || authority.as_str().contains('@') {
+            return Err(error(
+                "endpoint",
+                format!("{endpoint:?} must be host:port, with a port"),
+            ));
+        }
+        let plaintext = scheme_plaintext.unwrap_or_else(|| self.tls.is_plaintext());
+        Ok(Target {
+            authority,
+            plaintext,
+        })
+    }
+
+    pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        let target = self.target()?;
+        let mut warnings = Vec::new();
+        if !target.plaintext {
+            warnings.extend(
+                self.tls
+                    .validate()
+                    .map_err(|e| error("tls", e.to_string()))?,
+            );
+        }
+        validate_headers(&self.headers)?;
+        for name in self.headers.keys() {
+            if MetadataKey::<tonic::metadata::Ascii>::from_bytes(
+                name.to_ascii_lowercase().as_bytes(),
+            )
+            .is_err()
+            {
+                return Err(error(
+                    &format!("headers.{name}"),
+                    "binary (-bin) metadata is not supported in headers",
+                ));
+            }
+        }
+        if self.timeout.is_zero() {
+            return Err(error("timeout", "timeout must be positive"));
+        }
+        match self.balancer_name.as_str() {
+            "" | "pick_first" => {}
+            "round_robin" => warnings.push(
+                "balancer_name round_robin: tracegate keeps one connection per exporter".into(),
+            ),
+            other => {
+                return Err(error(
+                    "balancer_name",
+                    format!("invalid balancer_name {other:?}; use pick_first or round_robin"),
+                ))
+            }
+        }
+        if let Some(authority) = &self.authority {
+            authority.parse::<Authority>().map_err(|_| {
+                error(
+                    "authority",
+                    format!("{authority:?} is not a valid authority"),
+                )
+            })?;
+        }
+        self.sending_queue.validate()?;
+        self.retry_on_failure.validate()?;
+        Ok(warnings)
+    }
+}
+
+/// A running OTLP/gRPC client.
+pub struct OtlpGrpcExporter {
+    channel: Channel,
+    metadata: MetadataMap,
+    compression: Option<CompressionEncoding>,
+    timeout: Duration,
+}
+
+impl OtlpGrpcExporter {
+    /// Builds the (lazily connecting) channel. Reads the TLS files, so a
+    /// missing one is an error here. Must run inside a tokio runtime.
+    pub fn new(config: &Config) -> Result<OtlpGrpcExporter, String> {
+        let target = config.target().map_err(|e| e.to_string())?;
+        let authority = target.authority.as_str();
+        let mut endpoint = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| format!("endpoint: {e}"))?
+            .tcp_nodelay(true)
+            .user_agent(concat!("tracegate/", env!("CARGO_PKG_VERSION")))
+            .map_err(|e| format!("user agent: {e}"))?;
+        if let Some(keepalive) = &config.keepalive {
+            endpoint = endpoint
+                .http2_keep_alive_interval(keepalive.time)
+                .keep_alive_timeout(keepalive.timeout)
+                .keep_alive_while_idle(keepalive.permit_without_stream);
+        }
+        let scheme = if target.plaintext { "http" } else { "https" };
+        let origin_authority = config.authority.as_deref().unwrap_or(authority);
+        let origin: Uri = format!("{scheme}://{origin_authority}")
+            .parse()
+            .map_err(|e| format!("authority: {e}"))?;
+        endpoint = endpoint.origin(origin);
+
+        let channel = if target.plaintext {
+            endpoint.connect_lazy()
+        } else {
+            let tls = config.tls.load(&[b"h2"]).map_err(|e| e.to_string())?;
+            let server_name = match config.tls.server_name().map_err(|e| e.to_string())? {
+                Some(name) => name,
+                None => ServerName::try_from(
+                    target.authority.host().trim_matches(['[', ']']).to_string(),
+                )
+                .map_err(|_| {
+                    format!(
+                        "endpoint host {:?} is not a valid TLS server name",
+                        target.authority.host()
+                    )
+                })?,
+            };
+            // tonic does TLS only for https URIs and only with its own settings;
+            // connecting through our own connector to an http URI keeps one TLS
+            // setup (versions, skip-verify, client certs) for every exporter.
+            endpoint.connect_with_connector_lazy(TlsTcpConnector {
+                tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+                server_name,
+            })
+        };
+
+        let mut metadata = MetadataMap::new();
+        for (name, value) in &config.headers {
+            let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("headers.{name}: invalid metadata key"))?;
+            let value = MetadataValue::try_from(value.as_str())
+                .map_err(|_| format!("headers.{name}: invalid metadata value"))?;
+            metadata.append(key, value);
+        }
+        Ok(OtlpGrpcExporter {
+            channel,
+            metadata,
+            compression: match config.compression {
+                Compression::Gzip => Some(CompressionEncoding::Gzip),
+                Compression::Zstd => Some(CompressionEncoding::Zstd),
+                Compression::None => None,
+            },
+            timeout: config.timeout,
+        })
+    }
+}
+
+#[async_trait]
+impl Exporter for OtlpGrpcExporter {
+    async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        if let Some(encoding) = self.compression {
+            grpc = grpc.send_compressed(encoding);
+        }
+        let mut request = tonic::Request::new(batch.bytes().clone());
+        *request.metadata_mut() = self.metadata.clone();
+        request.set_timeout(self.timeout);
+        let call = async {
+            grpc.ready()
+                .await
+                .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
+            grpc.unary(
+                request,
+                PathAndQuery::from_static(EXPORT_PATH),
+                PassThroughCodec,
+            )
+            .await
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(ExportError::Retryable {
+                message: format!(
+                    "gRPC DeadlineExceeded: no response within {}",
+                    crate::duration::format(self.timeout)
+                ),
+                retry_after: None,
+            }),
+            Ok(Ok(response)) => {
+                let partial = response.into_inner().partial_success.unwrap_or_default();
+                Ok(Delivered {
+                    rejected_spans: partial.rejected_spans.max(0) as u64,
+                    message: partial.error_message,
+                })
+            }
+            Ok(Err(status)) => Err(classify(&status)),
+        }
+    }
+}
+
+/// The collector's `otlpexporter` decision: these codes are retried, and
+/// RESOURCE_EXHAUSTED only when the server sent RetryInfo (it can recover);
+/// a RetryInfo delay is honoured. Everything else is permanent.
+fn classify(status: &Status) -> ExportError {
+    let retry_info = rpc_status::retry_info(status.details());
+    let message = format!("gRPC {:?}: {}", status.code(), status.message());
+    let retryable = match status.code() {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => true,
+        Code::ResourceExhausted => retry_info.is_some(),
+        _ => false,
+    };
+    if retryable {
+        ExportError::Retryable {
+            message,
+            retry_after: retry_info.filter(|d| !d.is_zero()),
+        }
+    } else {
+        ExportError::Permanent(message)
+    }
+}
+
+/// Sends the batch's encoded request bytes as the message and decodes the
+/// (small) response with prost.
+struct PassThroughCodec;
+
+struct RawRequestEncoder;
+
+struct ResponseDecoder;
+
+impl Codec for PassThroughCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawRequestEncoder;
+    type Decoder = ResponseDecoder;
+
+    fn encoder(&mut self) -> RawRequestEncoder {
+        RawRequestEncoder
+    }
+
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+impl Encoder for RawRequestEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.len());
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("malformed ExportTraceServiceResponse: {e}")))
+    }
+}
+
+/// TCP (with TCP_NODELAY) then TLS with our rustls config, for tonic.
+#[derive(Clone)]
+struct TlsTcpConnector {
+    tls: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl tower::Service<Uri> for TlsTcpConnector {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        let server_name = self.server_name.clone();
+        Box::pin(async move {
+            let address = uri
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .ok_or_else(|| std::io::Error::other("endpoint has no host:port"))?;
+            let tcp = TcpStream::connect(address).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tls.connect(server_name, tcp).await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_value;
+
+    fn config(value: serde_json::Value) -> Config {
+        from_value(value).expect("valid config")
+    }
+
+    #[test]
+    fn defaults_are_the_collectors() {
+        let c = config(serde_json::json!({"endpoint": "tempo:4317"}));
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert_eq!(c.compression, Compression::Gzip);
+        assert!(c.sending_queue.enabled);
+        assert!(c.retry_on_failure.enabled);
+        assert!(!c.target().unwrap().plaintext, "TLS unless insecure");
+        assert!(c.validate().unwrap().is_empty());
+    }
+
+    #[test]
+    fn plaintext_by_insecure_or_http_scheme() {
+        let insecure =
+            config(serde_json::json!({"endpoint": "tempo:4317", "tls": {"insecure": true}}));
+        assert!(insecure.target().unwrap().plaintext);
+        let http = config(serde_json::json!({"endpoint": "http://tempo:4317"}));
+        assert!(http.target().unwrap().plaintext);
+        let https = config(
+            serde_json::json!({"endpoint": "https://tempo:4317", "tls": {"insecure": true}}),
+        );
+        assert!(!https.target().unwrap().plaintext);
+        let dns = config(serde_json::json!({"endpoint": "dns:///tempo:4317"}));
+        assert_eq!(dns.target().unwrap().authority.as_str(), "tempo:4317");
+        let v6 = config(serde_json::json!({"endpoint": "[::1]:4317", "tls": {"insecure": true}}));
+        assert_eq!(v6.target().unwrap().authority.port_u16(), Some(4317));
+    }
+
+    #[test]
+    fn validate_rejects_bad_settings() {
+        for (value, path) in [
+            (serde_json::json!({}), "endpoint"),
+            (serde_json::json!({"endpoint": "tempo"}), "endpoint"),
+            (serde_json::json!({"endpoint": "unix:///tmp/s"}), "endpoint"),
+            (
+                serde_json::json!({"endpoint": "t:1", "headers": {"bad header": "x"}}),
+                "headers.bad header",
+            ),
+            (
+                serde_json::json!({"endpoint": "t:1", "balancer_name": "grpclb"}),
+                "balancer_name",
+            ),
+            (
+                serde_json::json!({"endpoint": "t:1", "timeout": "0s"}),
+                "timeout",
+            ),
+            (
+                serde_json::json!({"endpoint": "t:1", "sending_queue": {"num_consumers": 0}}),
+                "sending_queue.num_consumers",
+            ),
+            (
+                serde_json::json!({"endpoint": "t:1", "tls": {"cert_file": "/c"}}),
+                "tls",
+            ),
+        ] {
+            let err = config(value.clone()).validate().unwrap_err();
+            assert_eq!(err.path, path, "{value}: {err}");
+        }
+        let err =
+            from_value::<Config>(serde_json::json!({"endpoint": "t:1", "compresion": "gzip"}))
+                .unwrap_err();
+        assert!(err.message.contains("compresion"), "{err}");
+    }
+
+    #[test]
+    fn accepts_the_collectors_other_client_keys() {
+        let c = config(serde_json::json!({
+            "endpoint": "t:1",
+            "keepalive": {"time": "20s", "timeout": "5s", "permit_without_stream": true},
+            "balancer_name": "round_robin",
+            "wait_for_ready": true,
+            "write_buffer_size": 524288,
+            "read_buffer_size": 0,
+            "authority": "tempo.example:443",
+        }));
+        assert_eq!(c.validate().unwrap().len(), 1, "round_robin warns");
+    }
+
+    #[test]
+    fn retryable_codes_match_the_collector() {
+        for code in [
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Unavailable,
+            Code::DataLoss,
+        ] {
+            assert!(
+                matches!(
+                    classify(&Status::new(code, "x")),
+                    ExportError::Retryable {
+                        retry_after: None,
+                        ..
+                    }
+                ),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::FailedPrecondition,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::ResourceExhausted,
+        ] {
+            assert!(
+                matches!(classify(&Status::new(code, "x")), ExportError::Permanent(_)),
+                "{code:?}"
+            );
+        }
+        let throttled = Status::with_details(
+            Code::ResourceExhausted,
+            "slow down",
+            rpc_status::encode_retry_info(Duration::from_secs(3)).into(),
+        );
+        assert_eq!(
+            classify(&throttled),
+            ExportError::Retryable {
+                message: "gRPC ResourceExhausted: slow down".into(),
+                retry_after: Some(Duration::from_secs(3)),
+            }
+        );
+        let unavailable_with_delay = Status::with_details(
+            Code::Unavailable,
+            "later",
+            rpc_status::encode_retry_info(Duration::from_millis(250)).into(),
+        );
+        assert!(matches!(
+            classify(&unavailable_with_delay),
+            ExportError::Retryable { retry_after: Some(d), .. } if d == Duration::from_millis(250)
+        ));
+    }
+}

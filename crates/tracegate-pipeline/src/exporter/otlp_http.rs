@@ -1,0 +1,605 @@
+//! The OTLP/HTTP exporter (`otlphttp`, alias `otlp_http`), as the collector's
+//! `otlphttpexporter`: `POST <endpoint>/v1/traces` with the protobuf request
+//! (sent as it is) or OTLP/JSON, gzip/zstd, headers, a request timeout;
+//! 429/502/503/504 are retried, `Retry-After` honoured on 429 and 503, every
+//! other status is permanent.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use prost::Message;
+use serde::Deserialize;
+use tracegate_model::SpanBatch;
+
+use super::delivery::{error, validate_headers, Compression, QueueConfig, RetryConfig};
+use super::rpc_status::RpcStatus;
+use super::{Delivered, ExportError, Exporter};
+use crate::config::ComponentError;
+use crate::tls::TlsClientConfig;
+
+/// As the collector: at most this much of a response body is read.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// `encoding:` of request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Proto,
+    Json,
+}
+
+/// `exporters: otlphttp:` (also `otlp_http`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Base URL, e.g. `https://tempo:4318`; traces go to `<endpoint>/v1/traces`.
+    /// Required unless `traces_endpoint` is set.
+    #[serde(default)]
+    pub endpoint: String,
+    /// Full URL for traces, used as given instead of `endpoint` + `/v1/traces`.
+    pub traces_endpoint: Option<String>,
+    /// Accepted for compatibility; tracegate exports traces only.
+    pub metrics_endpoint: Option<String>,
+    /// Accepted for compatibility; tracegate exports traces only.
+    pub logs_endpoint: Option<String>,
+    /// Accepted for compatibility; tracegate exports traces only.
+    pub profiles_endpoint: Option<String>,
+    /// Body encoding: `proto` (application/x-protobuf) or `json`
+    /// (application/json, OTLP/JSON). Default `proto`.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Client TLS for `https://` URLs (`insecure` has no effect over HTTP:
+    /// the URL scheme decides). Without `ca_file` the server is verified
+    /// against the webpki (Mozilla) roots.
+    #[serde(default)]
+    pub tls: TlsClientConfig,
+    /// Body compression: `gzip`, `zstd` or `none`. Default `gzip`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// HTTP headers sent with every request. Default none.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time limit of one request, response included. Default `30s` (the
+    /// collector's OTLP/HTTP default).
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub timeout: Duration,
+    /// The exporter's queue. Default enabled, 10 consumers, 1000 batches.
+    #[serde(default)]
+    pub sending_queue: QueueConfig,
+    /// Retry of retryable failures. Default enabled, 5s initial, 30s max
+    /// interval, 300s max elapsed time.
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+    /// Idle connections kept per host. Default unlimited.
+    pub max_idle_conns_per_host: Option<usize>,
+    /// Close idle connections after this long. Default `90s`.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub idle_conn_timeout: Option<Duration>,
+    /// Accepted for compatibility; no effect. Default 0.
+    pub read_buffer_size: Option<usize>,
+    /// Accepted for compatibility; no effect. Default 512 KiB.
+    pub write_buffer_size: Option<usize>,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Config {
+    /// The URL traces are posted to.
+    fn traces_url(&self) -> Result<Uri, ComponentError> {
+        let (key, url) = match &self.traces_endpoint {
+            Some(url) => ("traces_endpoint", url.clone()),
+            None if self.endpoint.is_empty() => {
+                return Err(error(
+                    "endpoint",
+                    "either endpoint or traces_endpoint must be specified",
+                ))
+            }
+            None if self.endpoint.ends_with('/') => {
+                ("endpoint", format!("{}v1/traces", self.endpoint))
+            }
+            None => ("endpoint", format!("{}/v1/traces", self.endpoint)),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| error(key, format!("{url:?} is not a valid URL")))?;
+        match uri.scheme_str() {
+            Some("http") | Some("https") if uri.host().is_some() => Ok(uri),
+            _ => Err(error(
+                key,
+                format!("{url:?} must be an http:// or https:// URL with a host"),
+            )),
+        }
+    }
+
+    pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        let url = self.traces_url()?;
+        let mut warnings = Vec::new();
+        if url.scheme_str() == Some("https") {
+            warnings.extend(
+                self.tls
+                    .validate()
+                    .map_err(|e| error("tls", e.to_string()))?,
+            );
+        }
+        validate_headers(&self.headers)?;
+        if self.timeout.is_zero() {
+            return Err(error("timeout", "timeout must be positive"));
+        }
+        self.sending_queue.validate()?;
+        self.retry_on_failure.validate()?;
+        Ok(warnings)
+    }
+}
+
+/// A running OTLP/HTTP client.
+pub struct OtlpHttpExporter {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    url: Uri,
+    encoding: Encoding,
+    compression: Compression,
+    headers: HeaderMap,
+    timeout: Duration,
+}
+
+impl OtlpHttpExporter {
+    /// Builds the client; reads the TLS files for an `https://` URL. Must
+    /// run inside a tokio runtime.
+    pub fn new(config: &Config) -> Result<OtlpHttpExporter, String> {
+        let url = config.traces_url().map_err(|e| e.to_string())?;
+        let https = url.scheme_str() == Some("https");
+        let tls = if https {
+            config.tls.load(&[]).map_err(|e| e.to_string())?
+        } else {
+            // Never used for http:// URLs; the connector type wants one.
+            TlsClientConfig::default()
+                .load(&[])
+                .map_err(|e| e.to_string())?
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.timeout));
+        let mut builder = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        if https {
+            if let Some(name) = config.tls.server_name().map_err(|e| e.to_string())? {
+                builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
+            }
+        }
+        let connector = builder.enable_all_versions().wrap_connector(http);
+        let mut client = Client::builder(TokioExecutor::new());
+        if let Some(idle) = config.idle_conn_timeout {
+            client.pool_idle_timeout(idle);
+        }
+        if let Some(max) = config.max_idle_conns_per_host {
+            client.pool_max_idle_per_host(max);
+        }
+
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("headers.{name}: invalid header name"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("headers.{name}: invalid header value"))?;
+            headers.append(name, value);
+        }
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(match config.encoding {
+                Encoding::Proto => PROTOBUF,
+                Encoding::Json => JSON,
+            }),
+        );
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("tracegate/", env!("CARGO_PKG_VERSION"))),
+        );
+        match config.compression {
+            Compression::Gzip => {
+                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            Compression::Zstd => {
+                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+            }
+            Compression::None => {}
+        }
+        Ok(OtlpHttpExporter {
+            client: client.build(connector),
+            url,
+            encoding: config.encoding,
+            compression: config.compression,
+            headers,
+            timeout: config.timeout,
+        })
+    }
+
+    fn body(&self, batch: &SpanBatch) -> Result<Bytes, ExportError> {
+        let raw = match self.encoding {
+            Encoding::Proto => batch.bytes().clone(),
+            Encoding::Json => Bytes::from(batch.to_json()),
+        };
+        let compressed = match self.compression {
+            Compression::None => return Ok(raw),
+            Compression::Gzip => {
+                let mut encoder = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(raw.len() / 4),
+                    flate2::Compression::default(),
+                );
+                encoder.write_all(&raw).and_then(|_| encoder.finish())
+            }
+            Compression::Zstd => zstd::bulk::compress(&raw, zstd::DEFAULT_COMPRESSION_LEVEL),
+        };
+        compressed
+            .map(Bytes::from)
+            .map_err(|e| ExportError::Permanent(format!("cannot compress the request: {e}")))
+    }
+
+    async fn post(&self, body: Bytes) -> Result<Delivered, ExportError> {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .body(Full::new(body))
+            .map_err(|e| ExportError::Permanent(format!("cannot build the request: {e}")))?;
+        *request.headers_mut() = self.headers.clone();
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| ExportError::Retryable {
+                message: format!("failed to make an HTTP request to {}: {e}", self.url),
+                retry_after: None,
+            })?;
+        let (parts, body) = response.into_parts();
+        // A body that cannot be read is only a missing detail.
+        let body = Limited::new(body, MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        if parts.status.is_success() {
+            return Ok(partial_success(&body, &content_type));
+        }
+        Err(classify(
+            parts.status,
+            &parts.headers,
+            &body,
+            &self.url,
+            SystemTime::now(),
+        ))
+    }
+}
+
+#[async_trait]
+impl Exporter for OtlpHttpExporter {
+    async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
+        let body = self.body(batch)?;
+        match tokio::time::timeout(self.timeout, self.post(body)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(ExportError::Retryable {
+                message: format!(
+                    "no response from {} within {}",
+                    self.url,
+                    crate::duration::format(self.timeout)
+                ),
+                retry_after: None,
+            }),
+        }
+    }
+}
+
+/// The partial success of a 2xx response, if its body carries one.
+fn partial_success(body: &[u8], content_type: &str) -> Delivered {
+    if body.is_empty() {
+        return Delivered::default();
+    }
+    match content_type {
+        PROTOBUF => tracegate_model::otlp::ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| Delivered {
+                rejected_spans: p.rejected_spans.max(0) as u64,
+                message: p.error_message,
+            })
+            .unwrap_or_default(),
+        JSON => {
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+                return Delivered::default();
+            };
+            let partial = &value["partialSuccess"];
+            // OTLP/JSON writes int64 as a string; accept a number too.
+            let rejected = match &partial["rejectedSpans"] {
+                serde_json::Value::String(s) => s.parse::<i64>().unwrap_or(0),
+                serde_json::Value::Number(n) => n.as_i64().unwrap_or(0),
+                _ => 0,
+            };
+            Delivered {
+                rejected_spans: rejected.max(0) as u64,
+                message: partial["errorMessage"].as_str().unwrap_or("").to_string(),
+            }
+        }
+        _ => Delivered::default(),
+    }
+}
+
+/// The collector's `otlphttpexporter` decision for a non-2xx response.
+fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    url: &Uri,
+    now: SystemTime,
+) -> ExportError {
+    let detail = RpcStatus::decode(body)
+        .ok()
+        .filter(|s| !s.message.is_empty())
+        .map(|s| format!(", message: {}", s.message))
+        .unwrap_or_default();
+    let message = format!(
+        "request to {url} responded with HTTP status {}{detail}",
+        status.as_u16()
+    );
+    let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504);
+    if !retryable {
+        return ExportError::Permanent(message);
+    }
+    // Only 429 and 503 are throttling answers (OTLP spec, OTLP/HTTP throttling).
+    let throttled = matches!(status.as_u16(), 429 | 503);
+    let retry_after = if throttled {
+        headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, now))
+    } else {
+        None
+    };
+    ExportError::Retryable {
+        message,
+        retry_after,
+    }
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP-date (RFC 1123) from which the
+/// delay until then is taken (zero if it has passed).
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = parse_http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn parse_http_date(value: &str) -> Option<SystemTime> {
+    let (_weekday, rest) = value.split_once(", ")?;
+    let mut fields = rest.split(' ');
+    let day: u32 = fields.next()?.parse().ok()?;
+    let month = match fields.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = fields.next()?.parse().ok()?;
+    let mut clock = fields.next()?.split(':');
+    let hour: u64 = clock.next()?.parse().ok()?;
+    let minute: u64 = clock.next()?.parse().ok()?;
+    let second: u64 = clock.next()?.parse().ok()?;
+    if fields.next()? != "GMT" || fields.next().is_some() {
+        return None;
+    }
+    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 || year < 1970 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = month as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_value;
+
+    fn config(value: serde_json::Value) -> Config {
+        from_value(value).expect("valid config")
+    }
+
+    #[test]
+    fn defaults_and_urls_are_the_collectors() {
+        let c = config(serde_json::json!({"endpoint": "https://tempo:4318"}));
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!(c.encoding, Encoding::Proto);
+        assert_eq!(c.traces_url().unwrap(), "https://tempo:4318/v1/traces");
+        let slash = config(serde_json::json!({"endpoint": "http://tempo:4318/"}));
+        assert_eq!(slash.traces_url().unwrap(), "http://tempo:4318/v1/traces");
+        let given = config(serde_json::json!({
+            "endpoint": "http://ignored:1", "traces_endpoint": "http://tempo:4318/custom/path"
+        }));
+        assert_eq!(given.traces_url().unwrap(), "http://tempo:4318/custom/path");
+        assert!(c.validate().unwrap().is_empty());
+    }
+
+    #[test]
+    fn validate_rejects_bad_settings() {
+        for (value, path) in [
+            (serde_json::json!({}), "endpoint"),
+            (serde_json::json!({"endpoint": "tempo:4318"}), "endpoint"),
+            (
+                serde_json::json!({"traces_endpoint": "ftp://x/"}),
+                "traces_endpoint",
+            ),
+            (
+                serde_json::json!({"endpoint": "http://t:1", "headers": {"a b": "x"}}),
+                "headers.a b",
+            ),
+            (
+                serde_json::json!({"endpoint": "http://t:1", "retry_on_failure": {"randomization_factor": 2.0}}),
+                "retry_on_failure.randomization_factor",
+            ),
+        ] {
+            let err = config(value.clone()).validate().unwrap_err();
+            assert_eq!(err.path, path, "{value}: {err}");
+        }
+        assert!(from_value::<Config>(
+            serde_json::json!({"endpoint": "http://t:1", "encoding": "xml"})
+        )
+        .is_err());
+        assert!(from_value::<Config>(
+            serde_json::json!({"endpoint": "http://t:1", "endpiont": "x"})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn retryable_statuses_match_the_collector() {
+        let url: Uri = "http://t:1/v1/traces".parse().unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        for code in [429u16, 503] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(matches!(
+                classify(status, &headers, b"", &url, now),
+                ExportError::Retryable { retry_after: Some(d), .. } if d == Duration::from_secs(7)
+            ));
+        }
+        for code in [502u16, 504] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(
+                matches!(
+                    classify(status, &headers, b"", &url, now),
+                    ExportError::Retryable {
+                        retry_after: None,
+                        ..
+                    }
+                ),
+                "{code}: Retry-After only for throttling statuses"
+            );
+        }
+        for code in [400u16, 401, 403, 404, 405, 413, 415, 500, 501] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(
+                matches!(
+                    classify(status, &headers, b"", &url, now),
+                    ExportError::Permanent(_)
+                ),
+                "{code}"
+            );
+        }
+        let body = RpcStatus {
+            code: 3,
+            message: "bad span".into(),
+            details: vec![],
+        }
+        .encode_to_vec();
+        let err = classify(StatusCode::BAD_REQUEST, &HeaderMap::new(), &body, &url, now);
+        assert!(
+            err.to_string().contains("bad span") && err.to_string().contains("400"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn retry_after_seconds_or_http_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past means no extra wait"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(
+            parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(UNIX_EPOCH)
+        );
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"),
+            Some(UNIX_EPOCH + Duration::from_secs(951_825_600))
+        );
+    }
+
+    #[test]
+    fn partial_success_from_proto_and_json() {
+        let response = tracegate_model::otlp::ExportTraceServiceResponse {
+            partial_success: Some(tracegate_model::otlp::ExportTracePartialSuccess {
+                rejected_spans: 3,
+                error_message: "too old".into(),
+            }),
+        };
+        let proto = partial_success(&response.encode_to_vec(), PROTOBUF);
+        assert_eq!(
+            (proto.rejected_spans, proto.message.as_str()),
+            (3, "too old")
+        );
+        let json = partial_success(
+            br#"{"partialSuccess":{"rejectedSpans":"2","errorMessage":"dup"}}"#,
+            JSON,
+        );
+        assert_eq!((json.rejected_spans, json.message.as_str()), (2, "dup"));
+        assert_eq!(partial_success(b"{}", JSON), Delivered::default());
+        assert_eq!(partial_success(b"\xff\xff", PROTOBUF), Delivered::default());
+        assert_eq!(partial_success(b"x", "text/plain"), Delivered::default());
+    }
+}

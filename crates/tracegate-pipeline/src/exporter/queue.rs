@@ -1,0 +1,179 @@
+//! An exporter's bounded in-memory queue: many producers (pipelines) push
+//! without waiting, several consumers take. A full queue refuses at once
+//! rather than blocking the pipeline, so one slow backend never stalls
+//! another exporter.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+/// Why a push did not take the item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    Full,
+    Closed,
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    closed: bool,
+}
+
+pub(crate) struct BoundedQueue<T> {
+    state: Mutex<State<T>>,
+    capacity: usize,
+    available: Notify,
+}
+
+impl<T> BoundedQueue<T> {
+    pub(crate) fn new(capacity: usize) -> BoundedQueue<T> {
+        BoundedQueue {
+            state: Mutex::new(State {
+                items: VecDeque::with_capacity(capacity.min(1024)),
+                closed: false,
+            }),
+            capacity,
+            available: Notify::new(),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .items
+            .len()
+    }
+
+    /// Adds `item` unless the queue is full or closed; returns the new length.
+    pub(crate) fn try_push(&self, item: T) -> Result<usize, (PushError, T)> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.closed {
+            return Err((PushError::Closed, item));
+        }
+        if state.items.len() >= self.capacity {
+            return Err((PushError::Full, item));
+        }
+        state.items.push_back(item);
+        let len = state.items.len();
+        drop(state);
+        self.available.notify_one();
+        Ok(len)
+    }
+
+    /// Takes the oldest item with the length left behind, waiting while the
+    /// queue is empty; `None` once it is closed and empty.
+    pub(crate) async fn pop(&self) -> Option<(T, usize)> {
+        loop {
+            // Registered before looking, so a push or close between the
+            // look and the wait still wakes this consumer.
+            let notified = self.available.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(item) = state.items.pop_front() {
+                    let left = state.items.len();
+                    let more = left > 0;
+                    drop(state);
+                    if more {
+                        // Pass the wake-up on: another consumer may be idle.
+                        self.available.notify_one();
+                    }
+                    return Some((item, left));
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Refuses further pushes; consumers drain what is left, then get `None`.
+    pub(crate) fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.available.notify_waiters();
+    }
+
+    /// Removes everything still queued (after the consumers stopped).
+    pub(crate) fn take_all(&self) -> Vec<T> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.items.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn refuses_when_full_or_closed() {
+        let queue = BoundedQueue::new(2);
+        assert_eq!(queue.try_push(1), Ok(1));
+        assert_eq!(queue.try_push(2), Ok(2));
+        assert_eq!(queue.try_push(3), Err((PushError::Full, 3)));
+        queue.close();
+        assert_eq!(queue.try_push(4), Err((PushError::Closed, 4)));
+        assert_eq!(queue.take_all(), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn consumers_drain_then_see_the_close() {
+        let queue = Arc::new(BoundedQueue::new(100));
+        let mut consumers = Vec::new();
+        for _ in 0..4 {
+            let queue = queue.clone();
+            consumers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some((item, _)) = queue.pop().await {
+                    got.push(item);
+                    tokio::task::yield_now().await;
+                }
+                got
+            }));
+        }
+        for i in 0..100 {
+            queue.try_push(i).unwrap();
+            if i % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        queue.close();
+        let mut all = Vec::new();
+        for consumer in consumers {
+            all.extend(
+                tokio::time::timeout(Duration::from_secs(5), consumer)
+                    .await
+                    .expect("consumers finish after close")
+                    .unwrap(),
+            );
+        }
+        all.sort();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn an_idle_consumer_wakes_for_a_push() {
+        let queue = Arc::new(BoundedQueue::new(1));
+        let consumer = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.pop().await })
+        };
+        tokio::task::yield_now().await;
+        queue.try_push("batch").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), consumer)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(got, Some(("batch", 0)));
+    }
+}

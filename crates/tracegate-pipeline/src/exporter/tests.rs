@@ -1,0 +1,684 @@
+//! Exporters end to end against in-test sinks: what arrives, on what wire,
+//! with which retries, and how every span that does not arrive is counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::{Code, Status};
+use tracegate_model::SpanBatch;
+
+use super::test_support::*;
+use super::*;
+use crate::consumer::{ConsumeError, Consumer};
+use crate::telemetry::names;
+
+/// Retries that wait milliseconds, not seconds.
+fn fast_retry() -> serde_json::Value {
+    serde_json::json!({
+        "initial_interval": "5ms", "max_interval": "20ms", "max_elapsed_time": "2s",
+        "randomization_factor": 0.0
+    })
+}
+
+fn config(kind: &str, value: serde_json::Value) -> ExporterConfig {
+    ExporterConfig::from_value(kind, value)
+        .expect("known kind")
+        .expect("valid config")
+}
+
+fn grpc_config(sink: &GrpcSink, extra: serde_json::Value) -> ExporterConfig {
+    let mut value = serde_json::json!({
+        "endpoint": sink.addr.to_string(),
+        "tls": {"insecure": true},
+        "retry_on_failure": fast_retry(),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        value[k] = v.clone();
+    }
+    config("otlp", value)
+}
+
+const GRACE: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn grpc_sink_receives_exactly_the_spans_sent_with_headers_and_gzip() {
+    let sink = GrpcSink::start().await;
+    let exporter = grpc_config(
+        &sink,
+        serde_json::json!({"headers": {"X-Scope-OrgID": "tenant-1", "authorization": "Bearer t"}}),
+    );
+    let (handle, recorder) = start_recorded(&exporter, "otlp");
+    let fanout = Fanout::new(vec![handle.clone()]);
+    let batches = [sample_batch(2, 3), sample_batch(1, 4)];
+    for batch in &batches {
+        fanout.consume(batch.clone()).await.unwrap();
+    }
+    sink.state.wait_for_spans(10).await;
+    handle.shutdown(GRACE).await;
+
+    let received = sink.state.received();
+    assert_eq!(received.len(), 2);
+    let mut want: Vec<String> = batches
+        .iter()
+        .flat_map(|b| span_names(&b.to_request()))
+        .collect();
+    let mut got = sink.state.span_names();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "every span arrives, once");
+    for r in &received {
+        assert!(
+            batches.iter().any(|b| b.to_request() == r.request),
+            "requests arrive byte-for-byte as the batches encode them"
+        );
+        assert_eq!(r.metadata.get("x-scope-orgid").unwrap(), "tenant-1");
+        assert_eq!(r.metadata.get("authorization").unwrap(), "Bearer t");
+        assert_eq!(
+            r.metadata.get("grpc-encoding").unwrap(),
+            "gzip",
+            "gzip is the default"
+        );
+        assert!(r.metadata.get("grpc-timeout").is_some());
+    }
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlp"),
+        10
+    );
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlp"),
+        0
+    );
+    assert_eq!(
+        recorder.gauge(names::EXPORTER_QUEUE_CAPACITY, &[("exporter", "otlp")]),
+        1000.0
+    );
+    assert_eq!(
+        recorder.gauge(names::EXPORTER_QUEUE_SIZE, &[("exporter", "otlp")]),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn grpc_zstd_and_no_compression_on_the_wire() {
+    for (compression, want) in [("zstd", Some("zstd")), ("none", None)] {
+        let sink = GrpcSink::start().await;
+        let exporter = grpc_config(&sink, serde_json::json!({"compression": compression}));
+        let (handle, _) = start_recorded(&exporter, "otlp");
+        handle.try_enqueue(Arc::new(sample_batch(1, 2))).unwrap();
+        sink.state.wait_for_spans(2).await;
+        handle.shutdown(GRACE).await;
+        let encoding = sink.state.received()[0]
+            .metadata
+            .get("grpc-encoding")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(encoding.as_deref(), want, "{compression}");
+    }
+}
+
+#[tokio::test]
+async fn grpc_tls_with_ca_file_skip_verify_and_untrusted() {
+    let pki = TestPki::new();
+    let sink = GrpcSink::start_tls(&pki.server_cert_pem, &pki.server_key_pem).await;
+    let endpoint = format!("localhost:{}", sink.addr.port());
+
+    let trusted = config(
+        "otlp",
+        serde_json::json!({"endpoint": endpoint, "tls": {"ca_file": pki.ca_file}}),
+    );
+    let (handle, _) = start_recorded(&trusted, "otlp/tls");
+    handle.try_enqueue(Arc::new(sample_batch(1, 3))).unwrap();
+    sink.state.wait_for_spans(3).await;
+    handle.shutdown(GRACE).await;
+
+    let skip = config(
+        "otlp",
+        serde_json::json!({"endpoint": endpoint, "tls": {"insecure_skip_verify": true}}),
+    );
+    let (handle, _) = start_recorded(&skip, "otlp/skip");
+    handle.try_enqueue(Arc::new(sample_batch(1, 2))).unwrap();
+    sink.state.wait_for_spans(5).await;
+    handle.shutdown(GRACE).await;
+
+    // Default roots do not trust the test CA: the handshake fails, nothing
+    // arrives, and the spans are counted.
+    let untrusted = config(
+        "otlp",
+        serde_json::json!({"endpoint": endpoint, "retry_on_failure": {"enabled": false}}),
+    );
+    let (handle, recorder) = start_recorded(&untrusted, "otlp/untrusted");
+    handle.try_enqueue(Arc::new(sample_batch(1, 4))).unwrap();
+    eventually("the failed send to be counted", || {
+        recorder.dropped("otlp/untrusted", "retry_disabled") == 4
+    })
+    .await;
+    handle.shutdown(GRACE).await;
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlp/untrusted"),
+        4
+    );
+    assert_eq!(sink.state.span_names().len(), 5);
+}
+
+#[tokio::test]
+async fn grpc_insecure_reaches_a_plaintext_sink_and_missing_tls_files_fail_startup() {
+    let sink = GrpcSink::start().await;
+    let plaintext = config(
+        "tempo",
+        serde_json::json!({"endpoint": sink.addr.to_string(), "tls": {"insecure": true}}),
+    );
+    let (handle, _) = start_recorded(&plaintext, "tempo");
+    handle.try_enqueue(Arc::new(sample_batch(1, 1))).unwrap();
+    sink.state.wait_for_spans(1).await;
+    handle.shutdown(GRACE).await;
+
+    let missing = config(
+        "otlp",
+        serde_json::json!({"endpoint": "localhost:4317", "tls": {"ca_file": "/nonexistent/ca.pem"}}),
+    );
+    let err = missing.start("otlp/tempo").unwrap_err().to_string();
+    assert!(
+        err.contains("otlp/tempo")
+            && err.contains("tls.ca_file")
+            && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_backend_does_not_block_startup() {
+    // A port nothing listens on: start returns at once (lazy connect).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let exporter = config(
+        "otlp",
+        serde_json::json!({
+            "endpoint": addr.to_string(), "tls": {"insecure": true},
+            "retry_on_failure": {"enabled": false}
+        }),
+    );
+    let started = Instant::now();
+    let (handle, recorder) = start_recorded(&exporter, "otlp");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    handle.try_enqueue(Arc::new(sample_batch(1, 2))).unwrap();
+    eventually("the refused connection to be counted", || {
+        recorder.dropped("otlp", "retry_disabled") == 2
+    })
+    .await;
+    handle.shutdown(GRACE).await;
+}
+
+#[tokio::test]
+async fn retries_unavailable_then_delivers_once() {
+    let sink = GrpcSink::start().await;
+    sink.state.script([
+        GrpcReply::Fail(Status::unavailable("restarting")),
+        GrpcReply::Fail(Status::unavailable("restarting")),
+    ]);
+    let (handle, recorder) = start_recorded(&grpc_config(&sink, serde_json::json!({})), "otlp");
+    handle.try_enqueue(Arc::new(sample_batch(1, 3))).unwrap();
+    sink.state.wait_for_spans(3).await;
+    handle.shutdown(GRACE).await;
+    assert_eq!(sink.state.attempts(), 3);
+    assert_eq!(sink.state.span_names().len(), 3);
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlp"),
+        3
+    );
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlp"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn resource_exhausted_is_retried_only_with_retry_info_and_its_delay_is_honoured() {
+    let sink = GrpcSink::start().await;
+    sink.state
+        .script([GrpcReply::Fail(Status::resource_exhausted("full"))]);
+    let (handle, recorder) = start_recorded(&grpc_config(&sink, serde_json::json!({})), "otlp");
+    handle.try_enqueue(Arc::new(sample_batch(1, 2))).unwrap();
+    eventually("the permanent failure to be counted", || {
+        recorder.dropped("otlp", "permanent_error") == 2
+    })
+    .await;
+    assert_eq!(sink.state.attempts(), 1, "no retry without RetryInfo");
+
+    let delay = Duration::from_millis(300);
+    sink.state.script([GrpcReply::Fail(Status::with_details(
+        Code::ResourceExhausted,
+        "slow down",
+        rpc_status::encode_retry_info(delay).into(),
+    ))]);
+    let started = Instant::now();
+    handle.try_enqueue(Arc::new(sample_batch(1, 3))).unwrap();
+    sink.state.wait_for_spans(3).await;
+    assert!(
+        started.elapsed() >= delay,
+        "the server's delay ({delay:?}) outlasts the 5ms backoff: {:?}",
+        started.elapsed()
+    );
+    handle.shutdown(GRACE).await;
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlp"),
+        3
+    );
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlp"),
+        2
+    );
+}
+
+#[tokio::test]
+async fn retries_end_after_max_elapsed_time_and_are_counted() {
+    let sink = GrpcSink::start().await;
+    sink.state
+        .otherwise(GrpcReply::Fail(Status::unavailable("down")));
+    let exporter = grpc_config(
+        &sink,
+        serde_json::json!({"retry_on_failure": {
+            "initial_interval": "10ms", "max_interval": "10ms", "max_elapsed_time": "100ms"
+        }}),
+    );
+    let (handle, recorder) = start_recorded(&exporter, "otlp");
+    handle.try_enqueue(Arc::new(sample_batch(2, 2))).unwrap();
+    eventually("retries to run out", || {
+        recorder.dropped("otlp", "retries_exhausted") == 4
+    })
+    .await;
+    assert!(
+        sink.state.attempts() >= 3,
+        "retried: {}",
+        sink.state.attempts()
+    );
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlp"),
+        4
+    );
+    handle.shutdown(GRACE).await;
+}
+
+#[tokio::test]
+async fn partial_success_counts_the_rejected_spans() {
+    let sink = GrpcSink::start().await;
+    sink.state.script([GrpcReply::Partial {
+        rejected: 2,
+        message: "too old".into(),
+    }]);
+    let (handle, recorder) = start_recorded(&grpc_config(&sink, serde_json::json!({})), "otlp");
+    handle.try_enqueue(Arc::new(sample_batch(1, 5))).unwrap();
+    sink.state.wait_for_spans(5).await;
+    handle.shutdown(GRACE).await;
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlp"),
+        5
+    );
+    assert_eq!(recorder.dropped("otlp", "rejected_by_backend"), 2);
+}
+
+#[tokio::test]
+async fn a_stalled_exporter_does_not_delay_the_other() {
+    let stalled = GrpcSink::start().await;
+    stalled.state.otherwise(GrpcReply::Stall);
+    let healthy = GrpcSink::start().await;
+    let (stuck, stuck_metrics) = start_recorded(
+        &grpc_config(
+            &stalled,
+            serde_json::json!({"timeout": "60s", "sending_queue": {"num_consumers": 2, "queue_size": 100}}),
+        ),
+        "otlp/stalled",
+    );
+    let (fine, _) = start_recorded(
+        &grpc_config(&healthy, serde_json::json!({})),
+        "otlp/healthy",
+    );
+    let fanout = Fanout::new(vec![stuck.clone(), fine.clone()]);
+
+    let started = Instant::now();
+    for _ in 0..20 {
+        fanout.consume(sample_batch(1, 5)).await.unwrap();
+    }
+    healthy.state.wait_for_spans(100).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the healthy exporter got everything while the other hangs: {:?}",
+        started.elapsed()
+    );
+    stalled.state.wait_for_attempts(2).await;
+    assert_eq!(stalled.state.span_names().len(), 0);
+
+    // Shutdown cannot drain a backend that never answers: after the grace
+    // period the 2 in-flight and 18 queued batches are counted.
+    let started = Instant::now();
+    stuck.shutdown(Duration::from_millis(200)).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(stuck_metrics.dropped("otlp/stalled", "shutdown"), 100);
+    assert_eq!(stuck.queue_len(), 0);
+    fine.shutdown(GRACE).await;
+}
+
+#[tokio::test]
+async fn a_full_queue_is_counted_and_refused_when_no_exporter_takes_the_batch() {
+    let stalled = GrpcSink::start().await;
+    stalled.state.otherwise(GrpcReply::Stall);
+    let healthy = GrpcSink::start().await;
+    let (small, small_metrics) = start_recorded(
+        &grpc_config(
+            &stalled,
+            serde_json::json!({"timeout": "60s", "sending_queue": {"num_consumers": 1, "queue_size": 1}}),
+        ),
+        "otlp/small",
+    );
+    let (fine, _) = start_recorded(&grpc_config(&healthy, serde_json::json!({})), "otlp/fine");
+
+    // Alone: one batch in flight, one queued, then refusals to the client.
+    let alone = Fanout::new(vec![small.clone()]);
+    alone.consume(sample_batch(1, 3)).await.unwrap();
+    stalled.state.wait_for_attempts(1).await;
+    alone.consume(sample_batch(1, 3)).await.unwrap();
+    let refused = alone.consume(sample_batch(1, 3)).await.unwrap_err();
+    assert!(
+        matches!(refused, ConsumeError::Refused { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        small_metrics.exporter_counter(names::EXPORTER_ENQUEUE_FAILED_SPANS, "otlp/small"),
+        3
+    );
+    assert_eq!(
+        small_metrics.dropped("otlp/small", "queue_full"),
+        0,
+        "the client still holds refused spans"
+    );
+    assert_eq!(
+        small_metrics.gauge(names::EXPORTER_QUEUE_SIZE, &[("exporter", "otlp/small")]),
+        1.0
+    );
+
+    // Beside an exporter that takes it, the batch is acknowledged and the
+    // full exporter's copy is counted as dropped.
+    let both = Fanout::new(vec![small.clone(), fine.clone()]);
+    both.consume(sample_batch(1, 4)).await.unwrap();
+    healthy.state.wait_for_spans(4).await;
+    assert_eq!(
+        small_metrics.exporter_counter(names::EXPORTER_ENQUEUE_FAILED_SPANS, "otlp/small"),
+        7
+    );
+    assert_eq!(small_metrics.dropped("otlp/small", "queue_full"), 4);
+
+    small.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(small_metrics.dropped("otlp/small", "shutdown"), 6);
+    fine.shutdown(GRACE).await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_the_queue_within_the_grace_period() {
+    let sink = GrpcSink::start().await;
+    let (handle, recorder) = start_recorded(
+        &grpc_config(
+            &sink,
+            serde_json::json!({"sending_queue": {"num_consumers": 1}}),
+        ),
+        "otlp",
+    );
+    for _ in 0..50 {
+        handle.try_enqueue(Arc::new(sample_batch(1, 2))).unwrap();
+    }
+    handle.shutdown(GRACE).await;
+    assert_eq!(
+        sink.state.span_names().len(),
+        100,
+        "drained before returning"
+    );
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlp"),
+        100
+    );
+    assert_eq!(recorder.dropped("otlp", "shutdown"), 0);
+    let refused = handle
+        .try_enqueue(Arc::new(sample_batch(1, 1)))
+        .unwrap_err();
+    assert!(refused.shutting_down);
+    handle.shutdown(GRACE).await; // a second call is harmless
+}
+
+#[tokio::test]
+async fn without_a_queue_the_pipeline_waits_for_the_export() {
+    let sink = GrpcSink::start().await;
+    let exporter = grpc_config(
+        &sink,
+        serde_json::json!({"sending_queue": {"enabled": false}}),
+    );
+    let (handle, recorder) = start_recorded(&exporter, "otlp");
+    assert!(!handle.is_queued());
+    let fanout = Fanout::new(vec![handle.clone()]);
+    fanout.consume(sample_batch(1, 2)).await.unwrap();
+    assert_eq!(
+        sink.state.span_names().len(),
+        2,
+        "sent before consume returned"
+    );
+
+    sink.state
+        .script([GrpcReply::Fail(Status::invalid_argument("bad data"))]);
+    let err = fanout.consume(sample_batch(1, 3)).await.unwrap_err();
+    assert!(
+        matches!(&err, ConsumeError::Rejected(m) if m.contains("InvalidArgument")),
+        "{err:?}"
+    );
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlp"),
+        3
+    );
+    assert_eq!(
+        recorder.dropped("otlp", "permanent_error"),
+        0,
+        "the client was told"
+    );
+    handle.shutdown(GRACE).await;
+    assert!(matches!(
+        fanout.consume(sample_batch(1, 1)).await,
+        Err(ConsumeError::Refused { .. })
+    ));
+}
+
+fn http_config(sink: &HttpSink, extra: serde_json::Value) -> ExporterConfig {
+    let mut value = serde_json::json!({
+        "endpoint": format!("http://{}", sink.addr),
+        "retry_on_failure": fast_retry(),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        value[k] = v.clone();
+    }
+    config("otlphttp", value)
+}
+
+#[tokio::test]
+async fn http_posts_protobuf_and_json_with_each_compression() {
+    for (encoding, compression) in [
+        ("proto", "gzip"),
+        ("proto", "zstd"),
+        ("proto", "none"),
+        ("json", "gzip"),
+        ("json", "none"),
+    ] {
+        let sink = HttpSink::start().await;
+        let exporter = http_config(
+            &sink,
+            serde_json::json!({
+                "encoding": encoding, "compression": compression,
+                "headers": {"X-Scope-OrgID": "tenant-2"}
+            }),
+        );
+        let (handle, recorder) = start_recorded(&exporter, "otlphttp");
+        let batch = sample_batch(2, 2);
+        handle.try_enqueue(Arc::new(batch.clone())).unwrap();
+        sink.state.wait_for_requests(1).await;
+        handle.shutdown(GRACE).await;
+
+        let request = &sink.state.received()[0];
+        assert_eq!(request.method, http::Method::POST);
+        assert_eq!(request.path, "/v1/traces");
+        assert_eq!(request.headers["x-scope-orgid"], "tenant-2");
+        let content_encoding = request
+            .headers
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap());
+        assert_eq!(
+            content_encoding,
+            (compression != "none").then_some(compression),
+            "{encoding}/{compression}"
+        );
+        let decoded = match encoding {
+            "proto" => {
+                assert_eq!(request.headers["content-type"], "application/x-protobuf");
+                assert_eq!(&request.body[..], &batch.bytes()[..], "sent as encoded");
+                SpanBatch::scan(request.body.clone().into()).unwrap()
+            }
+            _ => {
+                assert_eq!(request.headers["content-type"], "application/json");
+                SpanBatch::from_json(&request.body).expect("valid OTLP/JSON")
+            }
+        };
+        assert_eq!(decoded.to_request(), batch.to_request());
+        assert_eq!(
+            recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlphttp"),
+            4
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_retries_429_after_retry_after_and_drops_400() {
+    let sink = HttpSink::start().await;
+    sink.state.script([
+        HttpReply::status(429).header("retry-after", "1"),
+        HttpReply::ok(),
+        HttpReply::status(400),
+    ]);
+    let (handle, recorder) = start_recorded(
+        &http_config(
+            &sink,
+            serde_json::json!({"sending_queue": {"num_consumers": 1}}),
+        ),
+        "otlphttp",
+    );
+    let started = Instant::now();
+    handle.try_enqueue(Arc::new(sample_batch(1, 3))).unwrap();
+    sink.state.wait_for_requests(2).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 is honoured over the 5ms backoff: {:?}",
+        started.elapsed()
+    );
+    handle.try_enqueue(Arc::new(sample_batch(1, 2))).unwrap();
+    eventually("the 400 to be counted", || {
+        recorder.dropped("otlphttp", "permanent_error") == 2
+    })
+    .await;
+    handle.shutdown(GRACE).await;
+    assert_eq!(sink.state.received().len(), 3, "the 400 is not retried");
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlphttp"),
+        3
+    );
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlphttp"),
+        2
+    );
+}
+
+#[tokio::test]
+async fn http_partial_success_and_custom_traces_endpoint() {
+    let sink = HttpSink::start().await;
+    let response = tracegate_model::otlp::ExportTraceServiceResponse {
+        partial_success: Some(tracegate_model::otlp::ExportTracePartialSuccess {
+            rejected_spans: 1,
+            error_message: "dup".into(),
+        }),
+    };
+    sink.state.script([HttpReply {
+        status: 200,
+        headers: vec![("content-type", "application/x-protobuf".into())],
+        body: prost::Message::encode_to_vec(&response),
+    }]);
+    let exporter = config(
+        "otlp_http",
+        serde_json::json!({"traces_endpoint": format!("http://{}/tempo/push", sink.addr)}),
+    );
+    let (handle, recorder) = start_recorded(&exporter, "otlp_http");
+    handle.try_enqueue(Arc::new(sample_batch(1, 3))).unwrap();
+    sink.state.wait_for_requests(1).await;
+    handle.shutdown(GRACE).await;
+    assert_eq!(sink.state.received()[0].path, "/tempo/push");
+    assert_eq!(recorder.dropped("otlp_http", "rejected_by_backend"), 1);
+}
+
+#[tokio::test]
+async fn debug_and_file_exporters_run_behind_the_same_fanout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spans.jsonl");
+    let (debug, _) = start_recorded(
+        &config("debug", serde_json::json!({"verbosity": "detailed"})),
+        "debug",
+    );
+    let (file, recorder) =
+        start_recorded(&config("file", serde_json::json!({"path": path})), "file");
+    let fanout = Fanout::new(vec![debug.clone(), file.clone()]);
+    fanout.consume(sample_batch(2, 2)).await.unwrap();
+    fanout.consume(sample_batch(1, 1)).await.unwrap();
+    debug.shutdown(GRACE).await;
+    file.shutdown(GRACE).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let spans: usize = text
+        .lines()
+        .map(|line| SpanBatch::from_json(line.as_bytes()).unwrap().len())
+        .sum();
+    assert_eq!(spans, 5);
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "file"),
+        5
+    );
+}
+
+#[test]
+fn kinds_and_aliases_parse() {
+    for kind in ["otlp", "otlp_grpc", "tempo"] {
+        assert!(matches!(
+            config(kind, serde_json::json!({"endpoint": "tempo:4317"})),
+            ExporterConfig::OtlpGrpc(_)
+        ));
+    }
+    for kind in ["otlphttp", "otlp_http"] {
+        assert!(matches!(
+            config(kind, serde_json::json!({"endpoint": "http://tempo:4318"})),
+            ExporterConfig::OtlpHttp(_)
+        ));
+    }
+    assert!(matches!(
+        config("debug", serde_json::Value::Null),
+        ExporterConfig::Debug(_)
+    ));
+    assert!(matches!(
+        config("file", serde_json::json!({"path": "x"})),
+        ExporterConfig::File(_)
+    ));
+    assert!(ExporterConfig::from_value("jaeger", serde_json::Value::Null).is_none());
+    for kind in ExporterConfig::KINDS {
+        assert!(ExporterConfig::from_value(kind, serde_json::json!({})).is_some());
+    }
+    let err = ExporterConfig::from_value(
+        "otlp",
+        serde_json::json!({"endpoint": "t:1", "tls": {"insecur": true}}),
+    )
+    .unwrap()
+    .unwrap_err();
+    assert!(err.path.starts_with("tls"), "{err}");
+    // The seed DaemonSet config's exporter.
+    let seed = config(
+        "tempo",
+        serde_json::json!({"endpoint": "tempo:4317", "tls": {"insecure": true}}),
+    );
+    assert_eq!(seed.validate(), Ok(vec![]));
+}
