@@ -104,13 +104,19 @@ impl hyper::service::Service<Request<Incoming>> for HttpService {
     }
 }
 
+/// A plain-text answer; the collector sends `text/plain` for 405 and 415
+/// and Go's `http.NotFound` adds the charset for 404.
 fn text_response(status: StatusCode, text: String) -> HttpResponse {
+    let content_type = if status == StatusCode::NOT_FOUND {
+        "text/plain; charset=utf-8"
+    } else {
+        "text/plain"
+    };
     let mut response = Response::new(Full::new(Bytes::from(text)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -1465,3 +1465,90 @@ async fn counters_describe_what_happened() {
         "{text}"
     );
 }
+
+/// One raw HTTP/2 connection; the returned task ends when the server
+/// closes the connection.
+async fn h2_connection(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (
+        sender,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
+}
+
+fn framed_export(message: &[u8]) -> Request<Full<Bytes>> {
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    Request::post(format!("http://tracegate{TRACE_EXPORT_PATH}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(framed)))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn idle_grpc_connections_are_closed_after_max_connection_idle() {
+    let (h, mut rx) = collecting(json!({"grpc": {
+        "endpoint": "127.0.0.1:0",
+        "keepalive": {"server_parameters": {"max_connection_idle": "200ms"}}
+    }}))
+    .await;
+    let (mut sender, closed) = h2_connection(h.grpc()).await;
+    let response = sender
+        .send_request(framed_export(&protobuf(&request(1, 1))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap();
+    assert_eq!(rx.recv().await.unwrap().len(), 1);
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn max_connection_age_closes_connections_and_its_grace_ends_stuck_requests() {
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
+    let open = Arc::new(Semaphore::new(0));
+    let h = start(
+        json!({"grpc": {
+            "endpoint": "127.0.0.1:0",
+            "keepalive": {"server_parameters": {
+                "max_connection_age": "100ms",
+                "max_connection_age_grace": "200ms"
+            }}
+        }}),
+        Arc::new(Gate {
+            arrived: arrived_tx,
+            open,
+        }),
+    )
+    .await;
+    let (mut sender, closed) = h2_connection(h.grpc()).await;
+    // A request the pipeline never answers: only the grace period ends it.
+    let stuck = tokio::spawn(sender.send_request(framed_export(&protobuf(&request(1, 1)))));
+    arrived.recv().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the aged connection is closed after its grace period")
+        .unwrap();
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the stuck request was cut off"
+    );
+}
