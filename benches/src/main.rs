@@ -96,7 +96,12 @@ fn own_cpu_seconds() -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // After the command name: state is field 0, utime 11, stime 12.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -122,8 +127,12 @@ async fn send(
             .connect()
             .await
             .with_context(|| format!("connect to {endpoint}"))?;
-        let (template, next, acked, failed) =
-            (template.clone(), next.clone(), acked.clone(), failed.clone());
+        let (template, next, acked, failed) = (
+            template.clone(),
+            next.clone(),
+            acked.clone(),
+            failed.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut client = tonic::client::Grpc::new(channel);
             loop {

@@ -6,7 +6,9 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
 use prost::Message;
 
 pub struct Shape {
@@ -47,12 +49,21 @@ fn attributes(n: usize, trace: usize, span: usize) -> Vec<KeyValue> {
     let pool = [
         kv("http.request.method", s(["GET", "POST", "PUT"][span % 3])),
         kv("http.route", s(&format!("/api/v1/items/{}", span % 7))),
-        kv("http.response.status_code", any_value::Value::IntValue([200, 201, 404, 500][span % 4])),
+        kv(
+            "http.response.status_code",
+            any_value::Value::IntValue([200, 201, 404, 500][span % 4]),
+        ),
         kv("server.address", s("checkout.prod.svc.cluster.local")),
         kv("url.scheme", s("https")),
-        kv("user_agent.original", s("Mozilla/5.0 (X11; Linux x86_64) loadgen/1.0")),
+        kv(
+            "user_agent.original",
+            s("Mozilla/5.0 (X11; Linux x86_64) loadgen/1.0"),
+        ),
         kv("db.system", s("postgresql")),
-        kv("db.statement", s("SELECT id, name FROM items WHERE id = $1")),
+        kv(
+            "db.statement",
+            s("SELECT id, name FROM items WHERE id = $1"),
+        ),
         kv("rpc.method", s("GetItem")),
         kv("net.peer.port", any_value::Value::IntValue(5432)),
         kv("customer.tier", s(["gold", "silver", "bronze"][trace % 3])),
@@ -79,10 +90,16 @@ impl Template {
                         parent_span_id: if i == 0 {
                             Vec::new()
                         } else {
-                            ((trace * 1000 + (i - 1) / 2 + 1) as u64).to_be_bytes().to_vec()
+                            ((trace * 1000 + (i - 1) / 2 + 1) as u64)
+                                .to_be_bytes()
+                                .to_vec()
                         },
                         name: format!("{svc} operation {}", i % 4),
-                        kind: [span::SpanKind::Server, span::SpanKind::Client, span::SpanKind::Internal][i % 3] as i32,
+                        kind: [
+                            span::SpanKind::Server,
+                            span::SpanKind::Client,
+                            span::SpanKind::Internal,
+                        ][i % 3] as i32,
                         start_time_unix_nano: start,
                         end_time_unix_nano: start + 5_000_000,
                         attributes: attributes(shape.attributes, trace, i),
@@ -154,7 +171,11 @@ impl Template {
         let mut buf = self.encoded.clone();
         for (t, offsets) in self.trace_id_offsets.iter().enumerate() {
             let seq = n * self.trace_id_offsets.len() as u64 + t as u64;
-            let id = [splitmix64(seq).to_be_bytes(), splitmix64(!seq).to_be_bytes()].concat();
+            let id = [
+                splitmix64(seq).to_be_bytes(),
+                splitmix64(!seq).to_be_bytes(),
+            ]
+            .concat();
             for &o in offsets {
                 buf[o..o + 16].copy_from_slice(&id);
             }

@@ -13,6 +13,24 @@ pub struct HealthCheckConfig {
     /// Path answered besides `/healthz`. Default `/`.
     #[serde(default = "default_path")]
     pub path: String,
+    /// Fixed bodies instead of the default JSON status: `healthy` and
+    /// `unhealthy`, each optional.
+    #[serde(default)]
+    pub response_body: Option<ResponseBody>,
+    /// Accepted for compatibility with collector configs and ignored, as
+    /// the collector itself has ignored it since it was deprecated.
+    #[serde(default)]
+    pub check_collector_pipeline: Option<serde_json::Value>,
+}
+
+/// `response_body:` of `health_check`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseBody {
+    /// Body served with 200.
+    pub healthy: Option<String>,
+    /// Body served with 503.
+    pub unhealthy: Option<String>,
 }
 
 fn default_endpoint() -> String {
@@ -28,6 +46,8 @@ impl Default for HealthCheckConfig {
         HealthCheckConfig {
             endpoint: default_endpoint(),
             path: default_path(),
+            response_body: None,
+            check_collector_pipeline: None,
         }
     }
 }
@@ -75,6 +95,11 @@ impl HealthServer {
         let listener = TcpListener::bind(&config.endpoint).await?;
         let address = listener.local_addr()?;
         let path: Arc<str> = config.path.as_str().into();
+        let bodies = config.response_body.clone().unwrap_or_default();
+        let (healthy, unhealthy): (Option<Arc<str>>, Option<Arc<str>>) = (
+            bodies.healthy.map(Into::into),
+            bodies.unhealthy.map(Into::into),
+        );
         let up_since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -82,6 +107,7 @@ impl HealthServer {
         crate::http_server::serve_plain(listener, shutdown, move |req| {
             let readiness = readiness.clone();
             let path = path.clone();
+            let (healthy, unhealthy) = (healthy.clone(), unhealthy.clone());
             async move {
                 let p = req.uri().path();
                 let (status, body) = if p != &*path && p != "/healthz" {
@@ -90,15 +116,16 @@ impl HealthServer {
                         "{\"status\":\"Not found\"}".to_string(),
                     )
                 } else if readiness.is_ready() {
-                    (
-                        StatusCode::OK,
-                        format!("{{\"status\":\"Server available\",\"upSince\":{up_since}}}"),
-                    )
+                    let body = healthy.as_deref().map(str::to_string).unwrap_or_else(|| {
+                        format!("{{\"status\":\"Server available\",\"upSince\":{up_since}}}")
+                    });
+                    (StatusCode::OK, body)
                 } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "{\"status\":\"Server not available\"}".to_string(),
-                    )
+                    let body = unhealthy
+                        .as_deref()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| "{\"status\":\"Server not available\"}".to_string());
+                    (StatusCode::SERVICE_UNAVAILABLE, body)
                 };
                 Ok::<_, Infallible>(
                     Response::builder()

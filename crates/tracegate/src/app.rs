@@ -80,11 +80,18 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
                 let server = HealthServer::start(health, readiness.clone(), stop_telemetry.clone())
                     .await
                     .map_err(|e| {
-                        StartError(format!("extensions::{id}: cannot listen on {}: {e}", health.endpoint))
+                        StartError(format!(
+                            "extensions::{id}: cannot listen on {}: {e}",
+                            health.endpoint
+                        ))
                     })?;
                 listening.push((id.to_string(), "http", server.address));
             }
-            None => return Err(StartError(format!("service::extensions: {id} is not defined"))),
+            None => {
+                return Err(StartError(format!(
+                    "service::extensions: {id} is not defined"
+                )))
+            }
         }
     }
 
@@ -95,11 +102,14 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
                 continue;
             }
             let exporter = config.exporters.get(id).ok_or_else(|| {
-                StartError(format!("exporters::{id} is used by {} but not defined", pipeline.id))
+                StartError(format!(
+                    "exporters::{id} is used by {} but not defined",
+                    pipeline.id
+                ))
             })?;
             let handle = exporter
                 .start(&id.to_string())
-                .map_err(|e| StartError(format!("exporters::{id}: {e}")))?;
+                .map_err(|e| StartError(e.to_string()))?;
             exporters.insert(id, handle);
         }
     }
@@ -107,12 +117,19 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
     let mut pipelines = Vec::new();
     let mut entry_points: BTreeMap<&ComponentId, Vec<Arc<dyn Consumer>>> = BTreeMap::new();
     for pipeline in &config.service.pipelines {
-        let handles = pipeline.exporters.iter().map(|id| exporters[id].clone()).collect();
+        let handles = pipeline
+            .exporters
+            .iter()
+            .map(|id| exporters[id].clone())
+            .collect();
         let mut next: Arc<dyn Consumer> = Arc::new(Fanout::new(handles));
         let mut stages = Vec::new();
         for id in pipeline.processors.iter().rev() {
             let processor = config.processors.get(id).ok_or_else(|| {
-                StartError(format!("processors::{id} is used by {} but not defined", pipeline.id))
+                StartError(format!(
+                    "processors::{id} is used by {} but not defined",
+                    pipeline.id
+                ))
             })?;
             let stage = processor.build(&id.to_string(), next);
             next = stage.clone();
@@ -140,7 +157,7 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
         let running = receiver
             .start(&id.to_string(), next, stop_receivers.clone())
             .await
-            .map_err(|e| StartError(format!("receivers::{id}: {e}")))?;
+            .map_err(|e| StartError(e.to_string()))?;
         for (protocol, address) in running.addresses() {
             listening.push((id.to_string(), *protocol, *address));
         }
@@ -151,7 +168,10 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
     Ok(Running {
         receivers,
         pipelines,
-        exporters: exporters.into_iter().map(|(id, h)| (id.clone(), h)).collect(),
+        exporters: exporters
+            .into_iter()
+            .map(|(id, h)| (id.clone(), h))
+            .collect(),
         readiness,
         stop_receivers,
         stop_telemetry,
@@ -169,7 +189,10 @@ impl Running {
         self.stop_receivers.cancel();
         for (id, receiver) in self.receivers {
             let left = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(left, receiver.stopped()).await.is_err() {
+            if tokio::time::timeout(left, receiver.stopped())
+                .await
+                .is_err()
+            {
                 tracing::warn!(receiver = %id, "receiver did not stop within the grace period");
             }
         }

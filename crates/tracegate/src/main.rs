@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
                     Ok(())
                 }
                 Err(e) => {
-                    eprintln!("{origin}: invalid\n{e}");
+                    eprintln!("{e}");
                     std::process::exit(1);
                 }
             }
