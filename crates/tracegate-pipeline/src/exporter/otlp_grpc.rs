@@ -339,8 +339,16 @@ impl Exporter for OtlpGrpcExporter {
 /// a RetryInfo delay is honoured. Everything else is permanent.
 fn classify(status: &Status) -> ExportError {
     let retry_info = rpc_status::retry_info(status.details());
-    let message = format!("gRPC {:?}: {}", status.code(), status.message());
-    let retryable = match status.code() {
+    // tonic reports a connection that failed under the request (reset,
+    // closed, TLS handshake refused) as UNKNOWN with the transport error as
+    // source; grpc-go, whose codes the collector decides on, says UNAVAILABLE.
+    // A status the server sent never has a source.
+    let code = match status.code() {
+        Code::Unknown if std::error::Error::source(status).is_some() => Code::Unavailable,
+        code => code,
+    };
+    let message = format!("gRPC {code:?}: {}", status.message());
+    let retryable = match code {
         Code::Cancelled
         | Code::DeadlineExceeded
         | Code::Aborted
@@ -564,6 +572,12 @@ mod tests {
                 "{code:?}"
             );
         }
+        let transport = Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert_eq!(transport.code(), Code::Unknown);
+        assert!(
+            matches!(classify(&transport), ExportError::Retryable { .. }),
+            "a transport failure is retried like UNAVAILABLE"
+        );
         let throttled = Status::with_details(
             Code::ResourceExhausted,
             "slow down",

@@ -358,12 +358,20 @@ impl GrpcSink {
         GrpcSink::start_with(None).await
     }
 
-    /// A sink serving TLS with the given PEM certificate chain and key.
-    pub(crate) async fn start_tls(cert_pem: &str, key_pem: &str) -> GrpcSink {
-        GrpcSink::start_with(Some(Identity::from_pem(cert_pem, key_pem))).await
+    /// A sink serving TLS with the PKI's `localhost` certificate; with
+    /// `require_client_cert` clients must present one the CA signed.
+    pub(crate) async fn start_tls(pki: &TestPki, require_client_cert: bool) -> GrpcSink {
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+            &pki.server_cert_pem,
+            &pki.server_key_pem,
+        ));
+        if require_client_cert {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(&pki.ca_pem));
+        }
+        GrpcSink::start_with(Some(tls)).await
     }
 
-    async fn start_with(identity: Option<Identity>) -> GrpcSink {
+    async fn start_with(tls: Option<ServerTlsConfig>) -> GrpcSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(GrpcSinkState::default());
@@ -371,10 +379,8 @@ impl GrpcSink {
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd);
         let mut server = Server::builder();
-        if let Some(identity) = identity {
-            server = server
-                .tls_config(ServerTlsConfig::new().identity(identity))
-                .unwrap();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).unwrap();
         }
         let router = server.add_service(service);
         tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
@@ -382,11 +388,15 @@ impl GrpcSink {
     }
 }
 
-/// A CA and a `localhost` server certificate it signed, written as PEM files.
+/// A CA, a `localhost` server certificate and a client certificate it
+/// signed; the CA and the client's certificate and key written as PEM files.
 pub(crate) struct TestPki {
     pub ca_file: PathBuf,
+    pub ca_pem: String,
     pub server_cert_pem: String,
     pub server_key_pem: String,
+    pub client_cert_file: PathBuf,
+    pub client_key_file: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -404,12 +414,26 @@ impl TestPki {
         let server_key = rcgen::KeyPair::generate().unwrap();
         let server_params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tracegate exporter");
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
         let ca_file = dir.path().join("ca.pem");
+        let client_cert_file = dir.path().join("client.pem");
+        let client_key_file = dir.path().join("client-key.pem");
         std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        std::fs::write(&client_cert_file, client_cert.pem()).unwrap();
+        std::fs::write(&client_key_file, client_key.serialize_pem()).unwrap();
         TestPki {
             ca_file,
+            ca_pem: ca_cert.pem(),
             server_cert_pem: server_cert.pem(),
             server_key_pem: server_key.serialize_pem(),
+            client_cert_file,
+            client_key_file,
             _dir: dir,
         }
     }
@@ -449,6 +473,7 @@ impl HttpReply {
 /// One request as the HTTP sink saw it, body decompressed.
 #[derive(Clone, Debug)]
 pub(crate) struct HttpReceived {
+    pub version: http::Version,
     pub method: http::Method,
     pub path: String,
     pub headers: http::HeaderMap,
@@ -492,8 +517,32 @@ pub(crate) struct HttpSink {
 }
 
 impl HttpSink {
-    /// An HTTP/1.1 sink on 127.0.0.1:0; answers 200 unless scripted.
+    /// An HTTP/1.1 and h2 sink on 127.0.0.1:0; answers 200 unless scripted.
     pub(crate) async fn start() -> HttpSink {
+        HttpSink::start_with(None).await
+    }
+
+    /// The same over TLS with the PKI's `localhost` certificate (ALPN h2, http/1.1).
+    pub(crate) async fn start_tls(pki: &TestPki) -> HttpSink {
+        let certs = rustls_pemfile::certs(&mut pki.server_cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut pki.server_key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        HttpSink::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> HttpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(HttpSinkState::default());
@@ -504,16 +553,28 @@ impl HttpSink {
                     return;
                 };
                 let state = accept_state.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(http_sink_answer(&state, req).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(
+                    let builder = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                    );
+                    match tls {
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = builder.serve_connection(io, service).await;
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = builder.serve_connection(io, service).await;
+                        }
+                    }
                 });
             }
         });
@@ -553,6 +614,7 @@ async fn http_sink_answer(
         .pop_front()
         .unwrap_or_else(HttpReply::ok);
     state.received.lock().unwrap().push(HttpReceived {
+        version: parts.version,
         method: parts.method,
         path: parts.uri.path().to_string(),
         headers: parts.headers,

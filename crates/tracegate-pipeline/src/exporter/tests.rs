@@ -119,7 +119,7 @@ async fn grpc_zstd_and_no_compression_on_the_wire() {
 #[tokio::test]
 async fn grpc_tls_with_ca_file_skip_verify_and_untrusted() {
     let pki = TestPki::new();
-    let sink = GrpcSink::start_tls(&pki.server_cert_pem, &pki.server_key_pem).await;
+    let sink = GrpcSink::start_tls(&pki, false).await;
     let endpoint = format!("localhost:{}", sink.addr.port());
 
     let trusted = config(
@@ -158,6 +158,45 @@ async fn grpc_tls_with_ca_file_skip_verify_and_untrusted() {
         4
     );
     assert_eq!(sink.state.span_names().len(), 5);
+}
+
+#[tokio::test]
+async fn grpc_mutual_tls_and_server_name_override() {
+    let pki = TestPki::new();
+    let sink = GrpcSink::start_tls(&pki, true).await;
+    // Dialled by IP, verified as `localhost`, presenting the client certificate.
+    let mtls = config(
+        "otlp",
+        serde_json::json!({
+            "endpoint": sink.addr.to_string(),
+            "tls": {
+                "ca_file": pki.ca_file, "cert_file": pki.client_cert_file,
+                "key_file": pki.client_key_file, "server_name_override": "localhost"
+            }
+        }),
+    );
+    let (handle, _) = start_recorded(&mtls, "otlp/mtls");
+    handle.try_enqueue(Arc::new(sample_batch(1, 2))).unwrap();
+    sink.state.wait_for_spans(2).await;
+    handle.shutdown(GRACE).await;
+
+    // Without the client certificate the server refuses the handshake.
+    let anonymous = config(
+        "otlp",
+        serde_json::json!({
+            "endpoint": sink.addr.to_string(),
+            "tls": {"ca_file": pki.ca_file, "server_name_override": "localhost"},
+            "retry_on_failure": {"enabled": false}
+        }),
+    );
+    let (handle, recorder) = start_recorded(&anonymous, "otlp/anonymous");
+    handle.try_enqueue(Arc::new(sample_batch(1, 3))).unwrap();
+    eventually("the refused handshake to be counted", || {
+        recorder.dropped("otlp/anonymous", "retry_disabled") == 3
+    })
+    .await;
+    handle.shutdown(GRACE).await;
+    assert_eq!(sink.state.span_names().len(), 2);
 }
 
 #[tokio::test]
@@ -585,6 +624,33 @@ async fn http_retries_429_after_retry_after_and_drops_400() {
     );
     assert_eq!(
         recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlphttp"),
+        2
+    );
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca_negotiates_h2() {
+    let pki = TestPki::new();
+    let sink = HttpSink::start_tls(&pki).await;
+    let exporter = config(
+        "otlphttp",
+        serde_json::json!({
+            "endpoint": format!("https://localhost:{}", sink.addr.port()),
+            "tls": {"ca_file": pki.ca_file}
+        }),
+    );
+    let (handle, recorder) = start_recorded(&exporter, "otlphttp");
+    handle.try_enqueue(Arc::new(sample_batch(1, 2))).unwrap();
+    sink.state.wait_for_requests(1).await;
+    handle.shutdown(GRACE).await;
+    let request = &sink.state.received()[0];
+    assert_eq!(request.version, http::Version::HTTP_2);
+    assert_eq!(
+        SpanBatch::scan(request.body.clone().into()).unwrap().len(),
+        2
+    );
+    assert_eq!(
+        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlphttp"),
         2
     );
 }
