@@ -41,7 +41,8 @@ impl Backoff {
         self.current = if self.multiplier > 0.0 && current >= max / self.multiplier {
             self.max_interval
         } else {
-            Duration::from_secs_f64((current * self.multiplier).min(max))
+            Duration::try_from_secs_f64((current * self.multiplier).min(max))
+                .unwrap_or(self.max_interval)
         };
         delay
     }
@@ -53,7 +54,7 @@ fn spread(interval: Duration, factor: f64, unit: f64) -> Duration {
     let delta = factor * secs;
     let low = secs - delta;
     let high = secs + delta;
-    Duration::from_secs_f64((low + unit * (high - low)).max(0.0))
+    Duration::try_from_secs_f64((low + unit * (high - low)).max(0.0)).unwrap_or(interval)
 }
 
 /// Small non-cryptographic generator; jitter only has to differ between
@@ -100,6 +101,27 @@ mod tests {
         let mut backoff = Backoff::new(&config(100, 0.0, 2.0, 500));
         let delays: Vec<u128> = (0..6).map(|_| backoff.next_delay().as_millis()).collect();
         assert_eq!(delays, vec![100, 200, 400, 500, 500, 500]);
+    }
+
+    #[test]
+    fn extreme_settings_do_not_panic() {
+        let mut backoff = Backoff::new(&RetryConfig {
+            initial_interval: Duration::from_secs(u64::MAX / 4),
+            randomization_factor: 1.0,
+            multiplier: f64::MAX,
+            max_interval: Duration::from_secs(u64::MAX / 2),
+            ..RetryConfig::default()
+        });
+        for _ in 0..5 {
+            backoff.next_delay();
+        }
+        let mut nan = Backoff::new(&RetryConfig {
+            multiplier: f64::NAN,
+            ..RetryConfig::default()
+        });
+        for _ in 0..5 {
+            nan.next_delay();
+        }
     }
 
     #[test]

@@ -410,7 +410,7 @@ async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, (DropR
             delay = delay.max(server_delay);
         }
         let max_elapsed = shared.retry.max_elapsed_time;
-        if !max_elapsed.is_zero() && started.elapsed() + delay > max_elapsed {
+        if !max_elapsed.is_zero() && started.elapsed().saturating_add(delay) > max_elapsed {
             return Err((DropReason::RetriesExhausted, message));
         }
         tracing::info!(
