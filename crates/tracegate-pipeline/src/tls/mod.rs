@@ -20,8 +20,11 @@ pub struct TlsServerConfig {
     /// PEM private key for `cert_file`.
     pub key_file: Option<PathBuf>,
     /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
-    #[serde(alias = "ca_file")]
     pub client_ca_file: Option<PathBuf>,
+    /// Accepted for compatibility and unused, as in the collector: on a
+    /// server it does not make clients present certificates. Use
+    /// `client_ca_file` for mTLS.
+    pub ca_file: Option<PathBuf>,
     /// Lowest TLS version accepted: "1.2" (default) or "1.3".
     pub min_version: Option<String>,
     /// Highest TLS version accepted: "1.2" or "1.3" (default).
