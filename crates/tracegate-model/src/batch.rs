@@ -414,6 +414,6 @@ fn range(r: &Range<u32>) -> Range<usize> {
     r.start as usize..r.end as usize
 }
 
-fn find<'a>(mut attributes: Attributes<'a>, key: &str) -> Option<AnyValueRef<'a>> {
-    attributes.find(|(k, _)| *k == key).and_then(|(_, v)| v)
+fn find<'a>(attributes: Attributes<'a>, key: &str) -> Option<AnyValueRef<'a>> {
+    attributes.get(key)
 }

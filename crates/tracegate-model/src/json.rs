@@ -4,7 +4,9 @@
 //! trace/span ids as hex strings (either case), 64-bit integers as strings
 //! or numbers, enums as numbers only (names are refused, as the OTLP spec
 //! demands), unknown keys ignored. On output 64-bit integers are strings and
-//! ids lowercase hex.
+//! ids lowercase hex. A NaN or infinite double attribute comes out as `null`
+//! (serde_json has no other spelling, and that crate's parser takes no
+//! "NaN" string), so it reads back as an empty value.
 
 use bytes::Bytes;
 use prost::Message;

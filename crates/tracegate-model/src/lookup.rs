@@ -92,23 +92,56 @@ impl<'a> Attributes<'a> {
     }
 }
 
-impl<'a> Iterator for Attributes<'a> {
-    type Item = (&'a str, Option<AnyValueRef<'a>>);
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<'a> Attributes<'a> {
+    /// The next `KeyValue`'s key and value bodies.
+    fn next_parts(&mut self) -> Option<(Range<usize>, Option<Range<usize>>)> {
         loop {
             if let Some(kv) = next_len_field(&mut self.inner, self.field) {
-                return Some(key_value(self.buf, kv));
+                return Some(key_value_parts(self.buf, kv));
             }
             let (outer, sub) = self.outer.as_mut()?;
             let body = next_len_field(outer, *sub)?;
             self.inner = Cursor::new(self.buf, body);
         }
     }
+
+    /// The value of the first attribute named `key`, decoding no other value
+    /// on the way; `None` when absent or empty.
+    pub fn get(mut self, key: &str) -> Option<AnyValueRef<'a>> {
+        let buf = self.buf;
+        while let Some((k, v)) = self.next_parts() {
+            if &buf[k] == key.as_bytes() {
+                return v.and_then(|v| any_value(&buf[v]));
+            }
+        }
+        None
+    }
 }
 
-/// A `KeyValue`'s key and value (last occurrences win).
-fn key_value(buf: &[u8], body: Range<usize>) -> (&str, Option<AnyValueRef<'_>>) {
+impl<'a> Iterator for Attributes<'a> {
+    type Item = (&'a str, Option<AnyValueRef<'a>>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let buf = self.buf;
+        let (key, value) = self.next_parts()?;
+        let key = std::str::from_utf8(&buf[key]).unwrap_or("");
+        Some((key, value.and_then(|v| any_value(&buf[v]))))
+    }
+}
+
+/// A `KeyValue`'s key and value bodies (last occurrences win).
+fn key_value_parts(buf: &[u8], body: Range<usize>) -> (Range<usize>, Option<Range<usize>>) {
+    // The layout every encoder writes: key then value, one-byte lengths.
+    if let Some(&[0x0a, key_len]) = buf.get(body.start..body.start + 2) {
+        let key_end = body.start + 2 + usize::from(key_len);
+        if key_len < 0x80 {
+            if let Some(&[0x12, value_len]) = buf.get(key_end..key_end + 2) {
+                if value_len < 0x80 && key_end + 2 + usize::from(value_len) == body.end {
+                    return (body.start + 2..key_end, Some(key_end + 2..body.end));
+                }
+            }
+        }
+    }
     let mut c = Cursor::new(buf, body);
     let mut key = 0..0;
     let mut value = None;
@@ -130,8 +163,7 @@ fn key_value(buf: &[u8], body: Range<usize>) -> (&str, Option<AnyValueRef<'_>>) 
             }
         }
     }
-    let key = std::str::from_utf8(&buf[key]).unwrap_or("");
-    (key, value.and_then(|r| any_value(&buf[r])))
+    (key, value)
 }
 
 /// Decodes an encoded `AnyValue`; `None` when it holds nothing (or only a

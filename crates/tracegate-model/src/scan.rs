@@ -121,9 +121,85 @@ fn id<const N: usize>(
 
 #[inline]
 fn utf8(buf: &[u8], range: Range<usize>, at: usize, what: &'static str) -> Result<(), ScanError> {
-    match std::str::from_utf8(&buf[range]) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(malformed(at, what)),
+    let bytes = &buf[range];
+    // Attribute keys and values are nearly always ASCII, which a word at a
+    // time checks several times faster than the full UTF-8 validator.
+    if is_ascii(bytes) || std::str::from_utf8(bytes).is_ok() {
+        Ok(())
+    } else {
+        Err(malformed(at, what))
+    }
+}
+
+/// True for the `KeyValue` layout every encoder writes for a scalar
+/// attribute: an ASCII key, then a value holding exactly one scalar member,
+/// every length in one byte. Anything else (including everything malformed)
+/// is false and goes through the field-by-field validation, so this only
+/// ever saves time.
+#[inline(always)]
+fn key_value_is_plain(kv: &[u8]) -> bool {
+    let [0x0a, key_len, rest @ ..] = kv else {
+        return false;
+    };
+    let key_len = usize::from(*key_len);
+    // A length byte of 0x80 or more starts a longer varint.
+    if key_len >= 0x80 || rest.len() < key_len {
+        return false;
+    }
+    let (key, rest) = rest.split_at(key_len);
+    let [0x12, value_len, value @ ..] = rest else {
+        return false;
+    };
+    if *value_len >= 0x80 || usize::from(*value_len) != value.len() {
+        return false;
+    }
+    match value {
+        // string_value: every framing byte here is below 0x80, so one pass
+        // over the whole KeyValue checks the key and the string are ASCII.
+        [0x0a, len, s @ ..] => *len < 0x80 && usize::from(*len) == s.len() && is_ascii(kv),
+        // bool_value, int_value: one varint, up to 9 bytes (10-byte
+        // varints need the overflow check of the general path).
+        [0x10 | 0x18, v @ ..] => match v.split_last() {
+            Some((last, init)) => {
+                *last < 0x80 && init.len() < 9 && init.iter().all(|b| *b >= 0x80) && is_ascii(key)
+            }
+            None => false,
+        },
+        // double_value.
+        [0x21, v @ ..] => v.len() == 8 && is_ascii(key),
+        // bytes_value.
+        [0x3a, len, b @ ..] => *len < 0x80 && usize::from(*len) == b.len() && is_ascii(key),
+        _ => false,
+    }
+}
+
+/// ASCII check 16 bytes at a time with no per-byte loop: attribute strings
+/// are short, where the standard library's version pays its setup each time.
+/// Tails are covered by one overlapping read.
+#[inline(always)]
+fn is_ascii(bytes: &[u8]) -> bool {
+    fn read<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+        let mut w = [0u8; N];
+        w.copy_from_slice(&b[at..at + N]);
+        w
+    }
+    let n = bytes.len();
+    if n >= 16 {
+        let mut high = u128::from_le_bytes(read(bytes, n - 16));
+        for chunk in bytes.chunks_exact(16) {
+            high |= u128::from_le_bytes(read(chunk, 0));
+        }
+        high & u128::from_le_bytes([0x80; 16]) == 0
+    } else if n >= 8 {
+        let high = u64::from_le_bytes(read(bytes, 0)) | u64::from_le_bytes(read(bytes, n - 8));
+        high & 0x8080_8080_8080_8080 == 0
+    } else if n >= 4 {
+        let high = u32::from_le_bytes(read(bytes, 0)) | u32::from_le_bytes(read(bytes, n - 4));
+        high & 0x8080_8080 == 0
+    } else if n > 0 {
+        (bytes[0] | bytes[n / 2] | bytes[n - 1]) < 0x80
+    } else {
+        true
     }
 }
 
@@ -648,7 +724,17 @@ impl Scanner<'_> {
     }
 
     /// `KeyValue` at `depth`.
+    #[inline(always)]
     fn key_value(&mut self, body: Range<usize>, depth: u32) -> Result<(), ScanError> {
+        if depth < MAX_DEPTH && key_value_is_plain(&self.buf[body.clone()]) {
+            return Ok(());
+        }
+        self.key_value_fields(body, depth)
+    }
+
+    /// `KeyValue` at `depth`, field by field.
+    #[inline(never)]
+    fn key_value_fields(&mut self, body: Range<usize>, depth: u32) -> Result<(), ScanError> {
         const M: Msg = Msg::KeyValue;
         if depth > MAX_DEPTH {
             return Err(malformed(
@@ -773,5 +859,83 @@ impl Scanner<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn field_by_field_accepts(kv: &[u8]) -> bool {
+        let mut s = Scanner {
+            buf: kv,
+            resources: Vec::new(),
+            scopes: Vec::new(),
+            spans: Vec::new(),
+        };
+        s.key_value_fields(0..kv.len(), 4).is_ok()
+    }
+
+    /// The fast path is only an optimization: whatever it accepts, the
+    /// general path accepts too, including near-misses built to fool it
+    /// (long lengths, multi-byte varints, non-ASCII bytes).
+    #[test]
+    fn plain_key_value_fast_path_never_accepts_what_the_general_path_refuses() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let plain: Vec<Vec<u8>> = vec![
+            b"\x0a\x01k\x12\x03\x0a\x01v".to_vec(),
+            b"\x0a\x01k\x12\x03\x18\x96\x01".to_vec(),
+            b"\x0a\x01k\x12\x02\x10\x01".to_vec(),
+            b"\x0a\x01k\x12\x09\x21\x00\x00\x00\x00\x00\x00\xf0\x3f".to_vec(),
+            b"\x0a\x01k\x12\x04\x3a\x02\xff\x00".to_vec(),
+        ];
+        let mut accepted = 0;
+        for _ in 0..200_000 {
+            let mut kv = plain[rng.random_range(0..plain.len())].clone();
+            for _ in 0..rng.random_range(0..4) {
+                let at = rng.random_range(0..kv.len());
+                match rng.random_range(0..4) {
+                    0 => kv[at] = rng.random(),
+                    1 => kv[at] |= 0x80,
+                    2 => kv.insert(at, rng.random()),
+                    _ => {
+                        kv.remove(at);
+                        if kv.is_empty() {
+                            kv.push(0x0a);
+                        }
+                    }
+                }
+            }
+            if key_value_is_plain(&kv) {
+                accepted += 1;
+                assert!(field_by_field_accepts(&kv), "fast path accepted {kv:02x?}");
+            }
+        }
+        assert!(accepted > 1000);
+        for kv in &plain {
+            assert!(key_value_is_plain(kv), "{kv:02x?}");
+        }
+        // Long strings take the fast path too.
+        let long = [&b"\x0a\x01k\x12\x42\x0a\x40"[..], &[b'x'; 64]].concat();
+        assert!(key_value_is_plain(&long));
+        let mut bad = long.clone();
+        bad[40] = 0xc3;
+        assert!(!key_value_is_plain(&bad));
+    }
+
+    #[test]
+    fn ascii_check_covers_every_length_and_position() {
+        for n in 0..70 {
+            let clean = vec![b'a'; n];
+            assert!(is_ascii(&clean), "{n}");
+            for at in 0..n {
+                let mut dirty = clean.clone();
+                dirty[at] = 0x80;
+                assert!(!is_ascii(&dirty), "len {n}, high byte at {at}");
+            }
+        }
     }
 }

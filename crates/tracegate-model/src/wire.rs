@@ -82,19 +82,27 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn at_end(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn varint(&mut self) -> Result<u64, Fault> {
         match self.buf.get(self.pos) {
             Some(&b) if b < 0x80 => {
                 self.pos += 1;
                 Ok(u64::from(b))
             }
-            _ => self.varint_slow(),
+            // Two bytes: the lengths of spans and of long strings.
+            Some(&b0) => match self.buf.get(self.pos + 1) {
+                Some(&b1) if b1 < 0x80 => {
+                    self.pos += 2;
+                    Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
+                }
+                _ => self.varint_slow(),
+            },
+            None => self.varint_slow(),
         }
     }
 
@@ -121,8 +129,30 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads a field key: (field number, wire type).
-    #[inline]
+    #[inline(always)]
     pub fn tag(&mut self) -> Result<(u32, u8), Fault> {
+        // Fields 1-15 with a valid wire type: one byte, one test.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if (8..0x80).contains(&b) && b & 7 <= I32 {
+                self.pos += 1;
+                return Ok((u32::from(b >> 3), b & 7));
+            }
+            // Fields 16-2047 (Span.flags is 16): two bytes.
+            if b >= 0x80 && b & 7 <= I32 {
+                if let Some(&b1) = self.buf.get(self.pos + 1) {
+                    if (1..0x80).contains(&b1) {
+                        self.pos += 2;
+                        let key = u32::from(b & 0x7f) | u32::from(b1) << 7;
+                        return Ok((key >> 3, b & 7));
+                    }
+                }
+            }
+        }
+        self.tag_slow()
+    }
+
+    #[inline(never)]
+    fn tag_slow(&mut self) -> Result<(u32, u8), Fault> {
         let at = self.pos;
         let key = self.varint()?;
         let wire_type = (key & 7) as u8;
@@ -137,7 +167,7 @@ impl<'a> Cursor<'a> {
 
     /// Reads the length of a length-delimited field and steps over its body,
     /// returning the body's range.
-    #[inline]
+    #[inline(always)]
     pub fn len_delimited(&mut self) -> Result<Range<usize>, Fault> {
         let at = self.pos;
         let len = self.varint()?;
@@ -150,7 +180,7 @@ impl<'a> Cursor<'a> {
         Ok(start..self.pos)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn fixed64(&mut self) -> Result<u64, Fault> {
         match self.buf.get(self.pos..self.pos + 8) {
             Some(b) => {

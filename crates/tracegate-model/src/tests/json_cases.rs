@@ -262,3 +262,20 @@ fn empty_request_objects_are_valid() {
         json!({"resourceSpans": []})
     );
 }
+
+#[test]
+fn non_finite_doubles_come_out_as_null_and_read_back_empty() {
+    let req = request(vec![(
+        vec![kv("nan", any_value::Value::DoubleValue(f64::NAN))],
+        vec![vec![span(1, 1, "x")]],
+    )]);
+    let b = scan_request(&req);
+    let out: Value = serde_json::from_slice(&b.to_json()).unwrap();
+    assert_eq!(
+        out["resourceSpans"][0]["resource"]["attributes"][0]["value"],
+        json!({"doubleValue": null})
+    );
+    let back = SpanBatch::from_json(&b.to_json()).unwrap();
+    assert_eq!(back.resource_attribute(0, "nan"), None);
+    assert_eq!(back.spans()[0].span_id, b.spans()[0].span_id);
+}
