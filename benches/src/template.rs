@@ -67,7 +67,7 @@ fn attributes(n: usize, trace: usize, span: usize) -> Vec<KeyValue> {
         kv("rpc.method", s("GetItem")),
         kv("net.peer.port", any_value::Value::IntValue(5432)),
         kv("customer.tier", s(["gold", "silver", "bronze"][trace % 3])),
-        kv("retry", any_value::Value::BoolValue(span % 5 == 0)),
+        kv("retry", any_value::Value::BoolValue(span.is_multiple_of(5))),
     ];
     pool.into_iter().cycle().take(n).collect()
 }
