@@ -36,7 +36,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    // Every other span, then the rest: both subsets rescan to the same index.
+    // Subsets by index, by predicate and a full copy all rescan to the index
+    // the encoder built.
     let odd: Vec<u32> = (0..batch.len() as u32).filter(|i| i % 2 == 1).collect();
     for subset in [
         batch.select(&odd),
