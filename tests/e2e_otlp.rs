@@ -305,3 +305,53 @@ async fn sigterm_flushes_pending_batches_and_exits_zero() {
     assert!(status.success(), "exit status {status}");
     assert_eq!(sink.span_count(), 30, "flushed on shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_exporter_moves_self_telemetry_with_its_namespace() {
+    let sink = Sink::start().await;
+    // As the seed configs do: a `prometheus` exporter in a metrics pipeline
+    // (skipped) decides where and under which namespace metrics are served.
+    let gw = Gateway::start(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{}
+    tls:
+      insecure: true
+  prometheus:
+    endpoint: 127.0.0.1:0
+    namespace: otel_collector
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp]
+    metrics:
+      receivers: [otlp]
+      exporters: [prometheus]
+  telemetry:
+    logs:
+      encoding: json
+"#,
+        sink.addr.port()
+    ));
+    let grpc = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{}", gw.addr("otlp", "grpc")))
+        .build()
+        .unwrap();
+    emit_spans(sdk_provider(grpc, "svc"), 3, "ns").await;
+    assert!(sink.wait_for_spans(3, WAIT).await);
+    let text = support::raw::wait_for_metrics(
+        gw.addr("telemetry", "metrics"),
+        &["otel_collector_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 3"],
+        WAIT,
+    )
+    .await;
+    assert!(!text.contains("otelcol_"), "one namespace only:\n{text}");
+}
