@@ -1,6 +1,6 @@
 //! The validating scanner over an encoded `ExportTraceServiceRequest`.
 //! It parses untrusted input: it never panics, recurses at most
-//! [`MAX_DEPTH`](crate::wire::MAX_DEPTH) levels, and allocates only the span
+//! [`MAX_DEPTH`] levels, and allocates only the span
 //! index, in proportion to the input's size.
 //!
 //! What it accepts is what the OpenTelemetry Collector accepts: unknown fields
@@ -510,7 +510,10 @@ impl Scanner<'_> {
     /// `Span` at depth 3: indexed, and everything inside validated.
     fn span(&mut self, body: Range<usize>, scope: u32) -> Result<(), ScanError> {
         const M: Msg = Msg::Span;
+        /// The key of `Span.attributes` (field 9, length-delimited).
+        const SPAN_ATTRIBUTE_KEY: u8 = 0x4a;
         let buf = self.buf;
+        let end = body.end;
         let mut info = SpanInfo {
             trace_id: [0; 16],
             span_id: [0; 8],
@@ -572,6 +575,16 @@ impl Scanner<'_> {
                     expect_wire_type(wt, LEN, at, "Span.attributes: wrong wire type")?;
                     let r = c.len_delimited().map_err(|f| f.within(M))?;
                     self.key_value(r, 4)?;
+                    // Attributes come in a run: take the plain ones without
+                    // going back through the field dispatch.
+                    while let Some(&[SPAN_ATTRIBUTE_KEY, len]) = buf.get(c.pos..c.pos + 2) {
+                        let body = c.pos + 2..c.pos + 2 + usize::from(len);
+                        if len >= 0x80 || body.end > end || !key_value_is_plain(&buf[body.clone()])
+                        {
+                            break;
+                        }
+                        c.pos = body.end;
+                    }
                 }
                 10 | 12 | 14 => {
                     expect_wire_type(wt, VARINT, at, "Span: wrong wire type for a dropped count")?;

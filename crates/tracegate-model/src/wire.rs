@@ -1,6 +1,6 @@
 //! Protobuf wire-format primitives: varints, tags, length-delimited fields.
 //!
-//! A [`Cursor`] reads a window of the request with absolute offsets, so a
+//! A `Cursor` reads a window of the request with absolute offsets, so a
 //! fault can say where in the request it happened. Every read is bounds
 //! checked against the window's end; nothing here allocates.
 
