@@ -9,6 +9,7 @@ pub mod config;
 pub mod consumer;
 pub mod duration;
 pub mod exporter;
+pub mod grpc;
 pub mod health;
 mod http_server;
 pub mod processor;

@@ -12,7 +12,6 @@ mod handle;
 pub mod otlp_grpc;
 pub mod otlp_http;
 mod queue;
-mod rpc_status;
 #[cfg(test)]
 pub(crate) mod test_support;
 #[cfg(test)]

@@ -28,8 +28,9 @@ use tracegate_model::otlp::ExportTraceServiceResponse;
 use tracegate_model::SpanBatch;
 
 use super::delivery::{error, validate_headers, Compression, QueueConfig, RetryConfig};
-use super::{rpc_status, Delivered, ExportError, Exporter};
+use super::{Delivered, ExportError, Exporter};
 use crate::config::ComponentError;
+use crate::grpc::rpc_status;
 use crate::tls::TlsClientConfig;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";

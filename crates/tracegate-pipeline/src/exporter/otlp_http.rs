@@ -22,9 +22,9 @@ use serde::Deserialize;
 use tracegate_model::SpanBatch;
 
 use super::delivery::{error, validate_headers, Compression, QueueConfig, RetryConfig};
-use super::rpc_status::RpcStatus;
 use super::{Delivered, ExportError, Exporter};
 use crate::config::ComponentError;
+use crate::grpc::rpc_status::RpcStatus;
 use crate::tls::TlsClientConfig;
 
 /// As the collector: at most this much of a response body is read.

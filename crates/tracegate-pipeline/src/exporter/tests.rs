@@ -11,6 +11,7 @@ use tracegate_model::SpanBatch;
 use super::test_support::*;
 use super::*;
 use crate::consumer::{ConsumeError, Consumer};
+use crate::grpc::rpc_status;
 use crate::telemetry::names;
 
 /// Retries that wait milliseconds, not seconds.

@@ -1,6 +1,8 @@
-//! The few `google.rpc` messages exporters read from backends: `Status`
-//! (gRPC status details, OTLP/HTTP error bodies) and `RetryInfo` (the delay
-//! a throttling server asks for). Field numbers are the contract.
+//! The few `google.rpc` messages of OTLP error answers: `Status` (gRPC
+//! status details, OTLP/HTTP error bodies) and `RetryInfo` (the delay a
+//! throttling server asks for). The receiver writes them when it refuses a
+//! batch; exporters read them from backends. Field numbers are the
+//! contract.
 
 use std::time::Duration;
 
@@ -16,12 +18,12 @@ pub(crate) struct RpcStatus {
     #[prost(string, tag = "2")]
     pub message: String,
     #[prost(message, repeated, tag = "3")]
-    pub details: Vec<Any>,
+    pub details: Vec<ProtoAny>,
 }
 
 /// `google.protobuf.Any`.
 #[derive(Clone, PartialEq, Message)]
-pub(crate) struct Any {
+pub(crate) struct ProtoAny {
     #[prost(string, tag = "1")]
     pub type_url: String,
     #[prost(bytes = "vec", tag = "2")]
@@ -45,6 +47,14 @@ pub(crate) struct ProtoDuration {
 }
 
 impl ProtoDuration {
+    /// Seconds beyond `i64::MAX` saturate.
+    pub(crate) fn from_duration(d: Duration) -> Self {
+        ProtoDuration {
+            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: d.subsec_nanos() as i32,
+        }
+    }
+
     /// Negative or out-of-range delays mean no delay.
     pub(crate) fn to_duration(&self) -> Duration {
         if self.seconds < 0 || self.nanos < 0 {
@@ -53,6 +63,28 @@ impl ProtoDuration {
         Duration::new(self.seconds as u64, 0)
             .checked_add(Duration::from_nanos(self.nanos as u64))
             .unwrap_or(Duration::MAX)
+    }
+}
+
+impl RpcStatus {
+    /// A status with, when `retry_after` is set, a `RetryInfo` detail
+    /// asking the client to wait that long.
+    pub(crate) fn new(code: i32, message: String, retry_after: Option<Duration>) -> Self {
+        let details = retry_after
+            .map(|delay| ProtoAny {
+                type_url: RETRY_INFO_TYPE_URL.into(),
+                value: RetryInfo {
+                    retry_delay: Some(ProtoDuration::from_duration(delay)),
+                }
+                .encode_to_vec(),
+            })
+            .into_iter()
+            .collect();
+        RpcStatus {
+            code,
+            message,
+            details,
+        }
     }
 }
 
@@ -73,23 +105,10 @@ pub(crate) fn retry_info(status_details: &[u8]) -> Option<Duration> {
     )
 }
 
+/// Encoded status details of a RESOURCE_EXHAUSTED answer asking for `delay`.
 #[cfg(test)]
 pub(crate) fn encode_retry_info(delay: Duration) -> Vec<u8> {
-    let info = RetryInfo {
-        retry_delay: Some(ProtoDuration {
-            seconds: delay.as_secs() as i64,
-            nanos: delay.subsec_nanos() as i32,
-        }),
-    };
-    RpcStatus {
-        code: 8,
-        message: "throttled".into(),
-        details: vec![Any {
-            type_url: RETRY_INFO_TYPE_URL.into(),
-            value: info.encode_to_vec(),
-        }],
-    }
-    .encode_to_vec()
+    RpcStatus::new(8, "throttled".into(), Some(delay)).encode_to_vec()
 }
 
 #[cfg(test)]
@@ -105,7 +124,7 @@ mod tests {
         let without = RpcStatus {
             code: 8,
             message: "x".into(),
-            details: vec![Any {
+            details: vec![ProtoAny {
                 type_url: "type.googleapis.com/google.rpc.DebugInfo".into(),
                 value: vec![],
             }],

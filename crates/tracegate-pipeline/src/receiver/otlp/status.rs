@@ -9,47 +9,11 @@ use bytes::Bytes;
 use prost::Message;
 use tonic::Code;
 
+use crate::grpc::rpc_status::{RpcStatus, RETRY_INFO_TYPE_URL};
+
 /// How long clients are told to wait when the pipeline refuses a batch
 /// without saying how long.
 pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
-
-const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
-
-/// `google.rpc.Status`.
-#[derive(Clone, PartialEq, Message)]
-pub(crate) struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    #[prost(string, tag = "2")]
-    pub message: String,
-    #[prost(message, repeated, tag = "3")]
-    pub details: Vec<ProtoAny>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, Message)]
-pub(crate) struct ProtoAny {
-    #[prost(string, tag = "1")]
-    pub type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo`.
-#[derive(Clone, PartialEq, Message)]
-pub(crate) struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    pub retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, Message)]
-pub(crate) struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
 
 /// A failed export, protocol-neutral.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,25 +34,7 @@ impl ExportFailure {
     }
 
     fn rpc_status(&self) -> RpcStatus {
-        let details = self
-            .retry_after
-            .map(|delay| ProtoAny {
-                type_url: RETRY_INFO_TYPE_URL.into(),
-                value: RetryInfo {
-                    retry_delay: Some(ProtoDuration {
-                        seconds: i64::try_from(delay.as_secs()).unwrap_or(i64::MAX),
-                        nanos: delay.subsec_nanos() as i32,
-                    }),
-                }
-                .encode_to_vec(),
-            })
-            .into_iter()
-            .collect();
-        RpcStatus {
-            code: self.code as i32,
-            message: self.message.clone(),
-            details,
-        }
+        RpcStatus::new(self.code as i32, self.message.clone(), self.retry_after)
     }
 
     /// The gRPC status, with the `RetryInfo` in `grpc-status-details-bin`.
@@ -147,6 +93,7 @@ fn json_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::rpc_status::{ProtoDuration, RetryInfo};
 
     #[test]
     fn protobuf_body_is_a_google_rpc_status_with_retry_info() {

@@ -23,9 +23,9 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use super::status::{RetryInfo, RpcStatus};
 use super::{PassthroughCodec, TRACE_EXPORT_PATH};
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
+use crate::grpc::rpc_status::{RetryInfo, RpcStatus};
 use crate::receiver::{ReceiverConfig, RunningReceiver, StartError};
 use tracegate_model::otlp::{
     any_value, span, status, AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue,
