@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{BufMut, Bytes};
 use http::uri::{Authority, PathAndQuery};
 use http::Uri;
 use hyper_util::rt::TokioIo;
@@ -20,7 +19,7 @@ use prost::Message;
 use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use tokio::net::TcpStream;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -30,10 +29,8 @@ use tracegate_model::SpanBatch;
 use super::delivery::{error, validate_headers, Compression, QueueConfig, RetryConfig};
 use super::{Delivered, ExportError, Exporter};
 use crate::config::ComponentError;
-use crate::grpc::rpc_status;
+use crate::grpc::{rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
 use crate::tls::TlsClientConfig;
-
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// `exporters: otlp:` (also `otlp_grpc`, `tempo`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -308,12 +305,16 @@ impl Exporter for OtlpGrpcExporter {
             grpc.ready()
                 .await
                 .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
-            grpc.unary(
-                request,
-                PathAndQuery::from_static(EXPORT_PATH),
-                PassThroughCodec,
-            )
-            .await
+            let response = grpc
+                .unary(
+                    request,
+                    PathAndQuery::from_static(TRACE_EXPORT_PATH),
+                    PassthroughCodec,
+                )
+                .await?;
+            // The response is small; only its partial success is read.
+            ExportTraceServiceResponse::decode(response.into_inner())
+                .map_err(|e| Status::internal(format!("malformed ExportTraceServiceResponse: {e}")))
         };
         match tokio::time::timeout(self.timeout, call).await {
             Err(_) => Err(ExportError::Retryable {
@@ -324,7 +325,7 @@ impl Exporter for OtlpGrpcExporter {
                 retry_after: None,
             }),
             Ok(Ok(response)) => {
-                let partial = response.into_inner().partial_success.unwrap_or_default();
+                let partial = response.partial_success.unwrap_or_default();
                 Ok(Delivered {
                     rejected_spans: partial.rejected_spans.max(0) as u64,
                     message: partial.error_message,
@@ -366,51 +367,6 @@ fn classify(status: &Status) -> ExportError {
         }
     } else {
         ExportError::Permanent(message)
-    }
-}
-
-/// Sends the batch's encoded request bytes as the message and decodes the
-/// (small) response with prost.
-struct PassThroughCodec;
-
-struct RawRequestEncoder;
-
-struct ResponseDecoder;
-
-impl Codec for PassThroughCodec {
-    type Encode = Bytes;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = RawRequestEncoder;
-    type Decoder = ResponseDecoder;
-
-    fn encoder(&mut self) -> RawRequestEncoder {
-        RawRequestEncoder
-    }
-
-    fn decoder(&mut self) -> ResponseDecoder {
-        ResponseDecoder
-    }
-}
-
-impl Encoder for RawRequestEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.reserve(item.len());
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for ResponseDecoder {
-    type Item = ExportTraceServiceResponse;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        ExportTraceServiceResponse::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("malformed ExportTraceServiceResponse: {e}")))
     }
 }
 

@@ -1,5 +1,5 @@
 //! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`
-//! served by tonic's unary handler with a pass-through codec, so the
+//! served by tonic's unary handler with the pass-through codec, so the
 //! request reaches the scanner as the bytes that came off the wire
 //! (decompressed by tonic, capped at `max_recv_msg_size_mib`).
 
@@ -8,68 +8,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::{Code, Status};
 
 use super::counters::{RejectReason, TransportCounters};
 use super::status::{ExportFailure, DEFAULT_RETRY_AFTER};
 use crate::consumer::{ConsumeError, NextConsumer};
+use crate::grpc::{PassthroughCodec, TRACE_EXPORT_PATH};
 use tracegate_model::SpanBatch;
-
-/// The one method tracegate serves over gRPC.
-pub const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
-/// A tonic codec that moves messages as encoded bytes: decoding hands over
-/// the (decompressed) message without copying, encoding writes the bytes
-/// as they are.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PassthroughCodec;
-
-/// [`PassthroughCodec`]'s encoder.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PassthroughEncoder;
-
-/// [`PassthroughCodec`]'s decoder.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PassthroughDecoder;
-
-impl Codec for PassthroughCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = PassthroughEncoder;
-    type Decoder = PassthroughDecoder;
-
-    fn encoder(&mut self) -> PassthroughEncoder {
-        PassthroughEncoder
-    }
-
-    fn decoder(&mut self) -> PassthroughDecoder {
-        PassthroughDecoder
-    }
-}
-
-impl Encoder for PassthroughEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for PassthroughDecoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        // DecodeBuf over a BytesMut: this splits the buffer, no copy.
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
 
 /// State shared by every connection of one gRPC listener.
 pub(crate) struct GrpcReceiver {

@@ -22,12 +22,14 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+pub use crate::grpc::{
+    PassthroughCodec, PassthroughDecoder, PassthroughEncoder, TRACE_EXPORT_PATH,
+};
 pub use config::{
     Config, CorsConfig, GrpcConfig, HttpConfig, KeepaliveConfig, KeepaliveEnforcementPolicy,
     KeepaliveServerParameters, Protocols, DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT,
     DEFAULT_MAX_RECV_MSG_SIZE_MIB, DEFAULT_MAX_REQUEST_BODY_SIZE,
 };
-pub use grpc::{PassthroughCodec, PassthroughDecoder, PassthroughEncoder, TRACE_EXPORT_PATH};
 
 fn tls_acceptor(
     tls: Option<&TlsServerConfig>,
