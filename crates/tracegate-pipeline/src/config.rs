@@ -2,7 +2,12 @@
 //! its typed `Config`, with errors that name the key's path and, for a
 //! misspelt key or value, the nearest valid one.
 
-use serde::de::DeserializeOwned;
+use std::cell::RefCell;
+
+use serde::de::value::BorrowedStrDeserializer;
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use serde_path_to_error::Segment;
 
 /// A config error inside one component; the loader prefixes the component's
 /// own path (`receivers::otlp::`).
@@ -17,36 +22,299 @@ pub struct ComponentError {
     pub message: String,
 }
 
-/// Deserializes a component's config. A `null` (a key written with no
-/// value, as in `batch:`) means all defaults. Unknown keys and values are
-/// reported with the nearest valid spelling.
-pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ComponentError> {
-    let value = if value.is_null() {
-        serde_json::Value::Object(Default::default())
+/// Deserializes a component's config. A key written with no value (`null`,
+/// as in `batch:` or `sending_queue:`) means defaults, as in the
+/// collector, at any depth: a struct, map or list written so is empty, an
+/// optional value is unset, and any other struct field so written is
+/// treated as left out, so it keeps its own default. Unknown keys and
+/// values are reported with the nearest valid spelling.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ComponentError> {
+    let mut value = if value.is_null() {
+        Value::Object(Default::default())
     } else {
         value
     };
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let raw = e.inner().to_string();
-        let mut path = e.path().to_string();
-        if path == "." {
-            path.clear();
+    loop {
+        let structs = RefCell::new(Vec::new());
+        let error = match serde_path_to_error::deserialize(NullMeansDefault {
+            value: &value,
+            structs: &structs,
+        }) {
+            Ok(config) => return Ok(config),
+            Err(error) => error,
+        };
+        // A null that its field's type cannot take as empty (a scalar, an
+        // enum, a duration): leave the key out and try again, so the field
+        // gets its default. Each round removes one key, so this ends.
+        let raw = error.inner().to_string();
+        if explain_unknown(&raw).is_none()
+            && remove_null_struct_field(&mut value, error.path(), &structs.into_inner())
+        {
+            continue;
         }
-        match explain_unknown(&raw) {
-            Some(unknown) => {
-                // serde_path_to_error's path ends with the unknown key itself;
-                // the error belongs to the mapping that holds it.
-                if unknown.is_field {
-                    path = parent_path(&path).to_string();
-                }
-                ComponentError {
-                    path,
-                    message: unknown.message,
-                }
+        return Err(component_error(error, raw));
+    }
+}
+
+fn component_error(
+    e: serde_path_to_error::Error<serde_json::Error>,
+    raw: String,
+) -> ComponentError {
+    let mut path = e.path().to_string();
+    if path == "." {
+        path.clear();
+    }
+    match explain_unknown(&raw) {
+        Some(unknown) => {
+            // serde_path_to_error's path ends with the unknown key itself;
+            // the error belongs to the mapping that holds it.
+            if unknown.is_field {
+                path = parent_path(&path).to_string();
             }
-            None => ComponentError { path, message: raw },
+            ComponentError {
+                path,
+                message: unknown.message,
+            }
         }
-    })
+        None => ComponentError { path, message: raw },
+    }
+}
+
+/// Removes the key at `path` if it holds `null` and belongs to a mapping
+/// that was read as a struct (`structs`, by address): a user's own map,
+/// such as `headers`, keeps its keys. `false` when there is no such key.
+fn remove_null_struct_field(
+    value: &mut Value,
+    path: &serde_path_to_error::Path,
+    structs: &[*const Map<String, Value>],
+) -> bool {
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut parent = value;
+    for segment in parents {
+        let next = match segment {
+            Segment::Map { key } => parent.get_mut(key.as_str()),
+            Segment::Seq { index } => parent.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(next) => parent = next,
+            None => return false,
+        }
+    }
+    match parent.as_object_mut() {
+        Some(map)
+            if structs.contains(&(map as *const Map<String, Value>))
+                && map.get(key.as_str()).is_some_and(Value::is_null) =>
+        {
+            map.remove(key.as_str());
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A `serde_json::Value` deserializer that presents `null` as an empty
+/// mapping when a struct or map is asked for, as an empty list for a
+/// sequence, and as `None` for an option; everything else is the
+/// `Value`'s own. It notes the address of every mapping read as a struct,
+/// for [`remove_null_struct_field`].
+#[derive(Clone, Copy)]
+struct NullMeansDefault<'a> {
+    value: &'a Value,
+    structs: &'a RefCell<Vec<*const Map<String, Value>>>,
+}
+
+impl<'a> NullMeansDefault<'a> {
+    fn map<V: Visitor<'a>>(
+        self,
+        entries: impl Iterator<Item = (&'a String, &'a Value)>,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        visitor.visit_map(Entries {
+            entries,
+            pending: None,
+            structs: self.structs,
+        })
+    }
+
+    fn seq<V: Visitor<'a>>(
+        self,
+        items: std::slice::Iter<'a, Value>,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        visitor.visit_seq(Items {
+            items,
+            structs: self.structs,
+        })
+    }
+}
+
+macro_rules! the_values_own {
+    ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
+        $(
+            fn $method<V: Visitor<'a>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, serde_json::Error> {
+                self.value.$method($($arg,)* visitor)
+            }
+        )*
+    };
+}
+
+impl<'a> Deserializer<'a> for NullMeansDefault<'a> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, serde_json::Error> {
+        match self.value {
+            Value::Object(map) => self.map(map.iter(), visitor),
+            Value::Array(items) => self.seq(items.iter(), visitor),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, serde_json::Error> {
+        match self.value {
+            Value::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'a>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        match self.value {
+            Value::Null => self.map(std::iter::empty(), visitor),
+            Value::Object(map) => {
+                self.structs
+                    .borrow_mut()
+                    .push(map as *const Map<String, Value>);
+                self.map(map.iter(), visitor)
+            }
+            other => other.deserialize_struct(name, fields, visitor),
+        }
+    }
+
+    fn deserialize_map<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, serde_json::Error> {
+        match self.value {
+            Value::Null => self.map(std::iter::empty(), visitor),
+            Value::Object(map) => self.map(map.iter(), visitor),
+            other => other.deserialize_map(visitor),
+        }
+    }
+
+    fn deserialize_seq<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, serde_json::Error> {
+        match self.value {
+            Value::Null => self.seq([].iter(), visitor),
+            Value::Array(items) => self.seq(items.iter(), visitor),
+            other => other.deserialize_seq(visitor),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'a>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    the_values_own! {
+        deserialize_bool(),
+        deserialize_i8(),
+        deserialize_i16(),
+        deserialize_i32(),
+        deserialize_i64(),
+        deserialize_i128(),
+        deserialize_u8(),
+        deserialize_u16(),
+        deserialize_u32(),
+        deserialize_u64(),
+        deserialize_u128(),
+        deserialize_f32(),
+        deserialize_f64(),
+        deserialize_char(),
+        deserialize_str(),
+        deserialize_string(),
+        deserialize_bytes(),
+        deserialize_byte_buf(),
+        deserialize_unit(),
+        deserialize_unit_struct(name: &'static str),
+        deserialize_tuple(len: usize),
+        deserialize_tuple_struct(name: &'static str, len: usize),
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]),
+        deserialize_identifier(),
+        deserialize_ignored_any(),
+    }
+}
+
+/// A mapping's entries, each value read with [`NullMeansDefault`].
+struct Entries<'a, I> {
+    entries: I,
+    pending: Option<&'a Value>,
+    structs: &'a RefCell<Vec<*const Map<String, Value>>>,
+}
+
+impl<'a, I: Iterator<Item = (&'a String, &'a Value)>> MapAccess<'a> for Entries<'a, I> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'a>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, serde_json::Error> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        self.pending = Some(value);
+        seed.deserialize(BorrowedStrDeserializer::new(key))
+            .map(Some)
+    }
+
+    fn next_value_seed<S: DeserializeSeed<'a>>(
+        &mut self,
+        seed: S,
+    ) -> Result<S::Value, serde_json::Error> {
+        let value = self
+            .pending
+            .take()
+            .ok_or_else(|| serde::de::Error::custom("a value was asked for before its key"))?;
+        seed.deserialize(NullMeansDefault {
+            value,
+            structs: self.structs,
+        })
+    }
+}
+
+/// A list's items, each read with [`NullMeansDefault`].
+struct Items<'a> {
+    items: std::slice::Iter<'a, Value>,
+    structs: &'a RefCell<Vec<*const Map<String, Value>>>,
+}
+
+impl<'a> SeqAccess<'a> for Items<'a> {
+    type Error = serde_json::Error;
+
+    fn next_element_seed<S: DeserializeSeed<'a>>(
+        &mut self,
+        seed: S,
+    ) -> Result<Option<S::Value>, serde_json::Error> {
+        self.items
+            .next()
+            .map(|value| {
+                seed.deserialize(NullMeansDefault {
+                    value,
+                    structs: self.structs,
+                })
+            })
+            .transpose()
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.items.len())
+    }
 }
 
 /// Drops the last segment of a dotted path (`a.b[2].c` → `a.b[2]`).
@@ -186,7 +454,7 @@ mod tests {
         list: Vec<Grpc>,
     }
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Deserialize, PartialEq)]
     #[serde(rename_all = "snake_case")]
     enum Verbosity {
         Basic,
@@ -259,6 +527,100 @@ mod tests {
             from_value::<Batch>(serde_json::Value::Null),
             Ok(Batch::default())
         );
+    }
+
+    /// A section whose keys were all written with no value.
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Sections {
+        #[serde(default)]
+        queue: Queue,
+        #[serde(default)]
+        headers: std::collections::BTreeMap<String, String>,
+        #[serde(default)]
+        names: Vec<String>,
+        #[serde(default)]
+        items: Vec<Queue>,
+        keepalive: Option<Queue>,
+        #[serde(default = "gzip")]
+        compression: String,
+        #[serde(default)]
+        verbosity: Option<Verbosity>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Queue {
+        #[serde(default = "ten")]
+        size: u32,
+    }
+
+    impl Default for Queue {
+        fn default() -> Self {
+            Queue { size: ten() }
+        }
+    }
+
+    fn ten() -> u32 {
+        10
+    }
+
+    fn gzip() -> String {
+        "gzip".into()
+    }
+
+    #[test]
+    fn a_nested_key_with_no_value_means_its_defaults() {
+        let all_empty = from_value::<Sections>(serde_json::json!({
+            "queue": null, "headers": null, "names": null, "items": [null, {"size": 3}],
+            "keepalive": null, "compression": null, "verbosity": null,
+        }))
+        .unwrap();
+        assert_eq!(
+            all_empty,
+            Sections {
+                queue: Queue { size: 10 },
+                headers: Default::default(),
+                names: vec![],
+                items: vec![Queue { size: 10 }, Queue { size: 3 }],
+                keepalive: None,
+                compression: "gzip".into(),
+                verbosity: None,
+            }
+        );
+        assert_eq!(
+            all_empty,
+            from_value(serde_json::json!({"items": [{}, {"size": 3}]})).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_key_with_no_value_is_still_checked() {
+        // An unknown key is unknown with or without a value.
+        let e = from_value::<Sections>(serde_json::json!({"queu": null})).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("", r#"unknown field "queu", did you mean "queue"?"#)
+        );
+        let e = from_value::<Sections>(serde_json::json!({"queue": {"sise": null}})).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("queue", r#"unknown field "sise", did you mean "size"?"#)
+        );
+        // A user's own map keeps its keys: a header needs a value.
+        let e =
+            from_value::<Sections>(serde_json::json!({"headers": {"x-token": null}})).unwrap_err();
+        assert_eq!(e.path, "headers.x-token");
+        assert!(e.message.starts_with("invalid type: null"), "{}", e.message);
+        // A required field written with no value is missing.
+        let e = err(serde_json::json!({"grpc": {"endpoint": null}}));
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("grpc", "missing field `endpoint`")
+        );
+        // A list item that must be a value stays an error.
+        let e = from_value::<Sections>(serde_json::json!({"names": ["a", null]})).unwrap_err();
+        assert_eq!(e.path, "names[1]");
     }
 
     #[test]

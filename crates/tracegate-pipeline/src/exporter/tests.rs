@@ -749,3 +749,72 @@ fn kinds_and_aliases_parse() {
     );
     assert_eq!(seed.validate(), Ok(vec![]));
 }
+
+/// A section written with no value (`sending_queue:`) is the same as the
+/// section left out, as in the collector.
+#[test]
+fn sections_with_no_value_mean_their_defaults() {
+    for (kind, endpoint) in [("otlp", "tempo:4317"), ("otlphttp", "http://tempo:4318")] {
+        let empty = config(
+            kind,
+            serde_json::json!({
+                "endpoint": endpoint,
+                "sending_queue": null,
+                "retry_on_failure": null,
+                "tls": null,
+                "headers": null,
+                "compression": null,
+                "timeout": null,
+            }),
+        );
+        assert_eq!(
+            empty,
+            config(kind, serde_json::json!({"endpoint": endpoint})),
+            "{kind}"
+        );
+        assert!(empty.validate().is_ok(), "{kind}");
+    }
+    let grpc = config(
+        "otlp",
+        serde_json::json!({"endpoint": "tempo:4317", "keepalive": null, "authority": null}),
+    );
+    assert_eq!(
+        grpc,
+        config("otlp", serde_json::json!({"endpoint": "tempo:4317"}))
+    );
+    for (kind, value) in [
+        (
+            "debug",
+            serde_json::json!({"sending_queue": null, "verbosity": null}),
+        ),
+        (
+            "file",
+            serde_json::json!({"path": "x", "rotation": null, "sending_queue": null}),
+        ),
+    ] {
+        let mut defaults = value.clone();
+        defaults
+            .as_object_mut()
+            .unwrap()
+            .retain(|_, v| !v.is_null());
+        assert_eq!(config(kind, value), config(kind, defaults), "{kind}");
+    }
+    // Misspelt keys are still found, with or without a value.
+    for (value, path, message) in [
+        (
+            serde_json::json!({"endpoint": "t:1", "tls": null, "sending_queue": {"queue_sise": 5}}),
+            "sending_queue",
+            r#"unknown field "queue_sise", did you mean "queue_size"?"#,
+        ),
+        (
+            serde_json::json!({"endpoint": "t:1", "retry_on_failur": null}),
+            "",
+            r#"unknown field "retry_on_failur", did you mean "retry_on_failure"?"#,
+        ),
+    ] {
+        let err = ExporterConfig::from_value("otlp", value)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!((err.path.as_str(), err.message.as_str()), (path, message));
+    }
+}

@@ -26,7 +26,7 @@ pub struct Config {
     /// The protocols to serve. A protocol written with no value (`grpc:`)
     /// is served with its defaults; a protocol left out is not served. At
     /// least one is required.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default)]
     pub protocols: Protocols,
 }
 
@@ -43,22 +43,15 @@ pub struct Protocols {
     pub http: Option<HttpConfig>,
 }
 
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-/// A key that is present, even with no value (`grpc:`), turns the protocol
-/// on with defaults.
+/// A key that is present, even with no value (`grpc:`, which
+/// [`crate::config::from_value`] reads as an empty section), turns the
+/// protocol on.
 fn present_means_enabled<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
+    T: Deserialize<'de>,
 {
-    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
+    T::deserialize(d).map(Some)
 }
 
 /// `protocols: grpc:`.
