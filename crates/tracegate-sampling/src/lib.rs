@@ -3,3 +3,5 @@
 //! time is passed in (DESIGN.md §3, §4). Filled by the tail- and
 //! head-sampling issues.
 #![forbid(unsafe_code)]
+
+pub mod tail;

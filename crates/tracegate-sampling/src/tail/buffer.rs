@@ -1,0 +1,875 @@
+//! The trace buffer: pending traces held until they are decided, sharded
+//! by trace id with each [`TraceShard`] owned by one worker (DESIGN.md §3).
+//!
+//! A shard owns its pending traces (spans copied out of the request, so a
+//! dropped majority does not pin request buffers), the aggregates policies
+//! need (kept as spans arrive), its decision timers and its decision
+//! caches. It never takes a lock; policies are reached through a
+//! [`Decider`], which the caller may share between shards (rate budgets
+//! are per processor in the collector, not per shard).
+//!
+//! Timing, bounds and late spans follow the collector's processor:
+//! - a trace is decided `decision_wait` after its first span, or
+//!   `decision_wait_after_root_received` after its root span if that is
+//!   sooner;
+//! - a trace growing past `maximum_trace_size_bytes` is not sampled at
+//!   once (counted as too large); one growing past tracegate's
+//!   `max_spans_per_trace` is decided at once by the policies;
+//! - when `num_traces` is reached, the oldest trace gives way. The
+//!   collector silently deletes it even if undecided; tracegate decides an
+//!   undecided one early instead and counts it. With `block_on_overflow`
+//!   a new trace waits (the caller retries) until a pending one is decided;
+//! - the byte budget for pending spans is tracegate's own: over it, the
+//!   oldest pending traces are decided early, counted;
+//! - a decided trace is remembered in the decision cache of its outcome
+//!   when that cache is enabled; otherwise, as in the collector, it stays
+//!   in the table (spans released) until `num_traces` pushes it out. A late
+//!   span follows a remembered decision at once; a forgotten trace starts
+//!   over as a new pending trace.
+
+use std::collections::{HashMap, VecDeque};
+use std::mem;
+use std::time::Duration;
+
+use tracegate_model::{SpanBatch, StatusCode};
+
+use super::cache::LruMap;
+use super::policy::{Decision, PolicySet, TraceView, Verdict};
+use super::{shard_of, TraceId};
+
+/// Decides traces: the policies, possibly shared between shards.
+pub trait Decider {
+    fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict;
+}
+
+impl Decider for PolicySet {
+    fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
+        PolicySet::decide(self, trace, now)
+    }
+}
+
+/// The buffer's bounds and timings, for the whole buffer (a shard gets its
+/// share of the counts and bytes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceBufferSettings {
+    pub decision_wait: Duration,
+    /// Zero: off.
+    pub decision_wait_after_root_received: Duration,
+    pub num_traces: u64,
+    /// Budget for the memory of pending spans (encoded bytes plus their
+    /// index); zero: none.
+    pub max_buffered_bytes: u64,
+    /// A trace whose `ResourceSpans` grow past this is not sampled; zero:
+    /// no limit.
+    pub maximum_trace_size_bytes: u64,
+    /// A trace with more spans is decided at once; zero: no limit.
+    pub max_spans_per_trace: u64,
+    pub block_on_overflow: bool,
+    pub sampled_cache_size: usize,
+    pub non_sampled_cache_size: usize,
+}
+
+impl Default for TraceBufferSettings {
+    fn default() -> Self {
+        TraceBufferSettings {
+            decision_wait: Duration::from_secs(30),
+            decision_wait_after_root_received: Duration::ZERO,
+            num_traces: 50_000,
+            max_buffered_bytes: 0,
+            maximum_trace_size_bytes: 0,
+            max_spans_per_trace: 0,
+            block_on_overflow: false,
+            sampled_cache_size: 0,
+            non_sampled_cache_size: 0,
+        }
+    }
+}
+
+impl TraceBufferSettings {
+    /// This shard's share of the bounds (rounded up, so the shards together
+    /// hold at least the configured amount).
+    fn for_shard(&self, shards: usize) -> TraceBufferSettings {
+        let n = shards.max(1) as u64;
+        TraceBufferSettings {
+            num_traces: self.num_traces.div_ceil(n).max(1),
+            max_buffered_bytes: self.max_buffered_bytes.div_ceil(n),
+            sampled_cache_size: self.sampled_cache_size.div_ceil(n as usize),
+            non_sampled_cache_size: self.non_sampled_cache_size.div_ceil(n as usize),
+            ..self.clone()
+        }
+    }
+}
+
+/// Why a trace was decided when it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DecisionReason {
+    /// `decision_wait` after its first span.
+    DecisionWait,
+    /// `decision_wait_after_root_received` after its root span.
+    RootReceived,
+    /// Over `max_spans_per_trace`: decided by the policies at once.
+    TooManySpans,
+    /// Over `maximum_trace_size_bytes`: not sampled, without evaluation.
+    TooLarge,
+    /// Early, to make room under `num_traces`.
+    NumTracesFull,
+    /// Early, to stay within the byte budget.
+    BytesFull,
+    /// On shutdown.
+    Shutdown,
+}
+
+impl DecisionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionReason::DecisionWait => "decision_wait",
+            DecisionReason::RootReceived => "root_received",
+            DecisionReason::TooManySpans => "max_spans_per_trace",
+            DecisionReason::TooLarge => "maximum_trace_size_bytes",
+            DecisionReason::NumTracesFull => "num_traces",
+            DecisionReason::BytesFull => "max_buffered_bytes",
+            DecisionReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// Decided before its time to respect a bound.
+    pub fn is_early(self) -> bool {
+        matches!(
+            self,
+            DecisionReason::TooManySpans
+                | DecisionReason::NumTracesFull
+                | DecisionReason::BytesFull
+        )
+    }
+}
+
+/// A trace that was just decided.
+#[derive(Debug, Clone)]
+pub struct DecidedTrace {
+    pub trace_id: TraceId,
+    pub verdict: Verdict,
+    pub reason: DecisionReason,
+    pub span_count: u64,
+    /// From its first span to its decision.
+    pub waited: Duration,
+}
+
+/// What calls on a shard hand back: spans to pass on, decisions made, and
+/// late spans seen. Reused across calls; the caller drains it.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// Spans of sampled traces (and late spans of sampled traces), each
+    /// batch in the original resource/scope structure.
+    pub sampled: Vec<SpanBatch>,
+    pub decided: Vec<DecidedTrace>,
+    /// For each batch of late spans of a trace still in the table: how long
+    /// after the decision it came (the collector's `late_span_age`).
+    pub late_span_ages: Vec<Duration>,
+}
+
+impl Released {
+    pub fn clear(&mut self) {
+        self.sampled.clear();
+        self.decided.clear();
+        self.late_span_ages.clear();
+    }
+}
+
+/// Cumulative counters of a shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Traces that started pending (`new_trace_id_received`).
+    pub new_traces: u64,
+    /// Late spans released at once by the sampled / non-sampled decision
+    /// cache (`early_releases_from_cache_decision`).
+    pub cache_released_sampled_spans: u64,
+    pub cache_released_not_sampled_spans: u64,
+    /// Late spans of a decided trace still in the table.
+    pub late_sampled_spans: u64,
+    pub late_not_sampled_spans: u64,
+    /// Traces not sampled for `maximum_trace_size_bytes`
+    /// (`traces_dropped_too_large`).
+    pub traces_too_large: u64,
+    /// Traces decided early: for `num_traces`, the byte budget,
+    /// `max_spans_per_trace`.
+    pub early_num_traces: u64,
+    pub early_bytes: u64,
+    pub early_max_spans: u64,
+    /// Spans not passed on, by why: not sampled by the policies, dropped
+    /// by a drop policy, too large, late for a non-sampled decision.
+    pub spans_not_sampled: u64,
+    pub spans_dropped_by_policy: u64,
+    pub spans_too_large: u64,
+    pub spans_late_not_sampled: u64,
+    /// Spans passed on as part of a sampled decision.
+    pub spans_sampled: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    Pending,
+    /// Decided and remembered in the table (its decision cache is off).
+    Decided {
+        sampled: bool,
+        at: Duration,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    first_seen: Duration,
+    state: State,
+    batches: Vec<SpanBatch>,
+    span_count: u64,
+    /// `ResourceSpans` bytes, as the collector sizes a trace.
+    byte_size: u64,
+    /// What the spans cost in memory (encoded bytes plus index).
+    memory: u64,
+    statuses: u8,
+    root_seen: bool,
+    min_start: u64,
+    max_end: u64,
+}
+
+/// One worker's share of the pending traces.
+#[derive(Debug)]
+pub struct TraceShard {
+    settings: TraceBufferSettings,
+    table: HashMap<TraceId, Entry>,
+    /// (deadline, id, seq) in first-seen order: `decision_wait` is constant,
+    /// so first-seen order is deadline order.
+    wait_queue: VecDeque<(Duration, TraceId, u64)>,
+    /// Same for root deadlines (`decision_wait_after_root_received`).
+    root_queue: VecDeque<(Duration, TraceId, u64)>,
+    /// (id, seq) in first-seen order: who gives way first under
+    /// `num_traces` and the byte budget. Stale entries are skipped.
+    arrivals: VecDeque<(TraceId, u64)>,
+    pending: u64,
+    memory: u64,
+    next_seq: u64,
+    sampled_cache: LruMap<TraceId, Option<usize>>,
+    not_sampled_cache: LruMap<TraceId, ()>,
+    stats: ShardStats,
+    /// Reused grouping of a batch's spans by trace.
+    groups: HashMap<TraceId, Vec<u32>>,
+}
+
+/// Memory of a stored batch: its bytes and its index.
+pub(crate) fn memory_of(batch: &SpanBatch) -> u64 {
+    (batch.encoded_len()
+        + mem::size_of_val(batch.spans())
+        + mem::size_of_val(batch.scopes())
+        + mem::size_of_val(batch.resources())
+        + mem::size_of::<SpanBatch>()) as u64
+}
+
+/// `ResourceSpans` bytes of a batch, as the collector's
+/// `ProtoMarshaler.ResourceSpansSize` counts them.
+fn resource_spans_size(batch: &SpanBatch) -> u64 {
+    batch
+        .resources()
+        .iter()
+        .map(|r| u64::from(r.body.end - r.body.start))
+        .sum()
+}
+
+impl TraceShard {
+    /// A shard holding the whole of `settings` (use
+    /// [`TraceBuffer::new`] for several shards).
+    pub fn new(settings: TraceBufferSettings) -> TraceShard {
+        TraceShard {
+            sampled_cache: LruMap::new(settings.sampled_cache_size),
+            not_sampled_cache: LruMap::new(settings.non_sampled_cache_size),
+            settings,
+            table: HashMap::new(),
+            wait_queue: VecDeque::new(),
+            root_queue: VecDeque::new(),
+            arrivals: VecDeque::new(),
+            pending: 0,
+            memory: 0,
+            next_seq: 0,
+            stats: ShardStats::default(),
+            groups: HashMap::new(),
+        }
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        self.stats
+    }
+
+    /// Traces waiting for a decision.
+    pub fn pending_traces(&self) -> u64 {
+        self.pending
+    }
+
+    /// Traces in the table: pending plus decided ones remembered there.
+    pub fn traces_in_table(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Memory of the pending spans, as the byte budget counts it.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.memory
+    }
+
+    /// When the next trace falls due, if any is pending.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        let a = self.wait_queue.front().map(|e| e.0);
+        let b = self.root_queue.front().map(|e| e.0);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes in every span of `batch`. Returns the spans that could not be
+    /// taken because `block_on_overflow` holds new traces back while the
+    /// table is full; retry them after [`Self::poll`] has decided some.
+    pub fn insert(
+        &mut self,
+        batch: &SpanBatch,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> Option<SpanBatch> {
+        self.insert_spans(batch, 0..batch.len() as u32, now, decider, out)
+    }
+
+    /// Like [`Self::insert`] for the spans at `spans` only.
+    pub fn insert_spans(
+        &mut self,
+        batch: &SpanBatch,
+        spans: impl IntoIterator<Item = u32>,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> Option<SpanBatch> {
+        let mut groups = mem::take(&mut self.groups);
+        let mut order: Vec<TraceId> = Vec::new();
+        for i in spans {
+            let id = batch.spans()[i as usize].trace_id;
+            let group = groups.entry(id).or_default();
+            if group.is_empty() {
+                order.push(id);
+            }
+            group.push(i);
+        }
+        let mut held_back: Vec<u32> = Vec::new();
+        for id in order {
+            let Some(indices) = groups.get_mut(&id) else {
+                continue;
+            };
+            if !self.take_trace_spans(batch, id, indices, now, decider, out) {
+                held_back.extend_from_slice(indices);
+            }
+            indices.clear();
+        }
+        // Keep the grouping's allocations, but not an ever-growing map.
+        if groups.len() > 4096 {
+            groups = HashMap::new();
+        } else {
+            groups.retain(|_, v| v.capacity() <= 64);
+        }
+        self.groups = groups;
+        self.enforce_byte_budget(now, decider, out);
+        if held_back.is_empty() {
+            None
+        } else {
+            Some(batch.select(&held_back))
+        }
+    }
+
+    /// Spans of one trace from one batch. `false`: held back (blocked).
+    fn take_trace_spans(
+        &mut self,
+        batch: &SpanBatch,
+        id: TraceId,
+        indices: &[u32],
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> bool {
+        let count = indices.len() as u64;
+        if let Some(entry) = self.table.get(&id) {
+            if let State::Decided { sampled, at } = entry.state {
+                out.late_span_ages.push(now.saturating_sub(at));
+                if sampled {
+                    self.stats.late_sampled_spans += count;
+                    self.stats.spans_sampled += count;
+                    out.sampled.push(batch.select(indices));
+                } else {
+                    self.stats.late_not_sampled_spans += count;
+                    self.stats.spans_late_not_sampled += count;
+                }
+                return true;
+            }
+        } else {
+            if self.sampled_cache.get(&id).is_some() {
+                self.stats.cache_released_sampled_spans += count;
+                self.stats.spans_sampled += count;
+                out.sampled.push(batch.select(indices));
+                return true;
+            }
+            if self.not_sampled_cache.get(&id).is_some() {
+                self.stats.cache_released_not_sampled_spans += count;
+                self.stats.spans_late_not_sampled += count;
+                return true;
+            }
+            if !self.make_room(now, decider, out) {
+                return false;
+            }
+            self.start_trace(id, now);
+        }
+        self.append(batch, id, indices, now, decider, out);
+        true
+    }
+
+    fn start_trace(&mut self, id: TraceId, now: Duration) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.table.insert(
+            id,
+            Entry {
+                seq,
+                first_seen: now,
+                state: State::Pending,
+                batches: Vec::new(),
+                span_count: 0,
+                byte_size: 0,
+                memory: 0,
+                statuses: 0,
+                root_seen: false,
+                min_start: u64::MAX,
+                max_end: 0,
+            },
+        );
+        self.pending += 1;
+        self.stats.new_traces += 1;
+        self.wait_queue
+            .push_back((now + self.settings.decision_wait, id, seq));
+        self.arrivals.push_back((id, seq));
+        self.compact_arrivals();
+    }
+
+    /// Appends spans to a pending trace and applies the per-trace limits.
+    fn append(
+        &mut self,
+        batch: &SpanBatch,
+        id: TraceId,
+        indices: &[u32],
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
+        let settings = &self.settings;
+        let Some(entry) = self.table.get_mut(&id) else {
+            return;
+        };
+        let stored = batch.select(indices);
+        let mut root = false;
+        for span in stored.spans() {
+            entry.statuses |= 1 << span.status as u8;
+            root |= span.is_root();
+            entry.min_start = entry.min_start.min(span.start_time_unix_nano);
+            entry.max_end = entry.max_end.max(span.end_time_unix_nano);
+        }
+        entry.span_count += stored.len() as u64;
+        entry.byte_size += resource_spans_size(&stored);
+        let memory = memory_of(&stored);
+        entry.memory += memory;
+        self.memory += memory;
+        entry.batches.push(stored);
+        if root && !entry.root_seen {
+            entry.root_seen = true;
+            let after_root = settings.decision_wait_after_root_received;
+            if !after_root.is_zero() {
+                let deadline = now + after_root;
+                if deadline < entry.first_seen + settings.decision_wait {
+                    self.root_queue.push_back((deadline, id, entry.seq));
+                }
+            }
+        }
+        let too_large = settings.maximum_trace_size_bytes > 0
+            && entry.byte_size > settings.maximum_trace_size_bytes;
+        let too_many =
+            settings.max_spans_per_trace > 0 && entry.span_count > settings.max_spans_per_trace;
+        if too_large {
+            self.decide(id, now, DecisionReason::TooLarge, decider, out);
+        } else if too_many {
+            self.decide(id, now, DecisionReason::TooManySpans, decider, out);
+        }
+    }
+
+    /// Frees a slot for a new trace if the table is full. `false` when
+    /// `block_on_overflow` says the new trace must wait.
+    fn make_room(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) -> bool {
+        while self.table.len() as u64 >= self.settings.num_traces {
+            if self.settings.block_on_overflow {
+                // Only decided traces remembered in the table may go; a
+                // pending one is waited for.
+                if !self.evict_oldest(true, now, decider, out) {
+                    return false;
+                }
+            } else if !self.evict_oldest(false, now, decider, out) {
+                return true;
+            }
+        }
+        true
+    }
+
+    /// Makes the oldest trace in the table give way: a decided one is
+    /// forgotten, a pending one decided early. With `decided_only`, the
+    /// oldest decided one. `false` when there was none to evict.
+    fn evict_oldest(
+        &mut self,
+        decided_only: bool,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> bool {
+        let mut skipped: Vec<(TraceId, u64)> = Vec::new();
+        let mut evicted = false;
+        while let Some((id, seq)) = self.arrivals.pop_front() {
+            let Some(entry) = self.table.get(&id).filter(|e| e.seq == seq) else {
+                continue;
+            };
+            match entry.state {
+                State::Decided { .. } => {
+                    self.table.remove(&id);
+                    evicted = true;
+                    break;
+                }
+                State::Pending if decided_only => skipped.push((id, seq)),
+                State::Pending => {
+                    // Stays in the table as decided (or leaves it), either
+                    // way the slot accounting below sees the change.
+                    self.decide(id, now, DecisionReason::NumTracesFull, decider, out);
+                    if let Some(e) = self.table.get(&id) {
+                        if e.seq == seq {
+                            self.table.remove(&id);
+                        }
+                    }
+                    evicted = true;
+                    break;
+                }
+            }
+        }
+        for s in skipped.into_iter().rev() {
+            self.arrivals.push_front(s);
+        }
+        evicted
+    }
+
+    /// Decides the oldest pending traces early while the pending spans'
+    /// memory is over budget.
+    fn enforce_byte_budget(
+        &mut self,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
+        let budget = self.settings.max_buffered_bytes;
+        if budget == 0 {
+            return;
+        }
+        let mut at = 0;
+        while self.memory > budget && at < self.arrivals.len() {
+            let (id, seq) = self.arrivals[at];
+            at += 1;
+            let pending = self
+                .table
+                .get(&id)
+                .is_some_and(|e| e.seq == seq && matches!(e.state, State::Pending));
+            if pending {
+                self.decide(id, now, DecisionReason::BytesFull, decider, out);
+            }
+        }
+    }
+
+    /// Decides every trace whose time has come.
+    pub fn poll(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) {
+        loop {
+            let wait_due = self.wait_queue.front().is_some_and(|e| e.0 <= now);
+            let root_due = self.root_queue.front().is_some_and(|e| e.0 <= now);
+            let (entry, reason) = match (wait_due, root_due) {
+                (false, false) => break,
+                (true, false) => (self.wait_queue.pop_front(), DecisionReason::DecisionWait),
+                (false, true) => (self.root_queue.pop_front(), DecisionReason::RootReceived),
+                (true, true) => {
+                    if self.root_queue[0].0 < self.wait_queue[0].0 {
+                        (self.root_queue.pop_front(), DecisionReason::RootReceived)
+                    } else {
+                        (self.wait_queue.pop_front(), DecisionReason::DecisionWait)
+                    }
+                }
+            };
+            let Some((_, id, seq)) = entry else { break };
+            let due = self
+                .table
+                .get(&id)
+                .is_some_and(|e| e.seq == seq && matches!(e.state, State::Pending));
+            if due {
+                self.decide(id, now, reason, decider, out);
+            }
+        }
+    }
+
+    /// Decides every pending trace now (shutdown), or with
+    /// `drop_pending` counts their spans as not sampled without deciding.
+    pub fn drain(
+        &mut self,
+        now: Duration,
+        drop_pending: bool,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
+        let ids: Vec<TraceId> = self
+            .arrivals
+            .iter()
+            .filter(|(id, seq)| {
+                self.table
+                    .get(id)
+                    .is_some_and(|e| e.seq == *seq && matches!(e.state, State::Pending))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if drop_pending {
+                if let Some(entry) = self.table.remove(&id) {
+                    self.pending -= 1;
+                    self.memory -= entry.memory;
+                    self.stats.spans_not_sampled += entry.span_count;
+                }
+            } else {
+                self.decide(id, now, DecisionReason::Shutdown, decider, out);
+            }
+        }
+    }
+
+    fn decide(
+        &mut self,
+        id: TraceId,
+        now: Duration,
+        reason: DecisionReason,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
+        let Some(entry) = self.table.get_mut(&id) else {
+            return;
+        };
+        if !matches!(entry.state, State::Pending) {
+            return;
+        }
+        let verdict = if reason == DecisionReason::TooLarge {
+            Verdict {
+                decision: Decision::NotSampled,
+                policy: None,
+            }
+        } else {
+            let view = TraceView {
+                trace_id: &id,
+                batches: &entry.batches,
+                span_count: entry.span_count,
+                byte_size: entry.byte_size,
+                statuses: entry.statuses,
+            };
+            decider.decide(&view, now)
+        };
+        let sampled = verdict.is_sampled();
+        let spans = entry.span_count;
+        self.pending -= 1;
+        self.memory -= entry.memory;
+        entry.memory = 0;
+        entry.state = State::Decided { sampled, at: now };
+        let batches = mem::take(&mut entry.batches);
+        out.decided.push(DecidedTrace {
+            trace_id: id,
+            verdict,
+            reason,
+            span_count: spans,
+            waited: now.saturating_sub(entry.first_seen),
+        });
+        match reason {
+            DecisionReason::TooLarge => {
+                self.stats.traces_too_large += 1;
+                self.stats.spans_too_large += spans;
+            }
+            DecisionReason::NumTracesFull => self.stats.early_num_traces += 1,
+            DecisionReason::BytesFull => self.stats.early_bytes += 1,
+            DecisionReason::TooManySpans => self.stats.early_max_spans += 1,
+            _ => {}
+        }
+        let remembered_by_cache = if sampled {
+            self.stats.spans_sampled += spans;
+            out.sampled.extend(batches);
+            self.sampled_cache.put(id, verdict.policy);
+            self.sampled_cache.capacity() > 0
+        } else {
+            if reason != DecisionReason::TooLarge {
+                if verdict.decision == Decision::Dropped {
+                    self.stats.spans_dropped_by_policy += spans;
+                } else {
+                    self.stats.spans_not_sampled += spans;
+                }
+            }
+            self.not_sampled_cache.put(id, ());
+            self.not_sampled_cache.capacity() > 0
+        };
+        if remembered_by_cache {
+            self.table.remove(&id);
+        }
+    }
+
+    /// Drops stale arrival entries once they outnumber live ones.
+    fn compact_arrivals(&mut self) {
+        if self.arrivals.len() > 2 * self.table.len() + 64 {
+            let table = &self.table;
+            self.arrivals
+                .retain(|(id, seq)| table.get(id).is_some_and(|e| e.seq == *seq));
+        }
+    }
+}
+
+/// The aggregates kept for a pending trace, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceAggregates {
+    pub span_count: u64,
+    pub byte_size: u64,
+    pub min_start: u64,
+    pub max_end: u64,
+    pub any_error: bool,
+    pub root_seen: bool,
+}
+
+impl TraceShard {
+    /// The aggregates of a pending trace.
+    pub fn aggregates(&self, id: &TraceId) -> Option<TraceAggregates> {
+        let e = self.table.get(id)?;
+        if !matches!(e.state, State::Pending) {
+            return None;
+        }
+        Some(TraceAggregates {
+            span_count: e.span_count,
+            byte_size: e.byte_size,
+            min_start: e.min_start,
+            max_end: e.max_end,
+            any_error: e.statuses & (1 << StatusCode::Error as u8) != 0,
+            root_seen: e.root_seen,
+        })
+    }
+}
+
+/// Several shards driven from one thread: for tests, benchmarks and
+/// callers without workers. The pipeline runs each shard on its own worker
+/// instead.
+#[derive(Debug)]
+pub struct TraceBuffer {
+    shards: Vec<TraceShard>,
+    routes: Vec<Vec<u32>>,
+}
+
+impl TraceBuffer {
+    /// `shards` shards sharing `settings`' bounds.
+    pub fn new(settings: &TraceBufferSettings, shards: usize) -> TraceBuffer {
+        let n = shards.max(1);
+        let per_shard = settings.for_shard(n);
+        TraceBuffer {
+            shards: (0..n).map(|_| TraceShard::new(per_shard.clone())).collect(),
+            routes: vec![Vec::new(); n],
+        }
+    }
+
+    /// The settings each shard of `shards` gets.
+    pub fn shard_settings(settings: &TraceBufferSettings, shards: usize) -> TraceBufferSettings {
+        settings.for_shard(shards)
+    }
+
+    pub fn shards(&self) -> &[TraceShard] {
+        &self.shards
+    }
+
+    /// Routes each span to its trace's shard. Returns spans held back by
+    /// `block_on_overflow`, one batch per blocked shard.
+    pub fn insert(
+        &mut self,
+        batch: &SpanBatch,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> Vec<SpanBatch> {
+        let n = self.shards.len();
+        for route in &mut self.routes {
+            route.clear();
+        }
+        for (i, span) in batch.spans().iter().enumerate() {
+            self.routes[shard_of(&span.trace_id, n)].push(i as u32);
+        }
+        let mut held = Vec::new();
+        for (shard, route) in self.shards.iter_mut().zip(&self.routes) {
+            if route.is_empty() {
+                continue;
+            }
+            if let Some(back) = shard.insert_spans(batch, route.iter().copied(), now, decider, out)
+            {
+                held.push(back);
+            }
+        }
+        held
+    }
+
+    pub fn poll(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) {
+        for shard in &mut self.shards {
+            shard.poll(now, decider, out);
+        }
+    }
+
+    pub fn drain(
+        &mut self,
+        now: Duration,
+        drop_pending: bool,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
+        for shard in &mut self.shards {
+            shard.drain(now, drop_pending, decider, out);
+        }
+    }
+
+    pub fn pending_traces(&self) -> u64 {
+        self.shards.iter().map(TraceShard::pending_traces).sum()
+    }
+
+    pub fn buffered_bytes(&self) -> u64 {
+        self.shards.iter().map(TraceShard::buffered_bytes).sum()
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let mut total = ShardStats::default();
+        for s in &self.shards {
+            let s = s.stats();
+            total.new_traces += s.new_traces;
+            total.cache_released_sampled_spans += s.cache_released_sampled_spans;
+            total.cache_released_not_sampled_spans += s.cache_released_not_sampled_spans;
+            total.late_sampled_spans += s.late_sampled_spans;
+            total.late_not_sampled_spans += s.late_not_sampled_spans;
+            total.traces_too_large += s.traces_too_large;
+            total.early_num_traces += s.early_num_traces;
+            total.early_bytes += s.early_bytes;
+            total.early_max_spans += s.early_max_spans;
+            total.spans_not_sampled += s.spans_not_sampled;
+            total.spans_dropped_by_policy += s.spans_dropped_by_policy;
+            total.spans_too_large += s.spans_too_large;
+            total.spans_late_not_sampled += s.spans_late_not_sampled;
+            total.spans_sampled += s.spans_sampled;
+        }
+        total
+    }
+
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.shards
+            .iter()
+            .filter_map(TraceShard::next_deadline)
+            .min()
+    }
+}

@@ -1,0 +1,1230 @@
+//! Built tail-sampling policies and the final decision over them, following
+//! the OpenTelemetry Collector's `tailsamplingprocessor` to the letter:
+//! which spans and resources each policy looks at, in which order, what an
+//! attribute of the wrong type reads as, how inverted matches vote, and how
+//! the votes combine (Dropped > InvertNotSampled > Sampled > InvertSampled).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use regex::Regex;
+use thiserror::Error;
+use tracegate_model::{AnyValueRef, SpanBatch, StatusCode};
+
+use super::cache::LruMap;
+use super::config::{PolicyConfig, PolicyKind};
+use super::ottl::OttlCondition;
+use super::{keep_threshold, trace_randomness, TraceId};
+
+/// One policy's vote on a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    Sampled,
+    NotSampled,
+    /// An `invert_match` policy found no match: samples unless another
+    /// policy said NotSampled.
+    InvertSampled,
+    /// An `invert_match` policy found a match: vetoes every Sampled.
+    InvertNotSampled,
+    /// A `drop` policy matched: vetoes everything.
+    Dropped,
+}
+
+impl Decision {
+    /// All votes, in the order of [`Decision::index`].
+    pub const ALL: [Decision; 5] = [
+        Decision::Sampled,
+        Decision::NotSampled,
+        Decision::InvertSampled,
+        Decision::InvertNotSampled,
+        Decision::Dropped,
+    ];
+
+    pub fn index(self) -> usize {
+        match self {
+            Decision::Sampled => 0,
+            Decision::NotSampled => 1,
+            Decision::InvertSampled => 2,
+            Decision::InvertNotSampled => 3,
+            Decision::Dropped => 4,
+        }
+    }
+
+    /// The collector's metric labels for this vote: `sampled` and
+    /// `decision` (inverted votes count as their plain counterparts).
+    pub fn metric_labels(self) -> (&'static str, &'static str) {
+        match self {
+            Decision::Sampled | Decision::InvertSampled => ("true", "sampled"),
+            Decision::NotSampled | Decision::InvertNotSampled => ("false", "not_sampled"),
+            Decision::Dropped => ("false", "dropped"),
+        }
+    }
+
+    fn is_sampled(self) -> bool {
+        matches!(self, Decision::Sampled | Decision::InvertSampled)
+    }
+}
+
+/// The outcome for a whole trace: Sampled, NotSampled or Dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// Index into [`PolicySet::names`] of the policy credited with a
+    /// Sampled or Dropped outcome (the first that voted so).
+    pub policy: Option<usize>,
+}
+
+impl Verdict {
+    pub fn is_sampled(&self) -> bool {
+        self.decision == Decision::Sampled
+    }
+}
+
+/// A buffered trace as the policies see it: its spans in arrival order and
+/// the aggregates kept while they arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceView<'a> {
+    pub trace_id: &'a TraceId,
+    /// The trace's spans, one batch per arrival, in arrival order.
+    pub batches: &'a [SpanBatch],
+    pub span_count: u64,
+    /// Encoded size of the trace's `ResourceSpans`, as the collector's
+    /// `maximum_trace_size_bytes` and `bytes_limiting` measure it.
+    pub byte_size: u64,
+    /// Bit `1 << status as u8` for every status code seen.
+    pub statuses: u8,
+}
+
+/// A config the policies cannot be built from.
+#[derive(Debug, Error, PartialEq)]
+pub enum BuildError {
+    #[error("policy name cannot be empty")]
+    EmptyName,
+    #[error("duplicate policy name {0:?}")]
+    DuplicateName(String),
+    #[error("policy {name:?}: {message}")]
+    Invalid { name: String, message: String },
+}
+
+fn invalid(name: &str, message: impl Into<String>) -> BuildError {
+    BuildError::Invalid {
+        name: name.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The configured policies, drop policies first (as the collector orders
+/// them, since Dropped wins anyway and ends evaluation early).
+#[derive(Debug)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+    names: Vec<String>,
+    sample_on_first_match: bool,
+    /// Votes per policy since the last [`PolicySet::take_tally`], indexed
+    /// by [`Decision::index`].
+    tally: Vec<[u64; 5]>,
+}
+
+impl PolicySet {
+    /// Builds the policies, checking every config; `Ok` also carries
+    /// warnings about valid but surprising settings.
+    pub fn build(
+        configs: &[PolicyConfig],
+        sample_on_first_match: bool,
+    ) -> Result<(PolicySet, Vec<String>), BuildError> {
+        let mut warnings = Vec::new();
+        let mut seen = HashSet::new();
+        let mut drops = Vec::new();
+        let mut others = Vec::new();
+        for config in configs {
+            if config.name.is_empty() {
+                return Err(BuildError::EmptyName);
+            }
+            if !seen.insert(config.name.as_str()) {
+                return Err(BuildError::DuplicateName(config.name.clone()));
+            }
+            let policy = Policy::build(config, Level::Top, &mut warnings)?;
+            if config.kind == PolicyKind::Drop {
+                drops.push(policy);
+            } else {
+                others.push(policy);
+            }
+        }
+        drops.extend(others);
+        let names = drops.iter().map(|p| p.name.clone()).collect();
+        let tally = vec![[0; 5]; drops.len()];
+        Ok((
+            PolicySet {
+                policies: drops,
+                names,
+                sample_on_first_match,
+                tally,
+            },
+            warnings,
+        ))
+    }
+
+    /// Policy names in evaluation order (drop policies first).
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Evaluates the policies over a trace and combines their votes.
+    pub fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
+        let mut first: [Option<usize>; 5] = [None; 5];
+        for (i, policy) in self.policies.iter_mut().enumerate() {
+            let vote = policy.evaluate(trace, now);
+            self.tally[i][vote.index()] += 1;
+            first[vote.index()].get_or_insert(i);
+            if vote == Decision::Dropped {
+                break;
+            }
+            if self.sample_on_first_match && vote == Decision::Sampled {
+                break;
+            }
+        }
+        let voted = |d: Decision| first[d.index()];
+        if let Some(p) = voted(Decision::Dropped) {
+            Verdict {
+                decision: Decision::Dropped,
+                policy: Some(p),
+            }
+        } else if voted(Decision::InvertNotSampled).is_some() {
+            Verdict {
+                decision: Decision::NotSampled,
+                policy: None,
+            }
+        } else if let Some(p) = voted(Decision::Sampled) {
+            Verdict {
+                decision: Decision::Sampled,
+                policy: Some(p),
+            }
+        } else if let (Some(p), None) =
+            (voted(Decision::InvertSampled), voted(Decision::NotSampled))
+        {
+            Verdict {
+                decision: Decision::Sampled,
+                policy: Some(p),
+            }
+        } else {
+            Verdict {
+                decision: Decision::NotSampled,
+                policy: None,
+            }
+        }
+    }
+
+    /// Votes per policy (in [`Self::names`] order, indexed by
+    /// [`Decision::index`]) since the last call, for the
+    /// `count_traces_sampled` metric.
+    pub fn take_tally(&mut self) -> Vec<[u64; 5]> {
+        let fresh = vec![[0; 5]; self.tally.len()];
+        std::mem::replace(&mut self.tally, fresh)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Level {
+    Top,
+    /// Inside `and`, `not` or `drop`: leaf policies only.
+    Leaf,
+    /// Inside `composite`: leaf policies and `and`.
+    CompositeSub,
+}
+
+#[derive(Debug)]
+struct Policy {
+    name: String,
+    /// `fraction_on_match` as an OTEP 235 keep threshold.
+    keep_threshold: Option<u64>,
+    evaluator: Evaluator,
+}
+
+#[derive(Debug)]
+enum Evaluator {
+    AlwaysSample,
+    Latency {
+        threshold_ms: i64,
+        upper_threshold_ms: i64,
+    },
+    NumericAttribute {
+        key: String,
+        min: i64,
+        max: i64,
+        invert: bool,
+    },
+    Probabilistic {
+        salt: String,
+        threshold: u64,
+    },
+    StatusCode {
+        /// Bit `1 << code` for every listed code.
+        mask: u8,
+    },
+    StringAttribute {
+        key: String,
+        matcher: StringMatcher,
+        invert: bool,
+    },
+    RateLimiting(TokenBucket),
+    BytesLimiting(TokenBucket),
+    SpanCount {
+        min: i64,
+        max: i64,
+    },
+    TraceState {
+        key: String,
+        values: HashSet<String>,
+    },
+    BooleanAttribute {
+        key: String,
+        value: bool,
+        invert: bool,
+    },
+    Ottl(Vec<OttlCondition>),
+    TraceFlags,
+    And(Vec<Policy>),
+    Not(Box<Policy>),
+    Drop(Vec<Policy>),
+    Composite(Composite),
+}
+
+impl Policy {
+    fn build(
+        config: &PolicyConfig,
+        level: Level,
+        warnings: &mut Vec<String>,
+    ) -> Result<Policy, BuildError> {
+        let name = config.name.as_str();
+        let kind = config.kind;
+        let allowed = match level {
+            Level::Top => true,
+            Level::Leaf => !matches!(
+                kind,
+                PolicyKind::And | PolicyKind::Not | PolicyKind::Drop | PolicyKind::Composite
+            ),
+            Level::CompositeSub => !matches!(
+                kind,
+                PolicyKind::Not | PolicyKind::Drop | PolicyKind::Composite
+            ),
+        };
+        if !allowed {
+            return Err(invalid(
+                name,
+                format!(
+                    "a {} policy cannot be used as a sub-policy here",
+                    kind.as_str()
+                ),
+            ));
+        }
+        let fraction = config.fraction_on_match().map_err(|m| invalid(name, m))?;
+        let keep_threshold = match fraction {
+            None => None,
+            Some(f) if (0.0..=1.0).contains(&f) => Some(keep_threshold(f)),
+            Some(f) => {
+                return Err(invalid(
+                    name,
+                    format!("fraction_on_match must be between 0 and 1, got {f}"),
+                ))
+            }
+        };
+        let evaluator = match kind {
+            PolicyKind::AlwaysSample => Evaluator::AlwaysSample,
+            PolicyKind::Latency => {
+                let c = config.latency.clone().unwrap_or_default();
+                if c.upper_threshold_ms != 0 && c.upper_threshold_ms < c.threshold_ms {
+                    return Err(invalid(
+                        name,
+                        "latency: upper_threshold_ms must be at least threshold_ms",
+                    ));
+                }
+                Evaluator::Latency {
+                    threshold_ms: c.threshold_ms,
+                    upper_threshold_ms: c.upper_threshold_ms,
+                }
+            }
+            PolicyKind::NumericAttribute => {
+                let c = config.numeric_attribute.clone().unwrap_or_default();
+                // The collector treats a bound of 0 as unset.
+                if c.min_value == 0 && c.max_value == 0 {
+                    return Err(invalid(
+                        name,
+                        "numeric_attribute: at least one of min_value or max_value must be set",
+                    ));
+                }
+                let min = if c.min_value == 0 {
+                    i64::MIN
+                } else {
+                    c.min_value
+                };
+                let max = if c.max_value == 0 {
+                    i64::MAX
+                } else {
+                    c.max_value
+                };
+                Evaluator::NumericAttribute {
+                    key: c.key,
+                    min,
+                    max,
+                    invert: c.invert_match,
+                }
+            }
+            PolicyKind::Probabilistic => {
+                let c = config.probabilistic.clone().unwrap_or_default();
+                let salt = if c.hash_salt.is_empty() {
+                    DEFAULT_HASH_SALT.to_string()
+                } else {
+                    c.hash_salt
+                };
+                Evaluator::Probabilistic {
+                    salt,
+                    threshold: probabilistic_threshold(c.sampling_percentage / 100.0),
+                }
+            }
+            PolicyKind::StatusCode => {
+                let c = config.status_code.clone().unwrap_or_default();
+                if c.status_codes.is_empty() {
+                    return Err(invalid(
+                        name,
+                        "status_code: expected at least one status code to filter on",
+                    ));
+                }
+                let mut mask = 0u8;
+                for code in &c.status_codes {
+                    let bit = match code.as_str() {
+                        "UNSET" => StatusCode::Unset,
+                        "OK" => StatusCode::Ok,
+                        "ERROR" => StatusCode::Error,
+                        other => {
+                            return Err(invalid(
+                                name,
+                                format!(
+                                    "status_code: unknown status code {other:?}, supported: OK, ERROR, UNSET"
+                                ),
+                            ))
+                        }
+                    };
+                    mask |= 1 << bit as u8;
+                }
+                if mask & (1 << StatusCode::Unset as u8) != 0 {
+                    warnings.push(format!(
+                        "policy {name:?}: status_code lists UNSET, which nearly every span has, so it keeps almost every trace"
+                    ));
+                }
+                Evaluator::StatusCode { mask }
+            }
+            PolicyKind::StringAttribute => {
+                let c = config.string_attribute.clone().unwrap_or_default();
+                let matcher = if c.enabled_regex_matching {
+                    let mut regexes = Vec::with_capacity(c.values.len());
+                    for value in &c.values {
+                        let re = Regex::new(value).map_err(|e| {
+                            invalid(
+                                name,
+                                format!("string_attribute: invalid regex {value:?}: {e}"),
+                            )
+                        })?;
+                        regexes.push(re);
+                    }
+                    let size = if c.cache_max_size <= 0 {
+                        DEFAULT_REGEX_CACHE_SIZE
+                    } else {
+                        c.cache_max_size as usize
+                    };
+                    StringMatcher::Regex {
+                        regexes,
+                        cache: LruMap::new(size),
+                    }
+                } else {
+                    StringMatcher::Exact(
+                        c.values.iter().filter(|v| !v.is_empty()).cloned().collect(),
+                    )
+                };
+                Evaluator::StringAttribute {
+                    key: c.key,
+                    matcher,
+                    invert: c.invert_match,
+                }
+            }
+            PolicyKind::RateLimiting => {
+                let c = config.rate_limiting.clone().unwrap_or_default();
+                if c.spans_per_second < 0 {
+                    return Err(invalid(
+                        name,
+                        "rate_limiting: spans_per_second must not be negative",
+                    ));
+                }
+                let burst = if c.burst_capacity > 0 {
+                    c.burst_capacity
+                } else {
+                    c.spans_per_second.saturating_mul(2)
+                };
+                Evaluator::RateLimiting(TokenBucket::new(c.spans_per_second as f64, burst))
+            }
+            PolicyKind::BytesLimiting => {
+                let c = config.bytes_limiting.clone().unwrap_or_default();
+                if c.bytes_per_second < 0 {
+                    return Err(invalid(
+                        name,
+                        "bytes_limiting: bytes_per_second must not be negative",
+                    ));
+                }
+                let burst = if c.burst_capacity > 0 {
+                    c.burst_capacity
+                } else {
+                    c.bytes_per_second.saturating_mul(2)
+                };
+                Evaluator::BytesLimiting(TokenBucket::new(c.bytes_per_second as f64, burst))
+            }
+            PolicyKind::SpanCount => {
+                let c = config.span_count.clone().unwrap_or_default();
+                if c.max_spans != 0 && c.max_spans < c.min_spans {
+                    return Err(invalid(
+                        name,
+                        "span_count: max_spans must be at least min_spans",
+                    ));
+                }
+                Evaluator::SpanCount {
+                    min: i64::from(c.min_spans),
+                    max: i64::from(c.max_spans),
+                }
+            }
+            PolicyKind::TraceState => {
+                let c = config.trace_state.clone().unwrap_or_default();
+                let values = c
+                    .values
+                    .iter()
+                    .filter(|v| !v.is_empty() && c.key.len() + v.len() < 256)
+                    .cloned()
+                    .collect();
+                Evaluator::TraceState { key: c.key, values }
+            }
+            PolicyKind::BooleanAttribute => {
+                let c = config.boolean_attribute.clone().unwrap_or_default();
+                Evaluator::BooleanAttribute {
+                    key: c.key,
+                    value: c.value,
+                    invert: c.invert_match,
+                }
+            }
+            PolicyKind::OttlCondition => {
+                let c = config.ottl_condition.clone().unwrap_or_default();
+                match c.error_mode.as_deref() {
+                    None | Some("propagate") | Some("ignore") | Some("silent") => {}
+                    Some(other) => {
+                        return Err(invalid(
+                            name,
+                            format!("ottl_condition: unknown error_mode {other:?} (propagate, ignore, silent)"),
+                        ))
+                    }
+                }
+                if c.span.is_empty() && c.spanevent.is_empty() {
+                    return Err(invalid(
+                        name,
+                        "ottl_condition: at least one span or spanevent condition is required",
+                    ));
+                }
+                if let Some(first) = c.spanevent.first() {
+                    return Err(invalid(
+                        name,
+                        format!("ottl_condition: unsupported expression {first:?}: span event conditions are not supported yet"),
+                    ));
+                }
+                let mut conditions = Vec::with_capacity(c.span.len());
+                for text in &c.span {
+                    conditions.push(OttlCondition::parse(text).map_err(|e| {
+                        invalid(
+                            name,
+                            format!("ottl_condition: unsupported expression {text:?}: {e}"),
+                        )
+                    })?);
+                }
+                Evaluator::Ottl(conditions)
+            }
+            PolicyKind::TraceFlags => Evaluator::TraceFlags,
+            PolicyKind::And => {
+                let subs = config
+                    .and
+                    .as_ref()
+                    .map(|c| c.and_sub_policy.as_slice())
+                    .unwrap_or(&[]);
+                Evaluator::And(build_subs(subs, Level::Leaf, warnings)?)
+            }
+            PolicyKind::Drop => {
+                let subs = config
+                    .drop
+                    .as_ref()
+                    .map(|c| c.drop_sub_policy.as_slice())
+                    .unwrap_or(&[]);
+                if subs.is_empty() {
+                    warnings.push(format!(
+                        "policy {name:?}: a drop policy without sub-policies drops every trace"
+                    ));
+                }
+                Evaluator::Drop(build_subs(subs, Level::Leaf, warnings)?)
+            }
+            PolicyKind::Not => {
+                let Some(not) = config.not.as_ref() else {
+                    return Err(invalid(name, "not: not_sub_policy is required"));
+                };
+                Evaluator::Not(Box::new(Policy::build(
+                    &not.not_sub_policy,
+                    Level::Leaf,
+                    warnings,
+                )?))
+            }
+            PolicyKind::Composite => {
+                let c = config.composite.clone().unwrap_or_default();
+                Evaluator::Composite(Composite::build(name, &c, warnings)?)
+            }
+        };
+        Ok(Policy {
+            name: name.to_string(),
+            keep_threshold,
+            evaluator,
+        })
+    }
+
+    fn evaluate(&mut self, trace: &TraceView<'_>, now: Duration) -> Decision {
+        let passes_fraction = self
+            .keep_threshold
+            .is_none_or(|t| trace_randomness(trace.trace_id) >= t);
+        // A budget must not be spent on a trace the fraction refuses anyway.
+        if !passes_fraction && self.evaluator.is_stateful() {
+            return Decision::NotSampled;
+        }
+        let vote = self.evaluator.evaluate(trace, now);
+        if !passes_fraction && vote.is_sampled() {
+            return Decision::NotSampled;
+        }
+        vote
+    }
+}
+
+fn build_subs(
+    configs: &[PolicyConfig],
+    level: Level,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Policy>, BuildError> {
+    configs
+        .iter()
+        .map(|c| Policy::build(c, level, warnings))
+        .collect()
+}
+
+const DEFAULT_HASH_SALT: &str = "default-hash-seed";
+const DEFAULT_REGEX_CACHE_SIZE: usize = 128;
+
+impl Evaluator {
+    fn is_stateful(&self) -> bool {
+        match self {
+            Evaluator::RateLimiting(_) | Evaluator::BytesLimiting(_) | Evaluator::Composite(_) => {
+                true
+            }
+            Evaluator::And(subs) | Evaluator::Drop(subs) => {
+                subs.iter().any(|s| s.evaluator.is_stateful())
+            }
+            Evaluator::Not(sub) => sub.evaluator.is_stateful(),
+            _ => false,
+        }
+    }
+
+    fn evaluate(&mut self, trace: &TraceView<'_>, now: Duration) -> Decision {
+        match self {
+            Evaluator::AlwaysSample => Decision::Sampled,
+            Evaluator::Latency {
+                threshold_ms,
+                upper_threshold_ms,
+            } => latency(trace, *threshold_ms, *upper_threshold_ms),
+            Evaluator::NumericAttribute {
+                key,
+                min,
+                max,
+                invert,
+            } => {
+                let (min, max) = (*min, *max);
+                // pcommon's Value.Int(): 0 for any value that is not an int.
+                let in_range = |v: Lookup<'_>| match v {
+                    Some(Some(AnyValueRef::Int(n))) => n >= min && n <= max,
+                    Some(_) => 0 >= min && 0 <= max,
+                    None => false,
+                };
+                resource_or_span_present(trace, key, *invert, in_range)
+            }
+            Evaluator::Probabilistic { salt, threshold } => {
+                if fnv1a64(salt.as_bytes(), trace.trace_id) <= *threshold {
+                    Decision::Sampled
+                } else {
+                    Decision::NotSampled
+                }
+            }
+            Evaluator::StatusCode { mask } => {
+                if trace.statuses & *mask != 0 {
+                    Decision::Sampled
+                } else {
+                    Decision::NotSampled
+                }
+            }
+            Evaluator::StringAttribute {
+                key,
+                matcher,
+                invert,
+            } => {
+                // pcommon's Value.Str(): "" for any value that is not a string.
+                let mut matches = |v: Lookup<'_>| match v {
+                    Some(v) => matcher.matches(str_of(v)),
+                    None => false,
+                };
+                string_attribute(trace, key, *invert, &mut matches)
+            }
+            Evaluator::RateLimiting(bucket) => {
+                if bucket.allow(now, trace.span_count as i64) {
+                    Decision::Sampled
+                } else {
+                    Decision::NotSampled
+                }
+            }
+            Evaluator::BytesLimiting(bucket) => {
+                if bucket.allow(now, trace.byte_size as i64) {
+                    Decision::Sampled
+                } else {
+                    Decision::NotSampled
+                }
+            }
+            Evaluator::SpanCount { min, max } => {
+                let n = trace.span_count as i64;
+                if n >= *min && (*max == 0 || n <= *max) {
+                    Decision::Sampled
+                } else {
+                    Decision::NotSampled
+                }
+            }
+            Evaluator::TraceState { key, values } => has_span(trace, |batch, i| {
+                trace_state_get(batch.span_trace_state(i), key).is_some_and(|v| values.contains(v))
+            }),
+            Evaluator::BooleanAttribute { key, value, invert } => {
+                let want = *value;
+                // pcommon's Value.Bool(): false for any value that is not a bool.
+                let matches = |v: Option<Option<AnyValueRef<'_>>>| match v {
+                    Some(Some(AnyValueRef::Bool(b))) => b == want,
+                    Some(_) => !want,
+                    None => false,
+                };
+                resource_or_span_present(trace, key, *invert, matches)
+            }
+            Evaluator::Ottl(conditions) => has_span(trace, |batch, i| {
+                conditions.iter().any(|c| c.matches(batch, i))
+            }),
+            Evaluator::TraceFlags => has_span(trace, |batch, i| span_flags(batch, i) & 0x01 != 0),
+            Evaluator::And(subs) => {
+                for sub in subs.iter_mut() {
+                    let vote = sub.evaluate(trace, now);
+                    if matches!(vote, Decision::NotSampled | Decision::InvertNotSampled) {
+                        return Decision::NotSampled;
+                    }
+                }
+                Decision::Sampled
+            }
+            Evaluator::Not(sub) => match sub.evaluate(trace, now) {
+                Decision::Sampled => Decision::NotSampled,
+                Decision::NotSampled => Decision::Sampled,
+                other => other,
+            },
+            Evaluator::Drop(subs) => {
+                for sub in subs.iter_mut() {
+                    let vote = sub.evaluate(trace, now);
+                    if matches!(vote, Decision::NotSampled | Decision::InvertNotSampled) {
+                        return Decision::NotSampled;
+                    }
+                }
+                Decision::Dropped
+            }
+            Evaluator::Composite(composite) => composite.evaluate(trace, now),
+        }
+    }
+}
+
+/// The collector's latency check: a running earliest start and latest end
+/// over the spans in arrival order, sampling as soon as the running
+/// duration qualifies (so with an upper bound, a prefix in range counts).
+fn latency(trace: &TraceView<'_>, threshold_ms: i64, upper_ms: i64) -> Decision {
+    let mut min = 0u64;
+    let mut max = 0u64;
+    has_span(trace, |batch, i| {
+        let span = &batch.spans()[i];
+        if min == 0 || span.start_time_unix_nano < min {
+            min = span.start_time_unix_nano;
+        }
+        if max == 0 || span.end_time_unix_nano > max {
+            max = span.end_time_unix_nano;
+        }
+        // Go: time.Duration of the difference, truncated to milliseconds.
+        let ms = (max as i64).wrapping_sub(min as i64) / 1_000_000;
+        if upper_ms == 0 {
+            ms >= threshold_ms
+        } else {
+            threshold_ms < ms && ms <= upper_ms
+        }
+    })
+}
+
+/// Sampled when `check` holds for some span, in arrival order.
+fn has_span(trace: &TraceView<'_>, mut check: impl FnMut(&SpanBatch, usize) -> bool) -> Decision {
+    for batch in trace.batches {
+        for i in 0..batch.len() {
+            if check(batch, i) {
+                return Decision::Sampled;
+            }
+        }
+    }
+    Decision::NotSampled
+}
+
+/// An attribute looked up the way pcommon's `Map.Get` does: `None` when
+/// the key is absent, `Some(None)` when present with an empty value.
+type Lookup<'a> = Option<Option<AnyValueRef<'a>>>;
+
+fn lookup<'a>(mut attrs: tracegate_model::Attributes<'a>, key: &str) -> Lookup<'a> {
+    attrs.find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+/// The first span index of each resource of a batch (every resource of a
+/// stored batch has spans).
+fn resource_first_spans(
+    batch: &SpanBatch,
+) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
+    batch.resources().iter().map(move |r| {
+        let scopes = &batch.scopes()[r.scopes.start as usize..r.scopes.end as usize];
+        let start = scopes.first().map_or(0, |s| s.spans.start as usize);
+        let end = scopes.last().map_or(0, |s| s.spans.end as usize);
+        (start, start..end)
+    })
+}
+
+/// The collector's `hasResourceOrSpanWithCondition` and its inverted form,
+/// with one check for resources and spans.
+fn resource_or_span_present(
+    trace: &TraceView<'_>,
+    key: &str,
+    invert: bool,
+    matches: impl Fn(Lookup<'_>) -> bool,
+) -> Decision {
+    walk_resources_and_spans(trace, key, invert, &matches, &matches)
+}
+
+/// Walks each stored `ResourceSpans`: its resource, then its spans. Without
+/// `invert`, Sampled at the first match. With `invert`, InvertNotSampled
+/// at the first match and InvertSampled when nothing matched — the
+/// collector's inverted helpers, whose callbacks answer "no match here".
+fn walk_resources_and_spans(
+    trace: &TraceView<'_>,
+    key: &str,
+    invert: bool,
+    mut resource_matches: impl FnMut(Lookup<'_>) -> bool,
+    mut span_matches: impl FnMut(Lookup<'_>) -> bool,
+) -> Decision {
+    for batch in trace.batches {
+        for (first, spans) in resource_first_spans(batch) {
+            if resource_matches(lookup(batch.resource_attributes(first), key)) {
+                return if invert {
+                    Decision::InvertNotSampled
+                } else {
+                    Decision::Sampled
+                };
+            }
+            for i in spans {
+                if span_matches(lookup(batch.span_attributes(i), key)) {
+                    return if invert {
+                        Decision::InvertNotSampled
+                    } else {
+                        Decision::Sampled
+                    };
+                }
+            }
+        }
+    }
+    if invert {
+        Decision::InvertSampled
+    } else {
+        Decision::NotSampled
+    }
+}
+
+fn str_of(v: Option<AnyValueRef<'_>>) -> &str {
+    match v {
+        Some(AnyValueRef::String(s)) => s,
+        _ => "",
+    }
+}
+
+/// `string_attribute`: a resource's value is matched even when it reads as
+/// "" (not a string, or empty); a span's only when it is not "".
+fn string_attribute(
+    trace: &TraceView<'_>,
+    key: &str,
+    invert: bool,
+    matcher: &mut dyn FnMut(Lookup<'_>) -> bool,
+) -> Decision {
+    // Both checks share the matcher (and its regex cache), so they are
+    // dispatched through one closure with a flag.
+    let cell = std::cell::RefCell::new(matcher);
+    walk_resources_and_spans(
+        trace,
+        key,
+        invert,
+        |v| (cell.borrow_mut())(v),
+        |v| match v {
+            Some(inner) if !str_of(inner).is_empty() => (cell.borrow_mut())(v),
+            _ => false,
+        },
+    )
+}
+
+#[derive(Debug)]
+enum StringMatcher {
+    Exact(HashSet<String>),
+    Regex {
+        regexes: Vec<Regex>,
+        /// Results per attribute value, as the collector caches them.
+        cache: LruMap<String, bool>,
+    },
+}
+
+impl StringMatcher {
+    fn matches(&mut self, value: &str) -> bool {
+        match self {
+            StringMatcher::Exact(values) => values.contains(value),
+            StringMatcher::Regex { regexes, cache } => {
+                if let Some(hit) = cache.get(value) {
+                    return hit;
+                }
+                // Unanchored, like Go's Regexp.MatchString.
+                let matched = regexes.iter().any(|r| r.is_match(value));
+                cache.put(value.to_string(), matched);
+                matched
+            }
+        }
+    }
+}
+
+/// The value of `key` in a W3C tracestate header, if the header parses.
+/// The collector parses with the OpenTelemetry Go SDK, which rejects the
+/// whole header when any member is malformed or a key repeats.
+fn trace_state_get<'a>(header: &'a str, key: &str) -> Option<&'a str> {
+    if header.is_empty() {
+        return None;
+    }
+    let mut found = None;
+    let mut keys: HashMap<&str, ()> = HashMap::new();
+    let mut members = 0;
+    for member in header.split(',') {
+        let member = member.trim_matches([' ', '\t']);
+        if member.is_empty() {
+            continue;
+        }
+        members += 1;
+        let (k, v) = member.split_once('=')?;
+        if !valid_trace_state_key(k) || !valid_trace_state_value(v) {
+            return None;
+        }
+        if keys.insert(k, ()).is_some() {
+            return None;
+        }
+        if k == key {
+            found = Some(v);
+        }
+    }
+    if members > 32 {
+        return None;
+    }
+    found
+}
+
+fn valid_trace_state_key(k: &str) -> bool {
+    let simple = |s: &str, max: usize| {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= max
+            && b[0].is_ascii_lowercase()
+            && b.iter().all(|&c| {
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || matches!(c, b'_' | b'-' | b'*' | b'/')
+            })
+    };
+    match k.split_once('@') {
+        None => simple(k, 256),
+        Some((tenant, system)) => {
+            let tb = tenant.as_bytes();
+            !tb.is_empty()
+                && tb.len() <= 241
+                && (tb[0].is_ascii_lowercase() || tb[0].is_ascii_digit())
+                && tb.iter().all(|&c| {
+                    c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || matches!(c, b'_' | b'-' | b'*' | b'/')
+                })
+                && simple(system, 14)
+        }
+    }
+}
+
+fn valid_trace_state_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty()
+        && b.len() <= 256
+        && b.iter()
+            .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+        && b[b.len() - 1] != b' '
+}
+
+/// The span's `flags` field (fixed32, field 16), 0 when absent.
+fn span_flags(batch: &SpanBatch, span: usize) -> u32 {
+    let info = &batch.spans()[span];
+    let body = &batch.bytes()[info.span.start as usize..info.span.end as usize];
+    let mut at = 0usize;
+    let mut flags = 0;
+    while at < body.len() {
+        let Some((tag, n)) = read_varint(&body[at..]) else {
+            return flags;
+        };
+        at += n;
+        let field = tag >> 3;
+        match tag & 7 {
+            0 => match read_varint(&body[at..]) {
+                Some((_, n)) => at += n,
+                None => return flags,
+            },
+            1 => at += 8,
+            2 => match read_varint(&body[at..]) {
+                Some((len, n)) => at += n + len as usize,
+                None => return flags,
+            },
+            5 => {
+                if field == 16 {
+                    if let Some(b) = body.get(at..at + 4) {
+                        flags = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                }
+                at += 4;
+            }
+            // Groups never appear in a Span the scanner accepted.
+            _ => return flags,
+        }
+    }
+    flags
+}
+
+fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// FNV-1a 64 over `salt` then the trace id's 16 bytes: the collector's
+/// `hashTraceID`.
+pub fn fnv1a64(salt: &[u8], trace_id: &TraceId) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for &b in salt.iter().chain(trace_id.iter()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    hash
+}
+
+/// The collector's `calculateThreshold`: `MaxUint64 × ratio` computed as a
+/// Go `big.Float` of 64-bit precision (rounded to nearest even), then
+/// truncated to an integer. A trace is sampled when its hash is at most
+/// this.
+pub fn probabilistic_threshold(ratio: f64) -> u64 {
+    if ratio.is_nan() || ratio <= 0.0 {
+        return 0;
+    }
+    if ratio >= 1.0 {
+        return u64::MAX;
+    }
+    let bits = ratio.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    let frac = bits & ((1u64 << 52) - 1);
+    let (mantissa, mut exp2) = if exp == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1u64 << 52), exp - 1075)
+    };
+    let mut product = u128::from(u64::MAX) * u128::from(mantissa);
+    let bit_len = 128 - product.leading_zeros() as i32;
+    if bit_len > 64 {
+        let shift = (bit_len - 64) as u32;
+        let rest = product & ((1u128 << shift) - 1);
+        let half = 1u128 << (shift - 1);
+        product >>= shift;
+        exp2 += shift as i32;
+        if rest > half || (rest == half && product & 1 == 1) {
+            product += 1;
+        }
+    }
+    if exp2 >= 0 {
+        u64::try_from(product << exp2).unwrap_or(u64::MAX)
+    } else if -exp2 >= 128 {
+        0
+    } else {
+        u64::try_from(product >> (-exp2) as u32).unwrap_or(u64::MAX)
+    }
+}
+
+/// A token bucket with the semantics of Go's `golang.org/x/time/rate`
+/// limiter's `AllowN`, which the collector's rate and bytes policies use:
+/// it starts full, refills continuously, and refuses (without spending) a
+/// request larger than what it holds or than its size.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    burst: i64,
+    tokens: f64,
+    /// When the tokens were last spent; `None`: never, the bucket is full.
+    last: Option<Duration>,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: i64) -> TokenBucket {
+        TokenBucket {
+            rate,
+            burst,
+            tokens: 0.0,
+            last: None,
+        }
+    }
+
+    fn allow(&mut self, now: Duration, n: i64) -> bool {
+        if self.rate == 0.0 {
+            // Go's limiter with a zero rate spends its burst once.
+            if self.burst >= n {
+                self.burst -= n;
+                return true;
+            }
+            return false;
+        }
+        let burst = self.burst as f64;
+        let tokens = match self.last {
+            None => burst,
+            Some(last) => {
+                let elapsed = now.saturating_sub(last).as_secs_f64();
+                (self.tokens + elapsed * self.rate).min(burst)
+            }
+        };
+        let left = tokens - n as f64;
+        if n <= self.burst && left >= 0.0 {
+            self.tokens = left;
+            self.last = Some(now.max(self.last.unwrap_or_default()));
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The composite policy: sub-policies in config order, each with a share
+/// of the spans per wall-clock second.
+#[derive(Debug)]
+struct Composite {
+    subs: Vec<CompositeSub>,
+    max_total: i64,
+    current_second: u64,
+}
+
+#[derive(Debug)]
+struct CompositeSub {
+    policy: Policy,
+    allocated: i64,
+    sampled: i64,
+}
+
+impl Composite {
+    fn build(
+        name: &str,
+        c: &super::config::CompositeConfig,
+        warnings: &mut Vec<String>,
+    ) -> Result<Composite, BuildError> {
+        let max_total = c.max_total_spans_per_second as f64;
+        let n = c.composite_sub_policy.len().max(1) as f64;
+        let default_share = max_total / n;
+        let mut allocation: HashMap<&str, f64> = HashMap::new();
+        for entry in &c.rate_allocation {
+            let share = if entry.percent > 0 {
+                (entry.percent as f64 / 100.0) * max_total
+            } else {
+                default_share
+            };
+            allocation.insert(entry.policy.as_str(), share);
+        }
+        let mut subs = Vec::with_capacity(c.composite_sub_policy.len());
+        for sub in &c.composite_sub_policy {
+            let allocated = match allocation.get(sub.name.as_str()) {
+                Some(&share) => share as i64,
+                None => {
+                    warnings.push(format!(
+                        "policy {name:?}: composite sub-policy {:?} has no rate_allocation entry, so its budget is 0 and it never samples (as in the collector)",
+                        sub.name
+                    ));
+                    0
+                }
+            };
+            subs.push(CompositeSub {
+                policy: Policy::build(sub, Level::CompositeSub, warnings)?,
+                allocated,
+                sampled: 0,
+            });
+        }
+        let order: Vec<&str> = c
+            .composite_sub_policy
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        if !c.policy_order.is_empty()
+            && c.policy_order
+                .iter()
+                .map(String::as_str)
+                .ne(order.iter().copied())
+        {
+            warnings.push(format!(
+                "policy {name:?}: composite evaluates sub-policies in composite_sub_policy order ({order:?}), not policy_order, as the collector does"
+            ));
+        }
+        Ok(Composite {
+            subs,
+            max_total: c.max_total_spans_per_second,
+            current_second: 0,
+        })
+    }
+
+    fn evaluate(&mut self, trace: &TraceView<'_>, now: Duration) -> Decision {
+        let second = now.as_secs();
+        if second != self.current_second {
+            self.current_second = second;
+            for sub in &mut self.subs {
+                sub.sampled = 0;
+            }
+        }
+        let spans = trace.span_count as i64;
+        for sub in &mut self.subs {
+            if sub.policy.evaluate(trace, now).is_sampled() {
+                let if_sampled = sub.sampled + spans;
+                // As in the collector, each sub-policy's own count is held
+                // against both its share and the total.
+                if if_sampled <= sub.allocated && if_sampled <= self.max_total {
+                    sub.sampled = if_sampled;
+                    return Decision::Sampled;
+                }
+                return Decision::NotSampled;
+            }
+        }
+        Decision::NotSampled
+    }
+}

@@ -1,0 +1,1173 @@
+//! Tail sampling against the collector's semantics, with a fake clock.
+
+use std::time::Duration;
+
+use tracegate_model::otlp::{
+    any_value, AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans,
+    Span, Status,
+};
+use tracegate_model::SpanBatch;
+
+use super::config::PolicyConfig;
+use super::policy::{fnv1a64, probabilistic_threshold, Decision, PolicySet, TraceView};
+use super::*;
+
+// ---------------------------------------------------------------- builders
+
+#[derive(Clone)]
+struct SpanSpec {
+    trace: TraceId,
+    id: u8,
+    parent: u8,
+    start_ms: u64,
+    end_ms: u64,
+    status: i32,
+    attrs: Vec<KeyValue>,
+    resource: Vec<KeyValue>,
+    trace_state: String,
+    flags: u32,
+}
+
+fn tid(n: u64) -> TraceId {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&n.to_be_bytes());
+    id[8..].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    id
+}
+
+fn span(trace: TraceId, id: u8) -> SpanSpec {
+    SpanSpec {
+        trace,
+        id,
+        parent: if id == 1 { 0 } else { 1 },
+        start_ms: 1_000,
+        end_ms: 1_010,
+        status: 0,
+        attrs: vec![],
+        resource: vec![],
+        trace_state: String::new(),
+        flags: 0,
+    }
+}
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+fn int(v: i64) -> any_value::Value {
+    any_value::Value::IntValue(v)
+}
+
+impl SpanSpec {
+    fn times(mut self, start_ms: u64, end_ms: u64) -> Self {
+        self.start_ms = start_ms;
+        self.end_ms = end_ms;
+        self
+    }
+    fn error(mut self) -> Self {
+        self.status = 2;
+        self
+    }
+    fn attr(mut self, key: &str, v: any_value::Value) -> Self {
+        self.attrs.push(kv(key, v));
+        self
+    }
+    fn res(mut self, key: &str, v: any_value::Value) -> Self {
+        self.resource.push(kv(key, v));
+        self
+    }
+    fn state(mut self, ts: &str) -> Self {
+        self.trace_state = ts.into();
+        self
+    }
+    fn flags(mut self, f: u32) -> Self {
+        self.flags = f;
+        self
+    }
+}
+
+/// One `ResourceSpans` per span, so each carries its own resource.
+fn batch(spans: &[SpanSpec]) -> SpanBatch {
+    let resource_spans = spans
+        .iter()
+        .map(|sp| ResourceSpans {
+            resource: Some(Resource {
+                attributes: sp.resource.clone(),
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: sp.trace.to_vec(),
+                    span_id: vec![sp.id, 0, 0, 0, 0, 0, 0, 1],
+                    parent_span_id: if sp.parent == 0 {
+                        vec![]
+                    } else {
+                        vec![sp.parent, 0, 0, 0, 0, 0, 0, 1]
+                    },
+                    name: format!("span-{}", sp.id),
+                    start_time_unix_nano: sp.start_ms * 1_000_000,
+                    end_time_unix_nano: sp.end_ms * 1_000_000,
+                    attributes: sp.attrs.clone(),
+                    trace_state: sp.trace_state.clone(),
+                    flags: sp.flags,
+                    status: Some(Status {
+                        code: sp.status,
+                        message: String::new(),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    SpanBatch::try_from_request(&ExportTraceServiceRequest { resource_spans }).expect("valid")
+}
+
+fn policies(yaml_like_json: serde_json::Value, first_match: bool) -> PolicySet {
+    let configs: Vec<PolicyConfig> = serde_json::from_value(yaml_like_json).expect("config parses");
+    PolicySet::build(&configs, first_match).expect("builds").0
+}
+
+fn view<'a>(id: &'a TraceId, batches: &'a [SpanBatch]) -> TraceView<'a> {
+    let mut statuses = 0u8;
+    let mut span_count = 0;
+    for b in batches {
+        for sp in b.spans() {
+            statuses |= 1 << sp.status as u8;
+            span_count += 1;
+        }
+    }
+    TraceView {
+        trace_id: id,
+        batches,
+        span_count,
+        byte_size: batches.iter().map(|b| b.encoded_len() as u64).sum(),
+        statuses,
+    }
+}
+
+/// Evaluates one policy config over the spans.
+fn vote(config: serde_json::Value, spans: &[SpanSpec]) -> Decision {
+    vote_batches(config, &[batch(spans)])
+}
+
+fn vote_batches(config: serde_json::Value, batches: &[SpanBatch]) -> Decision {
+    let mut set = policies(serde_json::json!([config]), false);
+    let id = batches[0].spans()[0].trace_id;
+    set.decide(&view(&id, batches), Duration::ZERO);
+    let tally = set.take_tally();
+    Decision::ALL
+        .into_iter()
+        .find(|d| tally[0][d.index()] == 1)
+        .expect("one vote")
+}
+
+const T: u64 = 7;
+
+// ---------------------------------------------------------------- latency
+
+#[test]
+fn latency_at_under_and_over_the_threshold() {
+    let p =
+        serde_json::json!({"name": "slow", "type": "latency", "latency": {"threshold_ms": 1000}});
+    let at = vote(p.clone(), &[span(tid(T), 1).times(0, 1000)]);
+    let under = vote(p.clone(), &[span(tid(T), 1).times(0, 999)]);
+    let over = vote(p, &[span(tid(T), 1).times(0, 1001)]);
+    assert_eq!(
+        (at, under, over),
+        (Decision::Sampled, Decision::NotSampled, Decision::Sampled)
+    );
+}
+
+#[test]
+fn latency_spans_the_whole_trace_not_one_span() {
+    // No span is long, but the trace is: 100..200 and 1500..1600.
+    let p =
+        serde_json::json!({"name": "slow", "type": "latency", "latency": {"threshold_ms": 1000}});
+    let b1 = batch(&[span(tid(T), 1).times(100, 200)]);
+    let b2 = batch(&[span(tid(T), 2).times(1500, 1600)]);
+    assert_eq!(vote_batches(p.clone(), &[b1, b2]), Decision::Sampled);
+    // The collector's running minimum restarts after a span starting at 0
+    // (its "unset" value); tracegate keeps that quirk so both agree.
+    let b1 = batch(&[span(tid(T), 1).times(0, 100)]);
+    let b2 = batch(&[span(tid(T), 2).times(1500, 1600)]);
+    assert_eq!(vote_batches(p, &[b1, b2]), Decision::NotSampled);
+}
+
+#[test]
+fn latency_upper_bound_is_exclusive_below_inclusive_above() {
+    let p = serde_json::json!({"name": "band", "type": "latency",
+        "latency": {"threshold_ms": 1000, "upper_threshold_ms": 2000}});
+    assert_eq!(
+        vote(p.clone(), &[span(tid(T), 1).times(0, 1000)]),
+        Decision::NotSampled
+    );
+    assert_eq!(
+        vote(p.clone(), &[span(tid(T), 1).times(0, 2000)]),
+        Decision::Sampled
+    );
+    assert_eq!(
+        vote(p, &[span(tid(T), 1).times(0, 2001)]),
+        Decision::NotSampled
+    );
+}
+
+// ---------------------------------------------------------------- span_count
+
+#[test]
+fn span_count_bounds_across_several_batches() {
+    let p = serde_json::json!({"name": "n", "type": "span_count", "span_count": {"min_spans": 3, "max_spans": 4}});
+    let one = |i| batch(&[span(tid(T), i)]);
+    assert_eq!(
+        vote_batches(p.clone(), &[one(1), one(2)]),
+        Decision::NotSampled
+    );
+    assert_eq!(
+        vote_batches(p.clone(), &[one(1), one(2), one(3)]),
+        Decision::Sampled
+    );
+    assert_eq!(
+        vote_batches(p.clone(), &[one(1), one(2), one(3), one(4)]),
+        Decision::Sampled
+    );
+    assert_eq!(
+        vote_batches(p, &[one(1), one(2), one(3), one(4), one(5)]),
+        Decision::NotSampled
+    );
+    let min_only =
+        serde_json::json!({"name": "n", "type": "span_count", "span_count": {"min_spans": 2}});
+    assert_eq!(
+        vote_batches(min_only, &[one(1), one(2), one(3), one(4), one(5)]),
+        Decision::Sampled
+    );
+}
+
+// ---------------------------------------------------------------- numeric
+
+#[test]
+fn numeric_bounds_and_missing_keys() {
+    let p = |invert| {
+        serde_json::json!({"name": "n", "type": "numeric_attribute",
+        "numeric_attribute": {"key": "http.status_code", "min_value": 400, "max_value": 499, "invert_match": invert}})
+    };
+    let with = |v| span(tid(T), 1).attr("http.status_code", int(v));
+    assert_eq!(vote(p(false), &[with(400)]), Decision::Sampled);
+    assert_eq!(vote(p(false), &[with(499)]), Decision::Sampled);
+    assert_eq!(vote(p(false), &[with(500)]), Decision::NotSampled);
+    assert_eq!(vote(p(false), &[with(399)]), Decision::NotSampled);
+    assert_eq!(
+        vote(p(false), &[span(tid(T), 1)]),
+        Decision::NotSampled,
+        "missing key"
+    );
+    // On the resource too.
+    assert_eq!(
+        vote(
+            p(false),
+            &[span(tid(T), 1).res("http.status_code", int(404))]
+        ),
+        Decision::Sampled
+    );
+    // Inverted: a match vetoes, anything else (missing key included) samples.
+    assert_eq!(vote(p(true), &[with(404)]), Decision::InvertNotSampled);
+    assert_eq!(vote(p(true), &[with(200)]), Decision::InvertSampled);
+    assert_eq!(
+        vote(p(true), &[span(tid(T), 1)]),
+        Decision::InvertSampled,
+        "missing key"
+    );
+    // A string value reads as 0, as pcommon's Value.Int() does.
+    let zero_ok = serde_json::json!({"name": "n", "type": "numeric_attribute",
+        "numeric_attribute": {"key": "k", "max_value": 10}});
+    assert_eq!(
+        vote(zero_ok, &[span(tid(T), 1).attr("k", s("x"))]),
+        Decision::Sampled
+    );
+    // Only a max: no lower bound.
+    let max_only = serde_json::json!({"name": "n", "type": "numeric_attribute",
+        "numeric_attribute": {"key": "k", "max_value": 10}});
+    assert_eq!(
+        vote(max_only, &[span(tid(T), 1).attr("k", int(-5_000))]),
+        Decision::Sampled
+    );
+}
+
+#[test]
+fn numeric_without_bounds_is_refused() {
+    let configs: Vec<PolicyConfig> = serde_json::from_value(serde_json::json!([
+        {"name": "n", "type": "numeric_attribute", "numeric_attribute": {"key": "k"}}
+    ]))
+    .unwrap();
+    assert!(PolicySet::build(&configs, false).is_err());
+}
+
+// ---------------------------------------------------------------- string
+
+#[test]
+fn string_exact_and_regex_matches() {
+    let exact = |invert| {
+        serde_json::json!({"name": "s", "type": "string_attribute",
+        "string_attribute": {"key": "service.name", "values": ["api", "auth"], "invert_match": invert}})
+    };
+    assert_eq!(
+        vote(
+            exact(false),
+            &[span(tid(T), 1).res("service.name", s("api"))]
+        ),
+        Decision::Sampled
+    );
+    assert_eq!(
+        vote(
+            exact(false),
+            &[span(tid(T), 1).attr("service.name", s("auth"))]
+        ),
+        Decision::Sampled
+    );
+    assert_eq!(
+        vote(
+            exact(false),
+            &[span(tid(T), 1).res("service.name", s("apiX"))]
+        ),
+        Decision::NotSampled
+    );
+    assert_eq!(vote(exact(false), &[span(tid(T), 1)]), Decision::NotSampled);
+    assert_eq!(
+        vote(
+            exact(true),
+            &[span(tid(T), 1).res("service.name", s("api"))]
+        ),
+        Decision::InvertNotSampled
+    );
+    assert_eq!(
+        vote(
+            exact(true),
+            &[span(tid(T), 1).res("service.name", s("web"))]
+        ),
+        Decision::InvertSampled
+    );
+    assert_eq!(
+        vote(exact(true), &[span(tid(T), 1)]),
+        Decision::InvertSampled
+    );
+
+    let regex = serde_json::json!({"name": "r", "type": "string_attribute",
+        "string_attribute": {"key": "url.path", "values": ["/health"], "enabled_regex_matching": true}});
+    // Unanchored, like Go's MatchString.
+    assert_eq!(
+        vote(
+            regex.clone(),
+            &[span(tid(T), 1).attr("url.path", s("/api/health/live"))]
+        ),
+        Decision::Sampled
+    );
+    assert_eq!(
+        vote(
+            regex.clone(),
+            &[span(tid(T), 1).attr("url.path", s("/metrics"))]
+        ),
+        Decision::NotSampled
+    );
+    let anchored = serde_json::json!({"name": "r", "type": "string_attribute",
+        "string_attribute": {"key": "url.path", "values": ["^/health$"], "enabled_regex_matching": true}});
+    assert_eq!(
+        vote(
+            anchored,
+            &[span(tid(T), 1).attr("url.path", s("/api/health"))]
+        ),
+        Decision::NotSampled
+    );
+    // A regex that matches "" matches a resource's non-string value (read as
+    // "") but not a span's, as in the collector.
+    let any = serde_json::json!({"name": "r", "type": "string_attribute",
+        "string_attribute": {"key": "k", "values": [".*"], "enabled_regex_matching": true}});
+    assert_eq!(
+        vote(any.clone(), &[span(tid(T), 1).res("k", int(1))]),
+        Decision::Sampled
+    );
+    assert_eq!(
+        vote(any, &[span(tid(T), 1).attr("k", int(1))]),
+        Decision::NotSampled
+    );
+    // Empty exact values never match.
+    let empty = serde_json::json!({"name": "e", "type": "string_attribute",
+        "string_attribute": {"key": "k", "values": [""]}});
+    assert_eq!(
+        vote(empty, &[span(tid(T), 1).res("k", s(""))]),
+        Decision::NotSampled
+    );
+}
+
+#[test]
+fn string_regex_cache_keeps_answers_stable() {
+    let mut set = policies(
+        serde_json::json!([{"name": "r", "type": "string_attribute",
+            "string_attribute": {"key": "k", "values": ["^a"], "enabled_regex_matching": true, "cache_max_size": 1}}]),
+        false,
+    );
+    for (value, want) in [
+        ("abc", true),
+        ("xyz", false),
+        ("abc", true),
+        ("abc", true),
+        ("xyz", false),
+    ] {
+        let b = [batch(&[span(tid(T), 1).attr("k", s(value))])];
+        let id = tid(T);
+        assert_eq!(
+            set.decide(&view(&id, &b), Duration::ZERO).is_sampled(),
+            want,
+            "{value}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- probabilistic
+
+#[test]
+fn probabilistic_agrees_with_fnv1a64_on_fixed_vectors() {
+    // Derived from the collector's hashTraceID (FNV-1a 64 over salt, then id).
+    let ids = [
+        hex16("000102030405060708090a0b0c0d0e0f"),
+        hex16("ffffffffffffffffffffffffffffffff"),
+        hex16("5b8aa5a2d2c872e8321cf37308d69df2"),
+    ];
+    let want: [(&str, [u64; 3]); 3] = [
+        (
+            "default-hash-seed",
+            [0xa6622cfe5bfb0e0d, 0x17bec3739634fe2d, 0xa5bea68bf4217aba],
+        ),
+        (
+            "my-salt",
+            [0x496a49f9c43ba106, 0x73daea262c898636, 0xf8ac198d9d011ab5],
+        ),
+        (
+            "",
+            [0x7c84dc9477851775, 0xd6607508f5a1e855, 0x214d9c784e786232],
+        ),
+    ];
+    for (salt, hashes) in want {
+        for (id, hash) in ids.iter().zip(hashes) {
+            assert_eq!(fnv1a64(salt.as_bytes(), id), hash, "salt {salt:?}");
+        }
+    }
+    // calculateThreshold: MaxUint64 × ratio as a 64-bit big.Float, truncated.
+    for (ratio, threshold) in [
+        (0.1, 1844674407370955263u64),
+        (0.05, 922337203685477631),
+        (0.25, 4611686018427387903),
+        (0.5, 9223372036854775807),
+        (0.001, 18446744073709551),
+        (1e-9, 18446744073),
+        (0.9999999, 18446742229035145215),
+        (1.0, u64::MAX),
+        (2.0, u64::MAX),
+        (0.0, 0),
+    ] {
+        assert_eq!(probabilistic_threshold(ratio), threshold, "ratio {ratio}");
+    }
+    // So, with the default salt at 50 %: 0x17be... <= 2^63-1 samples,
+    // 0xa662... does not.
+    let p = serde_json::json!({"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": 50}});
+    assert_eq!(vote(p.clone(), &[span(ids[1], 1)]), Decision::Sampled);
+    assert_eq!(vote(p, &[span(ids[0], 1)]), Decision::NotSampled);
+}
+
+fn hex16(s: &str) -> TraceId {
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+    }
+    id
+}
+
+#[test]
+fn probabilistic_share_within_tolerance_over_100k_random_ids() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut set = policies(
+        serde_json::json!([{"name": "p", "type": "probabilistic",
+            "probabilistic": {"sampling_percentage": 5, "hash_salt": "tg"}}]),
+        false,
+    );
+    let b = [batch(&[span(tid(1), 1)])];
+    let n = 100_000;
+    let mut kept = 0;
+    for _ in 0..n {
+        let id: TraceId = rng.random();
+        if set.decide(&view(&id, &b), Duration::ZERO).is_sampled() {
+            kept += 1;
+        }
+    }
+    let p = 0.05;
+    let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+    assert!(
+        ((kept as f64) - n as f64 * p).abs() < 4.0 * sigma,
+        "kept {kept} of {n}"
+    );
+}
+
+// ---------------------------------------------------------------- other leaves
+
+#[test]
+fn status_code_trace_state_boolean_trace_flags_and_ottl() {
+    let status = serde_json::json!({"name": "e", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}});
+    assert_eq!(
+        vote(status.clone(), &[span(tid(T), 1), span(tid(T), 2).error()]),
+        Decision::Sampled
+    );
+    assert_eq!(vote(status, &[span(tid(T), 1)]), Decision::NotSampled);
+
+    let ts = serde_json::json!({"name": "t", "type": "trace_state", "trace_state": {"key": "vendor", "values": ["x"]}});
+    assert_eq!(
+        vote(ts.clone(), &[span(tid(T), 1).state("a=1,vendor=x")]),
+        Decision::Sampled
+    );
+    assert_eq!(
+        vote(ts.clone(), &[span(tid(T), 1).state("vendor=y")]),
+        Decision::NotSampled
+    );
+    // A malformed header matches nothing.
+    assert_eq!(
+        vote(ts, &[span(tid(T), 1).state("vendor=x,Bad Key=1")]),
+        Decision::NotSampled
+    );
+
+    let flags = serde_json::json!({"name": "f", "type": "trace_flags"});
+    assert_eq!(
+        vote(flags.clone(), &[span(tid(T), 1).flags(0x301)]),
+        Decision::Sampled
+    );
+    assert_eq!(
+        vote(flags, &[span(tid(T), 1).flags(0x300)]),
+        Decision::NotSampled
+    );
+
+    let boolean = |invert| {
+        serde_json::json!({"name": "b", "type": "boolean_attribute",
+        "boolean_attribute": {"key": "force", "value": true, "invert_match": invert}})
+    };
+    let forced = span(tid(T), 1).attr("force", any_value::Value::BoolValue(true));
+    assert_eq!(
+        vote(boolean(false), std::slice::from_ref(&forced)),
+        Decision::Sampled
+    );
+    assert_eq!(
+        vote(boolean(false), &[span(tid(T), 1)]),
+        Decision::NotSampled
+    );
+    assert_eq!(vote(boolean(true), &[forced]), Decision::InvertNotSampled);
+    assert_eq!(
+        vote(boolean(true), &[span(tid(T), 1)]),
+        Decision::InvertSampled
+    );
+
+    let ottl = serde_json::json!({"name": "o", "type": "ottl_condition", "ottl_condition": {
+        "error_mode": "ignore",
+        "span": ["attributes[\"http.route\"] == \"/checkout\" and status.code == STATUS_CODE_ERROR",
+                 "resource.attributes[\"tier\"] == \"gold\""]}});
+    let checkout = span(tid(T), 1).attr("http.route", s("/checkout"));
+    assert_eq!(
+        vote(ottl.clone(), &[checkout.clone().error()]),
+        Decision::Sampled
+    );
+    assert_eq!(vote(ottl.clone(), &[checkout]), Decision::NotSampled);
+    assert_eq!(
+        vote(ottl, &[span(tid(T), 1).res("tier", s("gold"))]),
+        Decision::Sampled
+    );
+
+    let unsupported: Vec<PolicyConfig> = serde_json::from_value(serde_json::json!([
+        {"name": "o", "type": "ottl_condition", "ottl_condition": {"span": ["Len(name) > 3"]}}
+    ]))
+    .unwrap();
+    let err = PolicySet::build(&unsupported, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unsupported expression"), "{err}");
+}
+
+#[test]
+fn and_not_drop_combine_sub_policies() {
+    let and = serde_json::json!({"name": "a", "type": "and", "and": {"and_sub_policy": [
+        {"name": "svc", "type": "string_attribute", "string_attribute": {"key": "svc", "values": ["api"]}},
+        {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]}});
+    assert_eq!(
+        vote(and.clone(), &[span(tid(T), 1).res("svc", s("api")).error()]),
+        Decision::Sampled
+    );
+    assert_eq!(
+        vote(and, &[span(tid(T), 1).res("svc", s("api"))]),
+        Decision::NotSampled
+    );
+
+    let not = serde_json::json!({"name": "n", "type": "not", "not": {"not_sub_policy":
+        {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}}});
+    assert_eq!(vote(not.clone(), &[span(tid(T), 1)]), Decision::Sampled);
+    assert_eq!(vote(not, &[span(tid(T), 1).error()]), Decision::NotSampled);
+
+    let drop = serde_json::json!({"name": "d", "type": "drop", "drop": {"drop_sub_policy": [
+        {"name": "health", "type": "string_attribute",
+         "string_attribute": {"key": "url.path", "values": ["/health"], "enabled_regex_matching": true}}]}});
+    assert_eq!(
+        vote(
+            drop.clone(),
+            &[span(tid(T), 1).attr("url.path", s("/health"))]
+        ),
+        Decision::Dropped
+    );
+    assert_eq!(vote(drop, &[span(tid(T), 1)]), Decision::NotSampled);
+}
+
+// ---------------------------------------------------------------- precedence
+
+/// A policy that votes as told, built from real policies: always_sample
+/// (Sampled), an impossible status (NotSampled), invert string matches
+/// (InvertSampled / InvertNotSampled on the "hit" attribute), a drop of
+/// always_sample (Dropped).
+fn voter(name: &str, d: Decision) -> serde_json::Value {
+    match d {
+        Decision::Sampled => serde_json::json!({"name": name, "type": "always_sample"}),
+        Decision::NotSampled => {
+            serde_json::json!({"name": name, "type": "latency", "latency": {"threshold_ms": 1_000_000}})
+        }
+        Decision::InvertSampled => serde_json::json!({"name": name, "type": "string_attribute",
+            "string_attribute": {"key": "absent", "values": ["x"], "invert_match": true}}),
+        Decision::InvertNotSampled => serde_json::json!({"name": name, "type": "string_attribute",
+            "string_attribute": {"key": "hit", "values": ["x"], "invert_match": true}}),
+        Decision::Dropped => {
+            serde_json::json!({"name": name, "type": "drop", "drop": {"drop_sub_policy": [
+            {"name": "all", "type": "always_sample"}]}})
+        }
+    }
+}
+
+#[test]
+fn precedence_table() {
+    use Decision::*;
+    let cases: &[(&[Decision], Decision)] = &[
+        (&[Sampled], Sampled),
+        (&[NotSampled], NotSampled),
+        (&[InvertSampled], Sampled),
+        (&[InvertNotSampled], NotSampled),
+        (&[Dropped], Dropped),
+        (&[Sampled, Dropped], Dropped),
+        (&[Sampled, InvertNotSampled], NotSampled),
+        (&[Sampled, NotSampled], Sampled),
+        (&[InvertSampled, NotSampled], NotSampled),
+        (&[InvertSampled, Sampled], Sampled),
+        (&[InvertSampled, InvertNotSampled], NotSampled),
+        (&[InvertNotSampled, Dropped], Dropped),
+        (&[NotSampled, NotSampled], NotSampled),
+    ];
+    let spans = [batch(&[span(tid(T), 1).attr("hit", s("x"))])];
+    for (votes, want) in cases {
+        let configs: Vec<serde_json::Value> = votes
+            .iter()
+            .enumerate()
+            .map(|(i, d)| voter(&format!("p{i}"), *d))
+            .collect();
+        let mut set = policies(serde_json::Value::Array(configs), false);
+        let id = tid(T);
+        let verdict = set.decide(&view(&id, &spans), Duration::ZERO);
+        assert_eq!(verdict.decision, *want, "votes {votes:?}");
+    }
+}
+
+#[test]
+fn sample_on_first_match_stops_evaluation() {
+    let configs = serde_json::json!([
+        voter("first", Decision::NotSampled),
+        voter("second", Decision::Sampled),
+        voter("third", Decision::InvertNotSampled),
+    ]);
+    let spans = [batch(&[span(tid(T), 1).attr("hit", s("x"))])];
+    let id = tid(T);
+    let mut all = policies(configs.clone(), false);
+    assert_eq!(
+        all.decide(&view(&id, &spans), Duration::ZERO).decision,
+        Decision::NotSampled
+    );
+    let mut first = policies(configs, true);
+    let verdict = first.decide(&view(&id, &spans), Duration::ZERO);
+    assert_eq!(verdict.decision, Decision::Sampled);
+    assert_eq!(verdict.policy, Some(1));
+    let tally = first.take_tally();
+    assert_eq!(tally[2], [0; 5], "the third policy was never evaluated");
+    // Drop policies still run first, whatever their position.
+    let mut with_drop = policies(
+        serde_json::json!([
+            voter("keep", Decision::Sampled),
+            voter("drop", Decision::Dropped)
+        ]),
+        true,
+    );
+    assert_eq!(
+        with_drop
+            .decide(&view(&id, &spans), Duration::ZERO)
+            .decision,
+        Decision::Dropped
+    );
+}
+
+// ---------------------------------------------------------------- rate budgets
+
+#[test]
+fn rate_limiting_is_a_token_bucket() {
+    let mut set = policies(
+        serde_json::json!([{"name": "r", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 10, "burst_capacity": 20}}]),
+        false,
+    );
+    let five = [batch(&(1..=5).map(|i| span(tid(T), i)).collect::<Vec<_>>())];
+    let id = tid(T);
+    let at = |ms: u64| Duration::from_millis(1_000_000 + ms);
+    let mut decide = |ms| set.decide(&view(&id, &five), at(ms)).is_sampled();
+    // The bucket starts full (20): four traces of 5 spans pass, the fifth not.
+    assert!(decide(0) && decide(0) && decide(0) && decide(0));
+    assert!(!decide(0));
+    // Half a second refills 5 spans.
+    assert!(decide(500));
+    assert!(!decide(500));
+    // A trace bigger than the burst never passes.
+    let big = [batch(
+        &(1..=21).map(|i| span(tid(T), i)).collect::<Vec<_>>(),
+    )];
+    assert!(!set.decide(&view(&id, &big), at(60_000)).is_sampled());
+}
+
+#[test]
+fn composite_budgets_and_their_reset_each_second() {
+    let config = serde_json::json!([{"name": "c", "type": "composite", "composite": {
+        "max_total_spans_per_second": 100,
+        "policy_order": ["errors", "rest"],
+        "composite_sub_policy": [
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "rest", "type": "always_sample"},
+            {"name": "unallocated", "type": "always_sample"}],
+        "rate_allocation": [{"policy": "errors", "percent": 50}, {"policy": "rest", "percent": 20}]}}]);
+    let configs: Vec<PolicyConfig> = serde_json::from_value(config).unwrap();
+    let (mut set, warnings) = PolicySet::build(&configs, false).unwrap();
+    assert!(
+        warnings.iter().any(|w| w.contains("unallocated")),
+        "{warnings:?}"
+    );
+    let ten = |error: bool| {
+        [batch(
+            &(1..=10)
+                .map(|i| {
+                    if error {
+                        span(tid(T), i).error()
+                    } else {
+                        span(tid(T), i)
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )]
+    };
+    let id = tid(T);
+    let sec = |s: u64, ms: u64| Duration::from_secs(1_700_000_000 + s) + Duration::from_millis(ms);
+    let errors = ten(true);
+    let plain = ten(false);
+    // errors: 50 spans per second = five 10-span traces.
+    for _ in 0..5 {
+        assert!(set.decide(&view(&id, &errors), sec(0, 0)).is_sampled());
+    }
+    assert!(!set.decide(&view(&id, &errors), sec(0, 500)).is_sampled());
+    // rest: 20 per second; an over-budget error trace does not fall through.
+    assert!(set.decide(&view(&id, &plain), sec(0, 600)).is_sampled());
+    assert!(set.decide(&view(&id, &plain), sec(0, 700)).is_sampled());
+    assert!(!set.decide(&view(&id, &plain), sec(0, 800)).is_sampled());
+    // A new second resets every budget.
+    assert!(set.decide(&view(&id, &errors), sec(1, 0)).is_sampled());
+    assert!(set.decide(&view(&id, &plain), sec(1, 0)).is_sampled());
+}
+
+// ---------------------------------------------------------------- fraction_on_match
+
+#[test]
+fn fraction_on_match_is_deterministic_per_trace_and_uses_otep_randomness() {
+    let config = serde_json::json!([{"name": "e", "type": "status_code",
+        "status_code": {"status_codes": ["ERROR"], "fraction_on_match": 0.25}}]);
+    let mut set = policies(config, false);
+    let mut kept = 0;
+    let n = 20_000u64;
+    for i in 0..n {
+        let id = tid(i);
+        let b = [batch(&[span(id, 1).error()])];
+        let first = set.decide(&view(&id, &b), Duration::ZERO).is_sampled();
+        let again = set.decide(&view(&id, &b), Duration::ZERO).is_sampled();
+        assert_eq!(first, again);
+        assert_eq!(first, trace_randomness(&id) >= keep_threshold(0.25));
+        kept += u64::from(first);
+    }
+    let sigma = (n as f64 * 0.25 * 0.75).sqrt();
+    assert!(
+        (kept as f64 - n as f64 * 0.25).abs() < 4.0 * sigma,
+        "kept {kept}"
+    );
+    // Not matching stays not sampled whatever the randomness.
+    let id = hex16("ffffffffffffffffffffffffffffffff");
+    let b = [batch(&[span(id, 1)])];
+    assert!(!set.decide(&view(&id, &b), Duration::ZERO).is_sampled());
+    assert_eq!(trace_randomness(&id), RANDOMNESS_RANGE - 1);
+}
+
+#[test]
+fn seed_config_tail_sampling_section_parses() {
+    let yaml_as_json = serde_json::json!([
+        {"name": "error-traces", "type": "status_code", "status_code": {"status_codes": ["ERROR"], "fraction_on_match": 1.0}},
+        {"name": "slow-traces", "type": "latency", "latency": {"threshold_ms": 1000, "fraction_on_match": 0.1}},
+        {"name": "alphabetical-service", "type": "string_attribute",
+         "string_attribute": {"key": "service.name", "values": ["api", "auth", "payment"], "fraction_on_match": 0.5}}
+    ]);
+    let set = policies(yaml_as_json, false);
+    assert_eq!(set.names().len(), 3);
+    let typo: Result<Vec<PolicyConfig>, _> = serde_json::from_value(serde_json::json!([
+        {"name": "x", "type": "latency", "latency": {"treshold_ms": 5}}
+    ]));
+    assert!(typo.unwrap_err().to_string().contains("treshold_ms"));
+}
+
+// ---------------------------------------------------------------- the buffer
+
+fn settings() -> TraceBufferSettings {
+    TraceBufferSettings {
+        decision_wait: Duration::from_secs(10),
+        ..TraceBufferSettings::default()
+    }
+}
+
+fn keep_errors() -> PolicySet {
+    policies(
+        serde_json::json!([{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]),
+        false,
+    )
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(1_700_000_000 + s)
+}
+
+#[test]
+fn decides_decision_wait_after_the_first_span_with_all_its_spans() {
+    let mut shard = TraceShard::new(settings());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    let id = tid(1);
+    assert!(shard
+        .insert(&batch(&[span(id, 1)]), secs(0), &mut set, &mut out)
+        .is_none());
+    shard.insert(
+        &batch(&[span(id, 2).error(), span(tid(2), 1)]),
+        secs(5),
+        &mut set,
+        &mut out,
+    );
+    let agg = shard.aggregates(&id).unwrap();
+    assert_eq!(
+        (agg.span_count, agg.any_error, agg.root_seen),
+        (2, true, true)
+    );
+    assert_eq!(shard.next_deadline(), Some(secs(10)));
+    shard.poll(secs(9), &mut set, &mut out);
+    assert!(out.decided.is_empty());
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 1);
+    assert_eq!(out.decided[0].reason, DecisionReason::DecisionWait);
+    assert_eq!(out.sampled.iter().map(SpanBatch::len).sum::<usize>(), 2);
+    assert_eq!(shard.pending_traces(), 1, "trace 2 came later");
+    shard.poll(secs(15), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 2);
+    assert!(!out.decided[1].verdict.is_sampled());
+    assert_eq!(shard.stats().spans_not_sampled, 1);
+    assert_eq!(shard.buffered_bytes(), 0);
+}
+
+#[test]
+fn root_received_shortens_the_wait_but_never_lengthens_it() {
+    let mut shard = TraceShard::new(TraceBufferSettings {
+        decision_wait_after_root_received: Duration::from_secs(2),
+        ..settings()
+    });
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    // Child first, root at 3 s: decided at 5 s.
+    shard.insert(
+        &batch(&[span(tid(1), 2).error()]),
+        secs(0),
+        &mut set,
+        &mut out,
+    );
+    shard.insert(&batch(&[span(tid(1), 1)]), secs(3), &mut set, &mut out);
+    // Root at 9 s: 9 + 2 > 0 + 10, decided at 10 s as usual.
+    shard.insert(
+        &batch(&[span(tid(2), 2).error()]),
+        secs(0),
+        &mut set,
+        &mut out,
+    );
+    shard.insert(&batch(&[span(tid(2), 1)]), secs(9), &mut set, &mut out);
+    shard.poll(secs(5), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 1);
+    assert_eq!(
+        (out.decided[0].trace_id, out.decided[0].reason),
+        (tid(1), DecisionReason::RootReceived)
+    );
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 2);
+    assert_eq!(out.decided[1].reason, DecisionReason::DecisionWait);
+}
+
+#[test]
+fn size_limits_decide_at_once() {
+    let mut shard = TraceShard::new(TraceBufferSettings {
+        max_spans_per_trace: 3,
+        ..settings()
+    });
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    let spans: Vec<_> = (1..=4).map(|i| span(tid(1), i).error()).collect();
+    shard.insert(&batch(&spans[..2]), secs(0), &mut set, &mut out);
+    assert!(out.decided.is_empty());
+    shard.insert(&batch(&spans[2..]), secs(1), &mut set, &mut out);
+    assert_eq!(out.decided[0].reason, DecisionReason::TooManySpans);
+    assert!(
+        out.decided[0].verdict.is_sampled(),
+        "decided by the policies"
+    );
+    assert_eq!(shard.stats().early_max_spans, 1);
+
+    let mut shard = TraceShard::new(TraceBufferSettings {
+        maximum_trace_size_bytes: 150,
+        ..settings()
+    });
+    let mut out = Released::default();
+    for i in 1..=5 {
+        shard.insert(
+            &batch(&[span(tid(2), i).error()]),
+            secs(0),
+            &mut set,
+            &mut out,
+        );
+    }
+    assert_eq!(out.decided.len(), 1);
+    assert_eq!(out.decided[0].reason, DecisionReason::TooLarge);
+    assert!(
+        !out.decided[0].verdict.is_sampled(),
+        "too large is not sampled, as in the collector"
+    );
+    assert_eq!(shard.stats().traces_too_large, 1);
+    assert!(shard.stats().spans_too_large >= 2);
+    // Later spans follow the decision (the trace stays in the table).
+    let too_large = shard.stats().spans_too_large;
+    assert_eq!(
+        too_large + shard.stats().spans_late_not_sampled,
+        5,
+        "every span is accounted for"
+    );
+}
+
+#[test]
+fn num_traces_bound_decides_the_oldest_early() {
+    let mut shard = TraceShard::new(TraceBufferSettings {
+        num_traces: 3,
+        ..settings()
+    });
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    for i in 0..10 {
+        shard.insert(
+            &batch(&[span(tid(i), 1).error()]),
+            secs(i),
+            &mut set,
+            &mut out,
+        );
+        assert!(shard.traces_in_table() <= 3);
+    }
+    assert_eq!(shard.stats().early_num_traces, 7);
+    let early: Vec<_> = out.decided.iter().map(|d| d.trace_id).collect();
+    assert_eq!(early, (0..7).map(tid).collect::<Vec<_>>(), "oldest first");
+    assert!(out
+        .decided
+        .iter()
+        .all(|d| d.verdict.is_sampled() && d.reason == DecisionReason::NumTracesFull));
+}
+
+#[test]
+fn byte_budget_decides_the_oldest_early() {
+    let one = batch(&[span(tid(0), 1)]);
+    let per_trace = super::buffer::memory_of(&one.select(&[0]));
+    let mut shard = TraceShard::new(TraceBufferSettings {
+        max_buffered_bytes: per_trace * 4,
+        ..settings()
+    });
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    for i in 0..50 {
+        shard.insert(&batch(&[span(tid(i), 1)]), secs(0), &mut set, &mut out);
+        assert!(shard.buffered_bytes() <= per_trace * 4);
+    }
+    assert_eq!(shard.pending_traces(), 4);
+    assert_eq!(shard.stats().early_bytes, 46);
+}
+
+#[test]
+fn block_on_overflow_holds_new_traces_back_until_room() {
+    let mut shard = TraceShard::new(TraceBufferSettings {
+        num_traces: 2,
+        block_on_overflow: true,
+        non_sampled_cache_size: 10,
+        ..settings()
+    });
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    shard.insert(&batch(&[span(tid(1), 1)]), secs(0), &mut set, &mut out);
+    shard.insert(&batch(&[span(tid(2), 1)]), secs(1), &mut set, &mut out);
+    let held = shard
+        .insert(
+            &batch(&[span(tid(3), 1), span(tid(1), 2)]),
+            secs(2),
+            &mut set,
+            &mut out,
+        )
+        .expect("trace 3 is held back");
+    assert_eq!(held.len(), 1, "the span of known trace 1 went in");
+    assert_eq!(held.spans()[0].trace_id, tid(3));
+    assert!(out.decided.is_empty(), "nothing decided early");
+    shard.poll(secs(10), &mut set, &mut out);
+    assert!(shard.insert(&held, secs(10), &mut set, &mut out).is_none());
+    assert_eq!(shard.pending_traces(), 2);
+}
+
+/// Late spans after each kind of decision, with and without caches.
+#[test]
+fn late_spans_follow_the_decision() {
+    for caches in [false, true] {
+        let size = if caches { 100 } else { 0 };
+        let mut shard = TraceShard::new(TraceBufferSettings {
+            sampled_cache_size: size,
+            non_sampled_cache_size: size,
+            ..settings()
+        });
+        let mut set = errors_and_health_drop();
+        let mut out = Released::default();
+        let (sampled, not_sampled, dropped) = (tid(1), tid(2), tid(3));
+        shard.insert(
+            &batch(&[span(sampled, 1).error()]),
+            secs(0),
+            &mut set,
+            &mut out,
+        );
+        shard.insert(&batch(&[span(not_sampled, 1)]), secs(0), &mut set, &mut out);
+        shard.insert(
+            &batch(&[span(dropped, 1).error().attr("health", s("y"))]),
+            secs(0),
+            &mut set,
+            &mut out,
+        );
+        shard.poll(secs(10), &mut set, &mut out);
+        assert_eq!(out.decided.len(), 3);
+        assert_eq!(out.decided[2].verdict.decision, Decision::Dropped);
+        assert_eq!(shard.traces_in_table(), if caches { 0 } else { 3 });
+        out.clear();
+        shard.insert(
+            &batch(&[span(sampled, 2), span(not_sampled, 2), span(dropped, 2)]),
+            secs(12),
+            &mut set,
+            &mut out,
+        );
+        assert!(
+            out.decided.is_empty(),
+            "late spans are not re-decided (caches {caches})"
+        );
+        assert_eq!(out.sampled.len(), 1);
+        assert_eq!(out.sampled[0].spans()[0].trace_id, sampled);
+        let st = shard.stats();
+        if caches {
+            assert_eq!(
+                (
+                    st.cache_released_sampled_spans,
+                    st.cache_released_not_sampled_spans
+                ),
+                (1, 2)
+            );
+            assert!(out.late_span_ages.is_empty());
+        } else {
+            assert_eq!((st.late_sampled_spans, st.late_not_sampled_spans), (1, 2));
+            assert_eq!(out.late_span_ages, vec![Duration::from_secs(2); 3]);
+        }
+        assert_eq!(st.new_traces, 3);
+    }
+}
+
+fn errors_and_health_drop() -> PolicySet {
+    policies(
+        serde_json::json!([
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "no-health", "type": "drop", "drop": {"drop_sub_policy": [
+                {"name": "h", "type": "string_attribute", "string_attribute": {"key": "health", "values": ["y"]}}]}}
+        ]),
+        false,
+    )
+}
+
+#[test]
+fn a_forgotten_decision_starts_a_new_pending_trace() {
+    // A sampled cache of one: the second decision evicts the first.
+    let mut shard = TraceShard::new(TraceBufferSettings {
+        sampled_cache_size: 1,
+        non_sampled_cache_size: 1,
+        ..settings()
+    });
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    shard.insert(
+        &batch(&[span(tid(1), 1).error()]),
+        secs(0),
+        &mut set,
+        &mut out,
+    );
+    shard.insert(
+        &batch(&[span(tid(2), 1).error()]),
+        secs(0),
+        &mut set,
+        &mut out,
+    );
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(shard.traces_in_table(), 0);
+    out.clear();
+    shard.insert(&batch(&[span(tid(1), 2)]), secs(11), &mut set, &mut out);
+    assert!(out.sampled.is_empty());
+    assert_eq!(shard.pending_traces(), 1, "trace 1 is pending again");
+    assert_eq!(shard.stats().new_traces, 3);
+}
+
+#[test]
+fn trace_buffer_routes_by_trace_id_across_shards() {
+    let settings = TraceBufferSettings {
+        num_traces: 1000,
+        ..settings()
+    };
+    let mut buffer = TraceBuffer::new(&settings, 4);
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    let spans: Vec<_> = (0..200).map(|i| span(tid(i), 1).error()).collect();
+    assert!(buffer
+        .insert(&batch(&spans), secs(0), &mut set, &mut out)
+        .is_empty());
+    assert_eq!(buffer.pending_traces(), 200);
+    assert!(buffer.shards().iter().all(|s| s.pending_traces() > 20));
+    buffer.poll(secs(10), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 200);
+    assert_eq!(buffer.stats().spans_sampled, 200);
+    // Shutdown decides whatever is left.
+    buffer.insert(&batch(&spans[..3]), secs(20), &mut set, &mut out);
+    buffer.drain(secs(21), false, &mut set, &mut out);
+    assert_eq!(buffer.pending_traces(), 0);
+}
