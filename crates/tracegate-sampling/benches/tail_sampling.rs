@@ -54,7 +54,11 @@ fn request(first_trace: u64) -> SpanBatch {
                     .map(|i| kv(&format!("attr.{i}"), "some-value"))
                     .collect(),
                 status: Some(Status {
-                    code: if (first_trace + t) % 20 == 0 { 2 } else { 0 },
+                    code: if (first_trace + t).is_multiple_of(20) {
+                        2
+                    } else {
+                        0
+                    },
                     message: String::new(),
                 }),
                 ..Default::default()
