@@ -175,6 +175,7 @@ async fn sdk_grpc_and_http_spans_arrive_with_attributes_intact() {
             "otelcol_exporter_sent_spans_total{exporter=\"otlp\"} 100",
             "otelcol_exporter_queue_capacity{exporter=\"otlp\"}",
             "otelcol_processor_batch_batch_send_size",
+            "otelcol_processor_batch_metadata_cardinality{processor=\"batch\"} 1",
         ],
         WAIT,
     )

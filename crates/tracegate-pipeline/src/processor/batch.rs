@@ -145,6 +145,8 @@ impl Batcher {
                 "reason" => "refused_downstream"
             ),
         });
+        // Without metadata_keys every span shares one batching key.
+        metrics::gauge!(names::PROCESSOR_BATCH_METADATA_CARDINALITY, &label).set(1.0);
         if !batcher.config.timeout.is_zero() {
             tokio::spawn(batcher.clone().run_timer());
         }
