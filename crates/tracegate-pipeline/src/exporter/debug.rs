@@ -15,6 +15,7 @@ use tracegate_model::otlp::{any_value, AnyValue, KeyValue};
 use tracegate_model::SpanBatch;
 
 use super::delivery::{error, QueueConfig};
+use super::utc::UtcTime;
 use super::{Delivered, ExportError, Exporter};
 use crate::config::ComponentError;
 
@@ -386,32 +387,11 @@ fn status_name(code: i32) -> &'static str {
 
 /// `2020-02-11 20:26:13.000000789 +0000 UTC`, as Go prints a UTC time.
 fn timestamp(unix_nanos: u64) -> String {
-    let t = UNIX_EPOCH + Duration::from_nanos(unix_nanos);
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
+    let t = UtcTime::of(UNIX_EPOCH + Duration::from_nanos(unix_nanos));
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:09} +0000 UTC",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        since.subsec_nanos()
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:09} +0000 UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.nanos
     )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

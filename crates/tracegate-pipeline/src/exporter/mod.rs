@@ -16,6 +16,7 @@ mod queue;
 pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;
+mod utc;
 
 use std::sync::Arc;
 use std::time::Duration;
