@@ -9,7 +9,9 @@ mod encode;
 pub mod json;
 mod lookup;
 pub mod otlp;
+pub mod resource_edit;
 pub mod scan;
+pub mod trace_state;
 pub mod wire;
 
 #[cfg(test)]
@@ -18,4 +20,5 @@ mod tests;
 pub use batch::{AnyValueRef, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode};
 pub use json::JsonError;
 pub use lookup::{ArrayValues, Attributes};
+pub use resource_edit::ResourceAttributes;
 pub use scan::ScanError;
