@@ -11,7 +11,6 @@ mod lookup;
 pub mod otlp;
 pub mod resource_edit;
 pub mod scan;
-pub mod trace_state;
 pub mod wire;
 
 #[cfg(test)]
