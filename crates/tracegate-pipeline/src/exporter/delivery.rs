@@ -1,11 +1,13 @@
 //! The delivery settings every queued exporter shares, as the collector's
 //! exporterhelper spells them: `sending_queue`, `retry_on_failure`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::ComponentError;
+use crate::tls::TlsClientConfig;
 
 /// `sending_queue:` — the exporter's own bounded in-memory queue.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -214,11 +216,34 @@ pub(crate) fn error(path: &str, message: impl Into<String>) -> ComponentError {
     }
 }
 
+/// The checks both OTLP exporters make of what they connect and send
+/// with: `tls` (only when the connection uses TLS) and `headers`. Returns
+/// the TLS warnings.
+pub(crate) fn validate_transport(
+    uses_tls: bool,
+    tls: &TlsClientConfig,
+    headers: &BTreeMap<String, String>,
+) -> Result<Vec<String>, ComponentError> {
+    let warnings = if uses_tls {
+        tls.validate().map_err(|e| error("tls", e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    validate_headers(headers)?;
+    Ok(warnings)
+}
+
+/// `timeout` of an OTLP exporter's request.
+pub(crate) fn validate_timeout(timeout: Duration) -> Result<(), ComponentError> {
+    if timeout.is_zero() {
+        return Err(error("timeout", "timeout must be positive"));
+    }
+    Ok(())
+}
+
 /// Checks that configured headers are valid HTTP header names and values
 /// (gRPC metadata keys are lowercase header names).
-pub(crate) fn validate_headers(
-    headers: &std::collections::BTreeMap<String, String>,
-) -> Result<(), ComponentError> {
+fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ComponentError> {
     for (name, value) in headers {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(error(

@@ -26,7 +26,9 @@ use tonic::{Code, Status};
 use tracegate_model::otlp::ExportTraceServiceResponse;
 use tracegate_model::SpanBatch;
 
-use super::delivery::{error, validate_headers, Compression, QueueConfig, RetryConfig};
+use super::delivery::{
+    error, validate_timeout, validate_transport, Compression, QueueConfig, RetryConfig,
+};
 use super::{Delivered, ExportError, Exporter};
 use crate::config::ComponentError;
 use crate::grpc::{rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
@@ -163,15 +165,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         let target = self.target()?;
-        let mut warnings = Vec::new();
-        if !target.plaintext {
-            warnings.extend(
-                self.tls
-                    .validate()
-                    .map_err(|e| error("tls", e.to_string()))?,
-            );
-        }
-        validate_headers(&self.headers)?;
+        let mut warnings = validate_transport(!target.plaintext, &self.tls, &self.headers)?;
         for name in self.headers.keys() {
             if MetadataKey::<tonic::metadata::Ascii>::from_bytes(
                 name.to_ascii_lowercase().as_bytes(),
@@ -184,9 +178,7 @@ impl Config {
                 ));
             }
         }
-        if self.timeout.is_zero() {
-            return Err(error("timeout", "timeout must be positive"));
-        }
+        validate_timeout(self.timeout)?;
         match self.balancer_name.as_str() {
             "" | "pick_first" => {}
             "round_robin" => warnings.push(

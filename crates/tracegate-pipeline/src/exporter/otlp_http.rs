@@ -21,7 +21,9 @@ use prost::Message;
 use serde::Deserialize;
 use tracegate_model::SpanBatch;
 
-use super::delivery::{error, validate_headers, Compression, QueueConfig, RetryConfig};
+use super::delivery::{
+    error, validate_timeout, validate_transport, Compression, QueueConfig, RetryConfig,
+};
 use super::utc::unix_time;
 use super::{Delivered, ExportError, Exporter};
 use crate::config::ComponentError;
@@ -132,18 +134,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         let url = self.traces_url()?;
-        let mut warnings = Vec::new();
-        if url.scheme_str() == Some("https") {
-            warnings.extend(
-                self.tls
-                    .validate()
-                    .map_err(|e| error("tls", e.to_string()))?,
-            );
-        }
-        validate_headers(&self.headers)?;
-        if self.timeout.is_zero() {
-            return Err(error("timeout", "timeout must be positive"));
-        }
+        let warnings =
+            validate_transport(url.scheme_str() == Some("https"), &self.tls, &self.headers)?;
+        validate_timeout(self.timeout)?;
         self.sending_queue.validate()?;
         self.retry_on_failure.validate()?;
         Ok(warnings)
