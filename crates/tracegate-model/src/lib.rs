@@ -11,6 +11,7 @@ mod lookup;
 pub mod otlp;
 pub mod resource_edit;
 pub mod scan;
+pub mod trace_state;
 pub mod wire;
 
 #[cfg(test)]

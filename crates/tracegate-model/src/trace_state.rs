@@ -1,0 +1,688 @@
+//! The W3C `tracestate` of a span and its OpenTelemetry `ot` entry, which
+//! carries consistent-probability-sampling data (OTEP 235, the spec's
+//! "TraceState: Probability Sampling"): the rejection threshold `th` and the
+//! explicit randomness `rv`, both 56-bit. Parsing accepts what the
+//! collector's `pkg/sampling` accepts; serializing writes the `ot` entry
+//! first (W3C: an updated entry moves to the front) and keeps every other
+//! sub-key and vendor entry as it was.
+//!
+//! Also here: re-encoding a subset of a batch whose kept spans get a new
+//! tracestate, working on the encoded bytes (DESIGN.md §2).
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+
+use crate::batch::{SpanBatch, SpanInfo};
+use crate::wire::{len_key, put_varint, Cursor, LEN};
+
+/// 2^56: thresholds and randomness values are 56-bit.
+pub const MAX_ADJUSTED_COUNT: u64 = 1 << 56;
+
+/// Hex digits of a full 56-bit value.
+pub const NUM_HEX_DIGITS: usize = 14;
+
+/// The collector's limits on an encoded tracestate and its `ot` value.
+const MAX_W3C_LEN: usize = 1024;
+const MAX_OT_LEN: usize = 256;
+const MAX_MEMBERS: usize = 32;
+
+/// Why a tracestate could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TraceStateError {
+    #[error("tracestate is longer than {MAX_W3C_LEN} bytes")]
+    TooLong,
+    #[error("tracestate has more than {MAX_MEMBERS} list members")]
+    TooManyMembers,
+    #[error("tracestate is not a valid W3C list: {0}")]
+    Syntax(&'static str),
+    #[error("the ot entry of the tracestate is invalid: {0}")]
+    OtSyntax(&'static str),
+    #[error("rv must be exactly 14 hex digits")]
+    RValue,
+    #[error("th must be 1 to 14 hex digits")]
+    TValue,
+}
+
+/// A rejection threshold: of the 2^56 randomness values, those below it are
+/// not sampled. `ALWAYS` (0) samples everything, `NEVER` (2^56) nothing.
+/// A larger threshold is a smaller sampling probability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Threshold(u64);
+
+impl Threshold {
+    pub const ALWAYS: Threshold = Threshold(0);
+    pub const NEVER: Threshold = Threshold(MAX_ADJUSTED_COUNT);
+
+    /// `None` above 2^56.
+    pub const fn from_unsigned(rejected: u64) -> Option<Threshold> {
+        if rejected <= MAX_ADJUSTED_COUNT {
+            Some(Threshold(rejected))
+        } else {
+            None
+        }
+    }
+
+    /// How many of the 2^56 randomness values are rejected.
+    pub const fn unsigned(self) -> u64 {
+        self.0
+    }
+
+    /// Parses a `th` value: 1 to 14 hex digits, trailing zeros omitted.
+    pub fn parse_tvalue(s: &str) -> Result<Threshold, TraceStateError> {
+        if s.is_empty() || s.len() > NUM_HEX_DIGITS {
+            return Err(TraceStateError::TValue);
+        }
+        let value = parse_hex(s).ok_or(TraceStateError::TValue)?;
+        Ok(Threshold(value << (4 * (NUM_HEX_DIGITS - s.len()))))
+    }
+
+    /// Appends the `th` value: 14 hex digits with trailing zeros removed,
+    /// `0` for [`Threshold::ALWAYS`]. `NEVER` has no encoding and appends
+    /// nothing (returns false).
+    pub fn write_tvalue(self, out: &mut String) -> bool {
+        match self {
+            Threshold::NEVER => false,
+            Threshold::ALWAYS => {
+                out.push('0');
+                true
+            }
+            Threshold(t) => {
+                let digits = NUM_HEX_DIGITS - (t.trailing_zeros() / 4) as usize;
+                let value = t >> (4 * (NUM_HEX_DIGITS - digits));
+                let _ = write!(out, "{value:0digits$x}");
+                true
+            }
+        }
+    }
+
+    /// The `th` value as a string ("" for `NEVER`).
+    pub fn tvalue(self) -> String {
+        let mut s = String::new();
+        self.write_tvalue(&mut s);
+        s
+    }
+
+    /// The consistent decision: sampled when the threshold is at most the
+    /// randomness.
+    #[inline]
+    pub fn should_sample(self, randomness: Randomness) -> bool {
+        self.0 <= randomness.0
+    }
+
+    /// The sampling probability this threshold stands for.
+    pub fn probability(self) -> f64 {
+        (MAX_ADJUSTED_COUNT - self.0) as f64 / MAX_ADJUSTED_COUNT as f64
+    }
+}
+
+/// 56 bits of randomness: the low 56 bits of a W3C random trace id, or an
+/// explicit `rv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Randomness(u64);
+
+impl Randomness {
+    /// The largest value, which every threshold but `NEVER` samples.
+    pub const MAX: Randomness = Randomness(MAX_ADJUSTED_COUNT - 1);
+
+    /// The low 56 bits (bytes 9 to 15, big-endian) of the trace id.
+    #[inline]
+    pub fn from_trace_id(trace_id: &[u8; 16]) -> Randomness {
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&trace_id[8..]);
+        Randomness(u64::from_be_bytes(low) & (MAX_ADJUSTED_COUNT - 1))
+    }
+
+    /// `None` at or above 2^56.
+    pub const fn from_unsigned(value: u64) -> Option<Randomness> {
+        if value < MAX_ADJUSTED_COUNT {
+            Some(Randomness(value))
+        } else {
+            None
+        }
+    }
+
+    pub const fn unsigned(self) -> u64 {
+        self.0
+    }
+
+    /// Parses an `rv` value: exactly 14 hex digits.
+    pub fn parse_rvalue(s: &str) -> Result<Randomness, TraceStateError> {
+        if s.len() != NUM_HEX_DIGITS {
+            return Err(TraceStateError::RValue);
+        }
+        parse_hex(s).map(Randomness).ok_or(TraceStateError::RValue)
+    }
+
+    /// Appends the `rv` value: 14 lowercase hex digits.
+    pub fn write_rvalue(self, out: &mut String) {
+        let _ = write!(out, "{:014x}", self.0);
+    }
+}
+
+/// Hex digits (either case) to a number; the caller bounds the length.
+fn parse_hex(s: &str) -> Option<u64> {
+    let mut value = 0u64;
+    for b in s.bytes() {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        value = value << 4 | u64::from(digit);
+    }
+    Some(value)
+}
+
+/// The `ot` entry: `rv`, `th` and any other sub-keys, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtelTraceState<'a> {
+    pub randomness: Option<Randomness>,
+    pub threshold: Option<Threshold>,
+    /// Other `key:value` members, kept verbatim.
+    pub extra: Vec<&'a str>,
+}
+
+impl<'a> OtelTraceState<'a> {
+    /// Parses an `ot` value (`key:value;key:value`).
+    pub fn parse(value: &'a str) -> Result<OtelTraceState<'a>, TraceStateError> {
+        if value.len() > MAX_OT_LEN {
+            return Err(TraceStateError::OtSyntax("longer than 256 bytes"));
+        }
+        if value.is_empty() {
+            return Err(TraceStateError::OtSyntax("empty"));
+        }
+        let mut ot = OtelTraceState::default();
+        for member in value.split(';') {
+            let Some((key, val)) = member.split_once(':') else {
+                return Err(TraceStateError::OtSyntax("a member without ':'"));
+            };
+            let key_ok = key.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            if !key_ok {
+                return Err(TraceStateError::OtSyntax("invalid key"));
+            }
+            if !val
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            {
+                return Err(TraceStateError::OtSyntax("invalid value"));
+            }
+            match key {
+                "rv" => ot.randomness = Some(Randomness::parse_rvalue(val)?),
+                "th" => ot.threshold = Some(Threshold::parse_tvalue(val)?),
+                _ => ot.extra.push(member),
+            }
+        }
+        Ok(ot)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.randomness.is_none() && self.threshold.is_none() && self.extra.is_empty()
+    }
+
+    /// Sets the threshold unless that would lower an existing one (a
+    /// threshold only ever rises: lowering it would raise the adjusted
+    /// counts of spans sampled at a smaller probability). Returns whether
+    /// it was set. `NEVER` clears `th`, as it has no encoding.
+    pub fn raise_threshold(&mut self, threshold: Threshold) -> bool {
+        if self.threshold.is_some_and(|current| current > threshold) {
+            return false;
+        }
+        self.threshold = (threshold != Threshold::NEVER).then_some(threshold);
+        true
+    }
+
+    /// Appends `rv:…;th:…;extra…` (without the `ot=`).
+    pub fn write(&self, out: &mut String) {
+        let mut first = true;
+        let mut sep = |out: &mut String| {
+            if !std::mem::take(&mut first) {
+                out.push(';');
+            }
+        };
+        if let Some(rv) = self.randomness {
+            sep(out);
+            out.push_str("rv:");
+            rv.write_rvalue(out);
+        }
+        if let Some(th) = self.threshold.filter(|&t| t != Threshold::NEVER) {
+            sep(out);
+            out.push_str("th:");
+            th.write_tvalue(out);
+        }
+        for member in &self.extra {
+            sep(out);
+            out.push_str(member);
+        }
+    }
+}
+
+/// A parsed W3C `tracestate`: the `ot` entry and the other list members.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceState<'a> {
+    pub ot: OtelTraceState<'a>,
+    /// Other `key=value` members in order, without surrounding whitespace.
+    pub others: Vec<&'a str>,
+}
+
+impl<'a> TraceState<'a> {
+    /// Parses a W3C tracestate header value; "" is a valid, empty one.
+    pub fn parse(input: &'a str) -> Result<TraceState<'a>, TraceStateError> {
+        if input.len() > MAX_W3C_LEN {
+            return Err(TraceStateError::TooLong);
+        }
+        let mut state = TraceState::default();
+        let mut members = 0;
+        let blank = |s: &str| s.bytes().all(|b| b == b' ' || b == b'\t');
+        let pieces = input.split(',').count();
+        for (n, raw) in input.split(',').enumerate() {
+            // Whitespace is allowed around commas, not at either end of the
+            // list (the collector's grammar), except as an all-blank member.
+            if !blank(raw)
+                && ((n == 0 && raw.starts_with([' ', '\t']))
+                    || (n + 1 == pieces && raw.ends_with([' ', '\t'])))
+            {
+                return Err(TraceStateError::Syntax("whitespace at the end of the list"));
+            }
+            members += 1;
+            if members > MAX_MEMBERS {
+                return Err(TraceStateError::TooManyMembers);
+            }
+            let member = raw.trim_matches([' ', '\t']);
+            if member.is_empty() {
+                // The grammar allows empty members (OWS only).
+                continue;
+            }
+            let Some((key, value)) = member.split_once('=') else {
+                return Err(TraceStateError::Syntax("a member without '='"));
+            };
+            if !valid_w3c_key(key) {
+                return Err(TraceStateError::Syntax("invalid key"));
+            }
+            if !valid_w3c_value(value) {
+                return Err(TraceStateError::Syntax("invalid value"));
+            }
+            if key == "ot" {
+                // A repeated `ot` replaces the earlier one, as in the collector.
+                state.ot = OtelTraceState::parse(value)?;
+            } else {
+                state.others.push(member);
+            }
+        }
+        Ok(state)
+    }
+
+    /// Appends the serialized tracestate: `ot=…` first when it has any
+    /// value, then the other members in order, comma-separated.
+    pub fn write(&self, out: &mut String) {
+        let mut first = true;
+        if !self.ot.is_empty() {
+            out.push_str("ot=");
+            self.ot.write(out);
+            first = false;
+        }
+        for member in &self.others {
+            if !std::mem::take(&mut first) {
+                out.push(',');
+            }
+            out.push_str(member);
+        }
+    }
+
+    /// The serialized tracestate.
+    pub fn to_string_value(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+}
+
+/// W3C key: `lcalpha 0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/")`, or
+/// `tenant@system` with the tenant starting with a lowercase letter or digit
+/// (at most 241 chars) and the system with a letter (at most 14).
+fn valid_w3c_key(key: &str) -> bool {
+    let rest_ok = |s: &[u8]| {
+        s.iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/".contains(&b))
+    };
+    let b = key.as_bytes();
+    match key.split_once('@') {
+        None => !b.is_empty() && b.len() <= 256 && b[0].is_ascii_lowercase() && rest_ok(&b[1..]),
+        Some((tenant, system)) => {
+            let (t, s) = (tenant.as_bytes(), system.as_bytes());
+            !t.is_empty()
+                && t.len() <= 241
+                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
+                && rest_ok(&t[1..])
+                && !s.is_empty()
+                && s.len() <= 14
+                && s[0].is_ascii_lowercase()
+                && rest_ok(&s[1..])
+        }
+    }
+}
+
+/// W3C value: 1 to 256 printable ASCII chars except ',' and '=', spaces
+/// allowed but not last.
+fn valid_w3c_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty()
+        && b.len() <= 256
+        && b[b.len() - 1] != b' '
+        && b.iter()
+            .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+}
+
+/// `Span.trace_state`.
+const SPAN_TRACE_STATE: u32 = 3;
+
+impl SpanBatch {
+    /// The spans at `kept` (strictly ascending, in range), encoded as a new
+    /// request, where each span named in `new_trace_states` (sorted by span
+    /// index, each a kept span) carries that tracestate instead of its own.
+    /// Only those spans are re-encoded; every other byte is copied.
+    pub fn select_with_trace_states(
+        &self,
+        kept: &[u32],
+        new_trace_states: &[(u32, String)],
+    ) -> SpanBatch {
+        debug_assert!(kept.windows(2).all(|w| w[0] < w[1]));
+        if new_trace_states.is_empty() {
+            return self.select(kept);
+        }
+        // The subset first, so the rewrite below copies only kept bytes.
+        let subset = crate::encode::encode_subset(self, kept);
+        // Rewritten span bodies are appended after the subset's bytes and the
+        // index pointed at them; the encoder reads spans by range only, so
+        // encoding every span of this patched batch writes a valid request
+        // with the new bodies in place.
+        let mut bytes = Vec::with_capacity(
+            subset.bytes.len()
+                + new_trace_states
+                    .iter()
+                    .map(|(_, ts)| ts.len() + 8)
+                    .sum::<usize>(),
+        );
+        bytes.extend_from_slice(&subset.bytes);
+        let mut spans = subset.spans.clone();
+        let mut edits = new_trace_states.iter().peekable();
+        for (position, &original) in kept.iter().enumerate() {
+            while edits.next_if(|(i, _)| *i < original).is_some() {}
+            let Some((_, trace_state)) = edits.next_if(|(i, _)| *i == original) else {
+                continue;
+            };
+            let span: &mut SpanInfo = &mut spans[position];
+            let start = bytes.len();
+            let body = span.span.start as usize..span.span.end as usize;
+            write_span_with_trace_state(&subset.bytes, body, trace_state, &mut bytes);
+            span.span = start as u32..bytes.len() as u32;
+        }
+        let patched = SpanBatch {
+            bytes: Bytes::from(bytes),
+            resources: subset.resources,
+            scopes: subset.scopes,
+            spans,
+        };
+        let all: Vec<u32> = (0..patched.spans.len() as u32).collect();
+        crate::encode::encode_subset(&patched, &all)
+    }
+}
+
+/// Writes the span body `src[body]` with its `trace_state` field replaced:
+/// every occurrence dropped and one written where the field belongs in
+/// field order (before the first field numbered above it), or none when
+/// `trace_state` is empty (proto3 omits empty strings).
+fn write_span_with_trace_state(
+    src: &[u8],
+    body: std::ops::Range<usize>,
+    trace_state: &str,
+    out: &mut Vec<u8>,
+) {
+    let mut written = trace_state.is_empty();
+    let write_field = |out: &mut Vec<u8>| {
+        out.push(len_key(SPAN_TRACE_STATE as u8));
+        put_varint(out, trace_state.len() as u64);
+        out.extend_from_slice(trace_state.as_bytes());
+    };
+    let mut c = Cursor::new(src, body.clone());
+    while !c.at_end() {
+        let at = c.pos;
+        let Ok((field, wire_type)) = c.tag() else {
+            // The scanner validated the span; should it not be, keep the rest.
+            out.extend_from_slice(&src[at..body.end]);
+            break;
+        };
+        if field > SPAN_TRACE_STATE && !written {
+            write_field(out);
+            written = true;
+        }
+        if c.skip(field, wire_type, 3).is_err() {
+            out.extend_from_slice(&src[at..body.end]);
+            break;
+        }
+        if !(field == SPAN_TRACE_STATE && wire_type == LEN) {
+            out.extend_from_slice(&src[at..c.pos]);
+        }
+    }
+    if !written {
+        write_field(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tvalues_drop_trailing_zeros() {
+        let th = |t: u64| Threshold::from_unsigned(t).unwrap().tvalue();
+        assert_eq!(th(0), "0");
+        assert_eq!(th(0xc0000000000000), "c");
+        assert_eq!(th(0x80000000000000), "8");
+        assert_eq!(th(0xe6660000000000), "e666");
+        assert_eq!(th(0x00000000000001), "00000000000001");
+        assert_eq!(th(0x01000000000000), "01");
+        assert_eq!(Threshold::NEVER.tvalue(), "");
+    }
+
+    #[test]
+    fn tvalues_parse_back() {
+        for s in [
+            "0",
+            "c",
+            "8",
+            "e666",
+            "00000000000001",
+            "01",
+            "fffffffffffff",
+        ] {
+            assert_eq!(Threshold::parse_tvalue(s).unwrap().tvalue(), s);
+        }
+        assert_eq!(
+            Threshold::parse_tvalue("C").unwrap(),
+            Threshold::parse_tvalue("c").unwrap()
+        );
+        assert_eq!(Threshold::parse_tvalue("c").unwrap().unsigned(), 0xc << 52);
+        for bad in ["", "g", "000000000000000", "-1", "0x1"] {
+            assert!(Threshold::parse_tvalue(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rvalues_are_exactly_14_digits() {
+        let r = Randomness::parse_rvalue("0123456789abcd").unwrap();
+        assert_eq!(r.unsigned(), 0x0123456789abcd);
+        let mut s = String::new();
+        r.write_rvalue(&mut s);
+        assert_eq!(s, "0123456789abcd");
+        for bad in ["123", "0123456789abcde", "0123456789abcg"] {
+            assert!(Randomness::parse_rvalue(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trace_id_randomness_is_the_low_56_bits() {
+        let mut id = [0xffu8; 16];
+        id[9..].copy_from_slice(&[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde]);
+        assert_eq!(
+            Randomness::from_trace_id(&id).unsigned(),
+            0x123456789abcde,
+            "byte 8 is not part of it"
+        );
+    }
+
+    #[test]
+    fn decisions_compare_threshold_and_randomness() {
+        let t = Threshold::parse_tvalue("8").unwrap();
+        assert!(t.should_sample(Randomness::from_unsigned(0x80000000000000).unwrap()));
+        assert!(!t.should_sample(Randomness::from_unsigned(0x7fffffffffffff).unwrap()));
+        assert!(Threshold::ALWAYS.should_sample(Randomness::from_unsigned(0).unwrap()));
+        assert!(!Threshold::NEVER.should_sample(Randomness::MAX));
+        assert_eq!(t.probability(), 0.5);
+    }
+
+    #[test]
+    fn parse_keeps_other_vendors_and_sub_keys() {
+        let ts = TraceState::parse("vendor=a b, ot=th:c;rv:0000000000000f;x:y ,k@sys=v").unwrap();
+        assert_eq!(ts.ot.threshold, Threshold::from_unsigned(0xc << 52));
+        assert_eq!(ts.ot.randomness, Randomness::from_unsigned(15));
+        assert_eq!(ts.ot.extra, vec!["x:y"]);
+        assert_eq!(ts.others, vec!["vendor=a b", "k@sys=v"]);
+        assert_eq!(
+            ts.to_string_value(),
+            "ot=rv:0000000000000f;th:c;x:y,vendor=a b,k@sys=v"
+        );
+    }
+
+    #[test]
+    fn empty_and_blank_members_are_valid() {
+        assert_eq!(TraceState::parse("").unwrap(), TraceState::default());
+        assert!(TraceState::parse("a=1, ").is_ok());
+        let ts = TraceState::parse("a=1,,  ,b=2").unwrap();
+        assert_eq!(ts.others, vec!["a=1", "b=2"]);
+        assert_eq!(ts.to_string_value(), "a=1,b=2");
+    }
+
+    #[test]
+    fn invalid_tracestates_are_refused() {
+        for bad in [
+            "A=1",
+            "a=",
+            "a=1=2",
+            "a",
+            "ot=",
+            "ot=th",
+            "ot=th:",
+            "ot=th:xyz",
+            "ot=rv:12",
+            "ot=TH:1",
+            "ot=th:1;",
+            "ot=th:1;;rv:00000000000000",
+            "a=b ",
+            " a=b",
+        ] {
+            assert!(TraceState::parse(bad).is_err(), "{bad:?}");
+        }
+        let many = (0..33)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            TraceState::parse(&many),
+            Err(TraceStateError::TooManyMembers)
+        );
+        assert_eq!(
+            TraceState::parse(&"a".repeat(1025)),
+            Err(TraceStateError::TooLong)
+        );
+    }
+
+    #[test]
+    fn thresholds_only_rise() {
+        let mut ot = OtelTraceState::default();
+        let c = Threshold::parse_tvalue("c").unwrap();
+        let e = Threshold::parse_tvalue("e").unwrap();
+        assert!(ot.raise_threshold(c));
+        assert!(!ot.raise_threshold(Threshold::parse_tvalue("8").unwrap()));
+        assert_eq!(ot.threshold, Some(c));
+        assert!(ot.raise_threshold(e));
+        assert_eq!(ot.threshold, Some(e));
+        assert!(ot.raise_threshold(e), "an equal threshold is no change");
+    }
+
+    fn request() -> crate::otlp::ExportTraceServiceRequest {
+        use crate::otlp::*;
+        let span = |n: u8, trace_state: &str| Span {
+            trace_id: vec![n; 16],
+            span_id: vec![n; 8],
+            trace_state: trace_state.into(),
+            name: format!("span {n}"),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![KeyValue {
+                key: "k".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(i64::from(n))),
+                }),
+                ..Default::default()
+            }],
+            flags: 0x301,
+            ..Default::default()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource::default()),
+                scope_spans: vec![
+                    ScopeSpans {
+                        spans: vec![span(1, ""), span(2, "a=b"), span(3, "ot=th:8")],
+                        schema_url: "s".into(),
+                        ..Default::default()
+                    },
+                    ScopeSpans {
+                        spans: vec![span(4, "x=y")],
+                        ..Default::default()
+                    },
+                ],
+                schema_url: "r".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn kept_spans_get_their_new_trace_state_and_nothing_else_changes() {
+        let original = request();
+        let batch = SpanBatch::from_request(&original);
+        let out = batch
+            .select_with_trace_states(&[0, 2, 3], &[(0, "ot=th:c".into()), (3, String::new())]);
+        let decoded = out.to_request();
+        let mut expected = original.clone();
+        let scopes = &mut expected.resource_spans[0].scope_spans;
+        scopes[0].spans.remove(1);
+        scopes[0].spans[0].trace_state = "ot=th:c".into();
+        scopes[1].spans[0].trace_state = String::new();
+        assert_eq!(decoded, expected);
+        // The index agrees with the bytes.
+        assert_eq!(out.len(), 3);
+        assert_eq!(out.span_trace_state(0), "ot=th:c");
+        assert_eq!(out.span_trace_state(1), "ot=th:8");
+        assert_eq!(out.span_name(2), "span 4");
+        assert_eq!(out.spans()[2].trace_id, [4; 16]);
+        let rescanned = SpanBatch::scan(out.bytes().clone()).unwrap();
+        assert_eq!(rescanned.spans(), out.spans());
+    }
+
+    #[test]
+    fn a_trace_state_is_written_in_field_order() {
+        let batch = SpanBatch::from_request(&request());
+        let out = batch.select_with_trace_states(&[0], &[(0, "ot=th:0".into())]);
+        // Canonical encoders write fields in number order; the new field 3
+        // lands after span_id (2) and before name (5), so re-encoding the
+        // decoded request with prost gives the same bytes.
+        use prost::Message;
+        assert_eq!(out.to_request().encode_to_vec(), out.bytes().to_vec());
+    }
+}
