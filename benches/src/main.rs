@@ -1,197 +1,248 @@
-//! `tracegate-loadgen`: sends pre-encoded OTLP/gRPC trace requests as fast
-//! as the target takes them (`send`), or receives and counts them (`sink`).
-//! Request templates are encoded once; per request only the trace ids are
-//! patched in place, so the generator itself costs little CPU and reports
-//! its own CPU per span.
+//! `tracegate-loadgen`: the benchmark harness.
+//!
+//! - `send`: realistic traces (error / slow / normal classes, spread over
+//!   several requests) from pre-encoded templates patched in place, so the
+//!   generator costs little CPU and reports its own CPU per span.
+//! - `sink`: a counting OTLP gRPC/HTTP receiver with fault modes.
+//! - `check`: joins the sender's manifest with the sink's record.
+//! - `run`: a scenario end to end (tracegate or any OTLP endpoint, sink,
+//!   load), with tracegate's CPU and memory from /proc.
 #![forbid(unsafe_code)]
 
-mod codec;
+mod check;
+mod proc_stat;
+mod rpc;
+mod run;
+mod send;
+mod sink;
 mod template;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-
-use codec::{RawCodec, EXPORT_PATH};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "tracegate's load generator and counting sink")]
+#[command(about = "tracegate's load generator, counting sink, checker and scenario runner")]
 struct Cli {
+    /// Runtime worker threads; 1 runs everything on the calling thread,
+    /// which is the cheapest for the loader.
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Send OTLP/gRPC trace requests to an endpoint.
-    Send {
-        /// Target, e.g. http://127.0.0.1:4317
-        #[arg(long)]
-        endpoint: String,
-        /// Total spans to send.
-        #[arg(long, default_value_t = 2_000_000)]
-        spans: u64,
-        /// Spans per trace.
-        #[arg(long, default_value_t = 10)]
-        spans_per_trace: usize,
-        /// Traces per request.
-        #[arg(long, default_value_t = 10)]
-        traces_per_request: usize,
-        /// Attributes per span.
-        #[arg(long, default_value_t = 8)]
-        attributes: usize,
-        /// Concurrent connections, one request in flight on each.
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-    },
-    /// Receive OTLP/gRPC trace requests and count their spans.
-    Sink {
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        /// Print the running count every this many seconds.
-        #[arg(long, default_value_t = 1)]
-        report_every: u64,
-    },
+    /// Send traces to an OTLP endpoint; prints a JSON report on stdout.
+    Send(SendArgs),
+    /// Receive OTLP traces and count them; prints JSON stats lines.
+    Sink(SinkArgs),
+    /// Compare a manifest (from `send --manifest`) with a sink record.
+    Check(check::Args),
+    /// Run a scenario: tracegate (or --target), the sink and the load.
+    Run(run::Args),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct SendArgs {
+    /// Target, e.g. http://127.0.0.1:4317 (gRPC) or http://127.0.0.1:4318.
+    #[arg(long)]
+    pub endpoint: String,
+    #[arg(long, value_enum, default_value = "grpc")]
+    pub protocol: send::Protocol,
+    #[arg(long, value_enum, default_value = "none")]
+    pub compression: send::Compression,
+    /// URL path for OTLP/HTTP.
+    #[arg(long, default_value = "/v1/traces")]
+    pub http_path: String,
+    /// Total spans (rounded up to whole rounds). Default when neither this
+    /// nor --duration is given: 1 000 000.
+    #[arg(long)]
+    pub spans: Option<u64>,
+    /// Send for this long (e.g. 30s), ending on a whole round.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Open loop at this many spans per second; closed loop (as fast as
+    /// acknowledged) without it.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// gRPC requests in flight per connection (HTTP/1.1: always 1).
+    #[arg(long, default_value_t = 4)]
+    pub in_flight: usize,
+    #[arg(long, default_value_t = 10)]
+    pub spans_per_trace: usize,
+    /// Traces whose spans share one round of requests.
+    #[arg(long, default_value_t = 100)]
+    pub traces_per_round: usize,
+    /// Requests each trace's spans are spread over (split by service).
+    #[arg(long, default_value_t = 2)]
+    pub requests_per_trace: usize,
+    /// Services (resources) spans are spread over, at most 10.
+    #[arg(long, default_value_t = 10)]
+    pub services: usize,
+    #[arg(long, default_value_t = 8)]
+    pub attributes: usize,
+    /// Share of traces with one span of status ERROR.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_share: f64,
+    /// Share of traces whose root lasts --slow-duration.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_share: f64,
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub normal_duration: Duration,
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub slow_duration: Duration,
+    /// The last request of every round is sent this much later (late spans).
+    #[arg(long, value_parser = parse_duration)]
+    pub late_delay: Option<Duration>,
+    /// Seed for trace ids and classes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write one line per trace: hex trace id, class, span count.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    #[arg(long, value_parser = parse_duration, default_value = "50ms")]
+    pub retry_initial: Duration,
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub retry_max: Duration,
+    /// Give a request up after retrying this long.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub retry_max_elapsed: Duration,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct SinkArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Record (trace id, span id) of every span received, 24 bytes each.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Count distinct trace ids too (implied by --record).
+    #[arg(long)]
+    pub count_traces: bool,
+    /// Refuse a share of requests this way.
+    #[arg(long, value_enum)]
+    pub fault: Option<sink::Fault>,
+    /// Share of requests refused with --fault.
+    #[arg(long, default_value_t = 1.0)]
+    pub fault_share: f64,
+    /// Retry delay the refusals ask for (RetryInfo, Retry-After).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub retry_after: Duration,
+    /// Answer every request this much later (a slow backend).
+    #[arg(long, value_parser = parse_duration)]
+    pub delay: Option<Duration>,
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub report_every: Duration,
+}
+
+/// `250ms`, `2s`, `1m`, `1.5s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("{s:?}: give a unit (ms, s, m)"))?;
+    let v: f64 = num.parse().map_err(|_| format!("{s:?}: not a number"))?;
+    let secs = match unit {
+        "us" => v / 1e6,
+        "ms" => v / 1e3,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be us, ms, s, m or h")),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("{s:?}: not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    match cli.command {
-        Command::Send {
-            endpoint,
-            spans,
-            spans_per_trace,
-            traces_per_request,
-            attributes,
-            connections,
-        } => runtime.block_on(send(
-            endpoint,
-            spans,
-            template::Shape {
-                spans_per_trace,
-                traces_per_request,
-                attributes,
-            },
-            connections,
-        )),
-        Command::Sink {
-            listen,
-            report_every,
-        } => runtime.block_on(sink(listen, report_every)),
-    }
-}
-
-/// This process's CPU time (user + system) from /proc.
-fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+    let runtime = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()?
     };
-    // After the command name: state is field 0, utime 11, stime 12.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-async fn send(
-    endpoint: String,
-    total_spans: u64,
-    shape: template::Shape,
-    connections: usize,
-) -> anyhow::Result<()> {
-    let template = Arc::new(template::Template::new(&shape));
-    let per_request = template.spans as u64;
-    let requests = total_spans.div_ceil(per_request);
-    let next = Arc::new(AtomicU64::new(0));
-    let acked = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let cpu0 = own_cpu_seconds();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("connect to {endpoint}"))?;
-        let (template, next, acked, failed) = (
-            template.clone(),
-            next.clone(),
-            acked.clone(),
-            failed.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut client = tonic::client::Grpc::new(channel);
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= requests {
-                    break;
-                }
-                let body = template.request(n);
-                if client.ready().await.is_err() {
-                    failed.fetch_add(per_request, Ordering::Relaxed);
-                    continue;
-                }
-                let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
-                match client
-                    .unary(tonic::Request::new(body), path, RawCodec)
-                    .await
-                {
-                    Ok(_) => acked.fetch_add(per_request, Ordering::Relaxed),
-                    Err(_) => failed.fetch_add(per_request, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    let wall = started.elapsed().as_secs_f64();
-    let cpu = own_cpu_seconds() - cpu0;
-    let acked = acked.load(Ordering::Relaxed);
-    println!(
-        "{{\"spans_acked\":{acked},\"spans_failed\":{},\"wall_seconds\":{wall:.3},\"spans_per_second\":{:.0},\"loader_cpu_seconds\":{cpu:.3},\"loader_cpu_ns_per_span\":{:.1},\"request_bytes\":{}}}",
-        failed.load(Ordering::Relaxed),
-        acked as f64 / wall,
-        cpu * 1e9 / acked.max(1) as f64,
-        template.encoded_len(),
-    );
-    Ok(())
-}
-
-async fn sink(listen: SocketAddr, report_every: u64) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("listening {}", listener.local_addr()?);
-    let counter = codec::SpanCounter::default();
-    let spans = counter.spans.clone();
-    tokio::spawn(async move {
-        let mut last = 0;
-        loop {
-            tokio::time::sleep(Duration::from_secs(report_every)).await;
-            let now = spans.load(Ordering::Relaxed);
-            if now != last {
-                println!("spans {now}");
-                last = now;
-            }
+    match cli.command {
+        Command::Send(args) => {
+            let report = runtime.block_on(send_with(&args, true))?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
         }
-    });
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(counter.into_service())
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-        .await?;
-    Ok(())
+        Command::Sink(args) => runtime.block_on(sink::run(sink::Options {
+            listen: args.listen,
+            record: args.record,
+            count_traces: args.count_traces,
+            fault: args.fault,
+            fault_share: args.fault_share,
+            retry_after: args.retry_after,
+            delay: args.delay,
+            report_every: args.report_every,
+        })),
+        Command::Check(args) => check::main(args),
+        Command::Run(args) => run::main(args),
+    }
+}
+
+pub async fn send_with(args: &SendArgs, progress: bool) -> anyhow::Result<send::Report> {
+    let base_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64;
+    let template = template::Template::new(
+        &template::Shape {
+            spans_per_trace: args.spans_per_trace,
+            traces_per_round: args.traces_per_round,
+            parts: args.requests_per_trace,
+            services: args.services,
+            attributes: args.attributes,
+            normal_duration_ns: args.normal_duration.as_nanos() as u64,
+            slow_duration_ns: args.slow_duration.as_nanos() as u64,
+        },
+        template::Mix {
+            error_share: args.error_share,
+            slow_share: args.slow_share,
+            seed: args.seed,
+        },
+        args.protocol.encoding(),
+        base_time,
+    );
+    send::run(
+        template,
+        send::Options {
+            endpoint: args.endpoint.clone(),
+            protocol: args.protocol,
+            compression: args.compression,
+            http_path: args.http_path.clone(),
+            connections: args.connections.max(1),
+            in_flight: args.in_flight.max(1),
+            rate: args.rate,
+            spans: args.spans.or(if args.duration.is_none() {
+                Some(1_000_000)
+            } else {
+                None
+            }),
+            duration: args.duration,
+            late_delay: args.late_delay,
+            manifest: args.manifest.clone(),
+            retry: send::Retry {
+                initial: args.retry_initial,
+                max: args.retry_max,
+                max_elapsed: args.retry_max_elapsed,
+            },
+            progress,
+        },
+    )
+    .await
 }

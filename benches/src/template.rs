@@ -1,8 +1,18 @@
-//! A pre-encoded request template: `traces_per_request` traces of
-//! `spans_per_trace` spans with `attributes` realistic attributes each,
-//! spread over a few services. Per request only the trace ids change.
+//! Pre-encoded request templates.
+//!
+//! A *round* is `traces` traces of `spans_per_trace` spans each, sent as
+//! `parts` requests: span `i` belongs to service `i % services`, and a
+//! service's spans go to part `service % parts`, so every request holds the
+//! spans of a few services for all traces of the round, as an agent or an
+//! SDK batch would send them, and every trace is spread over all parts.
+//!
+//! Each part is encoded once (protobuf, optionally with the gRPC message
+//! prefix, or OTLP/JSON). Per round only a few bytes change in place: the
+//! trace ids, the status code of one span per trace (error class) and the
+//! root's end time (slow class). Where those bytes are is found by encoding
+//! the round again with every such value changed and comparing, so the same
+//! code serves protobuf and JSON.
 
-use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -11,20 +21,125 @@ use opentelemetry_proto::tonic::trace::v1::{
 };
 use prost::Message;
 
+#[derive(Debug, Clone)]
 pub struct Shape {
     pub spans_per_trace: usize,
-    pub traces_per_request: usize,
+    pub traces_per_round: usize,
+    /// Requests one round (and so every trace) is spread over.
+    pub parts: usize,
+    pub services: usize,
     pub attributes: usize,
+    /// Root span duration of normal and error traces, nanoseconds.
+    pub normal_duration_ns: u64,
+    /// Root span duration of slow traces, nanoseconds.
+    pub slow_duration_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Protobuf with the 5-byte gRPC message prefix.
+    Grpc,
+    /// Protobuf, as OTLP/HTTP sends it.
+    Proto,
+    /// OTLP/JSON.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    Normal,
+    Error,
+    Slow,
+}
+
+impl Class {
+    pub const ALL: [Class; 3] = [Class::Normal, Class::Error, Class::Slow];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Normal => "normal",
+            Class::Error => "error",
+            Class::Slow => "slow",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Class> {
+        Class::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// The class shares, and the seed that makes ids and classes reproducible.
+#[derive(Debug, Clone, Copy)]
+pub struct Mix {
+    pub error_share: f64,
+    pub slow_share: f64,
+    pub seed: u64,
+}
+
+impl Mix {
+    /// Trace number `seq`'s id: a pure function of the seed and `seq`, so a
+    /// run can be repeated exactly.
+    pub fn trace_id(&self, seq: u64) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&splitmix64(seq ^ self.seed).to_be_bytes());
+        id[8..].copy_from_slice(&splitmix64(!seq ^ self.seed.rotate_left(17)).to_be_bytes());
+        id
+    }
+
+    /// Trace number `seq`'s class, drawn independently of its id's bits
+    /// (which samplers use as their randomness).
+    pub fn class(&self, seq: u64) -> Class {
+        let u = (splitmix64(seq.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ self.seed ^ 0x0C1A_55E5)
+            >> 11) as f64
+            / (1u64 << 53) as f64;
+        if u < self.error_share {
+            Class::Error
+        } else if u < self.error_share + self.slow_share {
+            Class::Slow
+        } else {
+            Class::Normal
+        }
+    }
+}
+
+/// Where a root's end time is: (offset, normal bytes, slow bytes).
+type RootEnd = (u32, Vec<u8>, Vec<u8>);
+
+/// One request of a round and where its per-round bytes are.
+pub struct Part {
+    pub bytes: Vec<u8>,
+    pub spans: usize,
+    /// Per trace slot: the offsets of its trace id (16 bytes, or 32 hex
+    /// digits in JSON).
+    ids: Vec<Vec<u32>>,
+    /// Per trace slot: the status code digit or byte of its error-candidate
+    /// span, if that span is in this part: (offset, unset value, error value).
+    status: Vec<Option<(u32, u8, u8)>>,
+    /// Per trace slot: the root's end time bytes, if the root is in this
+    /// part: (offset, normal bytes, slow bytes).
+    root_end: Vec<Option<RootEnd>>,
 }
 
 pub struct Template {
-    encoded: Vec<u8>,
-    /// Offsets of each trace's id occurrences, per trace.
-    trace_id_offsets: Vec<Vec<usize>>,
-    pub spans: usize,
+    pub parts: Vec<Part>,
+    pub encoding: Encoding,
+    pub spans_per_trace: usize,
+    pub traces_per_round: usize,
+    pub mix: Mix,
 }
 
-const SERVICES: [&str; 5] = ["frontend", "checkout", "payment", "inventory", "auth"];
+const SERVICES: [&str; 10] = [
+    "frontend",
+    "checkout",
+    "cart",
+    "payment",
+    "inventory",
+    "auth",
+    "shipping",
+    "recommendation",
+    "currency",
+    "email",
+];
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
@@ -38,20 +153,13 @@ fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 
-/// A distinctive placeholder id per trace, found again after encoding.
-fn placeholder(trace: usize) -> [u8; 16] {
-    let mut id = [0xA5; 16];
-    id[..8].copy_from_slice(&(trace as u64 | 0x5A5A_0000_0000_0000).to_be_bytes());
-    id
-}
-
 fn attributes(n: usize, trace: usize, span: usize) -> Vec<KeyValue> {
     let pool = [
         kv("http.request.method", s(["GET", "POST", "PUT"][span % 3])),
         kv("http.route", s(&format!("/api/v1/items/{}", span % 7))),
         kv(
             "http.response.status_code",
-            any_value::Value::IntValue([200, 201, 404, 500][span % 4]),
+            any_value::Value::IntValue([200, 201, 404, 200][(span + trace) % 4]),
         ),
         kv("server.address", s("checkout.prod.svc.cluster.local")),
         kv("url.scheme", s("https")),
@@ -65,126 +173,320 @@ fn attributes(n: usize, trace: usize, span: usize) -> Vec<KeyValue> {
             s("SELECT id, name FROM items WHERE id = $1"),
         ),
         kv("rpc.method", s("GetItem")),
-        kv("net.peer.port", any_value::Value::IntValue(5432)),
+        kv("server.port", any_value::Value::IntValue(5432)),
         kv("customer.tier", s(["gold", "silver", "bronze"][trace % 3])),
         kv("retry", any_value::Value::BoolValue(span.is_multiple_of(5))),
     ];
     pool.into_iter().cycle().take(n).collect()
 }
 
+/// The values that vary per round, for building variants of a template.
+struct Variant<'a> {
+    ids: &'a dyn Fn(usize) -> [u8; 16],
+    error_code: status::StatusCode,
+    slow: bool,
+}
+
+/// A distinctive placeholder id per trace slot.
+fn placeholder(trace: usize) -> [u8; 16] {
+    let mut id = [0x5A; 16];
+    id[..8].copy_from_slice(&(trace as u64 | 0x3C00_0000_0000_0000).to_be_bytes());
+    id
+}
+
+fn span_id(trace: usize, i: usize) -> Vec<u8> {
+    (((trace as u64) << 24) | (i as u64 + 1) | 0x0100_0000_0000_0000)
+        .to_be_bytes()
+        .to_vec()
+}
+
 impl Template {
-    pub fn new(shape: &Shape) -> Template {
-        let base = 1_700_000_000_000_000_000u64;
-        let mut resource_spans = Vec::new();
-        for (svc_index, svc) in SERVICES.iter().enumerate() {
-            let mut spans = Vec::new();
-            for trace in 0..shape.traces_per_request {
-                for i in 0..shape.spans_per_trace {
-                    if i % SERVICES.len() != svc_index {
-                        continue;
+    pub fn new(shape: &Shape, mix: Mix, encoding: Encoding, base_time_ns: u64) -> Template {
+        assert!(shape.spans_per_trace >= 1 && shape.traces_per_round >= 1);
+        let services = shape.services.clamp(1, SERVICES.len());
+        let parts = shape.parts.clamp(1, services.min(shape.spans_per_trace));
+        let encode = |v: &Variant| -> Vec<Vec<u8>> {
+            (0..parts)
+                .map(|p| encode_part(shape, services, parts, p, v, base_time_ns, encoding))
+                .collect()
+        };
+        let base = encode(&Variant {
+            ids: &placeholder,
+            error_code: status::StatusCode::Ok,
+            slow: false,
+        });
+        let flipped_ids = encode(&Variant {
+            ids: &|t| placeholder(t).map(|b| !b),
+            error_code: status::StatusCode::Ok,
+            slow: false,
+        });
+        let errors = encode(&Variant {
+            ids: &placeholder,
+            error_code: status::StatusCode::Error,
+            slow: false,
+        });
+        let slow = encode(&Variant {
+            ids: &placeholder,
+            error_code: status::StatusCode::Ok,
+            slow: true,
+        });
+        let id_len = if encoding == Encoding::Json { 32 } else { 16 };
+        let traces = shape.traces_per_round;
+        let candidate = shape.spans_per_trace - 1;
+        let part_of = |i: usize| (i % services) % parts;
+        let mut out = Vec::new();
+        for p in 0..parts {
+            // The order spans are written in: by service, then trace, then index.
+            let mut order = Vec::new();
+            for svc in (0..services).filter(|svc| svc % parts == p) {
+                for t in 0..traces {
+                    for i in (0..shape.spans_per_trace).filter(|i| i % services == svc) {
+                        order.push((t, i));
                     }
-                    let start = base + (i as u64) * 1_000_000;
-                    spans.push(Span {
-                        trace_id: placeholder(trace).to_vec(),
-                        span_id: ((trace * 1000 + i + 1) as u64).to_be_bytes().to_vec(),
-                        parent_span_id: if i == 0 {
-                            Vec::new()
-                        } else {
-                            ((trace * 1000 + (i - 1) / 2 + 1) as u64)
-                                .to_be_bytes()
-                                .to_vec()
-                        },
-                        name: format!("{svc} operation {}", i % 4),
-                        kind: [
-                            span::SpanKind::Server,
-                            span::SpanKind::Client,
-                            span::SpanKind::Internal,
-                        ][i % 3] as i32,
-                        start_time_unix_nano: start,
-                        end_time_unix_nano: start + 5_000_000,
-                        attributes: attributes(shape.attributes, trace, i),
-                        status: Some(Status {
-                            code: status::StatusCode::Unset as i32,
-                            message: String::new(),
-                        }),
-                        ..Default::default()
-                    });
                 }
             }
-            if spans.is_empty() {
-                continue;
+            let id_runs = runs(&base[p], &flipped_ids[p], 0);
+            assert_eq!(id_runs.len(), order.len(), "one trace id per span");
+            let mut ids = vec![Vec::new(); traces];
+            for (&(t, _), &(lo, hi)) in order.iter().zip(&id_runs) {
+                assert_eq!(hi - lo, id_len, "whole trace ids differ");
+                ids[t].push(lo as u32);
             }
-            resource_spans.push(ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![
-                        kv("service.name", s(svc)),
-                        kv("service.version", s("1.4.2")),
-                        kv("k8s.namespace.name", s("shop")),
-                        kv("k8s.pod.name", s(&format!("{svc}-7d9f8c6b5-x2k4p"))),
-                    ],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "loadgen".into(),
-                        version: "1.0".into(),
-                        ..Default::default()
-                    }),
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
+            let mut status = vec![None; traces];
+            if part_of(candidate) == p {
+                let diffs = runs(&base[p], &errors[p], 0);
+                let slots: Vec<usize> = order
+                    .iter()
+                    .filter(|(_, i)| *i == candidate)
+                    .map(|(t, _)| *t)
+                    .collect();
+                assert_eq!(diffs.len(), slots.len(), "one status code per trace");
+                for (t, (lo, hi)) in slots.into_iter().zip(diffs) {
+                    assert_eq!(hi - lo, 1);
+                    // OK (1) was encoded; UNSET (0) and ERROR (2) are one
+                    // below and above, as a byte or as a JSON digit.
+                    let ok = base[p][lo];
+                    status[t] = Some((lo as u32, ok - 1, ok + 1));
+                }
+            }
+            let mut root_end = vec![None; traces];
+            if part_of(0) == p {
+                let field_len = if encoding == Encoding::Json { 19 } else { 8 };
+                let diffs = runs(&base[p], &slow[p], field_len);
+                assert_eq!(diffs.len(), traces, "one root end time per trace");
+                for (t, (lo, hi)) in diffs.into_iter().enumerate() {
+                    root_end[t] = Some((
+                        lo as u32,
+                        base[p][lo..hi].to_vec(),
+                        slow[p][lo..hi].to_vec(),
+                    ));
+                }
+            }
+            let spans = order.len();
+            out.push(Part {
+                bytes: base[p].clone(),
+                spans,
+                ids,
+                status,
+                root_end,
             });
         }
-        let request = ExportTraceServiceRequest { resource_spans };
-        let spans = request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
-        let encoded = request.encode_to_vec();
-        let trace_id_offsets = (0..shape.traces_per_request)
-            .map(|t| {
-                let needle = placeholder(t);
-                encoded
-                    .windows(16)
-                    .enumerate()
-                    .filter(|(_, w)| *w == needle)
-                    .map(|(i, _)| i)
-                    .collect()
-            })
-            .collect();
         Template {
-            encoded,
-            trace_id_offsets,
-            spans,
+            parts: out,
+            encoding,
+            spans_per_trace: shape.spans_per_trace,
+            traces_per_round: traces,
+            mix,
         }
     }
 
-    pub fn encoded_len(&self) -> usize {
-        self.encoded.len()
+    pub fn spans_per_round(&self) -> usize {
+        self.spans_per_trace * self.traces_per_round
     }
 
-    /// Request number `n`: the template with fresh, random-looking trace ids.
-    pub fn request(&self, n: u64) -> Bytes {
-        let mut buf = self.encoded.clone();
-        for (t, offsets) in self.trace_id_offsets.iter().enumerate() {
-            let seq = n * self.trace_id_offsets.len() as u64 + t as u64;
-            let id = [
-                splitmix64(seq).to_be_bytes(),
-                splitmix64(!seq).to_be_bytes(),
-            ]
-            .concat();
-            for &o in offsets {
-                buf[o..o + 16].copy_from_slice(&id);
+    /// Writes part `part` of round `round` into `out` (cleared first).
+    #[cfg(test)]
+    pub fn write_request(&self, round: u64, part: usize, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.parts[part].bytes);
+        self.patch(round, part, out);
+    }
+
+    /// Turns a copy of part `part`'s template bytes into round `round`'s request.
+    pub fn patch(&self, round: u64, part: usize, out: &mut [u8]) {
+        let p = &self.parts[part];
+        let mut hex = [0u8; 32];
+        for t in 0..self.traces_per_round {
+            let seq = round * self.traces_per_round as u64 + t as u64;
+            let id = self.mix.trace_id(seq);
+            let class = self.mix.class(seq);
+            if self.encoding == Encoding::Json {
+                hex_encode(&id, &mut hex);
+                for &o in &p.ids[t] {
+                    out[o as usize..o as usize + 32].copy_from_slice(&hex);
+                }
+            } else {
+                for &o in &p.ids[t] {
+                    out[o as usize..o as usize + 16].copy_from_slice(&id);
+                }
+            }
+            if let Some((o, unset, error)) = p.status[t] {
+                out[o as usize] = if class == Class::Error { error } else { unset };
+            }
+            if let Some((o, normal, slow)) = &p.root_end[t] {
+                let v = if class == Class::Slow { slow } else { normal };
+                out[*o as usize..*o as usize + v.len()].copy_from_slice(v);
             }
         }
-        Bytes::from(buf)
+    }
+
+    /// The traces of round `round`: (trace id, class).
+    pub fn round_traces(&self, round: u64) -> impl Iterator<Item = ([u8; 16], Class)> + '_ {
+        (0..self.traces_per_round as u64).map(move |t| {
+            let seq = round * self.traces_per_round as u64 + t;
+            (self.mix.trace_id(seq), self.mix.class(seq))
+        })
     }
 }
 
-fn splitmix64(mut z: u64) -> u64 {
+/// Maximal ranges where `a` and `b` differ; differences closer than `join`
+/// bytes to the range's start are one range (a fixed-width field whose
+/// middle bytes happen to agree).
+fn runs(a: &[u8], b: &[u8], join: usize) -> Vec<(usize, usize)> {
+    assert_eq!(a.len(), b.len(), "variants must encode to the same length");
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for i in (0..a.len()).filter(|&i| a[i] != b[i]) {
+        match out.last_mut() {
+            Some((lo, hi)) if *hi == i || i < *lo + join => *hi = i + 1,
+            _ => out.push((i, i + 1)),
+        }
+    }
+    out
+}
+
+pub fn hex_encode(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 15) as usize];
+    }
+}
+
+fn encode_part(
+    shape: &Shape,
+    services: usize,
+    parts: usize,
+    part: usize,
+    v: &Variant,
+    base: u64,
+    encoding: Encoding,
+) -> Vec<u8> {
+    let n = shape.spans_per_trace;
+    let step = shape.normal_duration_ns / (2 * n as u64).max(1);
+    let mut resource_spans = Vec::new();
+    for svc in (0..services).filter(|svc| svc % parts == part) {
+        let name = SERVICES[svc];
+        let mut spans = Vec::new();
+        for t in 0..shape.traces_per_round {
+            for i in (0..n).filter(|i| i % services == svc) {
+                let start = base + i as u64 * step;
+                let end = if i == 0 {
+                    base + if v.slow {
+                        shape.slow_duration_ns
+                    } else {
+                        shape.normal_duration_ns
+                    }
+                } else {
+                    start + step
+                };
+                let status = if i == n - 1 {
+                    Some(Status {
+                        code: v.error_code as i32,
+                        message: String::new(),
+                    })
+                } else {
+                    None
+                };
+                let events = if i % 4 == 3 {
+                    vec![span::Event {
+                        time_unix_nano: start + step / 2,
+                        name: "cache.miss".into(),
+                        attributes: vec![kv("cache.key", s(&format!("item:{}", i * 31 % 97)))],
+                        dropped_attributes_count: 0,
+                    }]
+                } else {
+                    Vec::new()
+                };
+                spans.push(Span {
+                    trace_id: (v.ids)(t).to_vec(),
+                    span_id: span_id(t, i),
+                    parent_span_id: if i == 0 {
+                        Vec::new()
+                    } else {
+                        span_id(t, (i - 1) / 2)
+                    },
+                    name: format!("{name} {}", ["GET /api", "query", "call", "render"][i % 4]),
+                    kind: if i == 0 {
+                        span::SpanKind::Server
+                    } else {
+                        [
+                            span::SpanKind::Client,
+                            span::SpanKind::Server,
+                            span::SpanKind::Internal,
+                        ][i % 3]
+                    } as i32,
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: end,
+                    attributes: attributes(shape.attributes, t, i),
+                    events,
+                    status,
+                    ..Default::default()
+                });
+            }
+        }
+        if spans.is_empty() {
+            continue;
+        }
+        resource_spans.push(ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", s(name)),
+                    kv("service.version", s("1.4.2")),
+                    kv("deployment.environment.name", s("prod")),
+                    kv("k8s.namespace.name", s("shop")),
+                    kv("k8s.pod.name", s(&format!("{name}-7d9f8c6b5-x2k4p"))),
+                    kv("k8s.node.name", s("node-3")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "io.opentelemetry.loadgen".into(),
+                    version: "1.0".into(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    let request = ExportTraceServiceRequest { resource_spans };
+    match encoding {
+        Encoding::Grpc => {
+            let body = request.encode_to_vec();
+            let mut out = Vec::with_capacity(body.len() + 5);
+            out.push(0);
+            out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            out.extend_from_slice(&body);
+            out
+        }
+        Encoding::Proto => request.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&request).expect("OTLP/JSON serializes"),
+    }
+}
+
+pub fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -194,32 +496,89 @@ fn splitmix64(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use tracegate_model::{SpanBatch, StatusCode};
+
+    fn shape() -> Shape {
+        Shape {
+            spans_per_trace: 10,
+            traces_per_round: 20,
+            parts: 3,
+            services: 10,
+            attributes: 8,
+            normal_duration_ns: 100_000_000,
+            slow_duration_ns: 2_000_000_000,
+        }
+    }
+
+    const MIX: Mix = Mix {
+        error_share: 0.2,
+        slow_share: 0.3,
+        seed: 7,
+    };
+
+    /// Every span of a round, by trace: (root duration, has an error span, spans).
+    fn decode_round(t: &Template, round: u64) -> HashMap<[u8; 16], (u64, bool, usize)> {
+        let mut traces: HashMap<[u8; 16], (u64, bool, usize)> = HashMap::new();
+        let mut buf = Vec::new();
+        for p in 0..t.parts.len() {
+            t.write_request(round, p, &mut buf);
+            let batch = match t.encoding {
+                Encoding::Grpc => {
+                    assert_eq!(&buf[1..5], &((buf.len() - 5) as u32).to_be_bytes());
+                    SpanBatch::scan(bytes::Bytes::copy_from_slice(&buf[5..])).unwrap()
+                }
+                Encoding::Proto => SpanBatch::scan(bytes::Bytes::copy_from_slice(&buf)).unwrap(),
+                Encoding::Json => SpanBatch::from_json(&buf).unwrap(),
+            };
+            for s in batch.spans() {
+                let e = traces.entry(s.trace_id).or_default();
+                e.2 += 1;
+                e.1 |= s.status == StatusCode::Error;
+                assert_ne!(s.status, StatusCode::Ok);
+                if s.is_root() {
+                    e.0 = s.end_time_unix_nano - s.start_time_unix_nano;
+                }
+            }
+        }
+        traces
+    }
 
     #[test]
-    fn requests_decode_with_distinct_trace_ids() {
-        let t = Template::new(&Shape {
-            spans_per_trace: 10,
-            traces_per_request: 10,
-            attributes: 8,
-        });
-        assert_eq!(t.spans, 100);
-        let a = ExportTraceServiceRequest::decode(t.request(0)).unwrap();
-        let b = ExportTraceServiceRequest::decode(t.request(1)).unwrap();
-        let ids = |r: &ExportTraceServiceRequest| {
-            let mut ids: Vec<Vec<u8>> = r
-                .resource_spans
-                .iter()
-                .flat_map(|rs| &rs.scope_spans)
-                .flat_map(|ss| &ss.spans)
-                .map(|s| s.trace_id.clone())
-                .collect();
-            ids.sort();
-            ids.dedup();
-            ids
-        };
-        assert_eq!(ids(&a).len(), 10);
-        assert!(ids(&a).iter().all(|id| !ids(&b).contains(id)));
-        let span = &a.resource_spans[0].scope_spans[0].spans[0];
-        assert_eq!(span.attributes.len(), 8);
+    fn rounds_carry_their_ids_and_classes_in_every_encoding() {
+        for encoding in [Encoding::Grpc, Encoding::Proto, Encoding::Json] {
+            let t = Template::new(&shape(), MIX, encoding, 1_763_000_000_000_000_000);
+            assert_eq!(t.parts.len(), 3);
+            assert_eq!(t.parts.iter().map(|p| p.spans).sum::<usize>(), 200);
+            let mut seen_classes = HashMap::new();
+            for round in [0, 1, 77] {
+                let traces = decode_round(&t, round);
+                assert_eq!(traces.len(), 20, "{encoding:?}");
+                for (id, class) in t.round_traces(round) {
+                    let (root, error, spans) = traces[&id];
+                    assert_eq!(spans, 10);
+                    assert_eq!(error, class == Class::Error, "{encoding:?}");
+                    let slow = root == 2_000_000_000;
+                    assert_eq!(slow, class == Class::Slow, "{encoding:?}");
+                    assert!(slow || root == 100_000_000);
+                    *seen_classes.entry(class).or_insert(0) += 1;
+                }
+            }
+            assert_eq!(seen_classes.len(), 3, "all classes drawn: {seen_classes:?}");
+        }
+    }
+
+    #[test]
+    fn rounds_have_distinct_ids_and_shares_follow_the_mix() {
+        let n = 200_000u64;
+        let mut counts = HashMap::new();
+        for seq in 0..n {
+            *counts.entry(MIX.class(seq)).or_insert(0u64) += 1;
+        }
+        let share = |c| counts[&c] as f64 / n as f64;
+        assert!((share(Class::Error) - 0.2).abs() < 0.005);
+        assert!((share(Class::Slow) - 0.3).abs() < 0.005);
+        let ids: std::collections::HashSet<_> = (0..n).map(|s| MIX.trace_id(s)).collect();
+        assert_eq!(ids.len(), n as usize);
     }
 }

@@ -1,0 +1,27 @@
+//! CPU time and memory of a process, from /proc.
+
+/// User + system CPU seconds of `pid` ("self" for this process).
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields resume after its ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 0, utime 11, stime 12 (clock ticks).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks_per_second())
+}
+
+/// USER_HZ: 100 on every Linux architecture tracegate targets; `getconf
+/// CLK_TCK` would say otherwise only on exotic kernels.
+fn clock_ticks_per_second() -> f64 {
+    100.0
+}
+
+/// A `/proc/PID/status` memory field (`VmHWM`, `VmRSS`) in bytes.
+pub fn memory_bytes(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,676 @@
+//! The load generator's sending side: rounds of pre-encoded requests over
+//! OTLP/gRPC (HTTP/2 directly, several streams per connection) or OTLP/HTTP
+//! (HTTP/1.1), open-loop at a rate or closed-loop, with retry and backoff on
+//! the refusals SDKs retry.
+
+use std::collections::VecDeque;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use crate::rpc;
+use crate::template::{hex_encode, Encoding, Template};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with a protobuf body.
+    HttpProto,
+    /// OTLP/HTTP with a JSON body.
+    HttpJson,
+}
+
+impl Protocol {
+    pub fn encoding(self) -> Encoding {
+        match self {
+            Protocol::Grpc => Encoding::Grpc,
+            Protocol::HttpProto => Encoding::Proto,
+            Protocol::HttpJson => Encoding::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// How the loader retries refused requests. The OTLP exporters retry with
+/// exponential backoff and give up after a while; the defaults are shorter
+/// than the SDKs' (5 s initial) so a benchmark finishes.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub initial: Duration,
+    pub max: Duration,
+    pub max_elapsed: Duration,
+}
+
+pub struct Options {
+    pub endpoint: String,
+    pub protocol: Protocol,
+    pub compression: Compression,
+    pub http_path: String,
+    pub connections: usize,
+    /// Requests in flight per gRPC connection (HTTP/1.1 has one).
+    pub in_flight: usize,
+    /// Open loop: spans per second; closed loop when `None`.
+    pub rate: Option<f64>,
+    /// Stop after this many spans (rounded up to whole rounds).
+    pub spans: Option<u64>,
+    /// Stop starting rounds after this long.
+    pub duration: Option<Duration>,
+    /// The last part of every round is sent this much later than the rest.
+    pub late_delay: Option<Duration>,
+    pub manifest: Option<PathBuf>,
+    pub retry: Retry,
+    pub progress: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    spans_sent: AtomicU64,
+    spans_acked: AtomicU64,
+    spans_failed: AtomicU64,
+    requests: AtomicU64,
+    refusals: AtomicU64,
+    retries: AtomicU64,
+    errors: AtomicU64,
+    max_lag_us: AtomicU64,
+    bytes: AtomicU64,
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub protocol: Protocol,
+    pub compression: Compression,
+    pub connections: usize,
+    pub in_flight: usize,
+    pub rounds: u64,
+    pub traces: u64,
+    pub spans_sent: u64,
+    pub spans_acked: u64,
+    pub spans_failed: u64,
+    pub requests: u64,
+    /// Retryable refusals received (each retried or, past max_elapsed, failed).
+    pub refusals: u64,
+    pub retries: u64,
+    /// Requests that failed without a retry (permanent errors).
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub wall_seconds: f64,
+    pub spans_per_second: f64,
+    pub loader_cpu_seconds: f64,
+    pub loader_cpu_ns_per_span: f64,
+    pub loader_spans_per_cpu_second: f64,
+    pub mean_request_bytes: u64,
+    /// Open loop: how far behind its schedule the loader fell at worst.
+    pub max_lag_seconds: f64,
+}
+
+struct Rounds {
+    /// Highest round admitted so far; rounds are admitted in order.
+    admitted: Option<u64>,
+    /// First round not to start (the duration ran out).
+    stop: u64,
+}
+
+struct Shared {
+    template: Template,
+    opts: Options,
+    next: AtomicU64,
+    total_requests: u64,
+    rounds: Mutex<Rounds>,
+    late: Mutex<VecDeque<(Instant, u64)>>,
+    started: Instant,
+    deadline: Option<Instant>,
+    manifest: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
+    counters: Counters,
+    first_error: Mutex<Option<String>>,
+    authority: String,
+    addr: SocketAddr,
+}
+
+/// This process's CPU time (user + system) from /proc.
+pub fn own_cpu_seconds() -> f64 {
+    crate::proc_stat::cpu_seconds("self").unwrap_or(0.0)
+}
+
+pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
+    let uri: http::Uri = opts.endpoint.parse().context("endpoint must be a URL")?;
+    let authority = uri
+        .authority()
+        .context("endpoint needs host:port")?
+        .to_string();
+    let addr = tokio::net::lookup_host(&authority)
+        .await?
+        .next()
+        .with_context(|| format!("cannot resolve {authority}"))?;
+    let parts = template.parts.len() as u64;
+    let total_requests = match opts.spans {
+        Some(spans) => spans.div_ceil(template.spans_per_round() as u64) * parts,
+        None if opts.duration.is_some() => u64::MAX,
+        None => bail!("give --spans or --duration"),
+    };
+    let manifest = match &opts.manifest {
+        Some(p) => Some(Mutex::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
+        ))),
+        None => None,
+    };
+    let started = Instant::now();
+    let cpu0 = own_cpu_seconds();
+    let shared = Arc::new(Shared {
+        deadline: opts.duration.map(|d| started + d),
+        template,
+        next: AtomicU64::new(0),
+        total_requests,
+        rounds: Mutex::new(Rounds {
+            admitted: None,
+            stop: u64::MAX,
+        }),
+        late: Mutex::new(VecDeque::new()),
+        started,
+        manifest,
+        counters: Counters::default(),
+        first_error: Mutex::new(None),
+        authority,
+        addr,
+        opts,
+    });
+    let progress = shared.opts.progress && std::io::stderr().is_terminal();
+    let ticker = progress.then(|| tokio::spawn(progress_line(shared.clone())));
+    let mut tasks = Vec::new();
+    for _ in 0..shared.opts.connections {
+        match shared.opts.protocol {
+            Protocol::Grpc => {
+                let conn = grpc_connect(&shared).await?;
+                for _ in 0..shared.opts.in_flight.max(1) {
+                    let mut conn = GrpcConn {
+                        client: Some(conn.clone()),
+                    };
+                    let shared = shared.clone();
+                    tasks.push(tokio::spawn(
+                        async move { worker(&shared, &mut conn).await },
+                    ));
+                }
+            }
+            Protocol::HttpProto | Protocol::HttpJson => {
+                let mut conn = HttpConn {
+                    sender: Some(http_connect(&shared).await?),
+                };
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(
+                    async move { worker(&shared, &mut conn).await },
+                ));
+            }
+        }
+    }
+    for t in tasks {
+        t.await??;
+    }
+    if let Some(t) = ticker {
+        t.abort();
+        eprintln!();
+    }
+    if let Some(m) = &shared.manifest {
+        m.lock().unwrap().flush()?;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = own_cpu_seconds() - cpu0;
+    let c = &shared.counters;
+    let acked = c.spans_acked.load(Ordering::Relaxed);
+    let requests = c.requests.load(Ordering::Relaxed);
+    let first_error = shared.first_error.lock().unwrap().clone();
+    let rounds = shared.rounds.lock().unwrap().admitted.map_or(0, |r| r + 1);
+    Ok(Report {
+        protocol: shared.opts.protocol,
+        compression: shared.opts.compression,
+        connections: shared.opts.connections,
+        in_flight: shared.opts.in_flight,
+        rounds,
+        traces: rounds * shared.template.traces_per_round as u64,
+        spans_sent: c.spans_sent.load(Ordering::Relaxed),
+        spans_acked: acked,
+        spans_failed: c.spans_failed.load(Ordering::Relaxed),
+        requests,
+        refusals: c.refusals.load(Ordering::Relaxed),
+        retries: c.retries.load(Ordering::Relaxed),
+        errors: c.errors.load(Ordering::Relaxed),
+        first_error,
+        wall_seconds: wall,
+        spans_per_second: acked as f64 / wall,
+        loader_cpu_seconds: cpu,
+        loader_cpu_ns_per_span: cpu * 1e9 / acked.max(1) as f64,
+        loader_spans_per_cpu_second: acked as f64 / cpu.max(1e-9),
+        mean_request_bytes: c.bytes.load(Ordering::Relaxed) / requests.max(1),
+        max_lag_seconds: c.max_lag_us.load(Ordering::Relaxed) as f64 / 1e6,
+    })
+}
+
+async fn progress_line(shared: Arc<Shared>) {
+    let c = &shared.counters;
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let sent = c.spans_sent.load(Ordering::Relaxed);
+        eprint!(
+            "\r{:>10} spans/s sent  {:>12} acked  {:>8} refused  {:>8} failed  {:>6} errors ",
+            sent - last,
+            c.spans_acked.load(Ordering::Relaxed),
+            c.refusals.load(Ordering::Relaxed),
+            c.spans_failed.load(Ordering::Relaxed),
+            c.errors.load(Ordering::Relaxed),
+        );
+        last = sent;
+    }
+}
+
+impl Shared {
+    /// Whether round `round` may start: rounds are all-or-nothing, so once
+    /// one part of a round has gone out the round is completed.
+    fn admit(&self, round: u64) -> anyhow::Result<bool> {
+        let mut rounds = self.rounds.lock().unwrap();
+        if rounds.admitted.is_some_and(|a| round <= a) {
+            return Ok(true);
+        }
+        if round >= rounds.stop {
+            return Ok(false);
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            rounds.stop = round;
+            return Ok(false);
+        }
+        rounds.admitted = Some(round);
+        drop(rounds);
+        if let Some(m) = &self.manifest {
+            let mut m = m.lock().unwrap();
+            let mut hex = [0u8; 32];
+            for (id, class) in self.template.round_traces(round) {
+                hex_encode(&id, &mut hex);
+                m.write_all(&hex)?;
+                writeln!(m, " {} {}", class.name(), self.template.spans_per_trace)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn note_error(&self, e: String) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.first_error.lock().unwrap().get_or_insert(e);
+    }
+}
+
+/// What became of one attempt.
+enum Outcome {
+    Accepted,
+    /// Refused in a way SDKs retry, with the server's requested delay.
+    Retryable(Option<Duration>),
+    /// Failed for good.
+    Failed(String),
+}
+
+trait Conn {
+    async fn send(&mut self, shared: &Shared, body: Bytes) -> Outcome;
+}
+
+async fn worker(shared: &Shared, conn: &mut impl Conn) -> anyhow::Result<()> {
+    let parts = shared.template.parts.len() as u64;
+    let per_request = shared.template.spans_per_round() as f64 / parts as f64;
+    let mut buf = BytesMut::new();
+    let mut scratch = Vec::new();
+    loop {
+        let late_due = {
+            let mut late = shared.late.lock().unwrap();
+            match late.front() {
+                Some(&(due, round)) if due <= Instant::now() => {
+                    late.pop_front();
+                    Some(round)
+                }
+                _ => None,
+            }
+        };
+        if let Some(round) = late_due {
+            deliver(
+                shared,
+                conn,
+                &mut buf,
+                &mut scratch,
+                round,
+                parts as usize - 1,
+            )
+            .await;
+            continue;
+        }
+        let n = shared.next.fetch_add(1, Ordering::Relaxed);
+        let (round, part) = (n / parts, (n % parts) as usize);
+        if n >= shared.total_requests || !shared.admit(round)? {
+            // Nothing new to start: wait for late parts still to go.
+            let head = shared.late.lock().unwrap().front().map(|&(due, _)| due);
+            match head {
+                Some(due) => {
+                    tokio::time::sleep_until(due.into()).await;
+                    continue;
+                }
+                None => return Ok(()),
+            }
+        }
+        if let Some(rate) = shared.opts.rate {
+            let due = shared.started + Duration::from_secs_f64(n as f64 * per_request / rate);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep_until(due.into()).await;
+            } else {
+                let lag = (now - due).as_micros() as u64;
+                shared.counters.max_lag_us.fetch_max(lag, Ordering::Relaxed);
+            }
+        }
+        if let Some(delay) = shared.opts.late_delay {
+            if parts > 1 && part == parts as usize - 1 {
+                shared
+                    .late
+                    .lock()
+                    .unwrap()
+                    .push_back((Instant::now() + delay, round));
+                continue;
+            }
+        }
+        deliver(shared, conn, &mut buf, &mut scratch, round, part).await;
+    }
+}
+
+/// Sends one request until it is accepted, refused for good, or its retries
+/// run out. `buf` is reused across requests once the transport lets go of it.
+async fn deliver(
+    shared: &Shared,
+    conn: &mut impl Conn,
+    buf: &mut BytesMut,
+    scratch: &mut Vec<u8>,
+    round: u64,
+    part: usize,
+) {
+    let template = &shared.template;
+    let spans = template.parts[part].spans as u64;
+    buf.clear();
+    buf.extend_from_slice(&template.parts[part].bytes);
+    template.patch(round, part, buf);
+    let body = match shared.opts.compression {
+        Compression::None => buf.split().freeze(),
+        c => {
+            let grpc = template.encoding == Encoding::Grpc;
+            let raw = if grpc { &buf[5..] } else { &buf[..] };
+            scratch.clear();
+            if grpc {
+                scratch.extend_from_slice(&[1, 0, 0, 0, 0]);
+            }
+            compress(c, raw, scratch);
+            if grpc {
+                let len = (scratch.len() - 5) as u32;
+                scratch[1..5].copy_from_slice(&len.to_be_bytes());
+            }
+            Bytes::copy_from_slice(scratch)
+        }
+    };
+    let c = &shared.counters;
+    c.spans_sent.fetch_add(spans, Ordering::Relaxed);
+    c.requests.fetch_add(1, Ordering::Relaxed);
+    c.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    let first_try = Instant::now();
+    let mut backoff = shared.opts.retry.initial;
+    let mut attempt = 0u64;
+    loop {
+        match conn.send(shared, body.clone()).await {
+            Outcome::Accepted => {
+                c.spans_acked.fetch_add(spans, Ordering::Relaxed);
+                break;
+            }
+            Outcome::Failed(e) => {
+                c.spans_failed.fetch_add(spans, Ordering::Relaxed);
+                shared.note_error(e);
+                break;
+            }
+            Outcome::Retryable(hint) => {
+                c.refusals.fetch_add(1, Ordering::Relaxed);
+                // Jitter of ±50 % as the OTLP exporters do, from the round
+                // and attempt so runs stay reproducible.
+                let jitter = (crate::template::splitmix64(round ^ (part as u64) << 48 ^ attempt)
+                    % 1000) as f64
+                    / 1000.0;
+                let wait = hint.unwrap_or_else(|| backoff.mul_f64(0.5 + jitter));
+                if first_try.elapsed() + wait > shared.opts.retry.max_elapsed {
+                    c.spans_failed.fetch_add(spans, Ordering::Relaxed);
+                    break;
+                }
+                c.retries.fetch_add(1, Ordering::Relaxed);
+                attempt += 1;
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(shared.opts.retry.max);
+            }
+        }
+    }
+    if shared.opts.compression == Compression::None {
+        // Take the buffer back if the transport has released it.
+        if let Ok(b) = body.try_into_mut() {
+            *buf = b;
+        }
+    }
+}
+
+fn compress(c: Compression, raw: &[u8], out: &mut Vec<u8>) {
+    match c {
+        Compression::None => out.extend_from_slice(raw),
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+            enc.write_all(raw).expect("writing to a Vec");
+            enc.finish().expect("writing to a Vec");
+        }
+        Compression::Zstd => {
+            let mut enc = zstd::stream::write::Encoder::new(out, 1).expect("zstd level 1");
+            enc.write_all(raw).expect("writing to a Vec");
+            enc.finish().expect("writing to a Vec");
+        }
+    }
+}
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+async fn grpc_connect(shared: &Shared) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
+    let tcp = TcpStream::connect(shared.addr)
+        .await
+        .with_context(|| format!("connect to {}", shared.addr))?;
+    tcp.set_nodelay(true)?;
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .context("HTTP/2 handshake")?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+struct GrpcConn {
+    client: Option<h2::client::SendRequest<Bytes>>,
+}
+
+impl Conn for GrpcConn {
+    async fn send(&mut self, shared: &Shared, body: Bytes) -> Outcome {
+        let client = match self.client.take() {
+            Some(c) => c,
+            None => match grpc_connect(shared).await {
+                Ok(c) => c,
+                Err(e) => return transport_failure(shared, format!("{e:#}")),
+            },
+        };
+        match grpc_call(shared, client.clone(), body).await {
+            Ok(outcome) => {
+                self.client = Some(client);
+                outcome
+            }
+            // A broken connection: reconnect and retry, as SDKs treat
+            // transport failures as UNAVAILABLE.
+            Err(e) => transport_failure(shared, e.to_string()),
+        }
+    }
+}
+
+fn transport_failure(shared: &Shared, e: String) -> Outcome {
+    shared.first_error.lock().unwrap().get_or_insert(e);
+    Outcome::Retryable(None)
+}
+
+async fn grpc_call(
+    shared: &Shared,
+    client: h2::client::SendRequest<Bytes>,
+    body: Bytes,
+) -> Result<Outcome, h2::Error> {
+    let mut client = client.ready().await?;
+    let mut request = http::Request::post(format!("http://{}{EXPORT_PATH}", shared.authority))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    match shared.opts.compression {
+        Compression::None => {}
+        Compression::Gzip => request = request.header("grpc-encoding", "gzip"),
+        Compression::Zstd => request = request.header("grpc-encoding", "zstd"),
+    }
+    let request = request.body(()).expect("static request parts");
+    let (response, mut stream) = client.send_request(request, false)?;
+    stream.send_data(body, true)?;
+    let response = response.await?;
+    let (parts, mut recv) = response.into_parts();
+    if parts.status != http::StatusCode::OK {
+        // gRPC's mapping of HTTP statuses: 429, 502, 503, 504 are UNAVAILABLE.
+        return Ok(match parts.status.as_u16() {
+            429 | 502 | 503 | 504 => Outcome::Retryable(None),
+            s => Outcome::Failed(format!("HTTP status {s}")),
+        });
+    }
+    let trailers = if parts.headers.contains_key("grpc-status") {
+        parts.headers
+    } else {
+        while let Some(data) = recv.data().await {
+            let data = data?;
+            let _ = recv.flow_control().release_capacity(data.len());
+        }
+        recv.trailers().await?.unwrap_or_default()
+    };
+    let code: u32 = trailers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    Ok(match code {
+        0 => Outcome::Accepted,
+        rpc::UNAVAILABLE => Outcome::Retryable(
+            trailers
+                .get("grpc-status-details-bin")
+                .and_then(|v| rpc::retry_delay(v.as_bytes())),
+        ),
+        // The OTLP spec retries RESOURCE_EXHAUSTED only when the server
+        // says when to come back (RetryInfo).
+        rpc::RESOURCE_EXHAUSTED => match trailers
+            .get("grpc-status-details-bin")
+            .and_then(|v| rpc::retry_delay(v.as_bytes()))
+        {
+            Some(d) => Outcome::Retryable(Some(d)),
+            None => Outcome::Failed("RESOURCE_EXHAUSTED without RetryInfo".into()),
+        },
+        code => Outcome::Failed(format!(
+            "grpc-status {code}: {}",
+            trailers
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        )),
+    })
+}
+
+type HttpSender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn http_connect(shared: &Shared) -> anyhow::Result<HttpSender> {
+    let tcp = TcpStream::connect(shared.addr)
+        .await
+        .with_context(|| format!("connect to {}", shared.addr))?;
+    tcp.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+struct HttpConn {
+    sender: Option<HttpSender>,
+}
+
+impl Conn for HttpConn {
+    async fn send(&mut self, shared: &Shared, body: Bytes) -> Outcome {
+        let mut sender = match self.sender.take() {
+            Some(s) => s,
+            None => match http_connect(shared).await {
+                Ok(s) => s,
+                Err(e) => return transport_failure(shared, format!("{e:#}")),
+            },
+        };
+        if let Err(e) = sender.ready().await {
+            return transport_failure(shared, e.to_string());
+        }
+        let mut request = http::Request::post(&shared.opts.http_path)
+            .header("host", &shared.authority)
+            .header(
+                "content-type",
+                if shared.opts.protocol == Protocol::HttpJson {
+                    "application/json"
+                } else {
+                    "application/x-protobuf"
+                },
+            );
+        match shared.opts.compression {
+            Compression::None => {}
+            Compression::Gzip => request = request.header("content-encoding", "gzip"),
+            Compression::Zstd => request = request.header("content-encoding", "zstd"),
+        }
+        let request = request.body(Full::new(body)).expect("valid request parts");
+        let response = match sender.send_request(request).await {
+            Ok(r) => r,
+            Err(e) => return transport_failure(shared, e.to_string()),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = match response.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return transport_failure(shared, e.to_string()),
+        };
+        self.sender = Some(sender);
+        match status {
+            200..=299 => Outcome::Accepted,
+            429 | 502 | 503 | 504 => Outcome::Retryable(retry_after),
+            s => Outcome::Failed(format!(
+                "HTTP {s}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )),
+        }
+    }
+}
