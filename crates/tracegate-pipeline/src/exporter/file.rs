@@ -521,20 +521,16 @@ fn parse_stamp(stamp: &str) -> Option<SystemTime> {
 mod tests {
     use super::*;
     use crate::config::from_value;
-    use crate::exporter::test_support::sample_batch;
-
-    fn config(value: serde_json::Value) -> Config {
-        from_value(value).expect("valid config")
-    }
+    use crate::exporter::test_support::{sample_batch, valid_config};
 
     #[test]
     fn defaults_and_validation_follow_the_collector() {
-        let c = config(serde_json::json!({"path": "out.jsonl"}));
+        let c: Config = valid_config(serde_json::json!({"path": "out.jsonl"}));
         assert_eq!(c.format, FileFormat::Json);
         assert_eq!(c.flush_interval, Duration::from_secs(1));
         assert!(c.rotation.is_none(), "no rotation unless the key is given");
         assert!(c.validate().unwrap().is_empty());
-        let r = config(serde_json::json!({"path": "x", "rotation": {}}));
+        let r: Config = valid_config(serde_json::json!({"path": "x", "rotation": {}}));
         let rotation = r.rotation.as_ref().unwrap();
         assert_eq!(
             (
@@ -572,10 +568,13 @@ mod tests {
                 "directory_permissions",
             ),
         ] {
-            let err = config(value.clone()).validate().unwrap_err();
+            let err = valid_config::<Config>(value.clone())
+                .validate()
+                .unwrap_err();
             assert_eq!(err.path, path, "{value}: {err}");
         }
-        let local = config(serde_json::json!({"path": "x", "rotation": {"localtime": true}}));
+        let local: Config =
+            valid_config(serde_json::json!({"path": "x", "rotation": {"localtime": true}}));
         assert_eq!(local.validate().unwrap().len(), 1);
         assert!(from_value::<Config>(serde_json::json!({"path": "x", "format": "xml"})).is_err());
         assert!(from_value::<Config>(
@@ -589,7 +588,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spans.jsonl");
         let exporter =
-            FileExporter::new("file", &config(serde_json::json!({"path": path}))).unwrap();
+            FileExporter::new("file", &valid_config(serde_json::json!({"path": path}))).unwrap();
         let batches = [sample_batch(1, 2), sample_batch(2, 3)];
         for batch in &batches {
             exporter.export(batch).await.unwrap();
@@ -615,7 +614,7 @@ mod tests {
             let path = dir.path().join(format!("spans{compression}.bin"));
             let exporter = FileExporter::new(
                 "file",
-                &config(serde_json::json!({"path": path, "format": "proto", "compression": compression})),
+                &valid_config(serde_json::json!({"path": path, "format": "proto", "compression": compression})),
             )
             .unwrap();
             let batch = sample_batch(2, 2);
@@ -647,7 +646,7 @@ mod tests {
         let path = dir.path().join("spans.jsonl");
         let exporter = FileExporter::new(
             "file",
-            &config(serde_json::json!({
+            &valid_config(serde_json::json!({
                 "path": path, "rotation": {"max_megabytes": 1, "max_backups": 2}
             })),
         )
@@ -697,13 +696,13 @@ mod tests {
     async fn creates_the_directory_when_asked_and_fails_at_start_otherwise() {
         let dir = tempfile::tempdir().unwrap();
         let nested = dir.path().join("a/b/spans.jsonl");
-        let err = FileExporter::new("file", &config(serde_json::json!({"path": nested})))
+        let err = FileExporter::new("file", &valid_config(serde_json::json!({"path": nested})))
             .err()
             .expect("missing directory");
         assert!(err.contains("cannot open"), "{err}");
         let exporter = FileExporter::new(
             "file",
-            &config(serde_json::json!({"path": nested, "create_directory": true})),
+            &valid_config(serde_json::json!({"path": nested, "create_directory": true})),
         )
         .unwrap();
         exporter.export(&sample_batch(1, 1)).await.unwrap();

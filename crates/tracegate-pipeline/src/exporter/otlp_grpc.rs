@@ -400,14 +400,11 @@ impl tower::Service<Uri> for TlsTcpConnector {
 mod tests {
     use super::*;
     use crate::config::from_value;
-
-    fn config(value: serde_json::Value) -> Config {
-        from_value(value).expect("valid config")
-    }
+    use crate::exporter::test_support::valid_config;
 
     #[test]
     fn defaults_are_the_collectors() {
-        let c = config(serde_json::json!({"endpoint": "tempo:4317"}));
+        let c: Config = valid_config(serde_json::json!({"endpoint": "tempo:4317"}));
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!(c.compression, Compression::Gzip);
         assert!(c.sending_queue.enabled);
@@ -418,18 +415,19 @@ mod tests {
 
     #[test]
     fn plaintext_by_insecure_or_http_scheme() {
-        let insecure =
-            config(serde_json::json!({"endpoint": "tempo:4317", "tls": {"insecure": true}}));
+        let insecure: Config =
+            valid_config(serde_json::json!({"endpoint": "tempo:4317", "tls": {"insecure": true}}));
         assert!(insecure.target().unwrap().plaintext);
-        let http = config(serde_json::json!({"endpoint": "http://tempo:4317"}));
+        let http: Config = valid_config(serde_json::json!({"endpoint": "http://tempo:4317"}));
         assert!(http.target().unwrap().plaintext);
-        let https = config(
+        let https: Config = valid_config(
             serde_json::json!({"endpoint": "https://tempo:4317", "tls": {"insecure": true}}),
         );
         assert!(!https.target().unwrap().plaintext);
-        let dns = config(serde_json::json!({"endpoint": "dns:///tempo:4317"}));
+        let dns: Config = valid_config(serde_json::json!({"endpoint": "dns:///tempo:4317"}));
         assert_eq!(dns.target().unwrap().authority.as_str(), "tempo:4317");
-        let v6 = config(serde_json::json!({"endpoint": "[::1]:4317", "tls": {"insecure": true}}));
+        let v6: Config =
+            valid_config(serde_json::json!({"endpoint": "[::1]:4317", "tls": {"insecure": true}}));
         assert_eq!(v6.target().unwrap().authority.port_u16(), Some(4317));
     }
 
@@ -460,7 +458,9 @@ mod tests {
                 "tls",
             ),
         ] {
-            let err = config(value.clone()).validate().unwrap_err();
+            let err = valid_config::<Config>(value.clone())
+                .validate()
+                .unwrap_err();
             assert_eq!(err.path, path, "{value}: {err}");
         }
         let err =
@@ -471,7 +471,7 @@ mod tests {
 
     #[test]
     fn accepts_the_collectors_other_client_keys() {
-        let c = config(serde_json::json!({
+        let c: Config = valid_config(serde_json::json!({
             "endpoint": "t:1",
             "keepalive": {"time": "20s", "timeout": "5s", "permit_without_stream": true},
             "balancer_name": "round_robin",

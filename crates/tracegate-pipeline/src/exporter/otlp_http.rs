@@ -434,21 +434,18 @@ mod tests {
 
     use super::*;
     use crate::config::from_value;
-
-    fn config(value: serde_json::Value) -> Config {
-        from_value(value).expect("valid config")
-    }
+    use crate::exporter::test_support::valid_config;
 
     #[test]
     fn defaults_and_urls_are_the_collectors() {
-        let c = config(serde_json::json!({"endpoint": "https://tempo:4318"}));
+        let c: Config = valid_config(serde_json::json!({"endpoint": "https://tempo:4318"}));
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert_eq!(c.compression, Compression::Gzip);
         assert_eq!(c.encoding, Encoding::Proto);
         assert_eq!(c.traces_url().unwrap(), "https://tempo:4318/v1/traces");
-        let slash = config(serde_json::json!({"endpoint": "http://tempo:4318/"}));
+        let slash: Config = valid_config(serde_json::json!({"endpoint": "http://tempo:4318/"}));
         assert_eq!(slash.traces_url().unwrap(), "http://tempo:4318/v1/traces");
-        let given = config(serde_json::json!({
+        let given: Config = valid_config(serde_json::json!({
             "endpoint": "http://ignored:1", "traces_endpoint": "http://tempo:4318/custom/path"
         }));
         assert_eq!(given.traces_url().unwrap(), "http://tempo:4318/custom/path");
@@ -473,7 +470,9 @@ mod tests {
                 "retry_on_failure.randomization_factor",
             ),
         ] {
-            let err = config(value.clone()).validate().unwrap_err();
+            let err = valid_config::<Config>(value.clone())
+                .validate()
+                .unwrap_err();
             assert_eq!(err.path, path, "{value}: {err}");
         }
         assert!(from_value::<Config>(

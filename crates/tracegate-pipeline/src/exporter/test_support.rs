@@ -98,6 +98,11 @@ pub(crate) fn sample_request(
     }
 }
 
+/// A component's config from JSON, which the test expects to be valid.
+pub(crate) fn valid_config<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    crate::config::from_value(value).expect("valid config")
+}
+
 pub(crate) fn sample_batch(resources: usize, spans_per_resource: usize) -> SpanBatch {
     SpanBatch::from_request(&sample_request(resources, spans_per_resource))
 }
