@@ -2,6 +2,7 @@
 //! Each is a [`Consumer`] that passes batches on to the next stage.
 
 pub mod batch;
+pub mod tail_sampling;
 
 use std::sync::Arc;
 
@@ -21,11 +22,12 @@ pub trait Processor: Consumer {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProcessorConfig {
     Batch(batch::Config),
+    TailSampling(tail_sampling::Config),
 }
 
 impl ProcessorConfig {
     /// Component types implemented here, aliases included.
-    pub const KINDS: &'static [&'static str] = &["batch"];
+    pub const KINDS: &'static [&'static str] = &["batch", "tail_sampling"];
 
     /// `None` when `kind` is not a processor type tracegate implements.
     pub fn from_value(
@@ -34,6 +36,7 @@ impl ProcessorConfig {
     ) -> Option<Result<ProcessorConfig, ComponentError>> {
         match kind {
             "batch" => Some(from_value(value).map(ProcessorConfig::Batch)),
+            "tail_sampling" => Some(from_value(value).map(ProcessorConfig::TailSampling)),
             _ => None,
         }
     }
@@ -43,6 +46,7 @@ impl ProcessorConfig {
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         match self {
             ProcessorConfig::Batch(c) => c.validate(),
+            ProcessorConfig::TailSampling(c) => c.validate(),
         }
     }
 
@@ -50,6 +54,9 @@ impl ProcessorConfig {
     pub fn build(&self, id: &str, next: NextConsumer) -> Arc<dyn Processor> {
         match self {
             ProcessorConfig::Batch(c) => batch::Batcher::start(id, c.clone(), next),
+            ProcessorConfig::TailSampling(c) => {
+                tail_sampling::TailSampler::start(id, c.clone(), next)
+            }
         }
     }
 }

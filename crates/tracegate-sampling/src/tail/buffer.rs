@@ -201,6 +201,9 @@ pub struct ShardStats {
     pub spans_dropped_by_policy: u64,
     pub spans_too_large: u64,
     pub spans_late_not_sampled: u64,
+    /// Spans of pending traces dropped undecided at shutdown
+    /// (`drop_pending_traces_on_shutdown`).
+    pub spans_dropped_pending: u64,
     /// Spans passed on as part of a sampled decision.
     pub spans_sampled: u64,
 }
@@ -639,7 +642,7 @@ impl TraceShard {
                 if let Some(entry) = self.table.remove(&id) {
                     self.pending -= 1;
                     self.memory -= entry.memory;
-                    self.stats.spans_not_sampled += entry.span_count;
+                    self.stats.spans_dropped_pending += entry.span_count;
                 }
             } else {
                 self.decide(id, now, DecisionReason::Shutdown, decider, out);
@@ -861,6 +864,7 @@ impl TraceBuffer {
             total.spans_dropped_by_policy += s.spans_dropped_by_policy;
             total.spans_too_large += s.spans_too_large;
             total.spans_late_not_sampled += s.spans_late_not_sampled;
+            total.spans_dropped_pending += s.spans_dropped_pending;
             total.spans_sampled += s.spans_sampled;
         }
         total

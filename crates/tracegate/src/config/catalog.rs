@@ -241,7 +241,6 @@ mod tests {
             Known::Planned(p) => p.issue,
             other => panic!("{kind}: {other:?}"),
         };
-        assert_eq!(issue(Section::Processors, "tail_sampling"), Some(6));
         for kind in [
             "sampling",
             "probabilistic_sampler",

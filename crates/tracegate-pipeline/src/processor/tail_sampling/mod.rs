@@ -1,0 +1,645 @@
+//! The `tail_sampling` processor, as the collector's: spans are grouped by
+//! trace and held until the trace is decided, then the sampled traces'
+//! spans flow on (in their original resource/scope structure) and the rest
+//! are counted as dropped.
+//!
+//! Pending traces live in `tracegate_sampling::tail::TraceShard`s, one per
+//! worker task, fed over bounded channels by trace id (DESIGN.md §3): no
+//! lock is taken per span. The policies are shared by the shards (their
+//! rate budgets are per processor, as in the collector) behind a mutex
+//! taken once per decided trace.
+
+mod metrics_names;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use metrics::{Counter, Gauge, Histogram};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracegate_model::SpanBatch;
+use tracegate_sampling::tail::{
+    shard_of, Decider, Decision, PolicyConfig, PolicySet, Released, TraceBuffer,
+    TraceBufferSettings, TraceShard, TraceView, Verdict,
+};
+
+use super::Processor;
+use crate::config::ComponentError;
+use crate::consumer::{ConsumeError, Consumer, NextConsumer};
+use crate::telemetry::names;
+use metrics_names as m;
+
+/// `processors: tail_sampling:`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Time from a trace's first span to its decision. Default `30s`.
+    #[serde(
+        default = "default_decision_wait",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub decision_wait: Duration,
+    /// Decide this long after the trace's root span arrives, if that is
+    /// sooner than `decision_wait`. `0s` turns it off. Default `0s`.
+    #[serde(default, deserialize_with = "crate::duration::deserialize")]
+    pub decision_wait_after_root_received: Duration,
+    /// Traces held in memory (pending, plus decided ones remembered for
+    /// late spans when no decision cache is configured). When full, the
+    /// oldest gives way: tracegate decides an undecided one early (the
+    /// collector deletes it). Split evenly across shards. Default 50000.
+    #[serde(default = "default_num_traces")]
+    pub num_traces: u64,
+    /// Accepted for compatibility; tracegate sizes its tables as they
+    /// grow. Default 0.
+    #[serde(default)]
+    pub expected_new_traces_per_sec: u64,
+    /// When `num_traces` is reached, hold new traces back (pushing back on
+    /// the receivers) until pending ones are decided, instead of deciding
+    /// the oldest early. Default false.
+    #[serde(default)]
+    pub block_on_overflow: bool,
+    /// Stop evaluating policies at the first one that samples the trace
+    /// (drop policies always run first). Default false.
+    #[serde(default)]
+    pub sample_on_first_match: bool,
+    /// On shutdown, drop pending traces (counted) instead of deciding them
+    /// with what has arrived. Default false.
+    #[serde(default)]
+    pub drop_pending_traces_on_shutdown: bool,
+    /// A trace whose spans grow past this many (protobuf) bytes is not
+    /// sampled, at once, and counted in `traces_dropped_too_large`. 0: no
+    /// limit. Default 0.
+    #[serde(default)]
+    pub maximum_trace_size_bytes: u64,
+    /// Decision caches for late spans.
+    #[serde(default)]
+    pub decision_cache: DecisionCacheConfig,
+    /// The sampling policies, evaluated for every trace. Required.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+    /// tracegate: memory budget for pending spans (encoded bytes plus their
+    /// index), split across shards; over it the oldest pending traces are
+    /// decided early, counted. 0: no budget. Default 536870912 (512 MiB).
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: u64,
+    /// tracegate: a trace with more spans is decided at once by the
+    /// policies (its later spans follow that decision), so one huge trace
+    /// cannot hold memory for `decision_wait`. 0: no limit. Default 0.
+    #[serde(default)]
+    pub max_spans_per_trace: u64,
+    /// tracegate: shard workers. 0: one per available CPU. Default 0.
+    #[serde(default)]
+    pub shards: usize,
+}
+
+/// `decision_cache:`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionCacheConfig {
+    /// Trace ids remembered as sampled (LRU), so late spans are passed on
+    /// at once. 0 turns the cache off. Default 0.
+    #[serde(default)]
+    pub sampled_cache_size: usize,
+    /// Trace ids remembered as not sampled (LRU), so late spans are
+    /// dropped at once. 0 turns the cache off. Default 0.
+    #[serde(default)]
+    pub non_sampled_cache_size: usize,
+}
+
+fn default_decision_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_num_traces() -> u64 {
+    50_000
+}
+fn default_max_buffered_bytes() -> u64 {
+    512 << 20
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            decision_wait: default_decision_wait(),
+            decision_wait_after_root_received: Duration::ZERO,
+            num_traces: default_num_traces(),
+            expected_new_traces_per_sec: 0,
+            block_on_overflow: false,
+            sample_on_first_match: false,
+            drop_pending_traces_on_shutdown: false,
+            maximum_trace_size_bytes: 0,
+            decision_cache: DecisionCacheConfig::default(),
+            policies: Vec::new(),
+            max_buffered_bytes: default_max_buffered_bytes(),
+            max_spans_per_trace: 0,
+            shards: 0,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        let err = |path: &str, message: String| ComponentError {
+            path: path.into(),
+            message,
+        };
+        if self.policies.is_empty() {
+            return Err(err("policies", "at least one policy is required".into()));
+        }
+        if self.decision_wait.is_zero() {
+            return Err(err(
+                "decision_wait",
+                "decision_wait must be positive".into(),
+            ));
+        }
+        if self.num_traces == 0 {
+            return Err(err("num_traces", "num_traces must be positive".into()));
+        }
+        let (_, mut warnings) = PolicySet::build(&self.policies, self.sample_on_first_match)
+            .map_err(|e| err("policies", e.to_string()))?;
+        if !self.decision_wait_after_root_received.is_zero()
+            && self.decision_wait_after_root_received >= self.decision_wait
+        {
+            warnings.push(
+                "decision_wait_after_root_received is not shorter than decision_wait, so it never shortens the wait".into(),
+            );
+        }
+        Ok(warnings)
+    }
+
+    fn buffer_settings(&self) -> TraceBufferSettings {
+        TraceBufferSettings {
+            decision_wait: self.decision_wait,
+            decision_wait_after_root_received: self.decision_wait_after_root_received,
+            num_traces: self.num_traces,
+            max_buffered_bytes: self.max_buffered_bytes,
+            maximum_trace_size_bytes: self.maximum_trace_size_bytes,
+            max_spans_per_trace: self.max_spans_per_trace,
+            block_on_overflow: self.block_on_overflow,
+            sampled_cache_size: self.decision_cache.sampled_cache_size,
+            non_sampled_cache_size: self.decision_cache.non_sampled_cache_size,
+        }
+    }
+
+    fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// Spans of one request for one shard.
+struct Work {
+    batch: SpanBatch,
+    /// Indices of the spans that belong to the shard; `None`: all.
+    spans: Option<Vec<u32>>,
+}
+
+/// Wall-clock time the library works in, advanced by tokio's clock (so
+/// tests with a paused clock are exact).
+#[derive(Clone, Copy)]
+struct Clock {
+    wall: Duration,
+    instant: Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+            instant: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.wall + self.instant.elapsed()
+    }
+
+    fn instant_of(&self, at: Duration) -> Instant {
+        self.instant + at.saturating_sub(self.wall)
+    }
+}
+
+/// The policies shared by the shards, with their metrics.
+struct SharedPolicies {
+    set: Mutex<PolicySet>,
+    /// Per policy, per [`Decision::index`].
+    count_traces_sampled: Vec<[Counter; 5]>,
+    decision_latency: Histogram,
+}
+
+impl SharedPolicies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PolicySet> {
+        // Policies hold only counters and budgets: recovering after a panic
+        // elsewhere is better than stopping sampling.
+        self.set.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish_tally(&self) {
+        let tally = self.lock().take_tally();
+        for (counters, votes) in self.count_traces_sampled.iter().zip(tally) {
+            for (counter, n) in counters.iter().zip(votes) {
+                if n > 0 {
+                    counter.increment(n);
+                }
+            }
+        }
+    }
+}
+
+impl Decider for &SharedPolicies {
+    fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
+        let started = std::time::Instant::now();
+        let verdict = self.lock().decide(trace, now);
+        self.decision_latency
+            .record(started.elapsed().as_secs_f64() * 1e6);
+        verdict
+    }
+}
+
+/// Handles for the processor-wide metrics.
+struct Meters {
+    global: [Counter; 3],
+    new_traces: Counter,
+    late_span_age: Histogram,
+    cache_released_sampled: Counter,
+    cache_released_not_sampled: Counter,
+    too_large: Counter,
+    early: [Counter; 3],
+    traces_on_memory: Gauge,
+    buffered_bytes: Gauge,
+    dropped_not_sampled: Counter,
+    dropped_by_policy: Counter,
+    dropped_too_large: Counter,
+    dropped_late: Counter,
+    dropped_refused: Counter,
+    dropped_shutdown: Counter,
+}
+
+impl Meters {
+    fn new(id: &str) -> Meters {
+        let dropped = |reason: &'static str| metrics::counter!(names::DROPPED_SPANS, "component" => id.to_string(), "reason" => reason);
+        let global = |sampled: &'static str, decision: &'static str| metrics::counter!(m::GLOBAL_COUNT_TRACES_SAMPLED, "sampled" => sampled, "decision" => decision);
+        let early = |reason: &'static str| metrics::counter!(m::EARLY_DECISIONS, "processor" => id.to_string(), "reason" => reason);
+        // Registered so dashboards see zeros: tracegate never deletes an
+        // undecided trace, and its policies cannot fail while evaluating.
+        metrics::counter!(m::TRACE_DROPPED_TOO_EARLY).increment(0);
+        metrics::counter!(m::POLICY_EVALUATION_ERROR).increment(0);
+        Meters {
+            global: [
+                global("true", "sampled"),
+                global("false", "not_sampled"),
+                global("false", "dropped"),
+            ],
+            new_traces: metrics::counter!(m::NEW_TRACE_ID_RECEIVED),
+            late_span_age: metrics::histogram!(m::LATE_SPAN_AGE),
+            cache_released_sampled: metrics::counter!(m::EARLY_RELEASES_FROM_CACHE_DECISION, "sampled" => "true"),
+            cache_released_not_sampled: metrics::counter!(m::EARLY_RELEASES_FROM_CACHE_DECISION, "sampled" => "false"),
+            too_large: metrics::counter!(m::TRACES_DROPPED_TOO_LARGE),
+            early: [
+                early("num_traces"),
+                early("max_buffered_bytes"),
+                early("max_spans_per_trace"),
+            ],
+            traces_on_memory: metrics::gauge!(m::TRACES_ON_MEMORY),
+            buffered_bytes: metrics::gauge!(m::BUFFERED_BYTES, "processor" => id.to_string()),
+            dropped_not_sampled: dropped("not_sampled"),
+            dropped_by_policy: dropped("dropped_by_policy"),
+            dropped_too_large: dropped("trace_too_large"),
+            dropped_late: dropped("late_span_not_sampled"),
+            dropped_refused: dropped("refused_downstream"),
+            dropped_shutdown: dropped("pending_on_shutdown"),
+        }
+    }
+}
+
+/// The running tail sampler.
+pub struct TailSampler {
+    id: String,
+    senders: Mutex<Option<Vec<mpsc::Sender<Work>>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Channel depth per shard, in requests: enough to ride out a burst while
+/// a shard decides, small enough that a stuck shard pushes back quickly.
+const SHARD_QUEUE: usize = 64;
+
+impl TailSampler {
+    /// Starts the shard workers. Must run inside a tokio runtime.
+    /// `config` must have passed [`Config::validate`].
+    pub fn start(id: &str, config: Config, next: NextConsumer) -> Arc<TailSampler> {
+        let shards = config.shard_count();
+        let (set, _) = PolicySet::build(&config.policies, config.sample_on_first_match)
+            .unwrap_or_else(|e| {
+                panic!("tail_sampling {id}: policies passed validate but failed to build: {e}")
+            });
+        // The collector labels policies `<component name>.<policy>` when
+        // the component id has a name.
+        let prefix = id.split_once('/').map(|(_, name)| format!("{name}."));
+        let count_traces_sampled = set
+            .names()
+            .iter()
+            .map(|name| {
+                let policy = format!("{}{name}", prefix.as_deref().unwrap_or(""));
+                Decision::ALL.map(|d| {
+                    let (sampled, decision) = d.metric_labels();
+                    metrics::counter!(m::COUNT_TRACES_SAMPLED,
+                        "policy" => policy.clone(), "sampled" => sampled, "decision" => decision)
+                })
+            })
+            .collect();
+        let policies = Arc::new(SharedPolicies {
+            set: Mutex::new(set),
+            count_traces_sampled,
+            decision_latency: metrics::histogram!(m::SAMPLING_DECISION_LATENCY),
+        });
+        let meters = Arc::new(Meters::new(id));
+        let gauges = Arc::new(ShardGauges {
+            pending: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            bytes: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+        });
+        let settings = TraceBuffer::shard_settings(&config.buffer_settings(), shards);
+        let clock = Clock::start();
+        let mut senders = Vec::with_capacity(shards);
+        let mut workers = Vec::with_capacity(shards);
+        for index in 0..shards {
+            let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+            senders.push(tx);
+            let worker = ShardWorker {
+                id: id.to_string(),
+                index,
+                shard: TraceShard::new(settings.clone()),
+                policies: policies.clone(),
+                meters: meters.clone(),
+                gauges: gauges.clone(),
+                next: next.clone(),
+                clock,
+                drop_pending_on_shutdown: config.drop_pending_traces_on_shutdown,
+                reported: Default::default(),
+            };
+            workers.push(tokio::spawn(worker.run(rx)));
+        }
+        Arc::new(TailSampler {
+            id: id.to_string(),
+            senders: Mutex::new(Some(senders)),
+            workers: Mutex::new(workers),
+        })
+    }
+
+    fn senders(&self) -> Option<Vec<mpsc::Sender<Work>>> {
+        self.senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Consumer for TailSampler {
+    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let Some(senders) = self.senders() else {
+            return Err(ConsumeError::refused(format!(
+                "{} is shutting down",
+                self.id
+            )));
+        };
+        let n = senders.len();
+        let closed = || ConsumeError::refused(format!("{} is shutting down", self.id));
+        if n == 1 {
+            return senders[0]
+                .send(Work { batch, spans: None })
+                .await
+                .map_err(|_| closed());
+        }
+        let mut routes: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (i, span) in batch.spans().iter().enumerate() {
+            routes[shard_of(&span.trace_id, n)].push(i as u32);
+        }
+        let whole = routes.iter().filter(|r| !r.is_empty()).count() == 1;
+        for (sender, route) in senders.iter().zip(routes) {
+            if route.is_empty() {
+                continue;
+            }
+            let spans = if whole { None } else { Some(route) };
+            sender
+                .send(Work {
+                    batch: batch.clone(),
+                    spans,
+                })
+                .await
+                .map_err(|_| closed())?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Processor for TailSampler {
+    async fn flush(&self) {
+        // Closing the channels tells each worker to decide (or drop) what
+        // it holds and pass it on.
+        drop(
+            self.senders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for worker in workers {
+            if let Err(e) = worker.await {
+                tracing::error!(processor = %self.id, error = %e, "tail sampling worker failed");
+            }
+        }
+    }
+}
+
+struct ShardGauges {
+    pending: Vec<AtomicU64>,
+    bytes: Vec<AtomicU64>,
+}
+
+struct ShardWorker {
+    id: String,
+    index: usize,
+    shard: TraceShard,
+    policies: Arc<SharedPolicies>,
+    meters: Arc<Meters>,
+    gauges: Arc<ShardGauges>,
+    next: NextConsumer,
+    clock: Clock,
+    drop_pending_on_shutdown: bool,
+    /// Shard counters already turned into metrics.
+    reported: tracegate_sampling::tail::ShardStats,
+}
+
+impl ShardWorker {
+    async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
+        let mut out = Released::default();
+        loop {
+            let deadline = self.shard.next_deadline().map(|d| self.clock.instant_of(d));
+            let work = match deadline {
+                Some(deadline) => tokio::select! {
+                    biased;
+                    _ = tokio::time::sleep_until(deadline) => None,
+                    work = rx.recv() => match work {
+                        Some(work) => Some(work),
+                        None => break,
+                    },
+                },
+                None => match rx.recv().await {
+                    Some(work) => Some(work),
+                    None => break,
+                },
+            };
+            let now = self.clock.now();
+            let policies = self.policies.clone();
+            let mut decider = &*policies;
+            match work {
+                Some(work) => {
+                    let mut held = match &work.spans {
+                        None => self.shard.insert(&work.batch, now, &mut decider, &mut out),
+                        Some(spans) => self.shard.insert_spans(
+                            &work.batch,
+                            spans.iter().copied(),
+                            now,
+                            &mut decider,
+                            &mut out,
+                        ),
+                    };
+                    // block_on_overflow: wait for pending traces to fall
+                    // due, pass on what they release, then retry.
+                    while let Some(rest) = held.take() {
+                        self.emit(&mut out).await;
+                        let Some(due) = self.shard.next_deadline() else {
+                            break;
+                        };
+                        tokio::time::sleep_until(self.clock.instant_of(due)).await;
+                        let now = self.clock.now();
+                        self.shard.poll(now, &mut decider, &mut out);
+                        held = self.shard.insert(&rest, now, &mut decider, &mut out);
+                    }
+                }
+                None => self.shard.poll(now, &mut decider, &mut out),
+            }
+            self.emit(&mut out).await;
+        }
+        let policies = self.policies.clone();
+        let mut decider = &*policies;
+        let now = self.clock.now();
+        self.shard
+            .drain(now, self.drop_pending_on_shutdown, &mut decider, &mut out);
+        self.emit(&mut out).await;
+    }
+
+    /// Passes on released spans and turns what happened into metrics.
+    async fn emit(&mut self, out: &mut Released) {
+        let meters = &self.meters;
+        for decided in &out.decided {
+            let slot = match decided.verdict.decision {
+                Decision::Sampled => 0,
+                Decision::Dropped => 2,
+                _ => 1,
+            };
+            meters.global[slot].increment(1);
+        }
+        for age in &out.late_span_ages {
+            meters.late_span_age.record(age.as_secs() as f64);
+        }
+        if !out.decided.is_empty() {
+            self.policies.publish_tally();
+        }
+        self.report_stats();
+        let sampled = std::mem::take(&mut out.sampled);
+        out.clear();
+        if sampled.is_empty() {
+            return;
+        }
+        let batch = SpanBatch::concat(&sampled);
+        drop(sampled);
+        let spans = batch.len();
+        if let Err(e) = self.next.consume(batch).await {
+            self.meters.dropped_refused.increment(spans as u64);
+            tracing::warn!(processor = %self.id, spans, error = %e, "next stage refused sampled spans; spans dropped");
+        }
+    }
+
+    fn report_stats(&mut self) {
+        let now = self.shard.stats();
+        let was = self.reported;
+        let m = &self.meters;
+        let add = |c: &Counter, new: u64, old: u64| {
+            if new > old {
+                c.increment(new - old);
+            }
+        };
+        add(&m.new_traces, now.new_traces, was.new_traces);
+        add(
+            &m.cache_released_sampled,
+            now.cache_released_sampled_spans,
+            was.cache_released_sampled_spans,
+        );
+        add(
+            &m.cache_released_not_sampled,
+            now.cache_released_not_sampled_spans,
+            was.cache_released_not_sampled_spans,
+        );
+        add(&m.too_large, now.traces_too_large, was.traces_too_large);
+        add(&m.early[0], now.early_num_traces, was.early_num_traces);
+        add(&m.early[1], now.early_bytes, was.early_bytes);
+        add(&m.early[2], now.early_max_spans, was.early_max_spans);
+        add(
+            &m.dropped_by_policy,
+            now.spans_dropped_by_policy,
+            was.spans_dropped_by_policy,
+        );
+        add(
+            &m.dropped_too_large,
+            now.spans_too_large,
+            was.spans_too_large,
+        );
+        add(
+            &m.dropped_late,
+            now.spans_late_not_sampled,
+            was.spans_late_not_sampled,
+        );
+        add(
+            &m.dropped_not_sampled,
+            now.spans_not_sampled,
+            was.spans_not_sampled,
+        );
+        add(
+            &m.dropped_shutdown,
+            now.spans_dropped_pending,
+            was.spans_dropped_pending,
+        );
+        self.reported = now;
+        self.gauges.pending[self.index].store(self.shard.pending_traces(), Ordering::Relaxed);
+        self.gauges.bytes[self.index].store(self.shard.buffered_bytes(), Ordering::Relaxed);
+        let pending: u64 = self
+            .gauges
+            .pending
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum();
+        let bytes: u64 = self
+            .gauges
+            .bytes
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum();
+        m.traces_on_memory.set(pending as f64);
+        m.buffered_bytes.set(bytes as f64);
+    }
+}

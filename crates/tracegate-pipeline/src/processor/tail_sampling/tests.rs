@@ -1,0 +1,229 @@
+use std::sync::Mutex;
+
+use tracegate_model::otlp::{
+    any_value, AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans,
+    Span, Status,
+};
+
+use super::*;
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<SpanBatch>>);
+
+#[async_trait]
+impl Consumer for Collect {
+    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
+        self.0.lock().unwrap().push(batch);
+        Ok(())
+    }
+}
+
+impl Collect {
+    fn spans(&self) -> Vec<([u8; 16], [u8; 8], Option<String>)> {
+        let batches = self.0.lock().unwrap();
+        let mut out = Vec::new();
+        for b in batches.iter() {
+            for (i, s) in b.spans().iter().enumerate() {
+                out.push((s.trace_id, s.span_id, b.service_name(i).map(str::to_string)));
+            }
+        }
+        out
+    }
+}
+
+fn trace_id(n: u8) -> [u8; 16] {
+    [n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, n]
+}
+
+/// Spans `(trace, span, error)` under one resource named `service`.
+fn request(service: &str, spans: &[(u8, u8, bool)]) -> SpanBatch {
+    let spans = spans
+        .iter()
+        .map(|&(t, s, error)| Span {
+            trace_id: trace_id(t).to_vec(),
+            span_id: vec![s, 0, 0, 0, 0, 0, 0, 1],
+            parent_span_id: if s == 1 {
+                vec![]
+            } else {
+                vec![1, 0, 0, 0, 0, 0, 0, 1]
+            },
+            name: format!("s{s}"),
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 1_010_000_000,
+            status: Some(Status {
+                code: if error { 2 } else { 0 },
+                message: String::new(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    SpanBatch::from_request(&ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(service.into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+fn config(json: serde_json::Value) -> Config {
+    let config: Config = serde_json::from_value(json).expect("config parses");
+    config.validate().expect("config is valid");
+    config
+}
+
+fn errors_only(shards: usize) -> Config {
+    config(serde_json::json!({
+        "decision_wait": "10s",
+        "shards": shards,
+        "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
+    }))
+}
+
+/// Lets the workers run until `done` holds (the paused clock advances only
+/// while every task is idle, so this costs no real time).
+async fn settle(mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("workers did not settle");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keeps_whole_error_traces_after_decision_wait_and_drops_the_rest() {
+    for shards in [1, 3] {
+        let sink = Arc::new(Collect::default());
+        let sampler = TailSampler::start("tail_sampling", errors_only(shards), sink.clone());
+        sampler
+            .consume(request("api", &[(1, 1, false), (2, 1, false)]))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        sampler
+            .consume(request("db", &[(1, 2, true), (2, 2, false)]))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(sink.spans().is_empty(), "nothing before decision_wait");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        settle(|| sink.spans().len() == 2).await;
+        let mut spans = sink.spans();
+        spans.sort();
+        assert_eq!(
+            spans,
+            vec![
+                (trace_id(1), [1, 0, 0, 0, 0, 0, 0, 1], Some("api".into())),
+                (trace_id(1), [2, 0, 0, 0, 0, 0, 0, 1], Some("db".into())),
+            ],
+            "trace 1 complete, each span under its own resource (shards {shards})"
+        );
+        sampler.flush().await;
+        assert_eq!(sink.spans().len(), 2);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_decides_pending_traces_or_drops_them_when_asked() {
+    let sink = Arc::new(Collect::default());
+    let sampler = TailSampler::start("tail_sampling", errors_only(2), sink.clone());
+    sampler
+        .consume(request("api", &[(1, 1, true), (2, 1, false)]))
+        .await
+        .unwrap();
+    sampler.flush().await;
+    assert_eq!(
+        sink.spans().len(),
+        1,
+        "the error trace was decided at shutdown"
+    );
+    assert!(sampler
+        .consume(request("api", &[(3, 1, true)]))
+        .await
+        .is_err());
+
+    let mut dropping = errors_only(1);
+    dropping.drop_pending_traces_on_shutdown = true;
+    let sink = Arc::new(Collect::default());
+    let sampler = TailSampler::start("tail_sampling/drop", dropping, sink.clone());
+    sampler
+        .consume(request("api", &[(1, 1, true)]))
+        .await
+        .unwrap();
+    sampler.flush().await;
+    assert!(sink.spans().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_spans_of_a_sampled_trace_pass_at_once_with_a_cache() {
+    let mut cfg = errors_only(1);
+    cfg.decision_cache.sampled_cache_size = 100;
+    let sink = Arc::new(Collect::default());
+    let sampler = TailSampler::start("tail_sampling", cfg, sink.clone());
+    sampler
+        .consume(request("api", &[(1, 1, true)]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle(|| sink.spans().len() == 1).await;
+    sampler
+        .consume(request("api", &[(1, 2, false)]))
+        .await
+        .unwrap();
+    settle(|| sink.spans().len() == 2).await;
+    sampler.flush().await;
+}
+
+#[test]
+fn config_keys_and_checks() {
+    // The seed config's section, fraction_on_match inside the type blocks.
+    let seed = config(serde_json::json!({
+        "policies": [
+            {"name": "error-traces", "type": "status_code",
+             "status_code": {"status_codes": ["ERROR"], "fraction_on_match": 1.0}},
+            {"name": "slow-traces", "type": "latency",
+             "latency": {"threshold_ms": 1000, "fraction_on_match": 0.1}},
+            {"name": "alphabetical-service", "type": "string_attribute",
+             "string_attribute": {"key": "service.name", "values": ["api", "auth", "payment"], "fraction_on_match": 0.5}}
+        ]
+    }));
+    assert_eq!(seed.decision_wait, Duration::from_secs(30));
+    assert_eq!(seed.num_traces, 50_000);
+    let collector_keys = config(serde_json::json!({
+        "decision_wait": "5s", "decision_wait_after_root_received": "1s", "num_traces": 10,
+        "expected_new_traces_per_sec": 10, "block_on_overflow": true, "sample_on_first_match": true,
+        "drop_pending_traces_on_shutdown": true, "maximum_trace_size_bytes": 1000,
+        "decision_cache": {"sampled_cache_size": 5, "non_sampled_cache_size": 6},
+        "policies": [{"name": "all", "type": "always_sample"}]
+    }));
+    assert_eq!(collector_keys.decision_cache.non_sampled_cache_size, 6);
+    let none: Config = serde_json::from_value(serde_json::json!({})).unwrap();
+    assert_eq!(none.validate().unwrap_err().path, "policies");
+    let bad: Config = serde_json::from_value(serde_json::json!({
+        "policies": [{"name": "x", "type": "status_code", "status_code": {"status_codes": ["WARN"]}}]
+    }))
+    .unwrap();
+    assert!(bad.validate().unwrap_err().message.contains("WARN"));
+    let unset = config(serde_json::json!({
+        "policies": [{"name": "x", "type": "status_code", "status_code": {"status_codes": ["UNSET"]}}]
+    }));
+    assert!(unset
+        .validate()
+        .unwrap()
+        .iter()
+        .any(|w| w.contains("UNSET")));
+}
