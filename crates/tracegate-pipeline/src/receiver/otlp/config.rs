@@ -142,11 +142,13 @@ pub struct KeepaliveServerParameters {
     /// before the connection is closed anyway. Default: no limit.
     #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
     pub max_connection_age_grace: Option<Duration>,
-    /// Ping an idle connection after this long. Default 2h.
+    /// Ping a connection after this long without activity. Default: unset,
+    /// and then tracegate never pings (grpc-go would ping after 2h); `0` is
+    /// the same as unset.
     #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
     pub time: Option<Duration>,
-    /// Close the connection when a ping is not answered within this.
-    /// Default 20s.
+    /// Close the connection when a ping is not answered within this; only
+    /// used with `time`. Default 20s (also for `0`).
     #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
     pub timeout: Option<Duration>,
 }
