@@ -334,12 +334,23 @@ fn post(
     builder.body(Full::new(body.into())).unwrap()
 }
 
-async fn post_traces(addr: SocketAddr, content_type: &str, body: impl Into<Bytes>) -> Answer {
+/// POSTs `body` to `/v1/traces` on `client`.
+async fn send_traces(
+    client: &HttpClient,
+    addr: SocketAddr,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Answer {
     send(
-        &http_client(),
-        post(addr, "/v1/traces", Some(content_type), None, body),
+        client,
+        post(addr, "/v1/traces", Some(content_type), encoding, body),
     )
     .await
+}
+
+async fn post_traces(addr: SocketAddr, content_type: &str, body: impl Into<Bytes>) -> Answer {
+    send_traces(&http_client(), addr, content_type, None, body).await
 }
 
 // ------------------------------------------------------------- gRPC client
@@ -485,17 +496,7 @@ async fn compressed_http_bodies_are_accepted() {
         ("zlib", zlib),
     ] {
         for (ct, body) in [("application/x-protobuf", &pb), ("application/json", &js)] {
-            let answer = send(
-                &client,
-                post(
-                    h.http(),
-                    "/v1/traces",
-                    Some(ct),
-                    Some(encoding),
-                    compress(body),
-                ),
-            )
-            .await;
+            let answer = send_traces(&client, h.http(), ct, Some(encoding), compress(body)).await;
             assert_eq!(
                 answer.status,
                 StatusCode::OK,
@@ -518,15 +519,12 @@ async fn http2_cleartext_is_served() {
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
-    let answer = send(
+    let answer = send_traces(
         &client,
-        post(
-            h.http(),
-            "/v1/traces",
-            Some("application/x-protobuf"),
-            None,
-            protobuf(&request(1, 3)),
-        ),
+        h.http(),
+        "application/x-protobuf",
+        None,
+        protobuf(&request(1, 3)),
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -584,15 +582,12 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
     }
 
     // Malformed protobuf: field 1 declares 100 bytes, 1 follows.
-    let answer = send(
+    let answer = send_traces(
         &client,
-        post(
-            addr,
-            "/v1/traces",
-            Some("application/x-protobuf"),
-            None,
-            &b"\x0a\x64\x01"[..],
-        ),
+        addr,
+        "application/x-protobuf",
+        None,
+        &b"\x0a\x64\x01"[..],
     )
     .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
@@ -601,15 +596,12 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
     assert!(message.contains("malformed protobuf"), "{message}");
 
     // Malformed JSON, answered in JSON.
-    let answer = send(
+    let answer = send_traces(
         &client,
-        post(
-            addr,
-            "/v1/traces",
-            Some("application/json"),
-            None,
-            "{\"resourceSpans\": [}",
-        ),
+        addr,
+        "application/json",
+        None,
+        "{\"resourceSpans\": [}",
     )
     .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
@@ -619,15 +611,12 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
     assert!(message.contains("JSON"), "{message}");
 
     // A compressed body that is not what it claims.
-    let answer = send(
+    let answer = send_traces(
         &client,
-        post(
-            addr,
-            "/v1/traces",
-            Some("application/x-protobuf"),
-            Some("gzip"),
-            pb.clone(),
-        ),
+        addr,
+        "application/x-protobuf",
+        Some("gzip"),
+        pb.clone(),
     )
     .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
@@ -635,17 +624,7 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
 
     // Unsupported encodings are named.
     for encoding in ["snappy", "br", "gzip, zstd"] {
-        let answer = send(
-            &client,
-            post(
-                addr,
-                "/v1/traces",
-                Some("application/json"),
-                Some(encoding),
-                "{}",
-            ),
-        )
-        .await;
+        let answer = send_traces(&client, addr, "application/json", Some(encoding), "{}").await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{encoding}");
         let (code, message) = answer.rpc_status();
         assert_eq!(code, Code::InvalidArgument as i32);
@@ -654,40 +633,16 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
 
     // Too large as sent (refused on Content-Length), and after inflating.
     let big = vec![b' '; 5000];
-    let answer = send(
-        &client,
-        post(
-            addr,
-            "/v1/traces",
-            Some("application/json"),
-            None,
-            big.clone(),
-        ),
-    )
-    .await;
+    let answer = send_traces(&client, addr, "application/json", None, big.clone()).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(answer.rpc_status().0, Code::ResourceExhausted as i32);
-    let answer = send(
-        &client,
-        post(
-            addr,
-            "/v1/traces",
-            Some("application/json"),
-            Some("gzip"),
-            gzip(&big),
-        ),
-    )
-    .await;
+    let answer = send_traces(&client, addr, "application/json", Some("gzip"), gzip(&big)).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(answer.rpc_status().1.contains("decompressed"));
 
     // None of it reached the pipeline, and the server still serves.
     assert!(rx.try_recv().is_err());
-    let answer = send(
-        &client,
-        post(addr, "/v1/traces", Some("application/x-protobuf"), None, pb),
-    )
-    .await;
+    let answer = send_traces(&client, addr, "application/x-protobuf", None, pb).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(rx.recv().await.unwrap().len(), 1);
 }
@@ -726,15 +681,12 @@ async fn early_answers_reach_clients_still_sending_a_large_body() {
         .await;
         assert_eq!(answer.status, want, "{path} {content_type}");
     }
-    let answer = send(
+    let answer = send_traces(
         &client,
-        post(
-            h.http(),
-            "/v1/traces",
-            Some("application/x-protobuf"),
-            None,
-            protobuf(&request(1, 1)),
-        ),
+        h.http(),
+        "application/x-protobuf",
+        None,
+        protobuf(&request(1, 1)),
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -820,15 +772,12 @@ async fn traces_url_path_is_configurable() {
     .await;
     let pb = protobuf(&request(1, 5));
     let client = http_client();
-    let answer = send(
+    let answer = send_traces(
         &client,
-        post(
-            h.http(),
-            "/v1/traces",
-            Some("application/x-protobuf"),
-            None,
-            pb.clone(),
-        ),
+        h.http(),
+        "application/x-protobuf",
+        None,
+        pb.clone(),
     )
     .await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
@@ -1072,15 +1021,12 @@ async fn compression_bombs_are_refused_without_growing_past_the_cap() {
 
     let client = http_client();
     for (encoding, body) in [("gzip", &gzip), ("zstd", &zstd)] {
-        let answer = send(
+        let answer = send_traces(
             &client,
-            post(
-                h.http(),
-                "/v1/traces",
-                Some("application/x-protobuf"),
-                Some(encoding),
-                body.clone(),
-            ),
+            h.http(),
+            "application/x-protobuf",
+            Some(encoding),
+            body.clone(),
         )
         .await;
         assert_eq!(
