@@ -178,23 +178,35 @@ fn is_zstd_window_too_large(e: &std::io::Error) -> bool {
     e.to_string().contains("too much memory")
 }
 
+/// Bodies compressed as a client would send them, for tests here and of
+/// the receivers.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_encoders {
     use std::io::Write;
 
-    use super::*;
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
+    pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).unwrap();
         e.finish().unwrap()
     }
 
-    fn zlib(data: &[u8]) -> Vec<u8> {
+    pub(crate) fn zlib(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).unwrap();
         e.finish().unwrap()
     }
+
+    pub(crate) fn zstd(data: &[u8]) -> Vec<u8> {
+        zstd::stream::encode_all(data, 3).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::test_encoders::{gzip, zlib};
+    use super::*;
 
     #[test]
     fn parses_encodings_as_the_collector_names_them() {
@@ -222,10 +234,7 @@ mod tests {
         let cases = [
             (ContentEncoding::Gzip, gzip(&data)),
             (ContentEncoding::Zlib, zlib(&data)),
-            (
-                ContentEncoding::Zstd,
-                zstd::stream::encode_all(&data[..], 3).unwrap(),
-            ),
+            (ContentEncoding::Zstd, test_encoders::zstd(&data)),
             (ContentEncoding::Identity, data.clone()),
         ];
         for (encoding, compressed) in cases {

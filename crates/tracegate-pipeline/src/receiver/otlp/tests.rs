@@ -2,7 +2,6 @@
 //! on both protocols, compressed bodies and bombs, TLS, CORS, counters and
 //! shutdown.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use super::{PassthroughCodec, TRACE_EXPORT_PATH};
+use crate::compression::test_encoders::{gzip, zlib, zstd};
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
 use crate::grpc::rpc_status::{RetryInfo, RpcStatus};
 use crate::receiver::{ReceiverConfig, RunningReceiver, StartError};
@@ -87,22 +87,6 @@ fn protobuf(request: &ExportTraceServiceRequest) -> Bytes {
 
 fn json_body(request: &ExportTraceServiceRequest) -> Bytes {
     Bytes::from(serde_json::to_vec(request).unwrap())
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn zlib(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn zstd(data: &[u8]) -> Vec<u8> {
-    zstd::stream::encode_all(data, 3).unwrap()
 }
 
 const MIB: usize = 1 << 20;
