@@ -123,7 +123,19 @@ pub fn wilson(k: u64, n: u64, z: f64) -> (f64, f64) {
     let denom = 1.0 + z2 / n;
     let center = (p + z2 / (2.0 * n)) / denom;
     let half = z / denom * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    ((center - half).max(0.0), (center + half).min(1.0))
+    // At k = 0 or k = n the bound is exactly 0 or 1; rounding must not
+    // move it inside and exclude an expected share of 0 or 1.
+    let lo = if k == 0 {
+        0.0
+    } else {
+        (center - half).max(0.0)
+    };
+    let hi = if k as f64 == n {
+        1.0
+    } else {
+        (center + half).min(1.0)
+    };
+    (lo, hi)
 }
 
 /// Joins what was sent with what was received (trace id, span id).
@@ -314,7 +326,7 @@ mod tests {
         assert!((hi - 0.1744).abs() < 5e-4, "{hi}");
         // All of 50 kept: the interval reaches 1 and excludes 0.9.
         let (lo, hi) = wilson(50, 50, z_for(0.95));
-        assert!((hi - 1.0).abs() < 1e-12);
+        assert_eq!(hi, 1.0);
         assert!((lo - 0.9287).abs() < 5e-4, "{lo}");
         // None kept: starts at 0.
         assert_eq!(wilson(0, 50, 1.96).0, 0.0);

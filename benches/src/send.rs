@@ -118,6 +118,9 @@ pub struct Report {
     pub loader_cpu_ns_per_span: f64,
     pub loader_spans_per_cpu_second: f64,
     pub mean_request_bytes: u64,
+    /// Encoded size of one trace's spans with their share of resource and
+    /// scope (uncompressed).
+    pub bytes_per_trace: u64,
     /// Open loop: how far behind its schedule the loader fell at worst.
     pub max_lag_seconds: f64,
 }
@@ -145,10 +148,7 @@ struct Shared {
     addr: SocketAddr,
 }
 
-/// This process's CPU time (user + system) from /proc.
-pub fn own_cpu_seconds() -> f64 {
-    crate::proc_stat::cpu_seconds("self").unwrap_or(0.0)
-}
+use crate::proc_stat::own_cpu_seconds;
 
 pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
     let uri: http::Uri = opts.endpoint.parse().context("endpoint must be a URL")?;
@@ -259,6 +259,13 @@ pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
         loader_cpu_ns_per_span: cpu * 1e9 / acked.max(1) as f64,
         loader_spans_per_cpu_second: acked as f64 / cpu.max(1e-9),
         mean_request_bytes: c.bytes.load(Ordering::Relaxed) / requests.max(1),
+        bytes_per_trace: shared
+            .template
+            .parts
+            .iter()
+            .map(|p| p.bytes.len() as u64)
+            .sum::<u64>()
+            / shared.template.traces_per_round as u64,
         max_lag_seconds: c.max_lag_us.load(Ordering::Relaxed) as f64 / 1e6,
     })
 }

@@ -301,8 +301,10 @@ async fn handle(
                     Fault::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
                 };
                 let mut r = http_response(status, b"", json);
-                r.headers_mut()
-                    .insert("retry-after", HeaderValue::from(after.as_secs().max(1)));
+                r.headers_mut().insert(
+                    "retry-after",
+                    HeaderValue::from(after.as_secs_f64().ceil() as u64),
+                );
                 r
             }
         });

@@ -1,0 +1,309 @@
+//! The harness tests itself: loader → sink accounts for every span in every
+//! protocol and compression, refusals are retried and counted on both
+//! sides, and a short scenario runs through the real tracegate binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_tracegate-loadgen");
+
+struct Sink {
+    child: Child,
+    addr: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Sink {
+    fn start(args: &[&str]) -> Sink {
+        let mut child = Command::new(LOADGEN)
+            .args(["sink", "--report-every", "50ms"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start sink");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let first = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sink says where it listens");
+        let addr = first.strip_prefix("listening ").unwrap().to_string();
+        Sink { child, addr, lines }
+    }
+
+    /// Stops the sink (SIGTERM) and returns its final stats.
+    fn stop(mut self) -> Value {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_secs(1)) {
+                Ok(line) => {
+                    let v: Value = serde_json::from_str(&line).unwrap();
+                    if v["final"] == true {
+                        self.child.wait().unwrap();
+                        return v;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(e) => panic!("sink ended without final stats: {e}"),
+            }
+        }
+        panic!("sink did not stop");
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn send(endpoint: &str, args: &[&str]) -> Value {
+    let out = Command::new(LOADGEN)
+        .args(["send", "--endpoint", endpoint])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run loader");
+    assert!(
+        out.status.success(),
+        "loader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("loader's JSON report")
+}
+
+fn check(manifest: &Path, record: &Path, expect: &[&str]) -> (bool, Value) {
+    let mut cmd = Command::new(LOADGEN);
+    cmd.arg("check")
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--record")
+        .arg(record);
+    for e in expect {
+        cmd.args(["--expect", e]);
+    }
+    let out = cmd.output().expect("run checker");
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).expect("checker's JSON"),
+    )
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[test]
+fn every_span_sent_arrives_once_in_every_protocol() {
+    for (protocol, compression) in [
+        ("grpc", "none"),
+        ("grpc", "gzip"),
+        ("grpc", "zstd"),
+        ("http-proto", "none"),
+        ("http-proto", "zstd"),
+        ("http-json", "gzip"),
+    ] {
+        let dir = temp_dir();
+        let record = dir.path().join("record.bin");
+        let manifest = dir.path().join("manifest.txt");
+        let sink = Sink::start(&["--record", record.to_str().unwrap()]);
+        let report = send(
+            &format!("http://{}", sink.addr),
+            &[
+                "--protocol",
+                protocol,
+                "--compression",
+                compression,
+                "--spans",
+                "3000",
+                "--spans-per-trace",
+                "7",
+                "--traces-per-round",
+                "25",
+                "--requests-per-trace",
+                "3",
+                "--connections",
+                "2",
+                "--error-share",
+                "0.2",
+                "--slow-share",
+                "0.2",
+                "--manifest",
+                manifest.to_str().unwrap(),
+            ],
+        );
+        let what = format!("{protocol}/{compression}");
+        // 3000 spans in rounds of 25 × 7 = 175 spans: 18 rounds.
+        assert_eq!(report["spans_acked"], 18 * 175, "{what}: {report}");
+        assert_eq!(report["spans_failed"], 0, "{what}");
+        assert_eq!(report["requests"], 18 * 3, "{what}");
+        let stats = sink.stop();
+        assert_eq!(stats["spans"], 18 * 175, "{what}: {stats}");
+        assert_eq!(stats["traces"], 18 * 25, "{what}");
+        assert_eq!(stats["bad_requests"], 0, "{what}");
+        let (ok, summary) = check(&manifest, &record, &["error=1", "slow=1", "normal=1"]);
+        assert!(ok, "{what}: {summary}");
+        assert_eq!(summary["duplicate_spans"], 0);
+        assert_eq!(summary["unknown_spans"], 0);
+        let classes = summary["classes"].as_object().unwrap();
+        let traces: u64 = classes
+            .values()
+            .map(|c| c["traces"].as_u64().unwrap())
+            .sum();
+        let complete: u64 = classes
+            .values()
+            .map(|c| c["complete"].as_u64().unwrap())
+            .sum();
+        assert_eq!((traces, complete), (450, 450), "{what}");
+        assert!(classes["error"]["traces"].as_u64().unwrap() > 0);
+        assert!(classes["slow"]["traces"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn refusals_are_retried_and_counted_on_both_sides() {
+    for (protocol, fault) in [
+        ("grpc", "unavailable"),
+        ("grpc", "resource-exhausted"),
+        ("http-proto", "unavailable"),
+        ("http-proto", "resource-exhausted"),
+    ] {
+        let sink = Sink::start(&[
+            "--fault",
+            fault,
+            "--fault-share",
+            "0.5",
+            "--retry-after",
+            "0s",
+        ]);
+        let report = send(
+            &format!("http://{}", sink.addr),
+            &[
+                "--protocol",
+                protocol,
+                "--spans",
+                "2000",
+                "--traces-per-round",
+                "20",
+                "--retry-initial",
+                "1ms",
+                "--retry-max",
+                "5ms",
+            ],
+        );
+        let what = format!("{protocol}/{fault}");
+        assert_eq!(report["spans_acked"], 2000, "{what}: {report}");
+        assert_eq!(report["spans_failed"], 0, "{what}: {report}");
+        let refusals = report["refusals"].as_u64().unwrap();
+        assert!(refusals > 0, "{what}: {report}");
+        assert_eq!(report["retries"], refusals, "{what}");
+        let stats = sink.stop();
+        assert_eq!(stats["refused_requests"], refusals, "{what}: {stats}");
+        assert_eq!(stats["spans"], 2000, "{what}: {stats}");
+    }
+}
+
+#[test]
+fn refusals_give_up_after_max_elapsed() {
+    let sink = Sink::start(&["--fault", "unavailable", "--retry-after", "0s"]);
+    let report = send(
+        &format!("http://{}", sink.addr),
+        &[
+            "--spans",
+            "100",
+            "--traces-per-round",
+            "10",
+            "--requests-per-trace",
+            "1",
+            "--connections",
+            "1",
+            "--in-flight",
+            "1",
+            "--retry-initial",
+            "5ms",
+            "--retry-max",
+            "10ms",
+            "--retry-max-elapsed",
+            "50ms",
+        ],
+    );
+    assert_eq!(report["spans_acked"], 0, "{report}");
+    assert_eq!(report["spans_failed"], 100, "{report}");
+    assert!(report["refusals"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(sink.stop()["spans"], 0);
+}
+
+/// tracegate's binary beside the loader's in the same target directory;
+/// `cargo test --workspace` builds it.
+fn tracegate_binary() -> PathBuf {
+    let bin = Path::new(LOADGEN).with_file_name("tracegate");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p tracegate` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn a_short_scenario_runs_through_tracegate() {
+    let out_dir = temp_dir();
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/ci-smoke.yaml");
+    let out = Command::new(LOADGEN)
+        .arg("run")
+        .arg("--scenario")
+        .arg(&scenario)
+        .arg("--tracegate")
+        .arg(tracegate_binary())
+        .arg("--out")
+        .arg(out_dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scenario");
+    assert!(
+        out.status.success(),
+        "runner failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("runner's JSON");
+    assert_eq!(result["scenario"], "ci-smoke");
+    assert_eq!(result["load"]["spans_acked"], 6000, "{result}");
+    assert_eq!(result["sink"]["spans"], 6000, "{result}");
+    assert_eq!(result["delivered_share"], 1.0);
+    assert_eq!(result["accuracy"]["ok"], true, "{result}");
+    assert!(result["target_cpu_seconds"].as_f64().is_some());
+    assert!(result["target_peak_rss_bytes"].as_u64().unwrap() > 0);
+    // The JSON result and the Markdown row are written.
+    let table = std::fs::read_to_string(out_dir.path().join("results.md")).unwrap();
+    assert!(table
+        .lines()
+        .nth(2)
+        .unwrap()
+        .contains("| ci-smoke | tracegate | 6000 |"));
+    let jsons = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    assert_eq!(jsons, 1);
+}
