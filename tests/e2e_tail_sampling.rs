@@ -68,11 +68,11 @@ fn make_trace(rng: &mut Rng, n: usize) -> Trace {
             let error = kind == Kind::Error && i == error_span;
             Span {
                 trace_id: id.to_vec(),
-                span_id: ((n as u64) << 8 | i as u64 + 1).to_be_bytes().to_vec(),
+                span_id: (((n as u64) << 8) | (i as u64 + 1)).to_be_bytes().to_vec(),
                 parent_span_id: if i == 0 {
                     vec![]
                 } else {
-                    ((n as u64) << 8 | 1).to_be_bytes().to_vec()
+                    (((n as u64) << 8) | 1).to_be_bytes().to_vec()
                 },
                 name: format!("op-{i}"),
                 start_time_unix_nano: start + i as u64 * 1_000_000,
