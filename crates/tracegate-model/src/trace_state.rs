@@ -182,6 +182,11 @@ pub struct OtelTraceState<'a> {
     pub threshold: Option<Threshold>,
     /// Other `key:value` members, kept verbatim.
     pub extra: Vec<&'a str>,
+    /// The arriving spellings of `rv` and `th`: an unchanged `rv` is
+    /// written back as it came (upper case included), as the collector
+    /// does; `th` until it is updated.
+    rv_text: Option<&'a str>,
+    th_text: Option<&'a str>,
 }
 
 impl<'a> OtelTraceState<'a> {
@@ -212,8 +217,14 @@ impl<'a> OtelTraceState<'a> {
                 return Err(TraceStateError::OtSyntax("invalid value"));
             }
             match key {
-                "rv" => ot.randomness = Some(Randomness::parse_rvalue(val)?),
-                "th" => ot.threshold = Some(Threshold::parse_tvalue(val)?),
+                "rv" => {
+                    ot.randomness = Some(Randomness::parse_rvalue(val)?);
+                    ot.rv_text = Some(val);
+                }
+                "th" => {
+                    ot.threshold = Some(Threshold::parse_tvalue(val)?);
+                    ot.th_text = Some(val);
+                }
                 _ => ot.extra.push(member),
             }
         }
@@ -233,6 +244,7 @@ impl<'a> OtelTraceState<'a> {
             return false;
         }
         self.threshold = (threshold != Threshold::NEVER).then_some(threshold);
+        self.th_text = None;
         true
     }
 
@@ -247,12 +259,20 @@ impl<'a> OtelTraceState<'a> {
         if let Some(rv) = self.randomness {
             sep(out);
             out.push_str("rv:");
-            rv.write_rvalue(out);
+            match self.rv_text {
+                Some(text) if Randomness::parse_rvalue(text) == Ok(rv) => out.push_str(text),
+                _ => rv.write_rvalue(out),
+            }
         }
         if let Some(th) = self.threshold.filter(|&t| t != Threshold::NEVER) {
             sep(out);
             out.push_str("th:");
-            th.write_tvalue(out);
+            match self.th_text {
+                Some(text) if Threshold::parse_tvalue(text) == Ok(th) => out.push_str(text),
+                _ => {
+                    th.write_tvalue(out);
+                }
+            }
         }
         for member in &self.extra {
             sep(out);
@@ -599,6 +619,17 @@ mod tests {
             TraceState::parse(&"a".repeat(1025)),
             Err(TraceStateError::TooLong)
         );
+    }
+
+    #[test]
+    fn an_unchanged_rv_keeps_its_spelling_and_an_updated_th_is_recomputed() {
+        let mut ts = TraceState::parse("ot=rv:FD70A3D70A3D71;th:80000000000000").unwrap();
+        assert_eq!(
+            ts.to_string_value(),
+            "ot=rv:FD70A3D70A3D71;th:80000000000000"
+        );
+        assert!(ts.ot.raise_threshold(Threshold::parse_tvalue("8").unwrap()));
+        assert_eq!(ts.to_string_value(), "ot=rv:FD70A3D70A3D71;th:8");
     }
 
     #[test]

@@ -4,4 +4,5 @@
 //! head-sampling issues.
 #![forbid(unsafe_code)]
 
+pub mod head;
 pub mod tail;
