@@ -339,7 +339,7 @@ trait Conn {
 async fn worker(shared: &Shared, conn: &mut impl Conn) -> anyhow::Result<()> {
     let parts = shared.template.parts.len() as u64;
     let per_request = shared.template.spans_per_round() as f64 / parts as f64;
-    let mut buf = BytesMut::new();
+    let mut bufs = vec![None; parts as usize];
     let mut scratch = Vec::new();
     loop {
         let late_due = {
@@ -356,7 +356,7 @@ async fn worker(shared: &Shared, conn: &mut impl Conn) -> anyhow::Result<()> {
             deliver(
                 shared,
                 conn,
-                &mut buf,
+                &mut bufs,
                 &mut scratch,
                 round,
                 parts as usize - 1,
@@ -397,27 +397,31 @@ async fn worker(shared: &Shared, conn: &mut impl Conn) -> anyhow::Result<()> {
                 continue;
             }
         }
-        deliver(shared, conn, &mut buf, &mut scratch, round, part).await;
+        deliver(shared, conn, &mut bufs, &mut scratch, round, part).await;
     }
 }
 
 /// Sends one request until it is accepted, refused for good, or its retries
-/// run out. `buf` is reused across requests once the transport lets go of it.
+/// run out. `bufs` (one per part) are reused once the transport lets go.
 async fn deliver(
     shared: &Shared,
     conn: &mut impl Conn,
-    buf: &mut BytesMut,
+    bufs: &mut [Option<BytesMut>],
     scratch: &mut Vec<u8>,
     round: u64,
     part: usize,
 ) {
     let template = &shared.template;
     let spans = template.parts[part].spans as u64;
-    buf.clear();
-    buf.extend_from_slice(&template.parts[part].bytes);
-    template.patch(round, part, buf);
+    // A buffer that held this part before differs from the template only
+    // in the bytes every round patches, so it is not copied again.
+    let mut buf = bufs[part]
+        .take()
+        .unwrap_or_else(|| BytesMut::from(&template.parts[part].bytes[..]));
+    template.patch(round, part, &mut buf);
+    let mut kept = None;
     let body = match shared.opts.compression {
-        Compression::None => buf.split().freeze(),
+        Compression::None => buf.freeze(),
         c => {
             let grpc = template.encoding == Encoding::Grpc;
             let raw = if grpc { &buf[5..] } else { &buf[..] };
@@ -430,6 +434,7 @@ async fn deliver(
                 let len = (scratch.len() - 5) as u32;
                 scratch[1..5].copy_from_slice(&len.to_be_bytes());
             }
+            kept = Some(buf);
             Bytes::copy_from_slice(scratch)
         }
     };
@@ -470,12 +475,8 @@ async fn deliver(
             }
         }
     }
-    if shared.opts.compression == Compression::None {
-        // Take the buffer back if the transport has released it.
-        if let Ok(b) = body.try_into_mut() {
-            *buf = b;
-        }
-    }
+    // Take the buffer back if the transport has released it.
+    bufs[part] = kept.or_else(|| body.try_into_mut().ok());
 }
 
 fn compress(c: Compression, raw: &[u8], out: &mut Vec<u8>) {
