@@ -2,6 +2,7 @@
 //! Each is a [`Consumer`] that passes batches on to the next stage.
 
 pub mod batch;
+pub mod resource_detection;
 pub mod tail_sampling;
 
 use std::sync::Arc;
@@ -22,12 +23,18 @@ pub trait Processor: Consumer {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProcessorConfig {
     Batch(batch::Config),
+    ResourceDetection(resource_detection::Config),
     TailSampling(tail_sampling::Config),
 }
 
 impl ProcessorConfig {
     /// Component types implemented here, aliases included.
-    pub const KINDS: &'static [&'static str] = &["batch", "tail_sampling"];
+    pub const KINDS: &'static [&'static str] = &[
+        "batch",
+        "resource_detection",
+        "resourcedetection",
+        "tail_sampling",
+    ];
 
     /// `None` when `kind` is not a processor type tracegate implements.
     pub fn from_value(
@@ -36,6 +43,9 @@ impl ProcessorConfig {
     ) -> Option<Result<ProcessorConfig, ComponentError>> {
         match kind {
             "batch" => Some(from_value(value).map(ProcessorConfig::Batch)),
+            "resource_detection" | "resourcedetection" => {
+                Some(from_value(value).map(ProcessorConfig::ResourceDetection))
+            }
             "tail_sampling" => Some(from_value(value).map(ProcessorConfig::TailSampling)),
             _ => None,
         }
@@ -46,6 +56,7 @@ impl ProcessorConfig {
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         match self {
             ProcessorConfig::Batch(c) => c.validate(),
+            ProcessorConfig::ResourceDetection(c) => c.validate(),
             ProcessorConfig::TailSampling(c) => c.validate(),
         }
     }
@@ -54,6 +65,9 @@ impl ProcessorConfig {
     pub fn build(&self, id: &str, next: NextConsumer) -> Arc<dyn Processor> {
         match self {
             ProcessorConfig::Batch(c) => batch::Batcher::start(id, c.clone(), next),
+            ProcessorConfig::ResourceDetection(c) => {
+                resource_detection::ResourceDetector::start(id, c.clone(), next)
+            }
             ProcessorConfig::TailSampling(c) => {
                 tail_sampling::TailSampler::start(id, c.clone(), next)
             }

@@ -1,0 +1,227 @@
+//! `ec2` (also `aws`) and `eks`: the EC2 instance metadata service with
+//! IMDSv2 — a session token from `PUT /latest/api/token`, then the instance
+//! identity document and the host name with that token — falling back to
+//! IMDSv1 only where the token call itself is not supported (403/404/405),
+//! as the AWS SDK does. `AWS_EC2_METADATA_SERVICE_ENDPOINT` moves it, as in
+//! the AWS SDKs.
+
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use tracegate_model::otlp::KeyValue;
+
+use super::{client, string_kv, DetectContext};
+
+pub(super) const ATTRIBUTES: &[(&str, bool)] = &[
+    ("cloud.provider", true),
+    ("cloud.platform", true),
+    ("cloud.region", true),
+    ("cloud.availability_zone", true),
+    ("cloud.account.id", true),
+    ("host.id", true),
+    ("host.image.id", true),
+    ("host.type", true),
+    ("host.name", true),
+];
+
+/// EKS: the same identity, on a Kubernetes node.
+pub(super) const EKS_ATTRIBUTES: &[(&str, bool)] = &[
+    ("cloud.provider", true),
+    ("cloud.platform", true),
+    ("cloud.region", true),
+    ("cloud.availability_zone", true),
+    ("cloud.account.id", true),
+    ("host.id", true),
+];
+
+const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
+const TOKEN_TTL_SECONDS: &str = "21600";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentityDocument {
+    account_id: String,
+    availability_zone: String,
+    image_id: String,
+    instance_id: String,
+    instance_type: String,
+    region: String,
+}
+
+struct Imds {
+    base: String,
+    token: Option<String>,
+}
+
+impl Imds {
+    async fn connect(ctx: &DetectContext) -> Result<Imds, String> {
+        let base = ctx
+            .var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+            .unwrap_or(DEFAULT_ENDPOINT)
+            .trim_end_matches('/')
+            .to_string();
+        let url = format!("{base}/latest/api/token");
+        let response = client::send(
+            Method::PUT,
+            &url,
+            &[("X-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL_SECONDS)],
+        )
+        .await?;
+        let token = match response.status {
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => None,
+            _ => Some(response.ok_text("IMDSv2 token")?),
+        };
+        Ok(Imds { base, token })
+    }
+
+    async fn get(&self, path: &str) -> Result<String, String> {
+        let url = format!("{}{path}", self.base);
+        let headers: Vec<(&str, &str)> = match &self.token {
+            Some(token) => vec![("X-aws-ec2-metadata-token", token.as_str())],
+            None => Vec::new(),
+        };
+        client::send(Method::GET, &url, &headers)
+            .await?
+            .ok_text(&url)
+    }
+
+    async fn identity(&self) -> Result<IdentityDocument, String> {
+        let doc = self
+            .get("/latest/dynamic/instance-identity/document")
+            .await?;
+        serde_json::from_str(&doc).map_err(|e| format!("instance identity document: {e}"))
+    }
+}
+
+pub(super) async fn detect(ctx: &DetectContext) -> Result<Vec<KeyValue>, String> {
+    let imds = Imds::connect(ctx).await?;
+    let (doc, host_name) =
+        tokio::try_join!(imds.identity(), imds.get("/latest/meta-data/hostname"))?;
+    Ok(vec![
+        string_kv("cloud.provider", "aws"),
+        string_kv("cloud.platform", "aws_ec2"),
+        string_kv("cloud.region", doc.region),
+        string_kv("cloud.availability_zone", doc.availability_zone),
+        string_kv("cloud.account.id", doc.account_id),
+        string_kv("host.id", doc.instance_id),
+        string_kv("host.image.id", doc.image_id),
+        string_kv("host.type", doc.instance_type),
+        string_kv("host.name", host_name.trim()),
+    ])
+}
+
+/// EKS: a Kubernetes pod (`KUBERNETES_SERVICE_HOST`) on an EC2 instance.
+pub(super) async fn detect_eks(ctx: &DetectContext) -> Result<Vec<KeyValue>, String> {
+    if ctx.var("KUBERNETES_SERVICE_HOST").is_none() {
+        return Err("not running on Kubernetes (KUBERNETES_SERVICE_HOST is not set)".into());
+    }
+    let doc = Imds::connect(ctx).await?.identity().await?;
+    Ok(vec![
+        string_kv("cloud.provider", "aws"),
+        string_kv("cloud.platform", "aws_eks"),
+        string_kv("cloud.region", doc.region),
+        string_kv("cloud.availability_zone", doc.availability_zone),
+        string_kv("cloud.account.id", doc.account_id),
+        string_kv("host.id", doc.instance_id),
+    ])
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::processor::resource_detection::tests::{as_pairs, FakeServer};
+
+    pub(crate) const DOCUMENT: &str = r#"{
+  "accountId" : "123456789012",
+  "architecture" : "x86_64",
+  "availabilityZone" : "us-west-2b",
+  "billingProducts" : null,
+  "devpayProductCodes" : null,
+  "marketplaceProductCodes" : null,
+  "imageId" : "ami-5fb8c835",
+  "instanceId" : "i-1234567890abcdef0",
+  "instanceType" : "t2.micro",
+  "kernelId" : null,
+  "pendingTime" : "2016-11-19T16:32:11Z",
+  "privateIp" : "10.158.112.84",
+  "ramdiskId" : null,
+  "region" : "us-west-2",
+  "version" : "2017-09-30"
+}"#;
+
+    /// IMDSv2 as AWS runs it: a token from PUT (which needs the TTL
+    /// header), 401 on any GET without a valid token.
+    pub(crate) async fn fake_imds() -> FakeServer {
+        FakeServer::start(|req| {
+            const TOKEN: &str = "AQAEAFakeToken==";
+            if req.path == "/latest/api/token" {
+                if req.method != "PUT" {
+                    return (405, vec![], String::new());
+                }
+                if req.header("x-aws-ec2-metadata-token-ttl-seconds").is_none() {
+                    return (400, vec![], String::new());
+                }
+                return (
+                    200,
+                    vec![("X-aws-ec2-metadata-token-ttl-seconds", "21600".into())],
+                    TOKEN.into(),
+                );
+            }
+            if req.header("x-aws-ec2-metadata-token") != Some(TOKEN) {
+                return (401, vec![], String::new());
+            }
+            match req.path.as_str() {
+                "/latest/dynamic/instance-identity/document" => (200, vec![], DOCUMENT.into()),
+                "/latest/meta-data/hostname" => (
+                    200,
+                    vec![],
+                    "ip-10-158-112-84.us-west-2.compute.internal".into(),
+                ),
+                _ => (404, vec![], String::new()),
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn imds_v2_token_then_identity() {
+        let server = fake_imds().await;
+        let ctx = DetectContext::for_test(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &server.url())]);
+        let detected = detect(&ctx).await.unwrap();
+        assert_eq!(
+            as_pairs(&detected),
+            [
+                ("cloud.provider", "aws"),
+                ("cloud.platform", "aws_ec2"),
+                ("cloud.region", "us-west-2"),
+                ("cloud.availability_zone", "us-west-2b"),
+                ("cloud.account.id", "123456789012"),
+                ("host.id", "i-1234567890abcdef0"),
+                ("host.image.id", "ami-5fb8c835"),
+                ("host.type", "t2.micro"),
+                ("host.name", "ip-10-158-112-84.us-west-2.compute.internal"),
+            ]
+        );
+        // The fake refuses a token-less read, as IMDSv2 does.
+        let bare = client::send(
+            Method::GET,
+            &format!("{}/latest/meta-data/hostname", server.url()),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(bare.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn eks_needs_kubernetes() {
+        let server = fake_imds().await;
+        let off = DetectContext::for_test(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &server.url())]);
+        assert!(detect_eks(&off).await.is_err());
+        let on = DetectContext::for_test(&[
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &server.url()),
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+        ]);
+        let detected = detect_eks(&on).await.unwrap();
+        assert!(as_pairs(&detected).contains(&("cloud.platform", "aws_eks")));
+    }
+}

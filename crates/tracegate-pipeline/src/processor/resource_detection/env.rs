@@ -1,0 +1,157 @@
+//! `env`: attributes from `OTEL_RESOURCE_ATTRIBUTES` (or the deprecated
+//! `OTEL_RESOURCE`) as the collector parses them, and `OTEL_SERVICE_NAME`,
+//! which the OpenTelemetry SDK specification gives precedence over a
+//! `service.name` in the list.
+
+use tracegate_model::otlp::KeyValue;
+
+use super::{string_kv, DetectContext};
+
+/// The collector's limit on a key's and a value's length.
+const MAX_PART: usize = 256;
+
+pub(super) fn detect(ctx: &DetectContext) -> Result<Vec<KeyValue>, String> {
+    let mut attributes = Vec::new();
+    let list = ctx
+        .var("OTEL_RESOURCE_ATTRIBUTES")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            ctx.var("OTEL_RESOURCE")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        });
+    if let Some(list) = list {
+        for (key, value) in parse(list)? {
+            put(&mut attributes, key, value);
+        }
+    }
+    if let Some(name) = ctx
+        .var("OTEL_SERVICE_NAME")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        put(&mut attributes, "service.name".into(), name.into());
+    }
+    Ok(attributes)
+}
+
+/// A key set again replaces the value in place, as a map does.
+fn put(attributes: &mut Vec<KeyValue>, key: String, value: String) {
+    let kv = string_kv(&key, value);
+    match attributes.iter_mut().find(|a| a.key == key) {
+        Some(existing) => *existing = kv,
+        None => attributes.push(kv),
+    }
+}
+
+/// `k=v,k=v` with ASCII keys and values of at most 256 characters,
+/// whitespace around either trimmed, values URL-query-unescaped. A trailing
+/// comma is allowed; an empty entry elsewhere is an error, and so is any
+/// error at all (the collector then detects nothing from this variable).
+pub(super) fn parse(list: &str) -> Result<Vec<(String, String)>, String> {
+    let entries: Vec<&str> = list.split(',').collect();
+    let last = entries.len() - 1;
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        if i == last && i > 0 && entry.trim_matches(is_space).is_empty() {
+            break;
+        }
+        let invalid = || format!("invalid resource format, invalid text: {entry:?}");
+        let (key, value) = entry.split_once('=').ok_or_else(invalid)?;
+        let key = key.trim_matches(is_space);
+        let value = value.trim_matches(is_space);
+        if key.is_empty() || key.len() > MAX_PART || value.len() > MAX_PART {
+            return Err(invalid());
+        }
+        if !key.is_ascii() || !value.is_ascii() {
+            return Err(invalid());
+        }
+        let value = query_unescape(value).ok_or_else(|| {
+            format!("invalid resource format in attribute: {entry:?}: invalid URL escape")
+        })?;
+        out.push((key.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// RE2's `\s`.
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0c' | '\r')
+}
+
+/// Go's `url.QueryUnescape`: `+` is a space, `%XY` a byte; a `%` not
+/// followed by two hex digits is an error.
+fn query_unescape(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &str) -> Vec<(String, String)> {
+        parse(list).unwrap()
+    }
+
+    #[test]
+    fn parses_as_the_collector() {
+        assert_eq!(
+            pairs(" a = b , c=d%20e+f,url=https://x.example/?q=1 ,"),
+            [
+                ("a".to_string(), "b".to_string()),
+                ("c".into(), "d e f".into()),
+                ("url".into(), "https://x.example/?q=1".into()),
+            ]
+        );
+        assert_eq!(pairs("empty="), [("empty".to_string(), String::new())]);
+        for bad in [
+            "a",
+            "a=b,,c=d",
+            "=v",
+            "a=%zz",
+            "a=%4",
+            "k=ü",
+            &format!("k={}", "v".repeat(257)),
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn service_name_variable_wins_and_later_keys_replace_earlier() {
+        let ctx = DetectContext::for_test(&[
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-list,k=1,k=2"),
+            ("OTEL_SERVICE_NAME", "checkout"),
+        ]);
+        let detected = detect(&ctx).unwrap();
+        let got: Vec<(String, String)> =
+            detected.iter().map(super::super::tests::as_pair).collect();
+        assert_eq!(
+            got,
+            [
+                ("service.name".to_string(), "checkout".to_string()),
+                ("k".into(), "2".into())
+            ]
+        );
+        let deprecated = DetectContext::for_test(&[("OTEL_RESOURCE", "a=b")]);
+        assert_eq!(detect(&deprecated).unwrap().len(), 1);
+        assert!(detect(&DetectContext::for_test(&[])).unwrap().is_empty());
+    }
+}
