@@ -77,16 +77,7 @@ impl TlsClientConfig {
                 message: "cert_file and key_file must be given together".into(),
             });
         }
-        let min = self
-            .min_version
-            .as_deref()
-            .map(|v| parse_version("min_version", v))
-            .transpose()?;
-        let max = self
-            .max_version
-            .as_deref()
-            .map(|v| parse_version("max_version", v))
-            .transpose()?;
+        let (min, max) = self.versions()?;
         if let (Some(min), Some(max)) = (min, max) {
             if min > max {
                 return Err(TlsClientError::Invalid {
@@ -106,17 +97,23 @@ impl TlsClientConfig {
                 "tls.min_version below 1.2 is not offered (rustls supports 1.2 and 1.3)".into(),
             );
         }
-        if let Some(name) = &self.server_name_override {
-            ServerName::try_from(name.as_str()).map_err(|_| TlsClientError::Invalid {
-                key: "server_name_override",
-                message: format!("{name:?} is not a valid DNS name or IP address"),
-            })?;
-        }
+        self.server_name()?;
         if self.insecure_skip_verify {
             warnings
                 .push("tls.insecure_skip_verify: the server's certificate is not verified".into());
         }
         Ok(warnings)
+    }
+
+    /// `min_version` and `max_version`, each `None` when not set.
+    fn versions(&self) -> Result<(Option<TlsVersion>, Option<TlsVersion>), TlsClientError> {
+        let parse = |key, value: &Option<String>| {
+            value.as_deref().map(|v| parse_version(key, v)).transpose()
+        };
+        Ok((
+            parse("min_version", &self.min_version)?,
+            parse("max_version", &self.max_version)?,
+        ))
     }
 
     /// The server name to verify instead of the endpoint's host, if set.
@@ -138,18 +135,11 @@ impl TlsClientConfig {
     pub fn load(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsClientError> {
         self.validate()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let min = self
-            .min_version
-            .as_deref()
-            .map(|v| parse_version("min_version", v))
-            .transpose()?
-            .unwrap_or(TlsVersion::V1_2);
-        let max = self
-            .max_version
-            .as_deref()
-            .map(|v| parse_version("max_version", v))
-            .transpose()?
-            .unwrap_or(TlsVersion::V1_3);
+        let (min, max) = self.versions()?;
+        let (min, max) = (
+            min.unwrap_or(TlsVersion::V1_2),
+            max.unwrap_or(TlsVersion::V1_3),
+        );
         let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
         if min <= TlsVersion::V1_2 && max >= TlsVersion::V1_2 {
             versions.push(&rustls::version::TLS12);
