@@ -33,18 +33,19 @@ pub use policy::{BuildError, Decision, PolicySet, TraceView, Verdict};
 #[cfg(doc)]
 use std::time::Duration;
 
+use crate::head::otep235::{threshold_for_probability, DEFAULT_PRECISION};
+use tracegate_model::trace_state::{Randomness, Threshold};
+
 /// A trace id as it travels in OTLP.
 pub type TraceId = [u8; 16];
 
 /// The trace's randomness as OTEP 235 defines it when no explicit `rv` is
 /// given: the low 56 bits of the trace id (its last 7 bytes, big-endian).
-/// `fraction_on_match` compares this with a threshold, as head sampling
-/// does, so a trace kept by a fraction here is kept by the same fraction
-/// there.
+/// `fraction_on_match` compares this with a threshold exactly as head
+/// sampling does, so a trace kept by a fraction here is kept by the same
+/// fraction there.
 pub fn trace_randomness(trace_id: &TraceId) -> u64 {
-    let mut low = [0u8; 8];
-    low[1..].copy_from_slice(&trace_id[9..16]);
-    u64::from_be_bytes(low)
+    Randomness::from_trace_id(trace_id).unsigned()
 }
 
 /// 2^56: the number of distinct randomness values.
@@ -52,17 +53,16 @@ pub const RANDOMNESS_RANGE: u64 = 1 << 56;
 
 /// OTEP 235's rejection threshold for keeping `fraction` of traces: a trace
 /// is kept when its randomness is at least this (0 keeps all, 2^56 none).
+/// The same threshold head sampling uses for a policy's
+/// `fraction_on_match` at its default precision (4 hex digits, as the
+/// collector's `sampling_precision`), so head and tail agree on every trace.
 pub fn keep_threshold(fraction: f64) -> u64 {
     if fraction.is_nan() || fraction <= 0.0 {
         return RANDOMNESS_RANGE;
     }
-    if fraction >= 1.0 {
-        return 0;
-    }
-    // Rounded to the nearest representable threshold, as OTEP 235's
-    // probability-to-threshold conversion does.
-    let reject = (1.0 - fraction) * RANDOMNESS_RANGE as f64;
-    (reject.round() as u64).min(RANDOMNESS_RANGE)
+    threshold_for_probability(fraction.min(1.0), DEFAULT_PRECISION)
+        .unwrap_or(Threshold::NEVER)
+        .unsigned()
 }
 
 /// Which shard of `shards` owns a trace. Mixes both halves of the id so

@@ -1171,3 +1171,37 @@ fn trace_buffer_routes_by_trace_id_across_shards() {
     buffer.drain(secs(21), false, &mut set, &mut out);
     assert_eq!(buffer.pending_traces(), 0);
 }
+
+#[test]
+fn fraction_on_match_agrees_with_head_sampling_on_every_trace() {
+    use crate::head::{sample_batch, HeadSampler, SamplingConfig};
+    for fraction in [0.05, 0.25, 0.5, 0.999] {
+        let head: SamplingConfig = serde_json::from_value(serde_json::json!({
+            "sampling_percentage": 0,
+            "policies": [{"name": "errors", "type": "status_code",
+                          "status_code": {"status_codes": ["ERROR"], "fraction_on_match": fraction}}]
+        }))
+        .unwrap();
+        let (head, _) = head.build().unwrap();
+        let mut tail = policies(
+            serde_json::json!([{"name": "errors", "type": "status_code",
+                "status_code": {"status_codes": ["ERROR"], "fraction_on_match": fraction}}]),
+            false,
+        );
+        let spans: Vec<SpanSpec> = (0..4000).map(|i| span(tid(i), 1).error()).collect();
+        let b = batch(&spans);
+        let kept = sample_batch(&head, head.labels().len(), &b).kept;
+        let head_kept: std::collections::HashSet<TraceId> =
+            kept.spans().iter().map(|s| s.trace_id).collect();
+        for i in 0..4000 {
+            let id = tid(i);
+            let one = [batch(&[span(id, 1).error()])];
+            let tail_kept = tail.decide(&view(&id, &one), Duration::ZERO).is_sampled();
+            assert_eq!(
+                tail_kept,
+                head_kept.contains(&id),
+                "fraction {fraction}, trace {i}"
+            );
+        }
+    }
+}
