@@ -22,6 +22,14 @@ pub struct ComponentError {
     pub message: String,
 }
 
+/// A [`ComponentError`] at `path` (dotted, inside the component).
+pub(crate) fn error(path: &str, message: impl Into<String>) -> ComponentError {
+    ComponentError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
 /// Deserializes a component's config. A key written with no value (`null`,
 /// as in `batch:` or `sending_queue:`) means defaults, as in the
 /// collector, at any depth: a struct, map or list written so is empty, an

@@ -14,10 +14,10 @@ use tokio::time::Instant;
 use tracegate_model::otlp::{any_value, AnyValue, KeyValue};
 use tracegate_model::SpanBatch;
 
-use super::delivery::{error, QueueConfig};
+use super::delivery::QueueConfig;
 use super::utc::UtcTime;
 use super::{Delivered, ExportError, Exporter};
-use crate::config::ComponentError;
+use crate::config::{error, ComponentError};
 
 /// `verbosity:`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

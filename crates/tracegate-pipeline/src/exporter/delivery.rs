@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ComponentError;
+use crate::config::{error, ComponentError};
 use crate::tls::TlsClientConfig;
 
 /// `sending_queue:` — the exporter's own bounded in-memory queue.
@@ -207,13 +207,6 @@ pub enum Compression {
     Zstd,
     #[serde(alias = "")]
     None,
-}
-
-pub(crate) fn error(path: &str, message: impl Into<String>) -> ComponentError {
-    ComponentError {
-        path: path.into(),
-        message: message.into(),
-    }
 }
 
 /// The checks both OTLP exporters make of what they connect and send

@@ -18,10 +18,10 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use tracegate_model::SpanBatch;
 
-use super::delivery::{error, QueueConfig};
+use super::delivery::QueueConfig;
 use super::utc::{unix_time, UtcTime};
 use super::{Delivered, ExportError, Exporter};
-use crate::config::ComponentError;
+use crate::config::{error, ComponentError};
 
 /// `format:`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

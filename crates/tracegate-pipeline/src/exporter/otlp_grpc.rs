@@ -27,10 +27,10 @@ use tracegate_model::otlp::ExportTraceServiceResponse;
 use tracegate_model::SpanBatch;
 
 use super::delivery::{
-    error, validate_timeout, validate_transport, Compression, QueueConfig, RetryConfig,
+    validate_timeout, validate_transport, Compression, QueueConfig, RetryConfig,
 };
 use super::{Delivered, ExportError, Exporter};
-use crate::config::ComponentError;
+use crate::config::{error, ComponentError};
 use crate::grpc::{rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
 use crate::tls::TlsClientConfig;
 

@@ -22,11 +22,11 @@ use serde::Deserialize;
 use tracegate_model::SpanBatch;
 
 use super::delivery::{
-    error, validate_timeout, validate_transport, Compression, QueueConfig, RetryConfig,
+    validate_timeout, validate_transport, Compression, QueueConfig, RetryConfig,
 };
 use super::utc::unix_time;
 use super::{Delivered, ExportError, Exporter};
-use crate::config::ComponentError;
+use crate::config::{error, ComponentError};
 use crate::grpc::rpc_status::RpcStatus;
 use crate::tls::TlsClientConfig;
 

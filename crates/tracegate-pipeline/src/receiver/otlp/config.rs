@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::compression::ContentEncoding;
-use crate::config::ComponentError;
+use crate::config::{error, ComponentError};
 use crate::receiver::split_host_port;
 use crate::tls::TlsServerConfig;
 
@@ -269,13 +269,6 @@ fn default_logs_url_path() -> String {
 
 /// Encodings the collector accepts that tracegate does not decode.
 const UNSUPPORTED_ENCODINGS: &[&str] = &["snappy", "lz4", "x-snappy-framed"];
-
-fn error(path: &str, message: impl Into<String>) -> ComponentError {
-    ComponentError {
-        path: path.into(),
-        message: message.into(),
-    }
-}
 
 /// The collector's `SanitizedURLPath`: keeps the URL's path and makes it
 /// absolute. A first segment with `:` would parse as a URL scheme, which
