@@ -1205,3 +1205,45 @@ fn fraction_on_match_agrees_with_head_sampling_on_every_trace() {
         }
     }
 }
+
+#[test]
+fn seed_config_tail_sampling_section_behaves_as_written() {
+    let mut set = policies(
+        serde_json::json!([
+            {"name": "error-traces", "type": "status_code", "status_code": {"status_codes": ["ERROR"], "fraction_on_match": 1.0}},
+            {"name": "slow-traces", "type": "latency", "latency": {"threshold_ms": 1000, "fraction_on_match": 0.1}},
+            {"name": "alphabetical-service", "type": "string_attribute",
+             "string_attribute": {"key": "service.name", "values": ["api", "auth", "payment"], "fraction_on_match": 0.5}}
+        ]),
+        false,
+    );
+    let (mut kept, mut of) = ([0u32; 4], [0u32; 4]);
+    for i in 0..8000u64 {
+        let id = tid(i);
+        let r = trace_randomness(&id);
+        let kind = i % 4;
+        let sp = match kind {
+            0 => span(id, 1).error().res("service.name", s("web")),
+            1 => span(id, 1).times(100, 1600).res("service.name", s("web")),
+            2 => span(id, 1).res("service.name", s("auth")),
+            _ => span(id, 1).res("service.name", s("web")),
+        };
+        let want = match kind {
+            0 => true,
+            1 => r >= keep_threshold(0.1),
+            2 => r >= keep_threshold(0.5),
+            _ => false,
+        };
+        let b = [batch(&[sp])];
+        let got = set.decide(&view(&id, &b), Duration::ZERO).is_sampled();
+        assert_eq!(got, want, "trace {i}");
+        of[kind as usize] += 1;
+        kept[kind as usize] += u32::from(got);
+    }
+    // Roughly the written shares: all errors, 10 % slow, 50 % of the listed
+    // services, none of the rest.
+    assert_eq!(kept[0], of[0]);
+    assert!((150..250).contains(&kept[1]), "{kept:?}");
+    assert!((900..1100).contains(&kept[2]), "{kept:?}");
+    assert_eq!(kept[3], 0);
+}
