@@ -2,7 +2,9 @@
 //! Each is a [`Consumer`] that passes batches on to the next stage.
 
 pub mod batch;
+pub mod probabilistic_sampler;
 pub mod resource_detection;
+pub mod sampling;
 pub mod tail_sampling;
 
 use std::sync::Arc;
@@ -23,6 +25,8 @@ pub trait Processor: Consumer {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProcessorConfig {
     Batch(batch::Config),
+    ProbabilisticSampler(probabilistic_sampler::Config),
+    Sampling(sampling::Config),
     ResourceDetection(resource_detection::Config),
     TailSampling(tail_sampling::Config),
 }
@@ -31,6 +35,8 @@ impl ProcessorConfig {
     /// Component types implemented here, aliases included.
     pub const KINDS: &'static [&'static str] = &[
         "batch",
+        "probabilistic_sampler",
+        "sampling",
         "resource_detection",
         "resourcedetection",
         "tail_sampling",
@@ -43,6 +49,10 @@ impl ProcessorConfig {
     ) -> Option<Result<ProcessorConfig, ComponentError>> {
         match kind {
             "batch" => Some(from_value(value).map(ProcessorConfig::Batch)),
+            "probabilistic_sampler" => {
+                Some(from_value(value).map(ProcessorConfig::ProbabilisticSampler))
+            }
+            "sampling" => Some(from_value(value).map(ProcessorConfig::Sampling)),
             "resource_detection" | "resourcedetection" => {
                 Some(from_value(value).map(ProcessorConfig::ResourceDetection))
             }
@@ -56,6 +66,8 @@ impl ProcessorConfig {
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         match self {
             ProcessorConfig::Batch(c) => c.validate(),
+            ProcessorConfig::ProbabilisticSampler(c) => probabilistic_sampler::validate(c),
+            ProcessorConfig::Sampling(c) => sampling::validate(c),
             ProcessorConfig::ResourceDetection(c) => c.validate(),
             ProcessorConfig::TailSampling(c) => c.validate(),
         }
@@ -65,6 +77,8 @@ impl ProcessorConfig {
     pub fn build(&self, id: &str, next: NextConsumer) -> Arc<dyn Processor> {
         match self {
             ProcessorConfig::Batch(c) => batch::Batcher::start(id, c.clone(), next),
+            ProcessorConfig::ProbabilisticSampler(c) => probabilistic_sampler::start(id, c, next),
+            ProcessorConfig::Sampling(c) => sampling::start(id, c, next),
             ProcessorConfig::ResourceDetection(c) => {
                 resource_detection::ResourceDetector::start(id, c.clone(), next)
             }

@@ -114,8 +114,6 @@ const RECEIVERS: &[Planned] = &[
 const PROCESSORS: &[Planned] = &[
     planned("batch", FOUNDATION),
     planned("memory_limiter", HEAD_SAMPLING),
-    planned("sampling", HEAD_SAMPLING),
-    planned("probabilistic_sampler", HEAD_SAMPLING),
     planned("resource_detection", HEAD_SAMPLING),
     planned("resourcedetection", HEAD_SAMPLING),
     planned("tail_sampling", TAIL_SAMPLING),
@@ -241,12 +239,7 @@ mod tests {
             Known::Planned(p) => p.issue,
             other => panic!("{kind}: {other:?}"),
         };
-        for kind in [
-            "sampling",
-            "probabilistic_sampler",
-            "resource_detection",
-            "memory_limiter",
-        ] {
+        for kind in ["resource_detection", "memory_limiter"] {
             assert_eq!(issue(Section::Processors, kind), Some(4), "{kind}");
         }
         assert_eq!(issue(Section::Receivers, "jaeger"), Some(5));
