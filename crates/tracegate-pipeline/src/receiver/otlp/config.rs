@@ -474,6 +474,25 @@ mod tests {
     }
 
     #[test]
+    fn nested_keys_with_no_value_are_their_defaults() {
+        let config = parse(json!({"protocols": {
+            "grpc": {"endpoint": null, "tls": null, "keepalive": null, "max_recv_msg_size_mib": null},
+            "http": {"cors": null, "tls": null, "compression_algorithms": null, "traces_url_path": null},
+        }}))
+        .unwrap();
+        assert_eq!(config.protocols.grpc, Some(GrpcConfig::default()));
+        assert_eq!(config.protocols.http, Some(HttpConfig::default()));
+        let e = parse(json!({"protocols": {"grpc": {"endpiont": null}}})).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            (
+                "protocols.grpc",
+                r#"unknown field "endpiont", did you mean "endpoint"?"#
+            )
+        );
+    }
+
+    #[test]
     fn an_absent_protocol_is_disabled_and_one_is_required() {
         let config = parse(json!({"protocols": {"http": {}}})).unwrap();
         assert!(config.protocols.grpc.is_none());
