@@ -12,6 +12,7 @@ pub mod exporter;
 pub mod grpc;
 pub mod health;
 mod http_server;
+pub mod memory;
 pub mod processor;
 pub mod receiver;
 pub mod telemetry;

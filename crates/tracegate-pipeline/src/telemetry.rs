@@ -25,6 +25,8 @@ pub mod names {
         "processor_batch_batch_size_trigger_send";
     pub const PROCESSOR_BATCH_TIMEOUT_TRIGGER_SEND: &str = "processor_batch_timeout_trigger_send";
     pub const PROCESSOR_BATCH_METADATA_CARDINALITY: &str = "processor_batch_metadata_cardinality";
+    pub const PROCESSOR_MEMORY_LIMITER_REFUSED_SPANS: &str =
+        "processor_memory_limiter_refused_spans";
 
     /// tracegate's own: spans that left the pipeline other than by export,
     /// labelled by `component` and `reason` (DESIGN.md §5).

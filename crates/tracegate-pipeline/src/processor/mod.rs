@@ -2,6 +2,7 @@
 //! Each is a [`Consumer`] that passes batches on to the next stage.
 
 pub mod batch;
+pub mod memory_limiter;
 pub mod probabilistic_sampler;
 pub mod resource_detection;
 pub mod sampling;
@@ -25,9 +26,11 @@ pub trait Processor: Consumer {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProcessorConfig {
     Batch(batch::Config),
+    MemoryLimiter(memory_limiter::Config),
     ProbabilisticSampler(probabilistic_sampler::Config),
     Sampling(sampling::Config),
-    ResourceDetection(resource_detection::Config),
+    /// Boxed: its per-detector settings make it far larger than the others.
+    ResourceDetection(Box<resource_detection::Config>),
     TailSampling(tail_sampling::Config),
 }
 
@@ -35,6 +38,7 @@ impl ProcessorConfig {
     /// Component types implemented here, aliases included.
     pub const KINDS: &'static [&'static str] = &[
         "batch",
+        "memory_limiter",
         "probabilistic_sampler",
         "sampling",
         "resource_detection",
@@ -49,12 +53,13 @@ impl ProcessorConfig {
     ) -> Option<Result<ProcessorConfig, ComponentError>> {
         match kind {
             "batch" => Some(from_value(value).map(ProcessorConfig::Batch)),
+            "memory_limiter" => Some(from_value(value).map(ProcessorConfig::MemoryLimiter)),
             "probabilistic_sampler" => {
                 Some(from_value(value).map(ProcessorConfig::ProbabilisticSampler))
             }
             "sampling" => Some(from_value(value).map(ProcessorConfig::Sampling)),
             "resource_detection" | "resourcedetection" => {
-                Some(from_value(value).map(ProcessorConfig::ResourceDetection))
+                Some(from_value(value).map(|c| ProcessorConfig::ResourceDetection(Box::new(c))))
             }
             "tail_sampling" => Some(from_value(value).map(ProcessorConfig::TailSampling)),
             _ => None,
@@ -66,6 +71,7 @@ impl ProcessorConfig {
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         match self {
             ProcessorConfig::Batch(c) => c.validate(),
+            ProcessorConfig::MemoryLimiter(c) => c.validate(),
             ProcessorConfig::ProbabilisticSampler(c) => probabilistic_sampler::validate(c),
             ProcessorConfig::Sampling(c) => sampling::validate(c),
             ProcessorConfig::ResourceDetection(c) => c.validate(),
@@ -77,10 +83,11 @@ impl ProcessorConfig {
     pub fn build(&self, id: &str, next: NextConsumer) -> Arc<dyn Processor> {
         match self {
             ProcessorConfig::Batch(c) => batch::Batcher::start(id, c.clone(), next),
+            ProcessorConfig::MemoryLimiter(c) => memory_limiter::MemoryLimiter::start(id, c, next),
             ProcessorConfig::ProbabilisticSampler(c) => probabilistic_sampler::start(id, c, next),
             ProcessorConfig::Sampling(c) => sampling::start(id, c, next),
             ProcessorConfig::ResourceDetection(c) => {
-                resource_detection::ResourceDetector::start(id, c.clone(), next)
+                resource_detection::ResourceDetector::start(id, (**c).clone(), next)
             }
             ProcessorConfig::TailSampling(c) => {
                 tail_sampling::TailSampler::start(id, c.clone(), next)
