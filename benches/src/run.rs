@@ -313,9 +313,9 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     let mut send_cmd = Command::new(&exe);
     send_cmd
         .args(["send", "--endpoint", &endpoint])
-        .args(&scenario.load)
-        .args(&args.send_args)
+        .args(merge_flags(&scenario.load, &args.send_args))
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .stdin(Stdio::null());
     if checking {
         send_cmd.arg("--manifest").arg(&manifest);
@@ -323,7 +323,11 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     let started = Instant::now();
     let output = send_cmd.output().context("run the loader")?;
     if !output.status.success() {
-        bail!("the loader failed: {}", output.status);
+        bail!(
+            "the loader failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let load: Value = serde_json::from_slice(
         output
@@ -416,6 +420,31 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     write_result(&args.out, &scenario.name, &result)?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(result)
+}
+
+/// The scenario's arguments with the flags given again in `extra` left
+/// out, then `extra`: so `-- --spans 1000` overrides a scenario's `--spans`.
+pub fn merge_flags(scenario: &[String], extra: &[String]) -> Vec<String> {
+    let name = |a: &str| a.split('=').next().unwrap_or(a).to_string();
+    let overridden: Vec<String> = extra
+        .iter()
+        .filter(|a| a.starts_with("--"))
+        .map(|a| name(a))
+        .collect();
+    let mut out = Vec::new();
+    let mut skipping = false;
+    for a in scenario {
+        if a.starts_with("--") {
+            skipping = overridden.contains(&name(a));
+            if !skipping {
+                out.push(a.clone());
+            }
+        } else if !skipping {
+            out.push(a.clone());
+        }
+    }
+    out.extend(extra.iter().cloned());
+    out
 }
 
 /// The value of `flag` in the extra arguments, else in the scenario's.
@@ -518,4 +547,40 @@ fn write_result(dir: &Path, name: &str, result: &Value) -> anyhow::Result<()> {
     writeln!(f, "{row}")?;
     eprintln!("{row}\nresult: {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn extra_send_flags_override_the_scenarios() {
+        let merged = merge_flags(
+            &words("--spans 5000 --error-share 0.1 --rate=100 --x"),
+            &words("--spans 10 --rate 5"),
+        );
+        assert_eq!(merged, words("--error-share 0.1 --x --spans 10 --rate 5"));
+    }
+
+    #[test]
+    fn scenario_header_lines_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        std::fs::write(
+            &path,
+            "# bench.load: --spans 10\n# bench.load: --rate 5\n# bench.expect: error=1 normal=0.05\n# bench.settle: 3s\nreceivers: {}\n",
+        )
+        .unwrap();
+        let s = read_scenario(&path).unwrap();
+        assert_eq!(s.name, "s");
+        assert_eq!(s.load, words("--spans 10 --rate 5"));
+        assert_eq!(s.expect.len(), 2);
+        assert_eq!(s.settle, Duration::from_secs(3));
+        std::fs::write(&path, "# bench.nope: 1\n").unwrap();
+        assert!(read_scenario(&path).is_err());
+    }
 }
