@@ -28,6 +28,8 @@
 //!   over as a new pending trace.
 
 use std::collections::{HashMap, VecDeque};
+
+use foldhash::fast::RandomState;
 use std::mem;
 use std::time::Duration;
 
@@ -239,7 +241,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct TraceShard {
     settings: TraceBufferSettings,
-    table: HashMap<TraceId, Entry>,
+    table: HashMap<TraceId, Entry, RandomState>,
     /// (deadline, id, seq) in first-seen order: `decision_wait` is constant,
     /// so first-seen order is deadline order.
     wait_queue: VecDeque<(Duration, TraceId, u64)>,
@@ -255,7 +257,7 @@ pub struct TraceShard {
     not_sampled_cache: LruMap<TraceId, ()>,
     stats: ShardStats,
     /// Reused grouping of a batch's spans by trace.
-    groups: HashMap<TraceId, Vec<u32>>,
+    groups: HashMap<TraceId, Vec<u32>, RandomState>,
 }
 
 /// Memory of a stored batch: its bytes and its index.
@@ -285,7 +287,7 @@ impl TraceShard {
             sampled_cache: LruMap::new(settings.sampled_cache_size),
             not_sampled_cache: LruMap::new(settings.non_sampled_cache_size),
             settings,
-            table: HashMap::new(),
+            table: HashMap::default(),
             wait_queue: VecDeque::new(),
             root_queue: VecDeque::new(),
             arrivals: VecDeque::new(),
@@ -293,7 +295,7 @@ impl TraceShard {
             memory: 0,
             next_seq: 0,
             stats: ShardStats::default(),
-            groups: HashMap::new(),
+            groups: HashMap::default(),
         }
     }
 
@@ -370,7 +372,7 @@ impl TraceShard {
         }
         // Keep the grouping's allocations, but not an ever-growing map.
         if groups.len() > 4096 {
-            groups = HashMap::new();
+            groups = HashMap::default();
         } else {
             groups.retain(|_, v| v.capacity() <= 64);
         }
@@ -576,10 +578,12 @@ impl TraceShard {
         if budget == 0 {
             return;
         }
-        let mut at = 0;
-        while self.memory > budget && at < self.arrivals.len() {
-            let (id, seq) = self.arrivals[at];
-            at += 1;
+        // The wait queue is the pending traces in first-seen order; entries
+        // of traces decided since are skipped (and dropped) on the way.
+        while self.memory > budget {
+            let Some((_, id, seq)) = self.wait_queue.pop_front() else {
+                break;
+            };
             let pending = self
                 .table
                 .get(&id)

@@ -5,13 +5,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
+use foldhash::fast::RandomState;
+
 /// Recency is a stamp per entry plus a queue of (key, stamp) in use order;
 /// stale queue entries are skipped on eviction and compacted away, so every
 /// operation is amortised O(1) without a linked list.
 #[derive(Debug)]
 pub(crate) struct LruMap<K, V> {
     capacity: usize,
-    entries: HashMap<K, (V, u64)>,
+    entries: HashMap<K, (V, u64), RandomState>,
     order: VecDeque<(K, u64)>,
     next_stamp: u64,
 }
@@ -21,7 +23,7 @@ impl<K: Clone + Hash + Eq, V: Clone> LruMap<K, V> {
     pub(crate) fn new(capacity: usize) -> LruMap<K, V> {
         LruMap {
             capacity,
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
             next_stamp: 0,
         }
