@@ -49,8 +49,9 @@ pub struct Config {
     /// `limit_percentage`. Default 0, meaning 20 % of the limit.
     #[serde(default)]
     pub spike_limit_percentage: u32,
-    /// Least time between two releases of memory while above the soft
-    /// limit. Default `10s`.
+    /// Least time between two releases of freed memory while above the
+    /// soft limit (the collector's forced GCs; tracegate repeats them while
+    /// refusing, see docs/configuration.md). Default `10s`.
     #[serde(
         default = "default_min_release_soft",
         deserialize_with = "crate::duration::deserialize"
@@ -277,18 +278,35 @@ impl Monitor {
         }
         let was_refusing = limiter.must_refuse.load(Ordering::Relaxed);
         let mut must_refuse = used >= self.soft;
+        // The collector forces a GC when it starts refusing and leaves the
+        // rest to Go's own collector. Freed memory leaves the resident set
+        // only when the allocator returns it, so tracegate releases again
+        // on every check while refusing, at most every
+        // `min_gc_interval_when_soft_limited`.
+        if must_refuse && !self.released_within(self.min_release_soft) {
+            if !was_refusing {
+                tracing::info!(
+                    processor = %id,
+                    cur_mem_mib = used / MIB,
+                    "memory use is above the soft limit; releasing freed memory"
+                );
+            }
+            used = self.release_and_measure();
+            must_refuse = used >= self.soft;
+        }
         if was_refusing && !must_refuse {
-            tracing::info!(processor = %id, cur_mem_mib = used / MIB, "memory use back within limits; accepting data again");
+            tracing::info!(
+                processor = %id,
+                cur_mem_mib = used / MIB,
+                "memory use back within limits; accepting data again"
+            );
         }
         if !was_refusing && must_refuse {
-            if !self.released_within(self.min_release_soft) {
-                tracing::info!(processor = %id, cur_mem_mib = used / MIB, "memory use is above the soft limit; releasing freed memory");
-                used = self.release_and_measure();
-                must_refuse = used >= self.soft;
-            }
-            if must_refuse {
-                tracing::warn!(processor = %id, cur_mem_mib = used / MIB, "memory use is above the soft limit; refusing data");
-            }
+            tracing::warn!(
+                processor = %id,
+                cur_mem_mib = used / MIB,
+                "memory use is above the soft limit; refusing data"
+            );
         }
         limiter.must_refuse.store(must_refuse, Ordering::Relaxed);
     }
@@ -480,6 +498,32 @@ mod tests {
         assert!(ml.is_refusing());
         tick().await;
         assert_eq!(memory.releases.load(Ordering::Relaxed), 3);
+    }
+
+    /// While refusing, freed memory is released again once the minimum
+    /// interval has passed, so memory freed downstream lets data in again.
+    #[tokio::test(start_paused = true)]
+    async fn while_refusing_memory_is_released_again_after_the_interval() {
+        let memory = Arc::new(FakeMemory {
+            used: AtomicU64::new(90 * MIB),
+            releasable: AtomicU64::new(0),
+            releases: AtomicU64::new(0),
+        });
+        let ml = limiter(&memory, Arc::new(Count::default()));
+        tick().await;
+        assert!(ml.is_refusing());
+        assert_eq!(memory.releases.load(Ordering::Relaxed), 1);
+        // Downstream frees 40 MiB, but it only leaves the resident set on a
+        // release: none before 10 s have passed since the last one.
+        memory.releasable.store(40 * MIB, Ordering::Relaxed);
+        for _ in 0..8 {
+            tick().await;
+            assert!(ml.is_refusing());
+        }
+        tick().await;
+        tick().await;
+        assert_eq!(memory.releases.load(Ordering::Relaxed), 2);
+        assert!(!ml.is_refusing());
     }
 
     #[tokio::test(start_paused = true)]
