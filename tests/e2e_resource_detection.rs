@@ -1,0 +1,322 @@
+//! Resource detection in the real binary, against fake cloud metadata
+//! servers that answer as the real ones do (GCE's `Metadata-Flavor: Google`,
+//! EC2's IMDSv2 token dance with 401 without a token) and one that never
+//! answers (Azure's address black-holed): the detected attributes reach the
+//! backend on every resource, the first listed detector wins, `override`
+//! decides over existing attributes, and the silent endpoint costs one
+//! timeout, once.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use support::gateway::{Gateway, TELEMETRY};
+use support::raw::{grpc, TRACE_EXPORT};
+use support::sink::Sink;
+
+type Handler = dyn Fn(&http::Request<hyper::body::Incoming>) -> (u16, Vec<(&'static str, String)>, String)
+    + Send
+    + Sync;
+
+/// An HTTP/1.1 server on 127.0.0.1:0 answering with `handler`.
+async fn fake_server(handler: Arc<Handler>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let (status, headers, body) = handler(&req);
+                    let mut response = http::Response::builder().status(status);
+                    for (k, v) in headers {
+                        response = response.header(k, v);
+                    }
+                    let response = response.body(Full::new(Bytes::from(body))).unwrap();
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Accepts connections and never answers.
+async fn silent_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+fn header<'a>(req: &'a http::Request<hyper::body::Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn fake_gce() -> SocketAddr {
+    fake_server(Arc::new(|req| {
+        let flavor = vec![("Metadata-Flavor", "Google".to_string())];
+        if header(req, "metadata-flavor") != Some("Google") {
+            return (403, flavor, "Missing Metadata-Flavor:Google header.".into());
+        }
+        let body = match req.uri().path() {
+            "/computeMetadata/v1/project/project-id" => "my-project",
+            "/computeMetadata/v1/instance/id" => "4520031799277581759",
+            "/computeMetadata/v1/instance/zone" => "projects/123456/zones/us-central1-a",
+            "/computeMetadata/v1/instance/machine-type" => "projects/123456/machineTypes/e2-medium",
+            "/computeMetadata/v1/instance/name" => "vm-1",
+            _ => return (404, flavor, "not found".into()),
+        };
+        (200, flavor, body.into())
+    }))
+    .await
+}
+
+async fn fake_imds() -> SocketAddr {
+    const TOKEN: &str = "AQAEAFakeToken==";
+    fake_server(Arc::new(|req| {
+        if req.uri().path() == "/latest/api/token" {
+            if req.method() != http::Method::PUT
+                || header(req, "x-aws-ec2-metadata-token-ttl-seconds").is_none()
+            {
+                return (400, vec![], String::new());
+            }
+            return (200, vec![], TOKEN.into());
+        }
+        if header(req, "x-aws-ec2-metadata-token") != Some(TOKEN) {
+            return (401, vec![], String::new());
+        }
+        match req.uri().path() {
+            "/latest/dynamic/instance-identity/document" => (
+                200,
+                vec![],
+                r#"{"accountId":"123456789012","availabilityZone":"us-west-2b","imageId":"ami-5fb8c835",
+                    "instanceId":"i-1234567890abcdef0","instanceType":"t2.micro","region":"us-west-2"}"#
+                    .into(),
+            ),
+            "/latest/meta-data/hostname" => (200, vec![], "ip-10-0-0-1.ec2.internal".into()),
+            _ => (404, vec![], String::new()),
+        }
+    }))
+    .await
+}
+
+fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Two resources, one with attributes the detectors also set, one bare.
+fn request() -> Vec<u8> {
+    let span = |n: u8| Span {
+        trace_id: vec![n; 16],
+        span_id: vec![n; 8],
+        name: format!("span-{n}"),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        string_kv("service.name", "checkout"),
+                        string_kv("host.name", "client-host"),
+                        string_kv("cloud.provider", "on-prem"),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(1), span(2)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ResourceSpans {
+                resource: None,
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(3)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+    }
+    .encode_to_vec()
+}
+
+fn config(sink: SocketAddr, override_existing: bool) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+processors:
+  resourcedetection:
+    detectors: [gcp, ec2, azure, env, system]
+    timeout: 1s
+    override: {override_existing}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{port}
+    tls:
+      insecure: true
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [resourcedetection]
+      exporters: [otlp]
+{TELEMETRY}"#,
+        port = sink.port()
+    )
+}
+
+fn str_attr(resource: &Option<Resource>, key: &str) -> Option<String> {
+    resource
+        .as_ref()?
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        })
+}
+
+/// Sends the request, returns the resources as the backend got them (one
+/// per span) and how long the export call took.
+async fn roundtrip(gw: &Gateway, sink: &Sink) -> (Vec<Option<Resource>>, Duration) {
+    let started = Instant::now();
+    let reply = grpc(gw.addr("otlp", "grpc"), TRACE_EXPORT, &request(), None).await;
+    let took = started.elapsed();
+    assert_eq!(reply.code, 0, "{}", reply.message);
+    assert!(sink.wait_for_spans(3, Duration::from_secs(10)).await);
+    (sink.spans().into_iter().map(|s| s.resource).collect(), took)
+}
+
+// One test, so the environment it sets is not shared with another test
+// running at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detected_attributes_reach_the_backend_first_detector_wins_override_both_ways() {
+    let gce = fake_gce().await;
+    let imds = fake_imds().await;
+    let azure = silent_server().await;
+    // Inherited by the tracegate processes started below.
+    std::env::set_var("GCE_METADATA_HOST", gce.to_string());
+    std::env::set_var(
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        format!("http://{imds}"),
+    );
+    std::env::set_var(
+        "TRACEGATE_AZURE_METADATA_ENDPOINT",
+        format!("http://{azure}"),
+    );
+    std::env::set_var(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "deployment.environment=e2e%20run,host.name=from-env",
+    );
+
+    // override: true — detected values replace the client's.
+    let sink = Sink::start().await;
+    let started = Instant::now();
+    let gw = Gateway::start(&config(sink.addr, true));
+    let ready_after = started.elapsed();
+    let (resources, first_call) = roundtrip(&gw, &sink).await;
+    assert_eq!(resources.len(), 3);
+    for resource in &resources {
+        // GCE is listed first: its host.name and cloud.provider win over
+        // EC2's and env's.
+        assert_eq!(str_attr(resource, "cloud.provider").as_deref(), Some("gcp"));
+        assert_eq!(str_attr(resource, "host.name").as_deref(), Some("vm-1"));
+        assert_eq!(
+            str_attr(resource, "cloud.platform").as_deref(),
+            Some("gcp_compute_engine")
+        );
+        assert_eq!(
+            str_attr(resource, "cloud.account.id").as_deref(),
+            Some("my-project")
+        );
+        assert_eq!(
+            str_attr(resource, "cloud.region").as_deref(),
+            Some("us-central1")
+        );
+        // What only EC2 sets still comes from EC2 (IMDSv2 with its token).
+        assert_eq!(
+            str_attr(resource, "host.image.id").as_deref(),
+            Some("ami-5fb8c835")
+        );
+        assert_eq!(
+            str_attr(resource, "deployment.environment").as_deref(),
+            Some("e2e run")
+        );
+        assert_eq!(str_attr(resource, "os.type").as_deref(), Some("linux"));
+        // Azure never answered: nothing of it.
+        assert_eq!(str_attr(resource, "azure.vm.name"), None);
+    }
+    assert_eq!(
+        str_attr(&resources[0], "service.name").as_deref(),
+        Some("checkout")
+    );
+    // Detection runs beside startup, and the silent endpoint costs one
+    // timeout (1 s) in total, not one per detector.
+    assert!(
+        ready_after + first_call < Duration::from_secs(4),
+        "ready after {ready_after:?}, first export took {first_call:?}"
+    );
+    let logs = gw.logs().join("\n");
+    assert!(
+        logs.contains("resource detector timed out") && logs.contains("\"detector\":\"azure\""),
+        "the silent detector's failure is logged:\n{logs}"
+    );
+    assert!(!logs.contains("\"level\":\"ERROR\""), "{logs}");
+
+    // override: false — the client's attributes stay, missing ones are added.
+    let sink = Sink::start().await;
+    let gw = Gateway::start(&config(sink.addr, false));
+    let (resources, _) = roundtrip(&gw, &sink).await;
+    let client = &resources[0];
+    assert_eq!(
+        str_attr(client, "host.name").as_deref(),
+        Some("client-host")
+    );
+    assert_eq!(
+        str_attr(client, "cloud.provider").as_deref(),
+        Some("on-prem")
+    );
+    assert_eq!(
+        str_attr(client, "cloud.account.id").as_deref(),
+        Some("my-project")
+    );
+    let bare = &resources[2];
+    assert_eq!(str_attr(bare, "host.name").as_deref(), Some("vm-1"));
+}
