@@ -13,6 +13,7 @@ pub mod resource_edit;
 pub mod scan;
 pub mod trace_state;
 pub mod wire;
+pub mod zipkin;
 
 #[cfg(test)]
 mod tests;

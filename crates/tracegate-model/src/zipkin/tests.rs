@@ -1,0 +1,330 @@
+use super::*;
+use crate::otlp::{any_value::Value as V, span::SpanKind, status::StatusCode};
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a V> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn s(text: &str) -> V {
+    V::StringValue(text.into())
+}
+
+/// The span of the Zipkin quickstart (zipkin-api's example body).
+const QUICKSTART: &str = r#"[{
+  "id": "352bff9a74ca9ad2",
+  "traceId": "5af7183fb1d4cf5f",
+  "parentId": "6b221d5bc9e6496c",
+  "name": "get /api",
+  "timestamp": 1556604172355737,
+  "duration": 1431,
+  "kind": "SERVER",
+  "localEndpoint": {"serviceName": "backend", "ipv4": "192.168.99.1", "port": 3306},
+  "remoteEndpoint": {"ipv4": "172.19.0.2", "port": 58648},
+  "tags": {"http.method": "GET", "http.path": "/api"}
+}]"#;
+
+#[test]
+fn quickstart_span_maps_every_field() {
+    let request = v2_json_to_request(QUICKSTART.as_bytes(), false).unwrap();
+    assert_eq!(request.resource_spans.len(), 1);
+    let rs = &request.resource_spans[0];
+    let resource = rs.resource.as_ref().unwrap();
+    assert_eq!(
+        attr(&resource.attributes, "service.name"),
+        Some(&s("backend"))
+    );
+    assert_eq!(resource.attributes.len(), 1);
+    assert_eq!(rs.scope_spans.len(), 1);
+    let scope = rs.scope_spans[0].scope.as_ref().unwrap();
+    assert_eq!(scope.name, "");
+    let span = &rs.scope_spans[0].spans[0];
+    assert_eq!(
+        span.trace_id,
+        [0, 0, 0, 0, 0, 0, 0, 0, 0x5a, 0xf7, 0x18, 0x3f, 0xb1, 0xd4, 0xcf, 0x5f]
+    );
+    assert_eq!(span.span_id, 0x352bff9a74ca9ad2u64.to_be_bytes());
+    assert_eq!(span.parent_span_id, 0x6b221d5bc9e6496cu64.to_be_bytes());
+    assert_eq!(span.name, "get /api");
+    assert_eq!(span.kind, SpanKind::Server as i32);
+    assert_eq!(span.start_time_unix_nano, 1_556_604_172_355_737_000);
+    assert_eq!(
+        span.end_time_unix_nano,
+        1_556_604_172_355_737_000 + 1_431_000
+    );
+    assert_eq!(attr(&span.attributes, "http.method"), Some(&s("GET")));
+    assert_eq!(attr(&span.attributes, "http.path"), Some(&s("/api")));
+    assert_eq!(
+        attr(&span.attributes, "net.host.ip"),
+        Some(&s("192.168.99.1"))
+    );
+    assert_eq!(
+        attr(&span.attributes, "net.host.port"),
+        Some(&V::IntValue(3306))
+    );
+    assert_eq!(
+        attr(&span.attributes, "net.peer.ip"),
+        Some(&s("172.19.0.2"))
+    );
+    assert_eq!(
+        attr(&span.attributes, "net.peer.port"),
+        Some(&V::IntValue(58648))
+    );
+    assert_eq!(span.attributes.len(), 6);
+    assert!(span.status.is_none());
+    assert!(span.events.is_empty());
+}
+
+/// A client span and the server's shared half with the same id, two
+/// services, a 128-bit trace id, annotations, an error and a remote
+/// service name.
+const RPC: &str = r#"[
+  {"traceId": "463ac35c9f6413ad48485a3953bb6124", "id": "a2fb4a1d1a96d312",
+   "name": "get", "kind": "CLIENT", "timestamp": 1472470996199000, "duration": 207000,
+   "localEndpoint": {"serviceName": "frontend", "ipv6": "2001:db8::c001"},
+   "remoteEndpoint": {"serviceName": "backend", "ipv4": "192.168.99.101", "port": 9000},
+   "annotations": [{"timestamp": 1472470996238000, "value": "ws"},
+                   {"timestamp": 1472470996403000, "value": "wr"}],
+   "tags": {"http.path": "/api", "clnt/finagle.version": "6.45.0", "error": "true"}},
+  {"traceId": "463ac35c9f6413ad48485a3953bb6124", "id": "a2fb4a1d1a96d312",
+   "parentId": "a2fb4a1d1a96d312", "shared": true,
+   "name": "get", "kind": "SERVER", "timestamp": 1472470996250000, "duration": 100000,
+   "localEndpoint": {"serviceName": "backend", "ipv4": "192.168.99.101", "port": 9000},
+   "tags": {"http.status_code": "200", "otel.library.name": "lib", "otel.library.version": "1.2",
+            "host.name": "box", "otel.status_code": "STATUS_CODE_OK",
+            "otel.status_description": "fine"}}
+]"#;
+
+#[test]
+fn rpc_spans_group_by_service_with_shared_span_and_events() {
+    let request = v2_json_to_request(RPC.as_bytes(), false).unwrap();
+    // Sorted by service name: backend first.
+    let services: Vec<_> = request
+        .resource_spans
+        .iter()
+        .map(|rs| attr(&rs.resource.as_ref().unwrap().attributes, "service.name").cloned())
+        .collect();
+    assert_eq!(services, vec![Some(s("backend")), Some(s("frontend"))]);
+
+    let backend = &request.resource_spans[0];
+    assert_eq!(
+        attr(&backend.resource.as_ref().unwrap().attributes, "host.name"),
+        Some(&s("box"))
+    );
+    let scope = backend.scope_spans[0].scope.as_ref().unwrap();
+    assert_eq!(
+        (scope.name.as_str(), scope.version.as_str()),
+        ("lib", "1.2")
+    );
+    let server = &backend.scope_spans[0].spans[0];
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    assert!(
+        server.parent_span_id.is_empty(),
+        "a shared span is not its own parent"
+    );
+    let st = server.status.as_ref().unwrap();
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (StatusCode::Ok as i32, "fine")
+    );
+    assert_eq!(
+        attr(&server.attributes, "http.status_code"),
+        Some(&s("200"))
+    );
+    for gone in [
+        "host.name",
+        "otel.library.name",
+        "otel.status_code",
+        "otel.status_description",
+    ] {
+        assert!(attr(&server.attributes, gone).is_none(), "{gone}");
+    }
+
+    let client = &request.resource_spans[1].scope_spans[0].spans[0];
+    assert_eq!(
+        client.trace_id,
+        [
+            0x46, 0x3a, 0xc3, 0x5c, 0x9f, 0x64, 0x13, 0xad, 0x48, 0x48, 0x5a, 0x39, 0x53, 0xbb,
+            0x61, 0x24
+        ]
+    );
+    assert_eq!(client.span_id, server.span_id);
+    assert_eq!(client.kind, SpanKind::Client as i32);
+    assert_eq!(
+        client.status.as_ref().unwrap().code,
+        StatusCode::Error as i32
+    );
+    assert!(attr(&client.attributes, "error").is_none());
+    assert_eq!(
+        attr(&client.attributes, "peer.service"),
+        Some(&s("backend"))
+    );
+    assert_eq!(
+        attr(&client.attributes, "net.peer.ip"),
+        Some(&s("192.168.99.101"))
+    );
+    assert_eq!(
+        attr(&client.attributes, "net.peer.port"),
+        Some(&V::IntValue(9000))
+    );
+    assert_eq!(
+        attr(&client.attributes, "net.host.ip"),
+        Some(&s("2001:db8::c001"))
+    );
+    assert_eq!(
+        attr(&client.attributes, "clnt/finagle.version"),
+        Some(&s("6.45.0"))
+    );
+    let events: Vec<_> = client
+        .events
+        .iter()
+        .map(|e| (e.name.as_str(), e.time_unix_nano))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("ws", 1_472_470_996_238_000_000),
+            ("wr", 1_472_470_996_403_000_000)
+        ]
+    );
+}
+
+#[test]
+fn kind_from_span_kind_tag_and_missing_timestamp() {
+    let body = r#"[{"traceId": "1", "id": "2", "duration": 5,
+        "tags": {"span.kind": "internal", "w3c.tracestate": "a=b", "error": "false"}}]"#;
+    let request = v2_json_to_request(body.as_bytes(), false).unwrap();
+    let rs = &request.resource_spans[0];
+    assert!(rs.resource.as_ref().unwrap().attributes.is_empty());
+    let span = &rs.scope_spans[0].spans[0];
+    assert_eq!(span.kind, SpanKind::Internal as i32);
+    assert_eq!(span.trace_state, "a=b");
+    assert_eq!(
+        (span.start_time_unix_nano, span.end_time_unix_nano),
+        (0, 5000)
+    );
+    assert_eq!(
+        attr(&span.attributes, START_TIME_ABSENT),
+        Some(&V::BoolValue(true))
+    );
+    // error=false is not a status: it stays an attribute.
+    assert_eq!(attr(&span.attributes, "error"), Some(&s("false")));
+    assert!(span.status.is_none());
+    assert!(attr(&span.attributes, "span.kind").is_none());
+}
+
+#[test]
+fn parse_string_tags_types_values() {
+    let body = r#"[{"traceId": "1", "id": "2", "timestamp": 1,
+        "tags": {"i": "-42", "d": "1.5", "b": "true", "t": "text", "big": "99999999999999999999"}}]"#;
+    let request = v2_json_to_request(body.as_bytes(), true).unwrap();
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(attr(&span.attributes, "i"), Some(&V::IntValue(-42)));
+    assert_eq!(attr(&span.attributes, "d"), Some(&V::DoubleValue(1.5)));
+    assert_eq!(attr(&span.attributes, "b"), Some(&V::BoolValue(true)));
+    assert_eq!(attr(&span.attributes, "t"), Some(&s("text")));
+    assert_eq!(attr(&span.attributes, "big"), Some(&V::DoubleValue(1e20)));
+    let request = v2_json_to_request(body.as_bytes(), false).unwrap();
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(attr(&span.attributes, "i"), Some(&s("-42")));
+}
+
+#[test]
+fn links_and_event_attributes_from_the_collectors_exporter_encoding() {
+    let body = r#"[{"traceId": "1", "id": "2", "timestamp": 1,
+        "annotations": [{"timestamp": 7, "value": "ev|{\"k\":\"v\",\"n\":3,\"f\":0.5,\"b\":true}|2"}],
+        "tags": {"otlp.link.0": "0102030405060708090a0b0c0d0e0f10|0102030405060708|x=y|{\"a\":\"b|c\"}|1"}}]"#;
+    let request = v2_json_to_request(body.as_bytes(), false).unwrap();
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    let event = &span.events[0];
+    assert_eq!(event.name, "ev");
+    assert_eq!(event.time_unix_nano, 7000);
+    assert_eq!(attr(&event.attributes, "k"), Some(&s("v")));
+    assert_eq!(attr(&event.attributes, "n"), Some(&V::IntValue(3)));
+    assert_eq!(attr(&event.attributes, "f"), Some(&V::DoubleValue(0.5)));
+    assert_eq!(attr(&event.attributes, "b"), Some(&V::BoolValue(true)));
+    assert_eq!(event.dropped_attributes_count, 2);
+    let link = &span.links[0];
+    assert_eq!(link.trace_id, (1..=16).collect::<Vec<u8>>());
+    assert_eq!(link.span_id, (1..=8).collect::<Vec<u8>>());
+    assert_eq!(link.trace_state, "x=y");
+    assert_eq!(attr(&link.attributes, "a"), Some(&s("b|c")));
+    assert_eq!(link.dropped_attributes_count, 1);
+    assert!(attr(&span.attributes, "otlp.link.0").is_none());
+}
+
+#[test]
+fn malformed_bodies_are_refused_with_a_path() {
+    let cases = [
+        ("{", "invalid Zipkin v2 JSON"),
+        (r#"{"traceId": "1"}"#, "$"),
+        (r#"[{"id": "2"}]"#, "valid traceId required"),
+        (r#"[{"traceId": "1"}]"#, "valid span id required"),
+        (r#"[{"traceId": "xyz", "id": "2"}]"#, "$[0].traceId"),
+        (r#"[{"traceId": "1", "id": "+2"}]"#, "$[0].id"),
+        (r#"[{"traceId": "1", "id": "é2"}]"#, "$[0].id"),
+        (
+            r#"[{"traceId": "1", "id": "11111111111111111"}]"#,
+            "$[0].id",
+        ),
+        (
+            r#"[{"traceId": "111111111111111111111111111111111", "id": "2"}]"#,
+            "traceId",
+        ),
+        (
+            r#"[{"traceId": "1", "id": "2", "timestamp": -1}]"#,
+            "$[0].timestamp",
+        ),
+        (
+            r#"[{"traceId": "1", "id": "2", "timestamp": 1.5}]"#,
+            "$[0].timestamp",
+        ),
+        (
+            r#"[{"traceId": "1", "id": "2", "tags": {"a": 1}}]"#,
+            "$[0].tags.a",
+        ),
+        (
+            r#"[{"traceId": "1", "id": "2", "localEndpoint": {"ipv4": "1.2.3"}}]"#,
+            "ipv4",
+        ),
+        (
+            r#"[{"traceId": "1", "id": "2", "localEndpoint": {"port": 70000}}]"#,
+            "port",
+        ),
+        (
+            r#"[{"traceId": "1", "id": "2", "annotations": [{"value": "x"}]}]"#,
+            "annotation timestamp",
+        ),
+        (r#"[{"traceId": "1", "id": "2", "name": 3}]"#, "$[0].name"),
+    ];
+    for (body, expected) in cases {
+        let err = v2_json_to_request(body.as_bytes(), false).unwrap_err();
+        assert!(err.to_string().contains(expected), "{body}: {err}");
+    }
+}
+
+#[test]
+fn empty_bodies_are_empty_requests() {
+    for body in ["[]", "null", "[null]"] {
+        let request = v2_json_to_request(body.as_bytes(), false).unwrap();
+        assert!(request.resource_spans.is_empty(), "{body}");
+    }
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9411);
+    let seeds = [QUICKSTART.as_bytes(), RPC.as_bytes()];
+    for i in 0..3000 {
+        let mut body = seeds[i % 2].to_vec();
+        for _ in 0..rng.random_range(1..8) {
+            let at = rng.random_range(0..body.len());
+            body[at] = rng.random();
+        }
+        let _ = v2_json_to_request(&body, i % 3 == 0);
+    }
+}
