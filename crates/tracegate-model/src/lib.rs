@@ -6,6 +6,7 @@
 
 pub mod batch;
 mod encode;
+pub mod jaeger;
 pub mod json;
 mod lookup;
 pub mod otlp;
