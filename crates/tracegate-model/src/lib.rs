@@ -12,6 +12,7 @@ mod lookup;
 pub mod otlp;
 pub mod resource_edit;
 pub mod scan;
+pub mod thrift;
 pub mod trace_state;
 pub mod wire;
 pub mod zipkin;
