@@ -11,6 +11,7 @@ use crate::consumer::NextConsumer;
 
 mod listener;
 pub mod otlp;
+pub mod zipkin;
 
 pub use listener::split_host_port;
 
@@ -19,11 +20,13 @@ pub use listener::split_host_port;
 pub enum ReceiverConfig {
     /// `otlp`: OTLP over gRPC and HTTP.
     Otlp(otlp::Config),
+    /// `zipkin`: Zipkin v2 JSON over HTTP.
+    Zipkin(zipkin::Config),
 }
 
 impl ReceiverConfig {
     /// Component types implemented here, aliases included.
-    pub const KINDS: &'static [&'static str] = &["otlp"];
+    pub const KINDS: &'static [&'static str] = &["otlp", "zipkin"];
 
     /// `None` when `kind` is not a receiver type tracegate implements.
     pub fn from_value(
@@ -32,6 +35,7 @@ impl ReceiverConfig {
     ) -> Option<Result<ReceiverConfig, ComponentError>> {
         match kind {
             "otlp" => Some(crate::config::from_value(value).map(ReceiverConfig::Otlp)),
+            "zipkin" => Some(crate::config::from_value(value).map(ReceiverConfig::Zipkin)),
             _ => None,
         }
     }
@@ -41,6 +45,7 @@ impl ReceiverConfig {
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         match self {
             ReceiverConfig::Otlp(config) => config.validate(),
+            ReceiverConfig::Zipkin(config) => config.validate(),
         }
     }
 
@@ -56,6 +61,7 @@ impl ReceiverConfig {
     ) -> Result<RunningReceiver, StartError> {
         match self {
             ReceiverConfig::Otlp(config) => otlp::start(config, id, next, shutdown).await,
+            ReceiverConfig::Zipkin(config) => zipkin::start(config, id, next, shutdown).await,
         }
     }
 }

@@ -453,6 +453,7 @@ mod tests {
     fn parse(value: serde_json::Value) -> Result<Config, ComponentError> {
         match ReceiverConfig::from_value("otlp", value) {
             Some(Ok(ReceiverConfig::Otlp(config))) => Ok(config),
+            Some(Ok(other)) => panic!("otlp parsed as another receiver: {other:?}"),
             Some(Err(e)) => Err(e),
             None => panic!("otlp is a receiver kind"),
         }

@@ -1,0 +1,178 @@
+//! The Zipkin receiver over a real socket on 127.0.0.1:0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::compression::test_encoders::gzip;
+use crate::consumer::{ConsumeError, Consumer, NextConsumer};
+use crate::receiver::ReceiverConfig;
+use tracegate_model::SpanBatch;
+
+struct Collect(mpsc::UnboundedSender<SpanBatch>);
+
+#[async_trait]
+impl Consumer for Collect {
+    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
+        self.0.send(batch).ok();
+        Ok(())
+    }
+}
+
+struct Refuse;
+
+#[async_trait]
+impl Consumer for Refuse {
+    async fn consume(&self, _: SpanBatch) -> Result<(), ConsumeError> {
+        Err(ConsumeError::refused("full"))
+    }
+}
+
+async fn start(config: serde_json::Value, next: NextConsumer) -> (SocketAddr, CancellationToken) {
+    let config = ReceiverConfig::from_value("zipkin", config)
+        .unwrap()
+        .unwrap();
+    config.validate().unwrap();
+    let shutdown = CancellationToken::new();
+    let running = config
+        .start("zipkin", next, shutdown.clone())
+        .await
+        .unwrap();
+    (running.addresses()[0].1, shutdown)
+}
+
+async fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let mut builder = Request::post(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let response = client
+        .request(builder.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+const SPANS: &str = r#"[{"traceId": "5af7183fb1d4cf5f", "id": "352bff9a74ca9ad2",
+  "name": "get /api", "timestamp": 1556604172355737, "duration": 1431, "kind": "SERVER",
+  "localEndpoint": {"serviceName": "backend"}, "tags": {"http.method": "GET"}},
+  {"traceId": "5af7183fb1d4cf5f", "id": "452bff9a74ca9ad2", "parentId": "352bff9a74ca9ad2",
+  "name": "query", "timestamp": 1556604172355800, "duration": 100, "kind": "CLIENT",
+  "localEndpoint": {"serviceName": "backend"}}]"#;
+
+#[tokio::test]
+async fn json_spans_are_accepted_and_forwarded() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (addr, shutdown) = start(json!({"endpoint": "127.0.0.1:0"}), Arc::new(Collect(tx))).await;
+    let (status, body) = post(
+        addr,
+        "/api/v2/spans",
+        &[("content-type", "application/json")],
+        SPANS,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let batch = rx.recv().await.unwrap();
+    assert_eq!(batch.len(), 2);
+    assert_eq!(batch.service_name(0), Some("backend"));
+    assert_eq!(batch.span_name(0), "get /api");
+    assert_eq!(batch.span_name(1), "query");
+
+    // gzip, as zipkin-java senders compress.
+    let (status, _) = post(
+        addr,
+        "/api/v2/spans",
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        gzip(SPANS.as_bytes()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(rx.recv().await.unwrap().len(), 2);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_with_the_reason() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (addr, shutdown) = start(json!({"endpoint": "127.0.0.1:0"}), Arc::new(Collect(tx))).await;
+    let (status, body) = post(addr, "/api/v2/spans", &[], "[{\"traceId\": ").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("invalid Zipkin v2 JSON"), "{body}");
+    let (status, body) = post(addr, "/api/v2/spans", &[], r#"[{"traceId": "1"}]"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("valid span id required"), "{body}");
+    let (status, _) = post(addr, "/api/v1/spans", &[], "[]").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = post(
+        addr,
+        "/api/v2/spans",
+        &[("content-type", "application/x-protobuf")],
+        "x",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(rx.try_recv().is_err(), "nothing reaches the pipeline");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_and_refusals_are_500() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (addr, shutdown) = start(
+        json!({"endpoint": "127.0.0.1:0", "max_request_body_size": 16}),
+        Arc::new(Collect(tx)),
+    )
+    .await;
+    let (status, _) = post(addr, "/api/v2/spans", &[], SPANS).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    shutdown.cancel();
+
+    let (addr, shutdown) = start(json!({"endpoint": "127.0.0.1:0"}), Arc::new(Refuse)).await;
+    let (status, body) = post(addr, "/api/v2/spans", &[], SPANS).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body, "\"Internal Server Error\"");
+    shutdown.cancel();
+}
+
+#[test]
+fn config_defaults_and_checks() {
+    let ReceiverConfig::Zipkin(config) =
+        ReceiverConfig::from_value("zipkin", serde_json::Value::Null)
+            .unwrap()
+            .unwrap()
+    else {
+        panic!("not a zipkin config");
+    };
+    assert_eq!(config.endpoint, "localhost:9411");
+    assert_eq!(config.max_request_body_size(), 20 * 1024 * 1024);
+    assert!(!config.parse_string_tags);
+    let err = ReceiverConfig::from_value("zipkin", json!({"endpoint": "nope"}))
+        .unwrap()
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert_eq!(err.path, "endpoint");
+    assert!(ReceiverConfig::from_value("zipkin", json!({"bogus": 1}))
+        .unwrap()
+        .is_err());
+}
