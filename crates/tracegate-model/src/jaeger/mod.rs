@@ -9,3 +9,40 @@
 pub mod proto {
     include!("jaeger.api_v2.rs");
 }
+
+mod from_otlp;
+mod to_otlp;
+
+#[cfg(test)]
+mod tests;
+
+pub use from_otlp::{batches_from_request, batches_from_span_batch};
+pub use to_otlp::{request_from_batches, span_batch_from_batches, JaegerError};
+
+/// Tag keys the translator reads and writes (the collector's names).
+pub mod tags {
+    /// OpenTracing's span kind: `client`, `server`, `producer`, `consumer`, `internal`.
+    pub const SPAN_KIND: &str = "span.kind";
+    /// `OK` or `ERROR`; absent for UNSET.
+    pub const STATUS_CODE: &str = "otel.status_code";
+    /// The status message.
+    pub const STATUS_DESCRIPTION: &str = "otel.status_description";
+    /// `true` (BOOL) for an ERROR status.
+    pub const ERROR: &str = "error";
+    /// The instrumentation scope's name.
+    pub const SCOPE_NAME: &str = "otel.scope.name";
+    /// The instrumentation scope's version.
+    pub const SCOPE_VERSION: &str = "otel.scope.version";
+    /// The W3C tracestate of a span.
+    pub const TRACE_STATE: &str = "w3c.tracestate";
+    /// The log field carrying an event's name.
+    pub const EVENT: &str = "event";
+    /// Jaeger → OTLP fallback status source.
+    pub const HTTP_STATUS_CODE: &str = "http.status_code";
+    /// Jaeger → OTLP fallback status message.
+    pub const HTTP_STATUS_MESSAGE: &str = "http.status_message";
+    /// The link attribute keeping a Jaeger reference's type.
+    pub const REF_TYPE: &str = "opentracing.ref_type";
+    /// The service name of a resource without attributes.
+    pub const NO_SERVICE_NAME: &str = "OTLPResourceNoServiceName";
+}
