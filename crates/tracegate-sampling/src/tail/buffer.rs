@@ -37,6 +37,7 @@ use tracegate_model::{SpanBatch, StatusCode};
 
 use super::cache::LruMap;
 use super::policy::{Decision, PolicySet, TraceView, Verdict};
+use super::store::{Headers, ScopeHeaders, StoredSpans};
 use super::{shard_of, TraceId};
 
 /// Decides traces: the policies, possibly shared between shards.
@@ -225,7 +226,7 @@ struct Entry {
     seq: u64,
     first_seen: Duration,
     state: State,
-    batches: Vec<SpanBatch>,
+    stored: StoredSpans,
     span_count: u64,
     /// `ResourceSpans` bytes, as the collector sizes a trace.
     byte_size: u64,
@@ -235,6 +236,12 @@ struct Entry {
     root_seen: bool,
     min_start: u64,
     max_end: u64,
+}
+
+/// A batch being taken in, with the headers of its scopes as found.
+struct Incoming<'a> {
+    batch: &'a SpanBatch,
+    scopes: ScopeHeaders,
 }
 
 /// One worker's share of the pending traces.
@@ -256,27 +263,10 @@ pub struct TraceShard {
     sampled_cache: LruMap<TraceId, Option<usize>>,
     not_sampled_cache: LruMap<TraceId, ()>,
     stats: ShardStats,
+    /// Distinct resource+scope pairs of the pending spans.
+    headers: Headers,
     /// Reused grouping of a batch's spans by trace.
     groups: HashMap<TraceId, Vec<u32>, RandomState>,
-}
-
-/// Memory of a stored batch: its bytes and its index.
-pub(crate) fn memory_of(batch: &SpanBatch) -> u64 {
-    (batch.encoded_len()
-        + mem::size_of_val(batch.spans())
-        + mem::size_of_val(batch.scopes())
-        + mem::size_of_val(batch.resources())
-        + mem::size_of::<SpanBatch>()) as u64
-}
-
-/// `ResourceSpans` bytes of a batch, as the collector's
-/// `ProtoMarshaler.ResourceSpansSize` counts them.
-fn resource_spans_size(batch: &SpanBatch) -> u64 {
-    batch
-        .resources()
-        .iter()
-        .map(|r| u64::from(r.body.end - r.body.start))
-        .sum()
 }
 
 impl TraceShard {
@@ -296,6 +286,7 @@ impl TraceShard {
             next_seq: 0,
             stats: ShardStats::default(),
             groups: HashMap::default(),
+            headers: Headers::default(),
         }
     }
 
@@ -315,7 +306,7 @@ impl TraceShard {
 
     /// Memory of the pending spans, as the byte budget counts it.
     pub fn buffered_bytes(&self) -> u64 {
-        self.memory
+        self.memory + self.headers.memory
     }
 
     /// When the next trace falls due, if any is pending.
@@ -350,6 +341,11 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) -> Option<SpanBatch> {
+        self.headers.sweep();
+        let mut incoming = Incoming {
+            batch,
+            scopes: ScopeHeaders::new(batch),
+        };
         let mut groups = mem::take(&mut self.groups);
         let mut order: Vec<TraceId> = Vec::new();
         for i in spans {
@@ -365,7 +361,7 @@ impl TraceShard {
             let Some(indices) = groups.get_mut(&id) else {
                 continue;
             };
-            if !self.take_trace_spans(batch, id, indices, now, decider, out) {
+            if !self.take_trace_spans(&mut incoming, id, indices, now, decider, out) {
                 held_back.extend_from_slice(indices);
             }
             indices.clear();
@@ -388,13 +384,14 @@ impl TraceShard {
     /// Spans of one trace from one batch. `false`: held back (blocked).
     fn take_trace_spans(
         &mut self,
-        batch: &SpanBatch,
+        incoming: &mut Incoming<'_>,
         id: TraceId,
         indices: &[u32],
         now: Duration,
         decider: &mut impl Decider,
         out: &mut Released,
     ) -> bool {
+        let batch = incoming.batch;
         let count = indices.len() as u64;
         if let Some(entry) = self.table.get(&id) {
             if let State::Decided { sampled, at } = entry.state {
@@ -426,7 +423,7 @@ impl TraceShard {
             }
             self.start_trace(id, now);
         }
-        self.append(batch, id, indices, now, decider, out);
+        self.append(incoming, id, indices, now, decider, out);
         true
     }
 
@@ -439,7 +436,7 @@ impl TraceShard {
                 seq,
                 first_seen: now,
                 state: State::Pending,
-                batches: Vec::new(),
+                stored: StoredSpans::default(),
                 span_count: 0,
                 byte_size: 0,
                 memory: 0,
@@ -460,7 +457,7 @@ impl TraceShard {
     /// Appends spans to a pending trace and applies the per-trace limits.
     fn append(
         &mut self,
-        batch: &SpanBatch,
+        incoming: &mut Incoming<'_>,
         id: TraceId,
         indices: &[u32],
         now: Duration,
@@ -471,20 +468,24 @@ impl TraceShard {
         let Some(entry) = self.table.get_mut(&id) else {
             return;
         };
-        let stored = batch.select(indices);
+        let batch = incoming.batch;
         let mut root = false;
-        for span in stored.spans() {
+        for &i in indices {
+            let span = &batch.spans()[i as usize];
             entry.statuses |= 1 << span.status as u8;
             root |= span.is_root();
             entry.min_start = entry.min_start.min(span.start_time_unix_nano);
             entry.max_end = entry.max_end.max(span.end_time_unix_nano);
         }
-        entry.span_count += stored.len() as u64;
-        entry.byte_size += resource_spans_size(&stored);
-        let memory = memory_of(&stored);
+        entry.span_count += indices.len() as u64;
+        let before = entry.stored.memory();
+        entry.byte_size +=
+            entry
+                .stored
+                .append(batch, indices, &mut incoming.scopes, &mut self.headers);
+        let memory = entry.stored.memory() - before;
         entry.memory += memory;
         self.memory += memory;
-        entry.batches.push(stored);
         if root && !entry.root_seen {
             entry.root_seen = true;
             let after_root = settings.decision_wait_after_root_received;
@@ -580,7 +581,7 @@ impl TraceShard {
         }
         // The wait queue is the pending traces in first-seen order; entries
         // of traces decided since are skipped (and dropped) on the way.
-        while self.memory > budget {
+        while self.memory + self.headers.memory > budget {
             let Some((_, id, seq)) = self.wait_queue.pop_front() else {
                 break;
             };
@@ -596,6 +597,11 @@ impl TraceShard {
 
     /// Decides every trace whose time has come.
     pub fn poll(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) {
+        self.poll_due(now, decider, out);
+        self.headers.sweep();
+    }
+
+    fn poll_due(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) {
         loop {
             let wait_due = self.wait_queue.front().is_some_and(|e| e.0 <= now);
             let root_due = self.root_queue.front().is_some_and(|e| e.0 <= now);
@@ -647,6 +653,7 @@ impl TraceShard {
                     self.pending -= 1;
                     self.memory -= entry.memory;
                     self.stats.spans_dropped_pending += entry.span_count;
+                    entry.stored.release(&mut self.headers);
                 }
             } else {
                 self.decide(id, now, DecisionReason::Shutdown, decider, out);
@@ -668,20 +675,26 @@ impl TraceShard {
         if !matches!(entry.state, State::Pending) {
             return;
         }
-        let verdict = if reason == DecisionReason::TooLarge {
-            Verdict {
+        let assembled = if reason == DecisionReason::TooLarge {
+            None
+        } else {
+            Some(entry.stored.assemble(&self.headers))
+        };
+        let verdict = match &assembled {
+            None => Verdict {
                 decision: Decision::NotSampled,
                 policy: None,
+            },
+            Some(trace) => {
+                let view = TraceView {
+                    trace_id: &id,
+                    batches: std::slice::from_ref(trace),
+                    span_count: entry.span_count,
+                    byte_size: entry.byte_size,
+                    statuses: entry.statuses,
+                };
+                decider.decide(&view, now)
             }
-        } else {
-            let view = TraceView {
-                trace_id: &id,
-                batches: &entry.batches,
-                span_count: entry.span_count,
-                byte_size: entry.byte_size,
-                statuses: entry.statuses,
-            };
-            decider.decide(&view, now)
         };
         let sampled = verdict.is_sampled();
         let spans = entry.span_count;
@@ -689,7 +702,7 @@ impl TraceShard {
         self.memory -= entry.memory;
         entry.memory = 0;
         entry.state = State::Decided { sampled, at: now };
-        let batches = mem::take(&mut entry.batches);
+        mem::take(&mut entry.stored).release(&mut self.headers);
         out.decided.push(DecidedTrace {
             trace_id: id,
             verdict,
@@ -709,7 +722,7 @@ impl TraceShard {
         }
         let remembered_by_cache = if sampled {
             self.stats.spans_sampled += spans;
-            out.sampled.extend(batches);
+            out.sampled.extend(assembled);
             self.sampled_cache.put(id, verdict.policy);
             self.sampled_cache.capacity() > 0
         } else {
@@ -750,6 +763,11 @@ pub struct TraceAggregates {
 }
 
 impl TraceShard {
+    #[cfg(test)]
+    pub(crate) fn headers_len(&self) -> usize {
+        self.headers.len()
+    }
+
     /// The aggregates of a pending trace.
     pub fn aggregates(&self, id: &TraceId) -> Option<TraceAggregates> {
         let e = self.table.get(id)?;

@@ -19,6 +19,7 @@ mod cache;
 pub mod config;
 mod ottl;
 pub mod policy;
+mod store;
 
 #[cfg(test)]
 mod tests;

@@ -1001,17 +1001,23 @@ fn num_traces_bound_decides_the_oldest_early() {
 
 #[test]
 fn byte_budget_decides_the_oldest_early() {
-    let one = batch(&[span(tid(0), 1)]);
-    let per_trace = super::buffer::memory_of(&one.select(&[0]));
-    let mut shard = TraceShard::new(TraceBufferSettings {
-        max_buffered_bytes: per_trace * 4,
-        ..settings()
-    });
+    // What one more pending trace costs, and the shared resource+scope.
+    let mut probe = TraceShard::new(settings());
     let mut set = keep_errors();
     let mut out = Released::default();
+    probe.insert(&batch(&[span(tid(0), 1)]), secs(0), &mut set, &mut out);
+    let one = probe.buffered_bytes();
+    probe.insert(&batch(&[span(tid(1), 1)]), secs(0), &mut set, &mut out);
+    let per_trace = probe.buffered_bytes() - one;
+    let shared = one - per_trace;
+    let budget = shared + 4 * per_trace;
+    let mut shard = TraceShard::new(TraceBufferSettings {
+        max_buffered_bytes: budget,
+        ..settings()
+    });
     for i in 0..50 {
         shard.insert(&batch(&[span(tid(i), 1)]), secs(0), &mut set, &mut out);
-        assert!(shard.buffered_bytes() <= per_trace * 4);
+        assert!(shard.buffered_bytes() <= budget);
     }
     assert_eq!(shard.pending_traces(), 4);
     assert_eq!(shard.stats().early_bytes, 46);
@@ -1246,4 +1252,52 @@ fn seed_config_tail_sampling_section_behaves_as_written() {
     assert!((150..250).contains(&kept[1]), "{kept:?}");
     assert!((900..1100).contains(&kept[2]), "{kept:?}");
     assert_eq!(kept[3], 0);
+}
+
+#[test]
+fn stored_traces_come_back_whole_in_arrival_order_with_their_resources() {
+    use prost::Message;
+    let mut shard = TraceShard::new(settings());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    let id = tid(9);
+    // Two requests, each mixing two services and another trace.
+    let first = batch(&[
+        span(id, 1).res("service.name", s("api")),
+        span(tid(10), 1).res("service.name", s("api")),
+        span(id, 2).res("service.name", s("db")).attr("k", s("v")),
+    ]);
+    let second = batch(&[span(id, 3).error().res("service.name", s("api"))]);
+    shard.insert(&first, secs(0), &mut set, &mut out);
+    shard.insert(&second, secs(1), &mut set, &mut out);
+    // The collector's size: the trace's ResourceSpans of each arrival.
+    let collector_size: usize = [first.select(&[0, 2]), second.clone()]
+        .iter()
+        .flat_map(|b| b.to_request().resource_spans)
+        .map(|rs| rs.encoded_len())
+        .sum();
+    assert_eq!(
+        shard.aggregates(&id).unwrap().byte_size,
+        collector_size as u64
+    );
+    // "api" arrived in both requests with the same bytes: stored once.
+    assert_eq!(shard.headers_len(), 2);
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(out.sampled.len(), 1);
+    let kept = &out.sampled[0];
+    let got: Vec<(u8, Option<&str>)> = (0..kept.len())
+        .map(|i| (kept.spans()[i].span_id[0], kept.service_name(i)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(1, Some("api")), (2, Some("db")), (3, Some("api"))]
+    );
+    assert!(matches!(
+        kept.span_attribute(1, "k"),
+        Some(tracegate_model::AnyValueRef::String("v"))
+    ));
+    assert_eq!(kept.spans()[2].status, tracegate_model::StatusCode::Error);
+    assert_eq!(shard.pending_traces(), 0);
+    assert_eq!(shard.buffered_bytes(), 0, "spans and headers all released");
+    assert_eq!(shard.headers_len(), 0);
 }

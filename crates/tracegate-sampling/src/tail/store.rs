@@ -1,0 +1,361 @@
+//! Compact storage of a pending trace's spans.
+//!
+//! A request typically carries one resource and scope for many traces;
+//! copying them into every trace would cost more than the spans of a small
+//! trace (a resource with Kubernetes attributes is a few hundred bytes).
+//! So a shard keeps each distinct resource+scope once ([`Headers`],
+//! reference-counted) and a trace keeps only its span bodies, each tagged
+//! with its header. At decision time the trace is written back as a request
+//! (one `ResourceSpans` per run of spans sharing a header, in arrival
+//! order, as the collector's per-arrival `ResourceSpans` are) and scanned
+//! into a [`SpanBatch`] for the policies.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use bytes::Bytes;
+use foldhash::fast::RandomState;
+use tracegate_model::SpanBatch;
+
+/// Field numbers of the children that are not copied into a header.
+const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
+const SCOPE_SPANS_SPANS: u32 = 2;
+/// Fixed cost of a header beyond its bytes (map entry, slot, `Bytes`).
+const HEADER_OVERHEAD: u64 = 160;
+
+#[derive(Debug)]
+struct Header {
+    /// The `ResourceSpans` fields other than `scope_spans`, encoded.
+    resource: Bytes,
+    /// The `ScopeSpans` fields other than `spans`, encoded.
+    scope: Bytes,
+    refs: u32,
+}
+
+/// A shard's distinct resource+scope pairs.
+#[derive(Debug, Default)]
+pub(crate) struct Headers {
+    by_key: HashMap<(Bytes, Bytes), u32, RandomState>,
+    slots: Vec<Option<Header>>,
+    free: Vec<u32>,
+    unreferenced: Vec<u32>,
+    /// Memory of the headers held.
+    pub(crate) memory: u64,
+}
+
+impl Headers {
+    /// The id of this resource+scope pair, created if new (unreferenced
+    /// until a trace acquires it).
+    fn intern(&mut self, resource: Vec<u8>, scope: Vec<u8>) -> u32 {
+        let key = (Bytes::from(resource), Bytes::from(scope));
+        if let Some(&id) = self.by_key.get(&key) {
+            return id;
+        }
+        let header = Header {
+            resource: key.0.clone(),
+            scope: key.1.clone(),
+            refs: 0,
+        };
+        self.memory += (header.resource.len() + header.scope.len()) as u64 + HEADER_OVERHEAD;
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(header);
+                id
+            }
+            None => {
+                self.slots.push(Some(header));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_key.insert(key, id);
+        // Counted as unreferenced until acquired, so a header nobody takes
+        // is swept too.
+        self.unreferenced.push(id);
+        id
+    }
+
+    fn acquire(&mut self, id: u32) {
+        if let Some(Some(h)) = self.slots.get_mut(id as usize) {
+            h.refs += 1;
+        }
+    }
+
+    fn release(&mut self, id: u32) {
+        if let Some(Some(h)) = self.slots.get_mut(id as usize) {
+            h.refs = h.refs.saturating_sub(1);
+            if h.refs == 0 {
+                self.unreferenced.push(id);
+            }
+        }
+    }
+
+    /// Frees headers no trace refers to. Ids cached by a caller are
+    /// invalid afterwards, so this runs only between batches.
+    pub(crate) fn sweep(&mut self) {
+        for id in std::mem::take(&mut self.unreferenced) {
+            let unused = matches!(self.slots.get(id as usize), Some(Some(h)) if h.refs == 0);
+            if !unused {
+                continue;
+            }
+            if let Some(h) = self.slots[id as usize].take() {
+                self.memory -= (h.resource.len() + h.scope.len()) as u64 + HEADER_OVERHEAD;
+                self.by_key.remove(&(h.resource, h.scope));
+                self.free.push(id);
+            }
+        }
+    }
+
+    fn get(&self, id: u32) -> Option<&Header> {
+        self.slots.get(id as usize)?.as_ref()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+/// Header ids of a batch's scopes, filled as they are first needed.
+pub(crate) struct ScopeHeaders(Vec<Option<u32>>);
+
+impl ScopeHeaders {
+    pub(crate) fn new(batch: &SpanBatch) -> ScopeHeaders {
+        ScopeHeaders(vec![None; batch.scopes().len()])
+    }
+
+    fn of(&mut self, batch: &SpanBatch, scope: usize, headers: &mut Headers) -> u32 {
+        if let Some(id) = self.0[scope] {
+            return id;
+        }
+        let info = &batch.scopes()[scope];
+        let resource = &batch.resources()[info.resource as usize];
+        let buf = batch.bytes();
+        let id = headers.intern(
+            other_fields(buf, range(&resource.body), RESOURCE_SPANS_SCOPE_SPANS),
+            other_fields(buf, range(&info.body), SCOPE_SPANS_SPANS),
+        );
+        self.0[scope] = Some(id);
+        id
+    }
+}
+
+/// A pending trace's spans.
+#[derive(Debug, Default)]
+pub(crate) struct StoredSpans {
+    /// Span message bodies, back to back.
+    bytes: Vec<u8>,
+    /// Per span: its header and the length of its body.
+    spans: Vec<(u32, u32)>,
+    /// Distinct headers referred to (each acquired once).
+    headers: Vec<u32>,
+}
+
+impl StoredSpans {
+    /// Copies the spans at `indices` (ascending) of `batch`. Returns the
+    /// size the collector would count for them: their `ResourceSpans`
+    /// (resource, scopes and spans of this trace only).
+    pub(crate) fn append(
+        &mut self,
+        batch: &SpanBatch,
+        indices: &[u32],
+        scopes: &mut ScopeHeaders,
+        headers: &mut Headers,
+    ) -> u64 {
+        let buf = batch.bytes();
+        let added: usize = indices
+            .iter()
+            .map(|&i| {
+                let r = &batch.spans()[i as usize].span;
+                (r.end - r.start) as usize
+            })
+            .sum();
+        self.bytes.reserve_exact(added);
+        self.spans.reserve_exact(indices.len());
+        // Sizes for maximum_trace_size_bytes, per resource then scope.
+        let mut size = 0u64;
+        let mut current: Option<(u32, u32)> = None; // (resource, scope)
+        let mut scope_len = 0u64;
+        let mut resource_len = 0u64;
+        let close_scope = |scope_len: u64, resource_len: &mut u64| {
+            *resource_len += 1 + varint_len(scope_len) + scope_len;
+        };
+        for &i in indices {
+            let span = &batch.spans()[i as usize];
+            let scope = span.scope;
+            let resource = batch.scopes()[scope as usize].resource;
+            let header = scopes.of(batch, scope as usize, headers);
+            let h = headers
+                .get(header)
+                .map_or((0, 0), |h| (h.resource.len(), h.scope.len()));
+            match current {
+                Some((r, s)) if r == resource && s == scope => {}
+                Some((r, _)) if r == resource => {
+                    close_scope(scope_len, &mut resource_len);
+                    scope_len = h.1 as u64;
+                }
+                prev => {
+                    if prev.is_some() {
+                        close_scope(scope_len, &mut resource_len);
+                        size += resource_len;
+                    }
+                    resource_len = h.0 as u64;
+                    scope_len = h.1 as u64;
+                }
+            }
+            current = Some((resource, scope));
+            let body = &buf[span.span.start as usize..span.span.end as usize];
+            scope_len += 1 + varint_len(body.len() as u64) + body.len() as u64;
+            self.bytes.extend_from_slice(body);
+            self.spans.push((header, body.len() as u32));
+            if !self.headers.contains(&header) {
+                self.headers.push(header);
+                headers.acquire(header);
+            }
+        }
+        if current.is_some() {
+            close_scope(scope_len, &mut resource_len);
+            size += resource_len;
+        }
+        size
+    }
+
+    /// Memory held, as the byte budget counts it.
+    pub(crate) fn memory(&self) -> u64 {
+        (self.bytes.capacity() + self.spans.capacity() * 8 + self.headers.capacity() * 4) as u64
+    }
+
+    /// The spans written back as a request, in arrival order.
+    pub(crate) fn assemble(&self, headers: &Headers) -> SpanBatch {
+        let mut out = Vec::with_capacity(self.bytes.len() + self.spans.len() * 6 + 512);
+        let mut at = 0usize;
+        let mut run_start = 0usize;
+        while run_start < self.spans.len() {
+            let header_id = self.spans[run_start].0;
+            let mut run_end = run_start;
+            let mut spans_len = 0u64;
+            while run_end < self.spans.len() && self.spans[run_end].0 == header_id {
+                let len = u64::from(self.spans[run_end].1);
+                spans_len += 1 + varint_len(len) + len;
+                run_end += 1;
+            }
+            let (resource, scope) = match headers.get(header_id) {
+                Some(h) => (&h.resource[..], &h.scope[..]),
+                None => (&[][..], &[][..]),
+            };
+            let scope_spans_len = scope.len() as u64 + spans_len;
+            let resource_spans_len =
+                resource.len() as u64 + 1 + varint_len(scope_spans_len) + scope_spans_len;
+            out.push(0x0a); // ExportTraceServiceRequest.resource_spans
+            put_varint(&mut out, resource_spans_len);
+            out.extend_from_slice(resource);
+            out.push(0x12); // ResourceSpans.scope_spans
+            put_varint(&mut out, scope_spans_len);
+            out.extend_from_slice(scope);
+            for &(_, len) in &self.spans[run_start..run_end] {
+                out.push(0x12); // ScopeSpans.spans
+                put_varint(&mut out, u64::from(len));
+                out.extend_from_slice(&self.bytes[at..at + len as usize]);
+                at += len as usize;
+            }
+            run_start = run_end;
+        }
+        // Every part came out of a scanned request, so this scans; should
+        // it not (a bug), the trace reads as empty rather than panicking.
+        SpanBatch::scan(Bytes::from(out)).unwrap_or_else(|e| {
+            debug_assert!(false, "reassembled trace failed to scan: {e}");
+            SpanBatch::default()
+        })
+    }
+
+    /// Gives the headers back; the spans are dropped with `self`.
+    pub(crate) fn release(self, headers: &mut Headers) {
+        for id in self.headers {
+            headers.release(id);
+        }
+    }
+}
+
+fn range(r: &Range<u32>) -> Range<usize> {
+    r.start as usize..r.end as usize
+}
+
+fn varint_len(v: u64) -> u64 {
+    u64::from((64 - (v | 1).leading_zeros()).div_ceil(7))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn read_varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in 0..10 {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << (7 * shift);
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The fields of the message `body` other than `child`, encoded as they
+/// were (tags included).
+fn other_fields(buf: &[u8], body: Range<usize>, child: u32) -> Vec<u8> {
+    let msg = &buf[body];
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < msg.len() {
+        let start = at;
+        let Some(tag) = read_varint(msg, &mut at) else {
+            break;
+        };
+        if !skip_value(msg, &mut at, tag, 0) {
+            break;
+        }
+        if (tag >> 3) as u32 != child {
+            out.extend_from_slice(&msg[start..at.min(msg.len())]);
+        }
+    }
+    out
+}
+
+/// Steps over one field's value; `false` on anything malformed (which a
+/// scanned batch does not contain).
+fn skip_value(msg: &[u8], at: &mut usize, tag: u64, depth: u32) -> bool {
+    match tag & 7 {
+        0 => read_varint(msg, at).is_some(),
+        1 => {
+            *at += 8;
+            *at <= msg.len()
+        }
+        2 => match read_varint(msg, at) {
+            Some(len) => {
+                *at += len as usize;
+                *at <= msg.len()
+            }
+            None => false,
+        },
+        3 if depth < 64 => loop {
+            let Some(inner) = read_varint(msg, at) else {
+                return false;
+            };
+            if inner & 7 == 4 {
+                return inner >> 3 == tag >> 3;
+            }
+            if !skip_value(msg, at, inner, depth + 1) {
+                return false;
+            }
+        },
+        5 => {
+            *at += 4;
+            *at <= msg.len()
+        }
+        _ => false,
+    }
+}
