@@ -287,10 +287,10 @@ async fn detected_attributes_reach_the_backend_first_detector_wins_override_both
         str_attr(&resources[0], "service.name").as_deref(),
         Some("checkout")
     );
-    // Detection runs beside startup, and the silent endpoint costs one
-    // timeout (1 s) in total, not one per detector.
+    // Detection runs beside startup, so the first export waits at most
+    // the one timeout (1 s) the silent endpoint costs, plus its own time.
     assert!(
-        ready_after + first_call < Duration::from_secs(4),
+        first_call < Duration::from_secs(3),
         "ready after {ready_after:?}, first export took {first_call:?}"
     );
     let logs = gw.logs().join("\n");
