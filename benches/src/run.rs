@@ -361,6 +361,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let drained_after = started.elapsed();
+    let before_shutdown = view.lock().unwrap().stats["spans"].as_u64().unwrap_or(0);
     let cpu_after = cpu(&pid);
     let peak_rss = mem(&pid, "VmHWM:");
     if let Some(tg) = tracegate.as_mut() {
@@ -404,6 +405,9 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         "load": load,
         "sink": sink_stats,
         "drained_seconds": drained_after.as_secs_f64(),
+        // What the sink had before the target was stopped; the rest came
+        // from its shutdown (pending traces decided, queues drained).
+        "delivered_before_shutdown": before_shutdown,
         "target_cpu_seconds": target_cpu,
         "target_spans_per_cpu_second": target_cpu.map(|c| acked as f64 / c),
         "target_cpu_ns_per_span": target_cpu.map(|c| c * 1e9 / acked.max(1) as f64),

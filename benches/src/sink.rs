@@ -145,7 +145,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let s = state.stats(false);
                 if (s.spans, s.refused_requests) != last {
                     last = (s.spans, s.refused_requests);
-                    println!("{}", serde_json::to_string(&s).expect("plain struct"));
+                    // Whoever reads the stats may be gone; counting goes on.
+                    let _ = writeln!(
+                        std::io::stdout(),
+                        "{}",
+                        serde_json::to_string(&s).expect("plain struct")
+                    );
                 }
             }
         })
