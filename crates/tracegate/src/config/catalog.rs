@@ -238,8 +238,8 @@ mod tests {
             Known::Planned(p) => p.issue,
             other => panic!("{kind}: {other:?}"),
         };
-        for kind in ["resource_detection", "memory_limiter"] {
-            assert_eq!(issue(Section::Processors, kind), Some(4), "{kind}");
+        for kind in ["resource_detection", "resourcedetection", "memory_limiter"] {
+            assert_eq!(lookup(Section::Processors, kind), Known::Implemented, "{kind}");
         }
         assert_eq!(issue(Section::Receivers, "jaeger"), Some(5));
         assert_eq!(lookup(Section::Receivers, "zipkin"), Known::Implemented);
