@@ -1,0 +1,399 @@
+//! Jaeger's HTTP thrift endpoint: `POST /api/traces` with a binary-protocol
+//! `Batch` body (`application/x-thrift` or
+//! `application/vnd.apache.thrift.binary`), as jaeger-client HTTP senders
+//! post it and the collector's jaeger receiver answers: 202 on success,
+//! 400 with the reason for a body it cannot read, 500 when the pipeline
+//! refuses.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{error, ComponentError};
+use crate::consumer::NextConsumer;
+use crate::receiver::listener::{self, ConnectionSettings};
+use crate::receiver::split_host_port;
+use crate::receiver::zipkin::{
+    bind_tcp, empty_response, media_type, read_body, text_response, tls_acceptor, BodyError,
+    HttpResponse, IngestCounters, Rejection,
+};
+use crate::receiver::StartError;
+use crate::tls::TlsServerConfig;
+use tracegate_model::SpanBatch;
+
+/// Default `thrift_http` endpoint, as the collector's.
+pub const DEFAULT_ENDPOINT: &str = "localhost:14268";
+/// Default `max_request_body_size`: 20 MiB, as `confighttp`.
+pub const DEFAULT_MAX_REQUEST_BODY_SIZE: u64 = 20 * 1024 * 1024;
+/// The one path served.
+pub const TRACES_PATH: &str = "/api/traces";
+const THRIFT_MEDIA_TYPES: [&str; 2] = [
+    "application/x-thrift",
+    "application/vnd.apache.thrift.binary",
+];
+const PROTOCOL: &str = "thrift_http";
+
+/// `protocols: thrift_http:`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ThriftHttpConfig {
+    /// `host:port` to listen on. Default `localhost:14268`; use
+    /// `0.0.0.0:14268` to accept connections from other hosts, port 0 for
+    /// any free port.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// Server TLS (`cert_file`, `key_file`, optional `client_ca_file` for
+    /// mTLS). Default: plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsServerConfig>,
+    /// Largest request body accepted, in bytes, both as sent and after
+    /// decompression. Default 20 MiB (20971520); 0 means the default.
+    /// Larger bodies get 413.
+    #[serde(default)]
+    pub max_request_body_size: u64,
+}
+
+fn default_endpoint() -> String {
+    DEFAULT_ENDPOINT.to_string()
+}
+
+impl Default for ThriftHttpConfig {
+    fn default() -> Self {
+        ThriftHttpConfig {
+            endpoint: default_endpoint(),
+            tls: None,
+            max_request_body_size: 0,
+        }
+    }
+}
+
+impl ThriftHttpConfig {
+    fn max_request_body_size(&self) -> usize {
+        let size = match self.max_request_body_size {
+            0 => DEFAULT_MAX_REQUEST_BODY_SIZE,
+            size => size,
+        };
+        usize::try_from(size).unwrap_or(usize::MAX)
+    }
+
+    /// Pure checks; `path` is the config key (`protocols.thrift_http`).
+    pub fn validate(&self, path: &str) -> Result<(), ComponentError> {
+        split_host_port(&self.endpoint).map_err(|e| error(&format!("{path}.endpoint"), e))?;
+        if let Some(tls) = &self.tls {
+            tls.validate()
+                .map_err(|e| error(&format!("{path}.tls"), e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A bound listener with its TLS loaded, not yet serving.
+pub struct BoundHttp {
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    max_body_size: usize,
+}
+
+impl BoundHttp {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Loads TLS and binds, so a bad file or a port in use fails the start
+/// before anything serves.
+pub async fn bind(config: &ThriftHttpConfig, id: &str) -> Result<BoundHttp, StartError> {
+    let tls = tls_acceptor(config.tls.as_ref(), id, PROTOCOL)?;
+    let (listener, addr) = bind_tcp(id, PROTOCOL, &config.endpoint).await?;
+    Ok(BoundHttp {
+        listener,
+        addr,
+        tls,
+        max_body_size: config.max_request_body_size(),
+    })
+}
+
+/// Serves a bound listener until `shutdown`.
+pub fn serve(
+    bound: BoundHttp,
+    id: &str,
+    next: NextConsumer,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let service = ThriftHttpService(Arc::new(ThriftHttp {
+        next,
+        counters: IngestCounters::register(id, PROTOCOL),
+        max_body_size: bound.max_body_size,
+    }));
+    let settings = ConnectionSettings::new(listener::hyper_builder(), bound.tls);
+    listener::spawn_accept_loop(bound.listener, settings, service, shutdown, tasks);
+}
+
+struct ThriftHttp {
+    next: NextConsumer,
+    counters: IngestCounters,
+    max_body_size: usize,
+}
+
+#[derive(Clone)]
+struct ThriftHttpService(Arc<ThriftHttp>);
+
+impl hyper::service::Service<Request<Incoming>> for ThriftHttpService {
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let receiver = self.0.clone();
+        Box::pin(async move { Ok(receiver.handle(request).await) })
+    }
+}
+
+impl ThriftHttp {
+    fn reject(&self, reason: Rejection, status: StatusCode, text: &str) -> HttpResponse {
+        self.counters.rejected(reason);
+        text_response(status, text)
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> HttpResponse {
+        let (parts, body) = request.into_parts();
+        if parts.uri.path() != TRACES_PATH {
+            return text_response(StatusCode::NOT_FOUND, "404 page not found");
+        }
+        if parts.method != Method::POST {
+            let mut response =
+                text_response(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let media = media_type(&parts.headers).unwrap_or_default();
+        if !THRIFT_MEDIA_TYPES.contains(&media.as_str()) {
+            return self.reject(
+                Rejection::UnsupportedMediaType,
+                StatusCode::BAD_REQUEST,
+                &format!("Unsupported content type: {media}"),
+            );
+        }
+        let body = match read_body(&parts.headers, body, self.max_body_size).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                return self.reject(
+                    Rejection::TooLarge,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "request body exceeds max_request_body_size of {} bytes",
+                        self.max_body_size
+                    ),
+                )
+            }
+            Err(BodyError::Unsupported(encoding)) => {
+                return self.reject(
+                    Rejection::UnsupportedEncoding,
+                    StatusCode::BAD_REQUEST,
+                    &format!("unsupported Content-Encoding: {encoding}"),
+                )
+            }
+            Err(BodyError::Malformed(message)) => {
+                return self.reject(
+                    Rejection::Malformed,
+                    StatusCode::BAD_REQUEST,
+                    &format!("Unable to process request body: {message}"),
+                )
+            }
+        };
+        let request = match tracegate_model::thrift::batch_binary_to_request(&body) {
+            Ok(request) => request,
+            Err(e) => {
+                return self.reject(
+                    Rejection::Malformed,
+                    StatusCode::BAD_REQUEST,
+                    &format!("Unable to process request body: {e}"),
+                )
+            }
+        };
+        match self
+            .counters
+            .export(&self.next, SpanBatch::from_request(&request))
+            .await
+        {
+            Ok(()) => empty_response(StatusCode::ACCEPTED),
+            Err(e) => text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("Cannot submit Jaeger batch: {e}"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::consumer::{ConsumeError, Consumer};
+    use tracegate_model::thrift::{self, Batch, Process, Span, Tag};
+
+    struct Collect(mpsc::UnboundedSender<SpanBatch>);
+
+    #[async_trait]
+    impl Consumer for Collect {
+        async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
+            self.0.send(batch).ok();
+            Ok(())
+        }
+    }
+
+    struct Refuse;
+
+    #[async_trait]
+    impl Consumer for Refuse {
+        async fn consume(&self, _: SpanBatch) -> Result<(), ConsumeError> {
+            Err(ConsumeError::refused("full"))
+        }
+    }
+
+    async fn serve_on(next: NextConsumer) -> (SocketAddr, CancellationToken) {
+        let config = ThriftHttpConfig {
+            endpoint: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
+        let bound = bind(&config, "jaeger").await.unwrap();
+        let addr = bound.local_addr();
+        let shutdown = CancellationToken::new();
+        serve(bound, "jaeger", next, shutdown.clone(), &TaskTracker::new());
+        (addr, shutdown)
+    }
+
+    async fn send(
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, String) {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn body() -> Vec<u8> {
+        thrift::encode_batch_binary(&Batch {
+            process: Process {
+                service_name: "http-service".into(),
+                tags: None,
+            },
+            spans: vec![Span {
+                trace_id_low: 1,
+                span_id: 2,
+                operation_name: "op".into(),
+                start_time: 1,
+                tags: Some(vec![Tag::string("k", "v")]),
+                ..Default::default()
+            }],
+            seq_no: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn thrift_bodies_are_accepted() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (addr, shutdown) = serve_on(Arc::new(Collect(tx))).await;
+        for content_type in [
+            "application/x-thrift",
+            "application/vnd.apache.thrift.binary",
+        ] {
+            let (status, text) = send(addr, Method::POST, TRACES_PATH, content_type, body()).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+            let batch = rx.recv().await.unwrap();
+            assert_eq!(batch.service_name(0), Some("http-service"));
+            assert_eq!(batch.span_name(0), "op");
+        }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_the_collectors_answers() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (addr, shutdown) = serve_on(Arc::new(Collect(tx))).await;
+        let (status, text) =
+            send(addr, Method::POST, TRACES_PATH, "application/json", body()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(text, "Unsupported content type: application/json\n");
+        let mut truncated = body();
+        truncated.truncate(10);
+        let (status, text) = send(
+            addr,
+            Method::POST,
+            TRACES_PATH,
+            "application/x-thrift",
+            truncated,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            text.starts_with("Unable to process request body: thrift"),
+            "{text}"
+        );
+        let (status, _) = send(
+            addr,
+            Method::GET,
+            TRACES_PATH,
+            "application/x-thrift",
+            vec![],
+        )
+        .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _) = send(
+            addr,
+            Method::POST,
+            "/api/other",
+            "application/x-thrift",
+            body(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(rx.try_recv().is_err());
+        shutdown.cancel();
+
+        let (addr, shutdown) = serve_on(Arc::new(Refuse)).await;
+        let (status, text) = send(
+            addr,
+            Method::POST,
+            TRACES_PATH,
+            "application/x-thrift",
+            body(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(text.starts_with("Cannot submit Jaeger batch"), "{text}");
+        shutdown.cancel();
+    }
+}
