@@ -10,11 +10,12 @@
 //! tracestate, working on the encoded bytes (DESIGN.md §2).
 
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::batch::{SpanBatch, SpanInfo};
-use crate::wire::{len_key, put_varint, Cursor, LEN};
+use crate::batch::{AnyValueRef, SpanBatch, SpanInfo};
+use crate::wire::{len_key, put_varint, Cursor, I32, I64, LEN, VARINT};
 
 /// 2^56: thresholds and randomness values are 56-bit.
 pub const MAX_ADJUSTED_COUNT: u64 = 1 << 56;
@@ -292,6 +293,10 @@ pub struct TraceState<'a> {
 impl<'a> TraceState<'a> {
     /// Parses a W3C tracestate header value; "" is a valid, empty one.
     pub fn parse(input: &'a str) -> Result<TraceState<'a>, TraceStateError> {
+        if input.is_empty() {
+            // Most spans: nothing to parse.
+            return Ok(TraceState::default());
+        }
         if input.len() > MAX_W3C_LEN {
             return Err(TraceStateError::TooLong);
         }
@@ -399,6 +404,177 @@ fn valid_w3c_value(value: &str) -> bool {
 
 /// `Span.trace_state`.
 const SPAN_TRACE_STATE: u32 = 3;
+/// `Span.attributes`.
+const SPAN_ATTRIBUTES: u32 = 9;
+
+/// What a head sampler reads of a span besides its index: its tracestate
+/// and at most one attribute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpanSamplingFields<'a> {
+    /// The span's W3C tracestate ("" when unset).
+    pub trace_state: &'a str,
+    /// The attribute asked for, as [`SpanBatch::span_attribute`] reads it.
+    pub attribute: Option<AnyValueRef<'a>>,
+}
+
+impl SpanBatch {
+    /// The span's tracestate and its attribute `attribute_key`, read in one
+    /// pass over the span's fields: head sampling reads both for every
+    /// span, most of which it drops, so this is its hot path. Attribute keys
+    /// are compared without decoding values; the value is decoded only when
+    /// the key is present.
+    pub fn span_sampling_fields(
+        &self,
+        span: usize,
+        attribute_key: Option<&str>,
+    ) -> SpanSamplingFields<'_> {
+        let buf: &[u8] = &self.bytes;
+        let body = &self.spans[span].span;
+        let body = body.start as usize..body.end as usize;
+        let (trace_state, look_up) = match quick_walk(&buf[body.clone()], attribute_key) {
+            Some((ts, look_up)) => (
+                ts.map(|r| r.start + body.start..r.end + body.start),
+                look_up,
+            ),
+            None => careful_walk(buf, body, attribute_key),
+        };
+        let trace_state = trace_state
+            .and_then(|r| std::str::from_utf8(&buf[r]).ok())
+            .unwrap_or("");
+        let attribute = match attribute_key {
+            Some(key) if look_up => self.span_attribute(span, key),
+            _ => None,
+        };
+        SpanSamplingFields {
+            trace_state,
+            attribute,
+        }
+    }
+}
+
+/// The walk of [`SpanBatch::span_sampling_fields`] for the fields every
+/// encoder writes (one- or two-byte tags, lengths below 2^21): a few
+/// instructions per field. `None` on anything else (groups, long varints),
+/// for [`careful_walk`] to redo. Returns the last tracestate's range in
+/// `span` and whether the attribute may be present.
+#[inline]
+fn quick_walk(span: &[u8], attribute_key: Option<&str>) -> Option<(Option<Range<usize>>, bool)> {
+    let mut trace_state = None;
+    let mut look_up = false;
+    let mut i = 0;
+    while i < span.len() {
+        let mut key = u32::from(span[i]);
+        i += 1;
+        if key >= 0x80 {
+            let next = *span.get(i)?;
+            if next >= 0x80 {
+                return None;
+            }
+            key = (key & 0x7f) | u32::from(next) << 7;
+            i += 1;
+        }
+        match (key & 7) as u8 {
+            LEN => {
+                let b0 = *span.get(i)?;
+                let len = if b0 < 0x80 {
+                    i += 1;
+                    usize::from(b0)
+                } else {
+                    let b1 = *span.get(i + 1)?;
+                    if b1 < 0x80 {
+                        i += 2;
+                        usize::from(b0 & 0x7f) | usize::from(b1) << 7
+                    } else {
+                        let b2 = *span.get(i + 2)?;
+                        if b2 >= 0x80 {
+                            return None;
+                        }
+                        i += 3;
+                        usize::from(b0 & 0x7f) | usize::from(b1 & 0x7f) << 7 | usize::from(b2) << 14
+                    }
+                };
+                let end = i.checked_add(len).filter(|&e| e <= span.len())?;
+                match key >> 3 {
+                    SPAN_TRACE_STATE => trace_state = Some(i..end),
+                    SPAN_ATTRIBUTES if !look_up => {
+                        if let Some(wanted) = attribute_key {
+                            look_up = key_may_be(&span[i..end], wanted);
+                        }
+                    }
+                    _ => {}
+                }
+                i = end;
+            }
+            VARINT => {
+                // At most 10 bytes, the last without the continuation bit.
+                let rest = span.get(i..)?;
+                let n = rest.iter().take(10).position(|b| b & 0x80 == 0)?;
+                i += n + 1;
+            }
+            I64 => i += 8,
+            I32 => i += 4,
+            _ => return None,
+        }
+    }
+    (i == span.len()).then_some((trace_state, look_up))
+}
+
+/// The field walk for any valid encoding.
+fn careful_walk(
+    buf: &[u8],
+    body: Range<usize>,
+    attribute_key: Option<&str>,
+) -> (Option<Range<usize>>, bool) {
+    {
+        let mut c = Cursor::new(buf, body);
+        let mut trace_state = None;
+        // The key is there (or a `KeyValue` is laid out unusually): read the
+        // attribute the exact way once the walk is done.
+        let mut look_up = false;
+        while !c.at_end() {
+            let Ok((field, wire_type)) = c.tag() else {
+                break;
+            };
+            let ok = match wire_type {
+                LEN => match c.len_delimited() {
+                    Ok(r) => {
+                        if field == SPAN_TRACE_STATE {
+                            // Protobuf: the last occurrence wins.
+                            trace_state = Some(r);
+                        } else if field == SPAN_ATTRIBUTES && !look_up {
+                            if let Some(key) = attribute_key {
+                                look_up = key_may_be(&buf[r], key);
+                            }
+                        }
+                        true
+                    }
+                    Err(_) => false,
+                },
+                VARINT => c.varint().is_ok(),
+                I64 => c.fixed64().is_ok(),
+                I32 => c.fixed32().is_ok(),
+                _ => c.skip(field, wire_type, 3).is_ok(),
+            };
+            if !ok {
+                // The scanner validated the span; should it not be, stop.
+                break;
+            }
+        }
+        (trace_state, look_up)
+    }
+}
+
+/// Whether the encoded `KeyValue` may be named `key`: false only when it is
+/// laid out as every encoder writes it (the key first, its length in one
+/// byte) with another key.
+fn key_may_be(key_value: &[u8], key: &str) -> bool {
+    match key_value {
+        [0x0a, len, rest @ ..] if *len < 0x80 => {
+            rest.get(..usize::from(*len)) == Some(key.as_bytes())
+        }
+        _ => true,
+    }
+}
 
 impl SpanBatch {
     /// The spans at `kept` (strictly ascending, in range), encoded as a new
@@ -704,6 +880,66 @@ mod tests {
         assert_eq!(out.spans()[2].trace_id, [4; 16]);
         let rescanned = SpanBatch::scan(out.bytes().clone()).unwrap();
         assert_eq!(rescanned.spans(), out.spans());
+    }
+
+    #[test]
+    fn sampling_fields_are_read_in_one_pass() {
+        let mut original = request();
+        let span = &mut original.resource_spans[0].scope_spans[0].spans[1];
+        span.attributes.push(crate::otlp::KeyValue {
+            key: "sampling.priority".into(),
+            value: Some(crate::otlp::AnyValue {
+                value: Some(crate::otlp::any_value::Value::IntValue(1)),
+            }),
+            ..Default::default()
+        });
+        let batch = SpanBatch::from_request(&original);
+        for i in 0..batch.len() {
+            let fields = batch.span_sampling_fields(i, Some("sampling.priority"));
+            assert_eq!(fields.trace_state, batch.span_trace_state(i));
+            assert_eq!(
+                fields.attribute,
+                batch.span_attribute(i, "sampling.priority")
+            );
+            assert_eq!(batch.span_sampling_fields(i, None).attribute, None);
+        }
+        assert_eq!(
+            batch
+                .span_sampling_fields(1, Some("sampling.priority"))
+                .attribute,
+            Some(AnyValueRef::Int(1))
+        );
+        assert_eq!(
+            batch.span_sampling_fields(1, Some("k")).attribute,
+            Some(AnyValueRef::Int(2))
+        );
+    }
+
+    #[test]
+    fn the_quick_walk_agrees_with_the_careful_one_or_declines() {
+        let both = |span: &[u8]| {
+            let careful = careful_walk(span, 0..span.len(), Some("k"));
+            (quick_walk(span, Some("k")), careful)
+        };
+        // Two tracestates: the last wins; an attribute named "k" (field 9).
+        let span = [
+            0x1a, 1, b'a', 0x1a, 1, b'b', 0x4a, 3, 0x0a, 1, b'k', 0x38, 0x96, 0x01, 0x85, 0x01, 0,
+            0, 0, 0,
+        ];
+        let (quick, careful) = both(&span);
+        assert_eq!(quick, Some(careful.clone()));
+        assert_eq!(careful, (Some(5..6), true));
+        // A group (wire type 3): declined, the careful walk steps over it.
+        let span = [0x1a, 1, b'a', 0x53, 0x54, 0x1a, 1, b'c'];
+        let (quick, careful) = both(&span);
+        assert_eq!(quick, None);
+        assert_eq!(careful, (Some(7..8), false));
+        // Truncated: declined, not a panic.
+        for cut in 0..span.len() {
+            let _ = quick_walk(&span[..cut], Some("k"));
+        }
+        assert_eq!(quick_walk(&[0x1a, 5, b'a'], None), None);
+        assert_eq!(quick_walk(&[0x38], None), None);
     }
 
     #[test]

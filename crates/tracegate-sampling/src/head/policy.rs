@@ -248,6 +248,9 @@ pub struct PolicySampler {
     policies: Vec<(u16, Policy)>,
     baseline: Threshold,
     names: Vec<String>,
+    /// Finds `rv:` in a span's bytes: where it does not occur, the span
+    /// has no explicit randomness and is decided on its trace id alone.
+    rv: memchr::memmem::Finder<'static>,
 }
 
 impl SamplingConfig {
@@ -336,6 +339,7 @@ impl SamplingConfig {
                 policies,
                 baseline: threshold(percentage / 100.0),
                 names,
+                rv: memchr::memmem::Finder::new(b"rv:"),
             },
             warnings,
         ))
@@ -491,9 +495,14 @@ impl Matcher {
         match self {
             Matcher::Status(codes) => codes[info.status as usize],
             Matcher::Latency { min_ms, upper_ms } => {
-                let nanos =
-                    i128::from(info.end_time_unix_nano) - i128::from(info.start_time_unix_nano);
-                let ms = (nanos / 1_000_000) as i64;
+                // Whole milliseconds, truncated toward zero as Go's
+                // Duration.Milliseconds (without 128-bit division).
+                let (start, end) = (info.start_time_unix_nano, info.end_time_unix_nano);
+                let ms = if end >= start {
+                    ((end - start) / 1_000_000) as i64
+                } else {
+                    -(((start - end) / 1_000_000) as i64)
+                };
                 if *upper_ms == 0 {
                     ms >= *min_ms
                 } else {
@@ -530,8 +539,28 @@ impl HeadSampler for PolicySampler {
 
     fn decide(&self, batch: &SpanBatch, span: usize, new_trace_state: &mut String) -> Verdict {
         let (threshold, label) = self.threshold_for(batch, span);
-        let raw = batch.span_trace_state(span);
+        if threshold == Threshold::NEVER {
+            // No randomness passes it: nothing else to read.
+            return Verdict {
+                sampled: false,
+                rewrite: false,
+                label,
+            };
+        }
         let info = &batch.spans()[span];
+        // Most spans are dropped: decide those without reading their
+        // fields when no `rv` can be among them.
+        let body = &batch.bytes()[info.span.start as usize..info.span.end as usize];
+        if self.rv.find(body).is_none()
+            && !threshold.should_sample(Randomness::from_trace_id(&info.trace_id))
+        {
+            return Verdict {
+                sampled: false,
+                rewrite: false,
+                label,
+            };
+        }
+        let raw = batch.span_sampling_fields(span, None).trace_state;
         if raw.is_empty() {
             // The common case: no tracestate to read or merge.
             let sampled = threshold.should_sample(Randomness::from_trace_id(&info.trace_id));

@@ -248,7 +248,10 @@ impl ProbabilisticSampler {
     }
 }
 
-fn priority(batch: &SpanBatch, span: usize) -> Priority {
+/// The span attribute OpenTracing's sampling hint is read from.
+const SAMPLING_PRIORITY: &str = "sampling.priority";
+
+fn priority(attribute: Option<AnyValueRef<'_>>) -> Priority {
     let from = |value: f64| {
         if value == 0.0 {
             Priority::DoNotSample
@@ -258,7 +261,7 @@ fn priority(batch: &SpanBatch, span: usize) -> Priority {
             Priority::Defer
         }
     };
-    match batch.span_attribute(span, "sampling.priority") {
+    match attribute {
         Some(AnyValueRef::Int(n)) => from(n as f64),
         Some(AnyValueRef::Double(d)) => from(d),
         Some(AnyValueRef::String(s)) => s.parse::<f64>().map_or(Priority::Defer, from),
@@ -276,7 +279,8 @@ impl HeadSampler for ProbabilisticSampler {
 
     fn decide(&self, batch: &SpanBatch, span: usize, new_trace_state: &mut String) -> Verdict {
         let info = &batch.spans()[span];
-        let raw = batch.span_trace_state(span);
+        let fields = batch.span_sampling_fields(span, Some(SAMPLING_PRIORITY));
+        let raw = fields.trace_state;
         let parsed = TraceState::parse(raw);
         let trace_id_empty = info.trace_id == [0; 16];
 
@@ -377,7 +381,7 @@ impl HeadSampler for ProbabilisticSampler {
             }
         };
 
-        match priority(batch, span) {
+        match priority(fields.attribute) {
             Priority::Defer => {}
             Priority::MustSample => {
                 threshold = Threshold::ALWAYS;
