@@ -820,6 +820,28 @@ fn explicit_rv_decides_instead_of_the_trace_id() {
 }
 
 #[test]
+fn rv_outside_the_tracestate_changes_nothing() {
+    // "rv:" in an attribute sends the span down the full path, which must
+    // decide exactly as the quick one: on the trace id.
+    let sampler = policies(serde_json::json!({"sampling_percentage": 50}));
+    for (trace_id, kept) in [([0u8; 16], false), ([0xff; 16], true)] {
+        let batch = batch_of(&[SpanSpec {
+            trace_id,
+            attributes: vec![(
+                "note",
+                any_value::Value::StringValue("rv:ffffffffffffff".into()),
+            )],
+            ..Default::default()
+        }]);
+        let out = run(&sampler, &batch);
+        assert_eq!(out.kept.len() == 1, kept);
+        if kept {
+            assert_eq!(out.kept.span_trace_state(0), "ot=th:8");
+        }
+    }
+}
+
+#[test]
 fn thresholds_arriving_are_only_raised() {
     let sampler = policies(serde_json::json!({"sampling_percentage": 50}));
     let keep = |ts: &str| {
