@@ -8,6 +8,8 @@
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     include!("jaeger.api_v2.rs");
+    /// The well-known types the messages use, for building them.
+    pub use prost_types::{Duration, Timestamp};
 }
 
 mod from_otlp;

@@ -1,7 +1,7 @@
 //! Exporters: the fan-out (one `Arc`'d batch to every exporter of a
 //! pipeline), each exporter's bounded queue with its own consumer tasks and
 //! retry ([`ExporterHandle`]), and the exporters themselves: OTLP/gRPC,
-//! OTLP/HTTP, `debug` and `file`.
+//! OTLP/HTTP, Jaeger gRPC, `debug` and `file`.
 
 mod backoff;
 pub mod debug;
@@ -9,6 +9,7 @@ pub mod delivery;
 mod fanout;
 pub mod file;
 mod handle;
+pub mod jaeger;
 pub mod otlp_grpc;
 pub mod otlp_http;
 mod queue;
@@ -84,6 +85,8 @@ pub enum ExporterConfig {
     OtlpHttp(otlp_http::Config),
     Debug(debug::Config),
     File(file::Config),
+    /// `jaeger`: Jaeger api_v2 gRPC.
+    Jaeger(jaeger::Config),
 }
 
 impl ExporterConfig {
@@ -96,6 +99,7 @@ impl ExporterConfig {
         "otlp_http",
         "debug",
         "file",
+        "jaeger",
     ];
 
     /// `None` when `kind` is not an exporter type tracegate implements.
@@ -108,6 +112,7 @@ impl ExporterConfig {
             "otlphttp" | "otlp_http" => from_value(value).map(ExporterConfig::OtlpHttp),
             "debug" => from_value(value).map(ExporterConfig::Debug),
             "file" => from_value(value).map(ExporterConfig::File),
+            "jaeger" => jaeger::config_from_value(value).map(ExporterConfig::Jaeger),
             _ => return None,
         })
     }
@@ -120,6 +125,7 @@ impl ExporterConfig {
             ExporterConfig::OtlpHttp(c) => c.validate(),
             ExporterConfig::Debug(c) => c.validate(),
             ExporterConfig::File(c) => c.validate(),
+            ExporterConfig::Jaeger(c) => c.validate(),
         }
     }
 
@@ -156,6 +162,11 @@ impl ExporterConfig {
                 Arc::new(file::FileExporter::new(id, c).map_err(fail)?),
                 &c.sending_queue,
                 RetryConfig::disabled(),
+            ),
+            ExporterConfig::Jaeger(c) => (
+                Arc::new(jaeger::JaegerExporter::new(c).map_err(fail)?),
+                &c.sending_queue,
+                c.retry_on_failure.clone(),
             ),
         };
         Ok(ExporterHandle::start(id, exporter, queue, &retry))

@@ -283,30 +283,28 @@ impl OtlpGrpcExporter {
     }
 }
 
-#[async_trait]
-impl Exporter for OtlpGrpcExporter {
-    async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
+impl OtlpGrpcExporter {
+    /// One unary call of `path` with an encoded request, within the
+    /// timeout, failures classified as the collector does. The `jaeger`
+    /// exporter calls Jaeger's PostSpans through this too.
+    pub(crate) async fn unary(
+        &self,
+        path: &'static str,
+        body: bytes::Bytes,
+    ) -> Result<bytes::Bytes, ExportError> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         if let Some(encoding) = self.compression {
             grpc = grpc.send_compressed(encoding);
         }
-        let mut request = tonic::Request::new(batch.bytes().clone());
+        let mut request = tonic::Request::new(body);
         *request.metadata_mut() = self.metadata.clone();
         request.set_timeout(self.timeout);
         let call = async {
             grpc.ready()
                 .await
                 .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
-            let response = grpc
-                .unary(
-                    request,
-                    PathAndQuery::from_static(TRACE_EXPORT_PATH),
-                    PassthroughCodec,
-                )
-                .await?;
-            // The response is small; only its partial success is read.
-            ExportTraceServiceResponse::decode(response.into_inner())
-                .map_err(|e| Status::internal(format!("malformed ExportTraceServiceResponse: {e}")))
+            grpc.unary(request, PathAndQuery::from_static(path), PassthroughCodec)
+                .await
         };
         match tokio::time::timeout(self.timeout, call).await {
             Err(_) => Err(ExportError::Retryable {
@@ -316,15 +314,27 @@ impl Exporter for OtlpGrpcExporter {
                 ),
                 retry_after: None,
             }),
-            Ok(Ok(response)) => {
-                let partial = response.partial_success.unwrap_or_default();
-                Ok(Delivered {
-                    rejected_spans: partial.rejected_spans.max(0) as u64,
-                    message: partial.error_message,
-                })
-            }
+            Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(classify(&status)),
         }
+    }
+}
+
+#[async_trait]
+impl Exporter for OtlpGrpcExporter {
+    async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
+        let response = self.unary(TRACE_EXPORT_PATH, batch.bytes().clone()).await?;
+        // The response is small; only its partial success is read.
+        let response = ExportTraceServiceResponse::decode(response).map_err(|e| {
+            classify(&Status::internal(format!(
+                "malformed ExportTraceServiceResponse: {e}"
+            )))
+        })?;
+        let partial = response.partial_success.unwrap_or_default();
+        Ok(Delivered {
+            rejected_spans: partial.rejected_spans.max(0) as u64,
+            message: partial.error_message,
+        })
     }
 }
 

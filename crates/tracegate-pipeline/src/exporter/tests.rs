@@ -731,7 +731,11 @@ fn kinds_and_aliases_parse() {
         config("file", serde_json::json!({"path": "x"})),
         ExporterConfig::File(_)
     ));
-    assert!(ExporterConfig::from_value("jaeger", serde_json::Value::Null).is_none());
+    assert!(matches!(
+        config("jaeger", serde_json::json!({"endpoint": "jaeger:14250"})),
+        ExporterConfig::Jaeger(_)
+    ));
+    assert!(ExporterConfig::from_value("kafka", serde_json::Value::Null).is_none());
     for kind in ExporterConfig::KINDS {
         assert!(ExporterConfig::from_value(kind, serde_json::json!({})).is_some());
     }

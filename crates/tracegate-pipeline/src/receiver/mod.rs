@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ComponentError;
 use crate::consumer::NextConsumer;
 
+pub mod jaeger;
 mod listener;
 pub mod otlp;
 pub mod zipkin;
@@ -24,11 +25,13 @@ pub enum ReceiverConfig {
     Otlp(otlp::Config),
     /// `zipkin`: Zipkin v2 JSON over HTTP.
     Zipkin(zipkin::Config),
+    /// `jaeger`: Jaeger api_v2 gRPC (thrift protocols to come).
+    Jaeger(jaeger::Config),
 }
 
 impl ReceiverConfig {
     /// Component types implemented here, aliases included.
-    pub const KINDS: &'static [&'static str] = &["otlp", "zipkin"];
+    pub const KINDS: &'static [&'static str] = &["otlp", "zipkin", "jaeger"];
 
     /// `None` when `kind` is not a receiver type tracegate implements.
     pub fn from_value(
@@ -38,6 +41,7 @@ impl ReceiverConfig {
         match kind {
             "otlp" => Some(crate::config::from_value(value).map(ReceiverConfig::Otlp)),
             "zipkin" => Some(crate::config::from_value(value).map(ReceiverConfig::Zipkin)),
+            "jaeger" => Some(crate::config::from_value(value).map(ReceiverConfig::Jaeger)),
             _ => None,
         }
     }
@@ -48,6 +52,7 @@ impl ReceiverConfig {
         match self {
             ReceiverConfig::Otlp(config) => config.validate(),
             ReceiverConfig::Zipkin(config) => config.validate(),
+            ReceiverConfig::Jaeger(config) => config.validate(),
         }
     }
 
@@ -64,6 +69,7 @@ impl ReceiverConfig {
         match self {
             ReceiverConfig::Otlp(config) => otlp::start(config, id, next, shutdown).await,
             ReceiverConfig::Zipkin(config) => zipkin::start(config, id, next, shutdown).await,
+            ReceiverConfig::Jaeger(config) => jaeger::start(config, id, next, shutdown).await,
         }
     }
 }

@@ -88,12 +88,10 @@ const fn planned(kind: &'static str, issue: Option<u32>) -> Planned {
 /// reported as planned there.
 const FOUNDATION: Option<u32> = Some(2);
 const HEAD_SAMPLING: Option<u32> = Some(4);
-const JAEGER: Option<u32> = Some(5);
 const TAIL_SAMPLING: Option<u32> = Some(6);
 
 const RECEIVERS: &[Planned] = &[
     planned("otlp", FOUNDATION),
-    planned("jaeger", JAEGER),
     planned("prometheus", None),
     planned("hostmetrics", None),
     planned("kafka", None),
@@ -137,7 +135,6 @@ const EXPORTERS: &[Planned] = &[
     planned("otlphttp", FOUNDATION),
     planned("debug", FOUNDATION),
     planned("file", FOUNDATION),
-    planned("jaeger", JAEGER),
     planned("loadbalancing", None),
     planned("kafka", None),
     planned("zipkin", None),
@@ -239,11 +236,15 @@ mod tests {
             other => panic!("{kind}: {other:?}"),
         };
         for kind in ["resource_detection", "resourcedetection", "memory_limiter"] {
-            assert_eq!(lookup(Section::Processors, kind), Known::Implemented, "{kind}");
+            assert_eq!(
+                lookup(Section::Processors, kind),
+                Known::Implemented,
+                "{kind}"
+            );
         }
-        assert_eq!(issue(Section::Receivers, "jaeger"), Some(5));
+        assert_eq!(lookup(Section::Receivers, "jaeger"), Known::Implemented);
         assert_eq!(lookup(Section::Receivers, "zipkin"), Known::Implemented);
-        assert_eq!(issue(Section::Exporters, "jaeger"), Some(5));
+        assert_eq!(lookup(Section::Exporters, "jaeger"), Known::Implemented);
         assert_eq!(issue(Section::Exporters, "kafka"), None);
     }
 

@@ -304,7 +304,7 @@ impl GrpcConfig {
         usize::try_from(mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
     }
 
-    fn validate(&self, warnings: &mut Vec<String>) -> Result<(), ComponentError> {
+    pub(crate) fn validate(&self, warnings: &mut Vec<String>) -> Result<(), ComponentError> {
         split_host_port(&self.endpoint).map_err(|e| error("protocols.grpc.endpoint", e))?;
         if let Some(transport) = &self.transport {
             if transport != "tcp" {

@@ -72,7 +72,7 @@ impl GrpcReceiver {
     /// which grpc-go (and so the collector) answers. The handler itself
     /// only ever answers OK, INVALID_ARGUMENT or UNAVAILABLE, so any other
     /// code here came from tonic's framing or decompression.
-    fn account_transport_failure(
+    pub(crate) fn account_transport_failure(
         &self,
         mut response: Response<tonic::body::Body>,
     ) -> Response<tonic::body::Body> {

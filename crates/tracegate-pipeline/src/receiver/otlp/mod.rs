@@ -14,10 +14,10 @@ use crate::tls::TlsServerConfig;
 
 mod config;
 mod cors;
-mod counters;
-mod grpc;
+pub(super) mod counters;
+pub(super) mod grpc;
 mod http;
-mod status;
+pub(super) mod status;
 
 #[cfg(test)]
 mod tests;
@@ -31,7 +31,7 @@ pub use config::{
     DEFAULT_MAX_RECV_MSG_SIZE_MIB, DEFAULT_MAX_REQUEST_BODY_SIZE,
 };
 
-fn tls_acceptor(
+pub(super) fn tls_acceptor(
     tls: Option<&TlsServerConfig>,
     alpn: &[&[u8]],
     id: &str,
@@ -50,7 +50,7 @@ fn tls_acceptor(
     }
 }
 
-async fn bind(
+pub(super) async fn bind(
     id: &str,
     protocol: &'static str,
     endpoint: &str,
@@ -65,7 +65,7 @@ async fn bind(
         })
 }
 
-fn grpc_settings(config: &GrpcConfig, tls: Option<TlsAcceptor>) -> ConnectionSettings {
+pub(super) fn grpc_settings(config: &GrpcConfig, tls: Option<TlsAcceptor>) -> ConnectionSettings {
     let mut builder = listener::hyper_builder().http2_only();
     {
         let mut h2 = builder.http2();
@@ -167,7 +167,7 @@ pub(crate) async fn start(
     Ok(RunningReceiver { addresses, tasks })
 }
 
-fn local_addr(
+pub(super) fn local_addr(
     listener: &tokio::net::TcpListener,
     id: &str,
     protocol: &'static str,

@@ -1,0 +1,197 @@
+//! The `jaeger` receiver, as the collector's `jaegerreceiver`: api_v2 gRPC
+//! `CollectorService/PostSpans` (`protocols.grpc`, default `localhost:14250`)
+//! and, in `thrift*.rs`, jaeger.thrift `Batch`es over HTTP and UDP
+//! (`protocols.thrift_http`, `thrift_compact`, `thrift_binary`).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::otlp::{self, GrpcConfig};
+use super::{listener, RunningReceiver, StartError};
+use crate::config::{error, ComponentError};
+use crate::consumer::NextConsumer;
+
+mod grpc;
+pub mod thrift_http;
+pub mod thrift_udp;
+
+pub use thrift_http::ThriftHttpConfig;
+pub use thrift_udp::{ThriftProtocol, UdpConfig};
+
+/// The tonic `CollectorService` client and server generated from
+/// `proto/jaeger/collector.proto` over the model's messages (see
+/// proto/README.md): for clients and test servers; the receiver itself
+/// serves PostSpans with the OTLP receiver's gRPC plumbing.
+#[allow(clippy::all, missing_docs)]
+pub mod api {
+    include!("jaeger.api_v2.rs");
+}
+
+pub use grpc::POST_SPANS_PATH;
+
+/// Where the gRPC protocol listens unless `endpoint` says otherwise.
+pub const DEFAULT_GRPC_ENDPOINT: &str = "localhost:14250";
+
+/// `receivers: jaeger:`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The protocols to serve. A protocol written with no value (`grpc:`)
+    /// is served with its defaults; a protocol left out is not served. At
+    /// least one is required.
+    #[serde(default)]
+    pub protocols: Protocols,
+}
+
+/// `protocols:` of the Jaeger receiver.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Protocols {
+    /// api_v2 gRPC. The OTLP receiver's gRPC keys (`endpoint`, `tls`,
+    /// `max_recv_msg_size_mib`, `keepalive`, ...); `endpoint` defaults to
+    /// `localhost:14250`. Not served unless present.
+    #[serde(default, deserialize_with = "grpc_with_jaeger_defaults")]
+    pub grpc: Option<GrpcConfig>,
+    /// jaeger.thrift binary over HTTP (`POST /api/traces`), default
+    /// `localhost:14268`. Not served unless present.
+    #[serde(default, deserialize_with = "present")]
+    pub thrift_http: Option<ThriftHttpConfig>,
+    /// jaeger.thrift compact over UDP (agent `emitBatch`), default
+    /// `localhost:6831`. Not served unless present.
+    #[serde(default, deserialize_with = "present")]
+    pub thrift_compact: Option<UdpConfig>,
+    /// jaeger.thrift binary over UDP (agent `emitBatch`), default
+    /// `localhost:6832`. Not served unless present.
+    #[serde(default, deserialize_with = "present")]
+    pub thrift_binary: Option<UdpConfig>,
+}
+
+/// A key that is present, even with no value (read as an empty section),
+/// turns the protocol on with its defaults.
+fn present<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    let mut value = serde_json::Value::deserialize(d)?;
+    if value.is_null() {
+        value = serde_json::Value::Object(Default::default());
+    }
+    T::deserialize(value)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// `grpc:` as the OTLP receiver reads it, with Jaeger's port when no
+/// endpoint is given.
+fn grpc_with_jaeger_defaults<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<GrpcConfig>, D::Error> {
+    let mut value = serde_json::Value::deserialize(d)?;
+    if value.is_null() {
+        value = serde_json::Value::Object(Default::default());
+    }
+    if let Some(map) = value.as_object_mut() {
+        map.entry("endpoint")
+            .or_insert_with(|| DEFAULT_GRPC_ENDPOINT.into());
+    }
+    GrpcConfig::deserialize(value)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Pure checks: at least one protocol, endpoints parse, TLS settings
+    /// are consistent.
+    pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        let p = &self.protocols;
+        if p.grpc.is_none()
+            && p.thrift_http.is_none()
+            && p.thrift_compact.is_none()
+            && p.thrift_binary.is_none()
+        {
+            return Err(error(
+                "protocols",
+                "must specify at least one protocol when using the Jaeger receiver",
+            ));
+        }
+        let mut warnings = Vec::new();
+        if let Some(http) = &p.thrift_http {
+            http.validate("protocols.thrift_http")?;
+        }
+        for (protocol, udp) in [
+            (ThriftProtocol::Compact, &p.thrift_compact),
+            (ThriftProtocol::Binary, &p.thrift_binary),
+        ] {
+            if let Some(udp) = udp {
+                let path = format!("protocols.{}", protocol.name());
+                warnings.extend(udp.validate(protocol, &path)?);
+            }
+        }
+        if let Some(grpc) = &p.grpc {
+            grpc.validate(&mut warnings)?;
+        }
+        Ok(warnings)
+    }
+}
+
+/// Starts the configured protocols; see [`super::ReceiverConfig::start`].
+pub(crate) async fn start(
+    config: &Config,
+    id: &str,
+    next: NextConsumer,
+    shutdown: CancellationToken,
+) -> Result<RunningReceiver, StartError> {
+    config.validate().map_err(|source| StartError::Config {
+        receiver: id.to_string(),
+        source,
+    })?;
+    // The thrift ports are bound (and TLS loaded) before anything serves,
+    // so a port in use leaves nothing running.
+    let thrift_http = match &config.protocols.thrift_http {
+        Some(http) => Some(thrift_http::bind(http, id).await?),
+        None => None,
+    };
+    let mut thrift_udp = Vec::new();
+    for (protocol, udp) in [
+        (ThriftProtocol::Compact, &config.protocols.thrift_compact),
+        (ThriftProtocol::Binary, &config.protocols.thrift_binary),
+    ] {
+        if let Some(udp) = udp {
+            thrift_udp.push(thrift_udp::bind(udp, protocol, id).await?);
+        }
+    }
+    let tasks = TaskTracker::new();
+    let mut addresses = Vec::new();
+    if let Some(grpc_config) = &config.protocols.grpc {
+        let tls = otlp::tls_acceptor(grpc_config.tls.as_ref(), &[b"h2"], id, "grpc")?;
+        let listener = otlp::bind(id, "grpc", &grpc_config.endpoint).await?;
+        let addr = otlp::local_addr(&listener, id, "grpc", &grpc_config.endpoint)?;
+        addresses.push(("grpc", addr));
+        let service = grpc::PostSpansService(Arc::new(otlp::grpc::GrpcReceiver {
+            next: next.clone(),
+            counters: otlp::counters::TransportCounters::register(id, "grpc"),
+            max_recv_msg_size: grpc_config.max_recv_msg_size(),
+        }));
+        listener::spawn_accept_loop(
+            listener,
+            otlp::grpc_settings(grpc_config, tls),
+            service,
+            shutdown.clone(),
+            &tasks,
+        );
+    }
+    if let Some(bound) = thrift_http {
+        addresses.push(("thrift_http", bound.local_addr()));
+        thrift_http::serve(bound, id, next.clone(), shutdown.clone(), &tasks);
+    }
+    for bound in thrift_udp {
+        addresses.push((bound.protocol().name(), bound.local_addr()));
+        thrift_udp::serve(bound, id, next.clone(), shutdown.clone(), &tasks);
+    }
+    Ok(RunningReceiver { addresses, tasks })
+}
+
+#[cfg(test)]
+mod tests;
