@@ -307,3 +307,39 @@ fn a_short_scenario_runs_through_tracegate() {
         .count();
     assert_eq!(jsons, 1);
 }
+
+#[test]
+fn duration_runs_end_on_whole_rounds_and_late_parts_still_arrive() {
+    let dir = temp_dir();
+    let record = dir.path().join("record.bin");
+    let manifest = dir.path().join("manifest.txt");
+    let sink = Sink::start(&["--record", record.to_str().unwrap()]);
+    let report = send(
+        &format!("http://{}", sink.addr),
+        &[
+            "--duration",
+            "300ms",
+            "--rate",
+            "20000",
+            "--traces-per-round",
+            "10",
+            "--requests-per-trace",
+            "3",
+            "--late-delay",
+            "150ms",
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ],
+    );
+    let acked = report["spans_acked"].as_u64().unwrap();
+    // 20 000 spans/s for 0.3 s, rounds of 100 spans: about 60 rounds.
+    assert!((2000..=10_000).contains(&acked), "{report}");
+    assert_eq!(acked % 100, 0, "whole rounds only: {report}");
+    assert_eq!(report["rounds"].as_u64().unwrap() * 100, acked);
+    // The last round's late part went out 150 ms after the rest.
+    assert!(report["wall_seconds"].as_f64().unwrap() >= 0.4, "{report}");
+    assert_eq!(sink.stop()["spans"], acked);
+    let (ok, summary) = check(&manifest, &record, &["normal=1"]);
+    assert!(ok, "{summary}");
+    assert_eq!(summary["classes"]["normal"]["incomplete"], 0);
+}
