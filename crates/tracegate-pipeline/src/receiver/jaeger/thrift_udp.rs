@@ -199,6 +199,10 @@ impl BoundUdp {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
+
+    pub fn protocol(&self) -> ThriftProtocol {
+        self.protocol
+    }
 }
 
 /// Binds the port, so that a port in use fails the receiver's start before
