@@ -1,0 +1,401 @@
+//! End to end through the real binary: OTLP in → `jaeger` exporter → an
+//! in-test Jaeger `CollectorService`; Jaeger gRPC in (a client generated
+//! from the same protos) → OTLP out; both Jaeger legs over TLS with a
+//! self-signed CA.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
+use prost::Message;
+use support::gateway::{Gateway, TELEMETRY};
+use support::raw;
+use support::sink::Sink;
+use tokio::sync::Notify;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
+use tracegate_model::jaeger::proto::{self, PostSpansRequest, PostSpansResponse};
+use tracegate_model::otlp::{
+    any_value, AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource,
+    ResourceSpans, ScopeSpans, Span, Status,
+};
+use tracegate_pipeline::receiver::jaeger::api::collector_service_client::CollectorServiceClient;
+use tracegate_pipeline::receiver::jaeger::api::collector_service_server::{
+    CollectorService, CollectorServiceServer,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A Jaeger collector that keeps every batch it is sent.
+#[derive(Clone, Default)]
+struct JaegerSink {
+    batches: Arc<Mutex<Vec<proto::Batch>>>,
+    arrived: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl CollectorService for JaegerSink {
+    async fn post_spans(
+        &self,
+        request: tonic::Request<PostSpansRequest>,
+    ) -> Result<tonic::Response<PostSpansResponse>, tonic::Status> {
+        let batch = request.into_inner().batch.unwrap_or_default();
+        self.batches.lock().unwrap().push(batch);
+        self.arrived.notify_waiters();
+        Ok(tonic::Response::new(PostSpansResponse {}))
+    }
+}
+
+impl JaegerSink {
+    async fn start(tls: Option<Identity>) -> (JaegerSink, SocketAddr) {
+        let sink = JaegerSink::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut server = Server::builder();
+        if let Some(identity) = tls {
+            server = server
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .unwrap();
+        }
+        let router = server.add_service(CollectorServiceServer::new(sink.clone()));
+        tokio::spawn(
+            router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (sink, addr)
+    }
+
+    async fn wait_for_spans(&self, n: usize) -> Vec<proto::Batch> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let arrived = self.arrived.notified();
+            {
+                let batches = self.batches.lock().unwrap();
+                if batches.iter().map(|b| b.spans.len()).sum::<usize>() >= n {
+                    return batches.clone();
+                }
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!("Jaeger sink: fewer than {n} spans within {WAIT:?}");
+            }
+        }
+    }
+}
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn otlp_request() -> ExportTraceServiceRequest {
+    let span = |id: u8, parent: Option<u8>| Span {
+        trace_id: vec![0x4b; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: format!("op-{id}"),
+        kind: SpanKind::Client as i32,
+        start_time_unix_nano: 1_700_000_000_000_000_007,
+        end_time_unix_nano: 1_700_000_000_250_000_009,
+        attributes: vec![
+            kv("http.method", any_value::Value::StringValue("GET".into())),
+            kv("retries", any_value::Value::IntValue(2)),
+        ],
+        status: Some(Status {
+            code: OtlpStatus::Error as i32,
+            message: "upstream failed".into(),
+        }),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv(
+                        "service.name",
+                        any_value::Value::StringValue("checkout".into()),
+                    ),
+                    kv(
+                        "sampler.type",
+                        any_value::Value::StringValue("const".into()),
+                    ),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "e2e".into(),
+                    ..Default::default()
+                }),
+                spans: vec![span(1, None), span(2, Some(1))],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn tag<'a>(tags: &'a [proto::KeyValue], key: &str) -> Option<&'a proto::KeyValue> {
+    tags.iter().find(|t| t.key == key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_in_jaeger_out() {
+    let (jaeger, addr) = JaegerSink::start(None).await;
+    let gw = Gateway::start(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+exporters:
+  jaeger:
+    endpoint: 127.0.0.1:{}
+    tls:
+      insecure: true
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [jaeger]
+{TELEMETRY}"#,
+        addr.port()
+    ));
+    let reply = raw::grpc(
+        gw.addr("otlp", "grpc"),
+        raw::TRACE_EXPORT,
+        &otlp_request().encode_to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(reply.code, 0, "{}", reply.message);
+
+    let batches = jaeger.wait_for_spans(2).await;
+    assert_eq!(batches.len(), 1, "one PostSpans per resource");
+    let batch = &batches[0];
+    let process = batch.process.as_ref().unwrap();
+    assert_eq!(process.service_name, "checkout");
+    assert_eq!(process.tags.len(), 1);
+    assert_eq!(process.tags[0].v_str, "const", "sampler.type kept");
+    let child = batch
+        .spans
+        .iter()
+        .find(|s| s.span_id == vec![2; 8])
+        .unwrap();
+    assert_eq!(child.trace_id, vec![0x4b; 16]);
+    assert_eq!(child.operation_name, "op-2");
+    assert_eq!(child.references.len(), 1);
+    assert_eq!(child.references[0].span_id, vec![1; 8]);
+    assert_eq!(
+        child.references[0].ref_type,
+        proto::SpanRefType::ChildOf as i32
+    );
+    assert_eq!(
+        child.start_time,
+        Some(proto::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 7
+        })
+    );
+    assert_eq!(
+        child.duration,
+        Some(proto::Duration {
+            seconds: 0,
+            nanos: 250_000_002
+        })
+    );
+    assert_eq!(tag(&child.tags, "span.kind").unwrap().v_str, "client");
+    assert_eq!(tag(&child.tags, "otel.status_code").unwrap().v_str, "ERROR");
+    assert!(tag(&child.tags, "error").unwrap().v_bool);
+    assert_eq!(
+        tag(&child.tags, "otel.status_description").unwrap().v_str,
+        "upstream failed"
+    );
+    assert_eq!(tag(&child.tags, "otel.scope.name").unwrap().v_str, "e2e");
+    assert_eq!(tag(&child.tags, "retries").unwrap().v_int64, 2);
+}
+
+fn jaeger_batch() -> proto::Batch {
+    proto::Batch {
+        spans: vec![proto::Span {
+            trace_id: vec![0x11; 16],
+            span_id: vec![0x22; 8],
+            operation_name: "GET /cart".into(),
+            start_time: Some(proto::Timestamp {
+                seconds: 1_700_000_001,
+                nanos: 3,
+            }),
+            duration: Some(proto::Duration {
+                seconds: 1,
+                nanos: 4,
+            }),
+            tags: vec![
+                proto::KeyValue {
+                    key: "span.kind".into(),
+                    v_str: "server".into(),
+                    ..Default::default()
+                },
+                proto::KeyValue {
+                    key: "error".into(),
+                    v_type: proto::ValueType::Bool as i32,
+                    v_bool: true,
+                    ..Default::default()
+                },
+                proto::KeyValue {
+                    key: "http.status_code".into(),
+                    v_type: proto::ValueType::Int64 as i32,
+                    v_int64: 500,
+                    ..Default::default()
+                },
+            ],
+            logs: vec![proto::Log {
+                timestamp: Some(proto::Timestamp {
+                    seconds: 1_700_000_001,
+                    nanos: 9,
+                }),
+                fields: vec![proto::KeyValue {
+                    key: "event".into(),
+                    v_str: "retry".into(),
+                    ..Default::default()
+                }],
+            }],
+            ..Default::default()
+        }],
+        process: Some(proto::Process {
+            service_name: "cart".into(),
+            tags: vec![proto::KeyValue {
+                key: "hostname".into(),
+                v_str: "node-7".into(),
+                ..Default::default()
+            }],
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_grpc_in_otlp_out() {
+    let sink = Sink::start().await;
+    let gw = Gateway::start(&format!(
+        r#"
+receivers:
+  jaeger:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{}
+    tls:
+      insecure: true
+service:
+  pipelines:
+    traces:
+      receivers: [jaeger]
+      exporters: [otlp]
+{TELEMETRY}"#,
+        sink.addr.port()
+    ));
+    let channel = Endpoint::from_shared(format!("http://{}", gw.addr("jaeger", "grpc")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    CollectorServiceClient::new(channel)
+        .post_spans(PostSpansRequest {
+            batch: Some(jaeger_batch()),
+        })
+        .await
+        .unwrap();
+    assert!(sink.wait_for_spans(1, WAIT).await);
+    let spans = sink.spans();
+    let got = &spans[0];
+    assert_eq!(
+        got.resource_attr("service.name"),
+        Some(&Value::StringValue("cart".into()))
+    );
+    assert_eq!(
+        got.resource_attr("host.name"),
+        Some(&Value::StringValue("node-7".into()))
+    );
+    assert_eq!(got.span.trace_id, vec![0x11; 16]);
+    assert_eq!(got.span.name, "GET /cart");
+    assert_eq!(got.span.kind, SpanKind::Server as i32);
+    assert_eq!(got.span.start_time_unix_nano, 1_700_000_001_000_000_003);
+    assert_eq!(got.span.end_time_unix_nano, 1_700_000_002_000_000_007);
+    assert_eq!(
+        got.span.status.as_ref().unwrap().code,
+        OtlpStatus::Error as i32
+    );
+    assert_eq!(got.attr("http.status_code"), Some(&Value::IntValue(500)));
+    assert_eq!(got.attr("error"), None, "error=true became the status");
+    assert_eq!(got.span.events[0].name, "retry");
+    assert_eq!(got.span.events[0].time_unix_nano, 1_700_000_001_000_000_009);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_both_ways_over_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::tls::make(dir.path());
+    let (jaeger, addr) =
+        JaegerSink::start(Some(Identity::from_pem(&pki.cert_pem, &pki.key_pem))).await;
+    // `localhost` is the name in the certificate.
+    let gw = Gateway::start(&format!(
+        r#"
+receivers:
+  jaeger:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+        tls:
+          cert_file: {cert}
+          key_file: {key}
+exporters:
+  jaeger:
+    endpoint: localhost:{port}
+    tls:
+      ca_file: {ca}
+service:
+  pipelines:
+    traces:
+      receivers: [jaeger]
+      exporters: [jaeger]
+{TELEMETRY}"#,
+        cert = pki.cert_file.display(),
+        key = pki.key_file.display(),
+        ca = pki.ca_file.display(),
+        port = addr.port(),
+    ));
+    let port = gw.addr("jaeger", "grpc").port();
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca_file).unwrap()))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    CollectorServiceClient::new(channel)
+        .post_spans(PostSpansRequest {
+            batch: Some(jaeger_batch()),
+        })
+        .await
+        .unwrap();
+    let batches = jaeger.wait_for_spans(1).await;
+    let span = &batches[0].spans[0];
+    assert_eq!(batches[0].process.as_ref().unwrap().service_name, "cart");
+    assert_eq!(
+        (span.trace_id.clone(), span.span_id.clone()),
+        (vec![0x11; 16], vec![0x22; 8])
+    );
+    assert_eq!(span.duration, jaeger_batch().spans[0].duration);
+    assert_eq!(span.logs[0].fields[0].v_str, "retry");
+}
