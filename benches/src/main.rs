@@ -74,8 +74,10 @@ pub struct SendArgs {
     /// gRPC requests in flight per connection (HTTP/1.1: always 1).
     #[arg(long, default_value_t = 4)]
     pub in_flight: usize,
-    #[arg(long, default_value_t = 10)]
-    pub spans_per_trace: usize,
+    /// Spans per trace: `10`, or a range `5-20` (each trace slot of a
+    /// round draws its count once).
+    #[arg(long, default_value = "10", value_parser = parse_span_range)]
+    pub spans_per_trace: (usize, usize),
     /// Traces whose spans share one round of requests.
     #[arg(long, default_value_t = 100)]
     pub traces_per_round: usize,
@@ -141,6 +143,25 @@ pub struct SinkArgs {
     pub report_every: Duration,
 }
 
+/// `10` or `5-20`.
+fn parse_span_range(s: &str) -> Result<(usize, usize), String> {
+    let num = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| format!("{v:?}: a span count is a whole number ≥ 1"))
+    };
+    let (lo, hi) = match s.split_once('-') {
+        Some((lo, hi)) => (num(lo)?, num(hi)?),
+        None => (num(s)?, num(s)?),
+    };
+    if lo > hi {
+        return Err(format!("{s:?}: the range is empty"));
+    }
+    Ok((lo, hi))
+}
+
 /// `250ms`, `2s`, `1m`, `1.5s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -202,7 +223,8 @@ pub async fn send_with(args: &SendArgs, progress: bool) -> anyhow::Result<send::
         .as_nanos() as u64;
     let template = template::Template::new(
         &template::Shape {
-            spans_per_trace: args.spans_per_trace,
+            spans_per_trace: args.spans_per_trace.0,
+            max_spans_per_trace: args.spans_per_trace.1,
             traces_per_round: args.traces_per_round,
             parts: args.requests_per_trace,
             services: args.services,

@@ -308,10 +308,10 @@ impl Shared {
         if let Some(m) = &self.manifest {
             let mut m = m.lock().unwrap();
             let mut hex = [0u8; 32];
-            for (id, class) in self.template.round_traces(round) {
+            for (id, class, spans) in self.template.round_traces(round) {
                 hex_encode(&id, &mut hex);
                 m.write_all(&hex)?;
-                writeln!(m, " {} {}", class.name(), self.template.spans_per_trace)?;
+                writeln!(m, " {} {spans}", class.name())?;
             }
         }
         Ok(true)

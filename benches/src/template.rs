@@ -1,6 +1,7 @@
 //! Pre-encoded request templates.
 //!
-//! A *round* is `traces` traces of `spans_per_trace` spans each, sent as
+//! A *round* is `traces` traces of `spans_per_trace` spans each (or, with a
+//! range, a fixed draw from it per trace slot), sent as
 //! `parts` requests: span `i` belongs to service `i % services`, and a
 //! service's spans go to part `service % parts`, so every request holds the
 //! spans of a few services for all traces of the round, as an agent or an
@@ -23,7 +24,10 @@ use prost::Message;
 
 #[derive(Debug, Clone)]
 pub struct Shape {
+    /// Spans per trace: each trace slot of a round gets a fixed draw from
+    /// `spans_per_trace..=max_spans_per_trace`.
     pub spans_per_trace: usize,
+    pub max_spans_per_trace: usize,
     pub traces_per_round: usize,
     /// Requests one round (and so every trace) is spread over.
     pub parts: usize,
@@ -33,6 +37,17 @@ pub struct Shape {
     pub normal_duration_ns: u64,
     /// Root span duration of slow traces, nanoseconds.
     pub slow_duration_ns: u64,
+}
+
+impl Shape {
+    /// How many spans trace slot `t` has.
+    pub fn spans_of(&self, t: usize) -> usize {
+        let (lo, hi) = (
+            self.spans_per_trace,
+            self.max_spans_per_trace.max(self.spans_per_trace),
+        );
+        lo + (splitmix64(t as u64 ^ 0x5EED) % (hi - lo + 1) as u64) as usize
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +138,8 @@ pub struct Part {
 pub struct Template {
     pub parts: Vec<Part>,
     pub encoding: Encoding,
-    pub spans_per_trace: usize,
+    /// Spans of each trace slot.
+    pub trace_spans: Vec<usize>,
     pub traces_per_round: usize,
     pub mix: Mix,
 }
@@ -204,7 +220,8 @@ impl Template {
     pub fn new(shape: &Shape, mix: Mix, encoding: Encoding, base_time_ns: u64) -> Template {
         assert!(shape.spans_per_trace >= 1 && shape.traces_per_round >= 1);
         let services = shape.services.clamp(1, SERVICES.len());
-        let parts = shape.parts.clamp(1, services.min(shape.spans_per_trace));
+        let max_spans = shape.max_spans_per_trace.max(shape.spans_per_trace);
+        let parts = shape.parts.clamp(1, services.min(max_spans));
         let encode = |v: &Variant| -> Vec<Vec<u8>> {
             (0..parts)
                 .map(|p| encode_part(shape, services, parts, p, v, base_time_ns, encoding))
@@ -232,7 +249,8 @@ impl Template {
         });
         let id_len = if encoding == Encoding::Json { 32 } else { 16 };
         let traces = shape.traces_per_round;
-        let candidate = shape.spans_per_trace - 1;
+        // The span that carries an error trace's ERROR status: its last.
+        let candidate = |t: usize| shape.spans_of(t) - 1;
         let part_of = |i: usize| (i % services) % parts;
         let mut out = Vec::new();
         for p in 0..parts {
@@ -240,7 +258,7 @@ impl Template {
             let mut order = Vec::new();
             for svc in (0..services).filter(|svc| svc % parts == p) {
                 for t in 0..traces {
-                    for i in (0..shape.spans_per_trace).filter(|i| i % services == svc) {
+                    for i in (0..shape.spans_of(t)).filter(|i| i % services == svc) {
                         order.push((t, i));
                     }
                 }
@@ -253,13 +271,13 @@ impl Template {
                 ids[t].push(lo as u32);
             }
             let mut status = vec![None; traces];
-            if part_of(candidate) == p {
+            let slots: Vec<usize> = order
+                .iter()
+                .filter(|(t, i)| *i == candidate(*t))
+                .map(|(t, _)| *t)
+                .collect();
+            if !slots.is_empty() {
                 let diffs = runs(&base[p], &errors[p], 0);
-                let slots: Vec<usize> = order
-                    .iter()
-                    .filter(|(_, i)| *i == candidate)
-                    .map(|(t, _)| *t)
-                    .collect();
                 assert_eq!(diffs.len(), slots.len(), "one status code per trace");
                 for (t, (lo, hi)) in slots.into_iter().zip(diffs) {
                     assert_eq!(hi - lo, 1);
@@ -283,6 +301,10 @@ impl Template {
                 }
             }
             let spans = order.len();
+            if spans == 0 {
+                // No trace slot reaches this part's services.
+                continue;
+            }
             out.push(Part {
                 bytes: base[p].clone(),
                 spans,
@@ -294,14 +316,14 @@ impl Template {
         Template {
             parts: out,
             encoding,
-            spans_per_trace: shape.spans_per_trace,
+            trace_spans: (0..traces).map(|t| shape.spans_of(t)).collect(),
             traces_per_round: traces,
             mix,
         }
     }
 
     pub fn spans_per_round(&self) -> usize {
-        self.spans_per_trace * self.traces_per_round
+        self.trace_spans.iter().sum()
     }
 
     /// Writes part `part` of round `round` into `out` (cleared first).
@@ -340,11 +362,15 @@ impl Template {
         }
     }
 
-    /// The traces of round `round`: (trace id, class).
-    pub fn round_traces(&self, round: u64) -> impl Iterator<Item = ([u8; 16], Class)> + '_ {
-        (0..self.traces_per_round as u64).map(move |t| {
-            let seq = round * self.traces_per_round as u64 + t;
-            (self.mix.trace_id(seq), self.mix.class(seq))
+    /// The traces of round `round`: (trace id, class, spans).
+    pub fn round_traces(&self, round: u64) -> impl Iterator<Item = ([u8; 16], Class, usize)> + '_ {
+        (0..self.traces_per_round).map(move |t| {
+            let seq = round * self.traces_per_round as u64 + t as u64;
+            (
+                self.mix.trace_id(seq),
+                self.mix.class(seq),
+                self.trace_spans[t],
+            )
         })
     }
 }
@@ -381,13 +407,13 @@ fn encode_part(
     base: u64,
     encoding: Encoding,
 ) -> Vec<u8> {
-    let n = shape.spans_per_trace;
-    let step = shape.normal_duration_ns / (2 * n as u64).max(1);
     let mut resource_spans = Vec::new();
     for svc in (0..services).filter(|svc| svc % parts == part) {
         let name = SERVICES[svc];
         let mut spans = Vec::new();
         for t in 0..shape.traces_per_round {
+            let n = shape.spans_of(t);
+            let step = shape.normal_duration_ns / (2 * n as u64).max(1);
             for i in (0..n).filter(|i| i % services == svc) {
                 let start = base + i as u64 * step;
                 let end = if i == 0 {
@@ -502,6 +528,7 @@ mod tests {
     fn shape() -> Shape {
         Shape {
             spans_per_trace: 10,
+            max_spans_per_trace: 10,
             traces_per_round: 20,
             parts: 3,
             services: 10,
@@ -554,9 +581,9 @@ mod tests {
             for round in [0, 1, 77] {
                 let traces = decode_round(&t, round);
                 assert_eq!(traces.len(), 20, "{encoding:?}");
-                for (id, class) in t.round_traces(round) {
+                for (id, class, n) in t.round_traces(round) {
                     let (root, error, spans) = traces[&id];
-                    assert_eq!(spans, 10);
+                    assert_eq!((spans, n), (10, 10));
                     assert_eq!(error, class == Class::Error, "{encoding:?}");
                     let slow = root == 2_000_000_000;
                     assert_eq!(slow, class == Class::Slow, "{encoding:?}");
@@ -565,6 +592,33 @@ mod tests {
                 }
             }
             assert_eq!(seen_classes.len(), 3, "all classes drawn: {seen_classes:?}");
+        }
+    }
+
+    #[test]
+    fn span_counts_vary_per_trace_within_the_range() {
+        for encoding in [Encoding::Grpc, Encoding::Json] {
+            let shape = Shape {
+                spans_per_trace: 1,
+                max_spans_per_trace: 20,
+                parts: 4,
+                ..shape()
+            };
+            let t = Template::new(&shape, MIX, encoding, 1_763_000_000_000_000_000);
+            let counts: std::collections::HashSet<usize> = t.trace_spans.iter().copied().collect();
+            assert!(counts.len() > 5, "{counts:?}");
+            assert!(counts.iter().all(|n| (1..=20).contains(n)));
+            assert_eq!(
+                t.parts.iter().map(|p| p.spans).sum::<usize>(),
+                t.spans_per_round()
+            );
+            let traces = decode_round(&t, 3);
+            for (id, class, n) in t.round_traces(3) {
+                let (root, error, spans) = traces[&id];
+                assert_eq!(spans, n);
+                assert_eq!(error, class == Class::Error);
+                assert_eq!(root == 2_000_000_000, class == Class::Slow);
+            }
         }
     }
 

@@ -343,3 +343,48 @@ fn duration_runs_end_on_whole_rounds_and_late_parts_still_arrive() {
     assert!(ok, "{summary}");
     assert_eq!(summary["classes"]["normal"]["incomplete"], 0);
 }
+
+#[test]
+fn traces_of_varying_size_arrive_whole() {
+    let dir = temp_dir();
+    let record = dir.path().join("record.bin");
+    let manifest = dir.path().join("manifest.txt");
+    let sink = Sink::start(&["--record", record.to_str().unwrap()]);
+    let report = send(
+        &format!("http://{}", sink.addr),
+        &[
+            "--spans",
+            "5000",
+            "--spans-per-trace",
+            "3-12",
+            "--traces-per-round",
+            "30",
+            "--requests-per-trace",
+            "4",
+            "--error-share",
+            "0.3",
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ],
+    );
+    let acked = report["spans_acked"].as_u64().unwrap();
+    assert!(acked >= 5000, "{report}");
+    assert_eq!(sink.stop()["spans"], acked);
+    let sizes: std::collections::HashSet<u64> = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        sizes.len() > 3 && sizes.iter().all(|n| (3..=12).contains(n)),
+        "{sizes:?}"
+    );
+    let (ok, summary) = check(&manifest, &record, &["error=1", "normal=1"]);
+    assert!(ok, "{summary}");
+    let spans_in_manifest: u64 = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(spans_in_manifest, acked);
+}
