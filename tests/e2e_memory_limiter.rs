@@ -295,6 +295,13 @@ async fn a_flood_is_refused_under_the_hard_limit_and_accepted_after() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let logs = gw.logs().join("\n");
+    assert!(
+        logs.contains("above the soft limit; releasing freed memory"),
+        "the limiter released memory when it started refusing:\n{logs}"
+    );
+    assert!(!logs.contains("jemalloc refused to purge"), "{logs}");
+
     // Everything accepted reaches the backend once it drains.
     let expected = ok * 1200 + 10;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -20,7 +20,7 @@ fn purge_jemalloc_arenas() {
     const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
     // SAFETY: the name is NUL-terminated and this mallctl takes neither an
     // old nor a new value, so every pointer is null and the length 0.
-    let _ = unsafe {
+    let code = unsafe {
         tikv_jemalloc_sys::mallctl(
             PURGE_ALL.as_ptr().cast(),
             std::ptr::null_mut(),
@@ -29,6 +29,10 @@ fn purge_jemalloc_arenas() {
             0,
         )
     };
+    if code != 0 {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| tracing::warn!(code, "jemalloc refused to purge its arenas"));
+    }
 }
 
 /// A native trace-sampling gateway: OTLP in, sampling and batching, OTLP out.
