@@ -399,3 +399,95 @@ service:
     assert_eq!(span.duration, jaeger_batch().spans[0].duration);
     assert_eq!(span.logs[0].fields[0].v_str, "retry");
 }
+
+/// The seed's Jaeger v2 collector config runs unchanged but for its
+/// addresses (listeners on 127.0.0.1:0, the two backends on this machine)
+/// and the private CA those local backends need, since the seed keeps TLS
+/// on (`insecure: false`): its traces pipeline (head sampling, resource
+/// detection, tail sampling, batch) delivers kept traces to both Jaeger and
+/// the OTLP backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_jaeger_v2_config_exports_to_jaeger_and_otlp() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::tls::make(dir.path());
+    let (jaeger, jaeger_addr) =
+        JaegerSink::start(Some(Identity::from_pem(&pki.cert_pem, &pki.key_pem))).await;
+    let tempo = Sink::start_tls(&pki.cert_pem, &pki.key_pem).await;
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/seed-configs/jaeger-v2-collector.yaml"
+    ))
+    .expect("seed config");
+    let yaml = seed
+        .replace("0.0.0.0:4317", "127.0.0.1:0")
+        .replace("0.0.0.0:4318", "127.0.0.1:0")
+        .replace("0.0.0.0:14250", "127.0.0.1:0")
+        .replace("0.0.0.0:8888", "127.0.0.1:0")
+        .replace(
+            "jaeger-collector.jaeger-v2:14250",
+            &format!("localhost:{}", jaeger_addr.port()),
+        )
+        .replace(
+            "tempo.monitoring:4317",
+            &format!("localhost:{}", tempo.addr.port()),
+        )
+        .replace(
+            "insecure: false",
+            &format!("insecure: false\n      ca_file: {}", pki.ca_file.display()),
+        );
+    assert_eq!(yaml.matches("ca_file").count(), 2, "both exporters");
+    // JSON logs, so the launcher can read the listeners back; `service:` is
+    // the seed's last section.
+    let mut gw = Gateway::start(&format!("{yaml}{TELEMETRY}"));
+
+    // An error trace of `api`: every policy of the seed that looks at
+    // errors keeps it, head and tail.
+    let mut request = otlp_request();
+    request.resource_spans[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes[0] = kv("service.name", any_value::Value::StringValue("api".into()));
+    let reply = raw::grpc(
+        gw.addr("otlp", "grpc"),
+        raw::TRACE_EXPORT,
+        &request.encode_to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(reply.code, 0, "{}", reply.message);
+    // And the same through the seed's Jaeger receiver, as a second trace.
+    let mut batch = jaeger_batch();
+    batch.process.as_mut().unwrap().service_name = "api".into();
+    let channel = Endpoint::from_shared(format!("http://{}", gw.addr("jaeger", "grpc")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    CollectorServiceClient::new(channel)
+        .post_spans(PostSpansRequest { batch: Some(batch) })
+        .await
+        .unwrap();
+
+    // The seed's tail decision_wait and batch timeout would hold the spans
+    // for seconds; a SIGTERM decides pending traces and drains the queues.
+    let status = tokio::task::block_in_place(|| gw.terminate(Duration::from_secs(20)));
+    assert!(status.success(), "{status:?}");
+
+    let batches = jaeger.wait_for_spans(3).await;
+    let ids: Vec<Vec<u8>> = batches
+        .iter()
+        .flat_map(|b| b.spans.iter().map(|s| s.span_id.clone()))
+        .collect();
+    for id in [vec![1; 8], vec![2; 8], vec![0x22; 8]] {
+        assert!(ids.contains(&id), "Jaeger got {ids:?}");
+    }
+    assert!(batches
+        .iter()
+        .all(|b| b.process.as_ref().unwrap().service_name == "api"));
+    assert!(
+        tempo.wait_for_spans(3, WAIT).await,
+        "{}",
+        tempo.span_count()
+    );
+}
