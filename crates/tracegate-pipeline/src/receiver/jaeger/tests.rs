@@ -39,19 +39,41 @@ fn grpc_with_no_value_listens_on_14250() {
 }
 
 #[test]
-fn validate_needs_a_protocol_and_refuses_thrift_until_it_lands() {
+fn validate_needs_a_protocol_and_checks_each() {
     assert_eq!(
         parse(json!({})).unwrap().validate().unwrap_err().path,
         "protocols"
     );
     for name in ["thrift_http", "thrift_compact", "thrift_binary"] {
-        let err = parse(json!({"protocols": {"grpc": null, name: null}}))
+        // With no value: served with its defaults.
+        let config = parse(json!({"protocols": {name: null}})).unwrap();
+        assert!(config.validate().unwrap().is_empty(), "{name}");
+        let err = parse(json!({"protocols": {name: {"endpoint": "nope"}}}))
             .unwrap()
             .validate()
             .unwrap_err();
-        assert_eq!(err.path, format!("protocols.{name}"));
-        assert!(err.message.contains("not implemented yet"), "{err}");
+        assert_eq!(err.path, format!("protocols.{name}.endpoint"));
     }
+    let config = parse(
+        json!({"protocols": {"thrift_compact": null, "thrift_binary": {}, "thrift_http": null}}),
+    )
+    .unwrap();
+    let p = &config.protocols;
+    assert_eq!(
+        p.thrift_compact
+            .as_ref()
+            .unwrap()
+            .endpoint(ThriftProtocol::Compact),
+        "localhost:6831"
+    );
+    assert_eq!(
+        p.thrift_binary
+            .as_ref()
+            .unwrap()
+            .endpoint(ThriftProtocol::Binary),
+        "localhost:6832"
+    );
+    assert_eq!(p.thrift_http.as_ref().unwrap().endpoint, "localhost:14268");
     let err = parse(json!({"protocols": {"grcp": null}})).unwrap_err();
     assert!(err.message.contains("grcp"), "{err}");
     let err = parse(json!({"protocols": {"grpc": {"endpoint": "nope"}}}))
