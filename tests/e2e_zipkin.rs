@@ -74,7 +74,11 @@ async fn zipkin_json_arrives_as_otlp_and_malformed_json_is_400() {
     .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED);
 
-    assert!(sink.wait_for_spans(3, WAIT).await, "only {} spans", sink.span_count());
+    assert!(
+        sink.wait_for_spans(3, WAIT).await,
+        "only {} spans",
+        sink.span_count()
+    );
     let spans = sink.spans();
     assert_eq!(spans.len(), 3);
     let quickstart = spans.iter().find(|s| s.span.name == "get /api").unwrap();
@@ -88,21 +92,42 @@ async fn zipkin_json_arrives_as_otlp_and_malformed_json_is_400() {
         [0, 0, 0, 0, 0, 0, 0, 0, 0x5a, 0xf7, 0x18, 0x3f, 0xb1, 0xd4, 0xcf, 0x5f]
     );
     assert_eq!(quickstart.span.span_id, 0x352bff9a74ca9ad2u64.to_be_bytes());
-    assert_eq!(quickstart.span.parent_span_id, 0x6b221d5bc9e6496cu64.to_be_bytes());
-    assert_eq!(quickstart.span.start_time_unix_nano, 1_556_604_172_355_737_000);
-    assert_eq!(quickstart.span.end_time_unix_nano, 1_556_604_172_357_168_000);
-    assert_eq!(quickstart.attr("http.method"), Some(&Value::StringValue("GET".into())));
-    assert_eq!(quickstart.attr("http.path"), Some(&Value::StringValue("/api".into())));
+    assert_eq!(
+        quickstart.span.parent_span_id,
+        0x6b221d5bc9e6496cu64.to_be_bytes()
+    );
+    assert_eq!(
+        quickstart.span.start_time_unix_nano,
+        1_556_604_172_355_737_000
+    );
+    assert_eq!(
+        quickstart.span.end_time_unix_nano,
+        1_556_604_172_357_168_000
+    );
+    assert_eq!(
+        quickstart.attr("http.method"),
+        Some(&Value::StringValue("GET".into()))
+    );
+    assert_eq!(
+        quickstart.attr("http.path"),
+        Some(&Value::StringValue("/api".into()))
+    );
     assert_eq!(
         quickstart.attr("net.host.ip"),
         Some(&Value::StringValue("192.168.99.1".into()))
     );
-    assert_eq!(quickstart.attr("net.host.port"), Some(&Value::IntValue(3306)));
+    assert_eq!(
+        quickstart.attr("net.host.port"),
+        Some(&Value::IntValue(3306))
+    );
     assert_eq!(
         quickstart.attr("net.peer.ip"),
         Some(&Value::StringValue("172.19.0.2".into()))
     );
-    assert_eq!(quickstart.attr("net.peer.port"), Some(&Value::IntValue(58648)));
+    assert_eq!(
+        quickstart.attr("net.peer.port"),
+        Some(&Value::IntValue(58648))
+    );
 
     let client = spans
         .iter()
@@ -114,11 +139,20 @@ async fn zipkin_json_arrives_as_otlp_and_malformed_json_is_400() {
     );
     assert_eq!(client.span.trace_id.len(), 16);
     assert_eq!(client.span.trace_id[0], 0x46);
-    assert_eq!(client.span.status.as_ref().unwrap().code, OtlpStatus::Error as i32);
-    assert_eq!(client.attr("peer.service"), Some(&Value::StringValue("backend".into())));
+    assert_eq!(
+        client.span.status.as_ref().unwrap().code,
+        OtlpStatus::Error as i32
+    );
+    assert_eq!(
+        client.attr("peer.service"),
+        Some(&Value::StringValue("backend".into()))
+    );
     assert_eq!(client.span.events.len(), 1);
     assert_eq!(client.span.events[0].name, "ws");
-    assert_eq!(client.span.events[0].time_unix_nano, 1_472_470_996_238_000_000);
+    assert_eq!(
+        client.span.events[0].time_unix_nano,
+        1_472_470_996_238_000_000
+    );
     let shared = spans
         .iter()
         .find(|s| s.span.name == "get" && s.span.kind == SpanKind::Server as i32)
