@@ -157,6 +157,17 @@ pub struct DecidedTrace {
     pub waited: Duration,
 }
 
+/// What kept a batch of [`Released::sampled`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampledBy {
+    /// Index into the policy names of the policy credited with the
+    /// decision (none for late spans of a trace remembered in the table,
+    /// which the collector passes on unmarked).
+    pub policy: Option<usize>,
+    /// Released by the sampled decision cache.
+    pub cached: bool,
+}
+
 /// What calls on a shard hand back: spans to pass on, decisions made, and
 /// late spans seen. Reused across calls; the caller drains it.
 #[derive(Debug, Default)]
@@ -164,6 +175,9 @@ pub struct Released {
     /// Spans of sampled traces (and late spans of sampled traces), each
     /// batch in the original resource/scope structure.
     pub sampled: Vec<SpanBatch>,
+    /// For each of [`Self::sampled`]: what kept it, for the collector's
+    /// `tailsampling.policy` attribute.
+    pub sampled_by: Vec<SampledBy>,
     pub decided: Vec<DecidedTrace>,
     /// For each batch of late spans of a trace still in the table: how long
     /// after the decision it came (the collector's `late_span_age`).
@@ -173,6 +187,7 @@ pub struct Released {
 impl Released {
     pub fn clear(&mut self) {
         self.sampled.clear();
+        self.sampled_by.clear();
         self.decided.clear();
         self.late_span_ages.clear();
     }
@@ -400,6 +415,10 @@ impl TraceShard {
                     self.stats.late_sampled_spans += count;
                     self.stats.spans_sampled += count;
                     out.sampled.push(batch.select(indices));
+                    out.sampled_by.push(SampledBy {
+                        policy: None,
+                        cached: false,
+                    });
                 } else {
                     self.stats.late_not_sampled_spans += count;
                     self.stats.spans_late_not_sampled += count;
@@ -407,10 +426,14 @@ impl TraceShard {
                 return true;
             }
         } else {
-            if self.sampled_cache.get(&id).is_some() {
+            if let Some(policy) = self.sampled_cache.get(&id) {
                 self.stats.cache_released_sampled_spans += count;
                 self.stats.spans_sampled += count;
                 out.sampled.push(batch.select(indices));
+                out.sampled_by.push(SampledBy {
+                    policy,
+                    cached: true,
+                });
                 return true;
             }
             if self.not_sampled_cache.get(&id).is_some() {
@@ -722,7 +745,13 @@ impl TraceShard {
         }
         let remembered_by_cache = if sampled {
             self.stats.spans_sampled += spans;
-            out.sampled.extend(assembled);
+            if let Some(trace) = assembled {
+                out.sampled.push(trace);
+                out.sampled_by.push(SampledBy {
+                    policy: verdict.policy,
+                    cached: false,
+                });
+            }
             self.sampled_cache.put(id, verdict.policy);
             self.sampled_cache.capacity() > 0
         } else {

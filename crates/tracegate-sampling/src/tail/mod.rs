@@ -25,8 +25,8 @@ mod store;
 mod tests;
 
 pub use buffer::{
-    DecidedTrace, Decider, DecisionReason, Released, ShardStats, TraceAggregates, TraceBuffer,
-    TraceBufferSettings, TraceShard,
+    DecidedTrace, Decider, DecisionReason, Released, SampledBy, ShardStats, TraceAggregates,
+    TraceBuffer, TraceBufferSettings, TraceShard,
 };
 pub use config::PolicyConfig;
 pub use policy::{BuildError, Decision, PolicySet, TraceView, Verdict};

@@ -96,6 +96,14 @@ pub struct Config {
     /// tracegate: shard workers. 0: one per available CPU. Default 0.
     #[serde(default)]
     pub shards: usize,
+    /// Mark kept spans with the scope attribute `tailsampling.policy`
+    /// (the policy that kept the trace) and, for late spans released by
+    /// the decision cache, `tailsampling.cached_decision: true`, as the
+    /// collector does under its `processor.tailsamplingprocessor.recordpolicy`
+    /// feature gate. Costs a decode and re-encode of each marked batch.
+    /// Default false.
+    #[serde(default)]
+    pub record_policy: bool,
 }
 
 /// `decision_cache:`
@@ -138,6 +146,7 @@ impl Default for Config {
             max_buffered_bytes: default_max_buffered_bytes(),
             max_spans_per_trace: 0,
             shards: 0,
+            record_policy: false,
         }
     }
 }
@@ -363,6 +372,9 @@ impl TailSampler {
             decision_latency: metrics::histogram!(m::SAMPLING_DECISION_LATENCY),
         });
         let meters = Arc::new(Meters::new(id));
+        let record_policy = config
+            .record_policy
+            .then(|| Arc::new(policies.lock().names().to_vec()));
         let gauges = Arc::new(ShardGauges {
             pending: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             bytes: (0..shards).map(|_| AtomicU64::new(0)).collect(),
@@ -384,6 +396,7 @@ impl TailSampler {
                 next: next.clone(),
                 clock,
                 drop_pending_on_shutdown: config.drop_pending_traces_on_shutdown,
+                record_policy: record_policy.clone(),
                 reported: Default::default(),
             };
             workers.push(tokio::spawn(worker.run(rx)));
@@ -480,6 +493,8 @@ struct ShardWorker {
     next: NextConsumer,
     clock: Clock,
     drop_pending_on_shutdown: bool,
+    /// Policy names, when kept spans are marked with them.
+    record_policy: Option<Arc<Vec<String>>>,
     /// Shard counters already turned into metrics.
     reported: tracegate_sampling::tail::ShardStats,
 }
@@ -561,7 +576,13 @@ impl ShardWorker {
             self.policies.publish_tally();
         }
         self.report_stats();
-        let sampled = std::mem::take(&mut out.sampled);
+        let mut sampled = std::mem::take(&mut out.sampled);
+        if let Some(names) = &self.record_policy {
+            for (batch, by) in sampled.iter_mut().zip(&out.sampled_by) {
+                let policy = by.policy.and_then(|p| names.get(p)).map(String::as_str);
+                *batch = mark_policy(batch, policy, by.cached);
+            }
+        }
         out.clear();
         if sampled.is_empty() {
             return;
@@ -642,4 +663,45 @@ impl ShardWorker {
         m.traces_on_memory.set(pending as f64);
         m.buffered_bytes.set(bytes as f64);
     }
+}
+
+/// The collector's `SetAttrOnScopeSpans`: the policy that kept the spans
+/// (and whether a cached decision released them) on every scope.
+fn mark_policy(batch: &SpanBatch, policy: Option<&str>, cached: bool) -> SpanBatch {
+    use tracegate_model::otlp::{any_value, AnyValue, KeyValue};
+    if policy.is_none_or(str::is_empty) && !cached {
+        return batch.clone();
+    }
+    let put = |attrs: &mut Vec<KeyValue>, key: &str, value: any_value::Value| {
+        let value = Some(AnyValue { value: Some(value) });
+        match attrs.iter_mut().find(|kv| kv.key == key) {
+            Some(kv) => kv.value = value,
+            None => attrs.push(KeyValue {
+                key: key.into(),
+                value,
+                ..Default::default()
+            }),
+        }
+    };
+    let mut request = batch.to_request();
+    for rs in &mut request.resource_spans {
+        for ss in &mut rs.scope_spans {
+            let scope = ss.scope.get_or_insert_with(Default::default);
+            if let Some(name) = policy.filter(|p| !p.is_empty()) {
+                put(
+                    &mut scope.attributes,
+                    "tailsampling.policy",
+                    any_value::Value::StringValue(name.into()),
+                );
+            }
+            if cached {
+                put(
+                    &mut scope.attributes,
+                    "tailsampling.cached_decision",
+                    any_value::Value::BoolValue(true),
+                );
+            }
+        }
+    }
+    SpanBatch::from_request(&request)
 }

@@ -227,3 +227,49 @@ fn config_keys_and_checks() {
         .iter()
         .any(|w| w.contains("UNSET")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn record_policy_marks_kept_spans_with_the_policy_as_the_collector() {
+    let cfg = config(serde_json::json!({
+        "decision_wait": "10s",
+        "shards": 1,
+        "record_policy": true,
+        "decision_cache": {"sampled_cache_size": 10},
+        "policies": [
+            {"name": "never", "type": "status_code", "status_code": {"status_codes": ["OK"]}},
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
+        ]
+    }));
+    let sink = Arc::new(Collect::default());
+    let sampler = TailSampler::start("tail_sampling", cfg, sink.clone());
+    sampler
+        .consume(request("api", &[(1, 1, true)]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle(|| sink.spans().len() == 1).await;
+    sampler
+        .consume(request("api", &[(1, 2, false)]))
+        .await
+        .unwrap();
+    settle(|| sink.spans().len() == 2).await;
+    let batches = sink.0.lock().unwrap().clone();
+    let scope_attr = |b: &SpanBatch, key: &str| b.scope_attribute(0, key).map(|v| format!("{v:?}"));
+    assert_eq!(
+        scope_attr(&batches[0], "tailsampling.policy").as_deref(),
+        Some("String(\"errors\")")
+    );
+    assert_eq!(
+        scope_attr(&batches[0], "tailsampling.cached_decision"),
+        None
+    );
+    assert_eq!(
+        scope_attr(&batches[1], "tailsampling.policy").as_deref(),
+        Some("String(\"errors\")")
+    );
+    assert_eq!(
+        scope_attr(&batches[1], "tailsampling.cached_decision").as_deref(),
+        Some("Bool(true)")
+    );
+    sampler.flush().await;
+}
