@@ -418,6 +418,12 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
             (Some(a), Some(b)) if traces > 0 => Some((b.saturating_sub(a)) as f64 / traces as f64),
             _ => None,
         },
+        // The loader's share of the CPU both spent on the load: small means
+        // the loader was not what limited the run.
+        "loader_cpu_share": target_cpu.and_then(|t| {
+            let l = load["loader_cpu_seconds"].as_f64()?;
+            (l + t > 0.0).then(|| l / (l + t))
+        }),
         "delivered_share": if acked == 0 { 0.0 } else { delivered as f64 / acked as f64 },
         "accuracy": accuracy,
     });
