@@ -1,9 +1,11 @@
 //! The process's memory as the memory limiter sees it: its resident set
 //! (what a container's limit and the OOM killer count), the memory it may
-//! use (the cgroup v2 or v1 limit, else the host's total), and a hook
-//! through which the binary lets the allocator give freed memory back.
+//! use (the cgroup v2 or v1 limit, else the host's total), a hook through
+//! which the binary lets the allocator give freed memory back, and whether a
+//! memory limiter is past its hard limit.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// The resident set size of this process, from `/proc/self/status`.
@@ -64,6 +66,40 @@ fn cgroup_limit(read: &dyn Fn(&str) -> Option<String>) -> Option<u64> {
     read("sys/fs/cgroup/memory/memory.limit_in_bytes")
         .and_then(|l| l.trim().parse::<u64>().ok())
         .filter(|&l| l < CGROUP_V1_UNLIMITED)
+}
+
+/// Memory limiters whose last check found memory at or above their hard
+/// limit.
+static ABOVE_HARD_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether any memory limiter's last check found memory at or above its
+/// hard limit: the moment for components holding data (the tail sampler's
+/// pending traces) to let go of what they can. Cheap enough to poll.
+pub fn above_hard_limit() -> bool {
+    ABOVE_HARD_LIMIT.load(Ordering::Relaxed) > 0
+}
+
+/// One memory limiter's contribution to [`above_hard_limit`]; withdrawn
+/// when dropped.
+#[derive(Debug, Default)]
+pub(crate) struct HardLimitFlag(AtomicBool);
+
+impl HardLimitFlag {
+    pub(crate) fn set(&self, above: bool) {
+        if self.0.swap(above, Ordering::Relaxed) != above {
+            if above {
+                ABOVE_HARD_LIMIT.fetch_add(1, Ordering::Relaxed);
+            } else {
+                ABOVE_HARD_LIMIT.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for HardLimitFlag {
+    fn drop(&mut self) {
+        self.set(false);
+    }
 }
 
 static RELEASE: OnceLock<fn()> = OnceLock::new();
@@ -136,6 +172,15 @@ mod tests {
             ("sys/fs/cgroup/memory.max", "99999999999999\n"),
         ]);
         assert_eq!(total_memory_under(above.path()), Some(host));
+    }
+
+    #[test]
+    fn a_limiter_past_its_hard_limit_is_seen() {
+        let flag = HardLimitFlag::default();
+        flag.set(true);
+        flag.set(true);
+        assert!(above_hard_limit());
+        drop(flag);
     }
 
     #[test]

@@ -170,6 +170,8 @@ struct Monitor {
     min_release_soft: Duration,
     min_release_hard: Duration,
     last_release: Mutex<Option<Instant>>,
+    /// This limiter's part in `memory::above_hard_limit`.
+    above_hard: crate::memory::HardLimitFlag,
 }
 
 impl MemoryLimiter {
@@ -225,6 +227,7 @@ impl MemoryLimiter {
             min_release_soft: config.min_gc_interval_when_soft_limited,
             min_release_hard: config.min_gc_interval_when_hard_limited,
             last_release: Mutex::new(None),
+            above_hard: crate::memory::HardLimitFlag::default(),
         };
         tokio::spawn(run_checks(
             Arc::downgrade(&limiter),
@@ -276,6 +279,7 @@ impl Monitor {
             used = self.release_and_measure();
             tracing::info!(processor = %id, cur_mem_mib = used / MIB, "memory use after the release");
         }
+        self.above_hard.set(used >= self.hard);
         let was_refusing = limiter.must_refuse.load(Ordering::Relaxed);
         let mut must_refuse = used >= self.soft;
         // The collector forces a GC when it starts refusing and leaves the
@@ -496,6 +500,8 @@ mod tests {
         tick().await;
         assert_eq!(memory.releases.load(Ordering::Relaxed), 2);
         assert!(ml.is_refusing());
+        // Components holding data are told to let go of what they can.
+        assert!(crate::memory::above_hard_limit());
         tick().await;
         assert_eq!(memory.releases.load(Ordering::Relaxed), 3);
     }
