@@ -20,6 +20,7 @@ use crate::otlp::{
     Resource, ResourceSpans, ScopeSpans, Span, Status,
 };
 
+pub mod proto;
 #[cfg(test)]
 mod tests;
 
@@ -240,6 +241,15 @@ pub fn v2_json_to_request(
         spans.push(parse_span(item, &format!("$[{i}]"))?);
     }
     to_request(spans, parse_string_tags)
+}
+
+/// Parses a Zipkin proto3 body (`ListOfSpans`, `application/x-protobuf`)
+/// into an OTLP request, mapped as [`v2_json_to_request`] does.
+pub fn v2_proto_to_request(
+    body: &[u8],
+    parse_string_tags: bool,
+) -> Result<ExportTraceServiceRequest, ZipkinError> {
+    to_request(proto::parse(body)?, parse_string_tags)
 }
 
 fn type_name(value: &Value) -> &'static str {

@@ -328,3 +328,62 @@ fn arbitrary_bytes_never_panic() {
         let _ = v2_json_to_request(&body, i % 3 == 0);
     }
 }
+
+#[test]
+fn proto3_spans_map_like_json() {
+    use prost::Message;
+    use proto::{ListOfSpans, ProtoAnnotation, ProtoEndpoint, ProtoSpan};
+    let list = ListOfSpans {
+        spans: vec![ProtoSpan {
+            trace_id: 0x5af7183fb1d4cf5fu64.to_be_bytes().to_vec(),
+            parent_id: 0x6b221d5bc9e6496cu64.to_be_bytes().to_vec(),
+            id: 0x352bff9a74ca9ad2u64.to_be_bytes().to_vec(),
+            kind: 2,
+            name: "get /api".into(),
+            timestamp: 1_556_604_172_355_737,
+            duration: 1431,
+            local_endpoint: Some(ProtoEndpoint {
+                service_name: "backend".into(),
+                ipv4: vec![192, 168, 99, 1],
+                ipv6: vec![],
+                port: 3306,
+            }),
+            remote_endpoint: Some(ProtoEndpoint {
+                ipv6: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1].to_vec(),
+                ..Default::default()
+            }),
+            annotations: vec![ProtoAnnotation {
+                timestamp: 1_556_604_172_356_000,
+                value: "ws".into(),
+            }],
+            tags: [("http.method".to_string(), "GET".to_string())].into(),
+            debug: false,
+            shared: false,
+        }],
+    };
+    let from_proto = v2_proto_to_request(&list.encode_to_vec(), false).unwrap();
+    let json = r#"[{"id": "352bff9a74ca9ad2", "traceId": "5af7183fb1d4cf5f",
+      "parentId": "6b221d5bc9e6496c", "name": "get /api", "timestamp": 1556604172355737,
+      "duration": 1431, "kind": "SERVER",
+      "localEndpoint": {"serviceName": "backend", "ipv4": "192.168.99.1", "port": 3306},
+      "remoteEndpoint": {"ipv6": "2001:db8::1"},
+      "annotations": [{"timestamp": 1556604172356000, "value": "ws"}],
+      "tags": {"http.method": "GET"}}]"#;
+    let from_json = v2_json_to_request(json.as_bytes(), false).unwrap();
+    assert_eq!(from_proto, from_json);
+    let span = &from_proto.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(
+        attr(&span.attributes, "net.peer.ip"),
+        Some(&s("2001:db8::1"))
+    );
+
+    // Ids of the wrong length and garbage are refused.
+    let mut bad = list.clone();
+    bad.spans[0].id = vec![1, 2, 3];
+    let err = v2_proto_to_request(&bad.encode_to_vec(), false).unwrap_err();
+    assert!(err.to_string().contains("spans[0].id"), "{err}");
+    let mut bad = list.clone();
+    bad.spans[0].trace_id = vec![1; 12];
+    assert!(v2_proto_to_request(&bad.encode_to_vec(), false).is_err());
+    assert!(v2_proto_to_request(b"\x0a\xff\xff", false).is_err());
+}

@@ -1,6 +1,7 @@
 //! The `zipkin` receiver: Zipkin v2 JSON spans over HTTP, as the
 //! collector's `zipkinreceiver` (default `localhost:9411`, any path but
-//! `/api/v1/spans` read as v2, 202 on success, 400 with the parse error).
+//! `/api/v1/spans` read as v2, JSON or `application/x-protobuf` proto3,
+//! 202 on success, 400 with the parse error).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -299,13 +300,7 @@ impl ZipkinHttp {
             );
         }
         // The collector reads every body that is not protobuf as JSON.
-        if media_type(&parts.headers).as_deref() == Some("application/x-protobuf") {
-            self.counters.rejected(Rejection::UnsupportedMediaType);
-            return text_response(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Zipkin protobuf is not supported by tracegate; send application/json",
-            );
-        }
+        let protobuf = media_type(&parts.headers).as_deref() == Some("application/x-protobuf");
         let body = match read_body(&parts.headers, body, self.max_body_size).await {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
@@ -330,14 +325,18 @@ impl ZipkinHttp {
                 return text_response(StatusCode::BAD_REQUEST, &message);
             }
         };
-        let request =
-            match tracegate_model::zipkin::v2_json_to_request(&body, self.parse_string_tags) {
-                Ok(request) => request,
-                Err(e) => {
-                    self.counters.rejected(Rejection::Malformed);
-                    return text_response(StatusCode::BAD_REQUEST, &e.to_string());
-                }
-            };
+        let parsed = if protobuf {
+            tracegate_model::zipkin::v2_proto_to_request(&body, self.parse_string_tags)
+        } else {
+            tracegate_model::zipkin::v2_json_to_request(&body, self.parse_string_tags)
+        };
+        let request = match parsed {
+            Ok(request) => request,
+            Err(e) => {
+                self.counters.rejected(Rejection::Malformed);
+                return text_response(StatusCode::BAD_REQUEST, &e.to_string());
+            }
+        };
         let batch = SpanBatch::from_request(&request);
         match self.counters.export(&self.next, batch).await {
             // "Accepted", as https://zipkin.io/zipkin-api/#/default/post_spans

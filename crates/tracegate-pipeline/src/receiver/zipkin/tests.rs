@@ -108,6 +108,33 @@ async fn json_spans_are_accepted_and_forwarded() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(rx.recv().await.unwrap().len(), 2);
+
+    // proto3, as zipkin-go and zipkin-java send with application/x-protobuf.
+    let list = tracegate_model::zipkin::proto::ListOfSpans {
+        spans: vec![tracegate_model::zipkin::proto::ProtoSpan {
+            trace_id: vec![1; 16],
+            id: vec![2; 8],
+            name: "proto-span".into(),
+            kind: 1,
+            timestamp: 1_700_000_000_000_000,
+            local_endpoint: Some(tracegate_model::zipkin::proto::ProtoEndpoint {
+                service_name: "proto-svc".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    };
+    let (status, body) = post(
+        addr,
+        "/api/v2/spans",
+        &[("content-type", "application/x-protobuf")],
+        prost::Message::encode_to_vec(&list),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let batch = rx.recv().await.unwrap();
+    assert_eq!(batch.service_name(0), Some("proto-svc"));
+    assert_eq!(batch.span_name(0), "proto-span");
     shutdown.cancel();
 }
 
@@ -123,14 +150,15 @@ async fn malformed_json_is_400_with_the_reason() {
     assert!(body.contains("valid span id required"), "{body}");
     let (status, _) = post(addr, "/api/v1/spans", &[], "[]").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = post(
+    let (status, body) = post(
         addr,
         "/api/v2/spans",
         &[("content-type", "application/x-protobuf")],
-        "x",
+        &b"\x0a\xff\xff"[..],
     )
     .await;
-    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("invalid Zipkin proto3"), "{body}");
     assert!(rx.try_recv().is_err(), "nothing reaches the pipeline");
     shutdown.cancel();
 }
