@@ -219,7 +219,8 @@ impl<'a> Reader<'a> for BinaryReader<'a> {
         Ok(Some((self.i16()?, t)))
     }
     fn bool(&mut self) -> Result<bool, ThriftError> {
-        Ok(self.0.u8()? != 0)
+        // As Go's TBinaryProtocol: only 1 is true.
+        Ok(self.0.u8()? == 1)
     }
     fn byte(&mut self) -> Result<i8, ThriftError> {
         Ok(self.0.u8()? as i8)
