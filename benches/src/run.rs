@@ -44,6 +44,10 @@ pub struct Args {
     /// Comparison mode: the target's process id, for its CPU time and memory.
     #[arg(long)]
     pub target_pid: Option<u32>,
+    /// Comparison mode: the target's Prometheus endpoint (host:port), read
+    /// once the load has drained.
+    #[arg(long)]
+    pub target_metrics: Option<String>,
     /// Where the sink listens; fix it when an external target exports to it.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub sink_listen: String,
@@ -251,6 +255,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         flag_value(&scenario.load, &args.send_args, "--protocol").unwrap_or_else(|| "grpc".into());
     let mut tracegate = None;
     let tg_logs = Arc::new(Mutex::new(Vec::new()));
+    let mut metrics_addr = args.target_metrics.clone();
     let (endpoint, target_pid) = match &args.target {
         Some(url) => (url.clone(), args.target_pid),
         None => {
@@ -298,6 +303,13 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
                         "no {want} listener in tracegate's log (the scenario must log JSON at info)"
                     )
                 })?;
+            metrics_addr = tg_logs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["message"] == "listening" && v["protocol"] == "metrics")
+                .and_then(|v| v["address"].as_str().map(String::from));
             let pid = child.pid();
             tracegate = Some(child);
             (format!("http://{addr}"), Some(pid))
@@ -364,6 +376,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     let before_shutdown = view.lock().unwrap().stats["spans"].as_u64().unwrap_or(0);
     let cpu_after = cpu(&pid);
     let peak_rss = mem(&pid, "VmHWM:");
+    let target_metrics = metrics_addr.as_deref().and_then(scrape_metrics);
     if let Some(tg) = tracegate.as_mut() {
         tg.terminate(Duration::from_secs(60))?;
     }
@@ -426,6 +439,9 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         }),
         "delivered_share": if acked == 0 { 0.0 } else { delivered as f64 / acked as f64 },
         "accuracy": accuracy,
+        // The target's own counters and gauges after the drain (histogram
+        // buckets left out), e.g. accepted, refused and dropped spans.
+        "target_metrics": target_metrics,
     });
     write_result(&args.out, &scenario.name, &result)?;
     let _ = std::fs::remove_dir_all(&work);
@@ -455,6 +471,40 @@ pub fn merge_flags(scenario: &[String], extra: &[String]) -> Vec<String> {
     }
     out.extend(extra.iter().cloned());
     out
+}
+
+/// Reads a Prometheus text endpoint: `name{labels}` → value, without
+/// histogram buckets. `None` if it cannot be read.
+fn scrape_metrics(addr: &str) -> Option<std::collections::BTreeMap<String, f64>> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nAccept: text/plain\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.") || !head.split_whitespace().nth(1)?.starts_with('2') {
+        return None;
+    }
+    Some(parse_prometheus(body))
+}
+
+fn parse_prometheus(body: &str) -> std::collections::BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.trim().rsplit_once(' ')?;
+            let name = key.split('{').next()?;
+            if name.ends_with("_bucket") {
+                return None;
+            }
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The value of `flag` in the extra arguments, else in the scenario's.
@@ -574,6 +624,19 @@ mod tests {
             &words("--spans 10 --rate 5"),
         );
         assert_eq!(merged, words("--error-share 0.1 --x --spans 10 --rate 5"));
+    }
+
+    #[test]
+    fn prometheus_text_is_read_without_buckets() {
+        let m = parse_prometheus(
+            "# HELP x y\n# TYPE x counter\notelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"} 6000\nlat_bucket{le=\"1\"} 3\nlat_sum 2.5\n\n",
+        );
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m["otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"}"],
+            6000.0
+        );
+        assert_eq!(m["lat_sum"], 2.5);
     }
 
     #[test]

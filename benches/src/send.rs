@@ -242,7 +242,11 @@ pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
         protocol: shared.opts.protocol,
         compression: shared.opts.compression,
         connections: shared.opts.connections,
-        in_flight: shared.opts.in_flight,
+        in_flight: match shared.opts.protocol {
+            Protocol::Grpc => shared.opts.in_flight,
+            // HTTP/1.1: one request at a time per connection.
+            Protocol::HttpProto | Protocol::HttpJson => 1,
+        },
         rounds,
         traces: rounds * shared.template.traces_per_round as u64,
         spans_sent: c.spans_sent.load(Ordering::Relaxed),

@@ -288,6 +288,15 @@ fn a_short_scenario_runs_through_tracegate() {
     assert_eq!(result["accuracy"]["ok"], true, "{result}");
     assert!(result["target_cpu_seconds"].as_f64().is_some());
     assert!(result["target_peak_rss_bytes"].as_u64().unwrap() > 0);
+    // tracegate's own counters agree with the load.
+    let accepted: f64 = result["target_metrics"]
+        .as_object()
+        .expect("tracegate's metrics were read")
+        .iter()
+        .filter(|(k, _)| k.starts_with("otelcol_receiver_accepted_spans"))
+        .map(|(_, v)| v.as_f64().unwrap())
+        .sum();
+    assert_eq!(accepted, 6000.0, "{}", result["target_metrics"]);
     // The JSON result and the Markdown row are written.
     let table = std::fs::read_to_string(out_dir.path().join("results.md")).unwrap();
     assert!(table
