@@ -5,7 +5,7 @@
 # Collector that exports to 127.0.0.1:4319:
 #   target/release/tracegate-loadgen run --scenario benches/scenarios/passthrough.yaml \
 #     --target http://127.0.0.1:4317 --target-pid "$(pidof otelcol-contrib)" \
-#     --sink-listen 127.0.0.1:4319 --label otelcol-contrib
+#     --target-metrics 127.0.0.1:8888 --sink-listen 127.0.0.1:4319 --label otelcol-contrib
 # Results: target/bench-results/NAME-DATE.json and target/bench-results/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
