@@ -341,8 +341,9 @@ fn duration_runs_end_on_whole_rounds_and_late_parts_still_arrive() {
         ],
     );
     let acked = report["spans_acked"].as_u64().unwrap();
-    // 20 000 spans/s for 0.3 s, rounds of 100 spans: about 60 rounds.
-    assert!((2000..=10_000).contains(&acked), "{report}");
+    // 20 000 spans/s for 0.3 s, rounds of 100 spans: at most 61 rounds
+    // (fewer when the machine is busy).
+    assert!((500..=6_100).contains(&acked), "{report}");
     assert_eq!(acked % 100, 0, "whole rounds only: {report}");
     assert_eq!(report["rounds"].as_u64().unwrap() * 100, acked);
     // The last round's late part went out 150 ms after the rest.
