@@ -296,6 +296,18 @@ impl Shared {
     /// Whether round `round` may start: rounds are all-or-nothing, so once
     /// one part of a round has gone out the round is completed.
     fn admit(&self, round: u64) -> anyhow::Result<bool> {
+        // Open loop: a round starts when its first request is due, which
+        // may be later than now (workers take requests ahead of time).
+        let starts = match self.opts.rate {
+            Some(rate) => {
+                let first = round * self.template.parts.len() as u64;
+                let per_request =
+                    self.template.spans_per_round() as f64 / self.template.parts.len() as f64;
+                let due = self.started + Duration::from_secs_f64(first as f64 * per_request / rate);
+                due.max(Instant::now())
+            }
+            None => Instant::now(),
+        };
         let mut rounds = self.rounds.lock().unwrap();
         if rounds.admitted.is_some_and(|a| round <= a) {
             return Ok(true);
@@ -303,7 +315,7 @@ impl Shared {
         if round >= rounds.stop {
             return Ok(false);
         }
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+        if self.deadline.is_some_and(|d| starts >= d) {
             rounds.stop = round;
             return Ok(false);
         }
