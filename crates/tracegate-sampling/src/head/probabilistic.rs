@@ -205,6 +205,9 @@ enum Mode {
 pub struct ProbabilisticSampler {
     mode: Mode,
     fail_closed: bool,
+    /// Finds the priority attribute's name in a span's bytes; see the
+    /// shortcut in `decide`.
+    priority_key: memchr::memmem::Finder<'static>,
 }
 
 /// OpenTracing's `sampling.priority` hint.
@@ -244,6 +247,7 @@ impl ProbabilisticSampler {
         ProbabilisticSampler {
             mode,
             fail_closed: config.fail_closed,
+            priority_key: memchr::memmem::Finder::new(SAMPLING_PRIORITY.as_bytes()),
         }
     }
 }
@@ -279,6 +283,23 @@ impl HeadSampler for ProbabilisticSampler {
 
     fn decide(&self, batch: &SpanBatch, span: usize, new_trace_state: &mut String) -> Verdict {
         let info = &batch.spans()[span];
+        if let Mode::HashSeed { seed, threshold } = self.mode {
+            // Failing closed, a span the hash drops is kept only by a
+            // positive `sampling.priority` (tracestate trouble drops it
+            // too): without that name in its bytes, nothing else to read.
+            let body = &batch.bytes()[info.span.start as usize..info.span.end as usize];
+            if self.fail_closed
+                && info.trace_id != [0; 16]
+                && !threshold.should_sample(hash_seed_randomness(seed, &info.trace_id))
+                && self.priority_key.find(body).is_none()
+            {
+                return Verdict {
+                    sampled: false,
+                    rewrite: false,
+                    label: RandomnessSource::TraceIdHash as u16,
+                };
+            }
+        }
         let fields = batch.span_sampling_fields(span, Some(SAMPLING_PRIORITY));
         let raw = fields.trace_state;
         let parsed = TraceState::parse(raw);

@@ -512,6 +512,44 @@ fn consistent_modes_follow_the_collectors_table() {
 }
 
 #[test]
+fn hash_seed_shortcut_still_honours_priority() {
+    // At 1 %, nearly every trace is dropped by the hash: the priority
+    // attribute must still keep its spans, and its name elsewhere must not.
+    let sampler = probabilistic(1.0, SamplerMode::HashSeed, 4, true, 9);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut dropped_by_hash = 0;
+    for _ in 0..200 {
+        let trace_id: [u8; 16] = rng.random();
+        let hash_keeps = hash_seed_threshold(1.0)
+            .unwrap()
+            .should_sample(hash_seed_randomness(9, &trace_id));
+        dropped_by_hash += usize::from(!hash_keeps);
+        let with_priority = batch_of(&[SpanSpec {
+            trace_id,
+            attributes: vec![("sampling.priority", any_value::Value::IntValue(1))],
+            ..Default::default()
+        }]);
+        assert_eq!(run(&sampler, &with_priority).kept.len(), 1);
+        let name_as_value = batch_of(&[SpanSpec {
+            trace_id,
+            attributes: vec![(
+                "note",
+                any_value::Value::StringValue("sampling.priority".into()),
+            )],
+            ..Default::default()
+        }]);
+        assert_eq!(run(&sampler, &name_as_value).kept.len() == 1, hash_keeps);
+        let bad_trace_state = batch_of(&[SpanSpec {
+            trace_id,
+            trace_state: "ot=th:zz",
+            ..Default::default()
+        }]);
+        assert!(run(&sampler, &bad_trace_state).kept.is_empty());
+    }
+    assert!(dropped_by_hash > 150);
+}
+
+#[test]
 fn fail_closed_drops_what_cannot_be_decided() {
     let default_tid = hex_id("fefefefefefefefefe80000000000000");
     let cases = [
