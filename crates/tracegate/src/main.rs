@@ -1,4 +1,5 @@
 //! The tracegate command line: run a config, or validate one.
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,32 +9,7 @@ use clap::{Parser, Subcommand};
 use tracegate::config::{self, Loaded};
 
 #[cfg(feature = "jemalloc")]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// Gives the pages jemalloc holds freed back to the OS: the memory
-/// limiter's release at its limits. jemalloc's control interface is C, so
-/// this is the binary's one unsafe call.
-#[cfg(feature = "jemalloc")]
-fn purge_jemalloc_arenas() {
-    // `arena.<MALLCTL_ARENAS_ALL>.purge` (4096 is MALLCTL_ARENAS_ALL).
-    const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
-    // SAFETY: the name is NUL-terminated and this mallctl takes neither an
-    // old nor a new value, so every pointer is null and the length 0.
-    let code = unsafe {
-        tikv_jemalloc_sys::mallctl(
-            PURGE_ALL.as_ptr().cast(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    if code != 0 {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| tracing::warn!(code, "jemalloc refused to purge its arenas"));
-    }
-}
+mod jemalloc;
 
 /// A native trace-sampling gateway: OTLP in, sampling and batching, OTLP out.
 #[derive(Parser)]
@@ -96,7 +72,7 @@ fn main() -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let prometheus = tracegate_pipeline::telemetry::install_recorder();
     #[cfg(feature = "jemalloc")]
-    tracegate_pipeline::memory::set_release_hook(purge_jemalloc_arenas);
+    tracegate_pipeline::memory::set_release_hook(jemalloc::purge_arenas);
     let loaded = match load(cli.config.as_deref()) {
         Ok(l) => l,
         Err(e) => {
