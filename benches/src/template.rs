@@ -203,6 +203,11 @@ struct Variant<'a> {
     slow: bool,
 }
 
+/// The trace slot span `i` of slot `t` links to, if it has a link.
+fn link_target(t: usize, i: usize, traces: usize) -> Option<usize> {
+    (i % 5 == 4).then_some((t + 1) % traces)
+}
+
 /// A distinctive placeholder id per trace slot.
 fn placeholder(trace: usize) -> [u8; 16] {
     let mut id = [0x5A; 16];
@@ -254,19 +259,28 @@ impl Template {
         let part_of = |i: usize| (i % services) % parts;
         let mut out = Vec::new();
         for p in 0..parts {
-            // The order spans are written in: by service, then trace, then index.
+            // The order spans are written in: by service, then trace, then
+            // index; and the trace ids in them: the span's own, then its
+            // link's (Span.links comes after Span.trace_id in both encodings).
             let mut order = Vec::new();
+            let mut id_order = Vec::new();
             for svc in (0..services).filter(|svc| svc % parts == p) {
                 for t in 0..traces {
                     for i in (0..shape.spans_of(t)).filter(|i| i % services == svc) {
                         order.push((t, i));
+                        id_order.push(t);
+                        id_order.extend(link_target(t, i, traces));
                     }
                 }
             }
             let id_runs = runs(&base[p], &flipped_ids[p], 0);
-            assert_eq!(id_runs.len(), order.len(), "one trace id per span");
+            assert_eq!(
+                id_runs.len(),
+                id_order.len(),
+                "one trace id per span and link"
+            );
             let mut ids = vec![Vec::new(); traces];
-            for (&(t, _), &(lo, hi)) in order.iter().zip(&id_runs) {
+            for (&t, &(lo, hi)) in id_order.iter().zip(&id_runs) {
                 assert_eq!(hi - lo, id_len, "whole trace ids differ");
                 ids[t].push(lo as u32);
             }
@@ -443,6 +457,17 @@ fn encode_part(
                 } else {
                     Vec::new()
                 };
+                // Some spans follow from another trace of the round (a
+                // consumer linking to its producer).
+                let links = link_target(t, i, shape.traces_per_round)
+                    .map(|other| span::Link {
+                        trace_id: (v.ids)(other).to_vec(),
+                        span_id: span_id(other, 0),
+                        attributes: vec![kv("messaging.operation.type", s("process"))],
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .collect();
                 spans.push(Span {
                     trace_id: (v.ids)(t).to_vec(),
                     span_id: span_id(t, i),
@@ -465,6 +490,7 @@ fn encode_part(
                     end_time_unix_nano: end,
                     attributes: attributes(shape.attributes, t, i),
                     events,
+                    links,
                     status,
                     ..Default::default()
                 });
@@ -593,6 +619,33 @@ mod tests {
             }
             assert_eq!(seen_classes.len(), 3, "all classes drawn: {seen_classes:?}");
         }
+    }
+
+    #[test]
+    fn links_point_at_other_traces_of_the_same_round() {
+        let t = Template::new(&shape(), MIX, Encoding::Proto, 1_763_000_000_000_000_000);
+        let round: std::collections::HashSet<[u8; 16]> =
+            t.round_traces(5).map(|(id, _, _)| id).collect();
+        let mut links = 0;
+        let mut buf = Vec::new();
+        for p in 0..t.parts.len() {
+            t.write_request(5, p, &mut buf);
+            let request = ExportTraceServiceRequest::decode(buf.as_slice()).unwrap();
+            for span in request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+            {
+                for link in &span.links {
+                    assert!(round.contains(&link.trace_id[..]), "link to the round");
+                    assert_ne!(link.trace_id, span.trace_id);
+                    links += 1;
+                }
+            }
+        }
+        // Spans 4 and 9 of each of 20 traces.
+        assert_eq!(links, 40);
     }
 
     #[test]
