@@ -14,42 +14,37 @@ use crate::SpanBatch;
 /// The batch's spans as Jaeger batches. Decodes the batch (its kept spans
 /// only: a subset's bytes hold nothing else).
 pub fn batches_from_span_batch(batch: &SpanBatch) -> Vec<proto::Batch> {
-    batches_from_request(&batch.to_request())
+    batches_from_request(batch.to_request())
 }
 
-/// One Jaeger `Batch` per ResourceSpans that has attributes or scopes.
-pub fn batches_from_request(request: &ExportTraceServiceRequest) -> Vec<proto::Batch> {
+/// One Jaeger `Batch` per ResourceSpans that has attributes or scopes. Takes
+/// the request by value: its strings and bytes move into the tags.
+pub fn batches_from_request(request: ExportTraceServiceRequest) -> Vec<proto::Batch> {
     request
         .resource_spans
-        .iter()
+        .into_iter()
         .filter_map(batch_from_resource_spans)
         .collect()
 }
 
-fn batch_from_resource_spans(rs: &ResourceSpans) -> Option<proto::Batch> {
-    let attributes = rs
-        .resource
-        .as_ref()
-        .map(|r| r.attributes.as_slice())
-        .unwrap_or_default();
-    if attributes.is_empty() && rs.scope_spans.is_empty() {
+fn batch_from_resource_spans(rs: ResourceSpans) -> Option<proto::Batch> {
+    let no_attributes = rs.resource.as_ref().is_none_or(|r| r.attributes.is_empty());
+    if no_attributes && rs.scope_spans.is_empty() {
         return None;
     }
-    let spans = rs
-        .scope_spans
-        .iter()
-        .flat_map(|ss| ss.spans.iter().map(move |s| span(s, ss.scope.as_ref())))
-        .collect();
+    let mut spans = Vec::with_capacity(rs.scope_spans.iter().map(|ss| ss.spans.len()).sum());
+    for ss in rs.scope_spans {
+        let scope = ss.scope;
+        spans.extend(ss.spans.into_iter().map(|s| span(s, scope.as_ref())));
+    }
     Some(proto::Batch {
         spans,
-        process: Some(process(rs.resource.as_ref())),
+        process: Some(process(rs.resource)),
     })
 }
 
-fn process(resource: Option<&Resource>) -> proto::Process {
-    let attributes = resource
-        .map(|r| r.attributes.as_slice())
-        .unwrap_or_default();
+fn process(resource: Option<Resource>) -> proto::Process {
+    let attributes = resource.map(|r| r.attributes).unwrap_or_default();
     if attributes.is_empty() {
         return proto::Process {
             service_name: tags::NO_SERVICE_NAME.to_string(),
@@ -90,32 +85,32 @@ fn string_tag(key: &str, value: &str) -> proto::KeyValue {
 }
 
 /// An attribute as a tag: maps and arrays become their JSON text.
-pub(super) fn tag(kv: &KeyValue) -> proto::KeyValue {
+pub(super) fn tag(kv: KeyValue) -> proto::KeyValue {
     let mut tag = proto::KeyValue {
-        key: kv.key.clone(),
+        key: kv.key,
         ..Default::default()
     };
-    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+    match kv.value.and_then(|v| v.value) {
         None => {}
-        Some(any_value::Value::StringValue(s)) => tag.v_str = s.clone(),
+        Some(any_value::Value::StringValue(s)) => tag.v_str = s,
         Some(any_value::Value::BoolValue(b)) => {
             tag.v_type = ValueType::Bool as i32;
-            tag.v_bool = *b;
+            tag.v_bool = b;
         }
         Some(any_value::Value::IntValue(i)) => {
             tag.v_type = ValueType::Int64 as i32;
-            tag.v_int64 = *i;
+            tag.v_int64 = i;
         }
         Some(any_value::Value::DoubleValue(d)) => {
             tag.v_type = ValueType::Float64 as i32;
-            tag.v_float64 = *d;
+            tag.v_float64 = d;
         }
         Some(any_value::Value::BytesValue(b)) => {
             tag.v_type = ValueType::Binary as i32;
-            tag.v_binary = b.clone();
+            tag.v_binary = b;
         }
         Some(v @ (any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_))) => {
-            tag.v_str = json_text(v);
+            tag.v_str = json_text(&v);
         }
         // A string-valued reference into a profile dictionary; spans carry none.
         #[allow(unreachable_patterns)]
@@ -198,7 +193,7 @@ fn duration(start: u64, end: u64) -> Duration {
     }
 }
 
-fn span(span: &Span, scope: Option<&InstrumentationScope>) -> proto::Span {
+fn span(span: Span, scope: Option<&InstrumentationScope>) -> proto::Span {
     let mut references = Vec::with_capacity(span.links.len() + 1);
     let has_parent = span.parent_span_id.iter().any(|b| *b != 0);
     if has_parent {
@@ -232,7 +227,7 @@ fn span(span: &Span, scope: Option<&InstrumentationScope>) -> proto::Span {
             span_tags.push(string_tag(tags::SCOPE_VERSION, &scope.version));
         }
     }
-    span_tags.extend(span.attributes.iter().map(tag));
+    span_tags.extend(span.attributes.into_iter().map(tag));
     let kind = match SpanKind::try_from(span.kind) {
         Ok(SpanKind::Client) => Some("client"),
         Ok(SpanKind::Server) => Some("server"),
@@ -266,14 +261,14 @@ fn span(span: &Span, scope: Option<&InstrumentationScope>) -> proto::Span {
 
     let logs = span
         .events
-        .iter()
+        .into_iter()
         .map(|event| {
             let mut fields = Vec::with_capacity(event.attributes.len() + 1);
             // An `event` attribute says the name already.
             if !event.name.is_empty() && !event.attributes.iter().any(|a| a.key == tags::EVENT) {
                 fields.push(string_tag(tags::EVENT, &event.name));
             }
-            fields.extend(event.attributes.iter().map(tag));
+            fields.extend(event.attributes.into_iter().map(tag));
             proto::Log {
                 timestamp: Some(timestamp(event.time_unix_nano)),
                 fields,
@@ -284,7 +279,7 @@ fn span(span: &Span, scope: Option<&InstrumentationScope>) -> proto::Span {
     proto::Span {
         trace_id: id(&span.trace_id, 16),
         span_id: id(&span.span_id, 8),
-        operation_name: span.name.clone(),
+        operation_name: span.name,
         references,
         flags: 0,
         start_time: Some(timestamp(span.start_time_unix_nano)),

@@ -271,7 +271,7 @@ fn jaeger_batch() -> proto::Batch {
 
 #[test]
 fn otlp_to_jaeger_every_field() {
-    assert_eq!(batches_from_request(&otlp_request()), vec![jaeger_batch()]);
+    assert_eq!(batches_from_request(otlp_request()), vec![jaeger_batch()]);
 }
 
 #[test]
@@ -296,7 +296,7 @@ fn jaeger_to_otlp_every_field() {
 #[test]
 fn otlp_round_trips_through_jaeger() {
     let request = otlp_request();
-    let back = request_from_batches(batches_from_request(&request)).unwrap();
+    let back = request_from_batches(batches_from_request(request.clone())).unwrap();
     let (a, b) = (
         &request.resource_spans[0].scope_spans[0].spans[0],
         &back.resource_spans[0].scope_spans[0].spans[0],
@@ -356,10 +356,10 @@ fn span_kinds_both_ways() {
             kind: kind as i32,
             ..bare_span()
         });
-        let batch = &batches_from_request(&request)[0];
+        let batch = &batches_from_request(request.clone())[0];
         let tag = batch.spans[0].tags.iter().find(|t| t.key == "span.kind");
         assert_eq!(tag.map(|t| t.v_str.as_str()), name, "{kind:?}");
-        let back = request_from_batches(batches_from_request(&request)).unwrap();
+        let back = request_from_batches(batches_from_request(request)).unwrap();
         assert_eq!(
             back.resource_spans[0].scope_spans[0].spans[0].kind,
             kind as i32
@@ -405,11 +405,7 @@ fn status_codes_to_jaeger() {
             }),
             ..bare_span()
         });
-        batches_from_request(&request)
-            .remove(0)
-            .spans
-            .remove(0)
-            .tags
+        batches_from_request(request).remove(0).spans.remove(0).tags
     };
     assert_eq!(tags_of(ProtoStatusCode::Unset, ""), vec![]);
     assert_eq!(
@@ -509,7 +505,7 @@ fn status_from_jaeger_tags_as_the_collector() {
 fn resource_without_attributes_has_the_placeholder_service() {
     let mut request = one_span(bare_span());
     request.resource_spans[0].resource = None;
-    let batch = batches_from_request(&request).remove(0);
+    let batch = batches_from_request(request).remove(0);
     assert_eq!(
         batch.process.as_ref().unwrap().service_name,
         "OTLPResourceNoServiceName"
@@ -525,7 +521,7 @@ fn resource_without_attributes_has_the_placeholder_service() {
     let empty = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans::default()],
     };
-    assert!(batches_from_request(&empty).is_empty());
+    assert!(batches_from_request(empty).is_empty());
 }
 
 #[test]
@@ -652,7 +648,7 @@ fn ids_and_times() {
         end_time_unix_nano: 3_500_000_000,
         ..bare_span()
     });
-    let batch = batches_from_request(&request).remove(0);
+    let batch = batches_from_request(request).remove(0);
     assert_eq!(
         batch.spans[0].duration,
         Some(Duration {
@@ -677,7 +673,7 @@ fn event_attribute_named_event_is_kept_as_is() {
         }],
         ..bare_span()
     });
-    let batch = batches_from_request(&request).remove(0);
+    let batch = batches_from_request(request).remove(0);
     assert_eq!(
         batch.spans[0].logs[0].fields,
         vec![stag("event", "from-attr")]

@@ -35,29 +35,31 @@ pub fn request_from_batches(
     // (process, spans) in first-seen order; the collector groups in a map
     // keyed by a hash of the process, so equal processes share a resource.
     let mut groups: Vec<(Option<proto::Process>, Vec<proto::Span>)> = Vec::new();
-    fn group<'a>(
-        groups: &'a mut Vec<(Option<proto::Process>, Vec<proto::Span>)>,
-        process: &Option<proto::Process>,
-    ) -> &'a mut Vec<proto::Span> {
-        let at = match groups.iter().position(|(p, _)| p == process) {
+    fn group_of(
+        groups: &mut Vec<(Option<proto::Process>, Vec<proto::Span>)>,
+        process: Option<proto::Process>,
+    ) -> usize {
+        match groups.iter().position(|(p, _)| *p == process) {
             Some(at) => at,
             None => {
-                groups.push((process.clone(), Vec::new()));
+                groups.push((process, Vec::new()));
                 groups.len() - 1
             }
-        };
-        &mut groups[at].1
+        }
     }
     for batch in batches {
         if batch.process.is_none() && batch.spans.is_empty() {
             continue;
         }
-        group(&mut groups, &batch.process);
+        // Looked up once per batch: spans without their own process (the
+        // usual case) cost no comparison of processes.
+        let batch_group = group_of(&mut groups, batch.process);
         for mut span in batch.spans {
-            match span.process.take() {
-                None => group(&mut groups, &batch.process).push(span),
-                Some(own) => group(&mut groups, &Some(own)).push(span),
-            }
+            let at = match span.process.take() {
+                None => batch_group,
+                Some(own) => group_of(&mut groups, Some(own)),
+            };
+            groups[at].1.push(span);
         }
     }
     let mut resource_spans = Vec::with_capacity(groups.len());
