@@ -21,6 +21,9 @@
 //!   a new trace waits (the caller retries) until a pending one is decided;
 //! - the byte budget for pending spans is tracegate's own: over it, the
 //!   oldest pending traces are decided early, counted;
+//! - while a memory limiter is above its hard limit the caller may shed
+//!   part of the buffer ([`TraceShard::decide_oldest_for_memory`]): the
+//!   oldest pending traces are decided early, counted;
 //! - a decided trace is remembered in the decision cache of its outcome
 //!   when that cache is enabled; otherwise, as in the collector, it stays
 //!   in the table (spans released) until `num_traces` pushes it out. A late
@@ -118,6 +121,9 @@ pub enum DecisionReason {
     NumTracesFull,
     /// Early, to stay within the byte budget.
     BytesFull,
+    /// Early, to give memory back while a memory limiter is above its hard
+    /// limit.
+    MemoryLimit,
     /// On shutdown.
     Shutdown,
 }
@@ -131,6 +137,7 @@ impl DecisionReason {
             DecisionReason::TooLarge => "maximum_trace_size_bytes",
             DecisionReason::NumTracesFull => "num_traces",
             DecisionReason::BytesFull => "max_buffered_bytes",
+            DecisionReason::MemoryLimit => "memory_limit",
             DecisionReason::Shutdown => "shutdown",
         }
     }
@@ -142,6 +149,7 @@ impl DecisionReason {
             DecisionReason::TooManySpans
                 | DecisionReason::NumTracesFull
                 | DecisionReason::BytesFull
+                | DecisionReason::MemoryLimit
         )
     }
 }
@@ -209,10 +217,11 @@ pub struct ShardStats {
     /// (`traces_dropped_too_large`).
     pub traces_too_large: u64,
     /// Traces decided early: for `num_traces`, the byte budget,
-    /// `max_spans_per_trace`.
+    /// `max_spans_per_trace`, a memory limiter above its hard limit.
     pub early_num_traces: u64,
     pub early_bytes: u64,
     pub early_max_spans: u64,
+    pub early_memory_limit: u64,
     /// Spans not passed on, by why: not sampled by the policies, dropped
     /// by a drop policy, too large, late for a non-sampled decision.
     pub spans_not_sampled: u64,
@@ -602,6 +611,45 @@ impl TraceShard {
         if budget == 0 {
             return;
         }
+        self.decide_oldest_while_over(budget, now, DecisionReason::BytesFull, decider, out);
+    }
+
+    /// Sheds half of the pending spans' memory: decides the oldest pending
+    /// traces early (reason [`DecisionReason::MemoryLimit`]) until the
+    /// spans still pending take at most half the memory they did. For a caller that
+    /// learned memory is above a hard limit; called again on each check
+    /// that still finds it so, the buffer halves each time. The oldest
+    /// go first as they are the closest to their decision anyway: they
+    /// lose the least of their wait. Returns the traces decided.
+    pub fn decide_oldest_for_memory(
+        &mut self,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> u64 {
+        if self.pending == 0 {
+            return 0;
+        }
+        let before = self.stats.early_memory_limit;
+        // The headers' memory only falls at the sweep below, so the target
+        // counts it as it stands: halve the spans' own memory.
+        let target = self.memory / 2 + self.headers.memory;
+        self.decide_oldest_while_over(target, now, DecisionReason::MemoryLimit, decider, out);
+        // Headers no pending span refers to any more are memory too.
+        self.headers.sweep();
+        self.stats.early_memory_limit - before
+    }
+
+    /// Decides the oldest pending traces early, for `reason`, while the
+    /// pending spans' memory is over `budget`.
+    fn decide_oldest_while_over(
+        &mut self,
+        budget: u64,
+        now: Duration,
+        reason: DecisionReason,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
         // The wait queue is the pending traces in first-seen order; entries
         // of traces decided since are skipped (and dropped) on the way.
         while self.memory + self.headers.memory > budget {
@@ -613,7 +661,7 @@ impl TraceShard {
                 .get(&id)
                 .is_some_and(|e| e.seq == seq && matches!(e.state, State::Pending));
             if pending {
-                self.decide(id, now, DecisionReason::BytesFull, decider, out);
+                self.decide(id, now, reason, decider, out);
             }
         }
     }
@@ -740,6 +788,7 @@ impl TraceShard {
             }
             DecisionReason::NumTracesFull => self.stats.early_num_traces += 1,
             DecisionReason::BytesFull => self.stats.early_bytes += 1,
+            DecisionReason::MemoryLimit => self.stats.early_memory_limit += 1,
             DecisionReason::TooManySpans => self.stats.early_max_spans += 1,
             _ => {}
         }
@@ -911,6 +960,7 @@ impl TraceBuffer {
             total.early_num_traces += s.early_num_traces;
             total.early_bytes += s.early_bytes;
             total.early_max_spans += s.early_max_spans;
+            total.early_memory_limit += s.early_memory_limit;
             total.spans_not_sampled += s.spans_not_sampled;
             total.spans_dropped_by_policy += s.spans_dropped_by_policy;
             total.spans_too_large += s.spans_too_large;

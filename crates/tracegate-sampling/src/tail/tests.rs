@@ -1024,6 +1024,74 @@ fn byte_budget_decides_the_oldest_early() {
 }
 
 #[test]
+fn above_a_memory_limit_the_oldest_half_is_decided_early_and_kept_ones_released_whole() {
+    let mut shard = TraceShard::new(settings());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    // Eight traces of two spans each, arriving a second apart, each in
+    // two requests; the even ones have an error and are kept.
+    for i in 0..8 {
+        shard.insert(&batch(&[span(tid(i), 1)]), secs(i), &mut set, &mut out);
+        let child = if i % 2 == 0 {
+            span(tid(i), 2).error()
+        } else {
+            span(tid(i), 2)
+        };
+        shard.insert(&batch(&[child]), secs(i), &mut set, &mut out);
+    }
+    assert!(out.decided.is_empty());
+    let spans_memory_before = shard.buffered_bytes();
+    let now = secs(8);
+    assert_eq!(shard.decide_oldest_for_memory(now, &mut set, &mut out), 4);
+    let early: Vec<_> = out.decided.iter().map(|d| d.trace_id).collect();
+    assert_eq!(early, (0..4).map(tid).collect::<Vec<_>>(), "oldest first");
+    assert!(out
+        .decided
+        .iter()
+        .all(|d| d.reason == DecisionReason::MemoryLimit && d.reason.is_early()));
+    assert!(out
+        .decided
+        .iter()
+        .all(|d| d.waited < Duration::from_secs(10)));
+    assert_eq!(DecisionReason::MemoryLimit.as_str(), "memory_limit");
+    assert_eq!(shard.stats().early_memory_limit, 4);
+    assert_eq!(shard.pending_traces(), 4);
+    assert!(shard.buffered_bytes() < spans_memory_before);
+    // The kept traces (0 and 2) leave with both their spans; the others
+    // are counted as not sampled.
+    let mut released: Vec<(TraceId, [u8; 8])> = out
+        .sampled
+        .iter()
+        .flat_map(|b| b.spans().iter().map(|s| (s.trace_id, s.span_id)))
+        .collect();
+    released.sort();
+    let mut expected: Vec<(TraceId, [u8; 8])> = [0, 2]
+        .iter()
+        .flat_map(|&t| {
+            [1u8, 2].map(|s| {
+                let batch = batch(&[span(tid(t), s)]);
+                (tid(t), batch.spans()[0].span_id)
+            })
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(released, expected);
+    assert_eq!(shard.stats().spans_sampled, 4);
+    assert_eq!(shard.stats().spans_not_sampled, 4);
+    // The younger half still waits for its time.
+    out.clear();
+    shard.poll(secs(13), &mut set, &mut out);
+    assert!(out.decided.is_empty());
+    shard.poll(secs(17), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 4);
+    assert!(out
+        .decided
+        .iter()
+        .all(|d| d.reason == DecisionReason::DecisionWait));
+    assert_eq!(shard.buffered_bytes(), 0);
+}
+
+#[test]
 fn block_on_overflow_holds_new_traces_back_until_room() {
     let mut shard = TraceShard::new(TraceBufferSettings {
         num_traces: 2,

@@ -8,6 +8,15 @@
 //! lock is taken per span. The policies are shared by the shards (their
 //! rate budgets are per processor, as in the collector) behind a mutex
 //! taken once per decided trace.
+//!
+//! While a memory limiter is above its hard limit
+//! (`crate::memory::above_hard_limit`), each worker holding pending traces
+//! decides the oldest half of them (by memory) early, once per
+//! [`MEMORY_CHECK_INTERVAL`]: kept ones flow on whole, the rest are
+//! counted, all under `tracegate_tail_sampling_early_decisions{reason=
+//! "memory_limit"}`. Halving on each check rather than emptying the buffer
+//! keeps the younger traces' chance of a full decision while memory comes
+//! back down over a few checks.
 
 mod metrics_names;
 #[cfg(test)]
@@ -283,7 +292,7 @@ struct Meters {
     cache_released_sampled: Counter,
     cache_released_not_sampled: Counter,
     too_large: Counter,
-    early: [Counter; 3],
+    early: [Counter; 4],
     traces_on_memory: Gauge,
     buffered_bytes: Gauge,
     dropped_not_sampled: Counter,
@@ -318,6 +327,7 @@ impl Meters {
                 early("num_traces"),
                 early("max_buffered_bytes"),
                 early("max_spans_per_trace"),
+                early("memory_limit"),
             ],
             traces_on_memory: metrics::gauge!(m::TRACES_ON_MEMORY),
             buffered_bytes: metrics::gauge!(m::BUFFERED_BYTES, "processor" => id.to_string()),
@@ -342,10 +352,39 @@ pub struct TailSampler {
 /// a shard decides, small enough that a stuck shard pushes back quickly.
 const SHARD_QUEUE: usize = 64;
 
+/// How often a worker holding pending traces asks whether memory is above
+/// a hard limit, and so the least time between two sheddings: the memory
+/// limiter's usual `check_interval`, so each shedding is measured before
+/// the next.
+pub(crate) const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether memory is above a hard limit, asked by the workers.
+pub(crate) type MemorySignal = fn() -> bool;
+
+/// The workers' [`MemorySignal`]: any memory limiter above its hard limit.
+/// Unit tests of other components set that process-wide flag while this
+/// module's tests run beside them, so here they get a signal that never
+/// fires; the test of the reaction brings its own.
+#[cfg(not(test))]
+const MEMORY_SIGNAL: MemorySignal = crate::memory::above_hard_limit;
+#[cfg(test)]
+const MEMORY_SIGNAL: MemorySignal = || false;
+
 impl TailSampler {
     /// Starts the shard workers. Must run inside a tokio runtime.
     /// `config` must have passed [`Config::validate`].
     pub fn start(id: &str, config: Config, next: NextConsumer) -> Arc<TailSampler> {
+        Self::start_with(id, config, next, MEMORY_SIGNAL)
+    }
+
+    /// [`Self::start`] with the question whether memory is above a hard
+    /// limit put to `above_hard_limit`.
+    pub(crate) fn start_with(
+        id: &str,
+        config: Config,
+        next: NextConsumer,
+        above_hard_limit: MemorySignal,
+    ) -> Arc<TailSampler> {
         let shards = config.shard_count();
         let (set, _) = PolicySet::build(&config.policies, config.sample_on_first_match)
             .unwrap_or_else(|e| {
@@ -398,6 +437,8 @@ impl TailSampler {
                 drop_pending_on_shutdown: config.drop_pending_traces_on_shutdown,
                 record_policy: record_policy.clone(),
                 reported: Default::default(),
+                above_hard_limit,
+                next_memory_check: Instant::now() + MEMORY_CHECK_INTERVAL,
             };
             workers.push(tokio::spawn(worker.run(rx)));
         }
@@ -497,14 +538,16 @@ struct ShardWorker {
     record_policy: Option<Arc<Vec<String>>>,
     /// Shard counters already turned into metrics.
     reported: tracegate_sampling::tail::ShardStats,
+    above_hard_limit: MemorySignal,
+    /// When to next ask `above_hard_limit`, while traces are pending.
+    next_memory_check: Instant,
 }
 
 impl ShardWorker {
     async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
         let mut out = Released::default();
         loop {
-            let deadline = self.shard.next_deadline().map(|d| self.clock.instant_of(d));
-            let work = match deadline {
+            let work = match self.wake_at() {
                 Some(deadline) => tokio::select! {
                     biased;
                     _ = tokio::time::sleep_until(deadline) => None,
@@ -537,17 +580,19 @@ impl ShardWorker {
                     // due, pass on what they release, then retry.
                     while let Some(rest) = held.take() {
                         self.emit(&mut out).await;
-                        let Some(due) = self.shard.next_deadline() else {
+                        let Some(wake) = self.wake_at() else {
                             break;
                         };
-                        tokio::time::sleep_until(self.clock.instant_of(due)).await;
+                        tokio::time::sleep_until(wake).await;
                         let now = self.clock.now();
                         self.shard.poll(now, &mut decider, &mut out);
+                        self.shed_if_above_hard_limit(now, &mut decider, &mut out);
                         held = self.shard.insert(&rest, now, &mut decider, &mut out);
                     }
                 }
                 None => self.shard.poll(now, &mut decider, &mut out),
             }
+            self.shed_if_above_hard_limit(now, &mut decider, &mut out);
             self.emit(&mut out).await;
         }
         let policies = self.policies.clone();
@@ -556,6 +601,36 @@ impl ShardWorker {
         self.shard
             .drain(now, self.drop_pending_on_shutdown, &mut decider, &mut out);
         self.emit(&mut out).await;
+    }
+
+    /// When the worker must wake without new work: the next trace due, or
+    /// the next memory check while traces are pending.
+    fn wake_at(&self) -> Option<Instant> {
+        let due = self.shard.next_deadline().map(|d| self.clock.instant_of(d));
+        if self.shard.pending_traces() == 0 {
+            return due;
+        }
+        Some(due.map_or(self.next_memory_check, |d| d.min(self.next_memory_check)))
+    }
+
+    /// Once per [`MEMORY_CHECK_INTERVAL`]: above a hard limit, decides the
+    /// oldest pending traces early to shed half of their memory.
+    fn shed_if_above_hard_limit(
+        &mut self,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
+        let at = Instant::now();
+        if at < self.next_memory_check {
+            return;
+        }
+        self.next_memory_check = at + MEMORY_CHECK_INTERVAL;
+        if self.shard.pending_traces() == 0 || !(self.above_hard_limit)() {
+            return;
+        }
+        let decided = self.shard.decide_oldest_for_memory(now, decider, out);
+        tracing::debug!(processor = %self.id, shard = self.index, decided, "memory above the hard limit; decided the oldest pending traces early");
     }
 
     /// Passes on released spans and turns what happened into metrics.
@@ -620,6 +695,7 @@ impl ShardWorker {
         add(&m.early[0], now.early_num_traces, was.early_num_traces);
         add(&m.early[1], now.early_bytes, was.early_bytes);
         add(&m.early[2], now.early_max_spans, was.early_max_spans);
+        add(&m.early[3], now.early_memory_limit, was.early_memory_limit);
         add(
             &m.dropped_by_policy,
             now.spans_dropped_by_policy,

@@ -273,3 +273,78 @@ async fn record_policy_marks_kept_spans_with_the_policy_as_the_collector() {
     );
     sampler.flush().await;
 }
+
+/// The memory signal of the sampler in the test below (its own, so the
+/// other tests' samplers never see it).
+static ABOVE_HARD_LIMIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn test_above_hard_limit() -> bool {
+    ABOVE_HARD_LIMIT.load(Ordering::Relaxed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let sink = Arc::new(Collect::default());
+    let sampler = metrics::with_local_recorder(&recorder, || {
+        TailSampler::start_with(
+            "tail_sampling",
+            errors_only(1),
+            sink.clone(),
+            test_above_hard_limit,
+        )
+    });
+    // Four two-span traces, 100 ms apart; 1 and 3 have an error.
+    for t in 1..=4u8 {
+        let error = t % 2 == 1;
+        sampler
+            .consume(request("api", &[(t, 1, false), (t, 2, error)]))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(sink.spans().is_empty(), "below the limit traces wait");
+
+    ABOVE_HARD_LIMIT.store(true, Ordering::Relaxed);
+    // The next check (at most a second away) decides the older half:
+    // trace 1 leaves whole, trace 2 is dropped.
+    tokio::time::sleep(MEMORY_CHECK_INTERVAL).await;
+    settle(|| sink.spans().len() == 2).await;
+    ABOVE_HARD_LIMIT.store(false, Ordering::Relaxed);
+    let mut spans = sink.spans();
+    spans.sort();
+    assert_eq!(
+        spans,
+        vec![
+            (trace_id(1), [1, 0, 0, 0, 0, 0, 0, 1], Some("api".into())),
+            (trace_id(1), [2, 0, 0, 0, 0, 0, 0, 1], Some("api".into())),
+        ]
+    );
+    let text = handle.render();
+    let early = text
+        .lines()
+        .find(|l| {
+            l.starts_with("tracegate_tail_sampling_early_decisions{")
+                && l.contains("reason=\"memory_limit\"")
+        })
+        .unwrap_or_else(|| panic!("no memory_limit early decisions in\n{text}"));
+    assert!(early.ends_with(" 2"), "{early}");
+    let not_sampled = text
+        .lines()
+        .find(|l| l.starts_with("tracegate_dropped_spans{") && l.contains("reason=\"not_sampled\""))
+        .unwrap_or_else(|| panic!("no not_sampled drops in\n{text}"));
+    assert!(not_sampled.ends_with(" 2"), "{not_sampled}");
+
+    // Back below the limit the younger half waits for decision_wait.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(sink.spans().len(), 2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    settle(|| sink.spans().len() == 4).await;
+    assert!(sink
+        .spans()
+        .iter()
+        .all(|s| s.0 != trace_id(2) && s.0 != trace_id(4)));
+    sampler.flush().await;
+}
