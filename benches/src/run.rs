@@ -254,6 +254,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     let protocol =
         flag_value(&scenario.load, &args.send_args, "--protocol").unwrap_or_else(|| "grpc".into());
     let mut tracegate = None;
+    let mut binary = None;
     let tg_logs = Arc::new(Mutex::new(Vec::new()));
     let mut metrics_addr = args.target_metrics.clone();
     let (endpoint, target_pid) = match &args.target {
@@ -269,6 +270,16 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
                     bin.display()
                 );
             }
+            binary = Some(json!({
+                "path": bin.display().to_string(),
+                // The target directory is shared; say which build ran.
+                "modified": Command::new("date")
+                    .args(["-u", "+%Y-%m-%dT%H:%M:%SZ", "-r"])
+                    .arg(&bin)
+                    .output()
+                    .ok()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
+            }));
             let mut child = Guard {
                 child: Command::new(&bin)
                     .arg("--config")
@@ -414,6 +425,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         }),
         "date": utc_now(),
         "commit": git_commit(),
+        "tracegate_binary": binary,
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "load": load,
         "sink": sink_stats,
