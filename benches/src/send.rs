@@ -106,7 +106,8 @@ pub struct Report {
     pub spans_acked: u64,
     pub spans_failed: u64,
     pub requests: u64,
-    /// Retryable refusals received (each retried or, past max_elapsed, failed).
+    /// Retryable refusals received, and transport failures (retried as
+    /// UNAVAILABLE, as SDKs do); each retried or, past max_elapsed, failed.
     pub refusals: u64,
     pub retries: u64,
     /// Requests that failed without a retry (permanent errors).
