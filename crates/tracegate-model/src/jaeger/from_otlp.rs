@@ -122,39 +122,120 @@ pub(super) fn tag(kv: KeyValue) -> proto::KeyValue {
 /// The collector's `Value.AsString()` of a map or array: JSON with map keys
 /// sorted (Go's encoding of a map) and bytes as base64.
 fn json_text(value: &any_value::Value) -> String {
-    serde_json::to_string(&json(Some(value))).unwrap_or_default()
+    let mut out = String::new();
+    // Go's json.Marshal fails on NaN and infinities, and AsString then
+    // gives the empty string.
+    match write_json(&mut out, Some(value)) {
+        Ok(()) => out,
+        Err(NotFinite) => String::new(),
+    }
 }
 
-fn json(value: Option<&any_value::Value>) -> serde_json::Value {
-    use serde_json::Value as J;
+struct NotFinite;
+
+/// Writes `value` as Go's encoding/json writes the `AsRaw()` form: map keys
+/// sorted (a repeated key keeps its last value), bytes as base64, HTML
+/// characters escaped, floats in Go's shortest form.
+fn write_json(out: &mut String, value: Option<&any_value::Value>) -> Result<(), NotFinite> {
+    use std::fmt::Write;
     match value {
-        None => J::Null,
-        Some(any_value::Value::StringValue(s)) => J::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => J::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => J::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => J::from(*d),
-        Some(any_value::Value::BytesValue(b)) => J::String(base64(b)),
+        None => out.push_str("null"),
+        Some(any_value::Value::StringValue(s)) => write_json_string(out, s),
+        Some(any_value::Value::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(any_value::Value::IntValue(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(any_value::Value::DoubleValue(d)) => write_go_float(out, *d)?,
+        Some(any_value::Value::BytesValue(b)) => {
+            out.push('"');
+            out.push_str(&base64(b));
+            out.push('"');
+        }
         Some(any_value::Value::ArrayValue(a)) => {
-            J::Array(a.values.iter().map(|v| json(v.value.as_ref())).collect())
+            out.push('[');
+            for (i, v) in a.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(out, v.value.as_ref())?;
+            }
+            out.push(']');
         }
         Some(any_value::Value::KvlistValue(l)) => {
-            // A BTreeMap whatever serde_json's map features: sorted keys, and
-            // a repeated key keeps its last value, as a Go map would.
-            let map: std::collections::BTreeMap<&str, serde_json::Value> = l
+            let map: std::collections::BTreeMap<&str, Option<&any_value::Value>> = l
                 .values
                 .iter()
                 .map(|kv| {
                     (
                         kv.key.as_str(),
-                        json(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+                        kv.value.as_ref().and_then(|v| v.value.as_ref()),
                     )
                 })
                 .collect();
-            serde_json::to_value(map).unwrap_or(J::Null)
+            out.push('{');
+            for (i, (key, v)) in map.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json_string(out, key);
+                out.push(':');
+                write_json(out, v)?;
+            }
+            out.push('}');
         }
         #[allow(unreachable_patterns)]
-        Some(_) => J::Null,
+        Some(_) => out.push_str("null"),
     }
+    Ok(())
+}
+
+/// Go's JSON string escaping with HTML escaping on (json.Marshal's).
+fn write_json_string(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c if (c as u32) < 0x20 || c == '<' || c == '>' || c == '&' => {
+                let b = c as u32 as usize;
+                out.push_str("\\u00");
+                out.push(HEX[b >> 4] as char);
+                out.push(HEX[b & 15] as char);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Go's `float64` JSON form: shortest digits, plain notation unless the
+/// magnitude is below 1e-6 or at least 1e21, exponents as `e+21`, `e-7`.
+fn write_go_float(out: &mut String, f: f64) -> Result<(), NotFinite> {
+    use std::fmt::Write;
+    if !f.is_finite() {
+        return Err(NotFinite);
+    }
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let text = format!("{f:e}");
+        match text.split_once('e') {
+            Some((mantissa, exponent)) if !exponent.starts_with('-') => {
+                let _ = write!(out, "{mantissa}e+{exponent}");
+            }
+            _ => out.push_str(&text),
+        }
+    } else {
+        let _ = write!(out, "{f}");
+    }
+    Ok(())
 }
 
 /// Standard base64 with padding, as Go's encoding/json writes `[]byte`.

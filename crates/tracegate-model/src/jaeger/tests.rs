@@ -704,3 +704,55 @@ fn span_batch_conversions_keep_every_span() {
     want.spans[0].references.truncate(2);
     assert_eq!(batches_from_span_batch(&batch), vec![want]);
 }
+
+#[test]
+fn maps_and_arrays_are_json_as_go_writes_it() {
+    let text = |value: V| {
+        let request = one_span(Span {
+            attributes: vec![kv("v", value)],
+            ..bare_span()
+        });
+        batches_from_request(request).remove(0).spans.remove(0).tags[0]
+            .v_str
+            .clone()
+    };
+    let array = |values: Vec<V>| {
+        V::ArrayValue(ArrayValue {
+            values: values
+                .into_iter()
+                .map(|v| AnyValue { value: Some(v) })
+                .collect(),
+        })
+    };
+    // HTML characters, controls and line separators escaped as encoding/json does.
+    assert_eq!(
+        text(array(vec![s("<a&b>\"\\\n\t\u{8}\u{c}\u{1}\u{2028}é")])),
+        r#"["\u003ca\u0026b\u003e\"\\\n\t\b\f\u0001\u2028é"]"#
+    );
+    // Go's float forms.
+    assert_eq!(
+        text(array(vec![
+            V::DoubleValue(1e21),
+            V::DoubleValue(1e20),
+            V::DoubleValue(1.5e-7),
+            V::DoubleValue(0.000001),
+            V::DoubleValue(-0.0),
+            V::DoubleValue(2.5e-10),
+            V::IntValue(i64::MIN),
+        ])),
+        "[1e+21,100000000000000000000,1.5e-7,0.000001,-0,2.5e-10,-9223372036854775808]"
+    );
+    // json.Marshal refuses NaN, and AsString is then empty.
+    assert_eq!(text(array(vec![V::DoubleValue(f64::NAN)])), "");
+    // A repeated key keeps its last value; keys sorted.
+    assert_eq!(
+        text(V::KvlistValue(KeyValueList {
+            values: vec![
+                kv("b", V::IntValue(1)),
+                kv("a", s("x")),
+                kv("b", V::IntValue(2))
+            ],
+        })),
+        r#"{"a":"x","b":2}"#
+    );
+}
