@@ -133,6 +133,8 @@ pub struct Part {
     /// Per trace slot: the root's end time bytes, if the root is in this
     /// part: (offset, normal bytes, slow bytes).
     root_end: Vec<Option<RootEnd>>,
+    /// Per trace slot: the 8 hex digits of its root's `enduser.id`.
+    user: Vec<Option<u32>>,
 }
 
 pub struct Template {
@@ -201,7 +203,13 @@ struct Variant<'a> {
     ids: &'a dyn Fn(usize) -> [u8; 16],
     error_code: status::StatusCode,
     slow: bool,
+    /// The digit the root's `enduser.id` placeholder is written with.
+    user_digit: char,
 }
+
+/// Distinct `enduser.id` values on root spans: a high-cardinality
+/// attribute that changes every round, as user ids do.
+const USERS: u64 = 1_000_000;
 
 /// The trace slot span `i` of slot `t` links to, if it has a link.
 fn link_target(t: usize, i: usize, traces: usize) -> Option<usize> {
@@ -236,21 +244,31 @@ impl Template {
             ids: &placeholder,
             error_code: status::StatusCode::Ok,
             slow: false,
+            user_digit: '0',
         });
         let flipped_ids = encode(&Variant {
             ids: &|t| placeholder(t).map(|b| !b),
             error_code: status::StatusCode::Ok,
             slow: false,
+            user_digit: '0',
         });
         let errors = encode(&Variant {
             ids: &placeholder,
             error_code: status::StatusCode::Error,
             slow: false,
+            user_digit: '0',
         });
         let slow = encode(&Variant {
             ids: &placeholder,
             error_code: status::StatusCode::Ok,
             slow: true,
+            user_digit: '0',
+        });
+        let users = encode(&Variant {
+            ids: &placeholder,
+            error_code: status::StatusCode::Ok,
+            slow: false,
+            user_digit: 'f',
         });
         let id_len = if encoding == Encoding::Json { 32 } else { 16 };
         let traces = shape.traces_per_round;
@@ -314,6 +332,15 @@ impl Template {
                     ));
                 }
             }
+            let mut user = vec![None; traces];
+            if part_of(0) == p {
+                let diffs = runs(&base[p], &users[p], 0);
+                assert_eq!(diffs.len(), traces, "one enduser.id per trace");
+                for (t, (lo, hi)) in diffs.into_iter().enumerate() {
+                    assert_eq!(hi - lo, 8);
+                    user[t] = Some(lo as u32);
+                }
+            }
             let spans = order.len();
             if spans == 0 {
                 // No trace slot reaches this part's services.
@@ -325,6 +352,7 @@ impl Template {
                 ids,
                 status,
                 root_end,
+                user,
             });
         }
         Template {
@@ -372,6 +400,11 @@ impl Template {
             if let Some((o, normal, slow)) = &p.root_end[t] {
                 let v = if class == Class::Slow { slow } else { normal };
                 out[*o as usize..*o as usize + v.len()].copy_from_slice(v);
+            }
+            if let Some(o) = p.user[t] {
+                let user = (splitmix64(seq ^ 0x05E5) % USERS) as u32;
+                hex_encode(&user.to_be_bytes(), &mut hex[..8]);
+                out[o as usize..o as usize + 8].copy_from_slice(&hex[..8]);
             }
         }
     }
@@ -488,7 +521,14 @@ fn encode_part(
                     } as i32,
                     start_time_unix_nano: start,
                     end_time_unix_nano: end,
-                    attributes: attributes(shape.attributes, t, i),
+                    attributes: {
+                        let mut a = attributes(shape.attributes, t, i);
+                        if i == 0 {
+                            let digits: String = std::iter::repeat_n(v.user_digit, 8).collect();
+                            a.push(kv("enduser.id", s(&format!("user-{digits}"))));
+                        }
+                        a
+                    },
                     events,
                     links,
                     status,
@@ -618,6 +658,35 @@ mod tests {
                 }
             }
             assert_eq!(seen_classes.len(), 3, "all classes drawn: {seen_classes:?}");
+        }
+    }
+
+    #[test]
+    fn root_spans_carry_a_user_id_that_changes_per_trace() {
+        for encoding in [Encoding::Proto, Encoding::Json] {
+            let t = Template::new(&shape(), MIX, encoding, 1_763_000_000_000_000_000);
+            let mut users = std::collections::HashSet::new();
+            let mut buf = Vec::new();
+            for round in [0, 1] {
+                for p in 0..t.parts.len() {
+                    t.write_request(round, p, &mut buf);
+                    let batch = match encoding {
+                        Encoding::Json => SpanBatch::from_json(&buf).unwrap(),
+                        _ => SpanBatch::scan(bytes::Bytes::copy_from_slice(&buf)).unwrap(),
+                    };
+                    for (i, span) in batch.spans().iter().enumerate() {
+                        let user = batch.span_attribute(i, "enduser.id");
+                        if span.is_root() {
+                            let user = user.and_then(|u| u.as_str()).unwrap().to_string();
+                            assert!(user.starts_with("user-000") && user.len() == 13, "{user}");
+                            users.insert(user);
+                        } else {
+                            assert!(user.is_none());
+                        }
+                    }
+                }
+            }
+            assert!(users.len() > 35, "{} distinct of 40", users.len());
         }
     }
 
