@@ -10,7 +10,7 @@ use prost::Message;
 use crate::json::JsonError;
 use crate::lookup::{
     last_string, Attributes, RESOURCE_ATTRIBUTES, RESOURCE_SPANS_RESOURCE, SCOPE_ATTRIBUTES,
-    SCOPE_SPANS_SCOPE, SPAN_ATTRIBUTES, SPAN_NAME, SPAN_TRACE_STATE,
+    SCOPE_SPANS_SCOPE, SPAN_ATTRIBUTES, SPAN_NAME,
 };
 use crate::otlp::ExportTraceServiceRequest;
 use crate::scan::ScanError;
@@ -42,11 +42,24 @@ pub struct SpanInfo {
     pub span: Range<u32>,
     /// Index into the batch's scope table.
     pub scope: u32,
+    /// Where the span's `trace_state` value (the last occurrence, as
+    /// protobuf merges) starts, relative to `span.start`; 0 with a length
+    /// of 0 when it is unset or empty. Relative, so copying the span body
+    /// elsewhere keeps it valid. Head sampling reads the tracestate of
+    /// every span, and the scanner already passes over it.
+    pub trace_state_at: u32,
+    pub trace_state_len: u32,
 }
 
 impl SpanInfo {
     pub fn is_root(&self) -> bool {
         self.parent_span_id == [0; 8]
+    }
+
+    /// The span's `trace_state` value: a range of [`SpanBatch::bytes`].
+    pub fn trace_state(&self) -> Range<usize> {
+        let start = self.span.start as usize + self.trace_state_at as usize;
+        start..start + self.trace_state_len as usize
     }
 }
 
@@ -342,9 +355,12 @@ impl SpanBatch {
         last_string(&self.bytes, range(&self.spans[span].span), SPAN_NAME)
     }
 
-    /// The span's W3C `tracestate` ("" when unset).
+    /// The span's W3C `tracestate` ("" when unset), from the index: no walk
+    /// over the span's fields (head sampling reads it for every span).
     pub fn span_trace_state(&self, span: usize) -> &str {
-        last_string(&self.bytes, range(&self.spans[span].span), SPAN_TRACE_STATE)
+        // The scanner (or the encoder, from a scanned batch) checked that it
+        // is UTF-8; ASCII, as W3C requires, validates quickly.
+        std::str::from_utf8(&self.bytes[self.spans[span].trace_state()]).unwrap_or("")
     }
 
     /// Index of the span's resource in [`Self::resources`].

@@ -29,8 +29,36 @@ struct ResourceGroup {
     len: usize,
 }
 
+/// A kept span's body written anew (with another tracestate), in a
+/// scratch buffer the encoder copies it from.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplacedSpan {
+    /// The new body in the scratch buffer.
+    pub body: Range<usize>,
+    /// As [`SpanInfo::trace_state_at`]/[`SpanInfo::trace_state_len`] for it.
+    pub trace_state_at: u32,
+    pub trace_state_len: u32,
+}
+
 /// Encodes the spans at `kept` (strictly ascending, in range) as a new batch.
 pub(crate) fn encode_subset(batch: &SpanBatch, kept: &[u32]) -> SpanBatch {
+    encode_subset_replacing(batch, kept, &[], &[])
+}
+
+/// [`encode_subset`] where `replaced[j]`, when `Some`, is the body the
+/// span at `kept[j]` gets instead of its own, from `scratch`. `replaced`
+/// is as long as `kept`, or empty when no span is replaced.
+pub(crate) fn encode_subset_replacing(
+    batch: &SpanBatch,
+    kept: &[u32],
+    scratch: &[u8],
+    replaced: &[Option<ReplacedSpan>],
+) -> SpanBatch {
+    debug_assert!(replaced.is_empty() || replaced.len() == kept.len());
+    let body_len = |j: usize| match replaced.get(j) {
+        Some(Some(r)) => r.body.len(),
+        _ => span_len(&batch.spans[kept[j] as usize]),
+    };
     let spans = &batch.spans;
     let scopes = &batch.scopes;
     let resources = &batch.resources;
@@ -44,7 +72,7 @@ pub(crate) fn encode_subset(batch: &SpanBatch, kept: &[u32]) -> SpanBatch {
         let start = i;
         let mut len = scopes[scope as usize].layout.other_len as usize;
         while i < kept.len() && spans[kept[i] as usize].scope == scope {
-            len += framed_len(span_len(&spans[kept[i] as usize]));
+            len += framed_len(body_len(i));
             i += 1;
         }
         scope_groups.push(ScopeGroup {
@@ -78,6 +106,8 @@ pub(crate) fn encode_subset(batch: &SpanBatch, kept: &[u32]) -> SpanBatch {
         src: &batch.bytes,
         batch,
         kept,
+        scratch,
+        replaced,
         scope_groups: &scope_groups,
         out: Vec::with_capacity(total),
         resources: Vec::with_capacity(resource_groups.len()),
@@ -109,6 +139,8 @@ struct Writer<'a> {
     src: &'a [u8],
     batch: &'a SpanBatch,
     kept: &'a [u32],
+    scratch: &'a [u8],
+    replaced: &'a [Option<ReplacedSpan>],
     scope_groups: &'a [ScopeGroup],
     out: Vec<u8>,
     resources: Vec<ResourceInfo>,
@@ -218,17 +250,17 @@ impl Writer<'_> {
         let first_span = self.spans.len() as u32;
         let mut layout = LayoutTracker::new();
         let mut unused = None;
-        let kept = &self.kept[group.kept.clone()];
+        let positions = group.kept.clone();
         if !scope.layout.interleaved {
             let head = scope.body.start as usize..scope.layout.head_end as usize;
             let tail = scope.layout.tail_start as usize..scope.body.end as usize;
             self.copy_run(head, None, &mut unused, &mut layout);
-            for &i in kept {
-                self.span(i, index, &mut layout);
+            for j in positions {
+                self.span(j, index, &mut layout);
             }
             self.copy_run(tail, None, &mut unused, &mut layout);
         } else {
-            let mut next_kept = kept.iter().peekable();
+            let mut next_kept = positions.peekable();
             let mut ordinal = scope.spans.start;
             let mut c = Cursor::new(self.src, scope.body.start as usize..scope.body.end as usize);
             while !c.at_end() {
@@ -238,8 +270,8 @@ impl Writer<'_> {
                     if c.len_delimited().is_err() {
                         break;
                     }
-                    if next_kept.next_if(|&&k| k == ordinal).is_some() {
-                        self.span(ordinal, index, &mut layout);
+                    if let Some(j) = next_kept.next_if(|&j| self.kept[j] == ordinal) {
+                        self.span(j, index, &mut layout);
                     }
                     ordinal += 1;
                 } else {
@@ -259,16 +291,32 @@ impl Writer<'_> {
         });
     }
 
-    fn span(&mut self, i: u32, scope: u32, layout: &mut LayoutTracker) {
-        let old = &self.batch.spans[i as usize];
+    /// Writes the kept span at position `j` of `kept`.
+    fn span(&mut self, j: usize, scope: u32, layout: &mut LayoutTracker) {
+        // Copies of the borrowed inputs, so writing to `self.out` is free.
+        let (batch, src, scratch) = (self.batch, self.src, self.scratch);
+        let old = &batch.spans[self.kept[j] as usize];
+        let (body, trace_state_at, trace_state_len) = match self.replaced.get(j) {
+            Some(Some(r)) => (
+                &scratch[r.body.clone()],
+                r.trace_state_at,
+                r.trace_state_len,
+            ),
+            _ => (
+                &src[old.span.start as usize..old.span.end as usize],
+                old.trace_state_at,
+                old.trace_state_len,
+            ),
+        };
         let at = self.out.len();
-        self.frame(len_key(CHILD_FIELD as u8), span_len(old));
+        self.frame(len_key(CHILD_FIELD as u8), body.len());
         let start = self.pos();
-        self.out
-            .extend_from_slice(&self.src[old.span.start as usize..old.span.end as usize]);
+        self.out.extend_from_slice(body);
         self.spans.push(SpanInfo {
             span: start..self.pos(),
             scope,
+            trace_state_at,
+            trace_state_len,
             ..old.clone()
         });
         layout.child(at, self.out.len());

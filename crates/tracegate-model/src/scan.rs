@@ -524,6 +524,8 @@ impl Scanner<'_> {
             kind: 0,
             span: body.start as u32..body.end as u32,
             scope,
+            trace_state_at: 0,
+            trace_state_len: 0,
         };
         let mut c = Cursor::new(buf, body);
         while !c.at_end() {
@@ -543,6 +545,12 @@ impl Scanner<'_> {
                 3 => {
                     expect_wire_type(wt, LEN, at, "Span.trace_state: wrong wire type")?;
                     let r = c.len_delimited().map_err(|f| f.within(M))?;
+                    // The last one wins; an empty one reads as unset.
+                    (info.trace_state_at, info.trace_state_len) = if r.is_empty() {
+                        (0, 0)
+                    } else {
+                        ((r.start - info.span.start as usize) as u32, r.len() as u32)
+                    };
                     utf8(buf, r, at, "Span.trace_state: invalid UTF-8")?;
                 }
                 4 => {

@@ -12,9 +12,9 @@
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use bytes::Bytes;
-
-use crate::batch::{AnyValueRef, SpanBatch, SpanInfo};
+use crate::batch::{AnyValueRef, SpanBatch};
+use crate::encode::ReplacedSpan;
+use crate::lookup::SPAN_TRACE_STATE;
 use crate::wire::{len_key, put_varint, Cursor, I32, I64, LEN, VARINT};
 
 /// 2^56: thresholds and randomness values are 56-bit.
@@ -402,8 +402,6 @@ fn valid_w3c_value(value: &str) -> bool {
             .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
 }
 
-/// `Span.trace_state`.
-const SPAN_TRACE_STATE: u32 = 3;
 /// `Span.attributes`.
 const SPAN_ATTRIBUTES: u32 = 9;
 
@@ -428,6 +426,13 @@ impl SpanBatch {
         span: usize,
         attribute_key: Option<&str>,
     ) -> SpanSamplingFields<'_> {
+        let Some(wanted) = attribute_key else {
+            return SpanSamplingFields {
+                trace_state: self.span_trace_state(span),
+                attribute: None,
+            };
+        };
+        let attribute_key = Some(wanted);
         let buf: &[u8] = &self.bytes;
         let body = &self.spans[span].span;
         let body = body.start as usize..body.end as usize;
@@ -590,59 +595,60 @@ impl SpanBatch {
         if new_trace_states.is_empty() {
             return self.select(kept);
         }
-        // The subset first, so the rewrite below copies only kept bytes.
-        let subset = crate::encode::encode_subset(self, kept);
-        // Rewritten span bodies are appended after the subset's bytes and the
-        // index pointed at them; the encoder reads spans by range only, so
-        // encoding every span of this patched batch writes a valid request
-        // with the new bodies in place.
-        let mut bytes = Vec::with_capacity(
-            subset.bytes.len()
-                + new_trace_states
-                    .iter()
-                    .map(|(_, ts)| ts.len() + 8)
-                    .sum::<usize>(),
+        // The rewritten bodies go to a scratch buffer first (a length
+        // precedes each body), and the subset is encoded once from the
+        // original bytes and these.
+        let mut scratch = Vec::with_capacity(
+            new_trace_states
+                .iter()
+                .map(|(i, ts)| self.spans[*i as usize].span.len() + ts.len() + 8)
+                .sum::<usize>(),
         );
-        bytes.extend_from_slice(&subset.bytes);
-        let mut spans = subset.spans.clone();
+        let mut replaced: Vec<Option<ReplacedSpan>> = vec![None; kept.len()];
         let mut edits = new_trace_states.iter().peekable();
         for (position, &original) in kept.iter().enumerate() {
             while edits.next_if(|(i, _)| *i < original).is_some() {}
             let Some((_, trace_state)) = edits.next_if(|(i, _)| *i == original) else {
                 continue;
             };
-            let span: &mut SpanInfo = &mut spans[position];
-            let start = bytes.len();
+            let span = &self.spans[original as usize];
+            let start = scratch.len();
             let body = span.span.start as usize..span.span.end as usize;
-            write_span_with_trace_state(&subset.bytes, body, trace_state, &mut bytes);
-            span.span = start as u32..bytes.len() as u32;
+            let value_at =
+                write_span_with_trace_state(&self.bytes, body, trace_state, &mut scratch);
+            replaced[position] = Some(ReplacedSpan {
+                body: start..scratch.len(),
+                trace_state_at: value_at.map_or(0, |at| (at - start) as u32),
+                trace_state_len: if value_at.is_some() {
+                    trace_state.len() as u32
+                } else {
+                    0
+                },
+            });
         }
-        let patched = SpanBatch {
-            bytes: Bytes::from(bytes),
-            resources: subset.resources,
-            scopes: subset.scopes,
-            spans,
-        };
-        let all: Vec<u32> = (0..patched.spans.len() as u32).collect();
-        crate::encode::encode_subset(&patched, &all)
+        crate::encode::encode_subset_replacing(self, kept, &scratch, &replaced)
     }
 }
 
 /// Writes the span body `src[body]` with its `trace_state` field replaced:
 /// every occurrence dropped and one written where the field belongs in
 /// field order (before the first field numbered above it), or none when
-/// `trace_state` is empty (proto3 omits empty strings).
+/// `trace_state` is empty (proto3 omits empty strings). Returns where in
+/// `out` the tracestate value was written, if it was.
 fn write_span_with_trace_state(
     src: &[u8],
     body: std::ops::Range<usize>,
     trace_state: &str,
     out: &mut Vec<u8>,
-) {
+) -> Option<usize> {
     let mut written = trace_state.is_empty();
+    let mut value_at = None;
     let write_field = |out: &mut Vec<u8>| {
         out.push(len_key(SPAN_TRACE_STATE as u8));
         put_varint(out, trace_state.len() as u64);
+        let at = out.len();
         out.extend_from_slice(trace_state.as_bytes());
+        Some(at)
     };
     let mut c = Cursor::new(src, body.clone());
     while !c.at_end() {
@@ -653,7 +659,7 @@ fn write_span_with_trace_state(
             break;
         };
         if field > SPAN_TRACE_STATE && !written {
-            write_field(out);
+            value_at = write_field(out);
             written = true;
         }
         if c.skip(field, wire_type, 3).is_err() {
@@ -665,13 +671,15 @@ fn write_span_with_trace_state(
         }
     }
     if !written {
-        write_field(out);
+        value_at = write_field(out);
     }
+    value_at
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn tvalues_drop_trailing_zeros() {
@@ -878,6 +886,59 @@ mod tests {
         assert_eq!(out.span_trace_state(1), "ot=th:8");
         assert_eq!(out.span_name(2), "span 4");
         assert_eq!(out.spans()[2].trace_id, [4; 16]);
+        let rescanned = SpanBatch::scan(out.bytes().clone()).unwrap();
+        assert_eq!(rescanned.spans(), out.spans());
+    }
+
+    /// A request of one span with the given encoded body, nested by hand.
+    fn request_of_span(body: &[u8]) -> Bytes {
+        let frame = |key: u8, inner: &[u8]| {
+            let mut out = vec![key];
+            put_varint(&mut out, inner.len() as u64);
+            out.extend_from_slice(inner);
+            out
+        };
+        Bytes::from(frame(0x0a, &frame(0x12, &frame(0x12, body))))
+    }
+
+    #[test]
+    fn the_index_holds_the_last_trace_state_and_a_rewrite_replaces_them_all() {
+        let mut body = vec![0x0a, 16];
+        body.extend_from_slice(&[7; 16]);
+        body.extend_from_slice(b"\x1a\x03a=1\x2a\x01n\x1a\x03b=2");
+        let batch = SpanBatch::scan(request_of_span(&body)).unwrap();
+        assert_eq!(
+            batch.span_trace_state(0),
+            "b=2",
+            "protobuf: the last one wins"
+        );
+        let out = batch.select_with_trace_states(&[0], &[(0, "ot=th:8".into())]);
+        assert_eq!(out.span_trace_state(0), "ot=th:8");
+        assert_eq!(
+            out.to_request().resource_spans[0].scope_spans[0].spans[0].trace_state,
+            "ot=th:8"
+        );
+        let rescanned = SpanBatch::scan(out.bytes().clone()).unwrap();
+        assert_eq!(rescanned.spans(), out.spans());
+        // Written in field order: right after the trace id.
+        let span = &out.spans()[0];
+        assert_eq!(span.trace_state_at, 2 + 16 + 2);
+
+        // A last, empty occurrence clears it.
+        body.extend_from_slice(b"\x1a\x00");
+        let batch = SpanBatch::scan(request_of_span(&body)).unwrap();
+        assert_eq!(batch.span_trace_state(0), "");
+        assert_eq!(
+            (
+                batch.spans()[0].trace_state_at,
+                batch.spans()[0].trace_state_len
+            ),
+            (0, 0)
+        );
+        // Rewritten to empty: every occurrence goes.
+        let out = batch.select_with_trace_states(&[0], &[(0, String::new())]);
+        assert_eq!(out.span_trace_state(0), "");
+        assert_eq!(out.spans()[0].span.len(), 2 + 16 + 3);
         let rescanned = SpanBatch::scan(out.bytes().clone()).unwrap();
         assert_eq!(rescanned.spans(), out.spans());
     }

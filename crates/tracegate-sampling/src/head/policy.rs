@@ -248,7 +248,7 @@ pub struct PolicySampler {
     policies: Vec<(u16, Policy)>,
     baseline: Threshold,
     names: Vec<String>,
-    /// Finds `rv:` in a span's bytes: where it does not occur, the span
+    /// Finds `rv:` in a span's tracestate: where it does not occur, the span
     /// has no explicit randomness and is decided on its trace id alone.
     rv: memchr::memmem::Finder<'static>,
 }
@@ -548,10 +548,11 @@ impl HeadSampler for PolicySampler {
             };
         }
         let info = &batch.spans()[span];
-        // Most spans are dropped: decide those without reading their
-        // fields when no `rv` can be among them.
-        let body = &batch.bytes()[info.span.start as usize..info.span.end as usize];
-        if self.rv.find(body).is_none()
+        // The tracestate comes from the index, without reading the span.
+        let raw = batch.span_trace_state(span);
+        // Most spans are dropped: decide those without parsing the
+        // tracestate when it has no `rv` to decide by instead.
+        if (raw.is_empty() || self.rv.find(raw.as_bytes()).is_none())
             && !threshold.should_sample(Randomness::from_trace_id(&info.trace_id))
         {
             return Verdict {
@@ -560,7 +561,6 @@ impl HeadSampler for PolicySampler {
                 label,
             };
         }
-        let raw = batch.span_sampling_fields(span, None).trace_state;
         if raw.is_empty() {
             // The common case: no tracestate to read or merge.
             let sampled = threshold.should_sample(Randomness::from_trace_id(&info.trace_id));

@@ -300,8 +300,15 @@ impl HeadSampler for ProbabilisticSampler {
                 };
             }
         }
-        let fields = batch.span_sampling_fields(span, Some(SAMPLING_PRIORITY));
-        let raw = fields.trace_state;
+        // The tracestate comes from the index; the priority attribute is
+        // read only when its name occurs in the span's bytes.
+        let raw = batch.span_trace_state(span);
+        let body = &batch.bytes()[info.span.start as usize..info.span.end as usize];
+        let priority_attribute = if self.priority_key.find(body).is_some() {
+            batch.span_attribute(span, SAMPLING_PRIORITY)
+        } else {
+            None
+        };
         let parsed = TraceState::parse(raw);
         let trace_id_empty = info.trace_id == [0; 16];
 
@@ -402,7 +409,7 @@ impl HeadSampler for ProbabilisticSampler {
             }
         };
 
-        match priority(fields.attribute) {
+        match priority(priority_attribute) {
             Priority::Defer => {}
             Priority::MustSample => {
                 threshold = Threshold::ALWAYS;
