@@ -197,6 +197,9 @@ enum Mode {
     Proportional {
         ratio: f64,
         precision: u8,
+        /// The threshold for a span that arrives without one (probability
+        /// 1 × `ratio`): most spans, so computed once.
+        first_threshold: Threshold,
     },
 }
 
@@ -241,6 +244,8 @@ impl ProbabilisticSampler {
                 SamplerMode::Proportional => Mode::Proportional {
                     ratio,
                     precision: config.sampling_precision,
+                    first_threshold: threshold_for_probability(ratio, config.sampling_precision)
+                        .unwrap_or(Threshold::NEVER),
                 },
             }
         };
@@ -401,11 +406,15 @@ impl HeadSampler for ProbabilisticSampler {
                     Some(t) if threshold < t => t,
                     _ => threshold,
                 },
-                Mode::Proportional { ratio, precision } => {
-                    let incoming = arriving.map_or(1.0, Threshold::probability);
-                    threshold_for_probability(incoming * ratio, precision)
-                        .unwrap_or(Threshold::NEVER)
-                }
+                Mode::Proportional {
+                    ratio,
+                    precision,
+                    first_threshold,
+                } => match arriving {
+                    None => first_threshold,
+                    Some(t) => threshold_for_probability(t.probability() * ratio, precision)
+                        .unwrap_or(Threshold::NEVER),
+                },
             }
         };
 
