@@ -250,6 +250,35 @@ async fn exports_over_tls_with_a_private_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ca_file_the_system_trust_store_verifies_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::tls::make(dir.path());
+    let sink = Sink::start_tls(&pki.cert_pem, &pki.key_pem).await;
+    // TLS on, no ca_file: the system's store decides, which SSL_CERT_FILE
+    // points at the test CA here (as it would at a distribution's bundle).
+    let exporter = format!(
+        "  otlp:\n    endpoint: localhost:{}\n    tls:\n      insecure: false\n",
+        sink.addr.port()
+    );
+    let ca = pki.ca_file.to_str().unwrap();
+    let gw = Gateway::start_with(
+        &passthrough_config(&exporter, "otlp", "    timeout: 10ms"),
+        &[],
+        &[("SSL_CERT_FILE", ca), ("SSL_CERT_DIR", "/nonexistent")],
+    );
+    let grpc = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{}", gw.addr("otlp", "grpc")))
+        .build()
+        .unwrap();
+    emit_spans(sdk_provider(grpc, "svc-system-roots"), 3, "sys").await;
+    assert!(
+        sink.wait_for_spans(3, WAIT).await,
+        "spans did not arrive over TLS verified by the system store"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_exporter_does_not_delay_the_other() {
     let stalled = Sink::start_stalled().await;
     let healthy = Sink::start().await;

@@ -35,6 +35,11 @@ impl Gateway {
     }
 
     pub fn start_with_args(yaml: &str, args: &[&str]) -> Gateway {
+        Self::start_with(yaml, args, &[])
+    }
+
+    /// Starts with extra arguments and environment variables.
+    pub fn start_with(yaml: &str, args: &[&str], envs: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let yaml = yaml.replace("{dir}", dir.path().to_str().expect("utf-8 temp path"));
         let path = dir.path().join("config.yaml");
@@ -45,6 +50,7 @@ impl Gateway {
             .arg("--config")
             .arg(&path)
             .args(args)
+            .envs(envs.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -130,8 +130,10 @@ impl TlsClientConfig {
     }
 
     /// Reads the PEM files and builds the rustls client config, offering
-    /// `alpn` (e.g. `h2` for gRPC). Roots are `ca_file` when given, else the
-    /// webpki (Mozilla) roots.
+    /// `alpn` (e.g. `h2` for gRPC). Roots are `ca_file` when given, else (or
+    /// also, with `include_system_ca_certs_pool`) the system's trust store
+    /// as the collector's Go runtime reads it (`SSL_CERT_FILE`,
+    /// `SSL_CERT_DIR`, the distribution's bundle).
     pub fn load(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsClientError> {
         self.validate()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -172,7 +174,10 @@ impl TlsClientConfig {
                         });
                     }
                 }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+                None => add_system_roots(&mut roots),
+            }
+            if self.ca_file.is_some() && self.include_system_ca_certs_pool {
+                add_system_roots(&mut roots);
             }
             builder.with_root_certificates(roots)
         };
@@ -302,6 +307,21 @@ impl ServerCertVerifier for AcceptAnyServerCert {
     }
 }
 
+/// The system's trust store; where it has no certificate at all (a minimal
+/// container without a CA bundle) the webpki (Mozilla) roots stand in, so
+/// public backends still verify.
+fn add_system_roots(roots: &mut RootCertStore) {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::debug!(error = %e, "reading the system trust store");
+    }
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::info!("no certificate in the system trust store; using the webpki roots");
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn load_uses_webpki_roots_and_alpn() {
+    fn load_uses_system_roots_and_alpn() {
         let config = config(serde_json::json!({})).load(&[b"h2"]).expect("loads");
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
     }

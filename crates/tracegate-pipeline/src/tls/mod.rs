@@ -31,8 +31,8 @@ pub struct TlsServerConfig {
     pub max_version: Option<String>,
 }
 
-/// `tls:` under an exporter. Defaults as the collector's: TLS on, system
-/// (webpki) roots, verification on.
+/// `tls:` under an exporter. Defaults as the collector's: TLS on, the
+/// system's trust store, verification on.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsClientConfig {
@@ -42,8 +42,12 @@ pub struct TlsClientConfig {
     /// Use TLS but do not verify the server's certificate (testing only).
     #[serde(default)]
     pub insecure_skip_verify: bool,
-    /// PEM CA bundle to verify the server with, instead of the system roots.
+    /// PEM CA bundle to verify the server with, instead of the system's
+    /// trust store.
     pub ca_file: Option<PathBuf>,
+    /// With `ca_file`, trust the system's store too. Default false.
+    #[serde(default)]
+    pub include_system_ca_certs_pool: bool,
     /// PEM client certificate for mTLS.
     pub cert_file: Option<PathBuf>,
     /// PEM private key for `cert_file`.
