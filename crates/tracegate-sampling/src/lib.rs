@@ -5,4 +5,5 @@
 #![forbid(unsafe_code)]
 
 pub mod head;
+mod policy_config;
 pub mod tail;

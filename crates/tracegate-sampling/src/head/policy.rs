@@ -28,6 +28,8 @@ use serde::Deserialize;
 use tracegate_model::trace_state::{Randomness, Threshold, TraceState};
 use tracegate_model::{AnyValueRef, SpanBatch, StatusCode};
 
+use crate::policy_config::{is_valid_fraction, parse_status_code};
+
 use super::otep235::{threshold_for_probability, DEFAULT_PRECISION};
 use super::{ConfigError, HeadSampler, Verdict};
 
@@ -183,17 +185,8 @@ pub struct NumericAttributePolicy {
     pub fraction_on_match: Option<f64>,
 }
 
-fn parse_status(name: &str) -> Option<StatusCode> {
-    match name {
-        "OK" => Some(StatusCode::Ok),
-        "ERROR" => Some(StatusCode::Error),
-        "UNSET" => Some(StatusCode::Unset),
-        _ => None,
-    }
-}
-
 fn check_fraction(path: &str, f: f64) -> Result<f64, ConfigError> {
-    if (0.0..=1.0).contains(&f) {
+    if is_valid_fraction(f) {
         Ok(f)
     } else {
         Err(ConfigError::new(
@@ -386,7 +379,7 @@ fn build_matcher(
             }
             let mut codes = [false; 3];
             for (j, name) in c.status_codes.iter().enumerate() {
-                let code = parse_status(name).ok_or_else(|| {
+                let code = parse_status_code(name).ok_or_else(|| {
                     ConfigError::new(
                         format!("{at}.status_code.status_codes[{j}]"),
                         format!("unknown status code {name:?}; use OK, ERROR or UNSET"),

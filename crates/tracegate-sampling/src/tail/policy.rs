@@ -11,6 +11,8 @@ use regex::Regex;
 use thiserror::Error;
 use tracegate_model::{AnyValueRef, SpanBatch, StatusCode};
 
+use crate::policy_config::{is_valid_fraction, parse_status_code};
+
 use super::cache::LruMap;
 use super::config::{PolicyConfig, PolicyKind};
 use super::ottl::OttlCondition;
@@ -320,7 +322,7 @@ impl Policy {
         let fraction = config.fraction_on_match().map_err(|m| invalid(name, m))?;
         let keep_threshold = match fraction {
             None => None,
-            Some(f) if (0.0..=1.0).contains(&f) => Some(keep_threshold(f)),
+            Some(f) if is_valid_fraction(f) => Some(keep_threshold(f)),
             Some(f) => {
                 return Err(invalid(
                     name,
@@ -391,19 +393,14 @@ impl Policy {
                 }
                 let mut mask = 0u8;
                 for code in &c.status_codes {
-                    let bit = match code.as_str() {
-                        "UNSET" => StatusCode::Unset,
-                        "OK" => StatusCode::Ok,
-                        "ERROR" => StatusCode::Error,
-                        other => {
-                            return Err(invalid(
-                                name,
-                                format!(
-                                    "status_code: unknown status code {other:?}, supported: OK, ERROR, UNSET"
-                                ),
-                            ))
-                        }
-                    };
+                    let bit = parse_status_code(code).ok_or_else(|| {
+                        invalid(
+                            name,
+                            format!(
+                                "status_code: unknown status code {code:?}, supported: OK, ERROR, UNSET"
+                            ),
+                        )
+                    })?;
                     mask |= 1 << bit as u8;
                 }
                 if mask & (1 << StatusCode::Unset as u8) != 0 {
