@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ComponentError;
 use crate::consumer::NextConsumer;
 
+mod counters;
 pub mod jaeger;
 mod listener;
 pub mod otlp;

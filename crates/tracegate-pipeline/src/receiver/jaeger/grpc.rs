@@ -16,7 +16,7 @@ use tonic::Status;
 use tracegate_model::jaeger::{proto::PostSpansRequest, span_batch_from_batches};
 
 use crate::grpc::PassthroughCodec;
-use crate::receiver::otlp::counters::RejectReason;
+use crate::receiver::counters::RejectReason;
 use crate::receiver::otlp::grpc::{consume_failure, GrpcReceiver};
 
 /// The one method the Jaeger gRPC receiver serves.

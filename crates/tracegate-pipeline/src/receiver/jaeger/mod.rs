@@ -171,7 +171,11 @@ pub(crate) async fn start(
         addresses.push(("grpc", addr));
         let service = grpc::PostSpansService(Arc::new(otlp::grpc::GrpcReceiver {
             next: next.clone(),
-            counters: otlp::counters::TransportCounters::register(id, "grpc"),
+            counters: super::counters::TransportCounters::register(
+                id,
+                "grpc",
+                super::counters::OTLP_REASONS,
+            ),
             max_recv_msg_size: grpc_config.max_recv_msg_size(),
         }));
         listener::spawn_accept_loop(

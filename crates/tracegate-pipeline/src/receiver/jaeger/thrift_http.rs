@@ -22,11 +22,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
+use crate::receiver::counters::{RejectReason, TransportCounters, INGEST_REASONS};
 use crate::receiver::listener::{self, ConnectionSettings};
 use crate::receiver::split_host_port;
 use crate::receiver::zipkin::{
     bind_tcp, empty_response, media_type, read_body, text_response, tls_acceptor, BodyError,
-    HttpResponse, IngestCounters, Rejection,
+    HttpResponse,
 };
 use crate::receiver::StartError;
 use crate::tls::TlsServerConfig;
@@ -135,7 +136,7 @@ pub fn serve(
 ) {
     let service = ThriftHttpService(Arc::new(ThriftHttp {
         next,
-        counters: IngestCounters::register(id, PROTOCOL),
+        counters: TransportCounters::register(id, PROTOCOL, INGEST_REASONS),
         max_body_size: bound.max_body_size,
     }));
     let settings = ConnectionSettings::new(listener::hyper_builder(), bound.tls);
@@ -144,7 +145,7 @@ pub fn serve(
 
 struct ThriftHttp {
     next: NextConsumer,
-    counters: IngestCounters,
+    counters: TransportCounters,
     max_body_size: usize,
 }
 
@@ -163,7 +164,7 @@ impl hyper::service::Service<Request<Incoming>> for ThriftHttpService {
 }
 
 impl ThriftHttp {
-    fn reject(&self, reason: Rejection, status: StatusCode, text: &str) -> HttpResponse {
+    fn reject(&self, reason: RejectReason, status: StatusCode, text: &str) -> HttpResponse {
         self.counters.rejected(reason);
         text_response(status, text)
     }
@@ -184,7 +185,7 @@ impl ThriftHttp {
         let media = media_type(&parts.headers).unwrap_or_default();
         if !THRIFT_MEDIA_TYPES.contains(&media.as_str()) {
             return self.reject(
-                Rejection::UnsupportedMediaType,
+                RejectReason::UnsupportedMediaType,
                 StatusCode::BAD_REQUEST,
                 &format!("Unsupported content type: {media}"),
             );
@@ -193,7 +194,7 @@ impl ThriftHttp {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
                 return self.reject(
-                    Rejection::TooLarge,
+                    RejectReason::TooLarge,
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!(
                         "request body exceeds max_request_body_size of {} bytes",
@@ -203,14 +204,14 @@ impl ThriftHttp {
             }
             Err(BodyError::Unsupported(encoding)) => {
                 return self.reject(
-                    Rejection::UnsupportedEncoding,
+                    RejectReason::UnsupportedEncoding,
                     StatusCode::BAD_REQUEST,
                     &format!("unsupported Content-Encoding: {encoding}"),
                 )
             }
             Err(BodyError::Malformed(message)) => {
                 return self.reject(
-                    Rejection::Malformed,
+                    RejectReason::Malformed,
                     StatusCode::BAD_REQUEST,
                     &format!("Unable to process request body: {message}"),
                 )
@@ -220,7 +221,7 @@ impl ThriftHttp {
             Ok(request) => request,
             Err(e) => {
                 return self.reject(
-                    Rejection::Malformed,
+                    RejectReason::Malformed,
                     StatusCode::BAD_REQUEST,
                     &format!("Unable to process request body: {e}"),
                 )

@@ -20,8 +20,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
+use crate::receiver::counters::{RejectReason, TransportCounters, INGEST_REASONS};
 use crate::receiver::split_host_port;
-use crate::receiver::zipkin::{IngestCounters, Rejection};
 use crate::receiver::StartError;
 use tracegate_model::otlp::ExportTraceServiceRequest;
 use tracegate_model::thrift::{self, ThriftError};
@@ -245,7 +245,7 @@ pub fn serve(
         config,
         ..
     } = bound;
-    let counters = IngestCounters::register(id, protocol.name());
+    let counters = TransportCounters::register(id, protocol.name(), INGEST_REASONS);
     let (tx, rx) = mpsc::channel::<Bytes>(config.queue_size());
     let max_packet = config.max_packet_size();
     {
@@ -268,11 +268,11 @@ pub fn serve(
                     }
                 };
                 if len > max_packet {
-                    counters.rejected(Rejection::TooLarge);
+                    counters.rejected(RejectReason::TooLarge);
                     continue;
                 }
                 if tx.try_send(Bytes::copy_from_slice(&buf[..len])).is_err() {
-                    counters.rejected(Rejection::QueueFull);
+                    counters.rejected(RejectReason::QueueFull);
                 }
             }
         });
@@ -296,12 +296,12 @@ async fn handle_packet(
     protocol: ThriftProtocol,
     packet: &[u8],
     next: &NextConsumer,
-    counters: &IngestCounters,
+    counters: &TransportCounters,
 ) {
     let request = match protocol.decode(packet) {
         Ok(request) => request,
         Err(e) => {
-            counters.rejected(Rejection::Malformed);
+            counters.rejected(RejectReason::Malformed);
             tracing::debug!(error = %e, protocol = protocol.name(), "dropped a malformed jaeger thrift packet");
             return;
         }

@@ -14,10 +14,10 @@ use hyper::body::Incoming;
 use tonic::codec::CompressionEncoding;
 use tonic::{Code, Status};
 
-use super::counters::{RejectReason, TransportCounters};
 use super::status::{ExportFailure, DEFAULT_RETRY_AFTER};
 use crate::consumer::{ConsumeError, NextConsumer};
 use crate::grpc::{PassthroughCodec, TRACE_EXPORT_PATH};
+use crate::receiver::counters::{RejectReason, TransportCounters};
 use tracegate_model::SpanBatch;
 
 /// State shared by every connection of one gRPC listener.

@@ -18,11 +18,11 @@ use hyper::body::Incoming;
 use tonic::Code;
 
 use super::cors::CorsPolicy;
-use super::counters::{RejectReason, TransportCounters};
 use super::grpc::consume_failure;
 use super::status::ExportFailure;
 use crate::compression::{decompress, ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
+use crate::receiver::counters::{RejectReason, TransportCounters};
 use tracegate_model::SpanBatch;
 
 const PROTOBUF: &str = "application/x-protobuf";

@@ -7,6 +7,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::counters::{self, OTLP_REASONS};
 use super::listener::{self, ConnectionSettings};
 use super::{RunningReceiver, StartError};
 use crate::consumer::NextConsumer;
@@ -14,7 +15,6 @@ use crate::tls::TlsServerConfig;
 
 mod config;
 mod cors;
-pub(super) mod counters;
 pub(super) mod grpc;
 mod http;
 pub(super) mod status;
@@ -140,7 +140,7 @@ pub(crate) async fn start(
         addresses.push(("grpc", addr));
         let service = grpc::GrpcService(Arc::new(grpc::GrpcReceiver {
             next: next.clone(),
-            counters: counters::TransportCounters::register(id, "grpc"),
+            counters: counters::TransportCounters::register(id, "grpc", OTLP_REASONS),
             max_recv_msg_size: grpc_config.max_recv_msg_size(),
         }));
         listener::spawn_accept_loop(
@@ -155,7 +155,7 @@ pub(crate) async fn start(
         addresses.push(("http", addr));
         let service = http::HttpService(Arc::new(http::HttpReceiver {
             next,
-            counters: counters::TransportCounters::register(id, "http"),
+            counters: counters::TransportCounters::register(id, "http", OTLP_REASONS),
             traces_path: http_config.traces_path(),
             max_body_size: http_config.max_request_body_size(),
             encodings: http_config.encodings(),

@@ -1329,7 +1329,7 @@ async fn counters_describe_what_happened() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     let counters = metrics::with_local_recorder(&recorder, || {
-        TransportCounters::register("otlp/counted", "http")
+        TransportCounters::register("otlp/counted", "http", super::counters::OTLP_REASONS)
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let receiver = super::http::HttpService(Arc::new(super::http::HttpReceiver {

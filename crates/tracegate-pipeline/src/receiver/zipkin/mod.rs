@@ -13,19 +13,18 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use metrics::Counter;
 use serde::Deserialize;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::counters::{RejectReason, TransportCounters, INGEST_REASONS};
 use super::listener::{self, ConnectionSettings};
 use super::{RunningReceiver, StartError};
 use crate::compression::{decompress, ContentEncoding};
 use crate::config::{error, ComponentError};
-use crate::consumer::{ConsumeError, NextConsumer};
+use crate::consumer::NextConsumer;
 use crate::receiver::split_host_port;
-use crate::telemetry::names;
 use crate::tls::TlsServerConfig;
 use tracegate_model::SpanBatch;
 
@@ -110,96 +109,6 @@ impl Config {
     }
 }
 
-/// Why a request was turned away before its spans could be counted
-/// (label `reason` of `receiver_rejected_requests`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rejection {
-    Malformed,
-    TooLarge,
-    UnsupportedMediaType,
-    UnsupportedEncoding,
-    /// UDP only: the packet queue was full.
-    QueueFull,
-}
-
-impl Rejection {
-    const ALL: [Rejection; 5] = [
-        Rejection::Malformed,
-        Rejection::TooLarge,
-        Rejection::UnsupportedMediaType,
-        Rejection::UnsupportedEncoding,
-        Rejection::QueueFull,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Rejection::Malformed => "malformed",
-            Rejection::TooLarge => "too_large",
-            Rejection::UnsupportedMediaType => "unsupported_media_type",
-            Rejection::UnsupportedEncoding => "unsupported_encoding",
-            Rejection::QueueFull => "queue_full",
-        }
-    }
-}
-
-/// The self-telemetry of one receiver on one transport, shared with the
-/// Jaeger thrift servers: accepted and refused spans, rejected requests
-/// (or packets) by reason.
-#[derive(Clone)]
-pub(crate) struct IngestCounters {
-    accepted_spans: Counter,
-    refused_spans: Counter,
-    rejected: [Counter; 5],
-}
-
-impl IngestCounters {
-    pub fn register(receiver: &str, transport: &'static str) -> Self {
-        IngestCounters {
-            accepted_spans: metrics::counter!(
-                names::RECEIVER_ACCEPTED_SPANS,
-                "receiver" => receiver.to_string(),
-                "transport" => transport
-            ),
-            refused_spans: metrics::counter!(
-                names::RECEIVER_REFUSED_SPANS,
-                "receiver" => receiver.to_string(),
-                "transport" => transport
-            ),
-            rejected: Rejection::ALL.map(|reason| {
-                metrics::counter!(
-                    names::RECEIVER_REJECTED_REQUESTS,
-                    "receiver" => receiver.to_string(),
-                    "transport" => transport,
-                    "reason" => reason.label()
-                )
-            }),
-        }
-    }
-
-    pub fn rejected(&self, reason: Rejection) {
-        self.rejected[reason as usize].increment(1);
-    }
-
-    /// Hands `batch` to the pipeline, counting its spans as accepted or
-    /// refused; an empty batch is accepted without bothering the pipeline.
-    pub async fn export(&self, next: &NextConsumer, batch: SpanBatch) -> Result<(), ConsumeError> {
-        let spans = batch.len() as u64;
-        if spans == 0 {
-            return Ok(());
-        }
-        match next.consume(batch).await {
-            Ok(()) => {
-                self.accepted_spans.increment(spans);
-                Ok(())
-            }
-            Err(e) => {
-                self.refused_spans.increment(spans);
-                Err(e)
-            }
-        }
-    }
-}
-
 pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
 /// Go's `http.Error`: the text and a newline, as plain text.
@@ -270,7 +179,7 @@ pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
 
 struct ZipkinHttp {
     next: NextConsumer,
-    counters: IngestCounters,
+    counters: TransportCounters,
     max_body_size: usize,
     parse_string_tags: bool,
 }
@@ -293,7 +202,7 @@ impl ZipkinHttp {
     async fn handle(&self, request: Request<Incoming>) -> HttpResponse {
         let (parts, body) = request.into_parts();
         if parts.uri.path().contains("api/v1/spans") {
-            self.counters.rejected(Rejection::UnsupportedMediaType);
+            self.counters.rejected(RejectReason::UnsupportedMediaType);
             return text_response(
                 StatusCode::BAD_REQUEST,
                 "Zipkin v1 spans are not supported by tracegate; send Zipkin v2 to /api/v2/spans",
@@ -304,7 +213,7 @@ impl ZipkinHttp {
         let body = match read_body(&parts.headers, body, self.max_body_size).await {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
-                self.counters.rejected(Rejection::TooLarge);
+                self.counters.rejected(RejectReason::TooLarge);
                 return text_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!(
@@ -314,14 +223,14 @@ impl ZipkinHttp {
                 );
             }
             Err(BodyError::Unsupported(encoding)) => {
-                self.counters.rejected(Rejection::UnsupportedEncoding);
+                self.counters.rejected(RejectReason::UnsupportedEncoding);
                 return text_response(
                     StatusCode::BAD_REQUEST,
                     &format!("unsupported Content-Encoding: {encoding}"),
                 );
             }
             Err(BodyError::Malformed(message)) => {
-                self.counters.rejected(Rejection::Malformed);
+                self.counters.rejected(RejectReason::Malformed);
                 return text_response(StatusCode::BAD_REQUEST, &message);
             }
         };
@@ -333,7 +242,7 @@ impl ZipkinHttp {
         let request = match parsed {
             Ok(request) => request,
             Err(e) => {
-                self.counters.rejected(Rejection::Malformed);
+                self.counters.rejected(RejectReason::Malformed);
                 return text_response(StatusCode::BAD_REQUEST, &e.to_string());
             }
         };
@@ -400,7 +309,7 @@ pub(crate) async fn start(
     let (tcp, addr) = bind_tcp(id, "http", &config.endpoint).await?;
     let service = ZipkinService(Arc::new(ZipkinHttp {
         next,
-        counters: IngestCounters::register(id, "http"),
+        counters: TransportCounters::register(id, "http", INGEST_REASONS),
         max_body_size: config.max_request_body_size(),
         parse_string_tags: config.parse_string_tags,
     }));
