@@ -415,43 +415,19 @@ impl PolicyConfig {
     /// block; `Err` when both are given.
     pub fn fraction_on_match(&self) -> Result<Option<f64>, String> {
         let in_block = match self.kind {
-            PolicyKind::AlwaysSample => self
-                .always_sample
-                .as_ref()
-                .and_then(|b| b.fraction_on_match),
-            PolicyKind::TraceFlags => self.trace_flags.as_ref().and_then(|b| b.fraction_on_match),
-            PolicyKind::Latency => self.latency.as_ref().and_then(|b| b.fraction_on_match),
-            PolicyKind::NumericAttribute => self
-                .numeric_attribute
-                .as_ref()
-                .and_then(|b| b.fraction_on_match),
-            PolicyKind::Probabilistic => self
-                .probabilistic
-                .as_ref()
-                .and_then(|b| b.fraction_on_match),
-            PolicyKind::StatusCode => self.status_code.as_ref().and_then(|b| b.fraction_on_match),
-            PolicyKind::StringAttribute => self
-                .string_attribute
-                .as_ref()
-                .and_then(|b| b.fraction_on_match),
-            PolicyKind::RateLimiting => self
-                .rate_limiting
-                .as_ref()
-                .and_then(|b| b.fraction_on_match),
-            PolicyKind::BytesLimiting => self
-                .bytes_limiting
-                .as_ref()
-                .and_then(|b| b.fraction_on_match),
-            PolicyKind::SpanCount => self.span_count.as_ref().and_then(|b| b.fraction_on_match),
-            PolicyKind::TraceState => self.trace_state.as_ref().and_then(|b| b.fraction_on_match),
-            PolicyKind::BooleanAttribute => self
-                .boolean_attribute
-                .as_ref()
-                .and_then(|b| b.fraction_on_match),
-            PolicyKind::OttlCondition => self
-                .ottl_condition
-                .as_ref()
-                .and_then(|b| b.fraction_on_match),
+            PolicyKind::AlwaysSample => block_fraction(&self.always_sample),
+            PolicyKind::TraceFlags => block_fraction(&self.trace_flags),
+            PolicyKind::Latency => block_fraction(&self.latency),
+            PolicyKind::NumericAttribute => block_fraction(&self.numeric_attribute),
+            PolicyKind::Probabilistic => block_fraction(&self.probabilistic),
+            PolicyKind::StatusCode => block_fraction(&self.status_code),
+            PolicyKind::StringAttribute => block_fraction(&self.string_attribute),
+            PolicyKind::RateLimiting => block_fraction(&self.rate_limiting),
+            PolicyKind::BytesLimiting => block_fraction(&self.bytes_limiting),
+            PolicyKind::SpanCount => block_fraction(&self.span_count),
+            PolicyKind::TraceState => block_fraction(&self.trace_state),
+            PolicyKind::BooleanAttribute => block_fraction(&self.boolean_attribute),
+            PolicyKind::OttlCondition => block_fraction(&self.ottl_condition),
             PolicyKind::And | PolicyKind::Not | PolicyKind::Drop | PolicyKind::Composite => None,
         };
         match (self.fraction_on_match, in_block) {
@@ -464,4 +440,41 @@ impl PolicyConfig {
             (None, None) => Ok(None),
         }
     }
+}
+
+/// A type's block that may carry `fraction_on_match`: every block but the
+/// sub-policy ones. The field itself is repeated in each struct because
+/// `deny_unknown_fields` rules out a flattened common part.
+trait BlockFraction {
+    fn fraction_on_match(&self) -> Option<f64>;
+}
+
+macro_rules! block_fraction_for {
+    ($($block:ty),* $(,)?) => {
+        $(impl BlockFraction for $block {
+            fn fraction_on_match(&self) -> Option<f64> {
+                self.fraction_on_match
+            }
+        })*
+    };
+}
+
+block_fraction_for!(
+    FractionOnly,
+    LatencyConfig,
+    NumericAttributeConfig,
+    ProbabilisticConfig,
+    StatusCodeConfig,
+    StringAttributeConfig,
+    RateLimitingConfig,
+    BytesLimitingConfig,
+    SpanCountConfig,
+    TraceStateConfig,
+    BooleanAttributeConfig,
+    OttlConditionConfig,
+);
+
+/// The `fraction_on_match` written inside a block, if the block is there.
+fn block_fraction<B: BlockFraction>(block: &Option<B>) -> Option<f64> {
+    block.as_ref().and_then(BlockFraction::fraction_on_match)
 }
