@@ -54,6 +54,15 @@ fn plain_otlp_exporter(name: &str, addr: std::net::SocketAddr) -> String {
     )
 }
 
+/// The Rust SDK's OTLP/gRPC exporter, sending to tracegate at `addr`.
+fn sdk_grpc_exporter(addr: std::net::SocketAddr) -> opentelemetry_otlp::SpanExporter {
+    opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{addr}"))
+        .build()
+        .unwrap()
+}
+
 fn sdk_provider(exporter: opentelemetry_otlp::SpanExporter, service: &str) -> SdkTracerProvider {
     SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
@@ -117,11 +126,7 @@ async fn sdk_grpc_and_http_spans_arrive_with_attributes_intact() {
         "    timeout: 20ms",
     ));
 
-    let grpc = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(format!("http://{}", gw.addr("otlp", "grpc")))
-        .build()
-        .unwrap();
+    let grpc = sdk_grpc_exporter(gw.addr("otlp", "grpc"));
     emit_spans(sdk_provider(grpc, "svc-grpc"), 50, "grpc").await;
 
     let http = opentelemetry_otlp::SpanExporter::builder()
@@ -237,11 +242,7 @@ async fn exports_over_tls_with_a_private_ca() {
         pki.ca_file.display()
     );
     let gw = Gateway::start(&passthrough_config(&exporter, "otlp", "    timeout: 10ms"));
-    let grpc = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(format!("http://{}", gw.addr("otlp", "grpc")))
-        .build()
-        .unwrap();
+    let grpc = sdk_grpc_exporter(gw.addr("otlp", "grpc"));
     emit_spans(sdk_provider(grpc, "svc-tls"), 5, "tls").await;
     assert!(
         sink.wait_for_spans(5, WAIT).await,
@@ -266,11 +267,7 @@ async fn without_ca_file_the_system_trust_store_verifies_the_backend() {
         &[],
         &[("SSL_CERT_FILE", ca), ("SSL_CERT_DIR", "/nonexistent")],
     );
-    let grpc = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(format!("http://{}", gw.addr("otlp", "grpc")))
-        .build()
-        .unwrap();
+    let grpc = sdk_grpc_exporter(gw.addr("otlp", "grpc"));
     emit_spans(sdk_provider(grpc, "svc-system-roots"), 3, "sys").await;
     assert!(
         sink.wait_for_spans(3, WAIT).await,
@@ -297,11 +294,7 @@ async fn a_stalled_exporter_does_not_delay_the_other() {
     // the first for 60 s and its queue of 2 fills; the healthy one must get
     // every batch regardless.
     for round in 0..20 {
-        let grpc = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(format!("http://{addr}"))
-            .build()
-            .unwrap();
+        let grpc = sdk_grpc_exporter(addr);
         emit_spans(sdk_provider(grpc, "svc"), 1, ["r0", "r1"][round % 2]).await;
     }
     assert!(
@@ -324,11 +317,7 @@ async fn sigterm_flushes_pending_batches_and_exits_zero() {
     let health = gw.addr("health_check", "http");
     let ok = support::raw::http(health, http::Method::GET, "/", &[], "").await;
     assert_eq!(ok.status, 200);
-    let grpc = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(format!("http://{}", gw.addr("otlp", "grpc")))
-        .build()
-        .unwrap();
+    let grpc = sdk_grpc_exporter(gw.addr("otlp", "grpc"));
     emit_spans(sdk_provider(grpc, "svc"), 30, "pending").await;
     assert_eq!(sink.span_count(), 0, "held by the batch processor");
     let status = tokio::task::block_in_place(|| gw.terminate(Duration::from_secs(20)));
@@ -370,11 +359,7 @@ service:
 "#,
         sink.addr.port()
     ));
-    let grpc = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(format!("http://{}", gw.addr("otlp", "grpc")))
-        .build()
-        .unwrap();
+    let grpc = sdk_grpc_exporter(gw.addr("otlp", "grpc"));
     emit_spans(sdk_provider(grpc, "svc"), 3, "ns").await;
     assert!(sink.wait_for_spans(3, WAIT).await);
     let text = support::raw::wait_for_metrics(
