@@ -1,8 +1,10 @@
 //! The memory limiter in the real binary: with a small limit and a backend
 //! that holds every export, a flood of data makes tracegate refuse with
 //! retryable answers while its memory stays under the hard limit, and once
-//! the backend drains what was queued it accepts again. Also the seed
-//! DaemonSet config, unchanged but for its addresses, against a local sink.
+//! the backend drains what was queued it accepts again. Above the hard
+//! limit a tail sampler in the same process decides its traces early. Also
+//! the seed DaemonSet config, unchanged but for its addresses, against a
+//! local sink.
 
 mod support;
 
@@ -20,7 +22,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{
+    status, ResourceSpans, ScopeSpans, Span, Status as SpanStatus,
+};
 use prost::Message;
 use support::gateway::{Gateway, TELEMETRY};
 use support::raw::{grpc, http, wait_for_metrics, TRACE_EXPORT};
@@ -362,5 +366,174 @@ async fn the_seed_daemonset_config_runs_against_a_local_sink() {
         sink.wait_for_spans(25, Duration::from_secs(10)).await,
         "got {} of 25 spans",
         sink.span_count()
+    );
+}
+
+/// Pipelines side by side in one process: a memory limiter whose hard
+/// limit (1 MiB) the process passes from its first check, and a tail
+/// sampler waiting 60 s for its traces, keeping those with an error.
+fn hard_limit_beside_tail_config(sink: SocketAddr) -> String {
+    format!(
+        r#"
+receivers:
+  otlp/limited:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+  otlp/tail:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+processors:
+  memory_limiter:
+    check_interval: 50ms
+    limit_mib: 1
+  tail_sampling:
+    decision_wait: 60s
+    shards: 1
+    policies:
+      - name: errors
+        type: status_code
+        status_code:
+          status_codes: [ERROR]
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{port}
+    tls:
+      insecure: true
+service:
+  pipelines:
+    traces/limited:
+      receivers: [otlp/limited]
+      processors: [memory_limiter]
+      exporters: [otlp]
+    traces/tail:
+      receivers: [otlp/tail]
+      processors: [tail_sampling]
+      exporters: [otlp]
+{TELEMETRY}"#,
+        port = sink.port()
+    )
+}
+
+/// The value of the series `name{labels}` (labels in any order) in a
+/// Prometheus text page.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    text.lines().find_map(|line| {
+        let (head, value) = line.rsplit_once(' ')?;
+        let (metric, label_text) = head.split_once('{').unwrap_or((head, "}"));
+        let mut have: Vec<String> = label_text
+            .strip_suffix('}')?
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        have.sort();
+        (metric == name && have == want).then(|| value.parse().ok())?
+    })
+}
+
+/// Issue 4: above a memory limiter's hard limit the tail sampler decides
+/// its pending traces early rather than holding them for decision_wait.
+/// Each check (one a second) decides the oldest half by memory, so two
+/// traces are both decided within about two seconds, by their policies:
+/// the one with an error is exported, the other counted as not sampled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn above_the_hard_limit_the_tail_sampler_decides_early() {
+    let sink = Sink::start().await;
+    let gw = Gateway::start(&hard_limit_beside_tail_config(sink.addr));
+    let hard_limit_seen = || {
+        gw.logs()
+            .iter()
+            .any(|l| l.contains("memory use is above the hard limit"))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !hard_limit_seen() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the limiter never found the process above 1 MiB:\n{}",
+            gw.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Trace 1 has an error in its second span, trace 2 none.
+    let spans = [(1u8, false), (1, true), (2, false), (2, false)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(trace, error))| Span {
+            trace_id: [trace; 16].to_vec(),
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            name: "op".into(),
+            status: error.then(|| SpanStatus {
+                code: status::StatusCode::Error as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let body = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let sent = tokio::time::Instant::now();
+    let reply = grpc(gw.addr("otlp/tail", "grpc"), TRACE_EXPORT, &body, None).await;
+    assert_eq!(reply.code, 0, "{}", reply.message);
+
+    // Two checks a second apart decide both; a tenth of decision_wait is
+    // ample on a loaded machine and still unmistakably early.
+    let early = "otelcol_tracegate_tail_sampling_early_decisions_total";
+    let labels = [("processor", "tail_sampling"), ("reason", "memory_limit")];
+    let metrics = gw.addr("telemetry", "metrics");
+    let text = loop {
+        let text = wait_for_metrics(metrics, &[early], Duration::from_secs(6)).await;
+        if series(&text, early, &labels) == Some(2.0) {
+            break text;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(6),
+            "both traces not decided early within 6 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "both traces decided {:?} after they were sent",
+        sent.elapsed()
+    );
+    let pending = "otelcol_processor_tail_sampling_sampling_traces_on_memory";
+    assert_eq!(series(&text, pending, &[]), Some(0.0), "{text}");
+    let dropped = "otelcol_tracegate_dropped_spans_total";
+    let not_sampled = [("component", "tail_sampling"), ("reason", "not_sampled")];
+    assert_eq!(series(&text, dropped, &not_sampled), Some(2.0), "{text}");
+
+    // The error trace reaches the backend whole; the other never does.
+    assert!(
+        sink.wait_for_spans(2, Duration::from_secs(5)).await,
+        "got {} of 2 spans",
+        sink.span_count()
+    );
+    let mut exported: Vec<(Vec<u8>, Vec<u8>)> = sink
+        .requests()
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| (s.trace_id.clone(), s.span_id.clone()))
+        .collect();
+    exported.sort();
+    assert_eq!(
+        exported,
+        vec![
+            (vec![1; 16], 1u64.to_be_bytes().to_vec()),
+            (vec![1; 16], 2u64.to_be_bytes().to_vec()),
+        ]
     );
 }
