@@ -42,7 +42,7 @@ impl ReceiverConfig {
         match kind {
             "otlp" => Some(crate::config::from_value(value).map(ReceiverConfig::Otlp)),
             "zipkin" => Some(crate::config::from_value(value).map(ReceiverConfig::Zipkin)),
-            "jaeger" => Some(crate::config::from_value(value).map(ReceiverConfig::Jaeger)),
+            "jaeger" => Some(jaeger::Config::from_value(value).map(ReceiverConfig::Jaeger)),
             _ => None,
         }
     }
@@ -73,6 +73,18 @@ impl ReceiverConfig {
             ReceiverConfig::Jaeger(config) => jaeger::start(config, id, next, shutdown).await,
         }
     }
+}
+
+/// For a protocol's `Option` field: a key that is present, even with no
+/// value (`grpc:`, which [`crate::config::from_value`] reads as an empty
+/// section), turns the protocol on; left out (the field's `default`), it
+/// stays off.
+fn present_means_enabled<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// A started receiver.

@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::otlp::{self, GrpcConfig};
-use super::{listener, RunningReceiver, StartError};
+use super::{listener, present_means_enabled, RunningReceiver, StartError};
 use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
 
@@ -52,56 +53,45 @@ pub struct Config {
 pub struct Protocols {
     /// api_v2 gRPC. The OTLP receiver's gRPC keys (`endpoint`, `tls`,
     /// `max_recv_msg_size_mib`, `keepalive`, ...); `endpoint` defaults to
-    /// `localhost:14250`. Not served unless present.
-    #[serde(default, deserialize_with = "grpc_with_jaeger_defaults")]
+    /// `localhost:14250` (put in by [`Config::from_value`]). Not served
+    /// unless present.
+    #[serde(default, deserialize_with = "present_means_enabled")]
     pub grpc: Option<GrpcConfig>,
     /// jaeger.thrift binary over HTTP (`POST /api/traces`), default
     /// `localhost:14268`. Not served unless present.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_means_enabled")]
     pub thrift_http: Option<ThriftHttpConfig>,
     /// jaeger.thrift compact over UDP (agent `emitBatch`), default
     /// `localhost:6831`. Not served unless present.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_means_enabled")]
     pub thrift_compact: Option<UdpConfig>,
     /// jaeger.thrift binary over UDP (agent `emitBatch`), default
     /// `localhost:6832`. Not served unless present.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_means_enabled")]
     pub thrift_binary: Option<UdpConfig>,
 }
 
-/// A key that is present, even with no value (read as an empty section),
-/// turns the protocol on with its defaults.
-fn present<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    let mut value = serde_json::Value::deserialize(d)?;
-    if value.is_null() {
-        value = serde_json::Value::Object(Default::default());
-    }
-    T::deserialize(value)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
-}
-
-/// `grpc:` as the OTLP receiver reads it, with Jaeger's port when no
-/// endpoint is given.
-fn grpc_with_jaeger_defaults<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<GrpcConfig>, D::Error> {
-    let mut value = serde_json::Value::deserialize(d)?;
-    if value.is_null() {
-        value = serde_json::Value::Object(Default::default());
-    }
-    if let Some(map) = value.as_object_mut() {
-        map.entry("endpoint")
-            .or_insert_with(|| DEFAULT_GRPC_ENDPOINT.into());
-    }
-    GrpcConfig::deserialize(value)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
-}
-
 impl Config {
+    /// Reads `receivers: jaeger:` as every component is read
+    /// ([`crate::config::from_value`]: a key with no value means its
+    /// defaults, at any depth), with Jaeger's gRPC port where `grpc` names
+    /// no endpoint. The port is put into the value before it is read,
+    /// since the gRPC section's own default is OTLP's.
+    pub fn from_value(mut value: Value) -> Result<Config, ComponentError> {
+        if let Some(grpc) = value.pointer_mut("/protocols/grpc") {
+            if grpc.is_null() {
+                *grpc = Value::Object(Default::default());
+            }
+            if let Some(grpc) = grpc.as_object_mut() {
+                let endpoint = grpc.entry("endpoint").or_insert(Value::Null);
+                if endpoint.is_null() {
+                    *endpoint = DEFAULT_GRPC_ENDPOINT.into();
+                }
+            }
+        }
+        crate::config::from_value(value)
+    }
+
     /// Pure checks: at least one protocol, endpoints parse, TLS settings
     /// are consistent.
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {

@@ -39,6 +39,31 @@ fn grpc_with_no_value_listens_on_14250() {
 }
 
 #[test]
+fn nested_keys_with_no_value_mean_defaults_as_for_every_component() {
+    let config = parse(json!({"protocols": {
+        "grpc": {"endpoint": null, "max_recv_msg_size_mib": null, "keepalive": {"enforcement_policy": {"permit_without_stream": null}}},
+        "thrift_http": {"endpoint": null, "max_request_body_size": null},
+        "thrift_compact": {"workers": null},
+    }}))
+    .unwrap();
+    let p = &config.protocols;
+    let grpc = p.grpc.as_ref().unwrap();
+    assert_eq!(grpc.endpoint, DEFAULT_GRPC_ENDPOINT);
+    assert_eq!(grpc.max_recv_msg_size(), 4 * 1024 * 1024);
+    let policy = grpc.keepalive.as_ref().unwrap().enforcement_policy.as_ref();
+    assert!(!policy.unwrap().permit_without_stream);
+    assert_eq!(p.thrift_http.as_ref().unwrap().endpoint, "localhost:14268");
+    assert_eq!(p.thrift_http.as_ref().unwrap().max_request_body_size, 0);
+    assert_eq!(p.thrift_compact.as_ref().unwrap().workers, 0);
+    assert!(p.thrift_binary.is_none());
+    let warnings = config.validate().unwrap();
+    assert!(
+        warnings.iter().all(|w| w.contains("enforcement_policy")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn validate_needs_a_protocol_and_checks_each() {
     assert_eq!(
         parse(json!({})).unwrap().validate().unwrap_err().path,

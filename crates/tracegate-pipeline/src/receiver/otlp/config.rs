@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::compression::ContentEncoding;
 use crate::config::{error, ComponentError};
-use crate::receiver::split_host_port;
+use crate::receiver::{present_means_enabled, split_host_port};
 use crate::tls::TlsServerConfig;
 
 /// Default gRPC endpoint, as the collector's.
@@ -41,17 +41,6 @@ pub struct Protocols {
     /// present.
     #[serde(default, deserialize_with = "present_means_enabled")]
     pub http: Option<HttpConfig>,
-}
-
-/// A key that is present, even with no value (`grpc:`, which
-/// [`crate::config::from_value`] reads as an empty section), turns the
-/// protocol on.
-fn present_means_enabled<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
 }
 
 /// `protocols: grpc:`.
