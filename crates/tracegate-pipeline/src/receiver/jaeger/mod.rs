@@ -159,7 +159,8 @@ pub(crate) async fn start(
         let listener = otlp::bind(id, "grpc", &grpc_config.endpoint).await?;
         let addr = otlp::local_addr(&listener, id, "grpc", &grpc_config.endpoint)?;
         addresses.push(("grpc", addr));
-        let service = grpc::PostSpansService(Arc::new(otlp::grpc::GrpcReceiver {
+        let service = otlp::grpc::GrpcService(Arc::new(otlp::grpc::GrpcReceiver {
+            method: &grpc::POST_SPANS,
             next: next.clone(),
             counters: super::counters::TransportCounters::register(
                 id,

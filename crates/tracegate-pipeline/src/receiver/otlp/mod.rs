@@ -139,6 +139,7 @@ pub(crate) async fn start(
     if let Some((grpc_config, tls, listener, addr)) = grpc {
         addresses.push(("grpc", addr));
         let service = grpc::GrpcService(Arc::new(grpc::GrpcReceiver {
+            method: &grpc::TRACE_EXPORT,
             next: next.clone(),
             counters: counters::TransportCounters::register(id, "grpc", OTLP_REASONS),
             max_recv_msg_size: grpc_config.max_recv_msg_size(),
