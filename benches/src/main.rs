@@ -3,13 +3,15 @@
 //! - `send`: realistic traces (error / slow / normal classes, spread over
 //!   several requests) from pre-encoded templates patched in place, so the
 //!   generator costs little CPU and reports its own CPU per span.
-//! - `sink`: a counting OTLP gRPC/HTTP receiver with fault modes.
+//! - `sink`: a counting OTLP gRPC/HTTP and Jaeger gRPC receiver with fault
+//!   modes.
 //! - `check`: joins the sender's manifest with the sink's record.
 //! - `run`: a scenario end to end (tracegate or any OTLP endpoint, sink,
 //!   load), with tracegate's CPU and memory from /proc.
 #![forbid(unsafe_code)]
 
 mod check;
+mod jaeger;
 mod proc_stat;
 mod rpc;
 mod run;
@@ -36,9 +38,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Send traces to an OTLP endpoint; prints a JSON report on stdout.
+    /// Send traces to an OTLP or Jaeger gRPC endpoint; prints a JSON report
+    /// on stdout.
     Send(SendArgs),
-    /// Receive OTLP traces and count them; prints JSON stats lines.
+    /// Receive OTLP or Jaeger gRPC traces and count them; prints JSON stats
+    /// lines.
     Sink(SinkArgs),
     /// Compare a manifest (from `send --manifest`) with a sink record.
     Check(check::Args),
@@ -81,7 +85,8 @@ pub struct SendArgs {
     /// Traces whose spans share one round of requests.
     #[arg(long, default_value_t = 100)]
     pub traces_per_round: usize,
-    /// Requests each trace's spans are spread over (split by service).
+    /// Requests each trace's spans are spread over (split by service);
+    /// Jaeger sends one request per service.
     #[arg(long, default_value_t = 2)]
     pub requests_per_trace: usize,
     /// Services (resources) spans are spread over, at most 10.

@@ -15,7 +15,8 @@
 //!
 //! The config reads `${env:TG_GRPC_ENDPOINT}`, `${env:TG_HTTP_ENDPOINT}`
 //! (both `127.0.0.1:0`; the runner reads the bound ports from tracegate's
-//! JSON log) and `${env:SINK_ENDPOINT}`.
+//! JSON log: the `otlp` receiver's, or the `jaeger` receiver's gRPC port
+//! for `--protocol jaeger-grpc`) and `${env:SINK_ENDPOINT}`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -301,17 +302,23 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
             })
             .with_context(|| tg_logs.lock().unwrap().join("\n"))?;
             std::thread::spawn(move || for _ in rx {});
-            let want = if protocol == "grpc" { "grpc" } else { "http" };
+            let (receiver, want) = receiver_for(&protocol);
             let addr = tg_logs
                 .lock()
                 .unwrap()
                 .iter()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| v["message"] == "listening" && v["protocol"] == want)
+                .find(|v| {
+                    v["message"] == "listening"
+                        && v["protocol"] == want
+                        && v["component"]
+                            .as_str()
+                            .is_some_and(|c| c.split('/').next() == Some(receiver))
+                })
                 .and_then(|v| v["address"].as_str().map(String::from))
                 .with_context(|| {
                     format!(
-                        "no {want} listener in tracegate's log (the scenario must log JSON at info)"
+                        "no {receiver} {want} listener in tracegate's log (the scenario must log JSON at info)"
                     )
                 })?;
             metrics_addr = tg_logs
@@ -619,6 +626,15 @@ fn write_result(dir: &Path, name: &str, result: &Value) -> anyhow::Result<()> {
     writeln!(f, "{row}")?;
     eprintln!("{row}\nresult: {}", path.display());
     Ok(())
+}
+
+/// The receiver type and protocol a loader protocol is sent to.
+fn receiver_for(protocol: &str) -> (&'static str, &'static str) {
+    match protocol {
+        "jaeger-grpc" => ("jaeger", "grpc"),
+        "grpc" => ("otlp", "grpc"),
+        _ => ("otlp", "http"),
+    }
 }
 
 #[cfg(test)]

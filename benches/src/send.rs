@@ -1,6 +1,6 @@
 //! The load generator's sending side: rounds of pre-encoded requests over
-//! OTLP/gRPC (HTTP/2 directly, several streams per connection) or OTLP/HTTP
-//! (HTTP/1.1), open-loop at a rate or closed-loop, with retry and backoff on
+//! OTLP/gRPC or Jaeger api_v2 gRPC (HTTP/2 directly, several streams per
+//! connection) or OTLP/HTTP (HTTP/1.1), open-loop at a rate or closed-loop, with retry and backoff on
 //! the refusals SDKs retry.
 
 use std::collections::VecDeque;
@@ -30,6 +30,8 @@ pub enum Protocol {
     HttpProto,
     /// OTLP/HTTP with a JSON body.
     HttpJson,
+    /// Jaeger api_v2 `CollectorService/PostSpans` over gRPC.
+    JaegerGrpc,
 }
 
 impl Protocol {
@@ -38,6 +40,14 @@ impl Protocol {
             Protocol::Grpc => Encoding::Grpc,
             Protocol::HttpProto => Encoding::Proto,
             Protocol::HttpJson => Encoding::Json,
+            Protocol::JaegerGrpc => Encoding::Jaeger,
+        }
+    }
+
+    fn grpc_path(self) -> &'static str {
+        match self {
+            Protocol::JaegerGrpc => "/jaeger.api_v2.CollectorService/PostSpans",
+            _ => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
         }
     }
 }
@@ -199,7 +209,7 @@ pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
     let mut tasks = Vec::new();
     for _ in 0..shared.opts.connections {
         match shared.opts.protocol {
-            Protocol::Grpc => {
+            Protocol::Grpc | Protocol::JaegerGrpc => {
                 let conn = grpc_connect(&shared).await?;
                 for _ in 0..shared.opts.in_flight.max(1) {
                     let mut conn = GrpcConn {
@@ -244,7 +254,7 @@ pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
         compression: shared.opts.compression,
         connections: shared.opts.connections,
         in_flight: match shared.opts.protocol {
-            Protocol::Grpc => shared.opts.in_flight,
+            Protocol::Grpc | Protocol::JaegerGrpc => shared.opts.in_flight,
             // HTTP/1.1: one request at a time per connection.
             Protocol::HttpProto | Protocol::HttpJson => 1,
         },
@@ -264,13 +274,7 @@ pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
         loader_cpu_ns_per_span: cpu * 1e9 / acked.max(1) as f64,
         loader_spans_per_cpu_second: acked as f64 / cpu.max(1e-9),
         mean_request_bytes: c.bytes.load(Ordering::Relaxed) / requests.max(1),
-        bytes_per_trace: shared
-            .template
-            .parts
-            .iter()
-            .map(|p| p.bytes.len() as u64)
-            .sum::<u64>()
-            / shared.template.traces_per_round as u64,
+        bytes_per_trace: shared.template.bytes_per_trace(),
         max_lag_seconds: c.max_lag_us.load(Ordering::Relaxed) as f64 / 1e6,
     })
 }
@@ -356,8 +360,8 @@ trait Conn {
 async fn worker(shared: &Shared, conn: &mut impl Conn) -> anyhow::Result<()> {
     let parts = shared.template.parts.len() as u64;
     let per_request = shared.template.spans_per_round() as f64 / parts as f64;
-    let mut bufs = vec![None; parts as usize];
-    let mut scratch = Vec::new();
+    let mut bufs = vec![None; shared.template.slots()];
+    let mut compressor = Compressor::new(shared.opts.compression);
     loop {
         let late_due = {
             let mut late = shared.late.lock().unwrap();
@@ -374,7 +378,7 @@ async fn worker(shared: &Shared, conn: &mut impl Conn) -> anyhow::Result<()> {
                 shared,
                 conn,
                 &mut bufs,
-                &mut scratch,
+                &mut compressor,
                 round,
                 parts as usize - 1,
             )
@@ -414,45 +418,36 @@ async fn worker(shared: &Shared, conn: &mut impl Conn) -> anyhow::Result<()> {
                 continue;
             }
         }
-        deliver(shared, conn, &mut bufs, &mut scratch, round, part).await;
+        deliver(shared, conn, &mut bufs, &mut compressor, round, part).await;
     }
 }
 
 /// Sends one request until it is accepted, refused for good, or its retries
-/// run out. `bufs` (one per part) are reused once the transport lets go.
+/// run out. `bufs` (one per template slot) are reused once the transport
+/// lets go.
 async fn deliver(
     shared: &Shared,
     conn: &mut impl Conn,
     bufs: &mut [Option<BytesMut>],
-    scratch: &mut Vec<u8>,
+    compressor: &mut Compressor,
     round: u64,
     part: usize,
 ) {
     let template = &shared.template;
     let spans = template.parts[part].spans as u64;
-    // A buffer that held this part before differs from the template only
-    // in the bytes every round patches, so it is not copied again.
-    let mut buf = bufs[part]
-        .take()
-        .unwrap_or_else(|| BytesMut::from(&template.parts[part].bytes[..]));
-    template.patch(round, part, &mut buf);
+    // A buffer that held this slot before differs from the template only
+    // in the bytes every round writes, so it is not copied again.
+    let slot = template.slot(round, part);
+    let buf = template.fill(round, part, bufs[slot].take());
     let mut kept = None;
     let body = match shared.opts.compression {
         Compression::None => buf.freeze(),
         c => {
-            let grpc = template.encoding == Encoding::Grpc;
+            let grpc = matches!(template.encoding, Encoding::Grpc | Encoding::Jaeger);
             let raw = if grpc { &buf[5..] } else { &buf[..] };
-            scratch.clear();
-            if grpc {
-                scratch.extend_from_slice(&[1, 0, 0, 0, 0]);
-            }
-            compress(c, raw, scratch);
-            if grpc {
-                let len = (scratch.len() - 5) as u32;
-                scratch[1..5].copy_from_slice(&len.to_be_bytes());
-            }
+            let body = compressor.compress(c, raw, grpc);
             kept = Some(buf);
-            Bytes::copy_from_slice(scratch)
+            body
         }
     };
     let c = &shared.counters;
@@ -493,26 +488,79 @@ async fn deliver(
         }
     }
     // Take the buffer back if the transport has released it.
-    bufs[part] = kept.or_else(|| body.try_into_mut().ok());
+    bufs[slot] = kept.or_else(|| body.try_into_mut().ok());
 }
 
-fn compress(c: Compression, raw: &[u8], out: &mut Vec<u8>) {
-    match c {
-        Compression::None => out.extend_from_slice(raw),
-        Compression::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-            enc.write_all(raw).expect("writing to a Vec");
-            enc.finish().expect("writing to a Vec");
-        }
-        Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(out, 1).expect("zstd level 1");
-            enc.write_all(raw).expect("writing to a Vec");
-            enc.finish().expect("writing to a Vec");
+/// A worker's compression state, kept across requests: a zstd context or
+/// a deflate stream allocates a few hundred KiB, which would cost more
+/// than compressing a request if it were made anew each time.
+struct Compressor {
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    deflate: Option<flate2::Compress>,
+    out: Vec<u8>,
+}
+
+impl Compressor {
+    fn new(c: Compression) -> Compressor {
+        Compressor {
+            zstd: (c == Compression::Zstd)
+                .then(|| zstd::bulk::Compressor::new(1).expect("zstd level 1")),
+            deflate: (c == Compression::Gzip)
+                .then(|| flate2::Compress::new(flate2::Compression::fast(), false)),
+            out: Vec::new(),
         }
     }
-}
 
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    /// `raw` compressed (zstd, or gzip: header, raw deflate, CRC-32 and
+    /// length), behind a gRPC message prefix when `grpc`.
+    fn compress(&mut self, c: Compression, raw: &[u8], grpc: bool) -> Bytes {
+        let mut body = BytesMut::with_capacity(raw.len() / 2 + 64);
+        if grpc {
+            body.extend_from_slice(&[1, 0, 0, 0, 0]);
+        }
+        let start = body.len();
+        match c {
+            Compression::None => body.extend_from_slice(raw),
+            Compression::Zstd => {
+                let zstd = self.zstd.as_mut().expect("made for zstd");
+                self.out.clear();
+                self.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+                zstd.compress_to_buffer(raw, &mut self.out)
+                    .expect("the buffer holds the bound");
+                body.extend_from_slice(&self.out);
+            }
+            Compression::Gzip => {
+                let deflate = self.deflate.as_mut().expect("made for gzip");
+                deflate.reset();
+                self.out.clear();
+                // Magic, deflate, no flags, no mtime, fastest, unknown OS.
+                self.out
+                    .extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 0xff]);
+                loop {
+                    self.out.reserve(raw.len() / 2 + 1024);
+                    let read = deflate.total_in() as usize;
+                    let status = deflate
+                        .compress_vec(&raw[read..], &mut self.out, flate2::FlushCompress::Finish)
+                        .expect("deflating into a Vec");
+                    if status == flate2::Status::StreamEnd {
+                        break;
+                    }
+                }
+                let mut crc = flate2::Crc::new();
+                crc.update(raw);
+                self.out.extend_from_slice(&crc.sum().to_le_bytes());
+                self.out
+                    .extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                body.extend_from_slice(&self.out);
+            }
+        }
+        if grpc {
+            let len = (body.len() - start) as u32;
+            body[1..5].copy_from_slice(&len.to_be_bytes());
+        }
+        body.freeze()
+    }
+}
 
 async fn grpc_connect(shared: &Shared) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
     let tcp = TcpStream::connect(shared.addr)
@@ -567,9 +615,13 @@ async fn grpc_call(
     body: Bytes,
 ) -> Result<Outcome, h2::Error> {
     let mut client = client.ready().await?;
-    let mut request = http::Request::post(format!("http://{}{EXPORT_PATH}", shared.authority))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
+    let mut request = http::Request::post(format!(
+        "http://{}{}",
+        shared.authority,
+        shared.opts.protocol.grpc_path()
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers");
     match shared.opts.compression {
         Compression::None => {}
         Compression::Gzip => request = request.header("grpc-encoding", "gzip"),

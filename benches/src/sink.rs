@@ -1,6 +1,7 @@
-//! The counting sink: an OTLP/gRPC and OTLP/HTTP receiver on one port
-//! (HTTP/1.1 and HTTP/2 without TLS) that validates and counts the spans it
-//! gets with tracegate's scanner, optionally records (trace id, span id) of
+//! The counting sink: an OTLP/gRPC, OTLP/HTTP and Jaeger api_v2 gRPC
+//! receiver on one port (HTTP/1.1 and HTTP/2 without TLS) that validates and
+//! counts the spans it gets (OTLP with tracegate's scanner, Jaeger by
+//! reading each span's ids), optionally records (trace id, span id) of
 //! every span, and can be told to refuse or delay requests.
 
 use std::collections::HashSet;
@@ -93,22 +94,24 @@ impl State {
         ((((n + 1) as f64) * share).floor() > ((n as f64) * share).floor()).then_some(fault)
     }
 
-    fn count(&self, batch: &SpanBatch, bytes: usize) {
-        self.spans.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    /// Counts a request of `spans` spans; `ids` are read only when trace
+    /// ids are counted or recorded.
+    fn count(&self, spans: usize, bytes: usize, ids: impl Iterator<Item = SpanKey> + Clone) {
+        self.spans.fetch_add(spans as u64, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         if let Some(traces) = &self.traces {
             let mut traces = traces.lock().unwrap();
-            for s in batch.spans() {
-                traces.insert(u128::from_be_bytes(s.trace_id));
+            for (trace_id, _) in ids.clone() {
+                traces.insert(u128::from_be_bytes(trace_id));
             }
         }
         if let Some(record) = &self.record {
             let mut record = record.lock().unwrap();
-            for s in batch.spans() {
+            for (trace_id, span_id) in ids {
                 // Cannot fail but for a full disk; the final flush reports that.
-                let _ = record.write_all(&s.trace_id);
-                let _ = record.write_all(&s.span_id);
+                let _ = record.write_all(&trace_id);
+                let _ = record.write_all(&span_id);
             }
         }
     }
@@ -276,6 +279,7 @@ async fn handle(
         .to_owned();
     let grpc = content_type.starts_with("application/grpc");
     let json = content_type.starts_with("application/json");
+    let jaeger = grpc && req.uri().path() == JAEGER_POST_SPANS;
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(http_response(StatusCode::BAD_REQUEST, b"", json)),
@@ -314,24 +318,38 @@ async fn handle(
             }
         });
     }
-    let parsed = if grpc {
+    let parsed = if jaeger {
         let encoding = headers.get("grpc-encoding").and_then(|v| v.to_str().ok());
-        grpc_message(&body, encoding).and_then(|m| SpanBatch::scan(m).map_err(|e| e.to_string()))
+        grpc_message(&body, encoding).and_then(|m| jaeger_span_ids(&m).map(Spans::Jaeger))
+    } else if grpc {
+        let encoding = headers.get("grpc-encoding").and_then(|v| v.to_str().ok());
+        grpc_message(&body, encoding)
+            .and_then(|m| SpanBatch::scan(m).map_err(|e| e.to_string()))
+            .map(Spans::Otlp)
     } else {
         let encoding = headers
             .get("content-encoding")
             .and_then(|v| v.to_str().ok());
-        decompress(body.clone(), encoding).and_then(|raw| {
-            if json {
-                SpanBatch::from_json(&raw).map_err(|e| e.to_string())
-            } else {
-                SpanBatch::scan(raw).map_err(|e| e.to_string())
-            }
-        })
+        decompress(body.clone(), encoding)
+            .and_then(|raw| {
+                if json {
+                    SpanBatch::from_json(&raw).map_err(|e| e.to_string())
+                } else {
+                    SpanBatch::scan(raw).map_err(|e| e.to_string())
+                }
+            })
+            .map(Spans::Otlp)
     };
     Ok(match parsed {
-        Ok(batch) => {
-            state.count(&batch, body.len());
+        Ok(spans) => {
+            match &spans {
+                Spans::Otlp(batch) => state.count(
+                    batch.len(),
+                    body.len(),
+                    batch.spans().iter().map(|s| (s.trace_id, s.span_id)),
+                ),
+                Spans::Jaeger(ids) => state.count(ids.len(), body.len(), ids.iter().copied()),
+            }
             if grpc {
                 grpc_response(0, "", None)
             } else if json {
@@ -349,6 +367,64 @@ async fn handle(
             }
         }
     })
+}
+
+/// The spans of one request.
+enum Spans {
+    Otlp(SpanBatch),
+    /// (trace id, span id) of each span of a Jaeger `PostSpansRequest`.
+    Jaeger(Vec<SpanKey>),
+}
+
+/// (trace id, span id).
+type SpanKey = ([u8; 16], [u8; 8]);
+
+const JAEGER_POST_SPANS: &str = "/jaeger.api_v2.CollectorService/PostSpans";
+
+/// `PostSpansRequest` with only what the sink reads: the spans' ids (prost
+/// skips the other fields, checking their framing).
+#[derive(Clone, PartialEq, prost::Message)]
+struct PostSpansIds {
+    #[prost(message, optional, tag = "1")]
+    batch: Option<BatchIds>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct BatchIds {
+    #[prost(message, repeated, tag = "1")]
+    spans: Vec<SpanIds>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SpanIds {
+    #[prost(bytes = "bytes", tag = "1")]
+    trace_id: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    span_id: Bytes,
+}
+
+fn jaeger_span_ids(message: &Bytes) -> Result<Vec<SpanKey>, String> {
+    let request = <PostSpansIds as prost::Message>::decode(message.clone())
+        .map_err(|e| format!("PostSpansRequest: {e}"))?;
+    request
+        .batch
+        .map(|b| b.spans)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            // Jaeger ids are fixed-size big-endian; tracegate writes them whole.
+            let trace_id = s.trace_id[..].try_into();
+            let span_id = s.span_id[..].try_into();
+            match (trace_id, span_id) {
+                (Ok(t), Ok(s)) => Ok((t, s)),
+                _ => Err(format!(
+                    "span with a trace id of {} bytes and a span id of {}",
+                    s.trace_id.len(),
+                    s.span_id.len()
+                )),
+            }
+        })
+        .collect()
 }
 
 /// The one message of a unary gRPC request body, decompressed.

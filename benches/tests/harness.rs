@@ -1,6 +1,7 @@
 //! The harness tests itself: loader → sink accounts for every span in every
-//! protocol and compression, refusals are retried and counted on both
-//! sides, and a short scenario runs through the real tracegate binary.
+//! protocol (OTLP and Jaeger gRPC) and compression, refusals are retried and
+//! counted on both sides, and short scenarios run through the real
+//! tracegate binary.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,10 @@ struct Sink {
 }
 
 impl Sink {
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     fn start(args: &[&str]) -> Sink {
         let mut child = Command::new(LOADGEN)
             .args(["sink", "--report-every", "50ms"])
@@ -108,6 +113,55 @@ fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
+/// A load sent with a manifest to a sink that records every span.
+struct Recorded {
+    dir: tempfile::TempDir,
+    /// The loader's report.
+    report: Value,
+    /// The sink's final stats.
+    stats: Value,
+}
+
+impl Recorded {
+    fn new(sink_args: &[&str], send_args: &[&str]) -> Recorded {
+        let dir = temp_dir();
+        let record = dir.path().join("record.bin");
+        let manifest = dir.path().join("manifest.txt");
+        let mut sink_all = vec!["--record", record.to_str().unwrap()];
+        sink_all.extend_from_slice(sink_args);
+        let sink = Sink::start(&sink_all);
+        let mut send_all = send_args.to_vec();
+        send_all.extend_from_slice(&["--manifest", manifest.to_str().unwrap()]);
+        let report = send(&sink.url(), &send_all);
+        let stats = sink.stop();
+        Recorded { dir, report, stats }
+    }
+
+    fn manifest(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("manifest.txt")).unwrap()
+    }
+
+    /// The checker's verdict on manifest and record, which must be clean.
+    fn check(&self, expect: &[&str]) -> Value {
+        let (ok, summary) = check(
+            &self.dir.path().join("manifest.txt"),
+            &self.dir.path().join("record.bin"),
+            expect,
+        );
+        assert!(ok, "{summary}");
+        assert_eq!(summary["duplicate_spans"], 0, "{summary}");
+        assert_eq!(summary["unknown_spans"], 0, "{summary}");
+        summary
+    }
+}
+
+/// (traces, complete traces) over every class of a checker summary.
+fn traces_and_complete(summary: &Value) -> (u64, u64) {
+    let classes = summary["classes"].as_object().unwrap();
+    let sum = |key| -> u64 { classes.values().map(|c| c[key].as_u64().unwrap()).sum() };
+    (sum("traces"), sum("complete"))
+}
+
 #[test]
 fn every_span_sent_arrives_once_in_every_protocol() {
     for (protocol, compression) in [
@@ -117,13 +171,11 @@ fn every_span_sent_arrives_once_in_every_protocol() {
         ("http-proto", "none"),
         ("http-proto", "zstd"),
         ("http-json", "gzip"),
+        ("jaeger-grpc", "none"),
+        ("jaeger-grpc", "gzip"),
     ] {
-        let dir = temp_dir();
-        let record = dir.path().join("record.bin");
-        let manifest = dir.path().join("manifest.txt");
-        let sink = Sink::start(&["--record", record.to_str().unwrap()]);
-        let report = send(
-            &format!("http://{}", sink.addr),
+        let run = Recorded::new(
+            &[],
             &[
                 "--protocol",
                 protocol,
@@ -143,35 +195,23 @@ fn every_span_sent_arrives_once_in_every_protocol() {
                 "0.2",
                 "--slow-share",
                 "0.2",
-                "--manifest",
-                manifest.to_str().unwrap(),
             ],
         );
+        let (report, stats) = (&run.report, &run.stats);
         let what = format!("{protocol}/{compression}");
-        // 3000 spans in rounds of 25 × 7 = 175 spans: 18 rounds.
+        // 3000 spans in rounds of 25 × 7 = 175 spans: 18 rounds, each in
+        // 3 requests, or for Jaeger one per service (7 of 10 have spans).
+        let parts = if protocol == "jaeger-grpc" { 7 } else { 3 };
         assert_eq!(report["spans_acked"], 18 * 175, "{what}: {report}");
         assert_eq!(report["spans_failed"], 0, "{what}");
-        assert_eq!(report["requests"], 18 * 3, "{what}");
-        let stats = sink.stop();
+        assert_eq!(report["requests"], 18 * parts, "{what}");
         assert_eq!(stats["spans"], 18 * 175, "{what}: {stats}");
         assert_eq!(stats["traces"], 18 * 25, "{what}");
         assert_eq!(stats["bad_requests"], 0, "{what}");
-        let (ok, summary) = check(&manifest, &record, &["error=1", "slow=1", "normal=1"]);
-        assert!(ok, "{what}: {summary}");
-        assert_eq!(summary["duplicate_spans"], 0);
-        assert_eq!(summary["unknown_spans"], 0);
-        let classes = summary["classes"].as_object().unwrap();
-        let traces: u64 = classes
-            .values()
-            .map(|c| c["traces"].as_u64().unwrap())
-            .sum();
-        let complete: u64 = classes
-            .values()
-            .map(|c| c["complete"].as_u64().unwrap())
-            .sum();
-        assert_eq!((traces, complete), (450, 450), "{what}");
-        assert!(classes["error"]["traces"].as_u64().unwrap() > 0);
-        assert!(classes["slow"]["traces"].as_u64().unwrap() > 0);
+        let summary = run.check(&["error=1", "slow=1", "normal=1"]);
+        assert_eq!(traces_and_complete(&summary), (450, 450), "{what}");
+        assert!(summary["classes"]["error"]["traces"].as_u64().unwrap() > 0);
+        assert!(summary["classes"]["slow"]["traces"].as_u64().unwrap() > 0);
     }
 }
 
@@ -182,17 +222,18 @@ fn refusals_are_retried_and_counted_on_both_sides() {
         ("grpc", "resource-exhausted"),
         ("http-proto", "unavailable"),
         ("http-proto", "resource-exhausted"),
+        ("jaeger-grpc", "unavailable"),
+        ("jaeger-grpc", "resource-exhausted"),
     ] {
-        let sink = Sink::start(&[
-            "--fault",
-            fault,
-            "--fault-share",
-            "0.5",
-            "--retry-after",
-            "0s",
-        ]);
-        let report = send(
-            &format!("http://{}", sink.addr),
+        let run = Recorded::new(
+            &[
+                "--fault",
+                fault,
+                "--fault-share",
+                "0.5",
+                "--retry-after",
+                "0s",
+            ],
             &[
                 "--protocol",
                 protocol,
@@ -206,15 +247,17 @@ fn refusals_are_retried_and_counted_on_both_sides() {
                 "5ms",
             ],
         );
+        let (report, stats) = (&run.report, &run.stats);
         let what = format!("{protocol}/{fault}");
         assert_eq!(report["spans_acked"], 2000, "{what}: {report}");
         assert_eq!(report["spans_failed"], 0, "{what}: {report}");
         let refusals = report["refusals"].as_u64().unwrap();
         assert!(refusals > 0, "{what}: {report}");
         assert_eq!(report["retries"], refusals, "{what}");
-        let stats = sink.stop();
         assert_eq!(stats["refused_requests"], refusals, "{what}: {stats}");
         assert_eq!(stats["spans"], 2000, "{what}: {stats}");
+        // Refused requests were not counted, so nothing arrives twice.
+        run.check(&["normal=1"]);
     }
 }
 
@@ -222,7 +265,7 @@ fn refusals_are_retried_and_counted_on_both_sides() {
 fn refusals_give_up_after_max_elapsed() {
     let sink = Sink::start(&["--fault", "unavailable", "--retry-after", "0s"]);
     let report = send(
-        &format!("http://{}", sink.addr),
+        &sink.url(),
         &[
             "--spans",
             "100",
@@ -260,10 +303,13 @@ fn tracegate_binary() -> PathBuf {
     bin
 }
 
-#[test]
-fn a_short_scenario_runs_through_tracegate() {
+/// Runs `benches/scenarios/NAME.yaml` through the real tracegate and checks
+/// what every scenario run must give: all `spans` acknowledged, delivered
+/// and accounted for by the checker, tracegate's own receiver counters
+/// agreeing, the JSON result and the Markdown row written.
+fn run_small_scenario(name: &str, spans: u64) -> Value {
     let out_dir = temp_dir();
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/ci-smoke.yaml");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scenarios/{name}.yaml"));
     let out = Command::new(LOADGEN)
         .arg("run")
         .arg("--scenario")
@@ -281,9 +327,9 @@ fn a_short_scenario_runs_through_tracegate() {
         String::from_utf8_lossy(&out.stderr)
     );
     let result: Value = serde_json::from_slice(&out.stdout).expect("runner's JSON");
-    assert_eq!(result["scenario"], "ci-smoke");
-    assert_eq!(result["load"]["spans_acked"], 6000, "{result}");
-    assert_eq!(result["sink"]["spans"], 6000, "{result}");
+    assert_eq!(result["scenario"], name);
+    assert_eq!(result["load"]["spans_acked"], spans, "{result}");
+    assert_eq!(result["sink"]["spans"], spans, "{result}");
     assert_eq!(result["delivered_share"], 1.0);
     assert_eq!(result["accuracy"]["ok"], true, "{result}");
     assert!(result["target_cpu_seconds"].as_f64().is_some());
@@ -296,14 +342,11 @@ fn a_short_scenario_runs_through_tracegate() {
         .filter(|(k, _)| k.starts_with("otelcol_receiver_accepted_spans"))
         .map(|(_, v)| v.as_f64().unwrap())
         .sum();
-    assert_eq!(accepted, 6000.0, "{}", result["target_metrics"]);
+    assert_eq!(accepted, spans as f64, "{}", result["target_metrics"]);
     // The JSON result and the Markdown row are written.
     let table = std::fs::read_to_string(out_dir.path().join("results.md")).unwrap();
-    assert!(table
-        .lines()
-        .nth(2)
-        .unwrap()
-        .contains("| ci-smoke | tracegate | 6000 |"));
+    let row = format!("| {name} | tracegate | {spans} |");
+    assert!(table.lines().nth(2).unwrap().contains(&row), "{table}");
     let jsons = std::fs::read_dir(out_dir.path())
         .unwrap()
         .filter(|e| {
@@ -315,16 +358,31 @@ fn a_short_scenario_runs_through_tracegate() {
         })
         .count();
     assert_eq!(jsons, 1);
+    result
+}
+
+#[test]
+fn a_short_scenario_runs_through_tracegate() {
+    run_small_scenario("ci-smoke", 6000);
+}
+
+#[test]
+fn a_short_jaeger_scenario_runs_through_tracegate() {
+    let result = run_small_scenario("ci-jaeger", 3000);
+    assert_eq!(result["load"]["protocol"], "jaeger-grpc");
+    let metrics = result["target_metrics"].as_object().unwrap();
+    assert!(
+        metrics
+            .keys()
+            .any(|k| k.starts_with("otelcol_receiver_accepted_spans") && k.contains("jaeger")),
+        "the jaeger receiver took the load: {metrics:?}"
+    );
 }
 
 #[test]
 fn duration_runs_end_on_whole_rounds_and_late_parts_still_arrive() {
-    let dir = temp_dir();
-    let record = dir.path().join("record.bin");
-    let manifest = dir.path().join("manifest.txt");
-    let sink = Sink::start(&["--record", record.to_str().unwrap()]);
-    let report = send(
-        &format!("http://{}", sink.addr),
+    let run = Recorded::new(
+        &[],
         &[
             "--duration",
             "300ms",
@@ -336,10 +394,9 @@ fn duration_runs_end_on_whole_rounds_and_late_parts_still_arrive() {
             "3",
             "--late-delay",
             "150ms",
-            "--manifest",
-            manifest.to_str().unwrap(),
         ],
     );
+    let report = &run.report;
     let acked = report["spans_acked"].as_u64().unwrap();
     // 20 000 spans/s for 0.3 s, rounds of 100 spans: at most 61 rounds
     // (fewer when the machine is busy).
@@ -348,20 +405,15 @@ fn duration_runs_end_on_whole_rounds_and_late_parts_still_arrive() {
     assert_eq!(report["rounds"].as_u64().unwrap() * 100, acked);
     // The last round's late part went out 150 ms after the rest.
     assert!(report["wall_seconds"].as_f64().unwrap() >= 0.4, "{report}");
-    assert_eq!(sink.stop()["spans"], acked);
-    let (ok, summary) = check(&manifest, &record, &["normal=1"]);
-    assert!(ok, "{summary}");
+    assert_eq!(run.stats["spans"], acked);
+    let summary = run.check(&["normal=1"]);
     assert_eq!(summary["classes"]["normal"]["incomplete"], 0);
 }
 
 #[test]
 fn traces_of_varying_size_arrive_whole() {
-    let dir = temp_dir();
-    let record = dir.path().join("record.bin");
-    let manifest = dir.path().join("manifest.txt");
-    let sink = Sink::start(&["--record", record.to_str().unwrap()]);
-    let report = send(
-        &format!("http://{}", sink.addr),
+    let run = Recorded::new(
+        &[],
         &[
             "--spans",
             "5000",
@@ -373,28 +425,21 @@ fn traces_of_varying_size_arrive_whole() {
             "4",
             "--error-share",
             "0.3",
-            "--manifest",
-            manifest.to_str().unwrap(),
         ],
     );
-    let acked = report["spans_acked"].as_u64().unwrap();
-    assert!(acked >= 5000, "{report}");
-    assert_eq!(sink.stop()["spans"], acked);
-    let sizes: std::collections::HashSet<u64> = std::fs::read_to_string(&manifest)
-        .unwrap()
+    let acked = run.report["spans_acked"].as_u64().unwrap();
+    assert!(acked >= 5000, "{}", run.report);
+    assert_eq!(run.stats["spans"], acked);
+    let sizes: Vec<u64> = run
+        .manifest()
         .lines()
         .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
         .collect();
+    let distinct: std::collections::HashSet<u64> = sizes.iter().copied().collect();
     assert!(
-        sizes.len() > 3 && sizes.iter().all(|n| (3..=12).contains(n)),
-        "{sizes:?}"
+        distinct.len() > 3 && distinct.iter().all(|n| (3..=12).contains(n)),
+        "{distinct:?}"
     );
-    let (ok, summary) = check(&manifest, &record, &["error=1", "normal=1"]);
-    assert!(ok, "{summary}");
-    let spans_in_manifest: u64 = std::fs::read_to_string(&manifest)
-        .unwrap()
-        .lines()
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
-    assert_eq!(spans_in_manifest, acked);
+    run.check(&["error=1", "normal=1"]);
+    assert_eq!(sizes.iter().sum::<u64>(), acked);
 }
