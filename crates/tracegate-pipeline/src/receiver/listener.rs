@@ -21,6 +21,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::StartError;
+use crate::tls::TlsServerConfig;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A slow or stalled TLS client must not hold a connection task forever.
@@ -86,6 +89,44 @@ pub(crate) async fn bind(endpoint: &str) -> std::io::Result<TcpListener> {
             format!("{host:?} resolved to no address"),
         )
     }))
+}
+
+/// Binds a protocol's `endpoint` (see [`bind`]) for receiver `id`, with
+/// the address it got (the port the OS chose, for port 0).
+pub(crate) async fn bind_endpoint(
+    id: &str,
+    protocol: &'static str,
+    endpoint: &str,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind {
+        receiver: id.to_string(),
+        protocol,
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    let listener = bind(endpoint).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
+}
+
+/// Loads a protocol's server TLS, offering `alpn`; `None` for plaintext.
+pub(crate) fn tls_acceptor(
+    tls: Option<&TlsServerConfig>,
+    alpn: &[&[u8]],
+    id: &str,
+    protocol: &'static str,
+) -> Result<Option<TlsAcceptor>, StartError> {
+    match tls.filter(|t| t.is_enabled()) {
+        None => Ok(None),
+        Some(tls) => tls
+            .load_rustls(alpn)
+            .map(|config| Some(TlsAcceptor::from(config)))
+            .map_err(|source| StartError::Tls {
+                receiver: id.to_string(),
+                protocol,
+                source,
+            }),
+    }
 }
 
 /// How accepted connections are served.

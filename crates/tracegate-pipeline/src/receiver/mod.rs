@@ -10,9 +10,12 @@ use crate::config::ComponentError;
 use crate::consumer::NextConsumer;
 
 mod counters;
+mod http_ingest;
 pub mod jaeger;
 mod listener;
 pub mod otlp;
+#[cfg(test)]
+mod test_support;
 pub mod zipkin;
 
 pub use listener::split_host_port;
@@ -57,9 +60,9 @@ impl ReceiverConfig {
         }
     }
 
-    /// Binds every listener (so a port in use fails here, naming the
-    /// receiver and address), loads TLS files, then serves until `shutdown`
-    /// is cancelled. `id` is the component id (`otlp`, `otlp/internal`),
+    /// Checks the config, binds every listener (so a port in use fails
+    /// here, naming the receiver and address), loads TLS files, then serves
+    /// until `shutdown` is cancelled. `id` is the component id (`otlp`, `otlp/internal`),
     /// used in errors and metric labels.
     pub async fn start(
         &self,
@@ -67,6 +70,10 @@ impl ReceiverConfig {
         next: NextConsumer,
         shutdown: CancellationToken,
     ) -> Result<RunningReceiver, StartError> {
+        self.validate().map_err(|source| StartError::Config {
+            receiver: id.to_string(),
+            source,
+        })?;
         match self {
             ReceiverConfig::Otlp(config) => otlp::start(config, id, next, shutdown).await,
             ReceiverConfig::Zipkin(config) => zipkin::start(config, id, next, shutdown).await,

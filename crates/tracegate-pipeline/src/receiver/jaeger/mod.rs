@@ -126,17 +126,14 @@ impl Config {
     }
 }
 
-/// Starts the configured protocols; see [`super::ReceiverConfig::start`].
+/// Starts the configured protocols of a validated config; see
+/// [`super::ReceiverConfig::start`].
 pub(crate) async fn start(
     config: &Config,
     id: &str,
     next: NextConsumer,
     shutdown: CancellationToken,
 ) -> Result<RunningReceiver, StartError> {
-    config.validate().map_err(|source| StartError::Config {
-        receiver: id.to_string(),
-        source,
-    })?;
     // The thrift ports are bound (and TLS loaded) before anything serves,
     // so a port in use leaves nothing running.
     let thrift_http = match &config.protocols.thrift_http {
@@ -155,9 +152,8 @@ pub(crate) async fn start(
     let tasks = TaskTracker::new();
     let mut addresses = Vec::new();
     if let Some(grpc_config) = &config.protocols.grpc {
-        let tls = otlp::tls_acceptor(grpc_config.tls.as_ref(), &[b"h2"], id, "grpc")?;
-        let listener = otlp::bind(id, "grpc", &grpc_config.endpoint).await?;
-        let addr = otlp::local_addr(&listener, id, "grpc", &grpc_config.endpoint)?;
+        let tls = listener::tls_acceptor(grpc_config.tls.as_ref(), &[b"h2"], id, "grpc")?;
+        let (tcp, addr) = listener::bind_endpoint(id, "grpc", &grpc_config.endpoint).await?;
         addresses.push(("grpc", addr));
         let service = otlp::grpc::GrpcService(Arc::new(otlp::grpc::GrpcReceiver {
             method: &grpc::POST_SPANS,
@@ -170,7 +166,7 @@ pub(crate) async fn start(
             max_recv_msg_size: grpc_config.max_recv_msg_size(),
         }));
         listener::spawn_accept_loop(
-            listener,
+            tcp,
             otlp::grpc_settings(grpc_config, tls),
             service,
             shutdown.clone(),

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -12,8 +11,8 @@ use tonic::Code;
 
 use super::api::collector_service_client::CollectorServiceClient;
 use super::*;
-use crate::consumer::{ConsumeError, Consumer};
 use crate::exporter::{jaeger as jaeger_exporter, Exporter};
+use crate::receiver::test_support::Collect;
 use crate::receiver::ReceiverConfig;
 use tracegate_model::jaeger::proto::{self, PostSpansRequest};
 use tracegate_model::SpanBatch;
@@ -106,16 +105,6 @@ fn validate_needs_a_protocol_and_checks_each() {
         .validate()
         .unwrap_err();
     assert_eq!(err.path, "protocols.grpc.endpoint");
-}
-
-struct Collect(mpsc::UnboundedSender<SpanBatch>);
-
-#[async_trait]
-impl Consumer for Collect {
-    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
-        let _ = self.0.send(batch);
-        Ok(())
-    }
 }
 
 async fn start_receiver() -> (

@@ -5,10 +5,7 @@
 //! 400 with the reason for a body it cannot read, 500 when the pipeline
 //! refuses.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -23,20 +20,19 @@ use tokio_util::task::TaskTracker;
 use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
 use crate::receiver::counters::{RejectReason, TransportCounters, INGEST_REASONS};
+use crate::receiver::http_ingest::{
+    body_size_limit, empty_response, media_type, read_body, text_response, HttpHandler,
+    HttpResponse, HttpService,
+};
 use crate::receiver::listener::{self, ConnectionSettings};
 use crate::receiver::split_host_port;
-use crate::receiver::zipkin::{
-    bind_tcp, empty_response, media_type, read_body, text_response, tls_acceptor, BodyError,
-    HttpResponse,
-};
 use crate::receiver::StartError;
 use crate::tls::TlsServerConfig;
 use tracegate_model::SpanBatch;
 
 /// Default `thrift_http` endpoint, as the collector's.
 pub const DEFAULT_ENDPOINT: &str = "localhost:14268";
-/// Default `max_request_body_size`: 20 MiB, as `confighttp`.
-pub const DEFAULT_MAX_REQUEST_BODY_SIZE: u64 = 20 * 1024 * 1024;
+pub use crate::receiver::http_ingest::DEFAULT_MAX_REQUEST_BODY_SIZE;
 /// The one path served.
 pub const TRACES_PATH: &str = "/api/traces";
 const THRIFT_MEDIA_TYPES: [&str; 2] = [
@@ -44,6 +40,8 @@ const THRIFT_MEDIA_TYPES: [&str; 2] = [
     "application/vnd.apache.thrift.binary",
 ];
 const PROTOCOL: &str = "thrift_http";
+/// Jaeger's collector's words before what is wrong with a body.
+const UNREADABLE_BODY: &str = "Unable to process request body: ";
 
 /// `protocols: thrift_http:`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -81,11 +79,7 @@ impl Default for ThriftHttpConfig {
 
 impl ThriftHttpConfig {
     fn max_request_body_size(&self) -> usize {
-        let size = match self.max_request_body_size {
-            0 => DEFAULT_MAX_REQUEST_BODY_SIZE,
-            size => size,
-        };
-        usize::try_from(size).unwrap_or(usize::MAX)
+        body_size_limit(self.max_request_body_size)
     }
 
     /// Pure checks; `path` is the config key (`protocols.thrift_http`).
@@ -116,8 +110,8 @@ impl BoundHttp {
 /// Loads TLS and binds, so a bad file or a port in use fails the start
 /// before anything serves.
 pub async fn bind(config: &ThriftHttpConfig, id: &str) -> Result<BoundHttp, StartError> {
-    let tls = tls_acceptor(config.tls.as_ref(), id, PROTOCOL)?;
-    let (listener, addr) = bind_tcp(id, PROTOCOL, &config.endpoint).await?;
+    let tls = listener::tls_acceptor(config.tls.as_ref(), &[b"h2", b"http/1.1"], id, PROTOCOL)?;
+    let (listener, addr) = listener::bind_endpoint(id, PROTOCOL, &config.endpoint).await?;
     Ok(BoundHttp {
         listener,
         addr,
@@ -134,7 +128,7 @@ pub fn serve(
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) {
-    let service = ThriftHttpService(Arc::new(ThriftHttp {
+    let service = HttpService(Arc::new(ThriftHttp {
         next,
         counters: TransportCounters::register(id, PROTOCOL, INGEST_REASONS),
         max_body_size: bound.max_body_size,
@@ -149,26 +143,14 @@ struct ThriftHttp {
     max_body_size: usize,
 }
 
-#[derive(Clone)]
-struct ThriftHttpService(Arc<ThriftHttp>);
-
-impl hyper::service::Service<Request<Incoming>> for ThriftHttpService {
-    type Response = HttpResponse;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let receiver = self.0.clone();
-        Box::pin(async move { Ok(receiver.handle(request).await) })
-    }
-}
-
 impl ThriftHttp {
     fn reject(&self, reason: RejectReason, status: StatusCode, text: &str) -> HttpResponse {
         self.counters.rejected(reason);
         text_response(status, text)
     }
+}
 
+impl HttpHandler for ThriftHttp {
     async fn handle(&self, request: Request<Incoming>) -> HttpResponse {
         let (parts, body) = request.into_parts();
         if parts.uri.path() != TRACES_PATH {
@@ -190,32 +172,17 @@ impl ThriftHttp {
                 &format!("Unsupported content type: {media}"),
             );
         }
-        let body = match read_body(&parts.headers, body, self.max_body_size).await {
+        let body = match read_body(
+            &parts.headers,
+            body,
+            self.max_body_size,
+            &self.counters,
+            UNREADABLE_BODY,
+        )
+        .await
+        {
             Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                return self.reject(
-                    RejectReason::TooLarge,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!(
-                        "request body exceeds max_request_body_size of {} bytes",
-                        self.max_body_size
-                    ),
-                )
-            }
-            Err(BodyError::Unsupported(encoding)) => {
-                return self.reject(
-                    RejectReason::UnsupportedEncoding,
-                    StatusCode::BAD_REQUEST,
-                    &format!("unsupported Content-Encoding: {encoding}"),
-                )
-            }
-            Err(BodyError::Malformed(message)) => {
-                return self.reject(
-                    RejectReason::Malformed,
-                    StatusCode::BAD_REQUEST,
-                    &format!("Unable to process request body: {message}"),
-                )
-            }
+            Err(answer) => return answer,
         };
         let request = match tracegate_model::thrift::batch_binary_to_request(&body) {
             Ok(request) => request,
@@ -223,7 +190,7 @@ impl ThriftHttp {
                 return self.reject(
                     RejectReason::Malformed,
                     StatusCode::BAD_REQUEST,
-                    &format!("Unable to process request body: {e}"),
+                    &format!("{UNREADABLE_BODY}{e}"),
                 )
             }
         };
@@ -243,35 +210,11 @@ impl ThriftHttp {
 
 #[cfg(test)]
 mod tests {
-    use async_trait::async_trait;
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::consumer::{ConsumeError, Consumer};
+    use crate::receiver::test_support::{http_request, Collect, Refuse};
     use tracegate_model::thrift::{self, Batch, Process, Span, Tag};
-
-    struct Collect(mpsc::UnboundedSender<SpanBatch>);
-
-    #[async_trait]
-    impl Consumer for Collect {
-        async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
-            self.0.send(batch).ok();
-            Ok(())
-        }
-    }
-
-    struct Refuse;
-
-    #[async_trait]
-    impl Consumer for Refuse {
-        async fn consume(&self, _: SpanBatch) -> Result<(), ConsumeError> {
-            Err(ConsumeError::refused("full"))
-        }
-    }
 
     async fn serve_on(next: NextConsumer) -> (SocketAddr, CancellationToken) {
         let config = ThriftHttpConfig {
@@ -292,17 +235,7 @@ mod tests {
         content_type: &str,
         body: Vec<u8>,
     ) -> (StatusCode, String) {
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        let request = Request::builder()
-            .method(method)
-            .uri(format!("http://{addr}{path}"))
-            .header(header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let response = client.request(request).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        http_request(addr, method, path, &[("content-type", content_type)], body).await
     }
 
     fn body() -> Vec<u8> {

@@ -316,22 +316,11 @@ async fn handle_packet(
 mod tests {
     use std::time::Duration;
 
-    use async_trait::async_trait;
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::consumer::{ConsumeError, Consumer};
+    use crate::receiver::test_support::Collect;
     use tracegate_model::thrift::{Batch, Process, Span, Tag};
-
-    struct Collect(mpsc::UnboundedSender<SpanBatch>);
-
-    #[async_trait]
-    impl Consumer for Collect {
-        async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
-            self.0.send(batch).ok();
-            Ok(())
-        }
-    }
 
     fn batch(spans: usize) -> Batch {
         Batch {

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::compression::ContentEncoding;
 use crate::config::{error, ComponentError};
+use crate::receiver::http_ingest::body_size_limit;
 use crate::receiver::{present_means_enabled, split_host_port};
 use crate::tls::TlsServerConfig;
 
@@ -16,8 +17,7 @@ pub const DEFAULT_GRPC_ENDPOINT: &str = "localhost:4317";
 pub const DEFAULT_HTTP_ENDPOINT: &str = "localhost:4318";
 /// Default `max_recv_msg_size_mib` (grpc-go's default, kept by the collector).
 pub const DEFAULT_MAX_RECV_MSG_SIZE_MIB: u64 = 4;
-/// Default `max_request_body_size`: 20 MiB, as `confighttp`.
-pub const DEFAULT_MAX_REQUEST_BODY_SIZE: u64 = 20 * 1024 * 1024;
+pub use crate::receiver::http_ingest::DEFAULT_MAX_REQUEST_BODY_SIZE;
 
 /// `receivers: otlp:`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -334,12 +334,7 @@ impl GrpcConfig {
 impl HttpConfig {
     /// `max_request_body_size` in bytes (0 means the default).
     pub fn max_request_body_size(&self) -> usize {
-        let size = if self.max_request_body_size == 0 {
-            DEFAULT_MAX_REQUEST_BODY_SIZE
-        } else {
-            self.max_request_body_size
-        };
-        usize::try_from(size).unwrap_or(usize::MAX)
+        body_size_limit(self.max_request_body_size)
     }
 
     /// The traces path as served (always absolute).

@@ -2,10 +2,6 @@
 //! compressed, answered in the request's encoding with the collector's
 //! status codes (DESIGN.md §6).
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +19,7 @@ use super::status::ExportFailure;
 use crate::compression::{decompress, ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
 use crate::receiver::counters::{RejectReason, TransportCounters};
+use crate::receiver::http_ingest::{media_type, HttpHandler, HttpResponse};
 use tracegate_model::SpanBatch;
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -69,14 +66,6 @@ impl BodyFormat {
     }
 }
 
-/// The media type of a `Content-Type` value, lowercased, without
-/// parameters (as Go's `mime.ParseMediaType`).
-fn media_type(value: &HeaderValue) -> Option<String> {
-    let value = value.to_str().ok()?;
-    let media = value.split(';').next()?.trim().to_ascii_lowercase();
-    (!media.is_empty()).then_some(media)
-}
-
 /// State shared by every connection of one HTTP listener.
 pub(crate) struct HttpReceiver {
     pub next: NextConsumer,
@@ -85,23 +74,6 @@ pub(crate) struct HttpReceiver {
     pub max_body_size: usize,
     pub encodings: Vec<ContentEncoding>,
     pub cors: Option<CorsPolicy>,
-}
-
-/// The hyper service of one HTTP listener.
-#[derive(Clone)]
-pub(crate) struct HttpService(pub Arc<HttpReceiver>);
-
-type HttpResponse = Response<Full<Bytes>>;
-
-impl hyper::service::Service<Request<Incoming>> for HttpService {
-    type Response = HttpResponse;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let receiver = self.0.clone();
-        Box::pin(async move { Ok(receiver.handle(request).await) })
-    }
 }
 
 /// A plain-text answer; the collector sends `text/plain` for 405 and 415
@@ -214,7 +186,7 @@ async fn drain(mut body: Incoming) {
     }
 }
 
-impl HttpReceiver {
+impl HttpHandler for HttpReceiver {
     async fn handle(&self, request: Request<Incoming>) -> HttpResponse {
         let (parts, mut body) = request.into_parts();
         let response = match &self.cors {
@@ -237,7 +209,9 @@ impl HttpReceiver {
         }
         response
     }
+}
 
+impl HttpReceiver {
     fn reject_plain(&self, reason: RejectReason, status: StatusCode, text: String) -> HttpResponse {
         self.counters.rejected(reason);
         text_response(status, text)
@@ -276,11 +250,7 @@ impl HttpReceiver {
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
-        let format = match request
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(media_type)
-        {
+        let format = match media_type(&request.headers) {
             Some(m) if m == PROTOBUF => BodyFormat::Protobuf,
             Some(m) if m == JSON => BodyFormat::Json,
             _ => {

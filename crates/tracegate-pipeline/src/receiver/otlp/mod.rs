@@ -8,10 +8,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::counters::{self, OTLP_REASONS};
+use super::http_ingest::HttpService;
 use super::listener::{self, ConnectionSettings};
 use super::{RunningReceiver, StartError};
 use crate::consumer::NextConsumer;
-use crate::tls::TlsServerConfig;
 
 mod config;
 mod cors;
@@ -30,40 +30,6 @@ pub use config::{
     KeepaliveServerParameters, Protocols, DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT,
     DEFAULT_MAX_RECV_MSG_SIZE_MIB, DEFAULT_MAX_REQUEST_BODY_SIZE,
 };
-
-pub(super) fn tls_acceptor(
-    tls: Option<&TlsServerConfig>,
-    alpn: &[&[u8]],
-    id: &str,
-    protocol: &'static str,
-) -> Result<Option<TlsAcceptor>, StartError> {
-    match tls.filter(|t| t.is_enabled()) {
-        None => Ok(None),
-        Some(tls) => tls
-            .load_rustls(alpn)
-            .map(|config| Some(TlsAcceptor::from(config)))
-            .map_err(|source| StartError::Tls {
-                receiver: id.to_string(),
-                protocol,
-                source,
-            }),
-    }
-}
-
-pub(super) async fn bind(
-    id: &str,
-    protocol: &'static str,
-    endpoint: &str,
-) -> Result<tokio::net::TcpListener, StartError> {
-    listener::bind(endpoint)
-        .await
-        .map_err(|source| StartError::Bind {
-            receiver: id.to_string(),
-            protocol,
-            endpoint: endpoint.to_string(),
-            source,
-        })
-}
 
 pub(super) fn grpc_settings(config: &GrpcConfig, tls: Option<TlsAcceptor>) -> ConnectionSettings {
     let mut builder = listener::hyper_builder().http2_only();
@@ -101,34 +67,28 @@ pub(super) fn grpc_settings(config: &GrpcConfig, tls: Option<TlsAcceptor>) -> Co
     settings
 }
 
-/// Starts the configured protocols; see [`super::ReceiverConfig::start`].
+/// Starts the configured protocols of a validated config; see
+/// [`super::ReceiverConfig::start`].
 pub(crate) async fn start(
     config: &Config,
     id: &str,
     next: NextConsumer,
     shutdown: CancellationToken,
 ) -> Result<RunningReceiver, StartError> {
-    config.validate().map_err(|source| StartError::Config {
-        receiver: id.to_string(),
-        source,
-    })?;
-
     // Bind and load everything before serving anything, so a failure
     // leaves nothing running.
     let grpc = match &config.protocols.grpc {
         Some(grpc) => {
-            let tls = tls_acceptor(grpc.tls.as_ref(), &[b"h2"], id, "grpc")?;
-            let listener = bind(id, "grpc", &grpc.endpoint).await?;
-            let addr = local_addr(&listener, id, "grpc", &grpc.endpoint)?;
+            let tls = listener::tls_acceptor(grpc.tls.as_ref(), &[b"h2"], id, "grpc")?;
+            let (listener, addr) = listener::bind_endpoint(id, "grpc", &grpc.endpoint).await?;
             Some((grpc, tls, listener, addr))
         }
         None => None,
     };
     let http = match &config.protocols.http {
         Some(http) => {
-            let tls = tls_acceptor(http.tls.as_ref(), &[b"h2", b"http/1.1"], id, "http")?;
-            let listener = bind(id, "http", &http.endpoint).await?;
-            let addr = local_addr(&listener, id, "http", &http.endpoint)?;
+            let tls = listener::tls_acceptor(http.tls.as_ref(), &[b"h2", b"http/1.1"], id, "http")?;
+            let (listener, addr) = listener::bind_endpoint(id, "http", &http.endpoint).await?;
             Some((http, tls, listener, addr))
         }
         None => None,
@@ -154,7 +114,7 @@ pub(crate) async fn start(
     }
     if let Some((http_config, tls, listener, addr)) = http {
         addresses.push(("http", addr));
-        let service = http::HttpService(Arc::new(http::HttpReceiver {
+        let service = HttpService(Arc::new(http::HttpReceiver {
             next,
             counters: counters::TransportCounters::register(id, "http", OTLP_REASONS),
             traces_path: http_config.traces_path(),
@@ -166,18 +126,4 @@ pub(crate) async fn start(
         listener::spawn_accept_loop(listener, settings, service, shutdown.clone(), &tasks);
     }
     Ok(RunningReceiver { addresses, tasks })
-}
-
-pub(super) fn local_addr(
-    listener: &tokio::net::TcpListener,
-    id: &str,
-    protocol: &'static str,
-    endpoint: &str,
-) -> Result<std::net::SocketAddr, StartError> {
-    listener.local_addr().map_err(|source| StartError::Bind {
-        receiver: id.to_string(),
-        protocol,
-        endpoint: endpoint.to_string(),
-        source,
-    })
 }

@@ -26,6 +26,7 @@ use super::{PassthroughCodec, TRACE_EXPORT_PATH};
 use crate::compression::test_encoders::{gzip, zlib, zstd};
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
 use crate::grpc::rpc_status::{RetryInfo, RpcStatus};
+use crate::receiver::test_support::Collect;
 use crate::receiver::{ReceiverConfig, RunningReceiver, StartError};
 use tracegate_model::otlp::{
     any_value, span, status, AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue,
@@ -136,16 +137,6 @@ fn peak_rss_kib() -> u64 {
 }
 
 // --------------------------------------------------------------- consumers
-
-struct Collect(mpsc::UnboundedSender<SpanBatch>);
-
-#[async_trait]
-impl Consumer for Collect {
-    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
-        let _ = self.0.send(batch);
-        Ok(())
-    }
-}
 
 struct Refuse(Option<Duration>);
 
@@ -1332,7 +1323,7 @@ async fn counters_describe_what_happened() {
         TransportCounters::register("otlp/counted", "http", super::counters::OTLP_REASONS)
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let receiver = super::http::HttpService(Arc::new(super::http::HttpReceiver {
+    let receiver = crate::receiver::http_ingest::HttpService(Arc::new(super::http::HttpReceiver {
         next: Arc::new(Collect(tx)),
         counters,
         traces_path: "/v1/traces".into(),

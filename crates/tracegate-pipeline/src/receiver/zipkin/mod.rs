@@ -3,25 +3,23 @@
 //! `/api/v1/spans` read as v2, JSON or `application/x-protobuf` proto3,
 //! 202 on success, 400 with the parse error).
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::counters::{RejectReason, TransportCounters, INGEST_REASONS};
+use super::http_ingest::{
+    body_size_limit, empty_response, media_type, read_body, text_response, HttpHandler,
+    HttpResponse, HttpService,
+};
 use super::listener::{self, ConnectionSettings};
 use super::{RunningReceiver, StartError};
-use crate::compression::{decompress, ContentEncoding};
 use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
 use crate::receiver::split_host_port;
@@ -33,8 +31,7 @@ mod tests;
 
 /// Default endpoint, as the collector's.
 pub const DEFAULT_ENDPOINT: &str = "localhost:9411";
-/// Default `max_request_body_size`: 20 MiB, as `confighttp`.
-pub const DEFAULT_MAX_REQUEST_BODY_SIZE: u64 = 20 * 1024 * 1024;
+pub use crate::receiver::http_ingest::DEFAULT_MAX_REQUEST_BODY_SIZE;
 
 /// `receivers: zipkin:`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -85,11 +82,7 @@ impl Default for Config {
 impl Config {
     /// The body limit in bytes, the default applied.
     pub fn max_request_body_size(&self) -> usize {
-        let size = match self.max_request_body_size {
-            0 => DEFAULT_MAX_REQUEST_BODY_SIZE,
-            size => size,
-        };
-        usize::try_from(size).unwrap_or(usize::MAX)
+        body_size_limit(self.max_request_body_size)
     }
 
     /// Pure checks: `Err` for an invalid config, `Ok(warnings)` otherwise.
@@ -109,74 +102,6 @@ impl Config {
     }
 }
 
-pub(crate) type HttpResponse = Response<Full<Bytes>>;
-
-/// Go's `http.Error`: the text and a newline, as plain text.
-pub(crate) fn text_response(status: StatusCode, text: &str) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    response
-}
-
-pub(crate) fn empty_response(status: StatusCode) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = status;
-    response
-}
-
-/// Why a body could not be had.
-pub(crate) enum BodyError {
-    TooLarge,
-    Unsupported(String),
-    Malformed(String),
-}
-
-/// Reads the body up to `limit` bytes and decompresses it per its
-/// `Content-Encoding` (gzip, deflate/zlib, zstd), again up to `limit`.
-pub(crate) async fn read_body(
-    headers: &HeaderMap,
-    body: Incoming,
-    limit: usize,
-) -> Result<Bytes, BodyError> {
-    let encoding = match headers.get(header::CONTENT_ENCODING) {
-        None => ContentEncoding::Identity,
-        Some(value) => {
-            let text = String::from_utf8_lossy(value.as_bytes());
-            ContentEncoding::from_header(&text)
-                .ok_or_else(|| BodyError::Unsupported(text.into_owned()))?
-        }
-    };
-    let raw = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(BodyError::TooLarge),
-        Err(e) => {
-            return Err(BodyError::Malformed(format!(
-                "failed to read request body: {e}"
-            )))
-        }
-    };
-    decompress(encoding, raw, limit).map_err(|e| match e {
-        crate::compression::DecompressError::TooLarge { .. } => BodyError::TooLarge,
-        other => BodyError::Malformed(other.to_string()),
-    })
-}
-
-/// The media type of `Content-Type`, lowercased, without parameters.
-pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let media = value.split(';').next()?.trim().to_ascii_lowercase();
-    (!media.is_empty()).then_some(media)
-}
-
 struct ZipkinHttp {
     next: NextConsumer,
     counters: TransportCounters,
@@ -184,21 +109,7 @@ struct ZipkinHttp {
     parse_string_tags: bool,
 }
 
-#[derive(Clone)]
-struct ZipkinService(Arc<ZipkinHttp>);
-
-impl hyper::service::Service<Request<Incoming>> for ZipkinService {
-    type Response = HttpResponse;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let receiver = self.0.clone();
-        Box::pin(async move { Ok(receiver.handle(request).await) })
-    }
-}
-
-impl ZipkinHttp {
+impl HttpHandler for ZipkinHttp {
     async fn handle(&self, request: Request<Incoming>) -> HttpResponse {
         let (parts, body) = request.into_parts();
         if parts.uri.path().contains("api/v1/spans") {
@@ -210,30 +121,11 @@ impl ZipkinHttp {
         }
         // The collector reads every body that is not protobuf as JSON.
         let protobuf = media_type(&parts.headers).as_deref() == Some("application/x-protobuf");
-        let body = match read_body(&parts.headers, body, self.max_body_size).await {
-            Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                self.counters.rejected(RejectReason::TooLarge);
-                return text_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!(
-                        "request body exceeds max_request_body_size of {} bytes",
-                        self.max_body_size
-                    ),
-                );
-            }
-            Err(BodyError::Unsupported(encoding)) => {
-                self.counters.rejected(RejectReason::UnsupportedEncoding);
-                return text_response(
-                    StatusCode::BAD_REQUEST,
-                    &format!("unsupported Content-Encoding: {encoding}"),
-                );
-            }
-            Err(BodyError::Malformed(message)) => {
-                self.counters.rejected(RejectReason::Malformed);
-                return text_response(StatusCode::BAD_REQUEST, &message);
-            }
-        };
+        let body =
+            match read_body(&parts.headers, body, self.max_body_size, &self.counters, "").await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
         let parsed = if protobuf {
             tracegate_model::zipkin::v2_proto_to_request(&body, self.parse_string_tags)
         } else {
@@ -260,54 +152,17 @@ impl ZipkinHttp {
     }
 }
 
-pub(crate) fn tls_acceptor(
-    tls: Option<&TlsServerConfig>,
-    id: &str,
-    protocol: &'static str,
-) -> Result<Option<TlsAcceptor>, StartError> {
-    match tls.filter(|t| t.is_enabled()) {
-        None => Ok(None),
-        Some(tls) => tls
-            .load_rustls(&[b"h2", b"http/1.1"])
-            .map(|config| Some(TlsAcceptor::from(config)))
-            .map_err(|source| StartError::Tls {
-                receiver: id.to_string(),
-                protocol,
-                source,
-            }),
-    }
-}
-
-pub(crate) async fn bind_tcp(
-    id: &str,
-    protocol: &'static str,
-    endpoint: &str,
-) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), StartError> {
-    let bind_error = |source| StartError::Bind {
-        receiver: id.to_string(),
-        protocol,
-        endpoint: endpoint.to_string(),
-        source,
-    };
-    let listener = listener::bind(endpoint).await.map_err(bind_error)?;
-    let addr = listener.local_addr().map_err(bind_error)?;
-    Ok((listener, addr))
-}
-
-/// Starts the receiver; see [`super::ReceiverConfig::start`].
+/// Starts the receiver on a validated config; see
+/// [`super::ReceiverConfig::start`].
 pub(crate) async fn start(
     config: &Config,
     id: &str,
     next: NextConsumer,
     shutdown: CancellationToken,
 ) -> Result<RunningReceiver, StartError> {
-    config.validate().map_err(|source| StartError::Config {
-        receiver: id.to_string(),
-        source,
-    })?;
-    let tls = tls_acceptor(config.tls.as_ref(), id, "http")?;
-    let (tcp, addr) = bind_tcp(id, "http", &config.endpoint).await?;
-    let service = ZipkinService(Arc::new(ZipkinHttp {
+    let tls = listener::tls_acceptor(config.tls.as_ref(), &[b"h2", b"http/1.1"], id, "http")?;
+    let (tcp, addr) = listener::bind_endpoint(id, "http", &config.endpoint).await?;
+    let service = HttpService(Arc::new(ZipkinHttp {
         next,
         counters: TransportCounters::register(id, "http", INGEST_REASONS),
         max_body_size: config.max_request_body_size(),

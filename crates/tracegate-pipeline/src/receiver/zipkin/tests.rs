@@ -3,39 +3,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::compression::test_encoders::gzip;
-use crate::consumer::{ConsumeError, Consumer, NextConsumer};
+use crate::consumer::NextConsumer;
+use crate::receiver::test_support::{http_request, Collect, Refuse};
 use crate::receiver::ReceiverConfig;
-use tracegate_model::SpanBatch;
-
-struct Collect(mpsc::UnboundedSender<SpanBatch>);
-
-#[async_trait]
-impl Consumer for Collect {
-    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
-        self.0.send(batch).ok();
-        Ok(())
-    }
-}
-
-struct Refuse;
-
-#[async_trait]
-impl Consumer for Refuse {
-    async fn consume(&self, _: SpanBatch) -> Result<(), ConsumeError> {
-        Err(ConsumeError::refused("full"))
-    }
-}
 
 async fn start(config: serde_json::Value, next: NextConsumer) -> (SocketAddr, CancellationToken) {
     let config = ReceiverConfig::from_value("zipkin", config)
@@ -56,18 +33,7 @@ async fn post(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> (StatusCode, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let mut builder = Request::post(format!("http://{addr}{path}"));
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let response = client
-        .request(builder.body(Full::new(body.into())).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    http_request(addr, Method::POST, path, headers, body).await
 }
 
 const SPANS: &str = r#"[{"traceId": "5af7183fb1d4cf5f", "id": "352bff9a74ca9ad2",
