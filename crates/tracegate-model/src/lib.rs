@@ -19,6 +19,8 @@ pub mod zipkin;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod test_support;
 
 pub use batch::{AnyValueRef, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode};
 pub use json::JsonError;

@@ -1,17 +1,6 @@
 use super::*;
-use crate::otlp::{any_value::Value as V, span::SpanKind, status::StatusCode, KeyValue};
-
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a V> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
-}
-
-fn s(text: &str) -> V {
-    V::StringValue(text.into())
-}
+use crate::otlp::{any_value::Value as V, span::SpanKind, status::StatusCode};
+use crate::test_support::{attr, s};
 
 /// A packet the real Python jaeger-client 4.8.0 (on Python 3.11) sent to
 /// the agent's compact port: service `py-service` with tag

@@ -1,17 +1,6 @@
 use super::*;
 use crate::otlp::{any_value::Value as V, span::SpanKind, status::StatusCode};
-
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a V> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
-}
-
-fn s(text: &str) -> V {
-    V::StringValue(text.into())
-}
+use crate::test_support::{attr, s};
 
 /// The span of the Zipkin quickstart (zipkin-api's example body).
 const QUICKSTART: &str = r#"[{

@@ -1,0 +1,18 @@
+//! What the model's conversion tests share: reading an OTLP attribute's
+//! value and writing a string one, to compare the two.
+
+use crate::otlp::{any_value::Value, KeyValue};
+
+/// The value of the attribute `key`, if it is there and has one.
+pub(crate) fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+/// A string value.
+pub(crate) fn s(text: &str) -> Value {
+    Value::StringValue(text.into())
+}
