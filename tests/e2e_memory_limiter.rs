@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::trace::v1::{
     status, ResourceSpans, ScopeSpans, Span, Status as SpanStatus,
 };
 use prost::Message;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{otlp_exporter_to, Gateway, TELEMETRY};
 use support::raw::{grpc, http, wait_for_metrics, TRACE_EXPORT};
 use support::sink::Sink;
 use tokio::sync::watch;
@@ -396,12 +396,7 @@ processors:
         type: status_code
         status_code:
           status_codes: [ERROR]
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{port}
-    tls:
-      insecure: true
-service:
+{exporters}service:
   pipelines:
     traces/limited:
       receivers: [otlp/limited]
@@ -412,7 +407,7 @@ service:
       processors: [tail_sampling]
       exporters: [otlp]
 {TELEMETRY}"#,
-        port = sink.port()
+        exporters = otlp_exporter_to(sink)
     )
 }
 

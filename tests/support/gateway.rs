@@ -27,6 +27,15 @@ pub const TELEMETRY: &str = r#"
       address: 127.0.0.1:0
 "#;
 
+/// A config's `exporters:` section: one `otlp` exporter sending over
+/// plaintext gRPC to the in-test backend at `sink`.
+pub fn otlp_exporter_to(sink: SocketAddr) -> String {
+    format!(
+        "exporters:\n  otlp:\n    endpoint: 127.0.0.1:{}\n    tls:\n      insecure: true\n",
+        sink.port()
+    )
+}
+
 impl Gateway {
     /// Writes `yaml` to a temp dir (`{dir}` in it is replaced by that dir's
     /// path) and starts tracegate on it; returns once it reports ready.
