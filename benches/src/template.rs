@@ -839,15 +839,23 @@ impl Template {
         (splitmix64(round ^ self.mix.seed ^ 0x7A51_D0E5) % VARIANTS as u64) as usize
     }
 
-    /// How many distinct request bodies there are: a buffer per slot can
-    /// be reused without copying its template again.
+    /// How many buffers a sender keeps: one per distinct OTLP request body,
+    /// so a buffer is reused without copying its template again; one for
+    /// Jaeger, whose requests are written whole (a buffer that stays in
+    /// cache).
     pub fn slots(&self) -> usize {
-        self.parts.len() * VARIANTS
+        match self.encoding {
+            Encoding::Jaeger => 1,
+            _ => self.parts.len() * VARIANTS,
+        }
     }
 
-    /// The slot of part `part` of round `round`.
+    /// The buffer slot of part `part` of round `round`.
     pub fn slot(&self, round: u64, part: usize) -> usize {
-        part * VARIANTS + self.variant(round)
+        match self.encoding {
+            Encoding::Jaeger => 0,
+            _ => part * VARIANTS + self.variant(round),
+        }
     }
 
     /// Trace slot `t` of round `round`: (sequence number, id, class).
@@ -856,9 +864,9 @@ impl Template {
         (seq, self.mix.trace_id(seq), self.mix.class(seq))
     }
 
-    /// Part `part` of round `round`, written into `buf`: a buffer that
-    /// last held the same slot (only the per-round bytes are written
-    /// again), or `None` for a fresh one.
+    /// Part `part` of round `round`, written into `buf`: the buffer of
+    /// its slot (for OTLP only the per-round bytes are written again), or
+    /// `None` for a fresh one.
     pub fn fill(&self, round: u64, part: usize, buf: Option<BytesMut>) -> BytesMut {
         match &self.parts[part].bodies[self.variant(round)] {
             Body::Patched(p) => {
