@@ -104,14 +104,16 @@ impl SpanBatch {
     /// Every resource of the batch with `attributes` merged in: with
     /// `override_existing` a detected value replaces the existing one, else
     /// existing attributes stay. Resources that do not change keep their
-    /// bytes; a batch where none changes is returned sharing its bytes.
+    /// bytes; a batch where none changes is returned as it came. Takes the
+    /// batch by value (a processor owns what it is handed) so the index is
+    /// shifted in place instead of copied.
     pub fn merge_resource_attributes(
-        &self,
+        mut self,
         attributes: &ResourceAttributes,
         override_existing: bool,
     ) -> SpanBatch {
         if attributes.is_empty() || self.resources.is_empty() {
-            return self.clone();
+            return self;
         }
         let mut edits: Vec<Option<ResourceEdit>> = Vec::with_capacity(self.resources.len());
         for resource in &self.resources {
@@ -122,13 +124,16 @@ impl SpanBatch {
             }
         }
         if edits.iter().all(Option::is_none) {
-            return self.clone();
+            return self;
         }
-        self.apply_edits(&edits)
-            .unwrap_or_else(|Unusual| self.merged_by_decoding(attributes, override_existing))
+        match self.apply_edits(&edits) {
+            Ok(()) => self,
+            Err(Unusual) => self.merged_by_decoding(attributes, override_existing),
+        }
     }
 
-    /// The slow path, for encodings the byte path does not handle.
+    /// The slow path, for encodings the byte path does not handle. Reads
+    /// only the bytes, never the index.
     fn merged_by_decoding(
         &self,
         attributes: &ResourceAttributes,
@@ -181,88 +186,108 @@ impl SpanBatch {
         )
     }
 
-    /// Writes the request with `edits` applied (one per resource, in order)
-    /// and shifts the index to match.
-    fn apply_edits(&self, edits: &[Option<ResourceEdit>]) -> Result<SpanBatch, Unusual> {
+    /// Rewrites the request with `edits` applied (one per resource, in
+    /// order) into one exactly sized buffer, then shifts the index in place
+    /// to match. On `Err` the batch is unchanged.
+    fn apply_edits(&mut self, edits: &[Option<ResourceEdit>]) -> Result<(), Unusual> {
         let src: &[u8] = &self.bytes;
-        let growth: usize = edits
-            .iter()
-            .flatten()
-            .map(|e| framed_len(e.body.len()) + 5)
-            .sum();
-        let mut out = Vec::with_capacity(src.len() + growth);
-        let mut resources = self.resources.clone();
-        let mut scopes = self.scopes.clone();
-        let mut spans = self.spans.clone();
-
-        let mut ordinal = 0usize;
+        // Pass 1: where each `resource_spans` field is, and the output size.
+        let mut fields: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(edits.len());
+        let mut total = src.len();
         let mut c = Cursor::new(src, 0..src.len());
         while !c.at_end() {
             let at = c.pos;
             let (f, wt) = c.tag().map_err(|_| Unusual)?;
             if f != REQUEST_RESOURCE_SPANS || wt != LEN {
                 c.skip(f, wt, 0).map_err(|_| Unusual)?;
-                out.extend_from_slice(&src[at..c.pos]);
                 continue;
             }
             let body = c.len_delimited().map_err(|_| Unusual)?;
-            let info = resources.get_mut(ordinal).ok_or(Unusual)?;
-            let edit = edits.get(ordinal).ok_or(Unusual)?;
-            ordinal += 1;
-            // Where everything after the resource field moves to, as a
-            // wrapping offset (edits may shrink a resource).
-            let after: u32;
+            let edit = edits.get(fields.len()).ok_or(Unusual)?;
+            if let Some(edit) = edit {
+                let new_len = body.len() - edit.field.len() + framed_len(edit.body.len());
+                total = total - (c.pos - at) + framed_len(new_len);
+            }
+            fields.push((at..c.pos, body));
+        }
+        if fields.len() != self.resources.len() || total > u32::MAX as usize {
+            return Err(Unusual);
+        }
+
+        // Pass 2: write. Unchanged stretches between edited resources are
+        // copied in one run each.
+        let mut out = Vec::with_capacity(total);
+        let mut copied_to = 0;
+        // Per resource: how far what follows its resource field moves, and
+        // how much its non-child fields grew (both wrapping: edits may
+        // shrink a resource).
+        let mut moves: Vec<(u32, u32)> = Vec::with_capacity(edits.len());
+        for ((field, body), edit) in fields.iter().zip(edits) {
+            let Some(edit) = edit else {
+                // Copied with the run it belongs to, moved as far as it.
+                moves.push(((out.len() as u32).wrapping_sub(copied_to as u32), 0));
+                continue;
+            };
+            out.extend_from_slice(&src[copied_to..field.start]);
+            let new_field_len = framed_len(edit.body.len());
+            let new_len = body.len() - edit.field.len() + new_field_len;
+            out.push(len_key(REQUEST_RESOURCE_SPANS as u8));
+            put_varint(&mut out, new_len as u64);
+            out.extend_from_slice(&src[body.start..edit.field.start]);
+            out.push(len_key(RESOURCE_SPANS_RESOURCE as u8));
+            put_varint(&mut out, edit.body.len() as u64);
+            out.extend_from_slice(&edit.body);
+            moves.push((
+                (out.len() as u32).wrapping_sub(edit.field.end as u32),
+                (new_field_len as u32).wrapping_sub(edit.field.len() as u32),
+            ));
+            copied_to = edit.field.end;
+        }
+        out.extend_from_slice(&src[copied_to..]);
+        debug_assert_eq!(out.len(), total, "merged request sized wrongly");
+
+        for (((info, edit), &(after, growth)), (field, _)) in self
+            .resources
+            .iter_mut()
+            .zip(edits)
+            .zip(&moves)
+            .zip(&fields)
+        {
             match edit {
                 None => {
-                    after = (out.len() as u32).wrapping_sub(at as u32);
-                    out.extend_from_slice(&src[at..c.pos]);
                     info.body = shift(&info.body, after);
                     info.resource = info.resource.as_ref().map(|r| shift(r, after));
                     info.layout = shift_layout(info.layout, after, 0);
                 }
                 Some(edit) => {
-                    let new_field_len = framed_len(edit.body.len());
-                    let new_len = body.len() - edit.field.len() + new_field_len;
-                    out.push(len_key(REQUEST_RESOURCE_SPANS as u8));
-                    put_varint(&mut out, new_len as u64);
-                    let body_start = out.len();
-                    out.extend_from_slice(&src[body.start..edit.field.start]);
-                    out.push(len_key(RESOURCE_SPANS_RESOURCE as u8));
-                    put_varint(&mut out, edit.body.len() as u64);
-                    let resource_start = out.len();
-                    out.extend_from_slice(&edit.body);
-                    let resource_end = out.len();
-                    after = (resource_end as u32).wrapping_sub(edit.field.end as u32);
-                    out.extend_from_slice(&src[edit.field.end..body.end]);
-                    info.body = body_start as u32..out.len() as u32;
-                    info.resource = Some(resource_start as u32..resource_end as u32);
-                    let other_growth = (new_field_len as u32).wrapping_sub(edit.field.len() as u32);
-                    info.layout = shift_layout(info.layout, after, other_growth);
+                    // Written as: the new header, the body's fields before
+                    // the resource field, the new resource field, the rest.
+                    let resource_end = (edit.field.end as u32).wrapping_add(after);
+                    let resource_start = resource_end - edit.body.len() as u32;
+                    let field_header = (framed_len(edit.body.len()) - edit.body.len()) as u32;
+                    let head = edit.field.start as u32 - info.body.start;
+                    info.body = resource_start - field_header - head
+                        ..(field.end as u32).wrapping_add(after);
+                    info.resource = Some(resource_start..resource_end);
+                    info.layout = shift_layout(info.layout, after, growth);
                 }
             }
             let scope_range = info.scopes.start as usize..info.scopes.end as usize;
             if scope_range.is_empty() {
                 continue;
             }
-            let first_span = scopes[scope_range.start].spans.start as usize;
-            for scope in &mut scopes[scope_range.clone()] {
+            let first_span = self.scopes[scope_range.start].spans.start as usize;
+            let last_span = self.scopes[scope_range.end - 1].spans.end as usize;
+            for scope in &mut self.scopes[scope_range] {
                 scope.body = shift(&scope.body, after);
                 scope.layout = shift_layout(scope.layout, after, 0);
             }
-            let last_span = scopes[scope_range.end - 1].spans.end as usize;
-            for span in &mut spans[first_span..last_span] {
+            for span in &mut self.spans[first_span..last_span] {
                 span.span = shift(&span.span, after);
             }
         }
-        if ordinal != resources.len() || out.len() > u32::MAX as usize {
-            return Err(Unusual);
-        }
-        Ok(SpanBatch {
-            bytes: Bytes::from(out),
-            resources,
-            scopes,
-            spans,
-        })
+        self.bytes = Bytes::from(out);
+        Ok(())
     }
 }
 
@@ -529,12 +554,16 @@ mod tests {
         };
         let batch = SpanBatch::from_request(&request);
         for override_existing in [true, false] {
-            let merged = batch.merge_resource_attributes(&detected(), override_existing);
+            let merged = batch
+                .clone()
+                .merge_resource_attributes(&detected(), override_existing);
             assert_eq!(merged.bytes().as_ptr(), batch.bytes().as_ptr());
+            assert_eq!(merged.spans(), batch.spans());
         }
         let empty = ResourceAttributes::new([]);
         assert_eq!(
             batch
+                .clone()
                 .merge_resource_attributes(&empty, true)
                 .bytes()
                 .as_ptr(),
@@ -609,7 +638,9 @@ mod tests {
         let batch = SpanBatch::scan(Bytes::from(request)).unwrap();
         let decoded = batch.to_request();
         for override_existing in [true, false] {
-            let merged = batch.merge_resource_attributes(&detected(), override_existing);
+            let merged = batch
+                .clone()
+                .merge_resource_attributes(&detected(), override_existing);
             let mut expected = decoded.clone();
             for rs in &mut expected.resource_spans {
                 detected().merge_into(rs.resource.as_mut().unwrap(), override_existing);
