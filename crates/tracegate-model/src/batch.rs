@@ -49,7 +49,21 @@ pub struct SpanInfo {
     /// every span, and the scanner already passes over it.
     pub trace_state_at: u32,
     pub trace_state_len: u32,
+    /// Where the fields numbered above `trace_state` (3) begin, relative to
+    /// `span.start`: every field numbered 1 to 3 lies before it, so a new
+    /// tracestate is written there without walking the span (head sampling
+    /// rewrites the tracestate of every span it keeps).
+    pub trace_state_slot: u32,
+    /// Bytes of key and length before the value of the span's one
+    /// `trace_state` field (which then starts at `trace_state_at` minus
+    /// this); 0 when the span has none; [`TRACE_STATE_UNUSUAL`] when it has
+    /// several or an empty one, or a field numbered 1 to 3 follows a higher
+    /// one: rewriting such a span walks its fields.
+    pub trace_state_header: u8,
 }
+
+/// See [`SpanInfo::trace_state_header`].
+pub const TRACE_STATE_UNUSUAL: u8 = u8::MAX;
 
 impl SpanInfo {
     pub fn is_root(&self) -> bool {
@@ -358,9 +372,14 @@ impl SpanBatch {
     /// The span's W3C `tracestate` ("" when unset), from the index: no walk
     /// over the span's fields (head sampling reads it for every span).
     pub fn span_trace_state(&self, span: usize) -> &str {
+        let info = &self.spans[span];
+        if info.trace_state_len == 0 {
+            // Most spans: nothing to check.
+            return "";
+        }
         // The scanner (or the encoder, from a scanned batch) checked that it
         // is UTF-8; ASCII, as W3C requires, validates quickly.
-        std::str::from_utf8(&self.bytes[self.spans[span].trace_state()]).unwrap_or("")
+        std::str::from_utf8(&self.bytes[info.trace_state()]).unwrap_or("")
     }
 
     /// Index of the span's resource in [`Self::resources`].

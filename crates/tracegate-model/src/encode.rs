@@ -35,9 +35,28 @@ struct ResourceGroup {
 pub(crate) struct ReplacedSpan {
     /// The new body in the scratch buffer.
     pub body: Range<usize>,
-    /// As [`SpanInfo::trace_state_at`]/[`SpanInfo::trace_state_len`] for it.
-    pub trace_state_at: u32,
-    pub trace_state_len: u32,
+    /// Its tracestate's place, as the scanner would index it.
+    pub trace_state: TraceStatePlace,
+}
+
+/// The tracestate fields of [`SpanInfo`] for a span body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TraceStatePlace {
+    pub at: u32,
+    pub len: u32,
+    pub slot: u32,
+    pub header: u8,
+}
+
+impl TraceStatePlace {
+    pub(crate) fn of(span: &SpanInfo) -> TraceStatePlace {
+        TraceStatePlace {
+            at: span.trace_state_at,
+            len: span.trace_state_len,
+            slot: span.trace_state_slot,
+            header: span.trace_state_header,
+        }
+    }
 }
 
 /// Encodes the spans at `kept` (strictly ascending, in range) as a new batch.
@@ -296,16 +315,11 @@ impl Writer<'_> {
         // Copies of the borrowed inputs, so writing to `self.out` is free.
         let (batch, src, scratch) = (self.batch, self.src, self.scratch);
         let old = &batch.spans[self.kept[j] as usize];
-        let (body, trace_state_at, trace_state_len) = match self.replaced.get(j) {
-            Some(Some(r)) => (
-                &scratch[r.body.clone()],
-                r.trace_state_at,
-                r.trace_state_len,
-            ),
+        let (body, place) = match self.replaced.get(j) {
+            Some(Some(r)) => (&scratch[r.body.clone()], r.trace_state),
             _ => (
                 &src[old.span.start as usize..old.span.end as usize],
-                old.trace_state_at,
-                old.trace_state_len,
+                TraceStatePlace::of(old),
             ),
         };
         let at = self.out.len();
@@ -315,8 +329,10 @@ impl Writer<'_> {
         self.spans.push(SpanInfo {
             span: start..self.pos(),
             scope,
-            trace_state_at,
-            trace_state_len,
+            trace_state_at: place.at,
+            trace_state_len: place.len,
+            trace_state_slot: place.slot,
+            trace_state_header: place.header,
             ..old.clone()
         });
         layout.child(at, self.out.len());

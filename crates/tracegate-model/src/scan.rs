@@ -13,7 +13,9 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::batch::{FieldLayout, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode};
+use crate::batch::{
+    FieldLayout, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode, TRACE_STATE_UNUSUAL,
+};
 use crate::wire::{Cursor, Fault, FaultKind, I32, I64, LEN, MAX_DEPTH, VARINT};
 
 /// Why a request could not be scanned. The message is meant for the client.
@@ -526,7 +528,15 @@ impl Scanner<'_> {
             scope,
             trace_state_at: 0,
             trace_state_len: 0,
+            trace_state_slot: 0,
+            trace_state_header: 0,
         };
+        // Fields 1 to 3 as one run at the start of the body (what every
+        // encoder writes): it ends at `low_end`. Only their arms track it,
+        // so the many other fields cost nothing.
+        let mut low_end = body.start;
+        let mut low_run = true;
+        let mut trace_states = 0u32;
         let mut c = Cursor::new(buf, body);
         while !c.at_end() {
             let at = c.pos;
@@ -536,11 +546,15 @@ impl Scanner<'_> {
                     expect_wire_type(wt, LEN, at, "Span.trace_id: wrong wire type")?;
                     let r = c.len_delimited().map_err(|f| f.within(M))?;
                     info.trace_id = id(buf, r, at, "Span.trace_id: must be 16 bytes or empty")?;
+                    low_run &= at == low_end;
+                    low_end = c.pos;
                 }
                 2 => {
                     expect_wire_type(wt, LEN, at, "Span.span_id: wrong wire type")?;
                     let r = c.len_delimited().map_err(|f| f.within(M))?;
                     info.span_id = id(buf, r, at, "Span.span_id: must be 8 bytes or empty")?;
+                    low_run &= at == low_end;
+                    low_end = c.pos;
                 }
                 3 => {
                     expect_wire_type(wt, LEN, at, "Span.trace_state: wrong wire type")?;
@@ -551,7 +565,12 @@ impl Scanner<'_> {
                     } else {
                         ((r.start - info.span.start as usize) as u32, r.len() as u32)
                     };
+                    // An empty one makes the span unusual (it is not indexed).
+                    trace_states += if r.is_empty() { 2 } else { 1 };
+                    info.trace_state_header = (r.start - at) as u8;
                     utf8(buf, r, at, "Span.trace_state: invalid UTF-8")?;
+                    low_run &= at == low_end;
+                    low_end = c.pos;
                 }
                 4 => {
                     expect_wire_type(wt, LEN, at, "Span.parent_span_id: wrong wire type")?;
@@ -623,6 +642,10 @@ impl Scanner<'_> {
                 }
                 _ => c.skip(field, wt, 3).map_err(|f| f.within(M))?,
             }
+        }
+        info.trace_state_slot = (low_end - info.span.start as usize) as u32;
+        if !low_run || trace_states > 1 {
+            info.trace_state_header = TRACE_STATE_UNUSUAL;
         }
         self.spans.push(info);
         Ok(())

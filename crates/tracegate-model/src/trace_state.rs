@@ -9,11 +9,10 @@
 //! Also here: re-encoding a subset of a batch whose kept spans get a new
 //! tracestate, working on the encoded bytes (DESIGN.md §2).
 
-use std::fmt::Write as _;
 use std::ops::Range;
 
-use crate::batch::{AnyValueRef, SpanBatch};
-use crate::encode::ReplacedSpan;
+use crate::batch::{AnyValueRef, SpanBatch, SpanInfo, TRACE_STATE_UNUSUAL};
+use crate::encode::{ReplacedSpan, TraceStatePlace};
 use crate::lookup::SPAN_TRACE_STATE;
 use crate::wire::{len_key, put_varint, Cursor, I32, I64, LEN, VARINT};
 
@@ -90,8 +89,7 @@ impl Threshold {
             }
             Threshold(t) => {
                 let digits = NUM_HEX_DIGITS - (t.trailing_zeros() / 4) as usize;
-                let value = t >> (4 * (NUM_HEX_DIGITS - digits));
-                let _ = write!(out, "{value:0digits$x}");
+                write_hex(out, t, digits);
                 true
             }
         }
@@ -157,7 +155,18 @@ impl Randomness {
 
     /// Appends the `rv` value: 14 lowercase hex digits.
     pub fn write_rvalue(self, out: &mut String) {
-        let _ = write!(out, "{:014x}", self.0);
+        write_hex(out, self.0, NUM_HEX_DIGITS);
+    }
+}
+
+/// Appends the first `digits` of the 14 lowercase hex digits of a 56-bit
+/// `value` (head sampling writes one for every span it keeps; the
+/// formatter's machinery costs several times this).
+fn write_hex(out: &mut String, value: u64, digits: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..digits.min(NUM_HEX_DIGITS) {
+        let nibble = (value >> (4 * (NUM_HEX_DIGITS - 1 - i))) & 0xf;
+        out.push(char::from(HEX[nibble as usize]));
     }
 }
 
@@ -589,7 +598,7 @@ impl SpanBatch {
     pub fn select_with_trace_states(
         &self,
         kept: &[u32],
-        new_trace_states: &[(u32, String)],
+        new_trace_states: &[(u32, &str)],
     ) -> SpanBatch {
         debug_assert!(kept.windows(2).all(|w| w[0] < w[1]));
         if new_trace_states.is_empty() {
@@ -613,42 +622,120 @@ impl SpanBatch {
             };
             let span = &self.spans[original as usize];
             let start = scratch.len();
-            let body = span.span.start as usize..span.span.end as usize;
-            let value_at =
-                write_span_with_trace_state(&self.bytes, body, trace_state, &mut scratch);
+            let trace_state = rewrite_span(&self.bytes, span, trace_state, &mut scratch);
             replaced[position] = Some(ReplacedSpan {
                 body: start..scratch.len(),
-                trace_state_at: value_at.map_or(0, |at| (at - start) as u32),
-                trace_state_len: if value_at.is_some() {
-                    trace_state.len() as u32
-                } else {
-                    0
-                },
+                trace_state,
             });
         }
         crate::encode::encode_subset_replacing(self, kept, &scratch, &replaced)
     }
 }
 
+/// Writes the body of `span` (in `src`) to `out` with its tracestate
+/// replaced by `trace_state` (none when empty), and returns the new body's
+/// tracestate place. From the index alone when it says where the fields
+/// numbered 1 to 3 are, else by walking the span.
+fn rewrite_span(
+    src: &[u8],
+    span: &SpanInfo,
+    trace_state: &str,
+    out: &mut Vec<u8>,
+) -> TraceStatePlace {
+    let start = out.len();
+    let body = span.span.start as usize..span.span.end as usize;
+    if span.trace_state_header == TRACE_STATE_UNUSUAL {
+        write_span_with_trace_state(src, body, trace_state, out);
+        return index_trace_state(&out[start..]);
+    }
+    // Fields 1 to 3 come first: copy them without the old tracestate
+    // field, write the new one, then copy every later field at once.
+    let slot = body.start + span.trace_state_slot as usize;
+    if span.trace_state_header == 0 {
+        out.extend_from_slice(&src[body.start..slot]);
+    } else {
+        let value = body.start + span.trace_state_at as usize;
+        out.extend_from_slice(&src[body.start..value - usize::from(span.trace_state_header)]);
+        out.extend_from_slice(&src[value + span.trace_state_len as usize..slot]);
+    }
+    let low = out.len() - start;
+    let mut place = TraceStatePlace {
+        at: 0,
+        len: 0,
+        slot: low as u32,
+        header: 0,
+    };
+    if !trace_state.is_empty() {
+        out.push(len_key(SPAN_TRACE_STATE as u8));
+        put_varint(out, trace_state.len() as u64);
+        let at = out.len() - start;
+        out.extend_from_slice(trace_state.as_bytes());
+        place = TraceStatePlace {
+            at: at as u32,
+            len: trace_state.len() as u32,
+            slot: (out.len() - start) as u32,
+            header: (at - low) as u8,
+        };
+    }
+    out.extend_from_slice(&src[slot..body.end]);
+    place
+}
+
+/// The tracestate place of a span body as the scanner indexes it (for the
+/// rare spans rewritten by walking; see [`SpanInfo::trace_state_header`]).
+fn index_trace_state(body: &[u8]) -> TraceStatePlace {
+    let mut place = TraceStatePlace {
+        at: 0,
+        len: 0,
+        slot: 0,
+        header: 0,
+    };
+    let (mut low_end, mut low_run, mut trace_states) = (0, true, 0);
+    let mut c = Cursor::new(body, 0..body.len());
+    while !c.at_end() {
+        let at = c.pos;
+        let Ok((field, wire_type)) = c.tag() else {
+            break;
+        };
+        if (1..=SPAN_TRACE_STATE).contains(&field) && wire_type == LEN {
+            let Ok(r) = c.len_delimited() else { break };
+            if field == SPAN_TRACE_STATE {
+                (place.at, place.len) = if r.is_empty() {
+                    (0, 0)
+                } else {
+                    (r.start as u32, r.len() as u32)
+                };
+                trace_states += if r.is_empty() { 2 } else { 1 };
+                place.header = (r.start - at) as u8;
+            }
+            low_run &= at == low_end;
+            low_end = c.pos;
+        } else if c.skip(field, wire_type, 3).is_err() {
+            break;
+        }
+    }
+    place.slot = low_end as u32;
+    if !low_run || trace_states > 1 {
+        place.header = TRACE_STATE_UNUSUAL;
+    }
+    place
+}
+
 /// Writes the span body `src[body]` with its `trace_state` field replaced:
 /// every occurrence dropped and one written where the field belongs in
 /// field order (before the first field numbered above it), or none when
-/// `trace_state` is empty (proto3 omits empty strings). Returns where in
-/// `out` the tracestate value was written, if it was.
+/// `trace_state` is empty (proto3 omits empty strings).
 fn write_span_with_trace_state(
     src: &[u8],
     body: std::ops::Range<usize>,
     trace_state: &str,
     out: &mut Vec<u8>,
-) -> Option<usize> {
+) {
     let mut written = trace_state.is_empty();
-    let mut value_at = None;
     let write_field = |out: &mut Vec<u8>| {
         out.push(len_key(SPAN_TRACE_STATE as u8));
         put_varint(out, trace_state.len() as u64);
-        let at = out.len();
         out.extend_from_slice(trace_state.as_bytes());
-        Some(at)
     };
     let mut c = Cursor::new(src, body.clone());
     while !c.at_end() {
@@ -659,7 +746,7 @@ fn write_span_with_trace_state(
             break;
         };
         if field > SPAN_TRACE_STATE && !written {
-            value_at = write_field(out);
+            write_field(out);
             written = true;
         }
         if c.skip(field, wire_type, 3).is_err() {
@@ -671,9 +758,8 @@ fn write_span_with_trace_state(
         }
     }
     if !written {
-        value_at = write_field(out);
+        write_field(out);
     }
-    value_at
 }
 
 #[cfg(test)]
@@ -871,8 +957,7 @@ mod tests {
     fn kept_spans_get_their_new_trace_state_and_nothing_else_changes() {
         let original = request();
         let batch = SpanBatch::from_request(&original);
-        let out = batch
-            .select_with_trace_states(&[0, 2, 3], &[(0, "ot=th:c".into()), (3, String::new())]);
+        let out = batch.select_with_trace_states(&[0, 2, 3], &[(0, "ot=th:c"), (3, "")]);
         let decoded = out.to_request();
         let mut expected = original.clone();
         let scopes = &mut expected.resource_spans[0].scope_spans;
@@ -912,7 +997,7 @@ mod tests {
             "b=2",
             "protobuf: the last one wins"
         );
-        let out = batch.select_with_trace_states(&[0], &[(0, "ot=th:8".into())]);
+        let out = batch.select_with_trace_states(&[0], &[(0, "ot=th:8")]);
         assert_eq!(out.span_trace_state(0), "ot=th:8");
         assert_eq!(
             out.to_request().resource_spans[0].scope_spans[0].spans[0].trace_state,
@@ -936,7 +1021,7 @@ mod tests {
             (0, 0)
         );
         // Rewritten to empty: every occurrence goes.
-        let out = batch.select_with_trace_states(&[0], &[(0, String::new())]);
+        let out = batch.select_with_trace_states(&[0], &[(0, "")]);
         assert_eq!(out.span_trace_state(0), "");
         assert_eq!(out.spans()[0].span.len(), 2 + 16 + 3);
         let rescanned = SpanBatch::scan(out.bytes().clone()).unwrap();
@@ -1003,10 +1088,79 @@ mod tests {
         assert_eq!(quick_walk(&[0x38], None), None);
     }
 
+    /// Spans laid out every way an encoder might (tracestates missing,
+    /// repeated, empty, long; fields out of order): a rewrite from the
+    /// index writes the same bytes as walking the span, decodes to the new
+    /// tracestate and nothing else changed, and leaves the index a rescan
+    /// builds.
+    #[test]
+    fn rewriting_from_the_index_agrees_with_walking_the_span() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let frame = |key: u8, body: &[u8]| {
+            let mut out = vec![key];
+            put_varint(&mut out, body.len() as u64);
+            out.extend_from_slice(body);
+            out
+        };
+        let long = "v".repeat(200);
+        let states = ["", "a=1", "ot=th:8;rv:0123456789abcd", long.as_str()];
+        let mut rng = StdRng::seed_from_u64(235);
+        let mut from_index = 0;
+        for _ in 0..3000 {
+            // (field number, encoded field)
+            let mut fields: Vec<(u8, Vec<u8>)> = vec![
+                (1, frame(0x0a, &[rng.random(); 16])),
+                (2, frame(0x12, &[rng.random(); 8])),
+                (4, frame(0x22, &[rng.random(); 8])),
+                (5, frame(0x2a, b"name")),
+                (6, vec![0x30, rng.random_range(0..6)]),
+                (9, frame(0x4a, &frame(0x0a, b"k"))),
+                (16, vec![0x85, 0x01, 1, 0, 0, 0]),
+            ];
+            for _ in 0..rng.random_range(0..=2) {
+                let state = states[rng.random_range(0..states.len())];
+                fields.push((3, frame(0x1a, state.as_bytes())));
+            }
+            fields.retain(|_| rng.random_bool(0.85));
+            if rng.random_bool(0.8) {
+                fields.sort_by_key(|(n, _)| *n);
+            } else {
+                for i in (1..fields.len()).rev() {
+                    fields.swap(i, rng.random_range(0..=i));
+                }
+            }
+            let body: Vec<u8> = fields.iter().flat_map(|(_, f)| f.clone()).collect();
+            let batch = SpanBatch::scan(request_of_span(&body)).unwrap();
+            let span = &batch.spans()[0];
+            from_index += usize::from(span.trace_state_header != TRACE_STATE_UNUSUAL);
+            let new_state = states[rng.random_range(0..states.len())];
+            let out = batch.select_with_trace_states(&[0], &[(0, new_state)]);
+
+            let mut walked = Vec::new();
+            let range = span.span.start as usize..span.span.end as usize;
+            write_span_with_trace_state(batch.bytes(), range, new_state, &mut walked);
+            let written = &out.spans()[0].span;
+            assert_eq!(
+                &out.bytes()[written.start as usize..written.end as usize],
+                &walked[..],
+                "{body:02x?} with {new_state:?}"
+            );
+            let mut expected = batch.to_request();
+            expected.resource_spans[0].scope_spans[0].spans[0].trace_state = new_state.into();
+            assert_eq!(out.to_request(), expected);
+            let rescanned = SpanBatch::scan(out.bytes().clone()).unwrap();
+            assert_eq!(rescanned.spans(), out.spans());
+            crate::tests::assert_index_consistent(&out);
+            crate::tests::assert_index_consistent(&batch);
+        }
+        assert!(from_index > 1500, "{from_index}");
+    }
+
     #[test]
     fn a_trace_state_is_written_in_field_order() {
         let batch = SpanBatch::from_request(&request());
-        let out = batch.select_with_trace_states(&[0], &[(0, "ot=th:0".into())]);
+        let out = batch.select_with_trace_states(&[0], &[(0, "ot=th:0")]);
         // Canonical encoders write fields in number order; the new field 3
         // lands after span_id (2) and before name (5), so re-encoding the
         // decoded request with prost gives the same bytes.

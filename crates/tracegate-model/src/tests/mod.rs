@@ -154,6 +154,45 @@ pub(crate) fn flatten(req: &ExportTraceServiceRequest) -> Vec<FlatSpan> {
 
 /// Checks the batch's bytes decode with prost and that its index agrees with
 /// what prost decodes, span by span, and that ranges point where they claim.
+/// What the index says about where a span's tracestate lies holds in its
+/// body, as prost reads the pieces.
+fn assert_trace_state_place(info: &crate::SpanInfo, body: &[u8], span: &Span) {
+    if info.trace_state_header == crate::batch::TRACE_STATE_UNUSUAL {
+        return;
+    }
+    let slot = info.trace_state_slot as usize;
+    let (low, high) = body.split_at(slot);
+    let low = Span::decode(low).expect("fields 1 to 3");
+    let high = Span::decode(high).expect("the later fields");
+    assert_eq!(
+        (low.trace_id, low.span_id, &low.trace_state),
+        (
+            span.trace_id.clone(),
+            span.span_id.clone(),
+            &span.trace_state
+        ),
+        "fields 1 to 3 lie before the slot"
+    );
+    assert!(high.trace_id.is_empty() && high.span_id.is_empty() && high.trace_state.is_empty());
+    let at = info.trace_state_at as usize;
+    let end = at + info.trace_state_len as usize;
+    if info.trace_state_header == 0 {
+        assert!(span.trace_state.is_empty());
+        return;
+    }
+    let start = at - usize::from(info.trace_state_header);
+    let field = Span::decode(&body[start..end]).expect("one field");
+    assert_eq!(field.trace_state, span.trace_state);
+    let without = [&body[..start], &body[end..]].concat();
+    assert_eq!(
+        Span::decode(&without[..])
+            .expect("span without it")
+            .trace_state,
+        "",
+        "the span has only the one tracestate field"
+    );
+}
+
 pub(crate) fn assert_index_consistent(batch: &SpanBatch) {
     let req = ExportTraceServiceRequest::decode(&batch.bytes()[..]).expect("prost decodes");
     let flat = flatten(&req);
@@ -190,6 +229,8 @@ pub(crate) fn assert_index_consistent(batch: &SpanBatch) {
         let body = &batch.bytes()[info.span.start as usize..info.span.end as usize];
         assert_eq!(&Span::decode(body).expect("span body"), span);
         assert_eq!(batch.span_name(i), span.name);
+        assert_eq!(batch.span_trace_state(i), span.trace_state, "span {i}");
+        assert_trace_state_place(info, body, span);
     }
     // Scope and resource tables are coherent with the span table.
     for (s, scope) in batch.scopes().iter().enumerate() {

@@ -86,7 +86,10 @@ pub fn sample_batch(
 ) -> SampledBatch {
     let mut tally = vec![[0u64; 2]; label_count];
     let mut kept = Vec::with_capacity(batch.len());
-    let mut edits: Vec<(u32, String)> = Vec::new();
+    // The new tracestates, one after another in one buffer (no allocation
+    // per kept span), and which span gets which.
+    let mut states = String::new();
+    let mut edits: Vec<(u32, std::ops::Range<usize>)> = Vec::new();
     let mut scratch = String::new();
     for span in 0..batch.len() {
         scratch.clear();
@@ -97,13 +100,19 @@ pub fn sample_batch(
         if verdict.sampled {
             kept.push(span as u32);
             if verdict.rewrite {
-                edits.push((span as u32, std::mem::take(&mut scratch)));
+                let at = states.len();
+                states.push_str(&scratch);
+                edits.push((span as u32, at..states.len()));
             }
         }
     }
     let kept = if edits.is_empty() {
         batch.select(&kept)
     } else {
+        let edits: Vec<(u32, &str)> = edits
+            .into_iter()
+            .map(|(span, range)| (span, &states[range]))
+            .collect();
         batch.select_with_trace_states(&kept, &edits)
     };
     SampledBatch { kept, tally }
