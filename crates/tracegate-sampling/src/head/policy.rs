@@ -26,7 +26,7 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 use tracegate_model::trace_state::{Randomness, Threshold, TraceState};
-use tracegate_model::{AnyValueRef, SpanBatch, StatusCode};
+use tracegate_model::{AnyValueRef, SpanBatch, SpanInfo, StatusCode};
 
 use crate::policy_config::{is_valid_fraction, parse_status_code};
 
@@ -207,24 +207,28 @@ fn check_percentage(path: &str, p: f64) -> Result<f64, ConfigError> {
     }
 }
 
-/// A built policy's test.
+/// A built policy's test. The attribute tests, rare and bulky, are boxed
+/// so the others stay small and cheap to dispatch on for every span.
 #[derive(Debug, Clone)]
 enum Matcher {
     Status([bool; 3]),
-    Latency {
-        min_ms: i64,
-        upper_ms: i64,
-    },
+    Latency { min_ms: i64, upper_ms: i64 },
     Always,
-    StringAttribute {
-        key: String,
-        values: HashSet<String>,
-    },
-    NumericAttribute {
-        key: String,
-        min: i64,
-        max: i64,
-    },
+    StringAttribute(Box<StringAttributeMatcher>),
+    NumericAttribute(Box<NumericAttributeMatcher>),
+}
+
+#[derive(Debug, Clone)]
+struct StringAttributeMatcher {
+    key: String,
+    values: HashSet<String>,
+}
+
+#[derive(Debug, Clone)]
+struct NumericAttributeMatcher {
+    key: String,
+    min: i64,
+    max: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -241,9 +245,14 @@ pub struct PolicySampler {
     policies: Vec<(u16, Policy)>,
     baseline: Threshold,
     names: Vec<String>,
-    /// Finds `rv:` in a span's tracestate: where it does not occur, the span
-    /// has no explicit randomness and is decided on its trace id alone.
-    rv: memchr::memmem::Finder<'static>,
+}
+
+/// Whether `rv:` occurs in a tracestate: where it does not, the span has no
+/// explicit randomness and is decided on its trace id alone. Tracestates
+/// are short, where a substring searcher's setup costs more than finding
+/// the few colons.
+fn may_carry_rv(trace_state: &[u8]) -> bool {
+    memchr::memchr_iter(b':', trace_state).any(|i| i >= 2 && &trace_state[i - 2..i] == b"rv")
 }
 
 impl SamplingConfig {
@@ -332,7 +341,6 @@ impl SamplingConfig {
                 policies,
                 baseline: threshold(percentage / 100.0),
                 names,
-                rv: memchr::memmem::Finder::new(b"rv:"),
             },
             warnings,
         ))
@@ -436,10 +444,10 @@ fn build_matcher(
                 ));
             }
             (
-                Matcher::StringAttribute {
+                Matcher::StringAttribute(Box::new(StringAttributeMatcher {
                     key: c.key.clone(),
                     values: c.values.iter().cloned().collect(),
-                },
+                })),
                 c.fraction_on_match,
                 1.0,
             )
@@ -463,11 +471,11 @@ fn build_matcher(
                 ));
             }
             (
-                Matcher::NumericAttribute {
+                Matcher::NumericAttribute(Box::new(NumericAttributeMatcher {
                     key: c.key.clone(),
                     min,
                     max,
-                },
+                })),
                 c.fraction_on_match,
                 1.0,
             )
@@ -483,8 +491,7 @@ fn attribute<'a>(batch: &'a SpanBatch, span: usize, key: &str) -> Option<AnyValu
 }
 
 impl Matcher {
-    fn matches(&self, batch: &SpanBatch, span: usize) -> bool {
-        let info = &batch.spans()[span];
+    fn matches(&self, batch: &SpanBatch, span: usize, info: &SpanInfo) -> bool {
         match self {
             Matcher::Status(codes) => codes[info.status as usize],
             Matcher::Latency { min_ms, upper_ms } => {
@@ -503,49 +510,54 @@ impl Matcher {
                 }
             }
             Matcher::Always => true,
-            Matcher::StringAttribute { key, values } => {
-                matches!(attribute(batch, span, key), Some(AnyValueRef::String(s)) if values.contains(s))
-            }
-            Matcher::NumericAttribute { key, min, max } => {
-                matches!(attribute(batch, span, key), Some(AnyValueRef::Int(n)) if *min <= n && n <= *max)
-            }
+            Matcher::StringAttribute(m) => m.matches(batch, span),
+            Matcher::NumericAttribute(m) => m.matches(batch, span),
         }
+    }
+}
+
+impl StringAttributeMatcher {
+    #[inline(never)]
+    fn matches(&self, batch: &SpanBatch, span: usize) -> bool {
+        matches!(attribute(batch, span, &self.key), Some(AnyValueRef::String(s)) if self.values.contains(s))
+    }
+}
+
+impl NumericAttributeMatcher {
+    #[inline(never)]
+    fn matches(&self, batch: &SpanBatch, span: usize) -> bool {
+        matches!(attribute(batch, span, &self.key), Some(AnyValueRef::Int(n)) if self.min <= n && n <= self.max)
     }
 }
 
 impl PolicySampler {
     /// The threshold for span `span` and the label of what decided it.
-    fn threshold_for(&self, batch: &SpanBatch, span: usize) -> (Threshold, u16) {
+    fn threshold_for(&self, batch: &SpanBatch, span: usize, info: &SpanInfo) -> (Threshold, u16) {
         for (label, policy) in &self.policies {
-            if policy.matcher.matches(batch, span) {
+            if policy.matcher.matches(batch, span, info) {
                 return (policy.threshold, *label);
             }
         }
         (self.baseline, (self.names.len() - 1) as u16)
     }
-}
 
-impl HeadSampler for PolicySampler {
-    fn labels(&self) -> Vec<String> {
-        self.names.clone()
-    }
-
-    fn decide(&self, batch: &SpanBatch, span: usize, new_trace_state: &mut String) -> Verdict {
-        let (threshold, label) = self.threshold_for(batch, span);
-        if threshold == Threshold::NEVER {
-            // No randomness passes it: nothing else to read.
-            return Verdict {
-                sampled: false,
-                rewrite: false,
-                label,
-            };
-        }
+    /// [`HeadSampler::decide`] for a span that arrived with a tracestate:
+    /// its `rv`, if any, decides, and a kept span's `th` is merged into it.
+    /// Out of line, so the common case stays small.
+    #[inline(never)]
+    fn decide_with_trace_state(
+        &self,
+        batch: &SpanBatch,
+        span: usize,
+        threshold: Threshold,
+        label: u16,
+        new_trace_state: &mut String,
+    ) -> Verdict {
         let info = &batch.spans()[span];
-        // The tracestate comes from the index, without reading the span.
-        let raw = batch.span_trace_state(span);
         // Most spans are dropped: decide those without parsing the
-        // tracestate when it has no `rv` to decide by instead.
-        if (raw.is_empty() || self.rv.find(raw.as_bytes()).is_none())
+        // tracestate (or checking it is UTF-8) when it has no `rv` to
+        // decide by instead.
+        if !may_carry_rv(&batch.bytes()[info.trace_state()])
             && !threshold.should_sample(Randomness::from_trace_id(&info.trace_id))
         {
             return Verdict {
@@ -554,19 +566,7 @@ impl HeadSampler for PolicySampler {
                 label,
             };
         }
-        if raw.is_empty() {
-            // The common case: no tracestate to read or merge.
-            let sampled = threshold.should_sample(Randomness::from_trace_id(&info.trace_id));
-            if sampled {
-                new_trace_state.push_str("ot=th:");
-                threshold.write_tvalue(new_trace_state);
-            }
-            return Verdict {
-                sampled,
-                rewrite: sampled,
-                label,
-            };
-        }
+        let raw = batch.span_trace_state(span);
         let Ok(mut state) = TraceState::parse(raw) else {
             let sampled = threshold.should_sample(Randomness::from_trace_id(&info.trace_id));
             return Verdict {
@@ -596,6 +596,40 @@ impl HeadSampler for PolicySampler {
         Verdict {
             sampled,
             rewrite,
+            label,
+        }
+    }
+}
+
+impl HeadSampler for PolicySampler {
+    fn labels(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    fn decide(&self, batch: &SpanBatch, span: usize, new_trace_state: &mut String) -> Verdict {
+        let info = &batch.spans()[span];
+        let (threshold, label) = self.threshold_for(batch, span, info);
+        if threshold == Threshold::NEVER {
+            // No randomness passes it: nothing else to read.
+            return Verdict {
+                sampled: false,
+                rewrite: false,
+                label,
+            };
+        }
+        // The tracestate comes from the index, without reading the span.
+        if info.trace_state_len != 0 {
+            return self.decide_with_trace_state(batch, span, threshold, label, new_trace_state);
+        }
+        // The common case: no tracestate to read or merge.
+        let sampled = threshold.should_sample(Randomness::from_trace_id(&info.trace_id));
+        if sampled {
+            new_trace_state.push_str("ot=th:");
+            threshold.write_tvalue(new_trace_state);
+        }
+        Verdict {
+            sampled,
+            rewrite: sampled,
             label,
         }
     }
