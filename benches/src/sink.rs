@@ -318,14 +318,17 @@ async fn handle(
             }
         });
     }
-    let parsed = if jaeger {
+    let parsed = if grpc {
         let encoding = headers.get("grpc-encoding").and_then(|v| v.to_str().ok());
-        grpc_message(&body, encoding).and_then(|m| jaeger_span_ids(&m).map(Spans::Jaeger))
-    } else if grpc {
-        let encoding = headers.get("grpc-encoding").and_then(|v| v.to_str().ok());
-        grpc_message(&body, encoding)
-            .and_then(|m| SpanBatch::scan(m).map_err(|e| e.to_string()))
-            .map(Spans::Otlp)
+        grpc_message(&body, encoding).and_then(|m| {
+            if jaeger {
+                jaeger_span_ids(&m).map(Spans::Jaeger)
+            } else {
+                SpanBatch::scan(m)
+                    .map(Spans::Otlp)
+                    .map_err(|e| e.to_string())
+            }
+        })
     } else {
         let encoding = headers
             .get("content-encoding")
