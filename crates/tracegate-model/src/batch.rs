@@ -60,14 +60,30 @@ pub struct SpanInfo {
     /// several or an empty one, or a field numbered 1 to 3 follows a higher
     /// one: rewriting such a span walks its fields.
     pub trace_state_header: u8,
+    /// Bit `n % 32` is set when one of the span's own attributes has a key
+    /// `n` bytes long: looking up a key whose bit is clear ends without
+    /// reading the span (most lookups are of keys a span does not have).
+    pub attribute_key_lengths: u32,
 }
 
 /// See [`SpanInfo::trace_state_header`].
 pub const TRACE_STATE_UNUSUAL: u8 = u8::MAX;
 
+/// The bit of [`SpanInfo::attribute_key_lengths`] for a key of `len` bytes.
+#[inline]
+pub(crate) fn key_length_bit(len: usize) -> u32 {
+    1 << (len % 32)
+}
+
 impl SpanInfo {
     pub fn is_root(&self) -> bool {
         self.parent_span_id == [0; 8]
+    }
+
+    /// False when the span certainly has no attribute named `key`.
+    #[inline]
+    pub fn may_have_attribute(&self, key: &str) -> bool {
+        self.attribute_key_lengths & key_length_bit(key.len()) != 0
     }
 
     /// The span's `trace_state` value: a range of [`SpanBatch::bytes`].
@@ -323,6 +339,9 @@ impl SpanBatch {
     /// # Panics
     /// If `span >= self.len()`, like slice indexing.
     pub fn span_attribute(&self, span: usize, key: &str) -> Option<AnyValueRef<'_>> {
+        if !self.spans[span].may_have_attribute(key) {
+            return None;
+        }
         find(self.span_attributes(span), key)
     }
 

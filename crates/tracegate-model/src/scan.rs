@@ -14,7 +14,8 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::batch::{
-    FieldLayout, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode, TRACE_STATE_UNUSUAL,
+    key_length_bit, FieldLayout, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode,
+    TRACE_STATE_UNUSUAL,
 };
 use crate::wire::{Cursor, Fault, FaultKind, I32, I64, LEN, MAX_DEPTH, VARINT};
 
@@ -173,6 +174,29 @@ fn key_value_is_plain(kv: &[u8]) -> bool {
         [0x3a, len, b @ ..] => *len < 0x80 && usize::from(*len) == b.len() && is_ascii(key),
         _ => false,
     }
+}
+
+/// The [`key_length_bit`]s of every key field of a validated `KeyValue`
+/// (protobuf keeps the last; all are counted, so the bits never miss one),
+/// and of the empty key when it has none.
+fn key_length_bits(buf: &[u8], kv: Range<usize>) -> u32 {
+    let mut bits = 0;
+    let mut keys = 0;
+    let mut c = Cursor::new(buf, kv);
+    while !c.at_end() {
+        let Ok((field, wt)) = c.tag() else { break };
+        if field == 1 && wt == LEN {
+            let Ok(key) = c.len_delimited() else { break };
+            bits |= key_length_bit(key.len());
+            keys += 1;
+        } else if c.skip(field, wt, 4).is_err() {
+            break;
+        }
+    }
+    if keys == 0 {
+        bits |= key_length_bit(0);
+    }
+    bits
 }
 
 /// ASCII check 16 bytes at a time with no per-byte loop: attribute strings
@@ -530,6 +554,7 @@ impl Scanner<'_> {
             trace_state_len: 0,
             trace_state_slot: 0,
             trace_state_header: 0,
+            attribute_key_lengths: 0,
         };
         // Fields 1 to 3 as one run at the start of the body (what every
         // encoder writes): it ends at `low_end`. Only their arms track it,
@@ -601,7 +626,13 @@ impl Scanner<'_> {
                 9 => {
                     expect_wire_type(wt, LEN, at, "Span.attributes: wrong wire type")?;
                     let r = c.len_delimited().map_err(|f| f.within(M))?;
-                    self.key_value(r, 4)?;
+                    info.attribute_key_lengths |= if key_value_is_plain(&buf[r.clone()]) {
+                        // A plain KeyValue starts with its key's length.
+                        key_length_bit(usize::from(buf[r.start + 1]))
+                    } else {
+                        self.key_value_fields(r.clone(), 4)?;
+                        key_length_bits(buf, r)
+                    };
                     // Attributes come in a run: take the plain ones without
                     // going back through the field dispatch.
                     while let Some(&[SPAN_ATTRIBUTE_KEY, len]) = buf.get(c.pos..c.pos + 2) {
@@ -610,6 +641,8 @@ impl Scanner<'_> {
                         {
                             break;
                         }
+                        info.attribute_key_lengths |=
+                            key_length_bit(usize::from(buf[body.start + 1]));
                         c.pos = body.end;
                     }
                 }

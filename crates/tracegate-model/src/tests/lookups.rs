@@ -184,3 +184,61 @@ fn string_value_strindex_reads_as_empty() {
 }
 
 use prost::Message;
+
+/// The index's key-length bits only ever skip lookups that would find
+/// nothing: hand-made attributes with no key, a repeated key field, long
+/// keys and one that is not plain all read as a walk over the span reads.
+#[test]
+fn key_length_bits_never_hide_an_attribute() {
+    let value = Pb::new().len(1, b"v");
+    let long = "k".repeat(33);
+    let attributes = [
+        // No key at all: the empty key.
+        Pb::new().msg(2, value.clone()),
+        // The key twice: protobuf keeps the last.
+        Pb::new()
+            .len(1, b"first")
+            .len(1, b"kept")
+            .msg(2, value.clone()),
+        // A key whose length shares its bit with a 1-byte key.
+        Pb::new().len(1, long.as_bytes()).msg(2, value.clone()),
+        // Not plain: the value before the key.
+        Pb::new().msg(2, value.clone()).len(1, b"late"),
+        Pb::new().len(1, b"plain").msg(2, value),
+    ];
+    let mut span = Pb::new().len(1, &[1; 16]).len(2, &[2; 8]).len(5, b"op");
+    for a in &attributes {
+        span = span.msg(9, a.clone());
+    }
+    let request = Pb::new().msg(1, Pb::new().msg(2, Pb::new().msg(2, span)));
+    let batch = SpanBatch::scan(request.bytes()).unwrap();
+    assert_index_consistent(&batch);
+    let keys = [
+        "",
+        "first",
+        "kept",
+        "k",
+        "kk",
+        &long,
+        "late",
+        "plain",
+        "plai",
+        "x",
+        "other.key",
+    ];
+    for key in keys {
+        assert_eq!(
+            batch.span_attribute(0, key),
+            batch.span_attributes(0).get(key),
+            "{key:?}"
+        );
+    }
+    assert_eq!(
+        batch.span_attribute(0, "kept"),
+        Some(AnyValueRef::String("v"))
+    );
+    assert!(batch.span_attribute(0, "").is_some());
+    assert!(batch.span_attribute(0, &long).is_some());
+    assert!(batch.span_attribute(0, "late").is_some());
+    assert!(!batch.spans()[0].may_have_attribute("other.key"));
+}

@@ -231,6 +231,13 @@ pub(crate) fn assert_index_consistent(batch: &SpanBatch) {
         assert_eq!(batch.span_name(i), span.name);
         assert_eq!(batch.span_trace_state(i), span.trace_state, "span {i}");
         assert_trace_state_place(info, body, span);
+        for kv in &span.attributes {
+            assert!(
+                info.may_have_attribute(&kv.key),
+                "span {i}: key {:?}",
+                kv.key
+            );
+        }
     }
     // Scope and resource tables are coherent with the span table.
     for (s, scope) in batch.scopes().iter().enumerate() {

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 use tracegate_model::trace_state::{Randomness, Threshold, TraceState};
-use tracegate_model::{AnyValueRef, SpanBatch};
+use tracegate_model::{AnyValueRef, SpanBatch, SpanInfo};
 
 use super::otep235::{
     hash_seed_randomness, hash_seed_threshold, threshold_for_probability, DEFAULT_PRECISION,
@@ -257,6 +257,19 @@ impl ProbabilisticSampler {
     }
 }
 
+impl ProbabilisticSampler {
+    /// False when the span certainly has no `sampling.priority` attribute:
+    /// the index knows the lengths of its attribute keys, and else its name
+    /// must occur in the span's bytes.
+    fn may_have_priority(&self, batch: &SpanBatch, info: &SpanInfo) -> bool {
+        info.may_have_attribute(SAMPLING_PRIORITY)
+            && self
+                .priority_key
+                .find(&batch.bytes()[info.span.start as usize..info.span.end as usize])
+                .is_some()
+    }
+}
+
 /// The span attribute OpenTracing's sampling hint is read from.
 const SAMPLING_PRIORITY: &str = "sampling.priority";
 
@@ -292,11 +305,10 @@ impl HeadSampler for ProbabilisticSampler {
             // Failing closed, a span the hash drops is kept only by a
             // positive `sampling.priority` (tracestate trouble drops it
             // too): without that name in its bytes, nothing else to read.
-            let body = &batch.bytes()[info.span.start as usize..info.span.end as usize];
             if self.fail_closed
                 && info.trace_id != [0; 16]
                 && !threshold.should_sample(hash_seed_randomness(seed, &info.trace_id))
-                && self.priority_key.find(body).is_none()
+                && !self.may_have_priority(batch, info)
             {
                 return Verdict {
                     sampled: false,
@@ -306,10 +318,9 @@ impl HeadSampler for ProbabilisticSampler {
             }
         }
         // The tracestate comes from the index; the priority attribute is
-        // read only when its name occurs in the span's bytes.
+        // read only when its name may be there.
         let raw = batch.span_trace_state(span);
-        let body = &batch.bytes()[info.span.start as usize..info.span.end as usize];
-        let priority_attribute = if self.priority_key.find(body).is_some() {
+        let priority_attribute = if self.may_have_priority(batch, info) {
             batch.span_attribute(span, SAMPLING_PRIORITY)
         } else {
             None
