@@ -1,14 +1,20 @@
 //! Head sampling cost per span: deciding every span of a request and
 //! encoding the kept ones (with their new tracestate). Requests of 50
 //! traces × 10 spans with 8 attributes, as DESIGN.md's budget assumes.
+//! The `head_and_merge` group adds what issue 4 budgets together with it:
+//! the resource detection processor's merge of a GCE host's 9 attributes
+//! into what head sampling passes on, and, for the worst case, into the
+//! whole request (everything kept). All figures are per input span.
 //! `cargo bench -p tracegate-sampling --bench head`.
+
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tracegate_model::otlp::{
     any_value, AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans,
     Span, Status,
 };
-use tracegate_model::SpanBatch;
+use tracegate_model::{ResourceAttributes, SpanBatch};
 use tracegate_sampling::head::{
     sample_batch, HeadSampler, ProbabilisticSampler, ProbabilisticSamplerConfig, SamplerMode,
     SamplingConfig,
@@ -30,6 +36,10 @@ fn kv(key: &str, value: &str) -> KeyValue {
 /// Status OK (so the seed's UNSET policy does not keep everything), one
 /// span in five slow, `trace_state` on one span in four when asked.
 fn request(with_trace_state: bool) -> SpanBatch {
+    request_with_resource(with_trace_state, vec![kv("service.name", "bench")])
+}
+
+fn request_with_resource(with_trace_state: bool, resource: Vec<KeyValue>) -> SpanBatch {
     let mut spans = Vec::new();
     for t in 0..TRACES {
         let mut id = [0u8; 16];
@@ -71,7 +81,7 @@ fn request(with_trace_state: bool) -> SpanBatch {
     SpanBatch::from_request(&ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", "bench")],
+                attributes: resource,
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
@@ -143,5 +153,112 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// What an application's SDK and the Kubernetes downward API put on the
+/// resource (the model crate's benchmark workload's resource).
+fn app_resource() -> Vec<KeyValue> {
+    vec![
+        kv("service.name", "checkout"),
+        kv("service.version", "1.42.0"),
+        kv("deployment.environment.name", "production"),
+        kv("k8s.pod.name", "checkout-7d9f8c6b5-x2x9z"),
+        kv("host.name", "gpu-node-17"),
+    ]
+}
+
+/// The attributes a GCE host detects (as the model crate's resource_merge
+/// bench): with override on, `host.name` replaces the app's, 8 are added.
+fn detected() -> ResourceAttributes {
+    ResourceAttributes::new([
+        kv("cloud.provider", "gcp"),
+        kv("cloud.platform", "gcp_compute_engine"),
+        kv("cloud.account.id", "my-project"),
+        kv("cloud.region", "us-central1"),
+        kv("cloud.availability_zone", "us-central1-a"),
+        kv("host.id", "4520031799277581759"),
+        kv("host.name", "vm-1"),
+        kv("host.type", "e2-medium"),
+        kv("os.type", "linux"),
+    ])
+}
+
+/// The `sampling` processor then `resource_detection`, as issue 4's
+/// pipeline runs them on one request. Not inlined, so callgrind can count
+/// it alone (`--toggle-collect='*head_then_merge*'`).
+#[inline(never)]
+fn head_then_merge(
+    sampler: &dyn HeadSampler,
+    labels: usize,
+    batch: &SpanBatch,
+    attributes: &ResourceAttributes,
+) -> SpanBatch {
+    let sampled = sample_batch(sampler, labels, batch);
+    sampled.kept.merge_resource_attributes(attributes, true)
+}
+
+/// The merge alone on a batch the caller hands over (the processor owns
+/// it). Not inlined, for callgrind (`--toggle-collect='*merge_only*'`).
+#[inline(never)]
+fn merge_only(
+    batch: SpanBatch,
+    attributes: &ResourceAttributes,
+    override_existing: bool,
+) -> SpanBatch {
+    batch.merge_resource_attributes(attributes, override_existing)
+}
+
+fn bench_head_and_merge(c: &mut Criterion) {
+    let mut group = c.benchmark_group("head_and_merge");
+    let spans = u64::from(SPANS_PER_TRACE) * TRACES;
+    group.throughput(Throughput::Elements(spans));
+    let sampler = seed_sampler();
+    let labels = sampler.labels().len();
+    let attributes = detected();
+    for with_trace_state in [false, true] {
+        let batch = request_with_resource(with_trace_state, app_resource());
+        let tracestate = if with_trace_state {
+            "some_tracestate"
+        } else {
+            "no_tracestate"
+        };
+        // The headline: head sampling per input span plus the merge of
+        // what it keeps (about 12 % of spans with the seed config).
+        group.bench_function(format!("sampling_then_merge/{tracestate}"), |b| {
+            b.iter(|| {
+                head_then_merge(
+                    sampler.as_ref(),
+                    labels,
+                    std::hint::black_box(&batch),
+                    &attributes,
+                )
+            })
+        });
+    }
+    // The worst case: every span kept, so the merge copies the whole
+    // request. Add it to the `head_sampling` figure for a sampler that
+    // keeps everything. Only the merge is timed: the input is cloned
+    // before and the output dropped after, as the processor receives a
+    // batch it owns and passes the result on.
+    let batch = request_with_resource(false, app_resource());
+    for (name, override_existing) in [
+        ("merge_all_kept/override", true),
+        ("merge_all_kept/keep_existing", false),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let input = batch.clone();
+                    let start = Instant::now();
+                    let out = merge_only(input, &attributes, override_existing);
+                    timed += start.elapsed();
+                    drop(std::hint::black_box(out));
+                }
+                timed
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_head_and_merge);
 criterion_main!(benches);
