@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::batch::{ResourceInfo, ScopeInfo, SpanBatch, SpanInfo};
 use crate::scan::LayoutTracker;
+use crate::trace_state::{rewrite_span, rewritten_len};
 use crate::wire::{len_key, put_varint, varint_len, Cursor, LEN};
 
 /// `ExportTraceServiceRequest.resource_spans`, `ResourceSpans.scope_spans`
@@ -27,16 +28,6 @@ struct ResourceGroup {
     resource: u32,
     groups: Range<usize>,
     len: usize,
-}
-
-/// A kept span's body written anew (with another tracestate), in a
-/// scratch buffer the encoder copies it from.
-#[derive(Debug, Clone)]
-pub(crate) struct ReplacedSpan {
-    /// The new body in the scratch buffer.
-    pub body: Range<usize>,
-    /// Its tracestate's place, as the scanner would index it.
-    pub trace_state: TraceStatePlace,
 }
 
 /// The tracestate fields of [`SpanInfo`] for a span body.
@@ -61,22 +52,25 @@ impl TraceStatePlace {
 
 /// Encodes the spans at `kept` (strictly ascending, in range) as a new batch.
 pub(crate) fn encode_subset(batch: &SpanBatch, kept: &[u32]) -> SpanBatch {
-    encode_subset_replacing(batch, kept, &[], &[])
+    encode_subset_replacing(batch, kept, &[])
 }
 
-/// [`encode_subset`] where `replaced[j]`, when `Some`, is the body the
-/// span at `kept[j]` gets instead of its own, from `scratch`. `replaced`
-/// is as long as `kept`, or empty when no span is replaced.
+/// [`encode_subset`] where the span at `kept[j]` gets the tracestate
+/// `new_trace_states[j]` instead of its own when that is `Some`, rewritten
+/// straight into the new request. `new_trace_states` is as long as `kept`,
+/// or empty when no span changes.
 pub(crate) fn encode_subset_replacing(
     batch: &SpanBatch,
     kept: &[u32],
-    scratch: &[u8],
-    replaced: &[Option<ReplacedSpan>],
+    new_trace_states: &[Option<&str>],
 ) -> SpanBatch {
-    debug_assert!(replaced.is_empty() || replaced.len() == kept.len());
-    let body_len = |j: usize| match replaced.get(j) {
-        Some(Some(r)) => r.body.len(),
-        _ => span_len(&batch.spans[kept[j] as usize]),
+    debug_assert!(new_trace_states.is_empty() || new_trace_states.len() == kept.len());
+    let body_len = |j: usize| {
+        let span = &batch.spans[kept[j] as usize];
+        match new_trace_states.get(j) {
+            Some(Some(trace_state)) => rewritten_len(&batch.bytes, span, trace_state),
+            _ => span_len(span),
+        }
     };
     let spans = &batch.spans;
     let scopes = &batch.scopes;
@@ -125,8 +119,7 @@ pub(crate) fn encode_subset_replacing(
         src: &batch.bytes,
         batch,
         kept,
-        scratch,
-        replaced,
+        new_trace_states,
         scope_groups: &scope_groups,
         out: Vec::with_capacity(total),
         resources: Vec::with_capacity(resource_groups.len()),
@@ -158,8 +151,7 @@ struct Writer<'a> {
     src: &'a [u8],
     batch: &'a SpanBatch,
     kept: &'a [u32],
-    scratch: &'a [u8],
-    replaced: &'a [Option<ReplacedSpan>],
+    new_trace_states: &'a [Option<&'a str>],
     scope_groups: &'a [ScopeGroup],
     out: Vec<u8>,
     resources: Vec<ResourceInfo>,
@@ -313,19 +305,30 @@ impl Writer<'_> {
     /// Writes the kept span at position `j` of `kept`.
     fn span(&mut self, j: usize, scope: u32, layout: &mut LayoutTracker) {
         // Copies of the borrowed inputs, so writing to `self.out` is free.
-        let (batch, src, scratch) = (self.batch, self.src, self.scratch);
+        let (batch, src) = (self.batch, self.src);
         let old = &batch.spans[self.kept[j] as usize];
-        let (body, place) = match self.replaced.get(j) {
-            Some(Some(r)) => (&scratch[r.body.clone()], r.trace_state),
-            _ => (
-                &src[old.span.start as usize..old.span.end as usize],
-                TraceStatePlace::of(old),
-            ),
-        };
         let at = self.out.len();
-        self.frame(len_key(CHILD_FIELD as u8), body.len());
-        let start = self.pos();
-        self.out.extend_from_slice(body);
+        let (start, place) = match self.new_trace_states.get(j) {
+            Some(Some(trace_state)) => {
+                let len = rewritten_len(src, old, trace_state);
+                self.frame(len_key(CHILD_FIELD as u8), len);
+                let start = self.pos();
+                let place = rewrite_span(src, old, trace_state, &mut self.out);
+                debug_assert_eq!(
+                    self.pos() - start,
+                    len as u32,
+                    "rewritten span sized wrongly"
+                );
+                (start, place)
+            }
+            _ => {
+                let body = &src[old.span.start as usize..old.span.end as usize];
+                self.frame(len_key(CHILD_FIELD as u8), body.len());
+                let start = self.pos();
+                self.out.extend_from_slice(body);
+                (start, TraceStatePlace::of(old))
+            }
+        };
         self.spans.push(SpanInfo {
             span: start..self.pos(),
             scope,

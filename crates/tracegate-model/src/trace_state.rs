@@ -12,9 +12,9 @@
 use std::ops::Range;
 
 use crate::batch::{AnyValueRef, SpanBatch, SpanInfo, TRACE_STATE_UNUSUAL};
-use crate::encode::{ReplacedSpan, TraceStatePlace};
+use crate::encode::TraceStatePlace;
 use crate::lookup::SPAN_TRACE_STATE;
-use crate::wire::{len_key, put_varint, Cursor, I32, I64, LEN, VARINT};
+use crate::wire::{len_key, put_varint, varint_len, Cursor, I32, I64, LEN, VARINT};
 
 /// 2^56: thresholds and randomness values are 56-bit.
 pub const MAX_ADJUSTED_COUNT: u64 = 1 << 56;
@@ -604,39 +604,62 @@ impl SpanBatch {
         if new_trace_states.is_empty() {
             return self.select(kept);
         }
-        // The rewritten bodies go to a scratch buffer first (a length
-        // precedes each body), and the subset is encoded once from the
-        // original bytes and these.
-        let mut scratch = Vec::with_capacity(
-            new_trace_states
-                .iter()
-                .map(|(i, ts)| self.spans[*i as usize].span.len() + ts.len() + 8)
-                .sum::<usize>(),
-        );
-        let mut replaced: Vec<Option<ReplacedSpan>> = vec![None; kept.len()];
+        // Each kept span's new tracestate, if any, by its position in
+        // `kept`; the spans are rewritten as the subset is encoded.
+        let mut replaced: Vec<Option<&str>> = vec![None; kept.len()];
         let mut edits = new_trace_states.iter().peekable();
         for (position, &original) in kept.iter().enumerate() {
             while edits.next_if(|(i, _)| *i < original).is_some() {}
-            let Some((_, trace_state)) = edits.next_if(|(i, _)| *i == original) else {
-                continue;
-            };
-            let span = &self.spans[original as usize];
-            let start = scratch.len();
-            let trace_state = rewrite_span(&self.bytes, span, trace_state, &mut scratch);
-            replaced[position] = Some(ReplacedSpan {
-                body: start..scratch.len(),
-                trace_state,
-            });
+            if let Some((_, trace_state)) = edits.next_if(|(i, _)| *i == original) {
+                replaced[position] = Some(trace_state);
+            }
         }
-        crate::encode::encode_subset_replacing(self, kept, &scratch, &replaced)
+        crate::encode::encode_subset_replacing(self, kept, &replaced)
     }
+}
+
+/// The length of `span`'s body once [`rewrite_span`] gives it `trace_state`.
+#[inline]
+pub(crate) fn rewritten_len(src: &[u8], span: &SpanInfo, trace_state: &str) -> usize {
+    let new_field = if trace_state.is_empty() {
+        0
+    } else {
+        1 + varint_len(trace_state.len() as u64) + trace_state.len()
+    };
+    let old_fields = match span.trace_state_header {
+        0 => 0,
+        TRACE_STATE_UNUSUAL => trace_state_fields_len(src, span),
+        header => usize::from(header) + span.trace_state_len as usize,
+    };
+    span.span.len() - old_fields + new_field
+}
+
+/// The bytes of every `trace_state` field of a span, by walking it.
+#[cold]
+fn trace_state_fields_len(src: &[u8], span: &SpanInfo) -> usize {
+    let mut bytes = 0;
+    let mut c = Cursor::new(src, span.span.start as usize..span.span.end as usize);
+    while !c.at_end() {
+        let at = c.pos;
+        let Ok((field, wire_type)) = c.tag() else {
+            break;
+        };
+        if c.skip(field, wire_type, 3).is_err() {
+            break;
+        }
+        if field == SPAN_TRACE_STATE && wire_type == LEN {
+            bytes += c.pos - at;
+        }
+    }
+    bytes
 }
 
 /// Writes the body of `span` (in `src`) to `out` with its tracestate
 /// replaced by `trace_state` (none when empty), and returns the new body's
 /// tracestate place. From the index alone when it says where the fields
 /// numbered 1 to 3 are, else by walking the span.
-fn rewrite_span(
+#[inline]
+pub(crate) fn rewrite_span(
     src: &[u8],
     span: &SpanInfo,
     trace_state: &str,
@@ -645,8 +668,7 @@ fn rewrite_span(
     let start = out.len();
     let body = span.span.start as usize..span.span.end as usize;
     if span.trace_state_header == TRACE_STATE_UNUSUAL {
-        write_span_with_trace_state(src, body, trace_state, out);
-        return index_trace_state(&out[start..]);
+        return rewrite_span_by_walking(src, body, trace_state, out);
     }
     // Fields 1 to 3 come first: copy them without the old tracestate
     // field, write the new one, then copy every later field at once.
@@ -679,6 +701,20 @@ fn rewrite_span(
     }
     out.extend_from_slice(&src[slot..body.end]);
     place
+}
+
+/// [`rewrite_span`] for the rare span whose index cannot say where its
+/// tracestate fields are.
+#[cold]
+fn rewrite_span_by_walking(
+    src: &[u8],
+    body: Range<usize>,
+    trace_state: &str,
+    out: &mut Vec<u8>,
+) -> TraceStatePlace {
+    let start = out.len();
+    write_span_with_trace_state(src, body, trace_state, out);
+    index_trace_state(&out[start..])
 }
 
 /// The tracestate place of a span body as the scanner indexes it (for the
