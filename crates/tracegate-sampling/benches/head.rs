@@ -36,10 +36,11 @@ fn kv(key: &str, value: &str) -> KeyValue {
 /// Status OK (so the seed's UNSET policy does not keep everything), one
 /// span in five slow, `trace_state` on one span in four when asked.
 fn request(with_trace_state: bool) -> SpanBatch {
-    request_with_resource(with_trace_state, vec![kv("service.name", "bench")])
+    request_with_resource(with_trace_state, vec![kv("service.name", "bench")], 1)
 }
 
-fn request_with_resource(with_trace_state: bool, resource: Vec<KeyValue>) -> SpanBatch {
+/// The request with this resource and every span's status `code`.
+fn request_with_resource(with_trace_state: bool, resource: Vec<KeyValue>, code: i32) -> SpanBatch {
     let mut spans = Vec::new();
     for t in 0..TRACES {
         let mut id = [0u8; 16];
@@ -71,7 +72,7 @@ fn request_with_resource(with_trace_state: bool, resource: Vec<KeyValue>) -> Spa
                     .map(|i| kv(&format!("attr.{i}"), "some-value"))
                     .collect(),
                 status: Some(Status {
-                    code: 1,
+                    code,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -213,16 +214,19 @@ fn bench_head_and_merge(c: &mut Criterion) {
     let sampler = seed_sampler();
     let labels = sampler.labels().len();
     let attributes = detected();
-    for with_trace_state in [false, true] {
-        let batch = request_with_resource(with_trace_state, app_resource());
-        let tracestate = if with_trace_state {
-            "some_tracestate"
-        } else {
-            "no_tracestate"
-        };
-        // The headline: head sampling per input span plus the merge of
-        // what it keeps (about 12 % of spans with the seed config).
-        group.bench_function(format!("sampling_then_merge/{tracestate}"), |b| {
+    // The headline: head sampling per input span plus the merge of what
+    // it keeps (about 12 % of spans with the seed config, status OK). Then
+    // the worst case: status UNSET, which the seed's first policy keeps
+    // whole, so every span gets `ot=th:0` and the merge copies the whole
+    // request (spans that set no status, the most common kind, do this).
+    let cases = [
+        ("no_tracestate", false, 1),
+        ("some_tracestate", true, 1),
+        ("all_kept_status_unset", false, 0),
+    ];
+    for (case, with_trace_state, code) in cases {
+        let batch = request_with_resource(with_trace_state, app_resource(), code);
+        group.bench_function(format!("sampling_then_merge/{case}"), |b| {
             b.iter(|| {
                 head_then_merge(
                     sampler.as_ref(),
@@ -233,12 +237,11 @@ fn bench_head_and_merge(c: &mut Criterion) {
             })
         });
     }
-    // The worst case: every span kept, so the merge copies the whole
-    // request. Add it to the `head_sampling` figure for a sampler that
-    // keeps everything. Only the merge is timed: the input is cloned
-    // before and the output dropped after, as the processor receives a
-    // batch it owns and passes the result on.
-    let batch = request_with_resource(false, app_resource());
+    // The merge alone on a whole request (every span kept). Only the
+    // merge is timed: the input is cloned before and the output dropped
+    // after, as the processor receives a batch it owns and passes the
+    // result on.
+    let batch = request_with_resource(false, app_resource(), 1);
     for (name, override_existing) in [
         ("merge_all_kept/override", true),
         ("merge_all_kept/keep_existing", false),
