@@ -199,6 +199,16 @@ fn key_length_bits(buf: &[u8], kv: Range<usize>) -> u32 {
     bits
 }
 
+/// The key's length of a [`key_value_is_plain`] `KeyValue` (its second
+/// byte), else `None`.
+#[inline(always)]
+fn plain_key_len(kv: &[u8]) -> Option<usize> {
+    match kv {
+        [_, key_len, ..] if key_value_is_plain(kv) => Some(usize::from(*key_len)),
+        _ => None,
+    }
+}
+
 /// ASCII check 16 bytes at a time with no per-byte loop: attribute strings
 /// are short, where the standard library's version pays its setup each time.
 /// Tails are covered by one overlapping read.
@@ -626,23 +636,24 @@ impl Scanner<'_> {
                 9 => {
                     expect_wire_type(wt, LEN, at, "Span.attributes: wrong wire type")?;
                     let r = c.len_delimited().map_err(|f| f.within(M))?;
-                    info.attribute_key_lengths |= if key_value_is_plain(&buf[r.clone()]) {
-                        // A plain KeyValue starts with its key's length.
-                        key_length_bit(usize::from(buf[r.start + 1]))
-                    } else {
-                        self.key_value_fields(r.clone(), 4)?;
-                        key_length_bits(buf, r)
+                    info.attribute_key_lengths |= match plain_key_len(&buf[r.clone()]) {
+                        Some(key_len) => key_length_bit(key_len),
+                        None => {
+                            self.key_value_fields(r.clone(), 4)?;
+                            key_length_bits(buf, r)
+                        }
                     };
                     // Attributes come in a run: take the plain ones without
                     // going back through the field dispatch.
                     while let Some(&[SPAN_ATTRIBUTE_KEY, len]) = buf.get(c.pos..c.pos + 2) {
                         let body = c.pos + 2..c.pos + 2 + usize::from(len);
-                        if len >= 0x80 || body.end > end || !key_value_is_plain(&buf[body.clone()])
-                        {
+                        if len >= 0x80 || body.end > end {
                             break;
                         }
-                        info.attribute_key_lengths |=
-                            key_length_bit(usize::from(buf[body.start + 1]));
+                        let Some(key_len) = plain_key_len(&buf[body.clone()]) else {
+                            break;
+                        };
+                        info.attribute_key_lengths |= key_length_bit(key_len);
                         c.pos = body.end;
                     }
                 }
