@@ -92,6 +92,8 @@ pub struct SendArgs {
     /// Services (resources) spans are spread over, at most 10.
     #[arg(long, default_value_t = 10)]
     pub services: usize,
+    /// Attributes per span: the semantic-convention keys of the span's role
+    /// first (HTTP, database, RPC, internal), then `app.attribute_N`.
     #[arg(long, default_value_t = 8)]
     pub attributes: usize,
     /// Share of traces with one span of status ERROR.

@@ -569,6 +569,11 @@ impl Layout<'_> {
         let role = Role::of(i, n);
         let (name, mut attributes) = describe(role, v, &draw, i == 0, candidate);
         attributes.truncate(shape.attributes);
+        // More than a role has: application attributes of a few values each.
+        for k in attributes.len()..shape.attributes {
+            let value = format!("value-{}", draw(100 + k as u64) % 20);
+            attributes.push(kv(&format!("app.attribute_{k}"), s(&value)));
+        }
         if i == 0 {
             let digits: String = std::iter::repeat_n(v.user_digit, 8).collect();
             attributes.push(kv("enduser.id", s(&format!("user-{digits}"))));
@@ -615,8 +620,8 @@ impl Layout<'_> {
     }
 }
 
-/// A span's name and attributes (more than any span needs; the caller
-/// keeps the first `--attributes`). The HTTP status code is third in both
+/// A span's name and attributes (8 to 10; the caller keeps the first
+/// `--attributes` or adds application attributes). The HTTP status code is third in both
 /// HTTP roles, so the error span's 5xx is there whenever it has three.
 fn describe(
     role: Role,
@@ -1320,6 +1325,25 @@ mod tests {
             assert!(codes[&200] * 10 > total * 6, "{codes:?}");
             for c in [201, 204, 404, 500, 503] {
                 assert!(codes.get(&c).is_some_and(|&n| n > 0), "{c}: {codes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn spans_carry_the_attributes_asked_for() {
+        for (attributes, encoding) in [(3, Encoding::Proto), (14, Encoding::Jaeger)] {
+            let shape = Shape {
+                attributes,
+                ..shape()
+            };
+            let t = Template::new(&shape, MIX, encoding, 1_763_000_000_000_000_000);
+            for batch in round_batches(&t, 0) {
+                for (i, span) in batch.spans().iter().enumerate() {
+                    let n = batch.span_attributes(i).count();
+                    // Roots add enduser.id; the Jaeger mapping's own tags
+                    // (span kind, status, scope) map back to fields.
+                    assert_eq!(n, attributes + span.is_root() as usize, "{encoding:?}");
+                }
             }
         }
     }
