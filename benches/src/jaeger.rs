@@ -12,47 +12,48 @@
 //! spans its traces' classes pick behind the two length prefixes, then
 //! patching ids and digits as OTLP templates do.
 
+use std::ops::Range;
+
 use bytes::{BufMut, BytesMut};
 use opentelemetry_proto::tonic::trace::v1::status;
 use tracegate_model::jaeger::batches_from_request;
 
-use crate::template::{
-    link_target, placeholder, Class, Digits, Layout, Template, TracePatches, Variant,
-};
+use crate::template::{link_target, placeholder, Class, Digits, Layout, Template, Variant};
 
-/// One value draw of one part.
+/// One value draw of one part. The spans' bytes and patch offsets live in
+/// two flat arrays, read in order as a request is written.
 pub struct Chunks {
     spans: Vec<SpanChunk>,
+    /// Every span encoding, back to back.
+    bytes: Vec<u8>,
+    /// Every id offset (relative to its span encoding), back to back.
+    offsets: Vec<u32>,
     /// The `Batch.process` field.
     process: Vec<u8>,
 }
 
 struct SpanChunk {
-    trace: usize,
-    link: Option<usize>,
-    /// One encoding, or one per class in `Class::ALL` order.
-    by_class: Vec<Encoded>,
+    trace: u32,
+    link: u32,
+    /// Indexed by `Class as usize`; classes the span does not depend on
+    /// share one encoding.
+    by_class: [Encoded; 3],
 }
 
+#[derive(Clone)]
 struct Encoded {
-    bytes: Vec<u8>,
-    own: TracePatches,
-    /// Where the linked trace's id is.
-    link_ids: Vec<u32>,
+    /// The span's `Batch.spans` field in `Chunks::bytes`.
+    bytes: Range<u32>,
+    /// Where its own trace's id is, in `Chunks::offsets`.
+    ids: Range<u32>,
+    /// Where the linked trace's id is, in `Chunks::offsets`.
+    link_ids: Range<u32>,
+    /// Per-trace digits (the root's user and path ids).
+    digits: Vec<(u32, Digits)>,
 }
 
-impl SpanChunk {
-    fn pick(&self, class: Class) -> &Encoded {
-        match self.by_class.len() {
-            1 => &self.by_class[0],
-            _ => {
-                &self.by_class[Class::ALL
-                    .iter()
-                    .position(|&c| c == class)
-                    .expect("a class")]
-            }
-        }
-    }
+fn range(r: &Range<u32>) -> Range<usize> {
+    r.start as usize..r.end as usize
 }
 
 /// Offsets of every occurrence of `needle` in `hay`.
@@ -73,6 +74,7 @@ impl Chunks {
             path_digit: 'P',
             ..Variant::base(values)
         };
+        // In `Class` order: normal, error, slow.
         let by_class = [
             base,
             Variant {
@@ -90,45 +92,53 @@ impl Chunks {
         let process = by_class[0].process.as_ref().expect("a process");
         let mut chunks = Chunks {
             spans: Vec::with_capacity(order.len()),
+            bytes: Vec::new(),
+            offsets: Vec::new(),
             process: Vec::new(),
         };
         prost::encoding::message::encode(2, process, &mut chunks.process);
         let traces = layout.shape.traces_per_round;
         for (j, &(t, i)) in order.iter().enumerate() {
+            // A span without a link patches its own id in place of one.
             let link = link_target(t, i, traces);
-            let encoded: Vec<Encoded> = by_class
-                .iter()
-                .map(|batch| {
-                    let mut bytes = Vec::new();
-                    prost::encoding::message::encode(1, &batch.spans[j], &mut bytes);
-                    let mut own = TracePatches::default();
-                    own.ids = find_all(&bytes, &placeholder(t));
-                    assert!(!own.ids.is_empty(), "the span's trace id");
-                    for (mark, digits) in
-                        [(b"UUUUUUUU", Digits::User), (b"PPPPPPPP", Digits::PathId)]
-                    {
-                        own.digits
-                            .extend(find_all(&bytes, mark).into_iter().map(|o| (o, digits)));
-                    }
-                    let link_ids =
-                        link.map_or_else(Vec::new, |l| find_all(&bytes, &placeholder(l)));
-                    assert_eq!(link_ids.is_empty(), link.is_none(), "the link's trace id");
-                    Encoded {
-                        bytes,
-                        own,
-                        link_ids,
-                    }
-                })
-                .collect();
-            let same = encoded.iter().all(|e| e.bytes == encoded[0].bytes);
+            let mut encoded: Vec<Encoded> = Vec::with_capacity(3);
+            let mut previous: Option<Vec<u8>> = None;
+            for batch in &by_class {
+                let mut bytes = Vec::new();
+                prost::encoding::message::encode(1, &batch.spans[j], &mut bytes);
+                if previous.as_ref() == Some(&bytes) {
+                    encoded.push(encoded[0].clone());
+                    continue;
+                }
+                let mut push = |offsets: Vec<u32>| {
+                    let start = chunks.offsets.len() as u32;
+                    chunks.offsets.extend(offsets);
+                    start..chunks.offsets.len() as u32
+                };
+                let ids = push(find_all(&bytes, &placeholder(t)));
+                assert!(!ids.is_empty(), "the span's trace id");
+                let link_ids =
+                    push(link.map_or_else(Vec::new, |l| find_all(&bytes, &placeholder(l))));
+                assert_eq!(link_ids.is_empty(), link.is_none(), "the link's trace id");
+                let mut digits = Vec::new();
+                for (mark, d) in [(b"UUUUUUUU", Digits::User), (b"PPPPPPPP", Digits::PathId)] {
+                    digits.extend(find_all(&bytes, mark).into_iter().map(|o| (o, d)));
+                }
+                let start = chunks.bytes.len() as u32;
+                chunks.bytes.extend_from_slice(&bytes);
+                encoded.push(Encoded {
+                    bytes: start..chunks.bytes.len() as u32,
+                    ids,
+                    link_ids,
+                    digits,
+                });
+                previous.get_or_insert(bytes);
+            }
+            let [normal, error, slow] = <[Encoded; 3]>::try_from(encoded).ok().expect("three");
             chunks.spans.push(SpanChunk {
-                trace: t,
-                link,
-                by_class: if same {
-                    encoded.into_iter().take(1).collect()
-                } else {
-                    encoded
-                },
+                trace: t as u32,
+                link: link.unwrap_or(t) as u32,
+                by_class: [normal, error, slow],
             });
         }
         chunks
@@ -140,7 +150,7 @@ impl Chunks {
             + self
                 .spans
                 .iter()
-                .map(|c| c.by_class[0].bytes.len())
+                .map(|c| range(&c.by_class[0].bytes).len())
                 .sum::<usize>()
     }
 
@@ -153,7 +163,7 @@ impl Chunks {
             + self
                 .spans
                 .iter()
-                .map(|c| c.pick(traces[c.trace].2).bytes.len())
+                .map(|c| range(&c.by_class[traces[c.trace as usize].2 as usize].bytes).len())
                 .sum::<usize>();
         // PostSpansRequest { batch (field 1): Batch }.
         let message_len = 1 + prost::encoding::encoded_len_varint(batch_len as u64) + batch_len;
@@ -163,15 +173,19 @@ impl Chunks {
         out.put_u8(0x0a);
         prost::encoding::encode_varint(batch_len as u64, out);
         for c in &self.spans {
-            let (seq, id, class) = traces[c.trace];
-            let e = c.pick(class);
+            let (seq, id, class) = &traces[c.trace as usize];
+            let e = &c.by_class[*class as usize];
             let at = out.len();
-            out.extend_from_slice(&e.bytes);
-            e.own.apply(out, at, seq, &id, class, false);
-            if let Some(l) = c.link {
-                for &o in &e.link_ids {
-                    out[at + o as usize..][..16].copy_from_slice(&traces[l].1);
-                }
+            out.extend_from_slice(&self.bytes[range(&e.bytes)]);
+            for &o in &self.offsets[range(&e.ids)] {
+                out[at + o as usize..][..16].copy_from_slice(id);
+            }
+            let link = &traces[c.link as usize].1;
+            for &o in &self.offsets[range(&e.link_ids)] {
+                out[at + o as usize..][..16].copy_from_slice(link);
+            }
+            for &(o, d) in &e.digits {
+                d.write(*seq, &mut out[at + o as usize..][..8]);
             }
         }
         out.extend_from_slice(&self.process);

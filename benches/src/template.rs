@@ -148,7 +148,7 @@ pub(crate) enum Digits {
 }
 
 impl Digits {
-    fn write(self, seq: u64, out: &mut [u8]) {
+    pub fn write(self, seq: u64, out: &mut [u8]) {
         match self {
             Digits::User => {
                 let user = (splitmix64(seq ^ 0x05E5) % USERS) as u32;
