@@ -99,11 +99,13 @@ pub struct SendArgs {
     /// Share of traces with one span of status ERROR.
     #[arg(long, default_value_t = 0.0)]
     pub error_share: f64,
-    /// Share of traces whose root lasts --slow-duration.
+    /// Share of traces whose root lasts 1–1.5 × --slow-duration.
     #[arg(long, default_value_t = 0.0)]
     pub slow_share: f64,
+    /// Typical root duration of the other traces: each lasts 0.5–1.5 × it.
     #[arg(long, value_parser = parse_duration, default_value = "100ms")]
     pub normal_duration: Duration,
+    /// Shortest root duration of slow traces.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub slow_duration: Duration,
     /// The last request of every round is sent this much later (late spans).

@@ -42,13 +42,25 @@ pub struct Shape {
     pub parts: usize,
     pub services: usize,
     pub attributes: usize,
-    /// Root span duration of normal and error traces, nanoseconds.
+    /// Typical root span duration of normal and error traces (each root
+    /// lasts 0.5–1.5 × this), nanoseconds.
     pub normal_duration_ns: u64,
-    /// Root span duration of slow traces, nanoseconds.
+    /// Shortest root span duration of slow traces (each lasts 1–1.5 ×
+    /// this), nanoseconds.
     pub slow_duration_ns: u64,
 }
 
 impl Shape {
+    /// The root durations of trace slot `t` in value draw `values`, if its
+    /// trace is normal (or error) and if it is slow: 0.5–1.5 × the normal
+    /// duration, 1–1.5 × the slow one.
+    pub fn root_durations(&self, values: usize, t: usize) -> (u64, u64) {
+        let r = splitmix64(((values as u64) << 40) ^ t as u64 ^ 0xD0_4A7E);
+        let normal = self.normal_duration_ns / 2 + r % (self.normal_duration_ns + 1);
+        let slow = self.slow_duration_ns + (r >> 17) % (self.slow_duration_ns / 2 + 1);
+        (normal, slow)
+    }
+
     /// How many spans trace slot `t` has.
     pub fn spans_of(&self, t: usize) -> usize {
         let (lo, hi) = (
@@ -544,20 +556,18 @@ impl Layout<'_> {
         let draw = |k: u64| {
             splitmix64(((v.values as u64) << 48) ^ ((t as u64) << 24) ^ ((i as u64) << 8) ^ k)
         };
-        let step = shape.normal_duration_ns / (2 * n as u64).max(1);
-        // Children start and last a little differently in every draw,
-        // always inside a normal root's time.
+        // The trace's root lasts 0.5–1.5 × the normal duration, or 1–1.5 ×
+        // the slow one; children start and last differently in every draw,
+        // always inside the normal root's time.
+        let (normal, slow) = shape.root_durations(v.values, t);
+        let step = normal / (2 * n as u64).max(1);
         let start = if i == 0 {
             base
         } else {
             base + i as u64 * step + draw(1) % (step / 2 + 1)
         };
         let end = if i == 0 {
-            base + if v.slow {
-                shape.slow_duration_ns
-            } else {
-                shape.normal_duration_ns
-            }
+            base + if v.slow { slow } else { normal }
         } else {
             start + step / 4 + draw(2) % (step + 1)
         };
@@ -1186,6 +1196,7 @@ mod tests {
             assert_eq!(t.parts.len(), parts);
             assert_eq!(t.parts.iter().map(|p| p.spans).sum::<usize>(), 200);
             let mut seen_classes = HashMap::new();
+            let mut roots = HashSet::new();
             let rounds = [0, 1, 77].into_iter().chain(100..120);
             let variants: HashSet<usize> = rounds.clone().map(|r| t.variant(r)).collect();
             assert!(variants.len() > VARIANTS / 2, "{variants:?}");
@@ -1196,13 +1207,15 @@ mod tests {
                     let (root, error, spans) = traces[&id];
                     assert_eq!((spans, n), (10, 10));
                     assert_eq!(error, class == Class::Error, "{encoding:?}");
-                    let slow = root == 2_000_000_000;
+                    let slow = (2_000_000_000..=3_000_000_000).contains(&root);
                     assert_eq!(slow, class == Class::Slow, "{encoding:?}");
-                    assert!(slow || root == 100_000_000);
+                    assert!(slow || (50_000_000..=150_000_000).contains(&root));
+                    roots.insert(root);
                     *seen_classes.entry(class).or_insert(0) += 1;
                 }
             }
             assert_eq!(seen_classes.len(), 3, "all classes drawn: {seen_classes:?}");
+            assert!(roots.len() > 60, "root durations vary: {}", roots.len());
         }
     }
 
@@ -1429,7 +1442,7 @@ mod tests {
                     let (root, error, spans) = traces[&id];
                     assert_eq!(spans, n);
                     assert_eq!(error, class == Class::Error);
-                    assert_eq!(root == 2_000_000_000, class == Class::Slow);
+                    assert_eq!(root >= 2_000_000_000, class == Class::Slow);
                 }
             }
         }
