@@ -18,9 +18,9 @@ pub mod wire;
 pub mod zipkin;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod tests;
 
 pub use batch::{AnyValueRef, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode};
 pub use json::JsonError;
