@@ -67,8 +67,11 @@ pub struct GrpcConfig {
     /// limit (200); 0 means the default.
     #[serde(default)]
     pub max_concurrent_streams: Option<u32>,
-    /// Accepted for compatibility with the collector (whose default is 512
-    /// KiB); tracegate sizes its read buffers itself, so it has no effect.
+    /// Accepted for compatibility, no effect. In the collector (default
+    /// 512 KiB) it is grpc-go's per-connection read buffer, the most one
+    /// read call takes; tracegate's HTTP/2 server reads whole frames (up to
+    /// 1 MiB) and unread data per connection is capped by HTTP/2 flow
+    /// control at 1 MiB, so there is no such buffer to size.
     #[serde(default)]
     pub read_buffer_size: Option<u64>,
     /// Upper bound, in bytes, on data buffered per HTTP/2 stream for

@@ -61,6 +61,17 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
             if request.uri().path() != receiver.method.path {
                 return Ok(unknown_method(receiver.method.path, request.uri().path()).into_http());
             }
+            if is_uncompressed(request.headers()) {
+                let response =
+                    match gather_message(request.into_body(), receiver.max_recv_msg_size).await {
+                        Ok(message) => match receiver.ingest(message).await {
+                            Ok(()) => empty_ok_response(),
+                            Err(status) => status.into_http(),
+                        },
+                        Err(status) => status.into_http(),
+                    };
+                return Ok(receiver.account_transport_failure(response));
+            }
             let mut grpc = tonic::server::Grpc::new(PassthroughCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
@@ -136,19 +147,154 @@ impl tonic::server::UnaryService<Bytes> for IngestHandler {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let receiver = self.0.clone();
         Box::pin(async move {
-            let batch = match (receiver.method.decode)(request.into_inner()) {
-                Ok(batch) => batch,
-                Err(message) => {
-                    receiver.counters.rejected(RejectReason::Malformed);
-                    return Err(Status::invalid_argument(message));
-                }
-            };
-            match receiver.counters.export(&receiver.next, batch).await {
-                Ok(()) => Ok(tonic::Response::new(Bytes::new())),
-                Err(e) => Err(consume_failure(e).to_grpc()),
-            }
+            receiver.ingest(request.into_inner()).await?;
+            Ok(tonic::Response::new(Bytes::new()))
         })
     }
+}
+
+impl GrpcReceiver {
+    /// Decodes one request message and hands it to the pipeline.
+    async fn ingest(&self, message: Bytes) -> Result<(), Status> {
+        let batch = match (self.method.decode)(message) {
+            Ok(batch) => batch,
+            Err(message) => {
+                self.counters.rejected(RejectReason::Malformed);
+                return Err(Status::invalid_argument(message));
+            }
+        };
+        self.counters
+            .export(&self.next, batch)
+            .await
+            .map_err(|e| consume_failure(e).to_grpc())
+    }
+}
+
+/// A request whose message is not compressed (no `grpc-encoding`, or
+/// `identity`) is gathered by [`gather_message`]; tonic's decoder handles
+/// the compressed ones.
+fn is_uncompressed(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-encoding")
+        .is_none_or(|encoding| encoding.as_bytes() == b"identity")
+}
+
+/// The gRPC message prefix: compressed flag and big-endian length.
+const PREFIX_LEN: usize = 5;
+
+/// Reads the one message of an uncompressed unary request. tonic's decoder
+/// copies every DATA frame into its buffer; here a message that arrives in
+/// one frame (the common case, as the listener takes 1 MiB frames) is
+/// taken as that frame's bytes, and one split over several frames is
+/// copied once into a buffer of its announced size. Failures get tonic's
+/// codes and messages, except that a second message in the request, which
+/// tonic would drop unread, is refused.
+async fn gather_message<B>(mut body: B, limit: usize) -> Result<Bytes, Status>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+
+    let mut prefix = [0u8; PREFIX_LEN];
+    let mut prefix_read = 0;
+    let mut message: Option<(usize, bytes::BytesMut)> = None;
+    let mut whole: Option<Bytes> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                let status = Status::from_error(e.into());
+                // A client that cancels has left; tonic reads that as the
+                // end of the request.
+                if status.code() == Code::Cancelled {
+                    break;
+                }
+                return Err(status);
+            }
+        };
+        // Request trailers carry nothing tracegate reads.
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        if whole.is_some() {
+            if data.is_empty() {
+                continue;
+            }
+            return Err(Status::internal(
+                "protocol error: more than one message in a unary request",
+            ));
+        }
+        if prefix_read < PREFIX_LEN {
+            let take = (PREFIX_LEN - prefix_read).min(data.len());
+            prefix[prefix_read..prefix_read + take].copy_from_slice(&data[..take]);
+            prefix_read += take;
+            data = data.slice(take..);
+            if prefix_read < PREFIX_LEN {
+                continue;
+            }
+            match prefix[0] {
+                0 => {}
+                1 => {
+                    return Err(Status::internal(
+                        "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+                    ))
+                }
+                flag => {
+                    return Err(Status::internal(format!(
+                        "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1), while sending request"
+                    )))
+                }
+            }
+            let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+            if len > limit {
+                return Err(Status::out_of_range(format!(
+                    "Error, decoded message length too large: found {len} bytes, the limit is: {limit} bytes"
+                )));
+            }
+            if data.len() >= len {
+                // The whole message in this frame: no copy.
+                whole = Some(data.split_to(len));
+            } else {
+                message = Some((len, bytes::BytesMut::with_capacity(len)));
+            }
+        }
+        if let Some((len, buf)) = message.as_mut() {
+            let take = (*len - buf.len()).min(data.len());
+            buf.extend_from_slice(&data[..take]);
+            data = data.slice(take..);
+            if buf.len() == *len {
+                whole = message.take().map(|(_, buf)| buf.freeze());
+            }
+        }
+        if whole.is_some() && !data.is_empty() {
+            return Err(Status::internal(
+                "protocol error: more than one message in a unary request",
+            ));
+        }
+    }
+    match whole {
+        Some(message) => Ok(message),
+        None if prefix_read == 0 => Err(Status::internal("Missing request message.")),
+        None => Err(Status::internal("Unexpected EOF decoding stream.")),
+    }
+}
+
+/// The answer to a request the pipeline took: the empty response message
+/// and `grpc-status: 0`, as tonic's unary handler sends it.
+fn empty_ok_response() -> Response<tonic::body::Body> {
+    use http_body_util::BodyExt;
+
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert(Status::GRPC_STATUS, HeaderValue::from(Code::Ok as i32));
+    let body = http_body_util::Full::new(Bytes::from_static(&[0; PREFIX_LEN]))
+        .with_trailers(std::future::ready(Some(Ok(trailers))));
+    let mut response = Response::new(tonic::body::Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 /// The answer for a batch the pipeline did not take (DESIGN.md §6).
@@ -169,6 +315,273 @@ pub(crate) fn consume_failure(error: ConsumeError) -> ExportFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    /// A request body that yields `chunks` as its DATA frames.
+    fn body_of(
+        chunks: Vec<Bytes>,
+    ) -> impl http_body::Body<Data = Bytes, Error = Infallible> + Unpin {
+        let frames = chunks.into_iter().map(|c| Ok(Frame::data(c)));
+        StreamBody::new(futures::stream::iter(frames))
+    }
+
+    fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
+        let mut framed = vec![flag];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(message);
+        framed
+    }
+
+    #[tokio::test]
+    async fn a_message_arrives_whole_however_the_frames_split_it() {
+        let message: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        let wire = framed(0, &message);
+        // One frame, and two or three frames split at every place around
+        // the prefix and inside the message.
+        let mut splits = vec![vec![wire.clone()]];
+        for at in (1..wire.len()).filter(|at| *at < 12 || at % 97 == 0) {
+            splits.push(vec![wire[..at].to_vec(), wire[at..].to_vec()]);
+            splits.push(vec![
+                wire[..at / 2].to_vec(),
+                Vec::new(),
+                wire[at / 2..at].to_vec(),
+                wire[at..].to_vec(),
+            ]);
+        }
+        for chunks in splits {
+            let shape: Vec<usize> = chunks.iter().map(Vec::len).collect();
+            let body = body_of(chunks.into_iter().map(Bytes::from).collect());
+            let got = gather_message(body, message.len()).await;
+            assert_eq!(got.unwrap(), message, "frames {shape:?}");
+        }
+        let empty = gather_message(body_of(vec![Bytes::from(framed(0, b""))]), 0).await;
+        assert!(empty.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_tonics_answers() {
+        let message = vec![7u8; 100];
+        let wire = framed(0, &message);
+        let cases: Vec<(Vec<Vec<u8>>, usize, Code, &str)> = vec![
+            (
+                vec![wire.clone()],
+                99,
+                Code::OutOfRange,
+                "found 100 bytes, the limit is: 99",
+            ),
+            (
+                vec![framed(1, &message)],
+                100,
+                Code::Internal,
+                "compressed-flag",
+            ),
+            (
+                vec![framed(2, &message)],
+                100,
+                Code::Internal,
+                "invalid compression flag: 2",
+            ),
+            (vec![], 100, Code::Internal, "Missing request message."),
+            (
+                vec![wire[..3].to_vec()],
+                100,
+                Code::Internal,
+                "Unexpected EOF",
+            ),
+            (
+                vec![wire[..50].to_vec()],
+                100,
+                Code::Internal,
+                "Unexpected EOF",
+            ),
+            (
+                vec![wire.clone(), wire.clone()],
+                100,
+                Code::Internal,
+                "more than one message",
+            ),
+            (
+                [wire.clone(), vec![0]]
+                    .concat()
+                    .chunks(40)
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+                100,
+                Code::Internal,
+                "more than one message",
+            ),
+        ];
+        for (chunks, limit, code, message) in cases {
+            let shape: Vec<usize> = chunks.iter().map(Vec::len).collect();
+            let body = body_of(chunks.into_iter().map(Bytes::from).collect());
+            let status = gather_message(body, limit).await.unwrap_err();
+            assert_eq!(status.code(), code, "frames {shape:?}: {status:?}");
+            assert!(
+                status.message().contains(message),
+                "frames {shape:?}: {status:?}"
+            );
+        }
+    }
+
+    /// An OTLP receiver serving gRPC on 127.0.0.1:0 that hands batches to
+    /// the test.
+    async fn grpc_receiver(
+        grpc: serde_json::Value,
+    ) -> (
+        std::net::SocketAddr,
+        tokio_util::sync::CancellationToken,
+        tokio::sync::mpsc::UnboundedReceiver<SpanBatch>,
+    ) {
+        let config = crate::receiver::ReceiverConfig::from_value(
+            "otlp",
+            serde_json::json!({"protocols": {"grpc": grpc}}),
+        )
+        .unwrap()
+        .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = config
+            .start(
+                "otlp/transport",
+                Arc::new(crate::receiver::test_support::Collect(tx)),
+                shutdown.clone(),
+            )
+            .await
+            .unwrap();
+        (running.addresses()[0].1, shutdown, rx)
+    }
+
+    /// The server's first SETTINGS as (id, value) pairs, and the increment
+    /// of its first WINDOW_UPDATE for the whole connection.
+    async fn server_settings(addr: std::net::SocketAddr) -> (Vec<(u16, u32)>, u32) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let mut settings = None;
+        let mut connection_window = None;
+        while settings.is_none() || connection_window.is_none() {
+            let mut head = [0u8; 9];
+            tcp.read_exact(&mut head).await.unwrap();
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+            let mut payload = vec![0u8; len];
+            tcp.read_exact(&mut payload).await.unwrap();
+            match head[3] {
+                // SETTINGS, not the ACK of ours.
+                4 if head[4] & 1 == 0 && settings.is_none() => {
+                    settings = Some(
+                        payload
+                            .chunks_exact(6)
+                            .map(|e| {
+                                (
+                                    u16::from_be_bytes([e[0], e[1]]),
+                                    u32::from_be_bytes([e[2], e[3], e[4], e[5]]),
+                                )
+                            })
+                            .collect(),
+                    );
+                }
+                8 if stream == 0 => {
+                    connection_window = Some(u32::from_be_bytes([
+                        payload[0], payload[1], payload[2], payload[3],
+                    ]));
+                }
+                _ => {}
+            }
+        }
+        (
+            settings.unwrap_or_default(),
+            connection_window.unwrap_or_default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn grpc_listeners_take_large_frames_within_bounded_windows() {
+        let (addr, shutdown, _rx) =
+            grpc_receiver(serde_json::json!({"endpoint": "127.0.0.1:0"})).await;
+        let (settings, connection_increment) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), server_settings(addr))
+                .await
+                .expect("the server sends its SETTINGS and a connection WINDOW_UPDATE");
+        const MAX_FRAME_SIZE: u16 = 5;
+        const INITIAL_WINDOW_SIZE: u16 = 4;
+        const MAX_CONCURRENT_STREAMS: u16 = 3;
+        let get = |id| settings.iter().find(|(i, _)| *i == id).map(|(_, v)| *v);
+        assert_eq!(get(MAX_FRAME_SIZE), Some(super::super::GRPC_MAX_FRAME_SIZE));
+        // The memory bound docs/configuration.md states: 1 MiB per stream
+        // and per connection (65 535 bytes plus the increment), 200 streams.
+        assert_eq!(get(INITIAL_WINDOW_SIZE), Some(1 << 20));
+        assert_eq!(65_535 + connection_increment, 1 << 20);
+        assert_eq!(get(MAX_CONCURRENT_STREAMS), Some(200));
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_request_larger_than_a_frame_and_the_windows_arrives_whole() {
+        use prost::Message;
+        use tracegate_model::otlp::{
+            any_value, AnyValue, ExportTraceServiceRequest, KeyValue, ResourceSpans, ScopeSpans,
+            Span,
+        };
+        let (addr, shutdown, mut rx) = grpc_receiver(
+            serde_json::json!({"endpoint": "127.0.0.1:0", "max_recv_msg_size_mib": 8}),
+        )
+        .await;
+        // 3 MiB: three frames' and three windows' worth.
+        let span = |i: u8| Span {
+            trace_id: vec![i; 16],
+            span_id: vec![i; 8],
+            name: format!("large-{i}"),
+            attributes: vec![KeyValue {
+                key: "payload".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(
+                        "x".repeat(64 * 1024 + i as usize),
+                    )),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let sent = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..48).map(span).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let encoded = Bytes::from(sent.encode_to_vec());
+        assert!(encoded.len() > 3 << 20);
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        for compression in [None, Some(CompressionEncoding::Gzip)] {
+            let mut client = tonic::client::Grpc::new(channel.clone());
+            if let Some(encoding) = compression {
+                client = client.send_compressed(encoding);
+            }
+            client.ready().await.unwrap();
+            client
+                .unary(
+                    tonic::Request::new(encoded.clone()),
+                    http::uri::PathAndQuery::from_static(TRACE_EXPORT_PATH),
+                    PassthroughCodec,
+                )
+                .await
+                .unwrap();
+            let batch = rx.recv().await.unwrap();
+            assert_eq!(batch.bytes(), &encoded, "{compression:?}");
+            assert_eq!(batch.len(), 48);
+        }
+        shutdown.cancel();
+    }
 
     #[test]
     fn other_methods_get_grpc_gos_answers() {
