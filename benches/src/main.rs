@@ -59,6 +59,10 @@ pub struct SendArgs {
     pub protocol: send::Protocol,
     #[arg(long, value_enum, default_value = "none")]
     pub compression: send::Compression,
+    /// Compression level: zstd from -131072 (its fast modes, negative) to
+    /// 22, gzip 0–9. Default 1 for both.
+    #[arg(long, allow_hyphen_values = true)]
+    pub compression_level: Option<i32>,
     /// URL path for OTLP/HTTP.
     #[arg(long, default_value = "/v1/traces")]
     pub http_path: String,
@@ -227,34 +231,20 @@ fn main() -> anyhow::Result<()> {
 }
 
 pub async fn send_with(args: &SendArgs, progress: bool) -> anyhow::Result<send::Report> {
+    let compression_level = args
+        .compression
+        .level(args.compression_level)
+        .map_err(anyhow::Error::msg)?;
     let base_time = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as u64;
-    let template = template::Template::new(
-        &template::Shape {
-            spans_per_trace: args.spans_per_trace.0,
-            max_spans_per_trace: args.spans_per_trace.1,
-            traces_per_round: args.traces_per_round,
-            parts: args.requests_per_trace,
-            services: args.services,
-            attributes: args.attributes,
-            normal_duration_ns: args.normal_duration.as_nanos() as u64,
-            slow_duration_ns: args.slow_duration.as_nanos() as u64,
-        },
-        template::Mix {
-            error_share: args.error_share,
-            slow_share: args.slow_share,
-            seed: args.seed,
-        },
-        args.protocol.encoding(),
-        base_time,
-    );
     send::run(
-        template,
+        template_for(args, base_time),
         send::Options {
             endpoint: args.endpoint.clone(),
             protocol: args.protocol,
             compression: args.compression,
+            compression_level,
             http_path: args.http_path.clone(),
             connections: args.connections.max(1),
             in_flight: args.in_flight.max(1),
@@ -276,4 +266,27 @@ pub async fn send_with(args: &SendArgs, progress: bool) -> anyhow::Result<send::
         },
     )
     .await
+}
+
+/// The pre-encoded requests `send` patches, in the shape `args` asks for.
+fn template_for(args: &SendArgs, base_time_ns: u64) -> template::Template {
+    template::Template::new(
+        &template::Shape {
+            spans_per_trace: args.spans_per_trace.0,
+            max_spans_per_trace: args.spans_per_trace.1,
+            traces_per_round: args.traces_per_round,
+            parts: args.requests_per_trace,
+            services: args.services,
+            attributes: args.attributes,
+            normal_duration_ns: args.normal_duration.as_nanos() as u64,
+            slow_duration_ns: args.slow_duration.as_nanos() as u64,
+        },
+        template::Mix {
+            error_share: args.error_share,
+            slow_share: args.slow_share,
+            seed: args.seed,
+        },
+        args.protocol.encoding(),
+        base_time_ns,
+    )
 }

@@ -60,6 +60,58 @@ pub enum Compression {
     Zstd,
 }
 
+impl Compression {
+    /// The name in `grpc-encoding` and `content-encoding`.
+    pub const fn name(self) -> Option<&'static str> {
+        match self {
+            Compression::None => None,
+            Compression::Gzip => Some("gzip"),
+            Compression::Zstd => Some("zstd"),
+        }
+    }
+
+    /// The level `--compression-level` picks when not given.
+    ///
+    /// zstd: 1. The collector's OTLP/HTTP exporter maps its default level
+    /// to klauspost's `SpeedFastest` (about zstd 1); its gRPC zstd codec
+    /// uses `SpeedDefault` (about zstd 3). Negative levels are zstd's fast
+    /// modes: cheaper for the loader, larger requests.
+    ///
+    /// gzip: 1, deflate's fastest. The SDKs and the collector default to
+    /// level 6 (Go's `DefaultCompression`, grpc-go's gzip codec), which
+    /// costs the sender more and the receiver about the same.
+    pub const fn default_level(self) -> i32 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip | Compression::Zstd => 1,
+        }
+    }
+
+    /// The level to compress at: `given`, checked against what this
+    /// compression accepts, or the default.
+    pub fn level(self, given: Option<i32>) -> Result<i32, String> {
+        let Some(level) = given else {
+            return Ok(self.default_level());
+        };
+        let range = match self {
+            Compression::None => 0..=0,
+            Compression::Gzip => 0..=9,
+            Compression::Zstd => zstd::compression_level_range(),
+        };
+        if range.contains(&level) {
+            Ok(level)
+        } else if self == Compression::None {
+            Err("--compression-level needs --compression gzip or zstd".into())
+        } else {
+            Err(format!(
+                "{self:?} levels are {}..={}, not {level}",
+                range.start(),
+                range.end()
+            ))
+        }
+    }
+}
+
 /// How the loader retries refused requests. The OTLP exporters retry with
 /// exponential backoff and give up after a while; the defaults are shorter
 /// than the SDKs' (5 s initial) so a benchmark finishes.
@@ -74,6 +126,8 @@ pub struct Options {
     pub endpoint: String,
     pub protocol: Protocol,
     pub compression: Compression,
+    /// Checked with [`Compression::level`].
+    pub compression_level: i32,
     pub http_path: String,
     pub connections: usize,
     /// Requests in flight per gRPC connection (HTTP/1.1 has one).
@@ -102,12 +156,15 @@ struct Counters {
     errors: AtomicU64,
     max_lag_us: AtomicU64,
     bytes: AtomicU64,
+    /// Request bytes before compression.
+    raw_bytes: AtomicU64,
 }
 
 #[derive(Serialize)]
 pub struct Report {
     pub protocol: Protocol,
     pub compression: Compression,
+    pub compression_level: i32,
     pub connections: usize,
     pub in_flight: usize,
     pub rounds: u64,
@@ -129,6 +186,8 @@ pub struct Report {
     pub loader_cpu_ns_per_span: f64,
     pub loader_spans_per_cpu_second: f64,
     pub mean_request_bytes: u64,
+    /// Request bytes before compression over bytes sent (1 without).
+    pub compression_ratio: f64,
     /// Encoded size of one trace's spans with their share of resource and
     /// scope (uncompressed).
     pub bytes_per_trace: u64,
@@ -252,6 +311,7 @@ pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
     Ok(Report {
         protocol: shared.opts.protocol,
         compression: shared.opts.compression,
+        compression_level: shared.opts.compression_level,
         connections: shared.opts.connections,
         in_flight: match shared.opts.protocol {
             Protocol::Grpc | Protocol::JaegerGrpc => shared.opts.in_flight,
@@ -274,6 +334,8 @@ pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
         loader_cpu_ns_per_span: cpu * 1e9 / acked.max(1) as f64,
         loader_spans_per_cpu_second: acked as f64 / cpu.max(1e-9),
         mean_request_bytes: c.bytes.load(Ordering::Relaxed) / requests.max(1),
+        compression_ratio: c.raw_bytes.load(Ordering::Relaxed) as f64
+            / c.bytes.load(Ordering::Relaxed).max(1) as f64,
         bytes_per_trace: shared.template.bytes_per_trace(),
         max_lag_seconds: c.max_lag_us.load(Ordering::Relaxed) as f64 / 1e6,
     })
@@ -361,7 +423,7 @@ async fn worker(shared: &Shared, conn: &mut impl Conn) -> anyhow::Result<()> {
     let parts = shared.template.parts.len() as u64;
     let per_request = shared.template.spans_per_round() as f64 / parts as f64;
     let mut bufs = vec![None; shared.template.slots()];
-    let mut compressor = Compressor::new(shared.opts.compression);
+    let mut compressor = Compressor::new(shared.opts.compression, shared.opts.compression_level);
     loop {
         let late_due = {
             let mut late = shared.late.lock().unwrap();
@@ -443,9 +505,7 @@ async fn deliver(
     let body = match shared.opts.compression {
         Compression::None => buf.freeze(),
         c => {
-            let grpc = matches!(template.encoding, Encoding::Grpc | Encoding::Jaeger);
-            let raw = if grpc { &buf[5..] } else { &buf[..] };
-            let body = compressor.compress(c, raw, grpc);
+            let body = compressor.compress_request(c, template.encoding, &buf);
             kept = Some(buf);
             body
         }
@@ -454,6 +514,8 @@ async fn deliver(
     c.spans_sent.fetch_add(spans, Ordering::Relaxed);
     c.requests.fetch_add(1, Ordering::Relaxed);
     c.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    let raw_len = kept.as_ref().map_or(body.len(), |b| b.len());
+    c.raw_bytes.fetch_add(raw_len as u64, Ordering::Relaxed);
     let first_try = Instant::now();
     let mut backoff = shared.opts.retry.initial;
     let mut attempt = 0u64;
@@ -497,45 +559,57 @@ async fn deliver(
 struct Compressor {
     zstd: Option<zstd::bulk::Compressor<'static>>,
     deflate: Option<flate2::Compress>,
+    /// The gzip header's XFL: 4 for the fastest level, 2 for the best.
+    gzip_xfl: u8,
     out: Vec<u8>,
 }
 
 impl Compressor {
-    fn new(c: Compression) -> Compressor {
+    /// `level` as checked by [`Compression::level`].
+    fn new(c: Compression, level: i32) -> Compressor {
         Compressor {
             zstd: (c == Compression::Zstd)
-                .then(|| zstd::bulk::Compressor::new(1).expect("zstd level 1")),
-            deflate: (c == Compression::Gzip)
-                .then(|| flate2::Compress::new(flate2::Compression::fast(), false)),
+                .then(|| zstd::bulk::Compressor::new(level).expect("a checked zstd level")),
+            deflate: (c == Compression::Gzip).then(|| {
+                let level = u32::try_from(level).expect("a checked gzip level");
+                flate2::Compress::new(flate2::Compression::new(level), false)
+            }),
+            gzip_xfl: match level {
+                1 => 4,
+                9 => 2,
+                _ => 0,
+            },
             out: Vec::new(),
+        }
+    }
+
+    /// A request body as the template encodes it (a gRPC message with its
+    /// prefix, or an HTTP body), compressed the same way.
+    fn compress_request(&mut self, c: Compression, encoding: Encoding, request: &[u8]) -> Bytes {
+        match encoding {
+            Encoding::Grpc | Encoding::Jaeger => self.compress(c, &request[5..], true),
+            Encoding::Proto | Encoding::Json => self.compress(c, request, false),
         }
     }
 
     /// `raw` compressed (zstd, or gzip: header, raw deflate, CRC-32 and
     /// length), behind a gRPC message prefix when `grpc`.
     fn compress(&mut self, c: Compression, raw: &[u8], grpc: bool) -> Bytes {
-        let mut body = BytesMut::with_capacity(raw.len() / 2 + 64);
-        if grpc {
-            body.extend_from_slice(&[1, 0, 0, 0, 0]);
-        }
-        let start = body.len();
+        self.out.clear();
         match c {
-            Compression::None => body.extend_from_slice(raw),
+            Compression::None => self.out.extend_from_slice(raw),
             Compression::Zstd => {
                 let zstd = self.zstd.as_mut().expect("made for zstd");
-                self.out.clear();
                 self.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
                 zstd.compress_to_buffer(raw, &mut self.out)
                     .expect("the buffer holds the bound");
-                body.extend_from_slice(&self.out);
             }
             Compression::Gzip => {
                 let deflate = self.deflate.as_mut().expect("made for gzip");
                 deflate.reset();
-                self.out.clear();
-                // Magic, deflate, no flags, no mtime, fastest, unknown OS.
+                // Magic, deflate, no flags, no mtime, XFL, unknown OS.
                 self.out
-                    .extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 0xff]);
+                    .extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, self.gzip_xfl, 0xff]);
                 loop {
                     self.out.reserve(raw.len() / 2 + 1024);
                     let read = deflate.total_in() as usize;
@@ -551,13 +625,15 @@ impl Compressor {
                 self.out.extend_from_slice(&crc.sum().to_le_bytes());
                 self.out
                     .extend_from_slice(&(raw.len() as u32).to_le_bytes());
-                body.extend_from_slice(&self.out);
             }
         }
+        // Sized to fit: the body lives until the transport lets go of it.
+        let mut body = BytesMut::with_capacity(5 + self.out.len());
         if grpc {
-            let len = (body.len() - start) as u32;
-            body[1..5].copy_from_slice(&len.to_be_bytes());
+            body.extend_from_slice(&[1]);
+            body.extend_from_slice(&(self.out.len() as u32).to_be_bytes());
         }
+        body.extend_from_slice(&self.out);
         body.freeze()
     }
 }
@@ -622,10 +698,8 @@ async fn grpc_call(
     ))
     .header("content-type", "application/grpc")
     .header("te", "trailers");
-    match shared.opts.compression {
-        Compression::None => {}
-        Compression::Gzip => request = request.header("grpc-encoding", "gzip"),
-        Compression::Zstd => request = request.header("grpc-encoding", "zstd"),
+    if let Some(name) = shared.opts.compression.name() {
+        request = request.header("grpc-encoding", name);
     }
     let request = request.body(()).expect("static request parts");
     let (response, mut stream) = client.send_request(request, false)?;
@@ -719,10 +793,8 @@ impl Conn for HttpConn {
                     "application/x-protobuf"
                 },
             );
-        match shared.opts.compression {
-            Compression::None => {}
-            Compression::Gzip => request = request.header("content-encoding", "gzip"),
-            Compression::Zstd => request = request.header("content-encoding", "zstd"),
+        if let Some(name) = shared.opts.compression.name() {
+            request = request.header("content-encoding", name);
         }
         let request = request.body(Full::new(body)).expect("valid request parts");
         let response = match sender.send_request(request).await {
@@ -748,6 +820,110 @@ impl Conn for HttpConn {
                 "HTTP {s}: {}",
                 String::from_utf8_lossy(&body[..body.len().min(200)])
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{sink, Cli, Command, SendArgs};
+
+    fn send_args(args: &[&str]) -> Result<SendArgs, clap::Error> {
+        let head = [
+            "tracegate-loadgen",
+            "send",
+            "--endpoint",
+            "http://127.0.0.1:1",
+        ];
+        match Cli::try_parse_from(head.iter().chain(args))?.command {
+            Command::Send(args) => Ok(args),
+            _ => unreachable!("parsed a send command"),
+        }
+    }
+
+    fn level(args: &[&str]) -> Result<i32, String> {
+        let args = send_args(args).map_err(|e| e.to_string())?;
+        args.compression.level(args.compression_level)
+    }
+
+    #[test]
+    fn compression_level_is_parsed_and_checked() {
+        assert_eq!(level(&["--compression", "zstd"]), Ok(1));
+        assert_eq!(level(&["--compression", "gzip"]), Ok(1));
+        assert_eq!(level(&["--compression", "none"]), Ok(0));
+        for (c, l) in [
+            ("zstd", -7),
+            ("zstd", 3),
+            ("zstd", 22),
+            ("gzip", 0),
+            ("gzip", 9),
+        ] {
+            let given = l.to_string();
+            let args = ["--compression", c, "--compression-level", &given];
+            assert_eq!(level(&args), Ok(l), "{args:?}");
+        }
+        for args in [
+            ["--compression", "gzip", "--compression-level", "10"],
+            ["--compression", "gzip", "--compression-level", "-1"],
+            ["--compression", "zstd", "--compression-level", "23"],
+            ["--compression", "none", "--compression-level", "1"],
+            ["--compression", "zstd", "--compression-level", "fast"],
+        ] {
+            assert!(level(&args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    /// Every level's requests decode at the sink to the request the
+    /// template encoded, in every framing.
+    #[test]
+    fn compressed_requests_decode_at_the_sink() {
+        for (protocol, compression, level) in [
+            ("grpc", "zstd", "1"),
+            ("grpc", "zstd", "-5"),
+            ("grpc", "zstd", "12"),
+            ("grpc", "gzip", "1"),
+            ("http-proto", "zstd", "-1"),
+            ("http-proto", "gzip", "6"),
+            ("http-json", "gzip", "0"),
+            ("jaeger-grpc", "gzip", "9"),
+            ("jaeger-grpc", "zstd", "3"),
+        ] {
+            let what = format!("{protocol} {compression} {level}");
+            let args = send_args(&[
+                "--protocol",
+                protocol,
+                "--compression",
+                compression,
+                "--compression-level",
+                level,
+                "--traces-per-round",
+                "20",
+            ])
+            .unwrap();
+            let c = args.compression;
+            let template = crate::template_for(&args, 1_700_000_000_000_000_000);
+            let mut compressor = Compressor::new(c, c.level(args.compression_level).unwrap());
+            for part in 0..template.parts.len() {
+                for round in [0, 7] {
+                    let request = template.fill(round, part, None);
+                    let body = compressor.compress_request(c, template.encoding, &request);
+                    let (decoded, raw) = match template.encoding {
+                        Encoding::Grpc | Encoding::Jaeger => {
+                            (sink::grpc_message(&body, c.name()), &request[5..])
+                        }
+                        Encoding::Proto | Encoding::Json => {
+                            (sink::decompress(body.clone(), c.name()), &request[..])
+                        }
+                    };
+                    assert_eq!(decoded.as_deref(), Ok(raw), "{what}");
+                    if level != "0" {
+                        assert!(body.len() < raw.len() / 2, "{what}: {}", body.len());
+                    }
+                }
+            }
         }
     }
 }

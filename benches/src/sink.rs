@@ -431,7 +431,7 @@ fn jaeger_span_ids(message: &Bytes) -> Result<Vec<SpanKey>, String> {
 }
 
 /// The one message of a unary gRPC request body, decompressed.
-fn grpc_message(body: &Bytes, encoding: Option<&str>) -> Result<Bytes, String> {
+pub(crate) fn grpc_message(body: &Bytes, encoding: Option<&str>) -> Result<Bytes, String> {
     if body.len() < 5 {
         return Err("short gRPC message".into());
     }
@@ -447,7 +447,7 @@ fn grpc_message(body: &Bytes, encoding: Option<&str>) -> Result<Bytes, String> {
     }
 }
 
-fn decompress(raw: Bytes, encoding: Option<&str>) -> Result<Bytes, String> {
+pub(crate) fn decompress(raw: Bytes, encoding: Option<&str>) -> Result<Bytes, String> {
     let mut out = Vec::new();
     match encoding {
         None | Some("identity") => return Ok(raw),
