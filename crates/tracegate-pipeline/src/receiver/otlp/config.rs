@@ -75,7 +75,9 @@ pub struct GrpcConfig {
     #[serde(default)]
     pub read_buffer_size: Option<u64>,
     /// Upper bound, in bytes, on data buffered per HTTP/2 stream for
-    /// sending. Default: hyper's (400 KiB).
+    /// sending. Default: hyper's (400 KiB). In the collector it sizes
+    /// grpc-go's per-connection write buffer instead; either way it only
+    /// holds responses, which are a few bytes here.
     #[serde(default)]
     pub write_buffer_size: Option<u64>,
     /// gRPC keepalive, as grpc-go's server options. Default: none.
