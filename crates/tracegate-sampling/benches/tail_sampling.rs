@@ -130,13 +130,7 @@ fn policy_evaluation(c: &mut Criterion) {
     let trace = request.select(&(0..SPANS_PER_TRACE as u32).collect::<Vec<_>>());
     let id = trace.spans()[0].trace_id;
     let batches = [trace];
-    let view = TraceView {
-        trace_id: &id,
-        batches: &batches,
-        span_count: SPANS_PER_TRACE as u64,
-        byte_size: batches[0].encoded_len() as u64,
-        statuses: 1,
-    };
+    let view = TraceView::of_batches(&id, &batches);
     let mut policies = three_policies();
     c.bench_function("tail_policies/three_policies_10_span_trace", |b| {
         b.iter(|| policies.decide(&view, Duration::from_secs(1_700_000_000)))

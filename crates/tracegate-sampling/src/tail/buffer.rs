@@ -40,7 +40,7 @@ use tracegate_model::{SpanBatch, StatusCode};
 
 use super::cache::LruMap;
 use super::policy::{Decision, PolicySet, TraceView, Verdict};
-use super::store::{Headers, ScopeHeaders, StoredSpans};
+use super::store::{AssembledOnDemand, Headers, ScopeHeaders, StoredSpans};
 use super::{shard_of, TraceId};
 
 /// Decides traces: the policies, possibly shared between shards.
@@ -260,6 +260,72 @@ struct Entry {
     root_seen: bool,
     min_start: u64,
     max_end: u64,
+    /// Every start non-zero and every time within `i64`: the latency
+    /// policy may judge from `min_start` and `max_end` alone.
+    plain_times: bool,
+}
+
+/// A batch's spans grouped by trace, traces in order of first appearance
+/// and each trace's spans in batch order: a counting sort over reused
+/// buffers, so grouping allocates nothing per trace.
+#[derive(Debug, Default)]
+struct TraceGroups {
+    slot_of: HashMap<TraceId, u32, RandomState>,
+    /// Trace ids by slot, in order of first appearance.
+    ids: Vec<TraceId>,
+    /// (slot, span index) in batch order.
+    tagged: Vec<(u32, u32)>,
+    /// Where each slot's spans start in `sorted` (one more entry than slots).
+    starts: Vec<u32>,
+    sorted: Vec<u32>,
+}
+
+impl TraceGroups {
+    fn group(&mut self, batch: &SpanBatch, spans: impl IntoIterator<Item = u32>) {
+        // A huge batch once should not make every later clear pay for it.
+        if self.slot_of.capacity() > 4096 {
+            self.slot_of = HashMap::default();
+        }
+        self.slot_of.clear();
+        self.ids.clear();
+        self.tagged.clear();
+        for i in spans {
+            let id = batch.spans()[i as usize].trace_id;
+            let next = self.ids.len() as u32;
+            let slot = *self.slot_of.entry(id).or_insert(next);
+            if slot == next {
+                self.ids.push(id);
+            }
+            self.tagged.push((slot, i));
+        }
+        self.starts.clear();
+        self.starts.resize(self.ids.len() + 1, 0);
+        for &(slot, _) in &self.tagged {
+            self.starts[slot as usize + 1] += 1;
+        }
+        for k in 1..self.starts.len() {
+            self.starts[k] += self.starts[k - 1];
+        }
+        self.sorted.clear();
+        self.sorted.resize(self.tagged.len(), 0);
+        // `starts[slot]` walks forward as spans are placed and ends where
+        // the next slot starts; shifted back below.
+        for &(slot, i) in &self.tagged {
+            let at = &mut self.starts[slot as usize];
+            self.sorted[*at as usize] = i;
+            *at += 1;
+        }
+        self.starts.rotate_right(1);
+        self.starts[0] = 0;
+    }
+
+    /// Each trace with its spans' indices, ascending.
+    fn iter(&self) -> impl Iterator<Item = (TraceId, &[u32])> + '_ {
+        self.ids.iter().enumerate().map(|(slot, &id)| {
+            let range = self.starts[slot] as usize..self.starts[slot + 1] as usize;
+            (id, &self.sorted[range])
+        })
+    }
 }
 
 /// A batch being taken in, with the headers of its scopes as found.
@@ -290,7 +356,7 @@ pub struct TraceShard {
     /// Distinct resource+scope pairs of the pending spans.
     headers: Headers,
     /// Reused grouping of a batch's spans by trace.
-    groups: HashMap<TraceId, Vec<u32>, RandomState>,
+    groups: TraceGroups,
 }
 
 impl TraceShard {
@@ -309,7 +375,7 @@ impl TraceShard {
             memory: 0,
             next_seq: 0,
             stats: ShardStats::default(),
-            groups: HashMap::default(),
+            groups: TraceGroups::default(),
             headers: Headers::default(),
         }
     }
@@ -371,30 +437,12 @@ impl TraceShard {
             scopes: ScopeHeaders::new(batch),
         };
         let mut groups = mem::take(&mut self.groups);
-        let mut order: Vec<TraceId> = Vec::new();
-        for i in spans {
-            let id = batch.spans()[i as usize].trace_id;
-            let group = groups.entry(id).or_default();
-            if group.is_empty() {
-                order.push(id);
-            }
-            group.push(i);
-        }
+        groups.group(batch, spans);
         let mut held_back: Vec<u32> = Vec::new();
-        for id in order {
-            let Some(indices) = groups.get_mut(&id) else {
-                continue;
-            };
+        for (id, indices) in groups.iter() {
             if !self.take_trace_spans(&mut incoming, id, indices, now, decider, out) {
                 held_back.extend_from_slice(indices);
             }
-            indices.clear();
-        }
-        // Keep the grouping's allocations, but not an ever-growing map.
-        if groups.len() > 4096 {
-            groups = HashMap::default();
-        } else {
-            groups.retain(|_, v| v.capacity() <= 64);
         }
         self.groups = groups;
         self.enforce_byte_budget(now, decider, out);
@@ -476,6 +524,7 @@ impl TraceShard {
                 root_seen: false,
                 min_start: u64::MAX,
                 max_end: 0,
+                plain_times: true,
             },
         );
         self.pending += 1;
@@ -508,6 +557,9 @@ impl TraceShard {
             root |= span.is_root();
             entry.min_start = entry.min_start.min(span.start_time_unix_nano);
             entry.max_end = entry.max_end.max(span.end_time_unix_nano);
+            entry.plain_times &= span.start_time_unix_nano != 0
+                && span.start_time_unix_nano <= i64::MAX as u64
+                && span.end_time_unix_nano <= i64::MAX as u64;
         }
         entry.span_count += indices.len() as u64;
         let before = entry.stored.memory();
@@ -746,26 +798,28 @@ impl TraceShard {
         if !matches!(entry.state, State::Pending) {
             return;
         }
-        let assembled = if reason == DecisionReason::TooLarge {
-            None
-        } else {
-            Some(entry.stored.assemble(&self.headers))
-        };
-        let verdict = match &assembled {
-            None => Verdict {
+        let (verdict, assembled) = if reason == DecisionReason::TooLarge {
+            let verdict = Verdict {
                 decision: Decision::NotSampled,
                 policy: None,
-            },
-            Some(trace) => {
-                let view = TraceView {
-                    trace_id: &id,
-                    batches: std::slice::from_ref(trace),
-                    span_count: entry.span_count,
-                    byte_size: entry.byte_size,
-                    statuses: entry.statuses,
-                };
-                decider.decide(&view, now)
-            }
+            };
+            (verdict, None)
+        } else {
+            let spans = AssembledOnDemand::new(&entry.stored, &self.headers);
+            let view = TraceView::of_stored(
+                &id,
+                entry.span_count,
+                entry.byte_size,
+                entry.statuses,
+                entry
+                    .plain_times
+                    .then_some((entry.min_start, entry.max_end)),
+                &spans,
+            );
+            let verdict = decider.decide(&view, now);
+            // Only a kept trace is written back if no policy read it.
+            let assembled = verdict.is_sampled().then(|| spans.into_batch());
+            (verdict, assembled)
         };
         let sampled = verdict.is_sampled();
         let spans = entry.span_count;

@@ -16,6 +16,7 @@ use crate::policy_config::{is_valid_fraction, parse_status_code};
 use super::cache::LruMap;
 use super::config::{PolicyConfig, PolicyKind};
 use super::ottl::OttlCondition;
+use super::store::AssembledOnDemand;
 use super::{keep_threshold, trace_randomness, TraceId};
 
 /// One policy's vote on a trace.
@@ -87,14 +88,78 @@ impl Verdict {
 #[derive(Debug, Clone, Copy)]
 pub struct TraceView<'a> {
     pub trace_id: &'a TraceId,
-    /// The trace's spans, one batch per arrival, in arrival order.
-    pub batches: &'a [SpanBatch],
     pub span_count: u64,
     /// Encoded size of the trace's `ResourceSpans`, as the collector's
     /// `maximum_trace_size_bytes` and `bytes_limiting` measure it.
     pub byte_size: u64,
     /// Bit `1 << status as u8` for every status code seen.
     pub statuses: u8,
+    /// Earliest start and latest end of the spans, when every start is
+    /// non-zero and every time fits an `i64`: then the latency policy's
+    /// running duration only grows, so its final value decides it without
+    /// reading the spans. `None`: read them.
+    pub(crate) time_window: Option<(u64, u64)>,
+    spans: TraceSpans<'a>,
+}
+
+/// Where a view's spans come from.
+#[derive(Debug, Clone, Copy)]
+enum TraceSpans<'a> {
+    Batches(&'a [SpanBatch]),
+    /// Written back from the buffer only when a policy reads spans: most
+    /// traces are decided from the aggregates and dropped unread.
+    Stored(&'a AssembledOnDemand<'a>),
+}
+
+impl<'a> TraceView<'a> {
+    /// A view of `batches` (one per arrival), with the aggregates computed
+    /// from them.
+    pub fn of_batches(trace_id: &'a TraceId, batches: &'a [SpanBatch]) -> TraceView<'a> {
+        let mut statuses = 0u8;
+        let mut span_count = 0u64;
+        for b in batches {
+            for sp in b.spans() {
+                statuses |= 1 << sp.status as u8;
+                span_count += 1;
+            }
+        }
+        TraceView {
+            trace_id,
+            span_count,
+            byte_size: batches.iter().map(|b| b.encoded_len() as u64).sum(),
+            statuses,
+            time_window: None,
+            spans: TraceSpans::Batches(batches),
+        }
+    }
+
+    /// A view of a buffered trace whose spans are assembled on first read.
+    pub(crate) fn of_stored(
+        trace_id: &'a TraceId,
+        span_count: u64,
+        byte_size: u64,
+        statuses: u8,
+        time_window: Option<(u64, u64)>,
+        spans: &'a AssembledOnDemand<'a>,
+    ) -> TraceView<'a> {
+        TraceView {
+            trace_id,
+            span_count,
+            byte_size,
+            statuses,
+            time_window,
+            spans: TraceSpans::Stored(spans),
+        }
+    }
+
+    /// The trace's spans, one batch per arrival (or one for all), in
+    /// arrival order.
+    pub fn batches(&self) -> &'a [SpanBatch] {
+        match self.spans {
+            TraceSpans::Batches(b) => b,
+            TraceSpans::Stored(s) => std::slice::from_ref(s.batch()),
+        }
+    }
 }
 
 /// A config the policies cannot be built from.
@@ -745,6 +810,16 @@ impl Evaluator {
 /// over the spans in arrival order, sampling as soon as the running
 /// duration qualifies (so with an upper bound, a prefix in range counts).
 fn latency(trace: &TraceView<'_>, threshold_ms: i64, upper_ms: i64) -> Decision {
+    if let (0, Some((min, max))) = (upper_ms, trace.time_window) {
+        // Both within i64 and min non-zero: the running duration never
+        // shrinks, so some prefix qualifies exactly when the whole does.
+        let ms = (max as i64).wrapping_sub(min as i64) / 1_000_000;
+        return if ms >= threshold_ms {
+            Decision::Sampled
+        } else {
+            Decision::NotSampled
+        };
+    }
     let mut min = 0u64;
     let mut max = 0u64;
     has_span(trace, |batch, i| {
@@ -767,7 +842,7 @@ fn latency(trace: &TraceView<'_>, threshold_ms: i64, upper_ms: i64) -> Decision 
 
 /// Sampled when `check` holds for some span, in arrival order.
 fn has_span(trace: &TraceView<'_>, mut check: impl FnMut(&SpanBatch, usize) -> bool) -> Decision {
-    for batch in trace.batches {
+    for batch in trace.batches() {
         for i in 0..batch.len() {
             if check(batch, i) {
                 return Decision::Sampled;
@@ -820,7 +895,7 @@ fn walk_resources_and_spans(
     mut resource_matches: impl FnMut(Lookup<'_>) -> bool,
     mut span_matches: impl FnMut(Lookup<'_>) -> bool,
 ) -> Decision {
-    for batch in trace.batches {
+    for batch in trace.batches() {
         for (first, spans) in resource_first_spans(batch) {
             if resource_matches(lookup(batch.resource_attributes(first), key)) {
                 return if invert {

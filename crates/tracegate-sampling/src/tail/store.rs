@@ -10,6 +10,7 @@
 //! order, as the collector's per-arrival `ResourceSpans` are) and scanned
 //! into a [`SpanBatch`] for the policies.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -130,12 +131,57 @@ impl ScopeHeaders {
         let info = &batch.scopes()[scope];
         let resource = &batch.resources()[info.resource as usize];
         let buf = batch.bytes();
+        let scopes = &batch.scopes()[range(&resource.scopes)];
+        let spans = &batch.spans()[range(&info.spans)];
         let id = headers.intern(
-            other_fields(buf, range(&resource.body), RESOURCE_SPANS_SCOPE_SPANS),
-            other_fields(buf, range(&info.body), SCOPE_SPANS_SPANS),
+            other_fields_around(
+                buf,
+                range(&resource.body),
+                RESOURCE_SPANS_SCOPE_SPANS,
+                scopes.iter().map(|s| range(&s.body)),
+            ),
+            other_fields_around(
+                buf,
+                range(&info.body),
+                SCOPE_SPANS_SPANS,
+                spans.iter().map(|s| range(&s.span)),
+            ),
         );
         self.0[scope] = Some(id);
         id
+    }
+}
+
+/// A pending trace's spans written back as a request the first time they
+/// are read: at its decision a trace is assembled only when a policy reads
+/// its spans or it is kept.
+#[derive(Debug)]
+pub(crate) struct AssembledOnDemand<'a> {
+    stored: &'a StoredSpans,
+    headers: &'a Headers,
+    batch: OnceCell<SpanBatch>,
+}
+
+impl<'a> AssembledOnDemand<'a> {
+    pub(crate) fn new(stored: &'a StoredSpans, headers: &'a Headers) -> Self {
+        AssembledOnDemand {
+            stored,
+            headers,
+            batch: OnceCell::new(),
+        }
+    }
+
+    pub(crate) fn batch(&self) -> &SpanBatch {
+        self.batch
+            .get_or_init(|| self.stored.assemble(self.headers))
+    }
+
+    /// The assembled trace, assembling it now if nothing read it yet.
+    pub(crate) fn into_batch(self) -> SpanBatch {
+        match self.batch.into_inner() {
+            Some(batch) => batch,
+            None => self.stored.assemble(self.headers),
+        }
     }
 }
 
@@ -307,22 +353,66 @@ fn read_varint(b: &[u8], at: &mut usize) -> Option<u64> {
 /// The fields of the message `body` other than `child`, encoded as they
 /// were (tags included).
 fn other_fields(buf: &[u8], body: Range<usize>, child: u32) -> Vec<u8> {
-    let msg = &buf[body];
     let mut out = Vec::new();
-    let mut at = 0usize;
-    while at < msg.len() {
-        let start = at;
-        let Some(tag) = read_varint(msg, &mut at) else {
-            break;
-        };
-        if !skip_value(msg, &mut at, tag, 0) {
-            break;
-        }
-        if (tag >> 3) as u32 != child {
-            out.extend_from_slice(&msg[start..at.min(msg.len())]);
+    copy_other_fields(&buf[body], child, &mut out);
+    out
+}
+
+/// [`other_fields`] for a message whose `child` fields are `children` (the
+/// value ranges the scanner indexed, in order): when they sit back to back
+/// with minimal headers, as encoders write them, only the fields before
+/// and after them are read — a scope's spans are not walked again for
+/// every shard and batch. Anything else takes the full walk.
+fn other_fields_around(
+    buf: &[u8],
+    body: Range<usize>,
+    child: u32,
+    mut children: impl Iterator<Item = Range<usize>>,
+) -> Vec<u8> {
+    let header = |r: &Range<usize>| 1 + varint_len((r.end - r.start) as u64) as usize;
+    let Some(first) = children.next() else {
+        return other_fields(buf, body, child);
+    };
+    // A gap of exactly a minimal header holds that header and nothing
+    // else: any other field would need bytes of its own.
+    let mut back_to_back = first.start >= body.start + header(&first);
+    let mut end = first.end;
+    for c in children {
+        back_to_back &= c.start >= end && c.start - end == header(&c);
+        end = c.end;
+    }
+    if back_to_back && end <= body.end {
+        let mut out = Vec::new();
+        let head = &buf[body.start..first.start - header(&first)];
+        let tail = &buf[end..body.end];
+        if copy_other_fields(head, child, &mut out) == Some(0)
+            && copy_other_fields(tail, child, &mut out) == Some(0)
+        {
+            return out;
         }
     }
-    out
+    other_fields(buf, body, child)
+}
+
+/// Appends the fields of `msg` other than `child` to `out`. Returns how
+/// many `child` fields it stepped over, `None` when `msg` does not end on
+/// a field boundary (what it copied until then stays in `out`).
+fn copy_other_fields(msg: &[u8], child: u32, out: &mut Vec<u8>) -> Option<usize> {
+    let mut at = 0usize;
+    let mut children = 0;
+    while at < msg.len() {
+        let start = at;
+        let tag = read_varint(msg, &mut at)?;
+        if !skip_value(msg, &mut at, tag, 0) {
+            return None;
+        }
+        if (tag >> 3) as u32 == child {
+            children += 1;
+        } else {
+            out.extend_from_slice(&msg[start..at]);
+        }
+    }
+    Some(children)
 }
 
 /// Steps over one field's value; `false` on anything malformed (which a
@@ -357,5 +447,61 @@ fn skip_value(msg: &[u8], at: &mut usize, tag: u64, depth: u32) -> bool {
             *at <= msg.len()
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A length-delimited field.
+    fn field(out: &mut Vec<u8>, number: u32, value: &[u8]) -> Range<usize> {
+        put_varint(out, u64::from(number << 3 | 2));
+        put_varint(out, value.len() as u64);
+        out.extend_from_slice(value);
+        out.len() - value.len()..out.len()
+    }
+
+    #[test]
+    fn stepping_over_indexed_children_reads_as_the_full_walk() {
+        let big = [7u8; 200];
+        // (fields before, children, fields between children, fields after)
+        let layouts: [(&[u32], usize, bool, &[u32]); 5] = [
+            (&[1], 3, false, &[3]),
+            (&[], 2, false, &[]),
+            (&[1, 3], 1, false, &[]),
+            (&[1], 3, true, &[3]),
+            (&[], 0, false, &[1, 3]),
+        ];
+        for (n, (before, count, interleaved, after)) in layouts.into_iter().enumerate() {
+            let mut msg = Vec::new();
+            for &f in before {
+                field(&mut msg, f, b"head");
+            }
+            let mut children = Vec::new();
+            for i in 0..count {
+                if interleaved && i > 0 {
+                    field(&mut msg, 3, b"between");
+                }
+                let value = if i == 1 { &big[..] } else { &b"span"[..] };
+                children.push(field(&mut msg, 2, value));
+            }
+            for &f in after {
+                field(&mut msg, f, b"tail");
+            }
+            let full = other_fields(&msg, 0..msg.len(), 2);
+            let around = other_fields_around(&msg, 0..msg.len(), 2, children.iter().cloned());
+            assert_eq!(around, full, "layout {n}");
+            let expected =
+                before.len() + after.len() + usize::from(interleaved) * count.saturating_sub(1);
+            let mut fields = 0;
+            let mut at = 0;
+            while at < full.len() {
+                let tag = read_varint(&full, &mut at).unwrap();
+                assert!(skip_value(&full, &mut at, tag, 0));
+                fields += 1;
+            }
+            assert_eq!(fields, expected, "layout {n}");
+        }
     }
 }

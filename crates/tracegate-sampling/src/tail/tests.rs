@@ -136,21 +136,7 @@ fn policies(yaml_like_json: serde_json::Value, first_match: bool) -> PolicySet {
 }
 
 fn view<'a>(id: &'a TraceId, batches: &'a [SpanBatch]) -> TraceView<'a> {
-    let mut statuses = 0u8;
-    let mut span_count = 0;
-    for b in batches {
-        for sp in b.spans() {
-            statuses |= 1 << sp.status as u8;
-            span_count += 1;
-        }
-    }
-    TraceView {
-        trace_id: id,
-        batches,
-        span_count,
-        byte_size: batches.iter().map(|b| b.encoded_len() as u64).sum(),
-        statuses,
-    }
+    TraceView::of_batches(id, batches)
 }
 
 /// Evaluates one policy config over the spans.
@@ -887,6 +873,49 @@ fn decides_decision_wait_after_the_first_span_with_all_its_spans() {
     assert!(!out.decided[1].verdict.is_sampled());
     assert_eq!(shard.stats().spans_not_sampled, 1);
     assert_eq!(shard.buffered_bytes(), 0);
+}
+
+/// The buffer judges latency from its aggregates when the times are plain
+/// and walks the spans otherwise; either way as the collector's running
+/// duration does, including its restart after a span starting at 0.
+#[test]
+fn buffered_latency_agrees_with_the_span_walk() {
+    let slow = || {
+        policies(
+            serde_json::json!([{"name": "slow", "type": "latency", "latency": {"threshold_ms": 1000}}]),
+            false,
+        )
+    };
+    let cases: [(&[(u64, u64)], bool); 5] = [
+        (&[(100, 200), (1500, 1600)], true),
+        (&[(100, 200), (1000, 1099)], false),
+        (&[(1500, 1600), (100, 200)], true),
+        // A start of 0 restarts the collector's running minimum.
+        (&[(0, 100), (1500, 1600)], false),
+        (&[(1500, 1600), (0, 100)], true),
+    ];
+    for (n, (times, kept)) in cases.into_iter().enumerate() {
+        let mut shard = TraceShard::new(settings());
+        let mut set = slow();
+        let mut out = Released::default();
+        let id = tid(n as u64 + 1);
+        for (i, &(start, end)) in times.iter().enumerate() {
+            let sp = span(id, i as u8 + 1).times(start, end);
+            shard.insert(&batch(&[sp]), secs(i as u64), &mut set, &mut out);
+        }
+        shard.poll(secs(60), &mut set, &mut out);
+        let spans: Vec<SpanBatch> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &(start, end))| batch(&[span(id, i as u8 + 1).times(start, end)]))
+            .collect();
+        let walked = slow().decide(&view(&id, &spans), secs(60)).is_sampled();
+        assert_eq!(out.decided.len(), 1, "case {n}");
+        assert_eq!(out.decided[0].verdict.is_sampled(), kept, "case {n}");
+        assert_eq!(walked, kept, "case {n}");
+        let released: usize = out.sampled.iter().map(SpanBatch::len).sum();
+        assert_eq!(released, if kept { times.len() } else { 0 }, "case {n}");
+    }
 }
 
 #[test]

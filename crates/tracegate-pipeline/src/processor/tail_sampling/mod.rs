@@ -215,7 +215,9 @@ impl Config {
 
 /// Spans of one request for one shard.
 struct Work {
-    batch: SpanBatch,
+    /// Shared by the shards the request's spans go to, not copied per
+    /// shard: its index is as large as its spans' share of the bytes.
+    batch: Arc<SpanBatch>,
     /// Indices of the spans that belong to the shard; `None`: all.
     spans: Option<Vec<u32>>,
 }
@@ -471,6 +473,7 @@ impl Consumer for TailSampler {
         };
         let n = senders.len();
         let closed = || ConsumeError::refused(format!("{} is shutting down", self.id));
+        let batch = Arc::new(batch);
         if n == 1 {
             return senders[0]
                 .send(Work { batch, spans: None })
@@ -489,7 +492,7 @@ impl Consumer for TailSampler {
             let spans = if whole { None } else { Some(route) };
             sender
                 .send(Work {
-                    batch: batch.clone(),
+                    batch: Arc::clone(&batch),
                     spans,
                 })
                 .await
