@@ -1,11 +1,15 @@
 //! Jaeger api_v2 costs per span on the budget's workload (10-span traces,
 //! 8 attributes per span, 100 spans per request):
-//! - export: a batch of kept spans decoded, mapped to Jaeger batches and
-//!   encoded as PostSpansRequests (the `jaeger` exporter's CPU work);
+//! - export: a batch of kept spans as PostSpansRequest bytes (the `jaeger`
+//!   exporter's CPU work), written straight from the OTLP bytes, and the
+//!   owned path it replaced (prost decode, map, prost encode) beside it;
 //! - ingest: a PostSpansRequest decoded, mapped to OTLP and indexed as a
 //!   SpanBatch (the Jaeger gRPC receiver's CPU work).
 //!
 //! Run: cargo bench -p tracegate-model --bench jaeger -- --warm-up-time 1 --measurement-time 3
+//! Instructions per span (the `--test` run calls each routine once, on 100 spans):
+//! valgrind --tool=callgrind --toggle-collect='jaeger::export' \
+//!   target/release/deps/jaeger-<hash> --bench --test 'jaeger/export_otlp_to_postspans$'
 
 use std::hint::black_box;
 
@@ -13,7 +17,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
 use tracegate_model::jaeger::{
-    batches_from_span_batch, proto::PostSpansRequest, span_batch_from_batches,
+    batches_from_span_batch, post_spans_requests, proto::PostSpansRequest, span_batch_from_batches,
 };
 use tracegate_model::SpanBatch;
 
@@ -21,7 +25,14 @@ use tracegate_model::SpanBatch;
 mod workload;
 use workload::{request, SPANS_PER_REQUEST};
 
+// Not inlined, so callgrind can count each alone (`--toggle-collect`).
+#[inline(never)]
 fn export(batch: &SpanBatch) -> usize {
+    post_spans_requests(batch).iter().map(|r| r.len()).sum()
+}
+
+#[inline(never)]
+fn export_owned(batch: &SpanBatch) -> usize {
     batches_from_span_batch(batch)
         .into_iter()
         .map(|b| PostSpansRequest { batch: Some(b) }.encode_to_vec().len())
@@ -40,6 +51,10 @@ fn thread_cpu_ns() -> u64 {
 /// Runs `f` (which handles `SPANS_PER_REQUEST` spans) for about a second of
 /// CPU and prints its CPU cost per span and spans per CPU-second.
 fn cpu_per_span(name: &str, mut f: impl FnMut() -> usize) {
+    // Criterion's `--test` runs each routine once: for counting instructions.
+    if std::env::args().any(|a| a == "--test") {
+        return;
+    }
     let start = thread_cpu_ns();
     let mut rounds = 0u64;
     while thread_cpu_ns() - start < 1_000_000_000 {
@@ -74,6 +89,7 @@ fn bench(c: &mut Criterion) {
         })
         .sum();
     assert_eq!(spans_in_posts, SPANS_PER_REQUEST);
+    assert_eq!(post_spans_requests(&batch), posts);
     eprintln!(
         "OTLP {} bytes, Jaeger {} bytes in {} PostSpans for {} spans",
         batch.encoded_len(),
@@ -93,12 +109,19 @@ fn bench(c: &mut Criterion) {
     cpu_per_span("export (OTLP SpanBatch -> PostSpansRequest bytes)", || {
         export(black_box(&batch))
     });
+    cpu_per_span(
+        "export, owned path (prost decode, map, prost encode)",
+        || export_owned(black_box(&batch)),
+    );
     cpu_per_span("ingest (PostSpansRequest bytes -> SpanBatch)", ingest);
 
     let mut g = c.benchmark_group("jaeger");
     g.throughput(Throughput::Elements(SPANS_PER_REQUEST as u64));
     g.bench_function("export_otlp_to_postspans", |b| {
         b.iter(|| export(black_box(&batch)))
+    });
+    g.bench_function("export_otlp_to_postspans_owned", |b| {
+        b.iter(|| export_owned(black_box(&batch)))
     });
     g.bench_function("ingest_postspans_to_spanbatch", |b| b.iter(ingest));
     g.finish();

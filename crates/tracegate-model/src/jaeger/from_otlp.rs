@@ -68,7 +68,7 @@ fn process(resource: Option<Resource>) -> proto::Process {
 
 /// What the collector's `Value.Str()` gives for service.name: the string, or
 /// empty for any other type.
-fn value_as_string(value: Option<&AnyValue>) -> String {
+pub(super) fn value_as_string(value: Option<&AnyValue>) -> String {
     match value.and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::StringValue(s)) => s.clone(),
         _ => String::new(),
@@ -266,7 +266,7 @@ pub(super) fn timestamp(unix_nanos: u64) -> Timestamp {
 }
 
 /// `end - start` exactly; seconds and nanos share a sign, as protobuf wants.
-fn duration(start: u64, end: u64) -> Duration {
+pub(super) fn duration(start: u64, end: u64) -> Duration {
     let nanos = i128::from(end) - i128::from(start);
     Duration {
         seconds: (nanos / 1_000_000_000) as i64,

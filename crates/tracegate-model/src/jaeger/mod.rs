@@ -13,12 +13,16 @@ pub mod proto {
 }
 
 mod from_otlp;
+mod post_spans;
 mod to_otlp;
 
+#[cfg(test)]
+mod equivalence;
 #[cfg(test)]
 mod tests;
 
 pub use from_otlp::{batches_from_request, batches_from_span_batch};
+pub use post_spans::post_spans_requests;
 pub use to_otlp::{request_from_batches, span_batch_from_batches, JaegerError};
 
 /// Tag keys the translator reads and writes (the collector's names).

@@ -1,13 +1,12 @@
 //! The `jaeger` exporter: Jaeger's api_v2 `CollectorService/PostSpans` over
 //! gRPC, as the collector's jaegerexporter (removed from the collector in
-//! 2023) did: the kept spans are decoded and mapped by the collector's
-//! translator, one `PostSpans` call per resource. Connection, TLS, headers,
-//! compression, timeout and the decision of what is retried are the OTLP
-//! gRPC exporter's.
+//! 2023) did: the kept spans are mapped by the collector's translator,
+//! written straight from their OTLP bytes, one `PostSpans` call per
+//! resource. Connection, TLS, headers, compression, timeout and the decision
+//! of what is retried are the OTLP gRPC exporter's.
 
 use async_trait::async_trait;
-use prost::Message;
-use tracegate_model::jaeger::{batches_from_span_batch, proto::PostSpansRequest};
+use tracegate_model::jaeger::post_spans_requests;
 use tracegate_model::SpanBatch;
 
 use super::otlp_grpc::{self, OtlpGrpcExporter};
@@ -55,14 +54,9 @@ impl Exporter for JaegerExporter {
         // A failure part-way resends the resources already sent when the
         // batch is retried, as the collector's exporter did: Jaeger stores
         // spans by id, so a repeat overwrites rather than duplicates.
-        for jaeger_batch in batches_from_span_batch(batch) {
-            let request = PostSpansRequest {
-                batch: Some(jaeger_batch),
-            };
+        for request in post_spans_requests(batch) {
             // PostSpansResponse has no fields: nothing to read.
-            self.grpc
-                .unary(POST_SPANS_PATH, request.encode_to_vec().into())
-                .await?;
+            self.grpc.unary(POST_SPANS_PATH, request).await?;
         }
         Ok(Delivered::default())
     }
