@@ -1,9 +1,11 @@
-//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`
-//! served by tonic's unary handler with the pass-through codec, so the
-//! request reaches the scanner as the bytes that came off the wire
-//! (decompressed by tonic, capped at `max_recv_msg_size_mib`). The Jaeger
-//! receiver serves its `PostSpans` with the same listener, limits and
-//! counters, as another [`IngestMethod`].
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+//! The receiver reads the request's one message itself (see
+//! [`gather_message`]), so it reaches the scanner as the bytes that came
+//! off the wire, decompressed and capped at `max_recv_msg_size_mib`, and
+//! answers as tonic's unary handler would; tonic serves only what that
+//! does not cover (encodings tracegate does not take). The Jaeger receiver
+//! serves its `PostSpans` with the same listener, limits and counters, as
+//! another [`IngestMethod`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,6 +19,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Code, Status};
 
 use super::status::{ExportFailure, DEFAULT_RETRY_AFTER};
+use crate::compression::{decompress, ContentEncoding, DecompressError};
 use crate::consumer::{ConsumeError, NextConsumer};
 use crate::grpc::{PassthroughCodec, TRACE_EXPORT_PATH};
 use crate::receiver::counters::{RejectReason, TransportCounters};
@@ -61,15 +64,23 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
             if request.uri().path() != receiver.method.path {
                 return Ok(unknown_method(receiver.method.path, request.uri().path()).into_http());
             }
-            if is_uncompressed(request.headers()) {
-                let response =
-                    match gather_message(request.into_body(), receiver.max_recv_msg_size).await {
-                        Ok(message) => match receiver.ingest(message).await {
-                            Ok(()) => empty_ok_response(),
-                            Err(status) => status.into_http(),
-                        },
+            if let Some(encoding) = gathered_encoding(request.headers()) {
+                let limit = receiver.max_recv_msg_size;
+                let message = gather_message(request.into_body(), encoding.is_some(), limit)
+                    .await
+                    .and_then(|(compressed, message)| match encoding {
+                        Some(encoding) if compressed => {
+                            decompress_message(encoding, message, limit)
+                        }
+                        _ => Ok(message),
+                    });
+                let response = match message {
+                    Ok(message) => match receiver.ingest(message).await {
+                        Ok(()) => empty_ok_response(),
                         Err(status) => status.into_http(),
-                    };
+                    },
+                    Err(status) => status.into_http(),
+                };
                 return Ok(receiver.account_transport_failure(response));
             }
             let mut grpc = tonic::server::Grpc::new(PassthroughCodec)
@@ -170,26 +181,80 @@ impl GrpcReceiver {
     }
 }
 
-/// A request whose message is not compressed (no `grpc-encoding`, or
-/// `identity`) is gathered by [`gather_message`]; tonic's decoder handles
-/// the compressed ones.
-fn is_uncompressed(headers: &http::HeaderMap) -> bool {
-    headers
-        .get("grpc-encoding")
-        .is_none_or(|encoding| encoding.as_bytes() == b"identity")
+/// The `grpc-encoding` of a request the receiver gathers itself: `None`
+/// for uncompressed messages (no header, or `identity`); an encoding tonic
+/// does not serve either is left to tonic, which answers UNIMPLEMENTED.
+fn gathered_encoding(headers: &http::HeaderMap) -> Option<Option<ContentEncoding>> {
+    match headers.get("grpc-encoding").map(HeaderValue::as_bytes) {
+        None | Some(b"identity") => Some(None),
+        Some(b"gzip") => Some(Some(ContentEncoding::Gzip)),
+        Some(b"zstd") => Some(Some(ContentEncoding::Zstd)),
+        Some(_) => None,
+    }
+}
+
+/// Decompresses a request message, capped at `limit` bytes as tonic caps
+/// it: RESOURCE_EXHAUSTED past the cap, INTERNAL for corrupt data.
+fn decompress_message(
+    encoding: ContentEncoding,
+    message: Bytes,
+    limit: usize,
+) -> Result<Bytes, Status> {
+    if encoding == ContentEncoding::Zstd {
+        if let Some(decompressed) = zstd_of_stated_size(&message, limit) {
+            return Ok(decompressed);
+        }
+    }
+    decompress(encoding, message, limit).map_err(|e| match e {
+        DecompressError::TooLarge { .. } => {
+            Status::resource_exhausted(format!("Error decompressing: {e}"))
+        }
+        DecompressError::Corrupt { .. } => Status::internal(format!("Error decompressing: {e}")),
+    })
+}
+
+/// A zstd frame that states its decompressed size (one-shot encoders
+/// write it) is decompressed in one call into a buffer of that size, with
+/// a decompression context kept per thread; tonic grows its buffer through
+/// an 8 KiB copy loop and sets up a context per request. `None` (a size
+/// not stated or over `limit`, several frames, corrupt data) leaves the
+/// message to the capped streaming path, which also says what is wrong.
+fn zstd_of_stated_size(input: &[u8], limit: usize) -> Option<Bytes> {
+    thread_local! {
+        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let size = zstd::zstd_safe::get_frame_content_size(input).ok()??;
+    let size = usize::try_from(size).ok().filter(|size| *size <= limit)?;
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = zstd::bulk::Decompressor::new().ok();
+        }
+        let mut out = Vec::with_capacity(size);
+        match cell.as_mut()?.decompress_to_buffer(input, &mut out) {
+            Ok(written) if written == size => Some(Bytes::from(out)),
+            _ => None,
+        }
+    })
 }
 
 /// The gRPC message prefix: compressed flag and big-endian length.
 const PREFIX_LEN: usize = 5;
 
-/// Reads the one message of an uncompressed unary request. tonic's decoder
-/// copies every DATA frame into its buffer; here a message that arrives in
-/// one frame (the common case, as the listener takes 1 MiB frames) is
-/// taken as that frame's bytes, and one split over several frames is
-/// copied once into a buffer of its announced size. Failures get tonic's
-/// codes and messages, except that a second message in the request, which
-/// tonic would drop unread, is refused.
-async fn gather_message<B>(mut body: B, limit: usize) -> Result<Bytes, Status>
+/// Reads the one message of a unary request, and whether it is compressed
+/// (allowed when the request named an encoding). tonic's decoder copies
+/// every DATA frame into its buffer; here a message that arrives in one
+/// frame (the common case, as the listener takes 1 MiB frames) is taken as
+/// that frame's bytes, and one split over several frames is copied once
+/// into a buffer of its announced size. Failures get tonic's codes and
+/// messages, except that a second message in the request, which tonic
+/// would drop unread, is refused.
+async fn gather_message<B>(
+    mut body: B,
+    compression_allowed: bool,
+    limit: usize,
+) -> Result<(bool, Bytes), Status>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -235,6 +300,7 @@ where
             }
             match prefix[0] {
                 0 => {}
+                1 if compression_allowed => {}
                 1 => {
                     return Err(Status::internal(
                         "protocol error: received message with compressed-flag but no grpc-encoding was specified",
@@ -274,7 +340,7 @@ where
         }
     }
     match whole {
-        Some(message) => Ok(message),
+        Some(message) => Ok((prefix[0] == 1, message)),
         None if prefix_read == 0 => Err(Status::internal("Missing request message.")),
         None => Err(Status::internal("Unexpected EOF decoding stream.")),
     }
@@ -352,11 +418,66 @@ mod tests {
         for chunks in splits {
             let shape: Vec<usize> = chunks.iter().map(Vec::len).collect();
             let body = body_of(chunks.into_iter().map(Bytes::from).collect());
-            let got = gather_message(body, message.len()).await;
-            assert_eq!(got.unwrap(), message, "frames {shape:?}");
+            let got = gather_message(body, false, message.len()).await;
+            assert_eq!(
+                got.unwrap(),
+                (false, Bytes::from(message.clone())),
+                "frames {shape:?}"
+            );
         }
-        let empty = gather_message(body_of(vec![Bytes::from(framed(0, b""))]), 0).await;
-        assert!(empty.unwrap().is_empty());
+        let empty = gather_message(body_of(vec![Bytes::from(framed(0, b""))]), false, 0).await;
+        assert_eq!(empty.unwrap(), (false, Bytes::new()));
+    }
+
+    #[test]
+    fn compressed_messages_are_decompressed_within_the_limit() {
+        use crate::compression::test_encoders::{gzip, zstd};
+        let message: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let stated = zstd::bulk::compress(&message, 1).unwrap();
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&stated),
+            Ok(Some(_))
+        ));
+        // Streamed zstd does not state its size; two frames state only
+        // the first one's.
+        let streamed = zstd(&message);
+        let two_frames = [stated.clone(), stated.clone()].concat();
+        let doubled = [message.clone(), message.clone()].concat();
+        for (encoding, compressed, expected) in [
+            (ContentEncoding::Zstd, &stated, &message),
+            (ContentEncoding::Zstd, &streamed, &message),
+            (ContentEncoding::Zstd, &two_frames, &doubled),
+            (ContentEncoding::Gzip, &gzip(&message), &message),
+        ] {
+            let limit = expected.len();
+            let got = decompress_message(encoding, Bytes::from(compressed.clone()), limit);
+            assert_eq!(got.unwrap(), &expected[..], "{encoding:?}");
+            let over = decompress_message(encoding, Bytes::from(compressed.clone()), limit - 1);
+            assert_eq!(
+                over.unwrap_err().code(),
+                Code::ResourceExhausted,
+                "{encoding:?}"
+            );
+        }
+        let corrupt = [&stated[..stated.len() / 2], &[0xff; 64][..]].concat();
+        for encoding in [ContentEncoding::Zstd, ContentEncoding::Gzip] {
+            let status =
+                decompress_message(encoding, Bytes::from(corrupt.clone()), 1 << 20).unwrap_err();
+            assert_eq!(status.code(), Code::Internal, "{encoding:?}: {status:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_compressed_flag_needs_an_encoding() {
+        let wire = Bytes::from(framed(1, b"abc"));
+        let got = gather_message(body_of(vec![wire.clone()]), true, 3).await;
+        assert_eq!(got.unwrap(), (true, Bytes::from_static(b"abc")));
+        let status = gather_message(body_of(vec![wire]), false, 3)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Internal);
     }
 
     #[tokio::test]
@@ -415,7 +536,7 @@ mod tests {
         for (chunks, limit, code, message) in cases {
             let shape: Vec<usize> = chunks.iter().map(Vec::len).collect();
             let body = body_of(chunks.into_iter().map(Bytes::from).collect());
-            let status = gather_message(body, limit).await.unwrap_err();
+            let status = gather_message(body, false, limit).await.unwrap_err();
             assert_eq!(status.code(), code, "frames {shape:?}: {status:?}");
             assert!(
                 status.message().contains(message),
