@@ -443,6 +443,10 @@ mod tests {
         // Streamed zstd does not state its size; two frames state only
         // the first one's.
         let streamed = zstd(&message);
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&streamed),
+            Ok(None)
+        ));
         let two_frames = [stated.clone(), stated.clone()].concat();
         let doubled = [message.clone(), message.clone()].concat();
         for (encoding, compressed, expected) in [
