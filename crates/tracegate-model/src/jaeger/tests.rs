@@ -272,6 +272,18 @@ fn jaeger_batch() -> proto::Batch {
 #[test]
 fn otlp_to_jaeger_every_field() {
     assert_eq!(batches_from_request(otlp_request()), vec![jaeger_batch()]);
+    // The exporter's encoder, straight from the OTLP bytes.
+    let batch = crate::SpanBatch::try_from_request(&otlp_request()).unwrap();
+    let sent: Vec<proto::Batch> = post_spans_requests(&batch)
+        .into_iter()
+        .map(|request| {
+            <proto::PostSpansRequest as prost::Message>::decode(request)
+                .unwrap()
+                .batch
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sent, vec![jaeger_batch()]);
 }
 
 #[test]
