@@ -80,11 +80,15 @@ struct Attributes(Vec<KeyValue>);
 
 impl Attributes {
     fn put(&mut self, key: &str, value: any_value::Value) {
+        self.put_owned(key.into(), value)
+    }
+    /// [`Self::put`] with a key the caller owns: a tag's key moves in.
+    fn put_owned(&mut self, key: String, value: any_value::Value) {
         let value = Some(AnyValue { value: Some(value) });
         match self.0.iter_mut().find(|kv| kv.key == key) {
             Some(kv) => kv.value = value,
             None => self.0.push(KeyValue {
-                key: key.to_string(),
+                key,
                 value,
                 ..Default::default()
             }),
@@ -110,6 +114,7 @@ impl Attributes {
         self.0.retain(|kv| kv.key != key);
     }
     fn put_tags(&mut self, tags: Vec<proto::KeyValue>) {
+        self.0.reserve(tags.len());
         for tag in tags {
             let value = match ValueType::try_from(tag.v_type) {
                 Ok(ValueType::String) => any_value::Value::StringValue(tag.v_str),
@@ -122,7 +127,7 @@ impl Attributes {
                     tag.v_type
                 )),
             };
-            self.put(&tag.key, value);
+            self.put_owned(tag.key, value);
         }
     }
 }
