@@ -308,14 +308,28 @@ fn tracegate_binary() -> PathBuf {
 /// and accounted for by the checker, tracegate's own receiver counters
 /// agreeing, the JSON result and the Markdown row written.
 fn run_small_scenario(name: &str, spans: u64) -> Value {
+    let bin = tracegate_binary();
+    run_scenario(
+        name,
+        spans,
+        &["--tracegate", bin.to_str().unwrap()],
+        "tracegate",
+    )
+}
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scenarios/{name}.yaml"))
+}
+
+/// [`run_small_scenario`] with the runner's target given by `target_args`,
+/// the result naming it `label`.
+fn run_scenario(name: &str, spans: u64, target_args: &[&str], label: &str) -> Value {
     let out_dir = temp_dir();
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scenarios/{name}.yaml"));
     let out = Command::new(LOADGEN)
         .arg("run")
         .arg("--scenario")
-        .arg(&scenario)
-        .arg("--tracegate")
-        .arg(tracegate_binary())
+        .arg(scenario_path(name))
+        .args(target_args)
         .arg("--out")
         .arg(out_dir.path())
         .stdin(Stdio::null())
@@ -345,7 +359,8 @@ fn run_small_scenario(name: &str, spans: u64) -> Value {
     assert_eq!(accepted, spans as f64, "{}", result["target_metrics"]);
     // The JSON result and the Markdown row are written.
     let table = std::fs::read_to_string(out_dir.path().join("results.md")).unwrap();
-    let row = format!("| {name} | tracegate | {spans} |");
+    assert_eq!(result["target"], label);
+    let row = format!("| {name} | {label} | {spans} |");
     assert!(table.lines().nth(2).unwrap().contains(&row), "{table}");
     let jsons = std::fs::read_dir(out_dir.path())
         .unwrap()
@@ -364,6 +379,98 @@ fn run_small_scenario(name: &str, spans: u64) -> Value {
 #[test]
 fn a_short_scenario_runs_through_tracegate() {
     run_small_scenario("ci-smoke", 6000);
+}
+
+/// The body of `GET path` from `addr` over HTTP/1.0.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    body.to_string()
+}
+
+/// Comparison mode (issue 3): the same scenario against an OTLP endpoint
+/// given on the command line. The endpoint here is a tracegate the test
+/// starts itself, as a user would start an OpenTelemetry Collector, with
+/// its exporter pointed at the address the runner's sink is told to use.
+#[test]
+fn comparison_mode_runs_a_scenario_against_an_endpoint_given() {
+    // A free port for the sink: bound here, released, bound by the runner.
+    let sink_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut target = Command::new(tracegate_binary())
+        .arg("--config")
+        .arg(scenario_path("ci-smoke"))
+        .env("TG_GRPC_ENDPOINT", "127.0.0.1:0")
+        .env("TG_HTTP_ENDPOINT", "127.0.0.1:0")
+        .env("SINK_ENDPOINT", &sink_addr)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tracegate");
+    let (mut grpc, mut metrics) = (None, None);
+    let mut log = BufReader::new(target.stderr.take().unwrap()).lines();
+    for line in log.by_ref() {
+        let line = line.expect("tracegate's log");
+        if line.contains("tracegate is ready") {
+            break;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let address = v["address"].as_str().map(String::from);
+        match (v["message"].as_str(), v["protocol"].as_str()) {
+            (Some("listening"), Some("grpc")) => grpc = address,
+            (Some("listening"), Some("metrics")) => metrics = address,
+            _ => {}
+        }
+    }
+    // Keep draining the log so tracegate never blocks on a full pipe.
+    let drain = std::thread::spawn(move || log.for_each(drop));
+    let (grpc, metrics) = (grpc.expect("grpc listener"), metrics.expect("metrics"));
+    let url = format!("http://{grpc}");
+    let pid = target.id().to_string();
+    let args = [
+        "--target",
+        &url,
+        "--target-pid",
+        &pid,
+        "--target-metrics",
+        &metrics,
+        "--sink-listen",
+        &sink_addr,
+        "--label",
+        "endpoint-under-test",
+    ];
+    let result = run_scenario("ci-smoke", 6000, &args, "endpoint-under-test");
+    // The load went to the process started here, not to one the runner
+    // started: its own receiver counted every span.
+    let page = http_get(&metrics, "/metrics");
+    let accepted: f64 = page
+        .lines()
+        .filter(|l| l.starts_with("otelcol_receiver_accepted_spans"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(accepted, 6000.0, "{page}");
+    target.kill().ok();
+    target.wait().ok();
+    drain.join().ok();
+    assert!(
+        result["target_cpu_seconds"].as_f64().unwrap() > 0.0,
+        "{result}"
+    );
 }
 
 #[test]
