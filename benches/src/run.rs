@@ -55,6 +55,11 @@ pub struct Args {
     /// Name of the target in the result (default: tracegate, or the URL).
     #[arg(long)]
     pub label: Option<String>,
+    /// Comparison mode: first run the scenario against tracegate, then
+    /// against --target, one after the other on this machine; both results
+    /// are printed and both rows written to the table.
+    #[arg(long, requires = "target")]
+    pub also_tracegate: bool,
     /// Directory for the JSON result and the Markdown table (`results.md`).
     #[arg(long, default_value = "target/bench-results")]
     pub out: PathBuf,
@@ -193,6 +198,18 @@ struct SinkView {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
+    if args.also_tracegate {
+        let ours = Args {
+            target: None,
+            target_pid: None,
+            target_metrics: None,
+            label: None,
+            sink_listen: "127.0.0.1:0".into(),
+            also_tracegate: false,
+            ..args.clone()
+        };
+        println!("{}", serde_json::to_string(&run(&ours)?)?);
+    }
     let result = run(&args)?;
     println!("{}", serde_json::to_string(&result)?);
     Ok(())

@@ -340,7 +340,20 @@ fn run_scenario(name: &str, spans: u64, target_args: &[&str], label: &str) -> Va
         "runner failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let result: Value = serde_json::from_slice(&out.stdout).expect("runner's JSON");
+    // One JSON result per line; with --also-tracegate tracegate's comes
+    // first, the target's last.
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    let results: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("runner's JSON"))
+        .collect();
+    let result = results.last().expect("a result").clone();
+    if let [ours, _] = &results[..] {
+        // --also-tracegate: tracegate's run of the same load came first.
+        assert_eq!(ours["target"], "tracegate");
+        assert_eq!(ours["load"]["spans_acked"], spans, "{ours}");
+        assert_eq!(ours["sink"]["spans"], spans, "{ours}");
+    }
     assert_eq!(result["scenario"], name);
     assert_eq!(result["load"]["spans_acked"], spans, "{result}");
     assert_eq!(result["sink"]["spans"], spans, "{result}");
@@ -361,7 +374,8 @@ fn run_scenario(name: &str, spans: u64, target_args: &[&str], label: &str) -> Va
     let table = std::fs::read_to_string(out_dir.path().join("results.md")).unwrap();
     assert_eq!(result["target"], label);
     let row = format!("| {name} | {label} | {spans} |");
-    assert!(table.lines().nth(2).unwrap().contains(&row), "{table}");
+    assert!(table.lines().last().unwrap().contains(&row), "{table}");
+    assert_eq!(table.lines().count(), 2 + results.len(), "{table}");
     let jsons = std::fs::read_dir(out_dir.path())
         .unwrap()
         .filter(|e| {
@@ -372,7 +386,7 @@ fn run_scenario(name: &str, spans: u64, target_args: &[&str], label: &str) -> Va
                 .is_some_and(|x| x == "json")
         })
         .count();
-    assert_eq!(jsons, 1);
+    assert_eq!(jsons, results.len());
     result
 }
 
@@ -453,6 +467,7 @@ fn comparison_mode_runs_a_scenario_against_an_endpoint_given() {
         &sink_addr,
         "--label",
         "endpoint-under-test",
+        "--also-tracegate",
     ];
     let result = run_scenario("ci-smoke", 6000, &args, "endpoint-under-test");
     // The load went to the process started here, not to one the runner
