@@ -6,6 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,11 +31,17 @@ use tracegate_pipeline::receiver::jaeger::api::collector_service_server::{
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A Jaeger collector that keeps every batch it is sent.
+/// A Jaeger collector that keeps every batch it is sent. With `hold`, a
+/// call waits (up to a second) until another is in flight too, and the
+/// most calls seen in flight at once are counted.
 #[derive(Clone, Default)]
 struct JaegerSink {
     batches: Arc<Mutex<Vec<proto::Batch>>>,
     arrived: Arc<Notify>,
+    hold: bool,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+    another_call: Arc<Notify>,
 }
 
 #[tonic::async_trait]
@@ -44,6 +51,18 @@ impl CollectorService for JaegerSink {
         request: tonic::Request<PostSpansRequest>,
     ) -> Result<tonic::Response<PostSpansResponse>, tonic::Status> {
         let batch = request.into_inner().batch.unwrap_or_default();
+        if self.hold {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            self.another_call.notify_waiters();
+            if now < 2 {
+                let called = self.another_call.notified();
+                tokio::time::timeout(Duration::from_secs(1), called)
+                    .await
+                    .ok();
+            }
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         self.batches.lock().unwrap().push(batch);
         self.arrived.notify_waiters();
         Ok(tonic::Response::new(PostSpansResponse {}))
@@ -52,7 +71,10 @@ impl CollectorService for JaegerSink {
 
 impl JaegerSink {
     async fn start(tls: Option<Identity>) -> (JaegerSink, SocketAddr) {
-        let sink = JaegerSink::default();
+        JaegerSink::serve(JaegerSink::default(), tls).await
+    }
+
+    async fn serve(sink: JaegerSink, tls: Option<Identity>) -> (JaegerSink, SocketAddr) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut server = Server::builder();
@@ -138,6 +160,62 @@ fn otlp_request() -> ExportTraceServiceRequest {
             ..Default::default()
         }],
     }
+}
+
+/// A batch of several resources goes out as several `PostSpans` calls in
+/// flight at once, not one round trip after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_of_a_batch_share_the_connection_at_once() {
+    let holding = JaegerSink {
+        hold: true,
+        ..Default::default()
+    };
+    let (jaeger, addr) = JaegerSink::serve(holding, None).await;
+    let gw = Gateway::start(&format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+exporters:
+  jaeger:
+    endpoint: 127.0.0.1:{}
+    tls:
+      insecure: true
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [jaeger]
+{TELEMETRY}"#,
+        addr.port()
+    ));
+    // Four resources (services), two spans each.
+    let mut request = otlp_request();
+    let one = request.resource_spans[0].clone();
+    for service in ["cart", "payment", "shipping"] {
+        let mut rs = one.clone();
+        rs.resource.as_mut().unwrap().attributes[0] = kv(
+            "service.name",
+            any_value::Value::StringValue(service.into()),
+        );
+        request.resource_spans.push(rs);
+    }
+    let reply = raw::grpc(
+        gw.addr("otlp", "grpc"),
+        raw::TRACE_EXPORT,
+        &request.encode_to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(reply.code, 0, "{}", reply.message);
+    let batches = jaeger.wait_for_spans(8).await;
+    assert_eq!(batches.len(), 4, "one PostSpans per resource");
+    assert!(
+        jaeger.max_in_flight.load(Ordering::SeqCst) >= 2,
+        "the calls went one after another"
+    );
 }
 
 fn tag<'a>(tags: &'a [proto::KeyValue], key: &str) -> Option<&'a proto::KeyValue> {

@@ -2,16 +2,21 @@
 //! gRPC, as the collector's jaegerexporter (removed from the collector in
 //! 2023) did: the kept spans are mapped by the collector's translator,
 //! written straight from their OTLP bytes, one `PostSpans` call per
-//! resource. Connection, TLS, headers, compression, timeout and the decision
-//! of what is retried are the OTLP gRPC exporter's.
+//! resource, several in flight. Connection, TLS, headers, compression,
+//! timeout and the decision of what is retried are the OTLP gRPC
+//! exporter's.
 
 use async_trait::async_trait;
+use futures::{future, stream, StreamExt, TryStreamExt};
 use tracegate_model::jaeger::post_spans_requests;
 use tracegate_model::SpanBatch;
 
 use super::otlp_grpc::{self, OtlpGrpcExporter};
 use super::{Delivered, ExportError, Exporter};
 use crate::config::ComponentError;
+
+/// `PostSpans` calls of one batch in flight at once.
+const POST_SPANS_IN_FLIGHT: usize = 8;
 
 /// The gRPC method every Jaeger collector serves for api_v2 spans.
 pub const POST_SPANS_PATH: &str = "/jaeger.api_v2.CollectorService/PostSpans";
@@ -54,10 +59,14 @@ impl Exporter for JaegerExporter {
         // A failure part-way resends the resources already sent when the
         // batch is retried, as the collector's exporter did: Jaeger stores
         // spans by id, so a repeat overwrites rather than duplicates.
-        for request in post_spans_requests(batch) {
+        // Several calls share the connection at once: one at a time, the
+        // round trips (one per resource) set the exporter's pace.
+        stream::iter(post_spans_requests(batch))
+            .map(|request| self.grpc.unary(POST_SPANS_PATH, request))
+            .buffer_unordered(POST_SPANS_IN_FLIGHT)
             // PostSpansResponse has no fields: nothing to read.
-            self.grpc.unary(POST_SPANS_PATH, request).await?;
-        }
+            .try_for_each(|_| future::ready(Ok(())))
+            .await?;
         Ok(Delivered::default())
     }
 }
