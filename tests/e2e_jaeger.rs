@@ -162,16 +162,10 @@ fn otlp_request() -> ExportTraceServiceRequest {
     }
 }
 
-/// A batch of several resources goes out as several `PostSpans` calls in
-/// flight at once, not one round trip after another.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_calls_of_a_batch_share_the_connection_at_once() {
-    let holding = JaegerSink {
-        hold: true,
-        ..Default::default()
-    };
-    let (jaeger, addr) = JaegerSink::serve(holding, None).await;
-    let gw = Gateway::start(&format!(
+/// tracegate with an OTLP gRPC receiver and the `jaeger` exporter sending
+/// to the collector at `addr`.
+fn otlp_to_jaeger(addr: SocketAddr) -> Gateway {
+    Gateway::start(&format!(
         r#"
 receivers:
   otlp:
@@ -190,7 +184,31 @@ service:
       exporters: [jaeger]
 {TELEMETRY}"#,
         addr.port()
-    ));
+    ))
+}
+
+/// Sends `request` to the gateway's OTLP gRPC receiver; it must be accepted.
+async fn export(gw: &Gateway, request: &ExportTraceServiceRequest) {
+    let reply = raw::grpc(
+        gw.addr("otlp", "grpc"),
+        raw::TRACE_EXPORT,
+        &request.encode_to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(reply.code, 0, "{}", reply.message);
+}
+
+/// A batch of several resources goes out as several `PostSpans` calls in
+/// flight at once, not one round trip after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_of_a_batch_share_the_connection_at_once() {
+    let holding = JaegerSink {
+        hold: true,
+        ..Default::default()
+    };
+    let (jaeger, addr) = JaegerSink::serve(holding, None).await;
+    let gw = otlp_to_jaeger(addr);
     // Four resources (services), two spans each.
     let mut request = otlp_request();
     let one = request.resource_spans[0].clone();
@@ -202,14 +220,7 @@ service:
         );
         request.resource_spans.push(rs);
     }
-    let reply = raw::grpc(
-        gw.addr("otlp", "grpc"),
-        raw::TRACE_EXPORT,
-        &request.encode_to_vec(),
-        None,
-    )
-    .await;
-    assert_eq!(reply.code, 0, "{}", reply.message);
+    export(&gw, &request).await;
     let batches = jaeger.wait_for_spans(8).await;
     assert_eq!(batches.len(), 4, "one PostSpans per resource");
     assert!(
@@ -225,34 +236,8 @@ fn tag<'a>(tags: &'a [proto::KeyValue], key: &str) -> Option<&'a proto::KeyValue
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_in_jaeger_out() {
     let (jaeger, addr) = JaegerSink::start(None).await;
-    let gw = Gateway::start(&format!(
-        r#"
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:0
-exporters:
-  jaeger:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [jaeger]
-{TELEMETRY}"#,
-        addr.port()
-    ));
-    let reply = raw::grpc(
-        gw.addr("otlp", "grpc"),
-        raw::TRACE_EXPORT,
-        &otlp_request().encode_to_vec(),
-        None,
-    )
-    .await;
-    assert_eq!(reply.code, 0, "{}", reply.message);
+    let gw = otlp_to_jaeger(addr);
+    export(&gw, &otlp_request()).await;
 
     let batches = jaeger.wait_for_spans(2).await;
     assert_eq!(batches.len(), 1, "one PostSpans per resource");
@@ -526,14 +511,7 @@ async fn the_seed_jaeger_v2_config_exports_to_jaeger_and_otlp() {
         .as_mut()
         .unwrap()
         .attributes[0] = kv("service.name", any_value::Value::StringValue("api".into()));
-    let reply = raw::grpc(
-        gw.addr("otlp", "grpc"),
-        raw::TRACE_EXPORT,
-        &request.encode_to_vec(),
-        None,
-    )
-    .await;
-    assert_eq!(reply.code, 0, "{}", reply.message);
+    export(&gw, &request).await;
     // And the same through the seed's Jaeger receiver, as a second trace.
     let mut batch = jaeger_batch();
     batch.process.as_mut().unwrap().service_name = "api".into();
