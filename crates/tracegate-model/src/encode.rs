@@ -1,6 +1,7 @@
 //! Subset encoding: the kept spans of a batch written as a new valid request
-//! from tags, lengths and the original byte slices (DESIGN.md §2), with the
-//! new index built on the way instead of by rescanning.
+//! from tags, lengths and the original byte slices, with the new index
+//! built on the way instead of by rescanning (docs/architecture.md,
+//! "Encoded-bytes batches").
 
 use std::ops::Range;
 

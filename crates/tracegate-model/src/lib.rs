@@ -1,6 +1,7 @@
 //! The span data model of tracegate: a [`SpanBatch`] keeps an encoded OTLP
 //! `ExportTraceServiceRequest` as bytes plus a compact per-span index, so the
-//! hot path never decodes spans it is about to drop (DESIGN.md §2).
+//! hot path never decodes spans it is about to drop (docs/architecture.md,
+//! "Encoded-bytes batches").
 //! This crate does no I/O.
 #![forbid(unsafe_code)]
 

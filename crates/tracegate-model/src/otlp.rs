@@ -1,5 +1,6 @@
 //! The one place that names `opentelemetry-proto`, so it can be swapped for
-//! code generated into the repository later (DESIGN.md, choices).
+//! code generated into the repository later (docs/architecture.md, "Crates
+//! and what they may depend on").
 
 pub use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,

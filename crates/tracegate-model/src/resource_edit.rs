@@ -1,7 +1,8 @@
 //! Merging a fixed set of attributes (the resource detection processor's
 //! detected resource) into every resource of a batch, on the encoded bytes:
 //! only each `Resource` message is re-encoded; scopes and spans are copied
-//! as they are and the index is shifted instead of rebuilt (DESIGN.md §2).
+//! as they are and the index is shifted instead of rebuilt
+//! (docs/architecture.md, "Encoded-bytes batches").
 //!
 //! The semantics are the collector's `MergeResource`: for each attribute in
 //! order, an existing key (its first occurrence) gets the new value when

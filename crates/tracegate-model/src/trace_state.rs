@@ -7,7 +7,8 @@
 //! sub-key and vendor entry as it was.
 //!
 //! Also here: re-encoding a subset of a batch whose kept spans get a new
-//! tracestate, working on the encoded bytes (DESIGN.md §2).
+//! tracestate, working on the encoded bytes (docs/architecture.md,
+//! "Encoded-bytes batches" and "OTEP 235 randomness and thresholds").
 
 use std::ops::Range;
 

@@ -1,6 +1,7 @@
 //! Decompressing request bodies from the network with a hard cap on the
 //! decompressed size, so a compression bomb is refused after at most `limit`
-//! bytes of output have been held (DESIGN.md §6).
+//! bytes of output have been held (docs/architecture.md, "Answers to
+//! clients").
 
 use std::io::Read;
 

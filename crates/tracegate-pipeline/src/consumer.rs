@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use tracegate_model::SpanBatch;
 
 /// Why a stage did not take a batch. Receivers map it to the protocol's
-/// status (DESIGN.md §6): `Refused` is retryable (gRPC UNAVAILABLE, HTTP 503
-/// with Retry-After), `Rejected` is permanent.
+/// status (docs/architecture.md, "Answers to clients"): `Refused` is
+/// retryable (gRPC UNAVAILABLE, HTTP 503 with Retry-After), `Rejected` is
+/// permanent.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ConsumeError {
     /// Overload or shutdown: the client should retry later.

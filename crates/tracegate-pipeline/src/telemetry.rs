@@ -1,4 +1,5 @@
-//! Self-telemetry: metric names in the collector's dialect (DESIGN.md §7).
+//! Self-telemetry: metric names in the collector's dialect
+//! (docs/architecture.md, "Self-telemetry").
 //! Names here carry no namespace; the Prometheus endpoint prefixes them with
 //! the configured one (`otelcol` by default), so `receiver_accepted_spans`
 //! is served as `otelcol_receiver_accepted_spans`. Counters are registered
@@ -29,7 +30,8 @@ pub mod names {
         "processor_memory_limiter_refused_spans";
 
     /// tracegate's own: spans that left the pipeline other than by export,
-    /// labelled by `component` and `reason` (DESIGN.md §5).
+    /// labelled by `component` and `reason` (docs/architecture.md,
+    /// "Delivery and drop accounting").
     pub const DROPPED_SPANS: &str = "tracegate_dropped_spans";
 }
 

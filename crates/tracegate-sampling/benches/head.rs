@@ -1,6 +1,7 @@
 //! Head sampling cost per span: deciding every span of a request and
 //! encoding the kept ones (with their new tracestate). Requests of 50
-//! traces × 10 spans with 8 attributes, as DESIGN.md's budget assumes.
+//! traces × 10 spans with 8 attributes, as the performance budget assumes
+//! (docs/architecture.md, "Performance budget").
 //! The `head_and_merge` group adds what issue 4 budgets together with it:
 //! the resource detection processor's merge of a GCE host's 9 attributes
 //! into what head sampling passes on, and, for the worst case, into the

@@ -1,7 +1,8 @@
 //! A receiver's self-telemetry, registered once per receiver and transport
-//! and held as handles (DESIGN.md §7), plus the hand-over to the pipeline
-//! that the accepted/refused counters describe. Shared by every receiver so
-//! that the same metric names, labels and accounting apply to all of them.
+//! and held as handles (docs/architecture.md, "Self-telemetry"), plus the
+//! hand-over to the pipeline that the accepted/refused counters describe.
+//! Shared by every receiver so that the same metric names, labels and
+//! accounting apply to all of them.
 
 use metrics::Counter;
 

@@ -27,9 +27,9 @@ pub use listener::split_host_port;
 pub enum ReceiverConfig {
     /// `otlp`: OTLP over gRPC and HTTP.
     Otlp(otlp::Config),
-    /// `zipkin`: Zipkin v2 JSON over HTTP.
+    /// `zipkin`: Zipkin v2 JSON or proto3 over HTTP.
     Zipkin(zipkin::Config),
-    /// `jaeger`: Jaeger api_v2 gRPC (thrift protocols to come).
+    /// `jaeger`: Jaeger api_v2 gRPC, and jaeger.thrift over HTTP and UDP.
     Jaeger(jaeger::Config),
 }
 

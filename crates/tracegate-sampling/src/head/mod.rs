@@ -1,6 +1,7 @@
 //! Head sampling: stateless, per-span decisions that every replica and
 //! every span of a trace agree on, because they depend only on the trace's
-//! OTEP 235 randomness (DESIGN.md §4).
+//! OTEP 235 randomness (docs/architecture.md, "OTEP 235 randomness and
+//! thresholds").
 //!
 //! - [`otep235`]: probability ↔ threshold arithmetic and the collector's
 //!   `hash_seed` hash.

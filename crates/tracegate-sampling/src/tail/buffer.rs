@@ -1,5 +1,6 @@
 //! The trace buffer: pending traces held until they are decided, sharded
-//! by trace id with each [`TraceShard`] owned by one worker (DESIGN.md §3).
+//! by trace id with each [`TraceShard`] owned by one worker
+//! (docs/architecture.md, "The shard-per-core trace buffer").
 //!
 //! A shard owns its pending traces (spans copied out of the request, so a
 //! dropped majority does not pin request buffers), the aggregates policies

@@ -1,5 +1,6 @@
 //! Tail sampling: whole traces are held until they can be judged, then kept
-//! or dropped as one (DESIGN.md §3, §4).
+//! or dropped as one (docs/architecture.md, "The shard-per-core trace
+//! buffer" and "OTEP 235 randomness and thresholds").
 //!
 //! - [`config`]: the policy configs, spelled as the OpenTelemetry
 //!   Collector's `tail_sampling` processor spells them.

@@ -1,9 +1,10 @@
 //! Loading and validating the config: the OpenTelemetry Collector's YAML
-//! shape (DESIGN.md decision 1). The file is parsed into a tree that keeps
-//! lines, `${env:...}` references are expanded, every component is parsed
-//! into its typed config and validated, and the traces pipelines are
-//! checked. Everything found wrong is reported at once, each problem with
-//! the key's path and line; valid but surprising settings become warnings.
+//! shape (docs/architecture.md, "Configuration is the collector's YAML").
+//! The file is parsed into a tree that keeps lines, `${env:...}` references
+//! are expanded, every component is parsed into its typed config and
+//! validated, and the traces pipelines are checked. Everything found wrong
+//! is reported at once, each problem with the key's path and line; valid
+//! but surprising settings become warnings.
 //!
 //! What comes out holds only what the traces pipelines use: metrics and
 //! logs pipelines are reported and skipped, and components used by nothing

@@ -4,8 +4,8 @@
 //! are counted as dropped.
 //!
 //! Pending traces live in `tracegate_sampling::tail::TraceShard`s, one per
-//! worker task, fed over bounded channels by trace id (DESIGN.md §3): no
-//! lock is taken per span. The policies are shared by the shards (their
+//! worker task, fed over bounded channels by trace id (docs/architecture.md,
+//! "The shard-per-core trace buffer"): no lock is taken per span. The policies are shared by the shards (their
 //! rate budgets are per processor, as in the collector) behind a mutex
 //! taken once per decided trace.
 //!

@@ -363,7 +363,8 @@ fn empty_ok_response() -> Response<tonic::body::Body> {
     response
 }
 
-/// The answer for a batch the pipeline did not take (DESIGN.md §6).
+/// The answer for a batch the pipeline did not take (docs/architecture.md,
+/// "Answers to clients").
 pub(crate) fn consume_failure(error: ConsumeError) -> ExportFailure {
     match error {
         ConsumeError::Refused {

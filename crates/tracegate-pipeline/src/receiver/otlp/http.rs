@@ -1,6 +1,6 @@
 //! OTLP/HTTP: `POST /v1/traces` with protobuf or JSON bodies, optionally
 //! compressed, answered in the request's encoding with the collector's
-//! status codes (DESIGN.md §6).
+//! status codes (docs/architecture.md, "Answers to clients").
 
 use std::time::Duration;
 
