@@ -320,3 +320,169 @@ async fn detected_attributes_reach_the_backend_first_detector_wins_override_both
     let bare = &resources[2];
     assert_eq!(str_attr(bare, "host.name").as_deref(), Some("vm-1"));
 }
+
+/// An address where nothing listens: a metadata endpoint that refuses the
+/// connection, as on a machine on no cloud.
+fn refusing_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// An application's spans: its own identity on one resource, and a second
+/// resource with no attributes at all.
+fn app_request() -> Vec<u8> {
+    let span = |n: u8| Span {
+        trace_id: vec![n; 16],
+        span_id: vec![n; 8],
+        name: format!("app-span-{n}"),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        string_kv("service.name", "checkout"),
+                        string_kv("k8s.pod.name", "checkout-7d9f8-x2x4q"),
+                        string_kv("k8s.namespace.name", "shop"),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(1)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ResourceSpans {
+                resource: None,
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(2)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ],
+    }
+    .encode_to_vec()
+}
+
+/// The seed Jaeger v2 config's `resource_detection` block, unchanged:
+/// every detector, `override: true`.
+fn seed_detection_config(sink: SocketAddr) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+processors:
+  resource_detection:
+    detectors: [gcp, aws, azure, system, docker, kubernetes, env]
+    timeout: 2s
+    override: true
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{port}
+    tls:
+      insecure: true
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [resource_detection]
+      exporters: [otlp]
+{TELEMETRY}"#,
+        port = sink.port()
+    )
+}
+
+/// The gateway runs as a DaemonSet pod with its own downward-API variables
+/// and its own service name. None of them may reach the applications'
+/// spans: their service.name, k8s.pod.name and k8s.namespace.name arrive
+/// as sent, and only the node's identity is added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_pod_and_service_name_never_replace_the_applications() {
+    let sink = Sink::start().await;
+    let nowhere = refusing_address();
+    let no_docker = tempfile::tempdir().unwrap();
+    let docker_host = format!("unix://{}", no_docker.path().join("docker.sock").display());
+    let metadata_url = format!("http://{nowhere}");
+    let nowhere = nowhere.to_string();
+    let gw = Gateway::start_with(
+        &seed_detection_config(sink.addr),
+        &[],
+        &[
+            // The gateway's own identity, as tracegate's DaemonSet sets it.
+            ("K8S_NODE_NAME", "node-17"),
+            ("K8S_POD_NAME", "tracegate-agent-5xk2p"),
+            ("K8S_NAMESPACE", "monitoring"),
+            ("OTEL_SERVICE_NAME", "tracegate-gateway"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod"),
+            // No cloud, no Docker, no Kubernetes API: every such endpoint
+            // refuses locally; nothing reaches the network.
+            ("GCE_METADATA_HOST", &nowhere),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &metadata_url),
+            ("TRACEGATE_AZURE_METADATA_ENDPOINT", &metadata_url),
+            ("DOCKER_HOST", &docker_host),
+            ("KUBERNETES_SERVICE_HOST", ""),
+            ("KUBERNETES_SERVICE_PORT", ""),
+        ],
+    );
+    let reply = grpc(gw.addr("otlp", "grpc"), TRACE_EXPORT, &app_request(), None).await;
+    assert_eq!(reply.code, 0, "{}", reply.message);
+    assert!(sink.wait_for_spans(2, Duration::from_secs(10)).await);
+    let spans = sink.spans();
+    let app = spans
+        .iter()
+        .find(|s| s.span.name == "app-span-1")
+        .expect("the application's span");
+    let bare = spans
+        .iter()
+        .find(|s| s.span.name == "app-span-2")
+        .expect("the bare resource's span");
+
+    // The application's identity, unchanged under override: true.
+    assert_eq!(
+        str_attr(&app.resource, "service.name").as_deref(),
+        Some("checkout")
+    );
+    assert_eq!(
+        str_attr(&app.resource, "k8s.pod.name").as_deref(),
+        Some("checkout-7d9f8-x2x4q")
+    );
+    assert_eq!(
+        str_attr(&app.resource, "k8s.namespace.name").as_deref(),
+        Some("shop")
+    );
+    for resource in [&app.resource, &bare.resource] {
+        // The node's identity is added...
+        assert_eq!(
+            str_attr(resource, "k8s.node.name").as_deref(),
+            Some("node-17")
+        );
+        assert_eq!(
+            str_attr(resource, "deployment.environment").as_deref(),
+            Some("prod")
+        );
+        // ...and nothing of the gateway's own pod or service, anywhere.
+        let attributes = &resource.as_ref().expect("a resource").attributes;
+        for kv in attributes {
+            let value = format!("{:?}", kv.value);
+            for own in ["tracegate-agent-5xk2p", "monitoring", "tracegate-gateway"] {
+                assert!(
+                    !value.contains(own),
+                    "{} = {value} is the gateway's",
+                    kv.key
+                );
+            }
+        }
+    }
+    // A resource that names no pod gets none of the gateway's.
+    assert_eq!(str_attr(&bare.resource, "k8s.pod.name"), None);
+    assert_eq!(str_attr(&bare.resource, "k8s.namespace.name"), None);
+    assert_eq!(str_attr(&bare.resource, "service.name"), None);
+    // No cloud attributes: the metadata endpoints refused.
+    assert_eq!(str_attr(&app.resource, "cloud.provider"), None);
+}

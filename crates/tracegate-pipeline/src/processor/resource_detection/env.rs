@@ -1,7 +1,10 @@
 //! `env`: attributes from `OTEL_RESOURCE_ATTRIBUTES` (or the deprecated
-//! `OTEL_RESOURCE`) as the collector parses them, and `OTEL_SERVICE_NAME`,
-//! which the OpenTelemetry SDK specification gives precedence over a
-//! `service.name` in the list.
+//! `OTEL_RESOURCE`) as the collector parses them — and nothing else.
+//!
+//! Not `OTEL_SERVICE_NAME`: that variable names the gateway's own service,
+//! and copying it into every span's `service.name` would give every
+//! application the gateway's name. The collector's detector does not read
+//! it either.
 
 use tracegate_model::otlp::KeyValue;
 
@@ -25,13 +28,6 @@ pub(super) fn detect(ctx: &DetectContext) -> Result<Vec<KeyValue>, String> {
         for (key, value) in parse(list)? {
             put(&mut attributes, key, value);
         }
-    }
-    if let Some(name) = ctx
-        .var("OTEL_SERVICE_NAME")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        put(&mut attributes, "service.name".into(), name.into());
     }
     Ok(attributes)
 }
@@ -135,10 +131,10 @@ mod tests {
     }
 
     #[test]
-    fn service_name_variable_wins_and_later_keys_replace_earlier() {
+    fn only_the_list_counts_and_later_keys_replace_earlier() {
         let ctx = DetectContext::for_test(&[
             ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-list,k=1,k=2"),
-            ("OTEL_SERVICE_NAME", "checkout"),
+            ("OTEL_SERVICE_NAME", "the-gateway"),
         ]);
         let detected = detect(&ctx).unwrap();
         let got: Vec<(String, String)> =
@@ -146,12 +142,15 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("service.name".to_string(), "checkout".to_string()),
+                ("service.name".to_string(), "from-list".to_string()),
                 ("k".into(), "2".into())
             ]
         );
         let deprecated = DetectContext::for_test(&[("OTEL_RESOURCE", "a=b")]);
         assert_eq!(detect(&deprecated).unwrap().len(), 1);
         assert!(detect(&DetectContext::for_test(&[])).unwrap().is_empty());
+        // OTEL_SERVICE_NAME alone (the gateway's own name) sets nothing.
+        let own_name = DetectContext::for_test(&[("OTEL_SERVICE_NAME", "the-gateway")]);
+        assert!(detect(&own_name).unwrap().is_empty());
     }
 }

@@ -41,8 +41,13 @@ pub enum DetectorKind {
     System,
     #[serde(rename = "docker")]
     Docker,
-    #[serde(rename = "kubernetes", alias = "k8snode")]
-    Kubernetes,
+    /// The collector's current name for the node detector.
+    #[serde(rename = "k8s_api")]
+    K8sApi,
+    /// The collector's deprecated name (and tracegate's `kubernetes`): the
+    /// same detector, reading the `k8snode:` settings.
+    #[serde(rename = "k8snode", alias = "kubernetes")]
+    K8sNode,
     #[serde(rename = "gcp")]
     Gcp,
     #[serde(rename = "ec2", alias = "aws")]
@@ -59,7 +64,8 @@ impl DetectorKind {
             DetectorKind::Env => "env",
             DetectorKind::System => "system",
             DetectorKind::Docker => "docker",
-            DetectorKind::Kubernetes => "kubernetes",
+            DetectorKind::K8sApi => "k8s_api",
+            DetectorKind::K8sNode => "k8snode",
             DetectorKind::Gcp => "gcp",
             DetectorKind::Ec2 => "ec2",
             DetectorKind::Eks => "eks",
@@ -74,7 +80,7 @@ impl DetectorKind {
             DetectorKind::Env => None,
             DetectorKind::System => Some(system::ATTRIBUTES),
             DetectorKind::Docker => Some(docker::ATTRIBUTES),
-            DetectorKind::Kubernetes => Some(kubernetes::ATTRIBUTES),
+            DetectorKind::K8sApi | DetectorKind::K8sNode => Some(kubernetes::ATTRIBUTES),
             DetectorKind::Gcp => Some(gcp::ATTRIBUTES),
             DetectorKind::Ec2 => Some(ec2::ATTRIBUTES),
             DetectorKind::Eks => Some(ec2::EKS_ATTRIBUTES),
@@ -136,8 +142,9 @@ impl Default for SystemConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Detectors to run, from `env`, `system`, `docker`, `kubernetes`
-    /// (alias `k8snode`), `gcp`, `ec2` (alias `aws`), `eks`, `azure`. Where
+    /// Detectors to run, from `env`, `system`, `docker`, `k8s_api`,
+    /// `k8snode` (alias `kubernetes`), `gcp`, `ec2` (alias `aws`), `eks`,
+    /// `azure`. Where
     /// two set the same attribute, the one listed first wins. Default `[env]`.
     #[serde(default = "default_detectors")]
     pub detectors: Vec<DetectorKind>,
@@ -158,7 +165,10 @@ pub struct Config {
     /// Settings of the `docker` detector.
     #[serde(default)]
     pub docker: DetectorConfig,
-    /// Settings of the `kubernetes` detector (also accepted as `kubernetes:`).
+    /// Settings of the `k8s_api` detector.
+    #[serde(default)]
+    pub k8s_api: kubernetes::Config,
+    /// Settings of the `k8snode` detector (also accepted as `kubernetes:`).
     #[serde(default, alias = "kubernetes")]
     pub k8snode: kubernetes::Config,
     /// Settings of the `gcp` detector.
@@ -193,6 +203,7 @@ impl Default for Config {
             override_existing: true,
             system: SystemConfig::default(),
             docker: DetectorConfig::default(),
+            k8s_api: kubernetes::Config::default(),
             k8snode: kubernetes::Config::default(),
             gcp: DetectorConfig::default(),
             ec2: DetectorConfig::default(),
@@ -218,7 +229,15 @@ impl Config {
                 });
             }
         }
-        let sections: [(&str, DetectorKind, &ResourceAttributesConfig); 7] = [
+        let mut warnings = Vec::new();
+        warnings.extend(self.k8s_api.validate("k8s_api")?);
+        warnings.extend(self.k8snode.validate("k8snode")?);
+        let sections: [(&str, DetectorKind, &ResourceAttributesConfig); 8] = [
+            (
+                "k8s_api",
+                DetectorKind::K8sApi,
+                &self.k8s_api.resource_attributes,
+            ),
             (
                 "system",
                 DetectorKind::System,
@@ -231,7 +250,7 @@ impl Config {
             ),
             (
                 "k8snode",
-                DetectorKind::Kubernetes,
+                DetectorKind::K8sNode,
                 &self.k8snode.resource_attributes,
             ),
             ("gcp", DetectorKind::Gcp, &self.gcp.resource_attributes),
@@ -262,7 +281,6 @@ impl Config {
                 }
             }
         }
-        let mut warnings = Vec::new();
         if self.timeout.is_zero() {
             warnings.push(
                 "timeout is 0s: every detector but env, system and kubernetes times out at once"
@@ -277,7 +295,8 @@ impl Config {
             DetectorKind::Env => None,
             DetectorKind::System => Some(&self.system.resource_attributes),
             DetectorKind::Docker => Some(&self.docker.resource_attributes),
-            DetectorKind::Kubernetes => Some(&self.k8snode.resource_attributes),
+            DetectorKind::K8sApi => Some(&self.k8s_api.resource_attributes),
+            DetectorKind::K8sNode => Some(&self.k8snode.resource_attributes),
             DetectorKind::Gcp => Some(&self.gcp.resource_attributes),
             DetectorKind::Ec2 => Some(&self.ec2.resource_attributes),
             DetectorKind::Eks => Some(&self.eks.resource_attributes),
@@ -355,20 +374,45 @@ fn string_kv(key: &str, value: impl Into<String>) -> KeyValue {
     }
 }
 
+/// Why a detector detected nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DetectError {
+    /// The platform is not there (no cloud metadata server, not on
+    /// Kubernetes): the detector contributes nothing, as in the collector.
+    Absent(String),
+    /// The platform is there but answered wrongly.
+    Failed(String),
+}
+
+impl From<String> for DetectError {
+    fn from(reason: String) -> Self {
+        DetectError::Failed(reason)
+    }
+}
+
+impl std::fmt::Display for DetectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DetectError::Absent(reason) | DetectError::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
 async fn run_detector(
     kind: DetectorKind,
     config: &Config,
     ctx: &DetectContext,
-) -> Result<Vec<KeyValue>, String> {
+) -> Result<Vec<KeyValue>, DetectError> {
     match kind {
-        DetectorKind::Env => env::detect(ctx),
-        DetectorKind::System => system::detect(ctx, &config.system.hostname_sources),
-        DetectorKind::Docker => docker::detect(ctx).await,
-        DetectorKind::Kubernetes => kubernetes::detect(ctx, &config.k8snode),
-        DetectorKind::Gcp => gcp::detect(ctx).await,
-        DetectorKind::Ec2 => ec2::detect(ctx).await,
-        DetectorKind::Eks => ec2::detect_eks(ctx).await,
-        DetectorKind::Azure => azure::detect(ctx).await,
+        DetectorKind::Env => Ok(env::detect(ctx)?),
+        DetectorKind::System => Ok(system::detect(ctx, &config.system.hostname_sources)?),
+        DetectorKind::Docker => Ok(docker::detect(ctx).await?),
+        DetectorKind::K8sApi => kubernetes::detect(ctx, &config.k8s_api),
+        DetectorKind::K8sNode => kubernetes::detect(ctx, &config.k8snode),
+        DetectorKind::Gcp => Ok(gcp::detect(ctx).await?),
+        DetectorKind::Ec2 => Ok(ec2::detect(ctx).await?),
+        DetectorKind::Eks => Ok(ec2::detect_eks(ctx).await?),
+        DetectorKind::Azure => Ok(azure::detect(ctx).await?),
     }
 }
 

@@ -349,10 +349,43 @@ async fn batches_wait_for_detection() {
     assert!(resource_of(&out).contains(&("k8s.node.name".to_string(), "node-9".to_string())));
 }
 
+/// The gateway's own pod, namespace and service name (its environment)
+/// never replace the application's, even with `override: true`.
+#[tokio::test]
+async fn the_gateways_own_identity_never_reaches_the_spans() {
+    let ctx = DetectContext::for_test(&[
+        ("K8S_NODE_NAME", "node-3"),
+        ("K8S_POD_NAME", "tracegate-agent-abcde"),
+        ("K8S_NAMESPACE", "monitoring"),
+        ("OTEL_SERVICE_NAME", "tracegate"),
+    ]);
+    for detectors in [
+        serde_json::json!(["env", "kubernetes"]),
+        serde_json::json!(["k8snode", "env"]),
+        serde_json::json!(["k8s_api"]),
+    ] {
+        let out = process(
+            config(serde_json::json!({"detectors": detectors, "override": true})),
+            ctx.clone(),
+            batch_with_host("app"),
+        )
+        .await;
+        assert_eq!(
+            resource_of(&out),
+            [
+                ("service.name".to_string(), "cart".to_string()),
+                ("host.name".into(), "app".into()),
+                ("k8s.node.name".into(), "node-3".into()),
+            ],
+            "{detectors}"
+        );
+    }
+}
+
 #[test]
 fn config_keys_and_validation() {
     let c: Config = crate::config::from_value(serde_json::json!({
-        "detectors": ["gcp", "aws", "azure", "system", "docker", "kubernetes", "env", "k8snode", "ec2", "eks"],
+        "detectors": ["gcp", "aws", "azure", "system", "docker", "kubernetes", "env", "k8snode", "k8s_api", "ec2", "eks"],
         "timeout": "2s",
         "override": true,
     }))
