@@ -1,9 +1,15 @@
 //! End to end through the real binary: Zipkin v2 JSON posted to the
 //! `zipkin` receiver arrives at an in-test OTLP backend as OTLP, and
 //! malformed JSON is answered 400.
+//!
+//! When a Python with `py_zipkin` is available (`PY_ZIPKIN_PYTHON`, else
+//! `python3`), the real py_zipkin client's failed spans are shown to be
+//! errors: a tail sampler keeping ERROR traces keeps exactly those.
 
 mod support;
 
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -193,4 +199,159 @@ async fn zipkin_json_arrives_as_otlp_and_malformed_json_is_400() {
     )
     .await;
     assert_eq!(sink.span_count(), 3);
+}
+
+/// The real py_zipkin application of `tests/clients/py_zipkin_errors.py`.
+const PY_ZIPKIN_CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/clients/py_zipkin_errors.py"
+);
+
+fn python_with_py_zipkin() -> Option<String> {
+    let python = std::env::var("PY_ZIPKIN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import py_zipkin"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    ok.then_some(python)
+}
+
+/// The value of the tail sampler's global decision counter for one
+/// decision, 0 while it has none.
+fn decisions(text: &str, decision: &str) -> u64 {
+    let sampled = if decision == "sampled" {
+        "true"
+    } else {
+        "false"
+    };
+    text.lines()
+        .filter(|l| {
+            l.starts_with("otelcol_processor_tail_sampling_global_count_traces_sampled_total{")
+                && l.contains(&format!("decision=\"{decision}\""))
+                && l.contains(&format!("sampled=\"{sampled}\""))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// py_zipkin tags a span that raised `error=<type>: <message>`. Through a
+/// tail sampler whose only policy keeps ERROR traces, every such trace
+/// must be kept whole, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn py_zipkin_failed_spans_are_errors_to_a_tail_sampler() {
+    let Some(python) = python_with_py_zipkin() else {
+        eprintln!(
+            "skipped: no Python with py_zipkin (pip install py_zipkin; set PY_ZIPKIN_PYTHON)"
+        );
+        return;
+    };
+    let sink = Sink::start().await;
+    let gw = Gateway::start(&format!(
+        r#"
+receivers:
+  zipkin:
+    endpoint: 127.0.0.1:0
+processors:
+  tail_sampling:
+    decision_wait: 500ms
+    policies:
+      - name: errors
+        type: status_code
+        status_code:
+          status_codes: [ERROR]
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{}
+    tls:
+      insecure: true
+service:
+  pipelines:
+    traces:
+      receivers: [zipkin]
+      processors: [tail_sampling]
+      exporters: [otlp]
+{TELEMETRY}"#,
+        sink.addr.port()
+    ));
+    let url = format!("http://{}/api/v2/spans", gw.addr("zipkin", "http"));
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([PY_ZIPKIN_CLIENT, &url, "200", "4"])
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Trace ids as tracegate writes them: 64-bit ids in the low half.
+    let mut errors = HashSet::new();
+    let mut oks = HashSet::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let (kind, id) = line.split_once(' ').expect("`kind id` lines");
+        let id = format!("{id:0>32}");
+        match kind {
+            "error" => errors.insert(id),
+            "ok" => oks.insert(id),
+            other => panic!("unexpected line kind {other:?}"),
+        };
+    }
+    assert_eq!((errors.len(), oks.len()), (50, 150));
+
+    // Every trace decided (each trace's spans came in one request), then
+    // every kept span exported.
+    let metrics = gw.addr("telemetry", "metrics");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = raw::http(metrics, Method::GET, "/metrics", &[], "").await;
+        let text = String::from_utf8_lossy(&reply.body).into_owned();
+        let (kept, dropped) = (decisions(&text, "sampled"), decisions(&text, "not_sampled"));
+        if kept + dropped >= 200 {
+            assert_eq!((kept, dropped), (50, 150), "decisions:\n{text}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "decisions never reached 200:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sink.wait_for_spans(150, WAIT).await,
+        "only {} of the error traces' 150 spans",
+        sink.span_count()
+    );
+    raw::wait_for_metrics(
+        metrics,
+        &["otelcol_exporter_sent_spans_total{exporter=\"otlp\"} 150"],
+        WAIT,
+    )
+    .await;
+
+    let mut kept: HashMap<String, Vec<String>> = HashMap::new();
+    for s in sink.spans() {
+        let id: String = s.span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+        kept.entry(id).or_default().push(s.span.name.clone());
+        if s.span.name == "charge" {
+            assert_eq!(
+                s.span.status.as_ref().map(|st| st.code),
+                Some(OtlpStatus::Error as i32)
+            );
+            assert!(matches!(
+                s.attr("error"),
+                Some(Value::StringValue(m)) if m.starts_with("PaymentDeclined: card declined")
+            ));
+        }
+    }
+    let kept_ids: HashSet<String> = kept.keys().cloned().collect();
+    assert_eq!(kept_ids, errors, "exactly the error traces are kept");
+    for (id, names) in &mut kept {
+        names.sort();
+        assert_eq!(names, &["charge", "checkout", "load-cart"], "trace {id}");
+    }
 }

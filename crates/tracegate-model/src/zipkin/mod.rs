@@ -725,9 +725,16 @@ fn status_from_tags(tags: &mut Vec<(String, String)>) -> Option<Status> {
             result.message = message;
         }
     }
-    if tag(tags, TAG_ERROR) == Some("true") {
+    // Zipkin clients (Brave, zipkin-go, py_zipkin) tag a failed span
+    // `error=<message>`: any `error` tag, whatever its value (even empty
+    // or "false"), is an error, as in the collector since 2023. Only the
+    // bare `"true"` marker says nothing more and is dropped; a message
+    // stays an attribute and does not become the status message.
+    if let Some(value) = tag(tags, TAG_ERROR) {
         result.code = status::StatusCode::Error as i32;
-        take_tag(tags, TAG_ERROR);
+        if value == "true" {
+            take_tag(tags, TAG_ERROR);
+        }
     }
     (result != Status::default()).then_some(result)
 }

@@ -199,9 +199,14 @@ fn kind_from_span_kind_tag_and_missing_timestamp() {
         attr(&span.attributes, START_TIME_ABSENT),
         Some(&V::BoolValue(true))
     );
-    // error=false is not a status: it stays an attribute.
+    // Any `error` tag is an error, even "false" (the collector's rule);
+    // only "true" is removed, so this one stays an attribute.
     assert_eq!(attr(&span.attributes, "error"), Some(&s("false")));
-    assert!(span.status.is_none());
+    let st = span.status.as_ref().unwrap();
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (StatusCode::Error as i32, "")
+    );
     assert!(attr(&span.attributes, "span.kind").is_none());
 }
 
@@ -375,4 +380,111 @@ fn proto3_spans_map_like_json() {
     bad.spans[0].trace_id = vec![1; 12];
     assert!(v2_proto_to_request(&bad.encode_to_vec(), false).is_err());
     assert!(v2_proto_to_request(b"\x0a\xff\xff", false).is_err());
+}
+
+/// One span's status and `error` attribute after mapping the tags given
+/// as JSON, through both the JSON and the proto3 decoder (which must
+/// agree).
+fn status_and_error_attr(tags: &str, parse_string_tags: bool) -> (Option<Status>, Option<V>) {
+    use prost::Message;
+    let body = format!(r#"[{{"traceId": "1", "id": "2", "timestamp": 1, "tags": {tags}}}]"#);
+    let request = v2_json_to_request(body.as_bytes(), parse_string_tags).unwrap();
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    let from_json = (
+        span.status.clone(),
+        attr(&span.attributes, "error").cloned(),
+    );
+
+    let tag_map: std::collections::BTreeMap<String, String> = serde_json::from_str(tags).unwrap();
+    let list = proto::ListOfSpans {
+        spans: vec![proto::ProtoSpan {
+            trace_id: 1u64.to_be_bytes().to_vec(),
+            id: 2u64.to_be_bytes().to_vec(),
+            timestamp: 1,
+            tags: tag_map,
+            ..Default::default()
+        }],
+    };
+    let request = v2_proto_to_request(&list.encode_to_vec(), parse_string_tags).unwrap();
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    let from_proto = (
+        span.status.clone(),
+        attr(&span.attributes, "error").cloned(),
+    );
+    assert_eq!(from_json, from_proto, "tags {tags:?}");
+    from_json
+}
+
+fn error_status() -> Option<Status> {
+    Some(Status {
+        code: StatusCode::Error as i32,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn any_error_tag_is_an_error_status_as_in_the_collector() {
+    // What Brave, zipkin-go and py_zipkin send for a failed span: the
+    // message. ERROR, no status message, the tag kept as an attribute.
+    assert_eq!(
+        status_and_error_attr(r#"{"error": "ValueError: boom"}"#, false),
+        (error_status(), Some(s("ValueError: boom")))
+    );
+    // The plain marker: ERROR, and the tag is consumed.
+    assert_eq!(
+        status_and_error_attr(r#"{"error": "true"}"#, false),
+        (error_status(), None)
+    );
+    // Empty and "false" are still errors (the tag's presence decides).
+    assert_eq!(
+        status_and_error_attr(r#"{"error": ""}"#, false),
+        (error_status(), Some(s("")))
+    );
+    assert_eq!(
+        status_and_error_attr(r#"{"error": "false"}"#, false),
+        (error_status(), Some(s("false")))
+    );
+    // With parse_string_tags the kept tag is typed like any other.
+    assert_eq!(
+        status_and_error_attr(r#"{"error": "false"}"#, true),
+        (error_status(), Some(V::BoolValue(false)))
+    );
+    assert_eq!(
+        status_and_error_attr(r#"{"error": "500"}"#, true),
+        (error_status(), Some(V::IntValue(500)))
+    );
+    // No error tag: no status.
+    assert_eq!(
+        status_and_error_attr(r#"{"http.path": "/"}"#, false),
+        (None, None)
+    );
+}
+
+#[test]
+fn error_tag_overrides_otel_status_code_but_keeps_its_description() {
+    // The collector applies otel.status_code first, then the error tag.
+    assert_eq!(
+        status_and_error_attr(
+            r#"{"otel.status_code": "STATUS_CODE_OK", "otel.status_description": "fine",
+                "error": "timeout"}"#,
+            false
+        ),
+        (
+            Some(Status {
+                code: StatusCode::Error as i32,
+                message: "fine".into()
+            }),
+            Some(s("timeout"))
+        )
+    );
+    // A description without a code is an ordinary attribute, not a message.
+    let body = r#"[{"traceId": "1", "id": "2", "timestamp": 1,
+        "tags": {"otel.status_description": "why", "error": "x"}}]"#;
+    let request = v2_json_to_request(body.as_bytes(), false).unwrap();
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(span.status, error_status());
+    assert_eq!(
+        attr(&span.attributes, "otel.status_description"),
+        Some(&s("why"))
+    );
 }
