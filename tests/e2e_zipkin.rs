@@ -119,7 +119,7 @@ async fn zipkin_json_arrives_as_otlp_and_malformed_json_is_400() {
         Some(&Value::StringValue("/api".into()))
     );
     assert_eq!(
-        quickstart.attr("net.host.ip"),
+        quickstart.attr("network.local.address"),
         Some(&Value::StringValue("192.168.99.1".into()))
     );
     assert_eq!(
@@ -127,7 +127,7 @@ async fn zipkin_json_arrives_as_otlp_and_malformed_json_is_400() {
         Some(&Value::IntValue(3306))
     );
     assert_eq!(
-        quickstart.attr("net.peer.ip"),
+        quickstart.attr("network.peer.address"),
         Some(&Value::StringValue("172.19.0.2".into()))
     );
     assert_eq!(
@@ -150,7 +150,7 @@ async fn zipkin_json_arrives_as_otlp_and_malformed_json_is_400() {
         OtlpStatus::Error as i32
     );
     assert_eq!(
-        client.attr("peer.service"),
+        client.attr("service.peer.name"),
         Some(&Value::StringValue("backend".into()))
     );
     assert_eq!(client.span.events.len(), 1);

@@ -768,3 +768,69 @@ fn maps_and_arrays_are_json_as_go_writes_it() {
         r#"{"a":"x","b":2}"#
     );
 }
+
+/// The parent and links of a span with these references (the span is in
+/// `TRACE`).
+fn parent_and_links(references: Vec<proto::SpanRef>) -> (Vec<u8>, Vec<(Vec<u8>, String)>) {
+    let mut span = jaeger_span();
+    span.references = references;
+    let request = request_from_batches([proto::Batch {
+        spans: vec![span],
+        process: None,
+    }])
+    .unwrap();
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    let links = span
+        .links
+        .iter()
+        .map(|l| (l.span_id.clone(), str_of(&l.attributes[0])))
+        .collect();
+    (span.parent_span_id.clone(), links)
+}
+
+fn reference(trace: [u8; 16], span: [u8; 8], ref_type: SpanRefType) -> proto::SpanRef {
+    proto::SpanRef {
+        trace_id: trace.to_vec(),
+        span_id: span.to_vec(),
+        ref_type: ref_type as i32,
+    }
+}
+
+#[test]
+fn follows_from_in_the_same_trace_is_the_parent_when_no_child_of_is() {
+    use SpanRefType::{ChildOf, FollowsFrom};
+    // Only a FOLLOWS_FROM into the span's trace: it is the parent, and
+    // (not being a CHILD_OF) stays a link as well, as in the collector.
+    assert_eq!(
+        parent_and_links(vec![reference(TRACE, PARENT, FollowsFrom)]),
+        (
+            PARENT.to_vec(),
+            vec![(PARENT.to_vec(), "follows_from".into())]
+        )
+    );
+    // A CHILD_OF into the trace wins, even after the FOLLOWS_FROM.
+    assert_eq!(
+        parent_and_links(vec![
+            reference(TRACE, LINKED, FollowsFrom),
+            reference(TRACE, PARENT, ChildOf),
+        ]),
+        (
+            PARENT.to_vec(),
+            vec![(LINKED.to_vec(), "follows_from".into())]
+        )
+    );
+    // The first of several FOLLOWS_FROM; one into another trace is no parent.
+    assert_eq!(
+        parent_and_links(vec![
+            reference(OTHER_TRACE, SPAN, FollowsFrom),
+            reference(TRACE, LINKED, FollowsFrom),
+            reference(TRACE, PARENT, FollowsFrom),
+        ])
+        .0,
+        LINKED.to_vec()
+    );
+    assert_eq!(
+        parent_and_links(vec![reference(OTHER_TRACE, PARENT, FollowsFrom)]).0,
+        Vec::<u8>::new()
+    );
+}

@@ -246,16 +246,25 @@ fn otlp_span(span: proto::Span) -> Result<Span, JaegerError> {
     let start = unix_nanos(span.start_time.as_ref());
     let end = start + nanos(span.duration.as_ref());
 
-    // Jaeger's ParentSpanID(): the first CHILD_OF within the same trace.
-    let mut parent = vec![0u8; 8];
+    // Jaeger's ParentSpanID(), which the collector uses: the first CHILD_OF
+    // reference within the same trace, else the first FOLLOWS_FROM one
+    // (as the thrift path does). Either way the reference also stays a
+    // link unless it is a CHILD_OF to that id.
+    let mut child_of = None;
+    let mut follows_from = None;
     for reference in &span.references {
-        if reference.ref_type == SpanRefType::ChildOf as i32
-            && trace_id(&reference.trace_id)? == own_trace_id
-        {
-            parent = span_id(&reference.span_id)?;
+        if trace_id(&reference.trace_id)? != own_trace_id {
+            continue;
+        }
+        if reference.ref_type == SpanRefType::ChildOf as i32 {
+            child_of = Some(span_id(&reference.span_id)?);
             break;
         }
+        if follows_from.is_none() && reference.ref_type == SpanRefType::FollowsFrom as i32 {
+            follows_from = Some(span_id(&reference.span_id)?);
+        }
     }
+    let parent = child_of.or(follows_from).unwrap_or_else(|| vec![0u8; 8]);
     let has_parent = parent.iter().any(|b| *b != 0);
 
     let mut attributes = Attributes::default();

@@ -4,7 +4,7 @@
 //! one scope per `otel.library.name` tag, resource-convention tags moved to
 //! the resource, `kind`, status, links and events rebuilt from the tags and
 //! annotations the collector's Zipkin exporter writes, endpoints as
-//! `net.*`/`peer.service` attributes.
+//! `network.*`/`service.peer.name` attributes.
 //!
 //! The body is untrusted: every field is type-checked as zipkin-go's
 //! `encoding/json` would, and the first offence is reported with its JSON
@@ -48,8 +48,16 @@ const TAG_STATUS_DESCRIPTION: &str = "otel.status_description";
 const TAG_ERROR: &str = "error";
 const TAG_SPAN_KIND: &str = "span.kind";
 const TAG_TRACE_STATE: &str = "w3c.tracestate";
-/// Set on spans that arrived without a timestamp (start becomes the epoch).
+/// Set on JSON spans that arrived without a timestamp (start becomes the
+/// epoch). zipkin-go reads a proto3 span's missing timestamp as the epoch
+/// itself, a set time, so the collector marks none of those.
 const START_TIME_ABSENT: &str = "otel.zipkin.absentField.startTime";
+/// Endpoint attributes (see `to_span`).
+const ATTR_LOCAL_ADDRESS: &str = "network.local.address";
+const ATTR_LOCAL_PORT: &str = "net.host.port";
+const ATTR_PEER_SERVICE: &str = "service.peer.name";
+const ATTR_PEER_ADDRESS: &str = "network.peer.address";
+const ATTR_PEER_PORT: &str = "net.peer.port";
 /// The collector looks for links `otlp.link.0` up to this index.
 const MAX_LINK_TAGS: usize = 128;
 
@@ -176,6 +184,8 @@ struct ZipkinSpan {
     name: String,
     kind: String,
     timestamp_us: u64,
+    /// The body gave no start time (JSON only; see [`START_TIME_ABSENT`]).
+    start_absent: bool,
     duration_us: u64,
     local: Option<Endpoint>,
     remote: Option<Endpoint>,
@@ -215,8 +225,9 @@ fn invalid(path: impl Into<String>, message: impl Into<String>) -> ZipkinError {
 }
 
 /// Parses a Zipkin v2 JSON body (a list of spans) into an OTLP request.
-/// `parse_string_tags` turns tag values that read as integers, doubles or
-/// booleans into typed attributes, as the receiver's option of that name.
+/// `parse_string_tags` turns tag values that match the collector's integer,
+/// decimal or boolean pattern into typed attributes, as the receiver's
+/// option of that name.
 pub fn v2_json_to_request(
     json: &[u8],
     parse_string_tags: bool,
@@ -380,6 +391,7 @@ fn parse_span(value: &Value, path: &str) -> Result<ZipkinSpan, ZipkinError> {
     span.name = opt_str(object, "name", path)?.unwrap_or("").to_string();
     span.kind = opt_str(object, "kind", path)?.unwrap_or("").to_string();
     span.timestamp_us = opt_u64(object, "timestamp", path)?;
+    span.start_absent = span.timestamp_us == 0;
     span.duration_us = opt_u64(object, "duration", path)?;
     // Parsed for their types only: the translator does not map them.
     opt_bool(object, "debug", path)?;
@@ -640,25 +652,24 @@ fn to_span(
         };
         put(attrs, &key, value);
     }
+    // Endpoints, under the names the collector's translator writes with
+    // its default feature gates since the network conventions moved to
+    // semconv 1.40 (`EmitV1NetworkConventions` and
+    // `DontEmitV0NetworkConventions`, beta): the addresses and the peer's
+    // service name; the ports keep their `net.*` names. IPv6 wins over
+    // IPv4 when an endpoint has both (it is written second).
     if let Some(local) = &zspan.local {
-        if let Some(ip) = local.ipv4 {
+        for ip in [local.ipv4, local.ipv6].into_iter().flatten() {
             put(
                 attrs,
-                "net.host.ip",
-                any_value::Value::StringValue(ip_string(ip)),
-            );
-        }
-        if let Some(ip) = local.ipv6 {
-            put(
-                attrs,
-                "net.host.ip",
+                ATTR_LOCAL_ADDRESS,
                 any_value::Value::StringValue(ip_string(ip)),
             );
         }
         if local.port > 0 {
             put(
                 attrs,
-                "net.host.port",
+                ATTR_LOCAL_PORT,
                 any_value::Value::IntValue(local.port.into()),
             );
         }
@@ -667,43 +678,34 @@ fn to_span(
         if !remote.service_name.is_empty() {
             put(
                 attrs,
-                "peer.service",
+                ATTR_PEER_SERVICE,
                 any_value::Value::StringValue(remote.service_name.clone()),
             );
         }
-        if let Some(ip) = remote.ipv4 {
+        for ip in [remote.ipv4, remote.ipv6].into_iter().flatten() {
             put(
                 attrs,
-                "net.peer.ip",
-                any_value::Value::StringValue(ip_string(ip)),
-            );
-        }
-        if let Some(ip) = remote.ipv6 {
-            put(
-                attrs,
-                "net.peer.ip",
+                ATTR_PEER_ADDRESS,
                 any_value::Value::StringValue(ip_string(ip)),
             );
         }
         if remote.port > 0 {
             put(
                 attrs,
-                "net.peer.port",
+                ATTR_PEER_PORT,
                 any_value::Value::IntValue(remote.port.into()),
             );
         }
     }
 
-    // Microseconds to nanoseconds with Go's wrapping arithmetic.
+    // Microseconds to nanoseconds with Go's wrapping arithmetic; a span
+    // without a timestamp starts at the epoch.
     let duration_ns = zspan.duration_us.wrapping_mul(1000);
-    if zspan.timestamp_us == 0 {
-        span.start_time_unix_nano = 0;
-        span.end_time_unix_nano = duration_ns;
+    let start = zspan.timestamp_us.wrapping_mul(1000);
+    span.start_time_unix_nano = start;
+    span.end_time_unix_nano = start.wrapping_add(duration_ns);
+    if zspan.start_absent {
         put(attrs, START_TIME_ABSENT, any_value::Value::BoolValue(true));
-    } else {
-        let start = zspan.timestamp_us.wrapping_mul(1000);
-        span.start_time_unix_nano = start;
-        span.end_time_unix_nano = start.wrapping_add(duration_ns);
     }
 
     for (timestamp_us, value) in &zspan.annotations {
@@ -716,9 +718,12 @@ fn to_span(
 fn status_from_tags(tags: &mut Vec<(String, String)>) -> Option<Status> {
     let mut result = Status::default();
     if let Some(code) = take_tag(tags, TAG_STATUS_CODE) {
+        // The proto enum names, and the spellings older versions of the
+        // collector's own Zipkin exporter wrote (`Ok`, `Error`, `Unset`);
+        // anything else is Unset (and still consumes the description).
         result.code = match code.as_str() {
-            "STATUS_CODE_OK" => status::StatusCode::Ok as i32,
-            "STATUS_CODE_ERROR" => status::StatusCode::Error as i32,
+            "STATUS_CODE_OK" | "Ok" => status::StatusCode::Ok as i32,
+            "STATUS_CODE_ERROR" | "Error" => status::StatusCode::Error as i32,
             _ => status::StatusCode::Unset as i32,
         };
         if let Some(message) = take_tag(tags, TAG_STATUS_DESCRIPTION) {
@@ -739,48 +744,39 @@ fn status_from_tags(tags: &mut Vec<(String, String)>) -> Option<Status> {
     (result != Status::default()).then_some(result)
 }
 
-/// Go's `strconv.ParseBool`.
-fn parse_go_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// The collector's `DetermineValueType`: integer, then double, then bool,
-/// else the string as sent.
+/// The collector's `DetermineValueType` and what it then stores: a value
+/// matching `^-?\d+$` (ASCII digits, no `+`) is an integer, saturating at
+/// the `i64` bounds as Go's `strconv.ParseInt` does on overflow (its error
+/// is ignored); one matching `^-?\d+\.\d+$` is a double (`ParseFloat`,
+/// infinite when out of range); `true` / `false` exactly are booleans.
+/// Everything else, including exponents, `+1`, `True`, `1.` and JSON-like
+/// values, stays the string as sent.
 fn typed_tag_value(value: String) -> any_value::Value {
-    let integer = !value.is_empty()
-        && value
-            .strip_prefix(['+', '-'])
-            .unwrap_or(&value)
-            .bytes()
-            .all(|b| b.is_ascii_digit());
-    if integer {
-        if let Ok(i) = value.parse::<i64>() {
-            return any_value::Value::IntValue(i);
+    let (negative, unsigned) = match value.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, value.as_str()),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if digits(unsigned) {
+        let i = value
+            .parse::<i64>()
+            .unwrap_or(if negative { i64::MIN } else { i64::MAX });
+        return any_value::Value::IntValue(i);
+    }
+    if let Some((whole, fraction)) = unsigned.split_once('.') {
+        if digits(whole) && digits(fraction) {
+            // Rust's parser rounds as Go's does and gives ±infinity where
+            // Go returns ±Inf with a range error.
+            if let Ok(d) = value.parse::<f64>() {
+                return any_value::Value::DoubleValue(d);
+            }
         }
     }
-    if let Some(d) = parse_go_float(&value) {
-        return any_value::Value::DoubleValue(d);
+    match value.as_str() {
+        "true" => any_value::Value::BoolValue(true),
+        "false" => any_value::Value::BoolValue(false),
+        _ => any_value::Value::StringValue(value),
     }
-    if let Some(b) = parse_go_bool(&value) {
-        return any_value::Value::BoolValue(b);
-    }
-    any_value::Value::StringValue(value)
-}
-
-/// Go's `strconv.ParseFloat` for decimal input: Rust's parser takes the
-/// same digits and exponents plus `inf`/`nan` spellings Go also takes;
-/// an out-of-range value is an error in Go, infinity in Rust.
-fn parse_go_float(s: &str) -> Option<f64> {
-    let d: f64 = s.parse().ok()?;
-    let spelled_infinite = s
-        .trim_start_matches(['+', '-'])
-        .to_ascii_lowercase()
-        .starts_with("inf");
-    (d.is_finite() || spelled_infinite).then_some(d)
 }
 
 /// `name|{json attributes}|dropped count`, which the collector's Zipkin

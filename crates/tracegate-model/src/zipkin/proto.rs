@@ -154,6 +154,8 @@ pub(super) fn parse(body: &[u8]) -> Result<Vec<ZipkinSpan>, ZipkinError> {
             name: p.name,
             kind: kind.into(),
             timestamp_us: p.timestamp,
+            // zipkin-go makes 0 the epoch, a set time: never "absent".
+            start_absent: false,
             duration_us: p.duration,
             local: endpoint(p.local_endpoint, i, "local_endpoint")?,
             remote: endpoint(p.remote_endpoint, i, "remote_endpoint")?,

@@ -47,7 +47,7 @@ fn quickstart_span_maps_every_field() {
     assert_eq!(attr(&span.attributes, "http.method"), Some(&s("GET")));
     assert_eq!(attr(&span.attributes, "http.path"), Some(&s("/api")));
     assert_eq!(
-        attr(&span.attributes, "net.host.ip"),
+        attr(&span.attributes, "network.local.address"),
         Some(&s("192.168.99.1"))
     );
     assert_eq!(
@@ -55,7 +55,7 @@ fn quickstart_span_maps_every_field() {
         Some(&V::IntValue(3306))
     );
     assert_eq!(
-        attr(&span.attributes, "net.peer.ip"),
+        attr(&span.attributes, "network.peer.address"),
         Some(&s("172.19.0.2"))
     );
     assert_eq!(
@@ -148,11 +148,11 @@ fn rpc_spans_group_by_service_with_shared_span_and_events() {
     );
     assert!(attr(&client.attributes, "error").is_none());
     assert_eq!(
-        attr(&client.attributes, "peer.service"),
+        attr(&client.attributes, "service.peer.name"),
         Some(&s("backend"))
     );
     assert_eq!(
-        attr(&client.attributes, "net.peer.ip"),
+        attr(&client.attributes, "network.peer.address"),
         Some(&s("192.168.99.101"))
     );
     assert_eq!(
@@ -160,7 +160,7 @@ fn rpc_spans_group_by_service_with_shared_span_and_events() {
         Some(&V::IntValue(9000))
     );
     assert_eq!(
-        attr(&client.attributes, "net.host.ip"),
+        attr(&client.attributes, "network.local.address"),
         Some(&s("2001:db8::c001"))
     );
     assert_eq!(
@@ -220,7 +220,8 @@ fn parse_string_tags_types_values() {
     assert_eq!(attr(&span.attributes, "d"), Some(&V::DoubleValue(1.5)));
     assert_eq!(attr(&span.attributes, "b"), Some(&V::BoolValue(true)));
     assert_eq!(attr(&span.attributes, "t"), Some(&s("text")));
-    assert_eq!(attr(&span.attributes, "big"), Some(&V::DoubleValue(1e20)));
+    // Beyond i64: saturated, as Go's ParseInt result the collector keeps.
+    assert_eq!(attr(&span.attributes, "big"), Some(&V::IntValue(i64::MAX)));
     let request = v2_json_to_request(body.as_bytes(), false).unwrap();
     let span = &request.resource_spans[0].scope_spans[0].spans[0];
     assert_eq!(attr(&span.attributes, "i"), Some(&s("-42")));
@@ -367,7 +368,7 @@ fn proto3_spans_map_like_json() {
     assert_eq!(from_proto, from_json);
     let span = &from_proto.resource_spans[0].scope_spans[0].spans[0];
     assert_eq!(
-        attr(&span.attributes, "net.peer.ip"),
+        attr(&span.attributes, "network.peer.address"),
         Some(&s("2001:db8::1"))
     );
 
@@ -487,4 +488,160 @@ fn error_tag_overrides_otel_status_code_but_keeps_its_description() {
         attr(&span.attributes, "otel.status_description"),
         Some(&s("why"))
     );
+}
+
+/// Each tag value with `parse_string_tags`, typed as the collector's three
+/// patterns do (`^-?\d+$`, `^-?\d+\.\d+$`, `^(true|false)$`).
+#[test]
+fn parse_string_tags_uses_exactly_the_collectors_patterns() {
+    let out_of_range = format!("{}.0", "9".repeat(400));
+    let cases: Vec<(&str, V)> = vec![
+        ("0", V::IntValue(0)),
+        ("-0", V::IntValue(0)),
+        ("007", V::IntValue(7)),
+        ("1", V::IntValue(1)),
+        ("9223372036854775807", V::IntValue(i64::MAX)),
+        ("9223372036854775808", V::IntValue(i64::MAX)),
+        ("-9223372036854775808", V::IntValue(i64::MIN)),
+        ("-9223372036854775809", V::IntValue(i64::MIN)),
+        ("-99999999999999999999999999", V::IntValue(i64::MIN)),
+        ("1.5", V::DoubleValue(1.5)),
+        ("-0.25", V::DoubleValue(-0.25)),
+        ("00.10", V::DoubleValue(0.1)),
+        (
+            "123456789012345678901234567890.5",
+            V::DoubleValue(1.234_567_890_123_456_8e29),
+        ),
+        // 400 digits before the point: out of range, Go's +Inf.
+        (&out_of_range, V::DoubleValue(f64::INFINITY)),
+        ("true", V::BoolValue(true)),
+        ("false", V::BoolValue(false)),
+        // Not one of the patterns: the string as sent.
+        ("+1", s("+1")),
+        ("1e3", s("1e3")),
+        ("1.", s("1.")),
+        (".5", s(".5")),
+        ("-", s("-")),
+        ("--1", s("--1")),
+        ("1_000", s("1_000")),
+        (" 1", s(" 1")),
+        ("1\n", s("1\n")),
+        // An Arabic-Indic one: not `\d` in Go's RE2.
+        ("\u{0661}", s("\u{0661}")),
+        ("inf", s("inf")),
+        ("NaN", s("NaN")),
+        ("0x10", s("0x10")),
+        ("True", s("True")),
+        ("TRUE", s("TRUE")),
+        ("t", s("t")),
+        ("", s("")),
+        (r#"{"a":1}"#, s(r#"{"a":1}"#)),
+        ("[1,2]", s("[1,2]")),
+    ];
+    for (text, want) in cases {
+        assert_eq!(
+            typed_tag_value(text.to_string()),
+            want,
+            "tag value {text:?}"
+        );
+    }
+}
+
+#[test]
+fn otel_status_code_spellings_as_the_collector_reads_them() {
+    let code = |value: &str| {
+        let tags = format!(r#"{{"otel.status_code": "{value}", "otel.status_description": "d"}}"#);
+        status_and_error_attr(&tags, false).0
+    };
+    let st = |code: StatusCode| {
+        Some(Status {
+            code: code as i32,
+            message: "d".into(),
+        })
+    };
+    assert_eq!(code("STATUS_CODE_OK"), st(StatusCode::Ok));
+    assert_eq!(code("STATUS_CODE_ERROR"), st(StatusCode::Error));
+    assert_eq!(code("STATUS_CODE_UNSET"), st(StatusCode::Unset));
+    // What the collector's Zipkin exporter used to write.
+    assert_eq!(code("Ok"), st(StatusCode::Ok));
+    assert_eq!(code("Error"), st(StatusCode::Error));
+    assert_eq!(code("Unset"), st(StatusCode::Unset));
+    // Other spellings are Unset, the description still the message.
+    assert_eq!(code("OK"), st(StatusCode::Unset));
+    assert_eq!(code("ERROR"), st(StatusCode::Unset));
+    assert_eq!(code("error"), st(StatusCode::Unset));
+}
+
+#[test]
+fn proto3_span_without_timestamp_is_not_marked_absent() {
+    use prost::Message;
+    let list = proto::ListOfSpans {
+        spans: vec![proto::ProtoSpan {
+            trace_id: 1u64.to_be_bytes().to_vec(),
+            id: 2u64.to_be_bytes().to_vec(),
+            duration: 5,
+            ..Default::default()
+        }],
+    };
+    let request = v2_proto_to_request(&list.encode_to_vec(), false).unwrap();
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(
+        (span.start_time_unix_nano, span.end_time_unix_nano),
+        (0, 5000)
+    );
+    assert!(span.attributes.is_empty(), "{:?}", span.attributes);
+    // The same span as JSON is marked.
+    let body = r#"[{"traceId": "1", "id": "2", "duration": 5}]"#;
+    let request = v2_json_to_request(body.as_bytes(), false).unwrap();
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(
+        (span.start_time_unix_nano, span.end_time_unix_nano),
+        (0, 5000)
+    );
+    assert_eq!(
+        attr(&span.attributes, START_TIME_ABSENT),
+        Some(&V::BoolValue(true))
+    );
+}
+
+#[test]
+fn endpoints_use_the_network_conventions_and_no_older_names() {
+    let body = r#"[{"traceId": "1", "id": "2", "timestamp": 1,
+        "localEndpoint": {"serviceName": "a", "ipv4": "10.0.0.1", "ipv6": "::ffff:10.0.0.9", "port": 80},
+        "remoteEndpoint": {"serviceName": "b", "ipv4": "10.0.0.2", "port": 5432}}]"#;
+    let request = v2_json_to_request(body.as_bytes(), false).unwrap();
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    let mut keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "net.host.port",
+            "net.peer.port",
+            "network.local.address",
+            "network.peer.address",
+            "service.peer.name"
+        ]
+    );
+    // IPv6, written after IPv4, wins; a v4-mapped address prints as IPv4.
+    assert_eq!(
+        attr(&span.attributes, "network.local.address"),
+        Some(&s("10.0.0.9"))
+    );
+    assert_eq!(
+        attr(&span.attributes, "network.peer.address"),
+        Some(&s("10.0.0.2"))
+    );
+    assert_eq!(attr(&span.attributes, "service.peer.name"), Some(&s("b")));
+    assert_eq!(
+        attr(&span.attributes, "net.peer.port"),
+        Some(&V::IntValue(5432))
+    );
+    // The endpoint wins over a tag of the same name.
+    let body = r#"[{"traceId": "1", "id": "2", "timestamp": 1,
+        "remoteEndpoint": {"serviceName": "b"}, "tags": {"service.peer.name": "tag"}}]"#;
+    let request = v2_json_to_request(body.as_bytes(), false).unwrap();
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(attr(&span.attributes, "service.peer.name"), Some(&s("b")));
+    assert_eq!(span.attributes.len(), 1);
 }
