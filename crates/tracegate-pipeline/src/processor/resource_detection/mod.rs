@@ -583,8 +583,20 @@ async fn run_detector(
             Ok(found?)
         }
         DetectorKind::Docker => docker::detect(ctx).await,
-        DetectorKind::K8sApi => kubernetes::detect(ctx, &config.k8s_api),
-        DetectorKind::K8sNode => kubernetes::detect(ctx, &config.k8snode),
+        DetectorKind::K8sApi | DetectorKind::K8sNode => {
+            let section = if kind == DetectorKind::K8sApi {
+                &config.k8s_api
+            } else {
+                &config.k8snode
+            };
+            kubernetes::detect(
+                ctx,
+                section,
+                config.enabled(kind, "k8s.node.uid"),
+                config.enabled(kind, "k8s.cluster.uid"),
+            )
+            .await
+        }
         DetectorKind::Gcp => gcp::detect(ctx, &regexes(&config.gcp.labels)).await,
         DetectorKind::Ec2 => {
             let tags = regexes(&config.ec2.tags);

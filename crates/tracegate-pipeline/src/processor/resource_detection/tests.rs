@@ -108,6 +108,49 @@ impl FakeServer {
         }
     }
 
+    /// An HTTPS server with `pki`'s `localhost` certificate.
+    pub async fn start_tls(
+        pki: &crate::exporter::test_support::TestPki,
+        handler: impl Fn(&FakeRequest) -> FakeAnswer + Send + Sync + 'static,
+    ) -> FakeServer {
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pki.server_cert_pem.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
+        let key = rustls_pemfile::private_key(&mut pki.server_key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let handler: Arc<dyn Fn(&FakeRequest) -> FakeAnswer + Send + Sync> = Arc::new(handler);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        serve(TokioIo::new(tls), handler);
+                    }
+                });
+            }
+        });
+        FakeServer {
+            address: Some(address),
+            task,
+        }
+    }
+
     /// A server that accepts connections and never answers: a metadata
     /// address that black-holes requests.
     pub async fn start_silent() -> FakeServer {
