@@ -118,6 +118,7 @@ async fn fake_imds() -> SocketAddr {
                     "instanceId":"i-1234567890abcdef0","instanceType":"t2.micro","region":"us-west-2"}"#
                     .into(),
             ),
+            "/latest/meta-data/instance-id" => (200, vec![], "i-1234567890abcdef0".into()),
             "/latest/meta-data/hostname" => (200, vec![], "ip-10-0-0-1.ec2.internal".into()),
             _ => (404, vec![], String::new()),
         }

@@ -92,12 +92,16 @@ impl Imds {
     }
 }
 
-/// The metadata service not answering at all means "not on EC2" (nothing
-/// detected, as in the collector); once it answers, failures are real.
+/// As in the collector: when the instance id cannot be read (nothing
+/// answers, or something that is not IMDS answers with errors) this is not
+/// EC2 and nothing is detected; once it is read, failures are real.
 async fn connect(ctx: &DetectContext) -> Result<Imds, DetectError> {
-    Imds::connect(ctx)
+    let absent = |e: String| DetectError::Absent(format!("not on EC2: {e}"));
+    let imds = Imds::connect(ctx).await.map_err(absent)?;
+    imds.get("/latest/meta-data/instance-id")
         .await
-        .map_err(|e| DetectError::Absent(format!("not on EC2: {e}")))
+        .map_err(absent)?;
+    Ok(imds)
 }
 
 /// `tags`: regexes of instance tag keys, read from IMDS, set as
@@ -210,6 +214,7 @@ pub(super) mod tests {
                     vec![],
                     "ip-10-158-112-84.us-west-2.compute.internal".into(),
                 ),
+                "/latest/meta-data/instance-id" => (200, vec![], "i-1234567890abcdef0".into()),
                 "/latest/meta-data/tags/instance" => (200, vec![], "Name\nteam".into()),
                 "/latest/meta-data/tags/instance/team" => (200, vec![], "payments".into()),
                 "/latest/meta-data/tags/instance/Name" => (200, vec![], "web-1".into()),
@@ -261,6 +266,15 @@ pub(super) mod tests {
             DetectContext::for_test(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1")]);
         assert!(matches!(
             detect(&nowhere, &[]).await,
+            Err(DetectError::Absent(_))
+        ));
+        // Something at the address that answers every request with 403 (a
+        // proxy, another cloud): not EC2 either.
+        let forbidding = FakeServer::start(|_| (403, vec![], String::new())).await;
+        let other =
+            DetectContext::for_test(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &forbidding.url())]);
+        assert!(matches!(
+            detect(&other, &[]).await,
             Err(DetectError::Absent(_))
         ));
     }
