@@ -427,6 +427,39 @@ impl Config {
                 );
             }
         }
+        // Where the outcome differs from the collector's, say so.
+        if self.detectors.contains(&DetectorKind::K8sNode) {
+            warnings.push(
+                "detector k8snode (or kubernetes) is the collector's deprecated name for k8s_api"
+                    .into(),
+            );
+        }
+        if self
+            .detectors
+            .iter()
+            .any(|k| matches!(k, DetectorKind::K8sApi | DetectorKind::K8sNode))
+        {
+            warnings.push(
+                "k8s_api: where the node-name variable is unset, or the Kubernetes API cannot be \
+                 reached from a pod, tracegate skips what it cannot know; the collector refuses \
+                 to start"
+                    .into(),
+            );
+        }
+        if self.detectors.contains(&DetectorKind::Docker) {
+            warnings.push(
+                "docker: where no Docker daemon answers, tracegate detects nothing; the \
+                 collector refuses to start"
+                    .into(),
+            );
+        }
+        if !self.gcp.labels.is_empty() {
+            warnings.push(
+                "gcp.labels: read from the instance's metadata attributes, not the Compute API \
+                 as the collector first tries"
+                    .into(),
+            );
+        }
         if self.timeout.is_zero() {
             warnings.push(
                 "timeout is 0s: every detector but env, system and kubernetes times out at once"
