@@ -88,6 +88,7 @@ async fn fake_gce() -> SocketAddr {
             "/computeMetadata/v1/instance/zone" => "projects/123456/zones/us-central1-a",
             "/computeMetadata/v1/instance/machine-type" => "projects/123456/machineTypes/e2-medium",
             "/computeMetadata/v1/instance/name" => "vm-1",
+            "/computeMetadata/v1/instance/hostname" => "vm-1.c.my-project.internal",
             _ => return (404, flavor, "not found".into()),
         };
         (200, flavor, body.into())
@@ -117,6 +118,7 @@ async fn fake_imds() -> SocketAddr {
                     "instanceId":"i-1234567890abcdef0","instanceType":"t2.micro","region":"us-west-2"}"#
                     .into(),
             ),
+            "/latest/meta-data/instance-id" => (200, vec![], "i-1234567890abcdef0".into()),
             "/latest/meta-data/hostname" => (200, vec![], "ip-10-0-0-1.ec2.internal".into()),
             _ => (404, vec![], String::new()),
         }
@@ -485,4 +487,63 @@ async fn the_gateways_own_pod_and_service_name_never_replace_the_applications() 
     assert_eq!(str_attr(&bare.resource, "service.name"), None);
     // No cloud attributes: the metadata endpoints refused.
     assert_eq!(str_attr(&app.resource, "cloud.provider"), None);
+}
+
+/// A detector that fails for real (here `env` with a malformed
+/// OTEL_RESOURCE_ATTRIBUTES) is retried within `timeout`, then tracegate
+/// refuses to start, naming the processor, the detector and the reason —
+/// before any receiver listens.
+#[test]
+fn a_detector_that_keeps_failing_stops_startup_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+processors:
+  resource_detection:
+    detectors: [env, kubernetes]
+    timeout: 1500ms
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:9
+    tls:
+      insecure: true
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [resource_detection]
+      exporters: [otlp]
+{TELEMETRY}"#
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracegate"))
+        .arg("--config")
+        .arg(&path)
+        .env("OTEL_RESOURCE_ATTRIBUTES", "team=payments,not-a-pair")
+        .env("K8S_NODE_NAME", "node-1")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("processors::resource_detection")
+            && stderr.contains("detector env")
+            && stderr.contains("not-a-pair"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("tracegate is ready"), "{stderr}");
+    assert!(!stderr.contains("\"listening\""), "{stderr}");
+    // Retried within the timeout, not given up at once nor waited forever.
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
 }

@@ -115,6 +115,7 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
     }
 
     let mut pipelines = Vec::new();
+    let mut to_ready: Vec<(&ComponentId, Arc<dyn Processor>)> = Vec::new();
     let mut entry_points: BTreeMap<&ComponentId, Vec<Arc<dyn Consumer>>> = BTreeMap::new();
     for pipeline in &config.service.pipelines {
         let handles = pipeline
@@ -133,13 +134,27 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
             })?;
             let stage = processor.build(&id.to_string(), next);
             next = stage.clone();
-            stages.push(stage);
+            stages.push(stage.clone());
+            to_ready.push((id, stage));
         }
         stages.reverse();
         pipelines.push(stages);
         for id in &pipeline.receivers {
             entry_points.entry(id).or_default().push(next.clone());
         }
+    }
+
+    // Processors that must finish something first (resource detection)
+    // do so before any receiver listens; a failure stops startup, as in
+    // the collector.
+    let readies = to_ready.iter().map(|(id, stage)| async move {
+        stage
+            .ready()
+            .await
+            .map_err(|e| StartError(format!("processors::{id}: {e}")))
+    });
+    for result in futures::future::join_all(readies).await {
+        result?;
     }
 
     let stop_receivers = CancellationToken::new();

@@ -20,6 +20,12 @@ use crate::consumer::{Consumer, NextConsumer};
 pub trait Processor: Consumer {
     /// Passes on everything the processor still holds (on shutdown).
     async fn flush(&self);
+
+    /// Waits until the processor can take data; an error stops startup
+    /// before any receiver listens (the collector's `Start` failing).
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A processor's typed config, chosen by the component type.

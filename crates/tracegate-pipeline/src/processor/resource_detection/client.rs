@@ -65,6 +65,32 @@ pub(super) async fn send(
         .map_err(|e| format!("{url}: {e}"))
 }
 
+/// Sends one request to `https://host:port{path}` over TLS with `tls`
+/// (the Kubernetes API).
+pub(super) async fn send_tls(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Response, String> {
+    let url = format!("https://{host}:{port}{path}");
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| format!("{url}: {host:?} is not a valid server name"))?;
+    let stream = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("{url}: TLS: {e}"))?;
+    let authority = format!("{host}:{port}");
+    exchange(stream, Method::GET, &authority, path, headers)
+        .await
+        .map_err(|e| format!("{url}: {e}"))
+}
+
 /// Sends one request over the Unix socket at `socket`.
 pub(super) async fn send_unix(
     socket: &Path,

@@ -8,7 +8,7 @@ use http::Method;
 use serde::Deserialize;
 use tracegate_model::otlp::KeyValue;
 
-use super::{client, string_kv, DetectContext};
+use super::{client, string_kv, DetectContext, DetectError};
 
 pub(super) const ATTRIBUTES: &[(&str, bool)] = &[("host.name", true), ("os.type", true)];
 
@@ -22,17 +22,21 @@ struct Info {
     os_type: String,
 }
 
-pub(super) async fn detect(ctx: &DetectContext) -> Result<Vec<KeyValue>, String> {
+/// No daemon to talk to (no socket, nothing listening) is "not on
+/// Docker": the detector contributes nothing. A daemon that answers
+/// wrongly is a failure.
+pub(super) async fn detect(ctx: &DetectContext) -> Result<Vec<KeyValue>, DetectError> {
     let host = ctx.var("DOCKER_HOST").unwrap_or(DEFAULT_HOST);
     let response = if let Some(path) = host.strip_prefix("unix://") {
-        client::send_unix(Path::new(path), Method::GET, "/info", &[]).await?
+        client::send_unix(Path::new(path), Method::GET, "/info", &[]).await
     } else if let Some(address) = host.strip_prefix("tcp://") {
-        client::send(Method::GET, &format!("http://{address}/info"), &[]).await?
+        client::send(Method::GET, &format!("http://{address}/info"), &[]).await
     } else {
-        return Err(format!(
+        return Err(DetectError::Failed(format!(
             "DOCKER_HOST {host}: only unix:// and tcp:// are supported"
-        ));
+        )));
     };
+    let response = response.map_err(|e| DetectError::Absent(format!("no Docker daemon: {e}")))?;
     let info: Info = serde_json::from_str(&response.ok_text("docker /info")?)
         .map_err(|e| format!("docker /info: {e}"))?;
     Ok(vec![
@@ -77,6 +81,9 @@ mod tests {
 
         let missing =
             DetectContext::for_test(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
-        assert!(detect(&missing).await.is_err());
+        assert!(matches!(
+            detect(&missing).await,
+            Err(DetectError::Absent(_))
+        ));
     }
 }

@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use tracegate_model::otlp::KeyValue;
 
-use super::{client, string_kv, DetectContext};
+use super::{client, string_kv, DetectContext, DetectError};
 
 pub(super) const ATTRIBUTES: &[(&str, bool)] = &[
     ("cloud.provider", true),
@@ -92,11 +92,45 @@ impl Imds {
     }
 }
 
-pub(super) async fn detect(ctx: &DetectContext) -> Result<Vec<KeyValue>, String> {
-    let imds = Imds::connect(ctx).await?;
+/// As in the collector: when the instance id cannot be read (nothing
+/// answers, or something that is not IMDS answers with errors) this is not
+/// EC2 and nothing is detected; once it is read, failures are real.
+async fn connect(ctx: &DetectContext) -> Result<Imds, DetectError> {
+    let absent = |e: String| DetectError::Absent(format!("not on EC2: {e}"));
+    let imds = Imds::connect(ctx).await.map_err(absent)?;
+    imds.get("/latest/meta-data/instance-id")
+        .await
+        .map_err(absent)?;
+    Ok(imds)
+}
+
+/// `tags`: regexes of instance tag keys, read from IMDS, set as
+/// `ec2.tag.<key>`.
+pub(super) async fn detect(
+    ctx: &DetectContext,
+    tags: &[regex::Regex],
+) -> Result<Vec<KeyValue>, DetectError> {
+    let imds = connect(ctx).await?;
     let (doc, host_name) =
         tokio::try_join!(imds.identity(), imds.get("/latest/meta-data/hostname"))?;
-    Ok(vec![
+    let mut tag_values = Vec::new();
+    if !tags.is_empty() {
+        let keys = imds
+            .get("/latest/meta-data/tags/instance")
+            .await
+            .map_err(|e| {
+                format!("instance tags (is InstanceMetadataTags enabled on the instance?): {e}")
+            })?;
+        for key in keys.lines().map(str::trim).filter(|k| !k.is_empty()) {
+            if tags.iter().any(|r| r.is_match(key)) {
+                let value = imds
+                    .get(&format!("/latest/meta-data/tags/instance/{key}"))
+                    .await?;
+                tag_values.push(string_kv(&format!("ec2.tag.{key}"), value));
+            }
+        }
+    }
+    let mut out = vec![
         string_kv("cloud.provider", "aws"),
         string_kv("cloud.platform", "aws_ec2"),
         string_kv("cloud.region", doc.region),
@@ -106,15 +140,19 @@ pub(super) async fn detect(ctx: &DetectContext) -> Result<Vec<KeyValue>, String>
         string_kv("host.image.id", doc.image_id),
         string_kv("host.type", doc.instance_type),
         string_kv("host.name", host_name.trim()),
-    ])
+    ];
+    out.extend(tag_values);
+    Ok(out)
 }
 
 /// EKS: a Kubernetes pod (`KUBERNETES_SERVICE_HOST`) on an EC2 instance.
-pub(super) async fn detect_eks(ctx: &DetectContext) -> Result<Vec<KeyValue>, String> {
+pub(super) async fn detect_eks(ctx: &DetectContext) -> Result<Vec<KeyValue>, DetectError> {
     if ctx.var("KUBERNETES_SERVICE_HOST").is_none() {
-        return Err("not running on Kubernetes (KUBERNETES_SERVICE_HOST is not set)".into());
+        return Err(DetectError::Absent(
+            "not running on Kubernetes (KUBERNETES_SERVICE_HOST is not set)".into(),
+        ));
     }
-    let doc = Imds::connect(ctx).await?.identity().await?;
+    let doc = connect(ctx).await?.identity().await?;
     Ok(vec![
         string_kv("cloud.provider", "aws"),
         string_kv("cloud.platform", "aws_eks"),
@@ -176,6 +214,10 @@ pub(super) mod tests {
                     vec![],
                     "ip-10-158-112-84.us-west-2.compute.internal".into(),
                 ),
+                "/latest/meta-data/instance-id" => (200, vec![], "i-1234567890abcdef0".into()),
+                "/latest/meta-data/tags/instance" => (200, vec![], "Name\nteam".into()),
+                "/latest/meta-data/tags/instance/team" => (200, vec![], "payments".into()),
+                "/latest/meta-data/tags/instance/Name" => (200, vec![], "web-1".into()),
                 _ => (404, vec![], String::new()),
             }
         })
@@ -186,7 +228,7 @@ pub(super) mod tests {
     async fn imds_v2_token_then_identity() {
         let server = fake_imds().await;
         let ctx = DetectContext::for_test(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &server.url())]);
-        let detected = detect(&ctx).await.unwrap();
+        let detected = detect(&ctx, &[]).await.unwrap();
         assert_eq!(
             as_pairs(&detected),
             [
@@ -210,6 +252,31 @@ pub(super) mod tests {
         .await
         .unwrap();
         assert_eq!(bare.status, StatusCode::UNAUTHORIZED);
+
+        let team = [regex::Regex::new("^team$").unwrap()];
+        let with_tags = detect(&ctx, &team).await.unwrap();
+        assert_eq!(
+            as_pairs(&with_tags).last(),
+            Some(&("ec2.tag.team", "payments"))
+        );
+        assert!(!as_pairs(&with_tags)
+            .iter()
+            .any(|(k, _)| *k == "ec2.tag.Name"));
+        let nowhere =
+            DetectContext::for_test(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1")]);
+        assert!(matches!(
+            detect(&nowhere, &[]).await,
+            Err(DetectError::Absent(_))
+        ));
+        // Something at the address that answers every request with 403 (a
+        // proxy, another cloud): not EC2 either.
+        let forbidding = FakeServer::start(|_| (403, vec![], String::new())).await;
+        let other =
+            DetectContext::for_test(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &forbidding.url())]);
+        assert!(matches!(
+            detect(&other, &[]).await,
+            Err(DetectError::Absent(_))
+        ));
     }
 
     #[tokio::test]

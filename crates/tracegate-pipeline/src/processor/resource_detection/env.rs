@@ -13,7 +13,11 @@ use super::{string_kv, DetectContext};
 /// The collector's limit on a key's and a value's length.
 const MAX_PART: usize = 256;
 
-pub(super) fn detect(ctx: &DetectContext) -> Result<Vec<KeyValue>, String> {
+/// `allow_list`, when given, keeps only those keys.
+pub(super) fn detect(
+    ctx: &DetectContext,
+    allow_list: Option<&[String]>,
+) -> Result<Vec<KeyValue>, String> {
     let mut attributes = Vec::new();
     let list = ctx
         .var("OTEL_RESOURCE_ATTRIBUTES")
@@ -28,6 +32,9 @@ pub(super) fn detect(ctx: &DetectContext) -> Result<Vec<KeyValue>, String> {
         for (key, value) in parse(list)? {
             put(&mut attributes, key, value);
         }
+    }
+    if let Some(allowed) = allow_list {
+        attributes.retain(|kv| allowed.contains(&kv.key));
     }
     Ok(attributes)
 }
@@ -136,7 +143,7 @@ mod tests {
             ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-list,k=1,k=2"),
             ("OTEL_SERVICE_NAME", "the-gateway"),
         ]);
-        let detected = detect(&ctx).unwrap();
+        let detected = detect(&ctx, None).unwrap();
         let got: Vec<(String, String)> =
             detected.iter().map(super::super::tests::as_pair).collect();
         assert_eq!(
@@ -147,10 +154,16 @@ mod tests {
             ]
         );
         let deprecated = DetectContext::for_test(&[("OTEL_RESOURCE", "a=b")]);
-        assert_eq!(detect(&deprecated).unwrap().len(), 1);
-        assert!(detect(&DetectContext::for_test(&[])).unwrap().is_empty());
+        assert_eq!(detect(&deprecated, None).unwrap().len(), 1);
+        assert!(detect(&DetectContext::for_test(&[]), None)
+            .unwrap()
+            .is_empty());
+        let allowed = ["k".to_string()];
+        let only_k = detect(&ctx, Some(&allowed)).unwrap();
+        assert_eq!(only_k.len(), 1);
+        assert_eq!(only_k[0].key, "k");
         // OTEL_SERVICE_NAME alone (the gateway's own name) sets nothing.
         let own_name = DetectContext::for_test(&[("OTEL_SERVICE_NAME", "the-gateway")]);
-        assert!(detect(&own_name).unwrap().is_empty());
+        assert!(detect(&own_name, None).unwrap().is_empty());
     }
 }

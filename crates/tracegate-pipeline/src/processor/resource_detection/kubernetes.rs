@@ -1,7 +1,10 @@
 //! `k8s_api` (the collector's current name; also `k8snode`, its deprecated
 //! one, and `kubernetes`, tracegate's): the identity of the NODE the gateway
 //! runs on — `k8s.node.name` from the downward-API variable a DaemonSet
-//! manifest sets — and `k8s.cluster.name` where configured.
+//! manifest sets; `k8s.node.uid` and `k8s.cluster.uid` (kube-system's UID)
+//! from the Kubernetes API where the pod can reach it with its service
+//! account (or unauthenticated with `auth_type: none`); and
+//! `k8s.cluster.name` where configured.
 //!
 //! Never the gateway's own pod or namespace: with `override: true` those
 //! would replace every application's `k8s.pod.name` and
@@ -12,8 +15,9 @@
 use serde::Deserialize;
 use tracegate_model::otlp::KeyValue;
 
-use super::{string_kv, DetectContext, DetectError, ResourceAttributesConfig};
+use super::{client, string_kv, DetectContext, DetectError, ResourceAttributesConfig};
 use crate::config::ComponentError;
+use crate::tls::TlsClientConfig;
 
 pub(super) const ATTRIBUTES: &[(&str, bool)] = &[
     ("k8s.node.name", true),
@@ -142,7 +146,97 @@ impl Config {
     }
 }
 
-pub(super) fn detect(ctx: &DetectContext, config: &Config) -> Result<Vec<KeyValue>, DetectError> {
+/// Where a pod finds its service account's token and the cluster's CA.
+const SERVICE_ACCOUNT: &str = "var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The API server as a pod reaches it.
+struct Api {
+    host: String,
+    port: u16,
+    token: Option<String>,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl Api {
+    /// `None` where the API cannot be reached from here (not in a pod, or
+    /// no service account token mounted): the UIDs cannot be known.
+    fn find(ctx: &DetectContext, config: &Config) -> Result<Option<Api>, DetectError> {
+        let (Some(host), Some(port)) = (
+            ctx.var("KUBERNETES_SERVICE_HOST"),
+            ctx.var("KUBERNETES_SERVICE_PORT"),
+        ) else {
+            return Ok(None);
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| DetectError::Failed(format!("KUBERNETES_SERVICE_PORT {port:?}")))?;
+        let (token, tls) = match config.auth_type {
+            AuthType::ServiceAccount => {
+                let Some(token) = ctx.read(&format!("{SERVICE_ACCOUNT}/token")) else {
+                    return Ok(None);
+                };
+                let tls = TlsClientConfig {
+                    ca_file: Some(ctx.root.join(format!("{SERVICE_ACCOUNT}/ca.crt"))),
+                    ..TlsClientConfig::default()
+                };
+                (Some(token.trim().to_string()), tls)
+            }
+            // As the collector's `none`: no credentials, no verification.
+            _ => (
+                None,
+                TlsClientConfig {
+                    insecure_skip_verify: true,
+                    ..TlsClientConfig::default()
+                },
+            ),
+        };
+        let tls = tls
+            .load(&[b"http/1.1"])
+            .map_err(|e| DetectError::Failed(format!("Kubernetes API TLS: {e}")))?;
+        Ok(Some(Api {
+            host: host.to_string(),
+            port,
+            token,
+            tls: std::sync::Arc::new(tls),
+        }))
+    }
+
+    /// `metadata.uid` of the object at `path`; the status on failure.
+    async fn uid(&self, path: &str) -> Result<String, (Option<u16>, String)> {
+        let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Accept", "application/json")];
+        if let Some(bearer) = &bearer {
+            headers.push(("Authorization", bearer.as_str()));
+        }
+        let response = client::send_tls(&self.host, self.port, path, &headers, self.tls.clone())
+            .await
+            .map_err(|e| (None, e))?;
+        let status = response.status.as_u16();
+        let body = response
+            .ok_text(&format!("GET {path}"))
+            .map_err(|e| (Some(status), e))?;
+        #[derive(serde::Deserialize)]
+        struct Object {
+            metadata: Metadata,
+        }
+        #[derive(serde::Deserialize)]
+        struct Metadata {
+            uid: String,
+        }
+        serde_json::from_str::<Object>(&body)
+            .map(|o| o.metadata.uid)
+            .map_err(|e| (Some(status), format!("GET {path}: {e}")))
+    }
+}
+
+/// `node_uid` / `cluster_uid`: whether those attributes are switched on
+/// (each costs an API call).
+pub(super) async fn detect(
+    ctx: &DetectContext,
+    config: &Config,
+    node_uid: bool,
+    cluster_uid: bool,
+) -> Result<Vec<KeyValue>, DetectError> {
     let node = ctx.var(&config.node_from_env_var).ok_or_else(|| {
         DetectError::Absent(format!(
             "not running on Kubernetes ({} is not set)",
@@ -153,6 +247,36 @@ pub(super) fn detect(ctx: &DetectContext, config: &Config) -> Result<Vec<KeyValu
     if let Some(cluster) = config.cluster_name.as_deref().filter(|c| !c.is_empty()) {
         out.push(string_kv("k8s.cluster.name", cluster));
     }
+    if !(node_uid || cluster_uid) {
+        return Ok(out);
+    }
+    let Some(api) = Api::find(ctx, config)? else {
+        tracing::info!(
+            "not in a pod with a service account: k8s.node.uid and k8s.cluster.uid are not set"
+        );
+        return Ok(out);
+    };
+    if node_uid {
+        // As in the collector: a node UID that cannot be read is a failure
+        // (the service account needs `get` on nodes).
+        let uid = api
+            .uid(&format!("/api/v1/nodes/{node}"))
+            .await
+            .map_err(|(_, e)| DetectError::Failed(format!("k8s.node.uid: {e}")))?;
+        out.push(string_kv("k8s.node.uid", uid));
+    }
+    if cluster_uid {
+        // The cluster's UID is kube-system's. Without permission it is
+        // skipped with a warning, as in the collector.
+        match api.uid("/api/v1/namespaces/kube-system").await {
+            Ok(uid) => out.push(string_kv("k8s.cluster.uid", uid)),
+            Err((Some(401 | 403), e)) => tracing::warn!(
+                reason = %e,
+                "no permission to get namespace kube-system: k8s.cluster.uid is not set"
+            ),
+            Err((_, e)) => return Err(DetectError::Failed(format!("k8s.cluster.uid: {e}"))),
+        }
+    }
     Ok(out)
 }
 
@@ -161,8 +285,8 @@ mod tests {
     use super::*;
     use crate::processor::resource_detection::tests::as_pairs;
 
-    #[test]
-    fn node_identity_only_never_the_gateways_own_pod() {
+    #[tokio::test]
+    async fn node_identity_only_never_the_gateways_own_pod() {
         let ctx = DetectContext::for_test(&[
             ("K8S_NODE_NAME", "node-a"),
             ("K8S_POD_NAME", "agent-x7"),
@@ -174,13 +298,19 @@ mod tests {
             cluster_name: Some("prod-eu".into()),
             ..Config::default()
         };
-        let detected = detect(&ctx, &config).unwrap();
+        let detected = detect(&ctx, &config, true, true).await.unwrap();
         assert_eq!(
             as_pairs(&detected),
             [("k8s.node.name", "node-a"), ("k8s.cluster.name", "prod-eu")]
         );
         assert!(matches!(
-            detect(&DetectContext::for_test(&[]), &Config::default()),
+            detect(
+                &DetectContext::for_test(&[]),
+                &Config::default(),
+                true,
+                true
+            )
+            .await,
             Err(DetectError::Absent(_))
         ));
     }
@@ -217,5 +347,75 @@ mod tests {
         assert!(
             crate::config::from_value::<Config>(serde_json::json!({"auth_type": "token"})).is_err()
         );
+    }
+
+    /// The node's and the cluster's UIDs from a fake API server speaking
+    /// HTTPS with the cluster CA, the service account's bearer token
+    /// required, as a pod sees the real one.
+    #[tokio::test]
+    async fn uids_from_the_api_with_the_service_account() {
+        use crate::exporter::test_support::TestPki;
+        use crate::processor::resource_detection::tests::FakeServer;
+        let pki = TestPki::new();
+        let server = FakeServer::start_tls(&pki, |req| {
+            if req.header("authorization") != Some("Bearer sa-token") {
+                return (401, vec![], r#"{"kind":"Status","code":401}"#.into());
+            }
+            match req.path.as_str() {
+                "/api/v1/nodes/node-a" => (
+                    200,
+                    vec![],
+                    r#"{"kind":"Node","metadata":{"name":"node-a","uid":"2f8c0c6e-node"}}"#.into(),
+                ),
+                "/api/v1/namespaces/kube-system" => {
+                    (403, vec![], r#"{"kind":"Status","code":403}"#.into())
+                }
+                _ => (404, vec![], String::new()),
+            }
+        })
+        .await;
+        let root = tempfile::tempdir().unwrap();
+        let sa = root.path().join(SERVICE_ACCOUNT);
+        std::fs::create_dir_all(&sa).unwrap();
+        std::fs::write(sa.join("token"), "sa-token\n").unwrap();
+        std::fs::write(sa.join("ca.crt"), &pki.ca_pem).unwrap();
+        let port = server.authority().rsplit(':').next().unwrap().to_string();
+        let ctx = DetectContext::for_test(&[
+            ("K8S_NODE_NAME", "node-a"),
+            ("KUBERNETES_SERVICE_HOST", "localhost"),
+            ("KUBERNETES_SERVICE_PORT", &port),
+        ])
+        .with_root(root.path());
+        let detected = detect(&ctx, &Config::default(), true, true).await.unwrap();
+        // kube-system forbidden: the cluster UID is skipped, not an error.
+        assert_eq!(
+            as_pairs(&detected),
+            [
+                ("k8s.node.name", "node-a"),
+                ("k8s.node.uid", "2f8c0c6e-node")
+            ]
+        );
+        // A node the API does not know: a failure.
+        let unknown = DetectContext::for_test(&[
+            ("K8S_NODE_NAME", "node-b"),
+            ("KUBERNETES_SERVICE_HOST", "localhost"),
+            ("KUBERNETES_SERVICE_PORT", &port),
+        ])
+        .with_root(root.path());
+        assert!(matches!(
+            detect(&unknown, &Config::default(), true, false).await,
+            Err(DetectError::Failed(_))
+        ));
+        // Switched off: no API call at all.
+        let off = detect(&unknown, &Config::default(), false, false)
+            .await
+            .unwrap();
+        assert_eq!(as_pairs(&off), [("k8s.node.name", "node-b")]);
+        // Not in a pod: the UIDs cannot be known, the name still is.
+        let outside = DetectContext::for_test(&[("K8S_NODE_NAME", "node-a")]);
+        let detected = detect(&outside, &Config::default(), true, true)
+            .await
+            .unwrap();
+        assert_eq!(as_pairs(&detected), [("k8s.node.name", "node-a")]);
     }
 }

@@ -108,6 +108,49 @@ impl FakeServer {
         }
     }
 
+    /// An HTTPS server with `pki`'s `localhost` certificate.
+    pub async fn start_tls(
+        pki: &crate::exporter::test_support::TestPki,
+        handler: impl Fn(&FakeRequest) -> FakeAnswer + Send + Sync + 'static,
+    ) -> FakeServer {
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pki.server_cert_pem.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
+        let key = rustls_pemfile::private_key(&mut pki.server_key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let handler: Arc<dyn Fn(&FakeRequest) -> FakeAnswer + Send + Sync> = Arc::new(handler);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        serve(TokioIo::new(tls), handler);
+                    }
+                });
+            }
+        });
+        FakeServer {
+            address: Some(address),
+            task,
+        }
+    }
+
     /// A server that accepts connections and never answers: a metadata
     /// address that black-holes requests.
     pub async fn start_silent() -> FakeServer {
@@ -288,7 +331,7 @@ async fn the_first_listed_detector_wins_and_switches_apply() {
         ("TRACEGATE_AZURE_METADATA_ENDPOINT", &azure.url()),
     ]);
     let aws_first = config(serde_json::json!({"detectors": ["aws", "azure"]}));
-    let detected = detect_all("t", &aws_first, &ctx).await;
+    let detected = detect_all("t", &aws_first, &ctx).await.unwrap();
     let got = as_pairs(detected.attributes());
     assert!(got.contains(&("cloud.provider", "aws")));
     assert!(got.contains(&("host.name", "ip-10-158-112-84.us-west-2.compute.internal")));
@@ -299,7 +342,7 @@ async fn the_first_listed_detector_wins_and_switches_apply() {
         "detectors": ["azure", "ec2"],
         "azure": {"resource_attributes": {"host.name": {"enabled": false}}},
     }));
-    let detected = detect_all("t", &azure_first, &ctx).await;
+    let detected = detect_all("t", &azure_first, &ctx).await.unwrap();
     let got = as_pairs(detected.attributes());
     assert!(got.contains(&("cloud.provider", "azure")));
     // Azure's host.name is switched off, so EC2's comes through.
@@ -322,7 +365,7 @@ async fn silent_endpoints_cost_one_timeout_in_total() {
         "timeout": "2s",
     }));
     let started = tokio::time::Instant::now();
-    let detected = detect_all("t", &config, &ctx).await;
+    let detected = detect_all("t", &config, &ctx).await.unwrap();
     let waited = started.elapsed();
     assert!(waited >= Duration::from_secs(2), "{waited:?}");
     assert!(waited < Duration::from_secs(3), "{waited:?}");
@@ -390,7 +433,14 @@ fn config_keys_and_validation() {
         "override": true,
     }))
     .unwrap();
-    assert!(c.validate().unwrap().is_empty());
+    // Where the outcome can differ from the collector's, validate says so.
+    let warnings = c.validate().unwrap();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(warnings
+        .iter()
+        .any(|w| w.contains("deprecated name for k8s_api")));
+    assert!(warnings.iter().any(|w| w.starts_with("docker:")));
+    assert!(warnings.iter().any(|w| w.starts_with("k8s_api:")));
     assert_eq!(c.detectors[1], DetectorKind::Ec2);
     assert_eq!(
         Config::default(),
@@ -423,4 +473,196 @@ fn config_keys_and_validation() {
     assert!(!c.enabled(DetectorKind::System, "os.type"));
     assert!(c.enabled(DetectorKind::System, "host.name"));
     assert!(!c.enabled(DetectorKind::System, "host.arch"));
+}
+
+/// A GCE metadata server whose `instance/zone` answers 500 for the first
+/// `failures` requests: on Google Cloud, but failing.
+async fn flaky_gce(failures: usize) -> (FakeServer, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let zone_calls = Arc::new(AtomicUsize::new(0));
+    let calls = zone_calls.clone();
+    let server = FakeServer::start(move |req| {
+        let flavor = vec![("Metadata-Flavor", "Google".to_string())];
+        let body = match req.path.as_str() {
+            "/computeMetadata/v1/project/project-id" => "my-project",
+            "/computeMetadata/v1/instance/zone" => {
+                if calls.fetch_add(1, Ordering::SeqCst) < failures {
+                    return (500, flavor, "internal error".into());
+                }
+                "projects/1/zones/europe-west1-b"
+            }
+            "/computeMetadata/v1/instance/machine-type" => "projects/1/machineTypes/e2-small",
+            "/computeMetadata/v1/instance/id" => "42",
+            "/computeMetadata/v1/instance/name" => "vm-9",
+            "/computeMetadata/v1/instance/hostname" => "vm-9.internal",
+            _ => return (404, flavor, String::new()),
+        };
+        (200, flavor, body.into())
+    })
+    .await;
+    (server, zone_calls)
+}
+
+/// A detector on its platform that keeps failing is retried within
+/// `timeout`, then detection fails naming it (and startup stops).
+#[tokio::test]
+async fn a_real_failure_is_retried_within_timeout_then_fails() {
+    use std::sync::atomic::Ordering;
+    let (server, zone_calls) = flaky_gce(usize::MAX).await;
+    let ctx = DetectContext::for_test(&[("GCE_METADATA_HOST", &server.authority())]);
+    let config = config(serde_json::json!({"detectors": ["gcp", "env"], "timeout": "1500ms"}));
+    let started = std::time::Instant::now();
+    let e = detect_all("t", &config, &ctx).await.unwrap_err();
+    assert!(e.contains("detector gcp") && e.contains("500"), "{e}");
+    assert_eq!(
+        zone_calls.load(Ordering::SeqCst),
+        2,
+        "one try and one retry"
+    );
+    assert!(started.elapsed() >= FIRST_RETRY);
+
+    // The processor refuses to report ready, with the reason.
+    let sink = Arc::new(Collect::default());
+    let processor = ResourceDetector::start_with("resource_detection", config, sink, ctx);
+    let e = processor.ready().await.unwrap_err();
+    assert!(e.contains("detector gcp"), "{e}");
+}
+
+/// A failure that clears before the timeout costs one retry, not startup.
+#[tokio::test]
+async fn a_failure_that_clears_within_timeout_is_retried() {
+    let (server, _) = flaky_gce(1).await;
+    let ctx = DetectContext::for_test(&[("GCE_METADATA_HOST", &server.authority())]);
+    let config = config(serde_json::json!({"detectors": ["gcp"], "timeout": "3s"}));
+    let detected = detect_all("t", &config, &ctx).await.unwrap();
+    assert!(
+        as_pairs(detected.attributes()).contains(&("cloud.availability_zone", "europe-west1-b"))
+    );
+}
+
+/// No metadata service is "not on that cloud" unless
+/// fail_on_missing_metadata says otherwise.
+#[tokio::test]
+async fn fail_on_missing_metadata_turns_absence_into_failure() {
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{refused}");
+    let ctx = DetectContext::for_test(&[
+        ("GCE_METADATA_HOST", &refused.to_string()),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &url),
+        ("TRACEGATE_AZURE_METADATA_ENDPOINT", &url),
+    ]);
+    let lenient =
+        config(serde_json::json!({"detectors": ["gcp", "ec2", "azure"], "timeout": "1s"}));
+    assert!(detect_all("t", &lenient, &ctx)
+        .await
+        .unwrap()
+        .attributes()
+        .is_empty());
+    let strict = config(serde_json::json!({
+        "detectors": ["azure"], "timeout": "1s", "fail_on_missing_metadata": true
+    }));
+    let e = detect_all("t", &strict, &ctx).await.unwrap_err();
+    assert!(
+        e.contains("detector azure") && e.contains("fail_on_missing_metadata"),
+        "{e}"
+    );
+    let per_detector = config(serde_json::json!({
+        "detectors": ["ec2"], "timeout": "1s", "ec2": {"fail_on_missing_metadata": true}
+    }));
+    assert!(detect_all("t", &per_detector, &ctx).await.is_err());
+}
+
+/// With refresh_interval, detection runs again and later batches carry
+/// the new values.
+#[tokio::test]
+async fn refresh_interval_redetects() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let azure = FakeServer::start(move |_| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let name = if n == 0 { "vm-1" } else { "vm-2" };
+        (
+            200,
+            vec![],
+            format!(r#"{{"location":"westeurope","name":"{name}"}}"#),
+        )
+    })
+    .await;
+    let ctx = DetectContext::for_test(&[("TRACEGATE_AZURE_METADATA_ENDPOINT", &azure.url())]);
+    let config = config(serde_json::json!({
+        "detectors": ["azure"], "refresh_interval": "100ms", "override": true
+    }));
+    let sink = Arc::new(Collect::default());
+    let processor = ResourceDetector::start_with("resource_detection", config, sink.clone(), ctx);
+    processor.ready().await.unwrap();
+    let host = |batch: &SpanBatch| {
+        resource_of(batch)
+            .into_iter()
+            .find(|(k, _)| k == "azure.vm.name")
+            .map(|(_, v)| v)
+    };
+    processor.consume(batch_with_host("app")).await.unwrap();
+    assert_eq!(host(&sink.0.lock().unwrap()[0]).as_deref(), Some("vm-1"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        processor.consume(batch_with_host("app")).await.unwrap();
+        let last = sink.0.lock().unwrap().last().map(host);
+        if last == Some(Some("vm-2".to_string())) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn collector_keys_work_or_are_refused_by_name() {
+    let parse = |v: serde_json::Value| crate::config::from_value::<Config>(v).unwrap();
+    let refused = |v: serde_json::Value| parse(v).validate().unwrap_err();
+    let e = refused(serde_json::json!({"gcp": {"gke_host_type": true}}));
+    assert_eq!(e.path, "gcp.gke_host_type");
+    let e = refused(serde_json::json!({"ec2": {"tags": ["^team$"]}}));
+    assert!(
+        e.path == "ec2.tags" && e.message.contains("tags_from_imds"),
+        "{e}"
+    );
+    let e = refused(serde_json::json!({"ec2": {"max_attempts": 3}}));
+    assert_eq!(e.path, "ec2.max_attempts");
+    let e = refused(serde_json::json!({"azure": {"tags": ["(unclosed"]}}));
+    assert_eq!(e.path, "azure.tags");
+    let e = refused(serde_json::json!({
+        "system": {"resource_attributes": {"os.description": {"enabled": true}}}
+    }));
+    assert!(e.message.contains("os.description"), "{e}");
+
+    let c = parse(serde_json::json!({
+        "refresh_interval": "5m",
+        "fail_on_missing_metadata": true,
+        "env": {"allow_list": ["team"]},
+        "system": {
+            "hostname_sources": ["lookup", "cname", "dns", "os"],
+            "resource_attributes": {
+                "host.ip": {"enabled": true}, "host.mac": {"enabled": true},
+                "host.cpu.model.name": {"enabled": true},
+                "os.description": {"enabled": false}
+            }
+        },
+        "ec2": {"tags": ["^team$"], "tags_from_imds": true},
+        "gcp": {"labels": ["^env$"]},
+        "azure": {"tags": ["^team$"]},
+        "k8s_api": {"auth_type": "none"},
+    }));
+    let warnings = c.validate().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("gcp.labels:"));
+    assert_eq!(c.refresh_interval, Duration::from_secs(300));
+    // The collector leaves Azure's availability zone off by default.
+    assert!(!c.enabled(DetectorKind::Azure, "cloud.availability_zone"));
+    assert!(c.enabled(DetectorKind::Azure, "azure.tag.team"));
+    assert!(c.enabled(DetectorKind::System, "host.ip"));
+    assert!(!c.enabled(DetectorKind::System, "host.interface"));
 }
