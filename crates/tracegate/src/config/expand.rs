@@ -266,7 +266,7 @@ fn find_reference(s: &str) -> Option<(usize, usize)> {
 }
 
 /// A URI scheme: a letter, then at least one letter, digit, `+`, `.`, `-`.
-fn is_scheme(s: &str) -> bool {
+pub(crate) fn is_scheme(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && s.len() >= 2

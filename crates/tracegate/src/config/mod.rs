@@ -12,6 +12,7 @@
 mod catalog;
 mod expand;
 mod id;
+mod sources;
 mod telemetry;
 mod tree;
 
@@ -29,6 +30,7 @@ use tracegate_pipeline::receiver::ReceiverConfig;
 use catalog::{Known, Section};
 pub use id::ComponentId;
 use id::{PipelineId, Signal};
+pub use sources::{load as load_sources, resolve as resolve_sources, Resolved, Sources};
 use telemetry::{
     LogEncoding, MetricsLevel, PrometheusExporterSpec, TelemetrySpec, DEFAULT_METRICS_ADDRESS,
     DEFAULT_NAMESPACE,
@@ -169,7 +171,7 @@ pub fn load_str(
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
-    let mut root = tree::parse(text).map_err(|message| ConfigError::Yaml {
+    let root = tree::parse(text).map_err(|message| ConfigError::Yaml {
         origin: origin.to_string(),
         // The parser's message is written for programmers using it.
         message: message
@@ -177,6 +179,16 @@ pub fn load_str(
             .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
             .replace("<input>", origin),
     })?;
+    load_document(root, origin, env)
+}
+
+/// Expands `${...}` references in a parsed (possibly merged) document and
+/// loads it.
+pub(crate) fn load_document(
+    mut root: Node,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
     let expansion = expand::expand_document(&mut root, env);
     let mut loader = Loader {
         root,
@@ -384,7 +396,8 @@ impl Loader {
                     .iter()
                     .find(|e| message.starts_with(&format!("unknown field {:?}", e.key)))
             })
-            .map(|e| e.key_line);
+            .map(|e| e.key_line)
+            .filter(|line| *line > 0);
         let p = Problem {
             path: path.to_string(),
             line: unknown_key_line.or_else(|| self.line_of(&path)),
