@@ -26,10 +26,13 @@ use std::time::Duration;
 use super::tree::{self, Entry, Node, Value};
 use super::{ConfigError, Loaded, Problem};
 
+/// The schemes `${scheme:...}` references may use besides `env`.
+pub(crate) const REFERENCE_SCHEMES: [&str; 4] = ["file", "yaml", "http", "https"];
+
 /// The feature gate whose behaviour tracegate implements.
 pub const MERGE_APPEND_GATE: &str = "confmap.enableMergeAppendOption";
 
-/// How long fetching an `http(s)` config may take, in all.
+/// How long fetching an `http(s)` config or reference may take, in all.
 /// The collector has no limit; a hung server should not hang startup.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -151,6 +154,20 @@ pub(crate) fn parse_gates(values: &[String]) -> Result<Gates, String> {
         }
     }
     Ok(gates)
+}
+
+/// The text behind a `${scheme:...}` reference other than env.
+pub(crate) fn retrieve_text(uri: &str) -> Result<String, String> {
+    let (scheme, opaque) = uri.split_once(':').unwrap_or_default();
+    match scheme {
+        "file" => std::fs::read_to_string(opaque)
+            .map_err(|e| format!("unable to read the file {uri}: {e}")),
+        "yaml" => Ok(opaque.to_string()),
+        "http" | "https" => fetch(uri, HTTP_TIMEOUT),
+        _ => Err(format!(
+            "scheme {scheme:?} is not supported for uri {uri:?}"
+        )),
+    }
 }
 
 /// Resolves `sources` (environment from the process) and loads the result.

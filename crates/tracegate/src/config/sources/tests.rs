@@ -278,6 +278,39 @@ fn sets_alone_apply_to_the_embedded_default() {
     );
 }
 
+#[test]
+fn file_and_yaml_references_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    let with_newline = dir.path().join("token-nl");
+    std::fs::write(&with_newline, "s3cr3t\n").unwrap();
+    let snippet = dir.path().join("exporters.yaml");
+    std::fs::write(&snippet, "debug:\n  verbosity: basic\n").unwrap();
+    let yaml = format!(
+        "a: ${{file:{s}}}\nb: Bearer ${{file:{s}}}\nc: ${{file:{n}}}\nd: ${{yaml:[x, y]}}\ne: ${{file:{snip}}}\n",
+        s = secret.display(),
+        n = with_newline.display(),
+        snip = snippet.display()
+    );
+    let mut root = node(&yaml);
+    let expansion = super::super::expand::expand_document(&mut root, &|_| None);
+    assert!(expansion.errors.is_empty(), "{:?}", expansion.errors);
+    let json = root.to_json();
+    assert_eq!(json["a"], "s3cr3t");
+    assert_eq!(json["b"], "Bearer s3cr3t");
+    // The content as it is, as the collector reads it: no trimming.
+    assert_eq!(json["c"], "s3cr3t\n");
+    assert_eq!(json["d"], serde_json::json!(["x", "y"]));
+    assert_eq!(
+        json["e"],
+        serde_json::json!({"debug": {"verbosity": "basic"}})
+    );
+    assert_eq!(expansion.warnings.len(), 1, "{:?}", expansion.warnings);
+    assert_eq!(expansion.warnings[0].0.to_string(), "c");
+    assert!(expansion.warnings[0].1.contains("ends with a newline"));
+}
+
 /// Serves each connection from `answers` in turn: a tiny HTTP/1.1 server
 /// on an ephemeral port.
 fn serve(answers: Vec<String>) -> std::net::SocketAddr {
