@@ -178,3 +178,99 @@ service:
         gw.logs()
     );
 }
+
+fn tracegate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tracegate"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run tracegate")
+}
+
+#[test]
+fn print_config_shows_the_merged_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cr3t").unwrap();
+    let base = dir.path().join("base.yaml");
+    std::fs::write(
+        &base,
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:4317\nexporters:\n  otlp:\n    endpoint: tempo:4317\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [otlp]\n",
+    )
+    .unwrap();
+    let secret = format!(
+        "yaml:exporters::otlp::headers::authorization: Bearer ${{file:{}}}",
+        token.display()
+    );
+    let args = [
+        "print-config",
+        "--config",
+        base.to_str().unwrap(),
+        "--config",
+        &secret,
+        "--set",
+        "exporters.otlp.compression=none",
+    ];
+    let out = tracegate(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("s3cr3t"), "{text}");
+    assert!(text.contains("authorization: \"[REDACTED]\""), "{text}");
+    assert!(text.contains("compression: none"), "{text}");
+    assert!(text.contains("endpoint: tempo:4317"), "{text}");
+
+    let mut unredacted = args.to_vec();
+    unredacted.extend(["--mode", "unredacted", "--format", "json"]);
+    let out = tracegate(&unredacted);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["exporters"]["otlp"]["headers"]["authorization"],
+        "Bearer s3cr3t"
+    );
+
+    // An invalid config is refused unless --validate=false.
+    let bad = [
+        "print-config",
+        "--config",
+        base.to_str().unwrap(),
+        "--set",
+        "exporters.otlp.endpont=x",
+    ];
+    let out = tracegate(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("endpont"));
+    let mut lenient = bad.to_vec();
+    lenient.push("--validate=false");
+    let out = tracegate(&lenient);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("endpont: x"));
+}
+
+#[test]
+fn components_lists_what_this_build_implements() {
+    let out = tracegate(&["components"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "buildinfo:",
+        "  command: tracegate",
+        "receivers:",
+        "- name: otlp",
+        "- name: tail_sampling",
+        "connectors: []",
+        "- name: health_check",
+        "- scheme: file",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+}

@@ -41,6 +41,25 @@ struct Cli {
 enum Command {
     /// Check a config without starting anything; print warnings.
     Validate,
+    /// List the receivers, processors, exporters and extensions this build
+    /// implements (YAML, in the collector's shape).
+    Components,
+    /// Print the resolved config: every --config and --set merged, every
+    /// ${...} expanded.
+    #[command(alias = "print-initial-config")]
+    PrintConfig {
+        /// `redacted` (headers, keys and passwords as [REDACTED]) or
+        /// `unredacted`.
+        #[arg(long, default_value = "redacted")]
+        mode: config::PrintMode,
+        /// `yaml` or `json`.
+        #[arg(long, default_value = "yaml")]
+        format: config::PrintFormat,
+        /// Refuse to print a config that does not load (`--validate=false`
+        /// prints it anyway).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        validate: bool,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -68,6 +87,38 @@ fn main() -> anyhow::Result<()> {
                         println!("warning: {w}");
                     }
                     println!("{}: valid", resolved.origin);
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Some(Command::Components) => {
+            print!("{}", config::components_yaml());
+            Ok(())
+        }
+        Some(Command::PrintConfig {
+            mode,
+            format,
+            validate,
+        }) => {
+            let resolved = config::resolve_sources(&cli.sources(), &|k| std::env::var(k).ok());
+            match &resolved.loaded {
+                Ok(loaded) => loaded
+                    .warnings
+                    .iter()
+                    .for_each(|w| eprintln!("warning: {w}")),
+                Err(e) if validate => {
+                    eprintln!("invalid configuration: {e}");
+                    std::process::exit(1);
+                }
+                Err(_) => {}
+            }
+            match resolved.print(mode, format) {
+                Ok(text) => {
+                    print!("{text}");
                     Ok(())
                 }
                 Err(e) => {

@@ -10,8 +10,10 @@
 //! else are not built.
 
 mod catalog;
+mod components;
 mod expand;
 mod id;
+mod print;
 mod sources;
 mod telemetry;
 mod tree;
@@ -28,8 +30,10 @@ use tracegate_pipeline::processor::ProcessorConfig;
 use tracegate_pipeline::receiver::ReceiverConfig;
 
 use catalog::{Known, Section};
+pub use components::render as components_yaml;
 pub use id::ComponentId;
 use id::{PipelineId, Signal};
+pub use print::{Format as PrintFormat, Mode as PrintMode};
 pub use sources::{load as load_sources, resolve as resolve_sources, Resolved, Sources};
 use telemetry::{
     LogEncoding, MetricsLevel, PrometheusExporterSpec, TelemetrySpec, DEFAULT_METRICS_ADDRESS,
@@ -179,7 +183,15 @@ pub fn load_str(
             .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
             .replace("<input>", origin),
     })?;
-    load_document(root, origin, env)
+    load_document(root, origin, env).loaded
+}
+
+/// A document expanded and loaded.
+pub(crate) struct Document {
+    /// The document after `${...}` expansion.
+    pub expanded: Node,
+    pub expansion_failed: bool,
+    pub loaded: Result<Loaded, ConfigError>,
 }
 
 /// Expands `${...}` references in a parsed (possibly merged) document and
@@ -188,8 +200,10 @@ pub(crate) fn load_document(
     mut root: Node,
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Loaded, ConfigError> {
+) -> Document {
     let expansion = expand::expand_document(&mut root, env);
+    let expanded = root.clone();
+    let expansion_failed = !expansion.errors.is_empty();
     let mut loader = Loader {
         root,
         problems: Vec::new(),
@@ -204,7 +218,7 @@ pub(crate) fn load_document(
     let config = loader.load();
     let mut problems = loader.problems;
     problems.sort_by_key(|p| p.line.unwrap_or(u64::MAX));
-    match config {
+    let loaded = match config {
         Some(config) if problems.is_empty() => {
             let mut warnings = loader.warnings;
             warnings.sort_by_key(|p| p.line.unwrap_or(u64::MAX));
@@ -219,6 +233,11 @@ pub(crate) fn load_document(
             origin: origin.to_string(),
             problems,
         }),
+    };
+    Document {
+        expanded,
+        expansion_failed,
+        loaded,
     }
 }
 

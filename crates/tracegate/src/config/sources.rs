@@ -55,9 +55,32 @@ pub struct Sources {
 
 /// A resolved, merged and expanded document with its load result.
 pub struct Resolved {
+    /// The merged document after `${...}` expansion, for `print-config`.
+    pub(crate) document: Node,
+    /// Whether any reference failed to resolve (the document is then not
+    /// what the collector would run).
+    pub expansion_failed: bool,
     pub loaded: Result<Loaded, ConfigError>,
     /// The sources, named for messages.
     pub origin: String,
+}
+
+impl Resolved {
+    /// The document for `print-config`; an error when a reference could not
+    /// be resolved (the collector prints nothing then either).
+    pub fn print(
+        &self,
+        mode: super::PrintMode,
+        format: super::PrintFormat,
+    ) -> Result<String, String> {
+        if self.expansion_failed {
+            return Err(match &self.loaded {
+                Err(e) => e.to_string(),
+                Ok(_) => format!("{}: a reference could not be resolved", self.origin),
+            });
+        }
+        super::print::render(&self.document, mode, format)
+    }
 }
 
 /// A parsed `--config` URI.
@@ -180,15 +203,23 @@ pub fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
 pub fn resolve(sources: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Resolved {
     match merge_sources(sources, env) {
         Ok((root, origin, warnings)) => {
-            let loaded = super::load_document(root, &origin, env).map(|mut loaded| {
+            let document = super::load_document(root, &origin, env);
+            let loaded = document.loaded.map(|mut loaded| {
                 let mut all = warnings;
                 all.append(&mut loaded.warnings);
                 loaded.warnings = all;
                 loaded
             });
-            Resolved { loaded, origin }
+            Resolved {
+                document: document.expanded,
+                expansion_failed: document.expansion_failed,
+                loaded,
+                origin,
+            }
         }
         Err((e, origin)) => Resolved {
+            document: Node::new(0, Value::Null),
+            expansion_failed: true,
             loaded: Err(e),
             origin,
         },
