@@ -274,3 +274,26 @@ fn components_lists_what_this_build_implements() {
         assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
     }
 }
+
+/// As the collector: readers written without a pull reader open no
+/// metrics endpoint; a pull reader opens one where it says.
+#[test]
+fn self_metrics_open_only_for_a_pull_reader() {
+    let config = |readers: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n  telemetry:\n    logs:\n      encoding: json\n    metrics:\n      readers:\n{readers}"
+        )
+    };
+    let gw = Gateway::start(&config(
+        "        - periodic:\n            exporter:\n              otlp:\n                endpoint: http://127.0.0.1:1\n",
+    ));
+    assert!(
+        !gw.listening.iter().any(|(c, _, _)| c == "telemetry"),
+        "{:?}",
+        gw.listening
+    );
+    let gw = Gateway::start(&config(
+        "        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: 0\n",
+    ));
+    assert!(gw.addr("telemetry", "metrics").ip().is_loopback());
+}

@@ -979,6 +979,20 @@ impl Loader {
             }
         }
 
+        // Readers written out replace the collector's default one
+        // (localhost:8888): without a pull reader nothing is served, and an
+        // empty list is refused unless the level is none, as in the collector.
+        let readers_given = metrics.readers.is_some();
+        if metrics.readers.as_ref().is_some_and(Vec::is_empty)
+            && metrics.level != Some(MetricsLevel::None)
+            && explicit.is_none()
+        {
+            self.error(
+                &metrics_path.key("readers"),
+                "collector telemetry metrics reader should exist when metric level is not none",
+            );
+        }
+
         let prometheus: Vec<(&Defined, &PrometheusExporterSpec)> = defined[&Section::Exporters]
             .iter()
             .filter_map(|d| match &d.parsed {
@@ -988,7 +1002,7 @@ impl Loader {
             .collect();
         let mut from_exporter = None;
         for (d, spec) in prometheus {
-            if explicit.is_some() {
+            if explicit.is_some() || readers_given {
                 self.warn(&d.path, "ignored: service::telemetry::metrics sets where tracegate's metrics are served");
             } else if from_exporter.is_some() {
                 self.warn(
@@ -1018,6 +1032,7 @@ impl Loader {
                 telemetry.metrics_address = Some(address);
                 telemetry.metrics_namespace = namespace;
             }
+            (None, _) if readers_given => telemetry.metrics_address = None,
             (None, None) => telemetry.metrics_address = Some(DEFAULT_METRICS_ADDRESS.into()),
         }
         if metrics.level == Some(MetricsLevel::None) {
