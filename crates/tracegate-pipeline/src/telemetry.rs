@@ -43,7 +43,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Bucket bounds for the size histograms (`processor_batch_batch_send_size`),
@@ -113,7 +112,8 @@ impl MetricsServer {
         handle: PrometheusHandle,
         shutdown: CancellationToken,
     ) -> std::io::Result<MetricsServer> {
-        let listener = TcpListener::bind(address).await?;
+        // As Go's net.Listen: `localhost:8888` binds 127.0.0.1, not [::1].
+        let listener = crate::receiver::bind(address).await?;
         let bound = listener.local_addr()?;
         let state = Arc::new((namespace, handle));
         crate::http_server::serve_plain(listener, shutdown, move |req| {
@@ -163,5 +163,20 @@ mod tests {
             out,
             "# HELP otelcol_receiver_accepted_spans_total spans\n# TYPE otelcol_receiver_accepted_spans_total counter\notelcol_receiver_accepted_spans_total{receiver=\"otlp\"} 3\n\n"
         );
+    }
+    /// The collector's default `localhost:8888` is IPv4 loopback, as Go's
+    /// net.Listen picks it, so a scrape of 127.0.0.1 finds it.
+    #[tokio::test]
+    async fn localhost_binds_ipv4_loopback() {
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let stop = CancellationToken::new();
+        let server = MetricsServer::start("localhost:0", "otelcol".into(), handle, stop.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            server.address.ip(),
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        );
+        stop.cancel();
     }
 }

@@ -1,12 +1,11 @@
 //! The tracegate command line: run a config, or validate one.
 #![deny(unsafe_code)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracegate::config::{self, Loaded};
+use tracegate::config;
 
 #[cfg(feature = "jemalloc")]
 mod jemalloc;
@@ -15,10 +14,21 @@ mod jemalloc;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Config file in the OpenTelemetry Collector's YAML shape (a `file:`
-    /// prefix is accepted). Without it the embedded default runs.
-    #[arg(long, global = true)]
-    config: Option<String>,
+    /// Config in the OpenTelemetry Collector's YAML shape: a path, or a
+    /// `file:`, `env:`, `yaml:`, `http://` or `https://` URI. Repeat it to
+    /// merge several, later ones winning. Without it the embedded default
+    /// runs.
+    #[arg(long, global = true, value_name = "URI")]
+    config: Vec<String>,
+    /// Sets one config value after every --config is merged:
+    /// `--set processors.batch.timeout=2s` (dots or `::` separate keys; the
+    /// value is YAML). Repeatable.
+    #[arg(long, global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The collector's feature gates (`gate,-gate,+gate`). tracegate
+    /// honours `confmap.enableMergeAppendOption`; others are warned about.
+    #[arg(long, global = true, value_name = "GATES")]
+    feature_gates: Vec<String>,
     /// How long shutdown may take to flush batches and drain exporter
     /// queues after SIGTERM/SIGINT (Go duration syntax).
     #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
@@ -31,18 +41,38 @@ struct Cli {
 enum Command {
     /// Check a config without starting anything; print warnings.
     Validate,
+    /// List the receivers, processors, exporters and extensions this build
+    /// implements (YAML, in the collector's shape).
+    Components,
+    /// Print the resolved config: every --config and --set merged, every
+    /// ${...} expanded.
+    #[command(alias = "print-initial-config")]
+    PrintConfig {
+        /// `redacted` (headers, keys and passwords as [REDACTED]) or
+        /// `unredacted`.
+        #[arg(long, default_value = "redacted")]
+        mode: config::PrintMode,
+        /// `yaml` or `json`.
+        #[arg(long, default_value = "yaml")]
+        format: config::PrintFormat,
+        /// Refuse to print a config that does not load (`--validate=false`
+        /// prints it anyway).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        validate: bool,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     tracegate_pipeline::duration::parse(s)
 }
 
-fn load(path: Option<&str>) -> Result<Loaded, config::ConfigError> {
-    match path {
-        Some(p) => config::load_file(&PathBuf::from(p.strip_prefix("file:").unwrap_or(p))),
-        None => config::load_str(tracegate::DEFAULT_CONFIG, "embedded default config", &|k| {
-            std::env::var(k).ok()
-        }),
+impl Cli {
+    fn sources(&self) -> config::Sources {
+        config::Sources {
+            configs: self.config.clone(),
+            sets: self.set.clone(),
+            feature_gates: self.feature_gates.clone(),
+        }
     }
 }
 
@@ -50,13 +80,45 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Validate) => {
-            let origin = cli.config.as_deref().unwrap_or("embedded default config");
-            match load(cli.config.as_deref()) {
+            let resolved = config::resolve_sources(&cli.sources(), &|k| std::env::var(k).ok());
+            match resolved.loaded {
                 Ok(loaded) => {
                     for w in &loaded.warnings {
                         println!("warning: {w}");
                     }
-                    println!("{origin}: valid");
+                    println!("{}: valid", resolved.origin);
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Some(Command::Components) => {
+            print!("{}", config::components_yaml());
+            Ok(())
+        }
+        Some(Command::PrintConfig {
+            mode,
+            format,
+            validate,
+        }) => {
+            let resolved = config::resolve_sources(&cli.sources(), &|k| std::env::var(k).ok());
+            match &resolved.loaded {
+                Ok(loaded) => loaded
+                    .warnings
+                    .iter()
+                    .for_each(|w| eprintln!("warning: {w}")),
+                Err(e) if validate => {
+                    eprintln!("invalid configuration: {e}");
+                    std::process::exit(1);
+                }
+                Err(_) => {}
+            }
+            match resolved.print(mode, format) {
+                Ok(text) => {
+                    print!("{text}");
                     Ok(())
                 }
                 Err(e) => {
@@ -73,7 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let prometheus = tracegate_pipeline::telemetry::install_recorder();
     #[cfg(feature = "jemalloc")]
     tracegate_pipeline::memory::set_release_hook(jemalloc::purge_arenas);
-    let loaded = match load(cli.config.as_deref()) {
+    let loaded = match config::load_sources(&cli.sources()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("invalid config: {e}");

@@ -18,6 +18,7 @@ pub mod otlp;
 mod test_support;
 pub mod zipkin;
 
+pub(crate) use listener::bind;
 pub use listener::split_host_port;
 
 /// A receiver's typed config, chosen by the component type.

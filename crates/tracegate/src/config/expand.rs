@@ -1,6 +1,9 @@
-//! Environment references in string values, resolved as the collector's
-//! confmap does: `${env:VAR}`, `${VAR}` (env is the default scheme) and
-//! `${env:VAR:-default}`; `$$` is a literal `$`.
+//! References in string values, resolved as the collector's confmap does:
+//! `${env:VAR}`, `${VAR}` (env is the default scheme) and
+//! `${env:VAR:-default}`; `${file:PATH}` (the file's content, trailing
+//! newline included), `${yaml:TEXT}` (the text itself) and
+//! `${http://...}` / `${https://...}` (the body of a GET, see
+//! `sources`); `$$` is a literal `$`.
 //!
 //! - The innermost reference (the last `${` before the first `}`) is
 //!   resolved first, and the result is scanned again, so references may nest
@@ -8,7 +11,8 @@
 //! - A scalar that is exactly one reference is re-typed as YAML: `4317`
 //!   becomes an int, `[a, b]` a list, an unset variable null. The text is
 //!   kept too, for fields that want a string. A string result is the
-//!   variable's raw text (quotes and all), as the collector keeps it.
+//!   variable's (or file's) raw text (quotes, trailing newline and all), as
+//!   the collector keeps it.
 //! - A reference inside a longer string is replaced by the variable's text.
 //! - An unset variable without a default expands to nothing, with a warning.
 //! - `${` preceded by an odd number of `$` is escaped. After expansion
@@ -71,10 +75,12 @@ enum Outcome {
 
 /// One resolved reference.
 struct Resolved {
-    /// The variable's text (or the default's).
+    /// The variable's text (or the default's, or the file's).
     text: String,
     /// An empty default is an empty string, never null (as the collector).
     empty_default: bool,
+    /// The `file:` URI the text came from, for the trailing-newline warning.
+    file: Option<String>,
 }
 
 impl Expander<'_> {
@@ -164,7 +170,10 @@ impl Expander<'_> {
             let resolved = self.resolve(&current[open + 2..end - 1], path)?;
             if open == 0 && end == current.len() {
                 match retype(&resolved) {
-                    Value::Str(t) => current = t,
+                    Value::Str(t) => {
+                        self.warn_newline(&resolved, path);
+                        current = t
+                    }
                     value => {
                         return Ok(Outcome::Typed {
                             value,
@@ -173,7 +182,21 @@ impl Expander<'_> {
                     }
                 }
             } else {
+                self.warn_newline(&resolved, path);
                 current.replace_range(open..end, &resolved.text);
+            }
+        }
+    }
+
+    /// A file read as text keeps its trailing newline, as in the collector;
+    /// in a password or a header that is rarely meant.
+    fn warn_newline(&mut self, resolved: &Resolved, path: &Path) {
+        if let Some(uri) = &resolved.file {
+            if resolved.text.ends_with('\n') {
+                self.result.warnings.push((
+                    path.clone(),
+                    format!("${{{uri}}} ends with a newline, which is part of the value (as in the collector)"),
+                ));
             }
         }
     }
@@ -196,9 +219,17 @@ impl Expander<'_> {
             ));
         }
         if scheme != "env" {
-            return Err(format!(
-                "scheme {scheme:?} is not supported for uri {uri:?} (tracegate resolves only env)"
-            ));
+            if !super::sources::REFERENCE_SCHEMES.contains(&scheme) {
+                return Err(format!(
+                    "scheme {scheme:?} is not supported for uri {uri:?} (tracegate resolves env, file, yaml, http and https)"
+                ));
+            }
+            let text = super::sources::retrieve_text(&uri)?;
+            return Ok(Resolved {
+                text,
+                empty_default: false,
+                file: (scheme == "file").then(|| uri.clone()),
+            });
         }
         let (name, default) = match opaque.split_once(":-") {
             Some((name, default)) => (name, Some(default)),
@@ -213,10 +244,12 @@ impl Expander<'_> {
             (Some(text), _) => Ok(Resolved {
                 text,
                 empty_default: false,
+                file: None,
             }),
             (None, Some(default)) => Ok(Resolved {
                 text: default.to_string(),
                 empty_default: default.is_empty(),
+                file: None,
             }),
             (None, None) => {
                 self.result.warnings.push((
@@ -226,6 +259,7 @@ impl Expander<'_> {
                 Ok(Resolved {
                     text: String::new(),
                     empty_default: false,
+                    file: None,
                 })
             }
         }
@@ -266,7 +300,7 @@ fn find_reference(s: &str) -> Option<(usize, usize)> {
 }
 
 /// A URI scheme: a letter, then at least one letter, digit, `+`, `.`, `-`.
-fn is_scheme(s: &str) -> bool {
+pub(crate) fn is_scheme(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && s.len() >= 2
@@ -460,7 +494,11 @@ mod tests {
         let cases = [
             ("${env:A B}", "has invalid name"),
             ("${1}", "has invalid name"),
-            ("${file:/etc/x}", "scheme \"file\" is not supported"),
+            ("${s3:bucket/x}", "scheme \"s3\" is not supported"),
+            (
+                "${file:/nonexistent/tracegate/x}",
+                "unable to read the file",
+            ),
             ("${FOO:-bar}", "scheme \"FOO\" is not supported"),
             ("${a:b}", "invalid uri"),
             ("${env:A$B}", "unsupported characters"),

@@ -11,8 +11,11 @@
 //! else are not built.
 
 mod catalog;
+mod components;
 mod expand;
 mod id;
+mod print;
+mod sources;
 mod telemetry;
 mod tree;
 
@@ -28,8 +31,11 @@ use tracegate_pipeline::processor::ProcessorConfig;
 use tracegate_pipeline::receiver::ReceiverConfig;
 
 use catalog::{Known, Section};
+pub use components::render as components_yaml;
 pub use id::ComponentId;
 use id::{PipelineId, Signal};
+pub use print::{Format as PrintFormat, Mode as PrintMode};
+pub use sources::{load as load_sources, resolve as resolve_sources, Resolved, Sources};
 use telemetry::{
     LogEncoding, MetricsLevel, PrometheusExporterSpec, TelemetrySpec, DEFAULT_METRICS_ADDRESS,
     DEFAULT_NAMESPACE,
@@ -170,7 +176,7 @@ pub fn load_str(
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
-    let mut root = tree::parse(text).map_err(|message| ConfigError::Yaml {
+    let root = tree::parse(text).map_err(|message| ConfigError::Yaml {
         origin: origin.to_string(),
         // The parser's message is written for programmers using it.
         message: message
@@ -178,7 +184,27 @@ pub fn load_str(
             .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
             .replace("<input>", origin),
     })?;
+    load_document(root, origin, env).loaded
+}
+
+/// A document expanded and loaded.
+pub(crate) struct Document {
+    /// The document after `${...}` expansion.
+    pub expanded: Node,
+    pub expansion_failed: bool,
+    pub loaded: Result<Loaded, ConfigError>,
+}
+
+/// Expands `${...}` references in a parsed (possibly merged) document and
+/// loads it.
+pub(crate) fn load_document(
+    mut root: Node,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Document {
     let expansion = expand::expand_document(&mut root, env);
+    let expanded = root.clone();
+    let expansion_failed = !expansion.errors.is_empty();
     let mut loader = Loader {
         root,
         problems: Vec::new(),
@@ -193,7 +219,7 @@ pub fn load_str(
     let config = loader.load();
     let mut problems = loader.problems;
     problems.sort_by_key(|p| p.line.unwrap_or(u64::MAX));
-    match config {
+    let loaded = match config {
         Some(config) if problems.is_empty() => {
             let mut warnings = loader.warnings;
             warnings.sort_by_key(|p| p.line.unwrap_or(u64::MAX));
@@ -208,6 +234,11 @@ pub fn load_str(
             origin: origin.to_string(),
             problems,
         }),
+    };
+    Document {
+        expanded,
+        expansion_failed,
+        loaded,
     }
 }
 
@@ -385,7 +416,8 @@ impl Loader {
                     .iter()
                     .find(|e| message.starts_with(&format!("unknown field {:?}", e.key)))
             })
-            .map(|e| e.key_line);
+            .map(|e| e.key_line)
+            .filter(|line| *line > 0);
         let p = Problem {
             path: path.to_string(),
             line: unknown_key_line.or_else(|| self.line_of(&path)),
@@ -948,6 +980,20 @@ impl Loader {
             }
         }
 
+        // Readers written out replace the collector's default one
+        // (localhost:8888): without a pull reader nothing is served, and an
+        // empty list is refused unless the level is none, as in the collector.
+        let readers_given = metrics.readers.is_some();
+        if metrics.readers.as_ref().is_some_and(Vec::is_empty)
+            && metrics.level != Some(MetricsLevel::None)
+            && explicit.is_none()
+        {
+            self.error(
+                &metrics_path.key("readers"),
+                "collector telemetry metrics reader should exist when metric level is not none",
+            );
+        }
+
         let prometheus: Vec<(&Defined, &PrometheusExporterSpec)> = defined[&Section::Exporters]
             .iter()
             .filter_map(|d| match &d.parsed {
@@ -957,7 +1003,7 @@ impl Loader {
             .collect();
         let mut from_exporter = None;
         for (d, spec) in prometheus {
-            if explicit.is_some() {
+            if explicit.is_some() || readers_given {
                 self.warn(&d.path, "ignored: service::telemetry::metrics sets where tracegate's metrics are served");
             } else if from_exporter.is_some() {
                 self.warn(
@@ -987,6 +1033,7 @@ impl Loader {
                 telemetry.metrics_address = Some(address);
                 telemetry.metrics_namespace = namespace;
             }
+            (None, _) if readers_given => telemetry.metrics_address = None,
             (None, None) => telemetry.metrics_address = Some(DEFAULT_METRICS_ADDRESS.into()),
         }
         if metrics.level == Some(MetricsLevel::None) {

@@ -21,13 +21,14 @@ pub struct Telemetry {
     pub log_level: String,
     pub log_format: LogFormat,
     /// Listen address of the Prometheus `/metrics` endpoint; `None` when
-    /// `metrics.level` is `none`.
+    /// `metrics.level` is `none` or the readers written hold no pull reader.
     pub metrics_address: Option<String>,
     /// Prefix of every metric name (`otelcol` gives `otelcol_receiver_accepted_spans`).
     pub metrics_namespace: String,
 }
 
-pub(crate) const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:8888";
+/// The collector's default pull reader: `localhost`, port 8888.
+pub(crate) const DEFAULT_METRICS_ADDRESS: &str = "localhost:8888";
 pub(crate) const DEFAULT_NAMESPACE: &str = "otelcol";
 
 impl Default for Telemetry {
@@ -171,12 +172,13 @@ pub(crate) struct MetricsSpec {
     /// `detailed` serve every metric tracegate has. Default `normal`.
     #[serde(default)]
     pub level: Option<MetricsLevel>,
-    /// Listen address of `/metrics` (the collector's older key). Default
-    /// `0.0.0.0:8888`.
+    /// Listen address of `/metrics` (the collector's older key, which it no
+    /// longer accepts). Default `localhost:8888`.
     #[serde(default)]
     pub address: Option<String>,
     /// The collector's newer form: `- pull: {exporter: {prometheus: {host,
-    /// port}}}`. The first Prometheus pull reader sets the address.
+    /// port}}}`. The first Prometheus pull reader sets the address; readers
+    /// without one serve nothing.
     #[serde(default)]
     pub readers: Option<Vec<ReaderSpec>>,
     /// Accepted and ignored.

@@ -91,7 +91,8 @@ fn minimal_traces_pipeline() {
     assert_eq!(config.service.telemetry, Telemetry::default());
     assert_eq!(
         config.service.telemetry.metrics_address.as_deref(),
-        Some("0.0.0.0:8888")
+        Some("localhost:8888"),
+        "the collector's default pull reader"
     );
     assert_eq!(config.service.telemetry.metrics_namespace, "otelcol");
 }
@@ -427,6 +428,46 @@ fn telemetry_readers_form() {
         [
             r#"service::telemetry::metrics::readers[0]::pull::exporter::prometheus: unknown field "prot", did you mean "port"? (line 23)"#
         ]
+    );
+}
+
+#[test]
+fn readers_without_a_pull_reader_serve_nothing() {
+    let periodic = "      readers:\n        - periodic:\n            exporter:\n              otlp:\n                endpoint: http://x:4318\n";
+    let yaml = format!("{MINIMAL}  telemetry:\n    metrics:\n{periodic}");
+    let loaded = load_ok(&yaml);
+    assert_eq!(loaded.config.service.telemetry.metrics_address, None);
+
+    // Written readers also keep a prometheus exporter from serving.
+    let with_exporter = MINIMAL.replace(
+        "  debug:\n",
+        "  debug:\n  prometheus:\n    endpoint: 0.0.0.0:8889\n",
+    );
+    let yaml = format!("{with_exporter}  telemetry:\n    metrics:\n{periodic}");
+    let loaded = load_ok(&yaml);
+    assert_eq!(loaded.config.service.telemetry.metrics_address, None);
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("exporters::prometheus: ignored")),
+        "{:?}",
+        loaded.warnings
+    );
+
+    // An empty list is refused unless the level is none, as the collector does.
+    let yaml = format!("{MINIMAL}  telemetry:\n    metrics:\n      readers: []\n");
+    let found = problems(&yaml);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("service::telemetry::metrics::readers: collector telemetry metrics reader should exist when metric level is not none"),
+        "{found:?}"
+    );
+    let yaml =
+        format!("{MINIMAL}  telemetry:\n    metrics:\n      level: none\n      readers: []\n");
+    assert_eq!(
+        load_ok(&yaml).config.service.telemetry.metrics_address,
+        None
     );
 }
 
