@@ -139,3 +139,23 @@ impl HealthServer {
         Ok(HealthServer { address })
     }
 }
+
+#[async_trait::async_trait]
+impl crate::extension::BuildExtension for HealthCheckConfig {
+    fn validate(&self) -> Result<Vec<String>, crate::config::ComponentError> {
+        Ok(Vec::new())
+    }
+
+    async fn start(
+        &self,
+        _: &str,
+        ctx: &crate::context::BuildContext,
+    ) -> Result<crate::extension::RunningExtension, String> {
+        let server = HealthServer::start(self, ctx.readiness.clone(), ctx.shutdown.clone())
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", self.endpoint))?;
+        Ok(crate::extension::RunningExtension {
+            addresses: vec![("http", server.address)],
+        })
+    }
+}

@@ -406,6 +406,20 @@ impl tower::Service<Uri> for TlsTcpConnector {
     }
 }
 
+impl super::BuildExporter for Config {
+    fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        Config::validate(self)
+    }
+
+    fn build(&self, _: &str, _: &crate::context::BuildContext) -> Result<super::Built<'_>, String> {
+        Ok(super::Built {
+            exporter: std::sync::Arc::new(OtlpGrpcExporter::new(self)?),
+            queue: &self.sending_queue,
+            retry: self.retry_on_failure.clone(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -428,6 +428,20 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
     unix_time(year, month, day, hour, minute, second)
 }
 
+impl super::BuildExporter for Config {
+    fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        Config::validate(self)
+    }
+
+    fn build(&self, _: &str, _: &crate::context::BuildContext) -> Result<super::Built<'_>, String> {
+        Ok(super::Built {
+            exporter: std::sync::Arc::new(OtlpHttpExporter::new(self)?),
+            queue: &self.sending_queue,
+            retry: self.retry_on_failure.clone(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::UNIX_EPOCH;

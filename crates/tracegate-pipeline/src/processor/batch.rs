@@ -292,6 +292,21 @@ impl Processor for Batcher {
     }
 }
 
+impl super::BuildProcessor for Config {
+    fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        Config::validate(self)
+    }
+
+    fn build(
+        &self,
+        id: &str,
+        next: NextConsumer,
+        _: &crate::context::BuildContext,
+    ) -> Result<Arc<dyn Processor>, ComponentError> {
+        Ok(Batcher::start(id, self.clone(), next))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

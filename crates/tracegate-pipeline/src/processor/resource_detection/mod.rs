@@ -485,5 +485,20 @@ impl Processor for ResourceDetector {
     async fn flush(&self) {}
 }
 
+impl super::BuildProcessor for Config {
+    fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        Config::validate(self)
+    }
+
+    fn build(
+        &self,
+        id: &str,
+        next: NextConsumer,
+        _: &crate::context::BuildContext,
+    ) -> Result<Arc<dyn Processor>, ComponentError> {
+        Ok(ResourceDetector::start(id, self.clone(), next))
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests;
