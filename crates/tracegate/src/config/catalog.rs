@@ -67,10 +67,38 @@ impl Section {
             Section::Extensions => ExtensionConfig::REGISTRY.not_built,
         }
     }
+
+    /// The section's rows for the docs: (type, aliases, doc line).
+    #[cfg(test)]
+    fn rows(self) -> Vec<(&'static str, &'static [&'static str], &'static str)> {
+        fn rows<C>(
+            registry: &tracegate_pipeline::registry::Registry<C>,
+        ) -> Vec<(&'static str, &'static [&'static str], &'static str)> {
+            registry
+                .built
+                .iter()
+                .map(|r| (r.name, r.aliases, r.doc))
+                .collect()
+        }
+        let mut rows = match self {
+            Section::Receivers => rows(&ReceiverConfig::REGISTRY),
+            Section::Processors => rows(&ProcessorConfig::REGISTRY),
+            Section::Exporters => rows(&ExporterConfig::REGISTRY),
+            Section::Extensions => rows(&ExtensionConfig::REGISTRY),
+        };
+        if self == Section::Exporters {
+            rows.push((PROMETHEUS_EXPORTER, &[], PROMETHEUS_EXPORTER_DOC));
+        }
+        rows
+    }
 }
 
 /// The exporter type whose endpoint serves tracegate's own metrics.
 pub(crate) const PROMETHEUS_EXPORTER: &str = "prometheus";
+
+#[cfg(test)]
+const PROMETHEUS_EXPORTER_DOC: &str =
+    "Not an exporter here: where tracegate serves its own metrics ([below](#the-prometheus-exporter)).";
 
 /// What the catalogue knows about a type in a section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +143,38 @@ pub(crate) fn not_built(section: Section, kind: &str) -> String {
         "the `{kind}` {} is a collector component that tracegate does not implement",
         section.singular()
     )
+}
+
+/// The component tables of `docs/configuration.md`: what tracegate builds,
+/// and the collector types it knows but does not build.
+#[cfg(test)]
+fn component_tables() -> String {
+    let code = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::from("| section | type | aliases | what it does |\n|---|---|---|---|\n");
+    for section in Section::ALL {
+        for (name, aliases, doc) in section.rows() {
+            out.push_str(&format!(
+                "| {} | `{name}` | {} | {doc} |\n",
+                section.key(),
+                code(aliases)
+            ));
+        }
+    }
+    out.push_str("\n| section | collector types tracegate does not implement |\n|---|---|\n");
+    for section in Section::ALL {
+        out.push_str(&format!(
+            "| {} | {} |\n",
+            section.key(),
+            code(section.not_built())
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -175,6 +235,38 @@ mod tests {
         assert_eq!(
             not_built(Section::Extensions, "pprof"),
             "the `pprof` extension is a collector component that tracegate does not implement"
+        );
+    }
+
+    /// The docs' component tables are the registries' (with the
+    /// `prometheus` exporter): a type added, renamed or dropped in a
+    /// registry fails here until `docs/configuration.md` says the same.
+    /// `TRACEGATE_BLESS_DOCS=1` rewrites the docs' tables from the
+    /// registries.
+    #[test]
+    fn the_docs_component_tables_are_the_registries() {
+        const BEGIN: &str = "<!-- component tables: generated from the registries -->\n";
+        const END: &str = "<!-- end of component tables -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+        let docs = std::fs::read_to_string(path).expect("docs/configuration.md");
+        let start = docs
+            .find(BEGIN)
+            .expect("the begin marker in docs/configuration.md")
+            + BEGIN.len();
+        let end = start
+            + docs[start..]
+                .find(END)
+                .expect("the end marker in docs/configuration.md");
+        let expected = component_tables();
+        if docs[start..end] != expected && std::env::var_os("TRACEGATE_BLESS_DOCS").is_some() {
+            let blessed = format!("{}{expected}{}", &docs[..start], &docs[end..]);
+            std::fs::write(path, blessed).expect("rewrite docs/configuration.md");
+            return;
+        }
+        assert!(
+            docs[start..end] == expected,
+            "docs/configuration.md's component tables differ from the registries; \
+             rerun with TRACEGATE_BLESS_DOCS=1 to rewrite them, or write:\n{expected}"
         );
     }
 }
