@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use crate::config::ComponentError;
 use crate::context::BuildContext;
 use crate::health::HealthCheckConfig;
 use crate::registry::component_registry;
@@ -13,15 +12,14 @@ use crate::registry::component_registry;
 /// config in its own module, reached through [`ExtensionConfig`].
 #[async_trait::async_trait]
 pub trait BuildExtension: Send + Sync {
-    /// Pure checks (no network, no disk): `Err` for an invalid config,
-    /// `Ok(warnings)` for valid but surprising settings.
-    fn validate(&self) -> Result<Vec<String>, ComponentError>;
-
     /// Starts the extension, which runs until `ctx.shutdown` is cancelled.
-    /// Called only after `validate` passed; `Err` is the message for the
-    /// user.
-    async fn start(&self, id: &str, ctx: &BuildContext) -> Result<RunningExtension, String>;
+    /// Called only after the config's `validate` passed; `Err` is the
+    /// message for the user.
+    async fn start(&self, id: &str, ctx: &BuildContext) -> Started;
 }
+
+/// A started extension, or why it could not start.
+pub type Started = Result<RunningExtension, String>;
 
 component_registry! {
     /// An extension's typed config, chosen by the component type.

@@ -140,17 +140,20 @@ impl HealthServer {
     }
 }
 
-#[async_trait::async_trait]
-impl crate::extension::BuildExtension for HealthCheckConfig {
-    fn validate(&self) -> Result<Vec<String>, crate::config::ComponentError> {
+impl HealthCheckConfig {
+    /// Nothing to check without binding the endpoint.
+    pub fn validate(&self) -> Result<Vec<String>, crate::config::ComponentError> {
         Ok(Vec::new())
     }
+}
 
+#[async_trait::async_trait]
+impl crate::extension::BuildExtension for HealthCheckConfig {
     async fn start(
         &self,
         _: &str,
         ctx: &crate::context::BuildContext,
-    ) -> Result<crate::extension::RunningExtension, String> {
+    ) -> crate::extension::Started {
         let server = HealthServer::start(self, ctx.readiness.clone(), ctx.shutdown.clone())
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", self.endpoint))?;

@@ -16,9 +16,10 @@
 //! and the dispatch from the variant to its component. A `const` table can
 //! hold the entries but not declare the variant or the dispatch, which
 //! would then be kept in step by hand in two more places. The macro writes
-//! all three from one line and does nothing else: what a component does
-//! (validate, build) is ordinary code, a trait implemented in the
-//! component's own module ([`crate::receiver::BuildReceiver`],
+//! all three from one line and does nothing else. What a component does is
+//! ordinary code in its own module: its config's `validate` method, and
+//! the kind's build trait implemented for the config
+//! ([`crate::receiver::BuildReceiver`],
 //! [`crate::processor::BuildProcessor`], [`crate::exporter::BuildExporter`],
 //! [`crate::extension::BuildExtension`]). Build functions take a
 //! [`crate::context::BuildContext`] for whatever they need from the rest
@@ -28,17 +29,25 @@
 //!
 //! 1. Write the component in its own module (`exporter/kafka.rs`): its
 //!    `Config` (`serde::Deserialize` with `deny_unknown_fields`, defaults
-//!    as the collector's), and the kind's build trait for that `Config`:
-//!    `validate` (pure checks: no network, no disk) and the build function,
-//!    which takes from the `BuildContext` what it needs. Tests go beside it.
+//!    as the collector's) with a `validate` method (pure checks: no
+//!    network, no disk; `Ok` carries warnings), and the kind's build trait
+//!    for that `Config`, whose one method takes from the `BuildContext`
+//!    what the component needs. Tests go beside it.
 //! 2. Add one row to the kind's `component_registry!` call:
 //!    `Kafka(kafka::Config) = "kafka" => "Sends spans to a Kafka topic",`
 //!    (aliases as `= "name" | "alias"`; a parser other than
-//!    [`crate::config::from_value`] as `, parse kafka::from_value`), and
-//!    take the type out of the row's `not built` list if it was there.
-//! 3. Document its keys in `docs/configuration.md`; the component table
-//!    there is generated from the registry (run the `tracegate` crate's
-//!    tests with `TRACEGATE_BLESS_DOCS=1` to rewrite it).
+//!    [`crate::config::from_value`] as `, parse kafka::from_value`; checks
+//!    other than `Config::validate` as `, validate kafka::check`), and take
+//!    the type out of the kind's `not built` list if it was there. Declare
+//!    the module (`pub mod kafka;`) beside the others.
+//! 3. Document its keys in `docs/configuration.md`. The component tables
+//!    there are generated from the registries: run the `tracegate` crate's
+//!    tests with `TRACEGATE_BLESS_DOCS=1` to rewrite them, and check the
+//!    diff.
+//!
+//! What a component needs from another (memory pressure, later storage
+//! extensions or membership) is a field of the `BuildContext`, filled in
+//! once by the binary (`tracegate::app::start`), never a global.
 
 use serde_json::Value;
 
@@ -100,7 +109,8 @@ impl<C> Registry<C> {
 /// ```text
 /// component_registry! {
 ///     #[derive(...)] pub enum ExporterConfig: "exporter", dyn BuildExporter {
-///         Variant(module::Config) = "name" | "alias" [, parse module::parse_fn] => "doc line",
+///         Variant(module::Config) = "name" | "alias"
+///             [, parse module::parse_fn] [, validate module::validate_fn] => "doc line",
 ///         ...
 ///     }
 ///     not built: ["kafka", ...]
@@ -108,7 +118,8 @@ impl<C> Registry<C> {
 /// ```
 ///
 /// It generates the enum (one variant per row), `REGISTRY`, `KINDS`,
-/// `from_value`, `validate` and `component` (the row's config as the
+/// `from_value`, `validate` (the config's own `validate` method unless the
+/// row names another function) and `component` (the row's config as the
 /// kind's build trait, through which the kind's own `build`/`start` reaches
 /// the component).
 macro_rules! component_registry {
@@ -118,12 +129,18 @@ macro_rules! component_registry {
     (@parse $value:ident $parse:path) => {
         $parse($value)
     };
+    (@validate $config:ident) => {
+        $config.validate()
+    };
+    (@validate $config:ident $validate:path) => {
+        $validate($config)
+    };
     (
         $(#[$attr:meta])*
         pub enum $Enum:ident: $kind:literal, dyn $Trait:path {
             $(
                 $Variant:ident($Ty:ty) = $name:literal $(| $alias:literal)*
-                    $(, parse $parse:path)? => $doc:literal
+                    $(, parse $parse:path)? $(, validate $validate:path)? => $doc:literal
             ),* $(,)?
         }
         not built: [$($other:literal),* $(,)?]
@@ -173,7 +190,11 @@ macro_rules! component_registry {
             /// Pure checks (no network, no disk): `Err` for an invalid
             /// config, `Ok(warnings)` for valid but surprising settings.
             pub fn validate(&self) -> Result<Vec<String>, $crate::config::ComponentError> {
-                self.component().validate()
+                match self {
+                    $($Enum::$Variant(config) => {
+                        $crate::registry::component_registry!(@validate config $($validate)?)
+                    })*
+                }
             }
 
             /// The row's config, as the kind's build trait.

@@ -395,21 +395,14 @@ fn timestamp(unix_nanos: u64) -> String {
 }
 
 impl super::BuildExporter for Config {
-    fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        Config::validate(self)
-    }
-
     // Writing to the log cannot fail, so there is nothing to retry.
-    fn build(
-        &self,
-        id: &str,
-        _: &crate::context::BuildContext,
-    ) -> Result<super::Built<'_>, String> {
-        Ok(super::Built {
-            exporter: std::sync::Arc::new(DebugExporter::new(id, self)),
-            queue: &self.sending_queue,
-            retry: super::RetryConfig::disabled(),
-        })
+    fn build(&self, id: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let exporter = DebugExporter::new(id, self);
+        Ok(super::Built::new(
+            exporter,
+            &self.sending_queue,
+            super::RetryConfig::disabled(),
+        ))
     }
 }
 

@@ -518,22 +518,15 @@ fn parse_stamp(stamp: &str) -> Option<SystemTime> {
 }
 
 impl super::BuildExporter for Config {
-    fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        Config::validate(self)
-    }
-
     // As the collector's file exporter: a failed write is not retried (a
     // retry could leave a half-written record before the whole one).
-    fn build(
-        &self,
-        id: &str,
-        _: &crate::context::BuildContext,
-    ) -> Result<super::Built<'_>, String> {
-        Ok(super::Built {
-            exporter: std::sync::Arc::new(FileExporter::new(id, self)?),
-            queue: &self.sending_queue,
-            retry: super::RetryConfig::disabled(),
-        })
+    fn build(&self, id: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let exporter = FileExporter::new(id, self)?;
+        Ok(super::Built::new(
+            exporter,
+            &self.sending_queue,
+            super::RetryConfig::disabled(),
+        ))
     }
 }
 

@@ -81,16 +81,13 @@ impl Exporter for JaegerExporter {
 }
 
 impl super::BuildExporter for Config {
-    fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        Config::validate(self)
-    }
-
-    fn build(&self, _: &str, _: &crate::context::BuildContext) -> Result<super::Built<'_>, String> {
-        Ok(super::Built {
-            exporter: std::sync::Arc::new(JaegerExporter::new(self)?),
-            queue: &self.0.sending_queue,
-            retry: self.0.retry_on_failure.clone(),
-        })
+    fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let exporter = JaegerExporter::new(self)?;
+        Ok(super::Built::new(
+            exporter,
+            &self.0.sending_queue,
+            self.0.retry_on_failure.clone(),
+        ))
     }
 }
 

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::ComponentError;
 use crate::context::BuildContext;
 use crate::registry::component_registry;
 use tracegate_model::SpanBatch;
@@ -81,14 +80,10 @@ pub struct StartError {
 /// What makes a config an exporter type: implemented by each exporter's
 /// `Config` in its own module, reached through [`ExporterConfig`].
 pub trait BuildExporter {
-    /// Pure checks (no network, no disk): `Err` for an invalid config,
-    /// `Ok(warnings)` for valid but surprising settings.
-    fn validate(&self) -> Result<Vec<String>, ComponentError>;
-
     /// Builds the exporter (reading TLS files, opening output files; a
     /// backend is connected lazily, so an unreachable one never blocks
-    /// startup), taking from `ctx` what it needs. Called only after
-    /// `validate` passed; `Err` is the message for the user.
+    /// startup), taking from `ctx` what it needs. Called only after the
+    /// config's `validate` passed; `Err` is the message for the user.
     fn build(&self, id: &str, ctx: &BuildContext) -> Result<Built<'_>, String>;
 }
 
@@ -97,6 +92,16 @@ pub struct Built<'a> {
     pub exporter: Arc<dyn Exporter>,
     pub queue: &'a QueueConfig,
     pub retry: RetryConfig,
+}
+
+impl<'a> Built<'a> {
+    pub fn new(exporter: impl Exporter, queue: &'a QueueConfig, retry: RetryConfig) -> Built<'a> {
+        Built {
+            exporter: Arc::new(exporter),
+            queue,
+            retry,
+        }
+    }
 }
 
 component_registry! {

@@ -407,16 +407,13 @@ impl tower::Service<Uri> for TlsTcpConnector {
 }
 
 impl super::BuildExporter for Config {
-    fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        Config::validate(self)
-    }
-
-    fn build(&self, _: &str, _: &crate::context::BuildContext) -> Result<super::Built<'_>, String> {
-        Ok(super::Built {
-            exporter: std::sync::Arc::new(OtlpGrpcExporter::new(self)?),
-            queue: &self.sending_queue,
-            retry: self.retry_on_failure.clone(),
-        })
+    fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let exporter = OtlpGrpcExporter::new(self)?;
+        Ok(super::Built::new(
+            exporter,
+            &self.sending_queue,
+            self.retry_on_failure.clone(),
+        ))
     }
 }
 

@@ -429,16 +429,13 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
 }
 
 impl super::BuildExporter for Config {
-    fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        Config::validate(self)
-    }
-
-    fn build(&self, _: &str, _: &crate::context::BuildContext) -> Result<super::Built<'_>, String> {
-        Ok(super::Built {
-            exporter: std::sync::Arc::new(OtlpHttpExporter::new(self)?),
-            queue: &self.sending_queue,
-            retry: self.retry_on_failure.clone(),
-        })
+    fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let exporter = OtlpHttpExporter::new(self)?;
+        Ok(super::Built::new(
+            exporter,
+            &self.sending_queue,
+            self.retry_on_failure.clone(),
+        ))
     }
 }
 

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracegate_model::SpanBatch;
 
-use super::{BuildProcessor, Processor};
+use super::Processor;
 use crate::config::ComponentError;
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
 use crate::context::BuildContext;
@@ -352,17 +352,8 @@ impl Processor for MemoryLimiter {
     async fn flush(&self) {}
 }
 
-impl BuildProcessor for Config {
-    fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        Config::validate(self)
-    }
-
-    fn build(
-        &self,
-        id: &str,
-        next: NextConsumer,
-        ctx: &BuildContext,
-    ) -> Result<Arc<dyn Processor>, ComponentError> {
+impl super::BuildProcessor for Config {
+    fn build(&self, id: &str, next: NextConsumer, ctx: &super::BuildContext) -> super::Building {
         Ok(MemoryLimiter::start(id, self, next, ctx))
     }
 }

@@ -27,19 +27,13 @@ pub trait Processor: Consumer {
 /// What makes a config a processor type: implemented by each processor's
 /// `Config` in its own module, reached through [`ProcessorConfig`].
 pub trait BuildProcessor {
-    /// Pure checks (no network, no disk): `Err` for an invalid config,
-    /// `Ok(warnings)` for valid but surprising settings.
-    fn validate(&self) -> Result<Vec<String>, ComponentError>;
-
     /// Starts the processor in front of `next`, taking from `ctx` what it
-    /// needs. Called only after `validate` passed.
-    fn build(
-        &self,
-        id: &str,
-        next: NextConsumer,
-        ctx: &BuildContext,
-    ) -> Result<Arc<dyn Processor>, ComponentError>;
+    /// needs. Called only after the config's `validate` passed.
+    fn build(&self, id: &str, next: NextConsumer, ctx: &BuildContext) -> Building;
 }
+
+/// A started processor, or why its config cannot be built.
+pub type Building = Result<Arc<dyn Processor>, ComponentError>;
 
 component_registry! {
     /// A processor's typed config, chosen by the component type.
@@ -51,9 +45,10 @@ component_registry! {
             => "Groups spans into larger batches, by size and time.",
         MemoryLimiter(memory_limiter::Config) = "memory_limiter"
             => "Refuses data while the process's memory is above its limit.",
-        ProbabilisticSampler(probabilistic_sampler::Config) = "probabilistic_sampler"
+        ProbabilisticSampler(probabilistic_sampler::Config) = "probabilistic_sampler",
+            validate probabilistic_sampler::validate
             => "Keeps a share of traces, decided from the trace id (head sampling).",
-        Sampling(sampling::Config) = "sampling"
+        Sampling(sampling::Config) = "sampling", validate sampling::validate
             => "tracegate's head sampling by policies, trace-consistent (OTEP 235).",
         ResourceDetection(resource_detection::Config) = "resource_detection" | "resourcedetection"
             => "Adds the host's and its cloud's attributes to every resource.",

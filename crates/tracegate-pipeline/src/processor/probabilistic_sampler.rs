@@ -41,16 +41,7 @@ pub fn start(id: &str, config: &Config, next: NextConsumer) -> Arc<dyn Processor
 }
 
 impl super::BuildProcessor for Config {
-    fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        validate(self)
-    }
-
-    fn build(
-        &self,
-        id: &str,
-        next: NextConsumer,
-        _: &crate::context::BuildContext,
-    ) -> Result<Arc<dyn Processor>, ComponentError> {
+    fn build(&self, id: &str, next: NextConsumer, _: &super::BuildContext) -> super::Building {
         Ok(start(id, self, next))
     }
 }

@@ -60,16 +60,7 @@ pub fn start(
 }
 
 impl super::BuildProcessor for Config {
-    fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        validate(self)
-    }
-
-    fn build(
-        &self,
-        id: &str,
-        next: NextConsumer,
-        _: &crate::context::BuildContext,
-    ) -> Result<Arc<dyn Processor>, ComponentError> {
+    fn build(&self, id: &str, next: NextConsumer, _: &super::BuildContext) -> super::Building {
         start(id, self, next)
     }
 }

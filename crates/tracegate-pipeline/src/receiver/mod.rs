@@ -25,19 +25,14 @@ pub use listener::split_host_port;
 /// `Config` in its own module, reached through [`ReceiverConfig`].
 #[async_trait::async_trait]
 pub trait BuildReceiver: Send + Sync {
-    /// Pure checks (no network, no disk): `Err` for an invalid config,
-    /// `Ok(warnings)` for valid but surprising settings.
-    fn validate(&self) -> Result<Vec<String>, ComponentError>;
-
     /// Binds every listener, loads TLS files, then serves until
-    /// `ctx.shutdown` is cancelled. Called only after `validate` passed.
-    async fn start(
-        &self,
-        id: &str,
-        next: NextConsumer,
-        ctx: &BuildContext,
-    ) -> Result<RunningReceiver, StartError>;
+    /// `ctx.shutdown` is cancelled. Called only after the config's
+    /// `validate` passed.
+    async fn start(&self, id: &str, next: NextConsumer, ctx: &BuildContext) -> Started;
 }
+
+/// A started receiver, or why it could not start.
+pub type Started = Result<RunningReceiver, StartError>;
 
 component_registry! {
     /// A receiver's typed config, chosen by the component type.

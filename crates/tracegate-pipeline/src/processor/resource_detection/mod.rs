@@ -486,16 +486,7 @@ impl Processor for ResourceDetector {
 }
 
 impl super::BuildProcessor for Config {
-    fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        Config::validate(self)
-    }
-
-    fn build(
-        &self,
-        id: &str,
-        next: NextConsumer,
-        _: &crate::context::BuildContext,
-    ) -> Result<Arc<dyn Processor>, ComponentError> {
+    fn build(&self, id: &str, next: NextConsumer, _: &super::BuildContext) -> super::Building {
         Ok(ResourceDetector::start(id, self.clone(), next))
     }
 }

@@ -38,10 +38,9 @@ use tracegate_sampling::tail::{
     TraceBufferSettings, TraceShard, TraceView, Verdict,
 };
 
-use super::{BuildProcessor, Processor};
+use super::Processor;
 use crate::config::ComponentError;
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
-use crate::context::BuildContext;
 use crate::memory::MemoryPressure;
 use crate::telemetry::names;
 use metrics_names as m;
@@ -511,19 +510,14 @@ impl Processor for TailSampler {
     }
 }
 
-impl BuildProcessor for Config {
-    fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        Config::validate(self)
-    }
-
-    fn build(
-        &self,
-        id: &str,
-        next: NextConsumer,
-        ctx: &BuildContext,
-    ) -> Result<Arc<dyn Processor>, ComponentError> {
-        let sampler = TailSampler::start(id, self.clone(), next, ctx.memory.clone())?;
-        Ok(sampler)
+impl super::BuildProcessor for Config {
+    fn build(&self, id: &str, next: NextConsumer, ctx: &super::BuildContext) -> super::Building {
+        Ok(TailSampler::start(
+            id,
+            self.clone(),
+            next,
+            ctx.memory.clone(),
+        )?)
     }
 }
 

@@ -186,17 +186,13 @@ pub(crate) async fn start(
 
 #[async_trait::async_trait]
 impl super::BuildReceiver for Config {
-    fn validate(&self) -> Result<Vec<String>, crate::config::ComponentError> {
-        Config::validate(self)
-    }
-
     async fn start(
         &self,
         id: &str,
         next: NextConsumer,
-        ctx: &crate::context::BuildContext,
-    ) -> Result<RunningReceiver, StartError> {
-        start(self, id, next, ctx.shutdown.clone()).await
+        cx: &super::BuildContext,
+    ) -> super::Started {
+        start(self, id, next, cx.shutdown.clone()).await
     }
 }
 
