@@ -139,3 +139,26 @@ impl HealthServer {
         Ok(HealthServer { address })
     }
 }
+
+impl HealthCheckConfig {
+    /// Nothing to check without binding the endpoint.
+    pub fn validate(&self) -> Result<Vec<String>, crate::config::ComponentError> {
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::extension::BuildExtension for HealthCheckConfig {
+    async fn start(
+        &self,
+        _: &str,
+        ctx: &crate::context::BuildContext,
+    ) -> crate::extension::Started {
+        let server = HealthServer::start(self, ctx.readiness.clone(), ctx.shutdown.clone())
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", self.endpoint))?;
+        Ok(crate::extension::RunningExtension {
+            addresses: vec![("http", server.address)],
+        })
+    }
+}

@@ -7,14 +7,17 @@
 pub mod compression;
 pub mod config;
 pub mod consumer;
+pub mod context;
 pub mod duration;
 pub mod exporter;
+pub mod extension;
 pub mod grpc;
 pub mod health;
 mod http_server;
 pub mod memory;
 pub mod processor;
 pub mod receiver;
+pub mod registry;
 pub mod telemetry;
 pub mod tls;
 

@@ -1,12 +1,13 @@
 //! The process's memory as the memory limiter sees it: its resident set
 //! (what a container's limit and the OOM killer count), the memory it may
 //! use (the cgroup v2 or v1 limit, else the host's total), a hook through
-//! which the binary lets the allocator give freed memory back, and whether a
-//! memory limiter is past its hard limit.
+//! which the binary lets the allocator give freed memory back (handed to
+//! the memory limiter in the build context), and whether a memory limiter
+//! is past its hard limit ([`MemoryPressure`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 /// The resident set size of this process, from `/proc/self/status`.
 pub fn resident_bytes() -> Option<u64> {
@@ -68,29 +69,47 @@ fn cgroup_limit(read: &dyn Fn(&str) -> Option<String>) -> Option<u64> {
         .filter(|&l| l < CGROUP_V1_UNLIMITED)
 }
 
-/// Memory limiters whose last check found memory at or above their hard
-/// limit.
-static ABOVE_HARD_LIMIT: AtomicUsize = AtomicUsize::new(0);
+/// Whether a memory limiter found memory at or above its hard limit: the
+/// moment for components holding data (the tail sampler's pending traces)
+/// to let go of what they can. One per process, handed to components in
+/// the [`BuildContext`](crate::context::BuildContext); clones share it.
+/// Cheap enough to poll.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryPressure(Arc<AtomicUsize>);
 
-/// Whether any memory limiter's last check found memory at or above its
-/// hard limit: the moment for components holding data (the tail sampler's
-/// pending traces) to let go of what they can. Cheap enough to poll.
-pub fn above_hard_limit() -> bool {
-    ABOVE_HARD_LIMIT.load(Ordering::Relaxed) > 0
+impl MemoryPressure {
+    /// Whether any memory limiter's last check found memory at or above
+    /// its hard limit.
+    pub fn above_hard_limit(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+
+    /// A new memory limiter's say in [`Self::above_hard_limit`].
+    pub fn limiter(&self) -> HardLimitFlag {
+        HardLimitFlag {
+            above: AtomicBool::new(false),
+            pressure: self.clone(),
+        }
+    }
 }
 
-/// One memory limiter's contribution to [`above_hard_limit`]; withdrawn
-/// when dropped.
-#[derive(Debug, Default)]
-pub(crate) struct HardLimitFlag(AtomicBool);
+/// One memory limiter's contribution to [`MemoryPressure`]; withdrawn when
+/// dropped.
+#[derive(Debug)]
+pub struct HardLimitFlag {
+    above: AtomicBool,
+    pressure: MemoryPressure,
+}
 
 impl HardLimitFlag {
-    pub(crate) fn set(&self, above: bool) {
-        if self.0.swap(above, Ordering::Relaxed) != above {
+    /// Whether this limiter's last check found memory at or above its hard
+    /// limit.
+    pub fn set(&self, above: bool) {
+        if self.above.swap(above, Ordering::Relaxed) != above {
             if above {
-                ABOVE_HARD_LIMIT.fetch_add(1, Ordering::Relaxed);
+                self.pressure.0.fetch_add(1, Ordering::Relaxed);
             } else {
-                ABOVE_HARD_LIMIT.fetch_sub(1, Ordering::Relaxed);
+                self.pressure.0.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -99,21 +118,6 @@ impl HardLimitFlag {
 impl Drop for HardLimitFlag {
     fn drop(&mut self) {
         self.set(false);
-    }
-}
-
-static RELEASE: OnceLock<fn()> = OnceLock::new();
-
-/// Installs the allocator's way of returning freed memory to the OS (the
-/// binary purges jemalloc's arenas). Later calls are ignored.
-pub fn set_release_hook(release: fn()) {
-    let _ = RELEASE.set(release);
-}
-
-/// Returns freed memory to the OS, if the binary installed a way to.
-pub fn release() {
-    if let Some(release) = RELEASE.get() {
-        release();
     }
 }
 
@@ -175,12 +179,21 @@ mod tests {
     }
 
     #[test]
-    fn a_limiter_past_its_hard_limit_is_seen() {
-        let flag = HardLimitFlag::default();
-        flag.set(true);
-        flag.set(true);
-        assert!(above_hard_limit());
-        drop(flag);
+    fn a_limiter_past_its_hard_limit_is_seen_until_all_are_below() {
+        let pressure = MemoryPressure::default();
+        let (a, b) = (pressure.limiter(), pressure.limiter());
+        assert!(!pressure.above_hard_limit());
+        a.set(true);
+        a.set(true);
+        b.set(true);
+        assert!(pressure.clone().above_hard_limit());
+        a.set(false);
+        assert!(pressure.above_hard_limit(), "b is still above");
+        drop(b);
+        assert!(!pressure.above_hard_limit(), "a dropped limiter withdraws");
+        // Another process's (or test's) pressure is its own.
+        a.set(true);
+        assert!(!MemoryPressure::default().above_hard_limit());
     }
 
     #[test]

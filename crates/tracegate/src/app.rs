@@ -10,14 +10,15 @@ use async_trait::async_trait;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tracegate_model::SpanBatch;
+use tracegate_pipeline::context::BuildContext;
 use tracegate_pipeline::exporter::{ExporterHandle, Fanout};
-use tracegate_pipeline::health::{HealthServer, Readiness};
+use tracegate_pipeline::health::Readiness;
 use tracegate_pipeline::processor::Processor;
 use tracegate_pipeline::receiver::RunningReceiver;
 use tracegate_pipeline::telemetry::MetricsServer;
 use tracegate_pipeline::{ConsumeError, Consumer};
 
-use crate::config::{ComponentId, Config, ExtensionConfig};
+use crate::config::{ComponentId, Config};
 
 /// A component that could not start; the message names it.
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +58,26 @@ impl Consumer for PipelineFanout {
 }
 
 /// Starts every component of `config`. Listeners are bound before this
-/// returns, so a port in use is an error here, not later.
-pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Running, StartError> {
+/// returns, so a port in use is an error here, not later. The memory
+/// limiter calls `release_memory` (the allocator's way of returning freed
+/// memory to the OS), if given, where the collector forces a GC.
+pub async fn start(
+    config: &Config,
+    prometheus: PrometheusHandle,
+    release_memory: Option<fn()>,
+) -> Result<Running, StartError> {
     let stop_telemetry = CancellationToken::new();
+    let stop_receivers = CancellationToken::new();
     let readiness = Readiness::default();
     let mut listening = Vec::new();
+    // What the components share; extensions run until the very end,
+    // receivers stop first.
+    let ctx = BuildContext {
+        release_memory,
+        readiness: readiness.clone(),
+        shutdown: stop_telemetry.clone(),
+        ..BuildContext::default()
+    };
 
     if let Some(address) = &config.service.telemetry.metrics_address {
         let server = MetricsServer::start(
@@ -75,23 +91,16 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
         listening.push(("telemetry".to_string(), "metrics", server.address));
     }
     for id in &config.service.extensions {
-        match config.extensions.get(id) {
-            Some(ExtensionConfig::HealthCheck(health)) => {
-                let server = HealthServer::start(health, readiness.clone(), stop_telemetry.clone())
-                    .await
-                    .map_err(|e| {
-                        StartError(format!(
-                            "extensions::{id}: cannot listen on {}: {e}",
-                            health.endpoint
-                        ))
-                    })?;
-                listening.push((id.to_string(), "http", server.address));
-            }
-            None => {
-                return Err(StartError(format!(
-                    "service::extensions: {id} is not defined"
-                )))
-            }
+        let extension = config
+            .extensions
+            .get(id)
+            .ok_or_else(|| StartError(format!("service::extensions: {id} is not defined")))?;
+        let running = extension
+            .start(&id.to_string(), &ctx)
+            .await
+            .map_err(StartError)?;
+        for (protocol, address) in running.addresses {
+            listening.push((id.to_string(), protocol, address));
         }
     }
 
@@ -108,7 +117,7 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
                 ))
             })?;
             let handle = exporter
-                .start(&id.to_string())
+                .start(&id.to_string(), &ctx)
                 .map_err(|e| StartError(e.to_string()))?;
             exporters.insert(id, handle);
         }
@@ -132,7 +141,9 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
                     pipeline.id
                 ))
             })?;
-            let stage = processor.build(&id.to_string(), next);
+            let stage = processor
+                .build(&id.to_string(), next, &ctx)
+                .map_err(|e| StartError(e.to_string()))?;
             next = stage.clone();
             stages.push(stage.clone());
             to_ready.push((id, stage));
@@ -157,7 +168,7 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
         result?;
     }
 
-    let stop_receivers = CancellationToken::new();
+    let receiver_ctx = ctx.with_shutdown(stop_receivers.clone());
     let mut receivers = Vec::new();
     for (id, mut nexts) in entry_points {
         let receiver = config
@@ -170,7 +181,7 @@ pub async fn start(config: &Config, prometheus: PrometheusHandle) -> Result<Runn
             Arc::new(PipelineFanout(nexts))
         };
         let running = receiver
-            .start(&id.to_string(), next, stop_receivers.clone())
+            .start(&id.to_string(), next, receiver_ctx.clone())
             .await
             .map_err(|e| StartError(e.to_string()))?;
         for (protocol, address) in running.addresses() {

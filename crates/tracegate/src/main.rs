@@ -134,7 +134,9 @@ fn main() -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let prometheus = tracegate_pipeline::telemetry::install_recorder();
     #[cfg(feature = "jemalloc")]
-    tracegate_pipeline::memory::set_release_hook(jemalloc::purge_arenas);
+    let release_memory: Option<fn()> = Some(jemalloc::purge_arenas);
+    #[cfg(not(feature = "jemalloc"))]
+    let release_memory: Option<fn()> = None;
     let loaded = match config::load_sources(&cli.sources()) {
         Ok(l) => l,
         Err(e) => {
@@ -155,7 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let running = tracegate::app::start(&loaded.config, prometheus).await?;
+        let running = tracegate::app::start(&loaded.config, prometheus, release_memory).await?;
         for (component, protocol, address) in &running.listening {
             tracing::info!(component = %component, protocol, address = %address, "listening");
         }

@@ -517,6 +517,19 @@ fn parse_stamp(stamp: &str) -> Option<SystemTime> {
         .checked_add(Duration::from_millis(millis))
 }
 
+impl super::BuildExporter for Config {
+    // As the collector's file exporter: a failed write is not retried (a
+    // retry could leave a half-written record before the whole one).
+    fn build(&self, id: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let exporter = FileExporter::new(id, self)?;
+        Ok(super::Built::new(
+            exporter,
+            &self.sending_queue,
+            super::RetryConfig::disabled(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,8 +24,17 @@ pub const POST_SPANS_PATH: &str = "/jaeger.api_v2.CollectorService/PostSpans";
 /// `exporters: jaeger:` takes the OTLP gRPC exporter's keys (endpoint, tls,
 /// headers, compression, timeout, keepalive, sending_queue,
 /// retry_on_failure, ...), with one difference: `compression` defaults to
-/// `none`, as the collector's jaeger exporter did.
-pub type Config = otlp_grpc::Config;
+/// `none`, as the collector's jaeger exporter did. A type of its own, not
+/// an alias, because the registry builds a Jaeger exporter from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config(pub otlp_grpc::Config);
+
+impl Config {
+    /// The `otlp` exporter's checks.
+    pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        self.0.validate()
+    }
+}
 
 /// Reads `exporters: jaeger:`; an absent `compression` means `none`.
 pub fn config_from_value(mut value: serde_json::Value) -> Result<Config, ComponentError> {
@@ -36,7 +45,7 @@ pub fn config_from_value(mut value: serde_json::Value) -> Result<Config, Compone
         map.entry("compression")
             .or_insert_with(|| serde_json::Value::String("none".into()));
     }
-    crate::config::from_value(value)
+    crate::config::from_value(value).map(Config)
 }
 
 /// A running Jaeger gRPC client.
@@ -48,7 +57,7 @@ impl JaegerExporter {
     /// Builds the lazily connecting channel; must run inside a tokio runtime.
     pub fn new(config: &Config) -> Result<JaegerExporter, String> {
         Ok(JaegerExporter {
-            grpc: OtlpGrpcExporter::new(config)?,
+            grpc: OtlpGrpcExporter::new(&config.0)?,
         })
     }
 }
@@ -71,6 +80,17 @@ impl Exporter for JaegerExporter {
     }
 }
 
+impl super::BuildExporter for Config {
+    fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let exporter = JaegerExporter::new(self)?;
+        Ok(super::Built::new(
+            exporter,
+            &self.0.sending_queue,
+            self.0.retry_on_failure.clone(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,7 +99,7 @@ mod tests {
     #[test]
     fn compression_defaults_to_none_and_keys_are_the_otlp_exporters() {
         let c = config_from_value(serde_json::json!({"endpoint": "jaeger:14250"})).unwrap();
-        assert_eq!(c.compression, Compression::None);
+        assert_eq!(c.0.compression, Compression::None);
         assert!(c.validate().unwrap().is_empty());
         let c = config_from_value(serde_json::json!({
             "endpoint": "jaeger:14250", "compression": "gzip", "tls": {"insecure": true},
@@ -87,7 +107,7 @@ mod tests {
             "sending_queue": {"queue_size": 10}, "retry_on_failure": {"enabled": false},
         }))
         .unwrap();
-        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!(c.0.compression, Compression::Gzip);
         assert!(c.validate().is_ok());
         let err =
             config_from_value(serde_json::json!({"endpoint": "j:1", "endpont": "x"})).unwrap_err();

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::{from_value, ComponentError};
+use crate::context::BuildContext;
+use crate::registry::component_registry;
 use tracegate_model::SpanBatch;
 
 pub use delivery::{Compression, QueueConfig, RetryConfig};
@@ -76,99 +77,73 @@ pub struct StartError {
     pub message: String,
 }
 
-/// An exporter's typed config, chosen by the component type.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExporterConfig {
-    /// `otlp`, `otlp_grpc`, `tempo`.
-    OtlpGrpc(otlp_grpc::Config),
-    /// `otlphttp`, `otlp_http`.
-    OtlpHttp(otlp_http::Config),
-    Debug(debug::Config),
-    File(file::Config),
-    /// `jaeger`: Jaeger api_v2 gRPC.
-    Jaeger(jaeger::Config),
+/// What makes a config an exporter type: implemented by each exporter's
+/// `Config` in its own module, reached through [`ExporterConfig`].
+pub trait BuildExporter {
+    /// Builds the exporter (reading TLS files, opening output files; a
+    /// backend is connected lazily, so an unreachable one never blocks
+    /// startup), taking from `ctx` what it needs. Called only after the
+    /// config's `validate` passed; `Err` is the message for the user.
+    fn build(&self, id: &str, ctx: &BuildContext) -> Result<Built<'_>, String>;
+}
+
+/// A built exporter and how its queue is to run it.
+pub struct Built<'a> {
+    pub exporter: Arc<dyn Exporter>,
+    pub queue: &'a QueueConfig,
+    pub retry: RetryConfig,
+}
+
+impl<'a> Built<'a> {
+    pub fn new(exporter: impl Exporter, queue: &'a QueueConfig, retry: RetryConfig) -> Built<'a> {
+        Built {
+            exporter: Arc::new(exporter),
+            queue,
+            retry,
+        }
+    }
+}
+
+component_registry! {
+    /// An exporter's typed config, chosen by the component type.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum ExporterConfig: "exporter", dyn BuildExporter {
+        OtlpGrpc(otlp_grpc::Config) = "otlp" | "otlp_grpc" | "tempo"
+            => "OTLP over gRPC.",
+        OtlpHttp(otlp_http::Config) = "otlphttp" | "otlp_http"
+            => "OTLP over HTTP, protobuf or JSON.",
+        Debug(debug::Config) = "debug"
+            => "Logs what passes through, at the verbosity asked for.",
+        File(file::Config) = "file"
+            => "Writes OTLP/JSON or protobuf records to a file, with rotation.",
+        Jaeger(jaeger::Config) = "jaeger", parse jaeger::config_from_value
+            => "Jaeger api_v2 over gRPC (`PostSpans`).",
+    }
+    not built: [
+        "loadbalancing",
+        "kafka",
+        "zipkin",
+        "prometheusremotewrite",
+        "logging",
+        "nop",
+    ]
 }
 
 impl ExporterConfig {
-    /// Component types implemented here, aliases included.
-    pub const KINDS: &'static [&'static str] = &[
-        "otlp",
-        "otlp_grpc",
-        "tempo",
-        "otlphttp",
-        "otlp_http",
-        "debug",
-        "file",
-        "jaeger",
-    ];
-
-    /// `None` when `kind` is not an exporter type tracegate implements.
-    pub fn from_value(
-        kind: &str,
-        value: serde_json::Value,
-    ) -> Option<Result<ExporterConfig, ComponentError>> {
-        Some(match kind {
-            "otlp" | "otlp_grpc" | "tempo" => from_value(value).map(ExporterConfig::OtlpGrpc),
-            "otlphttp" | "otlp_http" => from_value(value).map(ExporterConfig::OtlpHttp),
-            "debug" => from_value(value).map(ExporterConfig::Debug),
-            "file" => from_value(value).map(ExporterConfig::File),
-            "jaeger" => jaeger::config_from_value(value).map(ExporterConfig::Jaeger),
-            _ => return None,
-        })
-    }
-
-    /// Pure checks (no network, no disk): `Err` for an invalid config,
-    /// `Ok(warnings)` for valid but surprising settings.
-    pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        match self {
-            ExporterConfig::OtlpGrpc(c) => c.validate(),
-            ExporterConfig::OtlpHttp(c) => c.validate(),
-            ExporterConfig::Debug(c) => c.validate(),
-            ExporterConfig::File(c) => c.validate(),
-            ExporterConfig::Jaeger(c) => c.validate(),
-        }
-    }
-
-    /// Builds the exporter (reading TLS files, opening output files; a
-    /// backend is connected lazily, so an unreachable one never blocks
-    /// startup) and spawns its queue consumers. Must run inside a tokio
-    /// runtime.
-    pub fn start(&self, id: &str) -> Result<ExporterHandle, StartError> {
+    /// Checks the config, builds the exporter and spawns its queue
+    /// consumers. Must run inside a tokio runtime.
+    pub fn start(&self, id: &str, ctx: &BuildContext) -> Result<ExporterHandle, StartError> {
         let fail = |message: String| StartError {
             exporter: id.to_string(),
             message,
         };
         self.validate().map_err(|e| fail(e.to_string()))?;
-        let (exporter, queue, retry): (Arc<dyn Exporter>, &QueueConfig, RetryConfig) = match self {
-            ExporterConfig::OtlpGrpc(c) => (
-                Arc::new(otlp_grpc::OtlpGrpcExporter::new(c).map_err(fail)?),
-                &c.sending_queue,
-                c.retry_on_failure.clone(),
-            ),
-            ExporterConfig::OtlpHttp(c) => (
-                Arc::new(otlp_http::OtlpHttpExporter::new(c).map_err(fail)?),
-                &c.sending_queue,
-                c.retry_on_failure.clone(),
-            ),
-            // Writing to the log cannot fail, so there is nothing to retry.
-            ExporterConfig::Debug(c) => (
-                Arc::new(debug::DebugExporter::new(id, c)),
-                &c.sending_queue,
-                RetryConfig::disabled(),
-            ),
-            // As the collector's file exporter: a failed write is not retried
-            // (a retry could leave a half-written record before the whole one).
-            ExporterConfig::File(c) => (
-                Arc::new(file::FileExporter::new(id, c).map_err(fail)?),
-                &c.sending_queue,
-                RetryConfig::disabled(),
-            ),
-            ExporterConfig::Jaeger(c) => (
-                Arc::new(jaeger::JaegerExporter::new(c).map_err(fail)?),
-                &c.sending_queue,
-                c.retry_on_failure.clone(),
-            ),
-        };
-        Ok(ExporterHandle::start(id, exporter, queue, &retry))
+        let built = self.component().build(id, ctx).map_err(fail)?;
+        Ok(ExporterHandle::start(
+            id,
+            built.exporter,
+            built.queue,
+            &built.retry,
+        ))
     }
 }

@@ -406,6 +406,17 @@ impl tower::Service<Uri> for TlsTcpConnector {
     }
 }
 
+impl super::BuildExporter for Config {
+    fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let exporter = OtlpGrpcExporter::new(self)?;
+        Ok(super::Built::new(
+            exporter,
+            &self.sending_queue,
+            self.retry_on_failure.clone(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -428,6 +428,17 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
     unix_time(year, month, day, hour, minute, second)
 }
 
+impl super::BuildExporter for Config {
+    fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let exporter = OtlpHttpExporter::new(self)?;
+        Ok(super::Built::new(
+            exporter,
+            &self.sending_queue,
+            self.retry_on_failure.clone(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::UNIX_EPOCH;

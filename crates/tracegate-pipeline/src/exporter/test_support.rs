@@ -203,8 +203,10 @@ pub(crate) fn start_recorded(
     id: &str,
 ) -> (ExporterHandle, Arc<TestRecorder>) {
     let recorder = Arc::new(TestRecorder::default());
-    let handle = metrics::with_local_recorder(recorder.as_ref(), || config.start(id))
-        .expect("exporter starts");
+    let handle = metrics::with_local_recorder(recorder.as_ref(), || {
+        config.start(id, &crate::context::BuildContext::default())
+    })
+    .expect("exporter starts");
     (handle, recorder)
 }
 

@@ -216,7 +216,10 @@ async fn grpc_insecure_reaches_a_plaintext_sink_and_missing_tls_files_fail_start
         "otlp",
         serde_json::json!({"endpoint": "localhost:4317", "tls": {"ca_file": "/nonexistent/ca.pem"}}),
     );
-    let err = missing.start("otlp/tempo").unwrap_err().to_string();
+    let err = missing
+        .start("otlp/tempo", &crate::context::BuildContext::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("otlp/tempo")
             && err.contains("tls.ca_file")

@@ -292,6 +292,12 @@ impl Processor for Batcher {
     }
 }
 
+impl super::BuildProcessor for Config {
+    fn build(&self, id: &str, next: NextConsumer, _: &super::BuildContext) -> super::Building {
+        Ok(Batcher::start(id, self.clone(), next))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

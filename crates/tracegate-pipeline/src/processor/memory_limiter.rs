@@ -19,6 +19,8 @@ use tracegate_model::SpanBatch;
 use super::Processor;
 use crate::config::ComponentError;
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
+use crate::context::BuildContext;
+use crate::memory::{HardLimitFlag, MemoryPressure};
 use crate::telemetry::names;
 
 const MIB: u64 = 1024 * 1024;
@@ -170,21 +172,34 @@ struct Monitor {
     min_release_soft: Duration,
     min_release_hard: Duration,
     last_release: Mutex<Option<Instant>>,
-    /// This limiter's part in `memory::above_hard_limit`.
-    above_hard: crate::memory::HardLimitFlag,
+    /// This limiter's part in the process's [`MemoryPressure`].
+    above_hard: HardLimitFlag,
 }
 
 impl MemoryLimiter {
-    /// Starts the processor and its check timer. Must run inside a tokio runtime.
-    pub fn start(id: &str, config: &Config, next: NextConsumer) -> Arc<MemoryLimiter> {
+    /// Starts the processor and its check timer, measuring this process.
+    /// It reports into `ctx.memory` and calls `ctx.release_memory` where
+    /// the collector forces a GC. Must run inside a tokio runtime.
+    pub fn start(
+        id: &str,
+        config: &Config,
+        next: NextConsumer,
+        ctx: &BuildContext,
+    ) -> Arc<MemoryLimiter> {
         let probe: MemoryProbe = Arc::new(|| crate::memory::resident_bytes().unwrap_or(0));
+        let release = ctx.release_memory;
         Self::start_with(
             id,
             config,
             next,
             probe,
-            Arc::new(crate::memory::release),
+            Arc::new(move || {
+                if let Some(release) = release {
+                    release();
+                }
+            }),
             crate::memory::total_memory(),
+            &ctx.memory,
         )
     }
 
@@ -195,6 +210,7 @@ impl MemoryLimiter {
         probe: MemoryProbe,
         release: Arc<dyn Fn() + Send + Sync>,
         total: Option<u64>,
+        pressure: &MemoryPressure,
     ) -> Arc<MemoryLimiter> {
         let limiter = Arc::new(MemoryLimiter {
             id: id.to_string(),
@@ -227,7 +243,7 @@ impl MemoryLimiter {
             min_release_soft: config.min_gc_interval_when_soft_limited,
             min_release_hard: config.min_gc_interval_when_hard_limited,
             last_release: Mutex::new(None),
-            above_hard: crate::memory::HardLimitFlag::default(),
+            above_hard: pressure.limiter(),
         };
         tokio::spawn(run_checks(
             Arc::downgrade(&limiter),
@@ -336,6 +352,12 @@ impl Processor for MemoryLimiter {
     async fn flush(&self) {}
 }
 
+impl super::BuildProcessor for Config {
+    fn build(&self, id: &str, next: NextConsumer, ctx: &super::BuildContext) -> super::Building {
+        Ok(MemoryLimiter::start(id, self, next, ctx))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU64;
@@ -431,6 +453,14 @@ mod tests {
     }
 
     fn limiter(memory: &Arc<FakeMemory>, sink: Arc<Count>) -> Arc<MemoryLimiter> {
+        limiter_in(memory, sink, &MemoryPressure::default())
+    }
+
+    fn limiter_in(
+        memory: &Arc<FakeMemory>,
+        sink: Arc<Count>,
+        pressure: &MemoryPressure,
+    ) -> Arc<MemoryLimiter> {
         let probe_mem = memory.clone();
         let release_mem = memory.clone();
         let config = config(serde_json::json!({
@@ -447,6 +477,7 @@ mod tests {
                 release_mem.releases.fetch_add(1, Ordering::Relaxed);
             }),
             None,
+            pressure,
         )
     }
 
@@ -490,9 +521,11 @@ mod tests {
             releasable: AtomicU64::new(60 * MIB),
             releases: AtomicU64::new(0),
         });
-        let ml = limiter(&memory, Arc::new(Count::default()));
+        let pressure = MemoryPressure::default();
+        let ml = limiter_in(&memory, Arc::new(Count::default()), &pressure);
         tick().await;
         // The release brought it to 60 MiB: no need to refuse.
+        assert!(!pressure.above_hard_limit());
         assert_eq!(memory.releases.load(Ordering::Relaxed), 1);
         assert!(!ml.is_refusing());
         // Every check above the hard limit releases again (min interval 0).
@@ -501,9 +534,20 @@ mod tests {
         assert_eq!(memory.releases.load(Ordering::Relaxed), 2);
         assert!(ml.is_refusing());
         // Components holding data are told to let go of what they can.
-        assert!(crate::memory::above_hard_limit());
+        assert!(pressure.above_hard_limit());
         tick().await;
         assert_eq!(memory.releases.load(Ordering::Relaxed), 3);
+        memory.used.store(50 * MIB, Ordering::Relaxed);
+        tick().await;
+        assert!(!pressure.above_hard_limit());
+        memory.used.store(101 * MIB, Ordering::Relaxed);
+        tick().await;
+        assert!(pressure.above_hard_limit());
+        // A limiter that is gone no longer holds the pressure up.
+        drop(ml);
+        tick().await;
+        tick().await;
+        assert!(!pressure.above_hard_limit());
     }
 
     /// While refusing, freed memory is released again once the minimum

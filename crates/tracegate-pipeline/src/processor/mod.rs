@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::{from_value, ComponentError};
+use crate::config::ComponentError;
 use crate::consumer::{Consumer, NextConsumer};
+use crate::context::BuildContext;
+use crate::registry::component_registry;
 
 /// A running processor.
 #[async_trait]
@@ -28,76 +30,74 @@ pub trait Processor: Consumer {
     }
 }
 
-/// A processor's typed config, chosen by the component type.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProcessorConfig {
-    Batch(batch::Config),
-    MemoryLimiter(memory_limiter::Config),
-    ProbabilisticSampler(probabilistic_sampler::Config),
-    Sampling(sampling::Config),
-    /// Boxed: its per-detector settings make it far larger than the others.
-    ResourceDetection(Box<resource_detection::Config>),
-    TailSampling(tail_sampling::Config),
+/// What makes a config a processor type: implemented by each processor's
+/// `Config` in its own module, reached through [`ProcessorConfig`].
+pub trait BuildProcessor {
+    /// Starts the processor in front of `next`, taking from `ctx` what it
+    /// needs. Called only after the config's `validate` passed.
+    fn build(&self, id: &str, next: NextConsumer, ctx: &BuildContext) -> Building;
+}
+
+/// A started processor, or why its config cannot be built.
+pub type Building = Result<Arc<dyn Processor>, ComponentError>;
+
+component_registry! {
+    /// A processor's typed config, chosen by the component type.
+    // Built once per processor at startup, so variant sizes do not matter.
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum ProcessorConfig: "processor", dyn BuildProcessor {
+        Batch(batch::Config) = "batch"
+            => "Groups spans into larger batches, by size and time.",
+        MemoryLimiter(memory_limiter::Config) = "memory_limiter"
+            => "Refuses data while the process's memory is above its limit.",
+        ProbabilisticSampler(probabilistic_sampler::Config) = "probabilistic_sampler",
+            validate probabilistic_sampler::validate
+            => "Keeps a share of traces, decided from the trace id (head sampling).",
+        Sampling(sampling::Config) = "sampling", validate sampling::validate
+            => "tracegate's head sampling by policies, trace-consistent (OTEP 235).",
+        ResourceDetection(resource_detection::Config) = "resource_detection" | "resourcedetection"
+            => "Adds the host's and its cloud's attributes to every resource.",
+        TailSampling(tail_sampling::Config) = "tail_sampling"
+            => "Holds each trace until it can be judged whole, then keeps or drops it.",
+    }
+    not built: [
+        "attributes",
+        "resource",
+        "filter",
+        "transform",
+        "k8sattributes",
+        "groupbytrace",
+        "groupbyattrs",
+        "span",
+        "redaction",
+        "cumulativetodelta",
+        "metricstransform",
+    ]
 }
 
 impl ProcessorConfig {
-    /// Component types implemented here, aliases included.
-    pub const KINDS: &'static [&'static str] = &[
-        "batch",
-        "memory_limiter",
-        "probabilistic_sampler",
-        "sampling",
-        "resource_detection",
-        "resourcedetection",
-        "tail_sampling",
-    ];
-
-    /// `None` when `kind` is not a processor type tracegate implements.
-    pub fn from_value(
-        kind: &str,
-        value: serde_json::Value,
-    ) -> Option<Result<ProcessorConfig, ComponentError>> {
-        match kind {
-            "batch" => Some(from_value(value).map(ProcessorConfig::Batch)),
-            "memory_limiter" => Some(from_value(value).map(ProcessorConfig::MemoryLimiter)),
-            "probabilistic_sampler" => {
-                Some(from_value(value).map(ProcessorConfig::ProbabilisticSampler))
-            }
-            "sampling" => Some(from_value(value).map(ProcessorConfig::Sampling)),
-            "resource_detection" | "resourcedetection" => {
-                Some(from_value(value).map(|c| ProcessorConfig::ResourceDetection(Box::new(c))))
-            }
-            "tail_sampling" => Some(from_value(value).map(ProcessorConfig::TailSampling)),
-            _ => None,
-        }
+    /// Checks the config, then starts the processor in front of `next`.
+    /// Must run inside a tokio runtime.
+    pub fn build(
+        &self,
+        id: &str,
+        next: NextConsumer,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Processor>, StartError> {
+        let invalid = |source| StartError {
+            processor: id.to_string(),
+            source,
+        };
+        self.validate().map_err(invalid)?;
+        self.component().build(id, next, ctx).map_err(invalid)
     }
+}
 
-    /// Pure checks (no network, no disk): `Err` for an invalid config,
-    /// `Ok(warnings)` for valid but surprising settings.
-    pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        match self {
-            ProcessorConfig::Batch(c) => c.validate(),
-            ProcessorConfig::MemoryLimiter(c) => c.validate(),
-            ProcessorConfig::ProbabilisticSampler(c) => probabilistic_sampler::validate(c),
-            ProcessorConfig::Sampling(c) => sampling::validate(c),
-            ProcessorConfig::ResourceDetection(c) => c.validate(),
-            ProcessorConfig::TailSampling(c) => c.validate(),
-        }
-    }
-
-    /// Starts the processor in front of `next`. Must run inside a tokio runtime.
-    pub fn build(&self, id: &str, next: NextConsumer) -> Arc<dyn Processor> {
-        match self {
-            ProcessorConfig::Batch(c) => batch::Batcher::start(id, c.clone(), next),
-            ProcessorConfig::MemoryLimiter(c) => memory_limiter::MemoryLimiter::start(id, c, next),
-            ProcessorConfig::ProbabilisticSampler(c) => probabilistic_sampler::start(id, c, next),
-            ProcessorConfig::Sampling(c) => sampling::start(id, c, next),
-            ProcessorConfig::ResourceDetection(c) => {
-                resource_detection::ResourceDetector::start(id, (**c).clone(), next)
-            }
-            ProcessorConfig::TailSampling(c) => {
-                tail_sampling::TailSampler::start(id, c.clone(), next)
-            }
-        }
-    }
+/// A processor whose config is invalid; the message names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("processor {processor}: invalid config: {source}")]
+pub struct StartError {
+    pub processor: String,
+    pub source: ComponentError,
 }

@@ -40,6 +40,12 @@ pub fn start(id: &str, config: &Config, next: NextConsumer) -> Arc<dyn Processor
     ))
 }
 
+impl super::BuildProcessor for Config {
+    fn build(&self, id: &str, next: NextConsumer, _: &super::BuildContext) -> super::Building {
+        Ok(start(id, self, next))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};

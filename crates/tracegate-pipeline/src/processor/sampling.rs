@@ -44,22 +44,25 @@ pub fn validate(config: &Config) -> Result<Vec<String>, ComponentError> {
     config.validate().map_err(component_error)
 }
 
-/// Starts the processor. The config must have passed [`validate`].
-pub fn start(id: &str, config: &Config, next: NextConsumer) -> Arc<dyn Processor> {
-    let sampler = match config.build() {
-        Ok((sampler, _)) => sampler,
-        Err(e) => {
-            // The loader validates first; should it not have, fail loudly
-            // rather than pass everything or nothing silently.
-            panic!("sampling processor {id} started with an invalid config: {e}")
-        }
-    };
-    Arc::new(HeadSamplingStage::new(
+/// Starts the processor; `Err` for a config that [`validate`] rejects.
+pub fn start(
+    id: &str,
+    config: &Config,
+    next: NextConsumer,
+) -> Result<Arc<dyn Processor>, ComponentError> {
+    let (sampler, _) = config.build().map_err(component_error)?;
+    Ok(Arc::new(HeadSamplingStage::new(
         id,
         Box::new(sampler),
         COUNT_TRACES_SAMPLED,
         next,
-    ))
+    )))
+}
+
+impl super::BuildProcessor for Config {
+    fn build(&self, id: &str, next: NextConsumer, _: &super::BuildContext) -> super::Building {
+        start(id, self, next)
+    }
 }
 
 /// A running head sampler: decides each span, passes the kept ones on.
@@ -210,8 +213,9 @@ mod tests {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let sink = Arc::new(Collect::default());
-        let stage =
-            metrics::with_local_recorder(&recorder, || start("sampling", &config, sink.clone()));
+        let stage = metrics::with_local_recorder(&recorder, || {
+            start("sampling", &config, sink.clone()).unwrap()
+        });
         stage.consume(spans(1000)).await.unwrap();
         let kept: Vec<SpanBatch> = std::mem::take(&mut sink.0.lock().unwrap());
         assert_eq!(kept.len(), 1);
@@ -279,7 +283,7 @@ mod tests {
             "warns that everything is dropped"
         );
         let sink = Arc::new(Collect::default());
-        let stage = start("sampling", &config, sink.clone());
+        let stage = start("sampling", &config, sink.clone()).unwrap();
         stage.consume(spans(10)).await.unwrap();
         assert!(sink.0.lock().unwrap().is_empty());
     }

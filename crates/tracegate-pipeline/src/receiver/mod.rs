@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ComponentError;
 use crate::consumer::NextConsumer;
+use crate::context::BuildContext;
+use crate::registry::component_registry;
 
 mod counters;
 mod http_ingest;
@@ -21,65 +22,68 @@ pub mod zipkin;
 pub(crate) use listener::bind;
 pub use listener::split_host_port;
 
-/// A receiver's typed config, chosen by the component type.
-// Built once per receiver at startup, so variant sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReceiverConfig {
-    /// `otlp`: OTLP over gRPC and HTTP.
-    Otlp(otlp::Config),
-    /// `zipkin`: Zipkin v2 JSON or proto3 over HTTP.
-    Zipkin(zipkin::Config),
-    /// `jaeger`: Jaeger api_v2 gRPC, and jaeger.thrift over HTTP and UDP.
-    Jaeger(jaeger::Config),
+/// What makes a config a receiver type: implemented by each receiver's
+/// `Config` in its own module, reached through [`ReceiverConfig`].
+#[async_trait::async_trait]
+pub trait BuildReceiver: Send + Sync {
+    /// Binds every listener, loads TLS files, then serves until
+    /// `ctx.shutdown` is cancelled. Called only after the config's
+    /// `validate` passed.
+    async fn start(&self, id: &str, next: NextConsumer, ctx: &BuildContext) -> Started;
+}
+
+/// A started receiver, or why it could not start.
+pub type Started = Result<RunningReceiver, StartError>;
+
+component_registry! {
+    /// A receiver's typed config, chosen by the component type.
+    // Built once per receiver at startup, so variant sizes do not matter.
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum ReceiverConfig: "receiver", dyn BuildReceiver {
+        Otlp(otlp::Config) = "otlp"
+            => "OTLP over gRPC and HTTP (protobuf or JSON).",
+        Zipkin(zipkin::Config) = "zipkin"
+            => "Zipkin v2 over HTTP, JSON or protobuf.",
+        Jaeger(jaeger::Config) = "jaeger", parse jaeger::Config::from_value
+            => "Jaeger api_v2 over gRPC, and jaeger.thrift over HTTP and UDP.",
+    }
+    not built: [
+        "prometheus",
+        "hostmetrics",
+        "kafka",
+        "filelog",
+        "opencensus",
+        "fluentforward",
+        "kubeletstats",
+        "k8s_cluster",
+        "k8sobjects",
+        "journald",
+        "syslog",
+        "statsd",
+        "otlpjsonfile",
+        "nop",
+    ]
 }
 
 impl ReceiverConfig {
-    /// Component types implemented here, aliases included.
-    pub const KINDS: &'static [&'static str] = &["otlp", "zipkin", "jaeger"];
-
-    /// `None` when `kind` is not a receiver type tracegate implements.
-    pub fn from_value(
-        kind: &str,
-        value: serde_json::Value,
-    ) -> Option<Result<ReceiverConfig, ComponentError>> {
-        match kind {
-            "otlp" => Some(crate::config::from_value(value).map(ReceiverConfig::Otlp)),
-            "zipkin" => Some(crate::config::from_value(value).map(ReceiverConfig::Zipkin)),
-            "jaeger" => Some(jaeger::Config::from_value(value).map(ReceiverConfig::Jaeger)),
-            _ => None,
-        }
-    }
-
-    /// Pure checks (no network, no disk): `Err` for an invalid config,
-    /// `Ok(warnings)` for valid but surprising settings.
-    pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        match self {
-            ReceiverConfig::Otlp(config) => config.validate(),
-            ReceiverConfig::Zipkin(config) => config.validate(),
-            ReceiverConfig::Jaeger(config) => config.validate(),
-        }
-    }
-
     /// Checks the config, binds every listener (so a port in use fails
     /// here, naming the receiver and address), loads TLS files, then serves
-    /// until `shutdown` is cancelled. `id` is the component id (`otlp`, `otlp/internal`),
-    /// used in errors and metric labels.
+    /// until the context's `shutdown` is cancelled (a bare
+    /// `CancellationToken` is a context with nothing else). `id` is the
+    /// component id (`otlp`, `otlp/internal`), used in errors and metric
+    /// labels.
     pub async fn start(
         &self,
         id: &str,
         next: NextConsumer,
-        shutdown: CancellationToken,
+        ctx: impl Into<BuildContext>,
     ) -> Result<RunningReceiver, StartError> {
         self.validate().map_err(|source| StartError::Config {
             receiver: id.to_string(),
             source,
         })?;
-        match self {
-            ReceiverConfig::Otlp(config) => otlp::start(config, id, next, shutdown).await,
-            ReceiverConfig::Zipkin(config) => zipkin::start(config, id, next, shutdown).await,
-            ReceiverConfig::Jaeger(config) => jaeger::start(config, id, next, shutdown).await,
-        }
+        self.component().start(id, next, &ctx.into()).await
     }
 }
 

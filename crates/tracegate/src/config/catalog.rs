@@ -1,10 +1,13 @@
-//! Which component types exist: the ones tracegate implements (each typed
-//! config enum's `KINDS`) and the OpenTelemetry Collector's well-known ones
-//! it does not implement yet, with the issue that brings them. A known but
-//! unimplemented type is fine until a traces pipeline uses it; a type that
-//! is known nowhere is an error wherever it appears.
+//! Which component types exist, section by section, as the loader needs to
+//! know it: the types tracegate builds and the collector's well-known types
+//! it does not, both from each kind's registry
+//! (`tracegate_pipeline::registry`), plus the `prometheus` exporter, which
+//! the loader reads as the self-telemetry endpoint. A known type that is
+//! not built is fine until a traces pipeline uses it; a type that is known
+//! nowhere is an error wherever it appears.
 
 use tracegate_pipeline::exporter::ExporterConfig;
+use tracegate_pipeline::extension::ExtensionConfig;
 use tracegate_pipeline::processor::ProcessorConfig;
 use tracegate_pipeline::receiver::ReceiverConfig;
 
@@ -38,121 +41,64 @@ impl Section {
     /// One component of the section: `receiver`.
     pub fn singular(self) -> &'static str {
         match self {
-            Section::Receivers => "receiver",
-            Section::Processors => "processor",
-            Section::Exporters => "exporter",
-            Section::Extensions => "extension",
+            Section::Receivers => ReceiverConfig::REGISTRY.kind,
+            Section::Processors => ProcessorConfig::REGISTRY.kind,
+            Section::Exporters => ExporterConfig::REGISTRY.kind,
+            Section::Extensions => ExtensionConfig::REGISTRY.kind,
         }
     }
 
-    /// Types tracegate implements, aliases included.
+    /// Types tracegate builds, aliases included.
     pub fn implemented(self) -> &'static [&'static str] {
         match self {
             Section::Receivers => ReceiverConfig::KINDS,
             Section::Processors => ProcessorConfig::KINDS,
             Section::Exporters => ExporterConfig::KINDS,
-            Section::Extensions => EXTENSION_KINDS,
+            Section::Extensions => ExtensionConfig::KINDS,
         }
     }
 
-    /// Known types tracegate does not implement (yet).
-    fn planned(self) -> &'static [Planned] {
+    /// The collector's well-known types tracegate does not build.
+    fn not_built(self) -> &'static [&'static str] {
         match self {
-            Section::Receivers => RECEIVERS,
-            Section::Processors => PROCESSORS,
-            Section::Exporters => EXPORTERS,
-            Section::Extensions => EXTENSIONS,
+            Section::Receivers => ReceiverConfig::REGISTRY.not_built,
+            Section::Processors => ProcessorConfig::REGISTRY.not_built,
+            Section::Exporters => ExporterConfig::REGISTRY.not_built,
+            Section::Extensions => ExtensionConfig::REGISTRY.not_built,
         }
+    }
+
+    /// The section's rows for the docs: (type, aliases, doc line).
+    #[cfg(test)]
+    fn rows(self) -> Vec<(&'static str, &'static [&'static str], &'static str)> {
+        fn rows<C>(
+            registry: &tracegate_pipeline::registry::Registry<C>,
+        ) -> Vec<(&'static str, &'static [&'static str], &'static str)> {
+            registry
+                .built
+                .iter()
+                .map(|r| (r.name, r.aliases, r.doc))
+                .collect()
+        }
+        let mut rows = match self {
+            Section::Receivers => rows(&ReceiverConfig::REGISTRY),
+            Section::Processors => rows(&ProcessorConfig::REGISTRY),
+            Section::Exporters => rows(&ExporterConfig::REGISTRY),
+            Section::Extensions => rows(&ExtensionConfig::REGISTRY),
+        };
+        if self == Section::Exporters {
+            rows.push((PROMETHEUS_EXPORTER, &[], PROMETHEUS_EXPORTER_DOC));
+        }
+        rows
     }
 }
-
-/// Extension types the loader builds itself.
-pub(crate) const EXTENSION_KINDS: &[&str] = &["health_check"];
 
 /// The exporter type whose endpoint serves tracegate's own metrics.
 pub(crate) const PROMETHEUS_EXPORTER: &str = "prometheus";
 
-/// A known type that is not implemented, and the issue that implements it
-/// (`None`: not planned in an issue yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Planned {
-    pub kind: &'static str,
-    pub issue: Option<u32>,
-}
-
-const fn planned(kind: &'static str, issue: Option<u32>) -> Planned {
-    Planned { kind, issue }
-}
-
-/// Issue 2 builds the foundation's components; until each lands it is
-/// reported as planned there.
-const FOUNDATION: Option<u32> = Some(2);
-const HEAD_SAMPLING: Option<u32> = Some(4);
-const TAIL_SAMPLING: Option<u32> = Some(6);
-
-const RECEIVERS: &[Planned] = &[
-    planned("otlp", FOUNDATION),
-    planned("prometheus", None),
-    planned("hostmetrics", None),
-    planned("kafka", None),
-    planned("filelog", None),
-    planned("opencensus", None),
-    planned("fluentforward", None),
-    planned("kubeletstats", None),
-    planned("k8s_cluster", None),
-    planned("k8sobjects", None),
-    planned("journald", None),
-    planned("syslog", None),
-    planned("statsd", None),
-    planned("otlpjsonfile", None),
-    planned("nop", None),
-];
-
-const PROCESSORS: &[Planned] = &[
-    planned("batch", FOUNDATION),
-    planned("memory_limiter", HEAD_SAMPLING),
-    planned("resource_detection", HEAD_SAMPLING),
-    planned("resourcedetection", HEAD_SAMPLING),
-    planned("tail_sampling", TAIL_SAMPLING),
-    planned("attributes", None),
-    planned("resource", None),
-    planned("filter", None),
-    planned("transform", None),
-    planned("k8sattributes", None),
-    planned("groupbytrace", None),
-    planned("groupbyattrs", None),
-    planned("span", None),
-    planned("redaction", None),
-    planned("cumulativetodelta", None),
-    planned("metricstransform", None),
-];
-
-const EXPORTERS: &[Planned] = &[
-    planned("otlp", FOUNDATION),
-    planned("otlp_grpc", FOUNDATION),
-    planned("tempo", FOUNDATION),
-    planned("otlp_http", FOUNDATION),
-    planned("otlphttp", FOUNDATION),
-    planned("debug", FOUNDATION),
-    planned("file", FOUNDATION),
-    planned("loadbalancing", None),
-    planned("kafka", None),
-    planned("zipkin", None),
-    planned("prometheusremotewrite", None),
-    planned("logging", None),
-    planned("nop", None),
-];
-
-const EXTENSIONS: &[Planned] = &[
-    planned("pprof", None),
-    planned("zpages", None),
-    planned("memory_ballast", None),
-    planned("file_storage", None),
-    planned("basicauth", None),
-    planned("bearertokenauth", None),
-    planned("oauth2client", None),
-    planned("k8s_observer", None),
-];
+#[cfg(test)]
+const PROMETHEUS_EXPORTER_DOC: &str =
+    "Not an exporter here: where tracegate serves its own metrics ([below](#the-prometheus-exporter)).";
 
 /// What the catalogue knows about a type in a section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +106,8 @@ pub(crate) enum Known {
     Implemented,
     /// The `prometheus` exporter: it moves tracegate's own metrics.
     SelfTelemetry,
-    Planned(Planned),
+    /// A collector type tracegate does not build.
+    NotBuilt,
     Unknown,
 }
 
@@ -171,16 +118,16 @@ pub(crate) fn lookup(section: Section, kind: &str) -> Known {
     if section.implemented().contains(&kind) {
         return Known::Implemented;
     }
-    match section.planned().iter().find(|p| p.kind == kind) {
-        Some(p) => Known::Planned(*p),
-        None => Known::Unknown,
+    if section.not_built().contains(&kind) {
+        return Known::NotBuilt;
     }
+    Known::Unknown
 }
 
 /// Every type the section knows, for "did you mean" suggestions.
 pub(crate) fn all_kinds(section: Section) -> Vec<&'static str> {
     let mut kinds: Vec<&'static str> = section.implemented().to_vec();
-    kinds.extend(section.planned().iter().map(|p| p.kind));
+    kinds.extend(section.not_built());
     if section == Section::Exporters {
         kinds.push(PROMETHEUS_EXPORTER);
     }
@@ -189,12 +136,45 @@ pub(crate) fn all_kinds(section: Section) -> Vec<&'static str> {
     kinds
 }
 
-/// `tail_sampling is not implemented yet (issue 6)`.
-pub(crate) fn not_implemented(kind: &str, issue: Option<u32>) -> String {
-    match issue {
-        Some(n) => format!("{kind} is not implemented yet (issue {n})"),
-        None => format!("{kind} is not implemented yet"),
+/// ``the `kafka` exporter is a collector component that tracegate does not
+/// implement``.
+pub(crate) fn not_built(section: Section, kind: &str) -> String {
+    format!(
+        "the `{kind}` {} is a collector component that tracegate does not implement",
+        section.singular()
+    )
+}
+
+/// The component tables of `docs/configuration.md`: what tracegate builds,
+/// and the collector types it knows but does not build.
+#[cfg(test)]
+fn component_tables() -> String {
+    let code = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::from("| section | type | aliases | what it does |\n|---|---|---|---|\n");
+    for section in Section::ALL {
+        for (name, aliases, doc) in section.rows() {
+            out.push_str(&format!(
+                "| {} | `{name}` | {} | {doc} |\n",
+                section.key(),
+                code(aliases)
+            ));
+        }
     }
+    out.push_str("\n| section | collector types tracegate does not implement |\n|---|---|\n");
+    for section in Section::ALL {
+        out.push_str(&format!(
+            "| {} | {} |\n",
+            section.key(),
+            code(section.not_built())
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -202,9 +182,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_seed_configs_types_are_known() {
-        for kind in ["otlp", "jaeger"] {
-            assert_ne!(lookup(Section::Receivers, kind), Known::Unknown, "{kind}");
+    fn the_seed_configs_types_are_implemented() {
+        for kind in ["otlp", "jaeger", "zipkin"] {
+            assert_eq!(
+                lookup(Section::Receivers, kind),
+                Known::Implemented,
+                "{kind}"
+            );
         }
         for kind in [
             "sampling",
@@ -214,10 +198,18 @@ mod tests {
             "batch",
             "memory_limiter",
         ] {
-            assert_ne!(lookup(Section::Processors, kind), Known::Unknown, "{kind}");
+            assert_eq!(
+                lookup(Section::Processors, kind),
+                Known::Implemented,
+                "{kind}"
+            );
         }
         for kind in ["jaeger", "otlp", "tempo"] {
-            assert_ne!(lookup(Section::Exporters, kind), Known::Unknown, "{kind}");
+            assert_eq!(
+                lookup(Section::Exporters, kind),
+                Known::Implemented,
+                "{kind}"
+            );
         }
         assert_eq!(
             lookup(Section::Exporters, "prometheus"),
@@ -227,45 +219,54 @@ mod tests {
             lookup(Section::Extensions, "health_check"),
             Known::Implemented
         );
+        assert_eq!(lookup(Section::Exporters, "kafka"), Known::NotBuilt);
+        assert_eq!(lookup(Section::Extensions, "file_storage"), Known::NotBuilt);
+        assert_eq!(lookup(Section::Exporters, "otlpp"), Known::Unknown);
+        // Known in one section is not known in another.
+        assert_eq!(lookup(Section::Receivers, "tail_sampling"), Known::Unknown);
     }
 
     #[test]
-    fn issues_are_named_for_our_planned_components() {
-        let issue = |section, kind| match lookup(section, kind) {
-            Known::Planned(p) => p.issue,
-            other => panic!("{kind}: {other:?}"),
-        };
-        for kind in ["resource_detection", "resourcedetection", "memory_limiter"] {
-            assert_eq!(
-                lookup(Section::Processors, kind),
-                Known::Implemented,
-                "{kind}"
-            );
-        }
-        assert_eq!(lookup(Section::Receivers, "jaeger"), Known::Implemented);
-        assert_eq!(lookup(Section::Receivers, "zipkin"), Known::Implemented);
-        assert_eq!(lookup(Section::Exporters, "jaeger"), Known::Implemented);
-        assert_eq!(issue(Section::Exporters, "kafka"), None);
-    }
-
-    #[test]
-    fn implemented_kinds_win_over_the_planned_list() {
-        for section in Section::ALL {
-            for kind in section.implemented() {
-                assert_eq!(lookup(section, kind), Known::Implemented, "{kind}");
-            }
-        }
-    }
-
-    #[test]
-    fn not_implemented_message() {
+    fn not_built_message_names_the_kind_and_no_issue() {
         assert_eq!(
-            not_implemented("tail_sampling", Some(6)),
-            "tail_sampling is not implemented yet (issue 6)"
+            not_built(Section::Exporters, "kafka"),
+            "the `kafka` exporter is a collector component that tracegate does not implement"
         );
         assert_eq!(
-            not_implemented("kafka", None),
-            "kafka is not implemented yet"
+            not_built(Section::Extensions, "pprof"),
+            "the `pprof` extension is a collector component that tracegate does not implement"
+        );
+    }
+
+    /// The docs' component tables are the registries' (with the
+    /// `prometheus` exporter): a type added, renamed or dropped in a
+    /// registry fails here until `docs/configuration.md` says the same.
+    /// `TRACEGATE_BLESS_DOCS=1` rewrites the docs' tables from the
+    /// registries.
+    #[test]
+    fn the_docs_component_tables_are_the_registries() {
+        const BEGIN: &str = "<!-- component tables: generated from the registries -->\n";
+        const END: &str = "<!-- end of component tables -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+        let docs = std::fs::read_to_string(path).expect("docs/configuration.md");
+        let start = docs
+            .find(BEGIN)
+            .expect("the begin marker in docs/configuration.md")
+            + BEGIN.len();
+        let end = start
+            + docs[start..]
+                .find(END)
+                .expect("the end marker in docs/configuration.md");
+        let expected = component_tables();
+        if docs[start..end] != expected && std::env::var_os("TRACEGATE_BLESS_DOCS").is_some() {
+            let blessed = format!("{}{expected}{}", &docs[..start], &docs[end..]);
+            std::fs::write(path, blessed).expect("rewrite docs/configuration.md");
+            return;
+        }
+        assert!(
+            docs[start..end] == expected,
+            "docs/configuration.md's component tables differ from the registries; \
+             rerun with TRACEGATE_BLESS_DOCS=1 to rewrite them, or write:\n{expected}"
         );
     }
 }

@@ -26,6 +26,8 @@ use std::path::Path as FsPath;
 use serde::Deserialize;
 use tracegate_pipeline::config::{from_value, nearest, ComponentError};
 use tracegate_pipeline::exporter::ExporterConfig;
+pub use tracegate_pipeline::extension::ExtensionConfig;
+#[cfg(test)]
 use tracegate_pipeline::health::HealthCheckConfig;
 use tracegate_pipeline::processor::ProcessorConfig;
 use tracegate_pipeline::receiver::ReceiverConfig;
@@ -83,12 +85,6 @@ pub struct TracesPipeline {
     /// In pipeline order, first stage first.
     pub processors: Vec<ComponentId>,
     pub exporters: Vec<ComponentId>,
-}
-
-/// An extension's typed config.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExtensionConfig {
-    HealthCheck(HealthCheckConfig),
 }
 
 /// One thing wrong (or surprising) in a config.
@@ -514,7 +510,7 @@ impl Loader {
                 Known::SelfTelemetry => self
                     .parse_typed(&path, from_value::<PrometheusExporterSpec>)
                     .and_then(|spec| self.check_prometheus(&path, spec)),
-                Known::Planned(_) => None,
+                Known::NotBuilt => None,
                 Known::Unknown => {
                     let kinds = catalog::all_kinds(section);
                     let hint = match nearest(&id.kind, kinds.iter().copied()) {
@@ -549,41 +545,35 @@ impl Loader {
         path: &Path,
     ) -> Option<Parsed> {
         let kind = id.kind.as_str();
-        // Each typed enum answers `None` for a kind it does not hold; its
-        // KINDS said it does, so that is a bug in the enum, reported as such.
-        let missing = || ComponentError {
-            path: String::new(),
-            message: format!("{kind} is listed as implemented but has no config parser"),
-        };
         let (parsed, validation) = match section {
-            Section::Receivers => {
-                let c = self.parse_typed(path, |v| {
-                    ReceiverConfig::from_value(kind, v).unwrap_or_else(|| Err(missing()))
-                })?;
-                let validation = c.validate();
-                (Parsed::Receiver(c), validation)
-            }
-            Section::Processors => {
-                let c = self.parse_typed(path, |v| {
-                    ProcessorConfig::from_value(kind, v).unwrap_or_else(|| Err(missing()))
-                })?;
-                let validation = c.validate();
-                (Parsed::Processor(c), validation)
-            }
-            Section::Exporters => {
-                let c = self.parse_typed(path, |v| {
-                    ExporterConfig::from_value(kind, v).unwrap_or_else(|| Err(missing()))
-                })?;
-                let validation = c.validate();
-                (Parsed::Exporter(c), validation)
-            }
-            Section::Extensions => {
-                let c = self.parse_typed(path, from_value::<HealthCheckConfig>)?;
-                (
-                    Parsed::Extension(ExtensionConfig::HealthCheck(c)),
-                    Ok(Vec::new()),
-                )
-            }
+            Section::Receivers => self.parse_kind(
+                path,
+                kind,
+                ReceiverConfig::from_value,
+                ReceiverConfig::validate,
+                Parsed::Receiver,
+            )?,
+            Section::Processors => self.parse_kind(
+                path,
+                kind,
+                ProcessorConfig::from_value,
+                ProcessorConfig::validate,
+                Parsed::Processor,
+            )?,
+            Section::Exporters => self.parse_kind(
+                path,
+                kind,
+                ExporterConfig::from_value,
+                ExporterConfig::validate,
+                Parsed::Exporter,
+            )?,
+            Section::Extensions => self.parse_kind(
+                path,
+                kind,
+                ExtensionConfig::from_value,
+                ExtensionConfig::validate,
+                Parsed::Extension,
+            )?,
         };
         match validation {
             Ok(warnings) => {
@@ -602,6 +592,30 @@ impl Loader {
                 None
             }
         }
+    }
+
+    /// Parses a component of a type its kind's registry builds, and
+    /// validates it.
+    #[allow(clippy::type_complexity)]
+    fn parse_kind<C>(
+        &mut self,
+        path: &Path,
+        kind: &str,
+        from_value: fn(&str, serde_json::Value) -> Option<Result<C, ComponentError>>,
+        validate: fn(&C) -> Result<Vec<String>, ComponentError>,
+        parsed: fn(C) -> Parsed,
+    ) -> Option<(Parsed, Result<Vec<String>, ComponentError>)> {
+        // The catalogue found `kind` among the registry's types, so the
+        // registry parses it; `None` would be a bug, reported as such.
+        let missing = || ComponentError {
+            path: String::new(),
+            message: format!("{kind} is listed as implemented but has no config parser"),
+        };
+        let c = self.parse_typed(path, |v| {
+            from_value(kind, v).unwrap_or_else(|| Err(missing()))
+        })?;
+        let validation = validate(&c);
+        Some((parsed(c), validation))
     }
 
     fn check_prometheus(&mut self, path: &Path, spec: PrometheusExporterSpec) -> Option<Parsed> {
@@ -647,7 +661,8 @@ impl Loader {
         let mut traces = Vec::new();
         let mut seen = BTreeSet::new();
         let mut bad_ids = false;
-        // Planned components are reported once, however many pipelines use them.
+        // Components tracegate does not build are reported once, however many
+        // pipelines use them.
         let mut reported = BTreeSet::new();
         for key in self.mapping_keys(&pipelines_path) {
             let path = pipelines_path.key(&key);
@@ -736,11 +751,11 @@ impl Loader {
                     if is_traces {
                         entry.traces.push(id.to_string());
                         match d.known {
-                            Known::Planned(p) => {
+                            Known::NotBuilt => {
                                 if reported.insert((*section, cid.clone())) {
                                     let message = format!(
                                         "{}; used by service::pipelines::{}",
-                                        catalog::not_implemented(&cid.kind, p.issue),
+                                        catalog::not_built(*section, &cid.kind),
                                         id
                                     );
                                     self.error(&d.path, message);
@@ -847,8 +862,8 @@ impl Loader {
                 );
                 continue;
             }
-            if let Known::Planned(p) = d.known {
-                self.error(&d.path, catalog::not_implemented(&id.kind, p.issue));
+            if d.known == Known::NotBuilt {
+                self.error(&d.path, catalog::not_built(Section::Extensions, &id.kind));
             }
             usage
                 .entry((Section::Extensions, id.clone()))
@@ -875,21 +890,19 @@ impl Loader {
                 if u.is_some_and(|u| !u.traces.is_empty()) {
                     continue;
                 }
-                let planned = match d.known {
-                    Known::Planned(p) => {
-                        format!("{}; ", catalog::not_implemented(&d.id.kind, p.issue))
-                    }
+                let not_built = match d.known {
+                    Known::NotBuilt => format!("{}; ", catalog::not_built(*section, &d.id.kind)),
                     _ => String::new(),
                 };
                 let message = match (section, u) {
                     (Section::Extensions, _) => {
-                        format!("{planned}not listed in service::extensions, so not started")
+                        format!("{not_built}not listed in service::extensions, so not started")
                     }
                     (_, Some(u)) => format!(
-                        "{planned}used only by skipped pipeline(s) {}; not built",
+                        "{not_built}used only by skipped pipeline(s) {}; not built",
                         u.skipped.join(", ")
                     ),
-                    (_, None) => format!("{planned}not used by any pipeline; not built"),
+                    (_, None) => format!("{not_built}not used by any pipeline; not built"),
                 };
                 self.warn(&d.path, message);
             }

@@ -1,8 +1,8 @@
 //! The loader's own checks: section shapes, ids, pipelines, telemetry,
 //! the prometheus exporter, and env references reaching typed configs.
 //! Components used here (`otlp`, `batch`, `debug`, `health_check`) are the
-//! foundation's; planned-but-missing types are picked from the catalogue so
-//! the tests keep working as issues land.
+//! foundation's; types tracegate does not build are picked from the
+//! catalogue so the tests keep working as components land.
 
 use super::catalog::{self, Known, Section};
 use super::*;
@@ -42,14 +42,12 @@ fn id(s: &str) -> ComponentId {
     ComponentId::parse(s).unwrap()
 }
 
-/// A type the catalogue knows in `section` that is not implemented yet.
-fn planned_kind(section: Section) -> (&'static str, Option<u32>) {
-    for kind in catalog::all_kinds(section) {
-        if let Known::Planned(p) = catalog::lookup(section, kind) {
-            return (p.kind, p.issue);
-        }
-    }
-    panic!("every known {section:?} type is implemented; pick another test")
+/// A type the catalogue knows in `section` that tracegate does not build.
+fn not_built_kind(section: Section) -> &'static str {
+    catalog::all_kinds(section)
+        .into_iter()
+        .find(|kind| catalog::lookup(section, kind) == Known::NotBuilt)
+        .unwrap_or_else(|| panic!("every known {section:?} type is built; pick another test"))
 }
 
 const MINIMAL: &str = "\
@@ -287,9 +285,11 @@ fn unused_components_are_warned_about_and_not_built() {
 }
 
 #[test]
-fn planned_component_is_an_error_in_a_traces_pipeline_and_a_warning_elsewhere() {
-    let (kind, issue) = planned_kind(Section::Processors);
-    let expected = catalog::not_implemented(kind, issue);
+fn a_component_not_built_is_an_error_in_a_traces_pipeline_and_a_warning_elsewhere() {
+    let kind = not_built_kind(Section::Processors);
+    let expected = format!(
+        "the `{kind}` processor is a collector component that tracegate does not implement"
+    );
 
     let used = MINIMAL
         .replace(
@@ -374,13 +374,12 @@ fn extensions_listed_are_built_and_must_be_defined() {
         ]
     );
 
-    let (kind, issue) = planned_kind(Section::Extensions);
+    let kind = not_built_kind(Section::Extensions);
     let yaml = format!("{MINIMAL}  extensions: [{kind}]\nextensions:\n  {kind}:\n");
     assert_eq!(
         problems(&yaml),
         [format!(
-            "extensions::{kind}: {} (line 18)",
-            catalog::not_implemented(kind, issue)
+            "extensions::{kind}: the `{kind}` extension is a collector component that tracegate does not implement (line 18)"
         )]
     );
 }

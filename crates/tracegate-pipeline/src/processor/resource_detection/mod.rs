@@ -887,5 +887,11 @@ impl Processor for ResourceDetector {
     }
 }
 
+impl super::BuildProcessor for Config {
+    fn build(&self, id: &str, next: NextConsumer, _: &super::BuildContext) -> super::Building {
+        Ok(ResourceDetector::start(id, self.clone(), next))
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests;

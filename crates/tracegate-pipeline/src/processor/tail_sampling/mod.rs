@@ -9,8 +9,8 @@
 //! rate budgets are per processor, as in the collector) behind a mutex
 //! taken once per decided trace.
 //!
-//! While a memory limiter is above its hard limit
-//! (`crate::memory::above_hard_limit`), each worker holding pending traces
+//! While a memory limiter is above its hard limit (the
+//! [`MemoryPressure`] of the build context), each worker holding pending traces
 //! decides the oldest half of them (by memory) early, once per
 //! [`MEMORY_CHECK_INTERVAL`]: kept ones flow on whole, the rest are
 //! counted, all under `tracegate_tail_sampling_early_decisions{reason=
@@ -41,6 +41,7 @@ use tracegate_sampling::tail::{
 use super::Processor;
 use crate::config::ComponentError;
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
+use crate::memory::MemoryPressure;
 use crate::telemetry::names;
 use metrics_names as m;
 
@@ -360,38 +361,25 @@ const SHARD_QUEUE: usize = 64;
 /// the next.
 pub(crate) const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Whether memory is above a hard limit, asked by the workers.
-pub(crate) type MemorySignal = fn() -> bool;
-
-/// The workers' [`MemorySignal`]: any memory limiter above its hard limit.
-/// Unit tests of other components set that process-wide flag while this
-/// module's tests run beside them, so here they get a signal that never
-/// fires; the test of the reaction brings its own.
-#[cfg(not(test))]
-const MEMORY_SIGNAL: MemorySignal = crate::memory::above_hard_limit;
-#[cfg(test)]
-const MEMORY_SIGNAL: MemorySignal = || false;
-
 impl TailSampler {
-    /// Starts the shard workers. Must run inside a tokio runtime.
-    /// `config` must have passed [`Config::validate`].
-    pub fn start(id: &str, config: Config, next: NextConsumer) -> Arc<TailSampler> {
-        Self::start_with(id, config, next, MEMORY_SIGNAL)
-    }
-
-    /// [`Self::start`] with the question whether memory is above a hard
-    /// limit put to `above_hard_limit`.
-    pub(crate) fn start_with(
+    /// Starts the shard workers; while `memory` says a memory limiter is
+    /// above its hard limit they shed pending traces. Must run inside a
+    /// tokio runtime. `Err` when the policies cannot be built, which
+    /// [`Config::validate`] reports first.
+    pub fn start(
         id: &str,
         config: Config,
         next: NextConsumer,
-        above_hard_limit: MemorySignal,
-    ) -> Arc<TailSampler> {
+        memory: MemoryPressure,
+    ) -> Result<Arc<TailSampler>, ComponentError> {
         let shards = config.shard_count();
-        let (set, _) = PolicySet::build(&config.policies, config.sample_on_first_match)
-            .unwrap_or_else(|e| {
-                panic!("tail_sampling {id}: policies passed validate but failed to build: {e}")
-            });
+        let (set, _) =
+            PolicySet::build(&config.policies, config.sample_on_first_match).map_err(|e| {
+                ComponentError {
+                    path: "policies".into(),
+                    message: e.to_string(),
+                }
+            })?;
         // The collector labels policies `<component name>.<policy>` when
         // the component id has a name.
         let prefix = id.split_once('/').map(|(_, name)| format!("{name}."));
@@ -439,16 +427,16 @@ impl TailSampler {
                 drop_pending_on_shutdown: config.drop_pending_traces_on_shutdown,
                 record_policy: record_policy.clone(),
                 reported: Default::default(),
-                above_hard_limit,
+                memory: memory.clone(),
                 next_memory_check: Instant::now() + MEMORY_CHECK_INTERVAL,
             };
             workers.push(tokio::spawn(worker.run(rx)));
         }
-        Arc::new(TailSampler {
+        Ok(Arc::new(TailSampler {
             id: id.to_string(),
             senders: Mutex::new(Some(senders)),
             workers: Mutex::new(workers),
-        })
+        }))
     }
 
     fn senders(&self) -> Option<Vec<mpsc::Sender<Work>>> {
@@ -522,6 +510,17 @@ impl Processor for TailSampler {
     }
 }
 
+impl super::BuildProcessor for Config {
+    fn build(&self, id: &str, next: NextConsumer, ctx: &super::BuildContext) -> super::Building {
+        Ok(TailSampler::start(
+            id,
+            self.clone(),
+            next,
+            ctx.memory.clone(),
+        )?)
+    }
+}
+
 struct ShardGauges {
     pending: Vec<AtomicU64>,
     bytes: Vec<AtomicU64>,
@@ -541,8 +540,9 @@ struct ShardWorker {
     record_policy: Option<Arc<Vec<String>>>,
     /// Shard counters already turned into metrics.
     reported: tracegate_sampling::tail::ShardStats,
-    above_hard_limit: MemorySignal,
-    /// When to next ask `above_hard_limit`, while traces are pending.
+    /// Whether a memory limiter is above its hard limit.
+    memory: MemoryPressure,
+    /// When to next ask `memory`, while traces are pending.
     next_memory_check: Instant,
 }
 
@@ -629,7 +629,7 @@ impl ShardWorker {
             return;
         }
         self.next_memory_check = at + MEMORY_CHECK_INTERVAL;
-        if self.shard.pending_traces() == 0 || !(self.above_hard_limit)() {
+        if self.shard.pending_traces() == 0 || !self.memory.above_hard_limit() {
             return;
         }
         let decided = self.shard.decide_oldest_for_memory(now, decider, out);

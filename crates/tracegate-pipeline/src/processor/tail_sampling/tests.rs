@@ -108,7 +108,13 @@ async fn settle(mut done: impl FnMut() -> bool) {
 async fn keeps_whole_error_traces_after_decision_wait_and_drops_the_rest() {
     for shards in [1, 3] {
         let sink = Arc::new(Collect::default());
-        let sampler = TailSampler::start("tail_sampling", errors_only(shards), sink.clone());
+        let sampler = TailSampler::start(
+            "tail_sampling",
+            errors_only(shards),
+            sink.clone(),
+            MemoryPressure::default(),
+        )
+        .unwrap();
         sampler
             .consume(request("api", &[(1, 1, false), (2, 1, false)]))
             .await
@@ -140,7 +146,13 @@ async fn keeps_whole_error_traces_after_decision_wait_and_drops_the_rest() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_decides_pending_traces_or_drops_them_when_asked() {
     let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start("tail_sampling", errors_only(2), sink.clone());
+    let sampler = TailSampler::start(
+        "tail_sampling",
+        errors_only(2),
+        sink.clone(),
+        MemoryPressure::default(),
+    )
+    .unwrap();
     sampler
         .consume(request("api", &[(1, 1, true), (2, 1, false)]))
         .await
@@ -159,7 +171,13 @@ async fn shutdown_decides_pending_traces_or_drops_them_when_asked() {
     let mut dropping = errors_only(1);
     dropping.drop_pending_traces_on_shutdown = true;
     let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start("tail_sampling/drop", dropping, sink.clone());
+    let sampler = TailSampler::start(
+        "tail_sampling/drop",
+        dropping,
+        sink.clone(),
+        MemoryPressure::default(),
+    )
+    .unwrap();
     sampler
         .consume(request("api", &[(1, 1, true)]))
         .await
@@ -173,7 +191,13 @@ async fn late_spans_of_a_sampled_trace_pass_at_once_with_a_cache() {
     let mut cfg = errors_only(1);
     cfg.decision_cache.sampled_cache_size = 100;
     let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start("tail_sampling", cfg, sink.clone());
+    let sampler = TailSampler::start(
+        "tail_sampling",
+        cfg,
+        sink.clone(),
+        MemoryPressure::default(),
+    )
+    .unwrap();
     sampler
         .consume(request("api", &[(1, 1, true)]))
         .await
@@ -241,7 +265,13 @@ async fn record_policy_marks_kept_spans_with_the_policy_as_the_collector() {
         ]
     }));
     let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start("tail_sampling", cfg, sink.clone());
+    let sampler = TailSampler::start(
+        "tail_sampling",
+        cfg,
+        sink.clone(),
+        MemoryPressure::default(),
+    )
+    .unwrap();
     sampler
         .consume(request("api", &[(1, 1, true)]))
         .await
@@ -274,26 +304,22 @@ async fn record_policy_marks_kept_spans_with_the_policy_as_the_collector() {
     sampler.flush().await;
 }
 
-/// The memory signal of the sampler in the test below (its own, so the
-/// other tests' samplers never see it).
-static ABOVE_HARD_LIMIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-fn test_above_hard_limit() -> bool {
-    ABOVE_HARD_LIMIT.load(Ordering::Relaxed)
-}
-
 #[tokio::test(start_paused = true)]
 async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     let sink = Arc::new(Collect::default());
+    // The sampler's own memory pressure, and a memory limiter's say in it.
+    let pressure = MemoryPressure::default();
+    let limiter = pressure.limiter();
     let sampler = metrics::with_local_recorder(&recorder, || {
-        TailSampler::start_with(
+        TailSampler::start(
             "tail_sampling",
             errors_only(1),
             sink.clone(),
-            test_above_hard_limit,
+            pressure.clone(),
         )
+        .unwrap()
     });
     // Four two-span traces, 100 ms apart; 1 and 3 have an error.
     for t in 1..=4u8 {
@@ -307,12 +333,12 @@ async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(sink.spans().is_empty(), "below the limit traces wait");
 
-    ABOVE_HARD_LIMIT.store(true, Ordering::Relaxed);
+    limiter.set(true);
     // The next check (at most a second away) decides the older half:
     // trace 1 leaves whole, trace 2 is dropped.
     tokio::time::sleep(MEMORY_CHECK_INTERVAL).await;
     settle(|| sink.spans().len() == 2).await;
-    ABOVE_HARD_LIMIT.store(false, Ordering::Relaxed);
+    limiter.set(false);
     let mut spans = sink.spans();
     spans.sort();
     assert_eq!(

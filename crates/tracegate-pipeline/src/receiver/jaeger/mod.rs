@@ -184,5 +184,17 @@ pub(crate) async fn start(
     Ok(RunningReceiver { addresses, tasks })
 }
 
+#[async_trait::async_trait]
+impl super::BuildReceiver for Config {
+    async fn start(
+        &self,
+        id: &str,
+        next: NextConsumer,
+        cx: &super::BuildContext,
+    ) -> super::Started {
+        start(self, id, next, cx.shutdown.clone()).await
+    }
+}
+
 #[cfg(test)]
 mod tests;

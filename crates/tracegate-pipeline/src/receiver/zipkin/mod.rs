@@ -176,3 +176,15 @@ pub(crate) async fn start(
         tasks,
     })
 }
+
+#[async_trait::async_trait]
+impl super::BuildReceiver for Config {
+    async fn start(
+        &self,
+        id: &str,
+        next: NextConsumer,
+        cx: &super::BuildContext,
+    ) -> super::Started {
+        start(self, id, next, cx.shutdown.clone()).await
+    }
+}

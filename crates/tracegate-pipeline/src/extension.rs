@@ -1,0 +1,58 @@
+//! Extensions: components outside the pipelines, started when
+//! `service::extensions` lists them, before any pipeline, and stopped after
+//! the exporters have drained.
+
+use std::net::SocketAddr;
+
+use crate::context::BuildContext;
+use crate::health::HealthCheckConfig;
+use crate::registry::component_registry;
+
+/// What makes a config an extension type: implemented by each extension's
+/// config in its own module, reached through [`ExtensionConfig`].
+#[async_trait::async_trait]
+pub trait BuildExtension: Send + Sync {
+    /// Starts the extension, which runs until `ctx.shutdown` is cancelled.
+    /// Called only after the config's `validate` passed; `Err` is the
+    /// message for the user.
+    async fn start(&self, id: &str, ctx: &BuildContext) -> Started;
+}
+
+/// A started extension, or why it could not start.
+pub type Started = Result<RunningExtension, String>;
+
+component_registry! {
+    /// An extension's typed config, chosen by the component type.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum ExtensionConfig: "extension", dyn BuildExtension {
+        HealthCheck(HealthCheckConfig) = "health_check"
+            => "Answers health checks over HTTP: 200 once every pipeline is up.",
+    }
+    not built: [
+        "pprof",
+        "zpages",
+        "memory_ballast",
+        "file_storage",
+        "basicauth",
+        "bearertokenauth",
+        "oauth2client",
+        "k8s_observer",
+    ]
+}
+
+impl ExtensionConfig {
+    /// Checks the config, then starts the extension. Must run inside a
+    /// tokio runtime. The error names the extension.
+    pub async fn start(&self, id: &str, ctx: &BuildContext) -> Result<RunningExtension, String> {
+        let fail = |message: String| format!("extensions::{id}: {message}");
+        self.validate().map_err(|e| fail(e.to_string()))?;
+        self.component().start(id, ctx).await.map_err(fail)
+    }
+}
+
+/// A started extension.
+#[derive(Debug, Default)]
+pub struct RunningExtension {
+    /// Where it listens, as (protocol, address).
+    pub addresses: Vec<(&'static str, SocketAddr)>,
+}
