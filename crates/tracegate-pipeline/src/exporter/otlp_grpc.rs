@@ -26,9 +26,7 @@ use tonic::{Code, Status};
 use tracegate_model::otlp::ExportTraceServiceResponse;
 use tracegate_model::SpanBatch;
 
-use super::delivery::{
-    validate_timeout, validate_transport, Compression, QueueConfig, RetryConfig,
-};
+use super::delivery::{attempt_timeout, validate_transport, Compression, QueueConfig, RetryConfig};
 use super::{Delivered, ExportError, Exporter};
 use crate::config::{error, ComponentError};
 use crate::grpc::{rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
@@ -54,7 +52,8 @@ pub struct Config {
     /// gRPC metadata sent with every request. Default none.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Time limit of one attempt (sent as `grpc-timeout` too). Default `5s`.
+    /// Time limit of one attempt (sent as `grpc-timeout` too); `0` means
+    /// none, as in the collector. Default `5s`.
     #[serde(
         default = "default_timeout",
         deserialize_with = "crate::duration::deserialize"
@@ -70,7 +69,8 @@ pub struct Config {
     /// HTTP/2 keepalive pings. Default off (as the collector's OTLP exporter).
     pub keepalive: Option<KeepaliveConfig>,
     /// gRPC load-balancing policy. tracegate keeps one connection per
-    /// exporter (`pick_first`); `round_robin` is accepted with a warning.
+    /// exporter (`pick_first`); `round_robin` is accepted with a warning
+    /// that says it does not spread calls over the name's addresses.
     /// Default `pick_first`.
     #[serde(default)]
     pub balancer_name: String,
@@ -178,11 +178,14 @@ impl Config {
                 ));
             }
         }
-        validate_timeout(self.timeout)?;
         match self.balancer_name.as_str() {
             "" | "pick_first" => {}
             "round_robin" => warnings.push(
-                "balancer_name round_robin: tracegate keeps one connection per exporter".into(),
+                "balancer_name round_robin differs from the collector: tracegate sends over one \
+                 connection even when the endpoint's name resolves to several addresses (a \
+                 headless Service), where the collector spreads calls over one connection per \
+                 address; put a load balancer or one exporter per backend in front instead"
+                    .into(),
             ),
             other => {
                 return Err(error(
@@ -210,7 +213,8 @@ pub struct OtlpGrpcExporter {
     channel: Channel,
     metadata: MetadataMap,
     compression: Option<CompressionEncoding>,
-    timeout: Duration,
+    /// `None`: no limit (`timeout: 0`).
+    timeout: Option<Duration>,
 }
 
 impl OtlpGrpcExporter {
@@ -278,7 +282,7 @@ impl OtlpGrpcExporter {
                 Compression::Zstd => Some(CompressionEncoding::Zstd),
                 Compression::None => None,
             },
-            timeout: config.timeout,
+            timeout: attempt_timeout(config.timeout),
         })
     }
 }
@@ -298,7 +302,9 @@ impl OtlpGrpcExporter {
         }
         let mut request = tonic::Request::new(body);
         *request.metadata_mut() = self.metadata.clone();
-        request.set_timeout(self.timeout);
+        if let Some(timeout) = self.timeout {
+            request.set_timeout(timeout);
+        }
         let call = async {
             grpc.ready()
                 .await
@@ -306,16 +312,24 @@ impl OtlpGrpcExporter {
             grpc.unary(request, PathAndQuery::from_static(path), PassthroughCodec)
                 .await
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(ExportError::Retryable {
-                message: format!(
-                    "gRPC DeadlineExceeded: no response within {}",
-                    crate::duration::format(self.timeout)
-                ),
-                retry_after: None,
-            }),
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(classify(&status)),
+        let outcome = match self.timeout {
+            None => call.await,
+            Some(timeout) => match tokio::time::timeout(timeout, call).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(ExportError::Retryable {
+                        message: format!(
+                            "gRPC DeadlineExceeded: no response within {}",
+                            crate::duration::format(timeout)
+                        ),
+                        retry_after: None,
+                    })
+                }
+            },
+        };
+        match outcome {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(classify(&status)),
         }
     }
 }
@@ -441,6 +455,22 @@ mod tests {
         assert_eq!(v6.target().unwrap().authority.port_u16(), Some(4317));
     }
 
+    /// As the collector's exporterhelper: `timeout: 0` means no timeout.
+    #[tokio::test]
+    async fn zero_timeout_means_no_timeout() {
+        let c: Config = valid_config(
+            serde_json::json!({"endpoint": "t:1", "tls": {"insecure": true}, "timeout": "0s"}),
+        );
+        assert!(c.validate().is_ok());
+        assert_eq!(OtlpGrpcExporter::new(&c).unwrap().timeout, None);
+        let c: Config =
+            valid_config(serde_json::json!({"endpoint": "t:1", "tls": {"insecure": true}}));
+        assert_eq!(
+            OtlpGrpcExporter::new(&c).unwrap().timeout,
+            Some(Duration::from_secs(5))
+        );
+    }
+
     #[test]
     fn validate_rejects_bad_settings() {
         for (value, path) in [
@@ -454,10 +484,6 @@ mod tests {
             (
                 serde_json::json!({"endpoint": "t:1", "balancer_name": "grpclb"}),
                 "balancer_name",
-            ),
-            (
-                serde_json::json!({"endpoint": "t:1", "timeout": "0s"}),
-                "timeout",
             ),
             (
                 serde_json::json!({"endpoint": "t:1", "sending_queue": {"num_consumers": 0}}),
