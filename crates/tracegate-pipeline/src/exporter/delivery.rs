@@ -82,6 +82,21 @@ impl Default for QueueConfig {
 
 impl QueueConfig {
     pub fn validate(&self) -> Result<(), ComponentError> {
+        // Refused whether or not the queue is enabled: never ignored.
+        if self.wait_for_result {
+            return Err(error(
+                "sending_queue.wait_for_result",
+                "tracegate does not implement wait_for_result yet; set sending_queue.enabled: \
+                 false to have the pipeline wait for each export",
+            ));
+        }
+        if self.batch.is_some() {
+            return Err(error(
+                "sending_queue.batch",
+                "tracegate does not batch inside the sending queue yet; remove \
+                 sending_queue.batch and put a batch processor in the pipeline instead",
+            ));
+        }
         if !self.enabled {
             return Ok(());
         }
@@ -95,20 +110,6 @@ impl QueueConfig {
             return Err(error(
                 "sending_queue.queue_size",
                 "queue_size must be positive",
-            ));
-        }
-        if self.wait_for_result {
-            return Err(error(
-                "sending_queue.wait_for_result",
-                "tracegate does not implement wait_for_result yet; set sending_queue.enabled: \
-                 false to have the pipeline wait for each export",
-            ));
-        }
-        if self.batch.is_some() {
-            return Err(error(
-                "sending_queue.batch",
-                "tracegate does not batch inside the sending queue yet; remove \
-                 sending_queue.batch and put a batch processor in the pipeline instead",
             ));
         }
         Ok(())
@@ -330,6 +331,9 @@ mod tests {
             assert_eq!(err.path, format!("sending_queue.{key}"));
             assert!(err.message.contains("tracegate does not"), "{err}");
         }
+        let queue: QueueConfig =
+            from_value(serde_json::json!({"enabled": false, "wait_for_result": true})).unwrap();
+        assert!(queue.validate().is_err(), "refused with the queue off too");
         let queue: QueueConfig =
             from_value(serde_json::json!({"wait_for_result": false, "batch": null})).unwrap();
         assert!(queue.validate().is_ok());
