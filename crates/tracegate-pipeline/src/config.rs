@@ -359,6 +359,16 @@ pub fn explain_unknown(message: &str) -> Option<UnknownName> {
     };
     let end = rest.find('`')?;
     let name = &rest[..end];
+    if is_field {
+        if let Some(why) = not_implemented(name) {
+            return Some(UnknownName {
+                is_field,
+                name: name.to_string(),
+                suggestion: None,
+                message: format!("{name:?}: {why}"),
+            });
+        }
+    }
     let expected: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
     let suggestion = nearest(name, expected.iter().copied()).map(str::to_string);
     let what = if is_field { "field" } else { "value" };
@@ -379,6 +389,48 @@ pub fn explain_unknown(message: &str) -> Option<UnknownName> {
         name: name.to_string(),
         suggestion,
         message,
+    })
+}
+
+/// Why a key that the collector's receivers and exporters take (confighttp,
+/// configgrpc, configauth) is refused: tracegate does not implement it.
+/// Such a key is reported with this reason rather than as a misspelling,
+/// and never ignored. Keys tracegate implements are fields of their
+/// component's config and never reach this.
+fn not_implemented(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "auth" => {
+            "tracegate does not implement authenticators yet; remove it (and authenticate \
+                   in front of tracegate)"
+        }
+        "read_header_timeout" | "read_timeout" | "write_timeout" | "idle_timeout" => {
+            "tracegate does not implement this server time limit yet: its HTTP servers do not \
+             take per-request read, write or idle limits; remove it"
+        }
+        "keep_alives_enabled" => {
+            "tracegate does not implement this setting yet: its HTTP servers always keep \
+             connections alive; remove it"
+        }
+        "response_headers" => {
+            "tracegate does not implement response headers yet: its receivers do not add \
+             configured headers to responses; remove it"
+        }
+        "proxy_url" => {
+            "tracegate does not implement proxies yet: its exporters connect directly, not \
+             through an HTTP proxy; remove it"
+        }
+        "max_conns_per_host" => {
+            "tracegate does not implement this limit yet: its exporters do not cap the \
+             connections to a host; remove it"
+        }
+        "compression_params" => {
+            "tracegate does not implement compression levels yet: its exporters compress at \
+             the codec's default level; remove it"
+        }
+        "cookies" | "force_attempt_http2" | "middlewares" => {
+            "tracegate does not implement this collector setting yet; remove it"
+        }
+        _ => return None,
     })
 }
 
@@ -435,6 +487,49 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     d[a.len() * width + b.len()]
+}
+
+#[cfg(test)]
+mod not_implemented_tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Server {
+        endpoint: Option<String>,
+    }
+
+    #[test]
+    fn collector_keys_tracegate_lacks_are_refused_with_the_reason() {
+        let err =
+            from_value::<Server>(serde_json::json!({"auth": {"authenticator": "x"}})).unwrap_err();
+        assert!(
+            err.message
+                .contains("tracegate does not implement authenticators yet"),
+            "{err}"
+        );
+        for key in [
+            "read_header_timeout",
+            "idle_timeout",
+            "read_timeout",
+            "write_timeout",
+            "keep_alives_enabled",
+            "response_headers",
+            "proxy_url",
+            "max_conns_per_host",
+            "compression_params",
+        ] {
+            let err = from_value::<Server>(serde_json::json!({ key: "1s" })).unwrap_err();
+            assert!(err.message.starts_with(&format!("{key:?}: ")), "{err}");
+            assert!(
+                err.message.contains("tracegate does not implement"),
+                "{err}"
+            );
+        }
+        let err = from_value::<Server>(serde_json::json!({"endpont": "x"})).unwrap_err();
+        assert!(err.message.contains("did you mean"), "{err}");
+    }
 }
 
 #[cfg(test)]

@@ -22,14 +22,39 @@ pub struct QueueConfig {
     /// Default 10.
     #[serde(default = "default_num_consumers")]
     pub num_consumers: usize,
-    /// Maximum number of batches held; a batch arriving at a full queue is
-    /// refused and counted in `exporter_enqueue_failed_spans`. Default 1000.
+    /// Capacity of the queue, in the unit of `sizer`; a batch that does not
+    /// fit is refused and counted in `exporter_enqueue_failed_spans`.
+    /// Default 1000.
     #[serde(default = "default_queue_size")]
     pub queue_size: usize,
-    /// The collector's unit for `queue_size`. Only `requests` (batches) is
-    /// supported. Default `requests`.
-    #[serde(default = "default_sizer")]
-    pub sizer: String,
+    /// The unit of `queue_size`: `requests` (batches), `items` (spans) or
+    /// `bytes` (encoded OTLP protobuf). Default `requests`.
+    #[serde(default)]
+    pub sizer: Sizer,
+    /// The collector's option to make the pipeline wait for each export
+    /// while still using the queue's consumers. tracegate does not
+    /// implement it yet; only `false` is accepted (`enabled: false` is how
+    /// to make the pipeline wait). Default `false`.
+    #[serde(default)]
+    pub wait_for_result: bool,
+    /// The collector's batching inside the queue. tracegate does not
+    /// implement it yet (use the `batch` processor); only an empty value is
+    /// accepted.
+    #[serde(default)]
+    pub batch: Option<serde_json::Value>,
+}
+
+/// `sending_queue.sizer`: what `queue_size` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sizer {
+    /// Batches, whatever their size.
+    #[default]
+    Requests,
+    /// Spans.
+    Items,
+    /// Bytes of the encoded OTLP protobuf request.
+    Bytes,
 }
 
 fn yes() -> bool {
@@ -41,9 +66,6 @@ fn default_num_consumers() -> usize {
 fn default_queue_size() -> usize {
     1000
 }
-fn default_sizer() -> String {
-    "requests".into()
-}
 
 impl Default for QueueConfig {
     fn default() -> Self {
@@ -51,13 +73,30 @@ impl Default for QueueConfig {
             enabled: true,
             num_consumers: default_num_consumers(),
             queue_size: default_queue_size(),
-            sizer: default_sizer(),
+            sizer: Sizer::Requests,
+            wait_for_result: false,
+            batch: None,
         }
     }
 }
 
 impl QueueConfig {
     pub fn validate(&self) -> Result<(), ComponentError> {
+        // Refused whether or not the queue is enabled: never ignored.
+        if self.wait_for_result {
+            return Err(error(
+                "sending_queue.wait_for_result",
+                "tracegate does not implement wait_for_result yet; set sending_queue.enabled: \
+                 false to have the pipeline wait for each export",
+            ));
+        }
+        if self.batch.is_some() {
+            return Err(error(
+                "sending_queue.batch",
+                "tracegate does not batch inside the sending queue yet; remove \
+                 sending_queue.batch and put a batch processor in the pipeline instead",
+            ));
+        }
         if !self.enabled {
             return Ok(());
         }
@@ -71,15 +110,6 @@ impl QueueConfig {
             return Err(error(
                 "sending_queue.queue_size",
                 "queue_size must be positive",
-            ));
-        }
-        if self.sizer != "requests" {
-            return Err(error(
-                "sending_queue.sizer",
-                format!(
-                    "sizer {:?} is not supported; tracegate counts the queue in requests (batches)",
-                    self.sizer
-                ),
             ));
         }
         Ok(())
@@ -226,12 +256,10 @@ pub(crate) fn validate_transport(
     Ok(warnings)
 }
 
-/// `timeout` of an OTLP exporter's request.
-pub(crate) fn validate_timeout(timeout: Duration) -> Result<(), ComponentError> {
-    if timeout.is_zero() {
-        return Err(error("timeout", "timeout must be positive"));
-    }
-    Ok(())
+/// `timeout` of one export attempt, as the collector's exporterhelper:
+/// `0` means no timeout, `None` here.
+pub(crate) fn attempt_timeout(timeout: Duration) -> Option<Duration> {
+    (!timeout.is_zero()).then_some(timeout)
 }
 
 /// Checks that configured headers are valid HTTP header names and values
@@ -294,8 +322,31 @@ mod tests {
         assert!(retry.validate().is_ok(), "disabled retry is not checked");
         let queue: QueueConfig = from_value(serde_json::json!({"queue_size": 0})).unwrap();
         assert!(queue.validate().is_err());
-        let queue: QueueConfig = from_value(serde_json::json!({"sizer": "items"})).unwrap();
-        assert!(queue.validate().is_err());
+        for (key, value) in [
+            ("wait_for_result", serde_json::json!(true)),
+            ("batch", serde_json::json!({"flush_timeout": "1s"})),
+        ] {
+            let queue: QueueConfig = from_value(serde_json::json!({ key: value })).unwrap();
+            let err = queue.validate().unwrap_err();
+            assert_eq!(err.path, format!("sending_queue.{key}"));
+            assert!(err.message.contains("tracegate does not"), "{err}");
+        }
+        let queue: QueueConfig =
+            from_value(serde_json::json!({"enabled": false, "wait_for_result": true})).unwrap();
+        assert!(queue.validate().is_err(), "refused with the queue off too");
+        let queue: QueueConfig =
+            from_value(serde_json::json!({"wait_for_result": false, "batch": null})).unwrap();
+        assert!(queue.validate().is_ok());
+        for (name, want) in [
+            ("requests", Sizer::Requests),
+            ("items", Sizer::Items),
+            ("bytes", Sizer::Bytes),
+        ] {
+            let queue: QueueConfig = from_value(serde_json::json!({ "sizer": name })).unwrap();
+            assert_eq!(queue.sizer, want);
+            assert!(queue.validate().is_ok());
+        }
+        assert!(from_value::<QueueConfig>(serde_json::json!({"sizer": "spans"})).is_err());
     }
 
     #[test]

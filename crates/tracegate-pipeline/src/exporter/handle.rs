@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracegate_model::SpanBatch;
 
 use super::backoff::Backoff;
-use super::delivery::{QueueConfig, RetryConfig};
+use super::delivery::{QueueConfig, RetryConfig, Sizer};
 use super::queue::{BoundedQueue, PushError};
 use super::{Delivered, ExportError, Exporter};
 use crate::telemetry::names;
@@ -174,9 +174,14 @@ impl ExporterHandle {
             id: id.to_string(),
             exporter,
             retry: retry.clone(),
-            queue: queue
-                .enabled
-                .then(|| BoundedQueue::new(queue.queue_size.max(1))),
+            queue: queue.enabled.then(|| {
+                let weigh: fn(&Arc<SpanBatch>) -> usize = match queue.sizer {
+                    Sizer::Requests => |_| 1,
+                    Sizer::Items => |b| b.len(),
+                    Sizer::Bytes => |b| b.encoded_len(),
+                };
+                BoundedQueue::weighted(queue.queue_size.max(1), weigh)
+            }),
             metrics,
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),

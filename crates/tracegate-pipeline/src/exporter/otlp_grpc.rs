@@ -1,17 +1,20 @@
 //! The OTLP/gRPC exporter (`otlp`, alias `otlp_grpc`, and `tempo` as the
 //! seed DaemonSet config names it), as the collector's `otlpexporter`: a lazily
-//! connected tonic channel, the batch's encoded request sent as it is (no
+//! connected tonic channel (one per resolved address with `round_robin`), the batch's encoded request sent as it is (no
 //! re-encoding), gzip or zstd, headers as metadata, a per-request timeout, and
 //! the collector's decision of which gRPC codes are worth a retry.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use http::uri::{Authority, PathAndQuery};
 use http::Uri;
 use hyper_util::rt::TokioIo;
@@ -26,9 +29,7 @@ use tonic::{Code, Status};
 use tracegate_model::otlp::ExportTraceServiceResponse;
 use tracegate_model::SpanBatch;
 
-use super::delivery::{
-    validate_timeout, validate_transport, Compression, QueueConfig, RetryConfig,
-};
+use super::delivery::{attempt_timeout, validate_transport, Compression, QueueConfig, RetryConfig};
 use super::{Delivered, ExportError, Exporter};
 use crate::config::{error, ComponentError};
 use crate::grpc::{rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
@@ -54,7 +55,8 @@ pub struct Config {
     /// gRPC metadata sent with every request. Default none.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Time limit of one attempt (sent as `grpc-timeout` too). Default `5s`.
+    /// Time limit of one attempt (sent as `grpc-timeout` too); `0` means
+    /// none, as in the collector. Default `5s`.
     #[serde(
         default = "default_timeout",
         deserialize_with = "crate::duration::deserialize"
@@ -69,8 +71,9 @@ pub struct Config {
     pub retry_on_failure: RetryConfig,
     /// HTTP/2 keepalive pings. Default off (as the collector's OTLP exporter).
     pub keepalive: Option<KeepaliveConfig>,
-    /// gRPC load-balancing policy. tracegate keeps one connection per
-    /// exporter (`pick_first`); `round_robin` is accepted with a warning.
+    /// gRPC load-balancing policy. `pick_first`: one connection to the
+    /// endpoint. `round_robin`: one connection per address the endpoint's
+    /// name resolves to (re-resolved every 30 s), calls taken in turn.
     /// Default `pick_first`.
     #[serde(default)]
     pub balancer_name: String,
@@ -165,7 +168,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         let target = self.target()?;
-        let mut warnings = validate_transport(!target.plaintext, &self.tls, &self.headers)?;
+        let warnings = validate_transport(!target.plaintext, &self.tls, &self.headers)?;
         for name in self.headers.keys() {
             if MetadataKey::<tonic::metadata::Ascii>::from_bytes(
                 name.to_ascii_lowercase().as_bytes(),
@@ -178,12 +181,9 @@ impl Config {
                 ));
             }
         }
-        validate_timeout(self.timeout)?;
         match self.balancer_name.as_str() {
             "" | "pick_first" => {}
-            "round_robin" => warnings.push(
-                "balancer_name round_robin: tracegate keeps one connection per exporter".into(),
-            ),
+            "round_robin" => {}
             other => {
                 return Err(error(
                     "balancer_name",
@@ -207,59 +207,83 @@ impl Config {
 
 /// A running OTLP/gRPC client.
 pub struct OtlpGrpcExporter {
-    channel: Channel,
+    channels: Channels,
     metadata: MetadataMap,
     compression: Option<CompressionEncoding>,
-    timeout: Duration,
+    /// `None`: no limit (`timeout: 0`).
+    timeout: Option<Duration>,
 }
 
+/// Where calls go.
+enum Channels {
+    /// `pick_first`: one channel to the endpoint.
+    One(Channel),
+    /// `round_robin`: one channel per address the endpoint's name resolves
+    /// to, taken in turn.
+    RoundRobin(Arc<RoundRobin>),
+}
+
+struct RoundRobin {
+    next: AtomicUsize,
+    /// The resolved addresses and their channels, in resolution order.
+    channels: RwLock<Vec<(SocketAddr, Channel)>>,
+    /// The channel to the name itself, used until the name has resolved.
+    fallback: Channel,
+}
+
+impl RoundRobin {
+    fn pick(&self) -> Channel {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        if channels.is_empty() {
+            return self.fallback.clone();
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % channels.len();
+        channels[i].1.clone()
+    }
+}
+
+/// Resolves `host:port` to addresses; tests substitute their own.
+pub(crate) type Resolver =
+    Arc<dyn Fn(String) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
+
+/// How often `round_robin` resolves the endpoint's name again, as grpc-go's
+/// DNS resolver at most does: addresses added to or removed from a
+/// headless Service are picked up within this.
+const RERESOLVE_EVERY: Duration = Duration::from_secs(30);
+
 impl OtlpGrpcExporter {
-    /// Builds the (lazily connecting) channel. Reads the TLS files, so a
+    /// Builds the (lazily connecting) channels. Reads the TLS files, so a
     /// missing one is an error here. Must run inside a tokio runtime.
     pub fn new(config: &Config) -> Result<OtlpGrpcExporter, String> {
-        let target = config.target().map_err(|e| e.to_string())?;
-        let authority = target.authority.as_str();
-        let mut endpoint = Endpoint::from_shared(format!("http://{authority}"))
-            .map_err(|e| format!("endpoint: {e}"))?
-            .tcp_nodelay(true)
-            .user_agent(concat!("tracegate/", env!("CARGO_PKG_VERSION")))
-            .map_err(|e| format!("user agent: {e}"))?;
-        if let Some(keepalive) = &config.keepalive {
-            endpoint = endpoint
-                .http2_keep_alive_interval(keepalive.time)
-                .keep_alive_timeout(keepalive.timeout)
-                .keep_alive_while_idle(keepalive.permit_without_stream);
-        }
-        let scheme = if target.plaintext { "http" } else { "https" };
-        let origin_authority = config.authority.as_deref().unwrap_or(authority);
-        let origin: Uri = format!("{scheme}://{origin_authority}")
-            .parse()
-            .map_err(|e| format!("authority: {e}"))?;
-        endpoint = endpoint.origin(origin);
+        Self::with_resolver(
+            config,
+            Arc::new(|name: String| {
+                Box::pin(async move { Ok(tokio::net::lookup_host(name).await?.collect()) })
+            }),
+        )
+    }
 
-        let channel = if target.plaintext {
-            endpoint.connect_lazy()
+    pub(crate) fn with_resolver(
+        config: &Config,
+        resolver: Resolver,
+    ) -> Result<OtlpGrpcExporter, String> {
+        let target = config.target().map_err(|e| e.to_string())?;
+        let fallback = channel(config, &target, target.authority.as_str())?;
+        let channels = if config.balancer_name == "round_robin" {
+            let rr = Arc::new(RoundRobin {
+                next: AtomicUsize::new(0),
+                channels: RwLock::new(Vec::new()),
+                fallback,
+            });
+            tokio::spawn(resolve_loop(
+                Arc::downgrade(&rr),
+                config.clone(),
+                target,
+                resolver,
+            ));
+            Channels::RoundRobin(rr)
         } else {
-            let tls = config.tls.load(&[b"h2"]).map_err(|e| e.to_string())?;
-            let server_name = match config.tls.server_name().map_err(|e| e.to_string())? {
-                Some(name) => name,
-                None => ServerName::try_from(
-                    target.authority.host().trim_matches(['[', ']']).to_string(),
-                )
-                .map_err(|_| {
-                    format!(
-                        "endpoint host {:?} is not a valid TLS server name",
-                        target.authority.host()
-                    )
-                })?,
-            };
-            // tonic does TLS only for https URIs and only with its own settings;
-            // connecting through our own connector to an http URI keeps one TLS
-            // setup (versions, skip-verify, client certs) for every exporter.
-            endpoint.connect_with_connector_lazy(TlsTcpConnector {
-                tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
-                server_name,
-            })
+            Channels::One(fallback)
         };
 
         let mut metadata = MetadataMap::new();
@@ -271,16 +295,117 @@ impl OtlpGrpcExporter {
             metadata.append(key, value);
         }
         Ok(OtlpGrpcExporter {
-            channel,
+            channels,
             metadata,
             compression: match config.compression {
                 Compression::Gzip => Some(CompressionEncoding::Gzip),
                 Compression::Zstd => Some(CompressionEncoding::Zstd),
                 Compression::None => None,
             },
-            timeout: config.timeout,
+            timeout: attempt_timeout(config.timeout),
         })
     }
+
+    fn pick(&self) -> Channel {
+        match &self.channels {
+            Channels::One(channel) => channel.clone(),
+            Channels::RoundRobin(rr) => rr.pick(),
+        }
+    }
+}
+
+/// Keeps a `round_robin` exporter's channels in step with what its name
+/// resolves to: a channel per new address, the channel of an address that
+/// went away dropped. Ends when the exporter is dropped.
+async fn resolve_loop(rr: Weak<RoundRobin>, config: Config, target: Target, resolver: Resolver) {
+    let name = target.authority.as_str().to_string();
+    loop {
+        let resolved = resolver(name.clone()).await;
+        let Some(rr) = rr.upgrade() else { return };
+        match resolved {
+            Ok(mut addresses) if !addresses.is_empty() => {
+                addresses.dedup();
+                let old = rr
+                    .channels
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let mut new = Vec::with_capacity(addresses.len());
+                for address in addresses {
+                    let existing = old.iter().find(|(a, _)| *a == address);
+                    let channel = match existing {
+                        Some((_, channel)) => channel.clone(),
+                        None => match channel(&config, &target, &address.to_string()) {
+                            Ok(channel) => channel,
+                            Err(e) => {
+                                tracing::warn!(endpoint = %name, %address, error = %e, "cannot build a channel");
+                                continue;
+                            }
+                        },
+                    };
+                    new.push((address, channel));
+                }
+                *rr.channels.write().unwrap_or_else(|e| e.into_inner()) = new;
+            }
+            Ok(_) => {
+                tracing::warn!(endpoint = %name, "the name resolved to no address; keeping the previous ones")
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %name, error = %e, "cannot resolve the endpoint; keeping the previous addresses")
+            }
+        }
+        drop(rr);
+        tokio::time::sleep(RERESOLVE_EVERY).await;
+    }
+}
+
+/// A lazily connecting channel to `connect_to` (`host:port` or an
+/// address), with the exporter's settings; requests name the configured
+/// authority and TLS verifies the endpoint's host (or `server_name`).
+fn channel(config: &Config, target: &Target, connect_to: &str) -> Result<Channel, String> {
+    let authority = target.authority.as_str();
+    let mut endpoint = Endpoint::from_shared(format!("http://{connect_to}"))
+        .map_err(|e| format!("endpoint: {e}"))?
+        .tcp_nodelay(true)
+        .user_agent(concat!("tracegate/", env!("CARGO_PKG_VERSION")))
+        .map_err(|e| format!("user agent: {e}"))?;
+    if let Some(keepalive) = &config.keepalive {
+        endpoint = endpoint
+            .http2_keep_alive_interval(keepalive.time)
+            .keep_alive_timeout(keepalive.timeout)
+            .keep_alive_while_idle(keepalive.permit_without_stream);
+    }
+    let scheme = if target.plaintext { "http" } else { "https" };
+    let origin_authority = config.authority.as_deref().unwrap_or(authority);
+    let origin: Uri = format!("{scheme}://{origin_authority}")
+        .parse()
+        .map_err(|e| format!("authority: {e}"))?;
+    endpoint = endpoint.origin(origin);
+
+    Ok(if target.plaintext {
+        endpoint.connect_lazy()
+    } else {
+        let tls = config.tls.load(&[b"h2"]).map_err(|e| e.to_string())?;
+        let server_name = match config.tls.server_name().map_err(|e| e.to_string())? {
+            Some(name) => name,
+            None => {
+                ServerName::try_from(target.authority.host().trim_matches(['[', ']']).to_string())
+                    .map_err(|_| {
+                    format!(
+                        "endpoint host {:?} is not a valid TLS server name",
+                        target.authority.host()
+                    )
+                })?
+            }
+        };
+        // tonic does TLS only for https URIs and only with its own settings;
+        // connecting through our own connector to an http URI keeps one TLS
+        // setup (versions, skip-verify, client certs) for every exporter.
+        endpoint.connect_with_connector_lazy(TlsTcpConnector {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            server_name,
+        })
+    })
 }
 
 impl OtlpGrpcExporter {
@@ -292,13 +417,15 @@ impl OtlpGrpcExporter {
         path: &'static str,
         body: bytes::Bytes,
     ) -> Result<bytes::Bytes, ExportError> {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let mut grpc = tonic::client::Grpc::new(self.pick());
         if let Some(encoding) = self.compression {
             grpc = grpc.send_compressed(encoding);
         }
         let mut request = tonic::Request::new(body);
         *request.metadata_mut() = self.metadata.clone();
-        request.set_timeout(self.timeout);
+        if let Some(timeout) = self.timeout {
+            request.set_timeout(timeout);
+        }
         let call = async {
             grpc.ready()
                 .await
@@ -306,16 +433,24 @@ impl OtlpGrpcExporter {
             grpc.unary(request, PathAndQuery::from_static(path), PassthroughCodec)
                 .await
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(ExportError::Retryable {
-                message: format!(
-                    "gRPC DeadlineExceeded: no response within {}",
-                    crate::duration::format(self.timeout)
-                ),
-                retry_after: None,
-            }),
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(classify(&status)),
+        let outcome = match self.timeout {
+            None => call.await,
+            Some(timeout) => match tokio::time::timeout(timeout, call).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(ExportError::Retryable {
+                        message: format!(
+                            "gRPC DeadlineExceeded: no response within {}",
+                            crate::duration::format(timeout)
+                        ),
+                        retry_after: None,
+                    })
+                }
+            },
+        };
+        match outcome {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(classify(&status)),
         }
     }
 }
@@ -452,6 +587,22 @@ mod tests {
         assert_eq!(v6.target().unwrap().authority.port_u16(), Some(4317));
     }
 
+    /// As the collector's exporterhelper: `timeout: 0` means no timeout.
+    #[tokio::test]
+    async fn zero_timeout_means_no_timeout() {
+        let c: Config = valid_config(
+            serde_json::json!({"endpoint": "t:1", "tls": {"insecure": true}, "timeout": "0s"}),
+        );
+        assert!(c.validate().is_ok());
+        assert_eq!(OtlpGrpcExporter::new(&c).unwrap().timeout, None);
+        let c: Config =
+            valid_config(serde_json::json!({"endpoint": "t:1", "tls": {"insecure": true}}));
+        assert_eq!(
+            OtlpGrpcExporter::new(&c).unwrap().timeout,
+            Some(Duration::from_secs(5))
+        );
+    }
+
     #[test]
     fn validate_rejects_bad_settings() {
         for (value, path) in [
@@ -465,10 +616,6 @@ mod tests {
             (
                 serde_json::json!({"endpoint": "t:1", "balancer_name": "grpclb"}),
                 "balancer_name",
-            ),
-            (
-                serde_json::json!({"endpoint": "t:1", "timeout": "0s"}),
-                "timeout",
             ),
             (
                 serde_json::json!({"endpoint": "t:1", "sending_queue": {"num_consumers": 0}}),
@@ -501,7 +648,48 @@ mod tests {
             "read_buffer_size": 0,
             "authority": "tempo.example:443",
         }));
-        assert_eq!(c.validate().unwrap().len(), 1, "round_robin warns");
+        assert!(
+            c.validate().unwrap().is_empty(),
+            "round_robin is implemented"
+        );
+    }
+
+    /// `round_robin` over a name that resolves to two addresses (a
+    /// headless Service): calls alternate between one connection to each.
+    #[tokio::test]
+    async fn round_robin_spreads_calls_over_the_addresses_of_the_name() {
+        use crate::exporter::test_support::{sample_batch, GrpcSink};
+        let first = GrpcSink::start_on("127.0.0.1:0".parse().unwrap()).await;
+        let port = first.addr.port();
+        let second = GrpcSink::start_on(SocketAddr::from(([127, 0, 0, 2], port))).await;
+        let addresses = vec![first.addr, second.addr];
+        let resolved = addresses.clone();
+        let c: Config = valid_config(serde_json::json!({
+            "endpoint": format!("collectors.test:{port}"),
+            "tls": {"insecure": true},
+            "balancer_name": "round_robin",
+        }));
+        let exporter = OtlpGrpcExporter::with_resolver(
+            &c,
+            Arc::new(move |name: String| {
+                assert_eq!(name, format!("collectors.test:{port}"));
+                let resolved = resolved.clone();
+                Box::pin(async move { Ok(resolved) })
+            }),
+        )
+        .unwrap();
+        let Channels::RoundRobin(rr) = &exporter.channels else {
+            panic!("round_robin builds one channel per address")
+        };
+        crate::exporter::test_support::eventually("the name resolved", || {
+            rr.channels.read().unwrap().len() == 2
+        })
+        .await;
+        for _ in 0..6 {
+            exporter.export(&sample_batch(1, 1)).await.unwrap();
+        }
+        assert_eq!(first.state.attempts(), 3);
+        assert_eq!(second.state.attempts(), 3);
     }
 
     #[test]

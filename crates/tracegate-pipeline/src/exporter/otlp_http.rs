@@ -21,9 +21,7 @@ use prost::Message;
 use serde::Deserialize;
 use tracegate_model::SpanBatch;
 
-use super::delivery::{
-    validate_timeout, validate_transport, Compression, QueueConfig, RetryConfig,
-};
+use super::delivery::{attempt_timeout, validate_transport, Compression, QueueConfig, RetryConfig};
 use super::utc::unix_time;
 use super::{Delivered, ExportError, Exporter};
 use crate::config::{error, ComponentError};
@@ -91,6 +89,22 @@ pub struct Config {
     pub retry_on_failure: RetryConfig,
     /// Idle connections kept per host. Default unlimited.
     pub max_idle_conns_per_host: Option<usize>,
+    /// Idle connections kept in all. The exporter talks to one host, so
+    /// this caps the idle pool as `max_idle_conns_per_host` does; the lower
+    /// of the two applies. Default unlimited.
+    pub max_idle_conns: Option<usize>,
+    /// Close each connection after its request instead of reusing it.
+    /// Default `false`.
+    #[serde(default)]
+    pub disable_keep_alives: bool,
+    /// On an HTTP/2 connection, ping the server after this long without
+    /// a frame from it. `0` (the default) sends no pings.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub http2_read_idle_timeout: Option<Duration>,
+    /// Close an HTTP/2 connection when a ping is not answered within this.
+    /// Used only with `http2_read_idle_timeout`. Default `15s`.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub http2_ping_timeout: Option<Duration>,
     /// Close idle connections after this long. Default `90s`.
     #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
     pub idle_conn_timeout: Option<Duration>,
@@ -136,7 +150,6 @@ impl Config {
         let url = self.traces_url()?;
         let warnings =
             validate_transport(url.scheme_str() == Some("https"), &self.tls, &self.headers)?;
-        validate_timeout(self.timeout)?;
         self.sending_queue.validate()?;
         self.retry_on_failure.validate()?;
         Ok(warnings)
@@ -150,7 +163,8 @@ pub struct OtlpHttpExporter {
     encoding: Encoding,
     compression: Compression,
     headers: HeaderMap,
-    timeout: Duration,
+    /// `None`: no limit (`timeout: 0`).
+    timeout: Option<Duration>,
 }
 
 impl OtlpHttpExporter {
@@ -170,7 +184,7 @@ impl OtlpHttpExporter {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.timeout));
+        http.set_connect_timeout(attempt_timeout(config.timeout));
         let mut builder = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();
@@ -184,8 +198,27 @@ impl OtlpHttpExporter {
         if let Some(idle) = config.idle_conn_timeout {
             client.pool_idle_timeout(idle);
         }
-        if let Some(max) = config.max_idle_conns_per_host {
+        let max_idle = if config.disable_keep_alives {
+            Some(0)
+        } else {
+            match (config.max_idle_conns_per_host, config.max_idle_conns) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        if let Some(max) = max_idle {
             client.pool_max_idle_per_host(max);
+        }
+        if let Some(idle) = config.http2_read_idle_timeout.filter(|d| !d.is_zero()) {
+            client
+                .http2_keep_alive_interval(idle)
+                .http2_keep_alive_timeout(
+                    config
+                        .http2_ping_timeout
+                        .filter(|d| !d.is_zero())
+                        .unwrap_or(Duration::from_secs(15)),
+                )
+                .http2_keep_alive_while_idle(true);
         }
 
         let mut headers = HeaderMap::new();
@@ -222,7 +255,7 @@ impl OtlpHttpExporter {
             encoding: config.encoding,
             compression: config.compression,
             headers,
-            timeout: config.timeout,
+            timeout: attempt_timeout(config.timeout),
         })
     }
 
@@ -298,13 +331,16 @@ impl OtlpHttpExporter {
 impl Exporter for OtlpHttpExporter {
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
         let body = self.body(batch)?;
-        match tokio::time::timeout(self.timeout, self.post(body)).await {
+        let Some(timeout) = self.timeout else {
+            return self.post(body).await;
+        };
+        match tokio::time::timeout(timeout, self.post(body)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(ExportError::Retryable {
                 message: format!(
                     "no response from {} within {}",
                     self.url,
-                    crate::duration::format(self.timeout)
+                    crate::duration::format(timeout)
                 ),
                 retry_after: None,
             }),
@@ -446,6 +482,42 @@ mod tests {
     use super::*;
     use crate::config::from_value;
     use crate::exporter::test_support::valid_config;
+
+    /// The collector's client connection keys tracegate implements, and
+    /// `timeout: 0` meaning no timeout.
+    #[tokio::test]
+    async fn connection_keys_and_zero_timeout_are_taken() {
+        let c: Config = valid_config(serde_json::json!({
+            "endpoint": "http://backend:4318",
+            "timeout": "0s",
+            "max_idle_conns": 10,
+            "max_idle_conns_per_host": 4,
+            "disable_keep_alives": true,
+            "http2_read_idle_timeout": "30s",
+            "http2_ping_timeout": "5s",
+        }));
+        assert!(c.validate().unwrap().is_empty());
+        assert_eq!(c.max_idle_conns, Some(10));
+        assert!(c.disable_keep_alives);
+        assert_eq!(c.http2_read_idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.http2_ping_timeout, Some(Duration::from_secs(5)));
+        let exporter = OtlpHttpExporter::new(&c).unwrap();
+        assert_eq!(exporter.timeout, None);
+        let c: Config = valid_config(serde_json::json!({"endpoint": "http://backend:4318"}));
+        assert_eq!(
+            OtlpHttpExporter::new(&c).unwrap().timeout,
+            Some(Duration::from_secs(30))
+        );
+        let err = from_value::<Config>(
+            serde_json::json!({"endpoint": "http://b:4318", "proxy_url": "http://p:3128"}),
+        )
+        .unwrap_err();
+        assert!(
+            err.message
+                .contains("tracegate does not implement proxies yet"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn defaults_and_urls_are_the_collectors() {

@@ -1,7 +1,9 @@
 //! An exporter's bounded in-memory queue: many producers (pipelines) push
 //! without waiting, several consumers take. A full queue refuses at once
 //! rather than blocking the pipeline, so one slow backend never stalls
-//! another exporter.
+//! another exporter. Its capacity is counted by a sizer, as the
+//! collector's `sending_queue.sizer`: each item weighs 1 (`requests`) or
+//! what the weighing function says (`items`: spans, `bytes`: encoded size).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -16,24 +18,38 @@ pub(crate) enum PushError {
 }
 
 struct State<T> {
-    items: VecDeque<T>,
+    /// Each item with its weight.
+    items: VecDeque<(T, usize)>,
+    /// Sum of the weights of `items`.
+    used: usize,
     closed: bool,
 }
 
 pub(crate) struct BoundedQueue<T> {
     state: Mutex<State<T>>,
     capacity: usize,
+    weigh: fn(&T) -> usize,
     available: Notify,
 }
 
 impl<T> BoundedQueue<T> {
+    /// A queue of at most `capacity` items.
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize) -> BoundedQueue<T> {
+        Self::weighted(capacity, |_| 1)
+    }
+
+    /// A queue whose items' weights, by `weigh`, add up to at most
+    /// `capacity`. An item heavier than the whole capacity is never taken.
+    pub(crate) fn weighted(capacity: usize, weigh: fn(&T) -> usize) -> BoundedQueue<T> {
         BoundedQueue {
             state: Mutex::new(State {
                 items: VecDeque::with_capacity(capacity.min(1024)),
+                used: 0,
                 closed: false,
             }),
             capacity,
+            weigh,
             available: Notify::new(),
         }
     }
@@ -42,6 +58,7 @@ impl<T> BoundedQueue<T> {
         self.capacity
     }
 
+    /// Items queued.
     pub(crate) fn len(&self) -> usize {
         self.state
             .lock()
@@ -50,24 +67,28 @@ impl<T> BoundedQueue<T> {
             .len()
     }
 
-    /// Adds `item` unless the queue is full or closed; returns the new length.
+    /// Adds `item` unless it does not fit or the queue is closed; returns
+    /// the new size in the sizer's unit.
     pub(crate) fn try_push(&self, item: T) -> Result<usize, (PushError, T)> {
+        let weight = (self.weigh)(&item);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.closed {
             return Err((PushError::Closed, item));
         }
-        if state.items.len() >= self.capacity {
+        if state.used.saturating_add(weight) > self.capacity {
             return Err((PushError::Full, item));
         }
-        state.items.push_back(item);
-        let len = state.items.len();
+        state.items.push_back((item, weight));
+        state.used += weight;
+        let used = state.used;
         drop(state);
         self.available.notify_one();
-        Ok(len)
+        Ok(used)
     }
 
-    /// Takes the oldest item with the length left behind, waiting while the
-    /// queue is empty; `None` once it is closed and empty.
+    /// Takes the oldest item with the size left behind (in the sizer's
+    /// unit), waiting while the queue is empty; `None` once it is closed and
+    /// empty.
     pub(crate) async fn pop(&self) -> Option<(T, usize)> {
         loop {
             // Registered before looking, so a push or close between the
@@ -77,9 +98,10 @@ impl<T> BoundedQueue<T> {
             notified.as_mut().enable();
             {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(item) = state.items.pop_front() {
-                    let left = state.items.len();
-                    let more = left > 0;
+                if let Some((item, weight)) = state.items.pop_front() {
+                    state.used -= weight;
+                    let left = state.used;
+                    let more = !state.items.is_empty();
                     drop(state);
                     if more {
                         // Pass the wake-up on: another consumer may be idle.
@@ -104,7 +126,8 @@ impl<T> BoundedQueue<T> {
     /// Removes everything still queued (after the consumers stopped).
     pub(crate) fn take_all(&self) -> Vec<T> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.items.drain(..).collect()
+        state.used = 0;
+        state.items.drain(..).map(|(item, _)| item).collect()
     }
 }
 
@@ -114,6 +137,28 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_weighted_queue_counts_weights_not_items() {
+        let queue: BoundedQueue<usize> = BoundedQueue::weighted(10, |n| *n);
+        assert_eq!(queue.try_push(4).unwrap(), 4);
+        assert_eq!(queue.try_push(6).unwrap(), 10);
+        assert_eq!(queue.try_push(1).unwrap_err().0, PushError::Full);
+        assert_eq!(queue.len(), 2);
+        let heavy: BoundedQueue<usize> = BoundedQueue::weighted(10, |n| *n);
+        assert_eq!(heavy.try_push(11).unwrap_err().0, PushError::Full);
+    }
+
+    #[tokio::test]
+    async fn popping_frees_the_weight() {
+        let queue: BoundedQueue<usize> = BoundedQueue::weighted(10, |n| *n);
+        queue.try_push(7).unwrap();
+        assert_eq!(queue.try_push(5).unwrap_err().0, PushError::Full);
+        assert_eq!(queue.pop().await, Some((7, 0)));
+        assert_eq!(queue.try_push(5).unwrap(), 5);
+        queue.close();
+        assert_eq!(queue.take_all(), vec![5]);
+    }
 
     #[test]
     fn refuses_when_full_or_closed() {

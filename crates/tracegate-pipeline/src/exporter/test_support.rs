@@ -378,8 +378,16 @@ impl GrpcSink {
         GrpcSink::start_with(Some(tls)).await
     }
 
+    /// A plaintext sink on `addr` (e.g. another loopback address).
+    pub(crate) async fn start_on(addr: SocketAddr) -> GrpcSink {
+        GrpcSink::serve(TcpListener::bind(addr).await.unwrap(), None)
+    }
+
     async fn start_with(tls: Option<ServerTlsConfig>) -> GrpcSink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        GrpcSink::serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), tls)
+    }
+
+    fn serve(listener: TcpListener, tls: Option<ServerTlsConfig>) -> GrpcSink {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(GrpcSinkState::default());
         let service = TraceServiceServer::new(GrpcSinkService(state.clone()))

@@ -825,3 +825,43 @@ fn sections_with_no_value_mean_their_defaults() {
         assert_eq!((err.path.as_str(), err.message.as_str()), (path, message));
     }
 }
+
+/// `sending_queue.sizer: items`: `queue_size` counts spans, so a queue of
+/// 10 takes a 6-span batch and refuses the next, and the queue size gauge
+/// is in spans too, as the collector's.
+#[tokio::test]
+async fn the_items_sizer_counts_spans_in_the_queue() {
+    let stalled = GrpcSink::start().await;
+    stalled.state.otherwise(GrpcReply::Stall);
+    let (handle, metrics) = start_recorded(
+        &grpc_config(
+            &stalled,
+            serde_json::json!({"timeout": "60s",
+                "sending_queue": {"num_consumers": 1, "queue_size": 10, "sizer": "items"}}),
+        ),
+        "otlp/items",
+    );
+    let fanout = Fanout::new(vec![handle.clone()]);
+    // The consumer takes the first batch and stalls on it.
+    fanout.consume(sample_batch(1, 3)).await.unwrap();
+    stalled.state.wait_for_attempts(1).await;
+    fanout.consume(sample_batch(2, 3)).await.unwrap();
+    assert_eq!(
+        metrics.gauge(names::EXPORTER_QUEUE_SIZE, &[("exporter", "otlp/items")]),
+        6.0
+    );
+    let refused = fanout.consume(sample_batch(1, 5)).await.unwrap_err();
+    assert!(
+        matches!(refused, ConsumeError::Refused { .. }),
+        "{refused:?}"
+    );
+    fanout.consume(sample_batch(1, 4)).await.unwrap();
+    assert_eq!(
+        metrics.gauge(names::EXPORTER_QUEUE_SIZE, &[("exporter", "otlp/items")]),
+        10.0
+    );
+    assert_eq!(
+        metrics.exporter_counter(names::EXPORTER_ENQUEUE_FAILED_SPANS, "otlp/items"),
+        5
+    );
+}

@@ -1,8 +1,11 @@
 //! The `batch` processor, as the collector's: spans are held until
-//! `send_batch_size` of them are pending or `timeout` has passed since the
-//! first of them arrived, and no batch sent is larger than
-//! `send_batch_max_size`. Batches are merged by concatenating encoded
-//! requests (`SpanBatch::concat`), one copy per sent batch.
+//! `send_batch_size` of them are pending or the processor's repeating timer
+//! fires, and no batch sent is larger than `send_batch_max_size`. The timer
+//! fires every `timeout`, counted from the previous send (whether that send
+//! was triggered by size or by the timer), and sends whatever is pending;
+//! so a span waits at most `timeout`, and usually less. Batches are merged
+//! by concatenating encoded requests (`SpanBatch::concat`), one copy per
+//! sent batch. After the final flush (shutdown) batches are refused.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,15 +27,16 @@ use crate::telemetry::names;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Time after which a batch is sent regardless of size. `0s` sends every
-    /// incoming batch at once (split by `send_batch_max_size`). Default `200ms`.
+    /// Period of the timer that sends whatever is pending, restarted by
+    /// every send. `0s` sends every incoming batch at once (split by
+    /// `send_batch_max_size`). Default `200ms`.
     #[serde(
         default = "default_timeout",
         deserialize_with = "crate::duration::deserialize"
     )]
     pub timeout: Duration,
     /// Number of spans after which a batch is sent regardless of the timeout.
-    /// Default 8192.
+    /// `0` sends every incoming batch at once, as `timeout: 0s`. Default 8192.
     #[serde(default = "default_send_batch_size")]
     pub send_batch_size: usize,
     /// Upper bound on the spans of one sent batch; larger ones are split.
@@ -40,12 +44,13 @@ pub struct Config {
     #[serde(default)]
     pub send_batch_max_size: usize,
     /// The collector batches separately per value of these client-metadata
-    /// keys. tracegate does not carry client metadata yet: only an empty
-    /// list is accepted.
+    /// keys. Request metadata does not reach tracegate's processors, so
+    /// tracegate does not batch per metadata yet: only an empty list is
+    /// accepted.
     #[serde(default)]
     pub metadata_keys: Vec<String>,
-    /// Limit on distinct metadata combinations (unused while
-    /// `metadata_keys` must be empty). Default 1000.
+    /// Limit on distinct metadata combinations. As in the collector it
+    /// matters only with `metadata_keys`, which must be empty. Default 1000.
     #[serde(default = "default_cardinality")]
     pub metadata_cardinality_limit: u32,
 }
@@ -86,8 +91,12 @@ impl Config {
         if !self.metadata_keys.is_empty() {
             return Err(ComponentError {
                 path: "metadata_keys".into(),
-                message: "batching by client metadata is not implemented; remove metadata_keys"
-                    .into(),
+                message: format!(
+                    "tracegate does not batch per metadata yet: request metadata ({}) does not \
+                     reach its processors, so batches cannot be kept apart by it; remove \
+                     metadata_keys (all spans then share one batch)",
+                    self.metadata_keys.join(", ")
+                ),
             });
         }
         Ok(Vec::new())
@@ -99,15 +108,16 @@ impl Config {
 enum Trigger {
     Size,
     Timeout,
-    Flush,
 }
 
-#[derive(Default)]
 struct Pending {
     parts: Vec<SpanBatch>,
     spans: usize,
-    /// When the oldest pending span must be sent.
-    deadline: Option<Instant>,
+    /// When the ticker next sends whatever is pending. Pushed back by
+    /// `timeout` after every send, whatever triggered it.
+    next_tick: Instant,
+    /// Set by the final flush: from then on batches are refused.
+    closed: bool,
 }
 
 /// The running batch processor.
@@ -115,8 +125,8 @@ pub struct Batcher {
     id: String,
     config: Config,
     pending: Mutex<Pending>,
-    /// Wakes the timer when the pending set goes from empty to non-empty.
-    wake: Notify,
+    /// Tells the ticker that `next_tick` moved.
+    reset: Notify,
     next: NextConsumer,
     stop: CancellationToken,
     send_size: Histogram,
@@ -126,14 +136,19 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the batcher and its timer task. Must run inside a tokio runtime.
+    /// Starts the batcher and its ticker task. Must run inside a tokio runtime.
     pub fn start(id: &str, config: Config, next: NextConsumer) -> Arc<Batcher> {
         let label = [("processor", id.to_string())];
         let batcher = Arc::new(Batcher {
             id: id.to_string(),
+            pending: Mutex::new(Pending {
+                parts: Vec::new(),
+                spans: 0,
+                next_tick: Instant::now() + config.timeout,
+                closed: false,
+            }),
             config,
-            pending: Mutex::new(Pending::default()),
-            wake: Notify::new(),
+            reset: Notify::new(),
             next,
             stop: CancellationToken::new(),
             send_size: metrics::histogram!(names::PROCESSOR_BATCH_BATCH_SEND_SIZE, &label),
@@ -147,37 +162,45 @@ impl Batcher {
         });
         // Without metadata_keys every span shares one batching key.
         metrics::gauge!(names::PROCESSOR_BATCH_METADATA_CARDINALITY, &label).set(1.0);
-        if !batcher.config.timeout.is_zero() {
-            tokio::spawn(batcher.clone().run_timer());
+        if !batcher.immediate() {
+            tokio::spawn(batcher.clone().run_ticker());
         }
         batcher
     }
 
-    async fn run_timer(self: Arc<Self>) {
+    /// As the collector: with `timeout: 0` or `send_batch_size: 0` there is
+    /// no timer and every batch is sent on at once, split by
+    /// `send_batch_max_size`.
+    fn immediate(&self) -> bool {
+        self.config.timeout.is_zero() || self.config.send_batch_size == 0
+    }
+
+    /// The collector's repeating timer: every `timeout`, counted from the
+    /// previous send (by size or by time) or the previous empty tick, it
+    /// sends whatever is pending.
+    async fn run_ticker(self: Arc<Self>) {
         loop {
-            let deadline = self.lock().deadline;
-            match deadline {
-                None => tokio::select! {
-                    _ = self.stop.cancelled() => return,
-                    _ = self.wake.notified() => {}
-                },
-                Some(deadline) => tokio::select! {
-                    _ = self.stop.cancelled() => return,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        let due = {
-                            let mut pending = self.lock();
-                            if pending.deadline.is_some_and(|d| d <= Instant::now()) {
-                                pending.deadline = None;
-                                pending.spans = 0;
-                                std::mem::take(&mut pending.parts)
-                            } else {
-                                Vec::new()
-                            }
-                        };
-                        self.send(due, Trigger::Timeout).await;
-                    }
-                },
+            let tick = self.lock().next_tick;
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                // A size-triggered send moved the tick: read it again.
+                _ = self.reset.notified() => continue,
+                _ = tokio::time::sleep_until(tick) => {}
             }
+            let due = {
+                let mut pending = self.lock();
+                if pending.closed {
+                    return;
+                }
+                if pending.next_tick > Instant::now() {
+                    continue;
+                }
+                pending.spans = 0;
+                std::mem::take(&mut pending.parts)
+            };
+            self.send(due, Trigger::Timeout).await;
+            let mut pending = self.lock();
+            pending.next_tick = pending.next_tick.max(Instant::now() + self.config.timeout);
         }
     }
 
@@ -217,13 +240,19 @@ impl Batcher {
         match trigger {
             Trigger::Size => self.size_trigger.increment(1),
             Trigger::Timeout => self.timeout_trigger.increment(1),
-            Trigger::Flush => {}
         }
         if let Err(e) = self.next.consume(batch).await {
             // The batch was acknowledged upstream already: count the loss.
             self.dropped_refused.increment(spans as u64);
             tracing::warn!(processor = %self.id, spans, error = %e, "next stage refused a batch; spans dropped");
         }
+    }
+
+    fn shut_down(&self) -> ConsumeError {
+        ConsumeError::refused(format!(
+            "batch processor {} has shut down and takes no more spans",
+            self.id
+        ))
     }
 }
 
@@ -233,25 +262,31 @@ impl Consumer for Batcher {
         if batch.is_empty() {
             return Ok(());
         }
-        if self.config.timeout.is_zero() {
+        if self.immediate() {
+            if self.lock().closed {
+                return Err(self.shut_down());
+            }
             self.send(vec![batch], Trigger::Size).await;
             return Ok(());
         }
         let ready = {
             let mut pending = self.lock();
+            if pending.closed {
+                // Refused, not held: the caller counts the spans with its
+                // own reason (a receiver as refused, a stage that already
+                // acknowledged them as dropped).
+                return Err(self.shut_down());
+            }
             pending.spans += batch.len();
             pending.parts.push(batch);
-            if pending.deadline.is_none() {
-                pending.deadline = Some(Instant::now() + self.config.timeout);
-                self.wake.notify_one();
-            }
-            if pending.spans >= self.config.send_batch_size {
-                pending.spans = 0;
-                pending.deadline = None;
-                std::mem::take(&mut pending.parts)
-            } else {
+            if pending.spans < self.config.send_batch_size {
                 return Ok(());
             }
+            // As the collector: a send by size restarts the timer.
+            pending.spans = 0;
+            pending.next_tick = Instant::now() + self.config.timeout;
+            self.reset.notify_one();
+            std::mem::take(&mut pending.parts)
         };
         let mut chunks = self.merge_and_split(ready);
         // As the collector: full chunks go while at least send_batch_size
@@ -266,12 +301,20 @@ impl Consumer for Batcher {
             self.emit(chunk, Trigger::Size).await;
         }
         if let Some(rest) = remainder {
-            let mut pending = self.lock();
-            pending.spans += rest.len();
-            pending.parts.insert(0, rest);
-            if pending.deadline.is_none() {
-                pending.deadline = Some(Instant::now() + self.config.timeout);
-                self.wake.notify_one();
+            let late = {
+                let mut pending = self.lock();
+                if pending.closed {
+                    // The final flush ran while this call was sending: the
+                    // remainder is already acknowledged, so send it now.
+                    Some(rest)
+                } else {
+                    pending.spans += rest.len();
+                    pending.parts.insert(0, rest);
+                    None
+                }
+            };
+            if let Some(rest) = late {
+                self.emit(rest, Trigger::Timeout).await;
             }
         }
         Ok(())
@@ -280,15 +323,19 @@ impl Consumer for Batcher {
 
 #[async_trait]
 impl Processor for Batcher {
+    /// The final flush: sends everything pending (every chunk, where the
+    /// collector sends only the first `send_batch_max_size`), counted as a
+    /// timeout send as the collector counts its shutdown send, and refuses
+    /// every batch after it.
     async fn flush(&self) {
         self.stop.cancel();
         let parts = {
             let mut pending = self.lock();
+            pending.closed = true;
             pending.spans = 0;
-            pending.deadline = None;
             std::mem::take(&mut pending.parts)
         };
-        self.send(parts, Trigger::Flush).await;
+        self.send(parts, Trigger::Timeout).await;
     }
 }
 
@@ -395,29 +442,95 @@ mod tests {
         );
     }
 
+    /// The timer repeats from the processor's start, as the collector's: a
+    /// span that arrives 150ms into a 200ms period goes 50ms later, not
+    /// 200ms later.
     #[tokio::test(start_paused = true)]
-    async fn sends_after_timeout_since_the_first_pending_span() {
+    async fn the_repeating_timer_sends_what_is_pending_at_each_tick() {
         let (batcher, sink) = start(Config {
             send_batch_size: 1000,
             timeout: Duration::from_millis(200),
             ..Config::default()
         });
-        batcher.consume(spans(3, 0)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
+        batcher.consume(spans(3, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
         batcher.consume(spans(2, 3)).await.unwrap();
-        assert!(sink.sizes().is_empty());
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        tokio::time::sleep(Duration::from_millis(19)).await;
+        assert!(sink.sizes().is_empty(), "199ms: before the first tick");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(sink.sizes(), vec![5], "the tick at 200ms sends all pending");
+        // An empty tick sends nothing; the period goes on from the last tick.
+        tokio::time::sleep(Duration::from_millis(250)).await; // 451ms
+        assert_eq!(sink.sizes(), vec![5]);
+        batcher.consume(spans(1, 5)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(148)).await; // 599ms
+        assert_eq!(sink.sizes(), vec![5], "next tick is at 600ms");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(sink.sizes(), vec![5, 1], "sent at the 600ms tick");
+        let sent = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            names(&sent),
+            (0..6).map(|i| format!("s{i}")).collect::<Vec<_>>()
+        );
+    }
+
+    /// The collector stops and restarts its timer after a send triggered by
+    /// size, so what is left waits a whole `timeout` from that send.
+    #[tokio::test(start_paused = true)]
+    async fn a_send_by_size_restarts_the_timer() {
+        let (batcher, sink) = start(Config {
+            send_batch_size: 10,
+            send_batch_max_size: 10,
+            timeout: Duration::from_millis(200),
+            ..Config::default()
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        batcher.consume(spans(13, 0)).await.unwrap();
+        assert_eq!(sink.sizes(), vec![10], "3 < send_batch_size stay pending");
+        tokio::time::sleep(Duration::from_millis(100)).await; // 250ms
         assert_eq!(
             sink.sizes(),
-            vec![5],
-            "200ms after the first span, all pending go"
+            vec![10],
+            "no tick at 200ms: it was restarted at 150ms"
         );
-        // The timer re-arms for the next span.
-        batcher.consume(spans(1, 5)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(199)).await;
-        assert_eq!(sink.sizes(), vec![5]);
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        assert_eq!(sink.sizes(), vec![5, 1]);
+        tokio::time::sleep(Duration::from_millis(99)).await; // 349ms
+        assert_eq!(sink.sizes(), vec![10]);
+        tokio::time::sleep(Duration::from_millis(2)).await; // 351ms
+        assert_eq!(sink.sizes(), vec![10, 3], "200ms after the send by size");
+        let sent = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            names(&sent),
+            (0..13).map(|i| format!("s{i}")).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_final_flush_batches_are_refused_not_held() {
+        let (batcher, sink) = start(Config {
+            send_batch_size: 100,
+            timeout: Duration::from_millis(200),
+            ..Config::default()
+        });
+        batcher.consume(spans(3, 0)).await.unwrap();
+        batcher.flush().await;
+        assert_eq!(sink.sizes(), vec![3], "the flush sends what is pending");
+        let err = batcher.consume(spans(2, 3)).await.unwrap_err();
+        assert!(
+            matches!(&err, ConsumeError::Refused { reason, .. } if reason.contains("shut down")),
+            "{err:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(sink.sizes(), vec![3], "nothing was held to be sent later");
+        assert!(batcher.lock().parts.is_empty());
+        // The same with no timer.
+        let (batcher, sink) = start(Config {
+            timeout: Duration::ZERO,
+            ..Config::default()
+        });
+        batcher.flush().await;
+        assert!(batcher.consume(spans(2, 0)).await.is_err());
+        assert!(sink.sizes().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -432,6 +545,18 @@ mod tests {
         assert_eq!(sink.sizes(), vec![4, 4, 1]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn zero_send_batch_size_sends_at_once_as_the_collector() {
+        let (batcher, sink) = start(Config {
+            send_batch_size: 0,
+            send_batch_max_size: 5,
+            timeout: Duration::from_secs(3600),
+            ..Config::default()
+        });
+        batcher.consume(spans(7, 0)).await.unwrap();
+        assert_eq!(sink.sizes(), vec![5, 2]);
+    }
+
     #[test]
     fn validate_rejects_max_below_size_and_metadata_keys() {
         let bad = Config {
@@ -444,7 +569,14 @@ mod tests {
             metadata_keys: vec!["tenant".into()],
             ..Config::default()
         };
-        assert_eq!(meta.validate().unwrap_err().path, "metadata_keys");
+        let err = meta.validate().unwrap_err();
+        assert_eq!(err.path, "metadata_keys");
+        assert!(
+            err.message
+                .contains("tracegate does not batch per metadata yet"),
+            "{}",
+            err.message
+        );
         assert!(Config::default().validate().unwrap().is_empty());
     }
 
