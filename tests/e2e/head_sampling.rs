@@ -4,7 +4,7 @@
 //! written into their tracestate and every dropped span counted. Also the
 //! collector's `probabilistic_sampler` in its default `hash_seed` mode.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! from the same protos) → OTLP out; both Jaeger legs over TLS with a
 //! self-signed CA.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,7 +6,7 @@
 //! the seed DaemonSet config, unchanged but for its addresses, against a
 //! local sink.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! the seed's curl check send to tracegate, which exports to in-test OTLP
 //! backends.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! `zipkin` receiver arrives at an in-test OTLP backend as OTLP, and
 //! malformed JSON is answered 400.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
