@@ -7,3 +7,13 @@ pub mod gateway;
 pub mod raw;
 pub mod sink;
 pub mod tls;
+
+/// A file of the repository's `tests/fixtures/` (the seed deployments'
+/// configs and checks, copied in so the tests need nothing outside the
+/// repository).
+pub fn fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
