@@ -239,8 +239,14 @@ async fn gateway_keeps_error_traces_and_its_shares_whole() {
         "sink has {} of {expected_spans} spans",
         sink.span_count()
     );
-    // A moment for anything unexpected to show up too.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the gateway has exported or dropped every span it took in,
+    // nothing more can arrive.
+    support::raw::wait_until_accounted(
+        gw.addr("telemetry", "metrics"),
+        total_spans,
+        Duration::from_secs(30),
+    )
+    .await;
 
     let mut got: HashMap<[u8; 16], HashSet<Vec<u8>>> = HashMap::new();
     for s in sink.spans() {

@@ -69,7 +69,7 @@ impl Gateway {
         let stderr = child.stderr.take().expect("stderr piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
-        {
+        let reader = {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 let mut ready_tx = Some(ready_tx);
@@ -82,15 +82,16 @@ impl Gateway {
                     }
                     logs.lock().unwrap().push(line);
                 }
-            });
-        }
+            })
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100)); // let the reader drain
+                // The reader ends at the end of the exited process's stderr.
+                let _ = reader.join();
                 panic!(
                     "tracegate exited with {status} before ready:\n{}",
                     logs.lock().unwrap().join("\n")
