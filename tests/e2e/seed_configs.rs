@@ -72,7 +72,6 @@ fn jaeger_request() -> Vec<u8> {
                 service_name: "seed".into(),
                 ..Default::default()
             }),
-            ..Default::default()
         }),
     }
     .encode_to_vec()
