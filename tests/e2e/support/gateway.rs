@@ -152,6 +152,24 @@ impl Gateway {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits (up to `within`) until a log line holds every one of `needles`,
+    /// for lines logged before what the test just saw: the reader thread
+    /// may not have passed them on yet. Returns all lines; panics with them
+    /// on timeout.
+    pub fn wait_for_log(&self, needles: &[&str], within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let logs = self.logs();
+            if logs.iter().any(|l| needles.iter().all(|n| l.contains(n))) {
+                return logs;
+            }
+            if Instant::now() > deadline {
+                panic!("no log line holds {needles:?}:\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
     pub fn memory_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
