@@ -111,21 +111,16 @@ fn the_spec_example_round_trips_to_the_canonical_json() {
 
 #[test]
 fn the_seed_curl_check_body_parses() {
-    // /work/shared/seed-configs/otlp-json-check.sh, with `date +%s` filled in.
-    let body = r#"{
-    "resourceSpans": [{
-      "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "test-service"}}]},
-      "scopeSpans": [{
-        "spans": [{
-          "traceId": "5b8aa5a2d2c872e8321cf37308d69df2",
-          "spanId": "051e64f5b8c54c99",
-          "name": "test-span",
-          "startTimeUnixNano": "1718000000000000000",
-          "endTimeUnixNano": "1718000000000000001"
-        }]
-      }]
-    }]
-  }"#;
+    // The body the seed's curl check posts (tests/fixtures/otlp-json-check.sh),
+    // its `$(date +%s)` filled in.
+    let script = include_str!("../../../../tests/fixtures/otlp-json-check.sh");
+    let quoted = script
+        .split_once("-d '")
+        .and_then(|(_, rest)| rest.rsplit_once('\''))
+        .map(|(body, _)| body)
+        .expect("the check posts a single-quoted body");
+    let body = quoted.replace("'$(date +%s)'", "1718000000");
+    assert_ne!(body, quoted, "the check fills in the time");
     let b = SpanBatch::from_json(body.as_bytes()).unwrap();
     assert_eq!(b.len(), 1);
     assert_eq!(b.service_name(0), Some("test-service"));

@@ -103,25 +103,48 @@ mod tests {
         assert_eq!(delays, vec![100, 200, 400, 500, 500, 500]);
     }
 
+    /// Settings that overflow a naive `interval × multiplier` still give
+    /// the promised waits: the interval jumps to `max_interval` and stays.
     #[test]
-    fn extreme_settings_do_not_panic() {
-        let mut backoff = Backoff::new(&RetryConfig {
-            initial_interval: Duration::from_secs(u64::MAX / 4),
-            randomization_factor: 1.0,
+    fn extreme_settings_reach_max_interval_without_overflow() {
+        let initial = Duration::from_secs(u64::MAX / 4);
+        let max = Duration::from_secs(u64::MAX / 2);
+        let extreme = |randomization_factor| RetryConfig {
+            initial_interval: initial,
+            randomization_factor,
             multiplier: f64::MAX,
-            max_interval: Duration::from_secs(u64::MAX / 2),
+            max_interval: max,
             ..RetryConfig::default()
-        });
-        for _ in 0..5 {
-            backoff.next_delay();
+        };
+        let mut exact = Backoff::new(&extreme(0.0));
+        let delays: Vec<Duration> = (0..5).map(|_| exact.next_delay()).collect();
+        // Durations this large lose their low bits to f64, as in the
+        // collector's float arithmetic; compare at that precision.
+        let secs = |d: &Duration| d.as_secs_f64();
+        assert_eq!(
+            delays.iter().map(secs).collect::<Vec<_>>(),
+            [initial, max, max, max, max]
+                .iter()
+                .map(secs)
+                .collect::<Vec<_>>()
+        );
+        let mut spread = Backoff::new(&extreme(1.0));
+        assert!(secs(&spread.next_delay()) <= 2.0 * secs(&initial));
+        for _ in 0..50 {
+            // ± 100 %: anywhere from 0 to twice the capped interval.
+            assert!(secs(&spread.next_delay()) <= 2.0 * secs(&max));
         }
-        let mut nan = Backoff::new(&RetryConfig {
-            multiplier: f64::NAN,
-            ..RetryConfig::default()
-        });
-        for _ in 0..5 {
-            nan.next_delay();
-        }
+    }
+
+    /// A multiplier below 1 (allowed: only negative or non-finite ones are
+    /// refused) shrinks the wait.
+    #[test]
+    fn multiplier_below_one_shrinks_the_wait() {
+        let mut halving = Backoff::new(&config(400, 0.0, 0.5, 1000));
+        let delays: Vec<u128> = (0..4).map(|_| halving.next_delay().as_millis()).collect();
+        assert_eq!(delays, vec![400, 200, 100, 50]);
+        let refused = config(400, 0.0, f64::NAN, 1000);
+        assert!(refused.validate().is_err(), "NaN never reaches a Backoff");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! the seed DaemonSet config, unchanged but for its addresses, against a
 //! local sink.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -344,11 +344,7 @@ async fn a_flood_is_refused_under_the_hard_limit_and_accepted_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_daemonset_config_runs_against_a_local_sink() {
     let sink = Sink::start().await;
-    let seed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/seed-configs/otel-collector-daemonset.yaml"
-    ))
-    .expect("seed config");
+    let seed = support::fixture("otel-collector-daemonset.yaml");
     let yaml = seed
         .replace("0.0.0.0:4317", "127.0.0.1:0")
         .replace("0.0.0.0:4318", "127.0.0.1:0")

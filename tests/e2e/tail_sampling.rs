@@ -3,7 +3,7 @@
 //! whose spans are spread over several requests and connections go in over
 //! OTLP/gRPC; what the in-test backend receives is checked trace by trace.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -187,22 +187,19 @@ async fn gateway_keeps_error_traces_and_its_shares_whole() {
         "/../../config/gateway.yaml"
     ))
     .expect("config/gateway.yaml");
-    // Only this test sets these, and the child inherits them at spawn.
-    for (k, v) in [
-        ("TRACEGATE_OTLP_GRPC_ENDPOINT", "127.0.0.1:0".to_string()),
-        ("TRACEGATE_OTLP_HTTP_ENDPOINT", "127.0.0.1:0".to_string()),
-        ("TRACEGATE_HEALTH_ENDPOINT", "127.0.0.1:0".to_string()),
-        ("TRACEGATE_METRICS_ADDRESS", "127.0.0.1:0".to_string()),
-        (
-            "TRACEGATE_TEMPO_ENDPOINT",
-            format!("127.0.0.1:{}", sink.addr.port()),
-        ),
-        ("TRACEGATE_DECISION_WAIT", "2s".to_string()),
-        ("TRACEGATE_LOG_ENCODING", "json".to_string()),
-    ] {
-        std::env::set_var(k, v);
-    }
-    let gw = Gateway::start(&yaml);
+    // Given to this gateway alone: the other end-to-end tests share this
+    // process and its environment.
+    let tempo = format!("127.0.0.1:{}", sink.addr.port());
+    let envs = [
+        ("TRACEGATE_OTLP_GRPC_ENDPOINT", "127.0.0.1:0"),
+        ("TRACEGATE_OTLP_HTTP_ENDPOINT", "127.0.0.1:0"),
+        ("TRACEGATE_HEALTH_ENDPOINT", "127.0.0.1:0"),
+        ("TRACEGATE_METRICS_ADDRESS", "127.0.0.1:0"),
+        ("TRACEGATE_TEMPO_ENDPOINT", tempo.as_str()),
+        ("TRACEGATE_DECISION_WAIT", "2s"),
+        ("TRACEGATE_LOG_ENCODING", "json"),
+    ];
+    let gw = Gateway::start_with(&yaml, &[], &envs);
     let addr = gw.addr("otlp", "grpc");
 
     let mut rng = Rng(0x7a11);
@@ -242,8 +239,14 @@ async fn gateway_keeps_error_traces_and_its_shares_whole() {
         "sink has {} of {expected_spans} spans",
         sink.span_count()
     );
-    // A moment for anything unexpected to show up too.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the gateway has exported or dropped every span it took in,
+    // nothing more can arrive.
+    support::raw::wait_until_accounted(
+        gw.addr("telemetry", "metrics"),
+        total_spans,
+        Duration::from_secs(30),
+    )
+    .await;
 
     let mut got: HashMap<[u8; 16], HashSet<Vec<u8>>> = HashMap::new();
     for s in sink.spans() {

@@ -2,7 +2,7 @@
 //! both protocols, a compression bomb is refused without the process
 //! growing past the cap, and after all of it the process still serves.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::time::Duration;

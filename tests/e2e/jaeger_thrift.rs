@@ -7,7 +7,7 @@
 //! with `jaeger_client` is available (`JAEGER_CLIENT_PYTHON`, else
 //! `python3`), from the real Python jaeger-client.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! from the same protos) → OTLP out; both Jaeger legs over TLS with a
 //! self-signed CA.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -476,11 +476,7 @@ async fn the_seed_jaeger_v2_config_exports_to_jaeger_and_otlp() {
     let (jaeger, jaeger_addr) =
         JaegerSink::start(Some(Identity::from_pem(&pki.cert_pem, &pki.key_pem))).await;
     let tempo = Sink::start_tls(&pki.cert_pem, &pki.key_pem).await;
-    let seed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/seed-configs/jaeger-v2-collector.yaml"
-    ))
-    .expect("seed config");
+    let seed = support::fixture("jaeger-v2-collector.yaml");
     let yaml = seed
         .replace("0.0.0.0:4317", "127.0.0.1:0")
         .replace("0.0.0.0:4318", "127.0.0.1:0")

@@ -121,3 +121,46 @@ pub async fn wait_for_metrics(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The sum of every series of the counter `name` in a `/metrics` text.
+pub fn counter_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Waits until the gateway has taken in `spans` spans and accounted for
+/// every one: acknowledged by a backend or dropped with a reason. Nothing
+/// more of them can reach a backend after that, so a test can then check
+/// that nothing else arrived. For pipelines with one exporter; `otelcol`
+/// namespace. Returns the last text; panics with it on timeout.
+pub async fn wait_until_accounted(
+    addr: SocketAddr,
+    spans: usize,
+    within: std::time::Duration,
+) -> String {
+    let spans = spans as u64;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let reply = http(addr, Method::GET, "/metrics", &[], "").await;
+        let text = String::from_utf8_lossy(&reply.body).into_owned();
+        let accepted = counter_sum(&text, "otelcol_receiver_accepted_spans_total");
+        let sent = counter_sum(&text, "otelcol_exporter_sent_spans_total");
+        let dropped = counter_sum(&text, "otelcol_tracegate_dropped_spans_total");
+        if accepted >= spans && sent + dropped >= accepted {
+            return text;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "{accepted} of {spans} spans taken in, {sent} sent and {dropped} dropped:\n{text}"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

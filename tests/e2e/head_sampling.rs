@@ -4,7 +4,7 @@
 //! written into their tracestate and every dropped span counted. Also the
 //! collector's `probabilistic_sampler` in its default `hash_seed` mode.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use support::gateway::{Gateway, TELEMETRY};
-use support::raw::{grpc, wait_for_metrics, TRACE_EXPORT};
+use support::raw::{grpc, wait_for_metrics, wait_until_accounted, TRACE_EXPORT};
 use support::sink::Sink;
 
 /// The seed's `processors.sampling` block (jaeger-v2-collector.yaml), as
@@ -238,9 +238,18 @@ async fn two_processes_on_the_seed_config_keep_the_same_spans_trace_consistently
 
     let got_a = received(&sink_a, expected.len()).await;
     let got_b = received(&sink_b, expected.len()).await;
-    // A moment for anything unexpected to arrive too.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once each gateway has exported or dropped every span it took in,
+    // nothing more can arrive.
+    for gw in [&gw_a, &gw_b] {
+        wait_until_accounted(
+            gw.addr("telemetry", "metrics"),
+            spans.len(),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
     assert_eq!(sink_a.span_count(), expected.len());
+    assert_eq!(sink_b.span_count(), expected.len());
     assert_eq!(got_a, expected, "gateway A keeps what the config promises");
     assert_eq!(got_b, got_a, "both processes keep the same spans");
 
@@ -385,7 +394,12 @@ async fn probabilistic_sampler_hash_seed_decides_as_the_collector() {
         .map(|s| s.span.span_id.clone())
         .collect();
     let got = received(&sink, expected.len()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until_accounted(
+        gw.addr("telemetry", "metrics"),
+        spans.len(),
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(sink.span_count(), expected.len());
     assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), expected);
     // Kept spans carry the hash's randomness and the 14-bit threshold.

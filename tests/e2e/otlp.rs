@@ -2,7 +2,7 @@
 //! the seed's curl check send to tracegate, which exports to in-test OTLP
 //! backends.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -195,11 +195,7 @@ async fn seed_curl_json_check_is_accepted_and_arrives() {
         "otlp",
         "    timeout: 20ms",
     ));
-    let script = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/seed-configs/otlp-json-check.sh"
-    ))
-    .expect("seed check script");
+    let script = support::fixture("otlp-json-check.sh");
     let url = "http://otel-collector.monitoring:4318";
     assert!(script.contains(url), "the seed script changed");
     let script = script.replace(url, &format!("http://{}", gw.addr("otlp", "http")));

@@ -6,7 +6,7 @@
 //! `python3`), the real py_zipkin client's failed spans are shown to be
 //! errors: a tail sampler keeping ERROR traces keeps exactly those.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;

@@ -69,7 +69,7 @@ impl Gateway {
         let stderr = child.stderr.take().expect("stderr piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
-        {
+        let reader = {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 let mut ready_tx = Some(ready_tx);
@@ -82,15 +82,16 @@ impl Gateway {
                     }
                     logs.lock().unwrap().push(line);
                 }
-            });
-        }
+            })
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100)); // let the reader drain
+                // The reader ends at the end of the exited process's stderr.
+                let _ = reader.join();
                 panic!(
                     "tracegate exited with {status} before ready:\n{}",
                     logs.lock().unwrap().join("\n")
@@ -149,6 +150,24 @@ impl Gateway {
 
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits (up to `within`) until a log line holds every one of `needles`,
+    /// for lines logged before what the test just saw: the reader thread
+    /// may not have passed them on yet. Returns all lines; panics with them
+    /// on timeout.
+    pub fn wait_for_log(&self, needles: &[&str], within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let logs = self.logs();
+            if logs.iter().any(|l| needles.iter().all(|n| l.contains(n))) {
+                return logs;
+            }
+            if Instant::now() > deadline {
+                panic!("no log line holds {needles:?}:\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).

@@ -2,7 +2,7 @@
 //! merged in order, a `--set` applied last, and a secret read from a file
 //! with `${file:...}`; all of it arriving at the backend.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

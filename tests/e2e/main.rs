@@ -1,0 +1,17 @@
+//! The end-to-end tests: each module starts the real `tracegate` binary and
+//! talks to it over real sockets. They are one test binary so the suite
+//! links once; run one area with `cargo test -p tracegate --test e2e otlp::`.
+
+mod support;
+
+mod bad_input;
+mod config_sources;
+mod head_sampling;
+mod jaeger;
+mod jaeger_thrift;
+mod memory_limiter;
+mod otlp;
+mod resource_detection;
+mod seed_configs;
+mod tail_sampling;
+mod zipkin;
