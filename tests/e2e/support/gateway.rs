@@ -55,10 +55,12 @@ impl Gateway {
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(yaml.as_bytes()))
             .expect("write config");
+        let no_cloud = NoCloud::new();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tracegate"))
             .arg("--config")
             .arg(&path)
             .args(args)
+            .envs(no_cloud_environment(&no_cloud))
             .envs(envs.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -214,4 +216,43 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where resource detectors would look for clouds, Docker and Kubernetes:
+/// a local port nothing listens on and a socket path that does not exist,
+/// so a config with every detector (the seed's) never reaches the network
+/// from a test. A test's own variables override these.
+struct NoCloud {
+    refusing: String,
+    _dir: tempfile::TempDir,
+    docker_host: String,
+}
+
+impl NoCloud {
+    fn new() -> NoCloud {
+        // Bound and dropped: nothing listens there while the test runs.
+        let refusing = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free local port")
+            .to_string();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let docker_host = format!("unix://{}", dir.path().join("docker.sock").display());
+        NoCloud {
+            refusing,
+            _dir: dir,
+            docker_host,
+        }
+    }
+}
+
+fn no_cloud_environment(no_cloud: &NoCloud) -> Vec<(&'static str, String)> {
+    let url = format!("http://{}", no_cloud.refusing);
+    vec![
+        ("GCE_METADATA_HOST", no_cloud.refusing.clone()),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", url.clone()),
+        ("TRACEGATE_AZURE_METADATA_ENDPOINT", url),
+        ("DOCKER_HOST", no_cloud.docker_host.clone()),
+        ("KUBERNETES_SERVICE_HOST", String::new()),
+        ("KUBERNETES_SERVICE_PORT", String::new()),
+    ]
 }
