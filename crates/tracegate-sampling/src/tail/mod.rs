@@ -4,8 +4,8 @@
 //! - [`config`]: the policy configs, spelled as the OpenTelemetry
 //!   Collector's `tail_sampling` processor spells them.
 //! - [`policy`]: the built policies, their evaluation over a buffered trace
-//!   and the final decision (Dropped > InvertNotSampled > Sampled >
-//!   InvertSampled, `sample_on_first_match`).
+//!   and the final decision (Dropped > Sampled > NotSampled,
+//!   `sample_on_first_match`).
 //! - [`buffer`]: [`TraceShard`], one worker's share of the pending traces
 //!   with its decision timers and caches, and [`TraceBuffer`], the shards
 //!   together for callers that run them on one thread.

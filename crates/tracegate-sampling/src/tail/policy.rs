@@ -1,8 +1,9 @@
 //! Built tail-sampling policies and the final decision over them, following
 //! the OpenTelemetry Collector's `tailsamplingprocessor` to the letter:
 //! which spans and resources each policy looks at, in which order, what an
-//! attribute of the wrong type reads as, how inverted matches vote, and how
-//! the votes combine (Dropped > InvertNotSampled > Sampled > InvertSampled).
+//! attribute of the wrong type reads as, and how the votes combine: Dropped
+//! wins, then Sampled, else NotSampled. `invert_match` flips a policy's own
+//! vote, as the collector has done since it removed inverted decisions.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -24,47 +25,34 @@ use super::{keep_threshold, trace_randomness, TraceId};
 pub enum Decision {
     Sampled,
     NotSampled,
-    /// An `invert_match` policy found no match: samples unless another
-    /// policy said NotSampled.
-    InvertSampled,
-    /// An `invert_match` policy found a match: vetoes every Sampled.
-    InvertNotSampled,
     /// A `drop` policy matched: vetoes everything.
     Dropped,
 }
 
 impl Decision {
     /// All votes, in the order of [`Decision::index`].
-    pub const ALL: [Decision; 5] = [
-        Decision::Sampled,
-        Decision::NotSampled,
-        Decision::InvertSampled,
-        Decision::InvertNotSampled,
-        Decision::Dropped,
-    ];
+    pub const ALL: [Decision; 3] = [Decision::Sampled, Decision::NotSampled, Decision::Dropped];
 
     pub fn index(self) -> usize {
         match self {
             Decision::Sampled => 0,
             Decision::NotSampled => 1,
-            Decision::InvertSampled => 2,
-            Decision::InvertNotSampled => 3,
-            Decision::Dropped => 4,
+            Decision::Dropped => 2,
         }
     }
 
     /// The collector's metric labels for this vote: `sampled` and
-    /// `decision` (inverted votes count as their plain counterparts).
+    /// `decision`.
     pub fn metric_labels(self) -> (&'static str, &'static str) {
         match self {
-            Decision::Sampled | Decision::InvertSampled => ("true", "sampled"),
-            Decision::NotSampled | Decision::InvertNotSampled => ("false", "not_sampled"),
+            Decision::Sampled => ("true", "sampled"),
+            Decision::NotSampled => ("false", "not_sampled"),
             Decision::Dropped => ("false", "dropped"),
         }
     }
 
     fn is_sampled(self) -> bool {
-        matches!(self, Decision::Sampled | Decision::InvertSampled)
+        self == Decision::Sampled
     }
 }
 
@@ -189,7 +177,7 @@ pub struct PolicySet {
     sample_on_first_match: bool,
     /// Votes per policy since the last [`PolicySet::take_tally`], indexed
     /// by [`Decision::index`].
-    tally: Vec<[u64; 5]>,
+    tally: Vec<[u64; 3]>,
 }
 
 impl PolicySet {
@@ -219,7 +207,7 @@ impl PolicySet {
         }
         drops.extend(others);
         let names = drops.iter().map(|p| p.name.clone()).collect();
-        let tally = vec![[0; 5]; drops.len()];
+        let tally = vec![[0; 3]; drops.len()];
         Ok((
             PolicySet {
                 policies: drops,
@@ -238,7 +226,7 @@ impl PolicySet {
 
     /// Evaluates the policies over a trace and combines their votes.
     pub fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
-        let mut first: [Option<usize>; 5] = [None; 5];
+        let mut first: [Option<usize>; 3] = [None; 3];
         for (i, policy) in self.policies.iter_mut().enumerate() {
             let vote = policy.evaluate(trace, now);
             self.tally[i][vote.index()] += 1;
@@ -256,19 +244,7 @@ impl PolicySet {
                 decision: Decision::Dropped,
                 policy: Some(p),
             }
-        } else if voted(Decision::InvertNotSampled).is_some() {
-            Verdict {
-                decision: Decision::NotSampled,
-                policy: None,
-            }
         } else if let Some(p) = voted(Decision::Sampled) {
-            Verdict {
-                decision: Decision::Sampled,
-                policy: Some(p),
-            }
-        } else if let (Some(p), None) =
-            (voted(Decision::InvertSampled), voted(Decision::NotSampled))
-        {
             Verdict {
                 decision: Decision::Sampled,
                 policy: Some(p),
@@ -284,8 +260,8 @@ impl PolicySet {
     /// Votes per policy (in [`Self::names`] order, indexed by
     /// [`Decision::index`]) since the last call, for the
     /// `count_traces_sampled` metric.
-    pub fn take_tally(&mut self) -> Vec<[u64; 5]> {
-        let fresh = vec![[0; 5]; self.tally.len()];
+    pub fn take_tally(&mut self) -> Vec<[u64; 3]> {
+        let fresh = vec![[0; 3]; self.tally.len()];
         std::mem::replace(&mut self.tally, fresh)
     }
 }
@@ -781,21 +757,17 @@ impl Evaluator {
             Evaluator::And(subs) => {
                 for sub in subs.iter_mut() {
                     let vote = sub.evaluate(trace, now);
-                    if matches!(vote, Decision::NotSampled | Decision::InvertNotSampled) {
+                    if vote == Decision::NotSampled {
                         return Decision::NotSampled;
                     }
                 }
                 Decision::Sampled
             }
-            Evaluator::Not(sub) => match sub.evaluate(trace, now) {
-                Decision::Sampled => Decision::NotSampled,
-                Decision::NotSampled => Decision::Sampled,
-                other => other,
-            },
+            Evaluator::Not(sub) => flip(sub.evaluate(trace, now), true),
             Evaluator::Drop(subs) => {
                 for sub in subs.iter_mut() {
                     let vote = sub.evaluate(trace, now);
-                    if matches!(vote, Decision::NotSampled | Decision::InvertNotSampled) {
+                    if vote == Decision::NotSampled {
                         return Decision::NotSampled;
                     }
                 }
@@ -884,10 +856,11 @@ fn resource_or_span_present(
     walk_resources_and_spans(trace, key, invert, &matches, &matches)
 }
 
-/// Walks each stored `ResourceSpans`: its resource, then its spans. Without
-/// `invert`, Sampled at the first match. With `invert`, InvertNotSampled
-/// at the first match and InvertSampled when nothing matched — the
-/// collector's inverted helpers, whose callbacks answer "no match here".
+/// Walks each stored `ResourceSpans`: its resource, then its spans, and
+/// votes Sampled at the first match, NotSampled when nothing matched. With
+/// `invert` the vote is flipped: NotSampled at the first match, Sampled
+/// when nothing matched (a missing key included), as the collector's
+/// `invert_match` has voted since it removed inverted decisions.
 fn walk_resources_and_spans(
     trace: &TraceView<'_>,
     key: &str,
@@ -898,27 +871,24 @@ fn walk_resources_and_spans(
     for batch in trace.batches() {
         for (first, spans) in resource_first_spans(batch) {
             if resource_matches(lookup(batch.resource_attributes(first), key)) {
-                return if invert {
-                    Decision::InvertNotSampled
-                } else {
-                    Decision::Sampled
-                };
+                return flip(Decision::Sampled, invert);
             }
             for i in spans {
                 if span_matches(lookup(batch.span_attributes(i), key)) {
-                    return if invert {
-                        Decision::InvertNotSampled
-                    } else {
-                        Decision::Sampled
-                    };
+                    return flip(Decision::Sampled, invert);
                 }
             }
         }
     }
-    if invert {
-        Decision::InvertSampled
-    } else {
-        Decision::NotSampled
+    flip(Decision::NotSampled, invert)
+}
+
+/// `invert_match`: Sampled and NotSampled swap.
+fn flip(vote: Decision, invert: bool) -> Decision {
+    match (vote, invert) {
+        (Decision::Sampled, true) => Decision::NotSampled,
+        (Decision::NotSampled, true) => Decision::Sampled,
+        (vote, _) => vote,
     }
 }
 

@@ -261,12 +261,13 @@ fn numeric_bounds_and_missing_keys() {
         ),
         Decision::Sampled
     );
-    // Inverted: a match vetoes, anything else (missing key included) samples.
-    assert_eq!(vote(p(true), &[with(404)]), Decision::InvertNotSampled);
-    assert_eq!(vote(p(true), &[with(200)]), Decision::InvertSampled);
+    // Inverted: a match is NotSampled, anything else (missing key
+    // included) Sampled — plain votes, no veto.
+    assert_eq!(vote(p(true), &[with(404)]), Decision::NotSampled);
+    assert_eq!(vote(p(true), &[with(200)]), Decision::Sampled);
     assert_eq!(
         vote(p(true), &[span(tid(T), 1)]),
-        Decision::InvertSampled,
+        Decision::Sampled,
         "missing key"
     );
     // A string value reads as 0, as pcommon's Value.Int() does.
@@ -329,19 +330,16 @@ fn string_exact_and_regex_matches() {
             exact(true),
             &[span(tid(T), 1).res("service.name", s("api"))]
         ),
-        Decision::InvertNotSampled
+        Decision::NotSampled
     );
     assert_eq!(
         vote(
             exact(true),
             &[span(tid(T), 1).res("service.name", s("web"))]
         ),
-        Decision::InvertSampled
+        Decision::Sampled
     );
-    assert_eq!(
-        vote(exact(true), &[span(tid(T), 1)]),
-        Decision::InvertSampled
-    );
+    assert_eq!(vote(exact(true), &[span(tid(T), 1)]), Decision::Sampled);
 
     let regex = serde_json::json!({"name": "r", "type": "string_attribute",
         "string_attribute": {"key": "url.path", "values": ["/health"], "enabled_regex_matching": true}});
@@ -548,11 +546,8 @@ fn status_code_trace_state_boolean_trace_flags_and_ottl() {
         vote(boolean(false), &[span(tid(T), 1)]),
         Decision::NotSampled
     );
-    assert_eq!(vote(boolean(true), &[forced]), Decision::InvertNotSampled);
-    assert_eq!(
-        vote(boolean(true), &[span(tid(T), 1)]),
-        Decision::InvertSampled
-    );
+    assert_eq!(vote(boolean(true), &[forced]), Decision::NotSampled);
+    assert_eq!(vote(boolean(true), &[span(tid(T), 1)]), Decision::Sampled);
 
     let ottl = serde_json::json!({"name": "o", "type": "ottl_condition", "ottl_condition": {
         "error_mode": "ignore",
@@ -614,19 +609,14 @@ fn and_not_drop_combine_sub_policies() {
 // ---------------------------------------------------------------- precedence
 
 /// A policy that votes as told, built from real policies: always_sample
-/// (Sampled), an impossible status (NotSampled), invert string matches
-/// (InvertSampled / InvertNotSampled on the "hit" attribute), a drop of
-/// always_sample (Dropped).
+/// (Sampled), an impossible latency (NotSampled), a drop of always_sample
+/// (Dropped).
 fn voter(name: &str, d: Decision) -> serde_json::Value {
     match d {
         Decision::Sampled => serde_json::json!({"name": name, "type": "always_sample"}),
         Decision::NotSampled => {
             serde_json::json!({"name": name, "type": "latency", "latency": {"threshold_ms": 1_000_000}})
         }
-        Decision::InvertSampled => serde_json::json!({"name": name, "type": "string_attribute",
-            "string_attribute": {"key": "absent", "values": ["x"], "invert_match": true}}),
-        Decision::InvertNotSampled => serde_json::json!({"name": name, "type": "string_attribute",
-            "string_attribute": {"key": "hit", "values": ["x"], "invert_match": true}}),
         Decision::Dropped => {
             serde_json::json!({"name": name, "type": "drop", "drop": {"drop_sub_policy": [
             {"name": "all", "type": "always_sample"}]}})
@@ -640,16 +630,11 @@ fn precedence_table() {
     let cases: &[(&[Decision], Decision)] = &[
         (&[Sampled], Sampled),
         (&[NotSampled], NotSampled),
-        (&[InvertSampled], Sampled),
-        (&[InvertNotSampled], NotSampled),
         (&[Dropped], Dropped),
         (&[Sampled, Dropped], Dropped),
-        (&[Sampled, InvertNotSampled], NotSampled),
         (&[Sampled, NotSampled], Sampled),
-        (&[InvertSampled, NotSampled], NotSampled),
-        (&[InvertSampled, Sampled], Sampled),
-        (&[InvertSampled, InvertNotSampled], NotSampled),
-        (&[InvertNotSampled, Dropped], Dropped),
+        (&[NotSampled, Sampled], Sampled),
+        (&[NotSampled, Dropped], Dropped),
         (&[NotSampled, NotSampled], NotSampled),
     ];
     let spans = [batch(&[span(tid(T), 1).attr("hit", s("x"))])];
@@ -666,26 +651,59 @@ fn precedence_table() {
     }
 }
 
+/// The issue's measured case: "every ERROR trace" plus "service.name not
+/// in [health]" with `invert_match`. The inverted policy votes only for
+/// itself, so each policy keeps its own traces: non-error traces of `api`
+/// and error traces of `health` are both kept; only healthy `health`
+/// traces go.
+#[test]
+fn invert_match_flips_its_own_vote_without_veto() {
+    let configs = serde_json::json!([
+        {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "not-health", "type": "string_attribute", "string_attribute":
+            {"key": "service.name", "values": ["health"], "invert_match": true}},
+    ]);
+    let mut set = policies(configs, false);
+    let id = tid(T);
+    let cases = [
+        ("api", false, Decision::Sampled, Some(1)),
+        ("api", true, Decision::Sampled, Some(0)),
+        ("health", true, Decision::Sampled, Some(0)),
+        ("health", false, Decision::NotSampled, None),
+    ];
+    for (service, error, want, by) in cases {
+        let mut sp = span(tid(T), 1).res("service.name", s(service));
+        if error {
+            sp = sp.error();
+        }
+        let spans = [batch(&[sp])];
+        let verdict = set.decide(&view(&id, &spans), Duration::ZERO);
+        assert_eq!(verdict.decision, want, "{service} error={error}");
+        assert_eq!(verdict.policy, by, "{service} error={error}");
+    }
+}
+
 #[test]
 fn sample_on_first_match_stops_evaluation() {
     let configs = serde_json::json!([
         voter("first", Decision::NotSampled),
         voter("second", Decision::Sampled),
-        voter("third", Decision::InvertNotSampled),
+        voter("third", Decision::NotSampled),
     ]);
     let spans = [batch(&[span(tid(T), 1).attr("hit", s("x"))])];
     let id = tid(T);
     let mut all = policies(configs.clone(), false);
     assert_eq!(
         all.decide(&view(&id, &spans), Duration::ZERO).decision,
-        Decision::NotSampled
+        Decision::Sampled
     );
+    assert_eq!(all.take_tally()[2], [0, 1, 0], "the third policy ran");
     let mut first = policies(configs, true);
     let verdict = first.decide(&view(&id, &spans), Duration::ZERO);
     assert_eq!(verdict.decision, Decision::Sampled);
     assert_eq!(verdict.policy, Some(1));
     let tally = first.take_tally();
-    assert_eq!(tally[2], [0; 5], "the third policy was never evaluated");
+    assert_eq!(tally[2], [0; 3], "the third policy was never evaluated");
     // Drop policies still run first, whatever their position.
     let mut with_drop = policies(
         serde_json::json!([

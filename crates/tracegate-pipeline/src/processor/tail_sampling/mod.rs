@@ -253,7 +253,7 @@ impl Clock {
 struct SharedPolicies {
     set: Mutex<PolicySet>,
     /// Per policy, per [`Decision::index`].
-    count_traces_sampled: Vec<[Counter; 5]>,
+    count_traces_sampled: Vec<[Counter; 3]>,
     decision_latency: Histogram,
 }
 
