@@ -46,11 +46,19 @@ use super::{shard_of, TraceId};
 /// Decides traces: the policies, possibly shared between shards.
 pub trait Decider {
     fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict;
+    /// `sampling_strategy: span-ingest`: a final decision from one arriving
+    /// batch of a trace, or `None` while it stays pending
+    /// ([`PolicySet::decide_span_ingest`]).
+    fn decide_span_ingest(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Verdict>;
 }
 
 impl Decider for PolicySet {
     fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
         PolicySet::decide(self, trace, now)
+    }
+
+    fn decide_span_ingest(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Verdict> {
+        PolicySet::decide_span_ingest(self, trace, now)
     }
 }
 
@@ -73,6 +81,11 @@ pub struct TraceBufferSettings {
     pub block_on_overflow: bool,
     pub sampled_cache_size: usize,
     pub non_sampled_cache_size: usize,
+    /// `sampling_strategy: span-ingest`: each arriving batch is judged on
+    /// its own as it comes ([`Decider::decide_span_ingest`]); a trace still
+    /// undecided when its wait ends (or when it must give way early) is
+    /// not sampled, without evaluation.
+    pub span_ingest: bool,
 }
 
 impl Default for TraceBufferSettings {
@@ -87,6 +100,7 @@ impl Default for TraceBufferSettings {
             block_on_overflow: false,
             sampled_cache_size: 0,
             non_sampled_cache_size: 0,
+            span_ingest: false,
         }
     }
 }
@@ -126,6 +140,8 @@ pub enum DecisionReason {
     MemoryLimit,
     /// On shutdown.
     Shutdown,
+    /// `span-ingest`: a batch of the trace decided it as it arrived.
+    SpanIngest,
 }
 
 impl DecisionReason {
@@ -139,6 +155,7 @@ impl DecisionReason {
             DecisionReason::BytesFull => "max_buffered_bytes",
             DecisionReason::MemoryLimit => "memory_limit",
             DecisionReason::Shutdown => "shutdown",
+            DecisionReason::SpanIngest => "span_ingest",
         }
     }
 
@@ -504,7 +521,43 @@ impl TraceShard {
             self.start_trace(id, now);
         }
         self.append(incoming, id, indices, now, decider, out);
+        if self.settings.span_ingest {
+            self.decide_on_ingest(batch, id, indices, now, decider, out);
+        }
         true
+    }
+
+    /// `span-ingest`: judges the batch's spans of a still pending trace on
+    /// their own, with the trace's span count so far (as the collector
+    /// does), and finishes the trace if that decides it.
+    fn decide_on_ingest(
+        &mut self,
+        batch: &SpanBatch,
+        id: TraceId,
+        indices: &[u32],
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
+        let Some(entry) = self.table.get(&id) else {
+            return;
+        };
+        if !matches!(entry.state, State::Pending) {
+            return;
+        }
+        let arrived = [batch.select(indices)];
+        let mut view = TraceView::of_batches(&id, &arrived);
+        view.span_count = entry.span_count;
+        if let Some(verdict) = decider.decide_span_ingest(&view, now) {
+            self.decide_as(
+                id,
+                now,
+                DecisionReason::SpanIngest,
+                Some(verdict),
+                decider,
+                out,
+            );
+        }
     }
 
     fn start_trace(&mut self, id: TraceId, now: Duration) {
@@ -792,13 +845,32 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) {
+        self.decide_as(id, now, reason, None, decider, out);
+    }
+
+    /// Decides a pending trace: with `given`, as given; otherwise by the
+    /// policies (or as not sampled, when too large or in `span-ingest`).
+    fn decide_as(
+        &mut self,
+        id: TraceId,
+        now: Duration,
+        reason: DecisionReason,
+        given: Option<Verdict>,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
         let Some(entry) = self.table.get_mut(&id) else {
             return;
         };
         if !matches!(entry.state, State::Pending) {
             return;
         }
-        let (verdict, assembled) = if reason == DecisionReason::TooLarge {
+        let (verdict, assembled) = if let Some(verdict) = given {
+            let assembled = verdict
+                .is_sampled()
+                .then(|| AssembledOnDemand::new(&entry.stored, &self.headers).into_batch());
+            (verdict, assembled)
+        } else if reason == DecisionReason::TooLarge || self.settings.span_ingest {
             let verdict = Verdict {
                 decision: Decision::NotSampled,
                 policy: None,

@@ -174,6 +174,8 @@ fn invalid(name: &str, message: impl Into<String>) -> BuildError {
 pub struct PolicySet {
     policies: Vec<Policy>,
     names: Vec<String>,
+    /// Per policy: a top-level `drop` policy.
+    is_drop: Vec<bool>,
     sample_on_first_match: bool,
     /// Votes per policy since the last [`PolicySet::take_tally`], indexed
     /// by [`Decision::index`].
@@ -205,6 +207,9 @@ impl PolicySet {
                 others.push(policy);
             }
         }
+        let is_drop = (0..drops.len() + others.len())
+            .map(|i| i < drops.len())
+            .collect();
         drops.extend(others);
         let names = drops.iter().map(|p| p.name.clone()).collect();
         let tally = vec![[0; 3]; drops.len()];
@@ -212,6 +217,7 @@ impl PolicySet {
             PolicySet {
                 policies: drops,
                 names,
+                is_drop,
                 sample_on_first_match,
                 tally,
             },
@@ -257,6 +263,58 @@ impl PolicySet {
         }
     }
 
+    /// The first policy that keeps state across traces (`rate_limiting`,
+    /// `bytes_limiting`, `composite`, or a combination holding one), which
+    /// `sampling_strategy: span-ingest` refuses as the collector does: a
+    /// budget spent on one batch of a trace says nothing about the trace.
+    pub fn stateful_policy(&self) -> Option<&str> {
+        self.policies
+            .iter()
+            .find(|p| p.evaluator.is_stateful())
+            .map(|p| p.name.as_str())
+    }
+
+    /// `sampling_strategy: span-ingest`: evaluates the policies over one
+    /// arriving batch of a trace (`trace` holds that batch's spans, with the
+    /// trace's span count so far) and returns a decision only when it is
+    /// final, as the collector's span-ingest mode does:
+    /// - a drop policy voting Dropped drops the trace;
+    /// - a drop policy that does not match this batch might match a later
+    ///   one, so nothing can be sampled yet: evaluation stops before the
+    ///   first non-drop policy;
+    /// - otherwise the first policy voting Sampled samples the trace.
+    ///
+    /// `None`: still pending (undecided traces are not sampled when their
+    /// `decision_wait` ends).
+    pub fn decide_span_ingest(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Verdict> {
+        let mut drop_pending = false;
+        for (i, policy) in self.policies.iter_mut().enumerate() {
+            let is_drop = self.is_drop[i];
+            if !is_drop && drop_pending {
+                break;
+            }
+            let vote = policy.evaluate(trace, now);
+            self.tally[i][vote.index()] += 1;
+            if vote == Decision::Dropped {
+                return Some(Verdict {
+                    decision: Decision::Dropped,
+                    policy: Some(i),
+                });
+            }
+            if is_drop {
+                drop_pending = true;
+                continue;
+            }
+            if vote == Decision::Sampled {
+                return Some(Verdict {
+                    decision: Decision::Sampled,
+                    policy: Some(i),
+                });
+            }
+        }
+        None
+    }
+
     /// Votes per policy (in [`Self::names`] order, indexed by
     /// [`Decision::index`]) since the last call, for the
     /// `count_traces_sampled` metric.
@@ -269,8 +327,11 @@ impl PolicySet {
 #[derive(Clone, Copy, PartialEq)]
 enum Level {
     Top,
-    /// Inside `and`, `not` or `drop`: leaf policies only.
+    /// Inside `not` or `drop`: leaf policies only.
     Leaf,
+    /// Inside `and`: leaf policies and `not` (as the collector's
+    /// `and_sub_policy` allows).
+    AndSub,
     /// Inside `composite`: leaf policies and `and`.
     CompositeSub,
 }
@@ -345,6 +406,10 @@ impl Policy {
             Level::Leaf => !matches!(
                 kind,
                 PolicyKind::And | PolicyKind::Not | PolicyKind::Drop | PolicyKind::Composite
+            ),
+            Level::AndSub => !matches!(
+                kind,
+                PolicyKind::And | PolicyKind::Drop | PolicyKind::Composite
             ),
             Level::CompositeSub => !matches!(
                 kind,
@@ -586,7 +651,7 @@ impl Policy {
                     .as_ref()
                     .map(|c| c.and_sub_policy.as_slice())
                     .unwrap_or(&[]);
-                Evaluator::And(build_subs(subs, Level::Leaf, warnings)?)
+                Evaluator::And(build_subs(subs, Level::AndSub, warnings)?)
             }
             PolicyKind::Drop => {
                 let subs = config

@@ -1416,3 +1416,160 @@ fn stored_traces_come_back_whole_in_arrival_order_with_their_resources() {
     assert_eq!(shard.buffered_bytes(), 0, "spans and headers all released");
     assert_eq!(shard.headers_len(), 0);
 }
+
+// ---------------------------------------------------------------- span-ingest
+
+fn span_ingest() -> TraceBufferSettings {
+    TraceBufferSettings {
+        span_ingest: true,
+        ..settings()
+    }
+}
+
+/// The collector's span-ingest mode: each arriving batch is judged on its
+/// own; the first batch a policy samples releases the whole trace so far,
+/// later spans follow that decision, and a trace never sampled is not
+/// sampled when its wait ends, without evaluation.
+#[test]
+fn span_ingest_decides_per_arriving_batch() {
+    let mut shard = TraceShard::new(span_ingest());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    let (kept, never) = (tid(1), tid(2));
+    shard.insert(
+        &batch(&[span(kept, 1), span(never, 1)]),
+        secs(0),
+        &mut set,
+        &mut out,
+    );
+    assert!(out.decided.is_empty(), "no batch matched yet");
+    assert_eq!(shard.pending_traces(), 2);
+    shard.insert(
+        &batch(&[span(kept, 2).error()]),
+        secs(1),
+        &mut set,
+        &mut out,
+    );
+    assert_eq!(out.decided.len(), 1);
+    assert_eq!(out.decided[0].trace_id, kept);
+    assert_eq!(out.decided[0].reason, DecisionReason::SpanIngest);
+    assert_eq!(out.decided[0].verdict.policy, Some(0));
+    assert_eq!(
+        out.sampled.iter().map(SpanBatch::len).sum::<usize>(),
+        2,
+        "the earlier batch goes with the one that decided"
+    );
+    // A later span of the kept trace follows the decision.
+    shard.insert(&batch(&[span(kept, 3)]), secs(2), &mut set, &mut out);
+    assert_eq!(out.sampled.iter().map(SpanBatch::len).sum::<usize>(), 3);
+    let evaluations: u64 = set.take_tally()[0].iter().sum();
+    assert_eq!(evaluations, 3, "one per batch of a pending trace");
+    // The other trace: not sampled at its deadline, no evaluation.
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 2);
+    assert_eq!(out.decided[1].trace_id, never);
+    assert_eq!(out.decided[1].reason, DecisionReason::DecisionWait);
+    assert!(!out.decided[1].verdict.is_sampled());
+    assert_eq!(set.take_tally()[0], [0; 3], "not evaluated at the deadline");
+    assert_eq!(shard.stats().spans_not_sampled, 1);
+}
+
+/// A batch only sees its own spans: an error in an earlier batch does not
+/// make a later batch match, unlike trace-complete where the whole trace
+/// is judged once.
+#[test]
+fn span_ingest_judges_each_batch_on_its_own_spans() {
+    let mut set = policies(
+        serde_json::json!([{"name": "and", "type": "and", "and": {"and_sub_policy": [
+            {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "svc", "type": "string_attribute", "string_attribute": {"key": "svc", "values": ["api"]}}]}}]),
+        false,
+    );
+    let id = tid(1);
+    let batches = [
+        batch(&[span(id, 1).error()]),
+        batch(&[span(id, 2).attr("svc", s("api"))]),
+    ];
+    for (span_ingest, kept) in [(false, true), (true, false)] {
+        let mut shard = TraceShard::new(TraceBufferSettings {
+            span_ingest,
+            ..settings()
+        });
+        let mut out = Released::default();
+        for (i, b) in batches.iter().enumerate() {
+            shard.insert(b, secs(i as u64), &mut set, &mut out);
+        }
+        shard.poll(secs(10), &mut set, &mut out);
+        assert_eq!(out.decided.len(), 1);
+        assert_eq!(
+            out.decided[0].verdict.is_sampled(),
+            kept,
+            "span_ingest={span_ingest}"
+        );
+    }
+}
+
+/// A drop policy that does not match a batch may match a later one, so in
+/// span-ingest nothing is sampled while one is configured and unmatched;
+/// a batch it matches drops the trace at once.
+#[test]
+fn span_ingest_holds_back_while_a_drop_policy_may_still_match() {
+    let configs = serde_json::json!([
+        {"name": "all", "type": "always_sample"},
+        {"name": "no-health", "type": "drop", "drop": {"drop_sub_policy": [
+            {"name": "health", "type": "string_attribute", "string_attribute": {"key": "url.path", "values": ["/health"]}}]}},
+    ]);
+    let mut set = policies(configs, false);
+    let mut shard = TraceShard::new(span_ingest());
+    let mut out = Released::default();
+    shard.insert(&batch(&[span(tid(1), 1)]), secs(0), &mut set, &mut out);
+    assert!(
+        out.decided.is_empty(),
+        "always_sample must wait for the drop"
+    );
+    assert_eq!(set.take_tally()[1], [0; 3], "always_sample not evaluated");
+    shard.insert(
+        &batch(&[span(tid(1), 2).attr("url.path", s("/health"))]),
+        secs(1),
+        &mut set,
+        &mut out,
+    );
+    assert_eq!(out.decided.len(), 1);
+    assert_eq!(out.decided[0].verdict.decision, Decision::Dropped);
+    assert_eq!(out.decided[0].verdict.policy, Some(0), "the drop policy");
+    assert!(out.sampled.is_empty());
+}
+
+#[test]
+fn span_ingest_names_a_stateful_policy() {
+    let set = policies(
+        serde_json::json!([
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "and", "type": "and", "and": {"and_sub_policy": [
+                {"name": "budget", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 10}}]}},
+        ]),
+        false,
+    );
+    assert_eq!(set.stateful_policy(), Some("and"));
+    assert_eq!(keep_errors().stateful_policy(), None);
+}
+
+/// The collector's `and` takes a `not` among its sub-policies.
+#[test]
+fn not_inside_and() {
+    let configs = serde_json::json!({"name": "errors-not-health", "type": "and", "and": {"and_sub_policy": [
+        {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "not-health", "type": "not", "not": {"not_sub_policy":
+            {"name": "health", "type": "string_attribute", "string_attribute": {"key": "service.name", "values": ["health"]}}}}]}});
+    let api = span(tid(T), 1).res("service.name", s("api")).error();
+    let health = span(tid(T), 1).res("service.name", s("health")).error();
+    assert_eq!(vote(configs.clone(), &[api]), Decision::Sampled);
+    assert_eq!(vote(configs, &[health]), Decision::NotSampled);
+    // Still not inside not or drop.
+    let nested: Vec<PolicyConfig> = serde_json::from_value(serde_json::json!([
+        {"name": "d", "type": "drop", "drop": {"drop_sub_policy": [
+            {"name": "n", "type": "not", "not": {"not_sub_policy": {"name": "a", "type": "always_sample"}}}]}}
+    ]))
+    .unwrap();
+    assert!(PolicySet::build(&nested, false).is_err());
+}

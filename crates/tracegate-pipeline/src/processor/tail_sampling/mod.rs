@@ -102,9 +102,24 @@ pub struct Config {
     /// cannot hold memory for `decision_wait`. 0: no limit. Default 0.
     #[serde(default)]
     pub max_spans_per_trace: u64,
-    /// tracegate: shard workers. 0: one per available CPU. Default 0.
+    /// tracegate: shard workers. 0: `num_shards` if given, else one per
+    /// available CPU. Default 0.
     #[serde(default)]
     pub shards: usize,
+    /// The collector's shard count (1 to 256; its default 1). In tracegate
+    /// it sets the number of shard workers when `shards` is not given;
+    /// tracegate's rate budgets hold for the whole processor whatever the
+    /// shards. Default: unset.
+    #[serde(default)]
+    pub num_shards: Option<usize>,
+    /// `trace-complete` (the default): a trace is judged once, on all its
+    /// spans, when its wait ends. `span-ingest`: each arriving batch is
+    /// judged on its own as it comes, the trace is passed on (with what
+    /// arrived before) at the first batch some policy samples, and a trace
+    /// still undecided when its wait ends is not sampled. Only stateless
+    /// policies are allowed with `span-ingest`, as in the collector.
+    #[serde(default)]
+    pub sampling_strategy: SamplingStrategy,
     /// Mark kept spans with the scope attribute `tailsampling.policy`
     /// (the policy that kept the trace) and, for late spans released by
     /// the decision cache, `tailsampling.cached_decision: true`, as the
@@ -114,6 +129,19 @@ pub struct Config {
     #[serde(default)]
     pub record_policy: bool,
 }
+
+/// `sampling_strategy:`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SamplingStrategy {
+    #[default]
+    #[serde(rename = "trace-complete")]
+    TraceComplete,
+    #[serde(rename = "span-ingest")]
+    SpanIngest,
+}
+
+/// The collector's bound on `num_shards`.
+const MAX_NUM_SHARDS: usize = 256;
 
 /// `decision_cache:`
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -155,6 +183,8 @@ impl Default for Config {
             max_buffered_bytes: default_max_buffered_bytes(),
             max_spans_per_trace: 0,
             shards: 0,
+            num_shards: None,
+            sampling_strategy: SamplingStrategy::TraceComplete,
             record_policy: false,
         }
     }
@@ -178,8 +208,24 @@ impl Config {
         if self.num_traces == 0 {
             return Err(err("num_traces", "num_traces must be positive".into()));
         }
-        let (_, mut warnings) = PolicySet::build(&self.policies, self.sample_on_first_match)
+        if let Some(n) = self.num_shards {
+            if !(1..=MAX_NUM_SHARDS).contains(&n) {
+                return Err(err(
+                    "num_shards",
+                    format!("num_shards must be between 1 and {MAX_NUM_SHARDS}, got {n}"),
+                ));
+            }
+        }
+        let (set, mut warnings) = PolicySet::build(&self.policies, self.sample_on_first_match)
             .map_err(|e| err("policies", e.to_string()))?;
+        if self.sampling_strategy == SamplingStrategy::SpanIngest {
+            if let Some(name) = set.stateful_policy() {
+                return Err(err(
+                    "policies",
+                    format!("sampling_strategy \"span-ingest\" requires all policies to be stateless, but policy {name:?} is stateful: rate_limiting, bytes_limiting and composite spend a budget per trace, which one batch of a trace cannot judge"),
+                ));
+            }
+        }
         if !self.decision_wait_after_root_received.is_zero()
             && self.decision_wait_after_root_received >= self.decision_wait
         {
@@ -201,12 +247,15 @@ impl Config {
             block_on_overflow: self.block_on_overflow,
             sampled_cache_size: self.decision_cache.sampled_cache_size,
             non_sampled_cache_size: self.decision_cache.non_sampled_cache_size,
+            span_ingest: self.sampling_strategy == SamplingStrategy::SpanIngest,
         }
     }
 
     fn shard_count(&self) -> usize {
         if self.shards > 0 {
             self.shards
+        } else if let Some(n) = self.num_shards {
+            n
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
@@ -280,6 +329,14 @@ impl Decider for &SharedPolicies {
     fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
         let started = std::time::Instant::now();
         let verdict = self.lock().decide(trace, now);
+        self.decision_latency
+            .record(started.elapsed().as_secs_f64() * 1e6);
+        verdict
+    }
+
+    fn decide_span_ingest(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Verdict> {
+        let started = std::time::Instant::now();
+        let verdict = self.lock().decide_span_ingest(trace, now);
         self.decision_latency
             .record(started.elapsed().as_secs_f64() * 1e6);
         verdict

@@ -228,6 +228,72 @@ fn config_keys_and_checks() {
         .any(|w| w.contains("UNSET")));
 }
 
+#[test]
+fn sampling_strategy_and_num_shards_as_the_collector_takes_them() {
+    let ingest = config(serde_json::json!({
+        "sampling_strategy": "span-ingest", "num_shards": 4,
+        "policies": [{"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": 1}}]
+    }));
+    assert_eq!(ingest.sampling_strategy, SamplingStrategy::SpanIngest);
+    assert!(ingest.buffer_settings().span_ingest);
+    assert_eq!(ingest.shard_count(), 4, "num_shards sets the workers");
+    let complete = config(serde_json::json!({
+        "sampling_strategy": "trace-complete",
+        "policies": [{"name": "budget", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 10}}]
+    }));
+    assert!(!complete.buffer_settings().span_ingest);
+    let stateful: Config = serde_json::from_value(serde_json::json!({
+        "sampling_strategy": "span-ingest",
+        "policies": [
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "budget", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 10}}]
+    }))
+    .unwrap();
+    let e = stateful.validate().unwrap_err();
+    assert!(
+        e.message.contains("\"budget\" is stateful") && e.message.contains("span-ingest"),
+        "{}",
+        e.message
+    );
+    let unknown = serde_json::from_value::<Config>(serde_json::json!({
+        "sampling_strategy": "per-span",
+        "policies": [{"name": "all", "type": "always_sample"}]
+    }));
+    assert!(unknown.unwrap_err().to_string().contains("per-span"));
+    for n in [0, 257] {
+        let bad: Config = serde_json::from_value(serde_json::json!({
+            "num_shards": n, "policies": [{"name": "all", "type": "always_sample"}]
+        }))
+        .unwrap();
+        assert_eq!(bad.validate().unwrap_err().path, "num_shards");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn span_ingest_passes_a_trace_on_at_its_first_matching_batch() {
+    let cfg = config(serde_json::json!({
+        "decision_wait": "10s", "shards": 2, "sampling_strategy": "span-ingest",
+        "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
+    }));
+    let sink = Arc::new(Collect::default());
+    let sampler = TailSampler::start("tail_sampling", cfg, sink.clone());
+    sampler
+        .consume(request("api", &[(1, 1, false), (2, 1, false)]))
+        .await
+        .unwrap();
+    sampler
+        .consume(request("db", &[(1, 2, true)]))
+        .await
+        .unwrap();
+    // Long before decision_wait.
+    settle(|| sink.spans().len() == 2).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    sampler.flush().await;
+    let mut traces: Vec<_> = sink.spans().into_iter().map(|s| s.0).collect();
+    traces.dedup();
+    assert_eq!(traces, vec![trace_id(1)], "trace 2 never matched");
+}
+
 #[tokio::test(start_paused = true)]
 async fn record_policy_marks_kept_spans_with_the_policy_as_the_collector() {
     let cfg = config(serde_json::json!({
