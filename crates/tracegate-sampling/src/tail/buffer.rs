@@ -31,6 +31,8 @@
 //!   over as a new pending trace.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use std::mem;
@@ -107,11 +109,13 @@ impl Default for TraceBufferSettings {
 
 impl TraceBufferSettings {
     /// This shard's share of the bounds (rounded up, so the shards together
-    /// hold at least the configured amount).
+    /// hold at least the configured amount). `num_traces` is not split: the
+    /// shards count their traces together ([`TraceShard::with_table_count`]),
+    /// so a skewed spread of trace ids does not fill one shard's share
+    /// while the others sit empty.
     fn for_shard(&self, shards: usize) -> TraceBufferSettings {
         let n = shards.max(1) as u64;
         TraceBufferSettings {
-            num_traces: self.num_traces.div_ceil(n).max(1),
             max_buffered_bytes: self.max_buffered_bytes.div_ceil(n),
             sampled_cache_size: self.sampled_cache_size.div_ceil(n as usize),
             non_sampled_cache_size: self.non_sampled_cache_size.div_ceil(n as usize),
@@ -356,6 +360,9 @@ struct Incoming<'a> {
 pub struct TraceShard {
     settings: TraceBufferSettings,
     table: HashMap<TraceId, Entry, RandomState>,
+    /// Traces in the tables of every shard sharing this count (the bound
+    /// of `num_traces`); this shard adds and removes its own.
+    in_tables: Arc<AtomicU64>,
     /// (deadline, id, seq) in first-seen order: `decision_wait` is constant,
     /// so first-seen order is deadline order.
     wait_queue: VecDeque<(Duration, TraceId, u64)>,
@@ -380,7 +387,17 @@ impl TraceShard {
     /// A shard holding the whole of `settings` (use
     /// [`TraceBuffer::new`] for several shards).
     pub fn new(settings: TraceBufferSettings) -> TraceShard {
+        Self::with_table_count(settings, Arc::default())
+    }
+
+    /// A shard whose `num_traces` bound counts the traces of every shard
+    /// given the same `in_tables`.
+    pub fn with_table_count(
+        settings: TraceBufferSettings,
+        in_tables: Arc<AtomicU64>,
+    ) -> TraceShard {
         TraceShard {
+            in_tables,
             sampled_cache: LruMap::new(settings.sampled_cache_size),
             not_sampled_cache: LruMap::new(settings.non_sampled_cache_size),
             settings,
@@ -409,6 +426,25 @@ impl TraceShard {
     /// Traces in the table: pending plus decided ones remembered there.
     pub fn traces_in_table(&self) -> usize {
         self.table.len()
+    }
+
+    /// Traces in the tables of every shard sharing this one's count.
+    pub fn traces_in_all_tables(&self) -> u64 {
+        self.in_tables.load(Ordering::Relaxed)
+    }
+
+    fn table_insert(&mut self, id: TraceId, entry: Entry) {
+        if self.table.insert(id, entry).is_none() {
+            self.in_tables.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn table_remove(&mut self, id: &TraceId) -> Option<Entry> {
+        let entry = self.table.remove(id);
+        if entry.is_some() {
+            self.in_tables.fetch_sub(1, Ordering::Relaxed);
+        }
+        entry
     }
 
     /// Memory of the pending spans, as the byte budget counts it.
@@ -563,7 +599,7 @@ impl TraceShard {
     fn start_trace(&mut self, id: TraceId, now: Duration) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.table.insert(
+        self.table_insert(
             id,
             Entry {
                 seq,
@@ -644,10 +680,16 @@ impl TraceShard {
         }
     }
 
-    /// Frees a slot for a new trace if the table is full. `false` when
-    /// `block_on_overflow` says the new trace must wait.
+    /// Frees a slot for a new trace if the tables are full. `false` when
+    /// `block_on_overflow` says the new trace must wait. The bound counts
+    /// every shard's traces, but a shard can only make its own give way:
+    /// one with none takes the trace (the others give way as they next
+    /// take one), so the tables may briefly hold a few over the bound.
     fn make_room(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) -> bool {
-        while self.table.len() as u64 >= self.settings.num_traces {
+        while self.in_tables.load(Ordering::Relaxed) >= self.settings.num_traces {
+            if self.table.is_empty() {
+                return true;
+            }
             if self.settings.block_on_overflow {
                 // Only decided traces remembered in the table may go; a
                 // pending one is waited for.
@@ -679,7 +721,7 @@ impl TraceShard {
             };
             match entry.state {
                 State::Decided { .. } => {
-                    self.table.remove(&id);
+                    self.table_remove(&id);
                     evicted = true;
                     break;
                 }
@@ -688,10 +730,8 @@ impl TraceShard {
                     // Stays in the table as decided (or leaves it), either
                     // way the slot accounting below sees the change.
                     self.decide(id, now, DecisionReason::NumTracesFull, decider, out);
-                    if let Some(e) = self.table.get(&id) {
-                        if e.seq == seq {
-                            self.table.remove(&id);
-                        }
+                    if self.table.get(&id).is_some_and(|e| e.seq == seq) {
+                        self.table_remove(&id);
                     }
                     evicted = true;
                     break;
@@ -825,7 +865,7 @@ impl TraceShard {
             .collect();
         for id in ids {
             if drop_pending {
-                if let Some(entry) = self.table.remove(&id) {
+                if let Some(entry) = self.table_remove(&id) {
                     self.pending -= 1;
                     self.memory -= entry.memory;
                     self.stats.spans_dropped_pending += entry.span_count;
@@ -941,7 +981,7 @@ impl TraceShard {
             self.not_sampled_cache.capacity() > 0
         };
         if remembered_by_cache {
-            self.table.remove(&id);
+            self.table_remove(&id);
         }
     }
 
@@ -1003,8 +1043,11 @@ impl TraceBuffer {
     pub fn new(settings: &TraceBufferSettings, shards: usize) -> TraceBuffer {
         let n = shards.max(1);
         let per_shard = settings.for_shard(n);
+        let in_tables = Arc::new(AtomicU64::new(0));
         TraceBuffer {
-            shards: (0..n).map(|_| TraceShard::new(per_shard.clone())).collect(),
+            shards: (0..n)
+                .map(|_| TraceShard::with_table_count(per_shard.clone(), in_tables.clone()))
+                .collect(),
             routes: vec![Vec::new(); n],
         }
     }

@@ -1573,3 +1573,42 @@ fn not_inside_and() {
     .unwrap();
     assert!(PolicySet::build(&nested, false).is_err());
 }
+
+/// `num_traces` bounds all shards together: traces that all land on one
+/// shard may fill the whole bound (with a per-shard split, 4 shards and
+/// `num_traces: 100` would decide early from the 26th trace).
+#[test]
+fn num_traces_is_one_bound_for_all_shards_under_a_skewed_spread() {
+    let settings = TraceBufferSettings {
+        num_traces: 100,
+        ..settings()
+    };
+    let shards = 4;
+    let mut buffer = TraceBuffer::new(&settings, shards);
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    let skewed: Vec<TraceId> = (0..10_000u64)
+        .map(tid)
+        .filter(|id| shard_of(id, shards) == 0)
+        .take(120)
+        .collect();
+    let spans: Vec<_> = skewed[..100].iter().map(|&id| span(id, 1)).collect();
+    buffer.insert(&batch(&spans), secs(0), &mut set, &mut out);
+    assert_eq!(buffer.pending_traces(), 100);
+    assert_eq!(buffer.stats().early_num_traces, 0, "room for all 100");
+    // Past the bound the oldest gives way, one per new trace.
+    let more: Vec<_> = skewed[100..].iter().map(|&id| span(id, 1)).collect();
+    buffer.insert(&batch(&more), secs(1), &mut set, &mut out);
+    assert_eq!(buffer.pending_traces(), 100);
+    assert_eq!(buffer.stats().early_num_traces, 20);
+    assert_eq!(buffer.shards()[0].traces_in_all_tables(), 100);
+    // Another shard's first trace is taken even though the bound is full:
+    // it has nothing of its own to make give way.
+    let elsewhere = (0..10_000u64)
+        .map(tid)
+        .find(|id| shard_of(id, shards) == 1)
+        .unwrap();
+    buffer.insert(&batch(&[span(elsewhere, 1)]), secs(2), &mut set, &mut out);
+    assert_eq!(buffer.pending_traces(), 101);
+    assert_eq!(buffer.shards()[1].pending_traces(), 1);
+}

@@ -61,7 +61,7 @@ pub struct Config {
     /// Traces held in memory (pending, plus decided ones remembered for
     /// late spans when no decision cache is configured). When full, the
     /// oldest gives way: tracegate decides an undecided one early (the
-    /// collector deletes it). Split evenly across shards. Default 50000.
+    /// collector deletes it). One bound for all shards. Default 50000.
     #[serde(default = "default_num_traces")]
     pub num_traces: u64,
     /// Accepted for compatibility; tracegate sizes its tables as they
@@ -94,8 +94,11 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// tracegate: memory budget for pending spans (encoded bytes plus their
     /// index), split across shards; over it the oldest pending traces are
-    /// decided early, counted. 0: no budget. Default 536870912 (512 MiB).
-    #[serde(default = "default_max_buffered_bytes")]
+    /// decided early, counted. 0: no budget. Default 0: the collector has
+    /// no such bound, so an unchanged collector config gets its decisions
+    /// at `decision_wait` whatever the load (a `memory_limiter` above its
+    /// hard limit still makes the oldest traces decide early).
+    #[serde(default)]
     pub max_buffered_bytes: u64,
     /// tracegate: a trace with more spans is decided at once by the
     /// policies (its later spans follow that decision), so one huge trace
@@ -163,9 +166,6 @@ fn default_decision_wait() -> Duration {
 fn default_num_traces() -> u64 {
     50_000
 }
-fn default_max_buffered_bytes() -> u64 {
-    512 << 20
-}
 
 impl Default for Config {
     fn default() -> Self {
@@ -180,7 +180,7 @@ impl Default for Config {
             maximum_trace_size_bytes: 0,
             decision_cache: DecisionCacheConfig::default(),
             policies: Vec::new(),
-            max_buffered_bytes: default_max_buffered_bytes(),
+            max_buffered_bytes: 0,
             max_spans_per_trace: 0,
             shards: 0,
             num_shards: None,
@@ -478,6 +478,8 @@ impl TailSampler {
             bytes: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         });
         let settings = TraceBuffer::shard_settings(&config.buffer_settings(), shards);
+        // num_traces bounds the traces of all shards together.
+        let in_tables = Arc::new(AtomicU64::new(0));
         let clock = Clock::start();
         let mut senders = Vec::with_capacity(shards);
         let mut workers = Vec::with_capacity(shards);
@@ -487,7 +489,7 @@ impl TailSampler {
             let worker = ShardWorker {
                 id: id.to_string(),
                 index,
-                shard: TraceShard::new(settings.clone()),
+                shard: TraceShard::with_table_count(settings.clone(), in_tables.clone()),
                 policies: policies.clone(),
                 meters: meters.clone(),
                 gauges: gauges.clone(),
