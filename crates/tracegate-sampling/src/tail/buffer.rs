@@ -195,6 +195,9 @@ pub struct SampledBy {
     pub policy: Option<usize>,
     /// Released by the sampled decision cache.
     pub cached: bool,
+    /// The composite policy and its sub-policy that sampled the trace
+    /// ([`Verdict::composite`]).
+    pub composite: Option<(usize, usize)>,
 }
 
 /// What calls on a shard hand back: spans to pass on, decisions made, and
@@ -211,6 +214,9 @@ pub struct Released {
     /// For each batch of late spans of a trace still in the table: how long
     /// after the decision it came (the collector's `late_span_age`).
     pub late_span_ages: Vec<Duration>,
+    /// For each trace that left the table: how long after its first span
+    /// (the collector's `sampling_trace_removal_age`).
+    pub removal_ages: Vec<Duration>,
 }
 
 impl Released {
@@ -219,6 +225,7 @@ impl Released {
         self.sampled_by.clear();
         self.decided.clear();
         self.late_span_ages.clear();
+        self.removal_ages.clear();
     }
 }
 
@@ -273,8 +280,11 @@ struct Entry {
     state: State,
     stored: StoredSpans,
     span_count: u64,
-    /// `ResourceSpans` bytes, as the collector sizes a trace.
+    /// `ResourceSpans` bytes, as the collector sizes a trace for
+    /// `maximum_trace_size_bytes`.
     byte_size: u64,
+    /// The same as a `TracesData`, as `bytes_limiting` charges it.
+    traces_size: u64,
     /// What the spans cost in memory (encoded bytes plus index).
     memory: u64,
     statuses: u8,
@@ -439,10 +449,11 @@ impl TraceShard {
         }
     }
 
-    fn table_remove(&mut self, id: &TraceId) -> Option<Entry> {
+    fn table_remove(&mut self, id: &TraceId, now: Duration, out: &mut Released) -> Option<Entry> {
         let entry = self.table.remove(id);
-        if entry.is_some() {
+        if let Some(e) = &entry {
             self.in_tables.fetch_sub(1, Ordering::Relaxed);
+            out.removal_ages.push(now.saturating_sub(e.first_seen));
         }
         entry
     }
@@ -528,6 +539,7 @@ impl TraceShard {
                     out.sampled_by.push(SampledBy {
                         policy: None,
                         cached: false,
+                        composite: None,
                     });
                 } else {
                     self.stats.late_not_sampled_spans += count;
@@ -543,6 +555,7 @@ impl TraceShard {
                 out.sampled_by.push(SampledBy {
                     policy,
                     cached: true,
+                    composite: None,
                 });
                 return true;
             }
@@ -608,6 +621,7 @@ impl TraceShard {
                 stored: StoredSpans::default(),
                 span_count: 0,
                 byte_size: 0,
+                traces_size: 0,
                 memory: 0,
                 statuses: 0,
                 root_seen: false,
@@ -652,10 +666,12 @@ impl TraceShard {
         }
         entry.span_count += indices.len() as u64;
         let before = entry.stored.memory();
-        entry.byte_size +=
+        let (size, traces_size) =
             entry
                 .stored
                 .append(batch, indices, &mut incoming.scopes, &mut self.headers);
+        entry.byte_size += size;
+        entry.traces_size += traces_size;
         let memory = entry.stored.memory() - before;
         entry.memory += memory;
         self.memory += memory;
@@ -721,7 +737,7 @@ impl TraceShard {
             };
             match entry.state {
                 State::Decided { .. } => {
-                    self.table_remove(&id);
+                    self.table_remove(&id, now, out);
                     evicted = true;
                     break;
                 }
@@ -731,7 +747,7 @@ impl TraceShard {
                     // way the slot accounting below sees the change.
                     self.decide(id, now, DecisionReason::NumTracesFull, decider, out);
                     if self.table.get(&id).is_some_and(|e| e.seq == seq) {
-                        self.table_remove(&id);
+                        self.table_remove(&id, now, out);
                     }
                     evicted = true;
                     break;
@@ -865,7 +881,7 @@ impl TraceShard {
             .collect();
         for id in ids {
             if drop_pending {
-                if let Some(entry) = self.table_remove(&id) {
+                if let Some(entry) = self.table_remove(&id, now, out) {
                     self.pending -= 1;
                     self.memory -= entry.memory;
                     self.stats.spans_dropped_pending += entry.span_count;
@@ -914,6 +930,7 @@ impl TraceShard {
             let verdict = Verdict {
                 decision: Decision::NotSampled,
                 policy: None,
+                composite: None,
             };
             (verdict, None)
         } else {
@@ -922,6 +939,7 @@ impl TraceShard {
                 &id,
                 entry.span_count,
                 entry.byte_size,
+                entry.traces_size,
                 entry.statuses,
                 entry
                     .plain_times
@@ -965,6 +983,7 @@ impl TraceShard {
                 out.sampled_by.push(SampledBy {
                     policy: verdict.policy,
                     cached: false,
+                    composite: verdict.composite,
                 });
             }
             self.sampled_cache.put(id, verdict.policy);
@@ -981,7 +1000,7 @@ impl TraceShard {
             self.not_sampled_cache.capacity() > 0
         };
         if remembered_by_cache {
-            self.table_remove(&id);
+            self.table_remove(&id, now, out);
         }
     }
 
@@ -1000,6 +1019,7 @@ impl TraceShard {
 pub struct TraceAggregates {
     pub span_count: u64,
     pub byte_size: u64,
+    pub traces_size: u64,
     pub min_start: u64,
     pub max_end: u64,
     pub any_error: bool,
@@ -1021,6 +1041,7 @@ impl TraceShard {
         Some(TraceAggregates {
             span_count: e.span_count,
             byte_size: e.byte_size,
+            traces_size: e.traces_size,
             min_start: e.min_start,
             max_end: e.max_end,
             any_error: e.statuses & (1 << StatusCode::Error as u8) != 0,

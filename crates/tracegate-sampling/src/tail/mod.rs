@@ -29,7 +29,7 @@ pub use buffer::{
     TraceBuffer, TraceBufferSettings, TraceShard,
 };
 pub use config::PolicyConfig;
-pub use policy::{BuildError, Decision, PolicySet, TraceView, Verdict};
+pub use policy::{BuildError, Decision, PolicySet, PolicyTally, TraceView, Verdict};
 
 #[cfg(doc)]
 use std::time::Duration;

@@ -63,6 +63,11 @@ pub struct Verdict {
     /// Index into [`PolicySet::names`] of the policy credited with a
     /// Sampled or Dropped outcome (the first that voted so).
     pub policy: Option<usize>,
+    /// With `record_policy`: the last composite policy that sampled the
+    /// trace and its sub-policy that did (indices into [`PolicySet::names`]
+    /// and [`PolicySet::composite_sub_names`]), for the collector's
+    /// `tailsampling.composite_policy` attribute.
+    pub composite: Option<(usize, usize)>,
 }
 
 impl Verdict {
@@ -78,8 +83,12 @@ pub struct TraceView<'a> {
     pub trace_id: &'a TraceId,
     pub span_count: u64,
     /// Encoded size of the trace's `ResourceSpans`, as the collector's
-    /// `maximum_trace_size_bytes` and `bytes_limiting` measure it.
+    /// `maximum_trace_size_bytes` measures it.
     pub byte_size: u64,
+    /// The same framed as a `TracesData` (each `ResourceSpans` with its
+    /// field tag and length), as the collector's `TracesSize` measures it
+    /// for `bytes_limiting`.
+    pub traces_size: u64,
     /// Bit `1 << status as u8` for every status code seen.
     pub statuses: u8,
     /// Earliest start and latest end of the spans, when every start is
@@ -111,10 +120,12 @@ impl<'a> TraceView<'a> {
                 span_count += 1;
             }
         }
+        let size = batches.iter().map(|b| b.encoded_len() as u64).sum();
         TraceView {
             trace_id,
             span_count,
-            byte_size: batches.iter().map(|b| b.encoded_len() as u64).sum(),
+            byte_size: size,
+            traces_size: size,
             statuses,
             time_window: None,
             spans: TraceSpans::Batches(batches),
@@ -126,6 +137,7 @@ impl<'a> TraceView<'a> {
         trace_id: &'a TraceId,
         span_count: u64,
         byte_size: u64,
+        traces_size: u64,
         statuses: u8,
         time_window: Option<(u64, u64)>,
         spans: &'a AssembledOnDemand<'a>,
@@ -134,6 +146,7 @@ impl<'a> TraceView<'a> {
             trace_id,
             span_count,
             byte_size,
+            traces_size,
             statuses,
             time_window,
             spans: TraceSpans::Stored(spans),
@@ -177,9 +190,8 @@ pub struct PolicySet {
     /// Per policy: a top-level `drop` policy.
     is_drop: Vec<bool>,
     sample_on_first_match: bool,
-    /// Votes per policy since the last [`PolicySet::take_tally`], indexed
-    /// by [`Decision::index`].
-    tally: Vec<[u64; 3]>,
+    /// Per policy, since the last [`PolicySet::take_tally`].
+    tally: Vec<PolicyTally>,
 }
 
 impl PolicySet {
@@ -212,7 +224,7 @@ impl PolicySet {
             .collect();
         drops.extend(others);
         let names = drops.iter().map(|p| p.name.clone()).collect();
-        let tally = vec![[0; 3]; drops.len()];
+        let tally = vec![PolicyTally::default(); drops.len()];
         Ok((
             PolicySet {
                 policies: drops,
@@ -233,10 +245,15 @@ impl PolicySet {
     /// Evaluates the policies over a trace and combines their votes.
     pub fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
         let mut first: [Option<usize>; 3] = [None; 3];
+        let mut composite = None;
         for (i, policy) in self.policies.iter_mut().enumerate() {
-            let vote = policy.evaluate(trace, now);
-            self.tally[i][vote.index()] += 1;
+            let vote = self.tally[i].count(trace.span_count, || policy.evaluate(trace, now));
             first[vote.index()].get_or_insert(i);
+            if let (Decision::Sampled, Evaluator::Composite(c)) = (vote, &policy.evaluator) {
+                // The collector writes the attribute as the composite
+                // samples, so the last one to sample names it.
+                composite = c.last_sampled.map(|sub| (i, sub));
+            }
             if vote == Decision::Dropped {
                 break;
             }
@@ -249,18 +266,33 @@ impl PolicySet {
             Verdict {
                 decision: Decision::Dropped,
                 policy: Some(p),
+                composite: None,
             }
         } else if let Some(p) = voted(Decision::Sampled) {
             Verdict {
                 decision: Decision::Sampled,
                 policy: Some(p),
+                composite,
             }
         } else {
             Verdict {
                 decision: Decision::NotSampled,
                 policy: None,
+                composite: None,
             }
         }
+    }
+
+    /// For each policy (in [`Self::names`] order), the names of its
+    /// composite sub-policies (empty for other policies).
+    pub fn composite_sub_names(&self) -> Vec<Vec<String>> {
+        self.policies
+            .iter()
+            .map(|p| match &p.evaluator {
+                Evaluator::Composite(c) => c.subs.iter().map(|s| s.policy.name.clone()).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
     }
 
     /// The first policy that keeps state across traces (`rate_limiting`,
@@ -293,12 +325,12 @@ impl PolicySet {
             if !is_drop && drop_pending {
                 break;
             }
-            let vote = policy.evaluate(trace, now);
-            self.tally[i][vote.index()] += 1;
+            let vote = self.tally[i].count(trace.span_count, || policy.evaluate(trace, now));
             if vote == Decision::Dropped {
                 return Some(Verdict {
                     decision: Decision::Dropped,
                     policy: Some(i),
+                    composite: None,
                 });
             }
             if is_drop {
@@ -309,18 +341,46 @@ impl PolicySet {
                 return Some(Verdict {
                     decision: Decision::Sampled,
                     policy: Some(i),
+                    composite: None,
                 });
             }
         }
         None
     }
 
-    /// Votes per policy (in [`Self::names`] order, indexed by
-    /// [`Decision::index`]) since the last call, for the
-    /// `count_traces_sampled` metric.
-    pub fn take_tally(&mut self) -> Vec<[u64; 3]> {
-        let fresh = vec![[0; 3]; self.tally.len()];
+    /// What each policy did (in [`Self::names`] order) since the last call,
+    /// for the collector's per-policy metrics.
+    pub fn take_tally(&mut self) -> Vec<PolicyTally> {
+        let fresh = vec![PolicyTally::default(); self.tally.len()];
         std::mem::replace(&mut self.tally, fresh)
+    }
+}
+
+/// One policy's evaluations since the last [`PolicySet::take_tally`], for
+/// the collector's per-policy metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyTally {
+    /// Traces by vote, indexed by [`Decision::index`]
+    /// (`count_traces_sampled`).
+    pub traces: [u64; 3],
+    /// Their spans, by vote (`count_spans_sampled`).
+    pub spans: [u64; 3],
+    /// Evaluations (`sampling_policy_execution_count`).
+    pub executions: u64,
+    /// Time spent evaluating, in nanoseconds
+    /// (`sampling_policy_execution_time_sum`, which is in µs).
+    pub execution_nanos: u64,
+}
+
+impl PolicyTally {
+    fn count(&mut self, spans: u64, evaluate: impl FnOnce() -> Decision) -> Decision {
+        let started = std::time::Instant::now();
+        let vote = evaluate();
+        self.execution_nanos += started.elapsed().as_nanos() as u64;
+        self.executions += 1;
+        self.traces[vote.index()] += 1;
+        self.spans[vote.index()] += spans;
+        vote
     }
 }
 
@@ -521,7 +581,7 @@ impl Policy {
                 let matcher = if c.enabled_regex_matching {
                     let mut regexes = Vec::with_capacity(c.values.len());
                     for value in &c.values {
-                        let re = Regex::new(value).map_err(|e| {
+                        let re = Regex::new(&re2_perl_classes(value)).map_err(|e| {
                             invalid(
                                 name,
                                 format!("string_attribute: invalid regex {value:?}: {e}"),
@@ -788,7 +848,7 @@ impl Evaluator {
                 }
             }
             Evaluator::BytesLimiting(bucket) => {
-                if bucket.allow(now, trace.byte_size as i64) {
+                if bucket.allow(now, trace.traces_size as i64) {
                     Decision::Sampled
                 } else {
                     Decision::NotSampled
@@ -1012,6 +1072,56 @@ impl StringMatcher {
             }
         }
     }
+}
+
+/// Rewrites the Perl classes `\d \w \s` (and their negations) and the
+/// word boundaries `\b \B` to the ASCII meaning Go's RE2 gives them, where
+/// the regex crate's are Unicode-aware; everything else (`.`, `\pL`, ...)
+/// keeps its Unicode meaning, as in RE2. RE2's `\s` is `[\t\n\f\r ]`,
+/// without `\v`. Inside a bracket class the replacement is a nested class,
+/// which the regex crate accepts.
+pub(crate) fn re2_perl_classes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars();
+    let mut class_depth = 0usize;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(next) = chars.next() else {
+                    out.push(c);
+                    break;
+                };
+                let class = match next {
+                    'd' => Some("[0-9]"),
+                    'D' => Some("[^0-9]"),
+                    'w' => Some("[0-9A-Za-z_]"),
+                    'W' => Some("[^0-9A-Za-z_]"),
+                    's' => Some("[\\t\\n\\f\\r ]"),
+                    'S' => Some("[^\\t\\n\\f\\r ]"),
+                    'b' if class_depth == 0 => Some("(?-u:\\b)"),
+                    'B' if class_depth == 0 => Some("(?-u:\\B)"),
+                    _ => None,
+                };
+                match class {
+                    Some(class) => out.push_str(class),
+                    None => {
+                        out.push(c);
+                        out.push(next);
+                    }
+                }
+            }
+            '[' => {
+                class_depth += 1;
+                out.push(c);
+            }
+            ']' if class_depth > 0 => {
+                class_depth -= 1;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The value of `key` in a W3C tracestate header, if the header parses.
@@ -1244,6 +1354,8 @@ struct Composite {
     subs: Vec<CompositeSub>,
     max_total: i64,
     current_second: u64,
+    /// The sub-policy that sampled the trace last evaluated, if one did.
+    last_sampled: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -1308,6 +1420,7 @@ impl Composite {
             subs,
             max_total: c.max_total_spans_per_second,
             current_second: 0,
+            last_sampled: None,
         })
     }
 
@@ -1320,13 +1433,15 @@ impl Composite {
             }
         }
         let spans = trace.span_count as i64;
-        for sub in &mut self.subs {
+        self.last_sampled = None;
+        for (index, sub) in self.subs.iter_mut().enumerate() {
             if sub.policy.evaluate(trace, now).is_sampled() {
                 let if_sampled = sub.sampled + spans;
                 // As in the collector, each sub-policy's own count is held
                 // against both its share and the total.
                 if if_sampled <= sub.allocated && if_sampled <= self.max_total {
                     sub.sampled = if_sampled;
+                    self.last_sampled = Some(index);
                     return Decision::Sampled;
                 }
                 return Decision::NotSampled;

@@ -9,7 +9,9 @@ use tracegate_model::otlp::{
 use tracegate_model::SpanBatch;
 
 use super::config::PolicyConfig;
-use super::policy::{fnv1a64, probabilistic_threshold, Decision, PolicySet, TraceView};
+use super::policy::{
+    fnv1a64, probabilistic_threshold, Decision, PolicySet, PolicyTally, TraceView,
+};
 use super::*;
 
 // ---------------------------------------------------------------- builders
@@ -151,7 +153,7 @@ fn vote_batches(config: serde_json::Value, batches: &[SpanBatch]) -> Decision {
     let tally = set.take_tally();
     Decision::ALL
         .into_iter()
-        .find(|d| tally[0][d.index()] == 1)
+        .find(|d| tally[0].traces[d.index()] == 1)
         .expect("one vote")
 }
 
@@ -697,13 +699,21 @@ fn sample_on_first_match_stops_evaluation() {
         all.decide(&view(&id, &spans), Duration::ZERO).decision,
         Decision::Sampled
     );
-    assert_eq!(all.take_tally()[2], [0, 1, 0], "the third policy ran");
+    assert_eq!(
+        all.take_tally()[2].traces,
+        [0, 1, 0],
+        "the third policy ran"
+    );
     let mut first = policies(configs, true);
     let verdict = first.decide(&view(&id, &spans), Duration::ZERO);
     assert_eq!(verdict.decision, Decision::Sampled);
     assert_eq!(verdict.policy, Some(1));
     let tally = first.take_tally();
-    assert_eq!(tally[2], [0; 3], "the third policy was never evaluated");
+    assert_eq!(
+        tally[2],
+        PolicyTally::default(),
+        "the third policy was never evaluated"
+    );
     // Drop policies still run first, whatever their position.
     let mut with_drop = policies(
         serde_json::json!([
@@ -1462,15 +1472,21 @@ fn span_ingest_decides_per_arriving_batch() {
     // A later span of the kept trace follows the decision.
     shard.insert(&batch(&[span(kept, 3)]), secs(2), &mut set, &mut out);
     assert_eq!(out.sampled.iter().map(SpanBatch::len).sum::<usize>(), 3);
-    let evaluations: u64 = set.take_tally()[0].iter().sum();
-    assert_eq!(evaluations, 3, "one per batch of a pending trace");
+    let tally = set.take_tally()[0];
+    assert_eq!(tally.executions, 3, "one per batch of a pending trace");
+    assert_eq!(tally.traces, [1, 2, 0]);
+    assert_eq!(tally.spans, [2, 2, 0], "the trace's span count so far");
     // The other trace: not sampled at its deadline, no evaluation.
     shard.poll(secs(10), &mut set, &mut out);
     assert_eq!(out.decided.len(), 2);
     assert_eq!(out.decided[1].trace_id, never);
     assert_eq!(out.decided[1].reason, DecisionReason::DecisionWait);
     assert!(!out.decided[1].verdict.is_sampled());
-    assert_eq!(set.take_tally()[0], [0; 3], "not evaluated at the deadline");
+    assert_eq!(
+        set.take_tally()[0].executions,
+        0,
+        "not evaluated at the deadline"
+    );
     assert_eq!(shard.stats().spans_not_sampled, 1);
 }
 
@@ -1527,7 +1543,11 @@ fn span_ingest_holds_back_while_a_drop_policy_may_still_match() {
         out.decided.is_empty(),
         "always_sample must wait for the drop"
     );
-    assert_eq!(set.take_tally()[1], [0; 3], "always_sample not evaluated");
+    assert_eq!(
+        set.take_tally()[1].executions,
+        0,
+        "always_sample not evaluated"
+    );
     shard.insert(
         &batch(&[span(tid(1), 2).attr("url.path", s("/health"))]),
         secs(1),
@@ -1611,4 +1631,98 @@ fn num_traces_is_one_bound_for_all_shards_under_a_skewed_spread() {
     buffer.insert(&batch(&[span(elsewhere, 1)]), secs(2), &mut set, &mut out);
     assert_eq!(buffer.pending_traces(), 101);
     assert_eq!(buffer.shards()[1].pending_traces(), 1);
+}
+
+// ---------------------------------------------------------------- small ones
+
+/// Go's RE2 gives `\d \w \s \b` their ASCII meaning; `.` and the rest keep
+/// matching any character.
+#[test]
+fn regex_perl_classes_are_ascii_as_in_re2() {
+    let matches = |pattern: &str, value: &str| {
+        let p = serde_json::json!({"name": "r", "type": "string_attribute", "string_attribute":
+            {"key": "k", "values": [pattern], "enabled_regex_matching": true}});
+        vote(p, &[span(tid(T), 1).attr("k", s(value))]) == Decision::Sampled
+    };
+    assert!(matches(r"^\d+$", "123"));
+    assert!(!matches(r"^\d+$", "١٢٣"), "Arabic-Indic digits are not \\d");
+    assert!(matches(r"^\D$", "١"), "but are \\D");
+    assert!(!matches(r"^\w+$", "café"));
+    assert!(matches(r"^\w+$", "cafe_1"));
+    assert!(matches(r"^[\w-]+$", "a-b_c"), "inside a class too");
+    assert!(!matches(r"^[\w-]+$", "é-b"));
+    assert!(!matches(r"\s", "a\u{a0}b"), "no-break space is not \\s");
+    assert!(!matches(r"\s", "a\u{b}b"), "RE2's \\s has no \\v");
+    assert!(matches(r"\s", "a\tb"));
+    assert!(matches(r"\bfoo\b", "éfooé"), "é is not a word character");
+    assert!(matches(r"^.$", "é"), ". is still one character");
+    assert!(
+        matches(r"^\\d$", "\\d"),
+        "an escaped backslash stays literal"
+    );
+    assert_eq!(
+        policy::re2_perl_classes(r"[^\d\s]\b\x41\pL"),
+        r"[^[0-9][\t\n\f\r ]](?-u:\b)\x41\pL"
+    );
+}
+
+/// `bytes_limiting` charges what the collector's `TracesSize` counts: the
+/// trace's `ResourceSpans` framed as fields of a `TracesData`, a little
+/// more than the `ResourceSpans` alone (`maximum_trace_size_bytes`).
+#[test]
+fn bytes_limiting_charges_the_traces_size() {
+    let spans = [span(tid(1), 1), span(tid(1), 2).error()];
+    let b = batch(&spans);
+    let mut shard = TraceShard::new(settings());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    shard.insert(&b, secs(0), &mut set, &mut out);
+    let agg = shard.aggregates(&tid(1)).unwrap();
+    assert_eq!(agg.traces_size, b.encoded_len() as u64);
+    assert!(agg.byte_size < agg.traces_size);
+    // A bucket of exactly the ResourceSpans size refuses the trace.
+    let burst = agg.byte_size;
+    let mut limited = policies(
+        serde_json::json!([{"name": "b", "type": "bytes_limiting",
+            "bytes_limiting": {"bytes_per_second": 1, "burst_capacity": burst}}]),
+        false,
+    );
+    let mut shard = TraceShard::new(settings());
+    shard.insert(&b, secs(0), &mut limited, &mut out);
+    out.clear();
+    shard.poll(secs(10), &mut limited, &mut out);
+    assert!(!out.decided[0].verdict.is_sampled());
+    let mut roomy = policies(
+        serde_json::json!([{"name": "b", "type": "bytes_limiting",
+            "bytes_limiting": {"bytes_per_second": 1, "burst_capacity": agg.traces_size}}]),
+        false,
+    );
+    let mut shard = TraceShard::new(settings());
+    shard.insert(&b, secs(0), &mut roomy, &mut out);
+    out.clear();
+    shard.poll(secs(10), &mut roomy, &mut out);
+    assert!(out.decided[0].verdict.is_sampled());
+}
+
+#[test]
+fn composite_names_the_sub_policy_that_sampled() {
+    let mut set = policies(
+        serde_json::json!([{"name": "c", "type": "composite", "composite": {
+            "max_total_spans_per_second": 100,
+            "composite_sub_policy": [
+                {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+                {"name": "rest", "type": "always_sample"}],
+            "rate_allocation": [{"policy": "errors", "percent": 50}, {"policy": "rest", "percent": 50}]}}]),
+        false,
+    );
+    assert_eq!(
+        set.composite_sub_names(),
+        vec![vec!["errors".to_string(), "rest".to_string()]]
+    );
+    let id = tid(T);
+    let error = [batch(&[span(id, 1).error()])];
+    let plain = [batch(&[span(id, 1)])];
+    let at = Duration::from_secs(5);
+    assert_eq!(set.decide(&view(&id, &error), at).composite, Some((0, 0)));
+    assert_eq!(set.decide(&view(&id, &plain), at).composite, Some((0, 1)));
 }
