@@ -499,8 +499,12 @@ async fn above_the_hard_limit_the_tail_sampler_decides_early() {
         "both traces decided {:?} after they were sent",
         sent.elapsed()
     );
-    let pending = "otelcol_processor_tail_sampling_sampling_traces_on_memory";
-    assert_eq!(series(&text, pending, &[]), Some(0.0), "{text}");
+    let pending = "otelcol_tracegate_tail_sampling_pending_traces";
+    assert_eq!(
+        series(&text, pending, &[("processor", "tail_sampling")]),
+        Some(0.0),
+        "{text}"
+    );
     let dropped = "otelcol_tracegate_dropped_spans_total";
     let not_sampled = [("component", "tail_sampling"), ("reason", "not_sampled")];
     assert_eq!(series(&text, dropped, &not_sampled), Some(2.0), "{text}");

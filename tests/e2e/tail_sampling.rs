@@ -416,8 +416,8 @@ service:
         };
         let pending = metric_opt(
             text,
-            "otelcol_processor_tail_sampling_sampling_traces_on_memory",
-            &[],
+            "otelcol_tracegate_tail_sampling_pending_traces",
+            &[("processor", "tail_sampling")],
         )
         .unwrap_or(0);
         (by("num_traces"), by("max_buffered_bytes"), pending)

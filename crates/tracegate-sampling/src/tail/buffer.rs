@@ -32,6 +32,8 @@
 //!   over as a new pending trace.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use std::mem;
@@ -47,11 +49,19 @@ use super::{shard_of, TraceId};
 /// Decides traces: the policies, possibly shared between shards.
 pub trait Decider {
     fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict;
+    /// `sampling_strategy: span-ingest`: a final decision from one arriving
+    /// batch of a trace, or `None` while it stays pending
+    /// ([`PolicySet::decide_span_ingest`]).
+    fn decide_span_ingest(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Verdict>;
 }
 
 impl Decider for PolicySet {
     fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
         PolicySet::decide(self, trace, now)
+    }
+
+    fn decide_span_ingest(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Verdict> {
+        PolicySet::decide_span_ingest(self, trace, now)
     }
 }
 
@@ -74,6 +84,11 @@ pub struct TraceBufferSettings {
     pub block_on_overflow: bool,
     pub sampled_cache_size: usize,
     pub non_sampled_cache_size: usize,
+    /// `sampling_strategy: span-ingest`: each arriving batch is judged on
+    /// its own as it comes ([`Decider::decide_span_ingest`]); a trace still
+    /// undecided when its wait ends (or when it must give way early) is
+    /// not sampled, without evaluation.
+    pub span_ingest: bool,
 }
 
 impl Default for TraceBufferSettings {
@@ -88,17 +103,20 @@ impl Default for TraceBufferSettings {
             block_on_overflow: false,
             sampled_cache_size: 0,
             non_sampled_cache_size: 0,
+            span_ingest: false,
         }
     }
 }
 
 impl TraceBufferSettings {
     /// This shard's share of the bounds (rounded up, so the shards together
-    /// hold at least the configured amount).
+    /// hold at least the configured amount). `num_traces` is not split: the
+    /// shards count their traces together ([`TraceShard::with_table_count`]),
+    /// so a skewed spread of trace ids does not fill one shard's share
+    /// while the others sit empty.
     fn for_shard(&self, shards: usize) -> TraceBufferSettings {
         let n = shards.max(1) as u64;
         TraceBufferSettings {
-            num_traces: self.num_traces.div_ceil(n).max(1),
             max_buffered_bytes: self.max_buffered_bytes.div_ceil(n),
             sampled_cache_size: self.sampled_cache_size.div_ceil(n as usize),
             non_sampled_cache_size: self.non_sampled_cache_size.div_ceil(n as usize),
@@ -127,6 +145,8 @@ pub enum DecisionReason {
     MemoryLimit,
     /// On shutdown.
     Shutdown,
+    /// `span-ingest`: a batch of the trace decided it as it arrived.
+    SpanIngest,
 }
 
 impl DecisionReason {
@@ -140,6 +160,7 @@ impl DecisionReason {
             DecisionReason::BytesFull => "max_buffered_bytes",
             DecisionReason::MemoryLimit => "memory_limit",
             DecisionReason::Shutdown => "shutdown",
+            DecisionReason::SpanIngest => "span_ingest",
         }
     }
 
@@ -175,6 +196,9 @@ pub struct SampledBy {
     pub policy: Option<usize>,
     /// Released by the sampled decision cache.
     pub cached: bool,
+    /// The composite policy and its sub-policy that sampled the trace
+    /// ([`Verdict::composite`]).
+    pub composite: Option<(usize, usize)>,
 }
 
 /// What calls on a shard hand back: spans to pass on, decisions made, and
@@ -191,6 +215,9 @@ pub struct Released {
     /// For each batch of late spans of a trace still in the table: how long
     /// after the decision it came (the collector's `late_span_age`).
     pub late_span_ages: Vec<Duration>,
+    /// For each trace that left the table: how long after its first span
+    /// (the collector's `sampling_trace_removal_age`).
+    pub removal_ages: Vec<Duration>,
 }
 
 impl Released {
@@ -199,6 +226,7 @@ impl Released {
         self.sampled_by.clear();
         self.decided.clear();
         self.late_span_ages.clear();
+        self.removal_ages.clear();
     }
 }
 
@@ -253,8 +281,11 @@ struct Entry {
     state: State,
     stored: StoredSpans,
     span_count: u64,
-    /// `ResourceSpans` bytes, as the collector sizes a trace.
+    /// `ResourceSpans` bytes, as the collector sizes a trace for
+    /// `maximum_trace_size_bytes`.
     byte_size: u64,
+    /// The same as a `TracesData`, as `bytes_limiting` charges it.
+    traces_size: u64,
     /// What the spans cost in memory (encoded bytes plus index).
     memory: u64,
     statuses: u8,
@@ -340,6 +371,9 @@ struct Incoming<'a> {
 pub struct TraceShard {
     settings: TraceBufferSettings,
     table: HashMap<TraceId, Entry, RandomState>,
+    /// Traces in the tables of every shard sharing this count (the bound
+    /// of `num_traces`); this shard adds and removes its own.
+    in_tables: Arc<AtomicU64>,
     /// (deadline, id, seq) in first-seen order: `decision_wait` is constant,
     /// so first-seen order is deadline order.
     wait_queue: VecDeque<(Duration, TraceId, u64)>,
@@ -364,7 +398,17 @@ impl TraceShard {
     /// A shard holding the whole of `settings` (use
     /// [`TraceBuffer::new`] for several shards).
     pub fn new(settings: TraceBufferSettings) -> TraceShard {
+        Self::with_table_count(settings, Arc::default())
+    }
+
+    /// A shard whose `num_traces` bound counts the traces of every shard
+    /// given the same `in_tables`.
+    pub fn with_table_count(
+        settings: TraceBufferSettings,
+        in_tables: Arc<AtomicU64>,
+    ) -> TraceShard {
         TraceShard {
+            in_tables,
             sampled_cache: LruMap::new(settings.sampled_cache_size),
             not_sampled_cache: LruMap::new(settings.non_sampled_cache_size),
             settings,
@@ -393,6 +437,26 @@ impl TraceShard {
     /// Traces in the table: pending plus decided ones remembered there.
     pub fn traces_in_table(&self) -> usize {
         self.table.len()
+    }
+
+    /// Traces in the tables of every shard sharing this one's count.
+    pub fn traces_in_all_tables(&self) -> u64 {
+        self.in_tables.load(Ordering::Relaxed)
+    }
+
+    fn table_insert(&mut self, id: TraceId, entry: Entry) {
+        if self.table.insert(id, entry).is_none() {
+            self.in_tables.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn table_remove(&mut self, id: &TraceId, now: Duration, out: &mut Released) -> Option<Entry> {
+        let entry = self.table.remove(id);
+        if let Some(e) = &entry {
+            self.in_tables.fetch_sub(1, Ordering::Relaxed);
+            out.removal_ages.push(now.saturating_sub(e.first_seen));
+        }
+        entry
     }
 
     /// Memory of the pending spans, as the byte budget counts it.
@@ -476,6 +540,7 @@ impl TraceShard {
                     out.sampled_by.push(SampledBy {
                         policy: None,
                         cached: false,
+                        composite: None,
                     });
                 } else {
                     self.stats.late_not_sampled_spans += count;
@@ -491,6 +556,7 @@ impl TraceShard {
                 out.sampled_by.push(SampledBy {
                     policy,
                     cached: true,
+                    composite: None,
                 });
                 return true;
             }
@@ -505,13 +571,49 @@ impl TraceShard {
             self.start_trace(id, now);
         }
         self.append(incoming, id, indices, now, decider, out);
+        if self.settings.span_ingest {
+            self.decide_on_ingest(batch, id, indices, now, decider, out);
+        }
         true
+    }
+
+    /// `span-ingest`: judges the batch's spans of a still pending trace on
+    /// their own, with the trace's span count so far (as the collector
+    /// does), and finishes the trace if that decides it.
+    fn decide_on_ingest(
+        &mut self,
+        batch: &SpanBatch,
+        id: TraceId,
+        indices: &[u32],
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
+        let Some(entry) = self.table.get(&id) else {
+            return;
+        };
+        if !matches!(entry.state, State::Pending) {
+            return;
+        }
+        let arrived = [batch.select(indices)];
+        let mut view = TraceView::of_batches(&id, &arrived);
+        view.span_count = entry.span_count;
+        if let Some(verdict) = decider.decide_span_ingest(&view, now) {
+            self.decide_as(
+                id,
+                now,
+                DecisionReason::SpanIngest,
+                Some(verdict),
+                decider,
+                out,
+            );
+        }
     }
 
     fn start_trace(&mut self, id: TraceId, now: Duration) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.table.insert(
+        self.table_insert(
             id,
             Entry {
                 seq,
@@ -520,6 +622,7 @@ impl TraceShard {
                 stored: StoredSpans::default(),
                 span_count: 0,
                 byte_size: 0,
+                traces_size: 0,
                 memory: 0,
                 statuses: 0,
                 root_seen: false,
@@ -564,10 +667,12 @@ impl TraceShard {
         }
         entry.span_count += indices.len() as u64;
         let before = entry.stored.memory();
-        entry.byte_size +=
+        let (size, traces_size) =
             entry
                 .stored
                 .append(batch, indices, &mut incoming.scopes, &mut self.headers);
+        entry.byte_size += size;
+        entry.traces_size += traces_size;
         let memory = entry.stored.memory() - before;
         entry.memory += memory;
         self.memory += memory;
@@ -592,10 +697,16 @@ impl TraceShard {
         }
     }
 
-    /// Frees a slot for a new trace if the table is full. `false` when
-    /// `block_on_overflow` says the new trace must wait.
+    /// Frees a slot for a new trace if the tables are full. `false` when
+    /// `block_on_overflow` says the new trace must wait. The bound counts
+    /// every shard's traces, but a shard can only make its own give way:
+    /// one with none takes the trace (the others give way as they next
+    /// take one), so the tables may briefly hold a few over the bound.
     fn make_room(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) -> bool {
-        while self.table.len() as u64 >= self.settings.num_traces {
+        while self.in_tables.load(Ordering::Relaxed) >= self.settings.num_traces {
+            if self.table.is_empty() {
+                return true;
+            }
             if self.settings.block_on_overflow {
                 // Only decided traces remembered in the table may go; a
                 // pending one is waited for.
@@ -627,7 +738,7 @@ impl TraceShard {
             };
             match entry.state {
                 State::Decided { .. } => {
-                    self.table.remove(&id);
+                    self.table_remove(&id, now, out);
                     evicted = true;
                     break;
                 }
@@ -636,10 +747,8 @@ impl TraceShard {
                     // Stays in the table as decided (or leaves it), either
                     // way the slot accounting below sees the change.
                     self.decide(id, now, DecisionReason::NumTracesFull, decider, out);
-                    if let Some(e) = self.table.get(&id) {
-                        if e.seq == seq {
-                            self.table.remove(&id);
-                        }
+                    if self.table.get(&id).is_some_and(|e| e.seq == seq) {
+                        self.table_remove(&id, now, out);
                     }
                     evicted = true;
                     break;
@@ -773,7 +882,7 @@ impl TraceShard {
             .collect();
         for id in ids {
             if drop_pending {
-                if let Some(entry) = self.table.remove(&id) {
+                if let Some(entry) = self.table_remove(&id, now, out) {
                     self.pending -= 1;
                     self.memory -= entry.memory;
                     self.stats.spans_dropped_pending += entry.span_count;
@@ -793,16 +902,36 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) {
+        self.decide_as(id, now, reason, None, decider, out);
+    }
+
+    /// Decides a pending trace: with `given`, as given; otherwise by the
+    /// policies (or as not sampled, when too large or in `span-ingest`).
+    fn decide_as(
+        &mut self,
+        id: TraceId,
+        now: Duration,
+        reason: DecisionReason,
+        given: Option<Verdict>,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
         let Some(entry) = self.table.get_mut(&id) else {
             return;
         };
         if !matches!(entry.state, State::Pending) {
             return;
         }
-        let (verdict, assembled) = if reason == DecisionReason::TooLarge {
+        let (verdict, assembled) = if let Some(verdict) = given {
+            let assembled = verdict
+                .is_sampled()
+                .then(|| AssembledOnDemand::new(&entry.stored, &self.headers).into_batch());
+            (verdict, assembled)
+        } else if reason == DecisionReason::TooLarge || self.settings.span_ingest {
             let verdict = Verdict {
                 decision: Decision::NotSampled,
                 policy: None,
+                composite: None,
             };
             (verdict, None)
         } else {
@@ -811,6 +940,7 @@ impl TraceShard {
                 &id,
                 entry.span_count,
                 entry.byte_size,
+                entry.traces_size,
                 entry.statuses,
                 entry
                     .plain_times
@@ -854,6 +984,7 @@ impl TraceShard {
                 out.sampled_by.push(SampledBy {
                     policy: verdict.policy,
                     cached: false,
+                    composite: verdict.composite,
                 });
             }
             self.sampled_cache.put(id, verdict.policy);
@@ -870,7 +1001,7 @@ impl TraceShard {
             self.not_sampled_cache.capacity() > 0
         };
         if remembered_by_cache {
-            self.table.remove(&id);
+            self.table_remove(&id, now, out);
         }
     }
 
@@ -889,6 +1020,7 @@ impl TraceShard {
 pub struct TraceAggregates {
     pub span_count: u64,
     pub byte_size: u64,
+    pub traces_size: u64,
     pub min_start: u64,
     pub max_end: u64,
     pub any_error: bool,
@@ -910,6 +1042,7 @@ impl TraceShard {
         Some(TraceAggregates {
             span_count: e.span_count,
             byte_size: e.byte_size,
+            traces_size: e.traces_size,
             min_start: e.min_start,
             max_end: e.max_end,
             any_error: e.statuses & (1 << StatusCode::Error as u8) != 0,
@@ -932,8 +1065,11 @@ impl TraceBuffer {
     pub fn new(settings: &TraceBufferSettings, shards: usize) -> TraceBuffer {
         let n = shards.max(1);
         let per_shard = settings.for_shard(n);
+        let in_tables = Arc::new(AtomicU64::new(0));
         TraceBuffer {
-            shards: (0..n).map(|_| TraceShard::new(per_shard.clone())).collect(),
+            shards: (0..n)
+                .map(|_| TraceShard::with_table_count(per_shard.clone(), in_tables.clone()))
+                .collect(),
             routes: vec![Vec::new(); n],
         }
     }

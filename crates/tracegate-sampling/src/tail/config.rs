@@ -348,8 +348,9 @@ pub struct OttlConditionConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AndConfig {
-    /// The sub-policies (not `and`, `not`, `drop` or `composite`).
-    /// Default: none (which samples every trace, as in the collector).
+    /// The sub-policies (not `and`, `drop` or `composite`; a `not` is
+    /// allowed, its own sub-policy a leaf). Default: none (which samples
+    /// every trace, as in the collector).
     #[serde(default)]
     pub and_sub_policy: Vec<PolicyConfig>,
 }

@@ -5,8 +5,8 @@
 //! - [`config`]: the policy configs, spelled as the OpenTelemetry
 //!   Collector's `tail_sampling` processor spells them.
 //! - [`policy`]: the built policies, their evaluation over a buffered trace
-//!   and the final decision (Dropped > InvertNotSampled > Sampled >
-//!   InvertSampled, `sample_on_first_match`).
+//!   and the final decision (Dropped > Sampled > NotSampled,
+//!   `sample_on_first_match`).
 //! - [`buffer`]: [`TraceShard`], one worker's share of the pending traces
 //!   with its decision timers and caches, and [`TraceBuffer`], the shards
 //!   together for callers that run them on one thread.
@@ -30,7 +30,7 @@ pub use buffer::{
     TraceBuffer, TraceBufferSettings, TraceShard,
 };
 pub use config::PolicyConfig;
-pub use policy::{BuildError, Decision, PolicySet, TraceView, Verdict};
+pub use policy::{BuildError, Decision, PolicySet, PolicyTally, TraceView, Verdict};
 
 #[cfg(doc)]
 use std::time::Duration;

@@ -1,8 +1,9 @@
 //! Built tail-sampling policies and the final decision over them, following
 //! the OpenTelemetry Collector's `tailsamplingprocessor` to the letter:
 //! which spans and resources each policy looks at, in which order, what an
-//! attribute of the wrong type reads as, how inverted matches vote, and how
-//! the votes combine (Dropped > InvertNotSampled > Sampled > InvertSampled).
+//! attribute of the wrong type reads as, and how the votes combine: Dropped
+//! wins, then Sampled, else NotSampled. `invert_match` flips a policy's own
+//! vote, as the collector has done since it removed inverted decisions.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -24,47 +25,34 @@ use super::{keep_threshold, trace_randomness, TraceId};
 pub enum Decision {
     Sampled,
     NotSampled,
-    /// An `invert_match` policy found no match: samples unless another
-    /// policy said NotSampled.
-    InvertSampled,
-    /// An `invert_match` policy found a match: vetoes every Sampled.
-    InvertNotSampled,
     /// A `drop` policy matched: vetoes everything.
     Dropped,
 }
 
 impl Decision {
     /// All votes, in the order of [`Decision::index`].
-    pub const ALL: [Decision; 5] = [
-        Decision::Sampled,
-        Decision::NotSampled,
-        Decision::InvertSampled,
-        Decision::InvertNotSampled,
-        Decision::Dropped,
-    ];
+    pub const ALL: [Decision; 3] = [Decision::Sampled, Decision::NotSampled, Decision::Dropped];
 
     pub fn index(self) -> usize {
         match self {
             Decision::Sampled => 0,
             Decision::NotSampled => 1,
-            Decision::InvertSampled => 2,
-            Decision::InvertNotSampled => 3,
-            Decision::Dropped => 4,
+            Decision::Dropped => 2,
         }
     }
 
     /// The collector's metric labels for this vote: `sampled` and
-    /// `decision` (inverted votes count as their plain counterparts).
+    /// `decision`.
     pub fn metric_labels(self) -> (&'static str, &'static str) {
         match self {
-            Decision::Sampled | Decision::InvertSampled => ("true", "sampled"),
-            Decision::NotSampled | Decision::InvertNotSampled => ("false", "not_sampled"),
+            Decision::Sampled => ("true", "sampled"),
+            Decision::NotSampled => ("false", "not_sampled"),
             Decision::Dropped => ("false", "dropped"),
         }
     }
 
     fn is_sampled(self) -> bool {
-        matches!(self, Decision::Sampled | Decision::InvertSampled)
+        self == Decision::Sampled
     }
 }
 
@@ -75,6 +63,11 @@ pub struct Verdict {
     /// Index into [`PolicySet::names`] of the policy credited with a
     /// Sampled or Dropped outcome (the first that voted so).
     pub policy: Option<usize>,
+    /// With `record_policy`: the last composite policy that sampled the
+    /// trace and its sub-policy that did (indices into [`PolicySet::names`]
+    /// and [`PolicySet::composite_sub_names`]), for the collector's
+    /// `tailsampling.composite_policy` attribute.
+    pub composite: Option<(usize, usize)>,
 }
 
 impl Verdict {
@@ -90,8 +83,12 @@ pub struct TraceView<'a> {
     pub trace_id: &'a TraceId,
     pub span_count: u64,
     /// Encoded size of the trace's `ResourceSpans`, as the collector's
-    /// `maximum_trace_size_bytes` and `bytes_limiting` measure it.
+    /// `maximum_trace_size_bytes` measures it.
     pub byte_size: u64,
+    /// The same framed as a `TracesData` (each `ResourceSpans` with its
+    /// field tag and length), as the collector's `TracesSize` measures it
+    /// for `bytes_limiting`.
+    pub traces_size: u64,
     /// Bit `1 << status as u8` for every status code seen.
     pub statuses: u8,
     /// Earliest start and latest end of the spans, when every start is
@@ -123,10 +120,12 @@ impl<'a> TraceView<'a> {
                 span_count += 1;
             }
         }
+        let size = batches.iter().map(|b| b.encoded_len() as u64).sum();
         TraceView {
             trace_id,
             span_count,
-            byte_size: batches.iter().map(|b| b.encoded_len() as u64).sum(),
+            byte_size: size,
+            traces_size: size,
             statuses,
             time_window: None,
             spans: TraceSpans::Batches(batches),
@@ -138,6 +137,7 @@ impl<'a> TraceView<'a> {
         trace_id: &'a TraceId,
         span_count: u64,
         byte_size: u64,
+        traces_size: u64,
         statuses: u8,
         time_window: Option<(u64, u64)>,
         spans: &'a AssembledOnDemand<'a>,
@@ -146,6 +146,7 @@ impl<'a> TraceView<'a> {
             trace_id,
             span_count,
             byte_size,
+            traces_size,
             statuses,
             time_window,
             spans: TraceSpans::Stored(spans),
@@ -186,10 +187,11 @@ fn invalid(name: &str, message: impl Into<String>) -> BuildError {
 pub struct PolicySet {
     policies: Vec<Policy>,
     names: Vec<String>,
+    /// Per policy: a top-level `drop` policy.
+    is_drop: Vec<bool>,
     sample_on_first_match: bool,
-    /// Votes per policy since the last [`PolicySet::take_tally`], indexed
-    /// by [`Decision::index`].
-    tally: Vec<[u64; 5]>,
+    /// Per policy, since the last [`PolicySet::take_tally`].
+    tally: Vec<PolicyTally>,
 }
 
 impl PolicySet {
@@ -217,13 +219,17 @@ impl PolicySet {
                 others.push(policy);
             }
         }
+        let is_drop = (0..drops.len() + others.len())
+            .map(|i| i < drops.len())
+            .collect();
         drops.extend(others);
         let names = drops.iter().map(|p| p.name.clone()).collect();
-        let tally = vec![[0; 5]; drops.len()];
+        let tally = vec![PolicyTally::default(); drops.len()];
         Ok((
             PolicySet {
                 policies: drops,
                 names,
+                is_drop,
                 sample_on_first_match,
                 tally,
             },
@@ -238,11 +244,16 @@ impl PolicySet {
 
     /// Evaluates the policies over a trace and combines their votes.
     pub fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
-        let mut first: [Option<usize>; 5] = [None; 5];
+        let mut first: [Option<usize>; 3] = [None; 3];
+        let mut composite = None;
         for (i, policy) in self.policies.iter_mut().enumerate() {
-            let vote = policy.evaluate(trace, now);
-            self.tally[i][vote.index()] += 1;
+            let vote = self.tally[i].count(trace.span_count, || policy.evaluate(trace, now));
             first[vote.index()].get_or_insert(i);
+            if let (Decision::Sampled, Evaluator::Composite(c)) = (vote, &policy.evaluator) {
+                // The collector writes the attribute as the composite
+                // samples, so the last one to sample names it.
+                composite = c.last_sampled.map(|sub| (i, sub));
+            }
             if vote == Decision::Dropped {
                 break;
             }
@@ -255,46 +266,132 @@ impl PolicySet {
             Verdict {
                 decision: Decision::Dropped,
                 policy: Some(p),
-            }
-        } else if voted(Decision::InvertNotSampled).is_some() {
-            Verdict {
-                decision: Decision::NotSampled,
-                policy: None,
+                composite: None,
             }
         } else if let Some(p) = voted(Decision::Sampled) {
             Verdict {
                 decision: Decision::Sampled,
                 policy: Some(p),
-            }
-        } else if let (Some(p), None) =
-            (voted(Decision::InvertSampled), voted(Decision::NotSampled))
-        {
-            Verdict {
-                decision: Decision::Sampled,
-                policy: Some(p),
+                composite,
             }
         } else {
             Verdict {
                 decision: Decision::NotSampled,
                 policy: None,
+                composite: None,
             }
         }
     }
 
-    /// Votes per policy (in [`Self::names`] order, indexed by
-    /// [`Decision::index`]) since the last call, for the
-    /// `count_traces_sampled` metric.
-    pub fn take_tally(&mut self) -> Vec<[u64; 5]> {
-        let fresh = vec![[0; 5]; self.tally.len()];
+    /// For each policy (in [`Self::names`] order), the names of its
+    /// composite sub-policies (empty for other policies).
+    pub fn composite_sub_names(&self) -> Vec<Vec<String>> {
+        self.policies
+            .iter()
+            .map(|p| match &p.evaluator {
+                Evaluator::Composite(c) => c.subs.iter().map(|s| s.policy.name.clone()).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The first policy that keeps state across traces (`rate_limiting`,
+    /// `bytes_limiting`, `composite`, or a combination holding one), which
+    /// `sampling_strategy: span-ingest` refuses as the collector does: a
+    /// budget spent on one batch of a trace says nothing about the trace.
+    pub fn stateful_policy(&self) -> Option<&str> {
+        self.policies
+            .iter()
+            .find(|p| p.evaluator.is_stateful())
+            .map(|p| p.name.as_str())
+    }
+
+    /// `sampling_strategy: span-ingest`: evaluates the policies over one
+    /// arriving batch of a trace (`trace` holds that batch's spans, with the
+    /// trace's span count so far) and returns a decision only when it is
+    /// final, as the collector's span-ingest mode does:
+    /// - a drop policy voting Dropped drops the trace;
+    /// - a drop policy that does not match this batch might match a later
+    ///   one, so nothing can be sampled yet: evaluation stops before the
+    ///   first non-drop policy;
+    /// - otherwise the first policy voting Sampled samples the trace.
+    ///
+    /// `None`: still pending (undecided traces are not sampled when their
+    /// `decision_wait` ends).
+    pub fn decide_span_ingest(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Verdict> {
+        let mut drop_pending = false;
+        for (i, policy) in self.policies.iter_mut().enumerate() {
+            let is_drop = self.is_drop[i];
+            if !is_drop && drop_pending {
+                break;
+            }
+            let vote = self.tally[i].count(trace.span_count, || policy.evaluate(trace, now));
+            if vote == Decision::Dropped {
+                return Some(Verdict {
+                    decision: Decision::Dropped,
+                    policy: Some(i),
+                    composite: None,
+                });
+            }
+            if is_drop {
+                drop_pending = true;
+                continue;
+            }
+            if vote == Decision::Sampled {
+                return Some(Verdict {
+                    decision: Decision::Sampled,
+                    policy: Some(i),
+                    composite: None,
+                });
+            }
+        }
+        None
+    }
+
+    /// What each policy did (in [`Self::names`] order) since the last call,
+    /// for the collector's per-policy metrics.
+    pub fn take_tally(&mut self) -> Vec<PolicyTally> {
+        let fresh = vec![PolicyTally::default(); self.tally.len()];
         std::mem::replace(&mut self.tally, fresh)
+    }
+}
+
+/// One policy's evaluations since the last [`PolicySet::take_tally`], for
+/// the collector's per-policy metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyTally {
+    /// Traces by vote, indexed by [`Decision::index`]
+    /// (`count_traces_sampled`).
+    pub traces: [u64; 3],
+    /// Their spans, by vote (`count_spans_sampled`).
+    pub spans: [u64; 3],
+    /// Evaluations (`sampling_policy_execution_count`).
+    pub executions: u64,
+    /// Time spent evaluating, in nanoseconds
+    /// (`sampling_policy_execution_time_sum`, which is in µs).
+    pub execution_nanos: u64,
+}
+
+impl PolicyTally {
+    fn count(&mut self, spans: u64, evaluate: impl FnOnce() -> Decision) -> Decision {
+        let started = std::time::Instant::now();
+        let vote = evaluate();
+        self.execution_nanos += started.elapsed().as_nanos() as u64;
+        self.executions += 1;
+        self.traces[vote.index()] += 1;
+        self.spans[vote.index()] += spans;
+        vote
     }
 }
 
 #[derive(Clone, Copy, PartialEq)]
 enum Level {
     Top,
-    /// Inside `and`, `not` or `drop`: leaf policies only.
+    /// Inside `not` or `drop`: leaf policies only.
     Leaf,
+    /// Inside `and`: leaf policies and `not` (as the collector's
+    /// `and_sub_policy` allows).
+    AndSub,
     /// Inside `composite`: leaf policies and `and`.
     CompositeSub,
 }
@@ -369,6 +466,10 @@ impl Policy {
             Level::Leaf => !matches!(
                 kind,
                 PolicyKind::And | PolicyKind::Not | PolicyKind::Drop | PolicyKind::Composite
+            ),
+            Level::AndSub => !matches!(
+                kind,
+                PolicyKind::And | PolicyKind::Drop | PolicyKind::Composite
             ),
             Level::CompositeSub => !matches!(
                 kind,
@@ -480,7 +581,7 @@ impl Policy {
                 let matcher = if c.enabled_regex_matching {
                     let mut regexes = Vec::with_capacity(c.values.len());
                     for value in &c.values {
-                        let re = Regex::new(value).map_err(|e| {
+                        let re = Regex::new(&re2_perl_classes(value)).map_err(|e| {
                             invalid(
                                 name,
                                 format!("string_attribute: invalid regex {value:?}: {e}"),
@@ -610,7 +711,7 @@ impl Policy {
                     .as_ref()
                     .map(|c| c.and_sub_policy.as_slice())
                     .unwrap_or(&[]);
-                Evaluator::And(build_subs(subs, Level::Leaf, warnings)?)
+                Evaluator::And(build_subs(subs, Level::AndSub, warnings)?)
             }
             PolicyKind::Drop => {
                 let subs = config
@@ -747,7 +848,7 @@ impl Evaluator {
                 }
             }
             Evaluator::BytesLimiting(bucket) => {
-                if bucket.allow(now, trace.byte_size as i64) {
+                if bucket.allow(now, trace.traces_size as i64) {
                     Decision::Sampled
                 } else {
                     Decision::NotSampled
@@ -781,21 +882,17 @@ impl Evaluator {
             Evaluator::And(subs) => {
                 for sub in subs.iter_mut() {
                     let vote = sub.evaluate(trace, now);
-                    if matches!(vote, Decision::NotSampled | Decision::InvertNotSampled) {
+                    if vote == Decision::NotSampled {
                         return Decision::NotSampled;
                     }
                 }
                 Decision::Sampled
             }
-            Evaluator::Not(sub) => match sub.evaluate(trace, now) {
-                Decision::Sampled => Decision::NotSampled,
-                Decision::NotSampled => Decision::Sampled,
-                other => other,
-            },
+            Evaluator::Not(sub) => flip(sub.evaluate(trace, now), true),
             Evaluator::Drop(subs) => {
                 for sub in subs.iter_mut() {
                     let vote = sub.evaluate(trace, now);
-                    if matches!(vote, Decision::NotSampled | Decision::InvertNotSampled) {
+                    if vote == Decision::NotSampled {
                         return Decision::NotSampled;
                     }
                 }
@@ -884,10 +981,11 @@ fn resource_or_span_present(
     walk_resources_and_spans(trace, key, invert, &matches, &matches)
 }
 
-/// Walks each stored `ResourceSpans`: its resource, then its spans. Without
-/// `invert`, Sampled at the first match. With `invert`, InvertNotSampled
-/// at the first match and InvertSampled when nothing matched — the
-/// collector's inverted helpers, whose callbacks answer "no match here".
+/// Walks each stored `ResourceSpans`: its resource, then its spans, and
+/// votes Sampled at the first match, NotSampled when nothing matched. With
+/// `invert` the vote is flipped: NotSampled at the first match, Sampled
+/// when nothing matched (a missing key included), as the collector's
+/// `invert_match` has voted since it removed inverted decisions.
 fn walk_resources_and_spans(
     trace: &TraceView<'_>,
     key: &str,
@@ -898,27 +996,24 @@ fn walk_resources_and_spans(
     for batch in trace.batches() {
         for (first, spans) in resource_first_spans(batch) {
             if resource_matches(lookup(batch.resource_attributes(first), key)) {
-                return if invert {
-                    Decision::InvertNotSampled
-                } else {
-                    Decision::Sampled
-                };
+                return flip(Decision::Sampled, invert);
             }
             for i in spans {
                 if span_matches(lookup(batch.span_attributes(i), key)) {
-                    return if invert {
-                        Decision::InvertNotSampled
-                    } else {
-                        Decision::Sampled
-                    };
+                    return flip(Decision::Sampled, invert);
                 }
             }
         }
     }
-    if invert {
-        Decision::InvertSampled
-    } else {
-        Decision::NotSampled
+    flip(Decision::NotSampled, invert)
+}
+
+/// `invert_match`: Sampled and NotSampled swap.
+fn flip(vote: Decision, invert: bool) -> Decision {
+    match (vote, invert) {
+        (Decision::Sampled, true) => Decision::NotSampled,
+        (Decision::NotSampled, true) => Decision::Sampled,
+        (vote, _) => vote,
     }
 }
 
@@ -977,6 +1072,56 @@ impl StringMatcher {
             }
         }
     }
+}
+
+/// Rewrites the Perl classes `\d \w \s` (and their negations) and the
+/// word boundaries `\b \B` to the ASCII meaning Go's RE2 gives them, where
+/// the regex crate's are Unicode-aware; everything else (`.`, `\pL`, ...)
+/// keeps its Unicode meaning, as in RE2. RE2's `\s` is `[\t\n\f\r ]`,
+/// without `\v`. Inside a bracket class the replacement is a nested class,
+/// which the regex crate accepts.
+pub(crate) fn re2_perl_classes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars();
+    let mut class_depth = 0usize;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(next) = chars.next() else {
+                    out.push(c);
+                    break;
+                };
+                let class = match next {
+                    'd' => Some("[0-9]"),
+                    'D' => Some("[^0-9]"),
+                    'w' => Some("[0-9A-Za-z_]"),
+                    'W' => Some("[^0-9A-Za-z_]"),
+                    's' => Some("[\\t\\n\\f\\r ]"),
+                    'S' => Some("[^\\t\\n\\f\\r ]"),
+                    'b' if class_depth == 0 => Some("(?-u:\\b)"),
+                    'B' if class_depth == 0 => Some("(?-u:\\B)"),
+                    _ => None,
+                };
+                match class {
+                    Some(class) => out.push_str(class),
+                    None => {
+                        out.push(c);
+                        out.push(next);
+                    }
+                }
+            }
+            '[' => {
+                class_depth += 1;
+                out.push(c);
+            }
+            ']' if class_depth > 0 => {
+                class_depth -= 1;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The value of `key` in a W3C tracestate header, if the header parses.
@@ -1209,6 +1354,8 @@ struct Composite {
     subs: Vec<CompositeSub>,
     max_total: i64,
     current_second: u64,
+    /// The sub-policy that sampled the trace last evaluated, if one did.
+    last_sampled: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -1273,6 +1420,7 @@ impl Composite {
             subs,
             max_total: c.max_total_spans_per_second,
             current_second: 0,
+            last_sampled: None,
         })
     }
 
@@ -1285,13 +1433,15 @@ impl Composite {
             }
         }
         let spans = trace.span_count as i64;
-        for sub in &mut self.subs {
+        self.last_sampled = None;
+        for (index, sub) in self.subs.iter_mut().enumerate() {
             if sub.policy.evaluate(trace, now).is_sampled() {
                 let if_sampled = sub.sampled + spans;
                 // As in the collector, each sub-policy's own count is held
                 // against both its share and the total.
                 if if_sampled <= sub.allocated && if_sampled <= self.max_total {
                     sub.sampled = if_sampled;
+                    self.last_sampled = Some(index);
                     return Decision::Sampled;
                 }
                 return Decision::NotSampled;

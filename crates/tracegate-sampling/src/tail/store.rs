@@ -206,7 +206,7 @@ impl StoredSpans {
         indices: &[u32],
         scopes: &mut ScopeHeaders,
         headers: &mut Headers,
-    ) -> u64 {
+    ) -> (u64, u64) {
         let buf = batch.bytes();
         let added: usize = indices
             .iter()
@@ -217,8 +217,11 @@ impl StoredSpans {
             .sum();
         self.bytes.reserve_exact(added);
         self.spans.reserve_exact(indices.len());
-        // Sizes for maximum_trace_size_bytes, per resource then scope.
+        // Sizes for maximum_trace_size_bytes, per resource then scope: the
+        // `ResourceSpans` sizes, and (for bytes_limiting, as the collector's
+        // TracesSize) the same framed as fields of a `TracesData`.
         let mut size = 0u64;
+        let mut traces_size = 0u64;
         let mut current: Option<(u32, u32)> = None; // (resource, scope)
         let mut scope_len = 0u64;
         let mut resource_len = 0u64;
@@ -243,6 +246,7 @@ impl StoredSpans {
                     if prev.is_some() {
                         close_scope(scope_len, &mut resource_len);
                         size += resource_len;
+                        traces_size += 1 + varint_len(resource_len) + resource_len;
                     }
                     resource_len = h.0 as u64;
                     scope_len = h.1 as u64;
@@ -261,8 +265,9 @@ impl StoredSpans {
         if current.is_some() {
             close_scope(scope_len, &mut resource_len);
             size += resource_len;
+            traces_size += 1 + varint_len(resource_len) + resource_len;
         }
-        size
+        (size, traces_size)
     }
 
     /// Memory held, as the byte budget counts it.

@@ -9,7 +9,9 @@ use tracegate_model::otlp::{
 use tracegate_model::SpanBatch;
 
 use super::config::PolicyConfig;
-use super::policy::{fnv1a64, probabilistic_threshold, Decision, PolicySet, TraceView};
+use super::policy::{
+    fnv1a64, probabilistic_threshold, Decision, PolicySet, PolicyTally, TraceView,
+};
 use super::*;
 
 // ---------------------------------------------------------------- builders
@@ -151,7 +153,7 @@ fn vote_batches(config: serde_json::Value, batches: &[SpanBatch]) -> Decision {
     let tally = set.take_tally();
     Decision::ALL
         .into_iter()
-        .find(|d| tally[0][d.index()] == 1)
+        .find(|d| tally[0].traces[d.index()] == 1)
         .expect("one vote")
 }
 
@@ -261,12 +263,13 @@ fn numeric_bounds_and_missing_keys() {
         ),
         Decision::Sampled
     );
-    // Inverted: a match vetoes, anything else (missing key included) samples.
-    assert_eq!(vote(p(true), &[with(404)]), Decision::InvertNotSampled);
-    assert_eq!(vote(p(true), &[with(200)]), Decision::InvertSampled);
+    // Inverted: a match is NotSampled, anything else (missing key
+    // included) Sampled — plain votes, no veto.
+    assert_eq!(vote(p(true), &[with(404)]), Decision::NotSampled);
+    assert_eq!(vote(p(true), &[with(200)]), Decision::Sampled);
     assert_eq!(
         vote(p(true), &[span(tid(T), 1)]),
-        Decision::InvertSampled,
+        Decision::Sampled,
         "missing key"
     );
     // A string value reads as 0, as pcommon's Value.Int() does.
@@ -329,19 +332,16 @@ fn string_exact_and_regex_matches() {
             exact(true),
             &[span(tid(T), 1).res("service.name", s("api"))]
         ),
-        Decision::InvertNotSampled
+        Decision::NotSampled
     );
     assert_eq!(
         vote(
             exact(true),
             &[span(tid(T), 1).res("service.name", s("web"))]
         ),
-        Decision::InvertSampled
+        Decision::Sampled
     );
-    assert_eq!(
-        vote(exact(true), &[span(tid(T), 1)]),
-        Decision::InvertSampled
-    );
+    assert_eq!(vote(exact(true), &[span(tid(T), 1)]), Decision::Sampled);
 
     let regex = serde_json::json!({"name": "r", "type": "string_attribute",
         "string_attribute": {"key": "url.path", "values": ["/health"], "enabled_regex_matching": true}});
@@ -548,11 +548,8 @@ fn status_code_trace_state_boolean_trace_flags_and_ottl() {
         vote(boolean(false), &[span(tid(T), 1)]),
         Decision::NotSampled
     );
-    assert_eq!(vote(boolean(true), &[forced]), Decision::InvertNotSampled);
-    assert_eq!(
-        vote(boolean(true), &[span(tid(T), 1)]),
-        Decision::InvertSampled
-    );
+    assert_eq!(vote(boolean(true), &[forced]), Decision::NotSampled);
+    assert_eq!(vote(boolean(true), &[span(tid(T), 1)]), Decision::Sampled);
 
     let ottl = serde_json::json!({"name": "o", "type": "ottl_condition", "ottl_condition": {
         "error_mode": "ignore",
@@ -614,19 +611,14 @@ fn and_not_drop_combine_sub_policies() {
 // ---------------------------------------------------------------- precedence
 
 /// A policy that votes as told, built from real policies: always_sample
-/// (Sampled), an impossible status (NotSampled), invert string matches
-/// (InvertSampled / InvertNotSampled on the "hit" attribute), a drop of
-/// always_sample (Dropped).
+/// (Sampled), an impossible latency (NotSampled), a drop of always_sample
+/// (Dropped).
 fn voter(name: &str, d: Decision) -> serde_json::Value {
     match d {
         Decision::Sampled => serde_json::json!({"name": name, "type": "always_sample"}),
         Decision::NotSampled => {
             serde_json::json!({"name": name, "type": "latency", "latency": {"threshold_ms": 1_000_000}})
         }
-        Decision::InvertSampled => serde_json::json!({"name": name, "type": "string_attribute",
-            "string_attribute": {"key": "absent", "values": ["x"], "invert_match": true}}),
-        Decision::InvertNotSampled => serde_json::json!({"name": name, "type": "string_attribute",
-            "string_attribute": {"key": "hit", "values": ["x"], "invert_match": true}}),
         Decision::Dropped => {
             serde_json::json!({"name": name, "type": "drop", "drop": {"drop_sub_policy": [
             {"name": "all", "type": "always_sample"}]}})
@@ -640,16 +632,11 @@ fn precedence_table() {
     let cases: &[(&[Decision], Decision)] = &[
         (&[Sampled], Sampled),
         (&[NotSampled], NotSampled),
-        (&[InvertSampled], Sampled),
-        (&[InvertNotSampled], NotSampled),
         (&[Dropped], Dropped),
         (&[Sampled, Dropped], Dropped),
-        (&[Sampled, InvertNotSampled], NotSampled),
         (&[Sampled, NotSampled], Sampled),
-        (&[InvertSampled, NotSampled], NotSampled),
-        (&[InvertSampled, Sampled], Sampled),
-        (&[InvertSampled, InvertNotSampled], NotSampled),
-        (&[InvertNotSampled, Dropped], Dropped),
+        (&[NotSampled, Sampled], Sampled),
+        (&[NotSampled, Dropped], Dropped),
         (&[NotSampled, NotSampled], NotSampled),
     ];
     let spans = [batch(&[span(tid(T), 1).attr("hit", s("x"))])];
@@ -666,26 +653,67 @@ fn precedence_table() {
     }
 }
 
+/// The issue's measured case: "every ERROR trace" plus "service.name not
+/// in [health]" with `invert_match`. The inverted policy votes only for
+/// itself, so each policy keeps its own traces: non-error traces of `api`
+/// and error traces of `health` are both kept; only healthy `health`
+/// traces go.
+#[test]
+fn invert_match_flips_its_own_vote_without_veto() {
+    let configs = serde_json::json!([
+        {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "not-health", "type": "string_attribute", "string_attribute":
+            {"key": "service.name", "values": ["health"], "invert_match": true}},
+    ]);
+    let mut set = policies(configs, false);
+    let id = tid(T);
+    let cases = [
+        ("api", false, Decision::Sampled, Some(1)),
+        ("api", true, Decision::Sampled, Some(0)),
+        ("health", true, Decision::Sampled, Some(0)),
+        ("health", false, Decision::NotSampled, None),
+    ];
+    for (service, error, want, by) in cases {
+        let mut sp = span(tid(T), 1).res("service.name", s(service));
+        if error {
+            sp = sp.error();
+        }
+        let spans = [batch(&[sp])];
+        let verdict = set.decide(&view(&id, &spans), Duration::ZERO);
+        assert_eq!(verdict.decision, want, "{service} error={error}");
+        assert_eq!(verdict.policy, by, "{service} error={error}");
+    }
+}
+
 #[test]
 fn sample_on_first_match_stops_evaluation() {
     let configs = serde_json::json!([
         voter("first", Decision::NotSampled),
         voter("second", Decision::Sampled),
-        voter("third", Decision::InvertNotSampled),
+        voter("third", Decision::NotSampled),
     ]);
     let spans = [batch(&[span(tid(T), 1).attr("hit", s("x"))])];
     let id = tid(T);
     let mut all = policies(configs.clone(), false);
     assert_eq!(
         all.decide(&view(&id, &spans), Duration::ZERO).decision,
-        Decision::NotSampled
+        Decision::Sampled
+    );
+    assert_eq!(
+        all.take_tally()[2].traces,
+        [0, 1, 0],
+        "the third policy ran"
     );
     let mut first = policies(configs, true);
     let verdict = first.decide(&view(&id, &spans), Duration::ZERO);
     assert_eq!(verdict.decision, Decision::Sampled);
     assert_eq!(verdict.policy, Some(1));
     let tally = first.take_tally();
-    assert_eq!(tally[2], [0; 5], "the third policy was never evaluated");
+    assert_eq!(
+        tally[2],
+        PolicyTally::default(),
+        "the third policy was never evaluated"
+    );
     // Drop policies still run first, whatever their position.
     let mut with_drop = policies(
         serde_json::json!([
@@ -1397,4 +1425,304 @@ fn stored_traces_come_back_whole_in_arrival_order_with_their_resources() {
     assert_eq!(shard.pending_traces(), 0);
     assert_eq!(shard.buffered_bytes(), 0, "spans and headers all released");
     assert_eq!(shard.headers_len(), 0);
+}
+
+// ---------------------------------------------------------------- span-ingest
+
+fn span_ingest() -> TraceBufferSettings {
+    TraceBufferSettings {
+        span_ingest: true,
+        ..settings()
+    }
+}
+
+/// The collector's span-ingest mode: each arriving batch is judged on its
+/// own; the first batch a policy samples releases the whole trace so far,
+/// later spans follow that decision, and a trace never sampled is not
+/// sampled when its wait ends, without evaluation.
+#[test]
+fn span_ingest_decides_per_arriving_batch() {
+    let mut shard = TraceShard::new(span_ingest());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    let (kept, never) = (tid(1), tid(2));
+    shard.insert(
+        &batch(&[span(kept, 1), span(never, 1)]),
+        secs(0),
+        &mut set,
+        &mut out,
+    );
+    assert!(out.decided.is_empty(), "no batch matched yet");
+    assert_eq!(shard.pending_traces(), 2);
+    shard.insert(
+        &batch(&[span(kept, 2).error()]),
+        secs(1),
+        &mut set,
+        &mut out,
+    );
+    assert_eq!(out.decided.len(), 1);
+    assert_eq!(out.decided[0].trace_id, kept);
+    assert_eq!(out.decided[0].reason, DecisionReason::SpanIngest);
+    assert_eq!(out.decided[0].verdict.policy, Some(0));
+    assert_eq!(
+        out.sampled.iter().map(SpanBatch::len).sum::<usize>(),
+        2,
+        "the earlier batch goes with the one that decided"
+    );
+    // A later span of the kept trace follows the decision.
+    shard.insert(&batch(&[span(kept, 3)]), secs(2), &mut set, &mut out);
+    assert_eq!(out.sampled.iter().map(SpanBatch::len).sum::<usize>(), 3);
+    let tally = set.take_tally()[0];
+    assert_eq!(tally.executions, 3, "one per batch of a pending trace");
+    assert_eq!(tally.traces, [1, 2, 0]);
+    assert_eq!(tally.spans, [2, 2, 0], "the trace's span count so far");
+    // The other trace: not sampled at its deadline, no evaluation.
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 2);
+    assert_eq!(out.decided[1].trace_id, never);
+    assert_eq!(out.decided[1].reason, DecisionReason::DecisionWait);
+    assert!(!out.decided[1].verdict.is_sampled());
+    assert_eq!(
+        set.take_tally()[0].executions,
+        0,
+        "not evaluated at the deadline"
+    );
+    assert_eq!(shard.stats().spans_not_sampled, 1);
+}
+
+/// A batch only sees its own spans: an error in an earlier batch does not
+/// make a later batch match, unlike trace-complete where the whole trace
+/// is judged once.
+#[test]
+fn span_ingest_judges_each_batch_on_its_own_spans() {
+    let mut set = policies(
+        serde_json::json!([{"name": "and", "type": "and", "and": {"and_sub_policy": [
+            {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "svc", "type": "string_attribute", "string_attribute": {"key": "svc", "values": ["api"]}}]}}]),
+        false,
+    );
+    let id = tid(1);
+    let batches = [
+        batch(&[span(id, 1).error()]),
+        batch(&[span(id, 2).attr("svc", s("api"))]),
+    ];
+    for (span_ingest, kept) in [(false, true), (true, false)] {
+        let mut shard = TraceShard::new(TraceBufferSettings {
+            span_ingest,
+            ..settings()
+        });
+        let mut out = Released::default();
+        for (i, b) in batches.iter().enumerate() {
+            shard.insert(b, secs(i as u64), &mut set, &mut out);
+        }
+        shard.poll(secs(10), &mut set, &mut out);
+        assert_eq!(out.decided.len(), 1);
+        assert_eq!(
+            out.decided[0].verdict.is_sampled(),
+            kept,
+            "span_ingest={span_ingest}"
+        );
+    }
+}
+
+/// A drop policy that does not match a batch may match a later one, so in
+/// span-ingest nothing is sampled while one is configured and unmatched;
+/// a batch it matches drops the trace at once.
+#[test]
+fn span_ingest_holds_back_while_a_drop_policy_may_still_match() {
+    let configs = serde_json::json!([
+        {"name": "all", "type": "always_sample"},
+        {"name": "no-health", "type": "drop", "drop": {"drop_sub_policy": [
+            {"name": "health", "type": "string_attribute", "string_attribute": {"key": "url.path", "values": ["/health"]}}]}},
+    ]);
+    let mut set = policies(configs, false);
+    let mut shard = TraceShard::new(span_ingest());
+    let mut out = Released::default();
+    shard.insert(&batch(&[span(tid(1), 1)]), secs(0), &mut set, &mut out);
+    assert!(
+        out.decided.is_empty(),
+        "always_sample must wait for the drop"
+    );
+    assert_eq!(
+        set.take_tally()[1].executions,
+        0,
+        "always_sample not evaluated"
+    );
+    shard.insert(
+        &batch(&[span(tid(1), 2).attr("url.path", s("/health"))]),
+        secs(1),
+        &mut set,
+        &mut out,
+    );
+    assert_eq!(out.decided.len(), 1);
+    assert_eq!(out.decided[0].verdict.decision, Decision::Dropped);
+    assert_eq!(out.decided[0].verdict.policy, Some(0), "the drop policy");
+    assert!(out.sampled.is_empty());
+}
+
+#[test]
+fn span_ingest_names_a_stateful_policy() {
+    let set = policies(
+        serde_json::json!([
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "and", "type": "and", "and": {"and_sub_policy": [
+                {"name": "budget", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 10}}]}},
+        ]),
+        false,
+    );
+    assert_eq!(set.stateful_policy(), Some("and"));
+    assert_eq!(keep_errors().stateful_policy(), None);
+}
+
+/// The collector's `and` takes a `not` among its sub-policies.
+#[test]
+fn not_inside_and() {
+    let configs = serde_json::json!({"name": "errors-not-health", "type": "and", "and": {"and_sub_policy": [
+        {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "not-health", "type": "not", "not": {"not_sub_policy":
+            {"name": "health", "type": "string_attribute", "string_attribute": {"key": "service.name", "values": ["health"]}}}}]}});
+    let api = span(tid(T), 1).res("service.name", s("api")).error();
+    let health = span(tid(T), 1).res("service.name", s("health")).error();
+    assert_eq!(vote(configs.clone(), &[api]), Decision::Sampled);
+    assert_eq!(vote(configs, &[health]), Decision::NotSampled);
+    // Still not inside not or drop.
+    let nested: Vec<PolicyConfig> = serde_json::from_value(serde_json::json!([
+        {"name": "d", "type": "drop", "drop": {"drop_sub_policy": [
+            {"name": "n", "type": "not", "not": {"not_sub_policy": {"name": "a", "type": "always_sample"}}}]}}
+    ]))
+    .unwrap();
+    assert!(PolicySet::build(&nested, false).is_err());
+}
+
+/// `num_traces` bounds all shards together: traces that all land on one
+/// shard may fill the whole bound (with a per-shard split, 4 shards and
+/// `num_traces: 100` would decide early from the 26th trace).
+#[test]
+fn num_traces_is_one_bound_for_all_shards_under_a_skewed_spread() {
+    let settings = TraceBufferSettings {
+        num_traces: 100,
+        ..settings()
+    };
+    let shards = 4;
+    let mut buffer = TraceBuffer::new(&settings, shards);
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    let skewed: Vec<TraceId> = (0..10_000u64)
+        .map(tid)
+        .filter(|id| shard_of(id, shards) == 0)
+        .take(120)
+        .collect();
+    let spans: Vec<_> = skewed[..100].iter().map(|&id| span(id, 1)).collect();
+    buffer.insert(&batch(&spans), secs(0), &mut set, &mut out);
+    assert_eq!(buffer.pending_traces(), 100);
+    assert_eq!(buffer.stats().early_num_traces, 0, "room for all 100");
+    // Past the bound the oldest gives way, one per new trace.
+    let more: Vec<_> = skewed[100..].iter().map(|&id| span(id, 1)).collect();
+    buffer.insert(&batch(&more), secs(1), &mut set, &mut out);
+    assert_eq!(buffer.pending_traces(), 100);
+    assert_eq!(buffer.stats().early_num_traces, 20);
+    assert_eq!(buffer.shards()[0].traces_in_all_tables(), 100);
+    // Another shard's first trace is taken even though the bound is full:
+    // it has nothing of its own to make give way.
+    let elsewhere = (0..10_000u64)
+        .map(tid)
+        .find(|id| shard_of(id, shards) == 1)
+        .unwrap();
+    buffer.insert(&batch(&[span(elsewhere, 1)]), secs(2), &mut set, &mut out);
+    assert_eq!(buffer.pending_traces(), 101);
+    assert_eq!(buffer.shards()[1].pending_traces(), 1);
+}
+
+// ---------------------------------------------------------------- small ones
+
+/// Go's RE2 gives `\d \w \s \b` their ASCII meaning; `.` and the rest keep
+/// matching any character.
+#[test]
+fn regex_perl_classes_are_ascii_as_in_re2() {
+    let matches = |pattern: &str, value: &str| {
+        let p = serde_json::json!({"name": "r", "type": "string_attribute", "string_attribute":
+            {"key": "k", "values": [pattern], "enabled_regex_matching": true}});
+        vote(p, &[span(tid(T), 1).attr("k", s(value))]) == Decision::Sampled
+    };
+    assert!(matches(r"^\d+$", "123"));
+    assert!(!matches(r"^\d+$", "١٢٣"), "Arabic-Indic digits are not \\d");
+    assert!(matches(r"^\D$", "١"), "but are \\D");
+    assert!(!matches(r"^\w+$", "café"));
+    assert!(matches(r"^\w+$", "cafe_1"));
+    assert!(matches(r"^[\w-]+$", "a-b_c"), "inside a class too");
+    assert!(!matches(r"^[\w-]+$", "é-b"));
+    assert!(!matches(r"\s", "a\u{a0}b"), "no-break space is not \\s");
+    assert!(!matches(r"\s", "a\u{b}b"), "RE2's \\s has no \\v");
+    assert!(matches(r"\s", "a\tb"));
+    assert!(matches(r"\bfoo\b", "éfooé"), "é is not a word character");
+    assert!(matches(r"^.$", "é"), ". is still one character");
+    assert!(
+        matches(r"^\\d$", "\\d"),
+        "an escaped backslash stays literal"
+    );
+    assert_eq!(
+        policy::re2_perl_classes(r"[^\d\s]\b\x41\pL"),
+        r"[^[0-9][\t\n\f\r ]](?-u:\b)\x41\pL"
+    );
+}
+
+/// `bytes_limiting` charges what the collector's `TracesSize` counts: the
+/// trace's `ResourceSpans` framed as fields of a `TracesData`, a little
+/// more than the `ResourceSpans` alone (`maximum_trace_size_bytes`).
+#[test]
+fn bytes_limiting_charges_the_traces_size() {
+    let spans = [span(tid(1), 1), span(tid(1), 2).error()];
+    let b = batch(&spans);
+    let mut shard = TraceShard::new(settings());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    shard.insert(&b, secs(0), &mut set, &mut out);
+    let agg = shard.aggregates(&tid(1)).unwrap();
+    assert_eq!(agg.traces_size, b.encoded_len() as u64);
+    assert!(agg.byte_size < agg.traces_size);
+    // A bucket of exactly the ResourceSpans size refuses the trace.
+    let burst = agg.byte_size;
+    let mut limited = policies(
+        serde_json::json!([{"name": "b", "type": "bytes_limiting",
+            "bytes_limiting": {"bytes_per_second": 1, "burst_capacity": burst}}]),
+        false,
+    );
+    let mut shard = TraceShard::new(settings());
+    shard.insert(&b, secs(0), &mut limited, &mut out);
+    out.clear();
+    shard.poll(secs(10), &mut limited, &mut out);
+    assert!(!out.decided[0].verdict.is_sampled());
+    let mut roomy = policies(
+        serde_json::json!([{"name": "b", "type": "bytes_limiting",
+            "bytes_limiting": {"bytes_per_second": 1, "burst_capacity": agg.traces_size}}]),
+        false,
+    );
+    let mut shard = TraceShard::new(settings());
+    shard.insert(&b, secs(0), &mut roomy, &mut out);
+    out.clear();
+    shard.poll(secs(10), &mut roomy, &mut out);
+    assert!(out.decided[0].verdict.is_sampled());
+}
+
+#[test]
+fn composite_names_the_sub_policy_that_sampled() {
+    let mut set = policies(
+        serde_json::json!([{"name": "c", "type": "composite", "composite": {
+            "max_total_spans_per_second": 100,
+            "composite_sub_policy": [
+                {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+                {"name": "rest", "type": "always_sample"}],
+            "rate_allocation": [{"policy": "errors", "percent": 50}, {"policy": "rest", "percent": 50}]}}]),
+        false,
+    );
+    assert_eq!(
+        set.composite_sub_names(),
+        vec![vec!["errors".to_string(), "rest".to_string()]]
+    );
+    let id = tid(T);
+    let error = [batch(&[span(id, 1).error()])];
+    let plain = [batch(&[span(id, 1)])];
+    let at = Duration::from_secs(5);
+    assert_eq!(set.decide(&view(&id, &error), at).composite, Some((0, 0)));
+    assert_eq!(set.decide(&view(&id, &plain), at).composite, Some((0, 1)));
 }

@@ -2,6 +2,18 @@
 //! (`processor_tail_sampling_*`) and tracegate's own.
 
 pub const COUNT_TRACES_SAMPLED: &str = "processor_tail_sampling_count_traces_sampled";
+/// Spans of the traces counted in `count_traces_sampled` (labels `policy`,
+/// `sampled`, `decision`).
+pub const COUNT_SPANS_SAMPLED: &str = "processor_tail_sampling_count_spans_sampled";
+/// Evaluations per policy (label `policy`).
+pub const POLICY_EXECUTION_COUNT: &str = "processor_tail_sampling_sampling_policy_execution_count";
+/// Microseconds spent evaluating, per policy (label `policy`).
+pub const POLICY_EXECUTION_TIME_SUM: &str =
+    "processor_tail_sampling_sampling_policy_execution_time_sum";
+/// Milliseconds per run of the decision timer.
+pub const DECISION_TIMER_LATENCY: &str = "processor_tail_sampling_sampling_decision_timer_latency";
+/// Seconds from a trace's first span to its removal from memory.
+pub const TRACE_REMOVAL_AGE: &str = "processor_tail_sampling_sampling_trace_removal_age";
 pub const GLOBAL_COUNT_TRACES_SAMPLED: &str = "processor_tail_sampling_global_count_traces_sampled";
 /// Microseconds to evaluate the policies for one trace.
 pub const SAMPLING_DECISION_LATENCY: &str = "processor_tail_sampling_sampling_decision_latency";
@@ -16,6 +28,9 @@ pub const NEW_TRACE_ID_RECEIVED: &str = "processor_tail_sampling_new_trace_id_re
 pub const POLICY_EVALUATION_ERROR: &str =
     "processor_tail_sampling_sampling_policy_evaluation_error";
 pub const TRACES_DROPPED_TOO_LARGE: &str = "processor_tail_sampling_traces_dropped_too_large";
+/// tracegate: traces waiting for a decision (gauge, label `processor`);
+/// `sampling_traces_on_memory` also counts decided ones still held.
+pub const PENDING_TRACES: &str = "tracegate_tail_sampling_pending_traces";
 /// tracegate: memory of pending spans (gauge, label `processor`).
 pub const BUFFERED_BYTES: &str = "tracegate_tail_sampling_buffered_bytes";
 /// tracegate: traces decided early to respect a bound (labels

@@ -34,8 +34,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracegate_model::SpanBatch;
 use tracegate_sampling::tail::{
-    shard_of, Decider, Decision, PolicyConfig, PolicySet, Released, TraceBuffer,
-    TraceBufferSettings, TraceShard, TraceView, Verdict,
+    shard_of, Decider, Decision, DecisionReason, PolicyConfig, PolicySet, PolicyTally, Released,
+    TraceBuffer, TraceBufferSettings, TraceShard, TraceView, Verdict,
 };
 
 use super::Processor;
@@ -49,7 +49,10 @@ use metrics_names as m;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Time from a trace's first span to its decision. Default `30s`.
+    /// Time from a trace's first span to its decision. `0s` is accepted as
+    /// the collector accepts it: each trace is decided as soon as its first
+    /// spans are taken in (the collector decides it at its next 1-second
+    /// tick). Default `30s`.
     #[serde(
         default = "default_decision_wait",
         deserialize_with = "crate::duration::deserialize"
@@ -62,7 +65,7 @@ pub struct Config {
     /// Traces held in memory (pending, plus decided ones remembered for
     /// late spans when no decision cache is configured). When full, the
     /// oldest gives way: tracegate decides an undecided one early (the
-    /// collector deletes it). Split evenly across shards. Default 50000.
+    /// collector deletes it). One bound for all shards. Default 50000.
     #[serde(default = "default_num_traces")]
     pub num_traces: u64,
     /// Accepted for compatibility; tracegate sizes its tables as they
@@ -95,17 +98,35 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// tracegate: memory budget for pending spans (encoded bytes plus their
     /// index), split across shards; over it the oldest pending traces are
-    /// decided early, counted. 0: no budget. Default 536870912 (512 MiB).
-    #[serde(default = "default_max_buffered_bytes")]
+    /// decided early, counted. 0: no budget. Default 0: the collector has
+    /// no such bound, so an unchanged collector config gets its decisions
+    /// at `decision_wait` whatever the load (a `memory_limiter` above its
+    /// hard limit still makes the oldest traces decide early).
+    #[serde(default)]
     pub max_buffered_bytes: u64,
     /// tracegate: a trace with more spans is decided at once by the
     /// policies (its later spans follow that decision), so one huge trace
     /// cannot hold memory for `decision_wait`. 0: no limit. Default 0.
     #[serde(default)]
     pub max_spans_per_trace: u64,
-    /// tracegate: shard workers. 0: one per available CPU. Default 0.
+    /// tracegate: shard workers. 0: `num_shards` if given, else one per
+    /// available CPU. Default 0.
     #[serde(default)]
     pub shards: usize,
+    /// The collector's shard count (1 to 256; its default 1). In tracegate
+    /// it sets the number of shard workers when `shards` is not given;
+    /// tracegate's rate budgets hold for the whole processor whatever the
+    /// shards. Default: unset.
+    #[serde(default)]
+    pub num_shards: Option<usize>,
+    /// `trace-complete` (the default): a trace is judged once, on all its
+    /// spans, when its wait ends. `span-ingest`: each arriving batch is
+    /// judged on its own as it comes, the trace is passed on (with what
+    /// arrived before) at the first batch some policy samples, and a trace
+    /// still undecided when its wait ends is not sampled. Only stateless
+    /// policies are allowed with `span-ingest`, as in the collector.
+    #[serde(default)]
+    pub sampling_strategy: SamplingStrategy,
     /// Mark kept spans with the scope attribute `tailsampling.policy`
     /// (the policy that kept the trace) and, for late spans released by
     /// the decision cache, `tailsampling.cached_decision: true`, as the
@@ -115,6 +136,19 @@ pub struct Config {
     #[serde(default)]
     pub record_policy: bool,
 }
+
+/// `sampling_strategy:`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SamplingStrategy {
+    #[default]
+    #[serde(rename = "trace-complete")]
+    TraceComplete,
+    #[serde(rename = "span-ingest")]
+    SpanIngest,
+}
+
+/// The collector's bound on `num_shards`.
+const MAX_NUM_SHARDS: usize = 256;
 
 /// `decision_cache:`
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -136,9 +170,6 @@ fn default_decision_wait() -> Duration {
 fn default_num_traces() -> u64 {
     50_000
 }
-fn default_max_buffered_bytes() -> u64 {
-    512 << 20
-}
 
 impl Default for Config {
     fn default() -> Self {
@@ -153,9 +184,11 @@ impl Default for Config {
             maximum_trace_size_bytes: 0,
             decision_cache: DecisionCacheConfig::default(),
             policies: Vec::new(),
-            max_buffered_bytes: default_max_buffered_bytes(),
+            max_buffered_bytes: 0,
             max_spans_per_trace: 0,
             shards: 0,
+            num_shards: None,
+            sampling_strategy: SamplingStrategy::TraceComplete,
             record_policy: false,
         }
     }
@@ -170,17 +203,27 @@ impl Config {
         if self.policies.is_empty() {
             return Err(err("policies", "at least one policy is required".into()));
         }
-        if self.decision_wait.is_zero() {
-            return Err(err(
-                "decision_wait",
-                "decision_wait must be positive".into(),
-            ));
-        }
         if self.num_traces == 0 {
             return Err(err("num_traces", "num_traces must be positive".into()));
         }
-        let (_, mut warnings) = PolicySet::build(&self.policies, self.sample_on_first_match)
+        if let Some(n) = self.num_shards {
+            if !(1..=MAX_NUM_SHARDS).contains(&n) {
+                return Err(err(
+                    "num_shards",
+                    format!("num_shards must be between 1 and {MAX_NUM_SHARDS}, got {n}"),
+                ));
+            }
+        }
+        let (set, mut warnings) = PolicySet::build(&self.policies, self.sample_on_first_match)
             .map_err(|e| err("policies", e.to_string()))?;
+        if self.sampling_strategy == SamplingStrategy::SpanIngest {
+            if let Some(name) = set.stateful_policy() {
+                return Err(err(
+                    "policies",
+                    format!("sampling_strategy \"span-ingest\" requires all policies to be stateless, but policy {name:?} is stateful: rate_limiting, bytes_limiting and composite spend a budget per trace, which one batch of a trace cannot judge"),
+                ));
+            }
+        }
         if !self.decision_wait_after_root_received.is_zero()
             && self.decision_wait_after_root_received >= self.decision_wait
         {
@@ -202,12 +245,15 @@ impl Config {
             block_on_overflow: self.block_on_overflow,
             sampled_cache_size: self.decision_cache.sampled_cache_size,
             non_sampled_cache_size: self.decision_cache.non_sampled_cache_size,
+            span_ingest: self.sampling_strategy == SamplingStrategy::SpanIngest,
         }
     }
 
     fn shard_count(&self) -> usize {
         if self.shards > 0 {
             self.shards
+        } else if let Some(n) = self.num_shards {
+            n
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
@@ -253,9 +299,61 @@ impl Clock {
 /// The policies shared by the shards, with their metrics.
 struct SharedPolicies {
     set: Mutex<PolicySet>,
-    /// Per policy, per [`Decision::index`].
-    count_traces_sampled: Vec<[Counter; 5]>,
+    /// Per policy.
+    meters: Vec<PolicyMeters>,
     decision_latency: Histogram,
+}
+
+/// One policy's metrics, labelled as the collector labels them.
+struct PolicyMeters {
+    /// Per [`Decision::index`].
+    traces: [Counter; 3],
+    spans: [Counter; 3],
+    executions: Counter,
+    execution_micros: Counter,
+    /// Evaluation time so far, and the whole µs of it already counted.
+    nanos: AtomicU64,
+    micros_counted: AtomicU64,
+}
+
+impl PolicyMeters {
+    fn new(policy: String) -> PolicyMeters {
+        let by_decision = |name: &'static str| {
+            Decision::ALL.map(|d| {
+                let (sampled, decision) = d.metric_labels();
+                metrics::counter!(name, "policy" => policy.clone(), "sampled" => sampled, "decision" => decision)
+            })
+        };
+        PolicyMeters {
+            traces: by_decision(m::COUNT_TRACES_SAMPLED),
+            spans: by_decision(m::COUNT_SPANS_SAMPLED),
+            executions: metrics::counter!(m::POLICY_EXECUTION_COUNT, "policy" => policy.clone()),
+            execution_micros: metrics::counter!(m::POLICY_EXECUTION_TIME_SUM, "policy" => policy),
+            nanos: AtomicU64::new(0),
+            micros_counted: AtomicU64::new(0),
+        }
+    }
+
+    fn add(&self, tally: &PolicyTally) {
+        for i in 0..3 {
+            if tally.traces[i] > 0 {
+                self.traces[i].increment(tally.traces[i]);
+                self.spans[i].increment(tally.spans[i]);
+            }
+        }
+        if tally.executions > 0 {
+            self.executions.increment(tally.executions);
+            let nanos = self
+                .nanos
+                .fetch_add(tally.execution_nanos, Ordering::Relaxed)
+                + tally.execution_nanos;
+            let micros = nanos / 1000;
+            let counted = self.micros_counted.swap(micros, Ordering::Relaxed);
+            if micros > counted {
+                self.execution_micros.increment(micros - counted);
+            }
+        }
+    }
 }
 
 impl SharedPolicies {
@@ -267,12 +365,8 @@ impl SharedPolicies {
 
     fn publish_tally(&self) {
         let tally = self.lock().take_tally();
-        for (counters, votes) in self.count_traces_sampled.iter().zip(tally) {
-            for (counter, n) in counters.iter().zip(votes) {
-                if n > 0 {
-                    counter.increment(n);
-                }
-            }
+        for (meters, tally) in self.meters.iter().zip(&tally) {
+            meters.add(tally);
         }
     }
 }
@@ -281,6 +375,14 @@ impl Decider for &SharedPolicies {
     fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
         let started = std::time::Instant::now();
         let verdict = self.lock().decide(trace, now);
+        self.decision_latency
+            .record(started.elapsed().as_secs_f64() * 1e6);
+        verdict
+    }
+
+    fn decide_span_ingest(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Verdict> {
+        let started = std::time::Instant::now();
+        let verdict = self.lock().decide_span_ingest(trace, now);
         self.decision_latency
             .record(started.elapsed().as_secs_f64() * 1e6);
         verdict
@@ -297,7 +399,10 @@ struct Meters {
     too_large: Counter,
     early: [Counter; 4],
     traces_on_memory: Gauge,
+    pending_traces: Gauge,
     buffered_bytes: Gauge,
+    timer_latency: Histogram,
+    removal_age: Histogram,
     dropped_not_sampled: Counter,
     dropped_by_policy: Counter,
     dropped_too_large: Counter,
@@ -333,6 +438,9 @@ impl Meters {
                 early("memory_limit"),
             ],
             traces_on_memory: metrics::gauge!(m::TRACES_ON_MEMORY),
+            pending_traces: metrics::gauge!(m::PENDING_TRACES, "processor" => id.to_string()),
+            timer_latency: metrics::histogram!(m::DECISION_TIMER_LATENCY),
+            removal_age: metrics::histogram!(m::TRACE_REMOVAL_AGE),
             buffered_bytes: metrics::gauge!(m::BUFFERED_BYTES, "processor" => id.to_string()),
             dropped_not_sampled: dropped("not_sampled"),
             dropped_by_policy: dropped("dropped_by_policy"),
@@ -383,32 +491,31 @@ impl TailSampler {
         // The collector labels policies `<component name>.<policy>` when
         // the component id has a name.
         let prefix = id.split_once('/').map(|(_, name)| format!("{name}."));
-        let count_traces_sampled = set
+        let policy_meters = set
             .names()
             .iter()
-            .map(|name| {
-                let policy = format!("{}{name}", prefix.as_deref().unwrap_or(""));
-                Decision::ALL.map(|d| {
-                    let (sampled, decision) = d.metric_labels();
-                    metrics::counter!(m::COUNT_TRACES_SAMPLED,
-                        "policy" => policy.clone(), "sampled" => sampled, "decision" => decision)
-                })
-            })
+            .map(|name| PolicyMeters::new(format!("{}{name}", prefix.as_deref().unwrap_or(""))))
             .collect();
         let policies = Arc::new(SharedPolicies {
             set: Mutex::new(set),
-            count_traces_sampled,
+            meters: policy_meters,
             decision_latency: metrics::histogram!(m::SAMPLING_DECISION_LATENCY),
         });
         let meters = Arc::new(Meters::new(id));
-        let record_policy = config
-            .record_policy
-            .then(|| Arc::new(policies.lock().names().to_vec()));
+        let record_policy = config.record_policy.then(|| {
+            let set = policies.lock();
+            Arc::new(RecordNames {
+                policies: set.names().to_vec(),
+                composite_subs: set.composite_sub_names(),
+            })
+        });
         let gauges = Arc::new(ShardGauges {
             pending: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             bytes: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         });
         let settings = TraceBuffer::shard_settings(&config.buffer_settings(), shards);
+        // num_traces bounds the traces of all shards together.
+        let in_tables = Arc::new(AtomicU64::new(0));
         let clock = Clock::start();
         let mut senders = Vec::with_capacity(shards);
         let mut workers = Vec::with_capacity(shards);
@@ -418,7 +525,7 @@ impl TailSampler {
             let worker = ShardWorker {
                 id: id.to_string(),
                 index,
-                shard: TraceShard::new(settings.clone()),
+                shard: TraceShard::with_table_count(settings.clone(), in_tables.clone()),
                 policies: policies.clone(),
                 meters: meters.clone(),
                 gauges: gauges.clone(),
@@ -521,6 +628,13 @@ impl super::BuildProcessor for Config {
     }
 }
 
+/// The names `record_policy` writes.
+struct RecordNames {
+    policies: Vec<String>,
+    /// Per policy, its composite sub-policies' names.
+    composite_subs: Vec<Vec<String>>,
+}
+
 struct ShardGauges {
     pending: Vec<AtomicU64>,
     bytes: Vec<AtomicU64>,
@@ -537,7 +651,7 @@ struct ShardWorker {
     clock: Clock,
     drop_pending_on_shutdown: bool,
     /// Policy names, when kept spans are marked with them.
-    record_policy: Option<Arc<Vec<String>>>,
+    record_policy: Option<Arc<RecordNames>>,
     /// Shard counters already turned into metrics.
     reported: tracegate_sampling::tail::ShardStats,
     /// Whether a memory limiter is above its hard limit.
@@ -593,7 +707,15 @@ impl ShardWorker {
                         held = self.shard.insert(&rest, now, &mut decider, &mut out);
                     }
                 }
-                None => self.shard.poll(now, &mut decider, &mut out),
+                None => {
+                    // A run of the decision timer, as the collector times
+                    // its ticks (in ms).
+                    let started = std::time::Instant::now();
+                    self.shard.poll(now, &mut decider, &mut out);
+                    self.meters
+                        .timer_latency
+                        .record(started.elapsed().as_millis() as f64);
+                }
             }
             self.shed_if_above_hard_limit(now, &mut decider, &mut out);
             self.emit(&mut out).await;
@@ -640,6 +762,11 @@ impl ShardWorker {
     async fn emit(&mut self, out: &mut Released) {
         let meters = &self.meters;
         for decided in &out.decided {
+            // As in the collector, a trace not sampled for being too large
+            // is counted in traces_dropped_too_large only.
+            if decided.reason == DecisionReason::TooLarge {
+                continue;
+            }
             let slot = match decided.verdict.decision {
                 Decision::Sampled => 0,
                 Decision::Dropped => 2,
@@ -650,6 +777,9 @@ impl ShardWorker {
         for age in &out.late_span_ages {
             meters.late_span_age.record(age.as_secs() as f64);
         }
+        for age in &out.removal_ages {
+            meters.removal_age.record(age.as_secs() as f64);
+        }
         if !out.decided.is_empty() {
             self.policies.publish_tally();
         }
@@ -657,8 +787,15 @@ impl ShardWorker {
         let mut sampled = std::mem::take(&mut out.sampled);
         if let Some(names) = &self.record_policy {
             for (batch, by) in sampled.iter_mut().zip(&out.sampled_by) {
-                let policy = by.policy.and_then(|p| names.get(p)).map(String::as_str);
-                *batch = mark_policy(batch, policy, by.cached);
+                let policy = by
+                    .policy
+                    .and_then(|p| names.policies.get(p))
+                    .map(String::as_str);
+                let composite = by
+                    .composite
+                    .and_then(|(p, sub)| names.composite_subs.get(p)?.get(sub))
+                    .map(String::as_str);
+                *batch = mark_policy(batch, policy, composite, by.cached);
             }
         }
         out.clear();
@@ -739,16 +876,26 @@ impl ShardWorker {
             .iter()
             .map(|a| a.load(Ordering::Relaxed))
             .sum();
-        m.traces_on_memory.set(pending as f64);
+        // The collector's gauge counts its whole table: pending traces and
+        // decided ones still held for late spans.
+        m.traces_on_memory
+            .set(self.shard.traces_in_all_tables() as f64);
+        m.pending_traces.set(pending as f64);
         m.buffered_bytes.set(bytes as f64);
     }
 }
 
-/// The collector's `SetAttrOnScopeSpans`: the policy that kept the spans
-/// (and whether a cached decision released them) on every scope.
-fn mark_policy(batch: &SpanBatch, policy: Option<&str>, cached: bool) -> SpanBatch {
+/// The collector's `SetAttrOnScopeSpans`: the policy that kept the spans,
+/// the composite sub-policy that did if a composite policy sampled the
+/// trace, and whether a cached decision released them, on every scope.
+fn mark_policy(
+    batch: &SpanBatch,
+    policy: Option<&str>,
+    composite: Option<&str>,
+    cached: bool,
+) -> SpanBatch {
     use tracegate_model::otlp::{any_value, AnyValue, KeyValue};
-    if policy.is_none_or(str::is_empty) && !cached {
+    if policy.is_none_or(str::is_empty) && composite.is_none() && !cached {
         return batch.clone();
     }
     let put = |attrs: &mut Vec<KeyValue>, key: &str, value: any_value::Value| {
@@ -771,6 +918,13 @@ fn mark_policy(batch: &SpanBatch, policy: Option<&str>, cached: bool) -> SpanBat
                     &mut scope.attributes,
                     "tailsampling.policy",
                     any_value::Value::StringValue(name.into()),
+                );
+            }
+            if let Some(sub) = composite {
+                put(
+                    &mut scope.attributes,
+                    "tailsampling.composite_policy",
+                    any_value::Value::StringValue(sub.into()),
                 );
             }
             if cached {

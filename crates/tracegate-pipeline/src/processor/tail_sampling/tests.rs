@@ -252,6 +252,78 @@ fn config_keys_and_checks() {
         .any(|w| w.contains("UNSET")));
 }
 
+#[test]
+fn sampling_strategy_and_num_shards_as_the_collector_takes_them() {
+    let ingest = config(serde_json::json!({
+        "sampling_strategy": "span-ingest", "num_shards": 4,
+        "policies": [{"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": 1}}]
+    }));
+    assert_eq!(ingest.sampling_strategy, SamplingStrategy::SpanIngest);
+    assert!(ingest.buffer_settings().span_ingest);
+    assert_eq!(ingest.shard_count(), 4, "num_shards sets the workers");
+    let complete = config(serde_json::json!({
+        "sampling_strategy": "trace-complete",
+        "policies": [{"name": "budget", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 10}}]
+    }));
+    assert!(!complete.buffer_settings().span_ingest);
+    let stateful: Config = serde_json::from_value(serde_json::json!({
+        "sampling_strategy": "span-ingest",
+        "policies": [
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "budget", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 10}}]
+    }))
+    .unwrap();
+    let e = stateful.validate().unwrap_err();
+    assert!(
+        e.message.contains("\"budget\" is stateful") && e.message.contains("span-ingest"),
+        "{}",
+        e.message
+    );
+    let unknown = serde_json::from_value::<Config>(serde_json::json!({
+        "sampling_strategy": "per-span",
+        "policies": [{"name": "all", "type": "always_sample"}]
+    }));
+    assert!(unknown.unwrap_err().to_string().contains("per-span"));
+    for n in [0, 257] {
+        let bad: Config = serde_json::from_value(serde_json::json!({
+            "num_shards": n, "policies": [{"name": "all", "type": "always_sample"}]
+        }))
+        .unwrap();
+        assert_eq!(bad.validate().unwrap_err().path, "num_shards");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn span_ingest_passes_a_trace_on_at_its_first_matching_batch() {
+    let cfg = config(serde_json::json!({
+        "decision_wait": "10s", "shards": 2, "sampling_strategy": "span-ingest",
+        "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
+    }));
+    let sink = Arc::new(Collect::default());
+    let sampler = TailSampler::start(
+        "tail_sampling",
+        cfg,
+        sink.clone(),
+        MemoryPressure::default(),
+    )
+    .unwrap();
+    sampler
+        .consume(request("api", &[(1, 1, false), (2, 1, false)]))
+        .await
+        .unwrap();
+    sampler
+        .consume(request("db", &[(1, 2, true)]))
+        .await
+        .unwrap();
+    // Long before decision_wait.
+    settle(|| sink.spans().len() == 2).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    sampler.flush().await;
+    let mut traces: Vec<_> = sink.spans().into_iter().map(|s| s.0).collect();
+    traces.dedup();
+    assert_eq!(traces, vec![trace_id(1)], "trace 2 never matched");
+}
+
 #[tokio::test(start_paused = true)]
 async fn record_policy_marks_kept_spans_with_the_policy_as_the_collector() {
     let cfg = config(serde_json::json!({
@@ -372,5 +444,177 @@ async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
         .spans()
         .iter()
         .all(|s| s.0 != trace_id(2) && s.0 != trace_id(4)));
+    sampler.flush().await;
+}
+
+/// The value of the first sample of `name` with all of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.split([' ', '{']).next() == Some(name) && labels.iter().all(|want| l.contains(want))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_have_the_collectors_names_labels_and_counts() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let cfg = config(serde_json::json!({
+        "decision_wait": "10s", "shards": 2, "maximum_trace_size_bytes": 300,
+        "decision_cache": {"sampled_cache_size": 10},
+        "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
+    }));
+    let sink = Arc::new(Collect::default());
+    let sampler = metrics::with_local_recorder(&recorder, || {
+        TailSampler::start(
+            "tail_sampling/edge",
+            cfg,
+            sink.clone(),
+            MemoryPressure::default(),
+        )
+        .unwrap()
+    });
+    // Trace 1: two spans, one an error. Trace 2: one plain span. Trace 3:
+    // too large.
+    sampler
+        .consume(request(
+            "api",
+            &[(1, 1, false), (1, 2, true), (2, 1, false)],
+        ))
+        .await
+        .unwrap();
+    let big: Vec<(u8, u8, bool)> = (1..=8).map(|s| (3, s, true)).collect();
+    sampler.consume(request("api", &big)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle(|| sink.spans().len() == 2).await;
+    let text = handle.render();
+    let value = |name: &str, labels: &[&str]| {
+        sample(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+    };
+    let policy = "policy=\"edge.errors\"";
+    let sampled = "decision=\"sampled\"";
+    let not_sampled = "decision=\"not_sampled\"";
+    let traces = "processor_tail_sampling_count_traces_sampled";
+    let spans = "processor_tail_sampling_count_spans_sampled";
+    assert_eq!(value(traces, &[policy, sampled, "sampled=\"true\""]), 1.0);
+    assert_eq!(value(traces, &[policy, not_sampled]), 1.0);
+    assert_eq!(value(spans, &[policy, sampled]), 2.0);
+    assert_eq!(value(spans, &[policy, not_sampled]), 1.0);
+    assert_eq!(
+        value(
+            "processor_tail_sampling_sampling_policy_execution_count",
+            &[policy]
+        ),
+        2.0,
+        "the too-large trace is never evaluated"
+    );
+    assert!(
+        value(
+            "processor_tail_sampling_sampling_policy_execution_time_sum",
+            &[policy]
+        ) >= 0.0
+    );
+    let global = "processor_tail_sampling_global_count_traces_sampled";
+    assert_eq!(value(global, &[sampled]), 1.0);
+    assert_eq!(
+        value(global, &[not_sampled]),
+        1.0,
+        "the too-large trace is not counted as not_sampled"
+    );
+    assert_eq!(
+        value("processor_tail_sampling_traces_dropped_too_large", &[]),
+        1.0
+    );
+    // The sampled trace left for the cache; the two others stay in the
+    // table, decided, for late spans: the collector counts them all.
+    assert_eq!(
+        value("processor_tail_sampling_sampling_traces_on_memory", &[]),
+        2.0
+    );
+    assert_eq!(
+        value(
+            "tracegate_tail_sampling_pending_traces",
+            &["processor=\"tail_sampling/edge\""]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            "processor_tail_sampling_sampling_trace_removal_age_count",
+            &[]
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            "processor_tail_sampling_sampling_decision_timer_latency_count",
+            &[]
+        ) >= 1.0
+    );
+    sampler.flush().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn record_policy_names_the_composite_sub_policy() {
+    let cfg = config(serde_json::json!({
+        "decision_wait": "10s", "shards": 1, "record_policy": true,
+        "policies": [{"name": "budget", "type": "composite", "composite": {
+            "max_total_spans_per_second": 100,
+            "composite_sub_policy": [
+                {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+                {"name": "rest", "type": "always_sample"}],
+            "rate_allocation": [{"policy": "errors", "percent": 50}, {"policy": "rest", "percent": 50}]}}]
+    }));
+    let sink = Arc::new(Collect::default());
+    let sampler = TailSampler::start(
+        "tail_sampling",
+        cfg,
+        sink.clone(),
+        MemoryPressure::default(),
+    )
+    .unwrap();
+    sampler
+        .consume(request("api", &[(1, 1, true)]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle(|| sink.spans().len() == 1).await;
+    let batches = sink.0.lock().unwrap().clone();
+    let attr = |key: &str| batches[0].scope_attribute(0, key).map(|v| format!("{v:?}"));
+    assert_eq!(
+        attr("tailsampling.policy").as_deref(),
+        Some("String(\"budget\")")
+    );
+    assert_eq!(
+        attr("tailsampling.composite_policy").as_deref(),
+        Some("String(\"errors\")")
+    );
+    sampler.flush().await;
+}
+
+/// `decision_wait: 0` is accepted, as in the collector: traces are decided
+/// as soon as they are taken in.
+#[tokio::test(start_paused = true)]
+async fn zero_decision_wait_decides_at_once() {
+    let cfg = config(serde_json::json!({
+        "decision_wait": "0s", "shards": 1,
+        "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
+    }));
+    let sink = Arc::new(Collect::default());
+    let sampler = TailSampler::start(
+        "tail_sampling",
+        cfg,
+        sink.clone(),
+        MemoryPressure::default(),
+    )
+    .unwrap();
+    sampler
+        .consume(request("api", &[(1, 1, true), (2, 1, false)]))
+        .await
+        .unwrap();
+    settle(|| sink.spans().len() == 1).await;
+    assert_eq!(sink.spans()[0].0, trace_id(1));
     sampler.flush().await;
 }
