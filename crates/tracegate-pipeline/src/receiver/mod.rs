@@ -10,6 +10,7 @@ use crate::config::ComponentError;
 use crate::consumer::NextConsumer;
 
 mod counters;
+mod grpc_ingest;
 mod http_ingest;
 pub mod jaeger;
 mod listener;

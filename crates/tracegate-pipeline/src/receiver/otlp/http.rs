@@ -14,7 +14,6 @@ use hyper::body::Incoming;
 use tonic::Code;
 
 use super::cors::CorsPolicy;
-use super::grpc::consume_failure;
 use super::status::ExportFailure;
 use crate::compression::{decompress, ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
@@ -334,7 +333,7 @@ impl HttpReceiver {
         match self.counters.export(&self.next, batch).await {
             Ok(()) => body_response(StatusCode::OK, format, format.success_body()),
             Err(e) => {
-                let failure = consume_failure(e);
+                let failure = ExportFailure::from(e);
                 let status = if failure.code == Code::Unavailable {
                     StatusCode::SERVICE_UNAVAILABLE
                 } else {
