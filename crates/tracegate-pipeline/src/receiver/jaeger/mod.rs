@@ -21,15 +21,6 @@ pub mod thrift_udp;
 pub use thrift_http::ThriftHttpConfig;
 pub use thrift_udp::{ThriftProtocol, UdpConfig};
 
-/// The tonic `CollectorService` client and server generated from
-/// `proto/jaeger/collector.proto` over the model's messages (see
-/// proto/README.md): for clients and test servers; the receiver itself
-/// serves PostSpans with the OTLP receiver's gRPC plumbing.
-#[allow(clippy::all, missing_docs)]
-pub mod api {
-    include!("jaeger.api_v2.rs");
-}
-
 pub use grpc::POST_SPANS_PATH;
 
 /// Where the gRPC protocol listens unless `endpoint` says otherwise.
