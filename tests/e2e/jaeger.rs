@@ -19,14 +19,14 @@ use support::raw;
 use support::sink::Sink;
 use tokio::sync::Notify;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
+use tracegate_model::jaeger::proto::collector_service_client::CollectorServiceClient;
+use tracegate_model::jaeger::proto::collector_service_server::{
+    CollectorService, CollectorServiceServer,
+};
 use tracegate_model::jaeger::proto::{self, PostSpansRequest, PostSpansResponse};
 use tracegate_model::otlp::{
     any_value, AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource,
     ResourceSpans, ScopeSpans, Span, Status,
-};
-use tracegate_pipeline::receiver::jaeger::api::collector_service_client::CollectorServiceClient;
-use tracegate_pipeline::receiver::jaeger::api::collector_service_server::{
-    CollectorService, CollectorServiceServer,
 };
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -3,10 +3,19 @@
 //! What that crate accepts is what we accept: lowerCamelCase keys only,
 //! trace/span ids as hex strings (either case), 64-bit integers as strings
 //! or numbers, enums as numbers only (names are refused, as the OTLP spec
-//! demands), unknown keys ignored. On output 64-bit integers are strings and
-//! ids lowercase hex. A NaN or infinite double attribute comes out as `null`
-//! (serde_json has no other spelling, and that crate's parser takes no
-//! "NaN" string), so it reads back as an empty value.
+//! demands), unknown keys ignored.
+//!
+//! Output is canonical OTLP/JSON: lowerCamelCase keys, ids as lowercase hex,
+//! enums as numbers, 64-bit integers as strings, and fields that hold their
+//! default value (empty strings, zeros, `false`, empty lists, unset or empty
+//! messages) left out rather than written as `""`, `0` or `null`. The one
+//! exception is `AnyValue`'s oneof, whose set field is written even when it
+//! holds a default (`{"stringValue": ""}` is not an empty value), with an
+//! empty array or key-value list as `{"values": []}`, since the reader
+//! requires that field. A NaN or
+//! infinite double attribute comes out as `null` (serde_json has no other
+//! spelling, and that crate's parser takes no "NaN" string), so it reads
+//! back as an empty value.
 
 use bytes::Bytes;
 use prost::Message;
@@ -46,7 +55,58 @@ pub(crate) fn from_json(json: &[u8]) -> Result<SpanBatch, JsonError> {
 
 pub(crate) fn to_json(request: &ExportTraceServiceRequest) -> Vec<u8> {
     // Serializing these types cannot fail: every map key is a string.
-    serde_json::to_vec(request).unwrap_or_default()
+    let mut value = serde_json::to_value(request).unwrap_or_default();
+    omit_defaults(&mut value);
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// The fields of `AnyValue`'s oneof: set, they are written whatever they
+/// hold.
+const ONEOF_FIELDS: &[&str] = &[
+    "stringValue",
+    "boolValue",
+    "intValue",
+    "doubleValue",
+    "arrayValue",
+    "kvlistValue",
+    "bytesValue",
+    "stringValueStrindex",
+];
+
+/// Removes, at every depth, the object fields that hold their default
+/// value, and says whether `value` itself is one. List items are kept (a
+/// list's length is data), though their fields are pruned too.
+fn omit_defaults(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !*b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(items) => {
+            for item in items.iter_mut() {
+                omit_defaults(item);
+            }
+            items.is_empty()
+        }
+        Value::Object(fields) => {
+            let is_list_value = |key: &str| key == "arrayValue" || key == "kvlistValue";
+            fields.retain(|key, field| {
+                let default = omit_defaults(field)
+                    // fixed64 times are strings, "0" their default.
+                    || (key.ends_with("UnixNano") && field.as_str() == Some("0"));
+                if is_list_value(key) {
+                    // opentelemetry-proto's reader (and so tracegate's)
+                    // wants an empty list's `values` written.
+                    if let Value::Object(list) = field {
+                        list.entry("values").or_insert(Value::Array(Vec::new()));
+                    }
+                }
+                !default || ONEOF_FIELDS.contains(&key.as_str())
+            });
+            fields.is_empty()
+        }
+    }
 }
 
 /// The scanner would refuse ids of the wrong length too, but with a byte

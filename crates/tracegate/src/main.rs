@@ -1,11 +1,12 @@
 //! The tracegate command line: run a config, or validate one.
 #![deny(unsafe_code)]
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracegate::config;
+use tracegate::config::{self, ConfigMapRef};
 
 #[cfg(feature = "jemalloc")]
 mod jemalloc;
@@ -40,7 +41,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check a config without starting anything; print warnings.
-    Validate,
+    Validate {
+        /// Read the config out of a Kubernetes ConfigMap instead: --config
+        /// names the manifest (it may hold several documents), NAME the
+        /// ConfigMap's metadata.name, KEY the key of its data that holds
+        /// the config (not needed when there is only one).
+        #[arg(long, value_name = "NAME[:KEY]")]
+        from_configmap: Option<ConfigMapRef>,
+    },
     /// List the receivers, processors, exporters and extensions this build
     /// implements (YAML, in the collector's shape).
     Components,
@@ -78,28 +86,25 @@ impl Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Validate) => {
-            let resolved = config::resolve_sources(&cli.sources(), &|k| std::env::var(k).ok());
-            match resolved.loaded {
-                Ok(loaded) => {
-                    for w in &loaded.warnings {
-                        println!("warning: {w}");
-                    }
-                    println!("{}: valid", resolved.origin);
-                    Ok(())
+    match &cli.command {
+        Some(Command::Validate { from_configmap }) => match validate(&cli, from_configmap.as_ref())
+        {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{line}");
                 }
-                Err(e) => {
-                    eprintln!("{e}");
-                    std::process::exit(1);
-                }
+                Ok(())
             }
-        }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
         Some(Command::Components) => {
             print!("{}", config::components_yaml());
             Ok(())
         }
-        Some(Command::PrintConfig {
+        &Some(Command::PrintConfig {
             mode,
             format,
             validate,
@@ -129,6 +134,44 @@ fn main() -> anyhow::Result<()> {
         }
         None => run(cli),
     }
+}
+
+/// `tracegate validate`: the lines to print (warnings, then the verdict),
+/// or the message of what is wrong.
+fn validate(cli: &Cli, from_configmap: Option<&ConfigMapRef>) -> Result<Vec<String>, String> {
+    let (loaded, origin) = match from_configmap {
+        Some(which) => {
+            let [path] = cli.config.as_slice() else {
+                return Err(
+                    "--from-configmap reads one Kubernetes manifest: name it with a single --config"
+                        .into(),
+                );
+            };
+            if !cli.set.is_empty() {
+                return Err("--from-configmap checks the ConfigMap as it is: drop --set".into());
+            }
+            (
+                config::load_configmap_file(&config_path(path), which),
+                format!("{path} (ConfigMap {which})"),
+            )
+        }
+        None => {
+            let resolved = config::resolve_sources(&cli.sources(), &|k| std::env::var(k).ok());
+            (resolved.loaded, resolved.origin)
+        }
+    };
+    let loaded = loaded.map_err(|e| e.to_string())?;
+    let mut lines: Vec<String> = loaded
+        .warnings
+        .iter()
+        .map(|w| format!("warning: {w}"))
+        .collect();
+    lines.push(format!("{origin}: valid"));
+    Ok(lines)
+}
+
+fn config_path(path: &str) -> PathBuf {
+    PathBuf::from(path.strip_prefix("file:").unwrap_or(path))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -179,4 +222,99 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed deployments' manifests, as committed in tests/fixtures.
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+
+    fn validate_args(args: &[&str]) -> Result<Vec<String>, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match &cli.command {
+            Some(Command::Validate { from_configmap }) => validate(&cli, from_configmap.as_ref()),
+            _ => panic!("not a validate command: {args:?}"),
+        }
+    }
+
+    #[test]
+    fn validate_reads_the_seed_configs_out_of_their_configmaps() {
+        for (file, selector, metrics_line) in [
+            (
+                "jaeger-v2-k8s.yaml",
+                "jaeger-collector-config",
+                "(line 103)",
+            ),
+            (
+                "otel-collector-daemonset-k8s.yaml",
+                "otel-collector-config:otel-collector-config.yaml",
+                "(line 38)",
+            ),
+        ] {
+            let path = format!("{FIXTURES}/{file}");
+            let config = format!("--config={path}");
+            let lines = validate_args(&[
+                "tracegate",
+                "validate",
+                &config,
+                "--from-configmap",
+                selector,
+            ])
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(
+                lines.last().unwrap(),
+                &format!("{path} (ConfigMap {selector}): valid")
+            );
+            // Lines are the manifest's own: the skipped metrics pipeline.
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("warning: service::pipelines::metrics: ")
+                        && l.ends_with(metrics_line)),
+                "{file}: {lines:#?}"
+            );
+            // Given as a config, the manifest is refused for what it is.
+            let e = validate_args(&["tracegate", "validate", &config]).unwrap_err();
+            assert!(e.contains("holds several YAML documents"), "{e}");
+            assert!(e.contains("--from-configmap NAME[:KEY]"), "{e}");
+        }
+    }
+
+    #[test]
+    fn validate_names_what_the_manifest_lacks() {
+        let config = format!("--config={FIXTURES}/otel-collector-daemonset-k8s.yaml");
+        let e = validate_args(&[
+            "tracegate",
+            "validate",
+            &config,
+            "--from-configmap",
+            "other",
+        ])
+        .unwrap_err();
+        assert!(
+            e.ends_with(
+                "no ConfigMap named \"other\"; the file's ConfigMaps: \"otel-collector-config\""
+            ),
+            "{e}"
+        );
+        let e = validate_args(&[
+            "tracegate",
+            "validate",
+            &config,
+            "--from-configmap",
+            "otel-collector-config:config.yaml",
+        ])
+        .unwrap_err();
+        assert!(
+            e.ends_with("its keys: \"otel-collector-config.yaml\""),
+            "{e}"
+        );
+        let e = validate_args(&["tracegate", "validate", "--from-configmap", "x"]).unwrap_err();
+        assert!(e.contains("name it with --config"), "{e}");
+        let e = validate_args(&["tracegate", "validate", &config, "--from-configmap", "x:"])
+            .unwrap_err();
+        assert!(e.contains("expected a data key"), "{e}");
+    }
 }

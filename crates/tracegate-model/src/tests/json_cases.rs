@@ -252,10 +252,8 @@ fn empty_request_objects_are_valid() {
     assert!(SpanBatch::from_json(br#"{"resourceSpans": []}"#)
         .unwrap()
         .is_empty());
-    assert_eq!(
-        serde_json::from_slice::<Value>(&SpanBatch::default().to_json()).unwrap(),
-        json!({"resourceSpans": []})
-    );
+    // Canonical OTLP/JSON leaves an empty list out.
+    assert_eq!(SpanBatch::default().to_json(), b"{}");
 }
 
 #[test]
@@ -273,4 +271,82 @@ fn non_finite_doubles_come_out_as_null_and_read_back_empty() {
     let back = SpanBatch::from_json(&b.to_json()).unwrap();
     assert_eq!(back.resource_attribute(0, "nan"), None);
     assert_eq!(back.spans()[0].span_id, b.spans()[0].span_id);
+}
+
+#[test]
+fn default_fields_are_left_out_and_oneof_values_kept() {
+    // A span with nothing but its ids and name, in a scope and resource
+    // with no name, version, schema URL or attributes but for empty and
+    // zero attribute values.
+    let mut req = request(vec![(
+        vec![
+            str_kv("empty", ""),
+            kv("zero", any_value::Value::IntValue(0)),
+            kv("false", any_value::Value::BoolValue(false)),
+            kv("no.double", any_value::Value::DoubleValue(0.0)),
+            kv(
+                "no.items",
+                any_value::Value::ArrayValue(crate::otlp::ArrayValue { values: vec![] }),
+            ),
+            KeyValue {
+                key: "unset".into(),
+                value: Some(AnyValue { value: None }),
+                ..Default::default()
+            },
+        ],
+        vec![vec![Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "bare".into(),
+            ..Default::default()
+        }]],
+    )]);
+    req.resource_spans[0].schema_url.clear();
+    req.resource_spans[0].scope_spans[0].schema_url.clear();
+    req.resource_spans[0].scope_spans[0].scope = None;
+    let b = scan_request(&req);
+    let text = String::from_utf8(b.to_json()).unwrap();
+    for written_default in ["null", "\"\"", ":0", ":false", "[]", "\"0\""] {
+        let without_oneof = text
+            .replace(r#""values":[]"#, "")
+            .replace(r#""stringValue":"""#, "")
+            .replace(r#""intValue":"0""#, "")
+            .replace(r#""boolValue":false"#, "")
+            .replace(r#""doubleValue":0.0"#, "");
+        assert!(
+            !without_oneof.contains(written_default),
+            "{written_default} written in {text}"
+        );
+    }
+    let out: Value = serde_json::from_slice(text.as_bytes()).unwrap();
+    assert_eq!(
+        out,
+        json!({"resourceSpans": [{
+            "resource": {"attributes": [
+                {"key": "empty", "value": {"stringValue": ""}},
+                {"key": "zero", "value": {"intValue": "0"}},
+                {"key": "false", "value": {"boolValue": false}},
+                {"key": "no.double", "value": {"doubleValue": 0.0}},
+                {"key": "no.items", "value": {"arrayValue": {"values": []}}},
+                {"key": "unset"},
+            ]},
+            "scopeSpans": [{"spans": [{
+                "traceId": "01010101010101010101010101010101",
+                "spanId": "0202020202020202",
+                "name": "bare",
+            }]}],
+        }]})
+    );
+    // What is left out reads back as the default it stood for.
+    let back = SpanBatch::from_json(text.as_bytes()).unwrap();
+    assert_eq!(back.spans()[0].span_id, b.spans()[0].span_id);
+    assert_eq!(back.span_name(0), "bare");
+    assert_eq!(
+        back.resource_attribute(0, "empty"),
+        Some(AnyValueRef::String(""))
+    );
+    assert_eq!(
+        back.resource_attribute(0, "zero"),
+        Some(AnyValueRef::Int(0))
+    );
 }

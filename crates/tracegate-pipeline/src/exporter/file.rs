@@ -613,6 +613,27 @@ mod tests {
         for (line, batch) in lines.iter().zip(&batches) {
             let parsed = SpanBatch::from_json(line.as_bytes()).expect("valid OTLP/JSON");
             assert_eq!(parsed.to_request(), batch.to_request());
+            // Canonical OTLP/JSON: hex ids, times as strings, and no field
+            // written with its default (the sample spans have no parent,
+            // trace state, flags or schema URL).
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let span = &value["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+            assert_eq!(span["traceId"].as_str().map(str::len), Some(32), "{line}");
+            assert!(span["startTimeUnixNano"].is_string(), "{line}");
+            for written_default in ["null", "\"\"", ":0,", ":0}", "[]"] {
+                assert!(
+                    !line.contains(written_default),
+                    "{written_default} in {line}"
+                );
+            }
+            for absent in [
+                "parentSpanId",
+                "traceState",
+                "schemaUrl",
+                "droppedAttributesCount",
+            ] {
+                assert!(!line.contains(absent), "{absent} in {line}");
+            }
         }
         assert!(
             exporter.export(&batches[0]).await.is_err(),
@@ -665,7 +686,7 @@ mod tests {
         )
         .unwrap();
         // About 0.4 MiB per request: the 1 MiB file holds two.
-        let batch = sample_batch(16, 50);
+        let batch = sample_batch(16, 70);
         let line_len = batch.to_json().len() + 1;
         assert!(
             line_len as u64 > MIB / 3 && (line_len as u64) < MIB / 2,
@@ -700,7 +721,7 @@ mod tests {
             assert!(text.len() as u64 <= MIB);
             assert_eq!(text.lines().count(), 2);
             for line in text.lines() {
-                assert_eq!(SpanBatch::from_json(line.as_bytes()).unwrap().len(), 800);
+                assert_eq!(SpanBatch::from_json(line.as_bytes()).unwrap().len(), 1120);
             }
         }
     }

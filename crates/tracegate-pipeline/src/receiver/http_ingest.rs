@@ -1,10 +1,12 @@
 //! The request side shared by the receivers that take spans over HTTP:
 //! the hyper service in front of a receiver's handler, the media type of a
-//! request, the body size limit's default, and for Zipkin and Jaeger's
-//! `thrift_http` a body read with its size capped before and after
-//! decompression and Go's plain-text answers, as the collector's receivers
-//! give them. (OTLP/HTTP answers in the request's own encoding and reads
-//! its body its own way.)
+//! request, the body size limit's default, the body read with its size
+//! capped before and after decompression, and Go's plain-text answers, as
+//! the collector's receivers give them. Zipkin and Jaeger's `thrift_http`
+//! take the whole of it through [`read_body`], which answers a body that
+//! cannot be had in plain text; OTLP/HTTP answers in the request's own
+//! encoding, so it calls the two steps ([`read_capped`],
+//! [`decompress_capped`]) itself.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::counters::{RejectReason, TransportCounters};
@@ -68,16 +70,26 @@ pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
     (!media.is_empty()).then_some(media)
 }
 
-/// Go's `http.Error`: the text and a newline, as plain text.
-pub(crate) fn text_response(status: StatusCode, text: &str) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+/// A plain-text answer with `content_type` (`text/plain`, with or without
+/// a charset).
+pub(crate) fn plain_response(
+    status: StatusCode,
+    content_type: &'static str,
+    text: impl Into<Bytes>,
+) -> HttpResponse {
+    let mut response = Response::new(Full::new(text.into()));
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Go's `http.Error` (and so `http.NotFound`): the text and a newline, as
+/// plain text with a charset, not to be sniffed.
+pub(crate) fn text_response(status: StatusCode, text: &str) -> HttpResponse {
+    let mut response = plain_response(status, "text/plain; charset=utf-8", format!("{text}\n"));
+    response.headers_mut().insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
@@ -90,6 +102,83 @@ pub(crate) fn empty_response(status: StatusCode) -> HttpResponse {
     response
 }
 
+/// Bodies smaller than this are decompressed on the async worker; larger
+/// ones on the blocking pool so one big request cannot stall others.
+const INLINE_DECOMPRESS_LIMIT: usize = 256 * 1024;
+
+/// Why a body could not be read.
+pub(crate) enum BodyError {
+    /// Its `Content-Length`, or what arrived, passed the limit.
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// Reads the raw body, refusing it once it passes `limit` bytes, or at
+/// once when its `Content-Length` says it will. The buffer grows by exact
+/// reservations (the `Content-Length` first), so it never holds more than
+/// `limit`; a body that arrives in one frame is kept as is, without a
+/// copy. The body is borrowed, so that what a refused request still
+/// sends can be drained.
+pub(crate) async fn read_capped(
+    body: &mut Incoming,
+    limit: usize,
+    headers: &HeaderMap,
+) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut first: Option<Bytes> = None;
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let held = first.as_ref().map_or(buf.len(), Bytes::len);
+        if held + data.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if first.is_none() && buf.is_empty() {
+            first = Some(data);
+            continue;
+        }
+        if let Some(first) = first.take() {
+            let expected = declared.map_or(0, |h| usize::try_from(h).unwrap_or(usize::MAX));
+            buf.reserve_exact(expected.clamp(first.len() + data.len(), limit));
+            buf.extend_from_slice(&first);
+        }
+        if buf.capacity() - buf.len() < data.len() {
+            let wanted = (buf.capacity() * 2).clamp(buf.len() + data.len(), limit);
+            buf.reserve_exact(wanted - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(buf)))
+}
+
+/// Decompresses a raw body per `encoding`, capped at `limit` bytes; a
+/// large body is decompressed on the blocking pool.
+pub(crate) async fn decompress_capped(
+    encoding: ContentEncoding,
+    raw: Bytes,
+    limit: usize,
+) -> Result<Bytes, DecompressError> {
+    if encoding == ContentEncoding::Identity || raw.len() < INLINE_DECOMPRESS_LIMIT {
+        return decompress(encoding, raw, limit);
+    }
+    match tokio::task::spawn_blocking(move || decompress(encoding, raw, limit)).await {
+        Ok(result) => result,
+        Err(e) => Err(DecompressError::Corrupt {
+            encoding: encoding.name(),
+            message: format!("decompression task failed: {e}"),
+        }),
+    }
+}
+
 /// Reads the body up to `limit` bytes and decompresses it per its
 /// `Content-Encoding` (gzip, deflate/zlib, zstd), again up to `limit`. A
 /// body that cannot be had is counted in `counters` and answered: 413 when
@@ -98,7 +187,7 @@ pub(crate) fn empty_response(status: StatusCode) -> HttpResponse {
 /// decompress.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
-    body: Incoming,
+    mut body: Incoming,
     limit: usize,
     counters: &TransportCounters,
     malformed_prefix: &str,
@@ -134,13 +223,17 @@ pub(crate) async fn read_body(
             })?
         }
     };
-    let raw = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => return Err(malformed(format!("failed to read request body: {e}"))),
+    let raw = match read_capped(&mut body, limit, headers).await {
+        Ok(raw) => raw,
+        Err(BodyError::TooLarge) => return Err(too_large()),
+        Err(BodyError::Read(e)) => {
+            return Err(malformed(format!("failed to read request body: {e}")))
+        }
     };
-    decompress(encoding, raw, limit).map_err(|e| match e {
-        DecompressError::TooLarge { .. } => too_large(),
-        other => malformed(other.to_string()),
-    })
+    decompress_capped(encoding, raw, limit)
+        .await
+        .map_err(|e| match e {
+            DecompressError::TooLarge { .. } => too_large(),
+            other => malformed(other.to_string()),
+        })
 }

@@ -11,6 +11,7 @@ use crate::context::BuildContext;
 use crate::registry::component_registry;
 
 mod counters;
+mod grpc_ingest;
 mod http_ingest;
 pub mod jaeger;
 mod listener;

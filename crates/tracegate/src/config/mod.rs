@@ -12,6 +12,7 @@
 
 mod catalog;
 mod components;
+mod configmap;
 mod expand;
 mod id;
 mod print;
@@ -34,6 +35,7 @@ use tracegate_pipeline::receiver::ReceiverConfig;
 
 use catalog::{Known, Section};
 pub use components::render as components_yaml;
+pub use configmap::ConfigMapRef;
 pub use id::ComponentId;
 use id::{PipelineId, Signal};
 pub use print::{Format as PrintFormat, Mode as PrintMode};
@@ -122,6 +124,18 @@ pub enum ConfigError {
     },
     #[error("{origin}: not valid YAML: {message}")]
     Yaml { origin: String, message: String },
+    /// Valid YAML, but several documents: most likely a Kubernetes manifest
+    /// given where the collector config itself belongs.
+    #[error(
+        "{origin}: holds several YAML documents (the second starts at line {line}), \
+         but a collector config is one document. If this is a Kubernetes manifest, \
+         run tracegate with the config from its ConfigMap, or check that config \
+         with `tracegate validate --config {origin} --from-configmap NAME[:KEY]`"
+    )]
+    SeveralDocuments { origin: String, line: u64 },
+    /// `--from-configmap` named a config the manifest does not hold.
+    #[error("{origin}: {message}")]
+    Manifest { origin: String, message: String },
     #[error("{}", render_problems(origin, problems))]
     Invalid {
         origin: String,
@@ -165,6 +179,37 @@ pub fn load_file(path: &FsPath) -> Result<Loaded, ConfigError> {
     })
 }
 
+/// Loads the collector config held in a ConfigMap of the Kubernetes
+/// manifest at `path` (see [`ConfigMapRef`]); `${env:...}` references read
+/// the process environment. Messages name the file, the ConfigMap and the
+/// key, and count lines as the manifest does when the config is written
+/// as a literal block (`key: |`).
+pub fn load_configmap_file(path: &FsPath, which: &ConfigMapRef) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_configmap_str(&text, &path.display().to_string(), which, &|name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// [`load_configmap_file`] for a manifest's text, named `origin`.
+pub fn load_configmap_str(
+    manifest: &str,
+    origin: &str,
+    which: &ConfigMapRef,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let extracted =
+        configmap::extract(manifest, which).map_err(|message| ConfigError::Manifest {
+            origin: origin.to_string(),
+            message,
+        })?;
+    let origin = format!("{origin} (ConfigMap {}, key {})", which.name, extracted.key);
+    load_str(&extracted.text, &origin, env)
+}
+
 /// Loads a config from text. `origin` names it in messages; `env` resolves
 /// environment references.
 pub fn load_str(
@@ -172,15 +217,26 @@ pub fn load_str(
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
-    let root = tree::parse(text).map_err(|message| ConfigError::Yaml {
-        origin: origin.to_string(),
-        // The parser's message is written for programmers using it.
-        message: message
-            .trim_start_matches("error: ")
-            .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
-            .replace("<input>", origin),
-    })?;
+    let root = tree::parse(text).map_err(|e| parse_error(origin, e))?;
     load_document(root, origin, env).loaded
+}
+
+/// A parse failure as users read it.
+pub(crate) fn parse_error(origin: &str, e: tree::ParseError) -> ConfigError {
+    match e {
+        tree::ParseError::SeveralDocuments { line } => ConfigError::SeveralDocuments {
+            origin: origin.to_string(),
+            line,
+        },
+        tree::ParseError::Invalid(message) => ConfigError::Yaml {
+            origin: origin.to_string(),
+            // The parser's message is written for programmers using it.
+            message: message
+                .trim_start_matches("error: ")
+                .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+                .replace("<input>", origin),
+        },
+    }
 }
 
 /// A document expanded and loaded.

@@ -338,13 +338,7 @@ fn env_source(
 
 /// Parses one source: a mapping (or nothing) with `::` keys split.
 fn parse_source(text: &str, name: &str) -> Result<Node, ConfigError> {
-    let mut node = tree::parse(text).map_err(|message| ConfigError::Yaml {
-        origin: name.to_string(),
-        message: message
-            .trim_start_matches("error: ")
-            .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
-            .replace("<input>", name),
-    })?;
+    let mut node = tree::parse(text).map_err(|e| super::parse_error(name, e))?;
     match node.value {
         Value::Null => node.value = Value::Map(Vec::new()),
         Value::Map(_) => split_keys(&mut node),

@@ -642,3 +642,21 @@ fn component_validation_errors_carry_the_full_path() {
     );
     assert!(found[0].ends_with("(line 5)"), "{found:?}");
 }
+
+#[test]
+fn several_documents_are_refused_as_such() {
+    let manifest = "kind: Namespace\n---\nreceivers:\n  otlp:\n";
+    let e = load(manifest).unwrap_err();
+    assert!(
+        matches!(e, ConfigError::SeveralDocuments { line: 3, .. }),
+        "{e:?}"
+    );
+    let message = e.to_string();
+    assert!(
+        message.starts_with("test.yaml: holds several YAML documents (the second starts at line 3), but a collector config is one document."),
+        "{message}"
+    );
+    // No parser-library advice.
+    assert!(!message.contains("from_multiple"), "{message}");
+    assert!(message.contains("--from-configmap NAME[:KEY]"), "{message}");
+}

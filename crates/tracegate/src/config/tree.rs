@@ -249,16 +249,45 @@ impl Node {
     }
 }
 
-/// Parses one YAML document. YAML 1.2 booleans only (`yes`, `on` and `n`
-/// stay strings, as the collector's go-yaml v3 reads them into untyped
-/// values); duplicate keys are an error; numbers with leading zeros stay
-/// strings rather than turning into surprising floats.
-pub(crate) fn parse(text: &str) -> Result<Node, String> {
-    let options = serde_saphyr::options! {
+/// Why text is not one YAML document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ParseError {
+    /// Valid YAML, but more than one document (`---` between them, as in a
+    /// Kubernetes manifest); `line` is where the second one starts.
+    SeveralDocuments { line: u64 },
+    /// Not valid YAML: the parser's message.
+    Invalid(String),
+}
+
+/// The parser options of every config document. YAML 1.2 booleans only
+/// (`yes`, `on` and `n` stay strings, as the collector's go-yaml v3 reads
+/// them into untyped values); numbers with leading zeros stay strings
+/// rather than turning into surprising floats.
+fn options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
         strict_booleans: true,
         leading_zero_numbers_as_strings: true,
-    };
-    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| e.to_string())
+    }
+}
+
+/// Parses one YAML document with [`options`]; duplicate keys are an error.
+pub(crate) fn parse(text: &str) -> Result<Node, ParseError> {
+    serde_saphyr::from_str_with_options::<Node>(text, options()).map_err(|e| {
+        match e.without_snippet() {
+            serde_saphyr::Error::MultipleDocuments { location, .. } => {
+                ParseError::SeveralDocuments {
+                    line: location.line(),
+                }
+            }
+            _ => ParseError::Invalid(e.to_string()),
+        }
+    })
+}
+
+/// Parses every document of a stream (a Kubernetes manifest), skipping
+/// empty ones.
+pub(crate) fn parse_documents(text: &str) -> Result<Vec<Node>, String> {
+    serde_saphyr::from_multiple_with_options::<Node>(text, options()).map_err(|e| e.to_string())
 }
 
 impl<'de> Deserialize<'de> for Node {
@@ -377,7 +406,9 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_an_error() {
-        let e = parse("a: 1\na: 2\n").unwrap_err();
+        let ParseError::Invalid(e) = parse("a: 1\na: 2\n").unwrap_err() else {
+            panic!("a duplicate key is invalid YAML");
+        };
         assert!(e.contains("duplicate"), "{e}");
     }
 

@@ -1,7 +1,7 @@
-//! Writes the prost messages of jaeger.api_v2 into tracegate-model and the
-//! tonic CollectorService client and server into the pipeline's jaeger
-//! receiver, which refer to the model's messages by path (the model crate
-//! stays free of I/O).
+//! Writes jaeger.api_v2 into one file of tracegate-model: the prost
+//! messages, and the tonic CollectorService client and server, which only
+//! tests use and which compile only with the model's `grpc-stubs` feature
+//! (the model crate itself stays free of I/O).
 use std::path::Path;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -9,16 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repo = proto_dir.join("../..");
     let files = protox::compile(["model.proto", "collector.proto"], [&proto_dir])?;
 
-    tonic_prost_build::configure()
-        .build_client(false)
-        .build_server(false)
-        .out_dir(repo.join("crates/tracegate-model/src/jaeger"))
-        .compile_fds(files.clone())?;
-
+    let test_only = r#"#[cfg(feature = "grpc-stubs")]"#;
     tonic_prost_build::configure()
         .build_transport(false)
-        .extern_path(".jaeger.api_v2", "::tracegate_model::jaeger::proto")
-        .out_dir(repo.join("crates/tracegate-pipeline/src/receiver/jaeger"))
+        .client_mod_attribute("jaeger.api_v2", test_only)
+        .server_mod_attribute("jaeger.api_v2", test_only)
+        .out_dir(repo.join("crates/tracegate-model/src/jaeger"))
         .compile_fds(files)?;
     Ok(())
 }

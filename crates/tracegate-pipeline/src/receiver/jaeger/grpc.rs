@@ -1,14 +1,14 @@
-//! api_v2 `CollectorService/PostSpans` over gRPC: the OTLP receiver's
-//! listener, limits and counters (`otlp::grpc`), with the request decoded
-//! as a Jaeger `PostSpansRequest` and mapped to OTLP by the collector's
-//! translator.
+//! api_v2 `CollectorService/PostSpans` over gRPC: the listener, limits and
+//! counters every gRPC receiver shares (`receiver::grpc_ingest`), with the
+//! request decoded as a Jaeger `PostSpansRequest` and mapped to OTLP by the
+//! collector's translator.
 
 use bytes::Bytes;
 use prost::Message;
 use tracegate_model::jaeger::{proto::PostSpansRequest, span_batch_from_batches};
 use tracegate_model::SpanBatch;
 
-use crate::receiver::otlp::grpc::IngestMethod;
+use crate::receiver::grpc_ingest::IngestMethod;
 
 /// The one method the Jaeger gRPC receiver serves.
 pub const POST_SPANS_PATH: &str = "/jaeger.api_v2.CollectorService/PostSpans";

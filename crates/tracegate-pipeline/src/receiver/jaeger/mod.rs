@@ -3,15 +3,14 @@
 //! and, in `thrift*.rs`, jaeger.thrift `Batch`es over HTTP and UDP
 //! (`protocols.thrift_http`, `thrift_compact`, `thrift_binary`).
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::otlp::{self, GrpcConfig};
-use super::{listener, present_means_enabled, RunningReceiver, StartError};
+use super::grpc_ingest::BoundGrpc;
+use super::otlp::GrpcConfig;
+use super::{present_means_enabled, RunningReceiver, StartError};
 use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
 
@@ -21,15 +20,6 @@ pub mod thrift_udp;
 
 pub use thrift_http::ThriftHttpConfig;
 pub use thrift_udp::{ThriftProtocol, UdpConfig};
-
-/// The tonic `CollectorService` client and server generated from
-/// `proto/jaeger/collector.proto` over the model's messages (see
-/// proto/README.md): for clients and test servers; the receiver itself
-/// serves PostSpans with the OTLP receiver's gRPC plumbing.
-#[allow(clippy::all, missing_docs)]
-pub mod api {
-    include!("jaeger.api_v2.rs");
-}
 
 pub use grpc::POST_SPANS_PATH;
 
@@ -152,23 +142,12 @@ pub(crate) async fn start(
     let tasks = TaskTracker::new();
     let mut addresses = Vec::new();
     if let Some(grpc_config) = &config.protocols.grpc {
-        let tls = listener::tls_acceptor(grpc_config.tls.as_ref(), &[b"h2"], id, "grpc")?;
-        let (tcp, addr) = listener::bind_endpoint(id, "grpc", &grpc_config.endpoint).await?;
+        let (bound, addr) = BoundGrpc::bind(grpc_config, id).await?;
         addresses.push(("grpc", addr));
-        let service = otlp::grpc::GrpcService(Arc::new(otlp::grpc::GrpcReceiver {
-            method: &grpc::POST_SPANS,
-            next: next.clone(),
-            counters: super::counters::TransportCounters::register(
-                id,
-                "grpc",
-                super::counters::OTLP_REASONS,
-            ),
-            max_recv_msg_size: grpc_config.max_recv_msg_size(),
-        }));
-        listener::spawn_accept_loop(
-            tcp,
-            otlp::grpc_settings(grpc_config, tls),
-            service,
+        bound.serve(
+            &grpc::POST_SPANS,
+            id,
+            next.clone(),
             shutdown.clone(),
             &tasks,
         );

@@ -9,11 +9,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-use super::api::collector_service_client::CollectorServiceClient;
 use super::*;
 use crate::exporter::{jaeger as jaeger_exporter, Exporter};
 use crate::receiver::test_support::Collect;
 use crate::receiver::ReceiverConfig;
+use tracegate_model::jaeger::proto::collector_service_client::CollectorServiceClient;
 use tracegate_model::jaeger::proto::{self, PostSpansRequest};
 use tracegate_model::SpanBatch;
 

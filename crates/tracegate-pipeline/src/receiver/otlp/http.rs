@@ -14,20 +14,18 @@ use hyper::body::Incoming;
 use tonic::Code;
 
 use super::cors::CorsPolicy;
-use super::grpc::consume_failure;
 use super::status::ExportFailure;
-use crate::compression::{decompress, ContentEncoding, DecompressError};
+use crate::compression::{ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
 use crate::receiver::counters::{RejectReason, TransportCounters};
-use crate::receiver::http_ingest::{media_type, HttpHandler, HttpResponse};
+use crate::receiver::http_ingest::{
+    decompress_capped, media_type, plain_response, read_capped, text_response, BodyError,
+    HttpHandler, HttpResponse,
+};
 use tracegate_model::SpanBatch;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
-
-/// Bodies smaller than this are decompressed on the async worker; larger
-/// ones on the blocking pool so one big request cannot stall others.
-const INLINE_DECOMPRESS_LIMIT: usize = 256 * 1024;
 
 /// After answering early (413, 404, ...) the rest of the body is read and
 /// discarded, up to this much and this long, so the client can finish
@@ -76,22 +74,6 @@ pub(crate) struct HttpReceiver {
     pub cors: Option<CorsPolicy>,
 }
 
-/// A plain-text answer; the collector sends `text/plain` for 405 and 415
-/// and Go's `http.NotFound` adds the charset for 404.
-fn text_response(status: StatusCode, text: String) -> HttpResponse {
-    let content_type = if status == StatusCode::NOT_FOUND {
-        "text/plain; charset=utf-8"
-    } else {
-        "text/plain"
-    };
-    let mut response = Response::new(Full::new(Bytes::from(text)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
 fn body_response(status: StatusCode, format: BodyFormat, body: Bytes) -> HttpResponse {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
@@ -118,49 +100,6 @@ fn failure_response(
         }
     }
     response
-}
-
-/// Why a body could not be read.
-enum BodyError {
-    TooLarge,
-    Read(hyper::Error),
-}
-
-/// Reads the raw body, refusing it once it passes `limit` bytes. The
-/// buffer grows by exact reservations, so it never holds more than `limit`.
-async fn read_capped(
-    body: &mut Incoming,
-    limit: usize,
-    hint: Option<u64>,
-) -> Result<Bytes, BodyError> {
-    let mut first: Option<Bytes> = None;
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(BodyError::Read)?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
-        let held = first.as_ref().map_or(buf.len(), Bytes::len);
-        if held + data.len() > limit {
-            return Err(BodyError::TooLarge);
-        }
-        // A body in one frame is kept as is, without a copy.
-        if first.is_none() && buf.is_empty() {
-            first = Some(data);
-            continue;
-        }
-        if let Some(first) = first.take() {
-            let expected = hint.map_or(0, |h| usize::try_from(h).unwrap_or(usize::MAX));
-            buf.reserve_exact(expected.clamp(first.len() + data.len(), limit));
-            buf.extend_from_slice(&first);
-        }
-        if buf.capacity() - buf.len() < data.len() {
-            let wanted = (buf.capacity() * 2).clamp(buf.len() + data.len(), limit);
-            buf.reserve_exact(wanted - buf.len());
-        }
-        buf.extend_from_slice(&data);
-    }
-    Ok(first.unwrap_or_else(|| Bytes::from(buf)))
 }
 
 /// Reads and drops what is left of a body the answer did not need.
@@ -212,9 +151,11 @@ impl HttpHandler for HttpReceiver {
 }
 
 impl HttpReceiver {
+    /// The collector's own plain-text answers (405, 415): `text/plain`
+    /// without a charset or newline, unlike Go's `http.Error`.
     fn reject_plain(&self, reason: RejectReason, status: StatusCode, text: String) -> HttpResponse {
         self.counters.rejected(reason);
-        text_response(status, text)
+        plain_response(status, "text/plain", text)
     }
 
     fn reject(
@@ -233,11 +174,8 @@ impl HttpReceiver {
         if request.uri.path() != self.traces_path {
             // tracegate has no metrics or logs pipelines, so their paths are
             // as unknown as any other (Go's ServeMux answer).
-            return self.reject_plain(
-                RejectReason::NotFound,
-                StatusCode::NOT_FOUND,
-                "404 page not found\n".into(),
-            );
+            self.counters.rejected(RejectReason::NotFound);
+            return text_response(StatusCode::NOT_FOUND, "404 page not found");
         }
         if request.method != Method::POST {
             let mut response = self.reject_plain(
@@ -285,15 +223,7 @@ impl HttpReceiver {
                 ),
             )
         };
-        let declared_len = request
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared_len.is_some_and(|len| len > self.max_body_size as u64) {
-            return too_large("request body");
-        }
-        let raw = match read_capped(body, self.max_body_size, declared_len).await {
+        let raw = match read_capped(body, self.max_body_size, &request.headers).await {
             Ok(raw) => raw,
             Err(BodyError::TooLarge) => return too_large("request body"),
             Err(BodyError::Read(e)) => {
@@ -306,7 +236,7 @@ impl HttpReceiver {
                 )
             }
         };
-        let body = match self.decompress(encoding, raw).await {
+        let body = match decompress_capped(encoding, raw, self.max_body_size).await {
             Ok(body) => body,
             Err(DecompressError::TooLarge { .. }) => return too_large("decompressed request body"),
             Err(e @ DecompressError::Corrupt { .. }) => {
@@ -334,7 +264,7 @@ impl HttpReceiver {
         match self.counters.export(&self.next, batch).await {
             Ok(()) => body_response(StatusCode::OK, format, format.success_body()),
             Err(e) => {
-                let failure = consume_failure(e);
+                let failure = ExportFailure::from(e);
                 let status = if failure.code == Code::Unavailable {
                     StatusCode::SERVICE_UNAVAILABLE
                 } else {
@@ -359,23 +289,5 @@ impl HttpReceiver {
         ContentEncoding::from_header(&text)
             .filter(|e| self.encodings.contains(e))
             .ok_or_else(|| text.into_owned())
-    }
-
-    async fn decompress(
-        &self,
-        encoding: ContentEncoding,
-        raw: Bytes,
-    ) -> Result<Bytes, DecompressError> {
-        let limit = self.max_body_size;
-        if encoding == ContentEncoding::Identity || raw.len() < INLINE_DECOMPRESS_LIMIT {
-            return decompress(encoding, raw, limit);
-        }
-        match tokio::task::spawn_blocking(move || decompress(encoding, raw, limit)).await {
-            Ok(result) => result,
-            Err(e) => Err(DecompressError::Corrupt {
-                encoding: encoding.name(),
-                message: format!("decompression task failed: {e}"),
-            }),
-        }
     }
 }

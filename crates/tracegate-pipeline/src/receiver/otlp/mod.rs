@@ -3,19 +3,19 @@
 
 use std::sync::Arc;
 
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::counters::{self, OTLP_REASONS};
+use super::grpc_ingest::{BoundGrpc, IngestMethod};
 use super::http_ingest::HttpService;
 use super::listener::{self, ConnectionSettings};
 use super::{RunningReceiver, StartError};
 use crate::consumer::NextConsumer;
+use tracegate_model::SpanBatch;
 
 mod config;
 mod cors;
-pub(super) mod grpc;
 mod http;
 pub(super) mod status;
 
@@ -31,50 +31,11 @@ pub use config::{
     DEFAULT_MAX_RECV_MSG_SIZE_MIB, DEFAULT_MAX_REQUEST_BODY_SIZE,
 };
 
-/// The largest HTTP/2 frame gRPC clients may send (the protocol's default
-/// is 16 KiB). A request that fits in one DATA frame reaches the scanner
-/// without a copy, and fewer frames cost both sides less CPU (see
-/// benches/RESULTS.md, "gRPC transport settings"). It adds no memory: a
-/// peer can never have more unread data in flight than the connection's
-/// flow-control window, hyper's 1 MiB, whatever the frame size.
-pub(crate) const GRPC_MAX_FRAME_SIZE: u32 = 1024 * 1024;
-
-pub(super) fn grpc_settings(config: &GrpcConfig, tls: Option<TlsAcceptor>) -> ConnectionSettings {
-    let mut builder = listener::hyper_builder().http2_only();
-    {
-        let mut h2 = builder.http2();
-        h2.max_frame_size(GRPC_MAX_FRAME_SIZE);
-        if let Some(streams) = config.max_concurrent_streams.filter(|s| *s > 0) {
-            h2.max_concurrent_streams(streams);
-        }
-        if let Some(size) = config.write_buffer_size.filter(|s| *s > 0) {
-            h2.max_send_buf_size(usize::try_from(size).unwrap_or(usize::MAX));
-        }
-        if let Some(params) = config
-            .keepalive
-            .as_ref()
-            .and_then(|k| k.server_parameters.as_ref())
-        {
-            if let Some(time) = params.time.filter(|t| !t.is_zero()) {
-                h2.keep_alive_interval(time);
-            }
-            if let Some(timeout) = params.timeout.filter(|t| !t.is_zero()) {
-                h2.keep_alive_timeout(timeout);
-            }
-        }
-    }
-    let mut settings = ConnectionSettings::new(builder, tls);
-    if let Some(params) = config
-        .keepalive
-        .as_ref()
-        .and_then(|k| k.server_parameters.as_ref())
-    {
-        settings.max_connection_age = params.max_connection_age;
-        settings.max_connection_age_grace = params.max_connection_age_grace;
-        settings.max_connection_idle = params.max_connection_idle;
-    }
-    settings
-}
+/// OTLP's `TraceService/Export`: the request is scanned as it is.
+const TRACE_EXPORT: IngestMethod = IngestMethod {
+    path: TRACE_EXPORT_PATH,
+    decode: |request| SpanBatch::scan(request).map_err(|e| e.to_string()),
+};
 
 /// Starts the configured protocols of a validated config; see
 /// [`super::ReceiverConfig::start`].
@@ -87,11 +48,7 @@ pub(crate) async fn start(
     // Bind and load everything before serving anything, so a failure
     // leaves nothing running.
     let grpc = match &config.protocols.grpc {
-        Some(grpc) => {
-            let tls = listener::tls_acceptor(grpc.tls.as_ref(), &[b"h2"], id, "grpc")?;
-            let (listener, addr) = listener::bind_endpoint(id, "grpc", &grpc.endpoint).await?;
-            Some((grpc, tls, listener, addr))
-        }
+        Some(grpc) => Some(BoundGrpc::bind(grpc, id).await?),
         None => None,
     };
     let http = match &config.protocols.http {
@@ -105,21 +62,9 @@ pub(crate) async fn start(
 
     let tasks = TaskTracker::new();
     let mut addresses = Vec::new();
-    if let Some((grpc_config, tls, listener, addr)) = grpc {
+    if let Some((bound, addr)) = grpc {
         addresses.push(("grpc", addr));
-        let service = grpc::GrpcService(Arc::new(grpc::GrpcReceiver {
-            method: &grpc::TRACE_EXPORT,
-            next: next.clone(),
-            counters: counters::TransportCounters::register(id, "grpc", OTLP_REASONS),
-            max_recv_msg_size: grpc_config.max_recv_msg_size(),
-        }));
-        listener::spawn_accept_loop(
-            listener,
-            grpc_settings(grpc_config, tls),
-            service,
-            shutdown.clone(),
-            &tasks,
-        );
+        bound.serve(&TRACE_EXPORT, id, next.clone(), shutdown.clone(), &tasks);
     }
     if let Some((http_config, tls, listener, addr)) = http {
         addresses.push(("http", addr));

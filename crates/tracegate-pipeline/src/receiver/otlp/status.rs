@@ -9,6 +9,7 @@ use bytes::Bytes;
 use prost::Message;
 use tonic::Code;
 
+use crate::consumer::ConsumeError;
 use crate::grpc::rpc_status::{RpcStatus, RETRY_INFO_TYPE_URL};
 
 /// How long clients are told to wait when the pipeline refuses a batch
@@ -77,6 +78,26 @@ impl ExportFailure {
             let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
             secs.to_string()
         })
+    }
+}
+
+impl From<ConsumeError> for ExportFailure {
+    /// The answer for a batch the pipeline did not take (docs/architecture.md,
+    /// "Answers to clients"):
+    /// a refusal is retryable (UNAVAILABLE, with a delay), a rejection is
+    /// not (INVALID_ARGUMENT).
+    fn from(error: ConsumeError) -> Self {
+        match error {
+            ConsumeError::Refused {
+                reason,
+                retry_after,
+            } => ExportFailure {
+                code: Code::Unavailable,
+                message: reason,
+                retry_after: Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
+            },
+            ConsumeError::Rejected(message) => ExportFailure::new(Code::InvalidArgument, message),
+        }
     }
 }
 

@@ -531,6 +531,13 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
         )
         .await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        // Go's http.NotFound, as the collector's mux answers.
+        assert_eq!(answer.text(), "404 page not found\n", "{path}");
+        assert_eq!(
+            answer.headers[http::header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(answer.headers["x-content-type-options"], "nosniff");
     }
 
     for method in [Method::GET, Method::PUT, Method::DELETE, Method::OPTIONS] {
@@ -543,6 +550,7 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
         assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_eq!(answer.headers[http::header::ALLOW], "POST");
         assert_eq!(answer.text(), "405 method not allowed, supported: [POST]");
+        assert_eq!(answer.headers[http::header::CONTENT_TYPE], "text/plain");
     }
 
     for ct in [

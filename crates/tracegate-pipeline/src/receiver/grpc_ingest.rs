@@ -1,11 +1,12 @@
-//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
-//! The receiver reads the request's one message itself (see
-//! [`gather_message`]), so it reaches the scanner as the bytes that came
-//! off the wire, decompressed and capped at `max_recv_msg_size_mib`, and
-//! answers as tonic's unary handler would; tonic serves only what that
-//! does not cover (encodings tracegate does not take). The Jaeger receiver
-//! serves its `PostSpans` with the same listener, limits and counters, as
-//! another [`IngestMethod`].
+//! The gRPC side shared by the receivers that take spans over gRPC (OTLP's
+//! `TraceService/Export`, Jaeger's `CollectorService/PostSpans`): one
+//! unary [`IngestMethod`] per listener, served with the same HTTP/2
+//! settings, limits, counters and answers. The request's one message is
+//! read here (see [`gather_message`]), so it reaches the decoder as the
+//! bytes that came off the wire, decompressed and capped at
+//! `max_recv_msg_size_mib`, and is answered as tonic's unary handler would;
+//! tonic serves only what that does not cover (encodings tracegate does not
+//! take).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,15 +16,115 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
 use tonic::{Code, Status};
 
-use super::status::{ExportFailure, DEFAULT_RETRY_AFTER};
+use super::counters::{RejectReason, TransportCounters, OTLP_REASONS};
+use super::listener::{self, ConnectionSettings};
+use super::otlp::status::ExportFailure;
+use super::otlp::GrpcConfig;
 use crate::compression::{decompress, ContentEncoding, DecompressError};
-use crate::consumer::{ConsumeError, NextConsumer};
-use crate::grpc::{PassthroughCodec, TRACE_EXPORT_PATH};
-use crate::receiver::counters::{RejectReason, TransportCounters};
+use crate::consumer::NextConsumer;
+use crate::grpc::PassthroughCodec;
 use tracegate_model::SpanBatch;
+
+/// The largest HTTP/2 frame gRPC clients may send (the protocol's default
+/// is 16 KiB). A request that fits in one DATA frame reaches the scanner
+/// without a copy, and fewer frames cost both sides less CPU (see
+/// benches/RESULTS.md, "gRPC transport settings"). It adds no memory: a
+/// peer can never have more unread data in flight than the connection's
+/// flow-control window, hyper's 1 MiB, whatever the frame size.
+pub(crate) const GRPC_MAX_FRAME_SIZE: u32 = 1024 * 1024;
+
+/// The HTTP/2 connection settings of a gRPC listener: large frames, and
+/// the config's stream, buffer and keepalive limits.
+fn grpc_settings(config: &GrpcConfig, tls: Option<TlsAcceptor>) -> ConnectionSettings {
+    let mut builder = listener::hyper_builder().http2_only();
+    {
+        let mut h2 = builder.http2();
+        h2.max_frame_size(GRPC_MAX_FRAME_SIZE);
+        if let Some(streams) = config.max_concurrent_streams.filter(|s| *s > 0) {
+            h2.max_concurrent_streams(streams);
+        }
+        if let Some(size) = config.write_buffer_size.filter(|s| *s > 0) {
+            h2.max_send_buf_size(usize::try_from(size).unwrap_or(usize::MAX));
+        }
+        if let Some(params) = config
+            .keepalive
+            .as_ref()
+            .and_then(|k| k.server_parameters.as_ref())
+        {
+            if let Some(time) = params.time.filter(|t| !t.is_zero()) {
+                h2.keep_alive_interval(time);
+            }
+            if let Some(timeout) = params.timeout.filter(|t| !t.is_zero()) {
+                h2.keep_alive_timeout(timeout);
+            }
+        }
+    }
+    let mut settings = ConnectionSettings::new(builder, tls);
+    if let Some(params) = config
+        .keepalive
+        .as_ref()
+        .and_then(|k| k.server_parameters.as_ref())
+    {
+        settings.max_connection_age = params.max_connection_age;
+        settings.max_connection_age_grace = params.max_connection_age_grace;
+        settings.max_connection_idle = params.max_connection_idle;
+    }
+    settings
+}
+
+/// A bound gRPC listener of receiver `id`, before it serves.
+pub(crate) struct BoundGrpc<'a> {
+    config: &'a GrpcConfig,
+    tls: Option<TlsAcceptor>,
+    listener: TcpListener,
+}
+
+impl<'a> BoundGrpc<'a> {
+    /// Loads the TLS files and binds the endpoint of `config`, so a bad
+    /// certificate or a port in use fails before anything serves.
+    pub async fn bind(
+        config: &'a GrpcConfig,
+        id: &str,
+    ) -> Result<(Self, std::net::SocketAddr), super::StartError> {
+        let tls = listener::tls_acceptor(config.tls.as_ref(), &[b"h2"], id, "grpc")?;
+        let (listener, addr) = listener::bind_endpoint(id, "grpc", &config.endpoint).await?;
+        Ok((
+            BoundGrpc {
+                config,
+                tls,
+                listener,
+            },
+            addr,
+        ))
+    }
+
+    /// Serves `method` until `shutdown`, handing batches to `next`, with
+    /// the transport counters of receiver `id`.
+    pub fn serve(
+        self,
+        method: &'static IngestMethod,
+        id: &str,
+        next: NextConsumer,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) {
+        let service = GrpcService(Arc::new(GrpcReceiver {
+            method,
+            next,
+            counters: TransportCounters::register(id, "grpc", OTLP_REASONS),
+            max_recv_msg_size: self.config.max_recv_msg_size(),
+        }));
+        let settings = grpc_settings(self.config, self.tls);
+        listener::spawn_accept_loop(self.listener, settings, service, shutdown, tasks);
+    }
+}
 
 /// The one unary method a gRPC listener serves, taking spans and
 /// answering an empty message (which encodes to no bytes).
@@ -35,23 +136,17 @@ pub(crate) struct IngestMethod {
     pub decode: fn(Bytes) -> Result<SpanBatch, String>,
 }
 
-/// OTLP's `TraceService/Export`: the request is scanned as it is.
-pub(crate) const TRACE_EXPORT: IngestMethod = IngestMethod {
-    path: TRACE_EXPORT_PATH,
-    decode: |request| SpanBatch::scan(request).map_err(|e| e.to_string()),
-};
-
 /// State shared by every connection of one gRPC listener.
-pub(crate) struct GrpcReceiver {
-    pub method: &'static IngestMethod,
-    pub next: NextConsumer,
-    pub counters: TransportCounters,
-    pub max_recv_msg_size: usize,
+struct GrpcReceiver {
+    method: &'static IngestMethod,
+    next: NextConsumer,
+    counters: TransportCounters,
+    max_recv_msg_size: usize,
 }
 
 /// The hyper service of one gRPC listener.
 #[derive(Clone)]
-pub(crate) struct GrpcService(pub Arc<GrpcReceiver>);
+struct GrpcService(Arc<GrpcReceiver>);
 
 impl hyper::service::Service<Request<Incoming>> for GrpcService {
     type Response = Response<tonic::body::Body>;
@@ -117,7 +212,7 @@ impl GrpcReceiver {
     /// which grpc-go (and so the collector) answers. The handler itself
     /// only ever answers OK, INVALID_ARGUMENT or UNAVAILABLE, so any other
     /// code here came from tonic's framing or decompression.
-    pub(crate) fn account_transport_failure(
+    fn account_transport_failure(
         &self,
         mut response: Response<tonic::body::Body>,
     ) -> Response<tonic::body::Body> {
@@ -177,7 +272,7 @@ impl GrpcReceiver {
         self.counters
             .export(&self.next, batch)
             .await
-            .map_err(|e| consume_failure(e).to_grpc())
+            .map_err(|e| ExportFailure::from(e).to_grpc())
     }
 }
 
@@ -363,25 +458,10 @@ fn empty_ok_response() -> Response<tonic::body::Body> {
     response
 }
 
-/// The answer for a batch the pipeline did not take (docs/architecture.md,
-/// "Answers to clients").
-pub(crate) fn consume_failure(error: ConsumeError) -> ExportFailure {
-    match error {
-        ConsumeError::Refused {
-            reason,
-            retry_after,
-        } => ExportFailure {
-            code: Code::Unavailable,
-            message: reason,
-            retry_after: Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
-        },
-        ConsumeError::Rejected(message) => ExportFailure::new(Code::InvalidArgument, message),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::TRACE_EXPORT_PATH;
     use http_body::Frame;
     use http_body_util::StreamBody;
 
@@ -636,7 +716,7 @@ mod tests {
         const INITIAL_WINDOW_SIZE: u16 = 4;
         const MAX_CONCURRENT_STREAMS: u16 = 3;
         let get = |id| settings.iter().find(|(i, _)| *i == id).map(|(_, v)| *v);
-        assert_eq!(get(MAX_FRAME_SIZE), Some(super::super::GRPC_MAX_FRAME_SIZE));
+        assert_eq!(get(MAX_FRAME_SIZE), Some(GRPC_MAX_FRAME_SIZE));
         // The memory bound docs/configuration.md states: 1 MiB per stream
         // and per connection (65 535 bytes plus the increment), 200 streams.
         assert_eq!(get(INITIAL_WINDOW_SIZE), Some(1 << 20));
