@@ -11,6 +11,12 @@
 pub mod names {
     pub const RECEIVER_ACCEPTED_SPANS: &str = "receiver_accepted_spans";
     pub const RECEIVER_REFUSED_SPANS: &str = "receiver_refused_spans";
+    /// Spans a receiver decoded and then lost itself (served at zero; see
+    /// `receiver/counters.rs`).
+    pub const RECEIVER_FAILED_SPANS: &str = "receiver_failed_spans";
+    /// Requests handed to the pipeline; label `outcome` (`success`,
+    /// `refused`, `failure`).
+    pub const RECEIVER_REQUESTS: &str = "receiver_requests";
     /// Requests rejected before any span could be counted (malformed, too
     /// large, wrong content type); label `reason`.
     pub const RECEIVER_REJECTED_REQUESTS: &str = "receiver_rejected_requests";
