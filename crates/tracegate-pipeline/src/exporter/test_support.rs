@@ -25,23 +25,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracegate_model::otlp::{
-    any_value, AnyValue, ExportTracePartialSuccess, ExportTraceServiceRequest,
-    ExportTraceServiceResponse, InstrumentationScope, KeyValue, Resource, ResourceSpans,
-    ScopeSpans, Span,
+    any_value, string_kv as string_attribute, AnyValue, ExportTracePartialSuccess,
+    ExportTraceServiceRequest, ExportTraceServiceResponse, InstrumentationScope, KeyValue,
+    Resource, ResourceSpans, ScopeSpans, Span,
 };
 use tracegate_model::SpanBatch;
 
 use super::{ExporterConfig, ExporterHandle};
-
-fn string_attribute(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 /// A request with `resources` resources of `spans_per_resource` spans each,
 /// named `span-<resource>-<n>`, every span with a few attributes.
