@@ -11,15 +11,17 @@ use http::Method;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
 use support::raw::{grpc, http, TRACE_EXPORT};
 use support::sink::Sink;
 
 const CAP_MIB: u64 = 4;
 
 fn config(sink: std::net::SocketAddr) -> String {
-    format!(
-        r#"
+    pipeline_to(
+        sink,
+        &format!(
+            r#"
 receivers:
   otlp:
     protocols:
@@ -32,20 +34,11 @@ receivers:
 processors:
   batch:
     timeout: 10ms
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        CAP_MIB << 20,
-        sink.port()
+"#,
+            CAP_MIB << 20,
+        ),
+        "otlp",
+        "batch",
     )
 }
 

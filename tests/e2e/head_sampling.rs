@@ -13,7 +13,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
 use support::raw::{grpc, wait_for_metrics, wait_until_accounted, TRACE_EXPORT};
 use support::sink::Sink;
 
@@ -43,8 +43,10 @@ const SEED_SAMPLING: &str = r#"
 "#;
 
 fn config(processors: &str, pipeline: &str, sink: &Sink) -> String {
-    format!(
-        r#"
+    pipeline_to(
+        sink.addr,
+        &format!(
+            r#"
 receivers:
   otlp:
     protocols:
@@ -54,19 +56,10 @@ processors:
 {processors}
   batch:
     timeout: 50ms
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{port}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [{pipeline}, batch]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        port = sink.addr.port()
+"#
+        ),
+        "otlp",
+        &format!("{pipeline}, batch"),
     )
 }
 

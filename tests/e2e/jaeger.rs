@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
 use prost::Message;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway, TELEMETRY};
 use support::raw;
 use support::sink::Sink;
 use tokio::sync::Notify;
@@ -344,25 +344,17 @@ fn jaeger_batch() -> proto::Batch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jaeger_grpc_in_otlp_out() {
     let sink = Sink::start().await;
-    let gw = Gateway::start(&format!(
+    let gw = Gateway::start(&pipeline_to(
+        sink.addr,
         r#"
 receivers:
   jaeger:
     protocols:
       grpc:
         endpoint: 127.0.0.1:0
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [jaeger]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        sink.addr.port()
+"#,
+        "jaeger",
+        "",
     ));
     let channel = Endpoint::from_shared(format!("http://{}", gw.addr("jaeger", "grpc")))
         .unwrap()

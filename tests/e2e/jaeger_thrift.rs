@@ -16,7 +16,7 @@ use http::{Method, StatusCode};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
 use support::raw;
 use support::sink::Sink;
 use tokio::net::UdpSocket;
@@ -25,7 +25,8 @@ use tracegate_model::thrift::{self, Batch, Log, Process, Span, SpanRef, Tag};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(sink: std::net::SocketAddr) -> String {
-    format!(
+    pipeline_to(
+        sink,
         r#"
 receivers:
   jaeger:
@@ -36,18 +37,9 @@ receivers:
         endpoint: 127.0.0.1:0
       thrift_http:
         endpoint: 127.0.0.1:0
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [jaeger]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        sink.port()
+"#,
+        "jaeger",
+        "",
     )
 }
 

@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway, TELEMETRY};
 use support::raw::{grpc, TRACE_EXPORT};
 use support::sink::Sink;
 
@@ -175,8 +175,10 @@ fn request() -> Vec<u8> {
 }
 
 fn config(sink: SocketAddr, override_existing: bool) -> String {
-    format!(
-        r#"
+    pipeline_to(
+        sink,
+        &format!(
+            r#"
 receivers:
   otlp:
     protocols:
@@ -187,19 +189,10 @@ processors:
     detectors: [gcp, ec2, azure, env, system]
     timeout: 1s
     override: {override_existing}
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{port}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [resourcedetection]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        port = sink.port()
+"#
+        ),
+        "otlp",
+        "resourcedetection",
     )
 }
 
@@ -374,7 +367,8 @@ fn app_request() -> Vec<u8> {
 /// The seed Jaeger v2 config's `resource_detection` block, unchanged:
 /// every detector, `override: true`.
 fn seed_detection_config(sink: SocketAddr) -> String {
-    format!(
+    pipeline_to(
+        sink,
         r#"
 receivers:
   otlp:
@@ -386,19 +380,9 @@ processors:
     detectors: [gcp, aws, azure, system, docker, kubernetes, env]
     timeout: 2s
     override: true
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{port}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [resource_detection]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        port = sink.port()
+"#,
+        "otlp",
+        "resource_detection",
     )
 }
 

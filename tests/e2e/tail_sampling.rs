@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
 use support::raw::{grpc, wait_for_metrics, TRACE_EXPORT};
 use support::sink::Sink;
 use tracegate_sampling::tail::{keep_threshold, trace_randomness};
@@ -347,7 +347,8 @@ async fn gateway_keeps_error_traces_and_its_shares_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_new_traces_stays_within_the_bounds() {
     let sink = Sink::start().await;
-    let yaml = format!(
+    let yaml = pipeline_to(
+        sink.addr,
         r#"
 receivers:
   otlp:
@@ -364,19 +365,9 @@ processors:
         type: status_code
         status_code:
           status_codes: [ERROR]
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [tail_sampling]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        sink.addr.port()
+"#,
+        "otlp",
+        "tail_sampling",
     );
     let gw = Gateway::start(&yaml);
     let addr = gw.addr("otlp", "grpc");

@@ -16,30 +16,22 @@ use http::{Method, StatusCode};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
 use support::raw;
 use support::sink::Sink;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(sink: std::net::SocketAddr) -> String {
-    format!(
+    pipeline_to(
+        sink,
         r#"
 receivers:
   zipkin:
     endpoint: 127.0.0.1:0
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [zipkin]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        sink.port()
+"#,
+        "zipkin",
+        "",
     )
 }
 
@@ -248,7 +240,8 @@ async fn py_zipkin_failed_spans_are_errors_to_a_tail_sampler() {
         return;
     };
     let sink = Sink::start().await;
-    let gw = Gateway::start(&format!(
+    let gw = Gateway::start(&pipeline_to(
+        sink.addr,
         r#"
 receivers:
   zipkin:
@@ -261,19 +254,9 @@ processors:
         type: status_code
         status_code:
           status_codes: [ERROR]
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [zipkin]
-      processors: [tail_sampling]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        sink.addr.port()
+"#,
+        "zipkin",
+        "tail_sampling",
     ));
     let url = format!("http://{}/api/v2/spans", gw.addr("zipkin", "http"));
     let output = tokio::task::spawn_blocking(move || {
