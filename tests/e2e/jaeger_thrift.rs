@@ -9,7 +9,6 @@
 
 use crate::support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -17,6 +16,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
 use support::gateway::{pipeline_to, Gateway};
+use support::python;
 use support::raw;
 use support::sink::Sink;
 use tokio::net::UdpSocket;
@@ -249,19 +249,9 @@ tracer.close()
 time.sleep(0.3)
 "#;
 
-fn python_with_jaeger_client() -> Option<String> {
-    let python = std::env::var("JAEGER_CLIENT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import jaeger_client"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    ok.then_some(python)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_jaeger_client_reaches_otlp() {
-    let Some(python) = python_with_jaeger_client() else {
+    let Some(python) = python::with_module("JAEGER_CLIENT_PYTHON", "jaeger_client") else {
         eprintln!(
             "skipped: no Python with jaeger_client (pip install jaeger-client six; set JAEGER_CLIENT_PYTHON)"
         );
@@ -270,19 +260,7 @@ async fn the_python_jaeger_client_reaches_otlp() {
     let sink = Sink::start().await;
     let gw = Gateway::start(&config(sink.addr));
     let port = gw.addr("jaeger", "thrift_compact").port().to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(["-c", PYTHON_CLIENT, &port])
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    python::run(python, &["-c", PYTHON_CLIENT, &port]).await;
     assert!(
         sink.wait_for_spans(2, WAIT).await,
         "only {} spans",

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod gateway;
+pub mod python;
 pub mod raw;
 pub mod sink;
 pub mod tls;
