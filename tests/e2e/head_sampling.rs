@@ -16,6 +16,7 @@ use prost::Message;
 use support::gateway::{pipeline_to, Gateway};
 use support::raw::{grpc, wait_for_metrics, wait_until_accounted, TRACE_EXPORT};
 use support::sink::Sink;
+use support::Rng;
 
 /// The seed's `processors.sampling` block (jaeger-v2-collector.yaml), as
 /// written there.
@@ -61,19 +62,6 @@ processors:
         "otlp",
         &format!("{pipeline}, batch"),
     )
-}
-
-/// splitmix64, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 /// Which of the seed's policies a span matches decides its threshold.

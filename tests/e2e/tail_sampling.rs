@@ -15,23 +15,8 @@ use prost::Message;
 use support::gateway::{pipeline_to, Gateway};
 use support::raw::{grpc, wait_for_metrics, TRACE_EXPORT};
 use support::sink::Sink;
+use support::Rng;
 use tracegate_sampling::tail::{keep_threshold, trace_randomness};
-
-/// A deterministic generator (splitmix64), so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
