@@ -25,8 +25,8 @@ use tracegate_model::jaeger::proto::collector_service_server::{
 };
 use tracegate_model::jaeger::proto::{self, PostSpansRequest, PostSpansResponse};
 use tracegate_model::otlp::{
-    any_value, AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource,
-    ResourceSpans, ScopeSpans, Span, Status,
+    any_value, kv, ExportTraceServiceRequest, InstrumentationScope, Resource, ResourceSpans,
+    ScopeSpans, Span, Status,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -104,14 +104,6 @@ impl JaegerSink {
                 panic!("Jaeger sink: fewer than {n} spans within {WAIT:?}");
             }
         }
-    }
-}
-
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
     }
 }
 

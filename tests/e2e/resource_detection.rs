@@ -18,13 +18,14 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use support::gateway::{pipeline_to, Gateway, TELEMETRY};
 use support::raw::{grpc, TRACE_EXPORT};
 use support::sink::Sink;
+use tracegate_model::otlp::string_kv;
 
 type Handler = dyn Fn(&http::Request<hyper::body::Incoming>) -> (u16, Vec<(&'static str, String)>, String)
     + Send
@@ -126,52 +127,54 @@ async fn fake_imds() -> SocketAddr {
     .await
 }
 
-fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-/// Two resources, one with attributes the detectors also set, one bare.
-fn request() -> Vec<u8> {
-    let span = |n: u8| Span {
-        trace_id: vec![n; 16],
-        span_id: vec![n; 8],
-        name: format!("span-{n}"),
+/// A request of two resources: one with the string `attributes` over the
+/// spans numbered `first`, and one with no resource at all over the spans
+/// `bare`. Span `n` is named `{name}-{n}`.
+fn two_resources(name: &str, attributes: &[(&str, &str)], first: &[u8], bare: &[u8]) -> Vec<u8> {
+    let spans = |ns: &[u8]| ScopeSpans {
+        spans: ns
+            .iter()
+            .map(|&n| Span {
+                trace_id: vec![n; 16],
+                span_id: vec![n; 8],
+                name: format!("{name}-{n}"),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     };
     ExportTraceServiceRequest {
         resource_spans: vec![
             ResourceSpans {
                 resource: Some(Resource {
-                    attributes: vec![
-                        string_kv("service.name", "checkout"),
-                        string_kv("host.name", "client-host"),
-                        string_kv("cloud.provider", "on-prem"),
-                    ],
+                    attributes: attributes.iter().map(|(k, v)| string_kv(k, v)).collect(),
                     ..Default::default()
                 }),
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span(1), span(2)],
-                    ..Default::default()
-                }],
+                scope_spans: vec![spans(first)],
                 ..Default::default()
             },
             ResourceSpans {
                 resource: None,
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span(3)],
-                    ..Default::default()
-                }],
+                scope_spans: vec![spans(bare)],
                 ..Default::default()
             },
         ],
     }
     .encode_to_vec()
+}
+
+/// Two resources, one with attributes the detectors also set, one bare.
+fn request() -> Vec<u8> {
+    two_resources(
+        "span",
+        &[
+            ("service.name", "checkout"),
+            ("host.name", "client-host"),
+            ("cloud.provider", "on-prem"),
+        ],
+        &[1, 2],
+        &[3],
+    )
 }
 
 fn config(sink: SocketAddr, override_existing: bool) -> String {
@@ -328,40 +331,16 @@ fn refusing_address() -> SocketAddr {
 /// An application's spans: its own identity on one resource, and a second
 /// resource with no attributes at all.
 fn app_request() -> Vec<u8> {
-    let span = |n: u8| Span {
-        trace_id: vec![n; 16],
-        span_id: vec![n; 8],
-        name: format!("app-span-{n}"),
-        ..Default::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![
-            ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![
-                        string_kv("service.name", "checkout"),
-                        string_kv("k8s.pod.name", "checkout-7d9f8-x2x4q"),
-                        string_kv("k8s.namespace.name", "shop"),
-                    ],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span(1)],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-            ResourceSpans {
-                resource: None,
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span(2)],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
+    two_resources(
+        "app-span",
+        &[
+            ("service.name", "checkout"),
+            ("k8s.pod.name", "checkout-7d9f8-x2x4q"),
+            ("k8s.namespace.name", "shop"),
         ],
-    }
-    .encode_to_vec()
+        &[1],
+        &[2],
+    )
 }
 
 /// The seed Jaeger v2 config's `resource_detection` block, unchanged:
