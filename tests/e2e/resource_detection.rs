@@ -211,6 +211,15 @@ fn str_attr(resource: &Option<Resource>, key: &str) -> Option<String> {
         })
 }
 
+/// Asserts that `resource` has each string attribute `(key, value)` of
+/// `want`.
+#[track_caller]
+fn assert_strs(resource: &Option<Resource>, want: &[(&str, &str)]) {
+    for (key, value) in want {
+        assert_eq!(str_attr(resource, key).as_deref(), Some(*value), "{key}");
+    }
+}
+
 /// Sends the request, returns the resources as the backend got them (one
 /// per span) and how long the export call took.
 async fn roundtrip(gw: &Gateway, sink: &Sink) -> (Vec<Option<Resource>>, Duration) {
@@ -254,30 +263,21 @@ async fn detected_attributes_reach_the_backend_first_detector_wins_override_both
     for resource in &resources {
         // GCE is listed first: its host.name and cloud.provider win over
         // EC2's and env's.
-        assert_eq!(str_attr(resource, "cloud.provider").as_deref(), Some("gcp"));
-        assert_eq!(str_attr(resource, "host.name").as_deref(), Some("vm-1"));
-        assert_eq!(
-            str_attr(resource, "cloud.platform").as_deref(),
-            Some("gcp_compute_engine")
+        assert_strs(
+            resource,
+            &[
+                ("cloud.provider", "gcp"),
+                ("host.name", "vm-1"),
+                ("cloud.platform", "gcp_compute_engine"),
+                ("cloud.account.id", "my-project"),
+                ("cloud.region", "us-central1"),
+                // What only EC2 sets still comes from EC2 (IMDSv2 with its
+                // token).
+                ("host.image.id", "ami-5fb8c835"),
+                ("deployment.environment", "e2e run"),
+                ("os.type", "linux"),
+            ],
         );
-        assert_eq!(
-            str_attr(resource, "cloud.account.id").as_deref(),
-            Some("my-project")
-        );
-        assert_eq!(
-            str_attr(resource, "cloud.region").as_deref(),
-            Some("us-central1")
-        );
-        // What only EC2 sets still comes from EC2 (IMDSv2 with its token).
-        assert_eq!(
-            str_attr(resource, "host.image.id").as_deref(),
-            Some("ami-5fb8c835")
-        );
-        assert_eq!(
-            str_attr(resource, "deployment.environment").as_deref(),
-            Some("e2e run")
-        );
-        assert_eq!(str_attr(resource, "os.type").as_deref(), Some("linux"));
         // Azure never answered: nothing of it.
         assert_eq!(str_attr(resource, "azure.vm.name"), None);
     }
@@ -305,17 +305,13 @@ async fn detected_attributes_reach_the_backend_first_detector_wins_override_both
     let gw = Gateway::start_with(&config(sink.addr, false), &[], &envs);
     let (resources, _) = roundtrip(&gw, &sink).await;
     let client = &resources[0];
-    assert_eq!(
-        str_attr(client, "host.name").as_deref(),
-        Some("client-host")
-    );
-    assert_eq!(
-        str_attr(client, "cloud.provider").as_deref(),
-        Some("on-prem")
-    );
-    assert_eq!(
-        str_attr(client, "cloud.account.id").as_deref(),
-        Some("my-project")
+    assert_strs(
+        client,
+        &[
+            ("host.name", "client-host"),
+            ("cloud.provider", "on-prem"),
+            ("cloud.account.id", "my-project"),
+        ],
     );
     let bare = &resources[2];
     assert_eq!(str_attr(bare, "host.name").as_deref(), Some("vm-1"));
@@ -411,27 +407,22 @@ async fn the_gateways_own_pod_and_service_name_never_replace_the_applications() 
         .expect("the bare resource's span");
 
     // The application's identity, unchanged under override: true.
-    assert_eq!(
-        str_attr(&app.resource, "service.name").as_deref(),
-        Some("checkout")
-    );
-    assert_eq!(
-        str_attr(&app.resource, "k8s.pod.name").as_deref(),
-        Some("checkout-7d9f8-x2x4q")
-    );
-    assert_eq!(
-        str_attr(&app.resource, "k8s.namespace.name").as_deref(),
-        Some("shop")
+    assert_strs(
+        &app.resource,
+        &[
+            ("service.name", "checkout"),
+            ("k8s.pod.name", "checkout-7d9f8-x2x4q"),
+            ("k8s.namespace.name", "shop"),
+        ],
     );
     for resource in [&app.resource, &bare.resource] {
         // The node's identity is added...
-        assert_eq!(
-            str_attr(resource, "k8s.node.name").as_deref(),
-            Some("node-17")
-        );
-        assert_eq!(
-            str_attr(resource, "deployment.environment").as_deref(),
-            Some("prod")
+        assert_strs(
+            resource,
+            &[
+                ("k8s.node.name", "node-17"),
+                ("deployment.environment", "prod"),
+            ],
         );
         // ...and nothing of the gateway's own pod or service, anywhere.
         let attributes = &resource.as_ref().expect("a resource").attributes;
