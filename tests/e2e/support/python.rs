@@ -5,14 +5,18 @@
 use std::process::Command;
 
 /// The interpreter named by the environment variable `var` (`python3` when
-/// unset), if it can import `module`.
-pub fn with_module(var: &str, module: &str) -> Option<String> {
+/// unset), if it can import `module`; otherwise says the test is skipped
+/// and what to `pip install` (`packages`) to run it.
+pub fn with_module(var: &str, module: &str, packages: &str) -> Option<String> {
     let python = std::env::var(var).unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&python)
         .args(["-c", &format!("import {module}")])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
+    if !ok {
+        eprintln!("skipped: no Python with {module} (pip install {packages}; set {var})");
+    }
     ok.then_some(python)
 }
 
