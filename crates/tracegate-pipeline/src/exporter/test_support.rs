@@ -153,6 +153,21 @@ impl TestRecorder {
     pub(crate) fn exporter_counter(&self, name: &str, id: &str) -> u64 {
         self.counter(name, &[("exporter", id)])
     }
+
+    /// Asserts how many spans the exporter `id` counted as sent and as
+    /// failed to send.
+    #[track_caller]
+    pub(crate) fn assert_sent_and_failed(&self, id: &str, sent: u64, failed: u64) {
+        use crate::telemetry::names::{EXPORTER_SEND_FAILED_SPANS, EXPORTER_SENT_SPANS};
+        assert_eq!(
+            (
+                self.exporter_counter(EXPORTER_SENT_SPANS, id),
+                self.exporter_counter(EXPORTER_SEND_FAILED_SPANS, id),
+            ),
+            (sent, failed),
+            "{id}: spans sent, spans failed"
+        );
+    }
 }
 
 impl Recorder for TestRecorder {
