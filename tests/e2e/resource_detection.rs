@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use support::gateway::{pipeline_to, Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
 use support::raw::{grpc, TRACE_EXPORT};
 use support::sink::Sink;
 use tracegate_model::otlp::string_kv;
@@ -453,7 +453,10 @@ async fn the_gateways_own_pod_and_service_name_never_replace_the_applications() 
 fn a_detector_that_keeps_failing_stops_startup_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
-    let yaml = format!(
+    // The exporter's address is never reached: startup fails first.
+    let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let yaml = pipeline_to(
+        nowhere,
         r#"
 receivers:
   otlp:
@@ -464,18 +467,9 @@ processors:
   resource_detection:
     detectors: [env, kubernetes]
     timeout: 1500ms
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:9
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [resource_detection]
-      exporters: [otlp]
-{TELEMETRY}"#
+"#,
+        "otlp",
+        "resource_detection",
     );
     std::fs::write(&path, yaml).unwrap();
     let started = Instant::now();
