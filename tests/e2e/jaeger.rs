@@ -18,7 +18,9 @@ use support::gateway::{pipeline_to, Gateway, TELEMETRY};
 use support::raw;
 use support::sink::Sink;
 use tokio::sync::Notify;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig,
+};
 use tracegate_model::jaeger::proto::collector_service_client::CollectorServiceClient;
 use tracegate_model::jaeger::proto::collector_service_server::{
     CollectorService, CollectorServiceServer,
@@ -276,6 +278,25 @@ async fn otlp_in_jaeger_out() {
     assert_eq!(tag(&child.tags, "retries").unwrap().v_int64, 2);
 }
 
+/// Posts `batch` over `channel` to a Jaeger gRPC collector; it must be
+/// accepted.
+async fn post(channel: Channel, batch: proto::Batch) {
+    CollectorServiceClient::new(channel)
+        .post_spans(PostSpansRequest { batch: Some(batch) })
+        .await
+        .unwrap();
+}
+
+/// Posts `batch` to the gateway's plaintext Jaeger gRPC receiver.
+async fn post_plain(gw: &Gateway, batch: proto::Batch) {
+    let channel = Endpoint::from_shared(format!("http://{}", gw.addr("jaeger", "grpc")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    post(channel, batch).await;
+}
+
 fn jaeger_batch() -> proto::Batch {
     proto::Batch {
         spans: vec![proto::Span {
@@ -348,17 +369,7 @@ receivers:
         "jaeger",
         "",
     ));
-    let channel = Endpoint::from_shared(format!("http://{}", gw.addr("jaeger", "grpc")))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    CollectorServiceClient::new(channel)
-        .post_spans(PostSpansRequest {
-            batch: Some(jaeger_batch()),
-        })
-        .await
-        .unwrap();
+    post_plain(&gw, jaeger_batch()).await;
     assert!(sink.wait_for_spans(1, WAIT).await);
     let spans = sink.spans();
     let got = &spans[0];
@@ -430,12 +441,7 @@ service:
         .connect()
         .await
         .unwrap();
-    CollectorServiceClient::new(channel)
-        .post_spans(PostSpansRequest {
-            batch: Some(jaeger_batch()),
-        })
-        .await
-        .unwrap();
+    post(channel, jaeger_batch()).await;
     let batches = jaeger.wait_for_spans(1).await;
     let span = &batches[0].spans[0];
     assert_eq!(batches[0].process.as_ref().unwrap().service_name, "cart");
@@ -495,15 +501,7 @@ async fn the_seed_jaeger_v2_config_exports_to_jaeger_and_otlp() {
     // And the same through the seed's Jaeger receiver, as a second trace.
     let mut batch = jaeger_batch();
     batch.process.as_mut().unwrap().service_name = "api".into();
-    let channel = Endpoint::from_shared(format!("http://{}", gw.addr("jaeger", "grpc")))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    CollectorServiceClient::new(channel)
-        .post_spans(PostSpansRequest { batch: Some(batch) })
-        .await
-        .unwrap();
+    post_plain(&gw, batch).await;
 
     // The seed's tail decision_wait and batch timeout would hold the spans
     // for seconds; a SIGTERM decides pending traces and drains the queues.
