@@ -29,10 +29,25 @@ impl Collect {
         }
         out
     }
+
+    fn sorted_spans(&self) -> Vec<([u8; 16], [u8; 8], Option<String>)> {
+        let mut spans = self.spans();
+        spans.sort();
+        spans
+    }
 }
 
 fn trace_id(n: u8) -> [u8; 16] {
     [n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, n]
+}
+
+/// Spans 1 and 2 of trace 1 as [`Collect::spans`] lists them, under the
+/// given services.
+fn trace_1(services: [&str; 2]) -> Vec<([u8; 16], [u8; 8], Option<String>)> {
+    (1..=2)
+        .zip(services)
+        .map(|(s, service)| (trace_id(1), [s, 0, 0, 0, 0, 0, 0, 1], Some(service.into())))
+        .collect()
 }
 
 /// Spans `(trace, span, error)` under one resource named `service`.
@@ -127,14 +142,9 @@ async fn keeps_whole_error_traces_after_decision_wait_and_drops_the_rest() {
         assert!(sink.spans().is_empty(), "nothing before decision_wait");
         tokio::time::sleep(Duration::from_secs(2)).await;
         settle(|| sink.spans().len() == 2).await;
-        let mut spans = sink.spans();
-        spans.sort();
         assert_eq!(
-            spans,
-            vec![
-                (trace_id(1), [1, 0, 0, 0, 0, 0, 0, 1], Some("api".into())),
-                (trace_id(1), [2, 0, 0, 0, 0, 0, 0, 1], Some("db".into())),
-            ],
+            sink.sorted_spans(),
+            trace_1(["api", "db"]),
             "trace 1 complete, each span under its own resource (shards {shards})"
         );
         sampler.flush().await;
@@ -348,15 +358,7 @@ async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
     tokio::time::sleep(MEMORY_CHECK_INTERVAL).await;
     settle(|| sink.spans().len() == 2).await;
     limiter.set(false);
-    let mut spans = sink.spans();
-    spans.sort();
-    assert_eq!(
-        spans,
-        vec![
-            (trace_id(1), [1, 0, 0, 0, 0, 0, 0, 1], Some("api".into())),
-            (trace_id(1), [2, 0, 0, 0, 0, 0, 0, 1], Some("api".into())),
-        ]
-    );
+    assert_eq!(sink.sorted_spans(), trace_1(["api", "api"]));
     let text = handle.render();
     let early = text
         .lines()
