@@ -8,18 +8,18 @@ use std::io::Write;
 use std::time::Duration;
 
 use http::Method;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
+use support::one_span_request;
 use support::raw::{grpc, http, TRACE_EXPORT};
 use support::sink::Sink;
 
 const CAP_MIB: u64 = 4;
 
 fn config(sink: std::net::SocketAddr) -> String {
-    format!(
-        r#"
+    pipeline_to(
+        sink,
+        &format!(
+            r#"
 receivers:
   otlp:
     protocols:
@@ -32,41 +32,12 @@ receivers:
 processors:
   batch:
     timeout: 10ms
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        CAP_MIB << 20,
-        sink.port()
+"#,
+            CAP_MIB << 20,
+        ),
+        "otlp",
+        "batch",
     )
-}
-
-fn valid_request(name: &str) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id: vec![1; 16],
-                    span_id: vec![2; 8],
-                    name: name.into(),
-                    start_time_unix_nano: 1,
-                    end_time_unix_nano: 2,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
 }
 
 /// `len` zero bytes, gzip-compressed (about 1 KiB per MiB).
@@ -126,7 +97,7 @@ async fn bad_input_gets_the_right_status_and_the_process_keeps_serving() {
         "405 names the allowed method"
     );
     for path in ["/v1/metrics", "/v1/logs", "/nope"] {
-        let r = http(h, Method::POST, path, &proto, valid_request("x")).await;
+        let r = http(h, Method::POST, path, &proto, one_span_request("x")).await;
         assert_eq!(r.status, 404, "unknown path {path}");
     }
 
@@ -150,7 +121,7 @@ async fn bad_input_gets_the_right_status_and_the_process_keeps_serving() {
         "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
         "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
     ] {
-        let r = grpc(g, service, &valid_request("x"), None).await;
+        let r = grpc(g, service, &one_span_request("x"), None).await;
         assert_eq!(r.code, 12, "UNIMPLEMENTED for {service}");
     }
 
@@ -189,11 +160,11 @@ async fn bad_input_gets_the_right_status_and_the_process_keeps_serving() {
         Method::POST,
         "/v1/traces",
         &proto,
-        valid_request("after-http"),
+        one_span_request("after-http"),
     )
     .await;
     assert_eq!(r.status, 200);
-    let r = grpc(g, TRACE_EXPORT, &valid_request("after-grpc"), None).await;
+    let r = grpc(g, TRACE_EXPORT, &one_span_request("after-grpc"), None).await;
     assert_eq!(r.code, 0, "{}", r.message);
     assert!(sink.wait_for_spans(2, Duration::from_secs(10)).await);
     let names: Vec<String> = sink.spans().into_iter().map(|s| s.span.name).collect();

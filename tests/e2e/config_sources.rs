@@ -13,10 +13,8 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 use support::gateway::{Gateway, TELEMETRY};
+use support::one_span_request;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -69,26 +67,6 @@ impl HeaderSink {
         }
         None
     }
-}
-
-fn one_span() -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id: vec![1; 16],
-                    span_id: vec![2; 8],
-                    name: "merged".into(),
-                    start_time_unix_nano: 1,
-                    end_time_unix_nano: 2,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +136,7 @@ service:
         Method::POST,
         "/v1/traces",
         &[("content-type", "application/x-protobuf")],
-        one_span(),
+        one_span_request("merged"),
     )
     .await;
     assert_eq!(reply.status, 200);

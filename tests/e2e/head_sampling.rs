@@ -13,9 +13,10 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
 use support::raw::{grpc, wait_for_metrics, wait_until_accounted, TRACE_EXPORT};
 use support::sink::Sink;
+use support::Rng;
 
 /// The seed's `processors.sampling` block (jaeger-v2-collector.yaml), as
 /// written there.
@@ -43,8 +44,10 @@ const SEED_SAMPLING: &str = r#"
 "#;
 
 fn config(processors: &str, pipeline: &str, sink: &Sink) -> String {
-    format!(
-        r#"
+    pipeline_to(
+        sink.addr,
+        &format!(
+            r#"
 receivers:
   otlp:
     protocols:
@@ -54,33 +57,11 @@ processors:
 {processors}
   batch:
     timeout: 50ms
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{port}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [{pipeline}, batch]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        port = sink.addr.port()
+"#
+        ),
+        "otlp",
+        &format!("{pipeline}, batch"),
     )
-}
-
-/// splitmix64, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 /// Which of the seed's policies a span matches decides its threshold.

@@ -14,19 +14,21 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
 use prost::Message;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway, TELEMETRY};
 use support::raw;
 use support::sink::Sink;
 use tokio::sync::Notify;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig,
+};
 use tracegate_model::jaeger::proto::collector_service_client::CollectorServiceClient;
 use tracegate_model::jaeger::proto::collector_service_server::{
     CollectorService, CollectorServiceServer,
 };
 use tracegate_model::jaeger::proto::{self, PostSpansRequest, PostSpansResponse};
 use tracegate_model::otlp::{
-    any_value, AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource,
-    ResourceSpans, ScopeSpans, Span, Status,
+    any_value, kv, ExportTraceServiceRequest, InstrumentationScope, Resource, ResourceSpans,
+    ScopeSpans, Span, Status,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -104,14 +106,6 @@ impl JaegerSink {
                 panic!("Jaeger sink: fewer than {n} spans within {WAIT:?}");
             }
         }
-    }
-}
-
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
     }
 }
 
@@ -284,6 +278,25 @@ async fn otlp_in_jaeger_out() {
     assert_eq!(tag(&child.tags, "retries").unwrap().v_int64, 2);
 }
 
+/// Posts `batch` over `channel` to a Jaeger gRPC collector; it must be
+/// accepted.
+async fn post(channel: Channel, batch: proto::Batch) {
+    CollectorServiceClient::new(channel)
+        .post_spans(PostSpansRequest { batch: Some(batch) })
+        .await
+        .unwrap();
+}
+
+/// Posts `batch` to the gateway's plaintext Jaeger gRPC receiver.
+async fn post_plain(gw: &Gateway, batch: proto::Batch) {
+    let channel = Endpoint::from_shared(format!("http://{}", gw.addr("jaeger", "grpc")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    post(channel, batch).await;
+}
+
 fn jaeger_batch() -> proto::Batch {
     proto::Batch {
         spans: vec![proto::Span {
@@ -344,37 +357,19 @@ fn jaeger_batch() -> proto::Batch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jaeger_grpc_in_otlp_out() {
     let sink = Sink::start().await;
-    let gw = Gateway::start(&format!(
+    let gw = Gateway::start(&pipeline_to(
+        sink.addr,
         r#"
 receivers:
   jaeger:
     protocols:
       grpc:
         endpoint: 127.0.0.1:0
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [jaeger]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        sink.addr.port()
+"#,
+        "jaeger",
+        "",
     ));
-    let channel = Endpoint::from_shared(format!("http://{}", gw.addr("jaeger", "grpc")))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    CollectorServiceClient::new(channel)
-        .post_spans(PostSpansRequest {
-            batch: Some(jaeger_batch()),
-        })
-        .await
-        .unwrap();
+    post_plain(&gw, jaeger_batch()).await;
     assert!(sink.wait_for_spans(1, WAIT).await);
     let spans = sink.spans();
     let got = &spans[0];
@@ -446,12 +441,7 @@ service:
         .connect()
         .await
         .unwrap();
-    CollectorServiceClient::new(channel)
-        .post_spans(PostSpansRequest {
-            batch: Some(jaeger_batch()),
-        })
-        .await
-        .unwrap();
+    post(channel, jaeger_batch()).await;
     let batches = jaeger.wait_for_spans(1).await;
     let span = &batches[0].spans[0];
     assert_eq!(batches[0].process.as_ref().unwrap().service_name, "cart");
@@ -511,15 +501,7 @@ async fn the_seed_jaeger_v2_config_exports_to_jaeger_and_otlp() {
     // And the same through the seed's Jaeger receiver, as a second trace.
     let mut batch = jaeger_batch();
     batch.process.as_mut().unwrap().service_name = "api".into();
-    let channel = Endpoint::from_shared(format!("http://{}", gw.addr("jaeger", "grpc")))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    CollectorServiceClient::new(channel)
-        .post_spans(PostSpansRequest { batch: Some(batch) })
-        .await
-        .unwrap();
+    post_plain(&gw, batch).await;
 
     // The seed's tail decision_wait and batch timeout would hold the spans
     // for seconds; a SIGTERM decides pending traces and drains the queues.

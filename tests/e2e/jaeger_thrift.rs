@@ -9,14 +9,14 @@
 
 use crate::support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
+use support::python;
 use support::raw;
 use support::sink::Sink;
 use tokio::net::UdpSocket;
@@ -25,7 +25,8 @@ use tracegate_model::thrift::{self, Batch, Log, Process, Span, SpanRef, Tag};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(sink: std::net::SocketAddr) -> String {
-    format!(
+    pipeline_to(
+        sink,
         r#"
 receivers:
   jaeger:
@@ -36,18 +37,9 @@ receivers:
         endpoint: 127.0.0.1:0
       thrift_http:
         endpoint: 127.0.0.1:0
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [jaeger]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        sink.port()
+"#,
+        "jaeger",
+        "",
     )
 }
 
@@ -257,40 +249,17 @@ tracer.close()
 time.sleep(0.3)
 "#;
 
-fn python_with_jaeger_client() -> Option<String> {
-    let python = std::env::var("JAEGER_CLIENT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import jaeger_client"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    ok.then_some(python)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_jaeger_client_reaches_otlp() {
-    let Some(python) = python_with_jaeger_client() else {
-        eprintln!(
-            "skipped: no Python with jaeger_client (pip install jaeger-client six; set JAEGER_CLIENT_PYTHON)"
-        );
+    let Some(python) =
+        python::with_module("JAEGER_CLIENT_PYTHON", "jaeger_client", "jaeger-client six")
+    else {
         return;
     };
     let sink = Sink::start().await;
     let gw = Gateway::start(&config(sink.addr));
     let port = gw.addr("jaeger", "thrift_compact").port().to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(["-c", PYTHON_CLIENT, &port])
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    python::run(python, &["-c", PYTHON_CLIENT, &port]).await;
     assert!(
         sink.wait_for_spans(2, WAIT).await,
         "only {} spans",

@@ -18,13 +18,14 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
 use support::raw::{grpc, TRACE_EXPORT};
 use support::sink::Sink;
+use tracegate_model::otlp::string_kv;
 
 type Handler = dyn Fn(&http::Request<hyper::body::Incoming>) -> (u16, Vec<(&'static str, String)>, String)
     + Send
@@ -126,47 +127,35 @@ async fn fake_imds() -> SocketAddr {
     .await
 }
 
-fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-/// Two resources, one with attributes the detectors also set, one bare.
-fn request() -> Vec<u8> {
-    let span = |n: u8| Span {
-        trace_id: vec![n; 16],
-        span_id: vec![n; 8],
-        name: format!("span-{n}"),
+/// A request of two resources: one with the string `attributes` over the
+/// spans numbered `first`, and one with no resource at all over the spans
+/// `bare`. Span `n` is named `{name}-{n}`.
+fn two_resources(name: &str, attributes: &[(&str, &str)], first: &[u8], bare: &[u8]) -> Vec<u8> {
+    let spans = |ns: &[u8]| ScopeSpans {
+        spans: ns
+            .iter()
+            .map(|&n| Span {
+                trace_id: vec![n; 16],
+                span_id: vec![n; 8],
+                name: format!("{name}-{n}"),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     };
     ExportTraceServiceRequest {
         resource_spans: vec![
             ResourceSpans {
                 resource: Some(Resource {
-                    attributes: vec![
-                        string_kv("service.name", "checkout"),
-                        string_kv("host.name", "client-host"),
-                        string_kv("cloud.provider", "on-prem"),
-                    ],
+                    attributes: attributes.iter().map(|(k, v)| string_kv(k, v)).collect(),
                     ..Default::default()
                 }),
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span(1), span(2)],
-                    ..Default::default()
-                }],
+                scope_spans: vec![spans(first)],
                 ..Default::default()
             },
             ResourceSpans {
                 resource: None,
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span(3)],
-                    ..Default::default()
-                }],
+                scope_spans: vec![spans(bare)],
                 ..Default::default()
             },
         ],
@@ -174,9 +163,25 @@ fn request() -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Two resources, one with attributes the detectors also set, one bare.
+fn request() -> Vec<u8> {
+    two_resources(
+        "span",
+        &[
+            ("service.name", "checkout"),
+            ("host.name", "client-host"),
+            ("cloud.provider", "on-prem"),
+        ],
+        &[1, 2],
+        &[3],
+    )
+}
+
 fn config(sink: SocketAddr, override_existing: bool) -> String {
-    format!(
-        r#"
+    pipeline_to(
+        sink,
+        &format!(
+            r#"
 receivers:
   otlp:
     protocols:
@@ -187,19 +192,10 @@ processors:
     detectors: [gcp, ec2, azure, env, system]
     timeout: 1s
     override: {override_existing}
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{port}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [resourcedetection]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        port = sink.port()
+"#
+        ),
+        "otlp",
+        "resourcedetection",
     )
 }
 
@@ -213,6 +209,15 @@ fn str_attr(resource: &Option<Resource>, key: &str) -> Option<String> {
             any_value::Value::StringValue(s) => Some(s.clone()),
             _ => None,
         })
+}
+
+/// Asserts that `resource` has each string attribute `(key, value)` of
+/// `want`.
+#[track_caller]
+fn assert_strs(resource: &Option<Resource>, want: &[(&str, &str)]) {
+    for (key, value) in want {
+        assert_eq!(str_attr(resource, key).as_deref(), Some(*value), "{key}");
+    }
 }
 
 /// Sends the request, returns the resources as the backend got them (one
@@ -258,30 +263,21 @@ async fn detected_attributes_reach_the_backend_first_detector_wins_override_both
     for resource in &resources {
         // GCE is listed first: its host.name and cloud.provider win over
         // EC2's and env's.
-        assert_eq!(str_attr(resource, "cloud.provider").as_deref(), Some("gcp"));
-        assert_eq!(str_attr(resource, "host.name").as_deref(), Some("vm-1"));
-        assert_eq!(
-            str_attr(resource, "cloud.platform").as_deref(),
-            Some("gcp_compute_engine")
+        assert_strs(
+            resource,
+            &[
+                ("cloud.provider", "gcp"),
+                ("host.name", "vm-1"),
+                ("cloud.platform", "gcp_compute_engine"),
+                ("cloud.account.id", "my-project"),
+                ("cloud.region", "us-central1"),
+                // What only EC2 sets still comes from EC2 (IMDSv2 with its
+                // token).
+                ("host.image.id", "ami-5fb8c835"),
+                ("deployment.environment", "e2e run"),
+                ("os.type", "linux"),
+            ],
         );
-        assert_eq!(
-            str_attr(resource, "cloud.account.id").as_deref(),
-            Some("my-project")
-        );
-        assert_eq!(
-            str_attr(resource, "cloud.region").as_deref(),
-            Some("us-central1")
-        );
-        // What only EC2 sets still comes from EC2 (IMDSv2 with its token).
-        assert_eq!(
-            str_attr(resource, "host.image.id").as_deref(),
-            Some("ami-5fb8c835")
-        );
-        assert_eq!(
-            str_attr(resource, "deployment.environment").as_deref(),
-            Some("e2e run")
-        );
-        assert_eq!(str_attr(resource, "os.type").as_deref(), Some("linux"));
         // Azure never answered: nothing of it.
         assert_eq!(str_attr(resource, "azure.vm.name"), None);
     }
@@ -309,17 +305,13 @@ async fn detected_attributes_reach_the_backend_first_detector_wins_override_both
     let gw = Gateway::start_with(&config(sink.addr, false), &[], &envs);
     let (resources, _) = roundtrip(&gw, &sink).await;
     let client = &resources[0];
-    assert_eq!(
-        str_attr(client, "host.name").as_deref(),
-        Some("client-host")
-    );
-    assert_eq!(
-        str_attr(client, "cloud.provider").as_deref(),
-        Some("on-prem")
-    );
-    assert_eq!(
-        str_attr(client, "cloud.account.id").as_deref(),
-        Some("my-project")
+    assert_strs(
+        client,
+        &[
+            ("host.name", "client-host"),
+            ("cloud.provider", "on-prem"),
+            ("cloud.account.id", "my-project"),
+        ],
     );
     let bare = &resources[2];
     assert_eq!(str_attr(bare, "host.name").as_deref(), Some("vm-1"));
@@ -335,46 +327,23 @@ fn refusing_address() -> SocketAddr {
 /// An application's spans: its own identity on one resource, and a second
 /// resource with no attributes at all.
 fn app_request() -> Vec<u8> {
-    let span = |n: u8| Span {
-        trace_id: vec![n; 16],
-        span_id: vec![n; 8],
-        name: format!("app-span-{n}"),
-        ..Default::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![
-            ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![
-                        string_kv("service.name", "checkout"),
-                        string_kv("k8s.pod.name", "checkout-7d9f8-x2x4q"),
-                        string_kv("k8s.namespace.name", "shop"),
-                    ],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span(1)],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-            ResourceSpans {
-                resource: None,
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span(2)],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
+    two_resources(
+        "app-span",
+        &[
+            ("service.name", "checkout"),
+            ("k8s.pod.name", "checkout-7d9f8-x2x4q"),
+            ("k8s.namespace.name", "shop"),
         ],
-    }
-    .encode_to_vec()
+        &[1],
+        &[2],
+    )
 }
 
 /// The seed Jaeger v2 config's `resource_detection` block, unchanged:
 /// every detector, `override: true`.
 fn seed_detection_config(sink: SocketAddr) -> String {
-    format!(
+    pipeline_to(
+        sink,
         r#"
 receivers:
   otlp:
@@ -386,19 +355,9 @@ processors:
     detectors: [gcp, aws, azure, system, docker, kubernetes, env]
     timeout: 2s
     override: true
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{port}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [resource_detection]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        port = sink.port()
+"#,
+        "otlp",
+        "resource_detection",
     )
 }
 
@@ -448,27 +407,22 @@ async fn the_gateways_own_pod_and_service_name_never_replace_the_applications() 
         .expect("the bare resource's span");
 
     // The application's identity, unchanged under override: true.
-    assert_eq!(
-        str_attr(&app.resource, "service.name").as_deref(),
-        Some("checkout")
-    );
-    assert_eq!(
-        str_attr(&app.resource, "k8s.pod.name").as_deref(),
-        Some("checkout-7d9f8-x2x4q")
-    );
-    assert_eq!(
-        str_attr(&app.resource, "k8s.namespace.name").as_deref(),
-        Some("shop")
+    assert_strs(
+        &app.resource,
+        &[
+            ("service.name", "checkout"),
+            ("k8s.pod.name", "checkout-7d9f8-x2x4q"),
+            ("k8s.namespace.name", "shop"),
+        ],
     );
     for resource in [&app.resource, &bare.resource] {
         // The node's identity is added...
-        assert_eq!(
-            str_attr(resource, "k8s.node.name").as_deref(),
-            Some("node-17")
-        );
-        assert_eq!(
-            str_attr(resource, "deployment.environment").as_deref(),
-            Some("prod")
+        assert_strs(
+            resource,
+            &[
+                ("k8s.node.name", "node-17"),
+                ("deployment.environment", "prod"),
+            ],
         );
         // ...and nothing of the gateway's own pod or service, anywhere.
         let attributes = &resource.as_ref().expect("a resource").attributes;
@@ -499,7 +453,10 @@ async fn the_gateways_own_pod_and_service_name_never_replace_the_applications() 
 fn a_detector_that_keeps_failing_stops_startup_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
-    let yaml = format!(
+    // The exporter's address is never reached: startup fails first.
+    let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let yaml = pipeline_to(
+        nowhere,
         r#"
 receivers:
   otlp:
@@ -510,18 +467,9 @@ processors:
   resource_detection:
     detectors: [env, kubernetes]
     timeout: 1500ms
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:9
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [resource_detection]
-      exporters: [otlp]
-{TELEMETRY}"#
+"#,
+        "otlp",
+        "resource_detection",
     );
     std::fs::write(&path, yaml).unwrap();
     let started = Instant::now();

@@ -12,26 +12,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
 use support::raw::{grpc, wait_for_metrics, TRACE_EXPORT};
 use support::sink::Sink;
+use support::Rng;
 use tracegate_sampling::tail::{keep_threshold, trace_randomness};
-
-/// A deterministic generator (splitmix64), so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -347,7 +332,8 @@ async fn gateway_keeps_error_traces_and_its_shares_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_new_traces_stays_within_the_bounds() {
     let sink = Sink::start().await;
-    let yaml = format!(
+    let yaml = pipeline_to(
+        sink.addr,
         r#"
 receivers:
   otlp:
@@ -364,19 +350,9 @@ processors:
         type: status_code
         status_code:
           status_codes: [ERROR]
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [tail_sampling]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        sink.addr.port()
+"#,
+        "otlp",
+        "tail_sampling",
     );
     let gw = Gateway::start(&yaml);
     let addr = gw.addr("otlp", "grpc");

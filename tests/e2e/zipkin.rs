@@ -9,37 +9,29 @@
 use crate::support;
 
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatus;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, Gateway};
+use support::python;
 use support::raw;
 use support::sink::Sink;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(sink: std::net::SocketAddr) -> String {
-    format!(
+    pipeline_to(
+        sink,
         r#"
 receivers:
   zipkin:
     endpoint: 127.0.0.1:0
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [zipkin]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        sink.port()
+"#,
+        "zipkin",
+        "",
     )
 }
 
@@ -207,16 +199,6 @@ const PY_ZIPKIN_CLIENT: &str = concat!(
     "/../../tests/clients/py_zipkin_errors.py"
 );
 
-fn python_with_py_zipkin() -> Option<String> {
-    let python = std::env::var("PY_ZIPKIN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import py_zipkin"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    ok.then_some(python)
-}
-
 /// The value of the tail sampler's global decision counter for one
 /// decision, 0 while it has none.
 fn decisions(text: &str, decision: &str) -> u64 {
@@ -241,14 +223,12 @@ fn decisions(text: &str, decision: &str) -> u64 {
 /// must be kept whole, and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_zipkin_failed_spans_are_errors_to_a_tail_sampler() {
-    let Some(python) = python_with_py_zipkin() else {
-        eprintln!(
-            "skipped: no Python with py_zipkin (pip install py_zipkin; set PY_ZIPKIN_PYTHON)"
-        );
+    let Some(python) = python::with_module("PY_ZIPKIN_PYTHON", "py_zipkin", "py_zipkin") else {
         return;
     };
     let sink = Sink::start().await;
-    let gw = Gateway::start(&format!(
+    let gw = Gateway::start(&pipeline_to(
+        sink.addr,
         r#"
 receivers:
   zipkin:
@@ -261,38 +241,16 @@ processors:
         type: status_code
         status_code:
           status_codes: [ERROR]
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{}
-    tls:
-      insecure: true
-service:
-  pipelines:
-    traces:
-      receivers: [zipkin]
-      processors: [tail_sampling]
-      exporters: [otlp]
-{TELEMETRY}"#,
-        sink.addr.port()
+"#,
+        "zipkin",
+        "tail_sampling",
     ));
     let url = format!("http://{}/api/v2/spans", gw.addr("zipkin", "http"));
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args([PY_ZIPKIN_CLIENT, &url, "200", "4"])
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = python::run(python, &[PY_ZIPKIN_CLIENT, &url, "200", "4"]).await;
     // Trace ids as tracegate writes them: 64-bit ids in the low half.
     let mut errors = HashSet::new();
     let mut oks = HashSet::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
+    for line in stdout.lines() {
         let (kind, id) = line.split_once(' ').expect("`kind id` lines");
         let id = format!("{id:0>32}");
         match kind {

@@ -17,13 +17,7 @@ pub(super) const SERVICES: [&str; 10] = [
     "email",
 ];
 
-pub(super) fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
+pub(super) use tracegate_model::otlp::kv;
 
 pub(super) fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.into())

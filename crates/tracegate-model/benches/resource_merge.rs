@@ -12,23 +12,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
-use tracegate_model::otlp::{any_value, AnyValue, KeyValue, Resource};
+use tracegate_model::otlp::{string_kv as string, Resource};
 use tracegate_model::{ResourceAttributes, SpanBatch};
 
 // Shared with the other benches; not every helper is used here.
 #[allow(dead_code)]
 mod workload;
 use workload::{request, SPANS_PER_REQUEST};
-
-fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 fn detected() -> ResourceAttributes {
     ResourceAttributes::new([

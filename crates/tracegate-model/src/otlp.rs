@@ -16,6 +16,20 @@ pub use opentelemetry_proto::tonic::trace::v1::{
     span, status, ResourceSpans, ScopeSpans, Span, Status,
 };
 
+/// The attribute `key` holding `value`.
+pub fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+/// The attribute `key` holding the string `value`.
+pub fn string_kv(key: &str, value: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(value.into()))
+}
+
 /// How many `AnyValue`s may nest inside one attribute before
 /// [`sanitize`] empties the innermost: each level costs the scanner at most
 /// 3 message levels (AnyValue → KeyValueList → KeyValue), and the deepest

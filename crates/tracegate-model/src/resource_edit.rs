@@ -385,17 +385,7 @@ fn shift_layout(layout: FieldLayout, by: u32, other_growth: u32) -> FieldLayout 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::{any_value, AnyValue, ResourceSpans, ScopeSpans, Span};
-
-    fn kv(key: &str, value: &str) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.into())),
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::otlp::{string_kv as kv, ResourceSpans, ScopeSpans, Span};
 
     fn span(n: u8) -> Span {
         Span {

@@ -12,6 +12,14 @@ pub(crate) fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
         .and_then(|v| v.value.as_ref())
 }
 
+/// Asserts that `attrs` hold each `(key, value)` of `want`.
+#[track_caller]
+pub(crate) fn assert_attrs(attrs: &[KeyValue], want: &[(&str, Value)]) {
+    for (key, value) in want {
+        assert_eq!(attr(attrs, key), Some(value), "attribute {key}");
+    }
+}
+
 /// A string value.
 pub(crate) fn s(text: &str) -> Value {
     Value::StringValue(text.into())

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tracegate_model::otlp::{
-    any_value, AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans,
+    string_kv as kv, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans,
     Span, Status,
 };
 use tracegate_model::{ResourceAttributes, SpanBatch};
@@ -23,16 +23,6 @@ use tracegate_sampling::head::{
 
 const TRACES: u64 = 50;
 const SPANS_PER_TRACE: u8 = 10;
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 /// Status OK (so the seed's UNSET policy does not keep everything), one
 /// span in five slow, `trace_state` on one span in four when asked.

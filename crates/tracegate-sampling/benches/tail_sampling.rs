@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tracegate_model::otlp::{
-    any_value, AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans,
-    Span, Status,
+    string_kv as kv, ExportTraceServiceRequest, Resource, ResourceSpans, ScopeSpans, Span, Status,
 };
 use tracegate_model::SpanBatch;
 use tracegate_sampling::tail::{
@@ -15,16 +14,6 @@ use tracegate_sampling::tail::{
 
 const SPANS_PER_TRACE: usize = 10;
 const TRACES_PER_REQUEST: usize = 50;
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 fn trace_id(n: u64) -> [u8; 16] {
     let mut id = [0u8; 16];

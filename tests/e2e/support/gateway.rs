@@ -36,6 +36,22 @@ pub fn otlp_exporter_to(sink: SocketAddr) -> String {
     )
 }
 
+/// A whole test config: `sections` (the `receivers:` and, if any,
+/// `processors:` sections), [`otlp_exporter_to`] `sink`, and one traces
+/// pipeline from `receivers` through `processors` (comma-separated names;
+/// empty for none) to that exporter, with [`TELEMETRY`].
+pub fn pipeline_to(sink: SocketAddr, sections: &str, receivers: &str, processors: &str) -> String {
+    let processors = if processors.is_empty() {
+        String::new()
+    } else {
+        format!("      processors: [{processors}]\n")
+    };
+    format!(
+        "{sections}{exporters}service:\n  pipelines:\n    traces:\n      receivers: [{receivers}]\n{processors}      exporters: [otlp]\n{TELEMETRY}",
+        exporters = otlp_exporter_to(sink),
+    )
+}
+
 impl Gateway {
     /// Writes `yaml` to a temp dir (`{dir}` in it is replaced by that dir's
     /// path) and starts tracegate on it; returns once it reports ready.

@@ -2,32 +2,17 @@
 //! profile: 10-span traces, 8 attributes per span, 100 spans per request.
 
 use tracegate_model::otlp::{
-    any_value, AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource,
-    ResourceSpans, ScopeSpans, Span, Status,
+    any_value, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource, ResourceSpans,
+    ScopeSpans, Span, Status,
 };
+use tracegate_model::otlp::{kv, string_kv as string};
 
 pub const TRACES_PER_REQUEST: usize = 10;
 pub const SPANS_PER_TRACE: usize = 10;
 pub const SPANS_PER_REQUEST: usize = TRACES_PER_REQUEST * SPANS_PER_TRACE;
 
-fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
+    kv(key, any_value::Value::IntValue(value))
 }
 
 /// One request of `TRACES_PER_REQUEST` traces whose ids start at `first`.

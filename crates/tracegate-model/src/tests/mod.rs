@@ -60,17 +60,7 @@ impl Pb {
     }
 }
 
-pub(crate) fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn str_kv(key: &str, value: &str) -> KeyValue {
-    kv(key, any_value::Value::StringValue(value.into()))
-}
+pub(crate) use crate::otlp::{kv, string_kv as str_kv};
 
 pub(crate) fn span(trace: u8, id: u8, name: &str) -> Span {
     Span {

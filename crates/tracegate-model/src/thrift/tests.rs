@@ -1,6 +1,6 @@
 use super::*;
 use crate::otlp::{any_value::Value as V, span::SpanKind, status::StatusCode};
-use crate::test_support::{attr, s};
+use crate::test_support::{assert_attrs, attr, s};
 
 /// A packet the real Python jaeger-client 4.8.0 (on Python 3.11) sent to
 /// the agent's compact port: service `py-service` with tag
@@ -46,8 +46,10 @@ fn the_python_jaeger_clients_packet_arrives_with_its_fields() {
     );
     assert!(attr(&child.attributes, "error").is_none());
     assert!(parent.status.is_none());
-    assert_eq!(attr(&parent.attributes, "http.method"), Some(&s("GET")));
-    assert_eq!(attr(&parent.attributes, "count"), Some(&V::IntValue(7)));
+    assert_attrs(
+        &parent.attributes,
+        &[("http.method", s("GET")), ("count", V::IntValue(7))],
+    );
     // Adaptive sampling relies on these.
     assert_eq!(attr(&parent.attributes, "sampler.type"), Some(&s("const")));
     assert!(attr(&parent.attributes, "sampler.param").is_some());
@@ -184,27 +186,17 @@ fn check_full(request: &ExportTraceServiceRequest) {
     assert_eq!(a.end_time_unix_nano, 1_700_000_000_125_956_000);
     // 503 on a server span: an error.
     assert_eq!(a.status.as_ref().unwrap().code, StatusCode::Error as i32);
-    assert_eq!(
-        attr(&a.attributes, "http.status_code"),
-        Some(&V::IntValue(503))
-    );
-    assert_eq!(attr(&a.attributes, "ratio"), Some(&V::DoubleValue(0.25)));
-    assert_eq!(attr(&a.attributes, "cached"), Some(&V::BoolValue(false)));
-    assert_eq!(
-        attr(&a.attributes, "blob"),
-        Some(&V::BytesValue(vec![0, 159, 255]))
-    );
-    assert_eq!(
-        attr(&a.attributes, "sampler.type"),
-        Some(&s("probabilistic"))
-    );
-    assert_eq!(
-        attr(&a.attributes, "sampler.param"),
-        Some(&V::DoubleValue(0.001))
-    );
-    assert_eq!(
-        attr(&a.attributes, "weird"),
-        Some(&s("<Unknown Jaeger TagType \"<UNSET>\">"))
+    assert_attrs(
+        &a.attributes,
+        &[
+            ("http.status_code", V::IntValue(503)),
+            ("ratio", V::DoubleValue(0.25)),
+            ("cached", V::BoolValue(false)),
+            ("blob", V::BytesValue(vec![0, 159, 255])),
+            ("sampler.type", s("probabilistic")),
+            ("sampler.param", V::DoubleValue(0.001)),
+            ("weird", s("<Unknown Jaeger TagType \"<UNSET>\">")),
+        ],
     );
     assert!(attr(&a.attributes, "span.kind").is_none());
     assert_eq!(a.events.len(), 2);

@@ -1,6 +1,6 @@
 use super::*;
 use crate::otlp::{any_value::Value as V, span::SpanKind, status::StatusCode};
-use crate::test_support::{attr, s};
+use crate::test_support::{assert_attrs, attr, s};
 
 /// The span of the Zipkin quickstart (zipkin-api's example body).
 const QUICKSTART: &str = r#"[{
@@ -44,23 +44,16 @@ fn quickstart_span_maps_every_field() {
         span.end_time_unix_nano,
         1_556_604_172_355_737_000 + 1_431_000
     );
-    assert_eq!(attr(&span.attributes, "http.method"), Some(&s("GET")));
-    assert_eq!(attr(&span.attributes, "http.path"), Some(&s("/api")));
-    assert_eq!(
-        attr(&span.attributes, "network.local.address"),
-        Some(&s("192.168.99.1"))
-    );
-    assert_eq!(
-        attr(&span.attributes, "net.host.port"),
-        Some(&V::IntValue(3306))
-    );
-    assert_eq!(
-        attr(&span.attributes, "network.peer.address"),
-        Some(&s("172.19.0.2"))
-    );
-    assert_eq!(
-        attr(&span.attributes, "net.peer.port"),
-        Some(&V::IntValue(58648))
+    assert_attrs(
+        &span.attributes,
+        &[
+            ("http.method", s("GET")),
+            ("http.path", s("/api")),
+            ("network.local.address", s("192.168.99.1")),
+            ("net.host.port", V::IntValue(3306)),
+            ("network.peer.address", s("172.19.0.2")),
+            ("net.peer.port", V::IntValue(58648)),
+        ],
     );
     assert_eq!(span.attributes.len(), 6);
     assert!(span.status.is_none());
@@ -147,25 +140,15 @@ fn rpc_spans_group_by_service_with_shared_span_and_events() {
         StatusCode::Error as i32
     );
     assert!(attr(&client.attributes, "error").is_none());
-    assert_eq!(
-        attr(&client.attributes, "service.peer.name"),
-        Some(&s("backend"))
-    );
-    assert_eq!(
-        attr(&client.attributes, "network.peer.address"),
-        Some(&s("192.168.99.101"))
-    );
-    assert_eq!(
-        attr(&client.attributes, "net.peer.port"),
-        Some(&V::IntValue(9000))
-    );
-    assert_eq!(
-        attr(&client.attributes, "network.local.address"),
-        Some(&s("2001:db8::c001"))
-    );
-    assert_eq!(
-        attr(&client.attributes, "clnt/finagle.version"),
-        Some(&s("6.45.0"))
+    assert_attrs(
+        &client.attributes,
+        &[
+            ("service.peer.name", s("backend")),
+            ("network.peer.address", s("192.168.99.101")),
+            ("net.peer.port", V::IntValue(9000)),
+            ("network.local.address", s("2001:db8::c001")),
+            ("clnt/finagle.version", s("6.45.0")),
+        ],
     );
     let events: Vec<_> = client
         .events
@@ -216,10 +199,15 @@ fn parse_string_tags_types_values() {
         "tags": {"i": "-42", "d": "1.5", "b": "true", "t": "text", "big": "99999999999999999999"}}]"#;
     let request = v2_json_to_request(body.as_bytes(), true).unwrap();
     let span = &request.resource_spans[0].scope_spans[0].spans[0];
-    assert_eq!(attr(&span.attributes, "i"), Some(&V::IntValue(-42)));
-    assert_eq!(attr(&span.attributes, "d"), Some(&V::DoubleValue(1.5)));
-    assert_eq!(attr(&span.attributes, "b"), Some(&V::BoolValue(true)));
-    assert_eq!(attr(&span.attributes, "t"), Some(&s("text")));
+    assert_attrs(
+        &span.attributes,
+        &[
+            ("i", V::IntValue(-42)),
+            ("d", V::DoubleValue(1.5)),
+            ("b", V::BoolValue(true)),
+            ("t", s("text")),
+        ],
+    );
     // Beyond i64: saturated, as Go's ParseInt result the collector keeps.
     assert_eq!(attr(&span.attributes, "big"), Some(&V::IntValue(i64::MAX)));
     let request = v2_json_to_request(body.as_bytes(), false).unwrap();
@@ -237,10 +225,15 @@ fn links_and_event_attributes_from_the_collectors_exporter_encoding() {
     let event = &span.events[0];
     assert_eq!(event.name, "ev");
     assert_eq!(event.time_unix_nano, 7000);
-    assert_eq!(attr(&event.attributes, "k"), Some(&s("v")));
-    assert_eq!(attr(&event.attributes, "n"), Some(&V::IntValue(3)));
-    assert_eq!(attr(&event.attributes, "f"), Some(&V::DoubleValue(0.5)));
-    assert_eq!(attr(&event.attributes, "b"), Some(&V::BoolValue(true)));
+    assert_attrs(
+        &event.attributes,
+        &[
+            ("k", s("v")),
+            ("n", V::IntValue(3)),
+            ("f", V::DoubleValue(0.5)),
+            ("b", V::BoolValue(true)),
+        ],
+    );
     assert_eq!(event.dropped_attributes_count, 2);
     let link = &span.links[0];
     assert_eq!(link.trace_id, (1..=16).collect::<Vec<u8>>());
@@ -624,18 +617,14 @@ fn endpoints_use_the_network_conventions_and_no_older_names() {
         ]
     );
     // IPv6, written after IPv4, wins; a v4-mapped address prints as IPv4.
-    assert_eq!(
-        attr(&span.attributes, "network.local.address"),
-        Some(&s("10.0.0.9"))
-    );
-    assert_eq!(
-        attr(&span.attributes, "network.peer.address"),
-        Some(&s("10.0.0.2"))
-    );
-    assert_eq!(attr(&span.attributes, "service.peer.name"), Some(&s("b")));
-    assert_eq!(
-        attr(&span.attributes, "net.peer.port"),
-        Some(&V::IntValue(5432))
+    assert_attrs(
+        &span.attributes,
+        &[
+            ("network.local.address", s("10.0.0.9")),
+            ("network.peer.address", s("10.0.0.2")),
+            ("service.peer.name", s("b")),
+            ("net.peer.port", V::IntValue(5432)),
+        ],
     );
     // The endpoint wins over a tag of the same name.
     let body = r#"[{"traceId": "1", "id": "2", "timestamp": 1,

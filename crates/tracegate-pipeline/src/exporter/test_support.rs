@@ -25,23 +25,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracegate_model::otlp::{
-    any_value, AnyValue, ExportTracePartialSuccess, ExportTraceServiceRequest,
-    ExportTraceServiceResponse, InstrumentationScope, KeyValue, Resource, ResourceSpans,
-    ScopeSpans, Span,
+    any_value, string_kv as string_attribute, AnyValue, ExportTracePartialSuccess,
+    ExportTraceServiceRequest, ExportTraceServiceResponse, InstrumentationScope, KeyValue,
+    Resource, ResourceSpans, ScopeSpans, Span,
 };
 use tracegate_model::SpanBatch;
 
 use super::{ExporterConfig, ExporterHandle};
-
-fn string_attribute(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 /// A request with `resources` resources of `spans_per_resource` spans each,
 /// named `span-<resource>-<n>`, every span with a few attributes.
@@ -162,6 +152,21 @@ impl TestRecorder {
 
     pub(crate) fn exporter_counter(&self, name: &str, id: &str) -> u64 {
         self.counter(name, &[("exporter", id)])
+    }
+
+    /// Asserts how many spans the exporter `id` counted as sent and as
+    /// failed to send.
+    #[track_caller]
+    pub(crate) fn assert_sent_and_failed(&self, id: &str, sent: u64, failed: u64) {
+        use crate::telemetry::names::{EXPORTER_SEND_FAILED_SPANS, EXPORTER_SENT_SPANS};
+        assert_eq!(
+            (
+                self.exporter_counter(EXPORTER_SENT_SPANS, id),
+                self.exporter_counter(EXPORTER_SEND_FAILED_SPANS, id),
+            ),
+            (sent, failed),
+            "{id}: spans sent, spans failed"
+        );
     }
 }
 

@@ -82,14 +82,7 @@ async fn grpc_sink_receives_exactly_the_spans_sent_with_headers_and_gzip() {
         );
         assert!(r.metadata.get("grpc-timeout").is_some());
     }
-    assert_eq!(
-        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlp"),
-        10
-    );
-    assert_eq!(
-        recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlp"),
-        0
-    );
+    recorder.assert_sent_and_failed("otlp", 10, 0);
     assert_eq!(
         recorder.gauge(names::EXPORTER_QUEUE_CAPACITY, &[("exporter", "otlp")]),
         1000.0
@@ -265,14 +258,7 @@ async fn retries_unavailable_then_delivers_once() {
     handle.shutdown(GRACE).await;
     assert_eq!(sink.state.attempts(), 3);
     assert_eq!(sink.state.span_names().len(), 3);
-    assert_eq!(
-        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlp"),
-        3
-    );
-    assert_eq!(
-        recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlp"),
-        0
-    );
+    recorder.assert_sent_and_failed("otlp", 3, 0);
 }
 
 #[tokio::test]
@@ -303,14 +289,7 @@ async fn resource_exhausted_is_retried_only_with_retry_info_and_its_delay_is_hon
         started.elapsed()
     );
     handle.shutdown(GRACE).await;
-    assert_eq!(
-        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlp"),
-        3
-    );
-    assert_eq!(
-        recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlp"),
-        2
-    );
+    recorder.assert_sent_and_failed("otlp", 3, 2);
 }
 
 #[tokio::test]
@@ -622,14 +601,7 @@ async fn http_retries_429_after_retry_after_and_drops_400() {
     .await;
     handle.shutdown(GRACE).await;
     assert_eq!(sink.state.received().len(), 3, "the 400 is not retried");
-    assert_eq!(
-        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlphttp"),
-        3
-    );
-    assert_eq!(
-        recorder.exporter_counter(names::EXPORTER_SEND_FAILED_SPANS, "otlphttp"),
-        2
-    );
+    recorder.assert_sent_and_failed("otlphttp", 3, 2);
 }
 
 #[tokio::test]

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use tracegate_model::otlp::{
-    any_value, AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans,
-    Span, Status,
+    any_value, kv, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span,
+    Status,
 };
 use tracegate_model::SpanBatch;
 
@@ -52,13 +52,6 @@ fn span(trace: TraceId, id: u8) -> SpanSpec {
     }
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
 fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }

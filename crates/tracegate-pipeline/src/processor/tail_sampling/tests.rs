@@ -29,10 +29,25 @@ impl Collect {
         }
         out
     }
+
+    fn sorted_spans(&self) -> Vec<([u8; 16], [u8; 8], Option<String>)> {
+        let mut spans = self.spans();
+        spans.sort();
+        spans
+    }
 }
 
 fn trace_id(n: u8) -> [u8; 16] {
     [n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, n]
+}
+
+/// Spans 1 and 2 of trace 1 as [`Collect::spans`] lists them, under the
+/// given services.
+fn trace_1(services: [&str; 2]) -> Vec<([u8; 16], [u8; 8], Option<String>)> {
+    (1..=2)
+        .zip(services)
+        .map(|(s, service)| (trace_id(1), [s, 0, 0, 0, 0, 0, 0, 1], Some(service.into())))
+        .collect()
 }
 
 /// Spans `(trace, span, error)` under one resource named `service`.
@@ -92,6 +107,18 @@ fn errors_only(shards: usize) -> Config {
     }))
 }
 
+/// A sampler `id` on `cfg` that hands what it keeps to a fresh [`Collect`].
+fn start(id: &str, cfg: Config) -> (Arc<Collect>, Arc<TailSampler>) {
+    let sink = Arc::new(Collect::default());
+    let sampler = TailSampler::start(id, cfg, sink.clone(), MemoryPressure::default()).unwrap();
+    (sink, sampler)
+}
+
+/// Hands `spans` under `service` to the sampler, which must take them.
+async fn send(sampler: &TailSampler, service: &str, spans: &[(u8, u8, bool)]) {
+    sampler.consume(request(service, spans)).await.unwrap();
+}
+
 /// Lets the workers run until `done` holds (the paused clock advances only
 /// while every task is idle, so this costs no real time).
 async fn settle(mut done: impl FnMut() -> bool) {
@@ -107,35 +134,17 @@ async fn settle(mut done: impl FnMut() -> bool) {
 #[tokio::test(start_paused = true)]
 async fn keeps_whole_error_traces_after_decision_wait_and_drops_the_rest() {
     for shards in [1, 3] {
-        let sink = Arc::new(Collect::default());
-        let sampler = TailSampler::start(
-            "tail_sampling",
-            errors_only(shards),
-            sink.clone(),
-            MemoryPressure::default(),
-        )
-        .unwrap();
-        sampler
-            .consume(request("api", &[(1, 1, false), (2, 1, false)]))
-            .await
-            .unwrap();
+        let (sink, sampler) = start("tail_sampling", errors_only(shards));
+        send(&sampler, "api", &[(1, 1, false), (2, 1, false)]).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        sampler
-            .consume(request("db", &[(1, 2, true), (2, 2, false)]))
-            .await
-            .unwrap();
+        send(&sampler, "db", &[(1, 2, true), (2, 2, false)]).await;
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert!(sink.spans().is_empty(), "nothing before decision_wait");
         tokio::time::sleep(Duration::from_secs(2)).await;
         settle(|| sink.spans().len() == 2).await;
-        let mut spans = sink.spans();
-        spans.sort();
         assert_eq!(
-            spans,
-            vec![
-                (trace_id(1), [1, 0, 0, 0, 0, 0, 0, 1], Some("api".into())),
-                (trace_id(1), [2, 0, 0, 0, 0, 0, 0, 1], Some("db".into())),
-            ],
+            sink.sorted_spans(),
+            trace_1(["api", "db"]),
             "trace 1 complete, each span under its own resource (shards {shards})"
         );
         sampler.flush().await;
@@ -145,18 +154,8 @@ async fn keeps_whole_error_traces_after_decision_wait_and_drops_the_rest() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_decides_pending_traces_or_drops_them_when_asked() {
-    let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start(
-        "tail_sampling",
-        errors_only(2),
-        sink.clone(),
-        MemoryPressure::default(),
-    )
-    .unwrap();
-    sampler
-        .consume(request("api", &[(1, 1, true), (2, 1, false)]))
-        .await
-        .unwrap();
+    let (sink, sampler) = start("tail_sampling", errors_only(2));
+    send(&sampler, "api", &[(1, 1, true), (2, 1, false)]).await;
     sampler.flush().await;
     assert_eq!(
         sink.spans().len(),
@@ -170,18 +169,8 @@ async fn shutdown_decides_pending_traces_or_drops_them_when_asked() {
 
     let mut dropping = errors_only(1);
     dropping.drop_pending_traces_on_shutdown = true;
-    let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start(
-        "tail_sampling/drop",
-        dropping,
-        sink.clone(),
-        MemoryPressure::default(),
-    )
-    .unwrap();
-    sampler
-        .consume(request("api", &[(1, 1, true)]))
-        .await
-        .unwrap();
+    let (sink, sampler) = start("tail_sampling/drop", dropping);
+    send(&sampler, "api", &[(1, 1, true)]).await;
     sampler.flush().await;
     assert!(sink.spans().is_empty());
 }
@@ -190,24 +179,11 @@ async fn shutdown_decides_pending_traces_or_drops_them_when_asked() {
 async fn late_spans_of_a_sampled_trace_pass_at_once_with_a_cache() {
     let mut cfg = errors_only(1);
     cfg.decision_cache.sampled_cache_size = 100;
-    let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start(
-        "tail_sampling",
-        cfg,
-        sink.clone(),
-        MemoryPressure::default(),
-    )
-    .unwrap();
-    sampler
-        .consume(request("api", &[(1, 1, true)]))
-        .await
-        .unwrap();
+    let (sink, sampler) = start("tail_sampling", cfg);
+    send(&sampler, "api", &[(1, 1, true)]).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
     settle(|| sink.spans().len() == 1).await;
-    sampler
-        .consume(request("api", &[(1, 2, false)]))
-        .await
-        .unwrap();
+    send(&sampler, "api", &[(1, 2, false)]).await;
     settle(|| sink.spans().len() == 2).await;
     sampler.flush().await;
 }
@@ -299,22 +275,9 @@ async fn span_ingest_passes_a_trace_on_at_its_first_matching_batch() {
         "decision_wait": "10s", "shards": 2, "sampling_strategy": "span-ingest",
         "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
     }));
-    let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start(
-        "tail_sampling",
-        cfg,
-        sink.clone(),
-        MemoryPressure::default(),
-    )
-    .unwrap();
-    sampler
-        .consume(request("api", &[(1, 1, false), (2, 1, false)]))
-        .await
-        .unwrap();
-    sampler
-        .consume(request("db", &[(1, 2, true)]))
-        .await
-        .unwrap();
+    let (sink, sampler) = start("tail_sampling", cfg);
+    send(&sampler, "api", &[(1, 1, false), (2, 1, false)]).await;
+    send(&sampler, "db", &[(1, 2, true)]).await;
     // Long before decision_wait.
     settle(|| sink.spans().len() == 2).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
@@ -336,24 +299,11 @@ async fn record_policy_marks_kept_spans_with_the_policy_as_the_collector() {
             {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
         ]
     }));
-    let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start(
-        "tail_sampling",
-        cfg,
-        sink.clone(),
-        MemoryPressure::default(),
-    )
-    .unwrap();
-    sampler
-        .consume(request("api", &[(1, 1, true)]))
-        .await
-        .unwrap();
+    let (sink, sampler) = start("tail_sampling", cfg);
+    send(&sampler, "api", &[(1, 1, true)]).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
     settle(|| sink.spans().len() == 1).await;
-    sampler
-        .consume(request("api", &[(1, 2, false)]))
-        .await
-        .unwrap();
+    send(&sampler, "api", &[(1, 2, false)]).await;
     settle(|| sink.spans().len() == 2).await;
     let batches = sink.0.lock().unwrap().clone();
     let scope_attr = |b: &SpanBatch, key: &str| b.scope_attribute(0, key).map(|v| format!("{v:?}"));
@@ -396,10 +346,7 @@ async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
     // Four two-span traces, 100 ms apart; 1 and 3 have an error.
     for t in 1..=4u8 {
         let error = t % 2 == 1;
-        sampler
-            .consume(request("api", &[(t, 1, false), (t, 2, error)]))
-            .await
-            .unwrap();
+        send(&sampler, "api", &[(t, 1, false), (t, 2, error)]).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -411,15 +358,7 @@ async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
     tokio::time::sleep(MEMORY_CHECK_INTERVAL).await;
     settle(|| sink.spans().len() == 2).await;
     limiter.set(false);
-    let mut spans = sink.spans();
-    spans.sort();
-    assert_eq!(
-        spans,
-        vec![
-            (trace_id(1), [1, 0, 0, 0, 0, 0, 0, 1], Some("api".into())),
-            (trace_id(1), [2, 0, 0, 0, 0, 0, 0, 1], Some("api".into())),
-        ]
-    );
+    assert_eq!(sink.sorted_spans(), trace_1(["api", "api"]));
     let text = handle.render();
     let early = text
         .lines()
@@ -466,27 +405,18 @@ async fn metrics_have_the_collectors_names_labels_and_counts() {
         "decision_cache": {"sampled_cache_size": 10},
         "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
     }));
-    let sink = Arc::new(Collect::default());
-    let sampler = metrics::with_local_recorder(&recorder, || {
-        TailSampler::start(
-            "tail_sampling/edge",
-            cfg,
-            sink.clone(),
-            MemoryPressure::default(),
-        )
-        .unwrap()
-    });
+    let (sink, sampler) =
+        metrics::with_local_recorder(&recorder, || start("tail_sampling/edge", cfg));
     // Trace 1: two spans, one an error. Trace 2: one plain span. Trace 3:
     // too large.
-    sampler
-        .consume(request(
-            "api",
-            &[(1, 1, false), (1, 2, true), (2, 1, false)],
-        ))
-        .await
-        .unwrap();
+    send(
+        &sampler,
+        "api",
+        &[(1, 1, false), (1, 2, true), (2, 1, false)],
+    )
+    .await;
     let big: Vec<(u8, u8, bool)> = (1..=8).map(|s| (3, s, true)).collect();
-    sampler.consume(request("api", &big)).await.unwrap();
+    send(&sampler, "api", &big).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
     settle(|| sink.spans().len() == 2).await;
     let text = handle.render();
@@ -567,18 +497,8 @@ async fn record_policy_names_the_composite_sub_policy() {
                 {"name": "rest", "type": "always_sample"}],
             "rate_allocation": [{"policy": "errors", "percent": 50}, {"policy": "rest", "percent": 50}]}}]
     }));
-    let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start(
-        "tail_sampling",
-        cfg,
-        sink.clone(),
-        MemoryPressure::default(),
-    )
-    .unwrap();
-    sampler
-        .consume(request("api", &[(1, 1, true)]))
-        .await
-        .unwrap();
+    let (sink, sampler) = start("tail_sampling", cfg);
+    send(&sampler, "api", &[(1, 1, true)]).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
     settle(|| sink.spans().len() == 1).await;
     let batches = sink.0.lock().unwrap().clone();
@@ -602,18 +522,8 @@ async fn zero_decision_wait_decides_at_once() {
         "decision_wait": "0s", "shards": 1,
         "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
     }));
-    let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start(
-        "tail_sampling",
-        cfg,
-        sink.clone(),
-        MemoryPressure::default(),
-    )
-    .unwrap();
-    sampler
-        .consume(request("api", &[(1, 1, true), (2, 1, false)]))
-        .await
-        .unwrap();
+    let (sink, sampler) = start("tail_sampling", cfg);
+    send(&sampler, "api", &[(1, 1, true), (2, 1, false)]).await;
     settle(|| sink.spans().len() == 1).await;
     assert_eq!(sink.spans()[0].0, trace_id(1));
     sampler.flush().await;
