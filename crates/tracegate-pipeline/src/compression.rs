@@ -53,7 +53,7 @@ impl ContentEncoding {
 /// Why a body could not be decompressed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecompressError {
-    /// The decompressed body would exceed the limit (HTTP 413).
+    /// The decompressed body would exceed the limit.
     #[error("decompressed body exceeds the limit of {limit} bytes")]
     TooLarge { limit: usize },
     /// The body is not valid data of its declared encoding (HTTP 400).

@@ -43,9 +43,16 @@ pub enum ExportError {
         /// The delay the server asked for; the retry waits at least this.
         retry_after: Option<Duration>,
     },
-    /// Anything else: the batch is dropped and counted.
+    /// Anything else with no status from the backend (cannot encode, file
+    /// closed): the batch is dropped and counted.
     #[error("{0}")]
     Permanent(String),
+    /// The backend refused the data for good with this status: a gRPC code,
+    /// or an OTLP/HTTP status mapped to one as the collector maps it. The
+    /// batch is dropped and counted; without a sending queue the client
+    /// gets the same code (see [`crate::consumer::ConsumeError::Rejected`]).
+    #[error("{message}")]
+    Rejected { code: tonic::Code, message: String },
 }
 
 /// A send the backend accepted. OTLP allows a partial success: the request

@@ -382,6 +382,22 @@ fn partial_success(body: &[u8], content_type: &str) -> Delivered {
     }
 }
 
+/// The gRPC code the collector gives an OTLP/HTTP backend's status
+/// (`NewStatusFromMsgAndHTTPCode`): its exceptions to gRPC's HTTP mapping
+/// (400 and 429), then gRPC's, and UNKNOWN for everything else.
+fn grpc_code_of_http_status(status: StatusCode) -> tonic::Code {
+    use tonic::Code;
+    match status.as_u16() {
+        400 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 => Code::ResourceExhausted,
+        502..=504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
 /// The collector's `otlphttpexporter` decision for a non-2xx response.
 fn classify(
     status: StatusCode,
@@ -401,7 +417,10 @@ fn classify(
     );
     let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504);
     if !retryable {
-        return ExportError::Permanent(message);
+        return ExportError::Rejected {
+            code: grpc_code_of_http_status(status),
+            message,
+        };
     }
     // Only 429 and 503 are throttling answers (OTLP spec, OTLP/HTTP throttling).
     let throttled = matches!(status.as_u16(), 429 | 503);
@@ -594,12 +613,22 @@ mod tests {
                 "{code}: Retry-After only for throttling statuses"
             );
         }
-        for code in [400u16, 401, 403, 404, 405, 413, 415, 500, 501] {
+        for (code, grpc) in [
+            (400u16, tonic::Code::InvalidArgument),
+            (401, tonic::Code::Unauthenticated),
+            (403, tonic::Code::PermissionDenied),
+            (404, tonic::Code::Unimplemented),
+            (405, tonic::Code::Unknown),
+            (413, tonic::Code::Unknown),
+            (415, tonic::Code::Unknown),
+            (500, tonic::Code::Unknown),
+            (501, tonic::Code::Unknown),
+        ] {
             let status = StatusCode::from_u16(code).unwrap();
             assert!(
                 matches!(
                     classify(status, &headers, b"", &url, now),
-                    ExportError::Permanent(_)
+                    ExportError::Rejected { code: c, .. } if c == grpc
                 ),
                 "{code}"
             );

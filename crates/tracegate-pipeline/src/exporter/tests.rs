@@ -507,7 +507,7 @@ async fn without_a_queue_the_pipeline_waits_for_the_export() {
         .script([GrpcReply::Fail(Status::invalid_argument("bad data"))]);
     let err = fanout.consume(sample_batch(1, 3)).await.unwrap_err();
     assert!(
-        matches!(&err, ConsumeError::Rejected(m) if m.contains("InvalidArgument")),
+        matches!(&err, ConsumeError::Rejected { message, code: Some(tonic::Code::InvalidArgument) } if message.contains("InvalidArgument")),
         "{err:?}"
     );
     assert_eq!(

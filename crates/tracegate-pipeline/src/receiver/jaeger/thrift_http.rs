@@ -58,7 +58,7 @@ pub struct ThriftHttpConfig {
     pub tls: Option<TlsServerConfig>,
     /// Largest request body accepted, in bytes, both as sent and after
     /// decompression. Default 20 MiB (20971520); 0 means the default.
-    /// Larger bodies get 413.
+    /// Larger bodies get 500 (as the collector's Jaeger receiver).
     #[serde(default)]
     pub max_request_body_size: u64,
 }
@@ -178,6 +178,9 @@ impl HttpHandler for ThriftHttp {
             self.max_body_size,
             &self.counters,
             UNREADABLE_BODY,
+            // The collector's Jaeger receiver answers a body it cannot read
+            // with 500.
+            StatusCode::INTERNAL_SERVER_ERROR,
         )
         .await
         {
@@ -217,8 +220,16 @@ mod tests {
     use tracegate_model::thrift::{self, Batch, Process, Span, Tag};
 
     async fn serve_on(next: NextConsumer) -> (SocketAddr, CancellationToken) {
+        serve_with(next, 0).await
+    }
+
+    async fn serve_with(
+        next: NextConsumer,
+        max_request_body_size: u64,
+    ) -> (SocketAddr, CancellationToken) {
         let config = ThriftHttpConfig {
             endpoint: "127.0.0.1:0".into(),
+            max_request_body_size,
             ..Default::default()
         };
         let bound = bind(&config, "jaeger").await.unwrap();
@@ -270,6 +281,28 @@ mod tests {
             assert_eq!(batch.service_name(0), Some("http-service"));
             assert_eq!(batch.span_name(0), "op");
         }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_gets_500_as_from_the_collector() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (addr, shutdown) = serve_with(Arc::new(Collect(tx)), 16).await;
+        let (status, text) = send(
+            addr,
+            Method::POST,
+            TRACES_PATH,
+            "application/x-thrift",
+            body(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            text.starts_with("Unable to process request body: ")
+                && text.contains("max_request_body_size"),
+            "{text}"
+        );
+        assert!(rx.try_recv().is_err());
         shutdown.cancel();
     }
 

@@ -177,7 +177,7 @@ pub struct HttpConfig {
     pub cors: Option<CorsConfig>,
     /// Largest request body accepted, in bytes, both as sent and after
     /// decompression. Default 20 MiB (20971520); 0 means the default.
-    /// Larger bodies get 413.
+    /// Larger bodies get 400, as in the collector.
     #[serde(default)]
     pub max_request_body_size: u64,
     /// Propagate request headers to the pipeline. Accepted for

@@ -150,12 +150,16 @@ impl Consumer for Refuse {
     }
 }
 
-struct Reject;
+/// Fails every batch for good, with the backend code `code` if any.
+struct Reject(Option<Code>);
 
 #[async_trait]
 impl Consumer for Reject {
     async fn consume(&self, _: SpanBatch) -> Result<(), ConsumeError> {
-        Err(ConsumeError::Rejected("span too old".into()))
+        Err(ConsumeError::Rejected {
+            message: "span too old".into(),
+            code: self.0,
+        })
     }
 }
 
@@ -614,14 +618,26 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
         assert_eq!(message, format!("unsupported Content-Encoding: {encoding}"));
     }
 
-    // Too large as sent (refused on Content-Length), and after inflating.
+    // Too large as sent (refused on Content-Length), and after inflating:
+    // 400 and INVALID_ARGUMENT, as the collector answers Go's MaxBytesReader
+    // error.
     let big = vec![b' '; 5000];
     let answer = send_traces(&client, addr, "application/json", None, big.clone()).await;
-    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(answer.rpc_status().0, Code::ResourceExhausted as i32);
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.rpc_status().0, Code::InvalidArgument as i32);
+    assert!(answer.rpc_status().1.contains("max_request_body_size"));
     let answer = send_traces(&client, addr, "application/json", Some("gzip"), gzip(&big)).await;
-    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(answer.rpc_status().1.contains("decompressed"));
+
+    // A JSON list is not a request, not even an empty one.
+    for list in ["[]", "[{}]"] {
+        let answer = send_traces(&client, addr, "application/json", None, list).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{list}");
+        let (code, message) = answer.rpc_status();
+        assert_eq!(code, Code::InvalidArgument as i32);
+        assert!(message.contains("array"), "{message}");
+    }
 
     // None of it reached the pipeline, and the server still serves.
     assert!(rx.try_recv().is_err());
@@ -644,7 +660,7 @@ async fn early_answers_reach_clients_still_sending_a_large_body() {
         (
             "/v1/traces",
             "application/x-protobuf",
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::BAD_REQUEST,
         ),
         (
             "/v1/metrics",
@@ -693,11 +709,11 @@ async fn a_body_without_content_length_is_capped_while_streaming() {
         .body(body)
         .unwrap();
     let response = client.request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
-async fn refused_batches_get_503_with_retry_after_and_rejected_get_400() {
+async fn refused_batches_get_503_with_retry_after_and_rejected_get_the_collectors_status() {
     let pb = protobuf(&request(2, 9));
     for (retry_after, header) in [(None, "5"), (Some(Duration::from_millis(1500)), "2")] {
         let h = start(
@@ -721,18 +737,58 @@ async fn refused_batches_get_503_with_retry_after_and_rejected_get_400() {
         assert_eq!(answer.rpc_status().0, Code::Unavailable as i32);
     }
 
-    let h = start(
-        json!({"http": {"endpoint": "127.0.0.1:0"}}),
-        Arc::new(Reject),
-    )
-    .await;
-    let answer = post_traces(h.http(), "application/x-protobuf", pb).await;
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert!(answer.headers.get(http::header::RETRY_AFTER).is_none());
-    assert_eq!(
-        answer.rpc_status(),
-        (Code::InvalidArgument as i32, "span too old".to_string())
-    );
+    // A permanent failure with no backend status is the server's own
+    // (500, INTERNAL); a backend's code is passed on, with the collector's
+    // HTTP status for it.
+    for (backend, code, status) in [
+        (None, Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
+        (
+            Some(Code::InvalidArgument),
+            Code::InvalidArgument,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Some(Code::PermissionDenied),
+            Code::PermissionDenied,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(Code::Unauthenticated),
+            Code::Unauthenticated,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Some(Code::Unimplemented),
+            Code::Unimplemented,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Some(Code::ResourceExhausted),
+            Code::ResourceExhausted,
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
+        (
+            Some(Code::Unknown),
+            Code::Unknown,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+    ] {
+        let h = start(
+            json!({"http": {"endpoint": "127.0.0.1:0"}}),
+            Arc::new(Reject(backend)),
+        )
+        .await;
+        let answer = post_traces(h.http(), "application/x-protobuf", pb.clone()).await;
+        assert_eq!(answer.status, status, "{backend:?}");
+        assert!(answer.headers.get(http::header::RETRY_AFTER).is_none());
+        assert_eq!(
+            answer.rpc_status(),
+            (code as i32, "span too old".to_string())
+        );
+        let answer = post_traces(h.http(), "application/json", json_body(&request(1, 1))).await;
+        assert_eq!(answer.status, status, "{backend:?}");
+        assert_eq!(answer.rpc_status().0, code as i32);
+    }
 }
 
 #[tokio::test]
@@ -965,16 +1021,22 @@ async fn grpc_refusals_are_unavailable_with_retry_info() {
     let retry = RetryInfo::decode(&details.details[0].value[..]).unwrap();
     assert_eq!(retry.retry_delay.unwrap().seconds, 7);
 
-    let h = start(
-        json!({"grpc": {"endpoint": "127.0.0.1:0"}}),
-        Arc::new(Reject),
-    )
-    .await;
-    let err = grpc_export(h.grpc(), protobuf(&request(1, 1)))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(err.message(), "span too old");
+    for (backend, code) in [
+        (None, Code::Internal),
+        (Some(Code::InvalidArgument), Code::InvalidArgument),
+        (Some(Code::PermissionDenied), Code::PermissionDenied),
+    ] {
+        let h = start(
+            json!({"grpc": {"endpoint": "127.0.0.1:0"}}),
+            Arc::new(Reject(backend)),
+        )
+        .await;
+        let err = grpc_export(h.grpc(), protobuf(&request(1, 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{backend:?}");
+        assert_eq!(err.message(), "span too old");
+    }
 }
 
 #[test]
@@ -1012,12 +1074,8 @@ async fn compression_bombs_are_refused_without_growing_past_the_cap() {
             body.clone(),
         )
         .await;
-        assert_eq!(
-            answer.status,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "http {encoding}"
-        );
-        assert_eq!(answer.rpc_status().0, Code::ResourceExhausted as i32);
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "http {encoding}");
+        assert_eq!(answer.rpc_status().0, Code::InvalidArgument as i32);
 
         let (code, message) = raw_grpc(h.grpc(), encoding, body).await;
         assert_eq!(code, Code::ResourceExhausted, "grpc {encoding}: {message}");

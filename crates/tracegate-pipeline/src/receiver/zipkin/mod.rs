@@ -48,7 +48,7 @@ pub struct Config {
     pub tls: Option<TlsServerConfig>,
     /// Largest request body accepted, in bytes, both as sent and after
     /// decompression. Default 20 MiB (20971520); 0 means the default.
-    /// Larger bodies get 413.
+    /// Larger bodies get 400.
     #[serde(default)]
     pub max_request_body_size: u64,
     /// Turn tag values that read as integers, doubles or booleans
@@ -121,11 +121,21 @@ impl HttpHandler for ZipkinHttp {
         }
         // The collector reads every body that is not protobuf as JSON.
         let protobuf = media_type(&parts.headers).as_deref() == Some("application/x-protobuf");
-        let body =
-            match read_body(&parts.headers, body, self.max_body_size, &self.counters, "").await {
-                Ok(body) => body,
-                Err(answer) => return answer,
-            };
+        let body = match read_body(
+            &parts.headers,
+            body,
+            self.max_body_size,
+            &self.counters,
+            "",
+            // The collector's Zipkin receiver ignores the read error and
+            // fails on the cut-off body instead.
+            StatusCode::BAD_REQUEST,
+        )
+        .await
+        {
+            Ok(body) => body,
+            Err(answer) => return answer,
+        };
         let parsed = if protobuf {
             tracegate_model::zipkin::v2_proto_to_request(&body, self.parse_string_tags)
         } else {
