@@ -185,9 +185,9 @@ pub struct HttpConfig {
     /// Default false.
     #[serde(default)]
     pub include_metadata: bool,
-    /// `Content-Encoding`s accepted. Default `["", gzip, zstd, zlib,
-    /// deflate]`; `""` is an uncompressed body. The collector's `snappy`
-    /// and `lz4` are not supported and are ignored with a warning.
+    /// `Content-Encoding`s accepted. Default, as the collector's: `["",
+    /// gzip, zstd, zlib, snappy, deflate, lz4, x-snappy-framed]`; `""` is
+    /// an uncompressed body.
     #[serde(default)]
     pub compression_algorithms: Option<Vec<String>>,
     /// Path that receives traces. Default `/v1/traces`; a missing leading
@@ -260,9 +260,6 @@ fn default_metrics_url_path() -> String {
 fn default_logs_url_path() -> String {
     "/v1/logs".into()
 }
-
-/// Encodings the collector accepts that tracegate does not decode.
-const UNSUPPORTED_ENCODINGS: &[&str] = &["snappy", "lz4", "x-snappy-framed"];
 
 /// The collector's `SanitizedURLPath`: keeps the URL's path and makes it
 /// absolute. A first segment with `:` would parse as a URL scheme, which
@@ -347,7 +344,7 @@ impl HttpConfig {
         sanitize_url_path(&self.traces_url_path).unwrap_or_else(|_| default_traces_url_path())
     }
 
-    /// The accepted encodings, in config order, without the unsupported ones.
+    /// The accepted encodings, in config order.
     pub fn encodings(&self) -> Vec<ContentEncoding> {
         match &self.compression_algorithms {
             None => vec![
@@ -355,6 +352,9 @@ impl HttpConfig {
                 ContentEncoding::Gzip,
                 ContentEncoding::Zstd,
                 ContentEncoding::Zlib,
+                ContentEncoding::Snappy,
+                ContentEncoding::Lz4,
+                ContentEncoding::SnappyFramed,
             ],
             Some(names) => names
                 .iter()
@@ -378,17 +378,10 @@ impl HttpConfig {
         }
         if let Some(names) = &self.compression_algorithms {
             for name in names {
-                if ContentEncoding::from_header(name).is_some() {
-                    continue;
-                }
-                if UNSUPPORTED_ENCODINGS.contains(&name.trim().to_ascii_lowercase().as_str()) {
-                    warnings.push(format!(
-                        "protocols.http.compression_algorithms: {name:?} is not supported by tracegate; such requests get 400"
-                    ));
-                } else {
+                if ContentEncoding::from_header(name).is_none() {
                     return Err(error(
                         "protocols.http.compression_algorithms",
-                        format!("unknown compression algorithm {name:?} (expected one of \"\", gzip, zstd, zlib, deflate)"),
+                        format!("unknown compression algorithm {name:?} (expected one of \"\", gzip, zstd, zlib, snappy, deflate, lz4, x-snappy-framed)"),
                     ));
                 }
             }
@@ -616,17 +609,21 @@ mod tests {
             "grpc": {"include_metadata": true},
             "http": {
                 "include_metadata": true,
-                "compression_algorithms": ["", "gzip", "snappy"],
+                "compression_algorithms": ["", "gzip", "lz4"],
                 "cors": {"allowed_headers": ["X-Custom"]}
             }
         }}))
         .unwrap();
         let warnings = config.validate().unwrap();
-        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
         let http = config.protocols.http.unwrap();
         assert_eq!(
             http.encodings(),
-            vec![ContentEncoding::Identity, ContentEncoding::Gzip]
+            vec![
+                ContentEncoding::Identity,
+                ContentEncoding::Gzip,
+                ContentEncoding::Lz4
+            ]
         );
     }
 

@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use super::{PassthroughCodec, TRACE_EXPORT_PATH};
-use crate::compression::test_encoders::{gzip, zlib, zstd};
+use crate::compression::test_encoders::{gzip, lz4, snappy_block, snappy_framed, zlib, zstd};
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
 use crate::grpc::rpc_status::{RetryInfo, RpcStatus};
 use crate::receiver::test_support::Collect;
@@ -473,6 +473,12 @@ async fn compressed_http_bodies_are_accepted() {
         ("zstd", zstd),
         ("deflate", zlib),
         ("zlib", zlib),
+        // The collector's `snappy` takes the block format and, detected by
+        // its stream identifier, the framing format.
+        ("snappy", snappy_block),
+        ("snappy", snappy_framed),
+        ("x-snappy-framed", snappy_framed),
+        ("lz4", lz4),
     ] {
         for (ct, body) in [("application/x-protobuf", &pb), ("application/json", &js)] {
             let answer = send_traces(&client, h.http(), ct, Some(encoding), compress(body)).await;
@@ -610,7 +616,7 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
     assert!(answer.rpc_status().1.contains("gzip"));
 
     // Unsupported encodings are named.
-    for encoding in ["snappy", "br", "gzip, zstd"] {
+    for encoding in ["br", "gzip, zstd", "snappy, lz4"] {
         let answer = send_traces(&client, addr, "application/json", Some(encoding), "{}").await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{encoding}");
         let (code, message) = answer.rpc_status();
@@ -1057,6 +1063,17 @@ async fn compression_bombs_are_refused_without_growing_past_the_cap() {
     let (h, mut rx) = collecting(both()).await;
     let gzip = gzip_bomb(1 << 30);
     let zstd = zstd_bomb(1 << 30);
+    // 64 MiB of zeros each, over three times the 20 MiB cap: snappy's
+    // ratio is far lower, so its bombs are larger as sent, still under the
+    // cap.
+    let zeros = vec![0u8; 64 * MIB];
+    let snappy_block_bomb = snappy_block(&zeros);
+    let snappy_framed_bomb = snappy_framed(&zeros);
+    let lz4_bomb = lz4(&zeros);
+    drop(zeros);
+    for bomb in [&snappy_block_bomb, &snappy_framed_bomb, &lz4_bomb] {
+        assert!(bomb.len() < 20 * MIB, "{}", bomb.len());
+    }
     // Small enough to pass the 4 MiB gRPC frame check as sent.
     assert!(gzip.len() < 2 * MIB, "{}", gzip.len());
     assert!(zstd.len() < 2 * MIB, "{}", zstd.len());
@@ -1079,6 +1096,25 @@ async fn compression_bombs_are_refused_without_growing_past_the_cap() {
 
         let (code, message) = raw_grpc(h.grpc(), encoding, body).await;
         assert_eq!(code, Code::ResourceExhausted, "grpc {encoding}: {message}");
+    }
+    for (encoding, body) in [
+        ("snappy", &snappy_block_bomb),
+        ("snappy", &snappy_framed_bomb),
+        ("x-snappy-framed", &snappy_framed_bomb),
+        ("lz4", &lz4_bomb),
+    ] {
+        let answer = send_traces(
+            &client,
+            h.http(),
+            "application/x-protobuf",
+            Some(encoding),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "http {encoding}");
+        let (code, message) = answer.rpc_status();
+        assert_eq!(code, Code::InvalidArgument as i32);
+        assert!(message.contains("exceeds"), "{encoding}: {message}");
     }
 
     // 1 GiB inflated would show here; the caps are 20 MiB (HTTP) and 4 MiB
