@@ -8,7 +8,8 @@ use serde::Deserialize;
 use crate::compression::ContentEncoding;
 use crate::config::{error, ComponentError};
 use crate::receiver::http_ingest::body_size_limit;
-use crate::receiver::{present_means_enabled, split_host_port};
+use crate::receiver::server_keys::HttpServerKeys;
+use crate::receiver::{present_means_enabled, split_host_port, ResponseHeaders};
 use crate::tls::TlsServerConfig;
 
 /// Default gRPC endpoint, as the collector's.
@@ -190,6 +191,23 @@ pub struct HttpConfig {
     /// an uncompressed body.
     #[serde(default)]
     pub compression_algorithms: Option<Vec<String>>,
+    /// Longest time a client may take to send a request's headers (HTTP/1;
+    /// HTTP/2 has no such limit). Default: 30 s (the collector has none);
+    /// `0` means none.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub read_header_timeout: Option<Duration>,
+    /// Close a connection with no request in flight for this long.
+    /// Default: never (as the collector's `otlp` receiver); `0` means never.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub idle_timeout: Option<Duration>,
+    /// `false` closes each HTTP/1 connection after one request. Default
+    /// true.
+    #[serde(default = "crate::receiver::server_keys::default_true")]
+    pub keep_alives_enabled: bool,
+    /// Headers added to every answer that does not set them itself.
+    /// Default: none.
+    #[serde(default)]
+    pub response_headers: ResponseHeaders,
     /// Path that receives traces. Default `/v1/traces`; a missing leading
     /// `/` is added.
     #[serde(default = "default_traces_url_path")]
@@ -213,6 +231,10 @@ impl Default for HttpConfig {
             max_request_body_size: 0,
             include_metadata: false,
             compression_algorithms: None,
+            read_header_timeout: None,
+            idle_timeout: None,
+            keep_alives_enabled: true,
+            response_headers: ResponseHeaders::default(),
             traces_url_path: default_traces_url_path(),
             metrics_url_path: default_metrics_url_path(),
             logs_url_path: default_logs_url_path(),
@@ -334,6 +356,16 @@ impl GrpcConfig {
 }
 
 impl HttpConfig {
+    /// The connection keys, for the listener.
+    pub(crate) fn server_keys(&self) -> HttpServerKeys<'_> {
+        HttpServerKeys {
+            read_header_timeout: self.read_header_timeout,
+            idle_timeout: self.idle_timeout,
+            keep_alives_enabled: self.keep_alives_enabled,
+            response_headers: &self.response_headers,
+        }
+    }
+
     /// `max_request_body_size` in bytes (0 means the default).
     pub fn max_request_body_size(&self) -> usize {
         body_size_limit(self.max_request_body_size)
@@ -365,6 +397,7 @@ impl HttpConfig {
 
     fn validate(&self, warnings: &mut Vec<String>) -> Result<(), ComponentError> {
         split_host_port(&self.endpoint).map_err(|e| error("protocols.http.endpoint", e))?;
+        self.server_keys().validate("protocols.http")?;
         if let Some(tls) = &self.tls {
             tls.validate()
                 .map_err(|e| error("protocols.http.tls", e.to_string()))?;

@@ -1575,3 +1575,143 @@ async fn max_connection_age_closes_connections_and_its_grace_ends_stuck_requests
         "the stuck request was cut off"
     );
 }
+
+// ------------------------------------------------------ connection keys
+
+/// Sends `raw` on a fresh connection and reads until the server closes it
+/// or `wait` passes; what arrived, and whether the server closed.
+async fn raw_exchange(addr: SocketAddr, raw: &[u8], wait: Duration) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(wait, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+fn raw_post(body: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+#[tokio::test]
+async fn response_headers_are_added_unless_the_answer_sets_them() {
+    let (h, mut rx) = collecting(json!({"http": {
+        "endpoint": "127.0.0.1:0",
+        "response_headers": {"X-Served-By": "tracegate", "Content-Type": "text/html"}
+    }}))
+    .await;
+    let answer = post_traces(h.http(), "application/x-protobuf", protobuf(&request(1, 1))).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["x-served-by"], "tracegate");
+    // The receiver's own Content-Type wins, as the collector's handler
+    // overwrites what was set before it.
+    assert_eq!(answer.content_type(), "application/x-protobuf");
+    rx.recv().await.unwrap();
+    // Error answers carry them too.
+    let client = http_client();
+    let answer = send(&client, post(h.http(), "/nope", None, None, "")).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.headers["x-served-by"], "tracegate");
+
+    // The collector's list form.
+    let (h, _rx) = collecting(json!({"http": {
+        "endpoint": "127.0.0.1:0",
+        "response_headers": [{"name": "X-A", "value": "1"}, {"name": "X-B", "value": "2"}]
+    }}))
+    .await;
+    let answer = send(&client, post(h.http(), "/nope", None, None, "")).await;
+    assert_eq!(answer.headers["x-a"], "1");
+    assert_eq!(answer.headers["x-b"], "2");
+}
+
+#[tokio::test]
+async fn keep_alives_enabled_false_closes_each_connection_after_one_answer() {
+    let body = protobuf(&request(1, 2));
+    let (h, mut rx) = collecting(json!({"http": {"endpoint": "127.0.0.1:0"}})).await;
+    // Default: the connection stays open after the answer.
+    let (text, closed) = raw_exchange(h.http(), &raw_post(&body), Duration::from_millis(300)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!closed, "kept alive by default");
+    rx.recv().await.unwrap();
+
+    let (h, mut rx) = collecting(json!({"http": {
+        "endpoint": "127.0.0.1:0", "keep_alives_enabled": false
+    }}))
+    .await;
+    let (text, closed) = raw_exchange(h.http(), &raw_post(&body), Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(closed, "closed after one answer");
+    rx.recv().await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_idle_connections() {
+    let (h, mut rx) = collecting(json!({"http": {
+        "endpoint": "127.0.0.1:0", "idle_timeout": "200ms"
+    }}))
+    .await;
+    let started = std::time::Instant::now();
+    let (text, closed) = raw_exchange(
+        h.http(),
+        &raw_post(&protobuf(&request(1, 3))),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(closed, "an idle connection is closed");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    rx.recv().await.unwrap();
+}
+
+#[tokio::test]
+async fn read_header_timeout_closes_connections_that_send_headers_slowly() {
+    let (h, _rx) = collecting(json!({"http": {
+        "endpoint": "127.0.0.1:0", "read_header_timeout": "200ms"
+    }}))
+    .await;
+    let started = std::time::Instant::now();
+    let (_, closed) = raw_exchange(
+        h.http(),
+        b"POST /v1/traces HTTP/1.1\r\nhost: x\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(closed, "an incomplete header is not waited for");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[test]
+fn invalid_response_headers_are_config_errors() {
+    for (headers, message) in [
+        (json!({"bad name": "x"}), "not a valid HTTP header name"),
+        (
+            json!({"X-A": "line\nbreak"}),
+            "not a valid HTTP header value",
+        ),
+        (
+            json!([{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}]),
+            "listed twice",
+        ),
+    ] {
+        let config = otlp_config(json!({"http": {"response_headers": headers}}));
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.path, "protocols.http.response_headers", "{err}");
+        assert!(err.message.contains(message), "{err}");
+    }
+}
