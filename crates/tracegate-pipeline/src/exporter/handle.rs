@@ -390,6 +390,10 @@ fn record_delivered(shared: &Shared, spans: u64, delivered: &Delivered) {
     if delivered.rejected_spans > 0 {
         shared.metrics.dropped[DropReason::RejectedByBackend.index()]
             .increment(delivered.rejected_spans);
+    }
+    // Logged also when only a message is set (a warning from the backend),
+    // as the collector's exporters log it.
+    if delivered.is_partial() {
         tracing::warn!(
             exporter = %shared.id,
             rejected_spans = delivered.rejected_spans,

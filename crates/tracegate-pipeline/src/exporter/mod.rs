@@ -65,6 +65,14 @@ pub struct Delivered {
     pub message: String,
 }
 
+impl Delivered {
+    /// The backend said something about the request: spans rejected, or
+    /// only a message (OTLP lets a server warn this way).
+    pub fn is_partial(&self) -> bool {
+        self.rejected_spans > 0 || !self.message.is_empty()
+    }
+}
+
 /// One backend connection. Called only by the exporter's queue consumers
 /// (or, without a queue, by the pipeline), possibly concurrently.
 #[async_trait]
