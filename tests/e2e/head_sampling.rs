@@ -420,4 +420,46 @@ async fn probabilistic_sampler_hash_seed_decides_as_the_collector() {
         Duration::from_secs(10),
     )
     .await;
+    // The collector's self-metrics with its names and labels: the
+    // sampler's current decision counter, every processor's items and
+    // time, and the receiver's requests by outcome (`send_all` sends 600
+    // spans a request).
+    let kept = expected.len();
+    let total = spans.len();
+    let requests = total.div_ceil(600);
+    wait_for_metrics(
+        gw.addr("telemetry", "metrics"),
+        &[
+            &format!(
+                "otelcol_processor_probabilistic_sampler_count_spans_processed_total{{processor=\"probabilistic_sampler\",policy=\"trace_id_hash\",sampled=\"false\"}} {dropped}\n"
+            ),
+            &format!(
+                "otelcol_processor_probabilistic_sampler_count_spans_processed_total{{processor=\"probabilistic_sampler\",policy=\"trace_id_hash\",sampled=\"true\"}} {kept}\n"
+            ),
+            &format!(
+                "otelcol_processor_incoming_items_total{{processor=\"probabilistic_sampler\",otel_signal=\"traces\"}} {total}\n"
+            ),
+            &format!(
+                "otelcol_processor_outgoing_items_total{{processor=\"probabilistic_sampler\",otel_signal=\"traces\"}} {kept}\n"
+            ),
+            &format!(
+                "otelcol_processor_incoming_items_total{{processor=\"batch\",otel_signal=\"traces\"}} {kept}\n"
+            ),
+            &format!(
+                "otelcol_processor_outgoing_items_total{{processor=\"batch\",otel_signal=\"traces\"}} {kept}\n"
+            ),
+            &format!(
+                "otelcol_processor_internal_duration_count{{processor=\"probabilistic_sampler\",otel_signal=\"traces\"}} {requests}\n"
+            ),
+            // Seconds buckets, not the span-count ones.
+            "otelcol_processor_internal_duration_bucket{processor=\"probabilistic_sampler\",otel_signal=\"traces\",le=\"0.001\"}",
+            &format!(
+                "otelcol_receiver_requests_total{{receiver=\"otlp\",transport=\"grpc\",outcome=\"success\"}} {requests}\n"
+            ),
+            "otelcol_receiver_requests_total{receiver=\"otlp\",transport=\"grpc\",outcome=\"refused\"} 0\n",
+            "otelcol_receiver_failed_spans_total{receiver=\"otlp\",transport=\"grpc\"} 0\n",
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
 }

@@ -11,6 +11,12 @@
 pub mod names {
     pub const RECEIVER_ACCEPTED_SPANS: &str = "receiver_accepted_spans";
     pub const RECEIVER_REFUSED_SPANS: &str = "receiver_refused_spans";
+    /// Spans a receiver decoded and then lost itself (served at zero; see
+    /// `receiver/counters.rs`).
+    pub const RECEIVER_FAILED_SPANS: &str = "receiver_failed_spans";
+    /// Requests handed to the pipeline; label `outcome` (`success`,
+    /// `refused`, `failure`).
+    pub const RECEIVER_REQUESTS: &str = "receiver_requests";
     /// Requests rejected before any span could be counted (malformed, too
     /// large, wrong content type); label `reason`.
     pub const RECEIVER_REJECTED_REQUESTS: &str = "receiver_rejected_requests";
@@ -26,6 +32,12 @@ pub mod names {
         "processor_batch_batch_size_trigger_send";
     pub const PROCESSOR_BATCH_TIMEOUT_TRIGGER_SEND: &str = "processor_batch_timeout_trigger_send";
     pub const PROCESSOR_BATCH_METADATA_CARDINALITY: &str = "processor_batch_metadata_cardinality";
+    /// Every processor, labelled `processor` and `otel_signal`
+    /// (`processor/instrumented.rs`): spans in, spans handed on, and the
+    /// seconds each batch took in the processor itself.
+    pub const PROCESSOR_INCOMING_ITEMS: &str = "processor_incoming_items";
+    pub const PROCESSOR_OUTGOING_ITEMS: &str = "processor_outgoing_items";
+    pub const PROCESSOR_INTERNAL_DURATION: &str = "processor_internal_duration";
     pub const PROCESSOR_MEMORY_LIMITER_REFUSED_SPANS: &str =
         "processor_memory_limiter_refused_spans";
 
@@ -42,7 +54,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 /// Bucket bounds for the size histograms (`processor_batch_batch_send_size`),
@@ -50,6 +62,14 @@ use tokio_util::sync::CancellationToken;
 const SIZE_BUCKETS: &[f64] = &[
     10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0,
     6000.0, 7000.0, 8000.0, 9000.0, 10000.0, 20000.0, 30000.0, 50000.0, 100000.0,
+];
+
+/// Bucket bounds, in seconds, for `processor_internal_duration`: a
+/// processor's own time per batch is microseconds to milliseconds, so the
+/// size buckets above would put every batch in the first.
+const DURATION_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Installs the process-wide Prometheus recorder. Counters are rendered with
@@ -61,6 +81,11 @@ pub fn install_recorder() -> PrometheusHandle {
         PrometheusBuilder::new()
             .with_recommended_naming(true)
             .set_buckets(SIZE_BUCKETS)
+            .expect("bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Full(names::PROCESSOR_INTERNAL_DURATION.into()),
+                DURATION_BUCKETS,
+            )
             .expect("bucket list is not empty")
     };
     match builder().install_recorder() {

@@ -143,7 +143,7 @@ fn validate(cli: &Cli, from_configmap: Option<&ConfigMapRef>) -> Result<Vec<Stri
         Some(which) => {
             let [path] = cli.config.as_slice() else {
                 return Err(
-                    "--from-configmap reads one Kubernetes manifest: name it with a single --config"
+                    "--from-configmap reads a Kubernetes manifest: name it with --config (one file)"
                         .into(),
                 );
             };

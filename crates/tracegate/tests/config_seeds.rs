@@ -54,6 +54,11 @@ const DAEMONSET: &[(&str, &str)] = &[
 /// its undefined receiver does not matter.
 const JAEGER_V2_WARNINGS: &[&str] = &[
     "processors::sampling",
+    // `kubernetes` is an old name; `k8s_api` and `docker` skip what the
+    // collector would refuse to start without.
+    "processors::resource_detection",
+    "processors::resource_detection",
+    "processors::resource_detection",
     "exporters::prometheus",
     "service::pipelines::metrics",
     "service::pipelines::metrics::receivers[0]",

@@ -2,6 +2,7 @@
 //! Each is a [`Consumer`] that passes batches on to the next stage.
 
 pub mod batch;
+mod instrumented;
 pub mod memory_limiter;
 pub mod probabilistic_sampler;
 pub mod resource_detection;
@@ -77,7 +78,8 @@ component_registry! {
 }
 
 impl ProcessorConfig {
-    /// Checks the config, then starts the processor in front of `next`.
+    /// Checks the config, then starts the processor in front of `next`,
+    /// counting its incoming and outgoing items and its own time.
     /// Must run inside a tokio runtime.
     pub fn build(
         &self,
@@ -90,7 +92,14 @@ impl ProcessorConfig {
             source,
         };
         self.validate().map_err(invalid)?;
-        self.component().build(id, next, ctx).map_err(invalid)
+        // The collector's per-processor metrics, for every processor alike
+        // (`instrumented.rs`).
+        let metrics = instrumented::ProcessorMetrics::register(id);
+        let next = instrumented::outgoing(next, &metrics);
+        let processor = self.component().build(id, next, ctx).map_err(invalid)?;
+        Ok(Arc::new(instrumented::Instrumented::new(
+            processor, metrics,
+        )))
     }
 }
 

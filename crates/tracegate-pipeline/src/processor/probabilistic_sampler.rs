@@ -4,8 +4,9 @@
 //! trace id), `proportional` and `equalizing`, with `fail_closed`,
 //! `sampling_precision` and the `sampling.priority` span attribute. Every
 //! span decided is counted in the collector's
-//! `processor_probabilistic_sampler_count_traces_sampled{policy, sampled}`,
-//! every span dropped also in `tracegate_dropped_spans{reason="sampled_out"}`.
+//! `processor_probabilistic_sampler_count_spans_processed{policy, sampled}`
+//! and in its deprecated predecessor `..._count_traces_sampled`, every span
+//! dropped also in `tracegate_dropped_spans{reason="sampled_out"}`.
 
 use std::sync::Arc;
 
@@ -19,10 +20,17 @@ use crate::consumer::NextConsumer;
 /// `processors: probabilistic_sampler:` (its keys are documented on the type).
 pub type Config = tracegate_sampling::head::ProbabilisticSamplerConfig;
 
-/// The collector's metric, without namespace. It counts spans, despite
-/// its name, labelled `policy` (the randomness source: `trace_id_hash`,
+/// The collector's metric, without namespace (served with `_total`, as the
+/// collector's `..._count_spans_processed_total`): every span decided,
+/// labelled `policy` (the randomness source: `trace_id_hash`,
 /// `trace_id_w3c`, `sampling_randomness`, `missing_randomness`,
 /// `sampling_priority`) and `sampled`.
+pub const COUNT_SPANS_PROCESSED: &str = "processor_probabilistic_sampler_count_spans_processed";
+
+/// The same counts under the collector's older name, deprecated there in
+/// favour of [`COUNT_SPANS_PROCESSED`] and still served by both, so that
+/// dashboards written against either keep working. It counts spans,
+/// despite its name.
 pub const COUNT_TRACES_SAMPLED: &str = "processor_probabilistic_sampler_count_traces_sampled";
 
 /// The collector's checks; `Ok` carries warnings.
@@ -35,7 +43,7 @@ pub fn start(id: &str, config: &Config, next: NextConsumer) -> Arc<dyn Processor
     Arc::new(HeadSamplingStage::new(
         id,
         Box::new(ProbabilisticSampler::new(config)),
-        COUNT_TRACES_SAMPLED,
+        &[COUNT_SPANS_PROCESSED, COUNT_TRACES_SAMPLED],
         next,
     ))
 }
@@ -124,22 +132,23 @@ mod tests {
                 .sum()
         };
         let dropped = 2000 - expected.len() as u64;
-        assert_eq!(
-            count(&[
-                COUNT_TRACES_SAMPLED,
-                "policy=\"trace_id_hash\"",
-                "sampled=\"true\""
-            ]),
-            expected.len() as u64
-        );
-        assert_eq!(
-            count(&[
-                COUNT_TRACES_SAMPLED,
-                "policy=\"trace_id_hash\"",
-                "sampled=\"false\""
-            ]),
-            dropped
-        );
+        // The current name and the deprecated one count the same spans,
+        // with the same labels.
+        for metric in [COUNT_SPANS_PROCESSED, COUNT_TRACES_SAMPLED] {
+            let name = format!("{metric}{{");
+            let id = "processor=\"probabilistic_sampler\"";
+            assert_eq!(
+                count(&[&name, id, "policy=\"trace_id_hash\"", "sampled=\"true\""]),
+                expected.len() as u64,
+                "{metric}"
+            );
+            assert_eq!(
+                count(&[&name, id, "policy=\"trace_id_hash\"", "sampled=\"false\""]),
+                dropped,
+                "{metric}"
+            );
+            assert_eq!(count(&[&name]), 2000, "{metric}");
+        }
         assert_eq!(
             count(&["tracegate_dropped_spans", "reason=\"sampled_out\""]),
             dropped

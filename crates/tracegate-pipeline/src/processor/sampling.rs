@@ -54,7 +54,7 @@ pub fn start(
     Ok(Arc::new(HeadSamplingStage::new(
         id,
         Box::new(sampler),
-        COUNT_TRACES_SAMPLED,
+        &[COUNT_TRACES_SAMPLED],
         next,
     )))
 }
@@ -68,39 +68,45 @@ impl super::BuildProcessor for Config {
 /// A running head sampler: decides each span, passes the kept ones on.
 pub struct HeadSamplingStage {
     sampler: Box<dyn HeadSampler>,
-    /// Per label of the sampler: `[not sampled, sampled]`.
+    /// Per decided metric, then per label of the sampler: `[not sampled,
+    /// sampled]`; `labels` rows per metric.
     decided: Vec<[Counter; 2]>,
+    labels: usize,
     dropped: Counter,
     next: NextConsumer,
 }
 
 impl HeadSamplingStage {
-    /// Registers the counters once: `decided_metric{processor, policy,
-    /// sampled}` per label of the sampler, and
+    /// Registers the counters once: `{processor, policy, sampled}` per
+    /// label of the sampler in each of `decided_metrics` (which count the
+    /// same decisions under different names), and
     /// `tracegate_dropped_spans{component, reason="sampled_out"}`.
     pub fn new(
         id: &str,
         sampler: Box<dyn HeadSampler>,
-        decided_metric: &'static str,
+        decided_metrics: &[&'static str],
         next: NextConsumer,
     ) -> HeadSamplingStage {
-        let decided = sampler
-            .labels()
-            .into_iter()
-            .map(|policy| {
-                [false, true].map(|sampled| {
-                    metrics::counter!(
-                        decided_metric,
-                        "processor" => id.to_string(),
-                        "policy" => policy.clone(),
-                        "sampled" => sampled.to_string()
-                    )
+        let labels = sampler.labels();
+        let decided = decided_metrics
+            .iter()
+            .flat_map(|&metric| {
+                labels.iter().map(move |policy| {
+                    [false, true].map(|sampled| {
+                        metrics::counter!(
+                            metric,
+                            "processor" => id.to_string(),
+                            "policy" => policy.clone(),
+                            "sampled" => sampled.to_string()
+                        )
+                    })
                 })
             })
             .collect();
         HeadSamplingStage {
             sampler,
             decided,
+            labels: labels.len(),
             dropped: metrics::counter!(
                 names::DROPPED_SPANS,
                 "component" => id.to_string(),
@@ -117,13 +123,15 @@ impl Consumer for HeadSamplingStage {
         if batch.is_empty() {
             return Ok(());
         }
-        let sampled = sample_batch(self.sampler.as_ref(), self.decided.len(), &batch);
-        for (counters, [not_sampled, sampled]) in self.decided.iter().zip(&sampled.tally) {
-            if *not_sampled > 0 {
-                counters[0].increment(*not_sampled);
-            }
-            if *sampled > 0 {
-                counters[1].increment(*sampled);
+        let sampled = sample_batch(self.sampler.as_ref(), self.labels, &batch);
+        for metric in self.decided.chunks(self.labels.max(1)) {
+            for (counters, [not_sampled, sampled]) in metric.iter().zip(&sampled.tally) {
+                if *not_sampled > 0 {
+                    counters[0].increment(*not_sampled);
+                }
+                if *sampled > 0 {
+                    counters[1].increment(*sampled);
+                }
             }
         }
         let dropped = sampled.dropped();
