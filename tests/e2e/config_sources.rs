@@ -275,3 +275,20 @@ fn self_metrics_open_only_for_a_pull_reader() {
     ));
     assert!(gw.addr("telemetry", "metrics").ip().is_loopback());
 }
+
+/// `service.telemetry.logs.output_paths` as zap takes it: every line to
+/// each destination, here stderr (which the harness reads) and a file.
+#[test]
+fn logs_go_to_every_output_path() {
+    let gw = Gateway::start(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n  telemetry:\n    logs:\n      encoding: json\n      output_paths: [stderr, \"{dir}/tracegate.log\"]\n    metrics:\n      level: none\n",
+    );
+    let text = std::fs::read_to_string(gw.dir.path().join("tracegate.log")).unwrap();
+    let ready: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("tracegate is ready"))
+        .collect();
+    assert_eq!(ready.len(), 1, "{text}");
+    let line: serde_json::Value = serde_json::from_str(ready[0]).unwrap();
+    assert_eq!(line["level"], "INFO");
+}

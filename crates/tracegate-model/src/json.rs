@@ -39,6 +39,16 @@ pub enum JsonError {
 }
 
 pub(crate) fn from_json(json: &[u8]) -> Result<SpanBatch, JsonError> {
+    // serde reads a struct from a list too (fields by position), so `[]`
+    // would be an empty request; protobuf's JSON mapping, and so the
+    // collector, takes a message only as an object.
+    // (Other non-objects are refused by serde itself.)
+    if json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(JsonError::Invalid {
+            path: ".".into(),
+            message: "invalid type: array, expected an ExportTraceServiceRequest object".into(),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     let request: ExportTraceServiceRequest =
         serde_path_to_error::deserialize(&mut de).map_err(|e| JsonError::Invalid {

@@ -20,6 +20,14 @@ pub enum ContentEncoding {
     Zstd,
     /// `deflate` or `zlib`: both mean the zlib format, as in the collector.
     Zlib,
+    /// `snappy`: the block format, or the framing format when the body
+    /// starts with the framing format's stream identifier (the collector
+    /// once sent framed bodies under this name, and detects them so).
+    Snappy,
+    /// `x-snappy-framed`: the snappy framing format only.
+    SnappyFramed,
+    /// `lz4`: the LZ4 frame format; concatenated frames are one stream.
+    Lz4,
 }
 
 impl ContentEncoding {
@@ -34,6 +42,12 @@ impl ContentEncoding {
             Some(ContentEncoding::Zstd)
         } else if value.eq_ignore_ascii_case("deflate") || value.eq_ignore_ascii_case("zlib") {
             Some(ContentEncoding::Zlib)
+        } else if value.eq_ignore_ascii_case("snappy") {
+            Some(ContentEncoding::Snappy)
+        } else if value.eq_ignore_ascii_case("x-snappy-framed") {
+            Some(ContentEncoding::SnappyFramed)
+        } else if value.eq_ignore_ascii_case("lz4") {
+            Some(ContentEncoding::Lz4)
         } else {
             None
         }
@@ -46,6 +60,9 @@ impl ContentEncoding {
             ContentEncoding::Gzip => "gzip",
             ContentEncoding::Zstd => "zstd",
             ContentEncoding::Zlib => "zlib",
+            ContentEncoding::Snappy => "snappy",
+            ContentEncoding::SnappyFramed => "x-snappy-framed",
+            ContentEncoding::Lz4 => "lz4",
         }
     }
 }
@@ -53,7 +70,7 @@ impl ContentEncoding {
 /// Why a body could not be decompressed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecompressError {
-    /// The decompressed body would exceed the limit (HTTP 413).
+    /// The decompressed body would exceed the limit.
     #[error("decompressed body exceeds the limit of {limit} bytes")]
     TooLarge { limit: usize },
     /// The body is not valid data of its declared encoding (HTTP 400).
@@ -111,7 +128,45 @@ pub fn decompress(
                 other => other.into_error(corrupt),
             })
         }
+        ContentEncoding::Snappy if !input.starts_with(SNAPPY_STREAM_IDENTIFIER) => {
+            snappy_block(&input, limit)
+        }
+        ContentEncoding::Snappy | ContentEncoding::SnappyFramed => read_capped(
+            snap::read::FrameDecoder::new(&input[..]),
+            limit,
+            input.len(),
+        )
+        .map_err(|e| e.into_error(corrupt)),
+        ContentEncoding::Lz4 => read_capped(
+            lz4_flex::frame::FrameDecoder::new(&input[..]),
+            limit,
+            input.len(),
+        )
+        .map_err(|e| e.into_error(corrupt)),
     }
+}
+
+/// The first chunk of every snappy framing-format stream: chunk type
+/// 0xff, length 6, `sNaPpY`.
+const SNAPPY_STREAM_IDENTIFIER: &[u8] = b"\xff\x06\x00\x00sNaPpY";
+
+/// A snappy block: its header states the decoded length, which is checked
+/// against `limit` before anything is allocated.
+fn snappy_block(input: &[u8], limit: usize) -> Result<Bytes, DecompressError> {
+    let corrupt = |e: snap::Error| DecompressError::Corrupt {
+        encoding: ContentEncoding::Snappy.name(),
+        message: e.to_string(),
+    };
+    let len = snap::raw::decompress_len(input).map_err(corrupt)?;
+    if len > limit {
+        return Err(DecompressError::TooLarge { limit });
+    }
+    let mut out = vec![0; len];
+    let written = snap::raw::Decoder::new()
+        .decompress(input, &mut out)
+        .map_err(corrupt)?;
+    out.truncate(written);
+    Ok(Bytes::from(out))
 }
 
 enum CappedReadError {
@@ -200,13 +255,32 @@ pub(crate) mod test_encoders {
     pub(crate) fn zstd(data: &[u8]) -> Vec<u8> {
         zstd::stream::encode_all(data, 3).unwrap()
     }
+
+    /// The snappy block format (`Content-Encoding: snappy`).
+    pub(crate) fn snappy_block(data: &[u8]) -> Vec<u8> {
+        snap::raw::Encoder::new().compress_vec(data).unwrap()
+    }
+
+    /// The snappy framing format (`snappy` or `x-snappy-framed`).
+    pub(crate) fn snappy_framed(data: &[u8]) -> Vec<u8> {
+        let mut e = snap::write::FrameEncoder::new(Vec::new());
+        e.write_all(data).unwrap();
+        e.into_inner().unwrap()
+    }
+
+    /// The LZ4 frame format (`lz4`).
+    pub(crate) fn lz4(data: &[u8]) -> Vec<u8> {
+        let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::io::Write;
 
-    use super::test_encoders::{gzip, zlib};
+    use super::test_encoders::{gzip, lz4, snappy_block, snappy_framed, zlib};
     use super::*;
 
     #[test]
@@ -221,7 +295,10 @@ mod tests {
             ("zstd", Some(Zstd)),
             ("deflate", Some(Zlib)),
             ("zlib", Some(Zlib)),
-            ("snappy", None),
+            ("snappy", Some(Snappy)),
+            ("x-snappy-framed", Some(SnappyFramed)),
+            ("lz4", Some(Lz4)),
+            ("LZ4", Some(Lz4)),
             ("br", None),
             ("gzip, zstd", None),
         ] {
@@ -236,6 +313,10 @@ mod tests {
             (ContentEncoding::Gzip, gzip(&data)),
             (ContentEncoding::Zlib, zlib(&data)),
             (ContentEncoding::Zstd, test_encoders::zstd(&data)),
+            (ContentEncoding::Snappy, snappy_block(&data)),
+            (ContentEncoding::Snappy, snappy_framed(&data)),
+            (ContentEncoding::SnappyFramed, snappy_framed(&data)),
+            (ContentEncoding::Lz4, lz4(&data)),
             (ContentEncoding::Identity, data.clone()),
         ];
         for (encoding, compressed) in cases {
@@ -263,6 +344,10 @@ mod tests {
                 ContentEncoding::Zstd,
                 zstd::stream::encode_all(&data[..], 1).unwrap(),
             ),
+            (ContentEncoding::Snappy, snappy_block(&data)),
+            (ContentEncoding::Snappy, snappy_framed(&data)),
+            (ContentEncoding::SnappyFramed, snappy_framed(&data)),
+            (ContentEncoding::Lz4, lz4(&data)),
             (ContentEncoding::Identity, data.clone()),
         ] {
             let compressed = Bytes::from(compressed);
@@ -304,6 +389,9 @@ mod tests {
             ContentEncoding::Gzip,
             ContentEncoding::Zlib,
             ContentEncoding::Zstd,
+            ContentEncoding::Snappy,
+            ContentEncoding::SnappyFramed,
+            ContentEncoding::Lz4,
         ] {
             match decompress(encoding, Bytes::from_static(b"not compressed at all"), 1000) {
                 Err(DecompressError::Corrupt { encoding: name, .. }) => {
@@ -312,6 +400,60 @@ mod tests {
                 other => panic!("{encoding:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn snappy_is_read_as_framed_only_after_the_stream_identifier() {
+        let data = b"spans spans spans spans spans".repeat(100);
+        // A framed body under `snappy` is detected; a block body under
+        // `x-snappy-framed` is not one.
+        let framed = Bytes::from(snappy_framed(&data));
+        assert!(framed.starts_with(SNAPPY_STREAM_IDENTIFIER));
+        assert_eq!(
+            decompress(ContentEncoding::Snappy, framed, data.len()).unwrap(),
+            data
+        );
+        let block = Bytes::from(snappy_block(&data));
+        assert!(!block.starts_with(SNAPPY_STREAM_IDENTIFIER));
+        assert!(matches!(
+            decompress(ContentEncoding::SnappyFramed, block, data.len()),
+            Err(DecompressError::Corrupt { .. })
+        ));
+        // A block that stops early is corrupt, not a short body.
+        let mut cut = snappy_block(&data);
+        cut.truncate(cut.len() / 2);
+        assert!(matches!(
+            decompress(ContentEncoding::Snappy, Bytes::from(cut), data.len()),
+            Err(DecompressError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn snappy_and_lz4_bombs_stop_at_the_cap() {
+        let zeros = vec![0u8; 64 << 20];
+        let limit = 1 << 20;
+        for (encoding, bomb) in [
+            (ContentEncoding::Snappy, snappy_block(&zeros)),
+            (ContentEncoding::Snappy, snappy_framed(&zeros)),
+            (ContentEncoding::SnappyFramed, snappy_framed(&zeros)),
+            (ContentEncoding::Lz4, lz4(&zeros)),
+        ] {
+            assert!(bomb.len() < 4 << 20, "{encoding:?}: {}", bomb.len());
+            assert_eq!(
+                decompress(encoding, Bytes::from(bomb), limit),
+                Err(DecompressError::TooLarge { limit }),
+                "{encoding:?}"
+            );
+        }
+        // A block header that claims more than the cap is refused before
+        // anything is allocated, whatever follows it.
+        // The varint 0x80 0x80 0x80 0x80 0x0f: 3.75 GiB.
+        let mut lying = vec![0x80, 0x80, 0x80, 0x80, 0x0f];
+        lying.extend_from_slice(b"x");
+        assert_eq!(
+            decompress(ContentEncoding::Snappy, Bytes::from(lying), limit),
+            Err(DecompressError::TooLarge { limit })
+        );
     }
 
     #[test]

@@ -403,17 +403,10 @@ fn not_implemented(name: &str) -> Option<&'static str> {
             "tracegate does not implement authenticators yet; remove it (and authenticate \
                    in front of tracegate)"
         }
-        "read_header_timeout" | "read_timeout" | "write_timeout" | "idle_timeout" => {
-            "tracegate does not implement this server time limit yet: its HTTP servers do not \
-             take per-request read, write or idle limits; remove it"
-        }
-        "keep_alives_enabled" => {
-            "tracegate does not implement this setting yet: its HTTP servers always keep \
-             connections alive; remove it"
-        }
-        "response_headers" => {
-            "tracegate does not implement response headers yet: its receivers do not add \
-             configured headers to responses; remove it"
+        "read_timeout" | "write_timeout" => {
+            "tracegate does not implement this server time limit yet: its HTTP servers take \
+             read_header_timeout and idle_timeout, but no deadline on reading a whole request \
+             or on writing its answer; remove it"
         }
         "proxy_url" => {
             "tracegate does not implement proxies yet: its exporters connect directly, not \
@@ -510,12 +503,8 @@ mod not_implemented_tests {
             "{err}"
         );
         for key in [
-            "read_header_timeout",
-            "idle_timeout",
             "read_timeout",
             "write_timeout",
-            "keep_alives_enabled",
-            "response_headers",
             "proxy_url",
             "max_conns_per_host",
             "compression_params",

@@ -9,7 +9,8 @@ use tracegate_model::SpanBatch;
 /// Why a stage did not take a batch. Receivers map it to the protocol's
 /// status (docs/architecture.md, "Answers to clients"): `Refused` is
 /// retryable (gRPC UNAVAILABLE, HTTP 503 with Retry-After), `Rejected` is
-/// permanent.
+/// permanent (the backend's code when it gave one, else gRPC INTERNAL,
+/// HTTP 500, as the collector's receivers answer).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ConsumeError {
     /// Overload or shutdown: the client should retry later.
@@ -18,9 +19,15 @@ pub enum ConsumeError {
         reason: String,
         retry_after: Option<Duration>,
     },
-    /// The data itself cannot be taken; retrying will not help.
-    #[error("{0}")]
-    Rejected(String),
+    /// The data cannot be taken; retrying will not help.
+    #[error("{message}")]
+    Rejected {
+        message: String,
+        /// The gRPC code a backend refused the data with (an OTLP/HTTP
+        /// backend's HTTP status mapped to gRPC as the collector maps it),
+        /// passed on to the client; `None` when no backend gave one.
+        code: Option<tonic::Code>,
+    },
 }
 
 impl ConsumeError {
@@ -28,6 +35,14 @@ impl ConsumeError {
         ConsumeError::Refused {
             reason: reason.into(),
             retry_after: None,
+        }
+    }
+
+    /// A permanent failure with no backend status.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        ConsumeError::Rejected {
+            message: message.into(),
+            code: None,
         }
     }
 }

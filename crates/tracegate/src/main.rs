@@ -188,10 +188,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let telemetry = &loaded.config.service.telemetry;
-    tracegate::logging::init(
+    if let Err(e) = tracegate::logging::init(
         &telemetry.log_level,
         telemetry.log_format == config::LogFormat::Json,
-    );
+        &telemetry.log_outputs,
+    ) {
+        eprintln!("invalid config: service::telemetry::logs::output_paths: {e}");
+        std::process::exit(1);
+    }
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

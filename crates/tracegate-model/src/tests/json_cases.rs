@@ -213,6 +213,14 @@ fn errors_say_what_is_wrong_and_where() {
         "invalid OTLP/JSON at resourceSpans[0].scopeSpans[0].spans[0].links[0].spanId: a span id must be 16 hex digits (8 bytes) or empty"
     );
 
+    // A list is not a message, even an empty one (serde alone would read
+    // it as a struct with its fields by position).
+    for body in ["[]", " \n[]", "[[]]", r#"[{"resourceSpans": []}]"#] {
+        let e = err(body);
+        assert!(matches!(e, JsonError::Invalid { .. }), "{body}: {e}");
+        assert!(e.to_string().contains("array"), "{body}: {e}");
+    }
+
     let e = err(r#"{"resourceSpans": []} trailing"#);
     assert!(e.to_string().contains("trailing"), "{e}");
 

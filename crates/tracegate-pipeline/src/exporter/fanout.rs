@@ -77,7 +77,16 @@ impl Consumer for Fanout {
             matches!(r, Refusal::Failed { reason, .. } if *reason == super::DropReason::PermanentError)
         });
         if all_permanent {
-            Err(ConsumeError::Rejected(reasons.join("; ")))
+            // The first backend status, as grpc-go's status.FromError finds
+            // it in the collector's joined fan-out error.
+            let code = refused.iter().find_map(|(_, r)| match r {
+                Refusal::Failed { code, .. } => *code,
+                _ => None,
+            });
+            Err(ConsumeError::Rejected {
+                message: reasons.join("; "),
+                code,
+            })
         } else {
             Err(ConsumeError::refused(format!(
                 "no exporter could take the data: {}",

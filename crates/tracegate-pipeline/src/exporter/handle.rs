@@ -88,6 +88,8 @@ pub enum Refusal {
     Failed {
         reason: DropReason,
         message: String,
+        /// The backend's status when it refused the data for good.
+        code: Option<tonic::Code>,
     },
 }
 
@@ -282,13 +284,21 @@ impl ExporterHandle {
                 record_delivered(shared, spans, &delivered);
                 Ok(())
             }
-            Some(Err((reason, message))) => {
+            Some(Err(Undelivered {
+                reason,
+                message,
+                code,
+            })) => {
                 shared.metrics.send_failed.increment(spans);
                 tracing::warn!(
                     exporter = %shared.id, spans, %reason, error = %message,
                     "Exporting failed."
                 );
-                Err(Refusal::Failed { reason, message })
+                Err(Refusal::Failed {
+                    reason,
+                    message,
+                    code,
+                })
             }
         }
     }
@@ -359,7 +369,9 @@ async fn consume_queue(shared: Arc<Shared>) {
         };
         match outcome {
             Ok(delivered) => record_delivered(&shared, spans, &delivered),
-            Err((reason, message)) => {
+            Err(Undelivered {
+                reason, message, ..
+            }) => {
                 shared.metrics.send_failed.increment(spans);
                 shared.metrics.dropped[reason.index()].increment(spans);
                 tracing::error!(
@@ -378,6 +390,10 @@ fn record_delivered(shared: &Shared, spans: u64, delivered: &Delivered) {
     if delivered.rejected_spans > 0 {
         shared.metrics.dropped[DropReason::RejectedByBackend.index()]
             .increment(delivered.rejected_spans);
+    }
+    // Logged also when only a message is set (a warning from the backend),
+    // as the collector's exporters log it.
+    if delivered.is_partial() {
         tracing::warn!(
             exporter = %shared.id,
             rejected_spans = delivered.rejected_spans,
@@ -387,18 +403,33 @@ fn record_delivered(shared: &Shared, spans: u64, delivered: &Delivered) {
     }
 }
 
+/// Why [`deliver`] gave up on a batch.
+struct Undelivered {
+    reason: DropReason,
+    message: String,
+    code: Option<tonic::Code>,
+}
+
 /// One batch with retries, as exporterhelper's retry sender: permanent
 /// errors end at once; retryable ones wait the backoff (or the server's
 /// longer delay) until the next attempt would start after
 /// `max_elapsed_time`.
-async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, (DropReason, String)> {
+async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, Undelivered> {
     let started = Instant::now();
     let mut backoff: Option<Backoff> = None;
+    let failed = |reason, message, code| Undelivered {
+        reason,
+        message,
+        code,
+    };
     loop {
         let (message, server_delay) = match shared.exporter.export(batch).await {
             Ok(delivered) => return Ok(delivered),
             Err(ExportError::Permanent(message)) => {
-                return Err((DropReason::PermanentError, message))
+                return Err(failed(DropReason::PermanentError, message, None))
+            }
+            Err(ExportError::Rejected { code, message }) => {
+                return Err(failed(DropReason::PermanentError, message, Some(code)))
             }
             Err(ExportError::Retryable {
                 message,
@@ -406,7 +437,7 @@ async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, (DropR
             }) => (message, retry_after),
         };
         if !shared.retry.enabled {
-            return Err((DropReason::RetryDisabled, message));
+            return Err(failed(DropReason::RetryDisabled, message, None));
         }
         let mut delay = backoff
             .get_or_insert_with(|| Backoff::new(&shared.retry))
@@ -416,7 +447,7 @@ async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, (DropR
         }
         let max_elapsed = shared.retry.max_elapsed_time;
         if !max_elapsed.is_zero() && started.elapsed().saturating_add(delay) > max_elapsed {
-            return Err((DropReason::RetriesExhausted, message));
+            return Err(failed(DropReason::RetriesExhausted, message, None));
         }
         tracing::info!(
             exporter = %shared.id, error = %message, interval = ?delay,

@@ -43,9 +43,16 @@ pub enum ExportError {
         /// The delay the server asked for; the retry waits at least this.
         retry_after: Option<Duration>,
     },
-    /// Anything else: the batch is dropped and counted.
+    /// Anything else with no status from the backend (cannot encode, file
+    /// closed): the batch is dropped and counted.
     #[error("{0}")]
     Permanent(String),
+    /// The backend refused the data for good with this status: a gRPC code,
+    /// or an OTLP/HTTP status mapped to one as the collector maps it. The
+    /// batch is dropped and counted; without a sending queue the client
+    /// gets the same code (see [`crate::consumer::ConsumeError::Rejected`]).
+    #[error("{message}")]
+    Rejected { code: tonic::Code, message: String },
 }
 
 /// A send the backend accepted. OTLP allows a partial success: the request
@@ -56,6 +63,14 @@ pub struct Delivered {
     pub rejected_spans: u64,
     /// The backend's explanation (`partial_success.error_message`).
     pub message: String,
+}
+
+impl Delivered {
+    /// The backend said something about the request: spans rejected, or
+    /// only a message (OTLP lets a server warn this way).
+    pub fn is_partial(&self) -> bool {
+        self.rejected_spans > 0 || !self.message.is_empty()
+    }
 }
 
 /// One backend connection. Called only by the exporter's queue consumers

@@ -503,7 +503,7 @@ fn classify(status: &Status) -> ExportError {
             retry_after: retry_info.filter(|d| !d.is_zero()),
         }
     } else {
-        ExportError::Permanent(message)
+        ExportError::Rejected { code, message }
     }
 }
 
@@ -725,8 +725,12 @@ mod tests {
             Code::Internal,
             Code::ResourceExhausted,
         ] {
+            // The backend's code is kept, so a receiver can pass it on.
             assert!(
-                matches!(classify(&Status::new(code, "x")), ExportError::Permanent(_)),
+                matches!(
+                    classify(&Status::new(code, "x")),
+                    ExportError::Rejected { code: kept, .. } if kept == code
+                ),
                 "{code:?}"
             );
         }

@@ -366,19 +366,47 @@ fn partial_success(body: &[u8], content_type: &str) -> Delivered {
             let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
                 return Delivered::default();
             };
-            let partial = &value["partialSuccess"];
+            // Protobuf's JSON mapping takes the lowerCamelCase name and the
+            // proto field name alike, as the collector's decoder does.
+            let field = |object: &'_ serde_json::Value, camel: &str, snake: &str| {
+                object
+                    .get(camel)
+                    .or_else(|| object.get(snake))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let partial = field(&value, "partialSuccess", "partial_success");
             // OTLP/JSON writes int64 as a string; accept a number too.
-            let rejected = match &partial["rejectedSpans"] {
+            let rejected = match field(&partial, "rejectedSpans", "rejected_spans") {
                 serde_json::Value::String(s) => s.parse::<i64>().unwrap_or(0),
                 serde_json::Value::Number(n) => n.as_i64().unwrap_or(0),
                 _ => 0,
             };
             Delivered {
                 rejected_spans: rejected.max(0) as u64,
-                message: partial["errorMessage"].as_str().unwrap_or("").to_string(),
+                message: field(&partial, "errorMessage", "error_message")
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
             }
         }
         _ => Delivered::default(),
+    }
+}
+
+/// The gRPC code the collector gives an OTLP/HTTP backend's status
+/// (`NewStatusFromMsgAndHTTPCode`): its exceptions to gRPC's HTTP mapping
+/// (400 and 429), then gRPC's, and UNKNOWN for everything else.
+fn grpc_code_of_http_status(status: StatusCode) -> tonic::Code {
+    use tonic::Code;
+    match status.as_u16() {
+        400 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 => Code::ResourceExhausted,
+        502..=504 => Code::Unavailable,
+        _ => Code::Unknown,
     }
 }
 
@@ -401,7 +429,10 @@ fn classify(
     );
     let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504);
     if !retryable {
-        return ExportError::Permanent(message);
+        return ExportError::Rejected {
+            code: grpc_code_of_http_status(status),
+            message,
+        };
     }
     // Only 429 and 503 are throttling answers (OTLP spec, OTLP/HTTP throttling).
     let throttled = matches!(status.as_u16(), 429 | 503);
@@ -594,12 +625,22 @@ mod tests {
                 "{code}: Retry-After only for throttling statuses"
             );
         }
-        for code in [400u16, 401, 403, 404, 405, 413, 415, 500, 501] {
+        for (code, grpc) in [
+            (400u16, tonic::Code::InvalidArgument),
+            (401, tonic::Code::Unauthenticated),
+            (403, tonic::Code::PermissionDenied),
+            (404, tonic::Code::Unimplemented),
+            (405, tonic::Code::Unknown),
+            (413, tonic::Code::Unknown),
+            (415, tonic::Code::Unknown),
+            (500, tonic::Code::Unknown),
+            (501, tonic::Code::Unknown),
+        ] {
             let status = StatusCode::from_u16(code).unwrap();
             assert!(
                 matches!(
                     classify(status, &headers, b"", &url, now),
-                    ExportError::Permanent(_)
+                    ExportError::Rejected { code: c, .. } if c == grpc
                 ),
                 "{code}"
             );
@@ -663,6 +704,30 @@ mod tests {
             JSON,
         );
         assert_eq!((json.rejected_spans, json.message.as_str()), (2, "dup"));
+        // The proto field names (snake_case) are read too, mixed or not.
+        for body in [
+            &br#"{"partial_success":{"rejected_spans":"2","error_message":"dup"}}"#[..],
+            br#"{"partial_success":{"rejectedSpans":2,"error_message":"dup"}}"#,
+            br#"{"partialSuccess":{"rejected_spans":"2","errorMessage":"dup"}}"#,
+        ] {
+            assert_eq!(
+                partial_success(body, JSON),
+                Delivered {
+                    rejected_spans: 2,
+                    message: "dup".into()
+                },
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // A message alone is still a partial success worth logging.
+        let warned = partial_success(
+            br#"{"partial_success":{"error_message":"slow down"}}"#,
+            JSON,
+        );
+        assert_eq!(warned.rejected_spans, 0);
+        assert!(warned.is_partial());
+        assert!(!Delivered::default().is_partial());
         assert_eq!(partial_success(b"{}", JSON), Delivered::default());
         assert_eq!(partial_success(b"\xff\xff", PROTOBUF), Delivered::default());
         assert_eq!(partial_success(b"x", "text/plain"), Delivered::default());

@@ -339,6 +339,58 @@ async fn partial_success_counts_the_rejected_spans() {
     assert_eq!(recorder.dropped("otlp", "rejected_by_backend"), 2);
 }
 
+/// Log lines written while the guard lives (this thread only, which a
+/// current-thread test runtime's tasks share).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || logs.clone())
+                .with_ansi(false)
+                .finish(),
+        )
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_partial_success_with_only_a_message_is_logged() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let sink = GrpcSink::start().await;
+    sink.state.script([GrpcReply::Partial {
+        rejected: 0,
+        message: "attributes truncated".into(),
+    }]);
+    let (handle, recorder) = start_recorded(&grpc_config(&sink, serde_json::json!({})), "otlp");
+    handle.try_enqueue(Arc::new(sample_batch(1, 2))).unwrap();
+    sink.state.wait_for_spans(2).await;
+    handle.shutdown(GRACE).await;
+    assert_eq!(recorder.dropped("otlp", "rejected_by_backend"), 0);
+    let text = logs.text();
+    assert!(
+        text.contains("Partial success response") && text.contains("attributes truncated"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn a_stalled_exporter_does_not_delay_the_other() {
     let stalled = GrpcSink::start().await;
@@ -486,7 +538,7 @@ async fn without_a_queue_the_pipeline_waits_for_the_export() {
         .script([GrpcReply::Fail(Status::invalid_argument("bad data"))]);
     let err = fanout.consume(sample_batch(1, 3)).await.unwrap_err();
     assert!(
-        matches!(&err, ConsumeError::Rejected(m) if m.contains("InvalidArgument")),
+        matches!(&err, ConsumeError::Rejected { message, code: Some(tonic::Code::InvalidArgument) } if message.contains("InvalidArgument")),
         "{err:?}"
     );
     assert_eq!(

@@ -239,7 +239,7 @@ mod tests {
         });
         let ok: NextConsumer = Arc::new(Answer(Ok(())));
         let overloaded: NextConsumer = Arc::new(Answer(Err(ConsumeError::refused("full"))));
-        let rejected: NextConsumer = Arc::new(Answer(Err(ConsumeError::Rejected("bad".into()))));
+        let rejected: NextConsumer = Arc::new(Answer(Err(ConsumeError::rejected("bad"))));
         counters.export(&ok, spans(3)).await.unwrap();
         counters.export(&ok, spans(2)).await.unwrap();
         counters.export(&ok, spans(0)).await.unwrap();

@@ -11,6 +11,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -169,22 +170,31 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
                         }
                         _ => Ok(message),
                     });
-                let response = match message {
+                return Ok(match message {
                     Ok(message) => match receiver.ingest(message).await {
                         Ok(()) => empty_ok_response(),
                         Err(status) => status.into_http(),
                     },
-                    Err(status) => status.into_http(),
-                };
-                return Ok(receiver.account_transport_failure(response));
+                    Err(status) => receiver.account_transport_failure(status.into_http()),
+                });
             }
             let mut grpc = tonic::server::Grpc::new(PassthroughCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(receiver.max_recv_msg_size)
                 .max_encoding_message_size(usize::MAX);
-            let response = grpc.unary(IngestHandler(receiver.clone()), request).await;
-            Ok(receiver.account_transport_failure(response))
+            let ran = Arc::new(AtomicBool::new(false));
+            let handler = IngestHandler {
+                receiver: receiver.clone(),
+                ran: ran.clone(),
+            };
+            let response = grpc.unary(handler, request).await;
+            // Once the handler ran, its answer is its own (counted there).
+            if ran.load(Ordering::Acquire) {
+                Ok(response)
+            } else {
+                Ok(receiver.account_transport_failure(response))
+            }
         })
     }
 }
@@ -207,11 +217,11 @@ fn split_method(path: &str) -> (&str, Option<&str>) {
 }
 
 impl GrpcReceiver {
-    /// Counts requests tonic refused before the handler ran, and maps
-    /// tonic's OUT_OF_RANGE for an oversized message to RESOURCE_EXHAUSTED,
-    /// which grpc-go (and so the collector) answers. The handler itself
-    /// only ever answers OK, INVALID_ARGUMENT or UNAVAILABLE, so any other
-    /// code here came from tonic's framing or decompression.
+    /// Counts requests refused before the handler ran (tonic's framing or
+    /// decompression, or the receiver's own gathering), and maps tonic's
+    /// OUT_OF_RANGE for an oversized message to RESOURCE_EXHAUSTED, which
+    /// grpc-go (and so the collector) answers. Never called with the
+    /// handler's own answers, which can carry any code a backend gave.
     fn account_transport_failure(
         &self,
         mut response: Response<tonic::body::Body>,
@@ -243,15 +253,20 @@ impl GrpcReceiver {
     }
 }
 
-/// The unary handler of the listener's [`IngestMethod`].
-struct IngestHandler(Arc<GrpcReceiver>);
+/// The unary handler of the listener's [`IngestMethod`]; `ran` tells the
+/// service that tonic got as far as calling it.
+struct IngestHandler {
+    receiver: Arc<GrpcReceiver>,
+    ran: Arc<AtomicBool>,
+}
 
 impl tonic::server::UnaryService<Bytes> for IngestHandler {
     type Response = Bytes;
     type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Bytes>, Status>> + Send>>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let receiver = self.0.clone();
+        let receiver = self.receiver.clone();
+        self.ran.store(true, Ordering::Release);
         Box::pin(async move {
             receiver.ingest(request.into_inner()).await?;
             Ok(tonic::Response::new(Bytes::new()))

@@ -180,8 +180,9 @@ pub(crate) async fn decompress_capped(
 }
 
 /// Reads the body up to `limit` bytes and decompresses it per its
-/// `Content-Encoding` (gzip, deflate/zlib, zstd), again up to `limit`. A
-/// body that cannot be had is counted in `counters` and answered: 413 when
+/// `Content-Encoding` (see [`ContentEncoding`]), again up to `limit`. A
+/// body that cannot be had is counted in `counters` and answered:
+/// `too_large` (the receiver's answer to Go's `MaxBytesReader` error) when
 /// too large, 400 for an unknown encoding, and 400 with
 /// `{malformed_prefix}{what is wrong}` for one that does not read or
 /// decompress.
@@ -191,6 +192,7 @@ pub(crate) async fn read_body(
     limit: usize,
     counters: &TransportCounters,
     malformed_prefix: &str,
+    too_large: StatusCode,
 ) -> Result<Bytes, HttpResponse> {
     let reject = |reason, status, text: &str| {
         counters.rejected(reason);
@@ -199,8 +201,10 @@ pub(crate) async fn read_body(
     let too_large = || {
         reject(
             RejectReason::TooLarge,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body exceeds max_request_body_size of {limit} bytes"),
+            too_large,
+            &format!(
+                "{malformed_prefix}request body exceeds max_request_body_size of {limit} bytes"
+            ),
         )
     };
     let malformed = |message: String| {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -141,6 +141,8 @@ pub(crate) struct ConnectionSettings {
     pub max_connection_age_grace: Option<Duration>,
     /// Close connections with no request in flight for this long.
     pub max_connection_idle: Option<Duration>,
+    /// Added to every response that does not set the header itself.
+    pub response_headers: Arc<[(HeaderName, HeaderValue)]>,
 }
 
 impl ConnectionSettings {
@@ -151,6 +153,7 @@ impl ConnectionSettings {
             max_connection_age: None,
             max_connection_age_grace: None,
             max_connection_idle: None,
+            response_headers: Arc::new([]),
         }
     }
 }
@@ -276,6 +279,7 @@ async fn drive<I, S, B>(
     let service = Tracked {
         inner: service,
         activity: activity.clone(),
+        response_headers: settings.response_headers.clone(),
     };
     let mut conn = pin!(settings.builder.serve_connection(io, service));
     let mut aged = pin!(sleep_or_pending(settings.max_connection_age));
@@ -379,11 +383,13 @@ impl Drop for InFlight {
     }
 }
 
-/// Counts the requests of one connection in flight.
+/// Counts the requests of one connection in flight, and adds the
+/// configured response headers.
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    response_headers: Arc<[(HeaderName, HeaderValue)]>,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
@@ -398,9 +404,18 @@ where
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::start(self.activity.clone());
         let response = self.inner.call(request);
+        let extra = self.response_headers.clone();
         Box::pin(async move {
-            let response = response.await;
+            let mut response = response.await;
             drop(in_flight);
+            if let Ok(response) = &mut response {
+                let headers = response.headers_mut();
+                for (name, value) in extra.iter() {
+                    if !headers.contains_key(name) {
+                        headers.insert(name.clone(), value.clone());
+                    }
+                }
+            }
             response
         })
     }

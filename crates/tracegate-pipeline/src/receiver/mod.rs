@@ -16,12 +16,14 @@ mod http_ingest;
 pub mod jaeger;
 mod listener;
 pub mod otlp;
+mod server_keys;
 #[cfg(test)]
 mod test_support;
 pub mod zipkin;
 
 pub(crate) use listener::bind;
 pub use listener::split_host_port;
+pub use server_keys::ResponseHeaders;
 
 /// What makes a config a receiver type: implemented by each receiver's
 /// `Config` in its own module, reached through [`ReceiverConfig`].

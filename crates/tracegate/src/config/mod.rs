@@ -44,7 +44,7 @@ use telemetry::{
     LogEncoding, MetricsLevel, PrometheusExporterSpec, TelemetrySpec, DEFAULT_METRICS_ADDRESS,
     DEFAULT_NAMESPACE,
 };
-pub use telemetry::{LogFormat, Telemetry};
+pub use telemetry::{LogFormat, LogOutput, Telemetry};
 use tree::{Node, Path, Value};
 
 /// A loaded config and what was surprising about it.
@@ -989,14 +989,23 @@ impl Loader {
             if logs.encoding == Some(LogEncoding::Json) {
                 telemetry.log_format = LogFormat::Json;
             }
+            if let Some(paths) = &logs.output_paths {
+                let key = path.key("logs").key("output_paths");
+                let mut outputs = Vec::with_capacity(paths.len());
+                for (i, entry) in paths.iter().enumerate() {
+                    match LogOutput::parse(entry) {
+                        Ok(output) if !outputs.contains(&output) => outputs.push(output),
+                        Ok(_) => {}
+                        Err(message) => self.error(&key.index(i), message),
+                    }
+                }
+                telemetry.log_outputs = outputs;
+            }
             let ignored = logs.ignored_keys();
             if !ignored.is_empty() {
                 self.warn(
                     &path.key("logs"),
-                    format!(
-                        "{} accepted but ignored: tracegate logs to stderr",
-                        ignored.join(", ")
-                    ),
+                    format!("{} accepted but ignored by tracegate", ignored.join(", ")),
                 );
             }
         }

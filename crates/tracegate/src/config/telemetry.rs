@@ -14,12 +14,63 @@ pub enum LogFormat {
     Json,
 }
 
+/// One destination of tracegate's own logs (zap's `output_paths` entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOutput {
+    Stderr,
+    Stdout,
+    /// A file, created if missing and appended to.
+    File(std::path::PathBuf),
+}
+
+impl LogOutput {
+    /// An `output_paths` entry as zap reads it: `stderr`, `stdout`, a path,
+    /// or a `file:` URL. Other URL schemes need sinks zap registers
+    /// elsewhere, which tracegate does not have.
+    pub(crate) fn parse(entry: &str) -> Result<LogOutput, String> {
+        match entry {
+            "" => Err("an empty entry is not a path".into()),
+            "stderr" => Ok(LogOutput::Stderr),
+            "stdout" => Ok(LogOutput::Stdout),
+            _ => {
+                if let Some(rest) = entry.strip_prefix("file://") {
+                    // file:///path or file://localhost/path, as Go's url.Parse.
+                    let path = rest.strip_prefix("localhost").unwrap_or(rest);
+                    if !path.starts_with('/') {
+                        return Err(format!(
+                            "{entry:?}: a file URL needs an absolute path and no host"
+                        ));
+                    }
+                    return Ok(LogOutput::File(path.into()));
+                }
+                if let Some(path) = entry.strip_prefix("file:") {
+                    return Ok(LogOutput::File(path.into()));
+                }
+                let scheme = entry.split_once("://").map(|(s, _)| s);
+                if let Some(scheme) = scheme.filter(|s| {
+                    !s.is_empty()
+                        && s.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                }) {
+                    return Err(format!(
+                        "{entry:?}: tracegate writes logs to stderr, stdout or files; the {scheme:?} sink is not supported"
+                    ));
+                }
+                Ok(LogOutput::File(entry.into()))
+            }
+        }
+    }
+}
+
 /// Where tracegate's own logs and metrics go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Telemetry {
     /// `debug`, `info`, `warn` or `error`.
     pub log_level: String,
     pub log_format: LogFormat,
+    /// Every destination of the logs, each getting every line (the
+    /// collector's default: stderr). Empty: no logs.
+    pub log_outputs: Vec<LogOutput>,
     /// Listen address of the Prometheus `/metrics` endpoint; `None` when
     /// `metrics.level` is `none` or the readers written hold no pull reader.
     pub metrics_address: Option<String>,
@@ -36,6 +87,7 @@ impl Default for Telemetry {
         Telemetry {
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            log_outputs: vec![LogOutput::Stderr],
             metrics_address: Some(DEFAULT_METRICS_ADDRESS.into()),
             metrics_namespace: DEFAULT_NAMESPACE.into(),
         }
@@ -85,10 +137,12 @@ pub(crate) struct LogsSpec {
     /// Accepted and ignored: tracegate does not sample its own logs.
     #[serde(default)]
     pub sampling: Option<serde_json::Value>,
-    /// Accepted and ignored: logs go to stderr.
+    /// Where logs go: `stderr`, `stdout`, file paths (or `file:` URLs),
+    /// each getting every line. Default `[stderr]`.
     #[serde(default)]
-    pub output_paths: Option<serde_json::Value>,
-    /// Accepted and ignored: logs go to stderr.
+    pub output_paths: Option<Vec<String>>,
+    /// Accepted and ignored: zap's own internal errors, which tracegate's
+    /// logger does not have.
     #[serde(default)]
     pub error_output_paths: Option<serde_json::Value>,
     /// Accepted and ignored.
@@ -106,7 +160,6 @@ impl LogsSpec {
             ("disable_caller", &self.disable_caller),
             ("disable_stacktrace", &self.disable_stacktrace),
             ("sampling", &self.sampling),
-            ("output_paths", &self.output_paths),
             ("error_output_paths", &self.error_output_paths),
             ("initial_fields", &self.initial_fields),
             ("processors", &self.processors),

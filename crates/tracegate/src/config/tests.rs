@@ -657,3 +657,49 @@ fn several_documents_are_refused_as_such() {
     assert!(!message.contains("from_multiple"), "{message}");
     assert!(message.contains("--from-configmap NAME[:KEY]"), "{message}");
 }
+
+#[test]
+fn log_output_paths_are_honoured_or_refused() {
+    // The collector's default.
+    assert_eq!(
+        load_ok(MINIMAL).config.service.telemetry.log_outputs,
+        [LogOutput::Stderr]
+    );
+    let yaml = format!(
+        "{MINIMAL}  telemetry:\n    logs:\n      output_paths: [stdout, stderr, /var/log/tg.log, \"file:///tmp/a.log\", \"file:rel.log\", stdout]\n"
+    );
+    let loaded = load_ok(&yaml);
+    assert_eq!(
+        loaded.config.service.telemetry.log_outputs,
+        [
+            LogOutput::Stdout,
+            LogOutput::Stderr,
+            LogOutput::File("/var/log/tg.log".into()),
+            LogOutput::File("/tmp/a.log".into()),
+            LogOutput::File("rel.log".into()),
+        ]
+    );
+    assert!(
+        !loaded.warnings.iter().any(|w| w.contains("output_paths")),
+        "{:?}",
+        loaded.warnings
+    );
+    let yaml = format!("{MINIMAL}  telemetry:\n    logs:\n      output_paths: []\n");
+    assert!(load_ok(&yaml)
+        .config
+        .service
+        .telemetry
+        .log_outputs
+        .is_empty());
+
+    let yaml = format!(
+        "{MINIMAL}  telemetry:\n    logs:\n      output_paths: [stderr, \"lumberjack://x\"]\n"
+    );
+    let problems = problems(&yaml);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("service::telemetry::logs::output_paths[1]:")
+            && problems[0].contains("\"lumberjack\" sink is not supported"),
+        "{problems:?}"
+    );
+}

@@ -7,13 +7,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,8 +25,9 @@ use crate::receiver::http_ingest::{
     HttpResponse, HttpService,
 };
 use crate::receiver::listener::{self, ConnectionSettings};
-use crate::receiver::split_host_port;
+use crate::receiver::server_keys::HttpServerKeys;
 use crate::receiver::StartError;
+use crate::receiver::{split_host_port, ResponseHeaders};
 use crate::tls::TlsServerConfig;
 use tracegate_model::SpanBatch;
 
@@ -58,9 +59,26 @@ pub struct ThriftHttpConfig {
     pub tls: Option<TlsServerConfig>,
     /// Largest request body accepted, in bytes, both as sent and after
     /// decompression. Default 20 MiB (20971520); 0 means the default.
-    /// Larger bodies get 413.
+    /// Larger bodies get 500 (as the collector's Jaeger receiver).
     #[serde(default)]
     pub max_request_body_size: u64,
+    /// Longest time a client may take to send a request's headers (HTTP/1;
+    /// HTTP/2 has no such limit). Default: 30 s (the collector has none);
+    /// `0` means none.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub read_header_timeout: Option<Duration>,
+    /// Close a connection with no request in flight for this long.
+    /// Default: never (as the collector's `otlp` receiver); `0` means never.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub idle_timeout: Option<Duration>,
+    /// `false` closes each HTTP/1 connection after one request. Default
+    /// true.
+    #[serde(default = "crate::receiver::server_keys::default_true")]
+    pub keep_alives_enabled: bool,
+    /// Headers added to every answer that does not set them itself.
+    /// Default: none.
+    #[serde(default)]
+    pub response_headers: ResponseHeaders,
 }
 
 fn default_endpoint() -> String {
@@ -73,11 +91,25 @@ impl Default for ThriftHttpConfig {
             endpoint: default_endpoint(),
             tls: None,
             max_request_body_size: 0,
+            read_header_timeout: None,
+            idle_timeout: None,
+            keep_alives_enabled: true,
+            response_headers: ResponseHeaders::default(),
         }
     }
 }
 
 impl ThriftHttpConfig {
+    /// The connection keys, for the listener.
+    pub(crate) fn server_keys(&self) -> HttpServerKeys<'_> {
+        HttpServerKeys {
+            read_header_timeout: self.read_header_timeout,
+            idle_timeout: self.idle_timeout,
+            keep_alives_enabled: self.keep_alives_enabled,
+            response_headers: &self.response_headers,
+        }
+    }
+
     fn max_request_body_size(&self) -> usize {
         body_size_limit(self.max_request_body_size)
     }
@@ -85,6 +117,7 @@ impl ThriftHttpConfig {
     /// Pure checks; `path` is the config key (`protocols.thrift_http`).
     pub fn validate(&self, path: &str) -> Result<(), ComponentError> {
         split_host_port(&self.endpoint).map_err(|e| error(&format!("{path}.endpoint"), e))?;
+        self.server_keys().validate(path)?;
         if let Some(tls) = &self.tls {
             tls.validate()
                 .map_err(|e| error(&format!("{path}.tls"), e.to_string()))?;
@@ -97,7 +130,7 @@ impl ThriftHttpConfig {
 pub struct BoundHttp {
     listener: TcpListener,
     addr: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    settings: ConnectionSettings,
     max_body_size: usize,
 }
 
@@ -115,7 +148,7 @@ pub async fn bind(config: &ThriftHttpConfig, id: &str) -> Result<BoundHttp, Star
     Ok(BoundHttp {
         listener,
         addr,
-        tls,
+        settings: config.server_keys().connection_settings(tls),
         max_body_size: config.max_request_body_size(),
     })
 }
@@ -133,8 +166,7 @@ pub fn serve(
         counters: TransportCounters::register(id, PROTOCOL, INGEST_REASONS),
         max_body_size: bound.max_body_size,
     }));
-    let settings = ConnectionSettings::new(listener::hyper_builder(), bound.tls);
-    listener::spawn_accept_loop(bound.listener, settings, service, shutdown, tasks);
+    listener::spawn_accept_loop(bound.listener, bound.settings, service, shutdown, tasks);
 }
 
 struct ThriftHttp {
@@ -178,6 +210,9 @@ impl HttpHandler for ThriftHttp {
             self.max_body_size,
             &self.counters,
             UNREADABLE_BODY,
+            // The collector's Jaeger receiver answers a body it cannot read
+            // with 500.
+            StatusCode::INTERNAL_SERVER_ERROR,
         )
         .await
         {
@@ -217,8 +252,16 @@ mod tests {
     use tracegate_model::thrift::{self, Batch, Process, Span, Tag};
 
     async fn serve_on(next: NextConsumer) -> (SocketAddr, CancellationToken) {
+        serve_with(next, 0).await
+    }
+
+    async fn serve_with(
+        next: NextConsumer,
+        max_request_body_size: u64,
+    ) -> (SocketAddr, CancellationToken) {
         let config = ThriftHttpConfig {
             endpoint: "127.0.0.1:0".into(),
+            max_request_body_size,
             ..Default::default()
         };
         let bound = bind(&config, "jaeger").await.unwrap();
@@ -270,6 +313,28 @@ mod tests {
             assert_eq!(batch.service_name(0), Some("http-service"));
             assert_eq!(batch.span_name(0), "op");
         }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_gets_500_as_from_the_collector() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (addr, shutdown) = serve_with(Arc::new(Collect(tx)), 16).await;
+        let (status, text) = send(
+            addr,
+            Method::POST,
+            TRACES_PATH,
+            "application/x-thrift",
+            body(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            text.starts_with("Unable to process request body: ")
+                && text.contains("max_request_body_size"),
+            "{text}"
+        );
+        assert!(rx.try_recv().is_err());
         shutdown.cancel();
     }
 

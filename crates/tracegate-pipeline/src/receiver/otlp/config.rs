@@ -8,7 +8,8 @@ use serde::Deserialize;
 use crate::compression::ContentEncoding;
 use crate::config::{error, ComponentError};
 use crate::receiver::http_ingest::body_size_limit;
-use crate::receiver::{present_means_enabled, split_host_port};
+use crate::receiver::server_keys::HttpServerKeys;
+use crate::receiver::{present_means_enabled, split_host_port, ResponseHeaders};
 use crate::tls::TlsServerConfig;
 
 /// Default gRPC endpoint, as the collector's.
@@ -177,7 +178,7 @@ pub struct HttpConfig {
     pub cors: Option<CorsConfig>,
     /// Largest request body accepted, in bytes, both as sent and after
     /// decompression. Default 20 MiB (20971520); 0 means the default.
-    /// Larger bodies get 413.
+    /// Larger bodies get 400, as in the collector.
     #[serde(default)]
     pub max_request_body_size: u64,
     /// Propagate request headers to the pipeline. Accepted for
@@ -185,11 +186,28 @@ pub struct HttpConfig {
     /// Default false.
     #[serde(default)]
     pub include_metadata: bool,
-    /// `Content-Encoding`s accepted. Default `["", gzip, zstd, zlib,
-    /// deflate]`; `""` is an uncompressed body. The collector's `snappy`
-    /// and `lz4` are not supported and are ignored with a warning.
+    /// `Content-Encoding`s accepted. Default, as the collector's: `["",
+    /// gzip, zstd, zlib, snappy, deflate, lz4, x-snappy-framed]`; `""` is
+    /// an uncompressed body.
     #[serde(default)]
     pub compression_algorithms: Option<Vec<String>>,
+    /// Longest time a client may take to send a request's headers (HTTP/1;
+    /// HTTP/2 has no such limit). Default: 30 s (the collector has none);
+    /// `0` means none.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub read_header_timeout: Option<Duration>,
+    /// Close a connection with no request in flight for this long.
+    /// Default: never (as the collector's `otlp` receiver); `0` means never.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub idle_timeout: Option<Duration>,
+    /// `false` closes each HTTP/1 connection after one request. Default
+    /// true.
+    #[serde(default = "crate::receiver::server_keys::default_true")]
+    pub keep_alives_enabled: bool,
+    /// Headers added to every answer that does not set them itself.
+    /// Default: none.
+    #[serde(default)]
+    pub response_headers: ResponseHeaders,
     /// Path that receives traces. Default `/v1/traces`; a missing leading
     /// `/` is added.
     #[serde(default = "default_traces_url_path")]
@@ -213,6 +231,10 @@ impl Default for HttpConfig {
             max_request_body_size: 0,
             include_metadata: false,
             compression_algorithms: None,
+            read_header_timeout: None,
+            idle_timeout: None,
+            keep_alives_enabled: true,
+            response_headers: ResponseHeaders::default(),
             traces_url_path: default_traces_url_path(),
             metrics_url_path: default_metrics_url_path(),
             logs_url_path: default_logs_url_path(),
@@ -260,9 +282,6 @@ fn default_metrics_url_path() -> String {
 fn default_logs_url_path() -> String {
     "/v1/logs".into()
 }
-
-/// Encodings the collector accepts that tracegate does not decode.
-const UNSUPPORTED_ENCODINGS: &[&str] = &["snappy", "lz4", "x-snappy-framed"];
 
 /// The collector's `SanitizedURLPath`: keeps the URL's path and makes it
 /// absolute. A first segment with `:` would parse as a URL scheme, which
@@ -337,6 +356,16 @@ impl GrpcConfig {
 }
 
 impl HttpConfig {
+    /// The connection keys, for the listener.
+    pub(crate) fn server_keys(&self) -> HttpServerKeys<'_> {
+        HttpServerKeys {
+            read_header_timeout: self.read_header_timeout,
+            idle_timeout: self.idle_timeout,
+            keep_alives_enabled: self.keep_alives_enabled,
+            response_headers: &self.response_headers,
+        }
+    }
+
     /// `max_request_body_size` in bytes (0 means the default).
     pub fn max_request_body_size(&self) -> usize {
         body_size_limit(self.max_request_body_size)
@@ -347,7 +376,7 @@ impl HttpConfig {
         sanitize_url_path(&self.traces_url_path).unwrap_or_else(|_| default_traces_url_path())
     }
 
-    /// The accepted encodings, in config order, without the unsupported ones.
+    /// The accepted encodings, in config order.
     pub fn encodings(&self) -> Vec<ContentEncoding> {
         match &self.compression_algorithms {
             None => vec![
@@ -355,6 +384,9 @@ impl HttpConfig {
                 ContentEncoding::Gzip,
                 ContentEncoding::Zstd,
                 ContentEncoding::Zlib,
+                ContentEncoding::Snappy,
+                ContentEncoding::Lz4,
+                ContentEncoding::SnappyFramed,
             ],
             Some(names) => names
                 .iter()
@@ -365,6 +397,7 @@ impl HttpConfig {
 
     fn validate(&self, warnings: &mut Vec<String>) -> Result<(), ComponentError> {
         split_host_port(&self.endpoint).map_err(|e| error("protocols.http.endpoint", e))?;
+        self.server_keys().validate("protocols.http")?;
         if let Some(tls) = &self.tls {
             tls.validate()
                 .map_err(|e| error("protocols.http.tls", e.to_string()))?;
@@ -378,17 +411,10 @@ impl HttpConfig {
         }
         if let Some(names) = &self.compression_algorithms {
             for name in names {
-                if ContentEncoding::from_header(name).is_some() {
-                    continue;
-                }
-                if UNSUPPORTED_ENCODINGS.contains(&name.trim().to_ascii_lowercase().as_str()) {
-                    warnings.push(format!(
-                        "protocols.http.compression_algorithms: {name:?} is not supported by tracegate; such requests get 400"
-                    ));
-                } else {
+                if ContentEncoding::from_header(name).is_none() {
                     return Err(error(
                         "protocols.http.compression_algorithms",
-                        format!("unknown compression algorithm {name:?} (expected one of \"\", gzip, zstd, zlib, deflate)"),
+                        format!("unknown compression algorithm {name:?} (expected one of \"\", gzip, zstd, zlib, snappy, deflate, lz4, x-snappy-framed)"),
                     ));
                 }
             }
@@ -616,17 +642,21 @@ mod tests {
             "grpc": {"include_metadata": true},
             "http": {
                 "include_metadata": true,
-                "compression_algorithms": ["", "gzip", "snappy"],
+                "compression_algorithms": ["", "gzip", "lz4"],
                 "cors": {"allowed_headers": ["X-Custom"]}
             }
         }}))
         .unwrap();
         let warnings = config.validate().unwrap();
-        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
         let http = config.protocols.http.unwrap();
         assert_eq!(
             http.encodings(),
-            vec![ContentEncoding::Identity, ContentEncoding::Gzip]
+            vec![
+                ContentEncoding::Identity,
+                ContentEncoding::Gzip,
+                ContentEncoding::Lz4
+            ]
         );
     }
 

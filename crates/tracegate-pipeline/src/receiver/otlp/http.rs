@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use tonic::Code;
 
 use super::cors::CorsPolicy;
-use super::status::ExportFailure;
+use super::status::{http_status, ExportFailure};
 use crate::compression::{ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
 use crate::receiver::counters::{RejectReason, TransportCounters};
@@ -27,7 +27,7 @@ use tracegate_model::SpanBatch;
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
-/// After answering early (413, 404, ...) the rest of the body is read and
+/// After answering early (400, 404, ...) the rest of the body is read and
 /// discarded, up to this much and this long, so the client can finish
 /// sending and read the answer instead of failing on a reset connection.
 const DRAIN_LIMIT: usize = 256 * 1024 * 1024;
@@ -211,12 +211,14 @@ impl HttpReceiver {
                 )
             }
         };
+        // The collector reads the body through Go's MaxBytesReader, whose
+        // error is answered like any unreadable body: 400, INVALID_ARGUMENT.
         let too_large = |what: &str| {
             self.reject(
                 RejectReason::TooLarge,
-                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::BAD_REQUEST,
                 format,
-                Code::ResourceExhausted,
+                Code::InvalidArgument,
                 format!(
                     "{what} exceeds max_request_body_size of {} bytes",
                     self.max_body_size
@@ -265,12 +267,7 @@ impl HttpReceiver {
             Ok(()) => body_response(StatusCode::OK, format, format.success_body()),
             Err(e) => {
                 let failure = ExportFailure::from(e);
-                let status = if failure.code == Code::Unavailable {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::BAD_REQUEST
-                };
-                failure_response(status, format, &failure)
+                failure_response(http_status(failure.code), format, &failure)
             }
         }
     }

@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 use super::counters::{self, OTLP_REASONS};
 use super::grpc_ingest::{BoundGrpc, IngestMethod};
 use super::http_ingest::HttpService;
-use super::listener::{self, ConnectionSettings};
+use super::listener;
 use super::{RunningReceiver, StartError};
 use crate::consumer::NextConsumer;
 use tracegate_model::SpanBatch;
@@ -76,7 +76,7 @@ pub(crate) async fn start(
             encodings: http_config.encodings(),
             cors: http_config.cors.as_ref().and_then(cors::CorsPolicy::new),
         }));
-        let settings = ConnectionSettings::new(listener::hyper_builder(), tls);
+        let settings = http_config.server_keys().connection_settings(tls);
         listener::spawn_accept_loop(listener, settings, service, shutdown.clone(), &tasks);
     }
     Ok(RunningReceiver { addresses, tasks })

@@ -83,9 +83,9 @@ impl ExportFailure {
 
 impl From<ConsumeError> for ExportFailure {
     /// The answer for a batch the pipeline did not take (docs/architecture.md,
-    /// "Answers to clients"):
-    /// a refusal is retryable (UNAVAILABLE, with a delay), a rejection is
-    /// not (INVALID_ARGUMENT).
+    /// "Answers to clients"), as the collector's `GetStatusFromError`: a
+    /// refusal is retryable (UNAVAILABLE, with a delay); a rejection passes
+    /// on the backend's code, or is INTERNAL when no backend gave one.
     fn from(error: ConsumeError) -> Self {
         match error {
             ConsumeError::Refused {
@@ -96,8 +96,30 @@ impl From<ConsumeError> for ExportFailure {
                 message: reason,
                 retry_after: Some(retry_after.unwrap_or(DEFAULT_RETRY_AFTER)),
             },
-            ConsumeError::Rejected(message) => ExportFailure::new(Code::InvalidArgument, message),
+            ConsumeError::Rejected { message, code } => {
+                ExportFailure::new(code.unwrap_or(Code::Internal), message)
+            }
         }
+    }
+}
+
+/// The HTTP status for a gRPC code, as the collector's OTLP/HTTP receiver
+/// answers a failed export (`GetHTTPStatusCodeFromStatus`).
+pub(crate) fn http_status(code: Code) -> http::StatusCode {
+    use http::StatusCode;
+    match code {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => StatusCode::SERVICE_UNAVAILABLE,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unimplemented => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use super::{PassthroughCodec, TRACE_EXPORT_PATH};
-use crate::compression::test_encoders::{gzip, zlib, zstd};
+use crate::compression::test_encoders::{gzip, lz4, snappy_block, snappy_framed, zlib, zstd};
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
 use crate::grpc::rpc_status::{RetryInfo, RpcStatus};
 use crate::receiver::test_support::Collect;
@@ -150,12 +150,16 @@ impl Consumer for Refuse {
     }
 }
 
-struct Reject;
+/// Fails every batch for good, with the backend code `code` if any.
+struct Reject(Option<Code>);
 
 #[async_trait]
 impl Consumer for Reject {
     async fn consume(&self, _: SpanBatch) -> Result<(), ConsumeError> {
-        Err(ConsumeError::Rejected("span too old".into()))
+        Err(ConsumeError::Rejected {
+            message: "span too old".into(),
+            code: self.0,
+        })
     }
 }
 
@@ -469,6 +473,12 @@ async fn compressed_http_bodies_are_accepted() {
         ("zstd", zstd),
         ("deflate", zlib),
         ("zlib", zlib),
+        // The collector's `snappy` takes the block format and, detected by
+        // its stream identifier, the framing format.
+        ("snappy", snappy_block),
+        ("snappy", snappy_framed),
+        ("x-snappy-framed", snappy_framed),
+        ("lz4", lz4),
     ] {
         for (ct, body) in [("application/x-protobuf", &pb), ("application/json", &js)] {
             let answer = send_traces(&client, h.http(), ct, Some(encoding), compress(body)).await;
@@ -606,7 +616,7 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
     assert!(answer.rpc_status().1.contains("gzip"));
 
     // Unsupported encodings are named.
-    for encoding in ["snappy", "br", "gzip, zstd"] {
+    for encoding in ["br", "gzip, zstd", "snappy, lz4"] {
         let answer = send_traces(&client, addr, "application/json", Some(encoding), "{}").await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{encoding}");
         let (code, message) = answer.rpc_status();
@@ -614,14 +624,26 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
         assert_eq!(message, format!("unsupported Content-Encoding: {encoding}"));
     }
 
-    // Too large as sent (refused on Content-Length), and after inflating.
+    // Too large as sent (refused on Content-Length), and after inflating:
+    // 400 and INVALID_ARGUMENT, as the collector answers Go's MaxBytesReader
+    // error.
     let big = vec![b' '; 5000];
     let answer = send_traces(&client, addr, "application/json", None, big.clone()).await;
-    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(answer.rpc_status().0, Code::ResourceExhausted as i32);
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.rpc_status().0, Code::InvalidArgument as i32);
+    assert!(answer.rpc_status().1.contains("max_request_body_size"));
     let answer = send_traces(&client, addr, "application/json", Some("gzip"), gzip(&big)).await;
-    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(answer.rpc_status().1.contains("decompressed"));
+
+    // A JSON list is not a request, not even an empty one.
+    for list in ["[]", "[{}]"] {
+        let answer = send_traces(&client, addr, "application/json", None, list).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{list}");
+        let (code, message) = answer.rpc_status();
+        assert_eq!(code, Code::InvalidArgument as i32);
+        assert!(message.contains("array"), "{message}");
+    }
 
     // None of it reached the pipeline, and the server still serves.
     assert!(rx.try_recv().is_err());
@@ -644,7 +666,7 @@ async fn early_answers_reach_clients_still_sending_a_large_body() {
         (
             "/v1/traces",
             "application/x-protobuf",
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::BAD_REQUEST,
         ),
         (
             "/v1/metrics",
@@ -693,11 +715,11 @@ async fn a_body_without_content_length_is_capped_while_streaming() {
         .body(body)
         .unwrap();
     let response = client.request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
-async fn refused_batches_get_503_with_retry_after_and_rejected_get_400() {
+async fn refused_batches_get_503_with_retry_after_and_rejected_get_the_collectors_status() {
     let pb = protobuf(&request(2, 9));
     for (retry_after, header) in [(None, "5"), (Some(Duration::from_millis(1500)), "2")] {
         let h = start(
@@ -721,18 +743,58 @@ async fn refused_batches_get_503_with_retry_after_and_rejected_get_400() {
         assert_eq!(answer.rpc_status().0, Code::Unavailable as i32);
     }
 
-    let h = start(
-        json!({"http": {"endpoint": "127.0.0.1:0"}}),
-        Arc::new(Reject),
-    )
-    .await;
-    let answer = post_traces(h.http(), "application/x-protobuf", pb).await;
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert!(answer.headers.get(http::header::RETRY_AFTER).is_none());
-    assert_eq!(
-        answer.rpc_status(),
-        (Code::InvalidArgument as i32, "span too old".to_string())
-    );
+    // A permanent failure with no backend status is the server's own
+    // (500, INTERNAL); a backend's code is passed on, with the collector's
+    // HTTP status for it.
+    for (backend, code, status) in [
+        (None, Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
+        (
+            Some(Code::InvalidArgument),
+            Code::InvalidArgument,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Some(Code::PermissionDenied),
+            Code::PermissionDenied,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(Code::Unauthenticated),
+            Code::Unauthenticated,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Some(Code::Unimplemented),
+            Code::Unimplemented,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Some(Code::ResourceExhausted),
+            Code::ResourceExhausted,
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
+        (
+            Some(Code::Unknown),
+            Code::Unknown,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+    ] {
+        let h = start(
+            json!({"http": {"endpoint": "127.0.0.1:0"}}),
+            Arc::new(Reject(backend)),
+        )
+        .await;
+        let answer = post_traces(h.http(), "application/x-protobuf", pb.clone()).await;
+        assert_eq!(answer.status, status, "{backend:?}");
+        assert!(answer.headers.get(http::header::RETRY_AFTER).is_none());
+        assert_eq!(
+            answer.rpc_status(),
+            (code as i32, "span too old".to_string())
+        );
+        let answer = post_traces(h.http(), "application/json", json_body(&request(1, 1))).await;
+        assert_eq!(answer.status, status, "{backend:?}");
+        assert_eq!(answer.rpc_status().0, code as i32);
+    }
 }
 
 #[tokio::test]
@@ -965,16 +1027,22 @@ async fn grpc_refusals_are_unavailable_with_retry_info() {
     let retry = RetryInfo::decode(&details.details[0].value[..]).unwrap();
     assert_eq!(retry.retry_delay.unwrap().seconds, 7);
 
-    let h = start(
-        json!({"grpc": {"endpoint": "127.0.0.1:0"}}),
-        Arc::new(Reject),
-    )
-    .await;
-    let err = grpc_export(h.grpc(), protobuf(&request(1, 1)))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(err.message(), "span too old");
+    for (backend, code) in [
+        (None, Code::Internal),
+        (Some(Code::InvalidArgument), Code::InvalidArgument),
+        (Some(Code::PermissionDenied), Code::PermissionDenied),
+    ] {
+        let h = start(
+            json!({"grpc": {"endpoint": "127.0.0.1:0"}}),
+            Arc::new(Reject(backend)),
+        )
+        .await;
+        let err = grpc_export(h.grpc(), protobuf(&request(1, 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{backend:?}");
+        assert_eq!(err.message(), "span too old");
+    }
 }
 
 #[test]
@@ -995,6 +1063,17 @@ async fn compression_bombs_are_refused_without_growing_past_the_cap() {
     let (h, mut rx) = collecting(both()).await;
     let gzip = gzip_bomb(1 << 30);
     let zstd = zstd_bomb(1 << 30);
+    // 64 MiB of zeros each, over three times the 20 MiB cap: snappy's
+    // ratio is far lower, so its bombs are larger as sent, still under the
+    // cap.
+    let zeros = vec![0u8; 64 * MIB];
+    let snappy_block_bomb = snappy_block(&zeros);
+    let snappy_framed_bomb = snappy_framed(&zeros);
+    let lz4_bomb = lz4(&zeros);
+    drop(zeros);
+    for bomb in [&snappy_block_bomb, &snappy_framed_bomb, &lz4_bomb] {
+        assert!(bomb.len() < 20 * MIB, "{}", bomb.len());
+    }
     // Small enough to pass the 4 MiB gRPC frame check as sent.
     assert!(gzip.len() < 2 * MIB, "{}", gzip.len());
     assert!(zstd.len() < 2 * MIB, "{}", zstd.len());
@@ -1012,15 +1091,30 @@ async fn compression_bombs_are_refused_without_growing_past_the_cap() {
             body.clone(),
         )
         .await;
-        assert_eq!(
-            answer.status,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "http {encoding}"
-        );
-        assert_eq!(answer.rpc_status().0, Code::ResourceExhausted as i32);
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "http {encoding}");
+        assert_eq!(answer.rpc_status().0, Code::InvalidArgument as i32);
 
         let (code, message) = raw_grpc(h.grpc(), encoding, body).await;
         assert_eq!(code, Code::ResourceExhausted, "grpc {encoding}: {message}");
+    }
+    for (encoding, body) in [
+        ("snappy", &snappy_block_bomb),
+        ("snappy", &snappy_framed_bomb),
+        ("x-snappy-framed", &snappy_framed_bomb),
+        ("lz4", &lz4_bomb),
+    ] {
+        let answer = send_traces(
+            &client,
+            h.http(),
+            "application/x-protobuf",
+            Some(encoding),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "http {encoding}");
+        let (code, message) = answer.rpc_status();
+        assert_eq!(code, Code::InvalidArgument as i32);
+        assert!(message.contains("exceeds"), "{encoding}: {message}");
     }
 
     // 1 GiB inflated would show here; the caps are 20 MiB (HTTP) and 4 MiB
@@ -1480,4 +1574,144 @@ async fn max_connection_age_closes_connections_and_its_grace_ends_stuck_requests
         stuck.await.unwrap().is_err(),
         "the stuck request was cut off"
     );
+}
+
+// ------------------------------------------------------ connection keys
+
+/// Sends `raw` on a fresh connection and reads until the server closes it
+/// or `wait` passes; what arrived, and whether the server closed.
+async fn raw_exchange(addr: SocketAddr, raw: &[u8], wait: Duration) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(wait, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+fn raw_post(body: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+#[tokio::test]
+async fn response_headers_are_added_unless_the_answer_sets_them() {
+    let (h, mut rx) = collecting(json!({"http": {
+        "endpoint": "127.0.0.1:0",
+        "response_headers": {"X-Served-By": "tracegate", "Content-Type": "text/html"}
+    }}))
+    .await;
+    let answer = post_traces(h.http(), "application/x-protobuf", protobuf(&request(1, 1))).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["x-served-by"], "tracegate");
+    // The receiver's own Content-Type wins, as the collector's handler
+    // overwrites what was set before it.
+    assert_eq!(answer.content_type(), "application/x-protobuf");
+    rx.recv().await.unwrap();
+    // Error answers carry them too.
+    let client = http_client();
+    let answer = send(&client, post(h.http(), "/nope", None, None, "")).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.headers["x-served-by"], "tracegate");
+
+    // The collector's list form.
+    let (h, _rx) = collecting(json!({"http": {
+        "endpoint": "127.0.0.1:0",
+        "response_headers": [{"name": "X-A", "value": "1"}, {"name": "X-B", "value": "2"}]
+    }}))
+    .await;
+    let answer = send(&client, post(h.http(), "/nope", None, None, "")).await;
+    assert_eq!(answer.headers["x-a"], "1");
+    assert_eq!(answer.headers["x-b"], "2");
+}
+
+#[tokio::test]
+async fn keep_alives_enabled_false_closes_each_connection_after_one_answer() {
+    let body = protobuf(&request(1, 2));
+    let (h, mut rx) = collecting(json!({"http": {"endpoint": "127.0.0.1:0"}})).await;
+    // Default: the connection stays open after the answer.
+    let (text, closed) = raw_exchange(h.http(), &raw_post(&body), Duration::from_millis(300)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!closed, "kept alive by default");
+    rx.recv().await.unwrap();
+
+    let (h, mut rx) = collecting(json!({"http": {
+        "endpoint": "127.0.0.1:0", "keep_alives_enabled": false
+    }}))
+    .await;
+    let (text, closed) = raw_exchange(h.http(), &raw_post(&body), Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(closed, "closed after one answer");
+    rx.recv().await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_idle_connections() {
+    let (h, mut rx) = collecting(json!({"http": {
+        "endpoint": "127.0.0.1:0", "idle_timeout": "200ms"
+    }}))
+    .await;
+    let started = std::time::Instant::now();
+    let (text, closed) = raw_exchange(
+        h.http(),
+        &raw_post(&protobuf(&request(1, 3))),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(closed, "an idle connection is closed");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    rx.recv().await.unwrap();
+}
+
+#[tokio::test]
+async fn read_header_timeout_closes_connections_that_send_headers_slowly() {
+    let (h, _rx) = collecting(json!({"http": {
+        "endpoint": "127.0.0.1:0", "read_header_timeout": "200ms"
+    }}))
+    .await;
+    let started = std::time::Instant::now();
+    let (_, closed) = raw_exchange(
+        h.http(),
+        b"POST /v1/traces HTTP/1.1\r\nhost: x\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(closed, "an incomplete header is not waited for");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[test]
+fn invalid_response_headers_are_config_errors() {
+    for (headers, message) in [
+        (json!({"bad name": "x"}), "not a valid HTTP header name"),
+        (
+            json!({"X-A": "line\nbreak"}),
+            "not a valid HTTP header value",
+        ),
+        (
+            json!([{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}]),
+            "listed twice",
+        ),
+    ] {
+        let config = otlp_config(json!({"http": {"response_headers": headers}}));
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.path, "protocols.http.response_headers", "{err}");
+        assert!(err.message.contains(message), "{err}");
+    }
 }

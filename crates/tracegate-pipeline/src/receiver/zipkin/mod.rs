@@ -4,6 +4,7 @@
 //! 202 on success, 400 with the parse error).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -18,11 +19,12 @@ use super::http_ingest::{
     body_size_limit, empty_response, media_type, read_body, text_response, HttpHandler,
     HttpResponse, HttpService,
 };
-use super::listener::{self, ConnectionSettings};
+use super::listener;
 use super::{RunningReceiver, StartError};
 use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
-use crate::receiver::split_host_port;
+use crate::receiver::server_keys::HttpServerKeys;
+use crate::receiver::{split_host_port, ResponseHeaders};
 use crate::tls::TlsServerConfig;
 use tracegate_model::SpanBatch;
 
@@ -48,9 +50,26 @@ pub struct Config {
     pub tls: Option<TlsServerConfig>,
     /// Largest request body accepted, in bytes, both as sent and after
     /// decompression. Default 20 MiB (20971520); 0 means the default.
-    /// Larger bodies get 413.
+    /// Larger bodies get 400.
     #[serde(default)]
     pub max_request_body_size: u64,
+    /// Longest time a client may take to send a request's headers (HTTP/1;
+    /// HTTP/2 has no such limit). Default: 30 s (the collector has none);
+    /// `0` means none.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub read_header_timeout: Option<Duration>,
+    /// Close a connection with no request in flight for this long.
+    /// Default: never (as the collector's `otlp` receiver); `0` means never.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub idle_timeout: Option<Duration>,
+    /// `false` closes each HTTP/1 connection after one request. Default
+    /// true.
+    #[serde(default = "crate::receiver::server_keys::default_true")]
+    pub keep_alives_enabled: bool,
+    /// Headers added to every answer that does not set them itself.
+    /// Default: none.
+    #[serde(default)]
+    pub response_headers: ResponseHeaders,
     /// Turn tag values that read as integers, doubles or booleans
     /// (`"42"`, `"1.5"`, `"true"`) into typed attributes. Default false:
     /// every tag is a string attribute.
@@ -75,11 +94,25 @@ impl Default for Config {
             max_request_body_size: 0,
             parse_string_tags: false,
             include_metadata: false,
+            read_header_timeout: None,
+            idle_timeout: None,
+            keep_alives_enabled: true,
+            response_headers: ResponseHeaders::default(),
         }
     }
 }
 
 impl Config {
+    /// The connection keys, for the listener.
+    pub(crate) fn server_keys(&self) -> HttpServerKeys<'_> {
+        HttpServerKeys {
+            read_header_timeout: self.read_header_timeout,
+            idle_timeout: self.idle_timeout,
+            keep_alives_enabled: self.keep_alives_enabled,
+            response_headers: &self.response_headers,
+        }
+    }
+
     /// The body limit in bytes, the default applied.
     pub fn max_request_body_size(&self) -> usize {
         body_size_limit(self.max_request_body_size)
@@ -89,6 +122,7 @@ impl Config {
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         let mut warnings = Vec::new();
         split_host_port(&self.endpoint).map_err(|e| error("endpoint", e))?;
+        self.server_keys().validate("")?;
         if let Some(tls) = &self.tls {
             tls.validate().map_err(|e| error("tls", e.to_string()))?;
         }
@@ -121,11 +155,21 @@ impl HttpHandler for ZipkinHttp {
         }
         // The collector reads every body that is not protobuf as JSON.
         let protobuf = media_type(&parts.headers).as_deref() == Some("application/x-protobuf");
-        let body =
-            match read_body(&parts.headers, body, self.max_body_size, &self.counters, "").await {
-                Ok(body) => body,
-                Err(answer) => return answer,
-            };
+        let body = match read_body(
+            &parts.headers,
+            body,
+            self.max_body_size,
+            &self.counters,
+            "",
+            // The collector's Zipkin receiver ignores the read error and
+            // fails on the cut-off body instead.
+            StatusCode::BAD_REQUEST,
+        )
+        .await
+        {
+            Ok(body) => body,
+            Err(answer) => return answer,
+        };
         let parsed = if protobuf {
             tracegate_model::zipkin::v2_proto_to_request(&body, self.parse_string_tags)
         } else {
@@ -169,7 +213,7 @@ pub(crate) async fn start(
         parse_string_tags: config.parse_string_tags,
     }));
     let tasks = TaskTracker::new();
-    let settings = ConnectionSettings::new(listener::hyper_builder(), tls);
+    let settings = config.server_keys().connection_settings(tls);
     listener::spawn_accept_loop(tcp, settings, service, shutdown, &tasks);
     Ok(RunningReceiver {
         addresses: vec![("http", addr)],
