@@ -29,8 +29,9 @@ pub struct ProbabilisticSamplerConfig {
     pub hash_seed: u32,
     /// `hash_seed` (FNV hash of seed and trace id, 14 bits), `proportional`
     /// (multiplies the probability an arriving span was sampled at) or
-    /// `equalizing` (raises arriving thresholds to this one). Default:
-    /// `hash_seed`, as the collector's.
+    /// `equalizing` (raises arriving thresholds to this one). Default, as
+    /// the collector's: `hash_seed` when a `hash_seed` is set, else
+    /// `proportional` ([`ProbabilisticSamplerConfig::effective_mode`]).
     #[serde(default)]
     pub mode: Option<SamplerMode>,
     /// Significant hex digits of the threshold written into tracestate, 1 to
@@ -88,6 +89,18 @@ pub enum SamplerMode {
 }
 
 impl ProbabilisticSamplerConfig {
+    /// The mode that runs: `mode` when given; otherwise, as the
+    /// collector's `makeSampler` chooses for traces, `hash_seed` when a
+    /// non-zero `hash_seed` asks for the legacy hash and `proportional`
+    /// when it does not.
+    pub fn effective_mode(&self) -> SamplerMode {
+        self.mode.unwrap_or(if self.hash_seed != 0 {
+            SamplerMode::HashSeed
+        } else {
+            SamplerMode::Proportional
+        })
+    }
+
     /// The collector's checks; `Ok` carries warnings.
     pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
         let pct = self.sampling_percentage;
@@ -144,7 +157,7 @@ impl ProbabilisticSamplerConfig {
                     .to_string(),
             );
         }
-        if self.mode.unwrap_or(SamplerMode::HashSeed) == SamplerMode::HashSeed
+        if self.effective_mode() == SamplerMode::HashSeed
             && pct > 0.0
             && hash_seed_threshold(pct).is_none()
         {
@@ -229,7 +242,7 @@ impl ProbabilisticSampler {
         let mode = if pct <= 0.0 {
             Mode::Never
         } else {
-            match config.mode.unwrap_or(SamplerMode::HashSeed) {
+            match config.effective_mode() {
                 SamplerMode::HashSeed => match hash_seed_threshold(pct) {
                     Some(threshold) => Mode::HashSeed {
                         seed: config.hash_seed,

@@ -1019,3 +1019,44 @@ fn randomness_of_the_hash_is_14_bits_reflected() {
     assert_eq!(hash_seed_threshold(250.0), Threshold::from_unsigned(0));
     assert!(Randomness::MAX.unsigned() < 1 << 56);
 }
+
+/// As the collector's `makeSampler` chooses for traces: without `mode`, a
+/// non-zero `hash_seed` selects the legacy hash and anything else
+/// `proportional`, so a span that arrives already sampled upstream (`th`
+/// in its tracestate) is sampled on from that probability, not dropped as
+/// `hash_seed` mode drops it.
+#[test]
+fn without_a_mode_the_seed_chooses_hash_seed_and_otherwise_proportional() {
+    let config = |json: &str| serde_json::from_str::<ProbabilisticSamplerConfig>(json).unwrap();
+    let only_pct = config(r#"{"sampling_percentage": 50}"#);
+    assert_eq!(only_pct.effective_mode(), SamplerMode::Proportional);
+    let seeded = config(r#"{"sampling_percentage": 50, "hash_seed": 22}"#);
+    assert_eq!(seeded.effective_mode(), SamplerMode::HashSeed);
+    let explicit = config(r#"{"sampling_percentage": 50, "hash_seed": 22, "mode": "equalizing"}"#);
+    assert_eq!(explicit.effective_mode(), SamplerMode::Equalizing);
+
+    // An upstream tier kept every span (th:0): proportional keeps about
+    // half of them, each with the combined threshold; hash_seed mode
+    // (fail_closed) keeps none.
+    let default_sampler = ProbabilisticSampler::new(&only_pct);
+    let seeded_sampler = ProbabilisticSampler::new(&seeded);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let (mut kept_default, mut kept_seeded) = (0, 0);
+    for _ in 0..400 {
+        let batch = batch_of(&[SpanSpec {
+            trace_id: rng.random(),
+            trace_state: "ot=th:0",
+            ..Default::default()
+        }]);
+        let out = run(&default_sampler, &batch);
+        if !out.kept.is_empty() {
+            let ts = tracegate_model::trace_state::TraceState::parse(out.kept.span_trace_state(0))
+                .unwrap();
+            assert_eq!(ts.ot.threshold.unwrap().tvalue(), "8");
+            kept_default += 1;
+        }
+        kept_seeded += run(&seeded_sampler, &batch).kept.len();
+    }
+    assert!((150..=250).contains(&kept_default), "{kept_default} of 400");
+    assert_eq!(kept_seeded, 0);
+}
