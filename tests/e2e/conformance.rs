@@ -37,6 +37,7 @@ enum V {
 #[derive(Clone, Debug)]
 struct Sp {
     service: &'static str,
+    resource: Vec<(&'static str, V)>,
     attrs: Vec<(&'static str, V)>,
     status: status::StatusCode,
     trace_state: &'static str,
@@ -48,6 +49,7 @@ struct Sp {
 fn sp() -> Sp {
     Sp {
         service: "api",
+        resource: Vec::new(),
         attrs: Vec::new(),
         status: status::StatusCode::Unset,
         trace_state: "",
@@ -60,6 +62,11 @@ fn sp() -> Sp {
 impl Sp {
     fn svc(mut self, service: &'static str) -> Sp {
         self.service = service;
+        self
+    }
+    /// An attribute of the span's resource.
+    fn res(mut self, key: &'static str, value: V) -> Sp {
+        self.resource.push((key, value));
         self
     }
     fn s(mut self, key: &'static str, value: &'static str) -> Sp {
@@ -191,8 +198,10 @@ fn cases() -> Vec<Case> {
                 single(sp()),
                 // One span in range is enough.
                 vec![sp().i("key1", 10), sp().i("key1", 75)],
+                // A resource attribute counts as well.
+                single(sp().res("key1", V::I(60))),
             ],
-            kept: &[1, 2, 5],
+            kept: &[1, 2, 5, 6],
         },
         // `invert_match` flips that policy's own vote.
         Case {
@@ -207,8 +216,10 @@ fn cases() -> Vec<Case> {
                 single(sp().i("key1", 49)),
                 single(sp().i("key1", 75)),
                 single(sp().i("key1", 101)),
+                // Nothing matches, so the flipped vote samples.
+                single(sp()),
             ],
-            kept: &[0, 2],
+            kept: &[0, 2, 3],
         },
         // README `string_attribute: {key: key2, values: [value1, value2]}`:
         // exact matches only.
@@ -226,8 +237,9 @@ fn cases() -> Vec<Case> {
                 single(sp().s("key2", "value")),
                 single(sp().s("key2", "value12")),
                 single(sp().s("other", "value1")),
+                single(sp().res("key2", V::S("value2"))),
             ],
-            kept: &[0, 1],
+            kept: &[0, 1, 5],
         },
         // README `enabled_regex_matching`: the expressions search the value
         // (RE2 MatchString), they are not anchored unless written so.
@@ -268,6 +280,8 @@ fn cases() -> Vec<Case> {
                 single(sp().svc("health").error()),
                 single(sp().svc("health")),
                 vec![sp().svc("health"), sp().svc("health").error()],
+                // A health span anywhere makes the inverted policy vote no.
+                vec![sp().svc("api"), sp().svc("health")],
             ],
             kept: &[0, 1, 2, 4],
         },
@@ -343,8 +357,14 @@ fn cases() -> Vec<Case> {
   type: boolean_attribute
   boolean_attribute: {key: key4, value: true, invert_match: true}
 ",
-            traces: vec![single(sp().b("key4", true)), single(sp().b("key4", false))],
-            kept: &[1],
+            traces: vec![
+                single(sp().b("key4", true)),
+                single(sp().b("key4", false)),
+                single(sp()),
+                // One matching span makes the trace match: flipped, not sampled.
+                vec![sp().b("key4", false), sp().b("key4", true)],
+            ],
+            kept: &[1, 2],
         },
         // README `span_count: {min_spans: 2, max_spans: 20}`, narrowed: both
         // bounds inclusive over all the trace's spans.
@@ -556,7 +576,10 @@ fn request(index: usize, case: &Case, batch: usize) -> Option<Vec<u8>> {
             };
             resource_spans.push(ResourceSpans {
                 resource: Some(Resource {
-                    attributes: vec![key_value("service.name", &V::S(s.service))],
+                    attributes: std::iter::once(("service.name", V::S(s.service)))
+                        .chain(s.resource.iter().cloned())
+                        .map(|(k, v)| key_value(k, &v))
+                        .collect(),
                     ..Default::default()
                 }),
                 scope_spans: vec![ScopeSpans {
