@@ -906,12 +906,13 @@ impl Evaluator {
 /// The collector's latency check: a running earliest start and latest end
 /// over the spans in arrival order, sampling as soon as the running
 /// duration qualifies (so with an upper bound, a prefix in range counts).
+/// A duration of exactly `threshold_ms` never qualifies.
 fn latency(trace: &TraceView<'_>, threshold_ms: i64, upper_ms: i64) -> Decision {
     if let (0, Some((min, max))) = (upper_ms, trace.time_window) {
         // Both within i64 and min non-zero: the running duration never
         // shrinks, so some prefix qualifies exactly when the whole does.
         let ms = (max as i64).wrapping_sub(min as i64) / 1_000_000;
-        return if ms >= threshold_ms {
+        return if ms > threshold_ms {
             Decision::Sampled
         } else {
             Decision::NotSampled
@@ -929,11 +930,9 @@ fn latency(trace: &TraceView<'_>, threshold_ms: i64, upper_ms: i64) -> Decision 
         }
         // Go: time.Duration of the difference, truncated to milliseconds.
         let ms = (max as i64).wrapping_sub(min as i64) / 1_000_000;
-        if upper_ms == 0 {
-            ms >= threshold_ms
-        } else {
-            threshold_ms < ms && ms <= upper_ms
-        }
+        // The lower bound is exclusive with or without an upper bound, as
+        // in the collector since it aligned the two (mid-2026).
+        threshold_ms < ms && (upper_ms == 0 || ms <= upper_ms)
     })
 }
 

@@ -155,15 +155,21 @@ const T: u64 = 7;
 // ---------------------------------------------------------------- latency
 
 #[test]
-fn latency_at_under_and_over_the_threshold() {
+fn latency_threshold_is_exclusive_without_an_upper_bound() {
     let p =
         serde_json::json!({"name": "slow", "type": "latency", "latency": {"threshold_ms": 1000}});
     let at = vote(p.clone(), &[span(tid(T), 1).times(0, 1000)]);
     let under = vote(p.clone(), &[span(tid(T), 1).times(0, 999)]);
     let over = vote(p, &[span(tid(T), 1).times(0, 1001)]);
+    // The collector's current rule: strictly longer than threshold_ms,
+    // the same lower bound as with upper_threshold_ms.
     assert_eq!(
         (at, under, over),
-        (Decision::Sampled, Decision::NotSampled, Decision::Sampled)
+        (
+            Decision::NotSampled,
+            Decision::NotSampled,
+            Decision::Sampled
+        )
     );
 }
 
