@@ -741,3 +741,23 @@ mod tests {
         );
     }
 }
+
+/// `headers` of an exporter: a mapping of names to values or, as the
+/// collector's `configopaque.MapList` also takes it, a list of
+/// `{name, value}`. A name given twice in the list is an error rather than
+/// a silent choice of one value.
+pub(crate) fn header_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    use serde::de::Error as _;
+    use serde::Deserialize as _;
+    let pairs = crate::receiver::server_keys::ResponseHeaders::deserialize(d)?.0;
+    let mut map = std::collections::BTreeMap::new();
+    for (name, value) in pairs {
+        if map.contains_key(&name) {
+            return Err(D::Error::custom(format!("header {name:?} is given twice")));
+        }
+        map.insert(name, value);
+    }
+    Ok(map)
+}

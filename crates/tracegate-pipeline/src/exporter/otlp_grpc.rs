@@ -52,8 +52,9 @@ pub struct Config {
     /// Request compression: `gzip`, `zstd` or `none`. Default `gzip`.
     #[serde(default)]
     pub compression: Compression,
-    /// gRPC metadata sent with every request. Default none.
-    #[serde(default)]
+    /// gRPC metadata sent with every request. A mapping, or a list of
+    /// `{name, value}` as the collector also takes it. Default none.
+    #[serde(default, deserialize_with = "crate::config::header_map")]
     pub headers: BTreeMap<String, String>,
     /// Time limit of one attempt (sent as `grpc-timeout` too); `0` means
     /// none, as in the collector. Default `5s`.
@@ -635,6 +636,35 @@ mod tests {
             from_value::<Config>(serde_json::json!({"endpoint": "t:1", "compresion": "gzip"}))
                 .unwrap_err();
         assert!(err.message.contains("compresion"), "{err}");
+    }
+
+    #[test]
+    fn headers_as_a_mapping_or_a_list_of_name_and_value() {
+        let map: Config = from_value(serde_json::json!({
+            "endpoint": "t:1", "headers": {"x-tenant": "a", "authorization": "b"}
+        }))
+        .unwrap();
+        let list: Config = from_value(serde_json::json!({
+            "endpoint": "t:1",
+            "headers": [{"name": "x-tenant", "value": "a"}, {"name": "authorization", "value": "b"}]
+        }))
+        .unwrap();
+        assert_eq!(map.headers, list.headers);
+        assert_eq!(list.headers.get("x-tenant").map(String::as_str), Some("a"));
+        let twice = from_value::<Config>(serde_json::json!({
+            "endpoint": "t:1",
+            "headers": [{"name": "x", "value": "a"}, {"name": "x", "value": "b"}]
+        }))
+        .unwrap_err();
+        assert!(twice.to_string().contains("given twice"), "{twice}");
+        let http: crate::exporter::otlp_http::Config = from_value(serde_json::json!({
+            "endpoint": "http://t:1", "headers": [{"name": "x-tenant", "value": "a"}]
+        }))
+        .unwrap();
+        assert_eq!(
+            http.headers,
+            BTreeMap::from([("x-tenant".into(), "a".into())])
+        );
     }
 
     #[test]

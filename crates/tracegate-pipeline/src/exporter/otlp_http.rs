@@ -70,8 +70,9 @@ pub struct Config {
     /// Body compression: `gzip`, `zstd` or `none`. Default `gzip`.
     #[serde(default)]
     pub compression: Compression,
-    /// HTTP headers sent with every request. Default none.
-    #[serde(default)]
+    /// HTTP headers sent with every request. A mapping, or a list of
+    /// `{name, value}` as the collector also takes it. Default none.
+    #[serde(default, deserialize_with = "crate::config::header_map")]
     pub headers: BTreeMap<String, String>,
     /// Time limit of one request, response included. Default `30s` (the
     /// collector's OTLP/HTTP default).

@@ -16,7 +16,7 @@ mod http_ingest;
 pub mod jaeger;
 mod listener;
 pub mod otlp;
-mod server_keys;
+pub(crate) mod server_keys;
 #[cfg(test)]
 mod test_support;
 pub mod zipkin;
