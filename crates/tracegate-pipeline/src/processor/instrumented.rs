@@ -133,10 +133,10 @@ mod tests {
     use std::sync::Mutex;
 
     use metrics_exporter_prometheus::PrometheusBuilder;
-    use tracegate_model::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
 
     use super::*;
     use crate::context::BuildContext;
+    use crate::processor::probabilistic_sampler::tests::traces as spans;
     use crate::processor::ProcessorConfig;
 
     /// Takes everything; waits `delay` first, as a slow exporter would.
@@ -152,25 +152,6 @@ mod tests {
             *self.got.lock().unwrap() += batch.len();
             Ok(())
         }
-    }
-
-    fn spans(n: u64) -> SpanBatch {
-        let spans = (0..n)
-            .map(|i| Span {
-                trace_id: [i.to_le_bytes(), (!i).to_be_bytes()].concat(),
-                span_id: (i + 1).to_be_bytes().to_vec(),
-                ..Default::default()
-            })
-            .collect();
-        SpanBatch::from_request(&ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        })
     }
 
     fn value(text: &str, prefix: &str, labels: &[&str]) -> f64 {

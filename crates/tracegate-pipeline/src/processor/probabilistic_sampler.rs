@@ -55,7 +55,7 @@ impl super::BuildProcessor for Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use async_trait::async_trait;
@@ -77,7 +77,8 @@ mod tests {
         }
     }
 
-    fn traces(n: u64) -> SpanBatch {
+    /// `n` spans, each of its own trace, in one resource.
+    pub(crate) fn traces(n: u64) -> SpanBatch {
         let spans = (0..n)
             .map(|i| Span {
                 trace_id: [i.to_le_bytes(), (!i).to_be_bytes()].concat(),
