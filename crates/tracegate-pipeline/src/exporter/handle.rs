@@ -17,7 +17,7 @@ use tracegate_model::SpanBatch;
 use super::backoff::Backoff;
 use super::delivery::{QueueConfig, RetryConfig, Sizer};
 use super::queue::{BoundedQueue, PushError};
-use super::{Delivered, ExportError, Exporter};
+use super::{Delivered, ExportError, Exporter, PartialFailure};
 use crate::telemetry::names;
 
 /// Why spans handed to an exporter were not exported; the `reason` label of
@@ -90,6 +90,9 @@ pub enum Refusal {
         message: String,
         /// The backend's status when it refused the data for good.
         code: Option<tonic::Code>,
+        /// Spans not delivered: fewer than the batch's when part of it was
+        /// delivered before the rest failed.
+        spans: u64,
     },
 }
 
@@ -100,6 +103,14 @@ impl Refusal {
             Refusal::QueueFull => DropReason::QueueFull,
             Refusal::ShuttingDown => DropReason::Shutdown,
             Refusal::Failed { reason, .. } => *reason,
+        }
+    }
+
+    /// How many of the batch's `spans` were not delivered.
+    pub fn undelivered(&self, spans: u64) -> u64 {
+        match self {
+            Refusal::Failed { spans: left, .. } => *left,
+            _ => spans,
         }
     }
 }
@@ -266,20 +277,28 @@ impl ExporterHandle {
         if shared.closed.load(Ordering::Acquire) {
             return Err(Refusal::ShuttingDown);
         }
-        let spans = batch.len() as u64;
+        let batch_spans = batch.len() as u64;
         let shared2 = shared.clone();
-        let outcome = shared
+        let (outcome, spans) = shared
             .tasks
             .track_future(async move {
-                tokio::select! {
+                let mut owed = batch;
+                let outcome = tokio::select! {
                     biased;
                     _ = shared2.stop.cancelled() => None,
-                    outcome = deliver(&shared2, &batch) => Some(outcome),
-                }
+                    outcome = deliver(&shared2, &mut owed) => Some(outcome),
+                };
+                (outcome, owed.len() as u64)
             })
             .await;
         match outcome {
-            None => Err(Refusal::ShuttingDown),
+            None if spans == batch_spans => Err(Refusal::ShuttingDown),
+            None => Err(Refusal::Failed {
+                reason: DropReason::Shutdown,
+                message: "shutting down".into(),
+                code: None,
+                spans,
+            }),
             Some(Ok(delivered)) => {
                 record_delivered(shared, spans, &delivered);
                 Ok(())
@@ -298,6 +317,7 @@ impl ExporterHandle {
                     reason,
                     message,
                     code,
+                    spans,
                 })
             }
         }
@@ -358,15 +378,18 @@ async fn consume_queue(shared: Arc<Shared>) {
         };
         let Some((batch, left)) = next else { break };
         shared.metrics.queue_size.set(left as f64);
-        let spans = batch.len() as u64;
+        // What is still owed of the batch: `deliver` shrinks it to what was
+        // not delivered.
+        let mut owed = batch;
         let outcome = tokio::select! {
             biased;
             _ = shared.stop.cancelled() => {
-                shared.metrics.dropped[DropReason::Shutdown.index()].increment(spans);
+                shared.metrics.dropped[DropReason::Shutdown.index()].increment(owed.len() as u64);
                 break;
             }
-            outcome = deliver(&shared, &batch) => outcome,
+            outcome = deliver(&shared, &mut owed) => outcome,
         };
+        let spans = owed.len() as u64;
         match outcome {
             Ok(delivered) => record_delivered(&shared, spans, &delivered),
             Err(Undelivered {
@@ -413,8 +436,11 @@ struct Undelivered {
 /// One batch with retries, as exporterhelper's retry sender: permanent
 /// errors end at once; retryable ones wait the backoff (or the server's
 /// longer delay) until the next attempt would start after
-/// `max_elapsed_time`.
-async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, Undelivered> {
+/// `max_elapsed_time`. After a partial failure only the part not delivered
+/// is retried: the delivered part is counted as sent at once, and `owed`
+/// shrinks to the rest, so that when this returns (or is cancelled) `owed`
+/// holds what the outcome is about.
+async fn deliver(shared: &Shared, owed: &mut Arc<SpanBatch>) -> Result<Delivered, Undelivered> {
     let started = Instant::now();
     let mut backoff: Option<Backoff> = None;
     let failed = |reason, message, code| Undelivered {
@@ -423,7 +449,23 @@ async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, Undeli
         code,
     };
     loop {
-        let (message, server_delay) = match shared.exporter.export(batch).await {
+        let mut result = shared.exporter.export(owed).await;
+        while let Err(ExportError::Partial(partial)) = result {
+            let PartialFailure {
+                delivered,
+                remaining,
+                error,
+            } = *partial;
+            let sent = owed.len().saturating_sub(remaining.len());
+            record_delivered(shared, sent as u64, &delivered);
+            *owed = Arc::new(remaining);
+            result = if owed.is_empty() {
+                Ok(Delivered::default())
+            } else {
+                Err(error)
+            };
+        }
+        let (message, server_delay) = match result {
             Ok(delivered) => return Ok(delivered),
             Err(ExportError::Permanent(message)) => {
                 return Err(failed(DropReason::PermanentError, message, None))
@@ -435,6 +477,10 @@ async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, Undeli
                 message,
                 retry_after,
             }) => (message, retry_after),
+            // Not reached: unwrapped above.
+            Err(error @ ExportError::Partial(_)) => {
+                return Err(failed(DropReason::PermanentError, error.to_string(), None))
+            }
         };
         if !shared.retry.enabled {
             return Err(failed(DropReason::RetryDisabled, message, None));
@@ -450,7 +496,7 @@ async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, Undeli
             return Err(failed(DropReason::RetriesExhausted, message, None));
         }
         tracing::info!(
-            exporter = %shared.id, error = %message, interval = ?delay,
+            exporter = %shared.id, spans = owed.len(), error = %message, interval = ?delay,
             "Exporting failed. Will retry the request after interval."
         );
         tokio::time::sleep(delay).await;
