@@ -10,6 +10,8 @@ mod fanout;
 pub mod file;
 mod handle;
 pub mod jaeger;
+#[cfg(test)]
+mod jaeger_flaky_tests;
 pub mod otlp_grpc;
 pub mod otlp_http;
 #[cfg(test)]
