@@ -13,6 +13,7 @@ pub mod exporter;
 pub mod extension;
 pub mod grpc;
 pub mod health;
+mod http_client;
 mod http_server;
 pub mod memory;
 pub mod processor;

@@ -1,7 +1,7 @@
-//! A minimal HTTP/1.1 client for the metadata endpoints: one connection per
-//! request (detection makes a handful of requests once, at startup), over
-//! TCP or a Unix socket (Docker). Callers bound it with the detection
-//! timeout.
+//! A minimal HTTP/1.1 client for the resource detectors' metadata
+//! endpoints: one connection per request (detection makes a handful of
+//! requests once, at startup), over TCP or a Unix socket (Docker). Callers
+//! bound it with the detection timeout.
 
 use std::path::Path;
 
@@ -16,7 +16,7 @@ const MAX_BODY: usize = 1 << 20;
 
 /// A response: status, headers and the whole body.
 #[derive(Debug)]
-pub(super) struct Response {
+pub(crate) struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -33,7 +33,7 @@ impl Response {
 }
 
 /// Sends one request to an `http://host[:port]/path` URL.
-pub(super) async fn send(
+pub(crate) async fn send(
     method: Method,
     url: &str,
     headers: &[(&str, &str)],
@@ -67,7 +67,7 @@ pub(super) async fn send(
 
 /// Sends one request to `https://host:port{path}` over TLS with `tls`
 /// (the Kubernetes API).
-pub(super) async fn send_tls(
+pub(crate) async fn send_tls(
     host: &str,
     port: u16,
     path: &str,
@@ -92,7 +92,7 @@ pub(super) async fn send_tls(
 }
 
 /// Sends one request over the Unix socket at `socket`.
-pub(super) async fn send_unix(
+pub(crate) async fn send_unix(
     socket: &Path,
     method: Method,
     path: &str,
