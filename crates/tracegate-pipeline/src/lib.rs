@@ -15,6 +15,8 @@ pub mod grpc;
 pub mod health;
 mod http_client;
 mod http_server;
+pub mod kube;
+pub mod membership;
 pub mod memory;
 pub mod processor;
 pub mod receiver;
