@@ -13,6 +13,7 @@ use super::*;
 use crate::consumer::{ConsumeError, Consumer};
 use crate::grpc::rpc_status;
 use crate::telemetry::names;
+use crate::test_logs::Logs;
 
 /// Retries that wait milliseconds, not seconds.
 fn fast_retry() -> serde_json::Value {
@@ -337,37 +338,6 @@ async fn partial_success_counts_the_rejected_spans() {
         5
     );
     assert_eq!(recorder.dropped("otlp", "rejected_by_backend"), 2);
-}
-
-/// Log lines written while the guard lives (this thread only, which a
-/// current-thread test runtime's tasks share).
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let logs = self.clone();
-        tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_writer(move || logs.clone())
-                .with_ansi(false)
-                .finish(),
-        )
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 #[tokio::test]

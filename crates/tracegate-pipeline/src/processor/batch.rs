@@ -99,7 +99,16 @@ impl Config {
                 ),
             });
         }
-        Ok(Vec::new())
+        let mut warnings = Vec::new();
+        if self.send_batch_max_size > 0 {
+            warnings.push(format!(
+                "send_batch_max_size is {}: at shutdown tracegate sends everything pending, in \
+                 batches of at most that size; the collector sends only the first such batch \
+                 and loses the rest",
+                self.send_batch_max_size
+            ));
+        }
+        Ok(warnings)
     }
 }
 
@@ -578,6 +587,24 @@ mod tests {
             err.message
         );
         assert!(Config::default().validate().unwrap().is_empty());
+    }
+
+    /// With a max size, the collector's shutdown loses what is pending
+    /// beyond the first batch; tracegate's does not, and validate says so.
+    #[test]
+    fn validate_warns_that_shutdown_with_a_max_size_differs() {
+        let capped = Config {
+            send_batch_size: 100,
+            send_batch_max_size: 200,
+            ..Config::default()
+        };
+        let warnings = capped.validate().unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("send_batch_max_size is 200: at shutdown")
+                && warnings[0].contains("the collector sends only the first"),
+            "{warnings:?}"
+        );
     }
 
     #[test]
