@@ -859,3 +859,32 @@ async fn the_items_sizer_counts_spans_in_the_queue() {
         5
     );
 }
+
+/// As the collector's otlphttp exporter: a 2xx whose body says it is an
+/// OTLP protobuf response and does not parse is not a delivery; the batch
+/// is retried, and counted as sent only once a response parses.
+#[tokio::test]
+async fn http_retries_a_2xx_whose_otlp_response_does_not_parse() {
+    let sink = HttpSink::start().await;
+    let garbled = HttpReply {
+        body: vec![0xff, 0xff],
+        ..HttpReply::ok()
+    };
+    sink.state.script([garbled, HttpReply::ok()]);
+    let (handle, recorder) = start_recorded(
+        &http_config(
+            &sink,
+            serde_json::json!({"sending_queue": {"num_consumers": 1}}),
+        ),
+        "otlphttp",
+    );
+    handle.try_enqueue(Arc::new(sample_batch(1, 3))).unwrap();
+    sink.state.wait_for_requests(2).await;
+    eventually("the retried batch to be counted", || {
+        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlphttp") == 3
+    })
+    .await;
+    handle.shutdown(GRACE).await;
+    recorder.assert_sent_and_failed("otlphttp", 3, 0);
+    assert_eq!(sink.state.received().len(), 2);
+}
