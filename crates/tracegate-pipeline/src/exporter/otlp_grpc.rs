@@ -93,21 +93,18 @@ pub struct Config {
     pub read_buffer_size: Option<usize>,
 }
 
-/// `keepalive:` — HTTP/2 pings on an idle connection.
+/// `keepalive:` — HTTP/2 pings on an idle connection, read as the
+/// collector's grpc-go reads them: the keys left out are zero, a `time`
+/// under 10 s (0 included) is raised to 10 s, and a `timeout` of 0 is 20 s.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeepaliveConfig {
-    /// Ping after this long without activity. Default `10s`.
-    #[serde(
-        default = "default_keepalive",
-        deserialize_with = "crate::duration::deserialize"
-    )]
+    /// Ping after this long without activity; at least 10 s. Default `10s`.
+    #[serde(default, deserialize_with = "crate::duration::deserialize")]
     pub time: Duration,
-    /// Close the connection when a ping is not answered within this. Default `10s`.
-    #[serde(
-        default = "default_keepalive",
-        deserialize_with = "crate::duration::deserialize"
-    )]
+    /// Close the connection when a ping is not answered within this; `0`
+    /// means `20s`. Default `20s`.
+    #[serde(default, deserialize_with = "crate::duration::deserialize")]
     pub timeout: Duration,
     /// Ping even when no request is in flight. Default `false`.
     #[serde(default)]
@@ -120,8 +117,25 @@ fn default_timeout() -> Duration {
 fn default_balancer_name() -> String {
     "round_robin".into()
 }
-fn default_keepalive() -> Duration {
-    Duration::from_secs(10)
+/// grpc-go's least ping interval (`KeepaliveMinPingTime`).
+const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
+/// grpc-go's ping timeout when none is given.
+const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl KeepaliveConfig {
+    /// The ping interval grpc-go uses for `time`.
+    fn interval(&self) -> Duration {
+        self.time.max(MIN_KEEPALIVE_TIME)
+    }
+
+    /// The ping timeout grpc-go uses for `timeout`.
+    fn ping_timeout(&self) -> Duration {
+        if self.timeout.is_zero() {
+            DEFAULT_KEEPALIVE_TIMEOUT
+        } else {
+            self.timeout
+        }
+    }
 }
 
 /// Where and how to connect, derived from `endpoint` and `tls`.
@@ -175,7 +189,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         let target = self.target()?;
-        let warnings = validate_transport(!target.plaintext, &self.tls, &self.headers)?;
+        let mut warnings = validate_transport(!target.plaintext, &self.tls, &self.headers)?;
         for name in self.headers.keys() {
             if MetadataKey::<tonic::metadata::Ascii>::from_bytes(
                 name.to_ascii_lowercase().as_bytes(),
@@ -208,6 +222,15 @@ impl Config {
         }
         self.sending_queue.validate()?;
         self.retry_on_failure.validate()?;
+        if let Some(keepalive) = &self.keepalive {
+            if !keepalive.time.is_zero() && keepalive.time < MIN_KEEPALIVE_TIME {
+                warnings.push(format!(
+                    "keepalive.time {} is raised to 10s, the least grpc-go allows, as in the \
+                     collector",
+                    crate::duration::format(keepalive.time)
+                ));
+            }
+        }
         Ok(warnings)
     }
 }
@@ -433,8 +456,8 @@ fn channel(config: &Config, target: &Target, connect_to: &str) -> Result<Channel
         .map_err(|e| format!("user agent: {e}"))?;
     if let Some(keepalive) = &config.keepalive {
         endpoint = endpoint
-            .http2_keep_alive_interval(keepalive.time)
-            .keep_alive_timeout(keepalive.timeout)
+            .http2_keep_alive_interval(keepalive.interval())
+            .keep_alive_timeout(keepalive.ping_timeout())
             .keep_alive_while_idle(keepalive.permit_without_stream);
     }
     let scheme = if target.plaintext { "http" } else { "https" };
@@ -897,6 +920,38 @@ mod tests {
         let dead = backends.iter().find(|b| b.address == refusing).unwrap();
         assert_eq!(dead.health().failures, 1, "tried once, then left out");
         assert!(!dead.in_rotation(Instant::now()));
+    }
+
+    /// A `keepalive` mapping is read as grpc-go reads the collector's:
+    /// keys left out are zero, `time` is at least 10 s, `timeout` 0 is 20 s.
+    #[test]
+    fn keepalive_as_grpc_go_reads_it() {
+        let keepalive = |json: serde_json::Value| {
+            let c: Config = valid_config(serde_json::json!({"endpoint": "t:1", "keepalive": json}));
+            let k = c.keepalive.clone().expect("a keepalive mapping");
+            (k.interval(), k.ping_timeout(), c.validate().unwrap())
+        };
+        let (time, timeout, warnings) = keepalive(serde_json::json!({}));
+        assert_eq!(
+            (time, timeout),
+            (Duration::from_secs(10), Duration::from_secs(20))
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (time, timeout, warnings) =
+            keepalive(serde_json::json!({"time": "5s", "timeout": "3s"}));
+        assert_eq!(
+            (time, timeout),
+            (Duration::from_secs(10), Duration::from_secs(3))
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("keepalive.time 5s is raised to 10s"),
+            "{warnings:?}"
+        );
+        let (time, _, _) = keepalive(serde_json::json!({"time": "30s"}));
+        assert_eq!(time, Duration::from_secs(30));
+        let none: Config = valid_config(serde_json::json!({"endpoint": "t:1", "keepalive": null}));
+        assert_eq!(none.keepalive, None, "an empty keepalive: sends no pings");
     }
 
     #[test]
