@@ -22,6 +22,8 @@ pub mod processor;
 pub mod receiver;
 pub mod registry;
 pub mod telemetry;
+#[cfg(test)]
+mod test_logs;
 pub mod tls;
 
 pub use consumer::{ConsumeError, Consumer};

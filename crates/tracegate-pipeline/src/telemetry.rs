@@ -28,6 +28,8 @@ pub mod names {
     pub const EXPORTER_QUEUE_CAPACITY: &str = "exporter_queue_capacity";
 
     pub const PROCESSOR_BATCH_BATCH_SEND_SIZE: &str = "processor_batch_batch_send_size";
+    /// Encoded bytes (OTLP protobuf) of each batch sent on.
+    pub const PROCESSOR_BATCH_BATCH_SEND_SIZE_BYTES: &str = "processor_batch_batch_send_size_bytes";
     pub const PROCESSOR_BATCH_BATCH_SIZE_TRIGGER_SEND: &str =
         "processor_batch_batch_size_trigger_send";
     pub const PROCESSOR_BATCH_TIMEOUT_TRIGGER_SEND: &str = "processor_batch_timeout_trigger_send";
@@ -64,6 +66,13 @@ const SIZE_BUCKETS: &[f64] = &[
     6000.0, 7000.0, 8000.0, 9000.0, 10000.0, 20000.0, 30000.0, 50000.0, 100000.0,
 ];
 
+/// Bucket bounds, in bytes, for `processor_batch_batch_send_size_bytes`,
+/// the collector's: powers of two from 128 B to 16 MiB.
+const BYTES_BUCKETS: &[f64] = &[
+    128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0, 131072.0,
+    262144.0, 524288.0, 1048576.0, 2097152.0, 4194304.0, 8388608.0, 16777216.0,
+];
+
 /// Bucket bounds, in seconds, for `processor_internal_duration`: a
 /// processor's own time per batch is microseconds to milliseconds, so the
 /// size buckets above would put every batch in the first.
@@ -85,6 +94,11 @@ pub fn install_recorder() -> PrometheusHandle {
             .set_buckets_for_metric(
                 Matcher::Full(names::PROCESSOR_INTERNAL_DURATION.into()),
                 DURATION_BUCKETS,
+            )
+            .expect("bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Full(names::PROCESSOR_BATCH_BATCH_SEND_SIZE_BYTES.into()),
+                BYTES_BUCKETS,
             )
             .expect("bucket list is not empty")
     };

@@ -52,6 +52,25 @@ pub fn pipeline_to(sink: SocketAddr, sections: &str, receivers: &str, processors
     )
 }
 
+/// What `tracegate validate` said of `yaml`: whether it passed, and its
+/// stdout (the warnings and the verdict) and stderr.
+pub fn validate(yaml: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracegate"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run tracegate validate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 impl Gateway {
     /// Writes `yaml` to a temp dir (`{dir}` in it is replaced by that dir's
     /// path) and starts tracegate on it; returns once it reports ready.

@@ -98,17 +98,29 @@ pub(crate) struct HttpServerKeys<'a> {
 
 impl HttpServerKeys<'_> {
     /// Pure checks; `path` is the config section (`protocols.http`, or
-    /// empty for a receiver's top level).
-    pub fn validate(&self, path: &str) -> Result<(), ComponentError> {
-        let key = if path.is_empty() {
-            "response_headers".to_string()
-        } else {
-            format!("{path}.response_headers")
+    /// empty for a receiver's top level). Warns where the collector's
+    /// server would behave differently.
+    pub fn validate(&self, path: &str) -> Result<Vec<String>, ComponentError> {
+        let key = |name: &str| {
+            if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            }
         };
         self.response_headers
             .parse()
-            .map(drop)
-            .map_err(|e| error(&key, e))
+            .map_err(|e| error(&key("response_headers"), e))?;
+        let mut warnings = Vec::new();
+        if !self.keep_alives_enabled {
+            warnings.push(format!(
+                "{} is false: tracegate closes each HTTP/1 connection after its answer but keeps \
+                 HTTP/2 connections open; the collector's Go server stops reusing HTTP/2 \
+                 connections too",
+                key("keep_alives_enabled")
+            ));
+        }
+        Ok(warnings)
     }
 
     /// hyper's HTTP/1 and HTTP/2 server with these keys, and `tls`.
@@ -134,4 +146,41 @@ impl HttpServerKeys<'_> {
 /// `keep_alives_enabled`'s default, as the collector's.
 pub(crate) fn default_true() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(keep_alives_enabled: bool, headers: &ResponseHeaders) -> HttpServerKeys<'_> {
+        HttpServerKeys {
+            read_header_timeout: None,
+            idle_timeout: None,
+            keep_alives_enabled,
+            response_headers: headers,
+        }
+    }
+
+    /// Turning keep-alives off differs from the collector for HTTP/2
+    /// clients: validate names the key where it sits.
+    #[test]
+    fn keep_alives_off_warns_naming_the_key() {
+        let none = ResponseHeaders::default();
+        assert!(keys(true, &none)
+            .validate("protocols.http")
+            .unwrap()
+            .is_empty());
+        let nested = keys(false, &none).validate("protocols.http").unwrap();
+        assert_eq!(nested.len(), 1, "{nested:?}");
+        assert!(
+            nested[0].starts_with("protocols.http.keep_alives_enabled is false:")
+                && nested[0].contains("HTTP/2"),
+            "{nested:?}"
+        );
+        let top = keys(false, &none).validate("").unwrap();
+        assert!(
+            top[0].starts_with("keep_alives_enabled is false:"),
+            "{top:?}"
+        );
+    }
 }

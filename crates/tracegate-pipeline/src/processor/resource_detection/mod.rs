@@ -453,6 +453,16 @@ impl Config {
                     .into(),
             );
         }
+        if self.detectors.contains(&DetectorKind::System)
+            && self.enabled(DetectorKind::System, "host.ip")
+        {
+            warnings.push(
+                "system.resource_attributes.host.ip: read from the kernel's address tables, \
+                 which also hold the addresses of interfaces that are down; the collector lists \
+                 only those of interfaces that are up"
+                    .into(),
+            );
+        }
         if !self.gcp.labels.is_empty() {
             warnings.push(
                 "gcp.labels: read from the instance's metadata attributes, not the Compute API \

@@ -451,6 +451,19 @@ fn config_keys_and_validation() {
         .unwrap_err()
         .message
         .contains("\"dns\""));
+    // host.ip is off by default; switched on, its source differs.
+    let ip: Config = crate::config::from_value(serde_json::json!({
+        "detectors": ["system"],
+        "system": {"resource_attributes": {"host.ip": {"enabled": true}}}
+    }))
+    .unwrap();
+    let warnings = ip.validate().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("system.resource_attributes.host.ip:")
+            && warnings[0].contains("interfaces that are up"),
+        "{warnings:?}"
+    );
     // host.id is off by default and can be switched on.
     let c: Config = crate::config::from_value(serde_json::json!({
         "system": {"resource_attributes": {"host.id": {"enabled": true}, "os.type": {"enabled": false}}}

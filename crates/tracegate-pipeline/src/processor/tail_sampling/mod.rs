@@ -22,7 +22,7 @@ mod metrics_names;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -231,7 +231,31 @@ impl Config {
                 "decision_wait_after_root_received is not shorter than decision_wait, so it never shortens the wait".into(),
             );
         }
+        warnings.extend(self.collector_differences());
         Ok(warnings)
+    }
+
+    /// Where this config keeps different traces than the collector would
+    /// (docs/configuration.md, "Differences from the collector").
+    fn collector_differences(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.decision_wait < Duration::from_secs(1) {
+            warnings.push(format!(
+                "decision_wait is {}: tracegate decides each trace exactly then; the collector \
+                 counts the wait in whole seconds (at least one) on a 1-second tick, so it \
+                 decides 1 to 2 s after the first span, and spans arriving in between join the \
+                 trace there but are late here",
+                crate::duration::format(self.decision_wait)
+            ));
+        }
+        if let Some(n) = self.num_shards.filter(|&n| n > 1) {
+            warnings.push(format!(
+                "num_shards is {n}: the collector splits num_traces, the decision caches and the \
+                 per-second rates of rate_limiting, bytes_limiting and composite evenly across \
+                 its {n} shards; tracegate's limits hold for the whole processor"
+            ));
+        }
+        warnings
     }
 
     fn buffer_settings(&self) -> TraceBufferSettings {
@@ -409,7 +433,26 @@ struct Meters {
     dropped_late: Counter,
     dropped_refused: Counter,
     dropped_shutdown: Counter,
+    /// Whether [`NUM_TRACES_DIFFERS`] and [`MEMORY_LIMIT_DIFFERS`] were
+    /// logged: once per processor, when its outcome first differs.
+    warned_num_traces: AtomicBool,
+    warned_memory_limit: AtomicBool,
 }
+
+/// Logged the first time a full `num_traces` makes a pending trace decide
+/// early: from then on this processor keeps traces the collector would not.
+pub(crate) const NUM_TRACES_DIFFERS: &str = "num_traces is reached: tracegate decides the oldest \
+    pending trace early by the policies, where the collector drops it unsampled, so traces the \
+    policies keep (errors, say) are kept here and lost there; counted in \
+    tracegate_tail_sampling_early_decisions{reason=\"num_traces\"}. Raise num_traces, or set \
+    block_on_overflow to hold new traces back instead";
+
+/// Logged the first time a memory limiter's hard limit makes pending traces
+/// decide early, which the collector's tail sampler never does.
+pub(crate) const MEMORY_LIMIT_DIFFERS: &str = "a memory_limiter is above its hard limit: \
+    tracegate decides the oldest pending traces early to free memory, where the collector \
+    keeps them until decision_wait (its memory limiter only refuses new data); counted in \
+    tracegate_tail_sampling_early_decisions{reason=\"memory_limit\"}";
 
 impl Meters {
     fn new(id: &str) -> Meters {
@@ -448,6 +491,8 @@ impl Meters {
             dropped_late: dropped("late_span_not_sampled"),
             dropped_refused: dropped("refused_downstream"),
             dropped_shutdown: dropped("pending_on_shutdown"),
+            warned_num_traces: AtomicBool::new(false),
+            warned_memory_limit: AtomicBool::new(false),
         }
     }
 }
@@ -836,6 +881,24 @@ impl ShardWorker {
         add(&m.early[1], now.early_bytes, was.early_bytes);
         add(&m.early[2], now.early_max_spans, was.early_max_spans);
         add(&m.early[3], now.early_memory_limit, was.early_memory_limit);
+        for (differs, new, old, message) in [
+            (
+                &m.warned_num_traces,
+                now.early_num_traces,
+                was.early_num_traces,
+                NUM_TRACES_DIFFERS,
+            ),
+            (
+                &m.warned_memory_limit,
+                now.early_memory_limit,
+                was.early_memory_limit,
+                MEMORY_LIMIT_DIFFERS,
+            ),
+        ] {
+            if new > old && !differs.swap(true, Ordering::Relaxed) {
+                tracing::warn!(processor = %self.id, "{message}");
+            }
+        }
         add(
             &m.dropped_by_policy,
             now.spans_dropped_by_policy,

@@ -115,14 +115,14 @@ impl ThriftHttpConfig {
     }
 
     /// Pure checks; `path` is the config key (`protocols.thrift_http`).
-    pub fn validate(&self, path: &str) -> Result<(), ComponentError> {
+    pub fn validate(&self, path: &str) -> Result<Vec<String>, ComponentError> {
         split_host_port(&self.endpoint).map_err(|e| error(&format!("{path}.endpoint"), e))?;
-        self.server_keys().validate(path)?;
+        let warnings = self.server_keys().validate(path)?;
         if let Some(tls) = &self.tls {
             tls.validate()
                 .map_err(|e| error(&format!("{path}.tls"), e.to_string()))?;
         }
-        Ok(())
+        Ok(warnings)
     }
 }
 

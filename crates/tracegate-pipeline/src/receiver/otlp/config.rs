@@ -397,7 +397,7 @@ impl HttpConfig {
 
     fn validate(&self, warnings: &mut Vec<String>) -> Result<(), ComponentError> {
         split_host_port(&self.endpoint).map_err(|e| error("protocols.http.endpoint", e))?;
-        self.server_keys().validate("protocols.http")?;
+        warnings.extend(self.server_keys().validate("protocols.http")?);
         if let Some(tls) = &self.tls {
             tls.validate()
                 .map_err(|e| error("protocols.http.tls", e.to_string()))?;

@@ -120,9 +120,8 @@ impl Config {
 
     /// Pure checks: `Err` for an invalid config, `Ok(warnings)` otherwise.
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        let mut warnings = Vec::new();
         split_host_port(&self.endpoint).map_err(|e| error("endpoint", e))?;
-        self.server_keys().validate("")?;
+        let mut warnings = self.server_keys().validate("")?;
         if let Some(tls) = &self.tls {
             tls.validate().map_err(|e| error("tls", e.to_string()))?;
         }
