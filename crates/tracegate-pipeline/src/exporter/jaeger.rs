@@ -7,6 +7,7 @@
 //! exporter's. Unlike the collector's exporter, which sent the whole batch
 //! again when one call failed, a retry repeats only the calls that failed.
 
+use super::delivery::QueueConfig;
 use async_trait::async_trait;
 use futures::{future, stream, StreamExt};
 use tracegate_model::jaeger::post_spans_requests_by_resource;
@@ -135,6 +136,10 @@ fn one_error(errors: Vec<ExportError>, calls: usize) -> Option<ExportError> {
 }
 
 impl super::BuildExporter for Config {
+    fn sending_queue(&self) -> &QueueConfig {
+        &self.0.sending_queue
+    }
+
     fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
         let exporter = JaegerExporter::new(self)?;
         Ok(super::Built::new(
