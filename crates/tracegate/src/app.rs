@@ -13,6 +13,7 @@ use tracegate_model::SpanBatch;
 use tracegate_pipeline::context::BuildContext;
 use tracegate_pipeline::exporter::{ExporterHandle, Fanout};
 use tracegate_pipeline::health::Readiness;
+use tracegate_pipeline::memory::Allocator;
 use tracegate_pipeline::processor::Processor;
 use tracegate_pipeline::receiver::RunningReceiver;
 use tracegate_pipeline::telemetry::MetricsServer;
@@ -59,12 +60,13 @@ impl Consumer for PipelineFanout {
 
 /// Starts every component of `config`. Listeners are bound before this
 /// returns, so a port in use is an error here, not later. The memory
-/// limiter calls `release_memory` (the allocator's way of returning freed
-/// memory to the OS), if given, where the collector forces a GC.
+/// limiter measures the `allocator`'s live bytes, if given (else the
+/// resident set), and has it return freed memory where the collector
+/// forces a GC.
 pub async fn start(
     config: &Config,
     prometheus: PrometheusHandle,
-    release_memory: Option<fn()>,
+    allocator: Option<Allocator>,
 ) -> Result<Running, StartError> {
     let stop_telemetry = CancellationToken::new();
     let stop_receivers = CancellationToken::new();
@@ -73,7 +75,7 @@ pub async fn start(
     // What the components share; extensions run until the very end,
     // receivers stop first.
     let ctx = BuildContext {
-        release_memory,
+        allocator,
         readiness: readiness.clone(),
         shutdown: stop_telemetry.clone(),
         ..BuildContext::default()

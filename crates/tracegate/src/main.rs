@@ -177,9 +177,9 @@ fn config_path(path: &str) -> PathBuf {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let prometheus = tracegate_pipeline::telemetry::install_recorder();
     #[cfg(feature = "jemalloc")]
-    let release_memory: Option<fn()> = Some(jemalloc::purge_arenas);
+    let allocator = Some(jemalloc::hooks());
     #[cfg(not(feature = "jemalloc"))]
-    let release_memory: Option<fn()> = None;
+    let allocator = None;
     let loaded = match config::load_sources(&cli.sources()) {
         Ok(l) => l,
         Err(e) => {
@@ -204,7 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let running = tracegate::app::start(&loaded.config, prometheus, release_memory).await?;
+        let running = tracegate::app::start(&loaded.config, prometheus, allocator).await?;
         for (component, protocol, address) in &running.listening {
             tracing::info!(component = %component, protocol, address = %address, "listening");
         }
