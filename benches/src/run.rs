@@ -302,6 +302,9 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
                 child: Command::new(&bin)
                     .arg("--config")
                     .arg(&args.scenario)
+                    // The runner stops it once delivery has settled; no
+                    // load balancer needs the drain delay.
+                    .arg("--shutdown-drain-delay=0s")
                     .env("TG_GRPC_ENDPOINT", "127.0.0.1:0")
                     .env("TG_HTTP_ENDPOINT", "127.0.0.1:0")
                     .env("SINK_ENDPOINT", &sink_addr)

@@ -15,6 +15,7 @@ mod memory_limiter;
 mod otlp;
 mod resource_detection;
 mod seed_configs;
+mod shutdown;
 mod storage;
 mod tail_sampling;
 mod zipkin;

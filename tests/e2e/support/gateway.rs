@@ -82,7 +82,8 @@ impl Gateway {
         Self::start_with(yaml, args, &[])
     }
 
-    /// Starts with extra arguments and environment variables.
+    /// Starts with extra arguments and environment variables. Shutdown has
+    /// no drain delay unless `args` set one (`--shutdown-drain-delay`).
     pub fn start_with(yaml: &str, args: &[&str], envs: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let yaml = yaml.replace("{dir}", dir.path().to_str().expect("utf-8 temp path"));
@@ -91,9 +92,15 @@ impl Gateway {
             .and_then(|mut f| f.write_all(yaml.as_bytes()))
             .expect("write config");
         let no_cloud = NoCloud::new();
+        let drain_delay = if args.iter().any(|a| a.starts_with("--shutdown-drain-delay")) {
+            None
+        } else {
+            Some("--shutdown-drain-delay=0s")
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_tracegate"))
             .arg("--config")
             .arg(&path)
+            .args(drain_delay)
             .args(args)
             .envs(no_cloud_environment(&no_cloud))
             .envs(envs.iter().copied())
@@ -231,11 +238,22 @@ impl Gateway {
 
     /// Sends SIGTERM and waits (up to `within`) for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_for_exit(within)
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`) without waiting.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (up to `within`) for the process to exit; kills it and panics
+    /// with its logs if it does not.
+    pub fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -244,11 +262,11 @@ impl Gateway {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 panic!(
-                    "tracegate did not exit within {within:?} of SIGTERM:\n{}",
+                    "tracegate did not exit within {within:?} of the signal:\n{}",
                     self.logs().join("\n")
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -51,7 +51,7 @@ component_registry! {
         Batch(batch::Config) = "batch"
             => "Groups spans into larger batches, by size and time.",
         MemoryLimiter(memory_limiter::Config) = "memory_limiter"
-            => "Refuses data while the process's memory is above its limit.",
+            => "Refuses data that would take the process's memory past its soft limit.",
         ProbabilisticSampler(probabilistic_sampler::Config) = "probabilistic_sampler",
             validate probabilistic_sampler::validate
             => "Keeps a share of traces, decided from the trace id (head sampling).",

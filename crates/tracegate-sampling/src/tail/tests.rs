@@ -1147,6 +1147,46 @@ fn above_a_memory_limit_the_oldest_half_is_decided_early_and_kept_ones_released_
     assert_eq!(shard.buffered_bytes(), 0);
 }
 
+/// Asked to free a number of bytes (a memory limiter at its soft limit),
+/// a shard decides just enough of its oldest pending traces early.
+#[test]
+fn asked_to_free_bytes_the_oldest_traces_that_hold_them_are_decided_early() {
+    let mut shard = TraceShard::new(settings());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    for i in 0..10 {
+        shard.insert(
+            &batch(&[span(tid(i), 1), span(tid(i), 2)]),
+            secs(i),
+            &mut set,
+            &mut out,
+        );
+    }
+    let before = shard.buffered_bytes();
+    let per_trace = before / 10;
+    assert_eq!(
+        shard.decide_oldest_to_free(0, secs(10), &mut set, &mut out),
+        0
+    );
+    // A little over two traces' worth: three go, oldest first.
+    let decided = shard.decide_oldest_to_free(2 * per_trace + 1, secs(10), &mut set, &mut out);
+    assert_eq!(decided, 3);
+    let early: Vec<_> = out.decided.iter().map(|d| d.trace_id).collect();
+    assert_eq!(early, (0..3).map(tid).collect::<Vec<_>>());
+    assert!(out
+        .decided
+        .iter()
+        .all(|d| d.reason == DecisionReason::MemoryLimit));
+    assert_eq!(shard.stats().early_memory_limit, 3);
+    assert!(before - shard.buffered_bytes() > 2 * per_trace);
+    // More than is held: everything pending goes.
+    assert_eq!(
+        shard.decide_oldest_to_free(u64::MAX, secs(10), &mut set, &mut out),
+        7
+    );
+    assert_eq!(shard.pending_traces(), 0);
+}
+
 #[test]
 fn block_on_overflow_holds_new_traces_back_until_room() {
     let mut shard = TraceShard::new(TraceBufferSettings {

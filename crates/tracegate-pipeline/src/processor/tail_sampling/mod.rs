@@ -16,7 +16,9 @@
 //! counted, all under `tracegate_tail_sampling_early_decisions{reason=
 //! "memory_limit"}`. Halving on each check rather than emptying the buffer
 //! keeps the younger traces' chance of a full decision while memory comes
-//! back down over a few checks.
+//! back down over a few checks. When a memory limiter at its soft limit
+//! asks for room (bytes it had to turn away), each worker wakes and decides
+//! its oldest traces early until it has freed its share.
 
 mod metrics_names;
 #[cfg(test)]
@@ -41,7 +43,7 @@ use tracegate_sampling::tail::{
 use super::Processor;
 use crate::config::ComponentError;
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
-use crate::memory::MemoryPressure;
+use crate::memory::{MemoryPressure, ShedRequests};
 use crate::telemetry::names;
 use metrics_names as m;
 
@@ -579,6 +581,8 @@ impl TailSampler {
                 drop_pending_on_shutdown: config.drop_pending_traces_on_shutdown,
                 record_policy: record_policy.clone(),
                 reported: Default::default(),
+                shed_requests: memory.shedding_requests(),
+                shards,
                 memory: memory.clone(),
                 next_memory_check: Instant::now() + MEMORY_CHECK_INTERVAL,
             };
@@ -701,33 +705,50 @@ struct ShardWorker {
     reported: tracegate_sampling::tail::ShardStats,
     /// Whether a memory limiter is above its hard limit.
     memory: MemoryPressure,
+    /// Room memory limiters ask for; this worker frees its share.
+    shed_requests: ShedRequests,
+    /// Workers of this processor, among which a request is shared.
+    shards: usize,
     /// When to next ask `memory`, while traces are pending.
     next_memory_check: Instant,
+}
+
+/// Why a shard worker woke.
+enum Wake {
+    /// A trace falls due, or a memory check.
+    Due,
+    /// A memory limiter asked for room.
+    Room,
+    Work(Work),
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl ShardWorker {
     async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
         let mut out = Released::default();
         loop {
-            let work = match self.wake_at() {
-                Some(deadline) => tokio::select! {
-                    biased;
-                    _ = tokio::time::sleep_until(deadline) => None,
-                    work = rx.recv() => match work {
-                        Some(work) => Some(work),
-                        None => break,
-                    },
-                },
-                None => match rx.recv().await {
-                    Some(work) => Some(work),
+            let deadline = self.wake_at();
+            let wake = tokio::select! {
+                biased;
+                _ = sleep_until_some(deadline) => Wake::Due,
+                _ = self.shed_requests.arrived() => Wake::Room,
+                work = rx.recv() => match work {
+                    Some(work) => Wake::Work(work),
                     None => break,
                 },
             };
             let now = self.clock.now();
             let policies = self.policies.clone();
             let mut decider = &*policies;
-            match work {
-                Some(work) => {
+            match wake {
+                Wake::Work(work) => {
                     let mut held = match &work.spans {
                         None => self.shard.insert(&work.batch, now, &mut decider, &mut out),
                         Some(spans) => self.shard.insert_spans(
@@ -752,7 +773,9 @@ impl ShardWorker {
                         held = self.shard.insert(&rest, now, &mut decider, &mut out);
                     }
                 }
-                None => {
+                // Room is made below, as after any wake.
+                Wake::Room => {}
+                Wake::Due => {
                     // A run of the decision timer, as the collector times
                     // its ticks (in ms).
                     let started = std::time::Instant::now();
@@ -763,6 +786,7 @@ impl ShardWorker {
                 }
             }
             self.shed_if_above_hard_limit(now, &mut decider, &mut out);
+            self.shed_if_asked(now, &mut decider, &mut out);
             self.emit(&mut out).await;
         }
         let policies = self.policies.clone();
@@ -801,6 +825,18 @@ impl ShardWorker {
         }
         let decided = self.shard.decide_oldest_for_memory(now, decider, out);
         tracing::debug!(processor = %self.id, shard = self.index, decided, "memory above the hard limit; decided the oldest pending traces early");
+    }
+
+    /// When a memory limiter asked for room: decides the oldest pending
+    /// traces early to free this worker's share of it.
+    fn shed_if_asked(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) {
+        let asked = self.shed_requests.take();
+        if asked == 0 || self.shard.pending_traces() == 0 {
+            return;
+        }
+        let share = asked.div_ceil(self.shards as u64);
+        let decided = self.shard.decide_oldest_to_free(share, now, decider, out);
+        tracing::debug!(processor = %self.id, shard = self.index, share, decided, "a memory limiter asked for room; decided the oldest pending traces early");
     }
 
     /// Passes on released spans and turns what happened into metrics.

@@ -395,6 +395,48 @@ async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
     sampler.flush().await;
 }
 
+/// Issue 15: a memory limiter at its soft limit asks for room; the worker
+/// wakes at once and decides just enough of its oldest traces early, by the
+/// policies, whatever the memory checks say.
+#[tokio::test(start_paused = true)]
+async fn asked_for_room_the_oldest_pending_traces_are_decided_early() {
+    let sink = Arc::new(Collect::default());
+    let pressure = MemoryPressure::default();
+    let sampler = TailSampler::start(
+        "tail_sampling",
+        errors_only(1),
+        sink.clone(),
+        pressure.clone(),
+    )
+    .unwrap();
+    // Six two-span traces, 100 ms apart; the odd ones have an error.
+    for t in 1..=6u8 {
+        let error = t % 2 == 1;
+        send(&sampler, "api", &[(t, 1, false), (t, 2, error)]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sink.spans().is_empty(), "traces wait for decision_wait");
+    // One byte: the oldest trace goes, kept, and no other.
+    let asked_at = tokio::time::Instant::now();
+    pressure.request_shedding(1);
+    settle(|| !sink.spans().is_empty()).await;
+    assert!(asked_at.elapsed() < MEMORY_CHECK_INTERVAL);
+    // Two more asks of a byte each: traces 2 (dropped) and 3 (kept).
+    pressure.request_shedding(1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    pressure.request_shedding(1);
+    settle(|| sink.spans().len() == 4).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kept: std::collections::BTreeSet<_> = sink.spans().iter().map(|s| s.0).collect();
+    assert_eq!(kept, [trace_id(1), trace_id(3)].into_iter().collect());
+    // The others wait for decision_wait as before.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(sink.spans().len(), 4);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(|| sink.spans().len() == 6).await;
+    sampler.flush().await;
+}
+
 /// The value of the first sample of `name` with all of `labels`.
 fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
