@@ -111,9 +111,10 @@ pub(crate) fn default_true() -> bool {
 }
 
 /// Declares an HTTP receiver's config: the fields written in the
-/// invocation, each with its default after `=`, then the connection keys
-/// every HTTP receiver takes, declared here once; and the config's
-/// `Default` and `server_keys()`. The config refuses unknown keys, which
+/// invocation, each with its default after `=`, then the keys every HTTP
+/// receiver takes (`tls`, `max_request_body_size` and the connection keys),
+/// declared here once; and the config's `Default`, `server_keys()` and
+/// `max_request_body_size()`. The config refuses unknown keys, which
 /// rules out `#[serde(flatten)]` of a shared struct, so the macro writes
 /// the shared fields into each config instead.
 macro_rules! http_server_config {
@@ -134,6 +135,16 @@ macro_rules! http_server_config {
                 $(#[$field_meta])*
                 pub $field: $ty,
             )*
+            /// Server TLS (`cert_file`, `key_file`, optional
+            /// `client_ca_file` for mTLS). Default: plaintext.
+            #[serde(default)]
+            pub tls: Option<$crate::tls::TlsServerConfig>,
+            /// Largest request body accepted, in bytes, both as sent and
+            /// after decompression; larger bodies get the receiver's answer
+            /// for them (docs/configuration.md). Default 20 MiB (20971520);
+            /// 0 means the default.
+            #[serde(default)]
+            pub max_request_body_size: u64,
             /// Longest time a client may take to send a request's headers
             /// (HTTP/1; HTTP/2 has no such limit). Default: 30 s (the
             /// collector's `otlp` receiver has none); `0` means none.
@@ -158,6 +169,8 @@ macro_rules! http_server_config {
             fn default() -> Self {
                 $name {
                     $($field: $default,)*
+                    tls: None,
+                    max_request_body_size: 0,
                     read_header_timeout: None,
                     idle_timeout: None,
                     keep_alives_enabled: true,
@@ -167,6 +180,11 @@ macro_rules! http_server_config {
         }
 
         impl $name {
+            /// `max_request_body_size` in bytes, the default applied.
+            pub fn max_request_body_size(&self) -> usize {
+                $crate::receiver::http_ingest::body_size_limit(self.max_request_body_size)
+            }
+
             /// The connection keys, for the listener.
             pub(crate) fn server_keys(&self) -> $crate::receiver::server_keys::HttpServerKeys<'_> {
                 $crate::receiver::server_keys::HttpServerKeys {

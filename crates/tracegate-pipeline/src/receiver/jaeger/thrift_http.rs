@@ -19,14 +19,12 @@ use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
 use crate::receiver::counters::{RejectReason, TransportCounters, INGEST_REASONS};
 use crate::receiver::http_ingest::{
-    body_size_limit, empty_response, media_type, read_body, text_response, HttpHandler,
-    HttpResponse, HttpService,
+    empty_response, media_type, read_body, text_response, HttpHandler, HttpResponse, HttpService,
 };
 use crate::receiver::listener::{self, ConnectionSettings};
 use crate::receiver::server_keys::http_server_config;
 use crate::receiver::split_host_port;
 use crate::receiver::StartError;
-use crate::tls::TlsServerConfig;
 use tracegate_model::SpanBatch;
 
 /// Default `thrift_http` endpoint, as the collector's.
@@ -50,15 +48,6 @@ http_server_config! {
         /// any free port.
         #[serde(default = "default_endpoint")]
         pub endpoint: String = default_endpoint(),
-        /// Server TLS (`cert_file`, `key_file`, optional `client_ca_file` for
-        /// mTLS). Default: plaintext.
-        #[serde(default)]
-        pub tls: Option<TlsServerConfig> = None,
-        /// Largest request body accepted, in bytes, both as sent and after
-        /// decompression. Default 20 MiB (20971520); 0 means the default.
-        /// Larger bodies get 500 (as the collector's Jaeger receiver).
-        #[serde(default)]
-        pub max_request_body_size: u64 = 0,
     }
 }
 
@@ -67,10 +56,6 @@ fn default_endpoint() -> String {
 }
 
 impl ThriftHttpConfig {
-    fn max_request_body_size(&self) -> usize {
-        body_size_limit(self.max_request_body_size)
-    }
-
     /// Pure checks; `path` is the config key (`protocols.thrift_http`).
     pub fn validate(&self, path: &str) -> Result<Vec<String>, ComponentError> {
         split_host_port(&self.endpoint).map_err(|e| error(&format!("{path}.endpoint"), e))?;

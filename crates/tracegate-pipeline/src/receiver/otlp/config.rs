@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 use crate::compression::ContentEncoding;
 use crate::config::{error, ComponentError};
-use crate::receiver::http_ingest::body_size_limit;
 use crate::receiver::server_keys::http_server_config;
 use crate::receiver::{present_means_enabled, split_host_port};
 use crate::tls::TlsServerConfig;
@@ -168,18 +167,9 @@ http_server_config! {
         /// any free port.
         #[serde(default = "default_http_endpoint")]
         pub endpoint: String = default_http_endpoint(),
-        /// Server TLS (`cert_file`, `key_file`, optional `client_ca_file` for
-        /// mTLS). Default: plaintext.
-        #[serde(default)]
-        pub tls: Option<TlsServerConfig> = None,
         /// Cross-origin requests from browsers. Default: none allowed.
         #[serde(default)]
         pub cors: Option<CorsConfig> = None,
-        /// Largest request body accepted, in bytes, both as sent and after
-        /// decompression. Default 20 MiB (20971520); 0 means the default.
-        /// Larger bodies get 400, as in the collector.
-        #[serde(default)]
-        pub max_request_body_size: u64 = 0,
         /// Propagate request headers to the pipeline. Accepted for
         /// compatibility; tracegate does not propagate request metadata yet.
         /// Default false.
@@ -319,11 +309,6 @@ impl GrpcConfig {
 }
 
 impl HttpConfig {
-    /// `max_request_body_size` in bytes (0 means the default).
-    pub fn max_request_body_size(&self) -> usize {
-        body_size_limit(self.max_request_body_size)
-    }
-
     /// The traces path as served (always absolute).
     pub fn traces_path(&self) -> String {
         sanitize_url_path(&self.traces_url_path).unwrap_or_else(|_| default_traces_url_path())

@@ -14,8 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::counters::{RejectReason, TransportCounters, INGEST_REASONS};
 use super::http_ingest::{
-    body_size_limit, empty_response, media_type, read_body, text_response, HttpHandler,
-    HttpResponse, HttpService,
+    empty_response, media_type, read_body, text_response, HttpHandler, HttpResponse, HttpService,
 };
 use super::listener;
 use super::{RunningReceiver, StartError};
@@ -23,7 +22,6 @@ use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
 use crate::receiver::server_keys::http_server_config;
 use crate::receiver::split_host_port;
-use crate::tls::TlsServerConfig;
 use tracegate_model::SpanBatch;
 
 #[cfg(test)]
@@ -41,15 +39,6 @@ http_server_config! {
         /// any free port.
         #[serde(default = "default_endpoint")]
         pub endpoint: String = default_endpoint(),
-        /// Server TLS (`cert_file`, `key_file`, optional `client_ca_file` for
-        /// mTLS). Default: plaintext.
-        #[serde(default)]
-        pub tls: Option<TlsServerConfig> = None,
-        /// Largest request body accepted, in bytes, both as sent and after
-        /// decompression. Default 20 MiB (20971520); 0 means the default.
-        /// Larger bodies get 400.
-        #[serde(default)]
-        pub max_request_body_size: u64 = 0,
         /// Turn tag values that read as integers, doubles or booleans
         /// (`"42"`, `"1.5"`, `"true"`) into typed attributes. Default false:
         /// every tag is a string attribute.
@@ -68,11 +57,6 @@ fn default_endpoint() -> String {
 }
 
 impl Config {
-    /// The body limit in bytes, the default applied.
-    pub fn max_request_body_size(&self) -> usize {
-        body_size_limit(self.max_request_body_size)
-    }
-
     /// Pure checks: `Err` for an invalid config, `Ok(warnings)` otherwise.
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         split_host_port(&self.endpoint).map_err(|e| error("endpoint", e))?;
