@@ -245,6 +245,26 @@ impl SpanBatch {
         self.encode_kept(&kept)
     }
 
+    /// The spans of the resources at `resource_indices` (into
+    /// [`Self::resources`]), as [`select`](Self::select) gives them: in the
+    /// batch's order, whatever the order of the indices; indices past the end
+    /// are ignored. For an exporter that sends each resource on its own and
+    /// retries the ones that failed.
+    pub fn select_resources(&self, resource_indices: &[usize]) -> SpanBatch {
+        let mut spans: Vec<u32> = Vec::new();
+        for resource in resource_indices
+            .iter()
+            .filter_map(|&r| self.resources.get(r))
+        {
+            // A resource's scopes, and their spans, are contiguous.
+            let scopes = &self.scopes[resource.scopes.start as usize..resource.scopes.end as usize];
+            if let (Some(first), Some(last)) = (scopes.first(), scopes.last()) {
+                spans.extend(first.spans.start..last.spans.end);
+            }
+        }
+        self.select(&spans)
+    }
+
     /// Every span re-encoded into a new buffer of its own, even when nothing
     /// is dropped: for storage that must not keep the request's buffer (with
     /// anything else it holds) alive. Resources and scopes without spans and

@@ -84,6 +84,27 @@ fn select_ignores_order_duplicates_and_out_of_range_indices() {
 }
 
 #[test]
+fn select_resources_keeps_whole_resources_in_the_batchs_order() {
+    let (req, batch) = sample();
+    let second = batch.select_resources(&[1, 7]);
+    assert_eq!(second.to_request(), expected_subset(&req, &[4, 5]));
+    assert_index_consistent(&second);
+    let both = batch.select_resources(&[1, 0]);
+    assert_eq!(both.bytes().as_ptr(), batch.bytes().as_ptr());
+    assert!(batch.select_resources(&[]).is_empty());
+    // A resource without spans contributes nothing.
+    let bare = scan_request(&request(vec![
+        (vec![str_kv("service.name", "empty")], vec![]),
+        (
+            vec![str_kv("service.name", "c")],
+            vec![vec![span(9, 9, "c1")]],
+        ),
+    ]));
+    assert!(bare.select_resources(&[0]).is_empty());
+    assert_eq!(bare.select_resources(&[0, 1]).len(), 1);
+}
+
+#[test]
 fn a_subset_copies_instead_of_pinning_the_request() {
     let (_, batch) = sample();
     let one = batch.select(&[3]);

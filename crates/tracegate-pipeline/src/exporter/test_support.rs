@@ -457,6 +457,25 @@ impl TestPki {
             _dir: dir,
         }
     }
+
+    /// A rustls server config with the `localhost` certificate, no client
+    /// authentication, no ALPN.
+    pub(crate) fn server_config(&self) -> rustls::ServerConfig {
+        let certs = rustls_pemfile::certs(&mut self.server_cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut self.server_key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap()
+    }
 }
 
 /// How the HTTP sink answers one request.
@@ -544,20 +563,7 @@ impl HttpSink {
 
     /// The same over TLS with the PKI's `localhost` certificate (ALPN h2, http/1.1).
     pub(crate) async fn start_tls(pki: &TestPki) -> HttpSink {
-        let certs = rustls_pemfile::certs(&mut pki.server_cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls_pemfile::private_key(&mut pki.server_key_pem.as_bytes())
-            .unwrap()
-            .unwrap();
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+        let mut config = pki.server_config();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         HttpSink::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
     }

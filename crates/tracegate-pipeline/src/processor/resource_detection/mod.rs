@@ -10,7 +10,6 @@
 //! Where two detectors set the same attribute, the one listed first wins.
 
 mod azure;
-mod client;
 mod docker;
 mod ec2;
 mod env;
@@ -33,6 +32,7 @@ use tracegate_model::{ResourceAttributes, SpanBatch};
 use super::Processor;
 use crate::config::{nearest, ComponentError};
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
+use crate::http_client as client;
 
 /// A detector, by the name `detectors` lists it under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
