@@ -706,35 +706,61 @@ fn request(index: usize, case: &Case, batch: usize) -> Option<Vec<u8>> {
         .then(|| ExportTraceServiceRequest { resource_spans }.encode_to_vec())
 }
 
-/// One gateway config holding a pipeline per case.
-fn config(cases: &[Case], sink: std::net::SocketAddr) -> String {
-    let indent = |text: &str, by: &str| -> String {
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| format!("{by}{l}\n"))
-            .collect()
-    };
+/// `text`'s non-blank lines, each after `by`.
+fn indent(text: &str, by: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("{by}{l}\n"))
+        .collect()
+}
+
+/// One case's pipeline: an `otlp/<name>` receiver, the processor
+/// `<processor>/<name>` with `settings` (its lines under it) and the
+/// exporter `exporter`.
+struct CasePipeline<'a> {
+    name: &'a str,
+    settings: String,
+    exporter: String,
+}
+
+/// One gateway config holding a pipeline per case, each through its own
+/// `processor`, with the `exporters:` section `exporters`.
+fn config_per_case(pipelines: &[CasePipeline<'_>], processor: &str, exporters: &str) -> String {
     let mut receivers = String::from("receivers:\n");
     let mut processors = String::from("processors:\n");
-    let mut pipelines = String::from("service:\n  pipelines:\n");
-    for case in cases {
-        let name = case.name;
+    let mut service = String::from("service:\n  pipelines:\n");
+    for CasePipeline {
+        name,
+        settings,
+        exporter,
+    } in pipelines
+    {
         receivers.push_str(&format!(
             "  otlp/{name}:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n"
         ));
-        processors.push_str(&format!(
-            "  tail_sampling/{name}:\n    decision_wait: 200ms\n{}    policies:\n{}",
-            indent(case.settings, "    "),
-            indent(case.policies, "      "),
-        ));
-        pipelines.push_str(&format!(
-            "    traces/{name}:\n      receivers: [otlp/{name}]\n      processors: [tail_sampling/{name}]\n      exporters: [otlp]\n"
+        processors.push_str(&format!("  {processor}/{name}:\n{settings}"));
+        service.push_str(&format!(
+            "    traces/{name}:\n      receivers: [otlp/{name}]\n      processors: [{processor}/{name}]\n      exporters: [{exporter}]\n"
         ));
     }
-    format!(
-        "{receivers}{processors}{exporters}{pipelines}{TELEMETRY}",
-        exporters = otlp_exporter_to(sink)
-    )
+    format!("{receivers}{processors}{exporters}{service}{TELEMETRY}")
+}
+
+/// One gateway config holding a pipeline per case.
+fn config(cases: &[Case], sink: std::net::SocketAddr) -> String {
+    let pipelines: Vec<CasePipeline> = cases
+        .iter()
+        .map(|case| CasePipeline {
+            name: case.name,
+            settings: format!(
+                "    decision_wait: 200ms\n{}    policies:\n{}",
+                indent(case.settings, "    "),
+                indent(case.policies, "      "),
+            ),
+            exporter: "otlp".into(),
+        })
+        .collect();
+    config_per_case(&pipelines, "tail_sampling", &otlp_exporter_to(sink))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

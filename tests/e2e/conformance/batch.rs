@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
+use super::{config_per_case, indent, CasePipeline};
 use crate::support;
-use support::gateway::{validate, Gateway, TELEMETRY};
+use support::gateway::{pipeline_to, validate, Gateway};
 use support::raw::{grpc, TRACE_EXPORT};
 use support::sink::Sink;
 use support::spans_request;
@@ -77,30 +78,21 @@ fn cases() -> Vec<Case> {
 }
 
 fn config(cases: &[Case], sinks: &[Sink]) -> String {
-    let mut receivers = String::from("receivers:\n");
-    let mut processors = String::from("processors:\n");
     let mut exporters = String::from("exporters:\n");
-    let mut pipelines = String::from("service:\n  pipelines:\n");
+    let mut pipelines = Vec::new();
     for (case, sink) in cases.iter().zip(sinks) {
         let name = case.name;
-        receivers.push_str(&format!(
-            "  otlp/{name}:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n"
-        ));
-        let settings: String = case
-            .settings
-            .lines()
-            .map(|l| format!("    {l}\n"))
-            .collect();
-        processors.push_str(&format!("  batch/{name}:\n{settings}"));
         exporters.push_str(&format!(
             "  otlp/{name}:\n    endpoint: {}\n    tls:\n      insecure: true\n",
             sink.addr
         ));
-        pipelines.push_str(&format!(
-            "    traces/{name}:\n      receivers: [otlp/{name}]\n      processors: [batch/{name}]\n      exporters: [otlp/{name}]\n"
-        ));
+        pipelines.push(CasePipeline {
+            name,
+            settings: indent(case.settings, "    "),
+            exporter: format!("otlp/{name}"),
+        });
     }
-    format!("{receivers}{processors}{exporters}{pipelines}{TELEMETRY}")
+    config_per_case(&pipelines, "batch", &exporters)
 }
 
 /// The span count of each request `sink` got, sorted.
@@ -175,7 +167,11 @@ async fn batch_sends_the_batches_the_collector_sends() {
 /// example is refused, naming the key, rather than batched otherwise.
 #[test]
 fn the_readmes_metadata_batching_is_refused_naming_the_key() {
-    let yaml = r#"
+    // Validation connects to nothing; any address will do.
+    let nowhere = "127.0.0.1:9".parse().unwrap();
+    let yaml = pipeline_to(
+        nowhere,
+        r#"
 receivers:
   otlp:
     protocols:
@@ -189,16 +185,11 @@ processors:
 
     # limit to 10 batcher processes before raising errors
     metadata_cardinality_limit: 10
-exporters:
-  debug:
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [debug]
-"#;
-    let (valid, stdout, stderr) = validate(yaml);
+"#,
+        "otlp",
+        "batch",
+    );
+    let (valid, stdout, stderr) = validate(&yaml);
     assert!(!valid, "{stdout}");
     assert!(
         stderr.contains("processors::batch::metadata_keys")

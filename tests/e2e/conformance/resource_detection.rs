@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use super::{config_per_case, indent, CasePipeline};
 use crate::resource_detection::{fake_imds, str_attr, two_resources};
 use crate::support;
-use support::gateway::{otlp_exporter_to, Gateway, TELEMETRY};
+use support::gateway::{otlp_exporter_to, Gateway};
 use support::raw::{grpc, TRACE_EXPORT};
 use support::sink::Sink;
 
@@ -165,32 +166,15 @@ system:
 }
 
 fn config(cases: &[Case], sink: std::net::SocketAddr) -> String {
-    let indent = |text: &str| -> String {
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| format!("    {l}\n"))
-            .collect()
-    };
-    let mut receivers = String::from("receivers:\n");
-    let mut processors = String::from("processors:\n");
-    let mut pipelines = String::from("service:\n  pipelines:\n");
-    for case in cases {
-        let name = case.name;
-        receivers.push_str(&format!(
-            "  otlp/{name}:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n"
-        ));
-        processors.push_str(&format!(
-            "  resource_detection/{name}:\n{}",
-            indent(case.settings)
-        ));
-        pipelines.push_str(&format!(
-            "    traces/{name}:\n      receivers: [otlp/{name}]\n      processors: [resource_detection/{name}]\n      exporters: [otlp]\n"
-        ));
-    }
-    format!(
-        "{receivers}{processors}{exporters}{pipelines}{TELEMETRY}",
-        exporters = otlp_exporter_to(sink)
-    )
+    let pipelines: Vec<CasePipeline> = cases
+        .iter()
+        .map(|case| CasePipeline {
+            name: case.name,
+            settings: indent(case.settings, "    "),
+            exporter: "otlp".into(),
+        })
+        .collect();
+    config_per_case(&pipelines, "resource_detection", &otlp_exporter_to(sink))
 }
 
 /// What differs from `want` in `resource`, one line per attribute.

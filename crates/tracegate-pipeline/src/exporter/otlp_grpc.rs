@@ -846,26 +846,20 @@ mod tests {
         );
     }
 
-    /// `round_robin` over a name that resolves to two addresses (a
-    /// headless Service): calls alternate between one connection to each.
-    #[tokio::test]
-    async fn round_robin_spreads_calls_over_the_addresses_of_the_name() {
-        use crate::exporter::test_support::{sample_batch, GrpcSink};
-        let first = GrpcSink::start_on("127.0.0.1:0".parse().unwrap()).await;
-        let port = first.addr.port();
-        let second = GrpcSink::start_on(SocketAddr::from(([127, 0, 0, 2], port))).await;
-        let addresses = vec![first.addr, second.addr];
-        let resolved = addresses.clone();
-        let c: Config = valid_config(serde_json::json!({
-            "endpoint": format!("collectors.test:{port}"),
-            "tls": {"insecure": true},
-            "balancer_name": "round_robin",
-        }));
+    /// A `round_robin` exporter on `config` whose endpoint's name resolves
+    /// to `addresses`, once it has resolved.
+    async fn resolving_to(
+        config: serde_json::Value,
+        addresses: Vec<SocketAddr>,
+    ) -> OtlpGrpcExporter {
+        let c: Config = valid_config(config);
+        let name = c.target().unwrap().authority.to_string();
+        let count = addresses.len();
         let exporter = OtlpGrpcExporter::with_resolver(
             &c,
-            Arc::new(move |name: String| {
-                assert_eq!(name, format!("collectors.test:{port}"));
-                let resolved = resolved.clone();
+            Arc::new(move |asked: String| {
+                assert_eq!(asked, name);
+                let resolved = addresses.clone();
                 Box::pin(async move { Ok(resolved) })
             }),
         )
@@ -874,8 +868,28 @@ mod tests {
             panic!("round_robin builds one channel per address")
         };
         crate::exporter::test_support::eventually("the name resolved", || {
-            rr.backends.read().unwrap().len() == 2
+            rr.backends.read().unwrap().len() == count
         })
+        .await;
+        exporter
+    }
+
+    /// `round_robin` over a name that resolves to two addresses (a
+    /// headless Service): calls alternate between one connection to each.
+    #[tokio::test]
+    async fn round_robin_spreads_calls_over_the_addresses_of_the_name() {
+        use crate::exporter::test_support::{sample_batch, GrpcSink};
+        let first = GrpcSink::start_on("127.0.0.1:0".parse().unwrap()).await;
+        let port = first.addr.port();
+        let second = GrpcSink::start_on(SocketAddr::from(([127, 0, 0, 2], port))).await;
+        let exporter = resolving_to(
+            serde_json::json!({
+                "endpoint": format!("collectors.test:{port}"),
+                "tls": {"insecure": true},
+                "balancer_name": "round_robin",
+            }),
+            vec![first.addr, second.addr],
+        )
         .await;
         for _ in 0..6 {
             exporter.export(&sample_batch(1, 1)).await.unwrap();
@@ -896,26 +910,15 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let resolved = vec![refusing, live.addr];
-        let c: Config = valid_config(serde_json::json!({
-            "endpoint": "collectors.test:4317",
-            "tls": {"insecure": true},
-        }));
-        let exporter = OtlpGrpcExporter::with_resolver(
-            &c,
-            Arc::new(move |_| {
-                let resolved = resolved.clone();
-                Box::pin(async move { Ok(resolved) })
-            }),
+        // round_robin is the default.
+        let exporter = resolving_to(
+            serde_json::json!({"endpoint": "collectors.test:4317", "tls": {"insecure": true}}),
+            vec![refusing, live.addr],
         )
-        .unwrap();
-        let Channels::RoundRobin(rr) = &exporter.channels else {
-            panic!("round_robin is the default")
-        };
-        crate::exporter::test_support::eventually("the name resolved", || {
-            rr.backends.read().unwrap().len() == 2
-        })
         .await;
+        let Channels::RoundRobin(rr) = &exporter.channels else {
+            unreachable!("resolving_to checked")
+        };
         for _ in 0..4 {
             exporter.export(&sample_batch(1, 1)).await.unwrap();
         }
