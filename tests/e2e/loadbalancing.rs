@@ -7,142 +7,21 @@
 
 use crate::support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use support::gateway::{Gateway, TELEMETRY};
 use support::raw::{counter_sum, grpc, http, wait_until_accounted, TRACE_EXPORT};
 use support::sink::Sink;
+use support::traces::{
+    assert_kept_whole_once, assert_share, make_trace, request, start_gateway, wait_for_kept, Kind,
+    Trace,
+};
 use support::Rng;
 use tracegate_pipeline::membership::hash::{trace_id_key, Rendezvous};
 use tracegate_pipeline::membership::members;
-use tracegate_sampling::tail::{keep_threshold, trace_randomness};
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Error,
-    Slow,
-    Normal,
-}
-
-struct Trace {
-    id: [u8; 16],
-    kind: Kind,
-    spans: Vec<Span>,
-}
-
-/// A trace of 8 to 10 spans: 5 % have an error span, 10 % last 1.5 s.
-fn make_trace(rng: &mut Rng, n: usize) -> Trace {
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&rng.next().to_be_bytes());
-    id[8..].copy_from_slice(&rng.next().to_be_bytes());
-    let kind = match rng.below(100) {
-        0..=4 => Kind::Error,
-        5..=14 => Kind::Slow,
-        _ => Kind::Normal,
-    };
-    let count = 8 + rng.below(3) as usize;
-    let error_span = rng.below(count as u64) as usize;
-    let start = 1_700_000_000_000_000_000u64 + n as u64 * 1_000_000;
-    let length: u64 = if kind == Kind::Slow {
-        1_500_000_000
-    } else {
-        50_000_000
-    };
-    let spans = (0..count)
-        .map(|i| Span {
-            trace_id: id.to_vec(),
-            span_id: (((n as u64) << 8) | (i as u64 + 1)).to_be_bytes().to_vec(),
-            parent_span_id: if i == 0 {
-                vec![]
-            } else {
-                (((n as u64) << 8) | 1).to_be_bytes().to_vec()
-            },
-            name: format!("op-{i}"),
-            start_time_unix_nano: start + i as u64 * 1_000_000,
-            end_time_unix_nano: if i == 0 {
-                start + length
-            } else {
-                start + i as u64 * 1_000_000 + 500_000
-            },
-            status: Some(Status {
-                code: if kind == Kind::Error && i == error_span {
-                    status::StatusCode::Error as i32
-                } else {
-                    status::StatusCode::Unset as i32
-                },
-                message: String::new(),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    Trace { id, kind, spans }
-}
-
-/// What `config/gateway.yaml` keeps: every error trace, 25 % of slow ones,
-/// 5 % of the rest.
-fn expected_kept(trace: &Trace) -> bool {
-    let r = trace_randomness(&trace.id);
-    match trace.kind {
-        Kind::Error => true,
-        Kind::Slow => r >= keep_threshold(0.25),
-        Kind::Normal => r >= keep_threshold(0.05),
-    }
-}
-
-fn request(service: &str, spans: Vec<Span>) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(service.into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
-/// A gateway: tracegate on `config/gateway.yaml` exporting to `sink`, its
-/// decisions `decision_wait` after a trace's first span; listening on
-/// `grpc` (`127.0.0.1:0` for any port).
-fn start_gateway(sink: &Sink, grpc: &str, decision_wait: &str) -> Gateway {
-    let yaml = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../config/gateway.yaml"
-    ))
-    .expect("config/gateway.yaml");
-    let tempo = format!("127.0.0.1:{}", sink.addr.port());
-    Gateway::start_with(
-        &yaml,
-        &[],
-        &[
-            ("TRACEGATE_OTLP_GRPC_ENDPOINT", grpc),
-            ("TRACEGATE_OTLP_HTTP_ENDPOINT", "127.0.0.1:0"),
-            ("TRACEGATE_HEALTH_ENDPOINT", "127.0.0.1:0"),
-            ("TRACEGATE_METRICS_ADDRESS", "127.0.0.1:0"),
-            ("TRACEGATE_TEMPO_ENDPOINT", tempo.as_str()),
-            ("TRACEGATE_DECISION_WAIT", decision_wait),
-            ("TRACEGATE_LOG_ENCODING", "json"),
-        ],
-    )
-}
 
 /// An agent: OTLP/gRPC in, the `loadbalancing` exporter (static resolver)
 /// out to `gateways`, retrying every 100 to 500 ms for as long as it takes.
@@ -212,9 +91,7 @@ fn owners(gateways: &[SocketAddr], traces: &[Trace]) -> Vec<usize> {
 async fn three_gateways_and_two_agents_keep_whole_traces_once() {
     const TRACES: usize = 30_000;
     let sink = Sink::start().await;
-    let gateways: Vec<Gateway> = (0..3)
-        .map(|_| start_gateway(&sink, "127.0.0.1:0", "2s"))
-        .collect();
+    let gateways: Vec<Gateway> = (0..3).map(|_| start_gateway(&sink)).collect();
     let gateway_addrs: Vec<SocketAddr> = gateways.iter().map(|g| g.addr("otlp", "grpc")).collect();
     let agents = [start_agent(&gateway_addrs), start_agent(&gateway_addrs)];
     let agent_addrs = [
@@ -223,7 +100,9 @@ async fn three_gateways_and_two_agents_keep_whole_traces_once() {
     ];
 
     let mut rng = Rng(0x10ad);
-    let traces: Vec<Trace> = (0..TRACES).map(|n| make_trace(&mut rng, n)).collect();
+    let traces: Vec<Trace> = (0..TRACES)
+        .map(|n| make_trace(&mut rng, n, 8..=10))
+        .collect();
     // Waves of 1000 traces; of each trace, some spans go to one agent and
     // the rest to the other, in two requests per agent, all concurrently.
     let mut sent_to_agent = [0usize; 2];
@@ -301,45 +180,12 @@ async fn three_gateways_and_two_agents_keep_whole_traces_once() {
     assert_eq!(seen, TRACES, "no trace was seen by two gateways");
 
     // Every kept trace whole, exactly once; nothing of the others.
-    let expected: HashMap<[u8; 16], &Trace> = traces
-        .iter()
-        .filter(|t| expected_kept(t))
-        .map(|t| (t.id, t))
-        .collect();
-    let expected_spans: usize = expected.values().map(|t| t.spans.len()).sum();
-    assert!(
-        sink.wait_for_spans(expected_spans, Duration::from_secs(30))
-            .await,
-        "sink has {} of {expected_spans} spans",
-        sink.span_count()
-    );
-    let mut got: HashMap<[u8; 16], HashSet<Vec<u8>>> = HashMap::new();
-    for s in sink.spans() {
-        let id: [u8; 16] = s.span.trace_id.as_slice().try_into().unwrap();
-        assert!(
-            got.entry(id).or_default().insert(s.span.span_id.clone()),
-            "a span arrived twice"
-        );
-    }
-    for (id, spans) in &got {
-        let t = expected
-            .get(id)
-            .unwrap_or_else(|| panic!("trace {id:02x?} should have been dropped"));
-        let want: HashSet<Vec<u8>> = t.spans.iter().map(|s| s.span_id.clone()).collect();
-        assert_eq!(spans, &want, "trace {id:02x?} ({:?}) incomplete", t.kind);
-    }
-    assert_eq!(got.len(), expected.len(), "every kept trace arrived");
+    wait_for_kept(&sink, &traces, Duration::from_secs(30)).await;
+    let kept = assert_kept_whole_once(&sink, &traces);
 
     // Each class's share within 3 sigma of the policy.
     for (kind, p) in [(Kind::Error, 1.0), (Kind::Slow, 0.25), (Kind::Normal, 0.05)] {
-        let of_kind: Vec<&Trace> = traces.iter().filter(|t| t.kind == kind).collect();
-        let kept = of_kind.iter().filter(|t| got.contains_key(&t.id)).count() as f64;
-        let n = of_kind.len() as f64;
-        let sigma = (n * p * (1.0 - p)).sqrt();
-        assert!(
-            (kept - n * p).abs() <= 3.0 * sigma,
-            "{kind:?}: kept {kept} of {n}, expected {p}"
-        );
+        assert_share(&traces, &kept, kind, p, 3.0);
     }
 }
 
@@ -371,7 +217,7 @@ async fn a_gateway_killed_mid_run_gets_its_spans_when_it_comes_back() {
     let agent = start_agent(&addrs);
     let agent_addr = agent.addr("otlp", "grpc");
     let mut rng = Rng(0xdead);
-    let traces: Vec<Trace> = (0..3000).map(|n| make_trace(&mut rng, n)).collect();
+    let traces: Vec<Trace> = (0..3000).map(|n| make_trace(&mut rng, n, 8..=10)).collect();
     let owner = owners(&addrs, &traces);
     let spans_of = |g: usize, range: std::ops::Range<usize>| -> usize {
         traces[range.clone()]
