@@ -307,3 +307,49 @@ async fn a_gateway_killed_mid_run_gets_its_spans_when_it_comes_back() {
         traces.iter().map(|t| t.spans.len()).sum::<usize>()
     );
 }
+
+/// A resolver that cannot start stops startup with the reason, before any
+/// receiver listens: here the `k8s` resolver outside a pod.
+#[test]
+fn a_resolver_that_cannot_start_stops_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n\
+         exporters:\n  loadbalancing:\n    resolver:\n      k8s:\n        service: gateway.observability\n\
+         service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [loadbalancing]\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracegate"))
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .env_remove("TRACEGATE_K8S_API_URL")
+        .env("KUBERNETES_SERVICE_HOST", "")
+        .env("KUBERNETES_SERVICE_PORT", "")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tracegate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tracegate kept running without its resolver");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("exporters::loadbalancing") && stderr.contains("k8s resolver"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("tracegate is ready"), "{stderr}");
+}

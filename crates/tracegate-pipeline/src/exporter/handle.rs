@@ -216,6 +216,12 @@ impl ExporterHandle {
         &self.shared.id
     }
 
+    /// Waits until the exporter is ready to export (see
+    /// [`Exporter::ready`]); startup awaits it before receivers listen.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.shared.exporter.ready().await
+    }
+
     /// Whether batches go through a queue (else [`send`](Self::send) exports
     /// in the caller).
     pub fn is_queued(&self) -> bool {

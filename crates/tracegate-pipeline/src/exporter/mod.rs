@@ -139,6 +139,13 @@ pub trait Exporter: Send + Sync + 'static {
     /// [`ExportError::Partial`], so that only those are retried.
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError>;
 
+    /// Awaited once at startup, before any receiver listens: an exporter
+    /// that must learn something first (the `loadbalancing` exporter its
+    /// first member list) does so here. `Err` stops startup, saying why.
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Called once after the queue is drained: flush and close.
     async fn shutdown(&self) {}
 

@@ -105,6 +105,21 @@ impl Backends {
             .clone()
     }
 
+    /// Waits until the resolver has given its first list (`Ok`) or failed
+    /// to start (`Err`, saying why).
+    pub(super) async fn started(&self) -> Result<(), String> {
+        let mut phase = self.phase.subscribe();
+        let result = match &*phase
+            .wait_for(|p| *p != Phase::Starting)
+            .await
+            .map_err(|_| "the resolver stopped before it started".to_string())?
+        {
+            Phase::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        };
+        result
+    }
+
     /// The current members once the resolver has given its first list,
     /// waiting for that at most `within`.
     pub(super) async fn ready(&self, within: Duration) -> Result<Arc<Snapshot>, String> {

@@ -367,6 +367,12 @@ impl Exporter for LoadBalancer {
         }
     }
 
+    /// Waits for the resolver's first member list: a resolver that cannot
+    /// start (the `k8s` one without access to the API) stops startup.
+    async fn ready(&self) -> Result<(), String> {
+        self.backends.started().await
+    }
+
     async fn shutdown_within(&self, grace: Duration) {
         self.stop.cancel();
         self.backends.shutdown(grace).await;

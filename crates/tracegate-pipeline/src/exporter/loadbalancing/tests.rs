@@ -163,6 +163,10 @@ async fn each_trace_goes_whole_to_its_owner_and_each_backend_gets_a_share() {
         !handle.is_queued(),
         "no queue in front of the routing unless asked"
     );
+    handle
+        .ready()
+        .await
+        .expect("the static list is there at once");
 
     let mut rng = Rng(1);
     let traces: Vec<[u8; 16]> = (0..3000).map(|_| rng.trace_id()).collect();
@@ -402,6 +406,11 @@ async fn without_backends_batches_are_refused_with_the_reason() {
     let built =
         super::super::BuildExporter::build(&config, "loadbalancing", &BuildContext::default())
             .expect("builds");
+    let not_ready = built.exporter.ready().await.unwrap_err();
+    assert!(
+        not_ready.contains("k8s resolver could not start"),
+        "{not_ready}"
+    );
     let refused = built
         .exporter
         .export(&batch_of(&[[1; 16]], 1))
