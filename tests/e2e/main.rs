@@ -11,6 +11,7 @@ mod differences;
 mod head_sampling;
 mod jaeger;
 mod jaeger_thrift;
+mod loadbalancing;
 mod memory_limiter;
 mod otlp;
 mod resource_detection;

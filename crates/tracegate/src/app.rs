@@ -166,15 +166,24 @@ pub async fn start(
         }
     }
 
-    // Processors that must finish something first (resource detection)
-    // do so before any receiver listens; a failure stops startup, as in
-    // the collector.
+    // Processors and exporters that must finish something first (resource
+    // detection, a load balancer's first member list) do so before any
+    // receiver listens; a failure stops startup, as in the collector.
     let readies = to_ready.iter().map(|(id, stage)| async move {
         stage
             .ready()
             .await
             .map_err(|e| StartError(format!("processors::{id}: {e}")))
     });
+    let exporters_ready = exporters.iter().map(|(id, handle)| async move {
+        handle
+            .ready()
+            .await
+            .map_err(|e| StartError(format!("exporters::{id}: {e}")))
+    });
+    for result in futures::future::join_all(exporters_ready).await {
+        result?;
+    }
     for result in futures::future::join_all(readies).await {
         result?;
     }

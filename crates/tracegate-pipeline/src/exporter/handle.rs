@@ -228,6 +228,12 @@ impl ExporterHandle {
         &self.shared.id
     }
 
+    /// Waits until the exporter is ready to export (see
+    /// [`Exporter::ready`]); startup awaits it before receivers listen.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.shared.exporter.ready().await
+    }
+
     /// Whether batches go through a queue (else [`send`](Self::send) exports
     /// in the caller).
     pub fn is_queued(&self) -> bool {
@@ -351,6 +357,7 @@ impl ExporterHandle {
     /// (a persistent queue keeps it on disk for the next start instead).
     /// Later calls wait for the first one's work.
     pub async fn shutdown(&self, grace: Duration) {
+        let started = Instant::now();
         let shared = &self.shared;
         let first = !shared.closed.swap(true, Ordering::AcqRel);
         if let Some(queue) = &shared.queue {
@@ -386,7 +393,10 @@ impl ExporterHandle {
                 Leftover::Stored(..) => {}
             }
         }
-        shared.exporter.shutdown().await;
+        shared
+            .exporter
+            .shutdown_within(grace.saturating_sub(started.elapsed()))
+            .await;
     }
 }
 
