@@ -14,6 +14,7 @@ pub mod extension;
 pub mod grpc;
 pub mod health;
 mod http_server;
+pub mod membership;
 pub mod memory;
 pub mod processor;
 pub mod receiver;
