@@ -41,6 +41,16 @@ pub mod names {
     pub const PROCESSOR_MEMORY_LIMITER_REFUSED_SPANS: &str =
         "processor_memory_limiter_refused_spans";
 
+    /// The `loadbalancing` exporter and its resolvers, as the collector's:
+    /// resolutions by `resolver` and `success`; backends in use and
+    /// changes of the list, by `resolver`; per backend (`endpoint`), the
+    /// time to hand it a batch (milliseconds) and the outcomes by `success`.
+    pub const LOADBALANCER_NUM_RESOLUTIONS: &str = "loadbalancer_num_resolutions";
+    pub const LOADBALANCER_NUM_BACKENDS: &str = "loadbalancer_num_backends";
+    pub const LOADBALANCER_NUM_BACKEND_UPDATES: &str = "loadbalancer_num_backend_updates";
+    pub const LOADBALANCER_BACKEND_LATENCY: &str = "loadbalancer_backend_latency";
+    pub const LOADBALANCER_BACKEND_OUTCOME: &str = "loadbalancer_backend_outcome";
+
     /// tracegate's own: spans that left the pipeline other than by export,
     /// labelled by `component` and `reason` (docs/architecture.md,
     /// "Delivery and drop accounting").
@@ -72,6 +82,14 @@ const DURATION_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Bucket bounds, in milliseconds, for `loadbalancer_backend_latency`:
+/// OpenTelemetry's default histogram bounds, which the collector's
+/// loadbalancing exporter records with.
+const LATENCY_MS_BUCKETS: &[f64] = &[
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
+];
+
 /// Installs the process-wide Prometheus recorder. Counters are rendered with
 /// the `_total` suffix, as the collector's Prometheus endpoint does.
 /// Installing twice (tests) returns a handle to a fresh, unused recorder
@@ -85,6 +103,11 @@ pub fn install_recorder() -> PrometheusHandle {
             .set_buckets_for_metric(
                 Matcher::Full(names::PROCESSOR_INTERNAL_DURATION.into()),
                 DURATION_BUCKETS,
+            )
+            .expect("bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Full(names::LOADBALANCER_BACKEND_LATENCY.into()),
+                LATENCY_MS_BUCKETS,
             )
             .expect("bucket list is not empty")
     };

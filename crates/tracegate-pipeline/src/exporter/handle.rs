@@ -335,6 +335,7 @@ impl ExporterHandle {
     /// them and counts whatever is left as dropped with reason `shutdown`.
     /// Later calls wait for the first one's work.
     pub async fn shutdown(&self, grace: Duration) {
+        let started = Instant::now();
         let shared = &self.shared;
         let first = !shared.closed.swap(true, Ordering::AcqRel);
         if let Some(queue) = &shared.queue {
@@ -362,7 +363,10 @@ impl ExporterHandle {
                 );
             }
         }
-        shared.exporter.shutdown().await;
+        shared
+            .exporter
+            .shutdown_within(grace.saturating_sub(started.elapsed()))
+            .await;
     }
 }
 

@@ -1,7 +1,8 @@
 //! Exporters: the fan-out (one `Arc`'d batch to every exporter of a
 //! pipeline), each exporter's bounded queue with its own consumer tasks and
 //! retry ([`ExporterHandle`]), and the exporters themselves: OTLP/gRPC,
-//! OTLP/HTTP, Jaeger gRPC, `debug` and `file`.
+//! OTLP/HTTP, Jaeger gRPC, `debug`, `file`, and `loadbalancing`, which
+//! routes over OTLP/gRPC exporters of its own.
 
 mod backoff;
 pub mod debug;
@@ -12,6 +13,7 @@ mod handle;
 pub mod jaeger;
 #[cfg(test)]
 mod jaeger_flaky_tests;
+pub mod loadbalancing;
 pub mod otlp_grpc;
 pub mod otlp_http;
 #[cfg(test)]
@@ -139,6 +141,13 @@ pub trait Exporter: Send + Sync + 'static {
 
     /// Called once after the queue is drained: flush and close.
     async fn shutdown(&self) {}
+
+    /// [`shutdown`](Self::shutdown), told what is left of the grace
+    /// period; for exporters that drain queues of their own (the
+    /// `loadbalancing` exporter's backends).
+    async fn shutdown_within(&self, _grace: Duration) {
+        self.shutdown().await
+    }
 }
 
 /// An exporter that could not start (a TLS file missing, a file path that
@@ -191,9 +200,10 @@ component_registry! {
             => "Writes OTLP/JSON or protobuf records to a file, with rotation.",
         Jaeger(jaeger::Config) = "jaeger", parse jaeger::config_from_value
             => "Jaeger api_v2 over gRPC (`PostSpans`).",
+        LoadBalancing(loadbalancing::Config) = "loadbalancing" | "load_balancing"
+            => "Routes each trace (or service, resource, attributes) to one backend of a fleet over OTLP/gRPC.",
     }
     not built: [
-        "loadbalancing",
         "kafka",
         "zipkin",
         "prometheusremotewrite",

@@ -192,7 +192,7 @@ pub async fn start(
 /// [`start`] with the environment and file system root given.
 async fn start_in(
     cfg: &K8sResolverConfig,
-    var: &dyn Fn(&str) -> Option<String>,
+    var: &(dyn Fn(&str) -> Option<String> + Sync),
     root: &Path,
     shutdown: CancellationToken,
 ) -> Result<watch::Receiver<Arc<[String]>>, String> {
