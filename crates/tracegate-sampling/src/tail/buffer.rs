@@ -46,6 +46,9 @@ use super::policy::{Decision, PolicySet, TraceView, Verdict};
 use super::store::{AssembledOnDemand, Headers, ScopeHeaders, StoredSpans};
 use super::{shard_of, TraceId};
 
+mod handover;
+pub use handover::{KnownDecision, PendingTrace};
+
 /// Decides traces: the policies, possibly shared between shards.
 pub trait Decider {
     fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict;
@@ -147,6 +150,9 @@ pub enum DecisionReason {
     Shutdown,
     /// `span-ingest`: a batch of the trace decided it as it arrived.
     SpanIngest,
+    /// Decided by the trace's previous owner, whose decision was handed
+    /// over with the trace ([`TraceShard::import_decision`]).
+    Handover,
 }
 
 impl DecisionReason {
@@ -161,6 +167,7 @@ impl DecisionReason {
             DecisionReason::MemoryLimit => "memory_limit",
             DecisionReason::Shutdown => "shutdown",
             DecisionReason::SpanIngest => "span_ingest",
+            DecisionReason::Handover => "handover",
         }
     }
 
