@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::Readiness;
 use crate::memory::MemoryPressure;
+use crate::processor::tail_sampling::handover::HandoverExchange;
 
 /// Handed to every component's build function by the registry of its kind
 /// (see [`crate::registry`]). Cloning it is cheap, and clones share the
@@ -27,6 +28,9 @@ pub struct BuildContext {
     /// Cancelled when the component must stop: for receivers when shutdown
     /// begins (stop accepting), for extensions at its end.
     pub shutdown: CancellationToken,
+    /// Where `tail_sampling` processors with `handover` take traces other
+    /// gateways hand them: they register, the OTLP/gRPC receivers deliver.
+    pub handover: HandoverExchange,
 }
 
 impl BuildContext {
