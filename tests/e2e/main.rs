@@ -10,6 +10,7 @@ mod conformance;
 mod head_sampling;
 mod jaeger;
 mod jaeger_thrift;
+mod loadbalancing;
 mod memory_limiter;
 mod otlp;
 mod resource_detection;

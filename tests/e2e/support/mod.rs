@@ -12,6 +12,7 @@ pub mod python;
 pub mod raw;
 pub mod sink;
 pub mod tls;
+pub mod traces;
 
 /// A file of the repository's `tests/fixtures/` (the seed deployments'
 /// configs and checks, copied in so the tests need nothing outside the

@@ -88,6 +88,27 @@ pub(crate) fn sample_request(
     }
 }
 
+/// A deterministic generator (splitmix64), so a test sends the same trace
+/// ids on every run.
+pub(crate) struct TestRng(pub u64);
+
+impl TestRng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub(crate) fn trace_id(&mut self) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.next().to_be_bytes());
+        id[8..].copy_from_slice(&self.next().to_be_bytes());
+        id
+    }
+}
+
 /// A component's config from JSON, which the test expects to be valid.
 pub(crate) fn valid_config<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     crate::config::from_value(value).expect("valid config")

@@ -123,26 +123,7 @@ impl Rendezvous {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// splitmix64, so the samples are the same on every run.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        fn trace_id(&mut self) -> [u8; 16] {
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&self.next().to_be_bytes());
-            id[8..].copy_from_slice(&self.next().to_be_bytes());
-            id
-        }
-    }
+    use crate::exporter::test_support::TestRng as Rng;
 
     const SAMPLE: usize = 100_000;
 

@@ -12,7 +12,8 @@
 //! - `static` (`static_hosts.rs`): a fixed list;
 //! - `dns` (`dns.rs`, with its own small DNS client in `dns_client.rs`): the
 //!   addresses a name resolves to, asked again every `interval`;
-//! - `k8s` (`k8s.rs`): the ready endpoints of a Kubernetes Service.
+//! - `k8s` (`k8s.rs`): the ready endpoints of a Kubernetes Service, by
+//!   list and watch of its EndpointSlices.
 
 pub mod dns;
 mod dns_client;
@@ -115,15 +116,18 @@ impl ResolverConfig {
         }
     }
 
-    /// Pure checks of the settings, errors at `resolver.<name>.<key>`. The
-    /// `k8s` resolver checks its settings when it starts.
+    /// Pure checks of the settings, errors at `resolver.<name>.<key>`.
     pub fn validate(&self) -> Result<(), ComponentError> {
         let in_resolver =
             |e: ComponentError| error(&format!("resolver.{}.{}", self.name(), e.path), e.message);
         match self {
             ResolverConfig::Static(c) => c.validate().map_err(in_resolver),
             ResolverConfig::Dns(c) => c.validate().map_err(in_resolver),
-            ResolverConfig::K8s(_) => Ok(()),
+            // Its messages start with the key: `service: required: ...`.
+            ResolverConfig::K8s(c) => c.validate().map_err(|message| {
+                let (key, message) = message.split_once(": ").unwrap_or(("", &message));
+                in_resolver(error(key, message))
+            }),
         }
     }
 
@@ -138,7 +142,19 @@ impl ResolverConfig {
         match self {
             ResolverConfig::Static(c) => Ok(c.start(shutdown)),
             ResolverConfig::Dns(c) => Ok(c.start(shutdown).await),
-            ResolverConfig::K8s(c) => k8s::start(c, shutdown).await,
+            ResolverConfig::K8s(c) => {
+                let started = k8s::start(c, shutdown).await;
+                record_resolution("k8s", started.is_ok());
+                let members = started?;
+                // Every list the API's watch brings is a resolution.
+                let mut changes = members.clone();
+                tokio::spawn(async move {
+                    while changes.changed().await.is_ok() {
+                        record_resolution("k8s", true);
+                    }
+                });
+                Ok(members)
+            }
         }
     }
 }
@@ -223,6 +239,21 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().path, "resolver.static.hostnames");
         let c: ResolverConfig = from_value(serde_json::json!({"dns": {"hostname": ""}})).unwrap();
         assert_eq!(c.validate().unwrap_err().path, "resolver.dns.hostname");
+        for (k8s, path) in [
+            (serde_json::json!({"service": ""}), "resolver.k8s.service"),
+            (
+                serde_json::json!({"service": "gw.ns", "ports": [4317, 4317]}),
+                "resolver.k8s.ports",
+            ),
+        ] {
+            let c: ResolverConfig = from_value(serde_json::json!({ "k8s": k8s })).unwrap();
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.path, path, "{err}");
+            assert!(!err.message.starts_with(':'), "{err}");
+        }
+        let c: ResolverConfig =
+            from_value(serde_json::json!({"k8s": {"service": "gw.observability"}})).unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

@@ -9,11 +9,13 @@
 //! A backend that cannot be reached keeps its part in its own queue and
 //! retries it there (`protocol.otlp.retry_on_failure`); nothing is sent to
 //! another backend, since that would split the trace between two tail
-//! samplers. When its queue is full, what does not fit is counted as
-//! dropped for that backend while the other backends' parts go out; a
-//! batch that no backend would take is refused, so the sender can retry it
-//! whole. A backend that leaves the member list sends what it still holds
-//! to itself, for up to 30 s.
+//! samplers. When its queue is full, its part of a batch whose other parts
+//! went out is counted as dropped for that backend, or, with the outer
+//! `retry_on_failure` on, retried alone and routed afresh (a partial
+//! failure, so the parts taken are not sent again); a batch that no backend
+//! would take is refused, so the sender can retry it whole. A backend that
+//! leaves the member list sends what it still holds to itself, for up to
+//! 30 s.
 
 mod backends;
 mod routing;
@@ -173,6 +175,9 @@ pub struct LoadBalancer {
     router: Router,
     backends: Arc<Backends>,
     timeout: Option<Duration>,
+    /// `retry_on_failure.enabled`: parts refused beside parts taken are
+    /// then handed back for retry, else dropped.
+    retry: bool,
     /// Stops following the member list.
     stop: CancellationToken,
 }
@@ -194,6 +199,7 @@ impl super::BuildExporter for Config {
             router: Router::new(self.routing_key, &self.routing_attributes),
             backends,
             timeout: super::delivery::attempt_timeout(self.timeout),
+            retry: self.retry_on_failure.enabled,
             stop,
         };
         Ok(super::Built::new(
@@ -207,7 +213,7 @@ impl super::BuildExporter for Config {
 /// A part a backend did not take, and why.
 struct Refused {
     backend: Arc<Backend>,
-    spans: usize,
+    part: SpanBatch,
     refusal: Refusal,
 }
 
@@ -251,7 +257,7 @@ impl LoadBalancer {
                     }
                     Err(refusal) => refused.push(Refused {
                         backend,
-                        spans: part.len(),
+                        part,
                         refusal,
                     }),
                 }
@@ -260,7 +266,7 @@ impl LoadBalancer {
             if moved.is_empty() || snapshot.backends.is_empty() {
                 refused.extend(moved.into_iter().map(|(backend, part)| Refused {
                     backend,
-                    spans: part.len(),
+                    part,
                     refusal: Refusal::ShuttingDown,
                 }));
                 break;
@@ -280,22 +286,32 @@ impl LoadBalancer {
         if refused.is_empty() {
             return Ok(Delivered::default());
         }
-        if taken > 0 {
-            // The client is answered OK for what was taken; what was not
-            // is lost, and counted for the backend that refused it.
-            for r in &refused {
-                r.backend
-                    .handle
-                    .record_dropped(r.refusal.drop_reason(), r.spans as u64);
-                tracing::warn!(
-                    exporter = %r.backend.handle.id(), spans = r.spans,
-                    reason = %r.refusal.drop_reason(),
-                    "a backend did not take its part of a batch; dropping it"
-                );
-            }
-            return Ok(Delivered::default());
+        if taken == 0 {
+            return Err(refusal_error(&refused));
         }
-        Err(refusal_error(&refused))
+        if self.retry {
+            // Only the refused parts are retried, routed afresh each time.
+            let remaining: Vec<SpanBatch> = refused.iter().map(|r| r.part.clone()).collect();
+            return Err(ExportError::partial(
+                Delivered::default(),
+                SpanBatch::concat(&remaining),
+                refusal_error(&refused),
+            ));
+        }
+        // The client is answered OK for what was taken; what was not is
+        // lost, and counted for the backend that refused it.
+        for r in &refused {
+            let spans = r.refusal.undelivered(r.part.len() as u64);
+            r.backend
+                .handle
+                .record_dropped(r.refusal.drop_reason(), spans);
+            tracing::warn!(
+                exporter = %r.backend.handle.id(), spans,
+                reason = %r.refusal.drop_reason(),
+                "a backend did not take its part of a batch; dropping it"
+            );
+        }
+        Ok(Delivered::default())
     }
 }
 

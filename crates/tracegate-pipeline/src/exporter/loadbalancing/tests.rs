@@ -12,7 +12,7 @@ use tracegate_model::otlp::{
 };
 use tracegate_model::SpanBatch;
 
-use super::super::test_support::*;
+use super::super::test_support::{TestRng as Rng, *};
 use super::super::{ExporterConfig, ExporterHandle, Refusal};
 use super::*;
 use crate::context::BuildContext;
@@ -55,26 +55,6 @@ fn start(config: &ExporterConfig) -> ExporterHandle {
     config
         .start("loadbalancing", &BuildContext::default())
         .expect("starts")
-}
-
-/// splitmix64, so every run sends the same traces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn trace_id(&mut self) -> [u8; 16] {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&self.next().to_be_bytes());
-        id[8..].copy_from_slice(&self.next().to_be_bytes());
-        id
-    }
 }
 
 /// A batch of `traces` (each of `spans` spans), their spans spread over
@@ -346,6 +326,47 @@ async fn a_full_backend_queue_drops_its_part_or_refuses_the_batch() {
     assert_eq!(recorder.dropped(&stalled_id, "shutdown"), 8);
 }
 
+/// With `retry_on_failure` on, a part a backend refused beside parts the
+/// others took is retried alone (routed afresh), and nothing is sent twice.
+#[tokio::test]
+async fn with_retry_on_failure_only_the_refused_part_is_retried() {
+    let flaky = GrpcSink::start().await;
+    flaky
+        .state
+        .script([GrpcReply::Fail(tonic::Status::unavailable("restarting"))]);
+    let steady = GrpcSink::start().await;
+    let endpoints = vec![flaky.addr.to_string(), steady.addr.to_string()];
+    let config = ExporterConfig::from_value(
+        "loadbalancing",
+        serde_json::json!({
+            "protocol": {"otlp": otlp(serde_json::json!({
+                "sending_queue": {"enabled": false},
+                "retry_on_failure": {"enabled": false},
+            }))},
+            "resolver": {"static": {"hostnames": endpoints}},
+            "retry_on_failure": {
+                "enabled": true, "initial_interval": "5ms", "max_interval": "20ms",
+                "randomization_factor": 0.0, "max_elapsed_time": "2s",
+            },
+        }),
+    )
+    .unwrap()
+    .unwrap();
+    let handle = start(&config);
+    let mut rng = Rng(6);
+    let mut traces = owned_traces(&mut rng, &endpoints, &endpoints[0], 10);
+    traces.extend(owned_traces(&mut rng, &endpoints, &endpoints[1], 10));
+    handle.send(Arc::new(batch_of(&traces, 3))).await.unwrap();
+    assert_eq!(flaky.state.attempts(), 2, "refused once, then taken");
+    assert_whole_at_owners(&[&flaky, &steady], &endpoints, &traces, 3);
+    assert_eq!(
+        steady.state.attempts(),
+        1,
+        "the part taken is not sent again"
+    );
+    handle.shutdown(GRACE).await;
+}
+
 #[tokio::test]
 async fn shutdown_drains_every_backend_queue() {
     let sinks = [GrpcSink::start().await, GrpcSink::start().await];
@@ -372,22 +393,26 @@ async fn shutdown_drains_every_backend_queue() {
 /// with the reason.
 #[tokio::test]
 async fn without_backends_batches_are_refused_with_the_reason() {
-    let k8s = ExporterConfig::from_value(
-        "load_balancing",
-        serde_json::json!({"resolver": {"k8s": {"service": "gateway.observability"}}}),
-    )
-    .unwrap()
+    // A resolver that cannot start: here one whose settings its own start
+    // refuses (validation would have caught them before a real start).
+    let config: Config = crate::config::from_value(serde_json::json!({
+        "resolver": {"k8s": {"service": ""}},
+    }))
     .unwrap();
-    let handle = start(&k8s);
-    let refused = handle
-        .send(Arc::new(batch_of(&[[1; 16]], 1)))
+    let built =
+        super::super::BuildExporter::build(&config, "loadbalancing", &BuildContext::default())
+            .expect("builds");
+    let refused = built
+        .exporter
+        .export(&batch_of(&[[1; 16]], 1))
         .await
         .unwrap_err();
     assert!(
-        matches!(&refused, Refusal::Failed { message, .. } if message.contains("k8s resolver could not start")),
+        matches!(&refused, ExportError::Retryable { message, .. }
+            if message.contains("k8s resolver could not start") && message.contains("service")),
         "{refused:?}"
     );
-    handle.shutdown(GRACE).await;
+    built.exporter.shutdown_within(GRACE).await;
 
     let dns = TestDns::start().await;
     let handle = start(&dns_config(&dns, 4317));
