@@ -304,6 +304,27 @@ struct Entry {
     plain_times: bool,
 }
 
+impl Entry {
+    /// A trace with no spans yet, first seen `now`.
+    fn empty(seq: u64, now: Duration, state: State) -> Entry {
+        Entry {
+            seq,
+            first_seen: now,
+            state,
+            stored: StoredSpans::default(),
+            span_count: 0,
+            byte_size: 0,
+            traces_size: 0,
+            memory: 0,
+            statuses: 0,
+            root_seen: false,
+            min_start: u64::MAX,
+            max_end: 0,
+            plain_times: true,
+        }
+    }
+}
+
 /// A batch's spans grouped by trace, traces in order of first appearance
 /// and each trace's spans in batch order: a counting sort over reused
 /// buffers, so grouping allocates nothing per trace.
@@ -620,24 +641,7 @@ impl TraceShard {
     fn start_trace(&mut self, id: TraceId, now: Duration) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.table_insert(
-            id,
-            Entry {
-                seq,
-                first_seen: now,
-                state: State::Pending,
-                stored: StoredSpans::default(),
-                span_count: 0,
-                byte_size: 0,
-                traces_size: 0,
-                memory: 0,
-                statuses: 0,
-                root_seen: false,
-                min_start: u64::MAX,
-                max_end: 0,
-                plain_times: true,
-            },
-        );
+        self.table_insert(id, Entry::empty(seq, now, State::Pending));
         self.pending += 1;
         self.stats.new_traces += 1;
         self.wait_queue

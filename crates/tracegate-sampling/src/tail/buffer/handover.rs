@@ -19,7 +19,7 @@ use tracegate_model::SpanBatch;
 
 use super::{Decider, DecisionReason, Entry, Released, State, TraceShard};
 use crate::tail::policy::{Decision, Verdict};
-use crate::tail::store::{AssembledOnDemand, StoredSpans};
+use crate::tail::store::AssembledOnDemand;
 use crate::tail::TraceId;
 
 /// A pending trace taken out of a shard to be handed to its new owner.
@@ -263,21 +263,7 @@ impl TraceShard {
         self.next_seq += 1;
         self.table_insert(
             id,
-            Entry {
-                seq,
-                first_seen: now,
-                state: State::Decided { sampled, at: now },
-                stored: StoredSpans::default(),
-                span_count: 0,
-                byte_size: 0,
-                traces_size: 0,
-                memory: 0,
-                statuses: 0,
-                root_seen: false,
-                min_start: u64::MAX,
-                max_end: 0,
-                plain_times: true,
-            },
+            Entry::empty(seq, now, State::Decided { sampled, at: now }),
         );
         self.arrivals.push_back((id, seq));
         self.compact_arrivals();
@@ -288,64 +274,23 @@ impl TraceShard {
 mod tests {
     use super::super::TraceBufferSettings;
     use super::*;
-    use crate::tail::policy::PolicySet;
-    use crate::tail::PolicyConfig;
-    use tracegate_model::otlp::{
-        ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span, Status,
-    };
+    use crate::tail::tests::{batch, keep_errors, secs, settings, span, tid, SpanSpec};
 
-    fn tid(n: u8) -> TraceId {
-        [n; 16]
+    fn ok(trace: u64, id: u8) -> SpanSpec {
+        span(tid(trace), id)
     }
 
-    /// One span per (trace, span number); `error` marks it ERROR.
-    fn batch(spans: &[(TraceId, u8, bool)]) -> SpanBatch {
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: spans
-                        .iter()
-                        .map(|&(trace, n, error)| Span {
-                            trace_id: trace.to_vec(),
-                            span_id: vec![n, 0, 0, 0, 0, 0, 0, 1],
-                            parent_span_id: if n == 1 { vec![] } else { vec![1; 8] },
-                            name: format!("span-{n}"),
-                            start_time_unix_nano: 1_000,
-                            end_time_unix_nano: 2_000,
-                            status: Some(Status {
-                                code: if error { 2 } else { 0 },
-                                message: String::new(),
-                            }),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        SpanBatch::from_request(&request)
+    fn err(trace: u64, id: u8) -> SpanSpec {
+        span(tid(trace), id).error()
     }
 
-    fn keep_errors() -> PolicySet {
-        let config: Vec<PolicyConfig> = serde_json::from_value(serde_json::json!([
-            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
-        ]))
-        .unwrap();
-        PolicySet::build(&config, false).unwrap().0
-    }
-
-    fn shard(sampled_cache: usize, non_sampled_cache: usize) -> TraceShard {
+    /// A shard whose decision caches hold `cached` traces each.
+    fn shard(cached: usize) -> TraceShard {
         TraceShard::new(TraceBufferSettings {
-            decision_wait: Duration::from_secs(10),
-            sampled_cache_size: sampled_cache,
-            non_sampled_cache_size: non_sampled_cache,
-            ..TraceBufferSettings::default()
+            sampled_cache_size: cached,
+            non_sampled_cache_size: cached,
+            ..settings()
         })
-    }
-
-    fn secs(s: u64) -> Duration {
-        Duration::from_secs(s)
     }
 
     fn span_names(batches: &[SpanBatch]) -> Vec<String> {
@@ -357,19 +302,34 @@ mod tests {
         names
     }
 
+    /// The trace numbers of `decided`, in order.
+    fn numbers(decided: &[super::super::DecidedTrace]) -> Vec<u8> {
+        decided.iter().map(|d| d.trace_id[7]).collect()
+    }
+
+    /// What a shard with `cached`-entry caches remembers after deciding
+    /// `spans` (taken in at 100 s).
+    fn decided_elsewhere(cached: usize, spans: &[SpanSpec]) -> Vec<KnownDecision> {
+        let mut a = shard(cached);
+        let mut out = Released::default();
+        a.insert(&batch(spans), secs(100), &mut keep_errors(), &mut out);
+        a.poll(secs(110), &mut keep_errors(), &mut out);
+        let mut decisions = Vec::new();
+        a.decisions_where(|_| true, &mut decisions);
+        decisions.sort_by_key(|d| d.trace_id);
+        // The old owner still follows them.
+        assert!(decisions.iter().all(|d| a.knows(&d.trace_id)));
+        decisions
+    }
+
     #[test]
     fn pending_traces_leave_whole_and_only_those_asked_for() {
         let mut policies = keep_errors();
         let mut out = Released::default();
-        let mut a = shard(0, 0);
-        let b1 = batch(&[(tid(1), 1, false), (tid(2), 1, false), (tid(1), 2, true)]);
-        a.insert(&b1, secs(100), &mut policies, &mut out);
-        a.insert(
-            &batch(&[(tid(2), 2, false)]),
-            secs(103),
-            &mut policies,
-            &mut out,
-        );
+        let mut a = shard(0);
+        let first = batch(&[ok(1, 1), ok(2, 1), err(1, 2)]);
+        a.insert(&first, secs(100), &mut policies, &mut out);
+        a.insert(&batch(&[ok(2, 2)]), secs(103), &mut policies, &mut out);
         let before = a.buffered_bytes();
         let mut taken = Vec::new();
         assert_eq!(a.take_pending_where(|id| *id == tid(1), &mut taken), 1);
@@ -383,8 +343,7 @@ mod tests {
         assert!(!a.knows(&tid(1)));
         // Its deadline no longer fires: only trace 2 is decided.
         a.poll(secs(200), &mut policies, &mut out);
-        assert_eq!(out.decided.len(), 1);
-        assert_eq!(out.decided[0].trace_id, tid(2));
+        assert_eq!(numbers(&out.decided), [2]);
         assert_eq!(a.buffered_bytes(), 0);
     }
 
@@ -392,9 +351,9 @@ mod tests {
     fn imported_traces_keep_their_first_seen_and_merge_with_local_spans() {
         let mut policies = keep_errors();
         let mut out = Released::default();
-        let mut a = shard(0, 0);
+        let mut a = shard(0);
         a.insert(
-            &batch(&[(tid(1), 1, false), (tid(1), 2, true)]),
+            &batch(&[ok(1, 1), err(1, 2)]),
             secs(100),
             &mut policies,
             &mut out,
@@ -402,10 +361,10 @@ mod tests {
         let mut taken = Vec::new();
         a.take_pending_where(|_| true, &mut taken);
 
-        let mut b = shard(0, 0);
+        let mut b = shard(0);
         // Local spans of the trace and another trace arrived first.
         b.insert(
-            &batch(&[(tid(1), 3, false), (tid(9), 1, false)]),
+            &batch(&[ok(1, 3), ok(9, 1)]),
             secs(104),
             &mut policies,
             &mut out,
@@ -427,62 +386,43 @@ mod tests {
         // Due at 110 (first seen at 100 on the old owner), not 114.
         assert_eq!(b.next_deadline(), Some(secs(110)));
         b.poll(secs(110), &mut policies, &mut out);
-        assert_eq!(out.decided.len(), 1);
-        assert_eq!(out.decided[0].trace_id, tid(1));
+        assert_eq!(numbers(&out.decided), [1]);
         assert_eq!(out.decided[0].span_count, 3);
         assert_eq!(span_names(&out.sampled), ["span-1", "span-2", "span-3"]);
         out.clear();
         b.poll(secs(114), &mut policies, &mut out);
-        assert_eq!(out.decided.len(), 1);
-        assert_eq!(out.decided[0].trace_id, tid(9));
+        assert_eq!(numbers(&out.decided), [9]);
     }
 
     #[test]
     fn an_overdue_import_is_due_at_once_and_the_queue_stays_in_order() {
         let mut policies = keep_errors();
         let mut out = Released::default();
-        let mut b = shard(0, 0);
-        for (n, at) in [(1u8, 100u64), (2, 102), (3, 104)] {
-            b.insert(
-                &batch(&[(tid(n), 1, false)]),
-                secs(at),
-                &mut policies,
-                &mut out,
-            );
+        let mut b = shard(0);
+        for (n, at) in [(1, 100), (2, 102), (3, 104)] {
+            b.insert(&batch(&[ok(n, 1)]), secs(at), &mut policies, &mut out);
         }
-        let moved = batch(&[(tid(7), 1, true), (tid(8), 1, false)]);
-        let first_seen = |id: &TraceId| match id[0] {
+        let moved = batch(&[err(7, 1), ok(8, 1)]);
+        let first_seen = |id: &TraceId| match id[7] {
             7 => Some(secs(90)),
             8 => Some(secs(101)),
             _ => None,
         };
         b.import_spans(&moved, 0..2, first_seen, secs(105), &mut policies, &mut out);
         assert_eq!(b.next_deadline(), Some(secs(100)));
-        let order: Vec<u8> = b.wait_queue.iter().map(|e| e.1[0]).collect();
+        let order: Vec<u8> = b.wait_queue.iter().map(|e| e.1[7]).collect();
         assert_eq!(order, [7, 1, 8, 2, 3, 7, 8]);
         b.poll(secs(105), &mut policies, &mut out);
-        let decided: Vec<u8> = out.decided.iter().map(|d| d.trace_id[0]).collect();
-        assert_eq!(decided, [7]);
+        assert_eq!(numbers(&out.decided), [7]);
         b.poll(secs(111), &mut policies, &mut out);
-        let decided: Vec<u8> = out.decided.iter().map(|d| d.trace_id[0]).collect();
-        assert_eq!(decided, [7, 1, 8]);
+        assert_eq!(numbers(&out.decided), [7, 1, 8]);
     }
 
     #[test]
     fn handed_over_decisions_are_followed_by_late_spans() {
         let mut policies = keep_errors();
         let mut out = Released::default();
-        let mut a = shard(10, 10);
-        a.insert(
-            &batch(&[(tid(1), 1, true), (tid(2), 1, false)]),
-            secs(100),
-            &mut policies,
-            &mut out,
-        );
-        a.poll(secs(110), &mut policies, &mut out);
-        let mut decisions = Vec::new();
-        a.decisions_where(|_| true, &mut decisions);
-        decisions.sort_by_key(|d| d.trace_id);
+        let decisions = decided_elsewhere(10, &[err(1, 1), ok(2, 1)]);
         assert_eq!(
             decisions,
             [
@@ -498,31 +438,22 @@ mod tests {
                 },
             ]
         );
-        // The old owner still follows them.
-        assert!(a.knows(&tid(1)) && a.knows(&tid(2)));
-
         // The new owner: trace 1 unknown, trace 2 pending with a late span.
-        let mut b = shard(10, 10);
-        b.insert(
-            &batch(&[(tid(2), 2, true)]),
-            secs(111),
-            &mut policies,
-            &mut out,
-        );
-        out.clear();
+        let mut b = shard(10);
+        b.insert(&batch(&[err(2, 2)]), secs(111), &mut policies, &mut out);
         for d in &decisions {
             b.import_decision(*d, secs(112), &mut policies, &mut out);
         }
         // Trace 2 decided as before (not sampled), though its span here is
         // an error: the decision is the old owner's.
-        assert_eq!(out.decided.len(), 1);
+        assert_eq!(numbers(&out.decided), [2]);
         assert_eq!(out.decided[0].reason, DecisionReason::Handover);
         assert!(!out.decided[0].verdict.is_sampled());
         assert!(out.sampled.is_empty());
         assert_eq!(b.pending_traces(), 0);
         out.clear();
         b.insert(
-            &batch(&[(tid(1), 2, false), (tid(2), 3, false)]),
+            &batch(&[ok(1, 2), ok(2, 3)]),
             secs(113),
             &mut policies,
             &mut out,
@@ -538,42 +469,22 @@ mod tests {
     fn without_caches_decisions_are_remembered_in_the_table() {
         let mut policies = keep_errors();
         let mut out = Released::default();
-        let mut a = shard(0, 0);
-        a.insert(
-            &batch(&[(tid(1), 1, true)]),
-            secs(100),
-            &mut policies,
-            &mut out,
-        );
-        a.poll(secs(110), &mut policies, &mut out);
-        let mut decisions = Vec::new();
-        a.decisions_where(|_| true, &mut decisions);
+        let decisions = decided_elsewhere(0, &[err(1, 1)]);
         assert_eq!(decisions.len(), 1);
         assert!(decisions[0].sampled);
 
-        let mut b = shard(0, 0);
+        let mut b = shard(0);
         b.import_decision(decisions[0], secs(111), &mut policies, &mut out);
         assert_eq!(b.traces_in_table(), 1);
         assert_eq!(b.pending_traces(), 0);
-        out.clear();
-        b.insert(
-            &batch(&[(tid(1), 2, false)]),
-            secs(112),
-            &mut policies,
-            &mut out,
-        );
+        b.insert(&batch(&[ok(1, 2)]), secs(112), &mut policies, &mut out);
         assert_eq!(span_names(&out.sampled), ["span-2"]);
         // A decision made here is not replaced by one handed over.
         let mut flipped = decisions[0];
         flipped.sampled = false;
         b.import_decision(flipped, secs(113), &mut policies, &mut out);
         out.clear();
-        b.insert(
-            &batch(&[(tid(1), 3, false)]),
-            secs(114),
-            &mut policies,
-            &mut out,
-        );
+        b.insert(&batch(&[ok(1, 3)]), secs(114), &mut policies, &mut out);
         assert_eq!(span_names(&out.sampled), ["span-3"]);
     }
 }

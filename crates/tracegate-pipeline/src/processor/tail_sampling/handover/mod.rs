@@ -28,7 +28,7 @@ mod shard;
 mod tests;
 mod wire;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -46,11 +46,11 @@ use tracegate_sampling::tail::{shard_of, KnownDecision, TraceId};
 use super::metrics_names as m;
 use super::Clock;
 use crate::config::{error, ComponentError};
-use crate::exporter::{otlp_grpc, Compression};
+use crate::exporter::loadbalancing::Protocol;
+use crate::exporter::otlp_grpc;
 use crate::membership::hash::{trace_id_key, Rendezvous};
 use crate::membership::{with_default_port, Members, ResolverConfig};
 use crate::receiver::split_host_port;
-use crate::tls::TlsClientConfig;
 
 pub(super) use forward::Forwarder;
 pub(super) use shard::{Event, ShardHandover};
@@ -74,22 +74,12 @@ pub struct Config {
     /// own advertised address. Default true.
     #[serde(default = "default_true")]
     pub verify_sender_address: bool,
-    /// Client TLS towards the other gateways' OTLP/gRPC port, as the `otlp`
-    /// exporter's `tls`.
+    /// How hand-overs reach the other gateways' OTLP/gRPC port: the
+    /// agents' `loadbalancing.protocol`, key for key (`tls`, `compression`,
+    /// `headers`, `timeout` per attempt, `keepalive`); its `endpoint`,
+    /// `sending_queue` and `retry_on_failure` are not used.
     #[serde(default)]
-    pub tls: TlsClientConfig,
-    /// `gzip` (default), `zstd` or `none`.
-    #[serde(default)]
-    pub compression: Compression,
-    /// gRPC metadata sent with every hand-over.
-    #[serde(default, deserialize_with = "crate::config::header_map")]
-    pub headers: BTreeMap<String, String>,
-    /// Time limit of one attempt. Default `5s`.
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub timeout: Duration,
+    pub protocol: Protocol,
     /// How long a hand-over is retried before its traces come back into
     /// this gateway's buffer (counted). Default `5s`.
     #[serde(
@@ -101,9 +91,6 @@ pub struct Config {
 
 fn default_true() -> bool {
     true
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
 }
 fn default_retry_for() -> Duration {
     Duration::from_secs(5)
@@ -118,13 +105,8 @@ impl Config {
 
     /// The settings of the client towards `endpoint`.
     fn client(&self, endpoint: &str) -> otlp_grpc::Config {
-        let mut otlp: otlp_grpc::Config = crate::config::from_value(serde_json::Value::Null)
-            .expect("the otlp exporter has defaults");
+        let mut otlp = self.protocol.otlp.clone();
         otlp.endpoint = endpoint.to_string();
-        otlp.tls = self.tls.clone();
-        otlp.compression = self.compression;
-        otlp.headers = self.headers.clone();
-        otlp.timeout = self.timeout;
         otlp.local_address = self.source_address();
         otlp
     }
@@ -172,10 +154,18 @@ impl Config {
         if self.retry_for.is_zero() {
             return Err(error("retry_for", "must be more than 0"));
         }
-        self.client(&me).validate().map_err(|e| {
-            // The client's keys are handover's own.
-            error(&e.path, e.message)
-        })
+        let mut warnings = self
+            .client(&me)
+            .validate()
+            .map_err(|e| error(&format!("protocol.otlp.{}", e.path), e.message))?;
+        if !self.protocol.otlp.endpoint.trim().is_empty() {
+            warnings.push(
+                "handover.protocol.otlp.endpoint is ignored: hand-overs go to the members the \
+                 resolver finds"
+                    .to_string(),
+            );
+        }
+        Ok(warnings)
     }
 }
 
@@ -643,7 +633,7 @@ impl Handover {
     /// How long the hand-over at shutdown may take: a request's retries,
     /// its last attempt, and a little.
     pub(super) fn shutdown_within(&self) -> Duration {
-        self.config.retry_for + self.config.timeout + Duration::from_secs(1)
+        self.config.retry_for + self.config.protocol.otlp.timeout + Duration::from_secs(1)
     }
 
     /// Starts the resolver and follows its members until `shutdown`.

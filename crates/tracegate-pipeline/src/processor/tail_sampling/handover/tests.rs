@@ -5,10 +5,7 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use serde_json::json;
-use tracegate_model::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span, Status};
-
+use super::super::tests::{request, trace_id};
 use super::super::TailSampler;
 use super::*;
 use crate::consumer::{ConsumeError, Consumer};
@@ -16,6 +13,8 @@ use crate::context::BuildContext;
 use crate::memory::MemoryPressure;
 use crate::processor::Processor;
 use crate::receiver::ReceiverConfig;
+use async_trait::async_trait;
+use serde_json::json;
 
 /// Keeps what the sampler passes on, with when it came.
 #[derive(Default)]
@@ -129,9 +128,7 @@ impl Gateway {
             "handover": {
                 "resolver": {"static": {"hostnames": [addr.to_string()]}},
                 "advertised_endpoint": addr.to_string(),
-                "tls": {"insecure": true},
-                "compression": "none",
-                "timeout": "1s",
+                "protocol": {"otlp": {"tls": {"insecure": true}, "compression": "none", "timeout": "1s"}},
                 "retry_for": retry_for,
             },
         }))
@@ -165,50 +162,26 @@ impl Gateway {
         self.sampler.handover.as_ref().unwrap().set_members(members);
     }
 
-    async fn send(&self, spans: &[(TraceId, u8, bool)]) {
-        self.sampler.consume(batch(spans)).await.unwrap();
+    /// Spans (trace number, span number, error); span 1 is the root.
+    async fn send(&self, spans: &[(u8, u8, bool)]) {
+        self.sampler.consume(request("svc", spans)).await.unwrap();
     }
 }
 
-fn tid(n: u64) -> TraceId {
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-    id[8..].copy_from_slice(&(n + 1).to_be_bytes());
-    id
-}
-
-/// Spans (trace, span number, error), span 1 the root.
-fn batch(spans: &[(TraceId, u8, bool)]) -> SpanBatch {
-    SpanBatch::from_request(&ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: spans
-                    .iter()
-                    .map(|&(trace, n, error)| Span {
-                        trace_id: trace.to_vec(),
-                        span_id: vec![n, 0, 0, 0, 0, 0, 0, 1],
-                        parent_span_id: if n == 1 { vec![] } else { vec![1; 8] },
-                        name: format!("s{n}"),
-                        start_time_unix_nano: 1_000,
-                        end_time_unix_nano: 2_000,
-                        status: Some(Status {
-                            code: if error { 2 } else { 0 },
-                            message: String::new(),
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    })
-}
-
-/// Who owns `id` among `members`, as the agents route it.
-fn owner(members: &[String], id: &TraceId) -> String {
+/// Who owns trace `n` among `members`, as the agents route it.
+fn owner(members: &[String], n: u8) -> String {
     let ring = Rendezvous::new(crate::membership::members(members.iter().cloned()));
-    ring.members()[ring.owner(trace_id_key(id)).unwrap()].clone()
+    ring.members()[ring.owner(trace_id_key(&trace_id(n))).unwrap()].clone()
+}
+
+/// (trace, span) as [`Collect::spans`] lists them.
+fn spans_of(traces: &[u8], spans: &[u8]) -> Vec<(TraceId, u8)> {
+    let mut out: Vec<(TraceId, u8)> = traces
+        .iter()
+        .flat_map(|&t| spans.iter().map(move |&s| (trace_id(t), s)))
+        .collect();
+    out.sort();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,9 +191,9 @@ async fn pending_traces_move_to_their_new_owner_whole_and_keep_their_clock() {
     let (an, bn) = (a.name(), b.name());
     a.set_members(&[&an]);
     b.set_members(&[&an]);
-    let traces: Vec<TraceId> = (0..40).map(tid).collect();
+    let traces: Vec<u8> = (0..40).collect();
     let started = Instant::now();
-    let spans: Vec<(TraceId, u8, bool)> = traces
+    let spans: Vec<(u8, u8, bool)> = traces
         .iter()
         .flat_map(|&t| [(t, 1, false), (t, 2, true)])
         .collect();
@@ -230,9 +203,9 @@ async fn pending_traces_move_to_their_new_owner_whole_and_keep_their_clock() {
     b.set_members(&[&an, &bn]);
     a.set_members(&[&an, &bn]);
     let both = [an.clone(), bn.clone()];
-    let moved: Vec<TraceId> = traces
+    let moved: Vec<u8> = traces
         .iter()
-        .filter(|t| owner(&both, t) == bn)
+        .filter(|&&t| owner(&both, t) == bn)
         .copied()
         .collect();
     assert!(
@@ -249,20 +222,19 @@ async fn pending_traces_move_to_their_new_owner_whole_and_keep_their_clock() {
     b.out
         .wait_for(2 * moved.len() + 1, Duration::from_secs(5))
         .await;
-    let mut want_b: Vec<(TraceId, u8)> = moved.iter().flat_map(|&t| [(t, 1), (t, 2)]).collect();
-    want_b.push((moved[0], 3));
+    let mut want_b = spans_of(&moved, &[1, 2]);
+    want_b.push((trace_id(moved[0]), 3));
     want_b.sort();
     assert_eq!(b.out.spans(), want_b, "the moved traces, whole, at b");
-    let mut want_a: Vec<(TraceId, u8)> = traces
+    let stayed: Vec<u8> = traces
         .iter()
         .filter(|t| !moved.contains(t))
-        .flat_map(|&t| [(t, 1), (t, 2)])
+        .copied()
         .collect();
-    want_a.sort();
-    assert_eq!(a.out.spans(), want_a, "the others at a");
+    assert_eq!(a.out.spans(), spans_of(&stayed, &[1, 2]), "the others at a");
     // Decided 3 s after their first span at a, not 3 s after reaching b
     // (4.5 s).
-    let decided = b.out.arrived(&moved[0]).unwrap() - started;
+    let decided = b.out.arrived(&trace_id(moved[0])).unwrap() - started;
     assert!(
         decided < Duration::from_millis(4000),
         "decided {decided:?} after the first span"
@@ -277,7 +249,7 @@ async fn decisions_move_and_late_spans_follow_them() {
     let b = Gateway::with_shards("300ms", "2s", 1).await;
     let (an, bn) = (a.name(), b.name());
     let both = [an.clone(), bn.clone()];
-    let mut to_b = (0..).map(tid).filter(|t| owner(&both, t) == bn);
+    let mut to_b = (0..).filter(|&t| owner(&both, t) == bn);
     let (kept, dropped) = (to_b.next().unwrap(), to_b.next().unwrap());
     a.set_members(&[&an]);
     b.set_members(&[&an]);
@@ -292,8 +264,8 @@ async fn decisions_move_and_late_spans_follow_them() {
     // Whatever is still pending at b is decided now, at b.
     b.set_members(&[&bn]);
     b.sampler.flush().await;
-    assert_eq!(b.out.spans(), [(kept, 2)]);
-    assert_eq!(a.out.spans(), [(kept, 1)]);
+    assert_eq!(b.out.spans(), spans_of(&[kept], &[2]));
+    assert_eq!(a.out.spans(), spans_of(&[kept], &[1]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,12 +276,12 @@ async fn spans_of_a_trace_owned_elsewhere_are_passed_on() {
     let both = [an.clone(), bn.clone()];
     a.set_members(&[&an, &bn]);
     b.set_members(&[&an, &bn]);
-    let t = (0..).map(tid).find(|t| owner(&both, t) == bn).unwrap();
+    let t = (0..).find(|&t| owner(&both, t) == bn).unwrap();
     // A sender that has not seen b join sends to a.
     a.send(&[(t, 1, true)]).await;
     b.send(&[(t, 2, false)]).await;
     b.out.wait_for(2, Duration::from_secs(3)).await;
-    assert_eq!(b.out.spans(), [(t, 1), (t, 2)]);
+    assert_eq!(b.out.spans(), spans_of(&[t], &[1, 2]));
     assert!(a.out.spans().is_empty());
 }
 
@@ -324,17 +296,15 @@ async fn traces_that_cannot_be_handed_over_are_decided_here() {
         .unwrap()
         .to_string();
     a.set_members(&[&an]);
-    let traces: Vec<TraceId> = (0..20).map(tid).collect();
-    let spans: Vec<(TraceId, u8, bool)> = traces
+    let traces: Vec<u8> = (0..20).collect();
+    let spans: Vec<(u8, u8, bool)> = traces
         .iter()
         .flat_map(|&t| [(t, 1, true), (t, 2, false)])
         .collect();
     a.send(&spans).await;
     a.set_members(&[&an, &dead]);
     a.out.wait_for(40, Duration::from_secs(5)).await;
-    let mut want: Vec<(TraceId, u8)> = traces.iter().flat_map(|&t| [(t, 1), (t, 2)]).collect();
-    want.sort();
-    assert_eq!(a.out.spans(), want);
+    assert_eq!(a.out.spans(), spans_of(&traces, &[1, 2]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,19 +315,16 @@ async fn at_shutdown_pending_traces_go_to_the_other_members() {
     let both = [an.clone(), bn.clone()];
     a.set_members(&[&an, &bn]);
     b.set_members(&[&an, &bn]);
-    let mine: Vec<TraceId> = (0..200)
-        .map(tid)
-        .filter(|t| owner(&both, t) == an)
+    let mine: Vec<u8> = (0..200)
+        .filter(|&t| owner(&both, t) == an)
         .take(10)
         .collect();
-    let spans: Vec<(TraceId, u8, bool)> = mine.iter().map(|&t| (t, 1, true)).collect();
+    let spans: Vec<(u8, u8, bool)> = mine.iter().map(|&t| (t, 1, true)).collect();
     a.send(&spans).await;
     a.sampler.flush().await;
     assert!(a.out.spans().is_empty(), "nothing decided at a");
     b.out.wait_for(10, Duration::from_secs(3)).await;
-    let mut want: Vec<(TraceId, u8)> = mine.iter().map(|&t| (t, 1)).collect();
-    want.sort();
-    assert_eq!(b.out.spans(), want);
+    assert_eq!(b.out.spans(), spans_of(&mine, &[1]));
 }
 
 /// One hand-over request sent as `sender`, its gRPC code.
@@ -386,13 +353,13 @@ async fn deliver_as(to: SocketAddr, request: &wire::HandoverRequest) -> tonic::C
 async fn hand_overs_from_strangers_are_refused() {
     let a = Gateway::start("1s", "1s").await;
     let an = a.name();
-    let spans = batch(&[(tid(1), 1, true)]);
+    let spans = request("svc", &[(1, 1, true)]);
     let request = |sender: &str, processor: &str| wire::HandoverRequest {
         sender: sender.to_string(),
         processor: processor.to_string(),
         spans: spans.bytes().clone(),
         traces: vec![wire::TraceClock {
-            trace_id: tid(1).to_vec(),
+            trace_id: trace_id(1).to_vec(),
             age_micros: 1,
             hops: 1,
         }],
@@ -431,7 +398,7 @@ async fn hand_overs_from_strangers_are_refused() {
     );
     a.set_members(&[&an]);
     a.sampler.flush().await;
-    assert_eq!(a.out.spans(), [(tid(1), 1)]);
+    assert_eq!(a.out.spans(), spans_of(&[1], &[1]));
 }
 
 #[test]
@@ -469,13 +436,19 @@ fn config_needs_a_resolver_and_a_reachable_endpoint() {
 
 #[test]
 fn the_view_agrees_with_the_agents_routing() {
+    let tid = |n: u64| -> TraceId {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        id[8..].copy_from_slice(&(n + 1).to_be_bytes());
+        id
+    };
     let members = crate::membership::members(
         ["10.0.0.3:4317", "10.0.0.1:4317", "10.0.0.2:4317"].map(String::from),
     );
     let view = View::new(members.clone(), "10.0.0.2:4317");
     let ring = Rendezvous::new(members.clone());
     let mut mine = 0;
-    for n in 0..3000 {
+    for n in 0..3000u64 {
         let id = tid(n);
         let routed = &ring.members()[ring.owner(trace_id_key(&id)).unwrap()];
         match view.elsewhere(&id) {
@@ -493,7 +466,7 @@ fn the_view_agrees_with_the_agents_routing() {
     let ring_rest = Rendezvous::new(crate::membership::members(
         ["10.0.0.1:4317", "10.0.0.3:4317"].map(String::from),
     ));
-    for n in 0..3000 {
+    for n in 0..3000u64 {
         let id = tid(n);
         let routed = &ring_rest.members()[ring_rest.owner(trace_id_key(&id)).unwrap()];
         assert_eq!(rest.elsewhere(&id), Some(routed.as_str()));
