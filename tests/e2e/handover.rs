@@ -420,8 +420,9 @@ async fn membership_change_under_load_hands_pending_traces_over() {
     let m3 = fleet(&e[1..4]);
     let index = |endpoint: String| endpoints.iter().position(|e| *e == endpoint).unwrap();
     // A trace is decided DECISION_WAIT after its first span reached its
-    // gateway: which members were in force then, away from a change.
-    let margin = Duration::from_millis(300);
+    // gateway (a little after it was sent): which members were in force
+    // then, away from a change by more than the lag of a view or a span.
+    let margin = Duration::from_millis(500);
     // Before the join, between, after the leave: (from, to, the members
     // then, the members before).
     let phases = [
@@ -520,7 +521,7 @@ async fn membership_change_under_load_hands_pending_traces_over() {
         wrong_owner, 0,
         "every trace decided by its owner at the time"
     );
-    assert!(in_add > 50 && in_remove > 50, "both windows hold traces");
+    assert!(in_add > 20 && in_remove > 20, "both windows hold traces");
     // The hash moves at most 1.1/N of the traces at each change ...
     for (moved, of) in [(hash_add, all), (hash_remove, all)] {
         assert!(

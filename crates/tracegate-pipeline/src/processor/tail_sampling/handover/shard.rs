@@ -131,11 +131,8 @@ impl ShardHandover {
             let leaves = match last {
                 Some((l, leaves)) if l == id => leaves,
                 _ => {
-                    let owner = if shard.knows(&id) {
-                        None
-                    } else {
-                        self.current.elsewhere(&id)
-                    };
+                    // Owned here (the usual case) needs no look-up.
+                    let owner = self.current.elsewhere(&id).filter(|_| !shard.knows(&id));
                     if let Some(owner) = owner {
                         away.entry(id)
                             .or_insert_with(|| (owner.to_string(), Vec::new()));
