@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::Span;
-use support::gateway::{Gateway, TELEMETRY};
+use support::gateway::{agent_config, Gateway, TELEMETRY};
 use support::raw::{counter_sum, grpc, http, wait_until_accounted, TRACE_EXPORT};
 use support::sink::Sink;
 use support::traces::{
@@ -26,38 +26,11 @@ use tracegate_pipeline::membership::members;
 /// An agent: OTLP/gRPC in, the `loadbalancing` exporter (static resolver)
 /// out to `gateways`, retrying every 100 to 500 ms for as long as it takes.
 fn start_agent(gateways: &[SocketAddr]) -> Gateway {
-    let hostnames: Vec<String> = gateways
-        .iter()
-        .map(|g| format!("          - {g}\n"))
-        .collect();
-    Gateway::start(&format!(
-        r#"receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:0
-exporters:
-  load_balancing:
-    routing_key: traceID
-    protocol:
-      otlp:
-        tls:
-          insecure: true
-        retry_on_failure:
-          initial_interval: 100ms
-          max_interval: 500ms
-          max_elapsed_time: 0
-    resolver:
-      static:
-        hostnames:
-{}service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [load_balancing]
-{TELEMETRY}"#,
-        hostnames.concat()
-    ))
+    let hostnames: Vec<String> = gateways.iter().map(SocketAddr::to_string).collect();
+    Gateway::start(&agent_config(&format!(
+        "{{static: {{hostnames: [{}]}}}}",
+        hostnames.join(", ")
+    )))
 }
 
 async fn metrics_text(addr: SocketAddr) -> String {

@@ -8,6 +8,7 @@ mod bad_input;
 mod config_sources;
 mod conformance;
 mod differences;
+mod handover;
 mod head_sampling;
 mod jaeger;
 mod jaeger_thrift;

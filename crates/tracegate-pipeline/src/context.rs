@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::file_storage::Storages;
 use crate::health::Readiness;
 use crate::memory::{Allocator, MemoryPressure};
+use crate::processor::tail_sampling::handover::HandoverExchange;
 
 /// Handed to every component's build function by the registry of its kind
 /// (see [`crate::registry`]). Cloning it is cheap, and clones share the
@@ -32,6 +33,9 @@ pub struct BuildContext {
     /// The storage extensions (`file_storage`) started before the
     /// pipelines, by id: where a persistent sending queue keeps its data.
     pub storages: Storages,
+    /// Where `tail_sampling` processors with `handover` take traces other
+    /// gateways hand them: they register, the OTLP/gRPC receivers deliver.
+    pub handover: HandoverExchange,
 }
 
 impl BuildContext {

@@ -71,6 +71,39 @@ pub fn validate(yaml: &str) -> (bool, String, String) {
     )
 }
 
+/// An agent's config: OTLP/gRPC in on an ephemeral port, the
+/// `loadbalancing` exporter out, routing by trace id to the gateways
+/// `resolver` finds (its value in YAML flow style, e.g.
+/// `{static: {hostnames: [a, b]}}`) and retrying every 100 to 500 ms for as
+/// long as it takes.
+pub fn agent_config(resolver: &str) -> String {
+    format!(
+        r#"receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+exporters:
+  load_balancing:
+    routing_key: traceID
+    protocol:
+      otlp:
+        tls:
+          insecure: true
+        retry_on_failure:
+          initial_interval: 100ms
+          max_interval: 500ms
+          max_elapsed_time: 0
+    resolver: {resolver}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [load_balancing]
+{TELEMETRY}"#
+    )
+}
+
 impl Gateway {
     /// Writes `yaml` to a temp dir (`{dir}` in it is replaced by that dir's
     /// path) and starts tracegate on it; returns once it reports ready.

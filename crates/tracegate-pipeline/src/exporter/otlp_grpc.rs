@@ -91,6 +91,10 @@ pub struct Config {
     pub write_buffer_size: Option<usize>,
     /// Accepted for compatibility; no effect. Default 0.
     pub read_buffer_size: Option<usize>,
+    /// Not a config key: the local address connections are made from
+    /// (tail sampling's hand-over sends from its advertised address).
+    #[serde(skip)]
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 /// `keepalive:` — HTTP/2 pings on an idle connection, read as the
@@ -452,6 +456,7 @@ fn channel(config: &Config, target: &Target, connect_to: &str) -> Result<Channel
     let mut endpoint = Endpoint::from_shared(format!("http://{connect_to}"))
         .map_err(|e| format!("endpoint: {e}"))?
         .tcp_nodelay(true)
+        .local_address(config.local_address)
         .user_agent(concat!("tracegate/", env!("CARGO_PKG_VERSION")))
         .map_err(|e| format!("user agent: {e}"))?;
     if let Some(keepalive) = &config.keepalive {
@@ -489,6 +494,7 @@ fn channel(config: &Config, target: &Target, connect_to: &str) -> Result<Channel
         endpoint.connect_with_connector_lazy(TlsTcpConnector {
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             server_name,
+            local_address: config.local_address,
         })
     })
 }
@@ -670,6 +676,8 @@ fn classify(status: &Status) -> ExportError {
 struct TlsTcpConnector {
     tls: tokio_rustls::TlsConnector,
     server_name: ServerName<'static>,
+    /// Connect from this address.
+    local_address: Option<std::net::IpAddr>,
 }
 
 type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -686,17 +694,39 @@ impl tower::Service<Uri> for TlsTcpConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
         let server_name = self.server_name.clone();
+        let local_address = self.local_address;
         Box::pin(async move {
             let address = uri
                 .authority()
                 .map(|a| a.as_str().to_string())
                 .ok_or_else(|| std::io::Error::other("endpoint has no host:port"))?;
-            let tcp = TcpStream::connect(address).await?;
+            let tcp = match local_address {
+                None => TcpStream::connect(address).await?,
+                Some(local) => connect_from(local, &address).await?,
+            };
             tcp.set_nodelay(true)?;
             let stream = tls.connect(server_name, tcp).await?;
             Ok(TokioIo::new(stream))
         })
     }
+}
+
+/// Connects to `address` (`host:port`) from `local`, to the first address
+/// of its family.
+async fn connect_from(local: std::net::IpAddr, address: &str) -> std::io::Result<TcpStream> {
+    let target = tokio::net::lookup_host(address)
+        .await?
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| {
+            std::io::Error::other(format!("{address} has no address of {local}'s family"))
+        })?;
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(target).await
 }
 
 impl super::BuildExporter for Config {

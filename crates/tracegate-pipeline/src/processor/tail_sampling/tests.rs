@@ -37,7 +37,7 @@ impl Collect {
     }
 }
 
-fn trace_id(n: u8) -> [u8; 16] {
+pub(super) fn trace_id(n: u8) -> [u8; 16] {
     [n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, n]
 }
 
@@ -51,7 +51,7 @@ fn trace_1(services: [&str; 2]) -> Vec<([u8; 16], [u8; 8], Option<String>)> {
 }
 
 /// Spans `(trace, span, error)` under one resource named `service`.
-fn request(service: &str, spans: &[(u8, u8, bool)]) -> SpanBatch {
+pub(super) fn request(service: &str, spans: &[(u8, u8, bool)]) -> SpanBatch {
     let spans = spans
         .iter()
         .map(|&(t, s, error)| Span {

@@ -148,6 +148,7 @@ pub(crate) async fn start(
             &grpc::POST_SPANS,
             id,
             next.clone(),
+            None,
             shutdown.clone(),
             &tasks,
         );
