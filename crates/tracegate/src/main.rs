@@ -34,6 +34,13 @@ struct Cli {
     /// queues after SIGTERM/SIGINT (Go duration syntax).
     #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
     shutdown_grace: Duration,
+    /// Worker threads of the runtime that runs every receiver, processor
+    /// and exporter. Default: one per CPU the process may use (its CPU
+    /// affinity and cgroup quota). Set it where other work owns the CPUs,
+    /// such as a GPU node.
+    #[arg(long, value_name = "N", global = true,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -199,16 +206,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.worker_threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let worker_threads = runtime.metrics().num_workers();
     runtime.block_on(async move {
         let running = tracegate::app::start(&loaded.config, prometheus, release_memory).await?;
         for (component, protocol, address) in &running.listening {
             tracing::info!(component = %component, protocol, address = %address, "listening");
         }
-        tracing::info!("tracegate is ready");
+        tracing::info!(worker_threads, "tracegate is ready");
         wait_for_signal().await?;
         tracing::info!(grace = ?cli.shutdown_grace, "shutting down");
         running.shutdown(cli.shutdown_grace).await;
