@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 use serde::Deserialize;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracegate_model::SpanBatch;
@@ -174,6 +174,8 @@ struct Monitor {
     last_release: Mutex<Option<Instant>>,
     /// This limiter's part in the process's [`MemoryPressure`].
     above_hard: HardLimitFlag,
+    /// The memory measured at the last check.
+    used: Gauge,
 }
 
 impl MemoryLimiter {
@@ -228,6 +230,9 @@ impl MemoryLimiter {
             );
             return limiter;
         };
+        let gauge = |name: &'static str| metrics::gauge!(name, "processor" => id.to_string());
+        gauge(names::MEMORY_LIMITER_HARD_LIMIT_BYTES).set(hard as f64);
+        gauge(names::MEMORY_LIMITER_SOFT_LIMIT_BYTES).set(soft as f64);
         tracing::info!(
             processor = %id,
             limit_mib = hard / MIB,
@@ -244,6 +249,7 @@ impl MemoryLimiter {
             min_release_hard: config.min_gc_interval_when_hard_limited,
             last_release: Mutex::new(None),
             above_hard: pressure.limiter(),
+            used: gauge(names::MEMORY_LIMITER_USED_BYTES),
         };
         tokio::spawn(run_checks(
             Arc::downgrade(&limiter),
@@ -328,6 +334,7 @@ impl Monitor {
                 "memory use is above the soft limit; refusing data"
             );
         }
+        self.used.set(used as f64);
         limiter.must_refuse.store(must_refuse, Ordering::Relaxed);
     }
 }
@@ -574,6 +581,38 @@ mod tests {
         tick().await;
         assert_eq!(memory.releases.load(Ordering::Relaxed), 2);
         assert!(!ml.is_refusing());
+    }
+
+    /// Its limits and what it measured are served, so an alert can fire
+    /// before it refuses.
+    #[tokio::test(start_paused = true)]
+    async fn reports_its_limits_and_the_memory_it_measured() {
+        let memory = Arc::new(FakeMemory {
+            used: AtomicU64::new(50 * MIB),
+            releasable: AtomicU64::new(0),
+            releases: AtomicU64::new(0),
+        });
+        let recorder = Arc::new(crate::exporter::test_support::TestRecorder::default());
+        let ml = metrics::with_local_recorder(recorder.as_ref(), || {
+            limiter(&memory, Arc::new(Count::default()))
+        });
+        let gauge = |name| recorder.gauge(name, &[("processor", "memory_limiter")]);
+        assert_eq!(
+            gauge(names::MEMORY_LIMITER_HARD_LIMIT_BYTES),
+            (100 * MIB) as f64
+        );
+        assert_eq!(
+            gauge(names::MEMORY_LIMITER_SOFT_LIMIT_BYTES),
+            (80 * MIB) as f64
+        );
+        tick().await;
+        assert_eq!(gauge(names::MEMORY_LIMITER_USED_BYTES), (50 * MIB) as f64);
+        // Measured after the release a check makes above the soft limit.
+        memory.used.store(90 * MIB, Ordering::Relaxed);
+        memory.releasable.store(5 * MIB, Ordering::Relaxed);
+        tick().await;
+        assert_eq!(gauge(names::MEMORY_LIMITER_USED_BYTES), (85 * MIB) as f64);
+        assert!(ml.is_refusing());
     }
 
     #[tokio::test(start_paused = true)]
