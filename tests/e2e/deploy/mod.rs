@@ -1,7 +1,8 @@
 //! What users deploy: the container image (`deploy/Dockerfile` and
 //! `config/container.yaml`), the Kubernetes manifests
 //! (`deploy/kubernetes`), the GPU node's systemd unit and profile
-//! (`deploy/systemd`, `config/gpu-node.yaml`).
+//! (`deploy/systemd`, `config/gpu-node.yaml`), and the dashboard and alerts
+//! (`deploy/grafana`, `deploy/prometheus`).
 //!
 //! Some checks need outside tools: `kubectl` (its built-in kustomize),
 //! `kubernetes-validate` and `systemd-analyze`. Each is taken from the
@@ -11,6 +12,7 @@
 //! `.ci/run` installs all three and sets the variables.
 
 mod container;
+mod dashboards;
 mod kubernetes;
 mod systemd;
 
