@@ -206,35 +206,17 @@ async fn the_image_config_runs_unprivileged_in_a_directory_it_cannot_write() {
     );
     assert!(!wrote, "the working directory is writable");
 
-    let otlp_grpc = gw.addr("otlp", "grpc");
-    let reply = raw::grpc(
-        otlp_grpc,
-        raw::TRACE_EXPORT,
-        &crate::support::one_span_request("over-grpc"),
-        None,
-    )
-    .await;
-    assert_eq!(reply.code, 0, "{}", reply.message);
+    super::send_one_span(&gw, "over-grpc").await;
     let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8aa5a2d2c872e8321cf37308d69df2","spanId":"051e64f5b8c54c99","name":"over-http"}]}]}]}"#;
-    let reply = raw::http(
-        gw.addr("otlp", "http"),
-        Method::POST,
-        "/v1/traces",
-        &[("content-type", "application/json")],
-        json,
-    )
-    .await;
-    assert_eq!(reply.status, 200);
+    assert_eq!(
+        super::post_json(gw.addr("otlp", "http"), "/v1/traces", json).await,
+        200
+    );
     let zipkin = r#"[{"traceId":"5b8aa5a2d2c872e8321cf37308d69df3","id":"051e64f5b8c54c9a","name":"over-zipkin","timestamp":1700000000000000,"duration":10,"localEndpoint":{"serviceName":"shop"}}]"#;
-    let reply = raw::http(
-        gw.addr("zipkin", "http"),
-        Method::POST,
-        "/api/v2/spans",
-        &[("content-type", "application/json")],
-        zipkin,
-    )
-    .await;
-    assert_eq!(reply.status, 202);
+    assert_eq!(
+        super::post_json(gw.addr("zipkin", "http"), "/api/v2/spans", zipkin).await,
+        202
+    );
 
     let metrics = gw.addr("telemetry", "metrics");
     raw::wait_for_metrics(

@@ -235,14 +235,7 @@ async fn the_dashboard_and_alerts_name_only_served_metrics() {
     // A gateway running every component, with traffic through all of it.
     let sink = Sink::start().await;
     let gw = Gateway::start(&every_component(sink.addr));
-    let reply = raw::grpc(
-        gw.addr("otlp", "grpc"),
-        raw::TRACE_EXPORT,
-        &crate::support::one_span_request("everything"),
-        None,
-    )
-    .await;
-    assert_eq!(reply.code, 0, "{}", reply.message);
+    super::send_one_span(&gw, "everything").await;
     assert!(sink.wait_for_spans(1, Duration::from_secs(10)).await);
     let text = raw::wait_for_metrics(
         gw.addr("telemetry", "metrics"),

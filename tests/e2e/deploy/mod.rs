@@ -19,6 +19,9 @@ mod systemd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::gateway::Gateway;
+use crate::support::raw;
+
 /// The repository's root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -106,6 +109,32 @@ pub fn env_default(value: &str) -> String {
         Some((_, default)) => default.to_string(),
         None => value.to_string(),
     }
+}
+
+/// Sends one span named `name` to the gateway's `otlp` receiver over
+/// gRPC; it must be accepted.
+pub async fn send_one_span(gw: &Gateway, name: &str) {
+    let reply = raw::grpc(
+        gw.addr("otlp", "grpc"),
+        raw::TRACE_EXPORT,
+        &crate::support::one_span_request(name),
+        None,
+    )
+    .await;
+    assert_eq!(reply.code, 0, "{}", reply.message);
+}
+
+/// Posts a JSON body to `path` on `addr`; the answer's status.
+pub async fn post_json(addr: std::net::SocketAddr, path: &str, body: &'static str) -> u16 {
+    let reply = raw::http(
+        addr,
+        http::Method::POST,
+        path,
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await;
+    reply.status.as_u16()
 }
 
 /// Runs `command`, returning its output; panics if it cannot start.

@@ -10,7 +10,6 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 use super::{read, repo, run, tool};
 use crate::support::gateway::Gateway;
-use crate::support::raw;
 use crate::support::sink::Sink;
 
 const UNIT: &str = "deploy/systemd/tracegate.service";
@@ -213,14 +212,7 @@ async fn the_gpu_node_profile_forwards_with_one_worker_thread() {
     );
     assert_eq!(runtime_threads(gw.pid()), 1);
 
-    let reply = raw::grpc(
-        gw.addr("otlp", "grpc"),
-        raw::TRACE_EXPORT,
-        &crate::support::one_span_request("training-step"),
-        None,
-    )
-    .await;
-    assert_eq!(reply.code, 0, "{}", reply.message);
+    super::send_one_span(&gw, "training-step").await;
     assert!(sink.wait_for_spans(1, Duration::from_secs(10)).await);
     let spans = sink.spans();
     assert_eq!(spans[0].span.name, "training-step");
