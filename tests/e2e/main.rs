@@ -7,6 +7,7 @@ mod support;
 mod bad_input;
 mod config_sources;
 mod conformance;
+mod deploy;
 mod differences;
 mod handover;
 mod head_sampling;

@@ -42,6 +42,15 @@ pub mod names {
     pub const PROCESSOR_INTERNAL_DURATION: &str = "processor_internal_duration";
     pub const PROCESSOR_MEMORY_LIMITER_REFUSED_SPANS: &str =
         "processor_memory_limiter_refused_spans";
+    /// tracegate's own, per memory limiter (label `processor`): the memory
+    /// it measured at its last check and its two limits, in bytes, so an
+    /// alert can fire before it starts refusing.
+    pub const MEMORY_LIMITER_USED_BYTES: &str = "tracegate_memory_limiter_used_bytes";
+    pub const MEMORY_LIMITER_SOFT_LIMIT_BYTES: &str = "tracegate_memory_limiter_soft_limit_bytes";
+    pub const MEMORY_LIMITER_HARD_LIMIT_BYTES: &str = "tracegate_memory_limiter_hard_limit_bytes";
+    /// The collector's: the process's resident set in bytes, measured when
+    /// `/metrics` is read.
+    pub const PROCESS_MEMORY_RSS: &str = "process_memory_rss";
 
     /// The `loadbalancing` exporter and its resolvers, as the collector's:
     /// resolutions by `resolver` and `success`; backends in use and
@@ -215,6 +224,9 @@ fn metrics_response<B>(
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
+    }
+    if let Some(rss) = crate::memory::resident_bytes() {
+        metrics::gauge!(names::PROCESS_MEMORY_RSS).set(rss as f64);
     }
     reply(StatusCode::OK, with_namespace(&handle.render(), namespace))
 }

@@ -124,19 +124,34 @@ impl Gateway {
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(yaml.as_bytes()))
             .expect("write config");
-        let no_cloud = NoCloud::new();
         let drain_delay = if args.iter().any(|a| a.starts_with("--shutdown-drain-delay")) {
             None
         } else {
             Some("--shutdown-drain-delay=0s")
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tracegate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tracegate"));
+        command
             .arg("--config")
             .arg(&path)
             .args(drain_delay)
             .args(args)
-            .envs(no_cloud_environment(&no_cloud))
-            .envs(envs.iter().copied())
+            .envs(envs.iter().copied());
+        Self::spawn(command, dir)
+    }
+
+    /// Starts `command` (tracegate, or a program that execs it, with its
+    /// arguments), its detectors kept off the network, and returns once it
+    /// reports ready. `dir` is kept as the gateway's own temp dir.
+    pub fn spawn(mut command: Command, dir: tempfile::TempDir) -> Gateway {
+        let no_cloud = NoCloud::new();
+        // The test's own variables (already on `command`) win.
+        let set: Vec<_> = command.get_envs().map(|(k, _)| k.to_owned()).collect();
+        for (key, value) in no_cloud_environment(&no_cloud) {
+            if !set.iter().any(|k| k == key) {
+                command.env(key, value);
+            }
+        }
+        let mut child = command
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
