@@ -11,14 +11,17 @@
 //! # bench.sink: --delay 5ms                          (arguments of `sink`)
 //! # bench.expect: error=1 slow=0.25 normal=0.05     (checker expectations)
 //! # bench.settle: 3s                                 (quiet time that ends the drain)
+//! # bench.sink-listen: 0.0.0.0:0                     (where the sink listens)
 //! ```
 //!
 //! The config reads `${env:TG_GRPC_ENDPOINT}`, `${env:TG_HTTP_ENDPOINT}`
 //! (both `127.0.0.1:0`; the runner reads the bound ports from tracegate's
 //! JSON log: the `otlp` receiver's, or the `jaeger` receiver's gRPC port
-//! for `--protocol jaeger-grpc`) and `${env:SINK_ENDPOINT}`, and may keep
-//! files in `${env:TG_STORAGE_DIR}`, an empty directory the runner makes
-//! for the run and removes after it.
+//! for `--protocol jaeger-grpc`), `${env:SINK_ENDPOINT}` and
+//! `${env:SINK_PORT}` (its port alone: a sink listening on `0.0.0.0` is
+//! reached as several backends at `127.0.0.1`, `127.0.0.2`, ... that port),
+//! and may keep files in `${env:TG_STORAGE_DIR}`, an empty directory the
+//! runner makes for the run and removes after it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -51,9 +54,11 @@ pub struct Args {
     /// once the load has drained.
     #[arg(long)]
     pub target_metrics: Option<String>,
-    /// Where the sink listens; fix it when an external target exports to it.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub sink_listen: String,
+    /// Where the sink listens; fix it when an external target exports to
+    /// it. Default: the scenario's `# bench.sink-listen:`, else
+    /// 127.0.0.1:0.
+    #[arg(long)]
+    pub sink_listen: Option<String>,
     /// Name of the target in the result (default: tracegate, or the URL).
     #[arg(long)]
     pub label: Option<String>,
@@ -80,6 +85,7 @@ pub struct Scenario {
     pub sink: Vec<String>,
     pub expect: Vec<(crate::template::Class, f64)>,
     pub settle: Duration,
+    pub sink_listen: Option<String>,
 }
 
 pub fn read_scenario(path: &Path) -> anyhow::Result<Scenario> {
@@ -112,6 +118,7 @@ pub fn read_scenario(path: &Path) -> anyhow::Result<Scenario> {
             "settle" => {
                 s.settle = crate::parse_duration(value).map_err(anyhow::Error::msg)?;
             }
+            "sink-listen" => s.sink_listen = Some(value.trim().to_string()),
             other => bail!("{}: unknown bench key {other:?}", path.display()),
         }
     }
@@ -232,7 +239,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             target_pid: None,
             target_metrics: None,
             label: None,
-            sink_listen: "127.0.0.1:0".into(),
+            sink_listen: None,
             also_tracegate: false,
             ..args.clone()
         };
@@ -262,7 +269,10 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         .args([
             "sink",
             "--listen",
-            &args.sink_listen,
+            args.sink_listen
+                .as_deref()
+                .or(scenario.sink_listen.as_deref())
+                .unwrap_or("127.0.0.1:0"),
             "--report-every",
             "100ms",
         ])
@@ -332,9 +342,16 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
                 child: Command::new(&bin)
                     .arg("--config")
                     .arg(&args.scenario)
+                    // The runner stops it once delivery has settled; no
+                    // load balancer needs the drain delay.
+                    .arg("--shutdown-drain-delay=0s")
                     .env("TG_GRPC_ENDPOINT", "127.0.0.1:0")
                     .env("TG_HTTP_ENDPOINT", "127.0.0.1:0")
                     .env("SINK_ENDPOINT", &sink_addr)
+                    .env(
+                        "SINK_PORT",
+                        sink_addr.rsplit_once(':').map_or("", |(_, port)| port),
+                    )
                     .env("TG_STORAGE_DIR", &storage.0)
                     .env_remove("RUST_LOG")
                     .stdin(Stdio::null())

@@ -22,9 +22,11 @@
 //!   a new trace waits (the caller retries) until a pending one is decided;
 //! - the byte budget for pending spans is tracegate's own: over it, the
 //!   oldest pending traces are decided early, counted;
-//! - while a memory limiter is above its hard limit the caller may shed
-//!   part of the buffer ([`TraceShard::decide_oldest_for_memory`]): the
-//!   oldest pending traces are decided early, counted;
+//! - while a memory limiter is above its hard limit, or when one at its
+//!   soft limit asks for room, the caller may shed part of the buffer
+//!   ([`TraceShard::decide_oldest_for_memory`],
+//!   [`TraceShard::decide_oldest_to_free`]): the oldest pending traces are
+//!   decided early, counted;
 //! - a decided trace is remembered in the decision cache of its outcome
 //!   when that cache is enabled; otherwise, as in the collector, it stays
 //!   in the table (spans released) until `num_traces` pushes it out. A late
@@ -45,6 +47,9 @@ use super::cache::LruMap;
 use super::policy::{Decision, PolicySet, TraceView, Verdict};
 use super::store::{AssembledOnDemand, Headers, ScopeHeaders, StoredSpans};
 use super::{shard_of, TraceId};
+
+mod handover;
+pub use handover::{KnownDecision, PendingTrace};
 
 /// Decides traces: the policies, possibly shared between shards.
 pub trait Decider {
@@ -147,6 +152,9 @@ pub enum DecisionReason {
     Shutdown,
     /// `span-ingest`: a batch of the trace decided it as it arrived.
     SpanIngest,
+    /// Decided by the trace's previous owner, whose decision was handed
+    /// over with the trace ([`TraceShard::import_decision`]).
+    Handover,
 }
 
 impl DecisionReason {
@@ -161,6 +169,7 @@ impl DecisionReason {
             DecisionReason::MemoryLimit => "memory_limit",
             DecisionReason::Shutdown => "shutdown",
             DecisionReason::SpanIngest => "span_ingest",
+            DecisionReason::Handover => "handover",
         }
     }
 
@@ -295,6 +304,27 @@ struct Entry {
     /// Every start non-zero and every time within `i64`: the latency
     /// policy may judge from `min_start` and `max_end` alone.
     plain_times: bool,
+}
+
+impl Entry {
+    /// A trace with no spans yet, first seen `now`.
+    fn empty(seq: u64, now: Duration, state: State) -> Entry {
+        Entry {
+            seq,
+            first_seen: now,
+            state,
+            stored: StoredSpans::default(),
+            span_count: 0,
+            byte_size: 0,
+            traces_size: 0,
+            memory: 0,
+            statuses: 0,
+            root_seen: false,
+            min_start: u64::MAX,
+            max_end: 0,
+            plain_times: true,
+        }
+    }
 }
 
 /// A batch's spans grouped by trace, traces in order of first appearance
@@ -613,24 +643,7 @@ impl TraceShard {
     fn start_trace(&mut self, id: TraceId, now: Duration) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.table_insert(
-            id,
-            Entry {
-                seq,
-                first_seen: now,
-                state: State::Pending,
-                stored: StoredSpans::default(),
-                span_count: 0,
-                byte_size: 0,
-                traces_size: 0,
-                memory: 0,
-                statuses: 0,
-                root_seen: false,
-                min_start: u64::MAX,
-                max_end: 0,
-                plain_times: true,
-            },
-        );
+        self.table_insert(id, Entry::empty(seq, now, State::Pending));
         self.pending += 1;
         self.stats.new_traces += 1;
         self.wait_queue
@@ -789,14 +802,43 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) -> u64 {
+        self.shed_spans_memory_to(self.memory / 2, now, decider, out)
+    }
+
+    /// Frees `bytes` of the pending spans' memory the same way (oldest
+    /// traces decided early, reason [`DecisionReason::MemoryLimit`]), or all
+    /// of it if it is less. For a caller asked to make room by a memory
+    /// limiter at its soft limit. Returns the traces decided.
+    pub fn decide_oldest_to_free(
+        &mut self,
+        bytes: u64,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> u64 {
+        if bytes == 0 {
+            return 0;
+        }
+        self.shed_spans_memory_to(self.memory.saturating_sub(bytes), now, decider, out)
+    }
+
+    /// Decides the oldest pending traces early for memory until the spans
+    /// still pending take at most `target` bytes.
+    fn shed_spans_memory_to(
+        &mut self,
+        target: u64,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> u64 {
         if self.pending == 0 {
             return 0;
         }
         let before = self.stats.early_memory_limit;
         // The headers' memory only falls at the sweep below, so the target
-        // counts it as it stands: halve the spans' own memory.
-        let target = self.memory / 2 + self.headers.memory;
-        self.decide_oldest_while_over(target, now, DecisionReason::MemoryLimit, decider, out);
+        // counts it as it stands.
+        let budget = target + self.headers.memory;
+        self.decide_oldest_while_over(budget, now, DecisionReason::MemoryLimit, decider, out);
         // Headers no pending span refers to any more are memory too.
         self.headers.sweep();
         self.stats.early_memory_limit - before

@@ -1,4 +1,5 @@
 //! Tail sampling against the collector's semantics, with a fake clock.
+//! The builders are shared with the buffer's hand-over tests.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::*;
 // ---------------------------------------------------------------- builders
 
 #[derive(Clone)]
-struct SpanSpec {
+pub(crate) struct SpanSpec {
     trace: TraceId,
     id: u8,
     parent: u8,
@@ -30,14 +31,14 @@ struct SpanSpec {
     flags: u32,
 }
 
-fn tid(n: u64) -> TraceId {
+pub(crate) fn tid(n: u64) -> TraceId {
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&n.to_be_bytes());
     id[8..].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
     id
 }
 
-fn span(trace: TraceId, id: u8) -> SpanSpec {
+pub(crate) fn span(trace: TraceId, id: u8) -> SpanSpec {
     SpanSpec {
         trace,
         id,
@@ -65,7 +66,7 @@ impl SpanSpec {
         self.end_ms = end_ms;
         self
     }
-    fn error(mut self) -> Self {
+    pub(crate) fn error(mut self) -> Self {
         self.status = 2;
         self
     }
@@ -88,7 +89,7 @@ impl SpanSpec {
 }
 
 /// One `ResourceSpans` per span, so each carries its own resource.
-fn batch(spans: &[SpanSpec]) -> SpanBatch {
+pub(crate) fn batch(spans: &[SpanSpec]) -> SpanBatch {
     let resource_spans = spans
         .iter()
         .map(|sp| ResourceSpans {
@@ -849,21 +850,21 @@ fn seed_config_tail_sampling_section_parses() {
 
 // ---------------------------------------------------------------- the buffer
 
-fn settings() -> TraceBufferSettings {
+pub(crate) fn settings() -> TraceBufferSettings {
     TraceBufferSettings {
         decision_wait: Duration::from_secs(10),
         ..TraceBufferSettings::default()
     }
 }
 
-fn keep_errors() -> PolicySet {
+pub(crate) fn keep_errors() -> PolicySet {
     policies(
         serde_json::json!([{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]),
         false,
     )
 }
 
-fn secs(s: u64) -> Duration {
+pub(crate) fn secs(s: u64) -> Duration {
     Duration::from_secs(1_700_000_000 + s)
 }
 
@@ -1145,6 +1146,46 @@ fn above_a_memory_limit_the_oldest_half_is_decided_early_and_kept_ones_released_
         .iter()
         .all(|d| d.reason == DecisionReason::DecisionWait));
     assert_eq!(shard.buffered_bytes(), 0);
+}
+
+/// Asked to free a number of bytes (a memory limiter at its soft limit),
+/// a shard decides just enough of its oldest pending traces early.
+#[test]
+fn asked_to_free_bytes_the_oldest_traces_that_hold_them_are_decided_early() {
+    let mut shard = TraceShard::new(settings());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    for i in 0..10 {
+        shard.insert(
+            &batch(&[span(tid(i), 1), span(tid(i), 2)]),
+            secs(i),
+            &mut set,
+            &mut out,
+        );
+    }
+    let before = shard.buffered_bytes();
+    let per_trace = before / 10;
+    assert_eq!(
+        shard.decide_oldest_to_free(0, secs(10), &mut set, &mut out),
+        0
+    );
+    // A little over two traces' worth: three go, oldest first.
+    let decided = shard.decide_oldest_to_free(2 * per_trace + 1, secs(10), &mut set, &mut out);
+    assert_eq!(decided, 3);
+    let early: Vec<_> = out.decided.iter().map(|d| d.trace_id).collect();
+    assert_eq!(early, (0..3).map(tid).collect::<Vec<_>>());
+    assert!(out
+        .decided
+        .iter()
+        .all(|d| d.reason == DecisionReason::MemoryLimit));
+    assert_eq!(shard.stats().early_memory_limit, 3);
+    assert!(before - shard.buffered_bytes() > 2 * per_trace);
+    // More than is held: everything pending goes.
+    assert_eq!(
+        shard.decide_oldest_to_free(u64::MAX, secs(10), &mut set, &mut out),
+        7
+    );
+    assert_eq!(shard.pending_traces(), 0);
 }
 
 #[test]
