@@ -72,6 +72,10 @@ pub mod names {
     /// tracegate's own: bytes a storage client's files take on disk, by
     /// `storage` and `client`.
     pub const STORAGE_BYTES: &str = "tracegate_storage_bytes";
+    /// tracegate's own: bytes a storage client appended (framing included).
+    pub const STORAGE_WRITTEN_BYTES: &str = "tracegate_storage_written_bytes";
+    /// tracegate's own: fsync/fdatasync calls a storage client made.
+    pub const STORAGE_SYNCS: &str = "tracegate_storage_syncs";
 }
 
 use std::convert::Infallible;

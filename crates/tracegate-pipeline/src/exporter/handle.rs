@@ -215,7 +215,7 @@ impl ExporterHandle {
         if let Some(q) = &shared.queue {
             metrics::gauge!(names::EXPORTER_QUEUE_CAPACITY, "exporter" => id.to_string())
                 .set(q.capacity() as f64);
-            shared.metrics.queue_size.set(q.len() as f64);
+            shared.metrics.queue_size.set(q.size() as f64);
             for _ in 0..num_consumers.max(1) {
                 shared.tasks.spawn(consume_queue(shared.clone()));
             }
