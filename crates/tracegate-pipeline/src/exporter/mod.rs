@@ -202,6 +202,9 @@ impl<'a> Built<'a> {
 
 component_registry! {
     /// An exporter's typed config, chosen by the component type.
+    // A config is parsed once and read at startup; its size does not
+    // matter, and boxing the larger variants would only add indirection.
+    #[allow(clippy::large_enum_variant)]
     #[derive(Debug, Clone, PartialEq)]
     pub enum ExporterConfig: "exporter", dyn BuildExporter {
         OtlpGrpc(otlp_grpc::Config) = "otlp" | "otlp_grpc" | "tempo"
