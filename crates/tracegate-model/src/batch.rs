@@ -279,7 +279,9 @@ impl SpanBatch {
         parts: usize,
         mut part_of: impl FnMut(usize, &SpanInfo) -> usize,
     ) -> Vec<SpanBatch> {
-        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); parts];
+        // Sized for an even spread, which hashing gives.
+        let even = self.spans.len() / parts.max(1) + 1;
+        let mut indices: Vec<Vec<u32>> = (0..parts).map(|_| Vec::with_capacity(even)).collect();
         for (i, span) in self.spans.iter().enumerate() {
             let part = part_of(i, span);
             assert!(part < parts, "SpanBatch::partition: part {part} of {parts}");

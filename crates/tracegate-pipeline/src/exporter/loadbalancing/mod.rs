@@ -225,7 +225,7 @@ impl super::BuildExporter for Config {
 /// A part a backend did not take, and why.
 struct Refused {
     backend: Arc<Backend>,
-    part: SpanBatch,
+    part: Arc<SpanBatch>,
     refusal: Refusal,
 }
 
@@ -241,12 +241,13 @@ impl LoadBalancer {
                 "no backends to send to: the resolver found none".into(),
             ));
         }
-        let mut pending: Vec<(Arc<Backend>, SpanBatch)> = snapshot
+        let mut pending: Vec<(Arc<Backend>, Arc<SpanBatch>)> = snapshot
             .backends
             .iter()
             .cloned()
             .zip(self.router.partition(batch, &snapshot.ring))
             .filter(|(_, part)| !part.is_empty())
+            .map(|(backend, part)| (backend, Arc::new(part)))
             .collect();
         let mut taken = 0usize;
         let mut refused: Vec<Refused> = Vec::new();
@@ -257,7 +258,7 @@ impl LoadBalancer {
             let outcomes = futures::future::join_all(
                 pending
                     .iter()
-                    .map(|(backend, part)| backend.send(Arc::new(part.clone()))),
+                    .map(|(backend, part)| backend.send(part.clone())),
             )
             .await;
             let mut moved = Vec::new();
@@ -291,7 +292,8 @@ impl LoadBalancer {
                         .iter()
                         .cloned()
                         .zip(self.router.partition(&part, &snapshot.ring))
-                        .filter(|(_, part)| !part.is_empty()),
+                        .filter(|(_, part)| !part.is_empty())
+                        .map(|(backend, part)| (backend, Arc::new(part))),
                 );
             }
         }
@@ -303,7 +305,7 @@ impl LoadBalancer {
         }
         if self.retry {
             // Only the refused parts are retried, routed afresh each time.
-            let remaining: Vec<SpanBatch> = refused.iter().map(|r| r.part.clone()).collect();
+            let remaining: Vec<SpanBatch> = refused.iter().map(|r| (*r.part).clone()).collect();
             return Err(ExportError::partial(
                 Delivered::default(),
                 SpanBatch::concat(&remaining),
