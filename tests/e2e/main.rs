@@ -12,6 +12,7 @@ mod jaeger;
 mod jaeger_thrift;
 mod memory_limiter;
 mod otlp;
+mod overload;
 mod resource_detection;
 mod seed_configs;
 mod shutdown;

@@ -15,9 +15,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read when it starts (before `main`): freed pages go
 /// back to the OS within a quarter of a second (jemalloc's default is ten),
 /// by background threads rather than on the request path, so the resident
-/// set follows the live bytes the memory limiter measures: at the limit the
-/// pages freed but still held stay within about a tenth of it (measured in
-/// benches/RESULTS.md). `MALLOC_CONF` (as `_RJEM_MALLOC_CONF`) still
+/// set stays close to the live bytes the memory limiter measures
+/// (benches/RESULTS.md, "Overload that holds": returning them at once cost
+/// twice the CPU per span). `MALLOC_CONF` (as `_RJEM_MALLOC_CONF`) still
 /// overrides them.
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
