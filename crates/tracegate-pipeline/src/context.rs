@@ -6,8 +6,10 @@
 
 use tokio_util::sync::CancellationToken;
 
+use crate::file_storage::Storages;
 use crate::health::Readiness;
 use crate::memory::{Allocator, MemoryPressure};
+use crate::processor::tail_sampling::handover::HandoverExchange;
 
 /// Handed to every component's build function by the registry of its kind
 /// (see [`crate::registry`]). Cloning it is cheap, and clones share the
@@ -28,6 +30,12 @@ pub struct BuildContext {
     /// Cancelled when the component must stop: for receivers when shutdown
     /// begins (stop accepting), for extensions at its end.
     pub shutdown: CancellationToken,
+    /// The storage extensions (`file_storage`) started before the
+    /// pipelines, by id: where a persistent sending queue keeps its data.
+    pub storages: Storages,
+    /// Where `tail_sampling` processors with `handover` take traces other
+    /// gateways hand them: they register, the OTLP/gRPC receivers deliver.
+    pub handover: HandoverExchange,
 }
 
 impl BuildContext {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracegate_model::SpanBatch;
 use tracegate_pipeline::context::BuildContext;
 use tracegate_pipeline::exporter::{ExporterHandle, Fanout};
+use tracegate_pipeline::file_storage::Storages;
 use tracegate_pipeline::health::Readiness;
 use tracegate_pipeline::memory::Allocator;
 use tracegate_pipeline::processor::Processor;
@@ -77,7 +78,7 @@ pub async fn start(
     let mut listening = Vec::new();
     // What the components share; extensions run until the very end,
     // receivers stop first.
-    let ctx = BuildContext {
+    let mut ctx = BuildContext {
         allocator,
         readiness: readiness.clone(),
         shutdown: stop_telemetry.clone(),
@@ -95,6 +96,7 @@ pub async fn start(
         .map_err(|e| StartError(format!("telemetry: cannot listen on {address}: {e}")))?;
         listening.push(("telemetry".to_string(), "metrics", server.address));
     }
+    let mut storages = Vec::new();
     for id in &config.service.extensions {
         let extension = config
             .extensions
@@ -107,7 +109,11 @@ pub async fn start(
         for (protocol, address) in running.addresses {
             listening.push((id.to_string(), protocol, address));
         }
+        storages.extend(running.storage);
     }
+    // Storage extensions are started; what is built from here on finds
+    // them by id.
+    ctx.storages = Storages::new(storages);
 
     let mut exporters: BTreeMap<&ComponentId, ExporterHandle> = BTreeMap::new();
     for pipeline in &config.service.pipelines {
@@ -160,15 +166,24 @@ pub async fn start(
         }
     }
 
-    // Processors that must finish something first (resource detection)
-    // do so before any receiver listens; a failure stops startup, as in
-    // the collector.
+    // Processors and exporters that must finish something first (resource
+    // detection, a load balancer's first member list) do so before any
+    // receiver listens; a failure stops startup, as in the collector.
     let readies = to_ready.iter().map(|(id, stage)| async move {
         stage
             .ready()
             .await
             .map_err(|e| StartError(format!("processors::{id}: {e}")))
     });
+    let exporters_ready = exporters.iter().map(|(id, handle)| async move {
+        handle
+            .ready()
+            .await
+            .map_err(|e| StartError(format!("exporters::{id}: {e}")))
+    });
+    for result in futures::future::join_all(exporters_ready).await {
+        result?;
+    }
     for result in futures::future::join_all(readies).await {
         result?;
     }

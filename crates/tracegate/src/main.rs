@@ -40,6 +40,13 @@ struct Cli {
     /// SIGINT, or a second signal, skips it.
     #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
     shutdown_drain_delay: Duration,
+    /// Worker threads of the runtime that runs every receiver, processor
+    /// and exporter. Default: one per CPU the process may use (its CPU
+    /// affinity and cgroup quota). Set it where other work owns the CPUs,
+    /// such as a GPU node.
+    #[arg(long, value_name = "N", global = true,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -205,11 +212,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.worker_threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let grace = cli.shutdown_grace;
+    let worker_threads = runtime.metrics().num_workers();
     let stopped_by = runtime.block_on(async move {
         // Listening before "ready", so that a signal right after it is not
         // the default action (an exit without shutdown).
@@ -218,7 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         for (component, protocol, address) in &running.listening {
             tracing::info!(component = %component, protocol, address = %address, "listening");
         }
-        tracing::info!("tracegate is ready");
+        tracing::info!(worker_threads, "tracegate is ready");
         let signal = signals.next().await;
         let stop_by = std::time::Instant::now() + grace;
         exit_at(stop_by);

@@ -57,6 +57,58 @@ pub fn pipeline_to(sink: SocketAddr, sections: &str, receivers: &str, processors
     )
 }
 
+/// What `tracegate validate` said of `yaml`: whether it passed, and its
+/// stdout (the warnings and the verdict) and stderr.
+pub fn validate(yaml: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracegate"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run tracegate validate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An agent's config: OTLP/gRPC in on an ephemeral port, the
+/// `loadbalancing` exporter out, routing by trace id to the gateways
+/// `resolver` finds (its value in YAML flow style, e.g.
+/// `{static: {hostnames: [a, b]}}`) and retrying every 100 to 500 ms for as
+/// long as it takes.
+pub fn agent_config(resolver: &str) -> String {
+    format!(
+        r#"receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+exporters:
+  load_balancing:
+    routing_key: traceID
+    protocol:
+      otlp:
+        tls:
+          insecure: true
+        retry_on_failure:
+          initial_interval: 100ms
+          max_interval: 500ms
+          max_elapsed_time: 0
+    resolver: {resolver}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [load_balancing]
+{TELEMETRY}"#
+    )
+}
+
 impl Gateway {
     /// Writes `yaml` to a temp dir (`{dir}` in it is replaced by that dir's
     /// path) and starts tracegate on it; returns once it reports ready.
@@ -77,19 +129,34 @@ impl Gateway {
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(yaml.as_bytes()))
             .expect("write config");
-        let no_cloud = NoCloud::new();
         let drain_delay = if args.iter().any(|a| a.starts_with("--shutdown-drain-delay")) {
             None
         } else {
             Some("--shutdown-drain-delay=0s")
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tracegate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tracegate"));
+        command
             .arg("--config")
             .arg(&path)
             .args(drain_delay)
             .args(args)
-            .envs(no_cloud_environment(&no_cloud))
-            .envs(envs.iter().copied())
+            .envs(envs.iter().copied());
+        Self::spawn(command, dir)
+    }
+
+    /// Starts `command` (tracegate, or a program that execs it, with its
+    /// arguments), its detectors kept off the network, and returns once it
+    /// reports ready. `dir` is kept as the gateway's own temp dir.
+    pub fn spawn(mut command: Command, dir: tempfile::TempDir) -> Gateway {
+        let no_cloud = NoCloud::new();
+        // The test's own variables (already on `command`) win.
+        let set: Vec<_> = command.get_envs().map(|(k, _)| k.to_owned()).collect();
+        for (key, value) in no_cloud_environment(&no_cloud) {
+            if !set.iter().any(|k| k == key) {
+                command.env(key, value);
+            }
+        }
+        let mut child = command
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -209,6 +276,13 @@ impl Gateway {
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("{field} not in /proc status"))
+    }
+
+    /// Sends SIGKILL and waits until the process is gone: a crash, with
+    /// no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn is_running(&mut self) -> bool {

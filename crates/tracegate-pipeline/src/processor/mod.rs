@@ -103,6 +103,32 @@ impl ProcessorConfig {
     }
 }
 
+/// What a processor does with a batch's answer, as far as the stage that
+/// handed it the batch can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// It acknowledges once it holds the spans (`batch`, `tail_sampling`):
+    /// nothing after it reaches the sender.
+    Holds,
+    /// It may refuse the batch itself (`memory_limiter`).
+    MayRefuse,
+    /// It answers with what the stages after it answer.
+    PassesOn,
+}
+
+impl ProcessorConfig {
+    /// How this processor answers the stage before it.
+    pub fn answer(&self) -> Answer {
+        match self {
+            ProcessorConfig::Batch(_) | ProcessorConfig::TailSampling(_) => Answer::Holds,
+            ProcessorConfig::MemoryLimiter(_) => Answer::MayRefuse,
+            ProcessorConfig::ProbabilisticSampler(_)
+            | ProcessorConfig::Sampling(_)
+            | ProcessorConfig::ResourceDetection(_) => Answer::PassesOn,
+        }
+    }
+}
+
 /// A processor whose config is invalid; the message names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("processor {processor}: invalid config: {source}")]

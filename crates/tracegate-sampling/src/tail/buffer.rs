@@ -48,6 +48,9 @@ use super::policy::{Decision, PolicySet, TraceView, Verdict};
 use super::store::{AssembledOnDemand, Headers, ScopeHeaders, StoredSpans};
 use super::{shard_of, TraceId};
 
+mod handover;
+pub use handover::{KnownDecision, PendingTrace};
+
 /// Decides traces: the policies, possibly shared between shards.
 pub trait Decider {
     fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict;
@@ -149,6 +152,9 @@ pub enum DecisionReason {
     Shutdown,
     /// `span-ingest`: a batch of the trace decided it as it arrived.
     SpanIngest,
+    /// Decided by the trace's previous owner, whose decision was handed
+    /// over with the trace ([`TraceShard::import_decision`]).
+    Handover,
 }
 
 impl DecisionReason {
@@ -163,6 +169,7 @@ impl DecisionReason {
             DecisionReason::MemoryLimit => "memory_limit",
             DecisionReason::Shutdown => "shutdown",
             DecisionReason::SpanIngest => "span_ingest",
+            DecisionReason::Handover => "handover",
         }
     }
 
@@ -297,6 +304,27 @@ struct Entry {
     /// Every start non-zero and every time within `i64`: the latency
     /// policy may judge from `min_start` and `max_end` alone.
     plain_times: bool,
+}
+
+impl Entry {
+    /// A trace with no spans yet, first seen `now`.
+    fn empty(seq: u64, now: Duration, state: State) -> Entry {
+        Entry {
+            seq,
+            first_seen: now,
+            state,
+            stored: StoredSpans::default(),
+            span_count: 0,
+            byte_size: 0,
+            traces_size: 0,
+            memory: 0,
+            statuses: 0,
+            root_seen: false,
+            min_start: u64::MAX,
+            max_end: 0,
+            plain_times: true,
+        }
+    }
 }
 
 /// A batch's spans grouped by trace, traces in order of first appearance
@@ -621,24 +649,7 @@ impl TraceShard {
     fn start_trace(&mut self, id: TraceId, now: Duration) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.table_insert(
-            id,
-            Entry {
-                seq,
-                first_seen: now,
-                state: State::Pending,
-                stored: StoredSpans::default(),
-                span_count: 0,
-                byte_size: 0,
-                traces_size: 0,
-                memory: 0,
-                statuses: 0,
-                root_seen: false,
-                min_start: u64::MAX,
-                max_end: 0,
-                plain_times: true,
-            },
-        );
+        self.table_insert(id, Entry::empty(seq, now, State::Pending));
         self.pending += 1;
         self.stats.new_traces += 1;
         self.wait_queue

@@ -77,6 +77,20 @@ impl<K: Clone + Hash + Eq, V: Clone> LruMap<K, V> {
         self.compact();
     }
 
+    /// Whether `key` is held, without marking it used.
+    pub(crate) fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.contains_key(key)
+    }
+
+    /// Every entry, in no particular order, without marking any used.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
+        self.entries.iter().map(|(k, (v, _))| (k, v))
+    }
+
     fn compact(&mut self) {
         if self.order.len() > 2 * self.entries.len() + 32 {
             let entries = &self.entries;

@@ -1,4 +1,5 @@
 //! Tail sampling against the collector's semantics, with a fake clock.
+//! The builders are shared with the buffer's hand-over tests.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::*;
 // ---------------------------------------------------------------- builders
 
 #[derive(Clone)]
-struct SpanSpec {
+pub(crate) struct SpanSpec {
     trace: TraceId,
     id: u8,
     parent: u8,
@@ -30,14 +31,14 @@ struct SpanSpec {
     flags: u32,
 }
 
-fn tid(n: u64) -> TraceId {
+pub(crate) fn tid(n: u64) -> TraceId {
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&n.to_be_bytes());
     id[8..].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
     id
 }
 
-fn span(trace: TraceId, id: u8) -> SpanSpec {
+pub(crate) fn span(trace: TraceId, id: u8) -> SpanSpec {
     SpanSpec {
         trace,
         id,
@@ -65,7 +66,7 @@ impl SpanSpec {
         self.end_ms = end_ms;
         self
     }
-    fn error(mut self) -> Self {
+    pub(crate) fn error(mut self) -> Self {
         self.status = 2;
         self
     }
@@ -88,7 +89,7 @@ impl SpanSpec {
 }
 
 /// One `ResourceSpans` per span, so each carries its own resource.
-fn batch(spans: &[SpanSpec]) -> SpanBatch {
+pub(crate) fn batch(spans: &[SpanSpec]) -> SpanBatch {
     let resource_spans = spans
         .iter()
         .map(|sp| ResourceSpans {
@@ -849,21 +850,21 @@ fn seed_config_tail_sampling_section_parses() {
 
 // ---------------------------------------------------------------- the buffer
 
-fn settings() -> TraceBufferSettings {
+pub(crate) fn settings() -> TraceBufferSettings {
     TraceBufferSettings {
         decision_wait: Duration::from_secs(10),
         ..TraceBufferSettings::default()
     }
 }
 
-fn keep_errors() -> PolicySet {
+pub(crate) fn keep_errors() -> PolicySet {
     policies(
         serde_json::json!([{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]),
         false,
     )
 }
 
-fn secs(s: u64) -> Duration {
+pub(crate) fn secs(s: u64) -> Duration {
     Duration::from_secs(1_700_000_000 + s)
 }
 

@@ -30,7 +30,7 @@ use tracegate_pipeline::exporter::ExporterConfig;
 pub use tracegate_pipeline::extension::ExtensionConfig;
 #[cfg(test)]
 use tracegate_pipeline::health::HealthCheckConfig;
-use tracegate_pipeline::processor::ProcessorConfig;
+use tracegate_pipeline::processor::{Answer, ProcessorConfig};
 use tracegate_pipeline::receiver::ReceiverConfig;
 
 use catalog::{Known, Section};
@@ -516,6 +516,7 @@ impl Loader {
                 telemetry,
             },
         };
+        let mut exporter_paths = Vec::new();
         for (section, components) in defined {
             for d in components {
                 let used = usage
@@ -530,6 +531,7 @@ impl Loader {
                         config.processors.insert(d.id, c);
                     }
                     Some(Parsed::Exporter(c)) if used => {
+                        exporter_paths.push((d.id.clone(), d.path.clone()));
                         config.exporters.insert(d.id, c);
                     }
                     Some(Parsed::Extension(c)) if listed => {
@@ -539,7 +541,93 @@ impl Loader {
                 }
             }
         }
+        self.warn_retry_delays(&config);
+        for (id, path) in exporter_paths {
+            self.check_queue_storage(&config, &id, &path);
+        }
         Some(config)
+    }
+
+    /// Where a refusal reaches a receiver that answers it with a retry
+    /// delay the collector does not send, says so: a pipeline whose
+    /// `memory_limiter` refuses, or without a stage that holds data (so
+    /// full exporter queues refuse), before any `batch` or `tail_sampling`.
+    fn warn_retry_delays(&mut self, config: &Config) {
+        for pipeline in &config.service.pipelines {
+            let mut refusal = None;
+            let mut held = false;
+            for id in &pipeline.processors {
+                match config.processors.get(id).map(ProcessorConfig::answer) {
+                    Some(Answer::MayRefuse) => {
+                        refusal = Some(format!("its {id} refuses data"));
+                        break;
+                    }
+                    Some(Answer::Holds) => {
+                        held = true;
+                        break;
+                    }
+                    Some(Answer::PassesOn) | None => {}
+                }
+            }
+            if refusal.is_none() && !held {
+                refusal = Some("every exporter's queue is full".to_string());
+            }
+            let Some(refusal) = refusal else { continue };
+            for id in &pipeline.receivers {
+                if config
+                    .receivers
+                    .get(id)
+                    .is_some_and(ReceiverConfig::sends_retry_delay)
+                {
+                    self.warn(
+                        &Path::root().key("receivers").key(&id.to_string()),
+                        format!(
+                            "when pipeline {} refuses spans ({refusal}), tracegate's answer asks \
+                             the client to retry later (gRPC RetryInfo, HTTP Retry-After: 5 s \
+                             unless the refusal names its own delay); the collector sends no \
+                             delay, so clients that honour it wait longer here",
+                            pipeline.id
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A persistent sending queue names a storage extension that is
+    /// defined, listed in `service::extensions` (extensions start before
+    /// pipelines) and of a storage type.
+    fn check_queue_storage(&mut self, config: &Config, id: &ComponentId, path: &Path) {
+        let queue = config.exporters[id].sending_queue();
+        let Some(storage) = queue.storage.as_deref().filter(|_| queue.enabled) else {
+            return;
+        };
+        let at = path.key("sending_queue").key("storage");
+        let problem = match ComponentId::parse(storage) {
+            Err(e) => Some(e),
+            Ok(storage_id) => match config.extensions.get(&storage_id) {
+                Some(ExtensionConfig::FileStorage(_)) => None,
+                Some(_) => Some(format!(
+                    "{storage:?} is not a storage extension; use a file_storage extension"
+                )),
+                None if self
+                    .node(&Path::root().key("extensions").key(storage))
+                    .is_some() =>
+                {
+                    Some(format!(
+                        "storage extension {storage:?} is not listed in service::extensions, so \
+                         it would not be started"
+                    ))
+                }
+                None => Some(format!(
+                    "storage extension {storage:?} is not defined in extensions (define a \
+                     file_storage extension and list it in service::extensions)"
+                )),
+            },
+        };
+        if let Some(message) = problem {
+            self.error(&at, message);
+        }
     }
 
     /// Parses every component of a section, used or not, so a config error

@@ -284,6 +284,8 @@ struct Monitor {
     above_soft: Arc<std::sync::atomic::AtomicBool>,
     /// This limiter's part in the process's [`MemoryPressure`].
     above_hard: HardLimitFlag,
+    /// The memory measured at the last check.
+    used: metrics::Gauge,
 }
 
 /// A release that returns less than this share (%) of the resident set
@@ -349,6 +351,9 @@ impl MemoryLimiter {
             check_interval = ?config.check_interval,
             "memory limiter configured"
         );
+        let gauge = |name: &'static str| metrics::gauge!(name, "processor" => id.to_string());
+        gauge(names::MEMORY_LIMITER_HARD_LIMIT_BYTES).set(hard as f64);
+        gauge(names::MEMORY_LIMITER_SOFT_LIMIT_BYTES).set(soft as f64);
         let gate = Arc::new(Gate::new(
             hard,
             soft,
@@ -388,6 +393,7 @@ impl MemoryLimiter {
             backoff_hard: Duration::ZERO,
             above_soft,
             above_hard: pressure.limiter(),
+            used: gauge(names::MEMORY_LIMITER_USED_BYTES),
         };
         tokio::spawn(run_checks(
             Arc::downgrade(&limiter),
@@ -512,6 +518,7 @@ impl Monitor {
                 }
             }
         }
+        self.used.set(used as f64);
         self.above_hard.set(used >= self.gate.hard);
         let above = used >= self.gate.soft;
         if above {

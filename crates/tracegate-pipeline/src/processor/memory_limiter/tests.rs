@@ -531,3 +531,31 @@ async fn the_check_task_ends_with_the_processor() {
     tick().await;
     assert_eq!(Arc::strong_count(&memory), 1);
 }
+
+/// Its limits and what it measured are served, so an alert can fire
+/// before it refuses.
+#[tokio::test(start_paused = true)]
+async fn reports_its_limits_and_the_memory_it_measured() {
+    let memory = FakeMemory::at(50);
+    let recorder = Arc::new(crate::exporter::test_support::TestRecorder::default());
+    let ml = metrics::with_local_recorder(recorder.as_ref(), || {
+        limiter(&memory, Arc::new(Count::default()))
+    });
+    let gauge = |name| recorder.gauge(name, &[("processor", "memory_limiter")]);
+    assert_eq!(
+        gauge(names::MEMORY_LIMITER_HARD_LIMIT_BYTES),
+        (100 * MIB) as f64
+    );
+    assert_eq!(
+        gauge(names::MEMORY_LIMITER_SOFT_LIMIT_BYTES),
+        (80 * MIB) as f64
+    );
+    tick().await;
+    assert_eq!(gauge(names::MEMORY_LIMITER_USED_BYTES), (50 * MIB) as f64);
+    // Measured after the release a check makes above the soft limit.
+    memory.set(90 * MIB);
+    memory.releasable.store(5 * MIB, Ordering::Relaxed);
+    tick().await;
+    assert_eq!(gauge(names::MEMORY_LIMITER_USED_BYTES), (85 * MIB) as f64);
+    assert!(ml.is_refusing());
+}

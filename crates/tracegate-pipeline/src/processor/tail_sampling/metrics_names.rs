@@ -36,3 +36,26 @@ pub const BUFFERED_BYTES: &str = "tracegate_tail_sampling_buffered_bytes";
 /// tracegate: traces decided early to respect a bound (labels
 /// `processor`, `reason`).
 pub const EARLY_DECISIONS: &str = "tracegate_tail_sampling_early_decisions";
+/// tracegate, hand-over (labels `processor`, `reason`: `membership_change`,
+/// `not_owner`, `recheck`, `shutdown`): spans, traces and decisions handed
+/// to another gateway and taken by it.
+pub const HANDOVER_SPANS: &str = "tracegate_tail_sampling_handover_spans";
+pub const HANDOVER_TRACES: &str = "tracegate_tail_sampling_handover_traces";
+pub const HANDOVER_DECISIONS: &str = "tracegate_tail_sampling_handover_decisions";
+/// tracegate, hand-over: spans and decisions that could not be handed over
+/// (labels `processor`, `reason`: `unreachable`, `refused`, `unsupported`,
+/// `client`, `shutting_down`, `hop_limit`). Their traces are decided here.
+pub const HANDOVER_FAILED_SPANS: &str = "tracegate_tail_sampling_handover_failed_spans";
+pub const HANDOVER_FAILED_DECISIONS: &str = "tracegate_tail_sampling_handover_failed_decisions";
+/// tracegate, hand-over: spans and decisions taken from other gateways
+/// (label `processor`).
+pub const HANDOVER_RECEIVED_SPANS: &str = "tracegate_tail_sampling_handover_received_spans";
+pub const HANDOVER_RECEIVED_DECISIONS: &str = "tracegate_tail_sampling_handover_received_decisions";
+/// tracegate, hand-over: requests refused (labels `processor`, `reason`:
+/// `not_ready`, `unknown_sender`, `sender_address`, `malformed`,
+/// `shutting_down`).
+pub const HANDOVER_REFUSED_REQUESTS: &str = "tracegate_tail_sampling_handover_refused_requests";
+/// tracegate, hand-over (gauges, label `processor`): the members the
+/// resolver found, and 1 when this gateway is one of them.
+pub const HANDOVER_MEMBERS: &str = "tracegate_tail_sampling_handover_members";
+pub const HANDOVER_IS_MEMBER: &str = "tracegate_tail_sampling_handover_is_member";

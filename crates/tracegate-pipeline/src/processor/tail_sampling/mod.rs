@@ -20,11 +20,13 @@
 //! asks for room (bytes it had to turn away), each worker wakes and decides
 //! its oldest traces early until it has freed its share.
 
+pub mod handover;
 mod metrics_names;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,12 +36,14 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracegate_model::SpanBatch;
 use tracegate_sampling::tail::{
     shard_of, Decider, Decision, DecisionReason, PolicyConfig, PolicySet, PolicyTally, Released,
-    TraceBuffer, TraceBufferSettings, TraceShard, TraceView, Verdict,
+    TraceBuffer, TraceBufferSettings, TraceId, TraceShard, TraceView, Verdict,
 };
 
+use self::handover::{Handover, HandoverExchange, Import, ShardHandover};
 use super::Processor;
 use crate::config::ComponentError;
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
@@ -137,6 +141,10 @@ pub struct Config {
     /// Default false.
     #[serde(default)]
     pub record_policy: bool,
+    /// tracegate: hand-over of traces in flight between the gateways of
+    /// a fleet when its members change (`handover.rs`). Off when absent.
+    #[serde(default)]
+    pub handover: Option<handover::Config>,
 }
 
 /// `sampling_strategy:`
@@ -192,6 +200,7 @@ impl Default for Config {
             num_shards: None,
             sampling_strategy: SamplingStrategy::TraceComplete,
             record_policy: false,
+            handover: None,
         }
     }
 }
@@ -226,6 +235,17 @@ impl Config {
                 ));
             }
         }
+        if let Some(h) = &self.handover {
+            let in_handover = |e: ComponentError| ComponentError {
+                path: if e.path.is_empty() {
+                    "handover".into()
+                } else {
+                    format!("handover.{}", e.path)
+                },
+                message: e.message,
+            };
+            warnings.extend(h.validate().map_err(in_handover)?);
+        }
         if !self.decision_wait_after_root_received.is_zero()
             && self.decision_wait_after_root_received >= self.decision_wait
         {
@@ -233,7 +253,31 @@ impl Config {
                 "decision_wait_after_root_received is not shorter than decision_wait, so it never shortens the wait".into(),
             );
         }
+        warnings.extend(self.collector_differences());
         Ok(warnings)
+    }
+
+    /// Where this config keeps different traces than the collector would
+    /// (docs/configuration.md, "Differences from the collector").
+    fn collector_differences(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.decision_wait < Duration::from_secs(1) {
+            warnings.push(format!(
+                "decision_wait is {}: tracegate decides each trace exactly then; the collector \
+                 counts the wait in whole seconds (at least one) on a 1-second tick, so it \
+                 decides 1 to 2 s after the first span, and spans arriving in between join the \
+                 trace there but are late here",
+                crate::duration::format(self.decision_wait)
+            ));
+        }
+        if let Some(n) = self.num_shards.filter(|&n| n > 1) {
+            warnings.push(format!(
+                "num_shards is {n}: the collector splits num_traces, the decision caches and the \
+                 per-second rates of rate_limiting, bytes_limiting and composite evenly across \
+                 its {n} shards; tracegate's limits hold for the whole processor"
+            ));
+        }
+        warnings
     }
 
     fn buffer_settings(&self) -> TraceBufferSettings {
@@ -411,7 +455,26 @@ struct Meters {
     dropped_late: Counter,
     dropped_refused: Counter,
     dropped_shutdown: Counter,
+    /// Whether [`NUM_TRACES_DIFFERS`] and [`MEMORY_LIMIT_DIFFERS`] were
+    /// logged: once per processor, when its outcome first differs.
+    warned_num_traces: AtomicBool,
+    warned_memory_limit: AtomicBool,
 }
+
+/// Logged the first time a full `num_traces` makes a pending trace decide
+/// early: from then on this processor keeps traces the collector would not.
+pub(crate) const NUM_TRACES_DIFFERS: &str = "num_traces is reached: tracegate decides the oldest \
+    pending trace early by the policies, where the collector drops it unsampled, so traces the \
+    policies keep (errors, say) are kept here and lost there; counted in \
+    tracegate_tail_sampling_early_decisions{reason=\"num_traces\"}. Raise num_traces, or set \
+    block_on_overflow to hold new traces back instead";
+
+/// Logged the first time a memory limiter's hard limit makes pending traces
+/// decide early, which the collector's tail sampler never does.
+pub(crate) const MEMORY_LIMIT_DIFFERS: &str = "a memory_limiter is above its hard limit: \
+    tracegate decides the oldest pending traces early to free memory, where the collector \
+    keeps them until decision_wait (its memory limiter only refuses new data); counted in \
+    tracegate_tail_sampling_early_decisions{reason=\"memory_limit\"}";
 
 impl Meters {
     fn new(id: &str) -> Meters {
@@ -450,6 +513,8 @@ impl Meters {
             dropped_late: dropped("late_span_not_sampled"),
             dropped_refused: dropped("refused_downstream"),
             dropped_shutdown: dropped("pending_on_shutdown"),
+            warned_num_traces: AtomicBool::new(false),
+            warned_memory_limit: AtomicBool::new(false),
         }
     }
 }
@@ -459,6 +524,10 @@ pub struct TailSampler {
     id: String,
     senders: Mutex<Option<Vec<mpsc::Sender<Work>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// With `handover`: its inbox, forwarder and members.
+    handover: Option<Handover>,
+    /// Stops following the members (the process's end).
+    shutdown: CancellationToken,
 }
 
 /// Channel depth per shard, in requests: enough to ride out a burst while
@@ -481,6 +550,26 @@ impl TailSampler {
         config: Config,
         next: NextConsumer,
         memory: MemoryPressure,
+    ) -> Result<Arc<TailSampler>, ComponentError> {
+        Self::start_with(
+            id,
+            config,
+            next,
+            memory,
+            &HandoverExchange::default(),
+            CancellationToken::new(),
+        )
+    }
+
+    /// [`Self::start`] whose hand-over (if configured) takes requests
+    /// through `exchange` and follows the members until `shutdown`.
+    pub fn start_with(
+        id: &str,
+        config: Config,
+        next: NextConsumer,
+        memory: MemoryPressure,
+        exchange: &HandoverExchange,
+        shutdown: CancellationToken,
     ) -> Result<Arc<TailSampler>, ComponentError> {
         let shards = config.shard_count();
         let (set, _) =
@@ -519,11 +608,22 @@ impl TailSampler {
         // num_traces bounds the traces of all shards together.
         let in_tables = Arc::new(AtomicU64::new(0));
         let clock = Clock::start();
+        let (handover, mut handover_parts) = match &config.handover {
+            Some(h) => {
+                let (handover, parts) = Handover::new(id, h, shards, clock, exchange)?;
+                (Some(handover), parts.into_iter().map(Some).collect())
+            }
+            None => (None, Vec::new()),
+        };
         let mut senders = Vec::with_capacity(shards);
         let mut workers = Vec::with_capacity(shards);
         for index in 0..shards {
             let (tx, rx) = mpsc::channel(SHARD_QUEUE);
             senders.push(tx);
+            let shard_handover = match (&handover, handover_parts.get_mut(index)) {
+                (Some(h), Some(parts)) => parts.take().map(|parts| h.shard(parts)),
+                _ => None,
+            };
             let worker = ShardWorker {
                 id: id.to_string(),
                 index,
@@ -540,6 +640,7 @@ impl TailSampler {
                 shards,
                 memory: memory.clone(),
                 next_memory_check: Instant::now() + MEMORY_CHECK_INTERVAL,
+                handover: shard_handover,
             };
             workers.push(tokio::spawn(worker.run(rx)));
         }
@@ -547,6 +648,8 @@ impl TailSampler {
             id: id.to_string(),
             senders: Mutex::new(Some(senders)),
             workers: Mutex::new(workers),
+            handover,
+            shutdown,
         }))
     }
 
@@ -603,9 +706,21 @@ impl Consumer for TailSampler {
 
 #[async_trait]
 impl Processor for TailSampler {
+    /// With `handover`: starts following the members (the first list must
+    /// come, as for the agents' `loadbalancing` exporter).
+    async fn ready(&self) -> Result<(), String> {
+        match &self.handover {
+            Some(h) => h.follow(self.shutdown.clone()).await,
+            None => Ok(()),
+        }
+    }
+
     async fn flush(&self) {
-        // Closing the channels tells each worker to decide (or drop) what
-        // it holds and pass it on.
+        if let Some(h) = &self.handover {
+            h.inbox.close();
+        }
+        // Closing the channels tells each worker to hand over (with
+        // `handover`), then decide (or drop) what it holds and pass it on.
         drop(
             self.senders
                 .lock()
@@ -618,16 +733,21 @@ impl Processor for TailSampler {
                 tracing::error!(processor = %self.id, error = %e, "tail sampling worker failed");
             }
         }
+        if let Some(h) = &self.handover {
+            h.forwarder.finish(h.shutdown_within()).await;
+        }
     }
 }
 
 impl super::BuildProcessor for Config {
     fn build(&self, id: &str, next: NextConsumer, ctx: &super::BuildContext) -> super::Building {
-        Ok(TailSampler::start(
+        Ok(TailSampler::start_with(
             id,
             self.clone(),
             next,
             ctx.memory.clone(),
+            &ctx.handover,
+            ctx.shutdown.clone(),
         )?)
     }
 }
@@ -666,6 +786,8 @@ struct ShardWorker {
     shards: usize,
     /// When to next ask `memory`, while traces are pending.
     next_memory_check: Instant,
+    /// With `handover`: this shard's side of it.
+    handover: Option<ShardHandover>,
 }
 
 /// Why a shard worker woke.
@@ -675,6 +797,8 @@ enum Wake {
     /// A memory limiter asked for room.
     Room,
     Work(Work),
+    /// Another gateway handed traces over, or the members changed.
+    Handover(handover::Event),
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -690,42 +814,37 @@ impl ShardWorker {
         let mut out = Released::default();
         loop {
             let deadline = self.wake_at();
-            let wake = tokio::select! {
-                biased;
-                _ = sleep_until_some(deadline) => Wake::Due,
-                _ = self.shed_requests.arrived() => Wake::Room,
-                work = rx.recv() => match work {
-                    Some(work) => Wake::Work(work),
-                    None => break,
-                },
+            let wake = {
+                let handover = async {
+                    match self.handover.as_mut() {
+                        Some(h) => h.next_event().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    _ = sleep_until_some(deadline) => Wake::Due,
+                    _ = self.shed_requests.arrived() => Wake::Room,
+                    event = handover => Wake::Handover(event),
+                    work = rx.recv() => match work {
+                        Some(work) => Wake::Work(work),
+                        None => break,
+                    },
+                }
             };
             let now = self.clock.now();
             let policies = self.policies.clone();
             let mut decider = &*policies;
             match wake {
                 Wake::Work(work) => {
-                    let mut held = match &work.spans {
-                        None => self.shard.insert(&work.batch, now, &mut decider, &mut out),
-                        Some(spans) => self.shard.insert_spans(
-                            &work.batch,
-                            spans.iter().copied(),
-                            now,
-                            &mut decider,
-                            &mut out,
-                        ),
+                    // Spans of traces owned by another gateway go there.
+                    let work = match self.handover.as_mut() {
+                        Some(h) => h.divert(work, &self.shard, now),
+                        None => Some(work),
                     };
-                    // block_on_overflow: wait for pending traces to fall
-                    // due, pass on what they release, then retry.
-                    while let Some(rest) = held.take() {
-                        self.emit(&mut out).await;
-                        let Some(wake) = self.wake_at() else {
-                            break;
-                        };
-                        tokio::time::sleep_until(wake).await;
-                        let now = self.clock.now();
-                        self.shard.poll(now, &mut decider, &mut out);
-                        self.shed_if_above_hard_limit(now, &mut decider, &mut out);
-                        held = self.shard.insert(&rest, now, &mut decider, &mut out);
+                    if let Some(work) = work {
+                        self.take(&work.batch, work.spans.as_deref(), None, now, &mut out)
+                            .await;
                     }
                 }
                 // Room is made below, as after any wake.
@@ -739,9 +858,23 @@ impl ShardWorker {
                         .timer_latency
                         .record(started.elapsed().as_millis() as f64);
                 }
+                Wake::Handover(event) => self.on_handover(event, now, &mut out).await,
             }
             self.shed_if_above_hard_limit(now, &mut decider, &mut out);
             self.shed_if_asked(now, &mut decider, &mut out);
+            self.emit(&mut out).await;
+        }
+        // With `handover`, pending traces go to the members without this
+        // gateway first; what cannot go is decided here.
+        if let Some(mut h) = self.handover.take() {
+            for import in h.last_imports().await {
+                let now = self.clock.now();
+                self.import(import, now, &mut out).await;
+            }
+            for import in h.hand_over_all(&mut self.shard).await {
+                let now = self.clock.now();
+                self.import(import, now, &mut out).await;
+            }
             self.emit(&mut out).await;
         }
         let policies = self.policies.clone();
@@ -750,6 +883,110 @@ impl ShardWorker {
         self.shard
             .drain(now, self.drop_pending_on_shutdown, &mut decider, &mut out);
         self.emit(&mut out).await;
+    }
+
+    /// Takes in `spans` of `batch` (all when `None`), as arriving spans or,
+    /// with `arrivals`, as spans handed over with their traces' clocks.
+    /// With `block_on_overflow`, waits for pending traces to fall due
+    /// (passing on what they release) until all are taken.
+    async fn take(
+        &mut self,
+        batch: &SpanBatch,
+        spans: Option<&[u32]>,
+        arrivals: Option<&HashMap<TraceId, handover::Arrival>>,
+        now: Duration,
+        out: &mut Released,
+    ) {
+        let policies = self.policies.clone();
+        let mut decider = &*policies;
+        let mut held = self.insert(batch, spans, arrivals, now, &mut decider, out);
+        while let Some(rest) = held.take() {
+            self.emit(out).await;
+            let Some(wake) = self.wake_at() else {
+                break;
+            };
+            tokio::time::sleep_until(wake).await;
+            let now = self.clock.now();
+            self.shard.poll(now, &mut decider, out);
+            self.shed_if_above_hard_limit(now, &mut decider, out);
+            held = self.insert(&rest, None, arrivals, now, &mut decider, out);
+        }
+    }
+
+    fn insert(
+        &mut self,
+        batch: &SpanBatch,
+        spans: Option<&[u32]>,
+        arrivals: Option<&HashMap<TraceId, handover::Arrival>>,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> Option<SpanBatch> {
+        let all = 0..batch.len() as u32;
+        match (spans, arrivals) {
+            (None, None) => self.shard.insert(batch, now, decider, out),
+            (Some(spans), None) => {
+                self.shard
+                    .insert_spans(batch, spans.iter().copied(), now, decider, out)
+            }
+            (spans, Some(arrivals)) => {
+                let first_seen = |id: &TraceId| arrivals.get(id).map(|a| a.first_seen);
+                match spans {
+                    Some(spans) => self.shard.import_spans(
+                        batch,
+                        spans.iter().copied(),
+                        first_seen,
+                        now,
+                        decider,
+                        out,
+                    ),
+                    None => self
+                        .shard
+                        .import_spans(batch, all, first_seen, now, decider, out),
+                }
+            }
+        }
+    }
+
+    async fn on_handover(&mut self, event: handover::Event, now: Duration, out: &mut Released) {
+        match event {
+            handover::Event::ViewChanged => {
+                if let Some(h) = self.handover.as_mut() {
+                    h.on_view_changed(&mut self.shard);
+                }
+            }
+            handover::Event::Recheck => {
+                if let Some(h) = self.handover.as_mut() {
+                    h.on_recheck(&mut self.shard);
+                }
+            }
+            handover::Event::Import(import) => self.import(import, now, out).await,
+        }
+    }
+
+    /// Takes in what another gateway handed over (or a failed hand-over
+    /// handed back).
+    async fn import(&mut self, import: Import, now: Duration, out: &mut Released) {
+        match import {
+            Import::Spans {
+                batch,
+                spans,
+                arrivals,
+            } => {
+                self.take(&batch, spans.as_deref(), Some(&arrivals), now, out)
+                    .await;
+                if let Some(h) = self.handover.as_mut() {
+                    h.mark_foreign(&self.shard, &arrivals);
+                }
+            }
+            Import::Decisions(decisions) => {
+                let policies = self.policies.clone();
+                let mut decider = &*policies;
+                for decision in decisions {
+                    self.shard.import_decision(decision, now, &mut decider, out);
+                }
+            }
+        }
     }
 
     /// When the worker must wake without new work: the next trace due, or
@@ -801,6 +1038,10 @@ impl ShardWorker {
             // As in the collector, a trace not sampled for being too large
             // is counted in traces_dropped_too_large only.
             if decided.reason == DecisionReason::TooLarge {
+                continue;
+            }
+            // Counted by the gateway that decided it before a hand-over.
+            if decided.reason == DecisionReason::Handover {
                 continue;
             }
             let slot = match decided.verdict.decision {
@@ -872,6 +1113,24 @@ impl ShardWorker {
         add(&m.early[1], now.early_bytes, was.early_bytes);
         add(&m.early[2], now.early_max_spans, was.early_max_spans);
         add(&m.early[3], now.early_memory_limit, was.early_memory_limit);
+        for (differs, new, old, message) in [
+            (
+                &m.warned_num_traces,
+                now.early_num_traces,
+                was.early_num_traces,
+                NUM_TRACES_DIFFERS,
+            ),
+            (
+                &m.warned_memory_limit,
+                now.early_memory_limit,
+                was.early_memory_limit,
+                MEMORY_LIMIT_DIFFERS,
+            ),
+        ] {
+            if new > old && !differs.swap(true, Ordering::Relaxed) {
+                tracing::warn!(processor = %self.id, "{message}");
+            }
+        }
         add(
             &m.dropped_by_policy,
             now.spans_dropped_by_policy,

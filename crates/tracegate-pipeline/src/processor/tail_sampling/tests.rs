@@ -37,7 +37,7 @@ impl Collect {
     }
 }
 
-fn trace_id(n: u8) -> [u8; 16] {
+pub(super) fn trace_id(n: u8) -> [u8; 16] {
     [n, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, n]
 }
 
@@ -51,7 +51,7 @@ fn trace_1(services: [&str; 2]) -> Vec<([u8; 16], [u8; 8], Option<String>)> {
 }
 
 /// Spans `(trace, span, error)` under one resource named `service`.
-fn request(service: &str, spans: &[(u8, u8, bool)]) -> SpanBatch {
+pub(super) fn request(service: &str, spans: &[(u8, u8, bool)]) -> SpanBatch {
     let spans = spans
         .iter()
         .map(|&(t, s, error)| Span {
@@ -328,6 +328,8 @@ async fn record_policy_marks_kept_spans_with_the_policy_as_the_collector() {
 
 #[tokio::test(start_paused = true)]
 async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
+    let logs = crate::test_logs::Logs::default();
+    let _guard = logs.capture();
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     let sink = Arc::new(Collect::default());
@@ -373,6 +375,13 @@ async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
         .find(|l| l.starts_with("tracegate_dropped_spans{") && l.contains("reason=\"not_sampled\""))
         .unwrap_or_else(|| panic!("no not_sampled drops in\n{text}"));
     assert!(not_sampled.ends_with(" 2"), "{not_sampled}");
+    // The collector's tail sampler never does this: said once.
+    assert_eq!(
+        logs.text().matches(MEMORY_LIMIT_DIFFERS).count(),
+        1,
+        "{}",
+        logs.text()
+    );
 
     // Back below the limit the younger half waits for decision_wait.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -568,5 +577,63 @@ async fn zero_decision_wait_decides_at_once() {
     send(&sampler, "api", &[(1, 1, true), (2, 1, false)]).await;
     settle(|| sink.spans().len() == 1).await;
     assert_eq!(sink.spans()[0].0, trace_id(1));
+    sampler.flush().await;
+}
+
+/// Where a config keeps other traces than the collector's would, validate
+/// says so, naming the key; a config that does not differ gets no warning.
+#[test]
+fn validate_warns_where_the_collector_keeps_other_traces() {
+    let warnings = |json: serde_json::Value| {
+        let mut json = json;
+        json["policies"] = serde_json::json!([{"name": "all", "type": "always_sample"}]);
+        config(json).validate().unwrap()
+    };
+    assert!(warnings(serde_json::json!({})).is_empty());
+    assert!(warnings(serde_json::json!({"decision_wait": "1s", "num_shards": 1})).is_empty());
+    for wait in ["0s", "200ms"] {
+        let w = warnings(serde_json::json!({"decision_wait": wait}));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(&format!("decision_wait is {wait}:"))
+                && w[0].contains("1-second tick"),
+            "{w:?}"
+        );
+    }
+    let w = warnings(serde_json::json!({"num_shards": 4}));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("num_shards is 4:") && w[0].contains("num_traces"),
+        "{w:?}"
+    );
+}
+
+/// The first trace a full `num_traces` decides early is logged once, as
+/// the moment this processor's outcome starts to differ from the
+/// collector's; later ones are only counted.
+#[tokio::test(start_paused = true)]
+async fn a_full_num_traces_is_logged_once_as_a_difference() {
+    let logs = crate::test_logs::Logs::default();
+    let _guard = logs.capture();
+    let cfg = config(serde_json::json!({
+        "decision_wait": "10s", "shards": 1, "num_traces": 2,
+        "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
+    }));
+    let (sink, sampler) = start("tail_sampling", cfg);
+    send(&sampler, "api", &[(1, 1, true)]).await;
+    send(&sampler, "api", &[(2, 1, false)]).await;
+    assert!(!logs.text().contains(NUM_TRACES_DIFFERS), "not full yet");
+    // Traces 3 and 4 make 1 and 2 give way: the error trace is kept.
+    send(&sampler, "api", &[(3, 1, false)]).await;
+    send(&sampler, "api", &[(4, 1, false)]).await;
+    settle(|| sink.spans().len() == 1).await;
+    assert_eq!(sink.spans()[0].0, trace_id(1));
+    settle(|| logs.text().contains(NUM_TRACES_DIFFERS)).await;
+    assert_eq!(
+        logs.text().matches(NUM_TRACES_DIFFERS).count(),
+        1,
+        "{}",
+        logs.text()
+    );
     sampler.flush().await;
 }
