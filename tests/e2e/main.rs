@@ -16,6 +16,7 @@ mod jaeger_thrift;
 mod loadbalancing;
 mod memory_limiter;
 mod otlp;
+mod overload;
 mod resource_detection;
 mod seed_configs;
 mod shutdown;

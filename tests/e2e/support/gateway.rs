@@ -27,6 +27,11 @@ pub const TELEMETRY: &str = r#"
       address: 127.0.0.1:0
 "#;
 
+/// A config's `receivers:` section: one `otlp` receiver taking gRPC on an
+/// ephemeral port.
+pub const OTLP_GRPC_RECEIVER: &str =
+    "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n";
+
 /// A config's `exporters:` section: one `otlp` exporter sending over
 /// plaintext gRPC to the in-test backend at `sink`.
 pub fn otlp_exporter_to(sink: SocketAddr) -> String {

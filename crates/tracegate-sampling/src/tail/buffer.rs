@@ -396,6 +396,12 @@ struct Incoming<'a> {
     scopes: ScopeHeaders,
 }
 
+/// What a trace's slot in the table costs beyond its spans: the entry and
+/// its key, and its place in the arrival order (the hash table's spare
+/// slots aside).
+pub(crate) const ENTRY_MEMORY: u64 =
+    (mem::size_of::<(TraceId, Entry)>() + mem::size_of::<(TraceId, u64)>()) as u64;
+
 /// One worker's share of the pending traces.
 #[derive(Debug)]
 pub struct TraceShard {
@@ -723,10 +729,16 @@ impl TraceShard {
             if self.settings.block_on_overflow {
                 // Only decided traces remembered in the table may go; a
                 // pending one is waited for.
-                if !self.evict_oldest(true, now, decider, out) {
+                if self
+                    .evict_oldest(true, DecisionReason::NumTracesFull, now, decider, out)
+                    .is_none()
+                {
                     return false;
                 }
-            } else if !self.evict_oldest(false, now, decider, out) {
+            } else if self
+                .evict_oldest(false, DecisionReason::NumTracesFull, now, decider, out)
+                .is_none()
+            {
                 return true;
             }
         }
@@ -734,17 +746,20 @@ impl TraceShard {
     }
 
     /// Makes the oldest trace in the table give way: a decided one is
-    /// forgotten, a pending one decided early. With `decided_only`, the
-    /// oldest decided one. `false` when there was none to evict.
+    /// forgotten, a pending one decided early for `reason` and forgotten.
+    /// With `decided_only`, the oldest decided one. The memory of the spans
+    /// it held (0 for a decided one), or `None` when there was none to
+    /// evict.
     fn evict_oldest(
         &mut self,
         decided_only: bool,
+        reason: DecisionReason,
         now: Duration,
         decider: &mut impl Decider,
         out: &mut Released,
-    ) -> bool {
+    ) -> Option<u64> {
         let mut skipped: Vec<(TraceId, u64)> = Vec::new();
-        let mut evicted = false;
+        let mut evicted = None;
         while let Some((id, seq)) = self.arrivals.pop_front() {
             let Some(entry) = self.table.get(&id).filter(|e| e.seq == seq) else {
                 continue;
@@ -752,18 +767,19 @@ impl TraceShard {
             match entry.state {
                 State::Decided { .. } => {
                     self.table_remove(&id, now, out);
-                    evicted = true;
+                    evicted = Some(0);
                     break;
                 }
                 State::Pending if decided_only => skipped.push((id, seq)),
                 State::Pending => {
+                    let memory = entry.memory;
                     // Stays in the table as decided (or leaves it), either
                     // way the slot accounting below sees the change.
-                    self.decide(id, now, DecisionReason::NumTracesFull, decider, out);
+                    self.decide(id, now, reason, decider, out);
                     if self.table.get(&id).is_some_and(|e| e.seq == seq) {
                         self.table_remove(&id, now, out);
                     }
-                    evicted = true;
+                    evicted = Some(memory);
                     break;
                 }
             }
@@ -802,13 +818,29 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) -> u64 {
-        self.shed_spans_memory_to(self.memory / 2, now, decider, out)
+        if self.pending == 0 {
+            return 0;
+        }
+        let before = self.stats.early_memory_limit;
+        // The headers' memory only falls at the sweep below, so the target
+        // counts it as it stands: halve the spans' own memory.
+        let target = self.memory / 2 + self.headers.memory;
+        self.decide_oldest_while_over(target, now, DecisionReason::MemoryLimit, decider, out);
+        // Headers no pending span refers to any more are memory too.
+        self.headers.sweep();
+        self.stats.early_memory_limit - before
     }
 
-    /// Frees `bytes` of the pending spans' memory the same way (oldest
-    /// traces decided early, reason [`DecisionReason::MemoryLimit`]), or all
-    /// of it if it is less. For a caller asked to make room by a memory
-    /// limiter at its soft limit. Returns the traces decided.
+    /// Frees about `bytes` for a caller asked to make room by a memory
+    /// limiter at its soft limit: the oldest traces in the table give way
+    /// as when `num_traces` is full, whatever their state (a decided one
+    /// kept for late spans is forgotten, a pending one is decided early,
+    /// reason [`DecisionReason::MemoryLimit`], and forgotten), each counted
+    /// as its spans' memory plus [`ENTRY_MEMORY`]. Forgetting them rather
+    /// than keeping them as decided lets the table shrink: under memory
+    /// pressure decided entries must not crowd out pending traces. A late
+    /// span of a forgotten trace starts it over, as in the collector.
+    /// Returns the traces decided.
     pub fn decide_oldest_to_free(
         &mut self,
         bytes: u64,
@@ -816,31 +848,19 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) -> u64 {
-        if bytes == 0 {
-            return 0;
-        }
-        self.shed_spans_memory_to(self.memory.saturating_sub(bytes), now, decider, out)
-    }
-
-    /// Decides the oldest pending traces early for memory until the spans
-    /// still pending take at most `target` bytes.
-    fn shed_spans_memory_to(
-        &mut self,
-        target: u64,
-        now: Duration,
-        decider: &mut impl Decider,
-        out: &mut Released,
-    ) -> u64 {
-        if self.pending == 0 {
-            return 0;
-        }
         let before = self.stats.early_memory_limit;
-        // The headers' memory only falls at the sweep below, so the target
-        // counts it as it stands.
-        let budget = target + self.headers.memory;
-        self.decide_oldest_while_over(budget, now, DecisionReason::MemoryLimit, decider, out);
-        // Headers no pending span refers to any more are memory too.
+        let mut freed = 0;
+        while freed < bytes {
+            match self.evict_oldest(false, DecisionReason::MemoryLimit, now, decider, out) {
+                Some(memory) => freed += memory + ENTRY_MEMORY,
+                None => break,
+            }
+        }
         self.headers.sweep();
+        // A table emptied this way gives its memory back.
+        if self.table.capacity() > 4 * self.table.len() + 1024 {
+            self.table.shrink_to(2 * self.table.len());
+        }
         self.stats.early_memory_limit - before
     }
 

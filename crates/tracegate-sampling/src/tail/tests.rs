@@ -1149,43 +1149,74 @@ fn above_a_memory_limit_the_oldest_half_is_decided_early_and_kept_ones_released_
 }
 
 /// Asked to free a number of bytes (a memory limiter at its soft limit),
-/// a shard decides just enough of its oldest pending traces early.
+/// a shard lets its oldest traces give way until it has: a decided one
+/// kept for late spans is forgotten, a pending one decided early by the
+/// policies and forgotten, so the table itself shrinks too.
 #[test]
-fn asked_to_free_bytes_the_oldest_traces_that_hold_them_are_decided_early() {
+fn asked_to_free_bytes_the_oldest_traces_give_way() {
+    use super::buffer::ENTRY_MEMORY;
     let mut shard = TraceShard::new(settings());
     let mut set = keep_errors();
     let mut out = Released::default();
-    for i in 0..10 {
+    // Trace 0 is decided at 10 s (not sampled) and kept for late spans;
+    // traces 1..=6 (odd ones with an error) arrive later and wait.
+    shard.insert(&batch(&[span(tid(0), 1)]), secs(0), &mut set, &mut out);
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(shard.pending_traces(), 0);
+    for i in 1..=6 {
+        let second = if i % 2 == 1 {
+            span(tid(i), 2).error()
+        } else {
+            span(tid(i), 2)
+        };
         shard.insert(
-            &batch(&[span(tid(i), 1), span(tid(i), 2)]),
-            secs(i),
+            &batch(&[span(tid(i), 1), second]),
+            secs(10),
             &mut set,
             &mut out,
         );
     }
-    let before = shard.buffered_bytes();
-    let per_trace = before / 10;
+    out.clear();
+    let per_trace = shard.buffered_bytes() / 6;
     assert_eq!(
-        shard.decide_oldest_to_free(0, secs(10), &mut set, &mut out),
+        shard.decide_oldest_to_free(0, secs(11), &mut set, &mut out),
         0
     );
-    // A little over two traces' worth: three go, oldest first.
-    let decided = shard.decide_oldest_to_free(2 * per_trace + 1, secs(10), &mut set, &mut out);
-    assert_eq!(decided, 3);
+    // The decided trace goes first (forgotten, nothing to decide), then
+    // the two oldest pending ones: three table slots and two traces'
+    // spans.
+    let ask = 3 * ENTRY_MEMORY + 2 * per_trace - per_trace / 2;
+    assert_eq!(
+        shard.decide_oldest_to_free(ask, secs(11), &mut set, &mut out),
+        2
+    );
     let early: Vec<_> = out.decided.iter().map(|d| d.trace_id).collect();
-    assert_eq!(early, (0..3).map(tid).collect::<Vec<_>>());
+    assert_eq!(early, vec![tid(1), tid(2)]);
     assert!(out
         .decided
         .iter()
         .all(|d| d.reason == DecisionReason::MemoryLimit));
-    assert_eq!(shard.stats().early_memory_limit, 3);
-    assert!(before - shard.buffered_bytes() > 2 * per_trace);
-    // More than is held: everything pending goes.
+    // Trace 1 (an error) leaves whole.
+    let kept: Vec<TraceId> = out
+        .sampled
+        .iter()
+        .flat_map(|b| b.spans().iter().map(|s| s.trace_id))
+        .collect();
+    assert_eq!(kept, vec![tid(1), tid(1)]);
+    assert_eq!(shard.stats().early_memory_limit, 2);
+    assert_eq!(shard.pending_traces(), 4);
+    // Forgotten, not remembered: a late span of trace 2 starts it over.
+    out.clear();
+    shard.insert(&batch(&[span(tid(2), 3)]), secs(11), &mut set, &mut out);
+    assert!(out.late_span_ages.is_empty());
+    assert_eq!(shard.pending_traces(), 5);
+    // More than is held: everything goes.
     assert_eq!(
-        shard.decide_oldest_to_free(u64::MAX, secs(10), &mut set, &mut out),
-        7
+        shard.decide_oldest_to_free(u64::MAX, secs(11), &mut set, &mut out),
+        5
     );
     assert_eq!(shard.pending_traces(), 0);
+    assert_eq!(shard.buffered_bytes(), 0);
 }
 
 #[test]

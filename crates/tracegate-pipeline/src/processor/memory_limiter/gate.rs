@@ -1,8 +1,9 @@
 //! Admission at the soft limit: which batches the memory limiter lets in,
-//! how much it asks data holders to free, and when it tells a refused
-//! client to come back.
+//! how much it asks data holders to free, and when it tells a refused client
+//! to come back.
 //!
-//! The last reading of the allocator's live bytes plus an estimate of what
+//! The last reading of memory (the allocator's live bytes, plus what the
+//! resident set held beyond them at the last check) plus an estimate of what
 //! batches admitted since will add (each counted at [`EXPANSION`] times its
 //! encoded size) must stay at or under the soft limit with the new batch
 //! counted in; otherwise the batch is refused. Before refusing, a reading
@@ -10,13 +11,15 @@
 //! a batch is refused on what memory is now, not at the last check. Only the
 //! batches that do not fit are refused: the others in flight go on.
 //!
-//! A refusal asks the process's data holders (the tail sampler) to free what
-//! the refused batch lacked plus a slice of the spike allowance
+//! A batch admitted within a slice of the soft limit (an eighth of the spike
+//! allowance), and a refusal, ask the process's data holders (the tail
+//! sampler) to make room for it and a slice after it
 //! ([`MemoryPressure::request_shedding`]), counting what it asked for until
-//! readings show it freed, so that many refusals at once do not ask many
-//! times over. The client is told to come back when, at the rate memory has
-//! been draining (freed bytes per second, smoothed over about a second),
-//! the batch will fit behind the clients told before it.
+//! readings show it freed or the next check, so that many refusals at once
+//! do not ask many times over. The client is told to come back when, at the
+//! rate memory has been draining near the limit (freed bytes per second, or
+//! admitted bytes per second if that is more, each smoothed over about half
+//! a second), the batch will fit behind the clients told before it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -41,8 +44,8 @@ pub(crate) const FRESH_READING: Duration = Duration::from_millis(2);
 pub(crate) const MIN_RETRY_AFTER: Duration = Duration::from_millis(5);
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// Time constant of the drain-rate average.
-const DRAIN_SMOOTHING: Duration = Duration::from_secs(1);
+/// Time constant of the rate averages.
+const DRAIN_SMOOTHING: Duration = Duration::from_millis(500);
 
 /// Readings closer together than this do not make a drain-rate sample.
 const MIN_DRAIN_WINDOW: Duration = Duration::from_millis(10);
@@ -56,6 +59,9 @@ pub(crate) struct Gate {
     shed_slice: u64,
     /// How long to tell clients to wait before any drain was seen.
     unknown_drain_hint: Duration,
+    /// Resident memory beyond what the probe reads, as of the last check
+    /// (see [`Gate::set_resident`]).
+    overhead: AtomicU64,
     pressure: MemoryPressure,
     clock_start: Instant,
     /// The last reading, in bytes, and when it was taken (ns since
@@ -66,6 +72,8 @@ pub(crate) struct Gate {
     admitted: AtomicU64,
     /// Encoded bytes admitted since the start, for the drain estimate.
     admitted_total: AtomicU64,
+    /// Encoded bytes refused since the start: whether anyone wanted in.
+    refused_total: AtomicU64,
     /// Shedding asked for and not yet seen freed.
     shed_outstanding: AtomicU64,
     /// Taken to read memory; `try_lock`ed on the refusal path.
@@ -75,10 +83,16 @@ pub(crate) struct Gate {
 /// How fast memory drains, and the retry schedule handed out.
 #[derive(Default)]
 struct Drain {
-    /// The reading the next sample starts from: (ns, bytes, admitted_total).
-    from: Option<(u64, u64, u64)>,
-    /// Freed bytes per second, smoothed; `None` before the first sample.
+    /// The reading the next sample starts from: (ns, bytes,
+    /// admitted_total, refused_total).
+    from: Option<(u64, u64, u64, u64)>,
+    /// Freed bytes per second near the limit, smoothed; `None` before the
+    /// first sample.
     rate: Option<f64>,
+    /// Admitted bytes per second, smoothed: at the limit, what comes in is
+    /// what was made room for, so this is a drain rate too, and the one
+    /// known first (while memory fills, nothing is freed yet).
+    intake: Option<f64>,
     /// Refused clients have been told to come back until this time (ns):
     /// the next one is placed after them.
     promised_until: u64,
@@ -98,12 +112,14 @@ impl Gate {
             probe,
             shed_slice: (hard - soft) / 8,
             unknown_drain_hint: check_interval.clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER),
+            overhead: AtomicU64::new(0),
             pressure,
             clock_start: Instant::now(),
             measured: AtomicU64::new(0),
             measured_at: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
             admitted_total: AtomicU64::new(0),
+            refused_total: AtomicU64::new(0),
             shed_outstanding: AtomicU64::new(0),
             drain: Mutex::new(Drain::default()),
         };
@@ -119,45 +135,82 @@ impl Gate {
         self.drain.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads memory now (the check task).
+    /// The process's resident set now: what it holds beyond the probe's
+    /// live bytes (the binary and thread stacks, the allocator's metadata
+    /// and the freed pages it has not returned yet) is counted with every
+    /// reading until the next call. That part moves slowly; the live bytes
+    /// follow what is allocated and freed at once.
+    pub fn set_resident(&self, resident: u64) {
+        let live = (self.probe)();
+        self.overhead
+            .store(resident.saturating_sub(live), Ordering::Relaxed);
+    }
+
+    /// Reads memory now (the check task). Room asked for and not seen
+    /// freed by now will be asked for again: what holders freed may not
+    /// show in the live bytes (a table's slots), or they held less.
     pub fn read(&self) -> u64 {
-        self.measure(&mut self.lock())
+        let bytes = self.measure(&mut self.lock());
+        self.shed_outstanding.store(0, Ordering::Relaxed);
+        bytes
     }
 
     /// Takes a reading: it replaces the estimate of what was admitted
-    /// before it, and makes a drain-rate sample.
+    /// before it, and makes rate samples.
     fn measure(&self, drain: &mut Drain) -> u64 {
         let admitted = self.admitted.load(Ordering::Relaxed);
         let admitted_total = self.admitted_total.load(Ordering::Relaxed);
-        let bytes = (self.probe)();
+        let refused_total = self.refused_total.load(Ordering::Relaxed);
+        let bytes = (self.probe)() + self.overhead.load(Ordering::Relaxed);
         let at = self.now();
         self.measured.store(bytes, Ordering::Relaxed);
         self.measured_at.store(at, Ordering::Relaxed);
         self.admitted.fetch_sub(admitted, Ordering::Relaxed);
-        match drain.from {
-            Some((from_at, from_bytes, from_total))
-                if at.saturating_sub(from_at) >= MIN_DRAIN_WINDOW.as_nanos() as u64 =>
-            {
-                // What was there, plus what came in, minus what is there.
-                let freed = (from_bytes + (admitted_total - from_total)).saturating_sub(bytes);
-                let dt = (at - from_at) as f64 / 1e9;
-                let sample = freed as f64 / dt;
-                let weight = 1.0 - (-dt / DRAIN_SMOOTHING.as_secs_f64()).exp();
-                drain.rate = Some(match drain.rate {
-                    Some(rate) => rate + (sample - rate) * weight,
-                    None => sample,
-                });
-                self.shed_outstanding
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
-                        Some(o.saturating_sub(freed))
-                    })
-                    .ok();
-                drain.from = Some((at, bytes, admitted_total));
-            }
-            Some(_) => {}
-            None => drain.from = Some((at, bytes, admitted_total)),
+        let here = (at, bytes, admitted_total, refused_total);
+        let Some((from_at, from_bytes, from_total, from_refused)) = drain.from else {
+            drain.from = Some(here);
+            return bytes;
+        };
+        if at.saturating_sub(from_at) < MIN_DRAIN_WINDOW.as_nanos() as u64 {
+            return bytes;
         }
+        let came_in = admitted_total - from_total;
+        // What was there, plus what came in, minus what is there.
+        let freed = (from_bytes + came_in).saturating_sub(bytes);
+        let dt = (at - from_at) as f64 / 1e9;
+        let weight = 1.0 - (-dt / DRAIN_SMOOTHING.as_secs_f64()).exp();
+        let smooth = |rate: &mut Option<f64>, sample: f64| {
+            *rate = Some(match *rate {
+                Some(r) => r + (sample - r) * weight,
+                None => sample,
+            });
+        };
+        // Rates are what the gateway managed when data wanted in: an idle
+        // gateway that holds its memory (a tail sampler waiting out its
+        // traces) says nothing about how fast it makes room when asked.
+        let wanted_in = came_in > 0 || refused_total > from_refused;
+        if wanted_in {
+            smooth(&mut drain.intake, came_in as f64 / dt);
+            // Far below the limit nothing needs to drain, and memory that
+            // only grows says nothing about how fast it could.
+            let near = self.near_limit();
+            if from_bytes >= near && bytes >= near {
+                smooth(&mut drain.rate, freed as f64 / dt);
+            }
+        }
+        self.shed_outstanding
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
+                Some(o.saturating_sub(freed))
+            })
+            .ok();
+        drain.from = Some(here);
         bytes
+    }
+
+    /// Readings from here up make drain-rate samples: within one spike
+    /// allowance of the soft limit.
+    fn near_limit(&self) -> u64 {
+        self.soft.saturating_sub(self.hard - self.soft)
     }
 
     /// Counts `cost` in if it fits under the soft limit.
@@ -190,26 +243,33 @@ impl Gate {
         }
         if fits {
             self.admitted_total.fetch_add(encoded, Ordering::Relaxed);
+            // Within a slice of the soft limit: room for the next ones.
+            self.shed(0);
             return Ok(());
         }
+        self.refused_total.fetch_add(encoded, Ordering::Relaxed);
         self.shed(cost);
         Err(self.retry_after(cost))
     }
 
     /// Bytes over the soft limit with `cost` more.
     fn excess(&self, cost: u64) -> u64 {
-        (self.measured.load(Ordering::Relaxed) + self.admitted.load(Ordering::Relaxed) + cost)
-            .saturating_sub(self.soft)
+        self.used(cost).saturating_sub(self.soft)
     }
 
-    /// Asks holders to free what `cost` lacks plus a slice, less what was
-    /// asked for already and not yet seen freed.
+    /// The estimate of memory in use with `cost` more.
+    fn used(&self, cost: u64) -> u64 {
+        self.measured.load(Ordering::Relaxed) + self.admitted.load(Ordering::Relaxed) + cost
+    }
+
+    /// Asks holders to make room for `cost` more and a slice after it,
+    /// less what was asked for already and not yet seen freed: nothing
+    /// while that much is free.
     pub fn shed(&self, cost: u64) {
-        let excess = self.excess(cost);
-        if excess == 0 {
+        let want = (self.used(cost) + self.shed_slice).saturating_sub(self.soft);
+        if want == 0 {
             return;
         }
-        let want = excess + self.shed_slice;
         let mut ask = 0;
         self.shed_outstanding
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |outstanding| {
@@ -225,18 +285,27 @@ impl Gate {
     fn retry_after(&self, cost: u64) -> Duration {
         let excess = self.excess(cost);
         let mut drain = self.lock();
-        let Some(rate) = drain.rate.filter(|r| *r >= 1.0) else {
-            return match drain.rate {
-                // Nothing drains: come back late.
-                Some(_) => MAX_RETRY_AFTER,
-                None => self.unknown_drain_hint,
-            };
+        let rate = match (drain.rate, drain.intake) {
+            (None, None) => return self.unknown_drain_hint,
+            (a, b) => a.unwrap_or(0.0).max(b.unwrap_or(0.0)),
         };
+        if rate < 1.0 {
+            // Nothing drains: come back late.
+            return MAX_RETRY_AFTER;
+        }
         let secs = |bytes: u64| (bytes as f64 / rate * 1e9).min(u64::MAX as f64 / 4.0) as u64;
         let now = self.now();
         let fits_at = now + secs(excess);
         let slot = fits_at.max(drain.promised_until.max(now) + secs(cost));
         drain.promised_until = slot;
-        Duration::from_nanos(slot - now).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER)
+        let delay = Duration::from_nanos(slot - now).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER);
+        tracing::trace!(
+            excess,
+            cost,
+            drain_bytes_per_second = rate as u64,
+            ?delay,
+            "refused"
+        );
+        delay
     }
 }

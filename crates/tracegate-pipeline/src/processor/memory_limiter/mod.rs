@@ -6,10 +6,14 @@
 //! they can.
 //!
 //! Memory is the allocator's live bytes (jemalloc's `stats.allocated`, from
-//! the build context's [`Allocator`]), as the collector reads Go's heap:
-//! they fall as soon as data is freed, where the resident set falls only
-//! when the allocator returns pages. Without an allocator hook it is the
-//! resident set.
+//! the build context's [`Allocator`](crate::memory::Allocator)), as the
+//! collector reads Go's heap, plus what the resident set held beyond them at
+//! the last check (the binary, stacks, the allocator's metadata and the
+//! freed pages it has not returned yet): the live bytes fall as soon as data
+//! is freed, where the resident set falls only when the allocator returns
+//! pages, and the rest moves slowly, so the limits bound the resident set
+//! without waiting for it. Without an allocator hook it is the resident
+//! set.
 //!
 //! Unlike the collector, which refuses every batch from the check that
 //! finds memory above the soft limit until the check that finds it below,
@@ -218,12 +222,16 @@ impl Config {
 pub type MemoryProbe = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// What the limiter measures and releases: the allocator's live bytes and
-/// its release, and the resident set, which tells whether a release helped.
+/// its release, and the resident set, which tells whether a release helped
+/// and, with `live` from the allocator, what the process holds beyond it.
 #[derive(Clone)]
 pub struct MemorySource {
     pub live: MemoryProbe,
     pub resident: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
     pub release: Arc<dyn Fn() + Send + Sync>,
+    /// Whether `live` leaves part of the resident set out (the allocator's
+    /// count does; the resident set itself does not).
+    pub partial: bool,
 }
 
 impl MemorySource {
@@ -242,6 +250,7 @@ impl MemorySource {
             live,
             resident: Arc::new(resident),
             release,
+            partial: ctx.allocator.is_some(),
         }
     }
 }
@@ -259,6 +268,8 @@ pub struct MemoryLimiter {
 struct Monitor {
     id: String,
     gate: Arc<Gate>,
+    /// [`MemorySource::partial`].
+    partial: bool,
     resident: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
     release: Arc<dyn Fn() + Send + Sync>,
     check_interval: Duration,
@@ -350,6 +361,12 @@ impl MemoryLimiter {
             config.check_interval,
             pressure.clone(),
         ));
+        if memory.partial {
+            if let Some(resident) = (memory.resident)() {
+                gate.set_resident(resident);
+                gate.read();
+            }
+        }
         let above_soft = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let limiter = Arc::new(MemoryLimiter {
             next,
@@ -363,6 +380,7 @@ impl MemoryLimiter {
         let monitor = Monitor {
             id: id.to_string(),
             gate,
+            partial: memory.partial,
             resident: memory.resident,
             release: memory.release,
             check_interval: config.check_interval,
@@ -420,7 +438,7 @@ impl Monitor {
         (self.release)();
         self.last_release = Some(Instant::now());
         let after = (self.resident)();
-        let used = self.gate.read();
+        let used = self.read(after);
         let effective = match (before, after) {
             (Some(b), Some(a)) => a <= b - b * RELEASE_EFFECTIVE_PERCENT / 100,
             _ => true,
@@ -441,9 +459,18 @@ impl Monitor {
 
     /// The collector's `CheckMemLimits`, releasing freed memory where it
     /// forces a GC, and asking holders to shed what is over the soft limit.
+    /// Reads memory, counting what the process holds beyond the live
+    /// bytes as `resident` shows it.
+    fn read(&self, resident: Option<u64>) -> u64 {
+        if let (true, Some(resident)) = (self.partial, resident) {
+            self.gate.set_resident(resident);
+        }
+        self.gate.read()
+    }
+
     fn check(&mut self) {
         let id = self.id.clone();
-        let mut used = self.gate.read();
+        let mut used = self.read((self.resident)());
         tracing::debug!(processor = %id, cur_mem_mib = used / MIB, "memory in use");
         let was_above = self.above_soft.load(std::sync::atomic::Ordering::Relaxed);
         if used < self.gate.soft {

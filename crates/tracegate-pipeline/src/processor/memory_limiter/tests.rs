@@ -172,6 +172,7 @@ impl FakeMemory {
                 release.used.fetch_sub(freed, Ordering::Relaxed);
                 release.releases.fetch_add(1, Ordering::Relaxed);
             }),
+            partial: false,
         }
     }
 }
@@ -289,6 +290,50 @@ async fn batches_are_refused_before_they_would_cross_the_soft_limit() {
     assert!(!ml.is_refusing());
 }
 
+/// With the allocator's live bytes as the probe, what the process holds
+/// beyond them (as the resident set shows at each check: the binary, the
+/// allocator's freed pages not returned yet) counts too, so the limits bound
+/// the resident set while the live bytes answer at once.
+#[tokio::test(start_paused = true)]
+async fn what_the_resident_set_holds_beyond_the_live_bytes_counts_too() {
+    let live = Arc::new(AtomicU64::new(40 * MIB));
+    let resident = Arc::new(AtomicU64::new(70 * MIB));
+    let (l, r) = (live.clone(), resident.clone());
+    let source = MemorySource {
+        live: Arc::new(move || l.load(Ordering::Relaxed)),
+        resident: Arc::new(move || Some(r.load(Ordering::Relaxed))),
+        release: Arc::new(|| {}),
+        partial: true,
+    };
+    let sink = Arc::new(Count::default());
+    let cfg = config(serde_json::json!({
+        "check_interval": "1s", "limit_mib": 100, "spike_limit_mib": 20,
+    }));
+    let ml = MemoryLimiter::start_with(
+        "memory_limiter",
+        &cfg,
+        sink.clone(),
+        source,
+        None,
+        &MemoryPressure::default(),
+    );
+    let cost = EXPANSION * batch_of_bytes(1 << 20).encoded_len() as u64;
+    let admitted = |ml: Arc<MemoryLimiter>| async move {
+        let mut n = 0;
+        while ml.consume(batch_of_bytes(1 << 20)).await.is_ok() {
+            n += 1;
+        }
+        n
+    };
+    // 70 MiB resident against the 80 MiB soft limit: 10 MiB of room, not
+    // the 40 MiB the live bytes alone would leave.
+    assert_eq!(admitted(ml.clone()).await, 10 * MIB / cost);
+    // The allocator returned 20 MiB of freed pages; the next check sees it.
+    resident.store(50 * MIB, Ordering::Relaxed);
+    tick().await;
+    assert_eq!(admitted(ml.clone()).await, 30 * MIB / cost);
+}
+
 /// A refusal asks data holders to free what the batch lacked plus a slice
 /// of the spike allowance; refusals before memory is seen to fall do not
 /// ask again for the same bytes.
@@ -326,8 +371,8 @@ async fn a_refusal_asks_holders_to_make_room_once() {
 }
 
 /// The delay a refused client is told: when memory, draining at the rate
-/// seen, has room for its batch, behind the clients told before it; the
-/// longest delay when nothing drains.
+/// seen while clients wanted in, has room for its batch, behind the
+/// clients told before it; the longest delay when nothing drains.
 #[tokio::test(start_paused = true)]
 async fn refused_clients_come_back_when_memory_has_drained() {
     let memory = FakeMemory::at(90);
@@ -337,35 +382,44 @@ async fn refused_clients_come_back_when_memory_has_drained() {
         &MemoryPressure::default(),
         serde_json::json!({"check_interval": "200ms"}),
     );
+    let refused = |ml: Arc<MemoryLimiter>| async move {
+        retry_after(ml.consume(batch_of_bytes(1 << 20)).await.unwrap_err())
+    };
     // Nothing has drained yet: the check interval.
-    let first = retry_after(ml.consume(batch_of_bytes(1 << 20)).await.unwrap_err());
-    assert_eq!(first, Duration::from_millis(200));
+    assert_eq!(refused(ml.clone()).await, Duration::from_millis(200));
     // Memory drains 10 MiB a second (the backend takes what was queued),
-    // read by the checks; nothing is admitted meanwhile.
+    // read by the checks, while clients keep being refused.
     for mib in [88, 86, 84, 82] {
         memory.set(mib * MIB);
+        refused(ml.clone()).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         tokio::task::yield_now().await;
     }
+    // A quiet while: nobody wants in, so what memory does says nothing
+    // about its drain, and those clients have come back and gone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     // 82 MiB: a 1 MiB batch (2 MiB counted) fits once 4 MiB have drained,
     // in 0.4 s.
-    let d1 = retry_after(ml.consume(batch_of_bytes(1 << 20)).await.unwrap_err());
+    let d1 = refused(ml.clone()).await;
     assert!(
         d1 > Duration::from_millis(350) && d1 < Duration::from_millis(450),
         "{d1:?}"
     );
     // The next client comes back after it, a batch's drain time (0.2 s)
     // later.
-    let d2 = retry_after(ml.consume(batch_of_bytes(1 << 20)).await.unwrap_err());
+    let d2 = refused(ml.clone()).await;
     assert!(
         d2 > d1 + Duration::from_millis(150) && d2 < d1 + Duration::from_millis(250),
         "{d1:?} then {d2:?}"
     );
-    // Memory stops draining: clients are told to come back late.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let late = retry_after(ml.consume(batch_of_bytes(1 << 20)).await.unwrap_err());
-    assert_eq!(late, MAX_RETRY_AFTER);
-    assert!(MIN_RETRY_AFTER < first);
+    // Memory stops draining while clients keep trying: they are told to
+    // come back late.
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        refused(ml.clone()).await;
+    }
+    assert_eq!(refused(ml.clone()).await, MAX_RETRY_AFTER);
+    assert!(MIN_RETRY_AFTER < Duration::from_millis(200));
 }
 
 #[tokio::test(start_paused = true)]

@@ -17,8 +17,9 @@
 //! "memory_limit"}`. Halving on each check rather than emptying the buffer
 //! keeps the younger traces' chance of a full decision while memory comes
 //! back down over a few checks. When a memory limiter at its soft limit
-//! asks for room (bytes it had to turn away), each worker wakes and decides
-//! its oldest traces early until it has freed its share.
+//! asks for room, each worker wakes and lets its oldest traces give way
+//! (decided ones kept for late spans forgotten, pending ones decided early
+//! and forgotten) until it has freed its share.
 
 pub mod handover;
 mod metrics_names;
@@ -106,8 +107,8 @@ pub struct Config {
     /// index), split across shards; over it the oldest pending traces are
     /// decided early, counted. 0: no budget. Default 0: the collector has
     /// no such bound, so an unchanged collector config gets its decisions
-    /// at `decision_wait` whatever the load (a `memory_limiter` above its
-    /// hard limit still makes the oldest traces decide early).
+    /// at `decision_wait` whatever the load (a `memory_limiter` at its
+    /// limit still makes the oldest traces decide early).
     #[serde(default)]
     pub max_buffered_bytes: u64,
     /// tracegate: a trace with more spans is decided at once by the
@@ -469,11 +470,12 @@ pub(crate) const NUM_TRACES_DIFFERS: &str = "num_traces is reached: tracegate de
     tracegate_tail_sampling_early_decisions{reason=\"num_traces\"}. Raise num_traces, or set \
     block_on_overflow to hold new traces back instead";
 
-/// Logged the first time a memory limiter's hard limit makes pending traces
-/// decide early, which the collector's tail sampler never does.
-pub(crate) const MEMORY_LIMIT_DIFFERS: &str = "a memory_limiter is above its hard limit: \
-    tracegate decides the oldest pending traces early to free memory, where the collector \
-    keeps them until decision_wait (its memory limiter only refuses new data); counted in \
+/// Logged the first time a memory limiter (at its soft limit, or above its
+/// hard limit) makes pending traces decide early, which the collector's
+/// tail sampler never does.
+pub(crate) const MEMORY_LIMIT_DIFFERS: &str = "a memory_limiter reached its limit: tracegate \
+    decides the oldest pending traces early to free memory, where the collector keeps them \
+    until decision_wait (its memory limiter only refuses new data); counted in \
     tracegate_tail_sampling_early_decisions{reason=\"memory_limit\"}";
 
 impl Meters {
@@ -1019,16 +1021,18 @@ impl ShardWorker {
         tracing::debug!(processor = %self.id, shard = self.index, decided, "memory above the hard limit; decided the oldest pending traces early");
     }
 
-    /// When a memory limiter asked for room: decides the oldest pending
-    /// traces early to free this worker's share of it.
+    /// When a memory limiter asked for room: lets the oldest traces give
+    /// way (decided ones forgotten, pending ones decided early) to free this
+    /// worker's share of it. A shard with nothing pending may still hold
+    /// decided traces for late spans: those go too.
     fn shed_if_asked(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) {
         let asked = self.shed_requests.take();
-        if asked == 0 || self.shard.pending_traces() == 0 {
+        if asked == 0 {
             return;
         }
         let share = asked.div_ceil(self.shards as u64);
         let decided = self.shard.decide_oldest_to_free(share, now, decider, out);
-        tracing::debug!(processor = %self.id, shard = self.index, share, decided, "a memory limiter asked for room; decided the oldest pending traces early");
+        tracing::debug!(processor = %self.id, shard = self.index, share, decided, "a memory limiter asked for room; the oldest traces gave way");
     }
 
     /// Passes on released spans and turns what happened into metrics.

@@ -437,6 +437,29 @@ async fn asked_for_room_the_oldest_pending_traces_are_decided_early() {
     sampler.flush().await;
 }
 
+/// A shard with nothing pending may hold decided traces for late spans;
+/// asked for room, it forgets them, so their memory is not held against
+/// the pending traces: a late span then starts its trace over.
+#[tokio::test(start_paused = true)]
+async fn asked_for_room_decided_traces_held_for_late_spans_are_forgotten() {
+    let sink = Arc::new(Collect::default());
+    let pressure = MemoryPressure::default();
+    let sampler = TailSampler::start("tail_sampling", errors_only(1), sink.clone(), pressure.clone())
+        .unwrap();
+    // Trace 1 without an error: not sampled at decision_wait, and kept in
+    // the table (no decision cache) for its late spans.
+    send(&sampler, "api", &[(1, 1, false)]).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    pressure.request_shedding(1 << 20);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Its late error span starts it over, and is kept at its own decision;
+    // remembered, it would have followed "not sampled".
+    send(&sampler, "api", &[(1, 2, true)]).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle(|| sink.spans().len() == 1).await;
+    sampler.flush().await;
+}
+
 /// The value of the first sample of `name` with all of `labels`.
 fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
