@@ -88,6 +88,8 @@ enum Request {
         reply: oneshot::Sender<Result<u64, String>>,
     },
     Ack(u64),
+    /// Force what was written to the disk now (the shutdown began).
+    Sync,
     Stop,
 }
 
@@ -443,10 +445,17 @@ impl PersistentQueue {
 
     /// Refuses further pushes; consumers drain what is left, then get
     /// `None`. What they do not take stays on disk for the next start.
+    ///
+    /// The writer starts syncing what was written at once, while consumers
+    /// still try to deliver: the sync at [`finish`](Self::finish), which
+    /// must fit in the end of the grace period, is then left with the
+    /// little written since (under `fsync: false` a long outage can leave
+    /// a lot that the kernel has not written back yet).
     pub(crate) fn close(&self) {
         lock(&self.inner.state).closed = true;
         self.inner.available.notify_waiters();
         self.inner.space.notify_waiters();
+        let _ = self.requests.send(Request::Sync);
     }
 
     /// After the consumers stopped: the batches and spans still stored
@@ -512,6 +521,7 @@ fn write_loop(inner: &Inner, requests: &mpsc::Receiver<Request>) {
             },
         };
         let mut stop = false;
+        let mut sync = false;
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
@@ -523,6 +533,7 @@ fn write_loop(inner: &Inner, requests: &mpsc::Receiver<Request>) {
                 } => appends.push((batch, weight, framed, reply)),
                 Request::Replace { seq, batch, reply } => replaces.push((seq, batch, reply)),
                 Request::Ack(seq) => acks.push(seq),
+                Request::Sync => sync = true,
                 Request::Stop => stop = true,
             }
             if appends.len() < MAX_GROUP && !stop {
@@ -537,6 +548,9 @@ fn write_loop(inner: &Inner, requests: &mpsc::Receiver<Request>) {
         }
         if !replaces.is_empty() {
             write_replaces(inner, &mut replaces);
+        }
+        if sync && !stop {
+            let _ = inner.log.sync();
         }
         inner.report();
         if stop {
