@@ -100,12 +100,7 @@ pub fn decompress(
             }
             Ok(input)
         }
-        ContentEncoding::Gzip => read_capped(
-            flate2::read::MultiGzDecoder::new(&input[..]),
-            limit,
-            input.len(),
-        )
-        .map_err(|e| e.into_error(corrupt)),
+        ContentEncoding::Gzip => gzip_whole(&input, limit),
         ContentEncoding::Zlib => read_capped(
             flate2::read::ZlibDecoder::new(&input[..]),
             limit,
@@ -144,6 +139,78 @@ pub fn decompress(
         )
         .map_err(|e| e.into_error(corrupt)),
     }
+}
+
+/// The gzip level tracegate's exporters compress with: level 1, whose
+/// output every gzip reader decodes like any other level's. Level 6 (Go's
+/// and tonic's default) cost about four times the CPU for requests about
+/// 20 % smaller (benches/RESULTS.md, "The gzip path").
+pub const GZIP_EXPORT_LEVEL: u32 = 1;
+
+/// Appends one gzip member holding `data`, compressed at `level`, to
+/// `out`.
+pub fn gzip_into(out: &mut Vec<u8>, data: &[u8], level: u32) {
+    use std::io::Write;
+    let mut encoder =
+        flate2::write::GzEncoder::new(std::mem::take(out), flate2::Compression::new(level));
+    encoder
+        .write_all(data)
+        .expect("writing to a Vec cannot fail");
+    *out = encoder.finish().expect("writing to a Vec cannot fail");
+}
+
+/// gzip, read whole: each member inflated in one pass straight into the
+/// output, which starts at the size the last member's trailer states
+/// (ISIZE, the whole body's size when there is one member) and grows by
+/// doubling up to `limit + 1` bytes, so a trailer that lies costs a
+/// regrowth, never more memory than the cap. Members follow one another
+/// until the input ends, as Go's gzip reader reads them.
+fn gzip_whole(input: &[u8], limit: usize) -> Result<Bytes, DecompressError> {
+    let corrupt = |message: String| DecompressError::Corrupt {
+        encoding: ContentEncoding::Gzip.name(),
+        message,
+    };
+    let max = limit.saturating_add(1);
+    let stated = match input.len() {
+        // Header (10) and trailer (8) at least.
+        n if n >= 18 => u32::from_le_bytes(input[n - 4..].try_into().expect("4 bytes")) as usize,
+        _ => 0,
+    };
+    let mut out: Vec<u8> = Vec::new();
+    out.reserve_exact(stated.max(4096).min(max));
+    let mut consumed = 0;
+    loop {
+        let mut inflate = flate2::Decompress::new_gzip(15);
+        loop {
+            if out.len() == out.capacity() {
+                if out.len() >= max {
+                    return Err(DecompressError::TooLarge { limit });
+                }
+                let grow = out.len().max(4096).min(max - out.len());
+                out.reserve_exact(grow);
+            }
+            let (in_before, out_before) = (inflate.total_in(), out.len());
+            let rest = &input[consumed + in_before as usize..];
+            let status = inflate
+                .decompress_vec(rest, &mut out, flate2::FlushDecompress::None)
+                .map_err(|e| corrupt(e.to_string()))?;
+            if status == flate2::Status::StreamEnd {
+                break;
+            }
+            let progressed = inflate.total_in() != in_before || out.len() != out_before;
+            if !progressed && out.len() < out.capacity() {
+                return Err(corrupt("unexpected end of gzip stream".into()));
+            }
+        }
+        consumed += inflate.total_in() as usize;
+        if out.len() > limit {
+            return Err(DecompressError::TooLarge { limit });
+        }
+        if consumed >= input.len() {
+            break;
+        }
+    }
+    Ok(Bytes::from(out))
 }
 
 /// The first chunk of every snappy framing-format stream: chunk type
@@ -332,6 +399,159 @@ mod tests {
         body.extend(gzip(b"world"));
         let out = decompress(ContentEncoding::Gzip, Bytes::from(body), 100).unwrap();
         assert_eq!(&out[..], b"hello world");
+    }
+
+    /// What flate2's streaming multi-member reader makes of `body`: the
+    /// reference the whole-body gzip path must agree with.
+    fn streaming_gunzip(body: &[u8]) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(body)
+            .read_to_end(&mut out)
+            .ok()
+            .map(|_| out)
+    }
+
+    fn gzip_level(data: &[u8], level: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        gzip_into(&mut out, data, level);
+        out
+    }
+
+    #[test]
+    fn gzip_members_of_every_size_and_level_decode_as_the_streaming_reader_does() {
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 1000).to_le_bytes())
+            .collect();
+        let mut bodies = Vec::new();
+        for level in [1, 6, 9] {
+            bodies.push(gzip_level(&data, level));
+            bodies.push(gzip_level(&[], level));
+            // Three members: two large, one empty.
+            let mut multi = gzip_level(&data[..500_000], level);
+            multi.extend(gzip_level(&[], level));
+            multi.extend(gzip_level(&data[500_000..], level));
+            bodies.push(multi);
+        }
+        for body in bodies {
+            let want = streaming_gunzip(&body).unwrap();
+            let got = decompress(ContentEncoding::Gzip, Bytes::from(body), data.len()).unwrap();
+            assert_eq!(&got[..], &want[..]);
+        }
+    }
+
+    #[test]
+    fn an_empty_gzip_body_is_read_as_the_streaming_reader_reads_it() {
+        let got = decompress(ContentEncoding::Gzip, Bytes::new(), 100);
+        match streaming_gunzip(b"") {
+            Some(want) => assert_eq!(got.unwrap(), want),
+            None => assert!(matches!(got, Err(DecompressError::Corrupt { .. }))),
+        }
+    }
+
+    #[test]
+    fn a_second_member_the_size_of_the_first_is_not_dropped() {
+        // The last member's ISIZE equals the first member's size: a decoder
+        // that stopped after one member would look done.
+        let mut body = gzip(b"ab");
+        body.extend(gzip(b"cd"));
+        let out = decompress(ContentEncoding::Gzip, Bytes::from(body), 100).unwrap();
+        assert_eq!(&out[..], b"abcd");
+    }
+
+    #[test]
+    fn a_wrong_isize_trailer_costs_a_regrowth_or_is_refused_as_corrupt() {
+        let data: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let good = gzip(&data);
+        let n = good.len();
+        for stated in [0u32, 1, 10, data.len() as u32 / 3, u32::MAX] {
+            let mut body = good.clone();
+            body[n - 4..].copy_from_slice(&stated.to_le_bytes());
+            // The trailer is checked after inflating: a wrong ISIZE is a
+            // corrupt body, whatever size it claimed, as for the streaming
+            // reader; and a huge claim is not a reason to hold the cap.
+            assert_eq!(streaming_gunzip(&body), None);
+            assert!(
+                matches!(
+                    decompress(ContentEncoding::Gzip, Bytes::from(body), data.len()),
+                    Err(DecompressError::Corrupt {
+                        encoding: "gzip",
+                        ..
+                    })
+                ),
+                "stated {stated}"
+            );
+        }
+    }
+
+    #[test]
+    fn gzip_bombs_stop_at_the_cap_whatever_the_trailer_says() {
+        let zeros = vec![0u8; 8 << 20];
+        let limit = 1 << 20;
+        let one = gzip(&zeros);
+        // The honest trailer (8 MiB), a lying small one, and many members.
+        let mut lying = one.clone();
+        let n = lying.len();
+        lying[n - 4..].copy_from_slice(&100u32.to_le_bytes());
+        let mut members = gzip(&zeros[..limit / 2]);
+        members.extend(gzip(&zeros[..limit / 2]));
+        members.extend(gzip(b"x"));
+        for bomb in [one, lying, members] {
+            assert_eq!(
+                decompress(ContentEncoding::Gzip, Bytes::from(bomb), limit),
+                Err(DecompressError::TooLarge { limit })
+            );
+        }
+        // Exactly the cap over several members is accepted.
+        let mut exact = gzip(&zeros[..limit / 2]);
+        exact.extend(gzip(&zeros[..limit / 2]));
+        assert_eq!(
+            decompress(ContentEncoding::Gzip, Bytes::from(exact), limit)
+                .unwrap()
+                .len(),
+            limit
+        );
+    }
+
+    #[test]
+    fn corrupt_truncated_or_trailing_gzip_is_refused_as_the_streaming_reader_refuses_it() {
+        let data = b"spans spans spans".repeat(1000);
+        let good = gzip(&data);
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 0x55;
+        let mut bad_crc = good.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 8] ^= 1;
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"garbage after the member");
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("truncated", good[..good.len() - 10].to_vec()),
+            ("header only", good[..10].to_vec()),
+            ("flipped", flipped),
+            ("bad crc", bad_crc),
+            ("trailing garbage", trailing),
+            (
+                "not gzip",
+                b"not compressed at all, and long enough".to_vec(),
+            ),
+        ];
+        for (name, body) in cases {
+            assert_eq!(
+                streaming_gunzip(&body).map(|_| ()),
+                None,
+                "{name}: reference"
+            );
+            assert!(
+                matches!(
+                    decompress(ContentEncoding::Gzip, Bytes::from(body), 1 << 20),
+                    Err(DecompressError::Corrupt {
+                        encoding: "gzip",
+                        ..
+                    })
+                ),
+                "{name}"
+            );
+        }
     }
 
     #[test]
