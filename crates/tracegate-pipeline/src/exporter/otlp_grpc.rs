@@ -33,7 +33,7 @@ use tracegate_model::SpanBatch;
 use super::delivery::{attempt_timeout, validate_transport, Compression, QueueConfig, RetryConfig};
 use super::{Delivered, ExportError, Exporter};
 use crate::config::{error, ComponentError};
-use crate::grpc::{rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
+use crate::grpc::{client, rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
 use crate::tls::TlsClientConfig;
 
 /// `exporters: otlp:` (also `otlp_grpc`, `tempo`).
@@ -576,6 +576,9 @@ impl OtlpGrpcExporter {
         body: bytes::Bytes,
         deadline: Option<Instant>,
     ) -> Result<bytes::Bytes, CallError> {
+        if self.compression == Some(CompressionEncoding::Gzip) {
+            return self.call_gzip(channel, path, body, deadline).await;
+        }
         let mut grpc = tonic::client::Grpc::new(channel.clone());
         if let Some(encoding) = self.compression {
             grpc = grpc.send_compressed(encoding);
@@ -604,6 +607,58 @@ impl OtlpGrpcExporter {
             .map(tonic::Response::into_inner)
             .map_err(CallError::Status)
     }
+}
+
+impl OtlpGrpcExporter {
+    /// One gzip call: the message compressed here, at
+    /// [`GZIP_EXPORT_LEVEL`](crate::compression::GZIP_EXPORT_LEVEL), as
+    /// one standard gzip member, rather than by tonic (level 6).
+    async fn call_gzip(
+        &self,
+        channel: &Channel,
+        path: &'static str,
+        body: bytes::Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<bytes::Bytes, CallError> {
+        // Large batches are compressed off the async workers, as the
+        // receivers decompress large bodies.
+        let frame = if body.len() >= OFF_WORKER_BYTES {
+            tokio::task::spawn_blocking(move || gzip_frame(&body))
+                .await
+                .map_err(|e| {
+                    CallError::Status(Status::internal(format!("compression task failed: {e}")))
+                })?
+        } else {
+            gzip_frame(&body)
+        }
+        .map_err(CallError::Status)?;
+        let call = client::unary(
+            channel,
+            path,
+            frame,
+            Some("gzip"),
+            &self.metadata,
+            deadline.map(|d| d.saturating_duration_since(Instant::now())),
+        );
+        match deadline {
+            None => call.await,
+            Some(deadline) => tokio::time::timeout_at(deadline, call)
+                .await
+                .map_err(|_| CallError::TimedOut)?,
+        }
+        .map_err(CallError::Status)
+    }
+}
+
+/// Batches at least this large are compressed on the blocking pool.
+const OFF_WORKER_BYTES: usize = 256 << 10;
+
+/// A gRPC message frame holding `body` as one gzip member.
+fn gzip_frame(body: &[u8]) -> Result<bytes::Bytes, Status> {
+    // OTLP compresses 4-6x at level 1; a quarter is rarely outgrown.
+    let mut frame = client::frame_buffer(body.len() / 4);
+    crate::compression::gzip_into(&mut frame, body, crate::compression::GZIP_EXPORT_LEVEL);
+    client::finish_frame(frame, true)
 }
 
 /// How one call failed.
