@@ -149,6 +149,14 @@ impl Config {
                     .to_string(),
             ),
         }
+        if matches!(self.routing_key, RoutingKey::Resource) {
+            warnings.push(
+                "routing_key resource: tracegate routes spans by their resource's attributes; the \
+                 collector takes it for logs and metrics only and refuses to start with it in a \
+                 traces pipeline"
+                    .to_string(),
+            );
+        }
         // The collector's exporter-level queue is on once the key is
         // written (unless `enabled: false`); tracegate's only with
         // `enabled: true`.
