@@ -22,6 +22,7 @@ pub mod memory;
 pub mod processor;
 pub mod receiver;
 pub mod registry;
+pub mod remote_sampling;
 pub mod telemetry;
 #[cfg(test)]
 mod test_logs;
