@@ -27,5 +27,6 @@ pub mod telemetry;
 #[cfg(test)]
 mod test_logs;
 pub mod tls;
+mod url;
 
 pub use consumer::{ConsumeError, Consumer};

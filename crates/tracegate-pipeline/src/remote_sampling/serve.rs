@@ -19,6 +19,7 @@ use tracegate_model::jaeger::proto::{SamplingStrategyParameters, SamplingStrateg
 use super::strategies::{to_json, Strategies};
 use crate::receiver::http_ingest::{text_response, HttpResponse};
 use crate::receiver::otlp::CorsPolicy;
+use crate::url::query_unescape;
 
 /// The gRPC method served.
 pub const GET_SAMPLING_STRATEGY_PATH: &str = "/jaeger.api_v2.SamplingManager/GetSamplingStrategy";
@@ -205,30 +206,11 @@ pub fn query_values(query: &str, key: &str) -> Result<Vec<String>, String> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let bad = || format!("invalid query: {pair:?} is not URL-encoded");
-        if unescape(k).ok_or_else(bad)? == key {
-            values.push(unescape(v).ok_or_else(bad)?);
+        if query_unescape(k).ok_or_else(bad)? == key {
+            values.push(query_unescape(v).ok_or_else(bad)?);
         }
     }
     Ok(values)
-}
-
-fn unescape(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The gRPC endpoint's hyper service: the one unary method, answered by
