@@ -6,6 +6,8 @@
 //! strategies file that is read again when it changes.
 //!
 //! - [`config`]: the two spellings (the collector's, Jaeger v2's).
+//! - [`adaptive`]: the start of the `adaptive` source's calculator (not
+//!   wired yet).
 //! - [`strategies`]: the file format and the JSON served.
 //! - [`serve`]: the endpoints and their metrics.
 //!
@@ -14,6 +16,7 @@
 //! a request sees either the old strategies or the new, and a file that
 //! does not read keeps the old ones (logged, counted).
 
+pub mod adaptive;
 pub mod config;
 pub mod serve;
 pub mod strategies;
