@@ -8,6 +8,7 @@ use crate::context::BuildContext;
 use crate::file_storage::{self, FileStorage};
 use crate::health::HealthCheckConfig;
 use crate::registry::component_registry;
+use crate::remote_sampling;
 
 /// What makes a config an extension type: implemented by each extension's
 /// config in its own module, reached through [`ExtensionConfig`].
@@ -30,6 +31,9 @@ component_registry! {
             => "Answers health checks over HTTP: 200 once every pipeline is up.",
         FileStorage(file_storage::Config) = "file_storage"
             => "Keeps components' state on the local disk (the persistent sending queue).",
+        RemoteSampling(remote_sampling::Config) = "jaegerremotesampling" | "remote_sampling",
+            parse remote_sampling::from_value
+            => "Serves Jaeger remote sampling strategies from a file to the SDKs that poll for them (HTTP and gRPC).",
     }
     not built: [
         "pprof",
