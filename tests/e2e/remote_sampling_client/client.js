@@ -33,9 +33,26 @@ const sampler = new JaegerRemoteSampler({
   initialSampler: new AlwaysOffSampler(),
   poolingInterval: 50,
 });
+// Trace ids from a seeded generator (mulberry32), so the sampled counts,
+// which the ratio sampler derives from the ids, are the same on every run:
+// the test's 3-sigma bounds then cannot fail by chance.
+let seed = 0x7261636b;
+function next32() {
+  seed = (seed + 0x6d2b79f5) >>> 0;
+  let t = seed;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return (t ^ (t >>> 14)) >>> 0;
+}
+function hex(words) {
+  let out = '';
+  for (let i = 0; i < words; i++) out += next32().toString(16).padStart(8, '0');
+  return out;
+}
+const idGenerator = { generateTraceId: () => hex(4), generateSpanId: () => hex(2) };
 const exporter = new InMemorySpanExporter();
 const processor = new SimpleSpanProcessor({ exporter });
-const provider = new TracerProvider({ sampler, spanProcessors: [processor] });
+const provider = new TracerProvider({ sampler, spanProcessors: [processor], idGenerator });
 const tracer = provider.getTracer('tracegate-e2e');
 
 async function waitFor(expect) {
