@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use crate::auth::{self, Authenticator};
 use crate::context::BuildContext;
 use crate::file_storage::{self, FileStorage};
 use crate::health::HealthCheckConfig;
@@ -30,13 +31,15 @@ component_registry! {
             => "Answers health checks over HTTP: 200 once every pipeline is up.",
         FileStorage(file_storage::Config) = "file_storage"
             => "Keeps components' state on the local disk (the persistent sending queue).",
+        BearerTokenAuth(auth::bearer::Config) = "bearertokenauth"
+            => "Bearer tokens: required of clients by receivers, sent by exporters; a token file is reloaded when it changes.",
+        BasicAuth(auth::basic::Config) = "basicauth"
+            => "HTTP Basic authentication: checked against htpasswd by receivers, or sent by exporters.",
     }
     not built: [
         "pprof",
         "zpages",
         "memory_ballast",
-        "basicauth",
-        "bearertokenauth",
         "oauth2client",
         "k8s_observer",
     ]
@@ -60,4 +63,8 @@ pub struct RunningExtension {
     /// A storage extension's directory, which the binary hands to the
     /// components it builds next through [`BuildContext::storages`].
     pub storage: Option<FileStorage>,
+    /// An authenticator extension's server and client sides, which the
+    /// binary hands to receivers and exporters through
+    /// [`BuildContext::authenticators`].
+    pub authenticator: Option<Authenticator>,
 }

@@ -4,6 +4,7 @@
 //! hands one shared batch to every exporter's own queue.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod compression;
 pub mod config;
 pub mod consumer;

@@ -28,6 +28,7 @@ use super::counters::{RejectReason, TransportCounters, OTLP_REASONS};
 use super::listener::{self, ConnectionSettings, PeerAddr};
 use super::otlp::status::ExportFailure;
 use super::otlp::GrpcConfig;
+use crate::auth::{Authenticators, ServerAuth};
 use crate::compression::{decompress, ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
 use crate::grpc::PassthroughCodec;
@@ -86,6 +87,7 @@ pub(crate) struct BoundGrpc<'a> {
     config: &'a GrpcConfig,
     tls: Option<TlsAcceptor>,
     listener: TcpListener,
+    auth: Option<ServerAuth>,
 }
 
 impl<'a> BoundGrpc<'a> {
@@ -94,7 +96,18 @@ impl<'a> BoundGrpc<'a> {
     pub async fn bind(
         config: &'a GrpcConfig,
         id: &str,
+        authenticators: &Authenticators,
     ) -> Result<(Self, std::net::SocketAddr), super::StartError> {
+        let auth = ServerAuth::resolve(
+            authenticators,
+            config.auth.as_ref().map(|a| a.authenticator.as_str()),
+            &[],
+        )
+        .map_err(|message| super::StartError::Auth {
+            receiver: id.to_string(),
+            protocol: "grpc",
+            message,
+        })?;
         let tls = listener::tls_acceptor(config.tls.as_ref(), &[b"h2"], id, "grpc")?;
         let (listener, addr) = listener::bind_endpoint(id, "grpc", &config.endpoint).await?;
         Ok((
@@ -102,6 +115,7 @@ impl<'a> BoundGrpc<'a> {
                 config,
                 tls,
                 listener,
+                auth,
             },
             addr,
         ))
@@ -123,8 +137,14 @@ impl<'a> BoundGrpc<'a> {
             method,
             next,
             handover,
-            counters: TransportCounters::register(id, "grpc", OTLP_REASONS),
+            counters: TransportCounters::register_with_auth(
+                id,
+                "grpc",
+                OTLP_REASONS,
+                self.auth.is_some(),
+            ),
             max_recv_msg_size: self.config.max_recv_msg_size(),
+            auth: self.auth,
         }));
         let settings = grpc_settings(self.config, self.tls);
         listener::spawn_accept_loop(self.listener, settings, service, shutdown, tasks);
@@ -149,6 +169,9 @@ struct GrpcReceiver {
     handover: Option<HandoverExchange>,
     counters: TransportCounters,
     max_recv_msg_size: usize,
+    /// The listener's `auth`: every request's credentials are checked
+    /// before anything of it is read.
+    auth: Option<ServerAuth>,
 }
 
 /// The hyper service of one gRPC listener.
@@ -163,6 +186,12 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let receiver = self.0.clone();
         Box::pin(async move {
+            if let Some(auth) = &receiver.auth {
+                if let Err(message) = auth.check(request.headers(), request.uri()).await {
+                    receiver.counters.rejected(RejectReason::Unauthenticated);
+                    return Ok(Status::unauthenticated(message).into_http());
+                }
+            }
             if request.uri().path() == HANDOVER_PATH {
                 if let Some(exchange) = receiver.handover.clone() {
                     return Ok(

@@ -154,6 +154,12 @@ pub enum StartError {
         protocol: &'static str,
         source: crate::tls::TlsServerError,
     },
+    #[error("receiver {receiver}: {protocol} auth: {message}")]
+    Auth {
+        receiver: String,
+        protocol: &'static str,
+        message: String,
+    },
     #[error("receiver {receiver}: invalid config: {source}")]
     Config {
         receiver: String,

@@ -85,7 +85,7 @@ fn is_space(c: char) -> bool {
 
 /// Go's `url.QueryUnescape`: `+` is a space, `%XY` a byte; a `%` not
 /// followed by two hex digits is an error.
-fn query_unescape(s: &str) -> Option<String> {
+pub(crate) fn query_unescape(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

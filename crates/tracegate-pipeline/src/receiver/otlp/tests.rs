@@ -1431,14 +1431,17 @@ async fn counters_describe_what_happened() {
         TransportCounters::register("otlp/counted", "http", super::counters::OTLP_REASONS)
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let receiver = crate::receiver::http_ingest::HttpService(Arc::new(super::http::HttpReceiver {
-        next: Arc::new(Collect(tx)),
-        counters,
-        traces_path: "/v1/traces".into(),
-        max_body_size: 1 << 20,
-        encodings: vec![crate::compression::ContentEncoding::Identity],
-        cors: None,
-    }));
+    let receiver = crate::receiver::http_ingest::HttpService::new(
+        super::http::HttpReceiver {
+            next: Arc::new(Collect(tx)),
+            counters,
+            traces_path: "/v1/traces".into(),
+            max_body_size: 1 << 20,
+            encodings: vec![crate::compression::ContentEncoding::Identity],
+            cors: None,
+        },
+        None,
+    );
     let listener = crate::receiver::listener::bind("127.0.0.1:0")
         .await
         .unwrap();
