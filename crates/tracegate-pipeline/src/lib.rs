@@ -13,6 +13,7 @@ pub mod duration;
 pub mod exporter;
 pub mod extension;
 pub mod file_storage;
+pub(crate) mod file_watch;
 pub mod grpc;
 pub mod health;
 mod http_client;

@@ -9,11 +9,11 @@ use std::sync::{Arc, RwLock};
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::watch;
 use super::{Authenticator, ClientAuthenticator, Credentials, ServerAuthenticator};
 use crate::config::{error, ComponentError};
 use crate::context::BuildContext;
 use crate::extension::{BuildExtension, RunningExtension, Started};
+use crate::file_watch as watch;
 
 /// `extensions: bearertokenauth[/name]:`.
 #[derive(Clone, PartialEq, Deserialize)]

@@ -17,7 +17,6 @@ use crate::config::{error, ComponentError};
 pub mod basic;
 pub mod bearer;
 mod htpasswd;
-mod watch;
 
 /// `auth:` under a gRPC server or any exporter (the collector's
 /// `configauth.Config`).

@@ -14,11 +14,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::tls::ServerTls;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
@@ -45,7 +45,7 @@ pub(crate) const GRPC_MAX_FRAME_SIZE: u32 = 1024 * 1024;
 
 /// The HTTP/2 connection settings of a gRPC listener: large frames, and
 /// the config's stream, buffer and keepalive limits.
-fn grpc_settings(config: &GrpcConfig, tls: Option<TlsAcceptor>) -> ConnectionSettings {
+fn grpc_settings(config: &GrpcConfig, tls: Option<Arc<ServerTls>>) -> ConnectionSettings {
     let mut builder = listener::hyper_builder().http2_only();
     {
         let mut h2 = builder.http2();
@@ -85,7 +85,7 @@ fn grpc_settings(config: &GrpcConfig, tls: Option<TlsAcceptor>) -> ConnectionSet
 /// A bound gRPC listener of receiver `id`, before it serves.
 pub(crate) struct BoundGrpc<'a> {
     config: &'a GrpcConfig,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerTls>>,
     listener: TcpListener,
     auth: Option<ServerAuth>,
 }

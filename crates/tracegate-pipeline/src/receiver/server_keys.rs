@@ -5,11 +5,12 @@
 //! config is written with; this module turns them into
 //! [`ConnectionSettings`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::ServerTls;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
-use tokio_rustls::TlsAcceptor;
 
 use super::counters::TransportCounters;
 use super::http_ingest::AuthGate;
@@ -125,7 +126,7 @@ impl HttpServerKeys<'_> {
     /// `read_header_timeout` and `keep_alives_enabled` are HTTP/1 settings
     /// (HTTP/2 has neither, in Go's server as in hyper's);
     /// `idle_timeout` closes idle connections of both.
-    pub fn connection_settings(&self, tls: Option<TlsAcceptor>) -> ConnectionSettings {
+    pub fn connection_settings(&self, tls: Option<Arc<ServerTls>>) -> ConnectionSettings {
         let mut builder = listener::hyper_builder();
         if let Some(timeout) = self.read_header_timeout {
             builder
