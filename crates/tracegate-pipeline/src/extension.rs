@@ -46,6 +46,16 @@ component_registry! {
 }
 
 impl ExtensionConfig {
+    /// For an authenticator extension, whether it authenticates servers
+    /// (receivers) and clients (exporters); `None` for any other type.
+    pub fn authenticates(&self) -> Option<(bool, bool)> {
+        match self {
+            ExtensionConfig::BearerTokenAuth(_) => Some((true, true)),
+            ExtensionConfig::BasicAuth(c) => Some((c.htpasswd.is_some(), c.client_auth.is_some())),
+            ExtensionConfig::HealthCheck(_) | ExtensionConfig::FileStorage(_) => None,
+        }
+    }
+
     /// Checks the config, then starts the extension. Must run inside a
     /// tokio runtime. The error names the extension.
     pub async fn start(&self, id: &str, ctx: &BuildContext) -> Result<RunningExtension, String> {
