@@ -855,6 +855,21 @@ mod tests {
                 serde_json::json!({"endpoint": "t:1", "tls": {"cert_file": "/c"}}),
                 "tls",
             ),
+            // Credentials are sent over TLS only, as grpc-go requires.
+            (
+                serde_json::json!({"endpoint": "t:1", "tls": {"insecure": true},
+                    "auth": {"authenticator": "bearertokenauth"}}),
+                "auth",
+            ),
+            (
+                serde_json::json!({"endpoint": "http://t:1",
+                    "auth": {"authenticator": "bearertokenauth"}}),
+                "auth",
+            ),
+            (
+                serde_json::json!({"endpoint": "t:1", "auth": {"authenticator": ""}}),
+                "auth.authenticator",
+            ),
         ] {
             let err = valid_config::<Config>(value.clone())
                 .validate()
