@@ -63,20 +63,30 @@ fn export_request() -> ExportTraceServiceRequest {
         .unwrap()
 }
 
-/// One OTLP/gRPC export through the real tonic client, with `authorization`
+/// A plaintext channel to `addr`, and a request carrying `authorization`
 /// metadata if given.
-async fn otlp_grpc(addr: SocketAddr, authorization: Option<&str>) -> Result<(), tonic::Status> {
+async fn call<T>(
+    addr: SocketAddr,
+    message: T,
+    authorization: Option<&str>,
+) -> (tonic::transport::Channel, tonic::Request<T>) {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut request = tonic::Request::new(export_request());
+    let mut request = tonic::Request::new(message);
     if let Some(value) = authorization {
         request
             .metadata_mut()
             .insert("authorization", value.parse().unwrap());
     }
+    (channel, request)
+}
+
+/// One OTLP/gRPC export through the real tonic client.
+async fn otlp_grpc(addr: SocketAddr, authorization: Option<&str>) -> Result<(), tonic::Status> {
+    let (channel, request) = call(addr, export_request(), authorization).await;
     TraceServiceClient::new(channel)
         .export(request)
         .await
@@ -101,11 +111,6 @@ async fn otlp_http(
 }
 
 async fn jaeger_grpc(addr: SocketAddr, authorization: Option<&str>) -> Result<(), tonic::Status> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
     let batch = proto::Batch {
         spans: vec![proto::Span {
             trace_id: vec![0x11; 16],
@@ -118,12 +123,8 @@ async fn jaeger_grpc(addr: SocketAddr, authorization: Option<&str>) -> Result<()
             ..Default::default()
         }),
     };
-    let mut request = tonic::Request::new(PostSpansRequest { batch: Some(batch) });
-    if let Some(value) = authorization {
-        request
-            .metadata_mut()
-            .insert("authorization", value.parse().unwrap());
-    }
+    let (channel, request) =
+        call(addr, PostSpansRequest { batch: Some(batch) }, authorization).await;
     CollectorServiceClient::new(channel)
         .post_spans(request)
         .await
