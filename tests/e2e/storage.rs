@@ -2,14 +2,18 @@
 //! `file_storage` extension) with real processes: what tracegate
 //! acknowledged survives SIGKILL and arrives once the backend is back; a
 //! torn segment costs only the damaged record, counted; a second process
-//! on the same directory is refused. Each test prints sent /
+//! on the same directory is refused; SIGTERM under load with the backend
+//! down leaves on disk what it cannot deliver. Each test prints sent /
 //! acknowledged / delivered / duplicated / lost.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
@@ -20,6 +24,11 @@ use crate::support::sink::Sink;
 
 /// One OTLP request of `spans` spans whose span ids are `first..first+spans`.
 fn request(first: u64, spans: u64) -> Vec<u8> {
+    request_message(first, spans).encode_to_vec()
+}
+
+/// [`request`], not yet encoded.
+fn request_message(first: u64, spans: u64) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
@@ -38,7 +47,6 @@ fn request(first: u64, spans: u64) -> Vec<u8> {
             ..Default::default()
         }],
     }
-    .encode_to_vec()
 }
 
 /// The gateway's config: OTLP/gRPC in, `otlp` out to `sink` through a
@@ -398,4 +406,131 @@ fn a_second_process_on_the_same_directory_is_refused_naming_it_and_the_holder() 
     // The first one is untouched by the attempt.
     let mut first = first;
     assert!(first.is_running());
+}
+
+/// The fields of the first JSON log line holding `message`.
+fn log_fields(gw: &Gateway, message: &str) -> serde_json::Value {
+    let logs = gw.wait_for_log(&[message], Duration::from_secs(5));
+    let line = logs.iter().find(|l| l.contains(message)).unwrap();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+/// Issue 15's test "SIGTERM under load with a dead backend and storage
+/// on", and item 4's promise: with storage, what cannot be delivered in
+/// time stays on disk instead of being counted as lost. Clients send
+/// while the backend refuses everything; SIGTERM comes in the middle. The
+/// process exits within the grace period, says that it keeps on disk
+/// every span it acknowledged (queued or in flight at the end), drops
+/// nothing, and the next start, with the backend up, delivers all of it
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_with_the_backend_down_keeps_everything_for_the_next_start() {
+    const GRACE: Duration = Duration::from_secs(3);
+    const PER_REQUEST: u64 = 200;
+    const MAX_REQUESTS: u64 = 5000;
+    let store = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    sink.set_refusing(true);
+    let yaml = config(sink.addr, store.path());
+    let mut gw = Gateway::start_with_args(
+        &yaml,
+        &["--shutdown-drain-delay=300ms", "--shutdown-grace=3s"],
+    );
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", gw.addr("otlp", "grpc")))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    // Four clients send one request after another until the gateway stops
+    // answering (its listener closes after the drain delay).
+    let next = Arc::new(AtomicU64::new(0));
+    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut client, next, acknowledged) = (
+                TraceServiceClient::new(channel.clone()),
+                next.clone(),
+                acknowledged.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= MAX_REQUESTS {
+                        return;
+                    }
+                    let first = i * PER_REQUEST;
+                    if client
+                        .export(request_message(first, PER_REQUEST))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    acknowledged.lock().unwrap().extend(
+                        (first..first + PER_REQUEST).map(|id| (id + 1).to_be_bytes().to_vec()),
+                    );
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acknowledged.lock().unwrap().len() < 20_000 {
+        assert!(Instant::now() < deadline, "the load did not get going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    for client in clients {
+        client.await.unwrap();
+    }
+    let load_ended = signalled.elapsed();
+    let status = tokio::task::block_in_place(|| gw.wait_for_exit(GRACE * 2));
+    let exited_after = signalled.elapsed();
+    let sent = (next.load(Ordering::SeqCst).min(MAX_REQUESTS) * PER_REQUEST) as usize;
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        exited_after < GRACE,
+        "exited {exited_after:?} after SIGTERM"
+    );
+    assert!(
+        load_ended >= Duration::from_millis(300),
+        "the load ended {load_ended:?} after SIGTERM, before the drain delay was over"
+    );
+    assert!(sink.spans().is_empty(), "the backend took nothing");
+    // Nothing counted as lost; everything said to stay on disk.
+    for dropped in ["dropping queued spans", "Dropping data"] {
+        assert!(
+            !gw.logs().iter().any(|l| l.contains(dropped)),
+            "{dropped}: {:#?}",
+            gw.logs()
+        );
+    }
+    let kept = log_fields(&gw, "Queued spans stay in storage for the next start.");
+    let kept_spans = kept["spans"].as_u64().unwrap();
+    assert!(
+        kept_spans >= acknowledged.len() as u64,
+        "kept {kept_spans} of {} acknowledged spans",
+        acknowledged.len()
+    );
+
+    sink.set_refusing(false);
+    let gw = Gateway::start(&yaml);
+    let resumed = log_fields(&gw, "Resuming the persistent queue");
+    assert_eq!(resumed["spans"].as_u64(), Some(kept_spans));
+    let arrived = sink
+        .wait_for_spans(kept_spans as usize, Duration::from_secs(30))
+        .await;
+    let tally = Tally::of(&sink, sent, &acknowledged);
+    tally.print("SIGTERM under load, backend down");
+    println!(
+        "  (load ended {load_ended:?} and the process exited {exited_after:?} after SIGTERM, \
+         grace {GRACE:?}; {kept_spans} spans kept on disk)"
+    );
+    assert!(arrived, "not every kept span arrived");
+    assert_eq!(tally.lost, 0, "acknowledged spans lost");
+    // Nothing was delivered before the restart, so nothing is twice.
+    assert_eq!(tally.duplicated, 0);
+    assert_eq!(tally.delivered as u64, kept_spans);
 }

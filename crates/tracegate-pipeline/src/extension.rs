@@ -9,6 +9,7 @@ use crate::context::BuildContext;
 use crate::file_storage::{self, FileStorage};
 use crate::health::HealthCheckConfig;
 use crate::registry::component_registry;
+use crate::remote_sampling;
 
 /// What makes a config an extension type: implemented by each extension's
 /// config in its own module, reached through [`ExtensionConfig`].
@@ -35,6 +36,9 @@ component_registry! {
             => "Bearer tokens: required of clients by receivers, sent by exporters; a token file is reloaded when it changes.",
         BasicAuth(auth::basic::Config) = "basicauth"
             => "HTTP Basic authentication: checked against htpasswd by receivers, or sent by exporters.",
+        RemoteSampling(remote_sampling::Config) = "jaegerremotesampling" | "remote_sampling",
+            parse remote_sampling::from_value
+            => "Serves Jaeger remote sampling strategies from a file to the SDKs that poll for them (HTTP and gRPC).",
     }
     not built: [
         "pprof",
@@ -52,7 +56,9 @@ impl ExtensionConfig {
         match self {
             ExtensionConfig::BearerTokenAuth(_) => Some((true, true)),
             ExtensionConfig::BasicAuth(c) => Some((c.htpasswd.is_some(), c.client_auth.is_some())),
-            ExtensionConfig::HealthCheck(_) | ExtensionConfig::FileStorage(_) => None,
+            ExtensionConfig::HealthCheck(_)
+            | ExtensionConfig::FileStorage(_)
+            | ExtensionConfig::RemoteSampling(_) => None,
         }
     }
 

@@ -24,9 +24,11 @@ pub mod memory;
 pub mod processor;
 pub mod receiver;
 pub mod registry;
+pub mod remote_sampling;
 pub mod telemetry;
 #[cfg(test)]
 mod test_logs;
 pub mod tls;
+mod url;
 
 pub use consumer::{ConsumeError, Consumer};

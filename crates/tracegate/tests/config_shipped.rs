@@ -124,3 +124,49 @@ fn shipped_configs_load_cleanly() {
         assert!(!loaded.config.service.pipelines.is_empty(), "{name}");
     }
 }
+
+/// A shipped config as YAML values.
+fn yaml(relative: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(repo().join(relative)).unwrap();
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+/// The gateway tier's configs agree on who owns a trace: the agents route
+/// by trace id over the members their resolver lists, the gateways hand
+/// traces over by the same resolver (key for key), and the GPU nodes' dns
+/// resolver reads the same headless Service, on the same port. Agents and
+/// GPU nodes keep the same share of traces, so a trace that crosses both
+/// is kept on both sides or on neither.
+#[test]
+fn the_fleet_configs_agree_on_the_members() {
+    let agent = yaml("config/agent.yaml");
+    let gateway = yaml("config/gateway.yaml");
+    let gpu = yaml("config/gpu-node.yaml");
+    let routing = &agent["exporters"]["loadbalancing"];
+    assert_eq!(routing["routing_key"], "traceID");
+    let handover = &gateway["processors"]["tail_sampling"]["handover"];
+    assert_eq!(routing["resolver"], handover["resolver"]);
+    let k8s = &handover["resolver"]["k8s"];
+    let port = k8s["ports"][0].as_str().expect("a port variable");
+    assert_eq!(k8s["ports"].as_array().unwrap().len(), 1);
+    let advertised = handover["advertised_endpoint"].as_str().unwrap();
+    assert!(
+        advertised.starts_with("${env:POD_IP") && advertised.ends_with(&format!(":{port}")),
+        "{advertised}: the pod IP and the members' port"
+    );
+
+    let gpu_routing = &gpu["exporters"]["loadbalancing"];
+    assert_eq!(gpu_routing["routing_key"], "traceID");
+    let dns = &gpu_routing["resolver"]["dns"];
+    assert_eq!(dns["port"].as_str(), Some(port));
+    let service = k8s["service"].as_str().unwrap();
+    let hostname = dns["hostname"].as_str().unwrap();
+    assert!(
+        hostname.contains(&format!(":-{service}.tracegate.svc.")),
+        "{hostname}: the DNS name of {service} (namespace tracegate)"
+    );
+    assert_eq!(
+        agent["processors"]["probabilistic_sampler"],
+        gpu["processors"]["probabilistic_sampler"]
+    );
+}

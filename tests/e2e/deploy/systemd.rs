@@ -179,7 +179,7 @@ fn runtime_threads(pid: u32) -> usize {
 }
 
 /// The GPU-node profile as the unit runs it (one worker thread), its
-/// listeners moved to ephemeral ports and its gateway to an in-test
+/// listeners moved to ephemeral ports and its gateway tier to one in-test
 /// backend: spans from a local job arrive at the gateway with the
 /// resource detected, and the runtime has the one thread asked for. The
 /// `system` detector is left out here: its name lookup runs on tokio's
@@ -188,7 +188,7 @@ fn runtime_threads(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gpu_node_profile_forwards_with_one_worker_thread() {
     let sink = Sink::start().await;
-    let gateway = format!("127.0.0.1:{}", sink.addr.port());
+    let port = sink.addr.port().to_string();
     let profile = read("config/gpu-node.yaml");
     let args = [
         "--worker-threads=1",
@@ -200,7 +200,10 @@ async fn the_gpu_node_profile_forwards_with_one_worker_thread() {
         "--set=processors.resource_detection.detectors=[env]",
     ];
     let envs = [
-        ("TRACEGATE_GATEWAY_ENDPOINT", gateway.as_str()),
+        // The gateway tier's members as the dns resolver finds them: here
+        // one, the in-test backend.
+        ("TRACEGATE_GATEWAY_HOSTNAME", "127.0.0.1"),
+        ("TRACEGATE_GATEWAY_PORT", port.as_str()),
         // Every trace, so the test knows what must arrive.
         ("TRACEGATE_HEAD_SAMPLING_PERCENTAGE", "100"),
         ("OTEL_RESOURCE_ATTRIBUTES", "host.name=gpu-17"),

@@ -105,7 +105,7 @@ impl<'a> Credentials<'a> {
 /// `a=1&b=x+y%21` as Go's `url.ParseQuery` reads it; a pair that does
 /// not decode is skipped.
 fn parse_query(query: &str) -> Vec<(String, String)> {
-    use crate::processor::resource_detection::env::query_unescape;
+    use crate::url::query_unescape;
     query
         .split('&')
         .filter(|pair| !pair.is_empty())

@@ -307,7 +307,7 @@ impl ExporterHandle {
                 let outcome = tokio::select! {
                     biased;
                     _ = shared2.stop.cancelled() => None,
-                    outcome = deliver(&shared2, &mut owed) => Some(outcome),
+                    outcome = deliver(&shared2, &mut owed, None) => Some(outcome),
                 };
                 (outcome, owed.len() as u64)
             })
@@ -410,22 +410,23 @@ async fn consume_queue(shared: Arc<Shared>) {
             _ = shared.stop.cancelled() => break,
             next = queue.pop() => next,
         };
-        let Some((item, left)) = next else { break };
+        let Some((mut item, left)) = next else { break };
         shared.metrics.queue_size.set(left as f64);
         // What is still owed of the batch: `deliver` shrinks it to what was
-        // not delivered. A persistent queue keeps the whole entry until it
-        // is done, so a restart after a partial failure resends it whole.
+        // not delivered, and has the queue store that in place of the
+        // batch before it waits to retry (see `SendingQueue::replace`).
         let mut owed = item.batch.clone();
         let outcome = tokio::select! {
             biased;
             _ = shared.stop.cancelled() => {
-                // A persistent queue still holds it: sent after a restart.
+                // A persistent queue still holds it (or what is owed of
+                // it): sent after a restart.
                 if !queue.is_persistent() {
                     shared.metrics.dropped[DropReason::Shutdown.index()].increment(owed.len() as u64);
                 }
                 break;
             }
-            outcome = deliver(&shared, &mut owed) => outcome,
+            outcome = deliver(&shared, &mut owed, Some(&mut item)) => outcome,
         };
         let spans = owed.len() as u64;
         match outcome {
@@ -478,8 +479,14 @@ struct Undelivered {
 /// `max_elapsed_time`. After a partial failure only the part not delivered
 /// is retried: the delivered part is counted as sent at once, and `owed`
 /// shrinks to the rest, so that when this returns (or is cancelled) `owed`
-/// holds what the outcome is about.
-async fn deliver(shared: &Shared, owed: &mut Arc<SpanBatch>) -> Result<Delivered, Undelivered> {
+/// holds what the outcome is about. `queued` is the queue item `owed` came
+/// from: before waiting to retry a smaller `owed`, the queue stores it in
+/// place of the item, so that a persistent queue holds only what is owed.
+async fn deliver(
+    shared: &Shared,
+    owed: &mut Arc<SpanBatch>,
+    mut queued: Option<&mut super::sending_queue::Item>,
+) -> Result<Delivered, Undelivered> {
     let started = Instant::now();
     let mut backoff: Option<Backoff> = None;
     let failed = |reason, message, code| Undelivered {
@@ -533,6 +540,11 @@ async fn deliver(shared: &Shared, owed: &mut Arc<SpanBatch>) -> Result<Delivered
         let max_elapsed = shared.retry.max_elapsed_time;
         if !max_elapsed.is_zero() && started.elapsed().saturating_add(delay) > max_elapsed {
             return Err(failed(DropReason::RetriesExhausted, message, None));
+        }
+        if let (Some(item), Some(queue)) = (queued.as_deref_mut(), &shared.queue) {
+            if !Arc::ptr_eq(&item.batch, owed) {
+                queue.replace(item, owed.clone()).await;
+            }
         }
         tracing::info!(
             exporter = %shared.id, spans = owed.len(), error = %message, interval = ?delay,

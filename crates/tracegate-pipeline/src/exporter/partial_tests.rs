@@ -287,3 +287,62 @@ async fn shutdown_while_the_rest_waits_to_be_retried_drops_only_the_rest() {
     assert_eq!(recorder.dropped("sync", "shutdown"), 3);
     other.shutdown(GRACE).await;
 }
+
+/// `exporter` behind a persistent queue in `dir`.
+fn start_persistent(
+    exporter: &Arc<Scripted>,
+    dir: &std::path::Path,
+) -> (ExporterHandle, Arc<TestRecorder>) {
+    let config = crate::file_storage::Config {
+        directory: dir.display().to_string(),
+        ..crate::file_storage::Config::default()
+    };
+    let storage = crate::file_storage::FileStorage::open("file_storage/q", &config).unwrap();
+    let storages = crate::file_storage::Storages::new([storage]);
+    let queue: QueueConfig =
+        valid_config(serde_json::json!({"storage": "file_storage/q", "num_consumers": 1}));
+    let recorder = Arc::new(TestRecorder::default());
+    let exporter: Arc<dyn Exporter> = exporter.clone();
+    let handle = metrics::with_local_recorder(recorder.as_ref(), || {
+        let queue = sending_queue::SendingQueue::new("scripted", &queue, &storages)
+            .unwrap()
+            .expect("enabled");
+        ExporterHandle::with_queue(
+            "scripted",
+            exporter,
+            Some(queue),
+            1,
+            &valid_config(fast_retry("0s")),
+        )
+    });
+    (handle, recorder)
+}
+
+#[tokio::test]
+async fn a_persistent_queue_keeps_only_the_rest_so_a_restart_resends_nothing_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = sample_batch(4, 3);
+    // Resources 1 and 3 fail; then the backend refuses everything.
+    let first = Scripted::new([Step::retry(&[1, 3])], Some(retryable()));
+    let (handle, recorder) = start_persistent(&first, dir.path());
+    handle.send(Arc::new(batch.clone())).await.unwrap();
+    // The retry began: the rest was stored before the wait for it.
+    eventually("a retry of the rest", || first.attempts().len() >= 2).await;
+    handle.shutdown(Duration::ZERO).await;
+    drop(handle);
+    assert_eq!(first.attempts()[1], 6, "only the rest retried");
+    recorder.assert_sent_and_failed("scripted", 6, 0);
+    assert_eq!(recorder.dropped("scripted", "shutdown"), 0, "kept on disk");
+
+    // The restart sends the rest only.
+    let second = Scripted::new([], None);
+    let (handle, recorder) = start_persistent(&second, dir.path());
+    eventually("the rest delivered", || !second.attempts().is_empty()).await;
+    handle.shutdown(GRACE).await;
+    assert_eq!(second.attempts(), vec![6]);
+    recorder.assert_sent_and_failed("scripted", 6, 0);
+    let mut delivered = first.delivered().0;
+    delivered.extend(second.delivered().0);
+    delivered.sort();
+    assert_eq!(delivered, all_names(&batch), "every span once");
+}

@@ -12,8 +12,16 @@
 //! that in the steady state consumers never read back what was just
 //! written; older ones are read from disk (on the blocking pool) and
 //! scanned again when their turn comes.
+//!
+//! After a partial failure the retry loop stores what is still owed in
+//! place of the batch ([`PersistentQueue::replace`]): the remainder is
+//! appended as a record of its own, and only once that write returned
+//! (and was synced, under a syncing policy) is the batch it replaces
+//! acknowledged. There is no moment at which neither is stored; a process
+//! killed between the two steps keeps both, and the next start sends the
+//! whole batch again (at least once, as for a batch in flight).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -59,6 +67,9 @@ struct State {
     reserved_bytes: u64,
     /// Encoded bytes of the batches `entries` hold in memory.
     hot_bytes: usize,
+    /// Taken by a consumer and not yet acknowledged, by sequence number:
+    /// their spans. Still stored, so still owed after a shutdown.
+    in_flight: HashMap<u64, u64>,
     closed: bool,
 }
 
@@ -69,7 +80,16 @@ enum Request {
         framed: u64,
         reply: oneshot::Sender<Result<usize, String>>,
     },
+    /// Store `batch`, what is still owed of the taken batch `seq`, in its
+    /// place; answers the remainder's sequence number.
+    Replace {
+        seq: u64,
+        batch: Arc<SpanBatch>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
     Ack(u64),
+    /// Force what was written to the disk now (the shutdown began).
+    Sync,
     Stop,
 }
 
@@ -322,6 +342,7 @@ impl PersistentQueue {
                 match state.entries.pop_front() {
                     Some(entry) => {
                         state.used -= entry.weight;
+                        state.in_flight.insert(entry.position.seq, entry.spans);
                         if let Some(batch) = &entry.batch {
                             state.hot_bytes -= batch.encoded_len();
                         }
@@ -379,20 +400,68 @@ impl PersistentQueue {
 
     /// The batch `seq` was sent, or dropped for good: it leaves the disk.
     pub(crate) fn ack(&self, seq: u64) {
+        lock(&self.inner.state).in_flight.remove(&seq);
         let _ = self.requests.send(Request::Ack(seq));
+    }
+
+    /// Stores `remaining`, the part of the taken batch `seq` still owed
+    /// after a partial failure, in place of that batch, so that a restart
+    /// sends only what is owed. Returns the remainder's sequence number, to
+    /// be acknowledged instead of `seq`; `None` if it could not be stored
+    /// (it would take the storage past `max_size_mib`, or the disk is
+    /// failing), in which case the whole batch stays
+    /// stored under `seq`, nothing is lost, and a restart would send it
+    /// all again.
+    ///
+    /// The writer thread appends the remainder, and only once that returned
+    /// (synced under `fsync: true` or an interval) acknowledges `seq`, so
+    /// one of the two is always stored. If the caller stops waiting (the
+    /// grace period ended), the writer still completes both steps.
+    pub(crate) async fn replace(&self, seq: u64, remaining: Arc<SpanBatch>) -> Option<u64> {
+        let inner = &self.inner;
+        let spans = remaining.len();
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Replace {
+            seq,
+            batch: remaining,
+            reply,
+        };
+        if self.requests.send(request).is_err() {
+            return None;
+        }
+        match answer.await {
+            Ok(Ok(new)) => Some(new),
+            Ok(Err(message)) => {
+                tracing::warn!(
+                    exporter = %inner.exporter, spans, error = %message,
+                    "Cannot store what is still owed of a partly delivered batch; the whole \
+                     batch stays queued, and a restart would send its delivered part again."
+                );
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Refuses further pushes; consumers drain what is left, then get
     /// `None`. What they do not take stays on disk for the next start.
+    ///
+    /// The writer starts syncing what was written at once, while consumers
+    /// still try to deliver: the sync at [`finish`](Self::finish), which
+    /// must fit in the end of the grace period, is then left with the
+    /// little written since (under `fsync: false` a long outage can leave
+    /// a lot that the kernel has not written back yet).
     pub(crate) fn close(&self) {
         lock(&self.inner.state).closed = true;
         self.inner.available.notify_waiters();
         self.inner.space.notify_waiters();
+        let _ = self.requests.send(Request::Sync);
     }
 
     /// After the consumers stopped: the batches and spans still stored
     /// (they stay for the next start), after writing out the last
-    /// acknowledgements and syncing.
+    /// acknowledgements and syncing. Batches that were in flight when the
+    /// grace period ended are among them: they were never acknowledged.
     pub(crate) async fn finish(&self) -> (usize, u64) {
         let _ = self.requests.send(Request::Stop);
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -400,8 +469,9 @@ impl PersistentQueue {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
         let state = lock(&self.inner.state);
-        let spans = state.entries.iter().map(|e| e.spans).sum();
-        (state.entries.len(), spans)
+        let spans = state.entries.iter().map(|e| e.spans).sum::<u64>()
+            + state.in_flight.values().sum::<u64>();
+        (state.entries.len() + state.in_flight.len(), spans)
     }
 }
 
@@ -432,6 +502,7 @@ fn write_loop(inner: &Inner, requests: &mpsc::Receiver<Request>) {
         _ => None,
     };
     let mut appends = Vec::new();
+    let mut replaces = Vec::new();
     let mut acks = Vec::new();
     loop {
         let first = match tick {
@@ -450,6 +521,7 @@ fn write_loop(inner: &Inner, requests: &mpsc::Receiver<Request>) {
             },
         };
         let mut stop = false;
+        let mut sync = false;
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
@@ -459,7 +531,9 @@ fn write_loop(inner: &Inner, requests: &mpsc::Receiver<Request>) {
                     framed,
                     reply,
                 } => appends.push((batch, weight, framed, reply)),
+                Request::Replace { seq, batch, reply } => replaces.push((seq, batch, reply)),
                 Request::Ack(seq) => acks.push(seq),
+                Request::Sync => sync = true,
                 Request::Stop => stop = true,
             }
             if appends.len() < MAX_GROUP && !stop {
@@ -471,6 +545,12 @@ fn write_loop(inner: &Inner, requests: &mpsc::Receiver<Request>) {
         }
         if !appends.is_empty() {
             write_appends(inner, &mut appends);
+        }
+        if !replaces.is_empty() {
+            write_replaces(inner, &mut replaces);
+        }
+        if sync && !stop {
+            let _ = inner.log.sync();
         }
         inner.report();
         if stop {
@@ -503,15 +583,18 @@ type Append = (
     oneshot::Sender<Result<usize, String>>,
 );
 
+/// A queue record's header for `batch`.
+fn record_header(batch: &SpanBatch) -> [u8; RECORD_HEADER] {
+    let mut header = [0u8; RECORD_HEADER];
+    header[0] = RECORD_VERSION;
+    header[1..].copy_from_slice(&(batch.len() as u32).to_le_bytes());
+    header
+}
+
 fn write_appends(inner: &Inner, appends: &mut Vec<Append>) {
     let headers: Vec<[u8; RECORD_HEADER]> = appends
         .iter()
-        .map(|(batch, ..)| {
-            let mut header = [0u8; RECORD_HEADER];
-            header[0] = RECORD_VERSION;
-            header[1..].copy_from_slice(&(batch.len() as u32).to_le_bytes());
-            header
-        })
+        .map(|(batch, ..)| record_header(batch))
         .collect();
     let parts: Vec<[&[u8]; 2]> = appends
         .iter()
@@ -551,6 +634,88 @@ fn write_appends(inner: &Inner, appends: &mut Vec<Append>) {
             let message = e.to_string();
             for (_, weight, framed, reply) in appends.drain(..) {
                 release(inner, weight, framed);
+                let _ = reply.send(Err(message.clone()));
+            }
+        }
+    }
+}
+
+type Replace = (u64, Arc<SpanBatch>, oneshot::Sender<Result<u64, String>>);
+
+/// Stores remainders in place of the batches they are what is left of:
+/// appends them (one write), makes sure they reach the disk before what
+/// they replace may leave it (the append synced under `fsync: true`; a
+/// sync here under an interval policy, since the batch replaced may be
+/// older than the interval), and only then acknowledges the batches
+/// replaced. On failure the batches replaced stay, and a remainder
+/// written without its sync is acknowledged so that it is not replayed
+/// beside them.
+fn write_replaces(inner: &Inner, replaces: &mut Vec<Replace>) {
+    // The storage's bound holds for remainders too: one that does not fit
+    // leaves its whole batch stored.
+    if let Some(max) = inner.storage.max_bytes() {
+        let mut size = inner.storage.size_on_disk() + lock(&inner.state).reserved_bytes;
+        let mut fitting = Vec::with_capacity(replaces.len());
+        for (seq, batch, reply) in replaces.drain(..) {
+            let framed = (8 + RECORD_HEADER + batch.encoded_len()) as u64;
+            if size + framed > max {
+                let _ = reply.send(Err(format!(
+                    "it would take the storage past its max_size_mib ({} MiB)",
+                    max >> 20
+                )));
+                continue;
+            }
+            size += framed;
+            fitting.push((seq, batch, reply));
+        }
+        *replaces = fitting;
+        if replaces.is_empty() {
+            return;
+        }
+    }
+    let headers: Vec<[u8; RECORD_HEADER]> = replaces
+        .iter()
+        .map(|(_, batch, _)| record_header(batch))
+        .collect();
+    let parts: Vec<[&[u8]; 2]> = replaces
+        .iter()
+        .zip(&headers)
+        .map(|((_, batch, _), header)| [&header[..], &batch.bytes()[..]])
+        .collect();
+    let records: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
+    let result = inner.log.append_batch(&records).map_err(|e| e.to_string());
+    drop(records);
+    drop(parts);
+    let result = result.and_then(|positions| {
+        if let Fsync::Interval(_) = inner.log.options().fsync {
+            if let Err(e) = inner.log.sync() {
+                let written: Vec<_> = positions.iter().map(|p| p.seq..p.seq + 1).collect();
+                inner.log.ack_many(&written);
+                return Err(format!("cannot sync: {e}"));
+            }
+        }
+        Ok(positions)
+    });
+    match result {
+        Ok(positions) => {
+            let replaced: Vec<u64> = replaces.iter().map(|(seq, ..)| *seq).collect();
+            {
+                let mut state = lock(&inner.state);
+                for ((old, batch, _), position) in replaces.iter().zip(&positions) {
+                    if state.in_flight.remove(old).is_some() {
+                        state.in_flight.insert(position.seq, batch.len() as u64);
+                    }
+                }
+            }
+            // Only now: the remainders are stored.
+            let mut acks = replaced;
+            write_acks(inner, &mut acks);
+            for ((_, _, reply), position) in replaces.drain(..).zip(positions) {
+                let _ = reply.send(Ok(position.seq));
+            }
+        }
+        Err(message) => {
+            for (_, _, reply) in replaces.drain(..) {
                 let _ = reply.send(Err(message.clone()));
             }
         }

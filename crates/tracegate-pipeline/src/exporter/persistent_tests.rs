@@ -208,3 +208,85 @@ async fn two_exporters_keep_apart_and_a_second_process_is_refused() {
     assert!(err.contains("exporter_otlp_durable_traces"), "{err}");
     a.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A persistent queue on `storage` alone, as an exporter's consumers see it.
+fn open_queue(storage: &FileStorage) -> persistent::PersistentQueue {
+    persistent::PersistentQueue::open(
+        "otlp/durable",
+        storage,
+        100_000,
+        delivery::Sizer::Items,
+        false,
+    )
+    .unwrap()
+}
+
+fn names_of(batch: &SpanBatch) -> Vec<String> {
+    let mut names: Vec<String> = (0..batch.len())
+        .map(|i| batch.span_name(i).to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_remainder_takes_its_batchs_place_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage_in(dir.path());
+    let batch = Arc::new(sample_batch(4, 3));
+    let rest = Arc::new(batch.select_resources(&[1, 3]));
+    let queue = open_queue(&storage);
+    queue.push(batch.clone()).await.unwrap();
+    let (taken, _) = queue.pop().await.unwrap();
+    let new = queue
+        .replace(taken.seq, rest.clone())
+        .await
+        .expect("stored");
+    assert_ne!(new, taken.seq);
+    // A shutdown now keeps what is owed, the remainder, in flight or not.
+    assert_eq!(queue.finish().await, (1, 6));
+    drop(queue);
+
+    // The restart holds the remainder alone, not the whole batch.
+    let queue = open_queue(&storage);
+    assert_eq!((queue.len(), queue.size()), (1, 6));
+    let (taken, _) = queue.pop().await.unwrap();
+    assert_eq!(taken.seq, new);
+    assert_eq!(names_of(&taken.batch), names_of(&rest));
+    // A second partial failure shrinks it again; its delivery empties the
+    // queue for good.
+    let last = Arc::new(rest.select_resources(&[0]));
+    let newer = queue.replace(taken.seq, last.clone()).await.unwrap();
+    queue.ack(newer);
+    assert_eq!(queue.finish().await, (0, 0));
+    drop(queue);
+    let queue = open_queue(&storage);
+    assert_eq!(queue.len(), 0);
+    queue.finish().await;
+}
+
+#[tokio::test]
+async fn a_remainder_past_the_storage_bound_leaves_the_whole_batch_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file_storage::Config {
+        directory: dir.path().display().to_string(),
+        max_size_mib: 1,
+        ..file_storage::Config::default()
+    };
+    let storage = FileStorage::open("file_storage/q", &config).unwrap();
+    // A batch of more than half a MiB: it fits, it and its remainder do not.
+    let batch = Arc::new(sample_batch(2, 3000));
+    assert!(batch.encoded_len() > 600 << 10, "{}", batch.encoded_len());
+    let rest = Arc::new(batch.select_resources(&[1]));
+    let queue = open_queue(&storage);
+    queue.push(batch.clone()).await.unwrap();
+    let (taken, _) = queue.pop().await.unwrap();
+    assert_eq!(queue.replace(taken.seq, rest).await, None);
+    assert_eq!(queue.finish().await, (1, 6000));
+    drop(queue);
+    let queue = open_queue(&storage);
+    let (again, _) = queue.pop().await.unwrap();
+    assert_eq!(again.seq, taken.seq);
+    assert_eq!(again.batch.len(), 6000, "the whole batch, nothing lost");
+    queue.finish().await;
+}

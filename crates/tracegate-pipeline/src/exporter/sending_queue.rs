@@ -135,6 +135,21 @@ impl SendingQueue {
         }
     }
 
+    /// Part of `item` was delivered and `remaining` is what is still owed:
+    /// the retry loop goes on with `remaining`, and a persistent queue
+    /// stores it in place of the batch (see [`PersistentQueue::replace`]),
+    /// so that a restart sends only what is owed. If it cannot be stored,
+    /// the whole batch stays stored: nothing is lost, and a restart would
+    /// send its delivered part again.
+    pub(crate) async fn replace(&self, item: &mut Item, remaining: Arc<SpanBatch>) {
+        if let (SendingQueue::Persistent(q), Some(seq)) = (self, item.seq) {
+            if let Some(new) = q.replace(seq, remaining.clone()).await {
+                item.seq = Some(new);
+            }
+        }
+        item.batch = remaining;
+    }
+
     /// `item` was sent or dropped for good (and counted).
     pub(crate) fn done(&self, item: &Item) {
         if let (SendingQueue::Persistent(q), Some(seq)) = (self, item.seq) {

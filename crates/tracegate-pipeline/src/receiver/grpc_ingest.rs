@@ -45,7 +45,10 @@ pub(crate) const GRPC_MAX_FRAME_SIZE: u32 = 1024 * 1024;
 
 /// The HTTP/2 connection settings of a gRPC listener: large frames, and
 /// the config's stream, buffer and keepalive limits.
-fn grpc_settings(config: &GrpcConfig, tls: Option<Arc<ServerTls>>) -> ConnectionSettings {
+pub(crate) fn grpc_settings(
+    config: &GrpcConfig,
+    tls: Option<Arc<ServerTls>>,
+) -> ConnectionSettings {
     let mut builder = listener::hyper_builder().http2_only();
     {
         let mut h2 = builder.http2();

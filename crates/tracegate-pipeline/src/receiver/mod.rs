@@ -11,10 +11,10 @@ use crate::context::BuildContext;
 use crate::registry::component_registry;
 
 mod counters;
-mod grpc_ingest;
-mod http_ingest;
+pub(crate) mod grpc_ingest;
+pub(crate) mod http_ingest;
 pub mod jaeger;
-mod listener;
+pub(crate) mod listener;
 pub mod otlp;
 pub(crate) mod server_keys;
 #[cfg(test)]
@@ -149,7 +149,7 @@ impl ReceiverConfig {
 /// value (`grpc:`, which [`crate::config::from_value`] reads as an empty
 /// section), turns the protocol on; left out (the field's `default`), it
 /// stays off.
-fn present_means_enabled<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn present_means_enabled<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::Deserialize<'de>,

@@ -12,7 +12,7 @@
 mod azure;
 mod docker;
 mod ec2;
-pub(crate) mod env;
+mod env;
 mod gcp;
 pub mod kubernetes;
 mod resolve;

@@ -13,6 +13,7 @@ use tracegate_model::SpanBatch;
 
 mod config;
 mod cors;
+pub(crate) use cors::CorsPolicy;
 mod http;
 pub(super) mod status;
 
