@@ -4,6 +4,7 @@
 //! hands one shared batch to every exporter's own queue.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod compression;
 pub mod config;
 pub mod consumer;
@@ -12,6 +13,7 @@ pub mod duration;
 pub mod exporter;
 pub mod extension;
 pub mod file_storage;
+pub(crate) mod file_watch;
 pub mod grpc;
 pub mod health;
 mod http_client;

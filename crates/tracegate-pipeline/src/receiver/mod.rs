@@ -91,6 +91,47 @@ impl ReceiverConfig {
 }
 
 impl ReceiverConfig {
+    /// The authenticator extensions the receiver's protocols name, each
+    /// with the path of its `authenticator` key.
+    pub fn authenticators(&self) -> Vec<(String, &str)> {
+        fn grpc(g: &Option<otlp::GrpcConfig>) -> Option<&str> {
+            g.as_ref()
+                .and_then(|g| g.auth.as_ref())
+                .map(|a| a.authenticator.as_str())
+        }
+        let named: Vec<(&str, Option<&str>)> = match self {
+            ReceiverConfig::Otlp(c) => vec![
+                ("protocols.grpc.", grpc(&c.protocols.grpc)),
+                (
+                    "protocols.http.",
+                    c.protocols
+                        .http
+                        .as_ref()
+                        .and_then(|h| h.auth.as_ref())
+                        .map(|a| a.authenticator.as_str()),
+                ),
+            ],
+            ReceiverConfig::Jaeger(c) => vec![
+                ("protocols.grpc.", grpc(&c.protocols.grpc)),
+                (
+                    "protocols.thrift_http.",
+                    c.protocols
+                        .thrift_http
+                        .as_ref()
+                        .and_then(|h| h.auth.as_ref())
+                        .map(|a| a.authenticator.as_str()),
+                ),
+            ],
+            ReceiverConfig::Zipkin(c) => {
+                vec![("", c.auth.as_ref().map(|a| a.authenticator.as_str()))]
+            }
+        };
+        named
+            .into_iter()
+            .filter_map(|(path, id)| Some((format!("{path}auth.authenticator"), id?)))
+            .collect()
+    }
+
     /// Whether a refused batch (overload, shutdown) gets a retry delay in
     /// this receiver's answer (gRPC `RetryInfo`, HTTP `Retry-After`), which
     /// the collector's receivers do not send: the OTLP receiver, and the
@@ -153,6 +194,12 @@ pub enum StartError {
         receiver: String,
         protocol: &'static str,
         source: crate::tls::TlsServerError,
+    },
+    #[error("receiver {receiver}: {protocol} auth: {message}")]
+    Auth {
+        receiver: String,
+        protocol: &'static str,
+        message: String,
     },
     #[error("receiver {receiver}: invalid config: {source}")]
     Config {

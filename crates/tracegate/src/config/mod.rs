@@ -517,6 +517,7 @@ impl Loader {
             },
         };
         let mut exporter_paths = Vec::new();
+        let mut receiver_paths = Vec::new();
         for (section, components) in defined {
             for d in components {
                 let used = usage
@@ -525,6 +526,7 @@ impl Loader {
                 let listed = config.service.extensions.contains(&d.id);
                 match d.parsed {
                     Some(Parsed::Receiver(c)) if used => {
+                        receiver_paths.push((d.id.clone(), d.path.clone()));
                         config.receivers.insert(d.id, c);
                     }
                     Some(Parsed::Processor(c)) if used => {
@@ -542,8 +544,18 @@ impl Loader {
             }
         }
         self.warn_retry_delays(&config);
+        for (id, path) in &receiver_paths {
+            for (key, authenticator) in config.receivers[id].authenticators() {
+                let at = key.split('.').fold(path.clone(), |p, k| p.key(k));
+                self.check_authenticator(&config, authenticator, &at, true);
+            }
+        }
         for (id, path) in exporter_paths {
             self.check_queue_storage(&config, &id, &path);
+            if let Some((key, authenticator)) = config.exporters[&id].authenticator() {
+                let at = key.split('.').fold(path.clone(), |p, k| p.key(k));
+                self.check_authenticator(&config, authenticator, &at, false);
+            }
         }
         Some(config)
     }
@@ -591,6 +603,54 @@ impl Loader {
                     );
                 }
             }
+        }
+    }
+
+    /// An `auth: authenticator:` names an authenticator extension that is
+    /// defined, listed in `service::extensions` and, as the collector
+    /// resolves it, a server authenticator under a receiver (`server`) or
+    /// a client one under an exporter.
+    fn check_authenticator(&mut self, config: &Config, name: &str, at: &Path, server: bool) {
+        let problem = match ComponentId::parse(name) {
+            Err(e) => Some(e),
+            Ok(id) => match config
+                .extensions
+                .get(&id)
+                .map(ExtensionConfig::authenticates)
+            {
+                Some(Some((servers, clients))) => match (server, servers, clients) {
+                    (true, false, _) => Some(format!(
+                        "{name:?} is not a server authenticator (a basicauth extension \
+                         authenticates receivers with htpasswd)"
+                    )),
+                    (false, _, false) => Some(format!(
+                        "{name:?} is not a client authenticator (a basicauth extension \
+                         authenticates exporters with client_auth)"
+                    )),
+                    _ => None,
+                },
+                Some(None) => Some(format!(
+                    "{name:?} is not an authenticator; use a bearertokenauth or basicauth \
+                     extension"
+                )),
+                None if self
+                    .node(&Path::root().key("extensions").key(name))
+                    .is_some() =>
+                {
+                    Some(format!(
+                        "authenticator {name:?} is not listed in service::extensions, so it \
+                         would not be started"
+                    ))
+                }
+                None => Some(format!(
+                    "authenticator {name:?} is not defined in extensions (define a \
+                     bearertokenauth or basicauth extension and list it in \
+                     service::extensions)"
+                )),
+            },
+        };
+        if let Some(message) = problem {
+            self.error(at, message);
         }
     }
 

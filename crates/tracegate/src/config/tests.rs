@@ -796,3 +796,77 @@ service:
          extension; use a file_storage extension (line 8)",
     );
 }
+
+#[test]
+fn an_authenticator_is_a_started_extension_of_the_right_side() {
+    let config = |receiver: &str, exporter: &str, listed: &str| {
+        format!(
+            "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        auth:
+          authenticator: {receiver}
+exporters:
+  otlphttp:
+    endpoint: http://backend:4318
+    auth:
+      authenticator: {exporter}
+extensions:
+  bearertokenauth:
+    token: t
+  basicauth/server:
+    htpasswd:
+      inline: u:p
+  basicauth/client:
+    client_auth:
+      username: u
+      password: p
+  health_check:
+service:
+  extensions: [{listed}]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlphttp]
+"
+        )
+    };
+    let all = "bearertokenauth, basicauth/server, basicauth/client, health_check";
+    load_ok(&config("bearertokenauth", "bearertokenauth", all));
+    load_ok(&config("basicauth/server", "basicauth/client", all));
+    assert_listed(
+        &problems(&config("basicauth/client", "basicauth/server", all)),
+        "receivers::otlp::protocols::grpc::auth::authenticator: \"basicauth/client\" is not a \
+         server authenticator (a basicauth extension authenticates receivers with htpasswd) \
+         (line 6)",
+    );
+    assert_listed(
+        &problems(&config("basicauth/client", "basicauth/server", all)),
+        "exporters::otlphttp::auth::authenticator: \"basicauth/server\" is not a client \
+         authenticator (a basicauth extension authenticates exporters with client_auth) \
+         (line 11)",
+    );
+    assert_listed(
+        &problems(&config("bearertokenauth", "health_check", all)),
+        "exporters::otlphttp::auth::authenticator: \"health_check\" is not an authenticator; \
+         use a bearertokenauth or basicauth extension (line 11)",
+    );
+    assert_listed(
+        &problems(&config(
+            "bearertokenauth",
+            "bearertokenauth",
+            "health_check",
+        )),
+        "receivers::otlp::protocols::grpc::auth::authenticator: authenticator \
+         \"bearertokenauth\" is not listed in service::extensions, so it would not be started \
+         (line 6)",
+    );
+    assert_listed(
+        &problems(&config("oauth2", "bearertokenauth", all)),
+        "receivers::otlp::protocols::grpc::auth::authenticator: authenticator \"oauth2\" is not \
+         defined in extensions (define a bearertokenauth or basicauth extension and list it in \
+         service::extensions) (line 6)",
+    );
+}

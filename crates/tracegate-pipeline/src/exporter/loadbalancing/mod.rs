@@ -218,7 +218,10 @@ impl super::BuildExporter for Config {
             .resolver
             .clone()
             .ok_or("no resolver given; set one of static, dns or k8s")?;
-        let template = self.otlp_template();
+        let mut template = self.otlp_template();
+        template.client_auth =
+            crate::auth::ClientAuth::resolve(&ctx.authenticators, template.auth.as_ref())
+                .map_err(|e| format!("protocol.otlp.{e}"))?;
         // Reads the TLS files now, so a missing one stops startup rather
         // than every backend later. `pick_first`: this probe must not start
         // a `round_robin` lookup of the placeholder name (a blocking

@@ -743,9 +743,18 @@ impl Processor for TailSampler {
 
 impl super::BuildProcessor for Config {
     fn build(&self, id: &str, next: NextConsumer, ctx: &super::BuildContext) -> super::Building {
+        let mut config = self.clone();
+        if let Some(handover) = &mut config.handover {
+            // Hand-overs carry credentials when the other gateways' OTLP
+            // port requires them.
+            let otlp = &mut handover.protocol.otlp;
+            otlp.client_auth =
+                crate::auth::ClientAuth::resolve(&ctx.authenticators, otlp.auth.as_ref())
+                    .map_err(|e| crate::config::error("handover.protocol.otlp.auth", e))?;
+        }
         Ok(TailSampler::start_with(
             id,
-            self.clone(),
+            config,
             next,
             ctx.memory.clone(),
             &ctx.handover,
