@@ -30,7 +30,15 @@
 //!   in the table (spans released) until `num_traces` pushes it out. A late
 //!   span follows a remembered decision at once; a forgotten trace starts
 //!   over as a new pending trace.
+//!
+//! A caller that keeps a journal of the spans (the pipeline's tail storage)
+//! attaches a [`Pin`] to each insert ([`TraceShard::set_pin`]): every
+//! pending trace that takes spans from it holds the pin until its spans
+//! are released (decided or dropped) and then hands it back in
+//! [`Released::released_pins`], so the caller knows when no pending trace
+//! needs a journal record any more. The shard never looks inside a pin.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -45,6 +53,19 @@ use super::cache::LruMap;
 use super::policy::{Decision, PolicySet, TraceView, Verdict};
 use super::store::{AssembledOnDemand, Headers, ScopeHeaders, StoredSpans};
 use super::{shard_of, TraceId};
+
+/// A caller's opaque handle on the source of inserted spans (see the
+/// module docs): held by each pending trace with spans from that insert.
+pub type Pin = Arc<dyn Any + Send + Sync>;
+
+/// A decision the shard remembers for late spans, as a journal stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RememberedDecision {
+    pub trace_id: TraceId,
+    pub sampled: bool,
+    /// The policy credited, when the sampled decision cache holds it.
+    pub policy: Option<usize>,
+}
 
 /// Decides traces: the policies, possibly shared between shards.
 pub trait Decider {
@@ -145,6 +166,8 @@ pub enum DecisionReason {
     MemoryLimit,
     /// On shutdown.
     Shutdown,
+    /// Early, to free the tail storage's disk once it nears its bound.
+    StorageFull,
     /// `span-ingest`: a batch of the trace decided it as it arrived.
     SpanIngest,
 }
@@ -160,6 +183,7 @@ impl DecisionReason {
             DecisionReason::BytesFull => "max_buffered_bytes",
             DecisionReason::MemoryLimit => "memory_limit",
             DecisionReason::Shutdown => "shutdown",
+            DecisionReason::StorageFull => "storage_full",
             DecisionReason::SpanIngest => "span_ingest",
         }
     }
@@ -172,6 +196,7 @@ impl DecisionReason {
                 | DecisionReason::NumTracesFull
                 | DecisionReason::BytesFull
                 | DecisionReason::MemoryLimit
+                | DecisionReason::StorageFull
         )
     }
 }
@@ -218,6 +243,9 @@ pub struct Released {
     /// For each trace that left the table: how long after its first span
     /// (the collector's `sampling_trace_removal_age`).
     pub removal_ages: Vec<Duration>,
+    /// The pins of traces whose spans were released, one per trace and
+    /// insert (see [`TraceShard::set_pin`]).
+    pub released_pins: Vec<Pin>,
 }
 
 impl Released {
@@ -227,6 +255,7 @@ impl Released {
         self.decided.clear();
         self.late_span_ages.clear();
         self.removal_ages.clear();
+        self.released_pins.clear();
     }
 }
 
@@ -251,6 +280,8 @@ pub struct ShardStats {
     pub early_bytes: u64,
     pub early_max_spans: u64,
     pub early_memory_limit: u64,
+    /// Traces decided early to free the tail storage's disk.
+    pub early_storage_full: u64,
     /// Spans not passed on, by why: not sampled by the policies, dropped
     /// by a drop policy, too large, late for a non-sampled decision.
     pub spans_not_sampled: u64,
@@ -295,6 +326,30 @@ struct Entry {
     /// Every start non-zero and every time within `i64`: the latency
     /// policy may judge from `min_start` and `max_end` alone.
     plain_times: bool,
+    /// The pins of the inserts its pending spans came from.
+    pins: Vec<Pin>,
+}
+
+impl Entry {
+    /// A pending trace with no spans yet.
+    fn new(seq: u64, first_seen: Duration) -> Entry {
+        Entry {
+            seq,
+            first_seen,
+            state: State::Pending,
+            stored: StoredSpans::default(),
+            span_count: 0,
+            byte_size: 0,
+            traces_size: 0,
+            memory: 0,
+            statuses: 0,
+            root_seen: false,
+            min_start: u64::MAX,
+            max_end: 0,
+            plain_times: true,
+            pins: Vec::new(),
+        }
+    }
 }
 
 /// A batch's spans grouped by trace, traces in order of first appearance
@@ -392,6 +447,8 @@ pub struct TraceShard {
     headers: Headers,
     /// Reused grouping of a batch's spans by trace.
     groups: TraceGroups,
+    /// Attached to the spans inserted next ([`Self::set_pin`]).
+    pin: Option<Pin>,
 }
 
 impl TraceShard {
@@ -422,6 +479,94 @@ impl TraceShard {
             stats: ShardStats::default(),
             groups: TraceGroups::default(),
             headers: Headers::default(),
+            pin: None,
+        }
+    }
+
+    /// Attaches `pin` to the spans of the inserts that follow (until set
+    /// again): each pending trace taking some of them holds it until its
+    /// spans are released, then hands it back in
+    /// [`Released::released_pins`].
+    pub fn set_pin(&mut self, pin: Option<Pin>) {
+        self.pin = pin;
+    }
+
+    /// The pins pending traces hold, for a caller that must know which
+    /// journal records still carry undecided spans (at shutdown).
+    pub fn pending_pins(&self) -> impl Iterator<Item = &Pin> + '_ {
+        self.table
+            .values()
+            .filter(|e| matches!(e.state, State::Pending))
+            .flat_map(|e| &e.pins)
+    }
+
+    /// The decisions remembered for late spans, least recently used
+    /// first: the decision caches' entries, and decided traces kept in the
+    /// table when their cache is off.
+    pub fn remembered_decisions(&self) -> Vec<RememberedDecision> {
+        let mut out: Vec<RememberedDecision> = self
+            .arrivals
+            .iter()
+            .filter_map(|(id, seq)| {
+                let e = self.table.get(id).filter(|e| e.seq == *seq)?;
+                match e.state {
+                    State::Decided { sampled, .. } => Some(RememberedDecision {
+                        trace_id: *id,
+                        sampled,
+                        policy: None,
+                    }),
+                    State::Pending => None,
+                }
+            })
+            .collect();
+        out.extend(
+            self.not_sampled_cache
+                .iter_oldest_first()
+                .map(|(id, ())| RememberedDecision {
+                    trace_id: *id,
+                    sampled: false,
+                    policy: None,
+                }),
+        );
+        out.extend(
+            self.sampled_cache
+                .iter_oldest_first()
+                .map(|(id, policy)| RememberedDecision {
+                    trace_id: *id,
+                    sampled: true,
+                    policy: *policy,
+                }),
+        );
+        out
+    }
+
+    /// Remembers a decision made earlier (by a previous run, read back
+    /// from a journal) as if it had just been made: in the decision cache
+    /// of its outcome, or, with that cache off, as a decided trace in the
+    /// table while `num_traces` leaves room. A trace pending here keeps
+    /// its state.
+    pub fn remember_decision(&mut self, decision: RememberedDecision, now: Duration) {
+        let id = decision.trace_id;
+        if decision.sampled && self.sampled_cache.capacity() > 0 {
+            self.sampled_cache.put(id, decision.policy);
+        } else if !decision.sampled && self.not_sampled_cache.capacity() > 0 {
+            self.not_sampled_cache.put(id, ());
+        } else if !self.table.contains_key(&id)
+            && self.in_tables.load(Ordering::Relaxed) < self.settings.num_traces
+        {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.table_insert(
+                id,
+                Entry {
+                    state: State::Decided {
+                        sampled: decision.sampled,
+                        at: now,
+                    },
+                    ..Entry::new(seq, now)
+                },
+            );
+            self.arrivals.push_back((id, seq));
         }
     }
 
@@ -613,24 +758,7 @@ impl TraceShard {
     fn start_trace(&mut self, id: TraceId, now: Duration) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.table_insert(
-            id,
-            Entry {
-                seq,
-                first_seen: now,
-                state: State::Pending,
-                stored: StoredSpans::default(),
-                span_count: 0,
-                byte_size: 0,
-                traces_size: 0,
-                memory: 0,
-                statuses: 0,
-                root_seen: false,
-                min_start: u64::MAX,
-                max_end: 0,
-                plain_times: true,
-            },
-        );
+        self.table_insert(id, Entry::new(seq, now));
         self.pending += 1;
         self.stats.new_traces += 1;
         self.wait_queue
@@ -676,6 +804,11 @@ impl TraceShard {
         let memory = entry.stored.memory() - before;
         entry.memory += memory;
         self.memory += memory;
+        if let Some(pin) = &self.pin {
+            if !entry.pins.last().is_some_and(|p| Arc::ptr_eq(p, pin)) {
+                entry.pins.push(pin.clone());
+            }
+        }
         if root && !entry.root_seen {
             entry.root_seen = true;
             let after_root = settings.decision_wait_after_root_received;
@@ -802,6 +935,27 @@ impl TraceShard {
         self.stats.early_memory_limit - before
     }
 
+    /// Frees tail storage: decides the oldest pending traces early (reason
+    /// [`DecisionReason::StorageFull`]) until the spans still pending take
+    /// at most half the memory they did. Their journal records are
+    /// released with them (oldest first, so whole segments of the journal
+    /// come free). Returns the traces decided.
+    pub fn decide_oldest_for_storage(
+        &mut self,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> u64 {
+        if self.pending == 0 {
+            return 0;
+        }
+        let before = self.stats.early_storage_full;
+        let target = self.memory / 2 + self.headers.memory;
+        self.decide_oldest_while_over(target, now, DecisionReason::StorageFull, decider, out);
+        self.headers.sweep();
+        self.stats.early_storage_full - before
+    }
+
     /// Decides the oldest pending traces early, for `reason`, while the
     /// pending spans' memory is over `budget`.
     fn decide_oldest_while_over(
@@ -886,6 +1040,7 @@ impl TraceShard {
                     self.pending -= 1;
                     self.memory -= entry.memory;
                     self.stats.spans_dropped_pending += entry.span_count;
+                    out.released_pins.extend(entry.pins);
                     entry.stored.release(&mut self.headers);
                 }
             } else {
@@ -959,6 +1114,7 @@ impl TraceShard {
         entry.memory = 0;
         entry.state = State::Decided { sampled, at: now };
         mem::take(&mut entry.stored).release(&mut self.headers);
+        out.released_pins.append(&mut entry.pins);
         out.decided.push(DecidedTrace {
             trace_id: id,
             verdict,
@@ -974,6 +1130,7 @@ impl TraceShard {
             DecisionReason::NumTracesFull => self.stats.early_num_traces += 1,
             DecisionReason::BytesFull => self.stats.early_bytes += 1,
             DecisionReason::MemoryLimit => self.stats.early_memory_limit += 1,
+            DecisionReason::StorageFull => self.stats.early_storage_full += 1,
             DecisionReason::TooManySpans => self.stats.early_max_spans += 1,
             _ => {}
         }
@@ -1152,6 +1309,7 @@ impl TraceBuffer {
             total.early_bytes += s.early_bytes;
             total.early_max_spans += s.early_max_spans;
             total.early_memory_limit += s.early_memory_limit;
+            total.early_storage_full += s.early_storage_full;
             total.spans_not_sampled += s.spans_not_sampled;
             total.spans_dropped_by_policy += s.spans_dropped_by_policy;
             total.spans_too_large += s.spans_too_large;

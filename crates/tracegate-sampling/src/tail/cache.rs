@@ -77,6 +77,14 @@ impl<K: Clone + Hash + Eq, V: Clone> LruMap<K, V> {
         self.compact();
     }
 
+    /// Every entry, least recently used first (without touching recency).
+    pub(crate) fn iter_oldest_first(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
+        self.order.iter().filter_map(|(k, stamp)| {
+            let (key, (value, s)) = self.entries.get_key_value(k)?;
+            (s == stamp).then_some((key, value))
+        })
+    }
+
     fn compact(&mut self) {
         if self.order.len() > 2 * self.entries.len() + 32 {
             let entries = &self.entries;

@@ -26,8 +26,8 @@ mod store;
 mod tests;
 
 pub use buffer::{
-    DecidedTrace, Decider, DecisionReason, Released, SampledBy, ShardStats, TraceAggregates,
-    TraceBuffer, TraceBufferSettings, TraceShard,
+    DecidedTrace, Decider, DecisionReason, Pin, Released, RememberedDecision, SampledBy,
+    ShardStats, TraceAggregates, TraceBuffer, TraceBufferSettings, TraceShard,
 };
 pub use config::PolicyConfig;
 pub use policy::{BuildError, Decision, PolicySet, PolicyTally, TraceView, Verdict};
