@@ -18,6 +18,7 @@ pub mod memory;
 pub mod processor;
 pub mod receiver;
 pub mod registry;
+pub mod tail_storage;
 pub mod telemetry;
 pub mod tls;
 

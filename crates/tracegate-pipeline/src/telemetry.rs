@@ -45,6 +45,12 @@ pub mod names {
     /// labelled by `component` and `reason` (docs/architecture.md,
     /// "Delivery and drop accounting").
     pub const DROPPED_SPANS: &str = "tracegate_dropped_spans";
+    /// tracegate's own: records a storage found damaged and skipped, by
+    /// `storage`, `client` and `reason` (`corrupt`).
+    pub const STORAGE_LOST_RECORDS: &str = "tracegate_storage_lost_records";
+    /// tracegate's own: bytes a storage client's files take on disk, by
+    /// `storage` and `client`.
+    pub const STORAGE_BYTES: &str = "tracegate_storage_bytes";
 }
 
 use std::convert::Infallible;

@@ -17,7 +17,15 @@
 //! "memory_limit"}`. Halving on each check rather than emptying the buffer
 //! keeps the younger traces' chance of a full decision while memory comes
 //! back down over a few checks.
+//!
+//! With `tail_storage`, every batch is journaled before it is acknowledged
+//! and every decision after its kept spans are passed on ([`journal`]); at
+//! startup the journal gives the pending traces back, and at shutdown they
+//! stay in it instead of being decided early.
 
+pub mod journal;
+#[cfg(test)]
+mod journal_tests;
 mod metrics_names;
 #[cfg(test)]
 mod tests;
@@ -34,9 +42,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracegate_model::SpanBatch;
 use tracegate_sampling::tail::{
-    shard_of, Decider, Decision, DecisionReason, PolicyConfig, PolicySet, PolicyTally, Released,
-    TraceBuffer, TraceBufferSettings, TraceShard, TraceView, Verdict,
+    shard_of, Decider, Decision, DecisionReason, Pin, PolicyConfig, PolicySet, PolicyTally,
+    Released, TraceBuffer, TraceBufferSettings, TraceShard, TraceView, Verdict,
 };
+
+use journal::{Journal, JournalPlace, ShardJournal};
 
 use super::Processor;
 use crate::config::ComponentError;
@@ -135,6 +145,14 @@ pub struct Config {
     /// Default false.
     #[serde(default)]
     pub record_policy: bool,
+    /// The collector's `tail_storage`: the id of a storage extension
+    /// (`pebble_tail_storage` or `file_storage`) in which the spans of
+    /// undecided traces and the decisions are journaled, so that a restart
+    /// (a crash included) resumes the pending traces. The collector needs a
+    /// feature gate and one shard for it; tracegate needs neither. Default:
+    /// unset (memory only).
+    #[serde(default)]
+    pub tail_storage: Option<String>,
 }
 
 /// `sampling_strategy:`
@@ -190,6 +208,7 @@ impl Default for Config {
             num_shards: None,
             sampling_strategy: SamplingStrategy::TraceComplete,
             record_policy: false,
+            tail_storage: None,
         }
     }
 }
@@ -202,6 +221,12 @@ impl Config {
         };
         if self.policies.is_empty() {
             return Err(err("policies", "at least one policy is required".into()));
+        }
+        if self.tail_storage.as_deref() == Some("") {
+            return Err(err(
+                "tail_storage",
+                "tail_storage must name a storage extension".into(),
+            ));
         }
         if self.num_traces == 0 {
             return Err(err("num_traces", "num_traces must be positive".into()));
@@ -267,6 +292,8 @@ struct Work {
     batch: Arc<SpanBatch>,
     /// Indices of the spans that belong to the shard; `None`: all.
     spans: Option<Vec<u32>>,
+    /// The batch's journal record, with `tail_storage`.
+    pin: Option<Pin>,
 }
 
 /// Wall-clock time the library works in, advanced by tokio's clock (so
@@ -397,7 +424,7 @@ struct Meters {
     cache_released_sampled: Counter,
     cache_released_not_sampled: Counter,
     too_large: Counter,
-    early: [Counter; 4],
+    early: [Counter; 5],
     traces_on_memory: Gauge,
     pending_traces: Gauge,
     buffered_bytes: Gauge,
@@ -436,6 +463,7 @@ impl Meters {
                 early("max_buffered_bytes"),
                 early("max_spans_per_trace"),
                 early("memory_limit"),
+                early("storage_full"),
             ],
             traces_on_memory: metrics::gauge!(m::TRACES_ON_MEMORY),
             pending_traces: metrics::gauge!(m::PENDING_TRACES, "processor" => id.to_string()),
@@ -457,6 +485,8 @@ pub struct TailSampler {
     id: String,
     senders: Mutex<Option<Vec<mpsc::Sender<Work>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    journal: Option<Arc<Journal>>,
+    clock: Clock,
 }
 
 /// Channel depth per shard, in requests: enough to ride out a burst while
@@ -471,14 +501,17 @@ pub(crate) const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl TailSampler {
     /// Starts the shard workers; while `memory` says a memory limiter is
-    /// above its hard limit they shed pending traces. Must run inside a
-    /// tokio runtime. `Err` when the policies cannot be built, which
-    /// [`Config::validate`] reports first.
+    /// above its hard limit they shed pending traces. With a `journal`,
+    /// first gives back the traces it holds (blocking file I/O, before any
+    /// receiver listens). Must run inside a tokio runtime. `Err` when the
+    /// policies cannot be built, which [`Config::validate`] reports first,
+    /// or the journal cannot be opened.
     pub fn start(
         id: &str,
         config: Config,
         next: NextConsumer,
         memory: MemoryPressure,
+        journal: Option<JournalPlace>,
     ) -> Result<Arc<TailSampler>, ComponentError> {
         let shards = config.shard_count();
         let (set, _) =
@@ -517,15 +550,55 @@ impl TailSampler {
         // num_traces bounds the traces of all shards together.
         let in_tables = Arc::new(AtomicU64::new(0));
         let clock = Clock::start();
+        let mut buffers: Vec<TraceShard> = (0..shards)
+            .map(|_| TraceShard::with_table_count(settings.clone(), in_tables.clone()))
+            .collect();
+        let mut restored: Vec<Released> = (0..shards).map(|_| Released::default()).collect();
+        let mut shard_journals: Vec<Option<ShardJournal>> = (0..shards).map(|_| None).collect();
+        let journal = match journal {
+            None => None,
+            Some(place) => {
+                let storage = place.storage.clone();
+                let (journal, replay) = Journal::open(place, id).map_err(|e| ComponentError {
+                    path: "tail_storage".into(),
+                    message: format!("cannot open the journal in {storage}: {e}"),
+                })?;
+                let mut decider = &*policies;
+                let (per_shard, report) = journal.restore(
+                    replay,
+                    &mut buffers,
+                    &mut decider,
+                    clock.now(),
+                    &mut restored,
+                );
+                tracing::info!(
+                    processor = %id, storage = %storage,
+                    records = report.records, bytes = report.bytes,
+                    traces = report.traces, spans = report.spans,
+                    decided_spans = report.decided_spans, decisions = report.decisions,
+                    lost_records = report.lost_records, overflow_spans = report.overflow_spans,
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    "tail sampling journal restored"
+                );
+                shard_journals = per_shard.into_iter().map(Some).collect();
+                Some(journal)
+            }
+        };
         let mut senders = Vec::with_capacity(shards);
         let mut workers = Vec::with_capacity(shards);
-        for index in 0..shards {
+        let starts = buffers
+            .into_iter()
+            .zip(restored)
+            .zip(shard_journals)
+            .enumerate();
+        for (index, ((shard, restored), journal)) in starts {
             let (tx, rx) = mpsc::channel(SHARD_QUEUE);
             senders.push(tx);
             let worker = ShardWorker {
                 id: id.to_string(),
                 index,
-                shard: TraceShard::with_table_count(settings.clone(), in_tables.clone()),
+                shard,
+                journal,
                 policies: policies.clone(),
                 meters: meters.clone(),
                 gauges: gauges.clone(),
@@ -537,12 +610,14 @@ impl TailSampler {
                 memory: memory.clone(),
                 next_memory_check: Instant::now() + MEMORY_CHECK_INTERVAL,
             };
-            workers.push(tokio::spawn(worker.run(rx)));
+            workers.push(tokio::spawn(worker.run(rx, restored)));
         }
         Ok(Arc::new(TailSampler {
             id: id.to_string(),
             senders: Mutex::new(Some(senders)),
             workers: Mutex::new(workers),
+            journal,
+            clock,
         }))
     }
 
@@ -568,10 +643,20 @@ impl Consumer for TailSampler {
         };
         let n = senders.len();
         let closed = || ConsumeError::refused(format!("{} is shutting down", self.id));
+        // Journaled before it is acknowledged: from here a crash loses none
+        // of it.
+        let pin: Option<Pin> = match &self.journal {
+            Some(journal) => Some(self.journal_batch(journal, &batch).await?),
+            None => None,
+        };
         let batch = Arc::new(batch);
         if n == 1 {
             return senders[0]
-                .send(Work { batch, spans: None })
+                .send(Work {
+                    batch,
+                    spans: None,
+                    pin,
+                })
                 .await
                 .map_err(|_| closed());
         }
@@ -589,11 +674,36 @@ impl Consumer for TailSampler {
                 .send(Work {
                     batch: Arc::clone(&batch),
                     spans,
+                    pin: pin.clone(),
                 })
                 .await
                 .map_err(|_| closed())?;
         }
         Ok(())
+    }
+}
+
+impl TailSampler {
+    /// Writes `batch` to the journal (on a blocking thread when the fsync
+    /// policy may make the write wait for the disk).
+    async fn journal_batch(
+        &self,
+        journal: &Arc<Journal>,
+        batch: &SpanBatch,
+    ) -> Result<Pin, ConsumeError> {
+        let arrival = self.clock.now();
+        let written = if journal.syncs_on_append() {
+            let (journal, batch) = (journal.clone(), batch.clone());
+            tokio::task::spawn_blocking(move || journal.append_spans(&batch, arrival))
+                .await
+                .map_err(|e| ConsumeError::refused(format!("{}: {e}", self.id)))?
+        } else {
+            journal.append_spans(batch, arrival)
+        };
+        match written {
+            Ok(pin) => Ok(pin),
+            Err(e) => Err(ConsumeError::refused(format!("{}: {e}", self.id))),
+        }
     }
 }
 
@@ -614,16 +724,26 @@ impl Processor for TailSampler {
                 tracing::error!(processor = %self.id, error = %e, "tail sampling worker failed");
             }
         }
+        if let Some(journal) = &self.journal {
+            journal.flush_acks();
+            journal.report();
+            journal.sync();
+        }
     }
 }
 
 impl super::BuildProcessor for Config {
     fn build(&self, id: &str, next: NextConsumer, ctx: &super::BuildContext) -> super::Building {
+        let journal = match &self.tail_storage {
+            Some(storage) => Some(crate::tail_storage::journal_place(storage, id, ctx)?),
+            None => None,
+        };
         Ok(TailSampler::start(
             id,
             self.clone(),
             next,
             ctx.memory.clone(),
+            journal,
         )?)
     }
 }
@@ -644,6 +764,8 @@ struct ShardWorker {
     id: String,
     index: usize,
     shard: TraceShard,
+    /// With `tail_storage`: this shard's side of the journal.
+    journal: Option<ShardJournal>,
     policies: Arc<SharedPolicies>,
     meters: Arc<Meters>,
     gauges: Arc<ShardGauges>,
@@ -661,8 +783,10 @@ struct ShardWorker {
 }
 
 impl ShardWorker {
-    async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
-        let mut out = Released::default();
+    /// Takes work until the channel closes; `out` holds what a restore
+    /// from the journal decided early, to pass on first.
+    async fn run(mut self, mut rx: mpsc::Receiver<Work>, mut out: Released) {
+        self.emit(&mut out).await;
         loop {
             let work = match self.wake_at() {
                 Some(deadline) => tokio::select! {
@@ -683,6 +807,7 @@ impl ShardWorker {
             let mut decider = &*policies;
             match work {
                 Some(work) => {
+                    self.shard.set_pin(work.pin.clone());
                     let mut held = match &work.spans {
                         None => self.shard.insert(&work.batch, now, &mut decider, &mut out),
                         Some(spans) => self.shard.insert_spans(
@@ -704,8 +829,10 @@ impl ShardWorker {
                         let now = self.clock.now();
                         self.shard.poll(now, &mut decider, &mut out);
                         self.shed_if_above_hard_limit(now, &mut decider, &mut out);
+                        self.shard.set_pin(work.pin.clone());
                         held = self.shard.insert(&rest, now, &mut decider, &mut out);
                     }
+                    self.shard.set_pin(None);
                 }
                 None => {
                     // A run of the decision timer, as the collector times
@@ -718,13 +845,32 @@ impl ShardWorker {
                 }
             }
             self.shed_if_above_hard_limit(now, &mut decider, &mut out);
+            if let Some(journal) = &mut self.journal {
+                let decided = journal.shed_if_full(&mut self.shard, now, &mut decider, &mut out);
+                if decided > 0 {
+                    tracing::debug!(processor = %self.id, shard = self.index, decided, "tail storage above its high-water mark; decided the oldest pending traces early");
+                }
+            }
             self.emit(&mut out).await;
         }
         let policies = self.policies.clone();
         let mut decider = &*policies;
         let now = self.clock.now();
-        self.shard
-            .drain(now, self.drop_pending_on_shutdown, &mut decider, &mut out);
+        match &mut self.journal {
+            // Pending traces stay journaled: the next start resumes them
+            // with their decision_wait still running.
+            Some(journal) if !self.drop_pending_on_shutdown => {
+                let kept = journal.keep_pending(&self.shard);
+                if kept > 0 {
+                    tracing::info!(processor = %self.id, shard = self.index, traces = kept,
+                        storage = %journal.journal().storage(),
+                        "pending traces left in the tail storage for the next start");
+                }
+            }
+            _ => self
+                .shard
+                .drain(now, self.drop_pending_on_shutdown, &mut decider, &mut out),
+        }
         self.emit(&mut out).await;
     }
 
@@ -760,6 +906,16 @@ impl ShardWorker {
 
     /// Passes on released spans and turns what happened into metrics.
     async fn emit(&mut self, out: &mut Released) {
+        let round = self.journal.as_mut().map(|j| j.begin(out));
+        self.pass_on(out).await;
+        if let (Some(journal), Some(round)) = (&mut self.journal, round) {
+            journal.commit(round, &self.shard);
+            journal.journal().report();
+        }
+    }
+
+    /// [`Self::emit`] without the journal.
+    async fn pass_on(&mut self, out: &mut Released) {
         let meters = &self.meters;
         for decided in &out.decided {
             // As in the collector, a trace not sampled for being too large
@@ -836,6 +992,7 @@ impl ShardWorker {
         add(&m.early[1], now.early_bytes, was.early_bytes);
         add(&m.early[2], now.early_max_spans, was.early_max_spans);
         add(&m.early[3], now.early_memory_limit, was.early_memory_limit);
+        add(&m.early[4], now.early_storage_full, was.early_storage_full);
         add(
             &m.dropped_by_policy,
             now.spans_dropped_by_policy,
