@@ -14,5 +14,6 @@ mod memory_limiter;
 mod otlp;
 mod resource_detection;
 mod seed_configs;
+mod storage;
 mod tail_sampling;
 mod zipkin;

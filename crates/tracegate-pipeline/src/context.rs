@@ -6,6 +6,7 @@
 
 use tokio_util::sync::CancellationToken;
 
+use crate::file_storage::Storages;
 use crate::health::Readiness;
 use crate::memory::MemoryPressure;
 
@@ -27,6 +28,9 @@ pub struct BuildContext {
     /// Cancelled when the component must stop: for receivers when shutdown
     /// begins (stop accepting), for extensions at its end.
     pub shutdown: CancellationToken,
+    /// The storage extensions (`file_storage`) started before the
+    /// pipelines, by id: where a persistent sending queue keeps its data.
+    pub storages: Storages,
 }
 
 impl BuildContext {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::context::BuildContext;
+use crate::file_storage::{self, FileStorage};
 use crate::health::HealthCheckConfig;
 use crate::registry::component_registry;
 
@@ -27,12 +28,13 @@ component_registry! {
     pub enum ExtensionConfig: "extension", dyn BuildExtension {
         HealthCheck(HealthCheckConfig) = "health_check"
             => "Answers health checks over HTTP: 200 once every pipeline is up.",
+        FileStorage(file_storage::Config) = "file_storage"
+            => "Keeps components' state on the local disk (the persistent sending queue).",
     }
     not built: [
         "pprof",
         "zpages",
         "memory_ballast",
-        "file_storage",
         "basicauth",
         "bearertokenauth",
         "oauth2client",
@@ -55,4 +57,7 @@ impl ExtensionConfig {
 pub struct RunningExtension {
     /// Where it listens, as (protocol, address).
     pub addresses: Vec<(&'static str, SocketAddr)>,
+    /// A storage extension's directory, which the binary hands to the
+    /// components it builds next through [`BuildContext::storages`].
+    pub storage: Option<FileStorage>,
 }

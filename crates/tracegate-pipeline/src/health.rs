@@ -159,6 +159,7 @@ impl crate::extension::BuildExtension for HealthCheckConfig {
             .map_err(|e| format!("cannot listen on {}: {e}", self.endpoint))?;
         Ok(crate::extension::RunningExtension {
             addresses: vec![("http", server.address)],
+            ..Default::default()
         })
     }
 }

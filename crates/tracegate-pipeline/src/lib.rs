@@ -11,6 +11,7 @@ pub mod context;
 pub mod duration;
 pub mod exporter;
 pub mod extension;
+pub mod file_storage;
 pub mod grpc;
 pub mod health;
 mod http_server;

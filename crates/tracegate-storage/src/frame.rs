@@ -13,18 +13,29 @@ pub(crate) fn framed_len(parts: &[&[u8]]) -> usize {
     HEADER + parts.iter().map(|p| p.len()).sum::<usize>()
 }
 
-/// Appends the frame of one record made of `parts` to `out`. The caller
-/// has checked that the payload is at most [`MAX_RECORD`] bytes.
-pub(crate) fn encode(out: &mut Vec<u8>, parts: &[&[u8]]) {
+/// The header of one record made of `parts`: its length and checksum. The
+/// caller has checked that the payload is at most [`MAX_RECORD`] bytes.
+pub(crate) fn header(parts: &[&[u8]]) -> [u8; HEADER] {
     let len = parts.iter().map(|p| p.len()).sum::<usize>() as u32;
     let len_bytes = len.to_le_bytes();
     let mut crc = crc32c::crc32c(&len_bytes);
     for part in parts {
         crc = crc32c::crc32c_append(crc, part);
     }
-    out.reserve(HEADER + len as usize);
-    out.extend_from_slice(&len_bytes);
-    out.extend_from_slice(&crc.to_le_bytes());
+    let mut header = [0u8; HEADER];
+    header[..4].copy_from_slice(&len_bytes);
+    header[4..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// The checksum of a record whose length bytes and payload are these.
+pub(crate) fn checksum(len_bytes: &[u8], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(len_bytes), payload)
+}
+
+/// Appends the frame of one record made of `parts` to `out`.
+pub(crate) fn encode(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    out.extend_from_slice(&header(parts));
     for part in parts {
         out.extend_from_slice(part);
     }
@@ -58,7 +69,7 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed<'_> {
     let Some(payload) = buf.get(HEADER..HEADER + len) else {
         return Parsed::Damaged("record cut short");
     };
-    let actual = crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload);
+    let actual = checksum(&len_bytes, payload);
     if actual != crc {
         return Parsed::Damaged("checksum mismatch");
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
@@ -200,7 +200,6 @@ struct Active {
     /// Written since the last sync.
     dirty: bool,
     last_sync: Instant,
-    buf: Vec<u8>,
 }
 
 struct Segment {
@@ -539,7 +538,6 @@ impl Log {
                     next_seq,
                     dirty: false,
                     last_sync: Instant::now(),
-                    buf: Vec::new(),
                 }
             }
             _ => {
@@ -563,7 +561,6 @@ impl Log {
                     next_seq,
                     dirty: false,
                     last_sync: Instant::now(),
-                    buf: Vec::new(),
                 }
             }
         };
@@ -666,53 +663,67 @@ impl Log {
         records: &[&[&[u8]]],
         positions: &mut Vec<Position>,
     ) -> Result<(), AppendError> {
-        active.buf.clear();
-        let mut buffered = 0u64;
-        for parts in records {
+        let mut headers: Vec<[u8; HEADER]> = Vec::with_capacity(records.len());
+        let mut start = 0;
+        let mut chunk_bytes = 0u64;
+        for (i, parts) in records.iter().enumerate() {
             let framed = frame::framed_len(parts) as u64;
-            let pending = active.buf.len() as u64;
-            if active.size + pending > FILE_HEADER
-                && active.size + pending + framed > self.options.segment_bytes
+            if active.size + chunk_bytes > FILE_HEADER
+                && active.size + chunk_bytes + framed > self.options.segment_bytes
             {
-                self.flush(active, buffered)?;
-                buffered = 0;
+                self.flush(active, &headers[start..i], &records[start..i], chunk_bytes)?;
+                start = i;
+                chunk_bytes = 0;
                 self.rotate(active)?;
             }
-            let offset = active.size + active.buf.len() as u64;
-            frame::encode(&mut active.buf, parts);
+            headers.push(frame::header(parts));
             positions.push(Position {
-                seq: active.next_seq + buffered,
+                seq: active.next_seq + (i - start) as u64,
                 segment: active.base,
-                offset,
+                offset: active.size + chunk_bytes,
                 len: (framed - HEADER as u64) as u32,
             });
-            buffered += 1;
+            chunk_bytes += framed;
         }
-        self.flush(active, buffered)
+        self.flush(active, &headers[start..], &records[start..], chunk_bytes)
     }
 
-    /// Writes the buffered frames (`records` of them) to the active
-    /// segment; on failure takes the file back to where it was.
-    fn flush(&self, active: &mut Active, records: u64) -> Result<(), AppendError> {
-        if active.buf.is_empty() {
+    /// Writes records (their headers and parts, `bytes` in all) to the
+    /// active segment with vectored writes, so the payloads are not copied
+    /// here; on failure takes the file back to where it was.
+    fn flush(
+        &self,
+        active: &mut Active,
+        headers: &[[u8; HEADER]],
+        records: &[&[&[u8]]],
+        bytes: u64,
+    ) -> Result<(), AppendError> {
+        if headers.is_empty() {
             return Ok(());
         }
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(records.len() * 3);
+        for (header, parts) in headers.iter().zip(records) {
+            slices.push(IoSlice::new(header));
+            slices.extend(
+                parts
+                    .iter()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| IoSlice::new(p)),
+            );
+        }
         let before = active.size;
-        match active.file.write_all(&active.buf) {
+        match write_all_vectored(&mut active.file, &mut slices) {
             Ok(()) => {
-                let written = active.buf.len() as u64;
-                active.size += written;
-                active.next_seq += records;
+                active.size += bytes;
+                active.next_seq += headers.len() as u64;
                 active.dirty = true;
-                active.buf.clear();
-                self.size.fetch_add(written, Ordering::Relaxed);
+                self.size.fetch_add(bytes, Ordering::Relaxed);
                 if let Some(segment) = lock(&self.segments).get_mut(&active.base) {
                     segment.size = active.size;
                 }
                 Ok(())
             }
             Err(e) => {
-                active.buf.clear();
                 if active.file.set_len(before).is_err() {
                     self.failed.store(true, Ordering::Release);
                 }
@@ -794,44 +805,32 @@ impl Log {
             .get(&position.segment)
             .map(|s| s.file.clone())
             .ok_or(ReadError::Gone(position.seq))?;
-        let mut buf = vec![0u8; HEADER + position.len()];
-        if let Err(e) = file.read_exact_at(&mut buf, position.offset) {
+        let damaged = |what| {
+            self.damaged_reads.fetch_add(1, Ordering::Relaxed);
+            ReadError::Corrupt {
+                seq: position.seq,
+                what,
+            }
+        };
+        let mut header = [0u8; HEADER];
+        let mut payload = vec![0u8; position.len()];
+        let read = file
+            .read_exact_at(&mut header, position.offset)
+            .and_then(|()| file.read_exact_at(&mut payload, position.offset + HEADER as u64));
+        if let Err(e) = read {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                self.damaged_reads.fetch_add(1, Ordering::Relaxed);
-                return Err(ReadError::Corrupt {
-                    seq: position.seq,
-                    what: "record cut short",
-                });
+                return Err(damaged("record cut short"));
             }
             return Err(e.into());
         }
-        match frame::parse(&buf) {
-            Parsed::Record(payload, _) if payload.len() == position.len() => {
-                buf.drain(..HEADER);
-                Ok(buf)
-            }
-            Parsed::Record(..) => {
-                self.damaged_reads.fetch_add(1, Ordering::Relaxed);
-                Err(ReadError::Corrupt {
-                    seq: position.seq,
-                    what: "record length changed",
-                })
-            }
-            Parsed::Damaged(what) => {
-                self.damaged_reads.fetch_add(1, Ordering::Relaxed);
-                Err(ReadError::Corrupt {
-                    seq: position.seq,
-                    what,
-                })
-            }
-            Parsed::End => {
-                self.damaged_reads.fetch_add(1, Ordering::Relaxed);
-                Err(ReadError::Corrupt {
-                    seq: position.seq,
-                    what: "record cut short",
-                })
-            }
+        if u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) != position.len {
+            return Err(damaged("record length changed"));
         }
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        if frame::checksum(&header[..4], &payload) != crc {
+            return Err(damaged("checksum mismatch"));
+        }
+        Ok(payload)
     }
 
     /// Marks `seqs` done. Acknowledging in any order is fine; a segment is
@@ -1034,5 +1033,19 @@ fn append_acks(acks: &mut Acks, ranges: &[Range<u64>]) -> io::Result<()> {
     acks.records += ranges.len() as u64;
     acks.size += buf.len() as u64;
     acks.dirty = true;
+    Ok(())
+}
+
+/// `write_all` for vectored writes: writes every slice, however the
+/// kernel splits the writes.
+fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracegate_model::SpanBatch;
 use tracegate_pipeline::context::BuildContext;
 use tracegate_pipeline::exporter::{ExporterHandle, Fanout};
+use tracegate_pipeline::file_storage::Storages;
 use tracegate_pipeline::health::Readiness;
 use tracegate_pipeline::processor::Processor;
 use tracegate_pipeline::receiver::RunningReceiver;
@@ -72,7 +73,7 @@ pub async fn start(
     let mut listening = Vec::new();
     // What the components share; extensions run until the very end,
     // receivers stop first.
-    let ctx = BuildContext {
+    let mut ctx = BuildContext {
         release_memory,
         readiness: readiness.clone(),
         shutdown: stop_telemetry.clone(),
@@ -90,6 +91,7 @@ pub async fn start(
         .map_err(|e| StartError(format!("telemetry: cannot listen on {address}: {e}")))?;
         listening.push(("telemetry".to_string(), "metrics", server.address));
     }
+    let mut storages = Vec::new();
     for id in &config.service.extensions {
         let extension = config
             .extensions
@@ -102,7 +104,11 @@ pub async fn start(
         for (protocol, address) in running.addresses {
             listening.push((id.to_string(), protocol, address));
         }
+        storages.extend(running.storage);
     }
+    // Storage extensions are started; what is built from here on finds
+    // them by id.
+    ctx.storages = Storages::new(storages);
 
     let mut exporters: BTreeMap<&ComponentId, ExporterHandle> = BTreeMap::new();
     for pipeline in &config.service.pipelines {

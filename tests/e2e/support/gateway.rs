@@ -199,6 +199,13 @@ impl Gateway {
             .unwrap_or_else(|| panic!("{field} not in /proc status"))
     }
 
+    /// Sends SIGKILL and waits until the process is gone: a crash, with
+    /// no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

@@ -2,6 +2,7 @@
 //! stall (never answer) to play a dead backend, and serve TLS.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ struct State {
     requests: Mutex<Vec<ExportTraceServiceRequest>>,
     arrived: Notify,
     stall: bool,
+    /// Answer UNAVAILABLE without taking anything (a backend that is down).
+    refusing: AtomicBool,
 }
 
 struct Service(Arc<State>);
@@ -35,6 +38,9 @@ impl TraceService for Service {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         if self.0.stall {
             std::future::pending::<()>().await;
+        }
+        if self.0.refusing.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("backend down"));
         }
         self.0.requests.lock().unwrap().push(request.into_inner());
         self.0.arrived.notify_waiters();
@@ -108,6 +114,11 @@ impl Sink {
             router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         Sink { addr, state }
+    }
+
+    /// While on, every request is answered UNAVAILABLE and not recorded.
+    pub fn set_refusing(&self, refusing: bool) {
+        self.state.refusing.store(refusing, Ordering::SeqCst);
     }
 
     pub fn requests(&self) -> Vec<ExportTraceServiceRequest> {

@@ -395,6 +395,10 @@ fn timestamp(unix_nanos: u64) -> String {
 }
 
 impl super::BuildExporter for Config {
+    fn sending_queue(&self) -> &QueueConfig {
+        &self.sending_queue
+    }
+
     // Writing to the log cannot fail, so there is nothing to retry.
     fn build(&self, id: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
         let exporter = DebugExporter::new(id, self);

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use crate::config::{error, ComponentError};
 use crate::tls::TlsClientConfig;
 
-/// `sending_queue:` — the exporter's own bounded in-memory queue.
+/// `sending_queue:` — the exporter's own bounded queue, in memory or, with
+/// `storage`, on disk.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
@@ -42,6 +43,15 @@ pub struct QueueConfig {
     /// accepted.
     #[serde(default)]
     pub batch: Option<serde_json::Value>,
+    /// A storage extension's id (`file_storage/queue`): keep the queue on
+    /// disk there, so that what was acknowledged to clients survives a
+    /// crash or restart. Unset: in memory. Default unset.
+    #[serde(default)]
+    pub storage: Option<String>,
+    /// When the queue is full, make the pipeline wait for room instead of
+    /// refusing the data. Default `false`.
+    #[serde(default)]
+    pub block_on_overflow: bool,
 }
 
 /// `sending_queue.sizer`: what `queue_size` counts.
@@ -76,6 +86,8 @@ impl Default for QueueConfig {
             sizer: Sizer::Requests,
             wait_for_result: false,
             batch: None,
+            storage: None,
+            block_on_overflow: false,
         }
     }
 }
@@ -99,6 +111,12 @@ impl QueueConfig {
         }
         if !self.enabled {
             return Ok(());
+        }
+        if self.storage.as_deref().is_some_and(str::is_empty) {
+            return Err(error(
+                "sending_queue.storage",
+                "storage must name a storage extension, e.g. file_storage",
+            ));
         }
         if self.num_consumers == 0 {
             return Err(error(

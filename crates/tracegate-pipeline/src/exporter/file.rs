@@ -518,6 +518,10 @@ fn parse_stamp(stamp: &str) -> Option<SystemTime> {
 }
 
 impl super::BuildExporter for Config {
+    fn sending_queue(&self) -> &QueueConfig {
+        &self.sending_queue
+    }
+
     // As the collector's file exporter: a failed write is not retried (a
     // retry could leave a half-written record before the whole one).
     fn build(&self, id: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {

@@ -15,8 +15,9 @@ use tokio_util::task::TaskTracker;
 use tracegate_model::SpanBatch;
 
 use super::backoff::Backoff;
-use super::delivery::{QueueConfig, RetryConfig, Sizer};
-use super::queue::{BoundedQueue, PushError};
+use super::delivery::{QueueConfig, RetryConfig};
+use super::queue::PushError;
+use super::sending_queue::{Leftover, SendingQueue};
 use super::{Delivered, ExportError, Exporter};
 use crate::telemetry::names;
 
@@ -36,16 +37,19 @@ pub enum DropReason {
     RetryDisabled,
     /// The backend accepted the request but rejected some spans (OTLP partial success).
     RejectedByBackend,
+    /// A persistent queue's batch could not be read back from disk.
+    Corrupt,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 6] = [
+    const ALL: [DropReason; 7] = [
         DropReason::QueueFull,
         DropReason::Shutdown,
         DropReason::PermanentError,
         DropReason::RetriesExhausted,
         DropReason::RetryDisabled,
         DropReason::RejectedByBackend,
+        DropReason::Corrupt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +60,7 @@ impl DropReason {
             DropReason::RetriesExhausted => "retries_exhausted",
             DropReason::RetryDisabled => "retry_disabled",
             DropReason::RejectedByBackend => "rejected_by_backend",
+            DropReason::Corrupt => "corrupt",
         }
     }
 
@@ -137,7 +142,7 @@ struct Shared {
     exporter: Arc<dyn Exporter>,
     retry: RetryConfig,
     /// `None` when `sending_queue.enabled: false`: export runs in the caller.
-    queue: Option<BoundedQueue<Arc<SpanBatch>>>,
+    queue: Option<SendingQueue>,
     metrics: ExporterMetrics,
     /// Queue consumers and in-flight synchronous sends.
     tasks: TaskTracker,
@@ -163,7 +168,8 @@ impl fmt::Debug for ExporterHandle {
 }
 
 impl ExporterHandle {
-    /// Registers the exporter's metrics and spawns its queue consumers.
+    /// Registers the exporter's metrics and spawns its queue consumers,
+    /// with the queue in memory (see [`with_queue`](Self::with_queue)).
     /// Must run inside a tokio runtime.
     pub fn start(
         id: &str,
@@ -171,19 +177,25 @@ impl ExporterHandle {
         queue: &QueueConfig,
         retry: &RetryConfig,
     ) -> ExporterHandle {
+        let sending_queue = queue.enabled.then(|| SendingQueue::memory(queue));
+        Self::with_queue(id, exporter, sending_queue, queue.num_consumers, retry)
+    }
+
+    /// [`start`](Self::start) with a queue already made (in memory or
+    /// persistent), or none.
+    pub(crate) fn with_queue(
+        id: &str,
+        exporter: Arc<dyn Exporter>,
+        queue: Option<SendingQueue>,
+        num_consumers: usize,
+        retry: &RetryConfig,
+    ) -> ExporterHandle {
         let metrics = ExporterMetrics::register(id);
         let shared = Arc::new(Shared {
             id: id.to_string(),
             exporter,
             retry: retry.clone(),
-            queue: queue.enabled.then(|| {
-                let weigh: fn(&Arc<SpanBatch>) -> usize = match queue.sizer {
-                    Sizer::Requests => |_| 1,
-                    Sizer::Items => |b| b.len(),
-                    Sizer::Bytes => |b| b.encoded_len(),
-                };
-                BoundedQueue::weighted(queue.queue_size.max(1), weigh)
-            }),
+            queue,
             metrics,
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -192,8 +204,8 @@ impl ExporterHandle {
         if let Some(q) = &shared.queue {
             metrics::gauge!(names::EXPORTER_QUEUE_CAPACITY, "exporter" => id.to_string())
                 .set(q.capacity() as f64);
-            shared.metrics.queue_size.set(0.0);
-            for _ in 0..queue.num_consumers.max(1) {
+            shared.metrics.queue_size.set(q.len() as f64);
+            for _ in 0..num_consumers.max(1) {
                 shared.tasks.spawn(consume_queue(shared.clone()));
             }
         }
@@ -216,35 +228,36 @@ impl ExporterHandle {
         self.shared.queue.as_ref().map_or(0, |q| q.len())
     }
 
-    /// Queues `batch` without waiting. Refused (and counted in
-    /// `exporter_enqueue_failed_spans`) when the queue is full, closed for
-    /// shutdown, or absent (`sending_queue.enabled: false`: a queue of size
-    /// zero, use [`send`](Self::send)).
+    /// Queues `batch` in a memory queue without waiting. Refused (and
+    /// counted in `exporter_enqueue_failed_spans`) when the queue is full,
+    /// closed for shutdown, persistent (its write must be waited for: use
+    /// [`send`](Self::send)) or absent (`sending_queue.enabled: false`).
     pub fn try_enqueue(&self, batch: Arc<SpanBatch>) -> Result<(), QueueFull> {
-        let shared = &self.shared;
         let spans = batch.len() as u64;
-        let result = match &shared.queue {
-            Some(queue) => match queue.try_push(batch) {
-                Ok(len) => {
-                    shared.metrics.queue_size.set(len as f64);
-                    return Ok(());
-                }
-                Err((PushError::Full, _)) => QueueFull {
-                    exporter: shared.id.clone(),
-                    shutting_down: false,
-                },
-                Err((PushError::Closed, _)) => QueueFull {
-                    exporter: shared.id.clone(),
-                    shutting_down: true,
-                },
-            },
-            None => QueueFull {
-                exporter: shared.id.clone(),
-                shutting_down: shared.closed.load(Ordering::Acquire),
-            },
+        let pushed = match &self.shared.queue {
+            Some(queue) => queue.try_push(batch),
+            None if self.shared.closed.load(Ordering::Acquire) => Err(PushError::Closed),
+            None => Err(PushError::Full),
         };
-        shared.metrics.enqueue_failed.increment(spans);
-        Err(result)
+        self.enqueued(pushed, spans)
+    }
+
+    /// Counts the outcome of a push.
+    fn enqueued(&self, pushed: Result<usize, PushError>, spans: u64) -> Result<(), QueueFull> {
+        let shared = &self.shared;
+        match pushed {
+            Ok(len) => {
+                shared.metrics.queue_size.set(len as f64);
+                Ok(())
+            }
+            Err(e) => {
+                shared.metrics.enqueue_failed.increment(spans);
+                Err(QueueFull {
+                    exporter: shared.id.clone(),
+                    shutting_down: e == PushError::Closed,
+                })
+            }
+        }
     }
 
     /// Hands `batch` to the exporter: queues it, or with no queue exports it
@@ -254,8 +267,10 @@ impl ExporterHandle {
     /// then calls [`record_dropped`](Self::record_dropped).
     pub async fn send(&self, batch: Arc<SpanBatch>) -> Result<(), Refusal> {
         let shared = &self.shared;
-        if shared.queue.is_some() {
-            return self.try_enqueue(batch).map_err(|e| {
+        if let Some(queue) = &shared.queue {
+            let spans = batch.len() as u64;
+            let pushed = queue.push(batch).await;
+            return self.enqueued(pushed, spans).map_err(|e| {
                 if e.shutting_down {
                     Refusal::ShuttingDown
                 } else {
@@ -312,7 +327,8 @@ impl ExporterHandle {
 
     /// Stops taking batches, lets the consumers drain the queue and finish
     /// in-flight sends (retries included) for at most `grace`, then stops
-    /// them and counts whatever is left as dropped with reason `shutdown`.
+    /// them and counts whatever is left as dropped with reason `shutdown`
+    /// (a persistent queue keeps it on disk for the next start instead).
     /// Later calls wait for the first one's work.
     pub async fn shutdown(&self, grace: Duration) {
         let shared = &self.shared;
@@ -332,14 +348,22 @@ impl ExporterHandle {
             return;
         }
         if let Some(queue) = &shared.queue {
-            let left: u64 = queue.take_all().iter().map(|b| b.len() as u64).sum();
-            shared.metrics.queue_size.set(0.0);
-            if left > 0 {
-                self.record_dropped(DropReason::Shutdown, left);
-                tracing::warn!(
-                    exporter = %shared.id, spans = left,
-                    "shutdown grace period over; dropping queued spans"
-                );
+            match queue.finish().await {
+                Leftover::Dropped(left) => {
+                    shared.metrics.queue_size.set(0.0);
+                    if left > 0 {
+                        self.record_dropped(DropReason::Shutdown, left);
+                        tracing::warn!(
+                            exporter = %shared.id, spans = left,
+                            "shutdown grace period over; dropping queued spans"
+                        );
+                    }
+                }
+                Leftover::Stored(batches, spans) if batches > 0 => tracing::info!(
+                    exporter = %shared.id, batches, spans,
+                    "Queued spans stay in storage for the next start."
+                ),
+                Leftover::Stored(..) => {}
             }
         }
         shared.exporter.shutdown().await;
@@ -356,16 +380,19 @@ async fn consume_queue(shared: Arc<Shared>) {
             _ = shared.stop.cancelled() => break,
             next = queue.pop() => next,
         };
-        let Some((batch, left)) = next else { break };
+        let Some((item, left)) = next else { break };
         shared.metrics.queue_size.set(left as f64);
-        let spans = batch.len() as u64;
+        let spans = item.batch.len() as u64;
         let outcome = tokio::select! {
             biased;
             _ = shared.stop.cancelled() => {
-                shared.metrics.dropped[DropReason::Shutdown.index()].increment(spans);
+                // A persistent queue still holds it: sent after a restart.
+                if !queue.is_persistent() {
+                    shared.metrics.dropped[DropReason::Shutdown.index()].increment(spans);
+                }
                 break;
             }
-            outcome = deliver(&shared, &batch) => outcome,
+            outcome = deliver(&shared, &item.batch) => outcome,
         };
         match outcome {
             Ok(delivered) => record_delivered(&shared, spans, &delivered),
@@ -380,6 +407,7 @@ async fn consume_queue(shared: Arc<Shared>) {
                 );
             }
         }
+        queue.done(&item);
     }
 }
 

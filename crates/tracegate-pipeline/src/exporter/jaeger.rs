@@ -6,6 +6,7 @@
 //! timeout and the decision of what is retried are the OTLP gRPC
 //! exporter's.
 
+use super::delivery::QueueConfig;
 use async_trait::async_trait;
 use futures::{future, stream, StreamExt, TryStreamExt};
 use tracegate_model::jaeger::post_spans_requests;
@@ -81,6 +82,10 @@ impl Exporter for JaegerExporter {
 }
 
 impl super::BuildExporter for Config {
+    fn sending_queue(&self) -> &QueueConfig {
+        &self.0.sending_queue
+    }
+
     fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
         let exporter = JaegerExporter::new(self)?;
         Ok(super::Built::new(

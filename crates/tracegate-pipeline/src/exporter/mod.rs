@@ -12,7 +12,11 @@ mod handle;
 pub mod jaeger;
 pub mod otlp_grpc;
 pub mod otlp_http;
+mod persistent;
+#[cfg(test)]
+mod persistent_tests;
 mod queue;
+mod sending_queue;
 #[cfg(test)]
 pub(crate) mod test_support;
 #[cfg(test)]
@@ -100,6 +104,9 @@ pub trait BuildExporter {
     /// startup), taking from `ctx` what it needs. Called only after the
     /// config's `validate` passed; `Err` is the message for the user.
     fn build(&self, id: &str, ctx: &BuildContext) -> Result<Built<'_>, String>;
+
+    /// Its `sending_queue` settings.
+    fn sending_queue(&self) -> &QueueConfig;
 }
 
 /// A built exporter and how its queue is to run it.
@@ -145,6 +152,12 @@ component_registry! {
 }
 
 impl ExporterConfig {
+    /// The exporter's `sending_queue` settings (the config loader checks
+    /// that a `storage` there names a storage extension).
+    pub fn sending_queue(&self) -> &QueueConfig {
+        self.component().sending_queue()
+    }
+
     /// Checks the config, builds the exporter and spawns its queue
     /// consumers. Must run inside a tokio runtime.
     pub fn start(&self, id: &str, ctx: &BuildContext) -> Result<ExporterHandle, StartError> {
@@ -154,10 +167,13 @@ impl ExporterConfig {
         };
         self.validate().map_err(|e| fail(e.to_string()))?;
         let built = self.component().build(id, ctx).map_err(fail)?;
-        Ok(ExporterHandle::start(
+        let queue =
+            sending_queue::SendingQueue::new(id, built.queue, &ctx.storages).map_err(fail)?;
+        Ok(ExporterHandle::with_queue(
             id,
             built.exporter,
-            built.queue,
+            queue,
+            built.queue.num_consumers,
             &built.retry,
         ))
     }

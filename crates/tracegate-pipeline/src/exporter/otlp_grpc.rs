@@ -543,6 +543,10 @@ impl tower::Service<Uri> for TlsTcpConnector {
 }
 
 impl super::BuildExporter for Config {
+    fn sending_queue(&self) -> &QueueConfig {
+        &self.sending_queue
+    }
+
     fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
         let exporter = OtlpGrpcExporter::new(self)?;
         Ok(super::Built::new(

@@ -497,6 +497,10 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
 }
 
 impl super::BuildExporter for Config {
+    fn sending_queue(&self) -> &QueueConfig {
+        &self.sending_queue
+    }
+
     fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
         let exporter = OtlpHttpExporter::new(self)?;
         Ok(super::Built::new(

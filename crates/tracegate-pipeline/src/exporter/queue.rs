@@ -30,6 +30,10 @@ pub(crate) struct BoundedQueue<T> {
     capacity: usize,
     weigh: fn(&T) -> usize,
     available: Notify,
+    /// Producers waiting for room ([`push`](Self::push)); woken only when
+    /// the queue was made blocking, so the refusing queue pays nothing.
+    space: Notify,
+    blocking: bool,
 }
 
 impl<T> BoundedQueue<T> {
@@ -51,6 +55,42 @@ impl<T> BoundedQueue<T> {
             capacity,
             weigh,
             available: Notify::new(),
+            space: Notify::new(),
+            blocking: false,
+        }
+    }
+
+    /// Makes [`push`](Self::push) wait for room (`block_on_overflow`).
+    pub(crate) fn blocking(mut self) -> BoundedQueue<T> {
+        self.blocking = true;
+        self
+    }
+
+    /// Adds `item`, waiting for room while the queue is full if it is
+    /// blocking (else as [`try_push`](Self::try_push)). An item heavier
+    /// than the whole capacity is refused at once.
+    pub(crate) async fn push(&self, item: T) -> Result<usize, (PushError, T)> {
+        let mut item = match self.try_push(item) {
+            Err((PushError::Full, back))
+                if self.blocking && (self.weigh)(&back) <= self.capacity =>
+            {
+                back
+            }
+            other => return other,
+        };
+        loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match self.try_push(item) {
+                Err((PushError::Full, back))
+                    if self.blocking && (self.weigh)(&back) <= self.capacity =>
+                {
+                    item = back;
+                }
+                other => return other,
+            }
+            space.await;
         }
     }
 
@@ -107,6 +147,9 @@ impl<T> BoundedQueue<T> {
                         // Pass the wake-up on: another consumer may be idle.
                         self.available.notify_one();
                     }
+                    if self.blocking {
+                        self.space.notify_waiters();
+                    }
                     return Some((item, left));
                 }
                 if state.closed {
@@ -121,6 +164,7 @@ impl<T> BoundedQueue<T> {
     pub(crate) fn close(&self) {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
         self.available.notify_waiters();
+        self.space.notify_waiters();
     }
 
     /// Removes everything still queued (after the consumers stopped).
@@ -204,6 +248,40 @@ mod tests {
         }
         all.sort();
         assert_eq!(all, (0..100).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_blocking_push_waits_for_room_and_ends_on_close() {
+        let queue = Arc::new(BoundedQueue::new(2).blocking());
+        queue.try_push(1).unwrap();
+        queue.try_push(2).unwrap();
+        let waiting = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.push(3).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "waits while full");
+        assert_eq!(queue.pop().await, Some((1, 1)));
+        let pushed = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the pop")
+            .unwrap();
+        assert_eq!(pushed, Ok(2));
+        let closed = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.push(4).await })
+        };
+        tokio::task::yield_now().await;
+        queue.close();
+        let result = tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .expect("woken by the close")
+            .unwrap();
+        assert_eq!(result, Err((PushError::Closed, 4)));
+        // Not blocking: refused at once.
+        let refusing = BoundedQueue::new(1);
+        refusing.try_push(1).unwrap();
+        assert_eq!(refusing.push(2).await, Err((PushError::Full, 2)));
     }
 
     #[tokio::test]

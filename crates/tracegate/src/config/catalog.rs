@@ -215,12 +215,15 @@ mod tests {
             lookup(Section::Exporters, "prometheus"),
             Known::SelfTelemetry
         );
-        assert_eq!(
-            lookup(Section::Extensions, "health_check"),
-            Known::Implemented
-        );
+        for kind in ["health_check", "file_storage"] {
+            assert_eq!(
+                lookup(Section::Extensions, kind),
+                Known::Implemented,
+                "{kind}"
+            );
+        }
         assert_eq!(lookup(Section::Exporters, "kafka"), Known::NotBuilt);
-        assert_eq!(lookup(Section::Extensions, "file_storage"), Known::NotBuilt);
+        assert_eq!(lookup(Section::Extensions, "pprof"), Known::NotBuilt);
         assert_eq!(lookup(Section::Exporters, "otlpp"), Known::Unknown);
         // Known in one section is not known in another.
         assert_eq!(lookup(Section::Receivers, "tail_sampling"), Known::Unknown);

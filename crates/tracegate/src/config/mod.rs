@@ -516,6 +516,7 @@ impl Loader {
                 telemetry,
             },
         };
+        let mut exporter_paths = Vec::new();
         for (section, components) in defined {
             for d in components {
                 let used = usage
@@ -530,6 +531,7 @@ impl Loader {
                         config.processors.insert(d.id, c);
                     }
                     Some(Parsed::Exporter(c)) if used => {
+                        exporter_paths.push((d.id.clone(), d.path.clone()));
                         config.exporters.insert(d.id, c);
                     }
                     Some(Parsed::Extension(c)) if listed => {
@@ -539,7 +541,46 @@ impl Loader {
                 }
             }
         }
+        for (id, path) in exporter_paths {
+            self.check_queue_storage(&config, &id, &path);
+        }
         Some(config)
+    }
+
+    /// A persistent sending queue names a storage extension that is
+    /// defined, listed in `service::extensions` (extensions start before
+    /// pipelines) and of a storage type.
+    fn check_queue_storage(&mut self, config: &Config, id: &ComponentId, path: &Path) {
+        let queue = config.exporters[id].sending_queue();
+        let Some(storage) = queue.storage.as_deref().filter(|_| queue.enabled) else {
+            return;
+        };
+        let at = path.key("sending_queue").key("storage");
+        let problem = match ComponentId::parse(storage) {
+            Err(e) => Some(e),
+            Ok(storage_id) => match config.extensions.get(&storage_id) {
+                Some(ExtensionConfig::FileStorage(_)) => None,
+                Some(_) => Some(format!(
+                    "{storage:?} is not a storage extension; use a file_storage extension"
+                )),
+                None if self
+                    .node(&Path::root().key("extensions").key(storage))
+                    .is_some() =>
+                {
+                    Some(format!(
+                        "storage extension {storage:?} is not listed in service::extensions, so \
+                         it would not be started"
+                    ))
+                }
+                None => Some(format!(
+                    "storage extension {storage:?} is not defined in extensions (define a \
+                     file_storage extension and list it in service::extensions)"
+                )),
+            },
+        };
+        if let Some(message) = problem {
+            self.error(&at, message);
+        }
     }
 
     /// Parses every component of a section, used or not, so a config error

@@ -703,3 +703,57 @@ fn log_output_paths_are_honoured_or_refused() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_persistent_queue_names_a_started_storage_extension() {
+    let config = |storage: &str, listed: &str| {
+        format!(
+            "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  debug:
+    sending_queue:
+      storage: {storage}
+extensions:
+  file_storage/q:
+    directory: /var/lib/q
+  health_check:
+service:
+  extensions: [{listed}]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug]
+"
+        )
+    };
+    let loaded = load_ok(&config("file_storage/q", "file_storage/q"));
+    let debug = &loaded.config.exporters[&id("debug")];
+    assert_eq!(
+        debug.sending_queue().storage.as_deref(),
+        Some("file_storage/q")
+    );
+    assert!(matches!(
+        loaded.config.extensions[&id("file_storage/q")],
+        ExtensionConfig::FileStorage(_)
+    ));
+    assert_listed(
+        &problems(&config("file_storage/nope", "file_storage/q")),
+        "exporters::debug::sending_queue::storage: storage extension \"file_storage/nope\" is \
+         not defined in extensions (define a file_storage extension and list it in \
+         service::extensions) (line 8)",
+    );
+    assert_listed(
+        &problems(&config("file_storage/q", "health_check")),
+        "exporters::debug::sending_queue::storage: storage extension \"file_storage/q\" is not \
+         listed in service::extensions, so it would not be started (line 8)",
+    );
+    assert_listed(
+        &problems(&config("health_check", "health_check, file_storage/q")),
+        "exporters::debug::sending_queue::storage: \"health_check\" is not a storage \
+         extension; use a file_storage extension (line 8)",
+    );
+}
