@@ -8,6 +8,7 @@ use crate::context::BuildContext;
 use crate::file_storage::{self, FileStorage};
 use crate::health::HealthCheckConfig;
 use crate::registry::component_registry;
+use crate::tail_storage;
 
 /// What makes a config an extension type: implemented by each extension's
 /// config in its own module, reached through [`ExtensionConfig`].
@@ -30,6 +31,8 @@ component_registry! {
             => "Answers health checks over HTTP: 200 once every pipeline is up.",
         FileStorage(file_storage::Config) = "file_storage"
             => "Keeps components' state on the local disk (the persistent sending queue).",
+        PebbleTailStorage(tail_storage::PebbleTailStorageConfig) = "pebble_tail_storage"
+            => "Keeps the tail sampler's pending traces and decisions on the local disk across restarts (the collector's keys, tracegate's store).",
     }
     not built: [
         "pprof",

@@ -30,7 +30,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,7 +40,7 @@ use tracegate_model::SpanBatch;
 use tracegate_sampling::tail::{
     shard_of, Decider, Pin, Released, RememberedDecision, TraceId, TraceShard,
 };
-use tracegate_storage::{AppendError, Fsync, Log, LogOptions, LogStats, OpenReport, Position};
+use tracegate_storage::{AppendError, Fsync, Log, LogStats, OpenReport, Position};
 
 use super::metrics_names as m;
 use crate::telemetry::names;
@@ -77,39 +76,6 @@ pub struct JournalPlace {
     /// The bytes counted against `bound`, if not the journal's own log
     /// (a `file_storage` directory shared with other components).
     pub disk_use: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
-}
-
-impl JournalPlace {
-    /// A journal of its own in `dir` (created if missing): the log's
-    /// segments sized to a sixteenth of `bound` (between 64 KiB and 8 MiB)
-    /// so that deciding the oldest traces frees whole segments well before
-    /// the bound.
-    pub fn in_directory(
-        storage: &str,
-        dir: PathBuf,
-        bound: Option<u64>,
-        fsync: Fsync,
-        lock_timeout: Duration,
-        dir_mode: u32,
-    ) -> JournalPlace {
-        let segment_bytes = bound.map_or(8 << 20, |b| (b / 16).clamp(64 << 10, 8 << 20));
-        JournalPlace {
-            storage: storage.to_string(),
-            open: Box::new(move |replay| {
-                let options = LogOptions {
-                    segment_bytes,
-                    fsync,
-                    lock_timeout,
-                    dir_mode,
-                    ..LogOptions::default()
-                };
-                let (log, report) = Log::open(&dir, options, replay).map_err(|e| e.to_string())?;
-                Ok((Arc::new(log), report))
-            }),
-            bound,
-            disk_use: None,
-        }
-    }
 }
 
 impl std::fmt::Debug for JournalPlace {

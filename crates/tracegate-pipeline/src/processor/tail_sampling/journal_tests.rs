@@ -5,35 +5,32 @@
 
 use std::path::Path;
 
-use tracegate_storage::Fsync;
-
 use super::journal::JournalPlace;
 use super::tests::{config, errors_only, request, send, settle, Collect};
 use super::*;
+use crate::file_storage::{self, FileStorage};
 
-fn place(dir: &Path, bound: Option<u64>) -> Option<JournalPlace> {
-    Some(JournalPlace::in_directory(
-        "pebble_tail_storage",
-        dir.join("processor_tail_sampling_"),
-        bound,
-        Fsync::Never,
-        Duration::from_secs(1),
-        0o750,
-    ))
+/// The journal in a `pebble_tail_storage`-like storage in `dir` (as the
+/// extension opens it), bounded to `bound_mib`.
+fn place(dir: &Path, bound_mib: u64) -> Option<JournalPlace> {
+    let config = file_storage::Config {
+        directory: dir.display().to_string(),
+        create_directory: true,
+        max_size_mib: bound_mib,
+        ..file_storage::Config::default()
+    };
+    let storage = FileStorage::open("pebble_tail_storage", &config).unwrap();
+    Some(crate::tail_storage::journal_in(&storage, "tail_sampling"))
 }
 
-fn start_journaled(
-    cfg: Config,
-    dir: &Path,
-    bound: Option<u64>,
-) -> (Arc<Collect>, Arc<TailSampler>) {
+fn start_journaled(cfg: Config, dir: &Path, bound_mib: u64) -> (Arc<Collect>, Arc<TailSampler>) {
     let sink = Arc::new(Collect::default());
     let sampler = TailSampler::start(
         "tail_sampling",
         cfg,
         sink.clone(),
         MemoryPressure::default(),
-        place(dir, bound),
+        place(dir, bound_mib),
     )
     .unwrap();
     (sink, sampler)
@@ -65,7 +62,7 @@ fn received(sink: &Collect) -> Vec<(u8, u8)> {
 async fn a_crash_loses_no_pending_trace_and_repeats_no_decision() {
     for shards in [1, 2] {
         let dir = tempfile::tempdir().unwrap();
-        let (sink, a) = start_journaled(errors_only(shards), dir.path(), None);
+        let (sink, a) = start_journaled(errors_only(shards), dir.path(), 0);
         send(&a, "api", &[(3, 1, true)]).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         // One record with spans of a trace decided before the crash and
@@ -80,7 +77,7 @@ async fn a_crash_loses_no_pending_trace_and_repeats_no_decision() {
 
         // The next start: trace 1 and 2 pending again, trace 3 remembered
         // as sampled.
-        let (sink, b) = start_journaled(errors_only(shards), dir.path(), None);
+        let (sink, b) = start_journaled(errors_only(shards), dir.path(), 0);
         send(&b, "db", &[(1, 2, true), (3, 3, false)]).await;
         settle(|| !sink.spans().is_empty()).await;
         assert_eq!(
@@ -102,7 +99,7 @@ async fn a_crash_loses_no_pending_trace_and_repeats_no_decision() {
 #[tokio::test(start_paused = true)]
 async fn a_clean_shutdown_leaves_pending_traces_for_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let (sink, a) = start_journaled(errors_only(2), dir.path(), None);
+    let (sink, a) = start_journaled(errors_only(2), dir.path(), 0);
     send(&a, "api", &[(1, 1, true), (2, 1, false)]).await;
     a.flush().await;
     assert!(
@@ -111,7 +108,7 @@ async fn a_clean_shutdown_leaves_pending_traces_for_the_next_start() {
     );
     drop(a);
 
-    let (sink, b) = start_journaled(errors_only(1), dir.path(), None);
+    let (sink, b) = start_journaled(errors_only(1), dir.path(), 0);
     send(&b, "api", &[(1, 2, false)]).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
     settle(|| sink.spans().len() == 2).await;
@@ -122,11 +119,11 @@ async fn a_clean_shutdown_leaves_pending_traces_for_the_next_start() {
     // drop_pending_traces_on_shutdown still drops them, journal or not.
     let mut dropping = errors_only(1);
     dropping.drop_pending_traces_on_shutdown = true;
-    let (_, c) = start_journaled(dropping.clone(), dir.path(), None);
+    let (_, c) = start_journaled(dropping.clone(), dir.path(), 0);
     send(&c, "api", &[(5, 1, true)]).await;
     c.flush().await;
     drop(c);
-    let (sink, d) = start_journaled(dropping, dir.path(), None);
+    let (sink, d) = start_journaled(dropping, dir.path(), 0);
     tokio::time::sleep(Duration::from_secs(11)).await;
     settle(|| true).await;
     assert!(sink.spans().is_empty(), "{:?}", received(&sink));
@@ -138,24 +135,24 @@ async fn a_full_storage_sheds_its_oldest_traces_and_stays_within_its_bound() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     let dir = tempfile::tempdir().unwrap();
-    let bound = 512 << 10;
+    let bound = 1 << 20;
     let cfg = config(serde_json::json!({
         "decision_wait": "30s",
         "shards": 2,
         "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
     }));
     let (sink, sampler) =
-        metrics::with_local_recorder(&recorder, || start_journaled(cfg, dir.path(), Some(bound)));
+        metrics::with_local_recorder(&recorder, || start_journaled(cfg, dir.path(), 1));
     let journal = sampler.journal.clone().unwrap();
-    // 400 requests of 20 traces (about 1.5 MB), far more than the bound:
+    // 1 000 requests of 20 traces (about 1.4 MB), more than the bound:
     // every trace with an even number has an error.
     let mut refused = 0;
-    for r in 0..400u32 {
+    for r in 0..1000u32 {
         let spans: Vec<(u8, u8, bool)> = (0..20u8)
             .map(|t| {
                 (
                     ((r * 20 + u32::from(t)) % 250) as u8,
-                    (r / 12) as u8,
+                    (r / 12 % 256) as u8,
                     t % 2 == 0,
                 )
             })
@@ -202,7 +199,7 @@ async fn a_full_storage_sheds_its_oldest_traces_and_stays_within_its_bound() {
 #[tokio::test(start_paused = true)]
 async fn a_damaged_record_is_skipped_and_counted_and_the_rest_restored() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, a) = start_journaled(errors_only(1), dir.path(), None);
+    let (_, a) = start_journaled(errors_only(1), dir.path(), 0);
     for t in 1..=3u8 {
         send(&a, "api", &[(t, 1, true)]).await;
     }
@@ -223,9 +220,8 @@ async fn a_damaged_record_is_skipped_and_counted_and_the_rest_restored() {
 
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    let (sink, b) = metrics::with_local_recorder(&recorder, || {
-        start_journaled(errors_only(1), dir.path(), None)
-    });
+    let (sink, b) =
+        metrics::with_local_recorder(&recorder, || start_journaled(errors_only(1), dir.path(), 0));
     tokio::time::sleep(Duration::from_secs(11)).await;
     settle(|| !sink.spans().is_empty()).await;
     assert_eq!(
