@@ -15,5 +15,6 @@ mod otlp;
 mod resource_detection;
 mod seed_configs;
 mod storage;
+mod tail_journal;
 mod tail_sampling;
 mod zipkin;

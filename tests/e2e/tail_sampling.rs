@@ -19,19 +19,25 @@ use support::Rng;
 use tracegate_sampling::tail::{keep_threshold, trace_randomness};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     Error,
     Slow,
     Normal,
 }
 
-struct Trace {
-    id: [u8; 16],
-    kind: Kind,
-    spans: Vec<Span>,
+pub(crate) struct Trace {
+    pub(crate) id: [u8; 16],
+    pub(crate) kind: Kind,
+    pub(crate) spans: Vec<Span>,
 }
 
 fn make_trace(rng: &mut Rng, n: usize) -> Trace {
+    make_trace_of(rng, n, None)
+}
+
+/// Trace number `n`: 5 % error, 10 % slow, the rest normal; of `spans`
+/// spans, or 5 to 20 drawn from `rng`.
+pub(crate) fn make_trace_of(rng: &mut Rng, n: usize, spans: Option<usize>) -> Trace {
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&rng.next().to_be_bytes());
     id[8..].copy_from_slice(&rng.next().to_be_bytes());
@@ -40,7 +46,7 @@ fn make_trace(rng: &mut Rng, n: usize) -> Trace {
         5..=14 => Kind::Slow,
         _ => Kind::Normal,
     };
-    let count = 5 + rng.below(16) as usize; // 5..=20
+    let count = spans.unwrap_or_else(|| 5 + rng.below(16) as usize); // 5..=20
     let start = 1_700_000_000_000_000_000u64 + n as u64 * 1_000_000;
     let length_ns: u64 = if kind == Kind::Slow {
         1_500_000_000
@@ -82,7 +88,7 @@ fn make_trace(rng: &mut Rng, n: usize) -> Trace {
     Trace { id, kind, spans }
 }
 
-fn request(service: &str, spans: Vec<Span>) -> Vec<u8> {
+pub(crate) fn request(service: &str, spans: Vec<Span>) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -111,7 +117,7 @@ fn request(service: &str, spans: Vec<Span>) -> Vec<u8> {
 
 /// What `config/gateway.yaml` promises for a trace: every error trace, 25 %
 /// of slow ones, 5 % of the rest, drawn from one per-trace randomness.
-fn expected_kept(trace: &Trace) -> bool {
+pub(crate) fn expected_kept(trace: &Trace) -> bool {
     let r = trace_randomness(&trace.id);
     match trace.kind {
         Kind::Error => true,
@@ -121,7 +127,7 @@ fn expected_kept(trace: &Trace) -> bool {
 }
 
 /// The value of metric `name` with exactly these labels (in any order).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
     metric_opt(text, name, labels)
         .unwrap_or_else(|| panic!("no {name}{labels:?} in metrics:\n{text}"))
 }
@@ -149,7 +155,10 @@ fn metric_opt(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
 }
 
 /// Polls `/metrics` until `done` holds for its text; panics on timeout.
-async fn metrics_until(addr: std::net::SocketAddr, mut done: impl FnMut(&str) -> bool) -> String {
+pub(crate) async fn metrics_until(
+    addr: std::net::SocketAddr,
+    mut done: impl FnMut(&str) -> bool,
+) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let reply = support::raw::http(addr, http::Method::GET, "/metrics", &[], "").await;
