@@ -15,7 +15,7 @@ use crate::config::{error, ComponentError};
 use crate::context::BuildContext;
 use crate::extension::{BuildExtension, RunningExtension, Started};
 use crate::file_storage::{self, FileStorage};
-use crate::processor::tail_sampling::journal::JournalPlace;
+use crate::processor::tail_sampling::journal::{JournalPlace, DECISIONS_LOG};
 
 /// `extensions: pebble_tail_storage[/name]:`, with the collector's keys.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -87,19 +87,28 @@ pub fn journal_place(
     Ok(journal_in(storage, processor))
 }
 
-/// The journal of `processor` in `storage`. Its segments are a sixteenth
-/// of the storage's bound (64 KiB to 8 MiB), so that deciding the oldest
-/// traces frees whole segments well before the bound is reached.
+/// The journal of `processor` in `storage`: its spans log in the
+/// subdirectory `processor_<type>_<name>`, its decisions log beside it
+/// (`..._decisions`). The spans log's segments are a sixteenth of the
+/// storage's bound (64 KiB to 8 MiB), so that deciding the oldest traces
+/// frees whole segments well before the bound; the decisions log's are at
+/// most 1 MiB, as it only ever holds a few snapshots' worth.
 pub fn journal_in(storage: &FileStorage, processor: &str) -> JournalPlace {
     let bound = storage.max_bytes();
-    let segment_bytes = bound.map(|b| (b / 16).clamp(64 << 10, 8 << 20));
+    let spans_segment = bound.map(|b| (b / 16).clamp(64 << 10, 8 << 20));
+    let decisions_segment = Some(bound.map_or(1 << 20, |b| (b / 64).clamp(64 << 10, 1 << 20)));
     let (opener, sizer) = (storage.clone(), storage.clone());
     let processor = processor.to_string();
     JournalPlace {
         storage: storage.id().to_string(),
-        open: Box::new(move |replay| {
+        open: Box::new(move |name, replay| {
+            let segment_bytes = if name == DECISIONS_LOG {
+                decisions_segment
+            } else {
+                spans_segment
+            };
             opener
-                .open_log_with("processor", &processor, "", segment_bytes, replay)
+                .open_log_with("processor", &processor, name, segment_bytes, replay)
                 .map_err(|e| e.to_string())
         }),
         bound,
@@ -111,6 +120,7 @@ pub fn journal_in(storage: &FileStorage, processor: &str) -> JournalPlace {
 mod tests {
     use super::*;
     use crate::config::from_value;
+    use crate::processor::tail_sampling::journal::SPANS_LOG;
 
     #[test]
     fn the_collectors_keys_and_checks() {
@@ -152,9 +162,14 @@ mod tests {
         };
         let place = journal_place("pebble_tail_storage", "tail_sampling/x", &ctx).unwrap();
         assert_eq!(place.bound, Some(1 << 20));
-        let (log, _) = (place.open)(&mut |_, _| {}).unwrap();
+        let mut place = place;
+        let (log, _) = (place.open)(SPANS_LOG, &mut |_, _| {}).unwrap();
         assert!(log.dir().ends_with("processor_tail_sampling_x"));
         assert_eq!(log.options().segment_bytes, 64 << 10);
+        let (decisions, _) = (place.open)(DECISIONS_LOG, &mut |_, _| {}).unwrap();
+        assert!(decisions
+            .dir()
+            .ends_with("processor_tail_sampling_x_decisions"));
         let missing = journal_place("file_storage/nope", "tail_sampling", &ctx).unwrap_err();
         assert!(
             missing.message.contains("not a started storage extension"),

@@ -16,6 +16,10 @@
 //!   once their kept spans have been passed on, and as a snapshot of what
 //!   the shard remembers.
 //!
+//! Spans and decisions are two logs (two subdirectories of the storage): a
+//! decision record is small and lives until a snapshot replaces it, and in
+//! the spans log it would keep whole segments of freed spans on disk.
+//!
 //! A spans record is acknowledged once no pending trace holds spans from it:
 //! the shards hold a [`RecordPin`] per record in each pending trace (see
 //! `tracegate_sampling::tail::Pin`) and hand it back when the trace is
@@ -40,7 +44,7 @@ use tracegate_model::SpanBatch;
 use tracegate_sampling::tail::{
     shard_of, Decider, Pin, Released, RememberedDecision, TraceId, TraceShard,
 };
-use tracegate_storage::{AppendError, Fsync, Log, LogStats, OpenReport, Position};
+use tracegate_storage::{AppendError, Fsync, Log, OpenReport, Position};
 
 use super::metrics_names as m;
 use crate::telemetry::names;
@@ -53,22 +57,28 @@ const DECISION_LEN: usize = 19;
 const NO_POLICY: u16 = u16::MAX;
 
 /// A shard writes a snapshot once the decisions it wrote since the last one
-/// take at least this much, and at least as much as that snapshot did.
+/// take at least this much (or a 32nd of a smaller storage bound), and at
+/// least as much as that snapshot did.
 const SNAPSHOT_MIN_BYTES: u64 = 256 << 10;
 
 /// Least time between two sheddings of one shard while the storage is
 /// above its high-water mark.
 const SHED_INTERVAL: Duration = Duration::from_millis(250);
 
+/// The journal's two logs, as [`JournalPlace::open`] names them.
+pub const SPANS_LOG: &str = "";
+pub const DECISIONS_LOG: &str = "decisions";
+
 /// Where a journal lives: the storage extension it belongs to, how to open
-/// its log, and what bounds it.
+/// its logs, and what bounds them.
 pub struct JournalPlace {
     /// The storage extension's id, for logs and metrics.
     pub storage: String,
-    /// Opens the log, replaying its records through the callback.
+    /// Opens the log named [`SPANS_LOG`] or [`DECISIONS_LOG`], replaying
+    /// its records through the callback.
     #[allow(clippy::type_complexity)]
     pub open: Box<
-        dyn FnOnce(&mut dyn FnMut(Position, &[u8])) -> Result<(Arc<Log>, OpenReport), String>
+        dyn FnMut(&str, &mut dyn FnMut(Position, &[u8])) -> Result<(Arc<Log>, OpenReport), String>
             + Send,
     >,
     /// Bytes on disk the storage may take; `None`: unbounded.
@@ -113,7 +123,10 @@ struct JournalMeters {
 
 /// An open journal, shared by the processor's `consume` and its workers.
 pub(crate) struct Journal {
+    /// Spans records.
     log: Arc<Log>,
+    /// Decision records and snapshots.
+    decisions: Arc<Log>,
     storage: String,
     bound: u64,
     /// Spans records are refused once they would take the disk use past
@@ -121,13 +134,16 @@ pub(crate) struct Journal {
     span_limit: u64,
     /// Past this, workers decide their oldest traces early.
     high_water: u64,
+    /// See [`SNAPSHOT_MIN_BYTES`].
+    snapshot_min: u64,
     disk_use: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
     /// Spans records whose last pin was dropped, waiting to be acknowledged.
     acks: Mutex<Vec<u64>>,
     /// Spans records not yet acknowledged.
     live: Mutex<BTreeSet<u64>>,
     meters: JournalMeters,
-    reported: Mutex<LogStats>,
+    /// Both logs' counters as last reported: (bytes appended, syncs).
+    reported: Mutex<(u64, u64)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -226,11 +242,13 @@ pub(crate) struct Replay {
     /// The latest decision journaled for each trace, with its order.
     decisions: HashMap<TraceId, (u64, RememberedDecision)>,
     /// Decision records read, acknowledged once restored decisions are
-    /// journaled again.
+    /// journaled again (with those that could not be understood).
     decision_seqs: Vec<u64>,
-    /// Records that could not be understood (acknowledged, counted).
+    /// Spans records that could not be understood (acknowledged, counted).
     unreadable: Vec<u64>,
+    unreadable_decisions: u64,
     open: OpenReport,
+    open_decisions: OpenReport,
 }
 
 /// What a restore found and did.
@@ -262,24 +280,30 @@ impl Journal {
         place: JournalPlace,
         processor: &str,
     ) -> Result<(Arc<Journal>, Replay), String> {
-        let mut spans = Vec::new();
+        let mut place = place;
         let mut decisions: HashMap<TraceId, (u64, RememberedDecision)> = HashMap::new();
         let mut decision_seqs = Vec::new();
-        let mut unreadable = Vec::new();
-        let (log, open) = (place.open)(&mut |position: Position, payload: &[u8]| match payload
-            .first()
-        {
-            Some(&SPANS) if payload.len() >= SPANS_HEADER => spans.push(position),
-            Some(&DECISIONS) => match decode_decisions(payload) {
-                Some(list) => {
-                    decision_seqs.push(position.seq);
-                    for d in list {
-                        decisions.insert(d.trace_id, (position.seq, d));
+        let mut unreadable_decisions = 0;
+        let (decisions_log, open_decisions) =
+            (place.open)(DECISIONS_LOG, &mut |position: Position, payload: &[u8]| {
+                decision_seqs.push(position.seq);
+                match decode_decisions(payload).filter(|_| payload[0] == DECISIONS) {
+                    Some(list) => {
+                        for d in list {
+                            decisions.insert(d.trace_id, (position.seq, d));
+                        }
                     }
+                    None => unreadable_decisions += 1,
                 }
-                None => unreadable.push(position.seq),
-            },
-            _ => unreadable.push(position.seq),
+            })?;
+        let mut spans = Vec::new();
+        let mut unreadable = Vec::new();
+        let (log, open) = (place.open)(SPANS_LOG, &mut |position: Position, payload: &[u8]| {
+            if payload.first() == Some(&SPANS) && payload.len() >= SPANS_HEADER {
+                spans.push(position);
+            } else {
+                unreadable.push(position.seq);
+            }
         })?;
         let bound = place.bound.unwrap_or(u64::MAX);
         let labels = [
@@ -299,15 +323,17 @@ impl Journal {
         };
         let journal = Arc::new(Journal {
             log,
+            decisions: decisions_log,
             storage: place.storage,
             bound,
             span_limit: bound - bound / 16,
             high_water: bound - bound / 8,
+            snapshot_min: (bound / 32).clamp(4 << 10, SNAPSHOT_MIN_BYTES),
             disk_use: place.disk_use,
             acks: Mutex::new(Vec::new()),
             live: Mutex::new(spans.iter().map(|p| p.seq).collect()),
             meters,
-            reported: Mutex::new(LogStats::default()),
+            reported: Mutex::new((0, 0)),
         });
         Ok((
             journal,
@@ -316,7 +342,9 @@ impl Journal {
                 decisions,
                 decision_seqs,
                 unreadable,
+                unreadable_decisions,
                 open,
+                open_decisions,
             },
         ))
     }
@@ -395,7 +423,7 @@ impl Journal {
             self.meters.unjournaled_decisions.increment(count as u64);
             return None;
         }
-        match self.log.append(payload) {
+        match self.decisions.append(payload) {
             Ok(position) => Some(position.seq),
             Err(e) => {
                 self.meters.unjournaled_decisions.increment(count as u64);
@@ -434,22 +462,22 @@ impl Journal {
         let Ok(mut reported) = self.reported.try_lock() else {
             return;
         };
-        let now = self.log.stats();
-        if now.appended_bytes > reported.appended_bytes {
-            self.meters
-                .written_bytes
-                .increment(now.appended_bytes - reported.appended_bytes);
+        let (spans, decisions) = (self.log.stats(), self.decisions.stats());
+        let bytes = spans.appended_bytes + decisions.appended_bytes;
+        let syncs = spans.syncs + decisions.syncs;
+        if bytes > reported.0 {
+            self.meters.written_bytes.increment(bytes - reported.0);
         }
-        if now.syncs > reported.syncs {
-            self.meters.syncs.increment(now.syncs - reported.syncs);
+        if syncs > reported.1 {
+            self.meters.syncs.increment(syncs - reported.1);
         }
-        *reported = now;
+        *reported = (bytes, syncs);
         self.meters.disk_bytes.set(self.disk_use() as f64);
     }
 
     /// Forces everything written to the disk (on shutdown).
     pub(crate) fn sync(&self) {
-        if let Err(e) = self.log.sync() {
+        if let Err(e) = self.log.sync().and_then(|()| self.decisions.sync()) {
             tracing::warn!(storage = %self.storage, error = %e, "tail sampling journal sync failed");
         }
     }
@@ -471,12 +499,20 @@ impl Journal {
     ) -> (Vec<ShardJournal>, RestoreReport) {
         let started = Instant::now();
         let mut report = RestoreReport {
-            records: replay.open.records,
-            bytes: replay.open.payload_bytes,
-            lost_records: replay.open.damaged_records() + replay.unreadable.len() as u64,
+            records: replay.open.records + replay.open_decisions.records,
+            bytes: replay.open.payload_bytes + replay.open_decisions.payload_bytes,
+            lost_records: replay.open.damaged_records()
+                + replay.open_decisions.damaged_records()
+                + replay.unreadable.len() as u64
+                + replay.unreadable_decisions,
             ..RestoreReport::default()
         };
-        for damage in &replay.open.damage {
+        let damage = replay
+            .open
+            .damage
+            .iter()
+            .chain(&replay.open_decisions.damage);
+        for damage in damage {
             tracing::warn!(storage = %self.storage, file = %damage.file.display(), offset = damage.offset,
                 records = damage.records, bytes = damage.bytes, what = damage.what,
                 "tail sampling journal damaged: records skipped");
@@ -569,13 +605,13 @@ impl Journal {
             journal.snapshot(shard);
         }
         let mut old = replay.decision_seqs;
-        self.log.ack_many(&ranges(&mut old));
+        self.decisions.ack_many(&ranges(&mut old));
         self.flush_acks();
         self.meters.restored_traces.increment(report.traces);
         self.meters.restored_spans.increment(report.spans);
         self.meters.lost_records.increment(report.lost_records);
         self.report();
-        report.elapsed = replay.open.elapsed + started.elapsed();
+        report.elapsed = replay.open.elapsed + replay.open_decisions.elapsed + started.elapsed();
         (journals, report)
     }
 }
@@ -658,7 +694,7 @@ impl ShardJournal {
         }
         drop(round.pins);
         self.journal.flush_acks();
-        if self.since_snapshot >= SNAPSHOT_MIN_BYTES.max(self.snapshot_bytes) {
+        if self.since_snapshot >= self.journal.snapshot_min.max(self.snapshot_bytes) {
             self.snapshot(shard);
         }
     }
@@ -706,7 +742,7 @@ impl ShardJournal {
         }
         self.since_snapshot = 0;
         let mut replaced = replaced;
-        self.journal.log.ack_many(&ranges(&mut replaced));
+        self.journal.decisions.ack_many(&ranges(&mut replaced));
     }
 
     /// While the storage is above its high-water mark (at most once per

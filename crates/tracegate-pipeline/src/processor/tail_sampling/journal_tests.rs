@@ -196,6 +196,73 @@ async fn a_full_storage_sheds_its_oldest_traces_and_stays_within_its_bound() {
     sampler.flush().await;
 }
 
+/// `spans` spans of each of the traces `first..first + count` (ids of 4
+/// bytes repeated, so there are more than
+/// [`trace_id`](super::tests::trace_id) gives), every even one an error.
+fn new_traces(first: u32, count: u32, spans: u8) -> SpanBatch {
+    use tracegate_model::otlp::{
+        ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span, Status,
+    };
+    let spans = (first..first + count)
+        .flat_map(|t| (1..=spans).map(move |s| (t, s)))
+        .map(|(t, s)| Span {
+            trace_id: t.to_be_bytes().repeat(4),
+            span_id: vec![s; 8],
+            name: "s".into(),
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 1_010_000_000,
+            status: Some(Status {
+                code: if t % 2 == 0 { 2 } else { 0 },
+                message: String::new(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    SpanBatch::from_request(&ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_journal_gives_disk_back_as_traces_are_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bounded, so the spans log's segments are 64 KiB.
+    // A table for the traces pending at a time and as many decided ones
+    // (the decisions remembered, and so snapshotted, without a cache).
+    let mut cfg = errors_only(2);
+    cfg.num_traces = 1000;
+    let (sink, sampler) = start_journaled(cfg, dir.path(), 1);
+    let journal = sampler.journal.clone().unwrap();
+    // 40 s of new traces, each decided 10 s after it came: decisions are
+    // written all along, between the spans.
+    let mut most = 0;
+    for r in 0..800u32 {
+        sampler.consume(new_traces(r * 2, 2, 10)).await.unwrap();
+        most = most.max(journal.disk_use());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle(|| sink.spans().len() == 8000).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // At most about 10 s of spans at a time (a quarter), and a segment;
+    // at the end, the active segment, the acks and the decisions since the
+    // last snapshot.
+    let written = 800 * new_traces(0, 2, 10).bytes().len() as u64;
+    assert!(
+        most < written / 2,
+        "{most} bytes on disk at most of {written} written"
+    );
+    let left = journal.disk_use();
+    assert!(left < 160 << 10, "{left} of {written} bytes still on disk");
+    sampler.flush().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_damaged_record_is_skipped_and_counted_and_the_rest_restored() {
     let dir = tempfile::tempdir().unwrap();
