@@ -58,7 +58,7 @@ const NO_POLICY: u16 = u16::MAX;
 
 /// A shard writes a snapshot once the decisions it wrote since the last one
 /// take at least this much (or a 32nd of a smaller storage bound), and at
-/// least as much as that snapshot did.
+/// least twice as much as that snapshot did.
 const SNAPSHOT_MIN_BYTES: u64 = 256 << 10;
 
 /// Least time between two sheddings of one shard while the storage is
@@ -239,7 +239,8 @@ fn decode_decisions(payload: &[u8]) -> Option<Vec<RememberedDecision>> {
 /// and the decisions to remember, read in [`Journal::open`]'s first pass.
 pub(crate) struct Replay {
     spans: Vec<Position>,
-    /// The latest decision journaled for each trace, with its order.
+    /// The latest decision journaled for each trace, with its place in the
+    /// replay (records in order, entries of a record in order).
     decisions: HashMap<TraceId, (u64, RememberedDecision)>,
     /// Decision records read, acknowledged once restored decisions are
     /// journaled again (with those that could not be understood).
@@ -284,13 +285,16 @@ impl Journal {
         let mut decisions: HashMap<TraceId, (u64, RememberedDecision)> = HashMap::new();
         let mut decision_seqs = Vec::new();
         let mut unreadable_decisions = 0;
+        let mut order = 0u64;
         let (decisions_log, open_decisions) =
             (place.open)(DECISIONS_LOG, &mut |position: Position, payload: &[u8]| {
                 decision_seqs.push(position.seq);
                 match decode_decisions(payload).filter(|_| payload[0] == DECISIONS) {
                     Some(list) => {
                         for d in list {
-                            decisions.insert(d.trace_id, (position.seq, d));
+                            // Replay order: by record, then within it.
+                            order += 1;
+                            decisions.insert(d.trace_id, (order, d));
                         }
                     }
                     None => unreadable_decisions += 1,
@@ -694,7 +698,7 @@ impl ShardJournal {
         }
         drop(round.pins);
         self.journal.flush_acks();
-        if self.since_snapshot >= self.journal.snapshot_min.max(self.snapshot_bytes) {
+        if self.since_snapshot >= self.journal.snapshot_min.max(2 * self.snapshot_bytes) {
             self.snapshot(shard);
         }
     }
