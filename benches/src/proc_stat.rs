@@ -26,6 +26,17 @@ pub fn memory_bytes(pid: &str, field: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// A `/proc/PID/io` counter in bytes: `wchar` (handed to write calls) or
+/// `write_bytes` (sent to the storage layer).
+pub fn io_bytes(pid: &str, field: &str) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// CPU seconds of this process with nanosecond resolution: the sum of its
 /// threads' run time from /proc/self/task/*/schedstat (the tick-based
 /// figures in /proc/self/stat are 10 ms coarse, too coarse for short runs).

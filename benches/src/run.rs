@@ -11,12 +11,17 @@
 //! # bench.sink: --delay 5ms                          (arguments of `sink`)
 //! # bench.expect: error=1 slow=0.25 normal=0.05     (checker expectations)
 //! # bench.settle: 3s                                 (quiet time that ends the drain)
+//! # bench.sink-listen: 0.0.0.0:0                     (where the sink listens)
 //! ```
 //!
 //! The config reads `${env:TG_GRPC_ENDPOINT}`, `${env:TG_HTTP_ENDPOINT}`
 //! (both `127.0.0.1:0`; the runner reads the bound ports from tracegate's
 //! JSON log: the `otlp` receiver's, or the `jaeger` receiver's gRPC port
-//! for `--protocol jaeger-grpc`) and `${env:SINK_ENDPOINT}`.
+//! for `--protocol jaeger-grpc`), `${env:SINK_ENDPOINT}` and
+//! `${env:SINK_PORT}` (its port alone: a sink listening on `0.0.0.0` is
+//! reached as several backends at `127.0.0.1`, `127.0.0.2`, ... that port),
+//! and may keep files in `${env:TG_STORAGE_DIR}`, an empty directory the
+//! runner makes for the run and removes after it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -49,9 +54,11 @@ pub struct Args {
     /// once the load has drained.
     #[arg(long)]
     pub target_metrics: Option<String>,
-    /// Where the sink listens; fix it when an external target exports to it.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub sink_listen: String,
+    /// Where the sink listens; fix it when an external target exports to
+    /// it. Default: the scenario's `# bench.sink-listen:`, else
+    /// 127.0.0.1:0.
+    #[arg(long)]
+    pub sink_listen: Option<String>,
     /// Name of the target in the result (default: tracegate, or the URL).
     #[arg(long)]
     pub label: Option<String>,
@@ -78,6 +85,7 @@ pub struct Scenario {
     pub sink: Vec<String>,
     pub expect: Vec<(crate::template::Class, f64)>,
     pub settle: Duration,
+    pub sink_listen: Option<String>,
 }
 
 pub fn read_scenario(path: &Path) -> anyhow::Result<Scenario> {
@@ -110,6 +118,7 @@ pub fn read_scenario(path: &Path) -> anyhow::Result<Scenario> {
             "settle" => {
                 s.settle = crate::parse_duration(value).map_err(anyhow::Error::msg)?;
             }
+            "sink-listen" => s.sink_listen = Some(value.trim().to_string()),
             other => bail!("{}: unknown bench key {other:?}", path.display()),
         }
     }
@@ -120,6 +129,32 @@ pub fn read_scenario(path: &Path) -> anyhow::Result<Scenario> {
 struct Guard {
     child: Child,
     name: &'static str,
+    /// Removed after the child is gone (fields drop after `drop`).
+    _storage: Option<StorageDir>,
+}
+
+/// `TG_STORAGE_DIR`: an empty directory for the run, removed afterwards.
+struct StorageDir(PathBuf);
+
+impl StorageDir {
+    fn new() -> anyhow::Result<StorageDir> {
+        let dir = std::env::temp_dir().join(format!(
+            "tracegate-bench-storage-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(StorageDir(dir))
+    }
+}
+
+impl Drop for StorageDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Guard {
@@ -204,7 +239,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             target_pid: None,
             target_metrics: None,
             label: None,
-            sink_listen: "127.0.0.1:0".into(),
+            sink_listen: None,
             also_tracegate: false,
             ..args.clone()
         };
@@ -234,7 +269,10 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         .args([
             "sink",
             "--listen",
-            &args.sink_listen,
+            args.sink_listen
+                .as_deref()
+                .or(scenario.sink_listen.as_deref())
+                .unwrap_or("127.0.0.1:0"),
             "--report-every",
             "100ms",
         ])
@@ -247,6 +285,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     let mut sink = Guard {
         child: sink_cmd.spawn().context("start the sink")?,
         name: "sink",
+        _storage: None,
     };
     let sink_lines = Arc::new(Mutex::new(Vec::new()));
     let sink_rx = read_lines(sink.child.stdout.take().expect("piped"), sink_lines.clone());
@@ -298,13 +337,22 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
                     .ok()
                     .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
             }));
+            let storage = StorageDir::new()?;
             let mut child = Guard {
                 child: Command::new(&bin)
                     .arg("--config")
                     .arg(&args.scenario)
+                    // The runner stops it once delivery has settled; no
+                    // load balancer needs the drain delay.
+                    .arg("--shutdown-drain-delay=0s")
                     .env("TG_GRPC_ENDPOINT", "127.0.0.1:0")
                     .env("TG_HTTP_ENDPOINT", "127.0.0.1:0")
                     .env("SINK_ENDPOINT", &sink_addr)
+                    .env(
+                        "SINK_PORT",
+                        sink_addr.rsplit_once(':').map_or("", |(_, port)| port),
+                    )
+                    .env("TG_STORAGE_DIR", &storage.0)
                     .env_remove("RUST_LOG")
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -312,6 +360,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
                     .spawn()
                     .with_context(|| format!("start {}", bin.display()))?,
                 name: "tracegate",
+                _storage: Some(storage),
             };
             let rx = read_lines(child.child.stderr.take().expect("piped"), tg_logs.clone());
             wait_for_line(&rx, "tracegate is ready", Duration::from_secs(30), |l| {
@@ -353,8 +402,10 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     let pid = target_pid.map(|p| p.to_string());
     let cpu = |pid: &Option<String>| pid.as_deref().and_then(proc_stat::cpu_seconds);
     let mem = |pid: &Option<String>, f| pid.as_deref().and_then(|p| proc_stat::memory_bytes(p, f));
+    let io = |pid: &Option<String>, f| pid.as_deref().and_then(|p| proc_stat::io_bytes(p, f));
     let rss_before = mem(&pid, "VmRSS:");
     let cpu_before = cpu(&pid);
+    let io_before = (io(&pid, "wchar"), io(&pid, "write_bytes"));
 
     // The load.
     let mut send_cmd = Command::new(&exe);
@@ -410,6 +461,7 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
     let drained_after = started.elapsed();
     let before_shutdown = view.lock().unwrap().stats["spans"].as_u64().unwrap_or(0);
     let cpu_after = cpu(&pid);
+    let io_after = (io(&pid, "wchar"), io(&pid, "write_bytes"));
     let peak_rss = mem(&pid, "VmHWM:");
     let target_metrics = metrics_addr.as_deref().and_then(scrape_metrics);
     if let Some(tg) = tracegate.as_mut() {
@@ -461,6 +513,11 @@ pub fn run(args: &Args) -> anyhow::Result<Value> {
         "target_spans_per_cpu_second": target_cpu.map(|c| acked as f64 / c),
         "target_cpu_ns_per_span": target_cpu.map(|c| c * 1e9 / acked.max(1) as f64),
         "target_peak_rss_bytes": peak_rss,
+        // What the target wrote from the start of the load to the drain:
+        // bytes handed to write calls (sockets included) and bytes sent to
+        // the disk (the block layer).
+        "target_wchar_bytes": io_before.0.zip(io_after.0).map(|(a, b)| b.saturating_sub(a)),
+        "target_disk_write_bytes": io_before.1.zip(io_after.1).map(|(a, b)| b.saturating_sub(a)),
         "target_rss_before_load_bytes": rss_before,
         "target_rss_after_load_bytes": rss_after_load,
         "target_bytes_per_trace_sent": match (rss_before, rss_after_load) {

@@ -329,9 +329,10 @@ fn run_scenario(name: &str, spans: u64, target_args: &[&str], label: &str) -> Va
         .arg("run")
         .arg("--scenario")
         .arg(scenario_path(name))
-        .args(target_args)
         .arg("--out")
         .arg(out_dir.path())
+        // Last: they may end with `-- <send arguments>`.
+        .args(target_args)
         .stdin(Stdio::null())
         .output()
         .expect("run scenario");
@@ -393,6 +394,34 @@ fn run_scenario(name: &str, spans: u64, target_args: &[&str], label: &str) -> Va
 #[test]
 fn a_short_scenario_runs_through_tracegate() {
     run_small_scenario("ci-smoke", 6000);
+}
+
+/// The loadbalancing scenario reaches its three backends (one sink on
+/// three loopback addresses) and delivers everything; its baseline runs
+/// too.
+#[test]
+fn the_loadbalancing_scenarios_run_shortened() {
+    let bin = tracegate_binary();
+    let args = [
+        "--tracegate",
+        bin.to_str().unwrap(),
+        "--",
+        "--spans",
+        "6000",
+    ];
+    let result = run_scenario("loadbalancing", 6000, &args, "tracegate");
+    let metrics = result["target_metrics"].as_object().expect("metrics");
+    let backends: Vec<(&String, f64)> = metrics
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("otelcol_exporter_sent_spans_total{exporter=\"loadbalancing/127.0.0.")
+        })
+        .map(|(k, v)| (k, v.as_f64().unwrap()))
+        .collect();
+    assert_eq!(backends.len(), 3, "{metrics:?}");
+    assert!(backends.iter().all(|(_, sent)| *sent > 0.0), "{backends:?}");
+    assert_eq!(backends.iter().map(|(_, sent)| sent).sum::<f64>(), 6000.0);
+    run_scenario("loadbalancing-baseline", 6000, &args, "tracegate");
 }
 
 /// The body of `GET path` from `addr` over HTTP/1.0.

@@ -1,6 +1,8 @@
-//! Conformance with the OpenTelemetry Collector's `tail_sampling`
-//! processor: the examples of its README and the edge cases of its policy
-//! tests, restated as cases of this table and run through the real binary.
+//! Conformance with the OpenTelemetry Collector: the examples of its
+//! READMEs and the edge cases of its tests, restated as cases of tables and
+//! run through the real binary. This module holds the `tail_sampling`
+//! table (the traces kept); `resource_detection` (the attributes that
+//! arrive) and `batch` (the batches sent on) hold theirs.
 //!
 //! A case is one policy list (with any processor settings), a handful of
 //! traces described by their spans, and the trace ids the collector keeps
@@ -8,6 +10,9 @@
 //! `tail_sampling/<case>` processor) in one gateway, so the whole table
 //! costs one process start and one `decision_wait`. When the collector
 //! changes a behaviour, following it is one more entry in [`cases`].
+
+mod batch;
+mod resource_detection;
 
 use crate::support;
 
@@ -484,6 +489,113 @@ fn cases() -> Vec<Case> {
             ],
             kept: &[2],
         },
+        // README `composite`, scaled from 1000 to 8 spans a second: the
+        // first sub-policy that samples a trace decides it, within its share
+        // of the second (50 % = 4 spans, 25 % = 2); `always_sample` has no
+        // `rate_allocation` entry, so its share is 0 and it never samples.
+        // A trace over its sub-policy's share is not sampled (no later
+        // sub-policy gets it) and costs nothing, so a smaller one still
+        // fits. One shard decides the traces in the order they arrive, as
+        // the collector's single batcher does, all within one second.
+        Case {
+            name: "composite",
+            settings: "shards: 1",
+            policies: "
+- name: composite-policy-1
+  type: composite
+  composite:
+    max_total_spans_per_second: 8
+    policy_order: [test-composite-policy-1, test-composite-policy-2, test-composite-policy-3]
+    composite_sub_policy:
+      - name: test-composite-policy-1
+        type: numeric_attribute
+        numeric_attribute: {key: key1, min_value: 50, max_value: 100}
+      - name: test-composite-policy-2
+        type: string_attribute
+        string_attribute: {key: key2, values: [value1, value2]}
+      - name: test-composite-policy-3
+        type: always_sample
+    rate_allocation:
+      - {policy: test-composite-policy-1, percent: 50}
+      - {policy: test-composite-policy-2, percent: 25}
+",
+            traces: vec![
+                single(sp().i("key1", 60)),
+                single(sp().i("key1", 70)),
+                single(sp().s("key2", "value1")),
+                // Only always_sample matches: a share of 0.
+                single(sp()),
+                // 2 + 3 spans > 4: not sampled, and key2 is not tried.
+                vec![sp().i("key1", 80).s("key2", "value1"); 3],
+                single(sp().i("key1", 90)),
+                single(sp().i("key1", 10).s("key2", "value2")),
+                // The 25 % share is spent.
+                single(sp().s("key2", "value1")),
+            ],
+            kept: &[0, 1, 2, 5, 6],
+        },
+        // The collector's composite tests (OverflowAlwaysSampled): a
+        // sub-policy that matches but has spent its share decides "not
+        // sampled"; only a trace it does not match reaches the next.
+        Case {
+            name: "composite_no_fallthrough",
+            settings: "shards: 1",
+            policies: "
+- name: overflow
+  type: composite
+  composite:
+    max_total_spans_per_second: 3
+    composite_sub_policy:
+      - name: eval-1
+        type: numeric_attribute
+        numeric_attribute: {key: tag, min_value: 0, max_value: 100}
+      - name: eval-2
+        type: always_sample
+    rate_allocation:
+      - {policy: eval-1, percent: 34}
+      - {policy: eval-2, percent: 34}
+",
+            traces: vec![
+                single(sp().i("tag", 10)),
+                single(sp().i("tag", 11)),
+                single(sp().i("tag", 1001)),
+                single(sp().i("tag", 1002)),
+            ],
+            kept: &[0, 2],
+        },
+        // Each sub-policy's own count is held against its share and against
+        // max_total_spans_per_second, not the sub-policies' sum (the
+        // collector's composite evaluator): `keyed` (100 % = 2 spans) keeps
+        // two traces and `rest` (`percent: 0`, the even share: 2 / 2 = 1)
+        // one more, three spans in a second whose total is 2.
+        Case {
+            name: "composite_total",
+            settings: "shards: 1",
+            policies: "
+- name: total
+  type: composite
+  composite:
+    max_total_spans_per_second: 2
+    composite_sub_policy:
+      - name: keyed
+        type: string_attribute
+        string_attribute: {key: key2, values: [value1]}
+      - name: rest
+        type: always_sample
+    rate_allocation:
+      - {policy: keyed, percent: 100}
+      - {policy: rest, percent: 0}
+",
+            traces: vec![
+                single(sp().s("key2", "value1")),
+                single(sp().s("key2", "value1")),
+                single(sp().s("key2", "value1")),
+                // rest: 2 / 2 = 1 span a second.
+                single(sp()),
+                single(sp()),
+            ],
+            kept: &[0, 1, 3],
+        },
         // `sampling_strategy: span-ingest`: each arriving request is judged
         // on its own, and a trace no request samples is not sampled. A
         // later request can still sample a trace (kept whole); a duration
@@ -594,35 +706,61 @@ fn request(index: usize, case: &Case, batch: usize) -> Option<Vec<u8>> {
         .then(|| ExportTraceServiceRequest { resource_spans }.encode_to_vec())
 }
 
-/// One gateway config holding a pipeline per case.
-fn config(cases: &[Case], sink: std::net::SocketAddr) -> String {
-    let indent = |text: &str, by: &str| -> String {
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| format!("{by}{l}\n"))
-            .collect()
-    };
+/// `text`'s non-blank lines, each after `by`.
+fn indent(text: &str, by: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("{by}{l}\n"))
+        .collect()
+}
+
+/// One case's pipeline: an `otlp/<name>` receiver, the processor
+/// `<processor>/<name>` with `settings` (its lines under it) and the
+/// exporter `exporter`.
+struct CasePipeline<'a> {
+    name: &'a str,
+    settings: String,
+    exporter: String,
+}
+
+/// One gateway config holding a pipeline per case, each through its own
+/// `processor`, with the `exporters:` section `exporters`.
+fn config_per_case(pipelines: &[CasePipeline<'_>], processor: &str, exporters: &str) -> String {
     let mut receivers = String::from("receivers:\n");
     let mut processors = String::from("processors:\n");
-    let mut pipelines = String::from("service:\n  pipelines:\n");
-    for case in cases {
-        let name = case.name;
+    let mut service = String::from("service:\n  pipelines:\n");
+    for CasePipeline {
+        name,
+        settings,
+        exporter,
+    } in pipelines
+    {
         receivers.push_str(&format!(
             "  otlp/{name}:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n"
         ));
-        processors.push_str(&format!(
-            "  tail_sampling/{name}:\n    decision_wait: 200ms\n{}    policies:\n{}",
-            indent(case.settings, "    "),
-            indent(case.policies, "      "),
-        ));
-        pipelines.push_str(&format!(
-            "    traces/{name}:\n      receivers: [otlp/{name}]\n      processors: [tail_sampling/{name}]\n      exporters: [otlp]\n"
+        processors.push_str(&format!("  {processor}/{name}:\n{settings}"));
+        service.push_str(&format!(
+            "    traces/{name}:\n      receivers: [otlp/{name}]\n      processors: [{processor}/{name}]\n      exporters: [{exporter}]\n"
         ));
     }
-    format!(
-        "{receivers}{processors}{exporters}{pipelines}{TELEMETRY}",
-        exporters = otlp_exporter_to(sink)
-    )
+    format!("{receivers}{processors}{exporters}{service}{TELEMETRY}")
+}
+
+/// One gateway config holding a pipeline per case.
+fn config(cases: &[Case], sink: std::net::SocketAddr) -> String {
+    let pipelines: Vec<CasePipeline> = cases
+        .iter()
+        .map(|case| CasePipeline {
+            name: case.name,
+            settings: format!(
+                "    decision_wait: 200ms\n{}    policies:\n{}",
+                indent(case.settings, "    "),
+                indent(case.policies, "      "),
+            ),
+            exporter: "otlp".into(),
+        })
+        .collect();
+    config_per_case(&pipelines, "tail_sampling", &otlp_exporter_to(sink))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,13 +7,12 @@
 use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-use support::gateway::{pipeline_to, Gateway};
+use support::gateway::{pipeline_to, validate, Gateway};
 use support::raw::{grpc, wait_for_metrics, wait_until_accounted, TRACE_EXPORT};
 use support::sink::Sink;
 use support::Rng;
@@ -300,8 +299,6 @@ async fn two_processes_on_the_seed_config_keep_the_same_spans_trace_consistently
 
 #[test]
 fn validate_warns_that_the_seeds_unset_policy_matches_almost_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
     // Validation connects to nothing; any port will do.
     let sink_port = 1;
     let yaml = format!(
@@ -326,18 +323,8 @@ service:
       exporters: [otlp]
 "#
     );
-    std::fs::write(&path, yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tracegate"))
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (valid, stdout, stderr) = validate(&yaml);
+    assert!(valid, "{stdout}\n{stderr}");
     assert!(
         stdout.lines().any(|l| l.starts_with("warning:")
             && l.contains("UNSET")

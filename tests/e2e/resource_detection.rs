@@ -97,7 +97,7 @@ async fn fake_gce() -> SocketAddr {
     .await
 }
 
-async fn fake_imds() -> SocketAddr {
+pub(crate) async fn fake_imds() -> SocketAddr {
     const TOKEN: &str = "AQAEAFakeToken==";
     fake_server(Arc::new(|req| {
         if req.uri().path() == "/latest/api/token" {
@@ -130,7 +130,12 @@ async fn fake_imds() -> SocketAddr {
 /// A request of two resources: one with the string `attributes` over the
 /// spans numbered `first`, and one with no resource at all over the spans
 /// `bare`. Span `n` is named `{name}-{n}`.
-fn two_resources(name: &str, attributes: &[(&str, &str)], first: &[u8], bare: &[u8]) -> Vec<u8> {
+pub(crate) fn two_resources(
+    name: &str,
+    attributes: &[(&str, &str)],
+    first: &[u8],
+    bare: &[u8],
+) -> Vec<u8> {
     let spans = |ns: &[u8]| ScopeSpans {
         spans: ns
             .iter()
@@ -199,7 +204,7 @@ processors:
     )
 }
 
-fn str_attr(resource: &Option<Resource>, key: &str) -> Option<String> {
+pub(crate) fn str_attr(resource: &Option<Resource>, key: &str) -> Option<String> {
     resource
         .as_ref()?
         .attributes

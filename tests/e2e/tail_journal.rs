@@ -14,8 +14,9 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use crate::support::gateway::{otlp_exporter_to, Gateway, TELEMETRY};
 use crate::support::raw::{counter_sum, grpc, TRACE_EXPORT};
 use crate::support::sink::Sink;
+use crate::support::traces::{assert_share, expected_kept, make_trace, request, Kind, Trace};
 use crate::support::Rng;
-use crate::tail_sampling::{expected_kept, make_trace_of, metrics_until, request, Kind, Trace};
+use crate::tail_sampling::metrics_until;
 
 /// Short enough for a test of a few seconds, long enough that the first
 /// halves, a SIGKILL, a restart and the second halves fit in it.
@@ -68,9 +69,7 @@ extensions:
 /// 10-span traces; the error span of an error trace falls in either half.
 fn traces(n: usize, seed: u64) -> Vec<Trace> {
     let mut rng = Rng(seed);
-    (0..n)
-        .map(|i| make_trace_of(&mut rng, i, Some(10)))
-        .collect()
+    (0..n).map(|i| make_trace(&mut rng, i, 10..=10)).collect()
 }
 
 /// Sends spans `half` (0..5 or 5..10) of every trace, 50 traces a request,
@@ -230,16 +229,8 @@ async fn pending_traces_survive_sigkill_and_are_decided_whole() {
     assert_eq!(got.len(), expected.len());
     assert_eq!((duplicated, lost), (0, 0));
     // The baseline share within 3 sigma of 5 %.
-    let normal: Vec<&Trace> = traces.iter().filter(|t| t.kind == Kind::Normal).collect();
-    let kept = normal.iter().filter(|t| got.contains_key(&t.id)).count() as f64;
-    let n = normal.len() as f64;
-    let sigma = (n * 0.05 * 0.95).sqrt();
-    assert!(
-        (kept - n * 0.05).abs() <= 3.0 * sigma,
-        "baseline kept {kept} of {n}, expected {} ± {}",
-        n * 0.05,
-        3.0 * sigma
-    );
+    let kept: HashSet<[u8; 16]> = got.keys().copied().collect();
+    assert_share(&traces, &kept, Kind::Normal, 0.05, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

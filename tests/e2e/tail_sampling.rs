@@ -5,129 +5,20 @@
 
 use crate::support;
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use support::gateway::{pipeline_to, Gateway};
 use support::raw::{grpc, wait_for_metrics, TRACE_EXPORT};
 use support::sink::Sink;
+use support::traces::{
+    assert_kept_whole_once, assert_share, make_trace, request, start_gateway, wait_for_kept, Kind,
+    Trace,
+};
 use support::Rng;
-use tracegate_sampling::tail::{keep_threshold, trace_randomness};
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Kind {
-    Error,
-    Slow,
-    Normal,
-}
-
-pub(crate) struct Trace {
-    pub(crate) id: [u8; 16],
-    pub(crate) kind: Kind,
-    pub(crate) spans: Vec<Span>,
-}
-
-fn make_trace(rng: &mut Rng, n: usize) -> Trace {
-    make_trace_of(rng, n, None)
-}
-
-/// Trace number `n`: 5 % error, 10 % slow, the rest normal; of `spans`
-/// spans, or 5 to 20 drawn from `rng`.
-pub(crate) fn make_trace_of(rng: &mut Rng, n: usize, spans: Option<usize>) -> Trace {
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&rng.next().to_be_bytes());
-    id[8..].copy_from_slice(&rng.next().to_be_bytes());
-    let kind = match rng.below(100) {
-        0..=4 => Kind::Error,
-        5..=14 => Kind::Slow,
-        _ => Kind::Normal,
-    };
-    let count = spans.unwrap_or_else(|| 5 + rng.below(16) as usize); // 5..=20
-    let start = 1_700_000_000_000_000_000u64 + n as u64 * 1_000_000;
-    let length_ns: u64 = if kind == Kind::Slow {
-        1_500_000_000
-    } else {
-        50_000_000
-    };
-    let error_span = rng.below(count as u64) as usize;
-    let spans = (0..count)
-        .map(|i| {
-            let error = kind == Kind::Error && i == error_span;
-            Span {
-                trace_id: id.to_vec(),
-                span_id: (((n as u64) << 8) | (i as u64 + 1)).to_be_bytes().to_vec(),
-                parent_span_id: if i == 0 {
-                    vec![]
-                } else {
-                    (((n as u64) << 8) | 1).to_be_bytes().to_vec()
-                },
-                name: format!("op-{i}"),
-                start_time_unix_nano: start + i as u64 * 1_000_000,
-                // The first span lasts the whole trace.
-                end_time_unix_nano: if i == 0 {
-                    start + length_ns
-                } else {
-                    start + i as u64 * 1_000_000 + 500_000
-                },
-                status: Some(Status {
-                    code: if error {
-                        status::StatusCode::Error as i32
-                    } else {
-                        status::StatusCode::Unset as i32
-                    },
-                    message: String::new(),
-                }),
-                ..Default::default()
-            }
-        })
-        .collect();
-    Trace { id, kind, spans }
-}
-
-pub(crate) fn request(service: &str, spans: Vec<Span>) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
-                    key: "service.name".into(),
-                    value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
-                        value: Some(
-                            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
-                                service.into(),
-                            ),
-                        ),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
-/// What `config/gateway.yaml` promises for a trace: every error trace, 25 %
-/// of slow ones, 5 % of the rest, drawn from one per-trace randomness.
-pub(crate) fn expected_kept(trace: &Trace) -> bool {
-    let r = trace_randomness(&trace.id);
-    match trace.kind {
-        Kind::Error => true,
-        Kind::Slow => r >= keep_threshold(0.25) || r >= keep_threshold(0.05),
-        Kind::Normal => r >= keep_threshold(0.05),
-    }
-}
 
 /// The value of metric `name` with exactly these labels (in any order).
-pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
     metric_opt(text, name, labels)
         .unwrap_or_else(|| panic!("no {name}{labels:?} in metrics:\n{text}"))
 }
@@ -176,28 +67,13 @@ pub(crate) async fn metrics_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_keeps_error_traces_and_its_shares_whole() {
     let sink = Sink::start().await;
-    let yaml = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../config/gateway.yaml"
-    ))
-    .expect("config/gateway.yaml");
-    // Given to this gateway alone: the other end-to-end tests share this
-    // process and its environment.
-    let tempo = format!("127.0.0.1:{}", sink.addr.port());
-    let envs = [
-        ("TRACEGATE_OTLP_GRPC_ENDPOINT", "127.0.0.1:0"),
-        ("TRACEGATE_OTLP_HTTP_ENDPOINT", "127.0.0.1:0"),
-        ("TRACEGATE_HEALTH_ENDPOINT", "127.0.0.1:0"),
-        ("TRACEGATE_METRICS_ADDRESS", "127.0.0.1:0"),
-        ("TRACEGATE_TEMPO_ENDPOINT", tempo.as_str()),
-        ("TRACEGATE_DECISION_WAIT", "2s"),
-        ("TRACEGATE_LOG_ENCODING", "json"),
-    ];
-    let gw = Gateway::start_with(&yaml, &[], &envs);
+    let gw = start_gateway(&sink);
     let addr = gw.addr("otlp", "grpc");
 
     let mut rng = Rng(0x7a11);
-    let traces: Vec<Trace> = (0..20_000).map(|n| make_trace(&mut rng, n)).collect();
+    let traces: Vec<Trace> = (0..20_000)
+        .map(|n| make_trace(&mut rng, n, 5..=20))
+        .collect();
     let total_spans: usize = traces.iter().map(|t| t.spans.len()).sum();
 
     // Waves of 1000 traces; each trace's spans are split in three parts
@@ -221,18 +97,7 @@ async fn gateway_keeps_error_traces_and_its_shares_whole() {
         }
     }
 
-    let expected: HashMap<[u8; 16], &Trace> = traces
-        .iter()
-        .filter(|t| expected_kept(t))
-        .map(|t| (t.id, t))
-        .collect();
-    let expected_spans: usize = expected.values().map(|t| t.spans.len()).sum();
-    assert!(
-        sink.wait_for_spans(expected_spans, Duration::from_secs(60))
-            .await,
-        "sink has {} of {expected_spans} spans",
-        sink.span_count()
-    );
+    let expected = wait_for_kept(&sink, &traces, Duration::from_secs(60)).await;
     // Once the gateway has exported or dropped every span it took in,
     // nothing more can arrive.
     support::raw::wait_until_accounted(
@@ -242,41 +107,15 @@ async fn gateway_keeps_error_traces_and_its_shares_whole() {
     )
     .await;
 
-    let mut got: HashMap<[u8; 16], HashSet<Vec<u8>>> = HashMap::new();
-    for s in sink.spans() {
-        let id: [u8; 16] = s.span.trace_id.as_slice().try_into().unwrap();
-        assert!(
-            got.entry(id).or_default().insert(s.span.span_id.clone()),
-            "a span exported twice"
-        );
-    }
-    // Exactly the promised traces, each complete; nothing of the others.
-    for (id, spans) in &got {
-        let t = expected
-            .get(id)
-            .unwrap_or_else(|| panic!("trace {id:02x?} should have been dropped"));
-        let want: HashSet<Vec<u8>> = t.spans.iter().map(|s| s.span_id.clone()).collect();
-        assert_eq!(spans, &want, "trace {id:02x?} ({:?}) incomplete", t.kind);
-    }
-    assert_eq!(got.len(), expected.len(), "every promised trace arrived");
-
-    // The shares the policies imply, within 4 sigma.
-    let share = |kind: Kind, p: f64| {
-        let of_kind: Vec<&Trace> = traces.iter().filter(|t| t.kind == kind).collect();
-        let kept = of_kind.iter().filter(|t| got.contains_key(&t.id)).count() as f64;
-        let n = of_kind.len() as f64;
-        let sigma = (n * p * (1.0 - p)).sqrt();
-        assert!(
-            (kept - n * p).abs() <= 4.0 * sigma,
-            "{kind:?}: kept {kept} of {n}, expected {p}"
-        );
-    };
+    // Exactly the promised traces, each complete; nothing of the others;
+    // the shares the policies imply, within 4 sigma.
+    let got = assert_kept_whole_once(&sink, &traces);
     assert!(traces
         .iter()
         .filter(|t| t.kind == Kind::Error)
-        .all(|t| got.contains_key(&t.id)));
-    share(Kind::Normal, 0.05);
-    share(Kind::Slow, 0.25);
+        .all(|t| got.contains(&t.id)));
+    assert_share(&traces, &got, Kind::Normal, 0.05, 4.0);
+    assert_share(&traces, &got, Kind::Slow, 0.25, 4.0);
 
     // The counters agree with what the backend saw.
     let kept_spans = sink.span_count();
@@ -296,7 +135,7 @@ async fn gateway_keeps_error_traces_and_its_shares_whole() {
             global,
             &[("decision", "sampled"), ("sampled", "true")]
         ),
-        expected.len() as u64
+        expected as u64
     );
     assert_eq!(
         metric(
@@ -304,7 +143,7 @@ async fn gateway_keeps_error_traces_and_its_shares_whole() {
             global,
             &[("decision", "not_sampled"), ("sampled", "false")]
         ),
-        (traces.len() - expected.len()) as u64
+        (traces.len() - expected) as u64
     );
     assert_eq!(
         metric(
@@ -371,7 +210,7 @@ processors:
     for round in 0..rounds {
         let spans: Vec<Span> = (0..2000)
             .flat_map(|n| {
-                make_trace(&mut rng, round * 2000 + n)
+                make_trace(&mut rng, round * 2000 + n, 5..=20)
                     .spans
                     .into_iter()
                     .take(2)

@@ -245,6 +245,60 @@ impl SpanBatch {
         self.encode_kept(&kept)
     }
 
+    /// The spans of the resources at `resource_indices` (into
+    /// [`Self::resources`]), as [`select`](Self::select) gives them: in the
+    /// batch's order, whatever the order of the indices; indices past the end
+    /// are ignored. For an exporter that sends each resource on its own and
+    /// retries the ones that failed.
+    pub fn select_resources(&self, resource_indices: &[usize]) -> SpanBatch {
+        let mut spans: Vec<u32> = Vec::new();
+        for resource in resource_indices
+            .iter()
+            .filter_map(|&r| self.resources.get(r))
+        {
+            // A resource's scopes, and their spans, are contiguous.
+            let scopes = &self.scopes[resource.scopes.start as usize..resource.scopes.end as usize];
+            if let (Some(first), Some(last)) = (scopes.first(), scopes.last()) {
+                spans.extend(first.spans.start..last.spans.end);
+            }
+        }
+        self.select(&spans)
+    }
+
+    /// The spans split into `parts` batches by `part_of(span index, span)`,
+    /// which must return a number below `parts`: element `p` of the result
+    /// holds, in the batch's order, the spans sent to part `p` (empty when
+    /// none was). A part that gets every span is a clone sharing these
+    /// bytes, so routing a batch that goes to one place whole copies
+    /// nothing; the others are encoded as [`Self::select`] does.
+    ///
+    /// # Panics
+    /// If `part_of` returns `parts` or more.
+    pub fn partition(
+        &self,
+        parts: usize,
+        mut part_of: impl FnMut(usize, &SpanInfo) -> usize,
+    ) -> Vec<SpanBatch> {
+        // Sized for an even spread, which hashing gives.
+        let even = self.spans.len() / parts.max(1) + 1;
+        let mut indices: Vec<Vec<u32>> = (0..parts).map(|_| Vec::with_capacity(even)).collect();
+        for (i, span) in self.spans.iter().enumerate() {
+            let part = part_of(i, span);
+            assert!(part < parts, "SpanBatch::partition: part {part} of {parts}");
+            indices[part].push(i as u32);
+        }
+        indices
+            .iter()
+            .map(|kept| {
+                if kept.is_empty() {
+                    SpanBatch::default()
+                } else {
+                    self.encode_kept(kept)
+                }
+            })
+            .collect()
+    }
+
     /// Every span re-encoded into a new buffer of its own, even when nothing
     /// is dropped: for storage that must not keep the request's buffer (with
     /// anything else it holds) alive. Resources and scopes without spans and

@@ -482,6 +482,73 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len() * width + b.len()]
 }
 
+/// Headers as the collector's `configopaque.MapList` takes them: a mapping
+/// of names to values, or a list of `{name, value}`; in the order written.
+/// Null is none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderPairs(pub Vec<(String, String)>);
+
+impl<'de> serde::Deserialize<'de> for HeaderPairs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Pairs;
+
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Pair {
+            name: String,
+            value: String,
+        }
+
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = HeaderPairs;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping of header names to values, or a list of {name, value}")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some((name, value)) = map.next_entry::<String, String>()? {
+                    pairs.push((name, value));
+                }
+                Ok(HeaderPairs(pairs))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(Pair { name, value }) = seq.next_element()? {
+                    pairs.push((name, value));
+                }
+                Ok(HeaderPairs(pairs))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(HeaderPairs::default())
+            }
+        }
+
+        d.deserialize_any(Pairs)
+    }
+}
+
+/// `headers` of an exporter: [`HeaderPairs`] as a map. A name given twice
+/// in the list is an error rather than a silent choice of one value.
+pub(crate) fn header_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    use serde::de::Error as _;
+    use serde::Deserialize as _;
+    let pairs = HeaderPairs::deserialize(d)?.0;
+    let mut map = std::collections::BTreeMap::new();
+    for (name, value) in pairs {
+        if map.contains_key(&name) {
+            return Err(D::Error::custom(format!("header {name:?} is given twice")));
+        }
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
 #[cfg(test)]
 mod not_implemented_tests {
     use super::*;
@@ -740,24 +807,4 @@ mod tests {
             Some("otlp_http")
         );
     }
-}
-
-/// `headers` of an exporter: a mapping of names to values or, as the
-/// collector's `configopaque.MapList` also takes it, a list of
-/// `{name, value}`. A name given twice in the list is an error rather than
-/// a silent choice of one value.
-pub(crate) fn header_map<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
-    use serde::de::Error as _;
-    use serde::Deserialize as _;
-    let pairs = crate::receiver::server_keys::ResponseHeaders::deserialize(d)?.0;
-    let mut map = std::collections::BTreeMap::new();
-    for (name, value) in pairs {
-        if map.contains_key(&name) {
-            return Err(D::Error::custom(format!("header {name:?} is given twice")));
-        }
-        map.insert(name, value);
-    }
-    Ok(map)
 }

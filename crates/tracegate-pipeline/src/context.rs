@@ -8,21 +8,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::file_storage::Storages;
 use crate::health::Readiness;
-use crate::memory::MemoryPressure;
+use crate::memory::{Allocator, MemoryPressure};
+use crate::processor::tail_sampling::handover::HandoverExchange;
 
 /// Handed to every component's build function by the registry of its kind
 /// (see [`crate::registry`]). Cloning it is cheap, and clones share the
 /// same services.
 #[derive(Debug, Clone, Default)]
 pub struct BuildContext {
-    /// Whether a memory limiter is above its hard limit: memory limiters
-    /// report into it, the tail sampler sheds pending traces while it is
-    /// set. All processors of one process share it, whatever their pipeline.
+    /// What memory limiters ask of components holding data: limiters
+    /// report into it, the tail sampler decides pending traces early when
+    /// asked. All processors of one process share it, whatever their
+    /// pipeline.
     pub memory: MemoryPressure,
-    /// The allocator's way of giving freed memory back to the OS, which
-    /// the memory limiter calls where the collector forces a GC (the binary
-    /// purges jemalloc's arenas). `None`: nothing to call.
-    pub release_memory: Option<fn()>,
+    /// The allocator's statistics and release, which the memory limiter
+    /// measures and calls (the binary's jemalloc). `None`: the limiter
+    /// measures the resident set and has nothing to release.
+    pub allocator: Option<Allocator>,
     /// Whether every pipeline is up, as the `health_check` extension reports.
     pub readiness: Readiness,
     /// Cancelled when the component must stop: for receivers when shutdown
@@ -31,6 +33,9 @@ pub struct BuildContext {
     /// The storage extensions (`file_storage`) started before the
     /// pipelines, by id: where a persistent sending queue keeps its data.
     pub storages: Storages,
+    /// Where `tail_sampling` processors with `handover` take traces other
+    /// gateways hand them: they register, the OTLP/gRPC receivers deliver.
+    pub handover: HandoverExchange,
 }
 
 impl BuildContext {

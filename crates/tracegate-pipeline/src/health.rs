@@ -7,9 +7,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
-    /// Listen address. Default `0.0.0.0:13133`.
-    #[serde(default = "default_endpoint")]
-    pub endpoint: String,
+    /// Listen address. Default `0.0.0.0:13133` (the collector's is
+    /// `localhost:13133`); unset is `None`, so validate can say so.
+    #[serde(default)]
+    pub endpoint: Option<String>,
     /// Path answered besides `/healthz`. Default `/`.
     #[serde(default = "default_path")]
     pub path: String,
@@ -33,9 +34,8 @@ pub struct ResponseBody {
     pub unhealthy: Option<String>,
 }
 
-fn default_endpoint() -> String {
-    "0.0.0.0:13133".into()
-}
+/// Where the endpoint listens when none is given.
+const DEFAULT_ENDPOINT: &str = "0.0.0.0:13133";
 
 fn default_path() -> String {
     "/".into()
@@ -44,7 +44,7 @@ fn default_path() -> String {
 impl Default for HealthCheckConfig {
     fn default() -> Self {
         HealthCheckConfig {
-            endpoint: default_endpoint(),
+            endpoint: None,
             path: default_path(),
             response_body: None,
             check_collector_pipeline: None,
@@ -92,7 +92,7 @@ impl HealthServer {
         readiness: Readiness,
         shutdown: CancellationToken,
     ) -> std::io::Result<HealthServer> {
-        let listener = TcpListener::bind(&config.endpoint).await?;
+        let listener = TcpListener::bind(config.endpoint()).await?;
         let address = listener.local_addr()?;
         let path: Arc<str> = config.path.as_str().into();
         let bodies = config.response_body.clone().unwrap_or_default();
@@ -141,9 +141,22 @@ impl HealthServer {
 }
 
 impl HealthCheckConfig {
-    /// Nothing to check without binding the endpoint.
+    /// The listen address, the default applied.
+    pub fn endpoint(&self) -> &str {
+        self.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT)
+    }
+
+    /// Nothing to check without binding the endpoint; warns where the
+    /// collector would listen elsewhere.
     pub fn validate(&self) -> Result<Vec<String>, crate::config::ComponentError> {
-        Ok(Vec::new())
+        let mut warnings = Vec::new();
+        if self.endpoint.is_none() {
+            warnings.push(format!(
+                "endpoint is not set: tracegate listens on {DEFAULT_ENDPOINT} (every interface, \
+                 so a kubelet's probes reach it); the collector's default is localhost:13133"
+            ));
+        }
+        Ok(warnings)
     }
 }
 
@@ -156,10 +169,34 @@ impl crate::extension::BuildExtension for HealthCheckConfig {
     ) -> crate::extension::Started {
         let server = HealthServer::start(self, ctx.readiness.clone(), ctx.shutdown.clone())
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", self.endpoint))?;
+            .map_err(|e| format!("cannot listen on {}: {e}", self.endpoint()))?;
         Ok(crate::extension::RunningExtension {
             addresses: vec![("http", server.address)],
             ..Default::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without an endpoint tracegate listens where the collector would
+    /// not; validate says so, and says nothing once one is given.
+    #[test]
+    fn an_unset_endpoint_warns_that_the_collector_listens_on_localhost() {
+        let unset: HealthCheckConfig = crate::config::from_value(serde_json::Value::Null).unwrap();
+        assert_eq!(unset.endpoint(), "0.0.0.0:13133");
+        let warnings = unset.validate().unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("endpoint is not set: tracegate listens on 0.0.0.0:13133")
+                && warnings[0].contains("localhost:13133"),
+            "{warnings:?}"
+        );
+        let set: HealthCheckConfig =
+            crate::config::from_value(serde_json::json!({"endpoint": "localhost:13133"})).unwrap();
+        assert_eq!(set.endpoint(), "localhost:13133");
+        assert!(set.validate().unwrap().is_empty());
     }
 }

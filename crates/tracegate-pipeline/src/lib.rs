@@ -14,13 +14,18 @@ pub mod extension;
 pub mod file_storage;
 pub mod grpc;
 pub mod health;
+mod http_client;
 mod http_server;
+pub mod kube;
+pub mod membership;
 pub mod memory;
 pub mod processor;
 pub mod receiver;
 pub mod registry;
 pub mod tail_storage;
 pub mod telemetry;
+#[cfg(test)]
+mod test_logs;
 pub mod tls;
 
 pub use consumer::{ConsumeError, Consumer};

@@ -28,6 +28,8 @@ pub mod names {
     pub const EXPORTER_QUEUE_CAPACITY: &str = "exporter_queue_capacity";
 
     pub const PROCESSOR_BATCH_BATCH_SEND_SIZE: &str = "processor_batch_batch_send_size";
+    /// Encoded bytes (OTLP protobuf) of each batch sent on.
+    pub const PROCESSOR_BATCH_BATCH_SEND_SIZE_BYTES: &str = "processor_batch_batch_send_size_bytes";
     pub const PROCESSOR_BATCH_BATCH_SIZE_TRIGGER_SEND: &str =
         "processor_batch_batch_size_trigger_send";
     pub const PROCESSOR_BATCH_TIMEOUT_TRIGGER_SEND: &str = "processor_batch_timeout_trigger_send";
@@ -40,6 +42,25 @@ pub mod names {
     pub const PROCESSOR_INTERNAL_DURATION: &str = "processor_internal_duration";
     pub const PROCESSOR_MEMORY_LIMITER_REFUSED_SPANS: &str =
         "processor_memory_limiter_refused_spans";
+    /// tracegate's own, per memory limiter (label `processor`): the memory
+    /// it measured at its last check and its two limits, in bytes, so an
+    /// alert can fire before it starts refusing.
+    pub const MEMORY_LIMITER_USED_BYTES: &str = "tracegate_memory_limiter_used_bytes";
+    pub const MEMORY_LIMITER_SOFT_LIMIT_BYTES: &str = "tracegate_memory_limiter_soft_limit_bytes";
+    pub const MEMORY_LIMITER_HARD_LIMIT_BYTES: &str = "tracegate_memory_limiter_hard_limit_bytes";
+    /// The collector's: the process's resident set in bytes, measured when
+    /// `/metrics` is read.
+    pub const PROCESS_MEMORY_RSS: &str = "process_memory_rss";
+
+    /// The `loadbalancing` exporter and its resolvers, as the collector's:
+    /// resolutions by `resolver` and `success`; backends in use and
+    /// changes of the list, by `resolver`; per backend (`endpoint`), the
+    /// time to hand it a batch (milliseconds) and the outcomes by `success`.
+    pub const LOADBALANCER_NUM_RESOLUTIONS: &str = "loadbalancer_num_resolutions";
+    pub const LOADBALANCER_NUM_BACKENDS: &str = "loadbalancer_num_backends";
+    pub const LOADBALANCER_NUM_BACKEND_UPDATES: &str = "loadbalancer_num_backend_updates";
+    pub const LOADBALANCER_BACKEND_LATENCY: &str = "loadbalancer_backend_latency";
+    pub const LOADBALANCER_BACKEND_OUTCOME: &str = "loadbalancer_backend_outcome";
 
     /// tracegate's own: spans that left the pipeline other than by export,
     /// labelled by `component` and `reason` (docs/architecture.md,
@@ -51,6 +72,10 @@ pub mod names {
     /// tracegate's own: bytes a storage client's files take on disk, by
     /// `storage` and `client`.
     pub const STORAGE_BYTES: &str = "tracegate_storage_bytes";
+    /// tracegate's own: bytes a storage client appended (framing included).
+    pub const STORAGE_WRITTEN_BYTES: &str = "tracegate_storage_written_bytes";
+    /// tracegate's own: fsync/fdatasync calls a storage client made.
+    pub const STORAGE_SYNCS: &str = "tracegate_storage_syncs";
 }
 
 use std::convert::Infallible;
@@ -70,12 +95,27 @@ const SIZE_BUCKETS: &[f64] = &[
     6000.0, 7000.0, 8000.0, 9000.0, 10000.0, 20000.0, 30000.0, 50000.0, 100000.0,
 ];
 
+/// Bucket bounds, in bytes, for `processor_batch_batch_send_size_bytes`,
+/// the collector's: powers of two from 128 B to 16 MiB.
+const BYTES_BUCKETS: &[f64] = &[
+    128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0, 131072.0,
+    262144.0, 524288.0, 1048576.0, 2097152.0, 4194304.0, 8388608.0, 16777216.0,
+];
+
 /// Bucket bounds, in seconds, for `processor_internal_duration`: a
 /// processor's own time per batch is microseconds to milliseconds, so the
 /// size buckets above would put every batch in the first.
 const DURATION_BUCKETS: &[f64] = &[
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Bucket bounds, in milliseconds, for `loadbalancer_backend_latency`:
+/// OpenTelemetry's default histogram bounds, which the collector's
+/// loadbalancing exporter records with.
+const LATENCY_MS_BUCKETS: &[f64] = &[
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
 ];
 
 /// Installs the process-wide Prometheus recorder. Counters are rendered with
@@ -91,6 +131,16 @@ pub fn install_recorder() -> PrometheusHandle {
             .set_buckets_for_metric(
                 Matcher::Full(names::PROCESSOR_INTERNAL_DURATION.into()),
                 DURATION_BUCKETS,
+            )
+            .expect("bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Full(names::PROCESSOR_BATCH_BATCH_SEND_SIZE_BYTES.into()),
+                BYTES_BUCKETS,
+            )
+            .expect("bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Full(names::LOADBALANCER_BACKEND_LATENCY.into()),
+                LATENCY_MS_BUCKETS,
             )
             .expect("bucket list is not empty")
     };
@@ -178,6 +228,9 @@ fn metrics_response<B>(
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
+    }
+    if let Some(rss) = crate::memory::resident_bytes() {
+        metrics::gauge!(names::PROCESS_MEMORY_RSS).set(rss as f64);
     }
     reply(StatusCode::OK, with_namespace(&handle.render(), namespace))
 }

@@ -11,6 +11,9 @@
 //! syncs from outside: `strace -f -c -e trace=fsync,fdatasync` around the
 //! run (benches/RESULTS.md has the command).
 //!
+//! It also times reopening a log that holds everything it was given (each
+//! record checked and replayed): what a restart costs per GiB.
+//!
 //! Usage: `cargo bench -p tracegate-storage --bench log_vs_redb --
 //! [RECORDS] [RECORD_BYTES] [GROUP] [only: log|redb] [only: always|never]`
 //! (defaults 20000 records of 4096 bytes in groups of 8).
@@ -138,6 +141,30 @@ fn redb_run(records: usize, payload: &[u8], group: usize, always: bool) -> Run {
     })
 }
 
+/// What a restart costs: writes `records` and leaves them unacknowledged,
+/// then times reopening the log, which checks and replays every one.
+fn log_replay(records: usize, payload: &[u8]) -> (Run, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = Log::open(dir.path(), LogOptions::default(), |_, _| {}).unwrap();
+        let record: [&[u8]; 1] = [payload];
+        let parts: Vec<&[&[u8]]> = vec![&record[..]; 64];
+        for _ in 0..records / 64 {
+            log.append_batch(&parts).unwrap();
+        }
+    }
+    let mut replayed = 0u64;
+    let run = measure(|| {
+        let (_log, report) = Log::open(dir.path(), LogOptions::default(), |_, payload| {
+            replayed += payload.len() as u64;
+        })
+        .unwrap();
+        assert_eq!(report.records as usize, records / 64 * 64);
+        None
+    });
+    (run, replayed)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -162,6 +189,18 @@ fn main() {
         "| store | fsync | MB/s (payload) | CPU µs/record | written to disk (MB) | syncs (log's count) |"
     );
     println!("|---|---|---:|---:|---:|---:|");
+    if only_store.as_deref() != Some("redb") && only_policy.is_none() {
+        let (run, bytes) = log_replay(records, &payload);
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        println!(
+            "reopen (replay and check every record, page cache warm): {:.0} MB in {:?}, \
+             {:.2} s and {:.2} CPU-s per GiB",
+            bytes as f64 / 1e6,
+            run.wall,
+            run.wall.as_secs_f64() / gib,
+            run.cpu_ns as f64 / 1e9 / gib,
+        );
+    }
     for (store, run) in [
         ("log", log_run as fn(usize, &[u8], usize, bool) -> Run),
         ("redb", redb_run),

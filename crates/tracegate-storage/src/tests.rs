@@ -163,20 +163,11 @@ fn damage_in_an_earlier_segment_loses_exactly_the_rest_of_it() {
     drop(log);
     let files = segments(dir.path());
     let second = &files[1];
-    let base: u64 = second
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let next: u64 = files[2]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let base_of = |path: &PathBuf| -> u64 {
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        stem.parse().unwrap()
+    };
+    let (base, next) = (base_of(second), base_of(&files[2]));
     // Flip a byte in the second record of the second segment.
     let mut data = std::fs::read(second).unwrap();
     let first_len = u32::from_le_bytes(data[16..20].try_into().unwrap()) as usize;

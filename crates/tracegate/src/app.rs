@@ -1,7 +1,10 @@
 //! Wiring a loaded [`Config`] into running components, and taking them down
-//! in order on shutdown: stop accepting, flush processors, drain exporters.
+//! in order on shutdown: report unhealthy, wait the drain delay, stop
+//! accepting, flush processors, drain exporters, all within the grace
+//! period.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +17,7 @@ use tracegate_pipeline::context::BuildContext;
 use tracegate_pipeline::exporter::{ExporterHandle, Fanout};
 use tracegate_pipeline::file_storage::Storages;
 use tracegate_pipeline::health::Readiness;
+use tracegate_pipeline::memory::Allocator;
 use tracegate_pipeline::processor::Processor;
 use tracegate_pipeline::receiver::RunningReceiver;
 use tracegate_pipeline::telemetry::MetricsServer;
@@ -30,7 +34,7 @@ pub struct StartError(String);
 pub struct Running {
     receivers: Vec<(ComponentId, RunningReceiver)>,
     /// Each pipeline's processors, first stage first.
-    pipelines: Vec<Vec<Arc<dyn Processor>>>,
+    pipelines: Vec<Vec<(ComponentId, Arc<dyn Processor>)>>,
     exporters: Vec<(ComponentId, ExporterHandle)>,
     readiness: Readiness,
     stop_receivers: CancellationToken,
@@ -60,12 +64,13 @@ impl Consumer for PipelineFanout {
 
 /// Starts every component of `config`. Listeners are bound before this
 /// returns, so a port in use is an error here, not later. The memory
-/// limiter calls `release_memory` (the allocator's way of returning freed
-/// memory to the OS), if given, where the collector forces a GC.
+/// limiter measures the `allocator`'s live bytes, if given (else the
+/// resident set), and has it return freed memory where the collector
+/// forces a GC.
 pub async fn start(
     config: &Config,
     prometheus: PrometheusHandle,
-    release_memory: Option<fn()>,
+    allocator: Option<Allocator>,
 ) -> Result<Running, StartError> {
     let stop_telemetry = CancellationToken::new();
     let stop_receivers = CancellationToken::new();
@@ -74,7 +79,7 @@ pub async fn start(
     // What the components share; extensions run until the very end,
     // receivers stop first.
     let mut ctx = BuildContext {
-        release_memory,
+        allocator,
         readiness: readiness.clone(),
         shutdown: stop_telemetry.clone(),
         ..BuildContext::default()
@@ -151,7 +156,7 @@ pub async fn start(
                 .build(&id.to_string(), next, &ctx)
                 .map_err(|e| StartError(e.to_string()))?;
             next = stage.clone();
-            stages.push(stage.clone());
+            stages.push((id.clone(), stage.clone()));
             to_ready.push((id, stage));
         }
         stages.reverse();
@@ -161,15 +166,24 @@ pub async fn start(
         }
     }
 
-    // Processors that must finish something first (resource detection)
-    // do so before any receiver listens; a failure stops startup, as in
-    // the collector.
+    // Processors and exporters that must finish something first (resource
+    // detection, a load balancer's first member list) do so before any
+    // receiver listens; a failure stops startup, as in the collector.
     let readies = to_ready.iter().map(|(id, stage)| async move {
         stage
             .ready()
             .await
             .map_err(|e| StartError(format!("processors::{id}: {e}")))
     });
+    let exporters_ready = exporters.iter().map(|(id, handle)| async move {
+        handle
+            .ready()
+            .await
+            .map_err(|e| StartError(format!("exporters::{id}: {e}")))
+    });
+    for result in futures::future::join_all(exporters_ready).await {
+        result?;
+    }
     for result in futures::future::join_all(readies).await {
         result?;
     }
@@ -211,17 +225,53 @@ pub async fn start(
     })
 }
 
+/// How long shutdown may take, and how it spends the time.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownTimes {
+    /// Everything, from the signal to the end: the process exits within it.
+    pub grace: Duration,
+    /// The first part of `grace`: health reports 503 while receivers still
+    /// take data, so that load balancers (a Kubernetes Service's endpoints)
+    /// stop sending before the listeners close.
+    pub drain_delay: Duration,
+}
+
+impl ShutdownTimes {
+    /// The end of the grace period kept back for counting what is left and
+    /// exiting: a tenth of it, at most a second.
+    pub fn reserve(&self) -> Duration {
+        (self.grace / 10).min(Duration::from_secs(1))
+    }
+}
+
 impl Running {
-    /// Stops accepting, passes on what processors hold, and drains exporter
-    /// queues, all within `grace`; what is left then is counted as dropped
-    /// by the exporters.
-    pub async fn shutdown(self, grace: Duration) {
-        let deadline = Instant::now() + grace;
+    /// Takes the process down within `times.grace` (docs/architecture.md,
+    /// "Startup and shutdown"): `health_check` reports 503 at once; the
+    /// receivers keep taking data for `times.drain_delay`, or until
+    /// `cut_short` resolves; then they stop accepting and finish what is in
+    /// flight; every processor passes on what it holds; last the
+    /// exporters get what is left of the period to deliver their queues, and
+    /// count what they could not as dropped (`reason="shutdown"`). That
+    /// last call, [`ExporterHandle::shutdown`], is where an exporter that
+    /// keeps its queue on disk leaves there what it cannot deliver in time:
+    /// nothing flows into it any more by then. Every step is bounded by the
+    /// period less [`ShutdownTimes::reserve`].
+    pub async fn shutdown(self, times: ShutdownTimes, cut_short: impl Future<Output = ()>) {
+        let deadline = Instant::now() + times.grace.saturating_sub(times.reserve());
+        let left = || deadline.saturating_duration_since(Instant::now());
         self.readiness.set(false);
+        let drain = times.drain_delay.min(left());
+        if !drain.is_zero() {
+            tracing::info!(drain_delay = ?drain, "health check reports unavailable; receivers still take data until the drain delay is over");
+            tokio::select! {
+                _ = tokio::time::sleep(drain) => {}
+                _ = cut_short => tracing::info!("a second signal: closing the listeners now"),
+            }
+        }
+        tracing::info!("closing the listeners");
         self.stop_receivers.cancel();
         for (id, receiver) in self.receivers {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(left, receiver.stopped())
+            if tokio::time::timeout(left(), receiver.stopped())
                 .await
                 .is_err()
             {
@@ -229,11 +279,16 @@ impl Running {
             }
         }
         for stages in &self.pipelines {
-            for stage in stages {
-                stage.flush().await;
+            for (id, stage) in stages {
+                if tokio::time::timeout(left(), stage.flush()).await.is_err() {
+                    tracing::warn!(
+                        processor = %id,
+                        "processor did not pass on what it holds within the grace period"
+                    );
+                }
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = left();
         futures::future::join_all(self.exporters.iter().map(|(_, h)| h.shutdown(left))).await;
         self.stop_telemetry.cancel();
     }

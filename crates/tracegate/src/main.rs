@@ -30,10 +30,23 @@ struct Cli {
     /// honours `confmap.enableMergeAppendOption`; others are warned about.
     #[arg(long, global = true, value_name = "GATES")]
     feature_gates: Vec<String>,
-    /// How long shutdown may take to flush batches and drain exporter
-    /// queues after SIGTERM/SIGINT (Go duration syntax).
+    /// How long shutdown may take after SIGTERM/SIGINT, drain delay
+    /// included: the process exits within it (Go duration syntax).
     #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
     shutdown_grace: Duration,
+    /// After SIGTERM: how long the health check reports 503 while
+    /// receivers still take data, before the listeners close, so that a
+    /// Kubernetes Service stops sending first. Part of the grace period.
+    /// SIGINT, or a second signal, skips it.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    shutdown_drain_delay: Duration,
+    /// Worker threads of the runtime that runs every receiver, processor
+    /// and exporter. Default: one per CPU the process may use (its CPU
+    /// affinity and cgroup quota). Set it where other work owns the CPUs,
+    /// such as a GPU node.
+    #[arg(long, value_name = "N", global = true,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -177,9 +190,9 @@ fn config_path(path: &str) -> PathBuf {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let prometheus = tracegate_pipeline::telemetry::install_recorder();
     #[cfg(feature = "jemalloc")]
-    let release_memory: Option<fn()> = Some(jemalloc::purge_arenas);
+    let allocator = Some(jemalloc::hooks());
     #[cfg(not(feature = "jemalloc"))]
-    let release_memory: Option<fn()> = None;
+    let allocator = None;
     let loaded = match config::load_sources(&cli.sources()) {
         Ok(l) => l,
         Err(e) => {
@@ -199,33 +212,87 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.worker_threads {
+        runtime.worker_threads(usize::from(threads));
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let running = tracegate::app::start(&loaded.config, prometheus, release_memory).await?;
+    let grace = cli.shutdown_grace;
+    let worker_threads = runtime.metrics().num_workers();
+    let stopped_by = runtime.block_on(async move {
+        // Listening before "ready", so that a signal right after it is not
+        // the default action (an exit without shutdown).
+        let mut signals = Signals::new()?;
+        let running = tracegate::app::start(&loaded.config, prometheus, allocator).await?;
         for (component, protocol, address) in &running.listening {
             tracing::info!(component = %component, protocol, address = %address, "listening");
         }
-        tracing::info!("tracegate is ready");
-        wait_for_signal().await?;
-        tracing::info!(grace = ?cli.shutdown_grace, "shutting down");
-        running.shutdown(cli.shutdown_grace).await;
-        tracing::info!("stopped");
-        anyhow::Ok(())
-    })
+        tracing::info!(worker_threads, "tracegate is ready");
+        let signal = signals.next().await;
+        let stop_by = std::time::Instant::now() + grace;
+        exit_at(stop_by);
+        // An interactive Ctrl-C has no load balancer to wait for.
+        let drain_delay = match signal {
+            Signal::Terminate => cli.shutdown_drain_delay,
+            Signal::Interrupt => Duration::ZERO,
+        };
+        tracing::info!(?signal, ?grace, ?drain_delay, "shutting down");
+        let times = tracegate::app::ShutdownTimes { grace, drain_delay };
+        running
+            .shutdown(times, async move {
+                signals.next().await;
+            })
+            .await;
+        anyhow::Ok(stop_by)
+    })?;
+    // Tasks that are still running (a connection, a processor that did not
+    // finish) do not hold the exit past the grace period.
+    runtime.shutdown_timeout(stopped_by.saturating_duration_since(std::time::Instant::now()));
+    tracing::info!("stopped");
+    Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// The last resort: if shutdown has not ended when the grace period does
+/// (each step is bounded, but an exporter's final close or a blocking call
+/// could still hang), the process exits with status 1.
+fn exit_at(deadline: std::time::Instant) {
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+        tracing::error!("shutdown did not finish within the grace period; exiting");
+        std::process::exit(1);
+    });
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Terminate,
+    Interrupt,
+}
+
+/// SIGTERM and SIGINT, listened for once and then awaited as often as needed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Terminate,
+            _ = self.int.recv() => Signal::Interrupt,
+        }
+    }
 }
 
 #[cfg(test)]

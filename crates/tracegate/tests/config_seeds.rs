@@ -64,7 +64,13 @@ const JAEGER_V2_WARNINGS: &[&str] = &[
     "service::pipelines::metrics::receivers[0]",
 ];
 
-const DAEMONSET_WARNINGS: &[&str] = &["exporters::prometheus", "service::pipelines::metrics"];
+/// Its `memory_limiter` comes first, so its refusals reach the `otlp`
+/// receiver, whose answers carry a retry delay the collector does not send.
+const DAEMONSET_WARNINGS: &[&str] = &[
+    "receivers::otlp",
+    "exporters::prometheus",
+    "service::pipelines::metrics",
+];
 
 const SEEDS: &[Seed] = &[
     Seed {

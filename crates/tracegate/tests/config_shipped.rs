@@ -1,6 +1,9 @@
 //! The configs tracegate ships load: the embedded default and every config
 //! under `config/` and in the Kubernetes ConfigMaps under `deploy/`, each
-//! without an error or a single warning.
+//! without an error or a single warning. (The overlays' ConfigMaps are
+//! generated from `config/`; `tests/e2e/deploy/` renders them and checks
+//! them again as rendered, and checks the seed example under
+//! `deploy/kubernetes/examples`, whose config keeps the seed's warnings.)
 
 use std::path::{Path, PathBuf};
 
@@ -22,9 +25,10 @@ fn the_embedded_default_loads_cleanly() {
     assert!(!loaded.config.service.pipelines.is_empty());
 }
 
-/// Collector configs in `dir`: plain files, and the values of ConfigMap
-/// data keys ending in `.yaml` in manifests.
-fn shipped_configs(dir: &Path) -> Vec<(String, String)> {
+/// Collector configs in `dir`: plain YAML files if `plain_is_config` (else
+/// they are something else: alerting rules, say), and the values of
+/// ConfigMap data keys ending in `.yaml` in manifests.
+fn shipped_configs(dir: &Path, plain_is_config: bool) -> Vec<(String, String)> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return found;
@@ -32,7 +36,9 @@ fn shipped_configs(dir: &Path) -> Vec<(String, String)> {
     for entry in entries {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            found.extend(shipped_configs(&path));
+            if path.file_name().is_some_and(|n| n != "examples") {
+                found.extend(shipped_configs(&path, plain_is_config));
+            }
             continue;
         }
         if !matches!(
@@ -60,31 +66,61 @@ fn shipped_configs(dir: &Path) -> Vec<(String, String)> {
                     }
                 }
             }
-        } else {
+        } else if plain_is_config {
             found.push((name, text));
         }
     }
     found
 }
 
+/// The warnings a shipped config gives on purpose: the node agent uses the
+/// `k8s_api` detector, which tracegate notes starts where the collector's
+/// would refuse to (an unset node variable, an unreachable API); and a
+/// `memory_limiter` first in the pipeline, as recommended, makes refusals
+/// carry a retry delay (issue 15's goodput hint), which the collector does
+/// not send.
+const RETRY_DELAY: &str =
+    "receivers::otlp: when pipeline traces refuses spans (its memory_limiter refuses data)";
+const EXPECTED_WARNINGS: &[(&str, &str)] = &[
+    ("config/agent.yaml", RETRY_DELAY),
+    (
+        "config/agent.yaml",
+        "processors::resource_detection: k8s_api: ",
+    ),
+    ("config/gateway.yaml", RETRY_DELAY),
+    ("config/gpu-node.yaml", RETRY_DELAY),
+];
+
 #[test]
 fn shipped_configs_load_cleanly() {
-    let mut configs = shipped_configs(&repo().join("config"));
-    configs.extend(shipped_configs(&repo().join("deploy")));
+    let mut configs = shipped_configs(&repo().join("config"), true);
+    configs.extend(shipped_configs(&repo().join("deploy"), false));
     let mut names: Vec<&str> = configs.iter().map(|(name, _)| name.as_str()).collect();
     names.sort_unstable();
     assert_eq!(
         names,
         [
+            "config/agent.yaml",
+            "config/container.yaml",
             "config/gateway.yaml",
+            "config/gpu-node.yaml",
             "config/tracegate.yaml",
-            "deploy/kubernetes/agent-daemonset.yaml (config.yaml)",
         ],
         "every shipped config is found (add new ones here)"
     );
     for (name, text) in &configs {
         let loaded = config::load_str(text, name, &no_env).unwrap_or_else(|e| panic!("{e}"));
-        assert!(loaded.warnings.is_empty(), "{name}: {:?}", loaded.warnings);
+        let expected = EXPECTED_WARNINGS
+            .iter()
+            .filter(|(file, _)| file == name)
+            .map(|(_, start)| *start);
+        let mut warnings = loaded.warnings.clone();
+        for start in expected {
+            let at = warnings.iter().position(|w| w.starts_with(start));
+            assert!(at.is_some(), "{name}: no warning {start:?}: {warnings:?}");
+            warnings.remove(at.unwrap());
+        }
+        assert!(warnings.is_empty(), "{name}: {warnings:?}");
         assert!(!loaded.config.service.pipelines.is_empty(), "{name}");
     }
 }

@@ -27,6 +27,11 @@ pub const TELEMETRY: &str = r#"
       address: 127.0.0.1:0
 "#;
 
+/// A config's `receivers:` section: one `otlp` receiver taking gRPC on an
+/// ephemeral port.
+pub const OTLP_GRPC_RECEIVER: &str =
+    "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n";
+
 /// A config's `exporters:` section: one `otlp` exporter sending over
 /// plaintext gRPC to the in-test backend at `sink`.
 pub fn otlp_exporter_to(sink: SocketAddr) -> String {
@@ -52,6 +57,58 @@ pub fn pipeline_to(sink: SocketAddr, sections: &str, receivers: &str, processors
     )
 }
 
+/// What `tracegate validate` said of `yaml`: whether it passed, and its
+/// stdout (the warnings and the verdict) and stderr.
+pub fn validate(yaml: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracegate"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run tracegate validate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An agent's config: OTLP/gRPC in on an ephemeral port, the
+/// `loadbalancing` exporter out, routing by trace id to the gateways
+/// `resolver` finds (its value in YAML flow style, e.g.
+/// `{static: {hostnames: [a, b]}}`) and retrying every 100 to 500 ms for as
+/// long as it takes.
+pub fn agent_config(resolver: &str) -> String {
+    format!(
+        r#"receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:0
+exporters:
+  load_balancing:
+    routing_key: traceID
+    protocol:
+      otlp:
+        tls:
+          insecure: true
+        retry_on_failure:
+          initial_interval: 100ms
+          max_interval: 500ms
+          max_elapsed_time: 0
+    resolver: {resolver}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [load_balancing]
+{TELEMETRY}"#
+    )
+}
+
 impl Gateway {
     /// Writes `yaml` to a temp dir (`{dir}` in it is replaced by that dir's
     /// path) and starts tracegate on it; returns once it reports ready.
@@ -63,7 +120,8 @@ impl Gateway {
         Self::start_with(yaml, args, &[])
     }
 
-    /// Starts with extra arguments and environment variables.
+    /// Starts with extra arguments and environment variables. Shutdown has
+    /// no drain delay unless `args` set one (`--shutdown-drain-delay`).
     pub fn start_with(yaml: &str, args: &[&str], envs: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let yaml = yaml.replace("{dir}", dir.path().to_str().expect("utf-8 temp path"));
@@ -71,13 +129,34 @@ impl Gateway {
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(yaml.as_bytes()))
             .expect("write config");
-        let no_cloud = NoCloud::new();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tracegate"))
+        let drain_delay = if args.iter().any(|a| a.starts_with("--shutdown-drain-delay")) {
+            None
+        } else {
+            Some("--shutdown-drain-delay=0s")
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tracegate"));
+        command
             .arg("--config")
             .arg(&path)
+            .args(drain_delay)
             .args(args)
-            .envs(no_cloud_environment(&no_cloud))
-            .envs(envs.iter().copied())
+            .envs(envs.iter().copied());
+        Self::spawn(command, dir)
+    }
+
+    /// Starts `command` (tracegate, or a program that execs it, with its
+    /// arguments), its detectors kept off the network, and returns once it
+    /// reports ready. `dir` is kept as the gateway's own temp dir.
+    pub fn spawn(mut command: Command, dir: tempfile::TempDir) -> Gateway {
+        let no_cloud = NoCloud::new();
+        // The test's own variables (already on `command`) win.
+        let set: Vec<_> = command.get_envs().map(|(k, _)| k.to_owned()).collect();
+        for (key, value) in no_cloud_environment(&no_cloud) {
+            if !set.iter().any(|k| k == key) {
+                command.env(key, value);
+            }
+        }
+        let mut child = command
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -212,11 +291,22 @@ impl Gateway {
 
     /// Sends SIGTERM and waits (up to `within`) for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_for_exit(within)
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`) without waiting.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (up to `within`) for the process to exit; kills it and panics
+    /// with its logs if it does not.
+    pub fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -225,11 +315,11 @@ impl Gateway {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 panic!(
-                    "tracegate did not exit within {within:?} of SIGTERM:\n{}",
+                    "tracegate did not exit within {within:?} of the signal:\n{}",
                     self.logs().join("\n")
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod python;
 pub mod raw;
 pub mod sink;
 pub mod tls;
+pub mod traces;
 
 /// A file of the repository's `tests/fixtures/` (the seed deployments'
 /// configs and checks, copied in so the tests need nothing outside the
@@ -43,17 +44,25 @@ impl Rng {
 
 /// An encoded OTLP request of one valid span named `name`.
 pub fn one_span_request(name: &str) -> Vec<u8> {
+    spans_request(name, 1)
+}
+
+/// An encoded OTLP request of `n` valid spans of one trace, all named
+/// `name`, with span ids 1 to `n`.
+pub fn spans_request(name: &str, n: u64) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id: vec![1; 16],
-                    span_id: vec![2; 8],
-                    name: name.into(),
-                    start_time_unix_nano: 1,
-                    end_time_unix_nano: 2,
-                    ..Default::default()
-                }],
+                spans: (1..=n)
+                    .map(|i| Span {
+                        trace_id: vec![1; 16],
+                        span_id: i.to_be_bytes().to_vec(),
+                        name: name.into(),
+                        start_time_unix_nano: 1,
+                        end_time_unix_nano: 2,
+                        ..Default::default()
+                    })
+                    .collect(),
                 ..Default::default()
             }],
             ..Default::default()

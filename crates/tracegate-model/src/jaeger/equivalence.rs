@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::proto::{self, PostSpansRequest, SpanRefType, ValueType};
-use super::{batches_from_span_batch, post_spans_requests};
+use super::{batches_from_span_batch, post_spans_requests, post_spans_requests_by_resource};
 use crate::otlp::{
     any_value::Value as V, AnyValue, ArrayValue, Event, ExportTraceServiceRequest,
     InstrumentationScope, KeyValue, KeyValueList, Link, Resource, ResourceSpans, ScopeSpans, Span,
@@ -396,6 +396,36 @@ proptest! {
 #[test]
 fn export_of_an_empty_batch_sends_nothing() {
     assert!(post_spans_requests(&SpanBatch::default()).is_empty());
+}
+
+#[test]
+fn each_request_names_its_resource() {
+    let with_spans = |service: &str| ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![crate::otlp::string_kv("service.name", service)],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans: vec![Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        schema_url: String::new(),
+    };
+    // The middle resource has neither attributes nor scopes: no request.
+    let batch = SpanBatch::from_request(&ExportTraceServiceRequest {
+        resource_spans: vec![with_spans("a"), ResourceSpans::default(), with_spans("c")],
+    });
+    let by_resource = post_spans_requests_by_resource(&batch);
+    let resources: Vec<usize> = by_resource.iter().map(|(r, _)| *r).collect();
+    assert_eq!(resources, vec![0, 2]);
+    let requests: Vec<_> = by_resource.into_iter().map(|(_, b)| b).collect();
+    assert_eq!(requests, post_spans_requests(&batch));
+    let sent = PostSpansRequest::decode(requests[1].clone()).unwrap();
+    assert_eq!(sent.batch.unwrap().process.unwrap().service_name, "c");
 }
 
 #[test]

@@ -66,12 +66,23 @@ const HEADER_ROOM: usize = 11;
 /// bytes `batches_from_span_batch` gives once each `Batch` is wrapped in a
 /// request and encoded. All share one buffer.
 pub fn post_spans_requests(batch: &SpanBatch) -> Vec<Bytes> {
+    post_spans_requests_by_resource(batch)
+        .into_iter()
+        .map(|(_, request)| request)
+        .collect()
+}
+
+/// [`post_spans_requests`], each with the index of the resource it carries
+/// (into [`SpanBatch::resources`]; a resource with neither attributes nor
+/// scopes has no request), so that a sender can tell which spans a failed
+/// request held.
+pub fn post_spans_requests_by_resource(batch: &SpanBatch) -> Vec<(usize, Bytes)> {
     let buf: &[u8] = batch.bytes();
     // Jaeger's encoding of a span is about 1.2× OTLP's.
     let mut out = Vec::with_capacity(buf.len() + buf.len() / 4 + 64);
-    let mut requests: Vec<Range<usize>> = Vec::with_capacity(batch.resources().len());
+    let mut requests: Vec<(usize, Range<usize>)> = Vec::with_capacity(batch.resources().len());
     let mut scratch = Scratch::default();
-    for resource in batch.resources() {
+    for (index, resource) in batch.resources().iter().enumerate() {
         let resource_body = range(&resource.body);
         let has_attributes = resource_attributes(buf, resource_body.clone())
             .next()
@@ -93,10 +104,13 @@ pub fn post_spans_requests(batch: &SpanBatch) -> Vec<Bytes> {
         let start = body_start - 1 - varint_len(body_len as u64);
         out[start] = REQUEST_BATCH;
         write_varint_at(&mut out, start + 1, body_len as u64);
-        requests.push(start..out.len());
+        requests.push((index, start..out.len()));
     }
     let out = Bytes::from(out);
-    requests.into_iter().map(|r| out.slice(r)).collect()
+    requests
+        .into_iter()
+        .map(|(index, r)| (index, out.slice(r)))
+        .collect()
 }
 
 fn range(r: &Range<u32>) -> Range<usize> {

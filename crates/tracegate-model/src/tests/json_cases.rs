@@ -221,6 +221,16 @@ fn errors_say_what_is_wrong_and_where() {
         assert!(e.to_string().contains("array"), "{body}: {e}");
     }
 
+    // A bare `null` is an empty request, as the collector reads it; other
+    // scalars are not requests.
+    for body in ["null", " null\n"] {
+        let batch = SpanBatch::from_json(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert!(batch.is_empty(), "{body}");
+    }
+    for body in ["nul", "null null", "true", "0", "\"x\""] {
+        assert!(matches!(err(body), JsonError::Invalid { .. }), "{body}");
+    }
+
     let e = err(r#"{"resourceSpans": []} trailing"#);
     assert!(e.to_string().contains("trailing"), "{e}");
 

@@ -84,6 +84,27 @@ fn select_ignores_order_duplicates_and_out_of_range_indices() {
 }
 
 #[test]
+fn select_resources_keeps_whole_resources_in_the_batchs_order() {
+    let (req, batch) = sample();
+    let second = batch.select_resources(&[1, 7]);
+    assert_eq!(second.to_request(), expected_subset(&req, &[4, 5]));
+    assert_index_consistent(&second);
+    let both = batch.select_resources(&[1, 0]);
+    assert_eq!(both.bytes().as_ptr(), batch.bytes().as_ptr());
+    assert!(batch.select_resources(&[]).is_empty());
+    // A resource without spans contributes nothing.
+    let bare = scan_request(&request(vec![
+        (vec![str_kv("service.name", "empty")], vec![]),
+        (
+            vec![str_kv("service.name", "c")],
+            vec![vec![span(9, 9, "c1")]],
+        ),
+    ]));
+    assert!(bare.select_resources(&[0]).is_empty());
+    assert_eq!(bare.select_resources(&[0, 1]).len(), 1);
+}
+
+#[test]
 fn a_subset_copies_instead_of_pinning_the_request() {
     let (_, batch) = sample();
     let one = batch.select(&[3]);
@@ -103,6 +124,41 @@ fn subsets_of_subsets_stay_consistent() {
     let second = first.select(&[1, 3]);
     assert_eq!(second.to_request(), expected_subset(&req, &[2, 5]));
     assert_index_consistent(&second);
+}
+
+/// What the load-balancing exporter does with a batch: every span lands in
+/// exactly one part, in order, with its resource and scope.
+#[test]
+fn partition_puts_every_span_in_its_part_once() {
+    let (req, batch) = sample();
+    // By trace id: traces 1 and 4 to part 0, trace 3 to part 1, trace 2 to part 2.
+    let parts = batch.partition(3, |_, s| match s.trace_id[0] {
+        1 | 4 => 0,
+        2 => 2,
+        _ => 1,
+    });
+    assert_eq!(parts.len(), 3);
+    assert_eq!(parts[0].to_request(), expected_subset(&req, &[0, 1, 4, 5]));
+    assert_eq!(parts[1].to_request(), expected_subset(&req, &[3]));
+    assert_eq!(parts[2].to_request(), expected_subset(&req, &[2]));
+    for part in &parts {
+        assert_index_consistent(part);
+    }
+    assert_eq!(parts.iter().map(SpanBatch::len).sum::<usize>(), batch.len());
+
+    // A part that takes everything shares the bytes; the others are empty.
+    let whole = batch.partition(4, |_, _| 2);
+    assert_eq!(whole[2].bytes().as_ptr(), batch.bytes().as_ptr());
+    assert!(whole[0].is_empty() && whole[1].is_empty() && whole[3].is_empty());
+    assert_eq!(whole[0].encoded_len(), 0);
+    // The span index is passed along.
+    let by_index = batch.partition(2, |i, _| i % 2);
+    assert_eq!(by_index[0].to_request(), expected_subset(&req, &[0, 2, 4]));
+    assert_eq!(by_index[1].to_request(), expected_subset(&req, &[1, 3, 5]));
+    assert!(SpanBatch::default()
+        .partition(2, |_, _| 0)
+        .iter()
+        .all(SpanBatch::is_empty));
 }
 
 #[test]

@@ -93,6 +93,14 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
+    /// No queue: the pipeline waits for each export.
+    pub fn off() -> Self {
+        QueueConfig {
+            enabled: false,
+            ..QueueConfig::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ComponentError> {
         // Refused whether or not the queue is enabled: never ignored.
         if self.wait_for_result {

@@ -63,7 +63,7 @@ impl Consumer for Fanout {
         }
         if taken > 0 {
             for (exporter, refusal) in &refused {
-                exporter.record_dropped(refusal.drop_reason(), spans);
+                exporter.record_dropped(refusal.drop_reason(), refusal.undelivered(spans));
             }
             return Ok(());
         }

@@ -18,7 +18,7 @@ use super::backoff::Backoff;
 use super::delivery::{QueueConfig, RetryConfig};
 use super::queue::PushError;
 use super::sending_queue::{Leftover, SendingQueue};
-use super::{Delivered, ExportError, Exporter};
+use super::{Delivered, ExportError, Exporter, PartialFailure};
 use crate::telemetry::names;
 
 /// Why spans handed to an exporter were not exported; the `reason` label of
@@ -95,6 +95,9 @@ pub enum Refusal {
         message: String,
         /// The backend's status when it refused the data for good.
         code: Option<tonic::Code>,
+        /// Spans not delivered: fewer than the batch's when part of it was
+        /// delivered before the rest failed.
+        spans: u64,
     },
 }
 
@@ -105,6 +108,14 @@ impl Refusal {
             Refusal::QueueFull => DropReason::QueueFull,
             Refusal::ShuttingDown => DropReason::Shutdown,
             Refusal::Failed { reason, .. } => *reason,
+        }
+    }
+
+    /// How many of the batch's `spans` were not delivered.
+    pub fn undelivered(&self, spans: u64) -> u64 {
+        match self {
+            Refusal::Failed { spans: left, .. } => *left,
+            _ => spans,
         }
     }
 }
@@ -204,7 +215,7 @@ impl ExporterHandle {
         if let Some(q) = &shared.queue {
             metrics::gauge!(names::EXPORTER_QUEUE_CAPACITY, "exporter" => id.to_string())
                 .set(q.capacity() as f64);
-            shared.metrics.queue_size.set(q.len() as f64);
+            shared.metrics.queue_size.set(q.size() as f64);
             for _ in 0..num_consumers.max(1) {
                 shared.tasks.spawn(consume_queue(shared.clone()));
             }
@@ -215,6 +226,12 @@ impl ExporterHandle {
     /// The component id, e.g. `otlp/tempo`.
     pub fn id(&self) -> &str {
         &self.shared.id
+    }
+
+    /// Waits until the exporter is ready to export (see
+    /// [`Exporter::ready`]); startup awaits it before receivers listen.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.shared.exporter.ready().await
     }
 
     /// Whether batches go through a queue (else [`send`](Self::send) exports
@@ -281,20 +298,28 @@ impl ExporterHandle {
         if shared.closed.load(Ordering::Acquire) {
             return Err(Refusal::ShuttingDown);
         }
-        let spans = batch.len() as u64;
+        let batch_spans = batch.len() as u64;
         let shared2 = shared.clone();
-        let outcome = shared
+        let (outcome, spans) = shared
             .tasks
             .track_future(async move {
-                tokio::select! {
+                let mut owed = batch;
+                let outcome = tokio::select! {
                     biased;
                     _ = shared2.stop.cancelled() => None,
-                    outcome = deliver(&shared2, &batch) => Some(outcome),
-                }
+                    outcome = deliver(&shared2, &mut owed) => Some(outcome),
+                };
+                (outcome, owed.len() as u64)
             })
             .await;
         match outcome {
-            None => Err(Refusal::ShuttingDown),
+            None if spans == batch_spans => Err(Refusal::ShuttingDown),
+            None => Err(Refusal::Failed {
+                reason: DropReason::Shutdown,
+                message: "shutting down".into(),
+                code: None,
+                spans,
+            }),
             Some(Ok(delivered)) => {
                 record_delivered(shared, spans, &delivered);
                 Ok(())
@@ -313,6 +338,7 @@ impl ExporterHandle {
                     reason,
                     message,
                     code,
+                    spans,
                 })
             }
         }
@@ -331,6 +357,7 @@ impl ExporterHandle {
     /// (a persistent queue keeps it on disk for the next start instead).
     /// Later calls wait for the first one's work.
     pub async fn shutdown(&self, grace: Duration) {
+        let started = Instant::now();
         let shared = &self.shared;
         let first = !shared.closed.swap(true, Ordering::AcqRel);
         if let Some(queue) = &shared.queue {
@@ -366,7 +393,10 @@ impl ExporterHandle {
                 Leftover::Stored(..) => {}
             }
         }
-        shared.exporter.shutdown().await;
+        shared
+            .exporter
+            .shutdown_within(grace.saturating_sub(started.elapsed()))
+            .await;
     }
 }
 
@@ -382,18 +412,22 @@ async fn consume_queue(shared: Arc<Shared>) {
         };
         let Some((item, left)) = next else { break };
         shared.metrics.queue_size.set(left as f64);
-        let spans = item.batch.len() as u64;
+        // What is still owed of the batch: `deliver` shrinks it to what was
+        // not delivered. A persistent queue keeps the whole entry until it
+        // is done, so a restart after a partial failure resends it whole.
+        let mut owed = item.batch.clone();
         let outcome = tokio::select! {
             biased;
             _ = shared.stop.cancelled() => {
                 // A persistent queue still holds it: sent after a restart.
                 if !queue.is_persistent() {
-                    shared.metrics.dropped[DropReason::Shutdown.index()].increment(spans);
+                    shared.metrics.dropped[DropReason::Shutdown.index()].increment(owed.len() as u64);
                 }
                 break;
             }
-            outcome = deliver(&shared, &item.batch) => outcome,
+            outcome = deliver(&shared, &mut owed) => outcome,
         };
+        let spans = owed.len() as u64;
         match outcome {
             Ok(delivered) => record_delivered(&shared, spans, &delivered),
             Err(Undelivered {
@@ -441,8 +475,11 @@ struct Undelivered {
 /// One batch with retries, as exporterhelper's retry sender: permanent
 /// errors end at once; retryable ones wait the backoff (or the server's
 /// longer delay) until the next attempt would start after
-/// `max_elapsed_time`.
-async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, Undelivered> {
+/// `max_elapsed_time`. After a partial failure only the part not delivered
+/// is retried: the delivered part is counted as sent at once, and `owed`
+/// shrinks to the rest, so that when this returns (or is cancelled) `owed`
+/// holds what the outcome is about.
+async fn deliver(shared: &Shared, owed: &mut Arc<SpanBatch>) -> Result<Delivered, Undelivered> {
     let started = Instant::now();
     let mut backoff: Option<Backoff> = None;
     let failed = |reason, message, code| Undelivered {
@@ -451,7 +488,23 @@ async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, Undeli
         code,
     };
     loop {
-        let (message, server_delay) = match shared.exporter.export(batch).await {
+        let mut result = shared.exporter.export(owed).await;
+        while let Err(ExportError::Partial(partial)) = result {
+            let PartialFailure {
+                delivered,
+                remaining,
+                error,
+            } = *partial;
+            let sent = owed.len().saturating_sub(remaining.len());
+            record_delivered(shared, sent as u64, &delivered);
+            *owed = Arc::new(remaining);
+            result = if owed.is_empty() {
+                Ok(Delivered::default())
+            } else {
+                Err(error)
+            };
+        }
+        let (message, server_delay) = match result {
             Ok(delivered) => return Ok(delivered),
             Err(ExportError::Permanent(message)) => {
                 return Err(failed(DropReason::PermanentError, message, None))
@@ -463,6 +516,10 @@ async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, Undeli
                 message,
                 retry_after,
             }) => (message, retry_after),
+            // Not reached: unwrapped above.
+            Err(error @ ExportError::Partial(_)) => {
+                return Err(failed(DropReason::PermanentError, error.to_string(), None))
+            }
         };
         if !shared.retry.enabled {
             return Err(failed(DropReason::RetryDisabled, message, None));
@@ -478,7 +535,7 @@ async fn deliver(shared: &Shared, batch: &SpanBatch) -> Result<Delivered, Undeli
             return Err(failed(DropReason::RetriesExhausted, message, None));
         }
         tracing::info!(
-            exporter = %shared.id, error = %message, interval = ?delay,
+            exporter = %shared.id, spans = owed.len(), error = %message, interval = ?delay,
             "Exporting failed. Will retry the request after interval."
         );
         tokio::time::sleep(delay).await;

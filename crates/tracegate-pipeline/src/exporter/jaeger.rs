@@ -4,12 +4,13 @@
 //! written straight from their OTLP bytes, one `PostSpans` call per
 //! resource, several in flight. Connection, TLS, headers, compression,
 //! timeout and the decision of what is retried are the OTLP gRPC
-//! exporter's.
+//! exporter's. Unlike the collector's exporter, which sent the whole batch
+//! again when one call failed, a retry repeats only the calls that failed.
 
 use super::delivery::QueueConfig;
 use async_trait::async_trait;
-use futures::{future, stream, StreamExt, TryStreamExt};
-use tracegate_model::jaeger::post_spans_requests;
+use futures::{future, stream, StreamExt};
+use tracegate_model::jaeger::post_spans_requests_by_resource;
 use tracegate_model::SpanBatch;
 
 use super::otlp_grpc::{self, OtlpGrpcExporter};
@@ -66,19 +67,72 @@ impl JaegerExporter {
 #[async_trait]
 impl Exporter for JaegerExporter {
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
-        // A failure part-way resends the resources already sent when the
-        // batch is retried, as the collector's exporter did: Jaeger stores
-        // spans by id, so a repeat overwrites rather than duplicates.
+        let requests = post_spans_requests_by_resource(batch);
+        let calls = requests.len();
         // Several calls share the connection at once: one at a time, the
-        // round trips (one per resource) set the exporter's pace.
-        stream::iter(post_spans_requests(batch))
-            .map(|request| self.grpc.unary(POST_SPANS_PATH, request))
+        // round trips (one per resource) set the exporter's pace. Every
+        // call runs to its answer, so that what arrived is known, and the
+        // resources whose calls failed are all that is owed.
+        let mut failed: Vec<(usize, ExportError)> = stream::iter(requests)
+            .map(|(resource, request)| async move {
+                (resource, self.grpc.unary(POST_SPANS_PATH, request).await)
+            })
             .buffer_unordered(POST_SPANS_IN_FLIGHT)
             // PostSpansResponse has no fields: nothing to read.
-            .try_for_each(|_| future::ready(Ok(())))
-            .await?;
-        Ok(Delivered::default())
+            .filter_map(|(resource, outcome)| future::ready(outcome.err().map(|e| (resource, e))))
+            .collect()
+            .await;
+        failed.sort_unstable_by_key(|(resource, _)| *resource);
+        let resources: Vec<usize> = failed.iter().map(|(resource, _)| *resource).collect();
+        let Some(error) = one_error(failed.into_iter().map(|(_, e)| e).collect(), calls) else {
+            return Ok(Delivered::default());
+        };
+        if resources.len() == calls {
+            return Err(error);
+        }
+        let remaining = batch.select_resources(&resources);
+        if remaining.is_empty() {
+            // Only calls for resources without spans failed: nothing is owed.
+            return Ok(Delivered::default());
+        }
+        Err(ExportError::partial(Delivered::default(), remaining, error))
     }
+}
+
+/// The error of a batch's failed calls (none if none failed): retryable if
+/// any of them is (with the longest delay a server asked for), as a retry
+/// may deliver that one; else the first one's.
+fn one_error(errors: Vec<ExportError>, calls: usize) -> Option<ExportError> {
+    let failed = errors.len();
+    let retry_after = errors
+        .iter()
+        .filter_map(|e| match e {
+            ExportError::Retryable { retry_after, .. } => *retry_after,
+            _ => None,
+        })
+        .max();
+    let chosen = errors
+        .iter()
+        .position(|e| matches!(e, ExportError::Retryable { .. }))
+        .unwrap_or(0);
+    let of_calls = |message: String| {
+        if calls > 1 {
+            format!("{message} ({failed} of {calls} PostSpans calls failed)")
+        } else {
+            message
+        }
+    };
+    Some(match errors.into_iter().nth(chosen)? {
+        ExportError::Retryable { message, .. } => ExportError::Retryable {
+            message: of_calls(message),
+            retry_after,
+        },
+        ExportError::Rejected { code, message } => ExportError::Rejected {
+            code,
+            message: of_calls(message),
+        },
+        other => other,
+    })
 }
 
 impl super::BuildExporter for Config {

@@ -1,7 +1,8 @@
 //! Exporters: the fan-out (one `Arc`'d batch to every exporter of a
 //! pipeline), each exporter's bounded queue with its own consumer tasks and
 //! retry ([`ExporterHandle`]), and the exporters themselves: OTLP/gRPC,
-//! OTLP/HTTP, Jaeger gRPC, `debug` and `file`.
+//! OTLP/HTTP, Jaeger gRPC, `debug`, `file`, and `loadbalancing`, which
+//! routes over OTLP/gRPC exporters of its own.
 
 mod backoff;
 pub mod debug;
@@ -10,8 +11,13 @@ mod fanout;
 pub mod file;
 mod handle;
 pub mod jaeger;
+#[cfg(test)]
+mod jaeger_flaky_tests;
+pub mod loadbalancing;
 pub mod otlp_grpc;
 pub mod otlp_http;
+#[cfg(test)]
+mod partial_tests;
 mod persistent;
 #[cfg(test)]
 mod persistent_tests;
@@ -57,7 +63,58 @@ pub enum ExportError {
     /// gets the same code (see [`crate::consumer::ConsumeError::Rejected`]).
     #[error("{message}")]
     Rejected { code: tonic::Code, message: String },
+    /// Part of the batch was delivered and the rest was not: see
+    /// [`PartialFailure`]. Built with [`ExportError::partial`].
+    #[error("{0}")]
+    Partial(Box<PartialFailure>),
 }
+
+impl ExportError {
+    /// Some of a batch was delivered: `remaining` holds the spans that were
+    /// not, and `error` says why (see [`PartialFailure`]).
+    pub fn partial(delivered: Delivered, remaining: SpanBatch, error: ExportError) -> ExportError {
+        ExportError::Partial(Box::new(PartialFailure {
+            delivered,
+            remaining,
+            error,
+        }))
+    }
+}
+
+/// An export that went out as several requests (`jaeger`: one per
+/// resource; a load balancer: one per backend) of which only some failed.
+/// The spans of the batch not in `remaining` were delivered, and stay
+/// delivered: only `remaining` is retried, so a retry repeats no request
+/// the backend accepted. A persistent queue keeps `remaining` in place of
+/// the batch.
+///
+/// `error` decides what happens to `remaining`, as it would to a whole
+/// batch: `Retryable` retries it after the backoff (honouring
+/// `retry_after`); `Permanent` or `Rejected` drops it and counts it. When
+/// some requests failed retryably and others for good, an exporter reports
+/// a retryable error for all of them: the ones refused for good are
+/// refused again on the retry and dropped then.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error} ({} spans not delivered, the rest delivered)", remaining.len())]
+pub struct PartialFailure {
+    /// What the backend said about the requests it accepted (an OTLP
+    /// backend's partial successes).
+    pub delivered: Delivered,
+    /// The spans not delivered, as a batch of their own.
+    pub remaining: SpanBatch,
+    /// Why `remaining` was not delivered.
+    pub error: ExportError,
+}
+
+impl PartialEq for PartialFailure {
+    fn eq(&self, other: &PartialFailure) -> bool {
+        self.delivered == other.delivered
+            && self.error == other.error
+            && self.remaining.bytes() == other.remaining.bytes()
+    }
+}
+
+impl Eq for PartialFailure {}
 
 /// A send the backend accepted. OTLP allows a partial success: the request
 /// was taken but some spans were rejected.
@@ -81,10 +138,27 @@ impl Delivered {
 /// (or, without a queue, by the pipeline), possibly concurrently.
 #[async_trait]
 pub trait Exporter: Send + Sync + 'static {
+    /// Sends `batch`. An exporter that sends it as several requests reports
+    /// requests that failed beside others that succeeded as
+    /// [`ExportError::Partial`], so that only those are retried.
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError>;
+
+    /// Awaited once at startup, before any receiver listens: an exporter
+    /// that must learn something first (the `loadbalancing` exporter its
+    /// first member list) does so here. `Err` stops startup, saying why.
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Called once after the queue is drained: flush and close.
     async fn shutdown(&self) {}
+
+    /// [`shutdown`](Self::shutdown), told what is left of the grace
+    /// period; for exporters that drain queues of their own (the
+    /// `loadbalancing` exporter's backends).
+    async fn shutdown_within(&self, _grace: Duration) {
+        self.shutdown().await
+    }
 }
 
 /// An exporter that could not start (a TLS file missing, a file path that
@@ -128,6 +202,9 @@ impl<'a> Built<'a> {
 
 component_registry! {
     /// An exporter's typed config, chosen by the component type.
+    // A config is parsed once and read at startup; its size does not
+    // matter, and boxing the larger variants would only add indirection.
+    #[allow(clippy::large_enum_variant)]
     #[derive(Debug, Clone, PartialEq)]
     pub enum ExporterConfig: "exporter", dyn BuildExporter {
         OtlpGrpc(otlp_grpc::Config) = "otlp" | "otlp_grpc" | "tempo"
@@ -140,9 +217,10 @@ component_registry! {
             => "Writes OTLP/JSON or protobuf records to a file, with rotation.",
         Jaeger(jaeger::Config) = "jaeger", parse jaeger::config_from_value
             => "Jaeger api_v2 over gRPC (`PostSpans`).",
+        LoadBalancing(loadbalancing::Config) = "loadbalancing" | "load_balancing"
+            => "Routes each trace (or service, resource, attributes) to one backend of a fleet over OTLP/gRPC.",
     }
     not built: [
-        "loadbalancing",
         "kafka",
         "zipkin",
         "prometheusremotewrite",

@@ -9,9 +9,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
@@ -72,11 +73,13 @@ pub struct Config {
     pub retry_on_failure: RetryConfig,
     /// HTTP/2 keepalive pings. Default off (as the collector's OTLP exporter).
     pub keepalive: Option<KeepaliveConfig>,
-    /// gRPC load-balancing policy. `pick_first`: one connection to the
-    /// endpoint. `round_robin`: one connection per address the endpoint's
-    /// name resolves to (re-resolved every 30 s), calls taken in turn.
-    /// Default `pick_first`.
-    #[serde(default)]
+    /// gRPC load-balancing policy. `round_robin`: one connection per
+    /// address the endpoint's name resolves to (re-resolved every 30 s),
+    /// calls taken in turn by the addresses that connect. `pick_first` (or
+    /// `""`, which leaves the choice to grpc-go's default): one connection
+    /// to the endpoint. Default `round_robin`, as the collector's `otlp`
+    /// exporter since v0.145.0.
+    #[serde(default = "default_balancer_name")]
     pub balancer_name: String,
     /// Overrides the `:authority` of requests. Default the endpoint.
     pub authority: Option<String>,
@@ -88,23 +91,24 @@ pub struct Config {
     pub write_buffer_size: Option<usize>,
     /// Accepted for compatibility; no effect. Default 0.
     pub read_buffer_size: Option<usize>,
+    /// Not a config key: the local address connections are made from
+    /// (tail sampling's hand-over sends from its advertised address).
+    #[serde(skip)]
+    pub local_address: Option<std::net::IpAddr>,
 }
 
-/// `keepalive:` — HTTP/2 pings on an idle connection.
+/// `keepalive:` — HTTP/2 pings on an idle connection, read as the
+/// collector's grpc-go reads them: the keys left out are zero, a `time`
+/// under 10 s (0 included) is raised to 10 s, and a `timeout` of 0 is 20 s.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeepaliveConfig {
-    /// Ping after this long without activity. Default `10s`.
-    #[serde(
-        default = "default_keepalive",
-        deserialize_with = "crate::duration::deserialize"
-    )]
+    /// Ping after this long without activity; at least 10 s. Default `10s`.
+    #[serde(default, deserialize_with = "crate::duration::deserialize")]
     pub time: Duration,
-    /// Close the connection when a ping is not answered within this. Default `10s`.
-    #[serde(
-        default = "default_keepalive",
-        deserialize_with = "crate::duration::deserialize"
-    )]
+    /// Close the connection when a ping is not answered within this; `0`
+    /// means `20s`. Default `20s`.
+    #[serde(default, deserialize_with = "crate::duration::deserialize")]
     pub timeout: Duration,
     /// Ping even when no request is in flight. Default `false`.
     #[serde(default)]
@@ -114,8 +118,28 @@ pub struct KeepaliveConfig {
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
-fn default_keepalive() -> Duration {
-    Duration::from_secs(10)
+fn default_balancer_name() -> String {
+    "round_robin".into()
+}
+/// grpc-go's least ping interval (`KeepaliveMinPingTime`).
+const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
+/// grpc-go's ping timeout when none is given.
+const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl KeepaliveConfig {
+    /// The ping interval grpc-go uses for `time`.
+    fn interval(&self) -> Duration {
+        self.time.max(MIN_KEEPALIVE_TIME)
+    }
+
+    /// The ping timeout grpc-go uses for `timeout`.
+    fn ping_timeout(&self) -> Duration {
+        if self.timeout.is_zero() {
+            DEFAULT_KEEPALIVE_TIMEOUT
+        } else {
+            self.timeout
+        }
+    }
 }
 
 /// Where and how to connect, derived from `endpoint` and `tls`.
@@ -169,7 +193,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         let target = self.target()?;
-        let warnings = validate_transport(!target.plaintext, &self.tls, &self.headers)?;
+        let mut warnings = validate_transport(!target.plaintext, &self.tls, &self.headers)?;
         for name in self.headers.keys() {
             if MetadataKey::<tonic::metadata::Ascii>::from_bytes(
                 name.to_ascii_lowercase().as_bytes(),
@@ -202,6 +226,15 @@ impl Config {
         }
         self.sending_queue.validate()?;
         self.retry_on_failure.validate()?;
+        if let Some(keepalive) = &self.keepalive {
+            if !keepalive.time.is_zero() && keepalive.time < MIN_KEEPALIVE_TIME {
+                warnings.push(format!(
+                    "keepalive.time {} is raised to 10s, the least grpc-go allows, as in the \
+                     collector",
+                    crate::duration::format(keepalive.time)
+                ));
+            }
+        }
         Ok(warnings)
     }
 }
@@ -227,19 +260,81 @@ enum Channels {
 struct RoundRobin {
     next: AtomicUsize,
     /// The resolved addresses and their channels, in resolution order.
-    channels: RwLock<Vec<(SocketAddr, Channel)>>,
+    backends: RwLock<Vec<Arc<Backend>>>,
     /// The channel to the name itself, used until the name has resolved.
     fallback: Channel,
 }
 
-impl RoundRobin {
-    fn pick(&self) -> Channel {
-        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
-        if channels.is_empty() {
-            return self.fallback.clone();
+/// One resolved address of a `round_robin` exporter.
+struct Backend {
+    address: SocketAddr,
+    channel: Channel,
+    /// Set while the address sits out after failed connections, as grpc-go
+    /// leaves a subchannel in TRANSIENT_FAILURE out of the rotation.
+    health: Mutex<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    /// Connection failures in a row.
+    failures: u32,
+    /// Until when the address is left out of the rotation.
+    out_until: Option<Instant>,
+}
+
+/// grpc-go's connection backoff: 1 s, times 1.6 per failure in a row, at
+/// most 120 s (without its jitter).
+fn reconnect_backoff(failures: u32) -> Duration {
+    let secs = 1.6f64.powi(failures.saturating_sub(1).min(20) as i32);
+    Duration::from_secs_f64(secs.min(120.0))
+}
+
+impl Backend {
+    fn new(address: SocketAddr, channel: Channel) -> Backend {
+        Backend {
+            address,
+            channel,
+            health: Mutex::default(),
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % channels.len();
-        channels[i].1.clone()
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn in_rotation(&self, now: Instant) -> bool {
+        self.health().out_until.is_none_or(|until| until <= now)
+    }
+
+    fn connected(&self) {
+        *self.health() = Health::default();
+    }
+
+    fn failed_to_connect(&self) {
+        let mut health = self.health();
+        health.failures += 1;
+        health.out_until = Some(Instant::now() + reconnect_backoff(health.failures));
+    }
+}
+
+impl RoundRobin {
+    /// The backends to try for one call, in order: those in the rotation,
+    /// from the next in turn; then those sitting out a failure, so a call
+    /// still has somewhere to go when every address failed lately.
+    fn candidates(&self) -> Vec<Arc<Backend>> {
+        let backends = self.backends.read().unwrap_or_else(|e| e.into_inner());
+        if backends.is_empty() {
+            return Vec::new();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % backends.len();
+        let now = Instant::now();
+        let (mut ready, resting): (Vec<_>, Vec<_>) = backends[start..]
+            .iter()
+            .chain(&backends[..start])
+            .cloned()
+            .partition(|b| b.in_rotation(now));
+        ready.extend(resting);
+        ready
     }
 }
 
@@ -273,7 +368,7 @@ impl OtlpGrpcExporter {
         let channels = if config.balancer_name == "round_robin" {
             let rr = Arc::new(RoundRobin {
                 next: AtomicUsize::new(0),
-                channels: RwLock::new(Vec::new()),
+                backends: RwLock::new(Vec::new()),
                 fallback,
             });
             tokio::spawn(resolve_loop(
@@ -306,13 +401,6 @@ impl OtlpGrpcExporter {
             timeout: attempt_timeout(config.timeout),
         })
     }
-
-    fn pick(&self) -> Channel {
-        match &self.channels {
-            Channels::One(channel) => channel.clone(),
-            Channels::RoundRobin(rr) => rr.pick(),
-        }
-    }
 }
 
 /// Keeps a `round_robin` exporter's channels in step with what its name
@@ -327,26 +415,26 @@ async fn resolve_loop(rr: Weak<RoundRobin>, config: Config, target: Target, reso
             Ok(mut addresses) if !addresses.is_empty() => {
                 addresses.dedup();
                 let old = rr
-                    .channels
+                    .backends
                     .read()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
                 let mut new = Vec::with_capacity(addresses.len());
                 for address in addresses {
-                    let existing = old.iter().find(|(a, _)| *a == address);
-                    let channel = match existing {
-                        Some((_, channel)) => channel.clone(),
-                        None => match channel(&config, &target, &address.to_string()) {
-                            Ok(channel) => channel,
-                            Err(e) => {
-                                tracing::warn!(endpoint = %name, %address, error = %e, "cannot build a channel");
-                                continue;
-                            }
-                        },
-                    };
-                    new.push((address, channel));
+                    // An address still resolved keeps its connection and
+                    // its standing.
+                    if let Some(backend) = old.iter().find(|b| b.address == address) {
+                        new.push(backend.clone());
+                        continue;
+                    }
+                    match channel(&config, &target, &address.to_string()) {
+                        Ok(channel) => new.push(Arc::new(Backend::new(address, channel))),
+                        Err(e) => {
+                            tracing::warn!(endpoint = %name, %address, error = %e, "cannot build a channel");
+                        }
+                    }
                 }
-                *rr.channels.write().unwrap_or_else(|e| e.into_inner()) = new;
+                *rr.backends.write().unwrap_or_else(|e| e.into_inner()) = new;
             }
             Ok(_) => {
                 tracing::warn!(endpoint = %name, "the name resolved to no address; keeping the previous ones")
@@ -368,12 +456,13 @@ fn channel(config: &Config, target: &Target, connect_to: &str) -> Result<Channel
     let mut endpoint = Endpoint::from_shared(format!("http://{connect_to}"))
         .map_err(|e| format!("endpoint: {e}"))?
         .tcp_nodelay(true)
+        .local_address(config.local_address)
         .user_agent(concat!("tracegate/", env!("CARGO_PKG_VERSION")))
         .map_err(|e| format!("user agent: {e}"))?;
     if let Some(keepalive) = &config.keepalive {
         endpoint = endpoint
-            .http2_keep_alive_interval(keepalive.time)
-            .keep_alive_timeout(keepalive.timeout)
+            .http2_keep_alive_interval(keepalive.interval())
+            .keep_alive_timeout(keepalive.ping_timeout())
             .keep_alive_while_idle(keepalive.permit_without_stream);
     }
     let scheme = if target.plaintext { "http" } else { "https" };
@@ -405,6 +494,7 @@ fn channel(config: &Config, target: &Target, connect_to: &str) -> Result<Channel
         endpoint.connect_with_connector_lazy(TlsTcpConnector {
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             server_name,
+            local_address: config.local_address,
         })
     })
 }
@@ -418,42 +508,115 @@ impl OtlpGrpcExporter {
         path: &'static str,
         body: bytes::Bytes,
     ) -> Result<bytes::Bytes, ExportError> {
-        let mut grpc = tonic::client::Grpc::new(self.pick());
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let outcome = match &self.channels {
+            Channels::One(channel) => self.call(channel, path, body, deadline).await,
+            Channels::RoundRobin(rr) => {
+                let candidates = rr.candidates();
+                if candidates.is_empty() {
+                    self.call(&rr.fallback, path, body, deadline).await
+                } else {
+                    self.call_first_that_connects(&candidates, path, body, deadline)
+                        .await
+                }
+            }
+        };
+        match outcome {
+            Ok(response) => Ok(response),
+            Err(CallError::Status(status)) => Err(classify(&status)),
+            Err(CallError::TimedOut) => Err(ExportError::Retryable {
+                message: format!(
+                    "gRPC DeadlineExceeded: no response within {}",
+                    crate::duration::format(self.timeout.unwrap_or_default())
+                ),
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// `round_robin`'s picker: the call goes to the first candidate that
+    /// connects, as grpc-go's goes only to a READY subchannel. An address
+    /// whose connection fails (or does not answer before the deadline)
+    /// sits out for grpc-go's reconnect backoff.
+    async fn call_first_that_connects(
+        &self,
+        candidates: &[Arc<Backend>],
+        path: &'static str,
+        body: bytes::Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<bytes::Bytes, CallError> {
+        let mut last = None;
+        for backend in candidates {
+            match self
+                .call(&backend.channel, path, body.clone(), deadline)
+                .await
+            {
+                Err(CallError::Status(status)) if from_transport(&status) => {
+                    backend.failed_to_connect();
+                    last = Some(CallError::Status(status));
+                }
+                Err(CallError::TimedOut) => {
+                    backend.failed_to_connect();
+                    return Err(CallError::TimedOut);
+                }
+                outcome => {
+                    backend.connected();
+                    return outcome;
+                }
+            }
+        }
+        Err(last.unwrap_or(CallError::TimedOut))
+    }
+
+    /// One call on `channel`, given up at `deadline`.
+    async fn call(
+        &self,
+        channel: &Channel,
+        path: &'static str,
+        body: bytes::Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<bytes::Bytes, CallError> {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
         if let Some(encoding) = self.compression {
             grpc = grpc.send_compressed(encoding);
         }
         let mut request = tonic::Request::new(body);
         *request.metadata_mut() = self.metadata.clone();
-        if let Some(timeout) = self.timeout {
-            request.set_timeout(timeout);
+        if let Some(deadline) = deadline {
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         }
         let call = async {
-            grpc.ready()
-                .await
-                .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
+            grpc.ready().await.map_err(|e| {
+                let mut status = Status::unavailable(format!("connection not ready: {e}"));
+                status.set_source(Arc::new(e));
+                status
+            })?;
             grpc.unary(request, PathAndQuery::from_static(path), PassthroughCodec)
                 .await
         };
-        let outcome = match self.timeout {
+        let outcome = match deadline {
             None => call.await,
-            Some(timeout) => match tokio::time::timeout(timeout, call).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    return Err(ExportError::Retryable {
-                        message: format!(
-                            "gRPC DeadlineExceeded: no response within {}",
-                            crate::duration::format(timeout)
-                        ),
-                        retry_after: None,
-                    })
-                }
-            },
+            Some(deadline) => tokio::time::timeout_at(deadline, call)
+                .await
+                .map_err(|_| CallError::TimedOut)?,
         };
-        match outcome {
-            Ok(response) => Ok(response.into_inner()),
-            Err(status) => Err(classify(&status)),
-        }
+        outcome
+            .map(tonic::Response::into_inner)
+            .map_err(CallError::Status)
     }
+}
+
+/// How one call failed.
+enum CallError {
+    Status(Status),
+    /// The attempt's time ran out.
+    TimedOut,
+}
+
+/// Whether the failure came from the connection rather than the server: a
+/// status the server sent never has a source.
+fn from_transport(status: &Status) -> bool {
+    std::error::Error::source(status).is_some()
 }
 
 #[async_trait]
@@ -484,7 +647,7 @@ fn classify(status: &Status) -> ExportError {
     // source; grpc-go, whose codes the collector decides on, says UNAVAILABLE.
     // A status the server sent never has a source.
     let code = match status.code() {
-        Code::Unknown if std::error::Error::source(status).is_some() => Code::Unavailable,
+        Code::Unknown if from_transport(status) => Code::Unavailable,
         code => code,
     };
     let message = format!("gRPC {code:?}: {}", status.message());
@@ -513,6 +676,8 @@ fn classify(status: &Status) -> ExportError {
 struct TlsTcpConnector {
     tls: tokio_rustls::TlsConnector,
     server_name: ServerName<'static>,
+    /// Connect from this address.
+    local_address: Option<std::net::IpAddr>,
 }
 
 type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -529,17 +694,39 @@ impl tower::Service<Uri> for TlsTcpConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
         let server_name = self.server_name.clone();
+        let local_address = self.local_address;
         Box::pin(async move {
             let address = uri
                 .authority()
                 .map(|a| a.as_str().to_string())
                 .ok_or_else(|| std::io::Error::other("endpoint has no host:port"))?;
-            let tcp = TcpStream::connect(address).await?;
+            let tcp = match local_address {
+                None => TcpStream::connect(address).await?,
+                Some(local) => connect_from(local, &address).await?,
+            };
             tcp.set_nodelay(true)?;
             let stream = tls.connect(server_name, tcp).await?;
             Ok(TokioIo::new(stream))
         })
     }
+}
+
+/// Connects to `address` (`host:port`) from `local`, to the first address
+/// of its family.
+async fn connect_from(local: std::net::IpAddr, address: &str) -> std::io::Result<TcpStream> {
+    let target = tokio::net::lookup_host(address)
+        .await?
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| {
+            std::io::Error::other(format!("{address} has no address of {local}'s family"))
+        })?;
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(target).await
 }
 
 impl super::BuildExporter for Config {
@@ -571,6 +758,7 @@ mod tests {
         assert!(c.sending_queue.enabled);
         assert!(c.retry_on_failure.enabled);
         assert!(!c.target().unwrap().plaintext, "TLS unless insecure");
+        assert_eq!(c.balancer_name, "round_robin", "since v0.145.0");
         assert!(c.validate().unwrap().is_empty());
     }
 
@@ -688,26 +876,20 @@ mod tests {
         );
     }
 
-    /// `round_robin` over a name that resolves to two addresses (a
-    /// headless Service): calls alternate between one connection to each.
-    #[tokio::test]
-    async fn round_robin_spreads_calls_over_the_addresses_of_the_name() {
-        use crate::exporter::test_support::{sample_batch, GrpcSink};
-        let first = GrpcSink::start_on("127.0.0.1:0".parse().unwrap()).await;
-        let port = first.addr.port();
-        let second = GrpcSink::start_on(SocketAddr::from(([127, 0, 0, 2], port))).await;
-        let addresses = vec![first.addr, second.addr];
-        let resolved = addresses.clone();
-        let c: Config = valid_config(serde_json::json!({
-            "endpoint": format!("collectors.test:{port}"),
-            "tls": {"insecure": true},
-            "balancer_name": "round_robin",
-        }));
+    /// A `round_robin` exporter on `config` whose endpoint's name resolves
+    /// to `addresses`, once it has resolved.
+    async fn resolving_to(
+        config: serde_json::Value,
+        addresses: Vec<SocketAddr>,
+    ) -> OtlpGrpcExporter {
+        let c: Config = valid_config(config);
+        let name = c.target().unwrap().authority.to_string();
+        let count = addresses.len();
         let exporter = OtlpGrpcExporter::with_resolver(
             &c,
-            Arc::new(move |name: String| {
-                assert_eq!(name, format!("collectors.test:{port}"));
-                let resolved = resolved.clone();
+            Arc::new(move |asked: String| {
+                assert_eq!(asked, name);
+                let resolved = addresses.clone();
                 Box::pin(async move { Ok(resolved) })
             }),
         )
@@ -716,14 +898,104 @@ mod tests {
             panic!("round_robin builds one channel per address")
         };
         crate::exporter::test_support::eventually("the name resolved", || {
-            rr.channels.read().unwrap().len() == 2
+            rr.backends.read().unwrap().len() == count
         })
+        .await;
+        exporter
+    }
+
+    /// `round_robin` over a name that resolves to two addresses (a
+    /// headless Service): calls alternate between one connection to each.
+    #[tokio::test]
+    async fn round_robin_spreads_calls_over_the_addresses_of_the_name() {
+        use crate::exporter::test_support::{sample_batch, GrpcSink};
+        let first = GrpcSink::start_on("127.0.0.1:0".parse().unwrap()).await;
+        let port = first.addr.port();
+        let second = GrpcSink::start_on(SocketAddr::from(([127, 0, 0, 2], port))).await;
+        let exporter = resolving_to(
+            serde_json::json!({
+                "endpoint": format!("collectors.test:{port}"),
+                "tls": {"insecure": true},
+                "balancer_name": "round_robin",
+            }),
+            vec![first.addr, second.addr],
+        )
         .await;
         for _ in 0..6 {
             exporter.export(&sample_batch(1, 1)).await.unwrap();
         }
         assert_eq!(first.state.attempts(), 3);
         assert_eq!(second.state.attempts(), 3);
+    }
+
+    /// As grpc-go's picker, which only takes READY subchannels: an address
+    /// that refuses connections (`localhost`'s `::1` where the backend
+    /// listens on IPv4 only, a pod gone) costs no call; every call reaches
+    /// the address that answers, and the refusing one sits out.
+    #[tokio::test]
+    async fn round_robin_calls_only_addresses_that_connect() {
+        use crate::exporter::test_support::{sample_batch, GrpcSink};
+        let live = GrpcSink::start().await;
+        let refusing = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // round_robin is the default.
+        let exporter = resolving_to(
+            serde_json::json!({"endpoint": "collectors.test:4317", "tls": {"insecure": true}}),
+            vec![refusing, live.addr],
+        )
+        .await;
+        let Channels::RoundRobin(rr) = &exporter.channels else {
+            unreachable!("resolving_to checked")
+        };
+        for _ in 0..4 {
+            exporter.export(&sample_batch(1, 1)).await.unwrap();
+        }
+        assert_eq!(live.state.attempts(), 4);
+        let backends = rr.backends.read().unwrap();
+        let dead = backends.iter().find(|b| b.address == refusing).unwrap();
+        assert_eq!(dead.health().failures, 1, "tried once, then left out");
+        assert!(!dead.in_rotation(Instant::now()));
+    }
+
+    /// A `keepalive` mapping is read as grpc-go reads the collector's:
+    /// keys left out are zero, `time` is at least 10 s, `timeout` 0 is 20 s.
+    #[test]
+    fn keepalive_as_grpc_go_reads_it() {
+        let keepalive = |json: serde_json::Value| {
+            let c: Config = valid_config(serde_json::json!({"endpoint": "t:1", "keepalive": json}));
+            let k = c.keepalive.clone().expect("a keepalive mapping");
+            (k.interval(), k.ping_timeout(), c.validate().unwrap())
+        };
+        let (time, timeout, warnings) = keepalive(serde_json::json!({}));
+        assert_eq!(
+            (time, timeout),
+            (Duration::from_secs(10), Duration::from_secs(20))
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (time, timeout, warnings) =
+            keepalive(serde_json::json!({"time": "5s", "timeout": "3s"}));
+        assert_eq!(
+            (time, timeout),
+            (Duration::from_secs(10), Duration::from_secs(3))
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("keepalive.time 5s is raised to 10s"),
+            "{warnings:?}"
+        );
+        let (time, _, _) = keepalive(serde_json::json!({"time": "30s"}));
+        assert_eq!(time, Duration::from_secs(30));
+        let none: Config = valid_config(serde_json::json!({"endpoint": "t:1", "keepalive": null}));
+        assert_eq!(none.keepalive, None, "an empty keepalive: sends no pings");
+    }
+
+    #[test]
+    fn reconnect_backoff_is_grpc_gos() {
+        assert_eq!(reconnect_backoff(1), Duration::from_secs(1));
+        assert_eq!(reconnect_backoff(2), Duration::from_millis(1600));
+        assert_eq!(reconnect_backoff(40), Duration::from_secs(120));
     }
 
     #[test]

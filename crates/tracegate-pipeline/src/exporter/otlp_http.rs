@@ -297,27 +297,28 @@ impl OtlpHttpExporter {
                 retry_after: None,
             })?;
         let (parts, body) = response.into_parts();
-        // A body that cannot be read is only a missing detail.
         let body = Limited::new(body, MAX_RESPONSE_BYTES)
             .collect()
             .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let content_type = parts
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_default();
+            .map(|b| b.to_bytes());
         if parts.status.is_success() {
-            return Ok(partial_success(&body, &content_type));
+            // As the collector: a 2xx whose body cannot be read, or that is
+            // labelled an OTLP response and does not parse as one, is an
+            // error, and like every error it has no status for, retried.
+            let retry = |message: String| ExportError::Retryable {
+                message: format!("{message} (from {}, status {})", self.url, parts.status),
+                retry_after: None,
+            };
+            let body = body.map_err(|e| retry(format!("cannot read the response body: {e}")))?;
+            let content_type = parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            return partial_success(&body, content_type).map_err(retry);
         }
+        // On an error status the body only adds detail to the message.
+        let body = body.unwrap_or_default();
         Err(classify(
             parts.status,
             &parts.headers,
@@ -349,50 +350,73 @@ impl Exporter for OtlpHttpExporter {
     }
 }
 
-/// The partial success of a 2xx response, if its body carries one.
-fn partial_success(body: &[u8], content_type: &str) -> Delivered {
+/// The partial success of a 2xx response, if its body carries one. A body
+/// whose `Content-Type` is exactly OTLP's protobuf or JSON type must parse
+/// as an `ExportTraceServiceResponse` (`Err` otherwise), as the collector
+/// requires; with parameters (`application/json; charset=utf-8`), which the
+/// collector does not read at all, a partial success is read when the body
+/// has one and anything else is a plain success.
+fn partial_success(body: &[u8], content_type: &str) -> Result<Delivered, String> {
     if body.is_empty() {
-        return Delivered::default();
+        return Ok(Delivered::default());
     }
-    match content_type {
+    let strict = content_type == PROTOBUF || content_type == JSON;
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let parsed = match media_type.as_str() {
         PROTOBUF => tracegate_model::otlp::ExportTraceServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map(|p| Delivered {
-                rejected_spans: p.rejected_spans.max(0) as u64,
-                message: p.error_message,
-            })
-            .unwrap_or_default(),
-        JSON => {
-            let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-                return Delivered::default();
-            };
-            // Protobuf's JSON mapping takes the lowerCamelCase name and the
-            // proto field name alike, as the collector's decoder does.
-            let field = |object: &'_ serde_json::Value, camel: &str, snake: &str| {
-                object
-                    .get(camel)
-                    .or_else(|| object.get(snake))
-                    .cloned()
+            .map(|r| {
+                r.partial_success
+                    .map(|p| Delivered {
+                        rejected_spans: p.rejected_spans.max(0) as u64,
+                        message: p.error_message,
+                    })
                     .unwrap_or_default()
-            };
-            let partial = field(&value, "partialSuccess", "partial_success");
-            // OTLP/JSON writes int64 as a string; accept a number too.
-            let rejected = match field(&partial, "rejectedSpans", "rejected_spans") {
-                serde_json::Value::String(s) => s.parse::<i64>().unwrap_or(0),
-                serde_json::Value::Number(n) => n.as_i64().unwrap_or(0),
-                _ => 0,
-            };
-            Delivered {
-                rejected_spans: rejected.max(0) as u64,
-                message: field(&partial, "errorMessage", "error_message")
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            }
-        }
-        _ => Delivered::default(),
+            })
+            .map_err(|e| format!("error parsing protobuf response: {e}")),
+        JSON => json_partial_success(body).map_err(|e| format!("error parsing json response: {e}")),
+        _ => Ok(Delivered::default()),
+    };
+    match parsed {
+        Err(e) if strict => Err(e),
+        parsed => Ok(parsed.unwrap_or_default()),
     }
+}
+
+/// The partial success of an OTLP/JSON response: an object (or `null`,
+/// which the collector's reader takes as an empty one).
+fn json_partial_success(body: &[u8]) -> Result<Delivered, String> {
+    let value = serde_json::from_slice::<serde_json::Value>(body).map_err(|e| e.to_string())?;
+    if !(value.is_object() || value.is_null()) {
+        return Err("expected an ExportTraceServiceResponse object".into());
+    }
+    // Protobuf's JSON mapping takes the lowerCamelCase name and the proto
+    // field name alike, as the collector's decoder does.
+    let field = |object: &'_ serde_json::Value, camel: &str, snake: &str| {
+        object
+            .get(camel)
+            .or_else(|| object.get(snake))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let partial = field(&value, "partialSuccess", "partial_success");
+    // OTLP/JSON writes int64 as a string; accept a number too.
+    let rejected = match field(&partial, "rejectedSpans", "rejected_spans") {
+        serde_json::Value::String(s) => s.parse::<i64>().unwrap_or(0),
+        serde_json::Value::Number(n) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    };
+    Ok(Delivered {
+        rejected_spans: rejected.max(0) as u64,
+        message: field(&partial, "errorMessage", "error_message")
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    })
 }
 
 /// The gRPC code the collector gives an OTLP/HTTP backend's status
@@ -699,12 +723,16 @@ mod tests {
                 error_message: "too old".into(),
             }),
         };
-        let proto = partial_success(&response.encode_to_vec(), PROTOBUF);
+        let ok = |body: &[u8], content_type: &str| {
+            partial_success(body, content_type)
+                .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(body)))
+        };
+        let proto = ok(&response.encode_to_vec(), PROTOBUF);
         assert_eq!(
             (proto.rejected_spans, proto.message.as_str()),
             (3, "too old")
         );
-        let json = partial_success(
+        let json = ok(
             br#"{"partialSuccess":{"rejectedSpans":"2","errorMessage":"dup"}}"#,
             JSON,
         );
@@ -716,7 +744,7 @@ mod tests {
             br#"{"partialSuccess":{"rejected_spans":"2","errorMessage":"dup"}}"#,
         ] {
             assert_eq!(
-                partial_success(body, JSON),
+                ok(body, JSON),
                 Delivered {
                     rejected_spans: 2,
                     message: "dup".into()
@@ -726,15 +754,42 @@ mod tests {
             );
         }
         // A message alone is still a partial success worth logging.
-        let warned = partial_success(
+        let warned = ok(
             br#"{"partial_success":{"error_message":"slow down"}}"#,
             JSON,
         );
         assert_eq!(warned.rejected_spans, 0);
         assert!(warned.is_partial());
         assert!(!Delivered::default().is_partial());
-        assert_eq!(partial_success(b"{}", JSON), Delivered::default());
-        assert_eq!(partial_success(b"\xff\xff", PROTOBUF), Delivered::default());
-        assert_eq!(partial_success(b"x", "text/plain"), Delivered::default());
+        assert_eq!(ok(b"{}", JSON), Delivered::default());
+        assert_eq!(ok(b"null", JSON), Delivered::default());
+        assert_eq!(ok(b"", PROTOBUF), Delivered::default());
+        assert_eq!(ok(b"x", "text/plain"), Delivered::default());
+        // With parameters the collector reads no body: a partial success is
+        // still read here, and anything else is a success.
+        let with_charset = "application/json; charset=utf-8";
+        assert_eq!(
+            ok(br#"{"partialSuccess":{"rejectedSpans":"1"}}"#, with_charset).rejected_spans,
+            1
+        );
+        assert_eq!(ok(b"not json", with_charset), Delivered::default());
+    }
+
+    /// As the collector: a 2xx body labelled as an OTLP response that does
+    /// not parse as one is an error, not a delivery.
+    #[test]
+    fn an_unparseable_otlp_response_is_an_error() {
+        for (body, content_type, says) in [
+            (
+                &b"\xff\xff"[..],
+                PROTOBUF,
+                "error parsing protobuf response",
+            ),
+            (b"not json", JSON, "error parsing json response"),
+            (b"[1]", JSON, "error parsing json response"),
+        ] {
+            let e = partial_success(body, content_type).unwrap_err();
+            assert!(e.starts_with(says), "{content_type}: {e}");
+        }
     }
 }

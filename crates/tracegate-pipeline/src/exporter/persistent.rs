@@ -87,6 +87,18 @@ struct Inner {
     blocking: bool,
     corrupt_spans: Counter,
     size_gauge: Gauge,
+    written: Counter,
+    syncs: Counter,
+}
+
+impl Inner {
+    /// Brings the storage metrics up to the log's counters.
+    fn report(&self) {
+        let stats = self.log.stats();
+        self.size_gauge.set(self.log.size_on_disk() as f64);
+        self.written.absolute(stats.appended_bytes);
+        self.syncs.absolute(stats.syncs);
+    }
 }
 
 /// A queue whose entries live in a storage extension's directory.
@@ -206,8 +218,10 @@ impl PersistentQueue {
                 "reason" => "corrupt"
             ),
             size_gauge: metrics::gauge!(names::STORAGE_BYTES, &labels),
+            written: metrics::counter!(names::STORAGE_WRITTEN_BYTES, &labels),
+            syncs: metrics::counter!(names::STORAGE_SYNCS, &labels),
         });
-        inner.size_gauge.set(inner.log.size_on_disk() as f64);
+        inner.report();
         let (requests, receiver) = mpsc::channel();
         let writer = {
             let inner = inner.clone();
@@ -230,6 +244,11 @@ impl PersistentQueue {
     /// Batches stored and not yet taken.
     pub(crate) fn len(&self) -> usize {
         lock(&self.inner.state).entries.len()
+    }
+
+    /// The queue's size in the sizer's unit (replayed batches included).
+    pub(crate) fn size(&self) -> usize {
+        lock(&self.inner.state).used
     }
 
     /// Stores `batch`, returning the queue's size in the sizer's unit once
@@ -420,6 +439,7 @@ fn write_loop(inner: &Inner, requests: &mpsc::Receiver<Request>) {
                 Ok(request) => request,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let _ = inner.log.sync_if_due();
+                    inner.report();
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -452,12 +472,13 @@ fn write_loop(inner: &Inner, requests: &mpsc::Receiver<Request>) {
         if !appends.is_empty() {
             write_appends(inner, &mut appends);
         }
+        inner.report();
         if stop {
             break;
         }
     }
     let _ = inner.log.sync();
-    inner.size_gauge.set(inner.log.size_on_disk() as f64);
+    inner.report();
 }
 
 fn write_acks(inner: &Inner, acks: &mut Vec<u64>) {
@@ -470,11 +491,8 @@ fn write_acks(inner: &Inner, acks: &mut Vec<u64>) {
         }
     }
     acks.clear();
-    if inner.log.ack_many(&ranges) > 0 {
-        inner.size_gauge.set(inner.log.size_on_disk() as f64);
-        if inner.storage.max_bytes().is_some() {
-            inner.space.notify_waiters();
-        }
+    if inner.log.ack_many(&ranges) > 0 && inner.storage.max_bytes().is_some() {
+        inner.space.notify_waiters();
     }
 }
 
@@ -528,7 +546,6 @@ fn write_appends(inner: &Inner, appends: &mut Vec<Append>) {
             for reply in replies {
                 let _ = reply.send(Ok(used));
             }
-            inner.size_gauge.set(inner.log.size_on_disk() as f64);
         }
         Err(e) => {
             let message = e.to_string();

@@ -107,6 +107,11 @@ impl<T> BoundedQueue<T> {
             .len()
     }
 
+    /// The queue's size in the weighing unit.
+    pub(crate) fn size(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).used
+    }
+
     /// Adds `item` unless it does not fit or the queue is closed; returns
     /// the new size in the sizer's unit.
     pub(crate) fn try_push(&self, item: T) -> Result<usize, (PushError, T)> {

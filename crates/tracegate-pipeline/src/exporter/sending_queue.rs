@@ -90,6 +90,14 @@ impl SendingQueue {
         }
     }
 
+    /// The size in the sizer's unit, as `exporter_queue_size` reports it.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            SendingQueue::Memory(q) => q.size(),
+            SendingQueue::Persistent(q) => q.size(),
+        }
+    }
+
     /// Queues without waiting; a persistent queue cannot (its write is
     /// waited for), so it refuses as full: use [`push`](Self::push).
     pub(crate) fn try_push(&self, batch: Arc<SpanBatch>) -> Result<usize, PushError> {

@@ -88,6 +88,27 @@ pub(crate) fn sample_request(
     }
 }
 
+/// A deterministic generator (splitmix64), so a test sends the same trace
+/// ids on every run.
+pub(crate) struct TestRng(pub u64);
+
+impl TestRng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub(crate) fn trace_id(&mut self) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.next().to_be_bytes());
+        id[8..].copy_from_slice(&self.next().to_be_bytes());
+        id
+    }
+}
+
 /// A component's config from JSON, which the test expects to be valid.
 pub(crate) fn valid_config<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     crate::config::from_value(value).expect("valid config")
@@ -457,6 +478,25 @@ impl TestPki {
             _dir: dir,
         }
     }
+
+    /// A rustls server config with the `localhost` certificate, no client
+    /// authentication, no ALPN.
+    pub(crate) fn server_config(&self) -> rustls::ServerConfig {
+        let certs = rustls_pemfile::certs(&mut self.server_cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut self.server_key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap()
+    }
 }
 
 /// How the HTTP sink answers one request.
@@ -544,20 +584,7 @@ impl HttpSink {
 
     /// The same over TLS with the PKI's `localhost` certificate (ALPN h2, http/1.1).
     pub(crate) async fn start_tls(pki: &TestPki) -> HttpSink {
-        let certs = rustls_pemfile::certs(&mut pki.server_cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls_pemfile::private_key(&mut pki.server_key_pem.as_bytes())
-            .unwrap()
-            .unwrap();
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+        let mut config = pki.server_config();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         HttpSink::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
     }

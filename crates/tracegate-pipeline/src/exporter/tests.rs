@@ -13,6 +13,7 @@ use super::*;
 use crate::consumer::{ConsumeError, Consumer};
 use crate::grpc::rpc_status;
 use crate::telemetry::names;
+use crate::test_logs::Logs;
 
 /// Retries that wait milliseconds, not seconds.
 fn fast_retry() -> serde_json::Value {
@@ -337,37 +338,6 @@ async fn partial_success_counts_the_rejected_spans() {
         5
     );
     assert_eq!(recorder.dropped("otlp", "rejected_by_backend"), 2);
-}
-
-/// Log lines written while the guard lives (this thread only, which a
-/// current-thread test runtime's tasks share).
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let logs = self.clone();
-        tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_writer(move || logs.clone())
-                .with_ansi(false)
-                .finish(),
-        )
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 #[tokio::test]
@@ -888,4 +858,33 @@ async fn the_items_sizer_counts_spans_in_the_queue() {
         metrics.exporter_counter(names::EXPORTER_ENQUEUE_FAILED_SPANS, "otlp/items"),
         5
     );
+}
+
+/// As the collector's otlphttp exporter: a 2xx whose body says it is an
+/// OTLP protobuf response and does not parse is not a delivery; the batch
+/// is retried, and counted as sent only once a response parses.
+#[tokio::test]
+async fn http_retries_a_2xx_whose_otlp_response_does_not_parse() {
+    let sink = HttpSink::start().await;
+    let garbled = HttpReply {
+        body: vec![0xff, 0xff],
+        ..HttpReply::ok()
+    };
+    sink.state.script([garbled, HttpReply::ok()]);
+    let (handle, recorder) = start_recorded(
+        &http_config(
+            &sink,
+            serde_json::json!({"sending_queue": {"num_consumers": 1}}),
+        ),
+        "otlphttp",
+    );
+    handle.try_enqueue(Arc::new(sample_batch(1, 3))).unwrap();
+    sink.state.wait_for_requests(2).await;
+    eventually("the retried batch to be counted", || {
+        recorder.exporter_counter(names::EXPORTER_SENT_SPANS, "otlphttp") == 3
+    })
+    .await;
+    handle.shutdown(GRACE).await;
+    recorder.assert_sent_and_failed("otlphttp", 3, 0);
+    assert_eq!(sink.state.received().len(), 2);
 }

@@ -90,8 +90,9 @@ impl RpcStatus {
 
 /// The `RetryInfo` among encoded `google.rpc.Status` details, if any.
 /// `Some(ZERO)` when present without a delay: for RESOURCE_EXHAUSTED its
-/// mere presence makes the error retryable.
-pub(crate) fn retry_info(status_details: &[u8]) -> Option<Duration> {
+/// mere presence makes the error retryable. Public for tests that play a
+/// client of tracegate's receivers.
+pub fn retry_info(status_details: &[u8]) -> Option<Duration> {
     let status = RpcStatus::decode(status_details).ok()?;
     let detail = status
         .details

@@ -36,13 +36,15 @@ pub struct Config {
     )]
     pub timeout: Duration,
     /// Number of spans after which a batch is sent regardless of the timeout.
-    /// `0` sends every incoming batch at once, as `timeout: 0s`. Default 8192.
+    /// `0` sends every incoming batch at once, as `timeout: 0s`. At most
+    /// 2^32 − 1, as the collector's `uint32`. Default 8192.
     #[serde(default = "default_send_batch_size")]
-    pub send_batch_size: usize,
+    pub send_batch_size: u32,
     /// Upper bound on the spans of one sent batch; larger ones are split.
-    /// 0 means no bound. Must be 0 or ≥ `send_batch_size`. Default 0.
+    /// 0 means no bound. Must be 0 or ≥ `send_batch_size`. At most
+    /// 2^32 − 1. Default 0.
     #[serde(default)]
-    pub send_batch_max_size: usize,
+    pub send_batch_max_size: u32,
     /// The collector batches separately per value of these client-metadata
     /// keys. Request metadata does not reach tracegate's processors, so
     /// tracegate does not batch per metadata yet: only an empty list is
@@ -58,7 +60,7 @@ pub struct Config {
 fn default_timeout() -> Duration {
     Duration::from_millis(200)
 }
-fn default_send_batch_size() -> usize {
+fn default_send_batch_size() -> u32 {
     8192
 }
 fn default_cardinality() -> u32 {
@@ -99,7 +101,16 @@ impl Config {
                 ),
             });
         }
-        Ok(Vec::new())
+        let mut warnings = Vec::new();
+        if self.send_batch_max_size > 0 {
+            warnings.push(format!(
+                "send_batch_max_size is {}: at shutdown tracegate sends everything pending, in \
+                 batches of at most that size; the collector sends only the first such batch \
+                 and loses the rest",
+                self.send_batch_max_size
+            ));
+        }
+        Ok(warnings)
     }
 }
 
@@ -130,6 +141,7 @@ pub struct Batcher {
     next: NextConsumer,
     stop: CancellationToken,
     send_size: Histogram,
+    send_size_bytes: Histogram,
     size_trigger: Counter,
     timeout_trigger: Counter,
     dropped_refused: Counter,
@@ -152,6 +164,10 @@ impl Batcher {
             next,
             stop: CancellationToken::new(),
             send_size: metrics::histogram!(names::PROCESSOR_BATCH_BATCH_SEND_SIZE, &label),
+            send_size_bytes: metrics::histogram!(
+                names::PROCESSOR_BATCH_BATCH_SEND_SIZE_BYTES,
+                &label
+            ),
             size_trigger: metrics::counter!(names::PROCESSOR_BATCH_BATCH_SIZE_TRIGGER_SEND, &label),
             timeout_trigger: metrics::counter!(names::PROCESSOR_BATCH_TIMEOUT_TRIGGER_SEND, &label),
             dropped_refused: metrics::counter!(
@@ -173,6 +189,11 @@ impl Batcher {
     /// `send_batch_max_size`.
     fn immediate(&self) -> bool {
         self.config.timeout.is_zero() || self.config.send_batch_size == 0
+    }
+
+    /// `send_batch_size` in spans.
+    fn trigger_spans(&self) -> usize {
+        self.config.send_batch_size as usize
     }
 
     /// The collector's repeating timer: every `timeout`, counted from the
@@ -226,7 +247,7 @@ impl Batcher {
         } else {
             SpanBatch::concat(&parts)
         };
-        let max = self.config.send_batch_max_size;
+        let max = self.config.send_batch_max_size as usize;
         if max > 0 && merged.len() > max {
             merged.split(max)
         } else {
@@ -234,17 +255,23 @@ impl Batcher {
         }
     }
 
+    /// Passes one batch on. As the collector, a batch counts in the send
+    /// metrics (spans, encoded bytes, trigger) only once the next stage
+    /// took it.
     async fn emit(&self, batch: SpanBatch, trigger: Trigger) {
         let spans = batch.len();
-        self.send_size.record(spans as f64);
-        match trigger {
-            Trigger::Size => self.size_trigger.increment(1),
-            Trigger::Timeout => self.timeout_trigger.increment(1),
-        }
+        let bytes = batch.bytes().len();
         if let Err(e) = self.next.consume(batch).await {
             // The batch was acknowledged upstream already: count the loss.
             self.dropped_refused.increment(spans as u64);
             tracing::warn!(processor = %self.id, spans, error = %e, "next stage refused a batch; spans dropped");
+            return;
+        }
+        self.send_size.record(spans as f64);
+        self.send_size_bytes.record(bytes as f64);
+        match trigger {
+            Trigger::Size => self.size_trigger.increment(1),
+            Trigger::Timeout => self.timeout_trigger.increment(1),
         }
     }
 
@@ -279,7 +306,7 @@ impl Consumer for Batcher {
             }
             pending.spans += batch.len();
             pending.parts.push(batch);
-            if pending.spans < self.config.send_batch_size {
+            if pending.spans < self.trigger_spans() {
                 return Ok(());
             }
             // As the collector: a send by size restarts the timer.
@@ -292,9 +319,7 @@ impl Consumer for Batcher {
         // As the collector: full chunks go while at least send_batch_size
         // spans remain; a smaller remainder waits for more.
         let remainder = match chunks.last() {
-            Some(last) if chunks.len() > 1 && last.len() < self.config.send_batch_size => {
-                chunks.pop()
-            }
+            Some(last) if chunks.len() > 1 && last.len() < self.trigger_spans() => chunks.pop(),
             _ => None,
         };
         for chunk in chunks {
@@ -580,6 +605,24 @@ mod tests {
         assert!(Config::default().validate().unwrap().is_empty());
     }
 
+    /// With a max size, the collector's shutdown loses what is pending
+    /// beyond the first batch; tracegate's does not, and validate says so.
+    #[test]
+    fn validate_warns_that_shutdown_with_a_max_size_differs() {
+        let capped = Config {
+            send_batch_size: 100,
+            send_batch_max_size: 200,
+            ..Config::default()
+        };
+        let warnings = capped.validate().unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("send_batch_max_size is 200: at shutdown")
+                && warnings[0].contains("the collector sends only the first"),
+            "{warnings:?}"
+        );
+    }
+
     #[test]
     fn config_defaults_match_the_collector() {
         let c: Config = crate::config::from_value(serde_json::Value::Null).unwrap();
@@ -592,5 +635,73 @@ mod tests {
         .unwrap();
         assert_eq!(c.timeout, Duration::from_secs(10));
         assert!(crate::config::from_value::<Config>(serde_json::json!({"timout": "1s"})).is_err());
+    }
+
+    /// The collector's sizes are `uint32`: a larger one is a config error
+    /// naming the key, not a silently different bound.
+    #[test]
+    fn sizes_beyond_u32_are_refused() {
+        for key in ["send_batch_size", "send_batch_max_size"] {
+            let e =
+                crate::config::from_value::<Config>(serde_json::json!({ key: 4_294_967_296u64 }))
+                    .unwrap_err();
+            assert_eq!(e.path, key, "{e}");
+        }
+        let max: Config =
+            crate::config::from_value(serde_json::json!({"send_batch_size": u32::MAX})).unwrap();
+        assert_eq!(max.send_batch_size, u32::MAX);
+    }
+
+    /// A next stage that refuses its first batch.
+    #[derive(Default)]
+    struct RefuseFirst(Mutex<bool>, Collect);
+
+    #[async_trait]
+    impl Consumer for RefuseFirst {
+        async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
+            let first = !std::mem::replace(&mut *self.0.lock().unwrap(), true);
+            if first {
+                return Err(ConsumeError::refused("full"));
+            }
+            self.1.consume(batch).await
+        }
+    }
+
+    /// As the collector: a batch the next stage refuses is not counted as
+    /// sent (spans, bytes or trigger); one it takes is, with its encoded
+    /// size in `batch_send_size_bytes`.
+    #[tokio::test]
+    async fn only_batches_passed_on_count_as_sent() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let next = Arc::new(RefuseFirst::default());
+        let config = Config {
+            timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        let batcher = metrics::with_local_recorder(&recorder, || {
+            Batcher::start("batch", config, next.clone())
+        });
+        let (refused, taken) = (spans(3, 0), spans(2, 3));
+        let bytes = taken.bytes().len();
+        batcher.consume(refused).await.unwrap();
+        batcher.consume(taken).await.unwrap();
+        assert_eq!(next.1.sizes(), vec![2]);
+        let text = handle.render();
+        let value = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name) && l.contains("processor=\"batch\""))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        };
+        assert_eq!(value("processor_batch_batch_send_size_count"), 1.0);
+        assert_eq!(value("processor_batch_batch_send_size_sum"), 2.0);
+        assert_eq!(value("processor_batch_batch_send_size_bytes_count"), 1.0);
+        assert_eq!(
+            value("processor_batch_batch_send_size_bytes_sum"),
+            bytes as f64
+        );
+        assert_eq!(value("processor_batch_batch_size_trigger_send"), 1.0);
+        batcher.flush().await;
     }
 }

@@ -51,7 +51,7 @@ component_registry! {
         Batch(batch::Config) = "batch"
             => "Groups spans into larger batches, by size and time.",
         MemoryLimiter(memory_limiter::Config) = "memory_limiter"
-            => "Refuses data while the process's memory is above its limit.",
+            => "Refuses data that would take the process's memory past its soft limit.",
         ProbabilisticSampler(probabilistic_sampler::Config) = "probabilistic_sampler",
             validate probabilistic_sampler::validate
             => "Keeps a share of traces, decided from the trace id (head sampling).",
@@ -100,6 +100,32 @@ impl ProcessorConfig {
         Ok(Arc::new(instrumented::Instrumented::new(
             processor, metrics,
         )))
+    }
+}
+
+/// What a processor does with a batch's answer, as far as the stage that
+/// handed it the batch can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// It acknowledges once it holds the spans (`batch`, `tail_sampling`):
+    /// nothing after it reaches the sender.
+    Holds,
+    /// It may refuse the batch itself (`memory_limiter`).
+    MayRefuse,
+    /// It answers with what the stages after it answer.
+    PassesOn,
+}
+
+impl ProcessorConfig {
+    /// How this processor answers the stage before it.
+    pub fn answer(&self) -> Answer {
+        match self {
+            ProcessorConfig::Batch(_) | ProcessorConfig::TailSampling(_) => Answer::Holds,
+            ProcessorConfig::MemoryLimiter(_) => Answer::MayRefuse,
+            ProcessorConfig::ProbabilisticSampler(_)
+            | ProcessorConfig::Sampling(_)
+            | ProcessorConfig::ResourceDetection(_) => Answer::PassesOn,
+        }
     }
 }
 

@@ -25,12 +25,13 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Code, Status};
 
 use super::counters::{RejectReason, TransportCounters, OTLP_REASONS};
-use super::listener::{self, ConnectionSettings};
+use super::listener::{self, ConnectionSettings, PeerAddr};
 use super::otlp::status::ExportFailure;
 use super::otlp::GrpcConfig;
 use crate::compression::{decompress, ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
 use crate::grpc::PassthroughCodec;
+use crate::processor::tail_sampling::handover::{HandoverExchange, HANDOVER_PATH};
 use tracegate_model::SpanBatch;
 
 /// The largest HTTP/2 frame gRPC clients may send (the protocol's default
@@ -107,18 +108,21 @@ impl<'a> BoundGrpc<'a> {
     }
 
     /// Serves `method` until `shutdown`, handing batches to `next`, with
-    /// the transport counters of receiver `id`.
+    /// the transport counters of receiver `id`; with `handover`, also
+    /// tail sampling's hand-over method (`HANDOVER_PATH`).
     pub fn serve(
         self,
         method: &'static IngestMethod,
         id: &str,
         next: NextConsumer,
+        handover: Option<HandoverExchange>,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) {
         let service = GrpcService(Arc::new(GrpcReceiver {
             method,
             next,
+            handover,
             counters: TransportCounters::register(id, "grpc", OTLP_REASONS),
             max_recv_msg_size: self.config.max_recv_msg_size(),
         }));
@@ -141,6 +145,8 @@ pub(crate) struct IngestMethod {
 struct GrpcReceiver {
     method: &'static IngestMethod,
     next: NextConsumer,
+    /// Where hand-overs between gateways go (OTLP listeners only).
+    handover: Option<HandoverExchange>,
     counters: TransportCounters,
     max_recv_msg_size: usize,
 }
@@ -157,6 +163,13 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let receiver = self.0.clone();
         Box::pin(async move {
+            if request.uri().path() == HANDOVER_PATH {
+                if let Some(exchange) = receiver.handover.clone() {
+                    return Ok(
+                        serve_handover(&exchange, request, receiver.max_recv_msg_size).await,
+                    );
+                }
+            }
             if request.uri().path() != receiver.method.path {
                 return Ok(unknown_method(receiver.method.path, request.uri().path()).into_http());
             }
@@ -196,6 +209,33 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
                 Ok(receiver.account_transport_failure(response))
             }
         })
+    }
+}
+
+/// One hand-over between gateways: read as an ingest request is (the
+/// encodings tracegate's own sender uses), then given to `exchange` with
+/// the address it came from.
+async fn serve_handover(
+    exchange: &HandoverExchange,
+    request: Request<Incoming>,
+    limit: usize,
+) -> Response<tonic::body::Body> {
+    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+    let Some(encoding) = gathered_encoding(request.headers()) else {
+        return Status::unimplemented("hand-overs are sent uncompressed, gzip or zstd").into_http();
+    };
+    let message = gather_message(request.into_body(), encoding.is_some(), limit)
+        .await
+        .and_then(|(compressed, message)| match encoding {
+            Some(encoding) if compressed => decompress_message(encoding, message, limit),
+            _ => Ok(message),
+        });
+    match message {
+        Ok(message) => match exchange.deliver(message, peer).await {
+            Ok(()) => empty_ok_response(),
+            Err(status) => status.into_http(),
+        },
+        Err(status) => status.into_http(),
     }
 }
 

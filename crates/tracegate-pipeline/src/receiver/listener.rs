@@ -195,11 +195,12 @@ pub(crate) fn spawn_accept_loop<S, B>(
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     // Latency-bound small requests: never wait for Nagle.
                     let _ = stream.set_nodelay(true);
                     connections.spawn(serve_connection(
                         stream,
+                        peer,
                         settings.clone(),
                         service.clone(),
                         shutdown.clone(),
@@ -223,6 +224,7 @@ pub(crate) fn spawn_accept_loop<S, B>(
 
 async fn serve_connection<S, B>(
     stream: TcpStream,
+    peer: SocketAddr,
     settings: Arc<ConnectionSettings>,
     service: S,
     shutdown: CancellationToken,
@@ -237,7 +239,7 @@ async fn serve_connection<S, B>(
     B::Error: Into<BoxError>,
 {
     match &settings.tls {
-        None => drive(TokioIo::new(stream), &settings, service, &shutdown).await,
+        None => drive(TokioIo::new(stream), peer, &settings, service, &shutdown).await,
         Some(acceptor) => {
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
             let stream = tokio::select! {
@@ -254,13 +256,14 @@ async fn serve_connection<S, B>(
                     }
                 },
             };
-            drive(TokioIo::new(stream), &settings, service, &shutdown).await
+            drive(TokioIo::new(stream), peer, &settings, service, &shutdown).await
         }
     }
 }
 
 async fn drive<I, S, B>(
     io: I,
+    peer: SocketAddr,
     settings: &ConnectionSettings,
     service: S,
     shutdown: &CancellationToken,
@@ -278,6 +281,7 @@ async fn drive<I, S, B>(
     let activity = Arc::new(Activity::new());
     let service = Tracked {
         inner: service,
+        peer,
         activity: activity.clone(),
         response_headers: settings.response_headers.clone(),
     };
@@ -385,9 +389,14 @@ impl Drop for InFlight {
 
 /// Counts the requests of one connection in flight, and adds the
 /// configured response headers.
+/// The address a request's connection came from, in its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeerAddr(pub SocketAddr);
+
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
+    peer: SocketAddr,
     activity: Arc<Activity>,
     response_headers: Arc<[(HeaderName, HeaderValue)]>,
 }
@@ -401,7 +410,8 @@ where
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<B>, Infallible>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(PeerAddr(self.peer));
         let in_flight = InFlight::start(self.activity.clone());
         let response = self.inner.call(request);
         let extra = self.response_headers.clone();

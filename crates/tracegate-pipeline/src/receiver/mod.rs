@@ -90,6 +90,20 @@ impl ReceiverConfig {
     }
 }
 
+impl ReceiverConfig {
+    /// Whether a refused batch (overload, shutdown) gets a retry delay in
+    /// this receiver's answer (gRPC `RetryInfo`, HTTP `Retry-After`), which
+    /// the collector's receivers do not send: the OTLP receiver, and the
+    /// Jaeger receiver's gRPC protocol.
+    pub fn sends_retry_delay(&self) -> bool {
+        match self {
+            ReceiverConfig::Otlp(_) => true,
+            ReceiverConfig::Jaeger(c) => c.protocols.grpc.is_some(),
+            ReceiverConfig::Zipkin(_) => false,
+        }
+    }
+}
+
 /// For a protocol's `Option` field: a key that is present, even with no
 /// value (`grpc:`, which [`crate::config::from_value`] reads as an empty
 /// section), turns the protocol on; left out (the field's `default`), it

@@ -1,69 +1,31 @@
 //! The collector's `confighttp` server keys that shape connections rather
 //! than requests, as every HTTP receiver takes them: `read_header_timeout`,
-//! `idle_timeout`, `keep_alives_enabled` and `response_headers`. Each
-//! receiver's config has the fields (serde cannot flatten them into a
-//! config that refuses unknown keys); this module reads the one that is
-//! not a plain value and turns them all into [`ConnectionSettings`].
+//! `idle_timeout`, `keep_alives_enabled` and `response_headers`. They are
+//! declared once, in [`http_server_config!`], which each HTTP receiver's
+//! config is written with; this module turns them into
+//! [`ConnectionSettings`].
 
-use std::fmt;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use tokio_rustls::TlsAcceptor;
 
 use super::listener::{self, ConnectionSettings};
-use crate::config::{error, ComponentError};
+use crate::config::{error, ComponentError, HeaderPairs};
 
 /// `response_headers`: added to every answer of the receiver, unless the
 /// answer sets the header itself (the collector sets them before its
 /// handler runs, so the handler's own value wins). Written as a mapping
 /// (`X-Name: value`) or, as the collector also takes it, a list of
-/// `{name, value}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `{name, value}` ([`crate::config::HeaderPairs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "HeaderPairs")]
 pub struct ResponseHeaders(pub Vec<(String, String)>);
 
-impl<'de> Deserialize<'de> for ResponseHeaders {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Headers;
-
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Pair {
-            name: String,
-            value: String,
-        }
-
-        impl<'de> Visitor<'de> for Headers {
-            type Value = ResponseHeaders;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mapping of header names to values, or a list of {name, value}")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut pairs = Vec::new();
-                while let Some((name, value)) = map.next_entry::<String, String>()? {
-                    pairs.push((name, value));
-                }
-                Ok(ResponseHeaders(pairs))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut pairs = Vec::new();
-                while let Some(Pair { name, value }) = seq.next_element()? {
-                    pairs.push((name, value));
-                }
-                Ok(ResponseHeaders(pairs))
-            }
-
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(ResponseHeaders::default())
-            }
-        }
-
-        d.deserialize_any(Headers)
+impl From<HeaderPairs> for ResponseHeaders {
+    fn from(pairs: HeaderPairs) -> Self {
+        ResponseHeaders(pairs.0)
     }
 }
 
@@ -98,17 +60,29 @@ pub(crate) struct HttpServerKeys<'a> {
 
 impl HttpServerKeys<'_> {
     /// Pure checks; `path` is the config section (`protocols.http`, or
-    /// empty for a receiver's top level).
-    pub fn validate(&self, path: &str) -> Result<(), ComponentError> {
-        let key = if path.is_empty() {
-            "response_headers".to_string()
-        } else {
-            format!("{path}.response_headers")
+    /// empty for a receiver's top level). Warns where the collector's
+    /// server would behave differently.
+    pub fn validate(&self, path: &str) -> Result<Vec<String>, ComponentError> {
+        let key = |name: &str| {
+            if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            }
         };
         self.response_headers
             .parse()
-            .map(drop)
-            .map_err(|e| error(&key, e))
+            .map_err(|e| error(&key("response_headers"), e))?;
+        let mut warnings = Vec::new();
+        if !self.keep_alives_enabled {
+            warnings.push(format!(
+                "{} is false: tracegate closes each HTTP/1 connection after its answer but keeps \
+                 HTTP/2 connections open; the collector's Go server stops reusing HTTP/2 \
+                 connections too",
+                key("keep_alives_enabled")
+            ));
+        }
+        Ok(warnings)
     }
 
     /// hyper's HTTP/1 and HTTP/2 server with these keys, and `tls`.
@@ -134,4 +108,190 @@ impl HttpServerKeys<'_> {
 /// `keep_alives_enabled`'s default, as the collector's.
 pub(crate) fn default_true() -> bool {
     true
+}
+
+/// Declares an HTTP receiver's config: the fields written in the
+/// invocation, each with its default after `=`, then the keys every HTTP
+/// receiver takes (`tls`, `max_request_body_size` and the connection keys),
+/// declared here once; and the config's `Default`, `server_keys()` and
+/// `max_request_body_size()`. The config refuses unknown keys, which
+/// rules out `#[serde(flatten)]` of a shared struct, so the macro writes
+/// the shared fields into each config instead.
+macro_rules! http_server_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $(
+                $(#[$field_meta:meta])*
+                pub $field:ident: $ty:ty = $default:expr,
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $(
+                $(#[$field_meta])*
+                pub $field: $ty,
+            )*
+            /// Server TLS (`cert_file`, `key_file`, optional
+            /// `client_ca_file` for mTLS). Default: plaintext.
+            #[serde(default)]
+            pub tls: Option<$crate::tls::TlsServerConfig>,
+            /// Largest request body accepted, in bytes, both as sent and
+            /// after decompression; larger bodies get the receiver's answer
+            /// for them (docs/configuration.md). Default 20 MiB (20971520);
+            /// 0 means the default.
+            #[serde(default)]
+            pub max_request_body_size: u64,
+            /// Longest time a client may take to send a request's headers
+            /// (HTTP/1; HTTP/2 has no such limit). Default: 30 s (the
+            /// collector's `otlp` receiver has none); `0` means none.
+            #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+            pub read_header_timeout: Option<std::time::Duration>,
+            /// Close a connection with no request in flight for this long.
+            /// Default: never (as the collector's `otlp` receiver); `0`
+            /// means never.
+            #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+            pub idle_timeout: Option<std::time::Duration>,
+            /// `false` closes each HTTP/1 connection after one request.
+            /// Default true.
+            #[serde(default = "crate::receiver::server_keys::default_true")]
+            pub keep_alives_enabled: bool,
+            /// Headers added to every answer that does not set them
+            /// itself. Default: none.
+            #[serde(default)]
+            pub response_headers: $crate::receiver::server_keys::ResponseHeaders,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    $($field: $default,)*
+                    tls: None,
+                    max_request_body_size: 0,
+                    read_header_timeout: None,
+                    idle_timeout: None,
+                    keep_alives_enabled: true,
+                    response_headers: Default::default(),
+                }
+            }
+        }
+
+        impl $name {
+            /// `max_request_body_size` in bytes, the default applied.
+            pub fn max_request_body_size(&self) -> usize {
+                $crate::receiver::http_ingest::body_size_limit(self.max_request_body_size)
+            }
+
+            /// The connection keys, for the listener.
+            pub(crate) fn server_keys(&self) -> $crate::receiver::server_keys::HttpServerKeys<'_> {
+                $crate::receiver::server_keys::HttpServerKeys {
+                    read_header_timeout: self.read_header_timeout,
+                    idle_timeout: self.idle_timeout,
+                    keep_alives_enabled: self.keep_alives_enabled,
+                    response_headers: &self.response_headers,
+                }
+            }
+        }
+    };
+}
+pub(crate) use http_server_config;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(keep_alives_enabled: bool, headers: &ResponseHeaders) -> HttpServerKeys<'_> {
+        HttpServerKeys {
+            read_header_timeout: None,
+            idle_timeout: None,
+            keep_alives_enabled,
+            response_headers: headers,
+        }
+    }
+
+    /// Every HTTP receiver takes the connection keys declared once in
+    /// `http_server_config!`, with the same defaults, and names a typo.
+    #[test]
+    fn every_http_receiver_takes_the_connection_keys() {
+        use crate::receiver::ReceiverConfig;
+        let keys = serde_json::json!({
+            "read_header_timeout": "5s", "idle_timeout": "1m",
+            "keep_alives_enabled": false, "response_headers": {"x-a": "1"},
+        });
+        let parse = |kind: &str, value: serde_json::Value| {
+            ReceiverConfig::from_value(kind, value).expect("a receiver type")
+        };
+        let otlp = parse("otlp", serde_json::json!({"protocols": {"http": keys}}));
+        let zipkin = parse("zipkin", keys.clone());
+        let jaeger = parse(
+            "jaeger",
+            serde_json::json!({"protocols": {"thrift_http": keys}}),
+        );
+        let seen: Vec<(Option<Duration>, Option<Duration>, bool, ResponseHeaders)> =
+            match (otlp.unwrap(), zipkin.unwrap(), jaeger.unwrap()) {
+                (ReceiverConfig::Otlp(o), ReceiverConfig::Zipkin(z), ReceiverConfig::Jaeger(j)) => {
+                    let o = o.protocols.http.unwrap();
+                    let j = j.protocols.thrift_http.unwrap();
+                    [o.server_keys(), z.server_keys(), j.server_keys()]
+                        .iter()
+                        .map(|k| {
+                            (
+                                k.read_header_timeout,
+                                k.idle_timeout,
+                                k.keep_alives_enabled,
+                                k.response_headers.clone(),
+                            )
+                        })
+                        .collect()
+                }
+                other => panic!("{other:?}"),
+            };
+        for keys in &seen {
+            assert_eq!(
+                keys,
+                &(
+                    Some(Duration::from_secs(5)),
+                    Some(Duration::from_secs(60)),
+                    false,
+                    ResponseHeaders(vec![("x-a".into(), "1".into())])
+                )
+            );
+        }
+        let typo = parse("zipkin", serde_json::json!({"keep_alive_enabled": false})).unwrap_err();
+        assert!(
+            typo.message
+                .contains("did you mean \"keep_alives_enabled\""),
+            "{typo}"
+        );
+        let zipkin: crate::receiver::zipkin::Config =
+            crate::config::from_value(serde_json::Value::Null).unwrap();
+        assert_eq!(zipkin, crate::receiver::zipkin::Config::default());
+        assert!(zipkin.keep_alives_enabled && zipkin.read_header_timeout.is_none());
+    }
+
+    /// Turning keep-alives off differs from the collector for HTTP/2
+    /// clients: validate names the key where it sits.
+    #[test]
+    fn keep_alives_off_warns_naming_the_key() {
+        let none = ResponseHeaders::default();
+        assert!(keys(true, &none)
+            .validate("protocols.http")
+            .unwrap()
+            .is_empty());
+        let nested = keys(false, &none).validate("protocols.http").unwrap();
+        assert_eq!(nested.len(), 1, "{nested:?}");
+        assert!(
+            nested[0].starts_with("protocols.http.keep_alives_enabled is false:")
+                && nested[0].contains("HTTP/2"),
+            "{nested:?}"
+        );
+        let top = keys(false, &none).validate("").unwrap();
+        assert!(
+            top[0].starts_with("keep_alives_enabled is false:"),
+            "{top:?}"
+        );
+    }
 }

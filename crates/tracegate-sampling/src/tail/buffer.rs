@@ -22,9 +22,11 @@
 //!   a new trace waits (the caller retries) until a pending one is decided;
 //! - the byte budget for pending spans is tracegate's own: over it, the
 //!   oldest pending traces are decided early, counted;
-//! - while a memory limiter is above its hard limit the caller may shed
-//!   part of the buffer ([`TraceShard::decide_oldest_for_memory`]): the
-//!   oldest pending traces are decided early, counted;
+//! - while a memory limiter is above its hard limit, or when one at its
+//!   soft limit asks for room, the caller may shed part of the buffer
+//!   ([`TraceShard::decide_oldest_for_memory`],
+//!   [`TraceShard::decide_oldest_to_free`]): the oldest pending traces are
+//!   decided early, counted;
 //! - a decided trace is remembered in the decision cache of its outcome
 //!   when that cache is enabled; otherwise, as in the collector, it stays
 //!   in the table (spans released) until `num_traces` pushes it out. A late
@@ -58,14 +60,8 @@ use super::{shard_of, TraceId};
 /// module docs): held by each pending trace with spans from that insert.
 pub type Pin = Arc<dyn Any + Send + Sync>;
 
-/// A decision the shard remembers for late spans, as a journal stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RememberedDecision {
-    pub trace_id: TraceId,
-    pub sampled: bool,
-    /// The policy credited, when the sampled decision cache holds it.
-    pub policy: Option<usize>,
-}
+mod handover;
+pub use handover::{KnownDecision, PendingTrace};
 
 /// Decides traces: the policies, possibly shared between shards.
 pub trait Decider {
@@ -170,6 +166,9 @@ pub enum DecisionReason {
     StorageFull,
     /// `span-ingest`: a batch of the trace decided it as it arrived.
     SpanIngest,
+    /// Decided by the trace's previous owner, whose decision was handed
+    /// over with the trace ([`TraceShard::import_decision`]).
+    Handover,
 }
 
 impl DecisionReason {
@@ -185,6 +184,7 @@ impl DecisionReason {
             DecisionReason::Shutdown => "shutdown",
             DecisionReason::StorageFull => "storage_full",
             DecisionReason::SpanIngest => "span_ingest",
+            DecisionReason::Handover => "handover",
         }
     }
 
@@ -246,6 +246,13 @@ pub struct Released {
     /// The pins of traces whose spans were released, one per trace and
     /// insert (see [`TraceShard::set_pin`]).
     pub released_pins: Vec<Pin>,
+    /// Traces the shard let go of without keeping a decision for their
+    /// late spans: forgotten to free room a memory limiter asked for
+    /// ([`TraceShard::decide_oldest_to_free`]), or taken out to be handed
+    /// to another gateway ([`TraceShard::take_pending_where`]). A journal
+    /// records them so that a restart neither gives their spans back nor
+    /// remembers their decisions.
+    pub forgotten: Vec<TraceId>,
 }
 
 impl Released {
@@ -256,6 +263,7 @@ impl Released {
         self.late_span_ages.clear();
         self.removal_ages.clear();
         self.released_pins.clear();
+        self.forgotten.clear();
     }
 }
 
@@ -331,12 +339,12 @@ struct Entry {
 }
 
 impl Entry {
-    /// A pending trace with no spans yet.
-    fn new(seq: u64, first_seen: Duration) -> Entry {
+    /// A trace with no spans yet, first seen `now`.
+    fn empty(seq: u64, now: Duration, state: State) -> Entry {
         Entry {
             seq,
-            first_seen,
-            state: State::Pending,
+            first_seen: now,
+            state,
             stored: StoredSpans::default(),
             span_count: 0,
             byte_size: 0,
@@ -421,6 +429,12 @@ struct Incoming<'a> {
     scopes: ScopeHeaders,
 }
 
+/// What a trace's slot in the table costs beyond its spans: the entry and
+/// its key, and its place in the arrival order (the hash table's spare
+/// slots aside).
+pub(crate) const ENTRY_MEMORY: u64 =
+    (mem::size_of::<(TraceId, Entry)>() + mem::size_of::<(TraceId, u64)>()) as u64;
+
 /// One worker's share of the pending traces.
 #[derive(Debug)]
 pub struct TraceShard {
@@ -501,42 +515,11 @@ impl TraceShard {
     }
 
     /// The decisions remembered for late spans, least recently used
-    /// first: the decision caches' entries, and decided traces kept in the
-    /// table when their cache is off.
-    pub fn remembered_decisions(&self) -> Vec<RememberedDecision> {
-        let mut out: Vec<RememberedDecision> = self
-            .arrivals
-            .iter()
-            .filter_map(|(id, seq)| {
-                let e = self.table.get(id).filter(|e| e.seq == *seq)?;
-                match e.state {
-                    State::Decided { sampled, .. } => Some(RememberedDecision {
-                        trace_id: *id,
-                        sampled,
-                        policy: None,
-                    }),
-                    State::Pending => None,
-                }
-            })
-            .collect();
-        out.extend(
-            self.not_sampled_cache
-                .iter_oldest_first()
-                .map(|(id, ())| RememberedDecision {
-                    trace_id: *id,
-                    sampled: false,
-                    policy: None,
-                }),
-        );
-        out.extend(
-            self.sampled_cache
-                .iter_oldest_first()
-                .map(|(id, policy)| RememberedDecision {
-                    trace_id: *id,
-                    sampled: true,
-                    policy: *policy,
-                }),
-        );
+    /// first: decided traces kept in the table when their cache is off,
+    /// then the decision caches' entries.
+    pub fn remembered_decisions(&self) -> Vec<KnownDecision> {
+        let mut out = Vec::new();
+        self.decisions_where(|_| true, &mut out);
         out
     }
 
@@ -545,7 +528,7 @@ impl TraceShard {
     /// of its outcome, or, with that cache off, as a decided trace in the
     /// table while `num_traces` leaves room. A trace pending here keeps
     /// its state.
-    pub fn remember_decision(&mut self, decision: RememberedDecision, now: Duration) {
+    pub fn remember_decision(&mut self, decision: KnownDecision, now: Duration) {
         let id = decision.trace_id;
         if decision.sampled && self.sampled_cache.capacity() > 0 {
             self.sampled_cache.put(id, decision.policy);
@@ -556,17 +539,13 @@ impl TraceShard {
         {
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.table_insert(
-                id,
-                Entry {
-                    state: State::Decided {
-                        sampled: decision.sampled,
-                        at: now,
-                    },
-                    ..Entry::new(seq, now)
-                },
-            );
+            let state = State::Decided {
+                sampled: decision.sampled,
+                at: now,
+            };
+            self.table_insert(id, Entry::empty(seq, now, state));
             self.arrivals.push_back((id, seq));
+            self.compact_arrivals();
         }
     }
 
@@ -758,7 +737,7 @@ impl TraceShard {
     fn start_trace(&mut self, id: TraceId, now: Duration) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.table_insert(id, Entry::new(seq, now));
+        self.table_insert(id, Entry::empty(seq, now, State::Pending));
         self.pending += 1;
         self.stats.new_traces += 1;
         self.wait_queue
@@ -843,10 +822,16 @@ impl TraceShard {
             if self.settings.block_on_overflow {
                 // Only decided traces remembered in the table may go; a
                 // pending one is waited for.
-                if !self.evict_oldest(true, now, decider, out) {
+                if self
+                    .evict_oldest(true, DecisionReason::NumTracesFull, now, decider, out)
+                    .is_none()
+                {
                     return false;
                 }
-            } else if !self.evict_oldest(false, now, decider, out) {
+            } else if self
+                .evict_oldest(false, DecisionReason::NumTracesFull, now, decider, out)
+                .is_none()
+            {
                 return true;
             }
         }
@@ -854,17 +839,20 @@ impl TraceShard {
     }
 
     /// Makes the oldest trace in the table give way: a decided one is
-    /// forgotten, a pending one decided early. With `decided_only`, the
-    /// oldest decided one. `false` when there was none to evict.
+    /// forgotten, a pending one decided early for `reason` and forgotten.
+    /// With `decided_only`, the oldest decided one. Its id and the memory
+    /// of the spans it held (0 for a decided one), or `None` when there was
+    /// none to evict.
     fn evict_oldest(
         &mut self,
         decided_only: bool,
+        reason: DecisionReason,
         now: Duration,
         decider: &mut impl Decider,
         out: &mut Released,
-    ) -> bool {
+    ) -> Option<(TraceId, u64)> {
         let mut skipped: Vec<(TraceId, u64)> = Vec::new();
-        let mut evicted = false;
+        let mut evicted = None;
         while let Some((id, seq)) = self.arrivals.pop_front() {
             let Some(entry) = self.table.get(&id).filter(|e| e.seq == seq) else {
                 continue;
@@ -872,18 +860,19 @@ impl TraceShard {
             match entry.state {
                 State::Decided { .. } => {
                     self.table_remove(&id, now, out);
-                    evicted = true;
+                    evicted = Some((id, 0));
                     break;
                 }
                 State::Pending if decided_only => skipped.push((id, seq)),
                 State::Pending => {
+                    let memory = entry.memory;
                     // Stays in the table as decided (or leaves it), either
                     // way the slot accounting below sees the change.
-                    self.decide(id, now, DecisionReason::NumTracesFull, decider, out);
+                    self.decide(id, now, reason, decider, out);
                     if self.table.get(&id).is_some_and(|e| e.seq == seq) {
                         self.table_remove(&id, now, out);
                     }
-                    evicted = true;
+                    evicted = Some((id, memory));
                     break;
                 }
             }
@@ -954,6 +943,43 @@ impl TraceShard {
         self.decide_oldest_while_over(target, now, DecisionReason::StorageFull, decider, out);
         self.headers.sweep();
         self.stats.early_storage_full - before
+    }
+
+    /// Frees about `bytes` for a caller asked to make room by a memory
+    /// limiter at its soft limit: the oldest traces in the table give way
+    /// as when `num_traces` is full, whatever their state (a decided one
+    /// kept for late spans is forgotten, a pending one is decided early,
+    /// reason [`DecisionReason::MemoryLimit`], and forgotten), each counted
+    /// as its spans' memory plus [`ENTRY_MEMORY`]. Forgetting them rather
+    /// than keeping them as decided lets the table shrink: under memory
+    /// pressure decided entries must not crowd out pending traces. A late
+    /// span of a forgotten trace starts it over, as in the collector. The
+    /// forgotten traces are listed in [`Released::forgotten`].
+    /// Returns the traces decided.
+    pub fn decide_oldest_to_free(
+        &mut self,
+        bytes: u64,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> u64 {
+        let before = self.stats.early_memory_limit;
+        let mut freed = 0;
+        while freed < bytes {
+            match self.evict_oldest(false, DecisionReason::MemoryLimit, now, decider, out) {
+                Some((id, memory)) => {
+                    out.forgotten.push(id);
+                    freed += memory + ENTRY_MEMORY;
+                }
+                None => break,
+            }
+        }
+        self.headers.sweep();
+        // A table emptied this way gives its memory back.
+        if self.table.capacity() > 4 * self.table.len() + 1024 {
+            self.table.shrink_to(2 * self.table.len());
+        }
+        self.stats.early_memory_limit - before
     }
 
     /// Decides the oldest pending traces early, for `reason`, while the

@@ -85,6 +85,15 @@ impl<K: Clone + Hash + Eq, V: Clone> LruMap<K, V> {
         })
     }
 
+    /// Whether `key` is held, without marking it used.
+    pub(crate) fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.contains_key(key)
+    }
+
     fn compact(&mut self) {
         if self.order.len() > 2 * self.entries.len() + 32 {
             let entries = &self.entries;

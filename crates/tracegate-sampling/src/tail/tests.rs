@@ -1,4 +1,5 @@
 //! Tail sampling against the collector's semantics, with a fake clock.
+//! The builders are shared with the buffer's hand-over tests.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use super::*;
 // ---------------------------------------------------------------- builders
 
 #[derive(Clone)]
-struct SpanSpec {
+pub(crate) struct SpanSpec {
     trace: TraceId,
     id: u8,
     parent: u8,
@@ -30,14 +31,14 @@ struct SpanSpec {
     flags: u32,
 }
 
-fn tid(n: u64) -> TraceId {
+pub(crate) fn tid(n: u64) -> TraceId {
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&n.to_be_bytes());
     id[8..].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
     id
 }
 
-fn span(trace: TraceId, id: u8) -> SpanSpec {
+pub(crate) fn span(trace: TraceId, id: u8) -> SpanSpec {
     SpanSpec {
         trace,
         id,
@@ -65,7 +66,7 @@ impl SpanSpec {
         self.end_ms = end_ms;
         self
     }
-    fn error(mut self) -> Self {
+    pub(crate) fn error(mut self) -> Self {
         self.status = 2;
         self
     }
@@ -88,7 +89,7 @@ impl SpanSpec {
 }
 
 /// One `ResourceSpans` per span, so each carries its own resource.
-fn batch(spans: &[SpanSpec]) -> SpanBatch {
+pub(crate) fn batch(spans: &[SpanSpec]) -> SpanBatch {
     let resource_spans = spans
         .iter()
         .map(|sp| ResourceSpans {
@@ -849,21 +850,21 @@ fn seed_config_tail_sampling_section_parses() {
 
 // ---------------------------------------------------------------- the buffer
 
-fn settings() -> TraceBufferSettings {
+pub(crate) fn settings() -> TraceBufferSettings {
     TraceBufferSettings {
         decision_wait: Duration::from_secs(10),
         ..TraceBufferSettings::default()
     }
 }
 
-fn keep_errors() -> PolicySet {
+pub(crate) fn keep_errors() -> PolicySet {
     policies(
         serde_json::json!([{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]),
         false,
     )
 }
 
-fn secs(s: u64) -> Duration {
+pub(crate) fn secs(s: u64) -> Duration {
     Duration::from_secs(1_700_000_000 + s)
 }
 
@@ -1144,6 +1145,77 @@ fn above_a_memory_limit_the_oldest_half_is_decided_early_and_kept_ones_released_
         .decided
         .iter()
         .all(|d| d.reason == DecisionReason::DecisionWait));
+    assert_eq!(shard.buffered_bytes(), 0);
+}
+
+/// Asked to free a number of bytes (a memory limiter at its soft limit),
+/// a shard lets its oldest traces give way until it has: a decided one
+/// kept for late spans is forgotten, a pending one decided early by the
+/// policies and forgotten, so the table itself shrinks too.
+#[test]
+fn asked_to_free_bytes_the_oldest_traces_give_way() {
+    use super::buffer::ENTRY_MEMORY;
+    let mut shard = TraceShard::new(settings());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    // Trace 0 is decided at 10 s (not sampled) and kept for late spans;
+    // traces 1..=6 (odd ones with an error) arrive later and wait.
+    shard.insert(&batch(&[span(tid(0), 1)]), secs(0), &mut set, &mut out);
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(shard.pending_traces(), 0);
+    for i in 1..=6 {
+        let second = if i % 2 == 1 {
+            span(tid(i), 2).error()
+        } else {
+            span(tid(i), 2)
+        };
+        shard.insert(
+            &batch(&[span(tid(i), 1), second]),
+            secs(10),
+            &mut set,
+            &mut out,
+        );
+    }
+    out.clear();
+    let per_trace = shard.buffered_bytes() / 6;
+    assert_eq!(
+        shard.decide_oldest_to_free(0, secs(11), &mut set, &mut out),
+        0
+    );
+    // The decided trace goes first (forgotten, nothing to decide), then
+    // the two oldest pending ones: three table slots and two traces'
+    // spans.
+    let ask = 3 * ENTRY_MEMORY + 2 * per_trace - per_trace / 2;
+    assert_eq!(
+        shard.decide_oldest_to_free(ask, secs(11), &mut set, &mut out),
+        2
+    );
+    let early: Vec<_> = out.decided.iter().map(|d| d.trace_id).collect();
+    assert_eq!(early, vec![tid(1), tid(2)]);
+    assert!(out
+        .decided
+        .iter()
+        .all(|d| d.reason == DecisionReason::MemoryLimit));
+    // Trace 1 (an error) leaves whole.
+    let kept: Vec<TraceId> = out
+        .sampled
+        .iter()
+        .flat_map(|b| b.spans().iter().map(|s| s.trace_id))
+        .collect();
+    assert_eq!(kept, vec![tid(1), tid(1)]);
+    assert_eq!(shard.stats().early_memory_limit, 2);
+    assert_eq!(shard.pending_traces(), 4);
+    // Forgotten, not remembered: a late span of trace 2 starts it over.
+    out.clear();
+    shard.insert(&batch(&[span(tid(2), 3)]), secs(11), &mut set, &mut out);
+    assert!(out.late_span_ages.is_empty());
+    assert_eq!(shard.pending_traces(), 5);
+    // More than is held: everything goes.
+    assert_eq!(
+        shard.decide_oldest_to_free(u64::MAX, secs(11), &mut set, &mut out),
+        5
+    );
+    assert_eq!(shard.pending_traces(), 0);
     assert_eq!(shard.buffered_bytes(), 0);
 }
 
@@ -1811,7 +1883,7 @@ fn remembered_decisions_round_trip_through_another_shard() {
         let remembered = shard.remembered_decisions();
         assert_eq!(remembered.len(), 2, "caches {caches}");
         let policy = if caches { Some(0) } else { None };
-        assert!(remembered.contains(&RememberedDecision {
+        assert!(remembered.contains(&KnownDecision {
             trace_id: kept,
             sampled: true,
             policy
@@ -1861,4 +1933,48 @@ fn shedding_for_storage_decides_the_oldest_half_early() {
     // The oldest went first, and their pins with them.
     let released = pin_ids(&out.released_pins);
     assert_eq!(released, (0..decided as u32).collect::<Vec<_>>());
+}
+
+#[test]
+fn traces_that_leave_without_a_decision_kept_are_listed_with_their_pins() {
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    let mut shard = TraceShard::new(settings());
+    shard.set_pin(Some(pin(1)));
+    shard.insert(
+        &batch(&[span(tid(1), 1), span(tid(2), 1), span(tid(3), 1)]),
+        secs(0),
+        &mut set,
+        &mut out,
+    );
+    shard.set_pin(Some(pin(2)));
+    shard.insert(&batch(&[span(tid(1), 2)]), secs(1), &mut set, &mut out);
+    shard.set_pin(None);
+    // Handed over: trace 1 leaves with both its pins.
+    let mut taken = Vec::new();
+    assert_eq!(
+        shard.take_pending_where(|id| *id == tid(1), &mut taken, &mut out),
+        1
+    );
+    assert_eq!(out.forgotten, [tid(1)]);
+    assert_eq!(pin_ids(&out.released_pins), [1, 2]);
+    assert!(out.decided.is_empty());
+    out.clear();
+    assert!(out.forgotten.is_empty() && out.released_pins.is_empty());
+
+    // Traces 2 and 3 decided and kept in the table (caches off), trace 4
+    // pending: room asked for forgets all three, oldest first, and hands
+    // back trace 4's pin; trace 4's early decision is listed too.
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 2);
+    out.clear();
+    shard.set_pin(Some(pin(3)));
+    shard.insert(&batch(&[span(tid(4), 1)]), secs(10), &mut set, &mut out);
+    shard.set_pin(None);
+    assert_eq!(shard.traces_in_table(), 3);
+    shard.decide_oldest_to_free(u64::MAX, secs(11), &mut set, &mut out);
+    assert_eq!(out.forgotten, [tid(2), tid(3), tid(4)]);
+    assert_eq!(pin_ids(&out.released_pins), [3]);
+    assert_eq!(out.decided.len(), 1);
+    assert_eq!(shard.traces_in_table(), 0);
 }

@@ -159,10 +159,22 @@ impl Expander<'_> {
     }
 
     fn expand_str(&mut self, mut current: String, path: &Path) -> Result<Outcome, String> {
+        let mut warned_escape = false;
         loop {
             let Some((open, end)) = find_reference(&current) else {
                 return Ok(Outcome::Text(current));
             };
+            if !warned_escape && collector_stops_at_escape(&current) {
+                warned_escape = true;
+                self.result.warnings.push((
+                    path.clone(),
+                    format!(
+                        "{} is expanded after an escaped $${{...}}; the collector stops expanding \
+                         this value at the escaped reference and leaves the rest as written",
+                        &current[open..end]
+                    ),
+                ));
+            }
             if self.budget == 0 {
                 return Err("too many recursive expansions".into());
             }
@@ -299,6 +311,23 @@ fn find_reference(s: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// Whether the collector's confmap would stop expanding `s` here: it takes
+/// the reference closed by the first `}` that has a `${` before it (since
+/// the previous `}`), and when that reference is escaped it expands
+/// nothing more of the value, where [`find_reference`] moves on to a later
+/// one.
+fn collector_stops_at_escape(s: &str) -> bool {
+    let mut from = 0;
+    while let Some(close) = s[from..].find('}').map(|i| from + i) {
+        if let Some(open) = s[from..close].rfind("${").map(|i| from + i) {
+            let dollars_before = s[..open].bytes().rev().take_while(|b| *b == b'$').count();
+            return dollars_before & 1 == 1;
+        }
+        from = close + 1;
+    }
+    false
+}
+
 /// A URI scheme: a letter, then at least one letter, digit, `+`, `.`, `-`.
 pub(crate) fn is_scheme(s: &str) -> bool {
     let mut chars = s.chars();
@@ -422,6 +451,29 @@ mod tests {
         assert!(result.warnings[0].1.contains("MISSING is not set"));
         // An empty default is an empty string, not null.
         assert_eq!(value_of("v: ${env:MISSING:-}", &[]), "");
+    }
+
+    /// After an escaped reference the collector expands nothing more of
+    /// the value; tracegate goes on, and says so.
+    #[test]
+    fn a_reference_after_an_escaped_one_warns() {
+        let env = [("B", "b")];
+        let (root, result) = run("v: $${A}-${env:B}\nw: ${env:B}-$${A}\n", &env_of(&env));
+        let json = root.to_json();
+        assert_eq!(json["v"], "${A}-b");
+        assert_eq!(json["w"], "b-${A}");
+        assert_eq!(result.warnings.len(), 1, "{:?}", result.warnings);
+        assert_eq!(result.warnings[0].0.to_string(), "v");
+        assert!(
+            result.warnings[0]
+                .1
+                .starts_with("${env:B} is expanded after an escaped $${...}"),
+            "{:?}",
+            result.warnings
+        );
+        // A reference nested in an escaped one is expanded there too.
+        let (_, result) = run("v: $${env:${env:B}}\n", &env_of(&env));
+        assert!(result.warnings.is_empty(), "{:?}", result.warnings);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use tracegate_pipeline::exporter::ExporterConfig;
 pub use tracegate_pipeline::extension::ExtensionConfig;
 #[cfg(test)]
 use tracegate_pipeline::health::HealthCheckConfig;
-use tracegate_pipeline::processor::ProcessorConfig;
+use tracegate_pipeline::processor::{Answer, ProcessorConfig};
 use tracegate_pipeline::receiver::ReceiverConfig;
 
 use catalog::{Known, Section};
@@ -543,6 +543,7 @@ impl Loader {
                 }
             }
         }
+        self.warn_retry_delays(&config);
         for (id, path) in exporter_paths {
             self.check_queue_storage(&config, &id, &path);
         }
@@ -575,6 +576,52 @@ impl Loader {
         );
         if let Some(message) = problem {
             self.error(&path.key("tail_storage"), message);
+        }
+    }
+
+    /// Where a refusal reaches a receiver that answers it with a retry
+    /// delay the collector does not send, says so: a pipeline whose
+    /// `memory_limiter` refuses, or without a stage that holds data (so
+    /// full exporter queues refuse), before any `batch` or `tail_sampling`.
+    fn warn_retry_delays(&mut self, config: &Config) {
+        for pipeline in &config.service.pipelines {
+            let mut refusal = None;
+            let mut held = false;
+            for id in &pipeline.processors {
+                match config.processors.get(id).map(ProcessorConfig::answer) {
+                    Some(Answer::MayRefuse) => {
+                        refusal = Some(format!("its {id} refuses data"));
+                        break;
+                    }
+                    Some(Answer::Holds) => {
+                        held = true;
+                        break;
+                    }
+                    Some(Answer::PassesOn) | None => {}
+                }
+            }
+            if refusal.is_none() && !held {
+                refusal = Some("every exporter's queue is full".to_string());
+            }
+            let Some(refusal) = refusal else { continue };
+            for id in &pipeline.receivers {
+                if config
+                    .receivers
+                    .get(id)
+                    .is_some_and(ReceiverConfig::sends_retry_delay)
+                {
+                    self.warn(
+                        &Path::root().key("receivers").key(&id.to_string()),
+                        format!(
+                            "when pipeline {} refuses spans ({refusal}), tracegate's answer asks \
+                             the client to retry later (gRPC RetryInfo, HTTP Retry-After: 5 s \
+                             unless the refusal names its own delay); the collector sends no \
+                             delay, so clients that honour it wait longer here",
+                            pipeline.id
+                        ),
+                    );
+                }
+            }
         }
     }
 

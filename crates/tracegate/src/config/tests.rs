@@ -344,13 +344,13 @@ fn connectors_are_not_implemented() {
 
 #[test]
 fn extensions_listed_are_built_and_must_be_defined() {
-    let yaml = format!("{MINIMAL}  extensions: [health_check]\nextensions:\n  health_check:\n    endpoint: 127.0.0.1:13133\n  health_check/spare:\n");
+    let yaml = format!("{MINIMAL}  extensions: [health_check]\nextensions:\n  health_check:\n    endpoint: 127.0.0.1:13133\n  health_check/spare:\n    endpoint: 127.0.0.1:13134\n");
     let loaded = load_ok(&yaml);
     assert_eq!(loaded.config.service.extensions, [id("health_check")]);
     assert_eq!(
         loaded.config.extensions[&id("health_check")],
         ExtensionConfig::HealthCheck(HealthCheckConfig {
-            endpoint: "127.0.0.1:13133".into(),
+            endpoint: Some("127.0.0.1:13133".into()),
             ..HealthCheckConfig::default()
         })
     );
@@ -567,11 +567,11 @@ fn a_retyped_reference_falls_back_to_its_text_for_string_fields() {
 
 #[test]
 fn unset_variables_warn_and_bad_references_are_errors() {
-    let yaml = format!("{MINIMAL}  extensions: [health_check]\nextensions:\n  health_check:\n    path: /x${{env:UNSET}}\n");
+    let yaml = format!("{MINIMAL}  extensions: [health_check]\nextensions:\n  health_check:\n    endpoint: localhost:13133\n    path: /x${{env:UNSET}}\n");
     let loaded = load(&yaml).unwrap();
     assert_eq!(
         loaded.warnings,
-        ["extensions::health_check::path: environment variable UNSET is not set; it expands to nothing (line 19)"]
+        ["extensions::health_check::path: environment variable UNSET is not set; it expands to nothing (line 20)"]
     );
     let yaml = yaml.replace("${env:UNSET}", "${env:BAD NAME}");
     let found = problems(&yaml);
@@ -702,6 +702,45 @@ fn log_output_paths_are_honoured_or_refused() {
             && problems[0].contains("\"lumberjack\" sink is not supported"),
         "{problems:?}"
     );
+}
+
+/// A refusal that reaches the OTLP receiver carries a retry delay the
+/// collector does not send: warned where a pipeline's refusals reach it
+/// (a memory_limiter before any stage that holds data, or no such stage),
+/// not where a batch or tail_sampling acknowledges first.
+#[test]
+fn refusals_reaching_the_otlp_receiver_warn_of_the_retry_delay() {
+    let with = |processors: &str| {
+        let yaml = MINIMAL
+            .replace(
+                "  batch:\n",
+                "  batch:\n  memory_limiter:\n    check_interval: 1s\n    limit_mib: 100\n",
+            )
+            .replace(
+                "processors: [batch]",
+                &format!("processors: [{processors}]"),
+            );
+        let warnings = load_ok(&yaml).warnings;
+        warnings
+            .into_iter()
+            .filter(|w| w.starts_with("receivers::"))
+            .collect::<Vec<_>>()
+    };
+    assert!(with("batch").is_empty());
+    assert!(with("batch, memory_limiter").is_empty());
+    for (processors, refusal) in [
+        ("memory_limiter, batch", "its memory_limiter refuses data"),
+        ("", "every exporter's queue is full"),
+    ] {
+        let warnings = with(processors);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(&format!(
+                "receivers::otlp: when pipeline traces refuses spans ({refusal}), tracegate's answer asks the client to retry later"
+            )) && warnings[0].contains("the collector sends no delay"),
+            "{warnings:?}"
+        );
+    }
 }
 
 #[test]

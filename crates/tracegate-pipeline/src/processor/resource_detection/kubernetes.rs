@@ -15,9 +15,9 @@
 use serde::Deserialize;
 use tracegate_model::otlp::KeyValue;
 
-use super::{client, string_kv, DetectContext, DetectError, ResourceAttributesConfig};
+use super::{string_kv, DetectContext, DetectError, ResourceAttributesConfig};
 use crate::config::ComponentError;
-use crate::tls::TlsClientConfig;
+use crate::kube::{Auth, KubeApi, Unavailable};
 
 pub(super) const ATTRIBUTES: &[(&str, bool)] = &[
     ("k8s.node.name", true),
@@ -146,71 +146,29 @@ impl Config {
     }
 }
 
-/// Where a pod finds its service account's token and the cluster's CA.
-const SERVICE_ACCOUNT: &str = "var/run/secrets/kubernetes.io/serviceaccount";
-
-/// The API server as a pod reaches it.
-struct Api {
-    host: String,
-    port: u16,
-    token: Option<String>,
-    tls: std::sync::Arc<rustls::ClientConfig>,
-}
+/// The API server as a pod reaches it ([`crate::kube`]).
+struct Api(KubeApi);
 
 impl Api {
     /// `None` where the API cannot be reached from here (not in a pod, or
     /// no service account token mounted): the UIDs cannot be known.
     fn find(ctx: &DetectContext, config: &Config) -> Result<Option<Api>, DetectError> {
-        let (Some(host), Some(port)) = (
-            ctx.var("KUBERNETES_SERVICE_HOST"),
-            ctx.var("KUBERNETES_SERVICE_PORT"),
-        ) else {
-            return Ok(None);
-        };
-        let port: u16 = port
-            .parse()
-            .map_err(|_| DetectError::Failed(format!("KUBERNETES_SERVICE_PORT {port:?}")))?;
-        let (token, tls) = match config.auth_type {
-            AuthType::ServiceAccount => {
-                let Some(token) = ctx.read(&format!("{SERVICE_ACCOUNT}/token")) else {
-                    return Ok(None);
-                };
-                let tls = TlsClientConfig {
-                    ca_file: Some(ctx.root.join(format!("{SERVICE_ACCOUNT}/ca.crt"))),
-                    ..TlsClientConfig::default()
-                };
-                (Some(token.trim().to_string()), tls)
-            }
+        let auth = match config.auth_type {
+            AuthType::ServiceAccount => Auth::ServiceAccount,
             // As the collector's `none`: no credentials, no verification.
-            _ => (
-                None,
-                TlsClientConfig {
-                    insecure_skip_verify: true,
-                    ..TlsClientConfig::default()
-                },
-            ),
+            _ => Auth::None,
         };
-        let tls = tls
-            .load(&[b"http/1.1"])
-            .map_err(|e| DetectError::Failed(format!("Kubernetes API TLS: {e}")))?;
-        Ok(Some(Api {
-            host: host.to_string(),
-            port,
-            token,
-            tls: std::sync::Arc::new(tls),
-        }))
+        let var = |name: &str| ctx.var(name).map(str::to_string);
+        match KubeApi::find(&var, &ctx.root, auth) {
+            Ok(api) => Ok(Some(Api(api))),
+            Err(Unavailable::NotInPod(_)) => Ok(None),
+            Err(Unavailable::Invalid(reason)) => Err(DetectError::Failed(reason)),
+        }
     }
 
     /// `metadata.uid` of the object at `path`; the status on failure.
     async fn uid(&self, path: &str) -> Result<String, (Option<u16>, String)> {
-        let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let mut headers = vec![("Accept", "application/json")];
-        if let Some(bearer) = &bearer {
-            headers.push(("Authorization", bearer.as_str()));
-        }
-        let response = client::send_tls(&self.host, self.port, path, &headers, self.tls.clone())
-            .await
-            .map_err(|e| (None, e))?;
+        let response = self.0.get(path, 1 << 20).await.map_err(|e| (None, e))?;
         let status = response.status.as_u16();
         let body = response
             .ok_text(&format!("GET {path}"))
@@ -375,7 +333,9 @@ mod tests {
         })
         .await;
         let root = tempfile::tempdir().unwrap();
-        let sa = root.path().join(SERVICE_ACCOUNT);
+        let sa = root
+            .path()
+            .join("var/run/secrets/kubernetes.io/serviceaccount");
         std::fs::create_dir_all(&sa).unwrap();
         std::fs::write(sa.join("token"), "sa-token\n").unwrap();
         std::fs::write(sa.join("ca.crt"), &pki.ca_pem).unwrap();

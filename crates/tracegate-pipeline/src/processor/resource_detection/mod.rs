@@ -10,7 +10,6 @@
 //! Where two detectors set the same attribute, the one listed first wins.
 
 mod azure;
-mod client;
 mod docker;
 mod ec2;
 mod env;
@@ -33,6 +32,7 @@ use tracegate_model::{ResourceAttributes, SpanBatch};
 use super::Processor;
 use crate::config::{nearest, ComponentError};
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
+use crate::http_client as client;
 
 /// A detector, by the name `detectors` lists it under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -450,6 +450,16 @@ impl Config {
             warnings.push(
                 "docker: where no Docker daemon answers, tracegate detects nothing; the \
                  collector refuses to start"
+                    .into(),
+            );
+        }
+        if self.detectors.contains(&DetectorKind::System)
+            && self.enabled(DetectorKind::System, "host.ip")
+        {
+            warnings.push(
+                "system.resource_attributes.host.ip: read from the kernel's address tables, \
+                 which also hold the addresses of interfaces that are down; the collector lists \
+                 only those of interfaces that are up"
                     .into(),
             );
         }

@@ -113,20 +113,7 @@ impl FakeServer {
         pki: &crate::exporter::test_support::TestPki,
         handler: impl Fn(&FakeRequest) -> FakeAnswer + Send + Sync + 'static,
     ) -> FakeServer {
-        let certs: Vec<_> = rustls_pemfile::certs(&mut pki.server_cert_pem.as_bytes())
-            .map(|c| c.unwrap())
-            .collect();
-        let key = rustls_pemfile::private_key(&mut pki.server_key_pem.as_bytes())
-            .unwrap()
-            .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+        let config = pki.server_config();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -464,6 +451,19 @@ fn config_keys_and_validation() {
         .unwrap_err()
         .message
         .contains("\"dns\""));
+    // host.ip is off by default; switched on, its source differs.
+    let ip: Config = crate::config::from_value(serde_json::json!({
+        "detectors": ["system"],
+        "system": {"resource_attributes": {"host.ip": {"enabled": true}}}
+    }))
+    .unwrap();
+    let warnings = ip.validate().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("system.resource_attributes.host.ip:")
+            && warnings[0].contains("interfaces that are up"),
+        "{warnings:?}"
+    );
     // host.id is off by default and can be switched on.
     let c: Config = crate::config::from_value(serde_json::json!({
         "system": {"resource_attributes": {"host.id": {"enabled": true}, "os.type": {"enabled": false}}}

@@ -5,16 +5,26 @@
 //! decided before it still follow their decisions. docs/architecture.md
 //! ("The tail-sampling journal") has the design and its costs.
 //!
-//! Two kinds of record, told apart by their first byte:
+//! Three kinds of record, told apart by their first byte:
 //!
 //! - spans (`0x01`): the arrival time (ns since the Unix epoch, u64 LE),
 //!   then the batch as the processor received it (an encoded OTLP
 //!   request). One per `consume`, written before the client is answered.
+//! - handed-over spans (`0x03`): the arrival time, a count (u32 LE), then
+//!   per trace its id and when its first span arrived at its previous
+//!   owner (ns, u64 LE), then the batch. One per hand-over taken in
+//!   (written before the other gateway is answered) and per failed
+//!   hand-over taken back, so that the traces' clocks survive a restart.
 //! - decisions (`0x02`): a count (u32 LE), then per trace its id (16
-//!   bytes), flags (bit 0: sampled) and the policy credited (u16 LE,
-//!   `0xffff` for none). Written by a shard after each round of decisions,
-//!   once their kept spans have been passed on, and as a snapshot of what
-//!   the shard remembers.
+//!   bytes) and flags. Flags bit 1 clear: a decision (bit 0: sampled),
+//!   then the policy credited (u16 LE, `0xffff` for none). Bit 1 set: the
+//!   trace is gone from this gateway without a decision kept here (handed
+//!   over, diverted to its owner, or forgotten to make room), then the
+//!   spans log's next sequence number when that was journaled (u64 LE):
+//!   its spans in records below it are not restored, and no decision is
+//!   remembered for it; spans in later records (the trace came back) are.
+//!   Written by a shard after each round of work, once its kept spans
+//!   have been passed on, and as a snapshot of what the shard remembers.
 //!
 //! Spans and decisions are two logs (two subdirectories of the storage): a
 //! decision record is small and lives until a snapshot replaces it, and in
@@ -42,7 +52,7 @@ use bytes::Bytes;
 use metrics::{Counter, Gauge};
 use tracegate_model::SpanBatch;
 use tracegate_sampling::tail::{
-    shard_of, Decider, Pin, Released, RememberedDecision, TraceId, TraceShard,
+    shard_of, Decider, KnownDecision, Pin, Released, TraceId, TraceShard,
 };
 use tracegate_storage::{AppendError, Fsync, Log, OpenReport, Position};
 
@@ -51,9 +61,16 @@ use crate::telemetry::names;
 
 const SPANS: u8 = 0x01;
 const DECISIONS: u8 = 0x02;
+const HANDED_OVER: u8 = 0x03;
 const SPANS_HEADER: usize = 9;
+/// A handed-over spans record's header before its per-trace clocks.
+const HANDED_OVER_HEADER: usize = 13;
+const CLOCK_LEN: usize = 24;
 const DECISIONS_HEADER: usize = 5;
 const DECISION_LEN: usize = 19;
+const GONE_LEN: usize = 25;
+const SAMPLED: u8 = 1;
+const GONE: u8 = 2;
 const NO_POLICY: u16 = u16::MAX;
 
 /// A shard writes a snapshot once the decisions it wrote since the last one
@@ -199,49 +216,154 @@ fn ranges(seqs: &mut [u64]) -> Vec<Range<u64>> {
     out
 }
 
-fn encode_decisions(buf: &mut Vec<u8>, decisions: &[RememberedDecision]) {
-    buf.clear();
-    buf.push(DECISIONS);
-    buf.extend_from_slice(&(decisions.len() as u32).to_le_bytes());
-    for d in decisions {
-        buf.extend_from_slice(&d.trace_id);
-        buf.push(u8::from(d.sampled));
-        let policy = d
-            .policy
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|&p| p != NO_POLICY)
-            .unwrap_or(NO_POLICY);
-        buf.extend_from_slice(&policy.to_le_bytes());
+/// One entry of a decisions record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// A decision, remembered for late spans.
+    Decided(KnownDecision),
+    /// The trace left this gateway without a decision kept here; its spans
+    /// in spans records below `until` are not ours any more.
+    Gone { trace_id: TraceId, until: u64 },
+}
+
+impl Entry {
+    fn trace_id(&self) -> TraceId {
+        match self {
+            Entry::Decided(d) => d.trace_id,
+            Entry::Gone { trace_id, .. } => *trace_id,
+        }
+    }
+
+    /// Whether a span of this entry's trace in spans record `seq` is
+    /// settled (not to be restored).
+    fn settles(&self, seq: u64) -> bool {
+        match self {
+            Entry::Decided(_) => true,
+            Entry::Gone { until, .. } => seq < *until,
+        }
     }
 }
 
-fn decode_decisions(payload: &[u8]) -> Option<Vec<RememberedDecision>> {
-    let count = u32::from_le_bytes(payload.get(1..DECISIONS_HEADER)?.try_into().ok()?) as usize;
-    let body = payload.get(DECISIONS_HEADER..)?;
-    if body.len() != count.checked_mul(DECISION_LEN)? {
-        return None;
+fn encode_decisions(buf: &mut Vec<u8>, entries: &[Entry]) {
+    buf.clear();
+    buf.push(DECISIONS);
+    buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for entry in entries {
+        match entry {
+            Entry::Decided(d) => {
+                buf.extend_from_slice(&d.trace_id);
+                buf.push(if d.sampled { SAMPLED } else { 0 });
+                let policy = d
+                    .policy
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|&p| p != NO_POLICY)
+                    .unwrap_or(NO_POLICY);
+                buf.extend_from_slice(&policy.to_le_bytes());
+            }
+            Entry::Gone { trace_id, until } => {
+                buf.extend_from_slice(trace_id);
+                buf.push(GONE);
+                buf.extend_from_slice(&until.to_le_bytes());
+            }
+        }
     }
-    Some(
-        body.chunks_exact(DECISION_LEN)
-            .map(|c| {
-                let policy = u16::from_le_bytes([c[17], c[18]]);
-                RememberedDecision {
-                    trace_id: c[..16].try_into().expect("16 bytes"),
-                    sampled: c[16] & 1 != 0,
-                    policy: (policy != NO_POLICY).then_some(usize::from(policy)),
-                }
-            })
-            .collect(),
-    )
+}
+
+fn decode_decisions(payload: &[u8]) -> Option<Vec<Entry>> {
+    let count = u32::from_le_bytes(payload.get(1..DECISIONS_HEADER)?.try_into().ok()?) as usize;
+    let mut body = payload.get(DECISIONS_HEADER..)?;
+    // Each entry takes at least DECISION_LEN bytes.
+    let mut out = Vec::with_capacity(count.min(body.len() / DECISION_LEN));
+    for _ in 0..count {
+        let trace_id: TraceId = body.get(..16)?.try_into().ok()?;
+        let flags = *body.get(16)?;
+        if flags & GONE != 0 {
+            let until = u64::from_le_bytes(body.get(17..GONE_LEN)?.try_into().ok()?);
+            out.push(Entry::Gone { trace_id, until });
+            body = &body[GONE_LEN..];
+        } else {
+            let policy = u16::from_le_bytes(body.get(17..DECISION_LEN)?.try_into().ok()?);
+            out.push(Entry::Decided(KnownDecision {
+                trace_id,
+                sampled: flags & SAMPLED != 0,
+                policy: (policy != NO_POLICY).then_some(usize::from(policy)),
+            }));
+            body = &body[DECISION_LEN..];
+        }
+    }
+    body.is_empty().then_some(out)
+}
+
+/// A handed-over spans record: the arrival time, each trace's first-seen
+/// time, and where the batch starts.
+struct HandedOver {
+    arrival: u64,
+    first_seen: HashMap<TraceId, Duration>,
+    batch_at: usize,
+}
+
+fn handed_over_header(arrival: Duration, first_seen: &[(TraceId, Duration)]) -> Vec<u8> {
+    let mut header = Vec::with_capacity(HANDED_OVER_HEADER + first_seen.len() * CLOCK_LEN);
+    header.push(HANDED_OVER);
+    header.extend_from_slice(&(arrival.as_nanos() as u64).to_le_bytes());
+    header.extend_from_slice(&(first_seen.len() as u32).to_le_bytes());
+    for (id, at) in first_seen {
+        header.extend_from_slice(id);
+        header.extend_from_slice(&(at.as_nanos() as u64).to_le_bytes());
+    }
+    header
+}
+
+fn decode_handed_over(payload: &[u8]) -> Option<HandedOver> {
+    let arrival = u64::from_le_bytes(payload.get(1..SPANS_HEADER)?.try_into().ok()?);
+    let count = u32::from_le_bytes(
+        payload
+            .get(SPANS_HEADER..HANDED_OVER_HEADER)?
+            .try_into()
+            .ok()?,
+    );
+    let batch_at = (count as usize)
+        .checked_mul(CLOCK_LEN)?
+        .checked_add(HANDED_OVER_HEADER)?;
+    let clocks = payload.get(HANDED_OVER_HEADER..batch_at)?;
+    let first_seen = clocks
+        .chunks_exact(CLOCK_LEN)
+        .map(|c| {
+            let id: TraceId = c[..16].try_into().expect("16 bytes");
+            let at = u64::from_le_bytes(c[16..].try_into().expect("8 bytes"));
+            (id, Duration::from_nanos(at))
+        })
+        .collect();
+    Some(HandedOver {
+        arrival,
+        first_seen,
+        batch_at,
+    })
+}
+
+/// Runs `write` against `journal`, on a blocking thread when its fsync
+/// policy may make the write wait for the disk.
+pub(crate) async fn write_off_thread<T: Send + 'static>(
+    journal: &Arc<Journal>,
+    write: impl FnOnce(&Arc<Journal>) -> T + Send + 'static,
+) -> Result<T, String> {
+    if journal.syncs_on_append() {
+        let journal = journal.clone();
+        tokio::task::spawn_blocking(move || write(&journal))
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(write(journal))
+    }
 }
 
 /// What the journal held when it was opened: the spans records to restore
 /// and the decisions to remember, read in [`Journal::open`]'s first pass.
 pub(crate) struct Replay {
     spans: Vec<Position>,
-    /// The latest decision journaled for each trace, with its place in the
+    /// The latest entry journaled for each trace, with its place in the
     /// replay (records in order, entries of a record in order).
-    decisions: HashMap<TraceId, (u64, RememberedDecision)>,
+    decisions: HashMap<TraceId, (u64, Entry)>,
     /// Decision records read, acknowledged once restored decisions are
     /// journaled again (with those that could not be understood).
     decision_seqs: Vec<u64>,
@@ -263,6 +385,9 @@ pub(crate) struct RestoreReport {
     pub spans: u64,
     /// Spans skipped because their trace had been decided.
     pub decided_spans: u64,
+    /// Spans skipped because their trace had left (handed over, diverted
+    /// to its owner, or forgotten to make room).
+    pub gone_spans: u64,
     /// Decisions remembered again.
     pub decisions: u64,
     /// Records lost to damage (torn or corrupt), found by the log or by
@@ -282,7 +407,7 @@ impl Journal {
         processor: &str,
     ) -> Result<(Arc<Journal>, Replay), String> {
         let mut place = place;
-        let mut decisions: HashMap<TraceId, (u64, RememberedDecision)> = HashMap::new();
+        let mut decisions: HashMap<TraceId, (u64, Entry)> = HashMap::new();
         let mut decision_seqs = Vec::new();
         let mut unreadable_decisions = 0;
         let mut order = 0u64;
@@ -291,10 +416,10 @@ impl Journal {
                 decision_seqs.push(position.seq);
                 match decode_decisions(payload).filter(|_| payload[0] == DECISIONS) {
                     Some(list) => {
-                        for d in list {
+                        for entry in list {
                             // Replay order: by record, then within it.
                             order += 1;
-                            decisions.insert(d.trace_id, (order, d));
+                            decisions.insert(entry.trace_id(), (order, entry));
                         }
                     }
                     None => unreadable_decisions += 1,
@@ -303,7 +428,12 @@ impl Journal {
         let mut spans = Vec::new();
         let mut unreadable = Vec::new();
         let (log, open) = (place.open)(SPANS_LOG, &mut |position: Position, payload: &[u8]| {
-            if payload.first() == Some(&SPANS) && payload.len() >= SPANS_HEADER {
+            let readable = match payload.first() {
+                Some(&SPANS) => payload.len() >= SPANS_HEADER,
+                Some(&HANDED_OVER) => decode_handed_over(payload).is_some(),
+                _ => false,
+            };
+            if readable {
                 spans.push(position);
             } else {
                 unreadable.push(position.seq);
@@ -365,6 +495,18 @@ impl Journal {
         }
     }
 
+    /// Bytes appended to the decisions log so far.
+    #[cfg(test)]
+    pub(crate) fn decisions_appended(&self) -> u64 {
+        self.decisions.stats().appended_bytes
+    }
+
+    /// Spans records appended so far.
+    #[cfg(test)]
+    pub(crate) fn spans_records_appended(&self) -> u64 {
+        self.log.stats().appended_records
+    }
+
     /// Whether workers should decide their oldest traces early.
     pub(crate) fn above_high_water(&self) -> bool {
         self.bound != u64::MAX && self.disk_use() > self.high_water
@@ -386,7 +528,27 @@ impl Journal {
         let mut header = [0u8; SPANS_HEADER];
         header[0] = SPANS;
         header[1..].copy_from_slice(&(arrival.as_nanos() as u64).to_le_bytes());
-        let framed = (SPANS_HEADER + batch.bytes().len() + 8) as u64;
+        self.append_record(&header, batch)
+    }
+
+    /// Writes `batch`, handed over from another gateway (or taken back from
+    /// a failed hand-over), as a record arriving at `arrival` whose traces
+    /// were first seen at `first_seen` (by trace id).
+    pub(crate) fn append_handed_over(
+        self: &Arc<Self>,
+        batch: &SpanBatch,
+        arrival: Duration,
+        first_seen: &[(TraceId, Duration)],
+    ) -> Result<Arc<RecordPin>, JournalError> {
+        self.append_record(&handed_over_header(arrival, first_seen), batch)
+    }
+
+    fn append_record(
+        self: &Arc<Self>,
+        header: &[u8],
+        batch: &SpanBatch,
+    ) -> Result<Arc<RecordPin>, JournalError> {
+        let framed = (header.len() + batch.bytes().len() + 8) as u64;
         let size = self.disk_use();
         if size + framed > self.span_limit {
             self.meters.refused_spans.increment(batch.len() as u64);
@@ -399,7 +561,7 @@ impl Journal {
         let mut live = lock(&self.live);
         let position = self
             .log
-            .append_batch(&[&[&header, batch.bytes()]])
+            .append_batch(&[&[header, batch.bytes()]])
             .map_err(|e| {
                 self.meters.refused_spans.increment(batch.len() as u64);
                 match e {
@@ -538,8 +700,18 @@ impl Journal {
                     continue;
                 }
             };
-            let arrival = u64::from_le_bytes(payload[1..SPANS_HEADER].try_into().expect("8 bytes"));
-            let batch = match SpanBatch::scan(Bytes::from(payload).slice(SPANS_HEADER..)) {
+            // Checked as the log was opened.
+            let handed_over = (payload[0] == HANDED_OVER)
+                .then(|| decode_handed_over(&payload))
+                .flatten();
+            let (arrival, batch_at) = match &handed_over {
+                Some(h) => (h.arrival, h.batch_at),
+                None => (
+                    u64::from_le_bytes(payload[1..SPANS_HEADER].try_into().expect("8 bytes")),
+                    SPANS_HEADER,
+                ),
+            };
+            let batch = match SpanBatch::scan(Bytes::from(payload).slice(batch_at..)) {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(storage = %self.storage, seq, error = %e,
@@ -556,10 +728,12 @@ impl Journal {
                 route.clear();
             }
             for (i, span) in batch.spans().iter().enumerate() {
-                if decided.contains_key(&span.trace_id) {
-                    report.decided_spans += 1;
-                } else {
-                    routes[shard_of(&span.trace_id, n)].push(i as u32);
+                match decided.get(&span.trace_id) {
+                    Some((_, entry @ Entry::Decided(_))) if entry.settles(seq) => {
+                        report.decided_spans += 1
+                    }
+                    Some((_, entry)) if entry.settles(seq) => report.gone_spans += 1,
+                    _ => routes[shard_of(&span.trace_id, n)].push(i as u32),
                 }
             }
             // Dropped at the end of the loop: acknowledged then if no
@@ -571,13 +745,17 @@ impl Journal {
                 }
                 let shard = &mut shards[i];
                 shard.set_pin(Some(pin.clone()));
+                let out = &mut outs[i];
+                let spans = route.iter().copied();
                 let held =
-                    shard.insert_spans(&batch, route.iter().copied(), at, decider, &mut outs[i]);
+                    restore_spans(shard, &batch, spans, handed_over.as_ref(), at, decider, out);
                 if let Some(held) = held {
                     // block_on_overflow with a full table: what is due
                     // makes room, once.
-                    shard.poll(at, decider, &mut outs[i]);
-                    if let Some(still) = shard.insert(&held, at, decider, &mut outs[i]) {
+                    shard.poll(at, decider, out);
+                    let all = 0..held.len() as u32;
+                    let h = handed_over.as_ref();
+                    if let Some(still) = restore_spans(shard, &held, all, h, at, decider, out) {
                         report.overflow_spans += still.len() as u64;
                     }
                 }
@@ -591,18 +769,31 @@ impl Journal {
         // Decisions: remembered again in the shard that now owns the trace,
         // oldest first so that the caches' recency comes back as it was;
         // those whose spans may still sit in records not acknowledged are
-        // kept for the next snapshot too.
-        let mut ordered: Vec<&(u64, RememberedDecision)> = decided.values().collect();
+        // kept for the next snapshot too, as are the traces gone while
+        // records below their mark are.
+        let mut ordered: Vec<&(u64, Entry)> = decided.values().collect();
         ordered.sort_unstable_by_key(|(order, _)| *order);
         let needed_until = self.log.next_seq();
         let mut journals: Vec<ShardJournal> =
             (0..n).map(|_| ShardJournal::new(self.clone())).collect();
-        for (_, d) in ordered {
-            let i = shard_of(&d.trace_id, n);
-            shards[i].remember_decision(*d, now);
-            journals[i].recent.push_back((needed_until, *d));
+        let mut recent: Vec<Vec<(u64, Entry)>> = vec![Vec::new(); n];
+        for (_, entry) in ordered {
+            let i = shard_of(&entry.trace_id(), n);
+            match entry {
+                Entry::Decided(d) => {
+                    shards[i].remember_decision(*d, now);
+                    report.decisions += 1;
+                    recent[i].push((needed_until, *entry));
+                }
+                Entry::Gone { until, .. } => recent[i].push((*until, *entry)),
+            }
         }
-        report.decisions = decided.len() as u64;
+        for (journal, mut recent) in journals.iter_mut().zip(recent) {
+            // Pruned from the front: in the order of their marks (one
+            // entry per trace, so the order among traces does not matter).
+            recent.sort_by_key(|(until, _)| *until);
+            journal.recent.extend(recent);
+        }
         // Each shard journals what it now remembers; then the records of
         // the last run's decisions can go.
         for (journal, shard) in journals.iter_mut().zip(shards.iter()) {
@@ -620,11 +811,32 @@ impl Journal {
     }
 }
 
-/// The decisions a round of a shard's work produced, taken from its
-/// [`Released`] before the round's spans are passed on.
+/// Gives journaled spans back to `shard` as they arrived at `at`; the
+/// traces of a handed-over record keep their first-seen clocks.
+fn restore_spans(
+    shard: &mut TraceShard,
+    batch: &SpanBatch,
+    spans: impl IntoIterator<Item = u32>,
+    handed_over: Option<&HandedOver>,
+    at: Duration,
+    decider: &mut impl Decider,
+    out: &mut Released,
+) -> Option<SpanBatch> {
+    match handed_over {
+        None => shard.insert_spans(batch, spans, at, decider, out),
+        Some(h) => {
+            let first_seen = |id: &TraceId| h.first_seen.get(id).copied();
+            shard.import_spans(batch, spans, first_seen, at, decider, out)
+        }
+    }
+}
+
+/// The decisions a round of a shard's work produced and the traces that
+/// left it, taken from its [`Released`] before the round's spans are passed
+/// on.
 pub(crate) struct Round {
     pins: Vec<Pin>,
-    decisions: Vec<RememberedDecision>,
+    entries: Vec<Entry>,
 }
 
 /// One shard's side of the journal: its decision records and what the next
@@ -636,9 +848,13 @@ pub(crate) struct ShardJournal {
     since_snapshot: u64,
     snapshot_bytes: u64,
     /// Decided traces whose spans may still be in spans records not
-    /// acknowledged: (the log's next sequence number when it was decided,
-    /// the decision). Needed while a spans record below that is live.
-    recent: VecDeque<(u64, RememberedDecision)>,
+    /// acknowledged, and traces gone from the shard: (the log's next
+    /// sequence number when it was journaled, the entry). Needed while a
+    /// spans record below that is live.
+    recent: VecDeque<(u64, Entry)>,
+    /// Decisions handed over by another gateway and remembered here,
+    /// journaled with the next round.
+    handed_over: Vec<KnownDecision>,
     buf: Vec<u8>,
     /// On tokio's clock, as the workers' timers are.
     last_shed: Option<tokio::time::Instant>,
@@ -652,6 +868,7 @@ impl ShardJournal {
             since_snapshot: 0,
             snapshot_bytes: 0,
             recent: VecDeque::new(),
+            handed_over: Vec::new(),
             buf: Vec::new(),
             last_shed: None,
         }
@@ -661,40 +878,58 @@ impl ShardJournal {
         &self.journal
     }
 
-    /// Takes the round's pins and decisions out of `out`: the pins are let
-    /// go in [`Self::commit`], after the kept spans were passed on and the
-    /// decisions journaled, so that no record is acknowledged before its
-    /// trace's outcome is safe.
+    /// Journals, with the next round, decisions another gateway handed
+    /// over that the shard now remembers.
+    pub(crate) fn note_handed_over(&mut self, decisions: impl IntoIterator<Item = KnownDecision>) {
+        self.handed_over.extend(decisions);
+    }
+
+    /// Takes the round's pins, decisions and departures out of `out`: the
+    /// pins are let go in [`Self::commit`], after the kept spans were
+    /// passed on and the entries journaled, so that no record is
+    /// acknowledged before its trace's outcome is safe.
     pub(crate) fn begin(&mut self, out: &mut Released) -> Round {
+        let decided = out.decided.iter().map(|d| {
+            Entry::Decided(KnownDecision {
+                trace_id: d.trace_id,
+                sampled: d.verdict.is_sampled(),
+                policy: d.verdict.policy,
+            })
+        });
+        let handed_over = self.handed_over.drain(..).map(Entry::Decided);
+        // Marks are set in `commit`, once the spans log's next number is
+        // known; a departure comes last, so it wins over a decision of the
+        // same round.
+        let gone = out
+            .forgotten
+            .drain(..)
+            .map(|trace_id| Entry::Gone { trace_id, until: 0 });
         Round {
             pins: std::mem::take(&mut out.released_pins),
-            decisions: out
-                .decided
-                .iter()
-                .map(|d| RememberedDecision {
-                    trace_id: d.trace_id,
-                    sampled: d.verdict.is_sampled(),
-                    policy: d.verdict.policy,
-                })
-                .collect(),
+            entries: decided.chain(handed_over).chain(gone).collect(),
         }
     }
 
-    /// Journals the round's decisions, then lets its pins go and writes the
+    /// Journals the round's entries, then lets its pins go and writes the
     /// acknowledgements that follows; snapshots when it is time.
     pub(crate) fn commit(&mut self, round: Round, shard: &TraceShard) {
-        if !round.decisions.is_empty() {
-            encode_decisions(&mut self.buf, &round.decisions);
-            if let Some(seq) = self
-                .journal
-                .append_decisions(&self.buf, round.decisions.len())
-            {
+        let mut entries = round.entries;
+        if !entries.is_empty() {
+            // Every spans record this shard took spans from so far is
+            // below this.
+            let needed_until = self.journal.log.next_seq();
+            for entry in &mut entries {
+                if let Entry::Gone { until, .. } = entry {
+                    *until = needed_until;
+                }
+            }
+            encode_decisions(&mut self.buf, &entries);
+            if let Some(seq) = self.journal.append_decisions(&self.buf, entries.len()) {
                 self.decision_seqs.push(seq);
                 self.since_snapshot += self.buf.len() as u64;
             }
-            let needed_until = self.journal.log.next_seq();
             self.recent
-                .extend(round.decisions.iter().map(|d| (needed_until, *d)));
+                .extend(entries.into_iter().map(|e| (needed_until, e)));
         }
         drop(round.pins);
         self.journal.flush_acks();
@@ -703,7 +938,7 @@ impl ShardJournal {
         }
     }
 
-    /// Forgets decided traces no live spans record can hold.
+    /// Forgets decided and gone traces no live spans record can hold.
     fn prune(&mut self) {
         let floor = self.journal.spans_floor();
         while self
@@ -716,16 +951,20 @@ impl ShardJournal {
     }
 
     /// Writes one record of what this shard must remember across a restart
-    /// (its remembered decisions and its recently decided traces), then
-    /// acknowledges the decision records it replaces.
+    /// (its remembered decisions, its recently decided traces and those
+    /// gone from it), then acknowledges the decision records it replaces.
     pub(crate) fn snapshot(&mut self, shard: &TraceShard) {
         self.prune();
         let mut seen: HashSet<TraceId> = HashSet::new();
-        let mut entries: Vec<RememberedDecision> = shard.remembered_decisions();
-        entries.extend(self.recent.iter().map(|(_, d)| *d));
+        let mut entries: Vec<Entry> = shard
+            .remembered_decisions()
+            .into_iter()
+            .map(Entry::Decided)
+            .collect();
+        entries.extend(self.recent.iter().map(|(_, e)| *e));
         // The latest entry for a trace wins.
         entries.reverse();
-        entries.retain(|d| seen.insert(d.trace_id));
+        entries.retain(|e| seen.insert(e.trace_id()));
         entries.reverse();
         let replaced = std::mem::take(&mut self.decision_seqs);
         if !entries.is_empty() {
@@ -796,24 +1035,64 @@ mod tests {
 
     #[test]
     fn decisions_round_trip_and_damage_is_refused() {
-        let decisions = vec![
-            RememberedDecision {
+        let entries = vec![
+            Entry::Decided(KnownDecision {
                 trace_id: [1; 16],
                 sampled: true,
                 policy: Some(3),
+            }),
+            Entry::Gone {
+                trace_id: [3; 16],
+                until: 41,
             },
-            RememberedDecision {
+            Entry::Decided(KnownDecision {
                 trace_id: [2; 16],
                 sampled: false,
                 policy: None,
-            },
+            }),
         ];
         let mut buf = Vec::new();
-        encode_decisions(&mut buf, &decisions);
-        assert_eq!(buf.len(), DECISIONS_HEADER + 2 * DECISION_LEN);
-        assert_eq!(decode_decisions(&buf), Some(decisions));
+        encode_decisions(&mut buf, &entries);
+        assert_eq!(buf.len(), DECISIONS_HEADER + 2 * DECISION_LEN + GONE_LEN);
+        assert_eq!(decode_decisions(&buf), Some(entries));
         assert_eq!(decode_decisions(&buf[..buf.len() - 1]), None);
         assert_eq!(decode_decisions(&buf[..3]), None);
+        let mut longer = buf.clone();
+        longer.push(0);
+        assert_eq!(decode_decisions(&longer), None);
+    }
+
+    #[test]
+    fn a_gone_trace_settles_only_the_records_before_its_mark() {
+        let gone = Entry::Gone {
+            trace_id: [3; 16],
+            until: 41,
+        };
+        assert!(gone.settles(40));
+        assert!(!gone.settles(41));
+        let decided = Entry::Decided(KnownDecision {
+            trace_id: [3; 16],
+            sampled: false,
+            policy: None,
+        });
+        assert!(decided.settles(u64::MAX));
+    }
+
+    #[test]
+    fn handed_over_clocks_round_trip() {
+        let clocks = [
+            ([7; 16], Duration::from_secs(5)),
+            ([8; 16], Duration::from_millis(1500)),
+        ];
+        let header = handed_over_header(Duration::from_secs(9), &clocks);
+        let mut payload = header.clone();
+        payload.extend_from_slice(b"batch");
+        let h = decode_handed_over(&payload).expect("readable");
+        assert_eq!(h.arrival, 9_000_000_000);
+        assert_eq!(h.batch_at, header.len());
+        assert_eq!(h.first_seen.len(), 2);
+        assert_eq!(h.first_seen[&[8; 16]], Duration::from_millis(1500));
+        assert!(decode_handed_over(&header[..header.len() - 1]).is_none());
     }
 
     #[test]

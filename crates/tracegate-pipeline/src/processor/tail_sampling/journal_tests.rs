@@ -12,7 +12,7 @@ use crate::file_storage::{self, FileStorage};
 
 /// The journal in a `pebble_tail_storage`-like storage in `dir` (as the
 /// extension opens it), bounded to `bound_mib`.
-fn place(dir: &Path, bound_mib: u64) -> Option<JournalPlace> {
+pub(super) fn place(dir: &Path, bound_mib: u64) -> Option<JournalPlace> {
     let config = file_storage::Config {
         directory: dir.display().to_string(),
         create_directory: true,
@@ -23,7 +23,11 @@ fn place(dir: &Path, bound_mib: u64) -> Option<JournalPlace> {
     Some(crate::tail_storage::journal_in(&storage, "tail_sampling"))
 }
 
-fn start_journaled(cfg: Config, dir: &Path, bound_mib: u64) -> (Arc<Collect>, Arc<TailSampler>) {
+pub(super) fn start_journaled(
+    cfg: Config,
+    dir: &Path,
+    bound_mib: u64,
+) -> (Arc<Collect>, Arc<TailSampler>) {
     let sink = Arc::new(Collect::default());
     let sampler = TailSampler::start(
         "tail_sampling",
@@ -38,7 +42,7 @@ fn start_journaled(cfg: Config, dir: &Path, bound_mib: u64) -> (Arc<Collect>, Ar
 
 /// What SIGKILL leaves: the workers stop wherever they are, nothing is
 /// flushed, acknowledgements still queued in memory are lost.
-async fn crash(sampler: Arc<TailSampler>) {
+pub(super) async fn crash(sampler: Arc<TailSampler>) {
     let workers = std::mem::take(&mut *sampler.workers.lock().unwrap());
     for worker in workers {
         worker.abort();

@@ -53,3 +53,26 @@ pub const JOURNAL_UNJOURNALED_DECISIONS: &str =
 /// Traces and spans given back to the buffer from the journal at startup.
 pub const JOURNAL_RESTORED_TRACES: &str = "tracegate_tail_sampling_journal_restored_traces";
 pub const JOURNAL_RESTORED_SPANS: &str = "tracegate_tail_sampling_journal_restored_spans";
+/// tracegate, hand-over (labels `processor`, `reason`: `membership_change`,
+/// `not_owner`, `recheck`, `shutdown`): spans, traces and decisions handed
+/// to another gateway and taken by it.
+pub const HANDOVER_SPANS: &str = "tracegate_tail_sampling_handover_spans";
+pub const HANDOVER_TRACES: &str = "tracegate_tail_sampling_handover_traces";
+pub const HANDOVER_DECISIONS: &str = "tracegate_tail_sampling_handover_decisions";
+/// tracegate, hand-over: spans and decisions that could not be handed over
+/// (labels `processor`, `reason`: `unreachable`, `refused`, `unsupported`,
+/// `client`, `shutting_down`, `hop_limit`). Their traces are decided here.
+pub const HANDOVER_FAILED_SPANS: &str = "tracegate_tail_sampling_handover_failed_spans";
+pub const HANDOVER_FAILED_DECISIONS: &str = "tracegate_tail_sampling_handover_failed_decisions";
+/// tracegate, hand-over: spans and decisions taken from other gateways
+/// (label `processor`).
+pub const HANDOVER_RECEIVED_SPANS: &str = "tracegate_tail_sampling_handover_received_spans";
+pub const HANDOVER_RECEIVED_DECISIONS: &str = "tracegate_tail_sampling_handover_received_decisions";
+/// tracegate, hand-over: requests refused (labels `processor`, `reason`:
+/// `not_ready`, `unknown_sender`, `sender_address`, `malformed`,
+/// `shutting_down`, `storage`: the `tail_storage` could not journal it).
+pub const HANDOVER_REFUSED_REQUESTS: &str = "tracegate_tail_sampling_handover_refused_requests";
+/// tracegate, hand-over (gauges, label `processor`): the members the
+/// resolver found, and 1 when this gateway is one of them.
+pub const HANDOVER_MEMBERS: &str = "tracegate_tail_sampling_handover_members";
+pub const HANDOVER_IS_MEMBER: &str = "tracegate_tail_sampling_handover_is_member";

@@ -16,13 +16,20 @@
 //! counted, all under `tracegate_tail_sampling_early_decisions{reason=
 //! "memory_limit"}`. Halving on each check rather than emptying the buffer
 //! keeps the younger traces' chance of a full decision while memory comes
-//! back down over a few checks.
+//! back down over a few checks. When a memory limiter at its soft limit
+//! asks for room, each worker wakes and lets its oldest traces give way
+//! (decided ones kept for late spans forgotten, pending ones decided early
+//! and forgotten) until it has freed its share.
 //!
 //! With `tail_storage`, every batch is journaled before it is acknowledged
 //! and every decision after its kept spans are passed on ([`journal`]); at
 //! startup the journal gives the pending traces back, and at shutdown they
-//! stay in it instead of being decided early.
+//! stay in it instead of being decided early. What leaves the buffer
+//! without a decision kept here (handed to another gateway, forgotten to
+//! make room) is journaled as gone, and what another gateway hands over is
+//! journaled before it is acknowledged, as any arrival.
 
+pub mod handover;
 pub mod journal;
 #[cfg(test)]
 mod journal_tests;
@@ -30,7 +37,8 @@ mod metrics_names;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,19 +48,20 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracegate_model::SpanBatch;
 use tracegate_sampling::tail::{
     shard_of, Decider, Decision, DecisionReason, Pin, PolicyConfig, PolicySet, PolicyTally,
-    Released, TraceBuffer, TraceBufferSettings, TraceShard, TraceView, Verdict,
+    Released, TraceBuffer, TraceBufferSettings, TraceId, TraceShard, TraceView, Verdict,
 };
 
-use journal::{Journal, JournalPlace, ShardJournal};
-
+use self::handover::{Handover, HandoverExchange, Import, ShardHandover};
 use super::Processor;
 use crate::config::ComponentError;
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
-use crate::memory::MemoryPressure;
+use crate::memory::{MemoryPressure, ShedRequests};
 use crate::telemetry::names;
+use journal::{Journal, JournalPlace, ShardJournal};
 use metrics_names as m;
 
 /// `processors: tail_sampling:`
@@ -110,8 +119,8 @@ pub struct Config {
     /// index), split across shards; over it the oldest pending traces are
     /// decided early, counted. 0: no budget. Default 0: the collector has
     /// no such bound, so an unchanged collector config gets its decisions
-    /// at `decision_wait` whatever the load (a `memory_limiter` above its
-    /// hard limit still makes the oldest traces decide early).
+    /// at `decision_wait` whatever the load (a `memory_limiter` at its
+    /// limit still makes the oldest traces decide early).
     #[serde(default)]
     pub max_buffered_bytes: u64,
     /// tracegate: a trace with more spans is decided at once by the
@@ -153,6 +162,10 @@ pub struct Config {
     /// unset (memory only).
     #[serde(default)]
     pub tail_storage: Option<String>,
+    /// tracegate: hand-over of traces in flight between the gateways of
+    /// a fleet when its members change (`handover.rs`). Off when absent.
+    #[serde(default)]
+    pub handover: Option<handover::Config>,
 }
 
 /// `sampling_strategy:`
@@ -209,6 +222,7 @@ impl Default for Config {
             sampling_strategy: SamplingStrategy::TraceComplete,
             record_policy: false,
             tail_storage: None,
+            handover: None,
         }
     }
 }
@@ -249,6 +263,17 @@ impl Config {
                 ));
             }
         }
+        if let Some(h) = &self.handover {
+            let in_handover = |e: ComponentError| ComponentError {
+                path: if e.path.is_empty() {
+                    "handover".into()
+                } else {
+                    format!("handover.{}", e.path)
+                },
+                message: e.message,
+            };
+            warnings.extend(h.validate().map_err(in_handover)?);
+        }
         if !self.decision_wait_after_root_received.is_zero()
             && self.decision_wait_after_root_received >= self.decision_wait
         {
@@ -256,7 +281,31 @@ impl Config {
                 "decision_wait_after_root_received is not shorter than decision_wait, so it never shortens the wait".into(),
             );
         }
+        warnings.extend(self.collector_differences());
         Ok(warnings)
+    }
+
+    /// Where this config keeps different traces than the collector would
+    /// (docs/configuration.md, "Differences from the collector").
+    fn collector_differences(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.decision_wait < Duration::from_secs(1) {
+            warnings.push(format!(
+                "decision_wait is {}: tracegate decides each trace exactly then; the collector \
+                 counts the wait in whole seconds (at least one) on a 1-second tick, so it \
+                 decides 1 to 2 s after the first span, and spans arriving in between join the \
+                 trace there but are late here",
+                crate::duration::format(self.decision_wait)
+            ));
+        }
+        if let Some(n) = self.num_shards.filter(|&n| n > 1) {
+            warnings.push(format!(
+                "num_shards is {n}: the collector splits num_traces, the decision caches and the \
+                 per-second rates of rate_limiting, bytes_limiting and composite evenly across \
+                 its {n} shards; tracegate's limits hold for the whole processor"
+            ));
+        }
+        warnings
     }
 
     fn buffer_settings(&self) -> TraceBufferSettings {
@@ -436,7 +485,27 @@ struct Meters {
     dropped_late: Counter,
     dropped_refused: Counter,
     dropped_shutdown: Counter,
+    /// Whether [`NUM_TRACES_DIFFERS`] and [`MEMORY_LIMIT_DIFFERS`] were
+    /// logged: once per processor, when its outcome first differs.
+    warned_num_traces: AtomicBool,
+    warned_memory_limit: AtomicBool,
 }
+
+/// Logged the first time a full `num_traces` makes a pending trace decide
+/// early: from then on this processor keeps traces the collector would not.
+pub(crate) const NUM_TRACES_DIFFERS: &str = "num_traces is reached: tracegate decides the oldest \
+    pending trace early by the policies, where the collector drops it unsampled, so traces the \
+    policies keep (errors, say) are kept here and lost there; counted in \
+    tracegate_tail_sampling_early_decisions{reason=\"num_traces\"}. Raise num_traces, or set \
+    block_on_overflow to hold new traces back instead";
+
+/// Logged the first time a memory limiter (at its soft limit, or above its
+/// hard limit) makes pending traces decide early, which the collector's
+/// tail sampler never does.
+pub(crate) const MEMORY_LIMIT_DIFFERS: &str = "a memory_limiter reached its limit: tracegate \
+    decides the oldest pending traces early to free memory, where the collector keeps them \
+    until decision_wait (its memory limiter only refuses new data); counted in \
+    tracegate_tail_sampling_early_decisions{reason=\"memory_limit\"}";
 
 impl Meters {
     fn new(id: &str) -> Meters {
@@ -476,6 +545,8 @@ impl Meters {
             dropped_late: dropped("late_span_not_sampled"),
             dropped_refused: dropped("refused_downstream"),
             dropped_shutdown: dropped("pending_on_shutdown"),
+            warned_num_traces: AtomicBool::new(false),
+            warned_memory_limit: AtomicBool::new(false),
         }
     }
 }
@@ -487,6 +558,10 @@ pub struct TailSampler {
     workers: Mutex<Vec<JoinHandle<()>>>,
     journal: Option<Arc<Journal>>,
     clock: Clock,
+    /// With `handover`: its inbox, forwarder and members.
+    handover: Option<Handover>,
+    /// Stops following the members (the process's end).
+    shutdown: CancellationToken,
 }
 
 /// Channel depth per shard, in requests: enough to ride out a burst while
@@ -512,6 +587,28 @@ impl TailSampler {
         next: NextConsumer,
         memory: MemoryPressure,
         journal: Option<JournalPlace>,
+    ) -> Result<Arc<TailSampler>, ComponentError> {
+        Self::start_with(
+            id,
+            config,
+            next,
+            memory,
+            journal,
+            &HandoverExchange::default(),
+            CancellationToken::new(),
+        )
+    }
+
+    /// [`Self::start`] whose hand-over (if configured) takes requests
+    /// through `exchange` and follows the members until `shutdown`.
+    pub fn start_with(
+        id: &str,
+        config: Config,
+        next: NextConsumer,
+        memory: MemoryPressure,
+        journal: Option<JournalPlace>,
+        exchange: &HandoverExchange,
+        shutdown: CancellationToken,
     ) -> Result<Arc<TailSampler>, ComponentError> {
         let shards = config.shard_count();
         let (set, _) =
@@ -575,7 +672,8 @@ impl TailSampler {
                     processor = %id, storage = %storage,
                     records = report.records, bytes = report.bytes,
                     traces = report.traces, spans = report.spans,
-                    decided_spans = report.decided_spans, decisions = report.decisions,
+                    decided_spans = report.decided_spans, gone_spans = report.gone_spans,
+                    decisions = report.decisions,
                     lost_records = report.lost_records, overflow_spans = report.overflow_spans,
                     elapsed_ms = report.elapsed.as_millis() as u64,
                     "tail sampling journal restored"
@@ -583,6 +681,15 @@ impl TailSampler {
                 shard_journals = per_shard.into_iter().map(Some).collect();
                 Some(journal)
             }
+        };
+        // Hand-overs taken in are journaled before they are acknowledged.
+        let (handover, mut handover_parts) = match &config.handover {
+            Some(h) => {
+                let (handover, parts) =
+                    Handover::new(id, h, shards, clock, exchange, journal.clone())?;
+                (Some(handover), parts.into_iter().map(Some).collect())
+            }
+            None => (None, Vec::new()),
         };
         let mut senders = Vec::with_capacity(shards);
         let mut workers = Vec::with_capacity(shards);
@@ -594,6 +701,10 @@ impl TailSampler {
         for (index, ((shard, restored), journal)) in starts {
             let (tx, rx) = mpsc::channel(SHARD_QUEUE);
             senders.push(tx);
+            let shard_handover = match (&handover, handover_parts.get_mut(index)) {
+                (Some(h), Some(parts)) => parts.take().map(|parts| h.shard(parts)),
+                _ => None,
+            };
             let worker = ShardWorker {
                 id: id.to_string(),
                 index,
@@ -607,8 +718,11 @@ impl TailSampler {
                 drop_pending_on_shutdown: config.drop_pending_traces_on_shutdown,
                 record_policy: record_policy.clone(),
                 reported: Default::default(),
+                shed_requests: memory.shedding_requests(),
+                shards,
                 memory: memory.clone(),
                 next_memory_check: Instant::now() + MEMORY_CHECK_INTERVAL,
+                handover: shard_handover,
             };
             workers.push(tokio::spawn(worker.run(rx, restored)));
         }
@@ -618,6 +732,8 @@ impl TailSampler {
             workers: Mutex::new(workers),
             journal,
             clock,
+            handover,
+            shutdown,
         }))
     }
 
@@ -692,14 +808,10 @@ impl TailSampler {
         batch: &SpanBatch,
     ) -> Result<Pin, ConsumeError> {
         let arrival = self.clock.now();
-        let written = if journal.syncs_on_append() {
-            let (journal, batch) = (journal.clone(), batch.clone());
-            tokio::task::spawn_blocking(move || journal.append_spans(&batch, arrival))
-                .await
-                .map_err(|e| ConsumeError::refused(format!("{}: {e}", self.id)))?
-        } else {
-            journal.append_spans(batch, arrival)
-        };
+        let batch = batch.clone();
+        let written = journal::write_off_thread(journal, move |j| j.append_spans(&batch, arrival))
+            .await
+            .map_err(|e| ConsumeError::refused(format!("{}: {e}", self.id)))?;
         match written {
             Ok(pin) => Ok(pin),
             Err(e) => Err(ConsumeError::refused(format!("{}: {e}", self.id))),
@@ -709,9 +821,21 @@ impl TailSampler {
 
 #[async_trait]
 impl Processor for TailSampler {
+    /// With `handover`: starts following the members (the first list must
+    /// come, as for the agents' `loadbalancing` exporter).
+    async fn ready(&self) -> Result<(), String> {
+        match &self.handover {
+            Some(h) => h.follow(self.shutdown.clone()).await,
+            None => Ok(()),
+        }
+    }
+
     async fn flush(&self) {
-        // Closing the channels tells each worker to decide (or drop) what
-        // it holds and pass it on.
+        if let Some(h) = &self.handover {
+            h.inbox.close();
+        }
+        // Closing the channels tells each worker to hand over (with
+        // `handover`), then decide (or drop) what it holds and pass it on.
         drop(
             self.senders
                 .lock()
@@ -723,6 +847,9 @@ impl Processor for TailSampler {
             if let Err(e) = worker.await {
                 tracing::error!(processor = %self.id, error = %e, "tail sampling worker failed");
             }
+        }
+        if let Some(h) = &self.handover {
+            h.forwarder.finish(h.shutdown_within()).await;
         }
         if let Some(journal) = &self.journal {
             journal.flush_acks();
@@ -738,12 +865,14 @@ impl super::BuildProcessor for Config {
             Some(storage) => Some(crate::tail_storage::journal_place(storage, id, ctx)?),
             None => None,
         };
-        Ok(TailSampler::start(
+        Ok(TailSampler::start_with(
             id,
             self.clone(),
             next,
             ctx.memory.clone(),
             journal,
+            &ctx.handover,
+            ctx.shutdown.clone(),
         )?)
     }
 }
@@ -778,8 +907,33 @@ struct ShardWorker {
     reported: tracegate_sampling::tail::ShardStats,
     /// Whether a memory limiter is above its hard limit.
     memory: MemoryPressure,
+    /// Room memory limiters ask for; this worker frees its share.
+    shed_requests: ShedRequests,
+    /// Workers of this processor, among which a request is shared.
+    shards: usize,
     /// When to next ask `memory`, while traces are pending.
     next_memory_check: Instant,
+    /// With `handover`: this shard's side of it.
+    handover: Option<ShardHandover>,
+}
+
+/// Why a shard worker woke.
+enum Wake {
+    /// A trace falls due, or a memory check.
+    Due,
+    /// A memory limiter asked for room.
+    Room,
+    Work(Work),
+    /// Another gateway handed traces over, or the members changed.
+    Handover(handover::Event),
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl ShardWorker {
@@ -788,53 +942,45 @@ impl ShardWorker {
     async fn run(mut self, mut rx: mpsc::Receiver<Work>, mut out: Released) {
         self.emit(&mut out).await;
         loop {
-            let work = match self.wake_at() {
-                Some(deadline) => tokio::select! {
+            let deadline = self.wake_at();
+            let wake = {
+                let handover = async {
+                    match self.handover.as_mut() {
+                        Some(h) => h.next_event().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
                     biased;
-                    _ = tokio::time::sleep_until(deadline) => None,
+                    _ = sleep_until_some(deadline) => Wake::Due,
+                    _ = self.shed_requests.arrived() => Wake::Room,
+                    event = handover => Wake::Handover(event),
                     work = rx.recv() => match work {
-                        Some(work) => Some(work),
+                        Some(work) => Wake::Work(work),
                         None => break,
                     },
-                },
-                None => match rx.recv().await {
-                    Some(work) => Some(work),
-                    None => break,
-                },
+                }
             };
             let now = self.clock.now();
             let policies = self.policies.clone();
             let mut decider = &*policies;
-            match work {
-                Some(work) => {
-                    self.shard.set_pin(work.pin.clone());
-                    let mut held = match &work.spans {
-                        None => self.shard.insert(&work.batch, now, &mut decider, &mut out),
-                        Some(spans) => self.shard.insert_spans(
-                            &work.batch,
-                            spans.iter().copied(),
-                            now,
-                            &mut decider,
-                            &mut out,
-                        ),
+            match wake {
+                Wake::Work(work) => {
+                    // Spans of traces owned by another gateway go there;
+                    // the journal records that they are not ours.
+                    let work = match self.handover.as_mut() {
+                        Some(h) => h.divert(work, &self.shard, now, &mut out.forgotten),
+                        None => Some(work),
                     };
-                    // block_on_overflow: wait for pending traces to fall
-                    // due, pass on what they release, then retry.
-                    while let Some(rest) = held.take() {
-                        self.emit(&mut out).await;
-                        let Some(wake) = self.wake_at() else {
-                            break;
-                        };
-                        tokio::time::sleep_until(wake).await;
-                        let now = self.clock.now();
-                        self.shard.poll(now, &mut decider, &mut out);
-                        self.shed_if_above_hard_limit(now, &mut decider, &mut out);
-                        self.shard.set_pin(work.pin.clone());
-                        held = self.shard.insert(&rest, now, &mut decider, &mut out);
+                    if let Some(work) = work {
+                        let pin = work.pin.as_ref();
+                        self.take(&work.batch, work.spans.as_deref(), None, pin, now, &mut out)
+                            .await;
                     }
-                    self.shard.set_pin(None);
                 }
-                None => {
+                // Room is made below, as after any wake.
+                Wake::Room => {}
+                Wake::Due => {
                     // A run of the decision timer, as the collector times
                     // its ticks (in ms).
                     let started = std::time::Instant::now();
@@ -843,13 +989,34 @@ impl ShardWorker {
                         .timer_latency
                         .record(started.elapsed().as_millis() as f64);
                 }
+                Wake::Handover(event) => self.on_handover(event, now, &mut out).await,
             }
             self.shed_if_above_hard_limit(now, &mut decider, &mut out);
+            self.shed_if_asked(now, &mut decider, &mut out);
             if let Some(journal) = &mut self.journal {
                 let decided = journal.shed_if_full(&mut self.shard, now, &mut decider, &mut out);
                 if decided > 0 {
                     tracing::debug!(processor = %self.id, shard = self.index, decided, "tail storage above its high-water mark; decided the oldest pending traces early");
                 }
+            }
+            self.emit(&mut out).await;
+        }
+        // With `handover`, pending traces go to the members without this
+        // gateway first (journaled as gone); what cannot go is taken back
+        // (journaled again) and decided here, or with `tail_storage` kept
+        // for the next start.
+        if let Some(mut h) = self.handover.take() {
+            for import in h.last_imports().await {
+                let now = self.clock.now();
+                self.import(import, now, &mut out).await;
+            }
+            let returned = h.hand_over_all(&mut self.shard, &mut out).await;
+            // What left is journaled as gone before what came back is
+            // journaled as an arrival again.
+            self.emit(&mut out).await;
+            for import in returned {
+                let now = self.clock.now();
+                self.import(import, now, &mut out).await;
             }
             self.emit(&mut out).await;
         }
@@ -872,6 +1039,169 @@ impl ShardWorker {
                 .drain(now, self.drop_pending_on_shutdown, &mut decider, &mut out),
         }
         self.emit(&mut out).await;
+    }
+
+    /// Takes in `spans` of `batch` (all when `None`), as arriving spans or,
+    /// with `arrivals`, as spans handed over with their traces' clocks.
+    /// With `block_on_overflow`, waits for pending traces to fall due
+    /// (passing on what they release) until all are taken.
+    /// With `tail_storage`, `pin` is the journal record the spans are in.
+    async fn take(
+        &mut self,
+        batch: &SpanBatch,
+        spans: Option<&[u32]>,
+        arrivals: Option<&HashMap<TraceId, handover::Arrival>>,
+        pin: Option<&Pin>,
+        now: Duration,
+        out: &mut Released,
+    ) {
+        let policies = self.policies.clone();
+        let mut decider = &*policies;
+        self.shard.set_pin(pin.cloned());
+        let mut held = self.insert(batch, spans, arrivals, now, &mut decider, out);
+        self.shard.set_pin(None);
+        while let Some(rest) = held.take() {
+            self.emit(out).await;
+            let Some(wake) = self.wake_at() else {
+                break;
+            };
+            tokio::time::sleep_until(wake).await;
+            let now = self.clock.now();
+            self.shard.poll(now, &mut decider, out);
+            self.shed_if_above_hard_limit(now, &mut decider, out);
+            self.shard.set_pin(pin.cloned());
+            held = self.insert(&rest, None, arrivals, now, &mut decider, out);
+            self.shard.set_pin(None);
+        }
+    }
+
+    fn insert(
+        &mut self,
+        batch: &SpanBatch,
+        spans: Option<&[u32]>,
+        arrivals: Option<&HashMap<TraceId, handover::Arrival>>,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> Option<SpanBatch> {
+        let all = 0..batch.len() as u32;
+        match (spans, arrivals) {
+            (None, None) => self.shard.insert(batch, now, decider, out),
+            (Some(spans), None) => {
+                self.shard
+                    .insert_spans(batch, spans.iter().copied(), now, decider, out)
+            }
+            (spans, Some(arrivals)) => {
+                let first_seen = |id: &TraceId| arrivals.get(id).map(|a| a.first_seen);
+                match spans {
+                    Some(spans) => self.shard.import_spans(
+                        batch,
+                        spans.iter().copied(),
+                        first_seen,
+                        now,
+                        decider,
+                        out,
+                    ),
+                    None => self
+                        .shard
+                        .import_spans(batch, all, first_seen, now, decider, out),
+                }
+            }
+        }
+    }
+
+    async fn on_handover(&mut self, event: handover::Event, now: Duration, out: &mut Released) {
+        match event {
+            handover::Event::ViewChanged => {
+                if let Some(h) = self.handover.as_mut() {
+                    h.on_view_changed(&mut self.shard, out);
+                }
+            }
+            handover::Event::Recheck => {
+                if let Some(h) = self.handover.as_mut() {
+                    h.on_recheck(&mut self.shard, out);
+                }
+            }
+            handover::Event::Import(import) => self.import(import, now, out).await,
+        }
+    }
+
+    /// Takes in what another gateway handed over (or a failed hand-over
+    /// handed back). With `tail_storage`, what the inbox did not journal
+    /// (spans taken back) is journaled first, and decisions remembered
+    /// here go with the round's.
+    async fn import(&mut self, import: Import, now: Duration, out: &mut Released) {
+        match import {
+            Import::Spans {
+                batch,
+                spans,
+                arrivals,
+                pin,
+            } => {
+                let (batch, spans, pin) = match (pin, &self.journal) {
+                    (None, Some(journal)) => {
+                        let journal = journal.journal().clone();
+                        let (mine, pin) = self
+                            .journal_taken_back(&journal, &batch, spans.as_deref(), &arrivals, now)
+                            .await;
+                        (mine, None, pin)
+                    }
+                    (pin, _) => (batch, spans, pin),
+                };
+                self.take(
+                    &batch,
+                    spans.as_deref(),
+                    Some(&arrivals),
+                    pin.as_ref(),
+                    now,
+                    out,
+                )
+                .await;
+                if let Some(h) = self.handover.as_mut() {
+                    h.mark_foreign(&self.shard, &arrivals);
+                }
+            }
+            Import::Decisions(decisions) => {
+                let policies = self.policies.clone();
+                let mut decider = &*policies;
+                for decision in decisions {
+                    // An unknown trace has the decision remembered (a
+                    // pending one is decided by it, journaled as any
+                    // decision; a decided one keeps its own).
+                    let remembered = !self.shard.knows(&decision.trace_id);
+                    self.shard.import_decision(decision, now, &mut decider, out);
+                    if let (true, Some(journal)) = (remembered, &mut self.journal) {
+                        journal.note_handed_over([decision]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Journals spans of a failed hand-over as they come back (their
+    /// journal records were let go as they left). Returns what to take in
+    /// (the shard's spans alone) and their record. When the storage
+    /// refuses, they are taken in unjournaled, logged.
+    async fn journal_taken_back(
+        &self,
+        journal: &Arc<Journal>,
+        batch: &Arc<SpanBatch>,
+        spans: Option<&[u32]>,
+        arrivals: &HashMap<TraceId, handover::Arrival>,
+        now: Duration,
+    ) -> (Arc<SpanBatch>, Option<Pin>) {
+        let mine = match spans {
+            Some(spans) => Arc::new(batch.select(spans)),
+            None => batch.clone(),
+        };
+        match handover::journal_handed_over(journal, &mine, now, arrivals).await {
+            Ok(pin) => (mine, Some(pin)),
+            Err(error) => {
+                tracing::warn!(processor = %self.id, shard = self.index, %error,
+                    "spans of a failed hand-over taken back without a journal record");
+                (mine, None)
+            }
+        }
     }
 
     /// When the worker must wake without new work: the next trace due, or
@@ -904,6 +1234,20 @@ impl ShardWorker {
         tracing::debug!(processor = %self.id, shard = self.index, decided, "memory above the hard limit; decided the oldest pending traces early");
     }
 
+    /// When a memory limiter asked for room: lets the oldest traces give
+    /// way (decided ones forgotten, pending ones decided early) to free this
+    /// worker's share of it. A shard with nothing pending may still hold
+    /// decided traces for late spans: those go too.
+    fn shed_if_asked(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) {
+        let asked = self.shed_requests.take();
+        if asked == 0 {
+            return;
+        }
+        let share = asked.div_ceil(self.shards as u64);
+        let decided = self.shard.decide_oldest_to_free(share, now, decider, out);
+        tracing::debug!(processor = %self.id, shard = self.index, share, decided, "a memory limiter asked for room; the oldest traces gave way");
+    }
+
     /// Passes on released spans and turns what happened into metrics.
     async fn emit(&mut self, out: &mut Released) {
         let round = self.journal.as_mut().map(|j| j.begin(out));
@@ -921,6 +1265,10 @@ impl ShardWorker {
             // As in the collector, a trace not sampled for being too large
             // is counted in traces_dropped_too_large only.
             if decided.reason == DecisionReason::TooLarge {
+                continue;
+            }
+            // Counted by the gateway that decided it before a hand-over.
+            if decided.reason == DecisionReason::Handover {
                 continue;
             }
             let slot = match decided.verdict.decision {
@@ -993,6 +1341,24 @@ impl ShardWorker {
         add(&m.early[2], now.early_max_spans, was.early_max_spans);
         add(&m.early[3], now.early_memory_limit, was.early_memory_limit);
         add(&m.early[4], now.early_storage_full, was.early_storage_full);
+        for (differs, new, old, message) in [
+            (
+                &m.warned_num_traces,
+                now.early_num_traces,
+                was.early_num_traces,
+                NUM_TRACES_DIFFERS,
+            ),
+            (
+                &m.warned_memory_limit,
+                now.early_memory_limit,
+                was.early_memory_limit,
+                MEMORY_LIMIT_DIFFERS,
+            ),
+        ] {
+            if new > old && !differs.swap(true, Ordering::Relaxed) {
+                tracing::warn!(processor = %self.id, "{message}");
+            }
+        }
         add(
             &m.dropped_by_policy,
             now.spans_dropped_by_policy,

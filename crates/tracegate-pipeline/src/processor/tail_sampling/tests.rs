@@ -329,6 +329,8 @@ async fn record_policy_marks_kept_spans_with_the_policy_as_the_collector() {
 
 #[tokio::test(start_paused = true)]
 async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
+    let logs = crate::test_logs::Logs::default();
+    let _guard = logs.capture();
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     let sink = Arc::new(Collect::default());
@@ -375,6 +377,13 @@ async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
         .find(|l| l.starts_with("tracegate_dropped_spans{") && l.contains("reason=\"not_sampled\""))
         .unwrap_or_else(|| panic!("no not_sampled drops in\n{text}"));
     assert!(not_sampled.ends_with(" 2"), "{not_sampled}");
+    // The collector's tail sampler never does this: said once.
+    assert_eq!(
+        logs.text().matches(MEMORY_LIMIT_DIFFERS).count(),
+        1,
+        "{}",
+        logs.text()
+    );
 
     // Back below the limit the younger half waits for decision_wait.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -385,6 +394,78 @@ async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
         .spans()
         .iter()
         .all(|s| s.0 != trace_id(2) && s.0 != trace_id(4)));
+    sampler.flush().await;
+}
+
+/// Issue 15: a memory limiter at its soft limit asks for room; the worker
+/// wakes at once and decides just enough of its oldest traces early, by the
+/// policies, whatever the memory checks say.
+#[tokio::test(start_paused = true)]
+async fn asked_for_room_the_oldest_pending_traces_are_decided_early() {
+    let sink = Arc::new(Collect::default());
+    let pressure = MemoryPressure::default();
+    let sampler = TailSampler::start(
+        "tail_sampling",
+        errors_only(1),
+        sink.clone(),
+        pressure.clone(),
+        None,
+    )
+    .unwrap();
+    // Six two-span traces, 100 ms apart; the odd ones have an error.
+    for t in 1..=6u8 {
+        let error = t % 2 == 1;
+        send(&sampler, "api", &[(t, 1, false), (t, 2, error)]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sink.spans().is_empty(), "traces wait for decision_wait");
+    // One byte: the oldest trace goes, kept, and no other.
+    let asked_at = tokio::time::Instant::now();
+    pressure.request_shedding(1);
+    settle(|| !sink.spans().is_empty()).await;
+    assert!(asked_at.elapsed() < MEMORY_CHECK_INTERVAL);
+    // Two more asks of a byte each: traces 2 (dropped) and 3 (kept).
+    pressure.request_shedding(1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    pressure.request_shedding(1);
+    settle(|| sink.spans().len() == 4).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kept: std::collections::BTreeSet<_> = sink.spans().iter().map(|s| s.0).collect();
+    assert_eq!(kept, [trace_id(1), trace_id(3)].into_iter().collect());
+    // The others wait for decision_wait as before.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(sink.spans().len(), 4);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(|| sink.spans().len() == 6).await;
+    sampler.flush().await;
+}
+
+/// A shard with nothing pending may hold decided traces for late spans;
+/// asked for room, it forgets them, so their memory is not held against
+/// the pending traces: a late span then starts its trace over.
+#[tokio::test(start_paused = true)]
+async fn asked_for_room_decided_traces_held_for_late_spans_are_forgotten() {
+    let sink = Arc::new(Collect::default());
+    let pressure = MemoryPressure::default();
+    let sampler = TailSampler::start(
+        "tail_sampling",
+        errors_only(1),
+        sink.clone(),
+        pressure.clone(),
+        None,
+    )
+    .unwrap();
+    // Trace 1 without an error: not sampled at decision_wait, and kept in
+    // the table (no decision cache) for its late spans.
+    send(&sampler, "api", &[(1, 1, false)]).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    pressure.request_shedding(1 << 20);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Its late error span starts it over, and is kept at its own decision;
+    // remembered, it would have followed "not sampled".
+    send(&sampler, "api", &[(1, 2, true)]).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle(|| sink.spans().len() == 1).await;
     sampler.flush().await;
 }
 
@@ -528,5 +609,63 @@ async fn zero_decision_wait_decides_at_once() {
     send(&sampler, "api", &[(1, 1, true), (2, 1, false)]).await;
     settle(|| sink.spans().len() == 1).await;
     assert_eq!(sink.spans()[0].0, trace_id(1));
+    sampler.flush().await;
+}
+
+/// Where a config keeps other traces than the collector's would, validate
+/// says so, naming the key; a config that does not differ gets no warning.
+#[test]
+fn validate_warns_where_the_collector_keeps_other_traces() {
+    let warnings = |json: serde_json::Value| {
+        let mut json = json;
+        json["policies"] = serde_json::json!([{"name": "all", "type": "always_sample"}]);
+        config(json).validate().unwrap()
+    };
+    assert!(warnings(serde_json::json!({})).is_empty());
+    assert!(warnings(serde_json::json!({"decision_wait": "1s", "num_shards": 1})).is_empty());
+    for wait in ["0s", "200ms"] {
+        let w = warnings(serde_json::json!({"decision_wait": wait}));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(&format!("decision_wait is {wait}:"))
+                && w[0].contains("1-second tick"),
+            "{w:?}"
+        );
+    }
+    let w = warnings(serde_json::json!({"num_shards": 4}));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("num_shards is 4:") && w[0].contains("num_traces"),
+        "{w:?}"
+    );
+}
+
+/// The first trace a full `num_traces` decides early is logged once, as
+/// the moment this processor's outcome starts to differ from the
+/// collector's; later ones are only counted.
+#[tokio::test(start_paused = true)]
+async fn a_full_num_traces_is_logged_once_as_a_difference() {
+    let logs = crate::test_logs::Logs::default();
+    let _guard = logs.capture();
+    let cfg = config(serde_json::json!({
+        "decision_wait": "10s", "shards": 1, "num_traces": 2,
+        "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
+    }));
+    let (sink, sampler) = start("tail_sampling", cfg);
+    send(&sampler, "api", &[(1, 1, true)]).await;
+    send(&sampler, "api", &[(2, 1, false)]).await;
+    assert!(!logs.text().contains(NUM_TRACES_DIFFERS), "not full yet");
+    // Traces 3 and 4 make 1 and 2 give way: the error trace is kept.
+    send(&sampler, "api", &[(3, 1, false)]).await;
+    send(&sampler, "api", &[(4, 1, false)]).await;
+    settle(|| sink.spans().len() == 1).await;
+    assert_eq!(sink.spans()[0].0, trace_id(1));
+    settle(|| logs.text().contains(NUM_TRACES_DIFFERS)).await;
+    assert_eq!(
+        logs.text().matches(NUM_TRACES_DIFFERS).count(),
+        1,
+        "{}",
+        logs.text()
+    );
     sampler.flush().await;
 }

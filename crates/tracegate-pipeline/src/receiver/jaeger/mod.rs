@@ -98,7 +98,7 @@ impl Config {
         }
         let mut warnings = Vec::new();
         if let Some(http) = &p.thrift_http {
-            http.validate("protocols.thrift_http")?;
+            warnings.extend(http.validate("protocols.thrift_http")?);
         }
         for (protocol, udp) in [
             (ThriftProtocol::Compact, &p.thrift_compact),
@@ -148,6 +148,7 @@ pub(crate) async fn start(
             &grpc::POST_SPANS,
             id,
             next.clone(),
+            None,
             shutdown.clone(),
             &tasks,
         );

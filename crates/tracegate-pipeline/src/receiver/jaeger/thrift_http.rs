@@ -7,12 +7,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,14 +19,12 @@ use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
 use crate::receiver::counters::{RejectReason, TransportCounters, INGEST_REASONS};
 use crate::receiver::http_ingest::{
-    body_size_limit, empty_response, media_type, read_body, text_response, HttpHandler,
-    HttpResponse, HttpService,
+    empty_response, media_type, read_body, text_response, HttpHandler, HttpResponse, HttpService,
 };
 use crate::receiver::listener::{self, ConnectionSettings};
-use crate::receiver::server_keys::HttpServerKeys;
+use crate::receiver::server_keys::http_server_config;
+use crate::receiver::split_host_port;
 use crate::receiver::StartError;
-use crate::receiver::{split_host_port, ResponseHeaders};
-use crate::tls::TlsServerConfig;
 use tracegate_model::SpanBatch;
 
 /// Default `thrift_http` endpoint, as the collector's.
@@ -44,85 +40,31 @@ const PROTOCOL: &str = "thrift_http";
 /// Jaeger's collector's words before what is wrong with a body.
 const UNREADABLE_BODY: &str = "Unable to process request body: ";
 
-/// `protocols: thrift_http:`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ThriftHttpConfig {
-    /// `host:port` to listen on. Default `localhost:14268`; use
-    /// `0.0.0.0:14268` to accept connections from other hosts, port 0 for
-    /// any free port.
-    #[serde(default = "default_endpoint")]
-    pub endpoint: String,
-    /// Server TLS (`cert_file`, `key_file`, optional `client_ca_file` for
-    /// mTLS). Default: plaintext.
-    #[serde(default)]
-    pub tls: Option<TlsServerConfig>,
-    /// Largest request body accepted, in bytes, both as sent and after
-    /// decompression. Default 20 MiB (20971520); 0 means the default.
-    /// Larger bodies get 500 (as the collector's Jaeger receiver).
-    #[serde(default)]
-    pub max_request_body_size: u64,
-    /// Longest time a client may take to send a request's headers (HTTP/1;
-    /// HTTP/2 has no such limit). Default: 30 s (the collector has none);
-    /// `0` means none.
-    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
-    pub read_header_timeout: Option<Duration>,
-    /// Close a connection with no request in flight for this long.
-    /// Default: never (as the collector's `otlp` receiver); `0` means never.
-    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
-    pub idle_timeout: Option<Duration>,
-    /// `false` closes each HTTP/1 connection after one request. Default
-    /// true.
-    #[serde(default = "crate::receiver::server_keys::default_true")]
-    pub keep_alives_enabled: bool,
-    /// Headers added to every answer that does not set them itself.
-    /// Default: none.
-    #[serde(default)]
-    pub response_headers: ResponseHeaders,
+http_server_config! {
+    /// `protocols: thrift_http:`.
+    pub struct ThriftHttpConfig {
+        /// `host:port` to listen on. Default `localhost:14268`; use
+        /// `0.0.0.0:14268` to accept connections from other hosts, port 0 for
+        /// any free port.
+        #[serde(default = "default_endpoint")]
+        pub endpoint: String = default_endpoint(),
+    }
 }
 
 fn default_endpoint() -> String {
     DEFAULT_ENDPOINT.to_string()
 }
 
-impl Default for ThriftHttpConfig {
-    fn default() -> Self {
-        ThriftHttpConfig {
-            endpoint: default_endpoint(),
-            tls: None,
-            max_request_body_size: 0,
-            read_header_timeout: None,
-            idle_timeout: None,
-            keep_alives_enabled: true,
-            response_headers: ResponseHeaders::default(),
-        }
-    }
-}
-
 impl ThriftHttpConfig {
-    /// The connection keys, for the listener.
-    pub(crate) fn server_keys(&self) -> HttpServerKeys<'_> {
-        HttpServerKeys {
-            read_header_timeout: self.read_header_timeout,
-            idle_timeout: self.idle_timeout,
-            keep_alives_enabled: self.keep_alives_enabled,
-            response_headers: &self.response_headers,
-        }
-    }
-
-    fn max_request_body_size(&self) -> usize {
-        body_size_limit(self.max_request_body_size)
-    }
-
     /// Pure checks; `path` is the config key (`protocols.thrift_http`).
-    pub fn validate(&self, path: &str) -> Result<(), ComponentError> {
+    pub fn validate(&self, path: &str) -> Result<Vec<String>, ComponentError> {
         split_host_port(&self.endpoint).map_err(|e| error(&format!("{path}.endpoint"), e))?;
-        self.server_keys().validate(path)?;
+        let warnings = self.server_keys().validate(path)?;
         if let Some(tls) = &self.tls {
             tls.validate()
                 .map_err(|e| error(&format!("{path}.tls"), e.to_string()))?;
         }
-        Ok(())
+        Ok(warnings)
     }
 }
 

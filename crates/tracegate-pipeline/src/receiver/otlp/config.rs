@@ -7,9 +7,8 @@ use serde::Deserialize;
 
 use crate::compression::ContentEncoding;
 use crate::config::{error, ComponentError};
-use crate::receiver::http_ingest::body_size_limit;
-use crate::receiver::server_keys::HttpServerKeys;
-use crate::receiver::{present_means_enabled, split_host_port, ResponseHeaders};
+use crate::receiver::server_keys::http_server_config;
+use crate::receiver::{present_means_enabled, split_host_port};
 use crate::tls::TlsServerConfig;
 
 /// Default gRPC endpoint, as the collector's.
@@ -160,85 +159,39 @@ pub struct KeepaliveEnforcementPolicy {
     pub permit_without_stream: bool,
 }
 
-/// `protocols: http:`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// `host:port` to listen on. Default `localhost:4318`; use
-    /// `0.0.0.0:4318` to accept connections from other hosts, port 0 for
-    /// any free port.
-    #[serde(default = "default_http_endpoint")]
-    pub endpoint: String,
-    /// Server TLS (`cert_file`, `key_file`, optional `client_ca_file` for
-    /// mTLS). Default: plaintext.
-    #[serde(default)]
-    pub tls: Option<TlsServerConfig>,
-    /// Cross-origin requests from browsers. Default: none allowed.
-    #[serde(default)]
-    pub cors: Option<CorsConfig>,
-    /// Largest request body accepted, in bytes, both as sent and after
-    /// decompression. Default 20 MiB (20971520); 0 means the default.
-    /// Larger bodies get 400, as in the collector.
-    #[serde(default)]
-    pub max_request_body_size: u64,
-    /// Propagate request headers to the pipeline. Accepted for
-    /// compatibility; tracegate does not propagate request metadata yet.
-    /// Default false.
-    #[serde(default)]
-    pub include_metadata: bool,
-    /// `Content-Encoding`s accepted. Default, as the collector's: `["",
-    /// gzip, zstd, zlib, snappy, deflate, lz4, x-snappy-framed]`; `""` is
-    /// an uncompressed body.
-    #[serde(default)]
-    pub compression_algorithms: Option<Vec<String>>,
-    /// Longest time a client may take to send a request's headers (HTTP/1;
-    /// HTTP/2 has no such limit). Default: 30 s (the collector has none);
-    /// `0` means none.
-    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
-    pub read_header_timeout: Option<Duration>,
-    /// Close a connection with no request in flight for this long.
-    /// Default: never (as the collector's `otlp` receiver); `0` means never.
-    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
-    pub idle_timeout: Option<Duration>,
-    /// `false` closes each HTTP/1 connection after one request. Default
-    /// true.
-    #[serde(default = "crate::receiver::server_keys::default_true")]
-    pub keep_alives_enabled: bool,
-    /// Headers added to every answer that does not set them itself.
-    /// Default: none.
-    #[serde(default)]
-    pub response_headers: ResponseHeaders,
-    /// Path that receives traces. Default `/v1/traces`; a missing leading
-    /// `/` is added.
-    #[serde(default = "default_traces_url_path")]
-    pub traces_url_path: String,
-    /// Accepted for compatibility; tracegate has no metrics pipelines, so
-    /// this path answers 404. Default `/v1/metrics`.
-    #[serde(default = "default_metrics_url_path")]
-    pub metrics_url_path: String,
-    /// Accepted for compatibility; tracegate has no logs pipelines, so
-    /// this path answers 404. Default `/v1/logs`.
-    #[serde(default = "default_logs_url_path")]
-    pub logs_url_path: String,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            endpoint: default_http_endpoint(),
-            tls: None,
-            cors: None,
-            max_request_body_size: 0,
-            include_metadata: false,
-            compression_algorithms: None,
-            read_header_timeout: None,
-            idle_timeout: None,
-            keep_alives_enabled: true,
-            response_headers: ResponseHeaders::default(),
-            traces_url_path: default_traces_url_path(),
-            metrics_url_path: default_metrics_url_path(),
-            logs_url_path: default_logs_url_path(),
-        }
+http_server_config! {
+    /// `protocols: http:`.
+    pub struct HttpConfig {
+        /// `host:port` to listen on. Default `localhost:4318`; use
+        /// `0.0.0.0:4318` to accept connections from other hosts, port 0 for
+        /// any free port.
+        #[serde(default = "default_http_endpoint")]
+        pub endpoint: String = default_http_endpoint(),
+        /// Cross-origin requests from browsers. Default: none allowed.
+        #[serde(default)]
+        pub cors: Option<CorsConfig> = None,
+        /// Propagate request headers to the pipeline. Accepted for
+        /// compatibility; tracegate does not propagate request metadata yet.
+        /// Default false.
+        #[serde(default)]
+        pub include_metadata: bool = false,
+        /// `Content-Encoding`s accepted. Default, as the collector's: `["",
+        /// gzip, zstd, zlib, snappy, deflate, lz4, x-snappy-framed]`; `""` is
+        /// an uncompressed body.
+        #[serde(default)]
+        pub compression_algorithms: Option<Vec<String>> = None,
+        /// Path that receives traces. Default `/v1/traces`; a missing leading
+        /// `/` is added.
+        #[serde(default = "default_traces_url_path")]
+        pub traces_url_path: String = default_traces_url_path(),
+        /// Accepted for compatibility; tracegate has no metrics pipelines, so
+        /// this path answers 404. Default `/v1/metrics`.
+        #[serde(default = "default_metrics_url_path")]
+        pub metrics_url_path: String = default_metrics_url_path(),
+        /// Accepted for compatibility; tracegate has no logs pipelines, so
+        /// this path answers 404. Default `/v1/logs`.
+        #[serde(default = "default_logs_url_path")]
+        pub logs_url_path: String = default_logs_url_path(),
     }
 }
 
@@ -356,21 +309,6 @@ impl GrpcConfig {
 }
 
 impl HttpConfig {
-    /// The connection keys, for the listener.
-    pub(crate) fn server_keys(&self) -> HttpServerKeys<'_> {
-        HttpServerKeys {
-            read_header_timeout: self.read_header_timeout,
-            idle_timeout: self.idle_timeout,
-            keep_alives_enabled: self.keep_alives_enabled,
-            response_headers: &self.response_headers,
-        }
-    }
-
-    /// `max_request_body_size` in bytes (0 means the default).
-    pub fn max_request_body_size(&self) -> usize {
-        body_size_limit(self.max_request_body_size)
-    }
-
     /// The traces path as served (always absolute).
     pub fn traces_path(&self) -> String {
         sanitize_url_path(&self.traces_url_path).unwrap_or_else(|_| default_traces_url_path())
@@ -397,7 +335,7 @@ impl HttpConfig {
 
     fn validate(&self, warnings: &mut Vec<String>) -> Result<(), ComponentError> {
         split_host_port(&self.endpoint).map_err(|e| error("protocols.http.endpoint", e))?;
-        self.server_keys().validate("protocols.http")?;
+        warnings.extend(self.server_keys().validate("protocols.http")?);
         if let Some(tls) = &self.tls {
             tls.validate()
                 .map_err(|e| error("protocols.http.tls", e.to_string()))?;

@@ -12,6 +12,7 @@ use super::http_ingest::HttpService;
 use super::listener;
 use super::{RunningReceiver, StartError};
 use crate::consumer::NextConsumer;
+use crate::processor::tail_sampling::handover::HandoverExchange;
 use tracegate_model::SpanBatch;
 
 mod config;
@@ -43,6 +44,7 @@ pub(crate) async fn start(
     config: &Config,
     id: &str,
     next: NextConsumer,
+    handover: HandoverExchange,
     shutdown: CancellationToken,
 ) -> Result<RunningReceiver, StartError> {
     // Bind and load everything before serving anything, so a failure
@@ -64,7 +66,14 @@ pub(crate) async fn start(
     let mut addresses = Vec::new();
     if let Some((bound, addr)) = grpc {
         addresses.push(("grpc", addr));
-        bound.serve(&TRACE_EXPORT, id, next.clone(), shutdown.clone(), &tasks);
+        bound.serve(
+            &TRACE_EXPORT,
+            id,
+            next.clone(),
+            Some(handover),
+            shutdown.clone(),
+            &tasks,
+        );
     }
     if let Some((http_config, tls, listener, addr)) = http {
         addresses.push(("http", addr));
@@ -90,6 +99,6 @@ impl super::BuildReceiver for Config {
         next: NextConsumer,
         cx: &super::BuildContext,
     ) -> super::Started {
-        start(self, id, next, cx.shutdown.clone()).await
+        start(self, id, next, cx.handover.clone(), cx.shutdown.clone()).await
     }
 }

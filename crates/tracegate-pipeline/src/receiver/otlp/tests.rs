@@ -645,6 +645,12 @@ async fn every_http_error_gets_its_status_and_the_server_keeps_serving() {
         assert!(message.contains("array"), "{message}");
     }
 
+    // A bare `null` is an empty request to the collector: answered OK, in
+    // JSON, with nothing to hand on.
+    let answer = send_traces(&client, addr, "application/json", None, "null").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(&answer.body[..], b"{}");
+
     // None of it reached the pipeline, and the server still serves.
     assert!(rx.try_recv().is_err());
     let answer = send_traces(&client, addr, "application/x-protobuf", None, pb).await;

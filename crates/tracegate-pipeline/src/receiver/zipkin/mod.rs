@@ -4,28 +4,24 @@
 //! 202 on success, 400 with the parse error).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::counters::{RejectReason, TransportCounters, INGEST_REASONS};
 use super::http_ingest::{
-    body_size_limit, empty_response, media_type, read_body, text_response, HttpHandler,
-    HttpResponse, HttpService,
+    empty_response, media_type, read_body, text_response, HttpHandler, HttpResponse, HttpService,
 };
 use super::listener;
 use super::{RunningReceiver, StartError};
 use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
-use crate::receiver::server_keys::HttpServerKeys;
-use crate::receiver::{split_host_port, ResponseHeaders};
-use crate::tls::TlsServerConfig;
+use crate::receiver::server_keys::http_server_config;
+use crate::receiver::split_host_port;
 use tracegate_model::SpanBatch;
 
 #[cfg(test)]
@@ -35,94 +31,36 @@ mod tests;
 pub const DEFAULT_ENDPOINT: &str = "localhost:9411";
 pub use crate::receiver::http_ingest::DEFAULT_MAX_REQUEST_BODY_SIZE;
 
-/// `receivers: zipkin:`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// `host:port` to listen on. Default `localhost:9411`; use
-    /// `0.0.0.0:9411` to accept connections from other hosts, port 0 for
-    /// any free port.
-    #[serde(default = "default_endpoint")]
-    pub endpoint: String,
-    /// Server TLS (`cert_file`, `key_file`, optional `client_ca_file` for
-    /// mTLS). Default: plaintext.
-    #[serde(default)]
-    pub tls: Option<TlsServerConfig>,
-    /// Largest request body accepted, in bytes, both as sent and after
-    /// decompression. Default 20 MiB (20971520); 0 means the default.
-    /// Larger bodies get 400.
-    #[serde(default)]
-    pub max_request_body_size: u64,
-    /// Longest time a client may take to send a request's headers (HTTP/1;
-    /// HTTP/2 has no such limit). Default: 30 s (the collector has none);
-    /// `0` means none.
-    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
-    pub read_header_timeout: Option<Duration>,
-    /// Close a connection with no request in flight for this long.
-    /// Default: never (as the collector's `otlp` receiver); `0` means never.
-    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
-    pub idle_timeout: Option<Duration>,
-    /// `false` closes each HTTP/1 connection after one request. Default
-    /// true.
-    #[serde(default = "crate::receiver::server_keys::default_true")]
-    pub keep_alives_enabled: bool,
-    /// Headers added to every answer that does not set them itself.
-    /// Default: none.
-    #[serde(default)]
-    pub response_headers: ResponseHeaders,
-    /// Turn tag values that read as integers, doubles or booleans
-    /// (`"42"`, `"1.5"`, `"true"`) into typed attributes. Default false:
-    /// every tag is a string attribute.
-    #[serde(default)]
-    pub parse_string_tags: bool,
-    /// Propagate request headers to the pipeline. Accepted for
-    /// compatibility; tracegate does not propagate request metadata yet.
-    /// Default false.
-    #[serde(default)]
-    pub include_metadata: bool,
+http_server_config! {
+    /// `receivers: zipkin:`.
+    pub struct Config {
+        /// `host:port` to listen on. Default `localhost:9411`; use
+        /// `0.0.0.0:9411` to accept connections from other hosts, port 0 for
+        /// any free port.
+        #[serde(default = "default_endpoint")]
+        pub endpoint: String = default_endpoint(),
+        /// Turn tag values that read as integers, doubles or booleans
+        /// (`"42"`, `"1.5"`, `"true"`) into typed attributes. Default false:
+        /// every tag is a string attribute.
+        #[serde(default)]
+        pub parse_string_tags: bool = false,
+        /// Propagate request headers to the pipeline. Accepted for
+        /// compatibility; tracegate does not propagate request metadata yet.
+        /// Default false.
+        #[serde(default)]
+        pub include_metadata: bool = false,
+    }
 }
 
 fn default_endpoint() -> String {
     DEFAULT_ENDPOINT.to_string()
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            endpoint: default_endpoint(),
-            tls: None,
-            max_request_body_size: 0,
-            parse_string_tags: false,
-            include_metadata: false,
-            read_header_timeout: None,
-            idle_timeout: None,
-            keep_alives_enabled: true,
-            response_headers: ResponseHeaders::default(),
-        }
-    }
-}
-
 impl Config {
-    /// The connection keys, for the listener.
-    pub(crate) fn server_keys(&self) -> HttpServerKeys<'_> {
-        HttpServerKeys {
-            read_header_timeout: self.read_header_timeout,
-            idle_timeout: self.idle_timeout,
-            keep_alives_enabled: self.keep_alives_enabled,
-            response_headers: &self.response_headers,
-        }
-    }
-
-    /// The body limit in bytes, the default applied.
-    pub fn max_request_body_size(&self) -> usize {
-        body_size_limit(self.max_request_body_size)
-    }
-
     /// Pure checks: `Err` for an invalid config, `Ok(warnings)` otherwise.
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
-        let mut warnings = Vec::new();
         split_host_port(&self.endpoint).map_err(|e| error("endpoint", e))?;
-        self.server_keys().validate("")?;
+        let mut warnings = self.server_keys().validate("")?;
         if let Some(tls) = &self.tls {
             tls.validate().map_err(|e| error("tls", e.to_string()))?;
         }
