@@ -23,5 +23,6 @@ mod resource_detection;
 mod seed_configs;
 mod shutdown;
 mod storage;
+mod tail_journal;
 mod tail_sampling;
 mod zipkin;

@@ -10,6 +10,7 @@ use crate::file_storage::{self, FileStorage};
 use crate::health::HealthCheckConfig;
 use crate::registry::component_registry;
 use crate::remote_sampling;
+use crate::tail_storage;
 
 /// What makes a config an extension type: implemented by each extension's
 /// config in its own module, reached through [`ExtensionConfig`].
@@ -39,6 +40,8 @@ component_registry! {
         RemoteSampling(remote_sampling::Config) = "jaegerremotesampling" | "remote_sampling",
             parse remote_sampling::from_value
             => "Serves Jaeger remote sampling strategies from a file to the SDKs that poll for them (HTTP and gRPC).",
+        PebbleTailStorage(tail_storage::PebbleTailStorageConfig) = "pebble_tail_storage"
+            => "Keeps the tail sampler's pending traces and decisions on the local disk across restarts (the collector's keys, tracegate's store).",
     }
     not built: [
         "pprof",
@@ -58,7 +61,8 @@ impl ExtensionConfig {
             ExtensionConfig::BasicAuth(c) => Some((c.htpasswd.is_some(), c.client_auth.is_some())),
             ExtensionConfig::HealthCheck(_)
             | ExtensionConfig::FileStorage(_)
-            | ExtensionConfig::RemoteSampling(_) => None,
+            | ExtensionConfig::RemoteSampling(_)
+            | ExtensionConfig::PebbleTailStorage(_) => None,
         }
     }
 

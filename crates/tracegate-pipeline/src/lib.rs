@@ -25,6 +25,7 @@ pub mod processor;
 pub mod receiver;
 pub mod registry;
 pub mod remote_sampling;
+pub mod tail_storage;
 pub mod telemetry;
 #[cfg(test)]
 mod test_logs;

@@ -26,7 +26,7 @@ mod store;
 mod tests;
 
 pub use buffer::{
-    DecidedTrace, Decider, DecisionReason, KnownDecision, PendingTrace, Released, SampledBy,
+    DecidedTrace, Decider, DecisionReason, KnownDecision, PendingTrace, Pin, Released, SampledBy,
     ShardStats, TraceAggregates, TraceBuffer, TraceBufferSettings, TraceShard,
 };
 pub use config::PolicyConfig;

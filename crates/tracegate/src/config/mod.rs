@@ -518,6 +518,7 @@ impl Loader {
         };
         let mut exporter_paths = Vec::new();
         let mut receiver_paths = Vec::new();
+        let mut processor_paths = Vec::new();
         for (section, components) in defined {
             for d in components {
                 let used = usage
@@ -530,6 +531,7 @@ impl Loader {
                         config.receivers.insert(d.id, c);
                     }
                     Some(Parsed::Processor(c)) if used => {
+                        processor_paths.push((d.id.clone(), d.path.clone()));
                         config.processors.insert(d.id, c);
                     }
                     Some(Parsed::Exporter(c)) if used => {
@@ -557,7 +559,36 @@ impl Loader {
                 self.check_authenticator(&config, authenticator, &at, false);
             }
         }
+        for (id, path) in processor_paths {
+            self.check_tail_storage(&config, &id, &path);
+        }
         Some(config)
+    }
+
+    /// `tail_sampling: tail_storage:` names a storage extension that is
+    /// defined, listed in `service::extensions` and of a type that can hold
+    /// the journal: `pebble_tail_storage` or `file_storage`.
+    fn check_tail_storage(&mut self, config: &Config, id: &ComponentId, path: &Path) {
+        let ProcessorConfig::TailSampling(tail) = &config.processors[id] else {
+            return;
+        };
+        let Some(storage) = tail.tail_storage.as_deref() else {
+            return;
+        };
+        let problem = self.storage_problem(
+            config,
+            storage,
+            "a pebble_tail_storage or file_storage extension",
+            |e| {
+                matches!(
+                    e,
+                    ExtensionConfig::PebbleTailStorage(_) | ExtensionConfig::FileStorage(_)
+                )
+            },
+        );
+        if let Some(message) = problem {
+            self.error(&path.key("tail_storage"), message);
+        }
     }
 
     /// Where a refusal reaches a receiver that answers it with a retry
@@ -663,12 +694,29 @@ impl Loader {
             return;
         };
         let at = path.key("sending_queue").key("storage");
-        let problem = match ComponentId::parse(storage) {
+        let problem = self.storage_problem(config, storage, "a file_storage extension", |e| {
+            matches!(e, ExtensionConfig::FileStorage(_))
+        });
+        if let Some(message) = problem {
+            self.error(&at, message);
+        }
+    }
+
+    /// What is wrong with `storage` as the id of a storage extension of
+    /// the types `accepts` takes (`kinds` names them for the message).
+    fn storage_problem(
+        &self,
+        config: &Config,
+        storage: &str,
+        kinds: &str,
+        accepts: fn(&ExtensionConfig) -> bool,
+    ) -> Option<String> {
+        match ComponentId::parse(storage) {
             Err(e) => Some(e),
             Ok(storage_id) => match config.extensions.get(&storage_id) {
-                Some(ExtensionConfig::FileStorage(_)) => None,
+                Some(extension) if accepts(extension) => None,
                 Some(_) => Some(format!(
-                    "{storage:?} is not a storage extension; use a file_storage extension"
+                    "{storage:?} is not a storage extension; use {kinds}"
                 )),
                 None if self
                     .node(&Path::root().key("extensions").key(storage))
@@ -680,13 +728,10 @@ impl Loader {
                     ))
                 }
                 None => Some(format!(
-                    "storage extension {storage:?} is not defined in extensions (define a \
-                     file_storage extension and list it in service::extensions)"
+                    "storage extension {storage:?} is not defined in extensions (define {kinds} \
+                     and list it in service::extensions)"
                 )),
             },
-        };
-        if let Some(message) = problem {
-            self.error(&at, message);
         }
     }
 

@@ -870,3 +870,63 @@ service:
          service::extensions) (line 6)",
     );
 }
+
+#[test]
+fn tail_storage_names_a_started_pebble_tail_storage_or_file_storage() {
+    let config = |storage: &str, listed: &str| {
+        format!(
+            "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+processors:
+  tail_sampling:
+    tail_storage: {storage}
+    policies:
+      - name: all
+        type: always_sample
+exporters:
+  debug:
+extensions:
+  pebble_tail_storage:
+    directory: /var/lib/otelcol/pebble-tail-storage
+    max_storage_size_mib: 10240
+  file_storage/t:
+    directory: /var/lib/t
+  health_check:
+service:
+  extensions: [{listed}]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [tail_sampling]
+      exporters: [debug]
+"
+        )
+    };
+    for storage in ["pebble_tail_storage", "file_storage/t"] {
+        let loaded = load_ok(&config(storage, storage));
+        let ProcessorConfig::TailSampling(tail) = &loaded.config.processors[&id("tail_sampling")]
+        else {
+            panic!("tail_sampling");
+        };
+        assert_eq!(tail.tail_storage.as_deref(), Some(storage));
+    }
+    assert_listed(
+        &problems(&config("pebble_tail_storage/x", "pebble_tail_storage")),
+        "processors::tail_sampling::tail_storage: storage extension \"pebble_tail_storage/x\" \
+         is not defined in extensions (define a pebble_tail_storage or file_storage extension \
+         and list it in service::extensions) (line 7)",
+    );
+    assert_listed(
+        &problems(&config("pebble_tail_storage", "health_check")),
+        "processors::tail_sampling::tail_storage: storage extension \"pebble_tail_storage\" is \
+         not listed in service::extensions, so it would not be started (line 7)",
+    );
+    assert_listed(
+        &problems(&config("health_check", "health_check")),
+        "processors::tail_sampling::tail_storage: \"health_check\" is not a storage extension; \
+         use a pebble_tail_storage or file_storage extension (line 7)",
+    );
+}

@@ -36,6 +36,23 @@ pub const BUFFERED_BYTES: &str = "tracegate_tail_sampling_buffered_bytes";
 /// tracegate: traces decided early to respect a bound (labels
 /// `processor`, `reason`).
 pub const EARLY_DECISIONS: &str = "tracegate_tail_sampling_early_decisions";
+/// tracegate, with `tail_storage` (labels `processor`, `storage`): bytes
+/// the journal wrote, framing included (counter).
+pub const JOURNAL_WRITTEN_BYTES: &str = "tracegate_tail_sampling_journal_written_bytes";
+/// fsync/fdatasync calls the journal made (counter).
+pub const JOURNAL_SYNCS: &str = "tracegate_tail_sampling_journal_syncs";
+/// Bytes counted against the storage's bound (gauge).
+pub const JOURNAL_DISK_BYTES: &str = "tracegate_tail_sampling_journal_disk_bytes";
+/// Spans refused (the client told to retry) because the storage was full
+/// or could not be written.
+pub const JOURNAL_REFUSED_SPANS: &str = "tracegate_tail_sampling_journal_refused_spans";
+/// Decisions made but not journaled (storage full or failing): after a
+/// restart, their traces' late spans start over.
+pub const JOURNAL_UNJOURNALED_DECISIONS: &str =
+    "tracegate_tail_sampling_journal_unjournaled_decisions";
+/// Traces and spans given back to the buffer from the journal at startup.
+pub const JOURNAL_RESTORED_TRACES: &str = "tracegate_tail_sampling_journal_restored_traces";
+pub const JOURNAL_RESTORED_SPANS: &str = "tracegate_tail_sampling_journal_restored_spans";
 /// tracegate, hand-over (labels `processor`, `reason`: `membership_change`,
 /// `not_owner`, `recheck`, `shutdown`): spans, traces and decisions handed
 /// to another gateway and taken by it.
@@ -53,7 +70,7 @@ pub const HANDOVER_RECEIVED_SPANS: &str = "tracegate_tail_sampling_handover_rece
 pub const HANDOVER_RECEIVED_DECISIONS: &str = "tracegate_tail_sampling_handover_received_decisions";
 /// tracegate, hand-over: requests refused (labels `processor`, `reason`:
 /// `not_ready`, `unknown_sender`, `sender_address`, `malformed`,
-/// `shutting_down`).
+/// `shutting_down`, `storage`: the `tail_storage` could not journal it).
 pub const HANDOVER_REFUSED_REQUESTS: &str = "tracegate_tail_sampling_handover_refused_requests";
 /// tracegate, hand-over (gauges, label `processor`): the members the
 /// resolver found, and 1 when this gateway is one of them.
