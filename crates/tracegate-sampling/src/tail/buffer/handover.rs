@@ -117,7 +117,7 @@ impl TraceShard {
                 }
             }
         }
-        for (id, policy) in self.sampled_cache.iter() {
+        for (id, (policy, _)) in self.sampled_cache.iter() {
             if moves(id) {
                 out.push(KnownDecision {
                     trace_id: *id,
@@ -216,6 +216,9 @@ impl TraceShard {
                     },
                     policy: decision.policy,
                     composite: None,
+                    // A hand-over carries no tail threshold (the wire has
+                    // none): the spans keep the one they came with.
+                    tail: None,
                 };
                 self.decide_as(
                     id,
@@ -232,7 +235,7 @@ impl TraceShard {
                     return;
                 }
                 let cached = if decision.sampled {
-                    self.sampled_cache.put(id, decision.policy);
+                    self.sampled_cache.put(id, (decision.policy, None));
                     self.sampled_cache.capacity() > 0
                 } else {
                     self.not_sampled_cache.put(id, ());
@@ -263,7 +266,15 @@ impl TraceShard {
         self.next_seq += 1;
         self.table_insert(
             id,
-            Entry::empty(seq, now, State::Decided { sampled, at: now }),
+            Entry::empty(
+                seq,
+                now,
+                State::Decided {
+                    sampled,
+                    at: now,
+                    tail: None,
+                },
+            ),
         );
         self.arrivals.push_back((id, seq));
         self.compact_arrivals();
