@@ -444,8 +444,13 @@ async fn asked_for_room_the_oldest_pending_traces_are_decided_early() {
 async fn asked_for_room_decided_traces_held_for_late_spans_are_forgotten() {
     let sink = Arc::new(Collect::default());
     let pressure = MemoryPressure::default();
-    let sampler = TailSampler::start("tail_sampling", errors_only(1), sink.clone(), pressure.clone())
-        .unwrap();
+    let sampler = TailSampler::start(
+        "tail_sampling",
+        errors_only(1),
+        sink.clone(),
+        pressure.clone(),
+    )
+    .unwrap();
     // Trace 1 without an error: not sampled at decision_wait, and kept in
     // the table (no decision cache) for its late spans.
     send(&sampler, "api", &[(1, 1, false)]).await;

@@ -183,7 +183,7 @@ impl Throughput {
             let expected_interval = average * s.interval.as_secs_f64();
             let burst = st.seen as f64 >= s.burst_multiple * expected_interval;
             let expected_so_far = average * elapsed;
-            let fall = elapsed >= s.interval.as_secs_f64() / 4.0
+            let fall = elapsed >= s.interval.as_secs_f64() / 2.0
                 && expected_so_far >= MIN_EXPECTED_FOR_FALL
                 && (st.seen as f64) < expected_so_far / s.burst_multiple;
             if (burst || fall) && elapsed > 0.0 {
