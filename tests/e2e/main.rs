@@ -4,6 +4,7 @@
 
 mod support;
 
+mod adaptive_sampling;
 mod bad_input;
 mod config_sources;
 mod conformance;

@@ -78,7 +78,9 @@ impl TraceSeed {
     }
 
     /// From span `span` of `batch`: its tracestate's `rv` and `th` when it
-    /// parses, the trace id's randomness otherwise.
+    /// parses, the trace id's randomness otherwise. A `th` the randomness
+    /// does not pass is inconsistent and ignored, as the collector's
+    /// samplers clear it.
     pub fn of_span(batch: &SpanBatch, span: usize) -> TraceSeed {
         let mut seed = TraceSeed::of_trace_id(&batch.spans()[span].trace_id);
         let raw = batch.span_trace_state(span);
@@ -90,7 +92,9 @@ impl TraceSeed {
                 seed.randomness = rv.unsigned();
             }
             if let Some(th) = ts.ot.threshold {
-                seed.threshold = th.unsigned();
+                if th.unsigned() <= seed.randomness {
+                    seed.threshold = th.unsigned();
+                }
             }
         }
         seed
@@ -151,20 +155,36 @@ pub fn keep_at(seed: TraceSeed, tail: Threshold) -> bool {
 
 /// The spans of a trace the tail kept with threshold `tail`, each with its
 /// tracestate's `th` raised to the product of its incoming probability and
-/// the tail's. Spans whose tracestate does not parse keep it unchanged; a
-/// tail threshold of 0 changes nothing.
+/// the tail's. A span kept with probability 1 that came without `th` gets
+/// `th:0`, so every kept span says its weight. Spans whose tracestate does
+/// not parse keep it unchanged.
 pub fn apply_tail_threshold(batch: &SpanBatch, tail: Threshold) -> SpanBatch {
-    if tail == Threshold::ALWAYS {
-        return batch.clone();
-    }
     let mut rewritten: Vec<(u32, String)> = Vec::new();
     for i in 0..batch.len() {
         let raw = batch.span_trace_state(i);
         let Ok(mut ts) = TraceState::parse(raw) else {
             continue;
         };
-        let p_in = ts.ot.threshold.map_or(1.0, Threshold::probability);
-        ts.ot.raise_threshold(combined_threshold(p_in, tail));
+        let randomness = ts
+            .ot
+            .randomness
+            .unwrap_or_else(|| Randomness::from_trace_id(&batch.spans()[i].trace_id));
+        if ts
+            .ot
+            .threshold
+            .is_some_and(|t| !t.should_sample(randomness))
+        {
+            // Inconsistent: cleared, as the collector's samplers do.
+            ts.ot.threshold = None;
+        }
+        let combined = match ts.ot.threshold {
+            None => tail,
+            // Kept for sure here: the span keeps the threshold it came
+            // with, as it was spelled.
+            Some(incoming) if tail == Threshold::ALWAYS => incoming,
+            Some(incoming) => combined_threshold(incoming.probability(), tail),
+        };
+        ts.ot.raise_threshold(combined);
         let mut out = String::with_capacity(raw.len() + 12);
         ts.write(&mut out);
         if out != raw {

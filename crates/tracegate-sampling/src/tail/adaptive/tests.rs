@@ -285,9 +285,12 @@ fn a_tail_probability_multiplies_the_incoming_one_in_th() {
     let ts = TraceState::parse(out.span_trace_state(0)).expect("parses");
     assert_eq!(ts.ot.threshold.map(|t| t.tvalue()), Some("e".to_string()));
     assert_eq!(ts.others, vec!["vendor=x"]);
-    // Kept with probability 1: unchanged.
+    // Kept with probability 1: unchanged, or th:0 when it had none.
     let same = apply_tail_threshold(&headed, Threshold::ALWAYS);
-    assert_eq!(same.span_trace_state(0), headed.span_trace_state(0));
+    let ts = TraceState::parse(same.span_trace_state(0)).expect("parses");
+    assert_eq!(ts.ot.threshold.map(|t| t.tvalue()), Some("8".to_string()));
+    let sure = apply_tail_threshold(&plain, Threshold::ALWAYS);
+    assert_eq!(sure.span_trace_state(0), "ot=th:0");
 }
 
 #[test]
@@ -348,8 +351,9 @@ fn kept_spans_of_a_buffered_trace_carry_the_tail_threshold() {
         let b = apply_tail_threshold(b, tail);
         for i in 0..b.len() {
             let ts = TraceState::parse(b.span_trace_state(i)).expect("parses");
+            // Kept for sure (th:0) or with the key's probability.
+            assert_eq!(ts.ot.threshold, Some(tail));
             if tail != Threshold::ALWAYS {
-                assert_eq!(ts.ot.threshold, Some(tail));
                 with_th += 1;
             }
         }
@@ -418,4 +422,16 @@ fn adaptive_configs_are_checked() {
         ok.adjustment_interval,
         Some(ConfigDuration(Duration::from_secs(90)))
     );
+}
+
+#[test]
+fn an_inconsistent_incoming_threshold_is_cleared_not_multiplied() {
+    // rv below th:8: no head sampler at 1/2 could have kept it.
+    let id = crate::tail::tests::tid(3);
+    let b = batch(&[span(id, 1).state("ot=th:8;rv:00000000000001")]);
+    let seed = TraceSeed::of_span(&b, 0);
+    assert_eq!(seed.threshold, 0);
+    let out = apply_tail_threshold(&b, tail_threshold(0.25));
+    let ts = TraceState::parse(out.span_trace_state(0)).expect("parses");
+    assert_eq!(ts.ot.threshold.map(|t| t.tvalue()), Some("c".to_string()));
 }
