@@ -233,7 +233,7 @@ impl Config {
             if let Some(name) = set.stateful_policy() {
                 return Err(err(
                     "policies",
-                    format!("sampling_strategy \"span-ingest\" requires all policies to be stateless, but policy {name:?} is stateful: rate_limiting, bytes_limiting and composite spend a budget per trace, which one batch of a trace cannot judge"),
+                    format!("sampling_strategy \"span-ingest\" requires all policies to be stateless, but policy {name:?} is stateful: rate_limiting, bytes_limiting and composite spend a budget per trace and throughput and dynamic count every trace, which one batch of a trace cannot judge"),
                 ));
             }
         }
