@@ -4,6 +4,7 @@
 
 mod support;
 
+mod adaptive_sampling;
 mod auth;
 mod bad_input;
 mod config_sources;

@@ -49,7 +49,10 @@ use foldhash::fast::RandomState;
 use std::mem;
 use std::time::Duration;
 
+use tracegate_model::trace_state::Threshold;
 use tracegate_model::{SpanBatch, StatusCode};
+
+use super::adaptive::TraceSeed;
 
 use super::cache::LruMap;
 use super::policy::{Decision, PolicySet, TraceView, Verdict};
@@ -224,6 +227,9 @@ pub struct SampledBy {
     /// The composite policy and its sub-policy that sampled the trace
     /// ([`Verdict::composite`]).
     pub composite: Option<(usize, usize)>,
+    /// The tail threshold adaptive policies kept the trace with
+    /// ([`Verdict::tail`]), for the kept spans' tracestate.
+    pub tail: Option<Threshold>,
 }
 
 /// What calls on a shard hand back: spans to pass on, decisions made, and
@@ -310,6 +316,8 @@ enum State {
     Decided {
         sampled: bool,
         at: Duration,
+        /// [`Verdict::tail`], for late spans.
+        tail: Option<Threshold>,
     },
 }
 
@@ -336,6 +344,8 @@ struct Entry {
     plain_times: bool,
     /// The pins of the inserts its pending spans came from.
     pins: Vec<Pin>,
+    /// Randomness and incoming threshold of the first span.
+    seed: Option<TraceSeed>,
 }
 
 impl Entry {
@@ -356,6 +366,7 @@ impl Entry {
             max_end: 0,
             plain_times: true,
             pins: Vec::new(),
+            seed: None,
         }
     }
 }
@@ -454,7 +465,8 @@ pub struct TraceShard {
     pending: u64,
     memory: u64,
     next_seq: u64,
-    sampled_cache: LruMap<TraceId, Option<usize>>,
+    /// The policy credited and the tail threshold of each.
+    sampled_cache: LruMap<TraceId, (Option<usize>, Option<Threshold>)>,
     not_sampled_cache: LruMap<TraceId, ()>,
     stats: ShardStats,
     /// Distinct resource+scope pairs of the pending spans.
@@ -655,7 +667,7 @@ impl TraceShard {
         let batch = incoming.batch;
         let count = indices.len() as u64;
         if let Some(entry) = self.table.get(&id) {
-            if let State::Decided { sampled, at } = entry.state {
+            if let State::Decided { sampled, at, tail } = entry.state {
                 out.late_span_ages.push(now.saturating_sub(at));
                 if sampled {
                     self.stats.late_sampled_spans += count;
@@ -665,6 +677,7 @@ impl TraceShard {
                         policy: None,
                         cached: false,
                         composite: None,
+                        tail,
                     });
                 } else {
                     self.stats.late_not_sampled_spans += count;
@@ -673,7 +686,7 @@ impl TraceShard {
                 return true;
             }
         } else {
-            if let Some(policy) = self.sampled_cache.get(&id) {
+            if let Some((policy, tail)) = self.sampled_cache.get(&id) {
                 self.stats.cache_released_sampled_spans += count;
                 self.stats.spans_sampled += count;
                 out.sampled.push(batch.select(indices));
@@ -681,6 +694,7 @@ impl TraceShard {
                     policy,
                     cached: true,
                     composite: None,
+                    tail,
                 });
                 return true;
             }
@@ -762,6 +776,11 @@ impl TraceShard {
         };
         let batch = incoming.batch;
         let mut root = false;
+        if entry.seed.is_none() {
+            if let Some(&first) = indices.first() {
+                entry.seed = Some(TraceSeed::of_span(batch, first as usize));
+            }
+        }
         for &i in indices {
             let span = &batch.spans()[i as usize];
             entry.statuses |= 1 << span.status as u8;
@@ -1113,6 +1132,7 @@ impl TraceShard {
                 decision: Decision::NotSampled,
                 policy: None,
                 composite: None,
+                tail: None,
             };
             (verdict, None)
         } else {
@@ -1128,6 +1148,10 @@ impl TraceShard {
                     .then_some((entry.min_start, entry.max_end)),
                 &spans,
             );
+            let view = match entry.seed {
+                Some(seed) => view.with_seed(seed),
+                None => view,
+            };
             let verdict = decider.decide(&view, now);
             // Only a kept trace is written back if no policy read it.
             let assembled = verdict.is_sampled().then(|| spans.into_batch());
@@ -1138,7 +1162,11 @@ impl TraceShard {
         self.pending -= 1;
         self.memory -= entry.memory;
         entry.memory = 0;
-        entry.state = State::Decided { sampled, at: now };
+        entry.state = State::Decided {
+            sampled,
+            at: now,
+            tail: verdict.tail,
+        };
         mem::take(&mut entry.stored).release(&mut self.headers);
         out.released_pins.append(&mut entry.pins);
         out.decided.push(DecidedTrace {
@@ -1168,9 +1196,10 @@ impl TraceShard {
                     policy: verdict.policy,
                     cached: false,
                     composite: verdict.composite,
+                    tail: verdict.tail,
                 });
             }
-            self.sampled_cache.put(id, verdict.policy);
+            self.sampled_cache.put(id, (verdict.policy, verdict.tail));
             self.sampled_cache.capacity() > 0
         } else {
             if reason != DecisionReason::TooLarge {

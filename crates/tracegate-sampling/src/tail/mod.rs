@@ -15,6 +15,7 @@
 //! policy counts spans per wall-clock second as the collector does); the
 //! caller keeps it monotonic.
 
+pub mod adaptive;
 pub mod buffer;
 mod cache;
 pub mod config;

@@ -53,7 +53,7 @@ pub(crate) fn span(trace: TraceId, id: u8) -> SpanSpec {
     }
 }
 
-fn s(v: &str) -> any_value::Value {
+pub(crate) fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 fn int(v: i64) -> any_value::Value {
@@ -70,15 +70,15 @@ impl SpanSpec {
         self.status = 2;
         self
     }
-    fn attr(mut self, key: &str, v: any_value::Value) -> Self {
+    pub(crate) fn attr(mut self, key: &str, v: any_value::Value) -> Self {
         self.attrs.push(kv(key, v));
         self
     }
-    fn res(mut self, key: &str, v: any_value::Value) -> Self {
+    pub(crate) fn res(mut self, key: &str, v: any_value::Value) -> Self {
         self.resource.push(kv(key, v));
         self
     }
-    fn state(mut self, ts: &str) -> Self {
+    pub(crate) fn state(mut self, ts: &str) -> Self {
         self.trace_state = ts.into();
         self
     }

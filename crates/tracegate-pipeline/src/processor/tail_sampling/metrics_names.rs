@@ -76,3 +76,18 @@ pub const HANDOVER_REFUSED_REQUESTS: &str = "tracegate_tail_sampling_handover_re
 /// resolver found, and 1 when this gateway is one of them.
 pub const HANDOVER_MEMBERS: &str = "tracegate_tail_sampling_handover_members";
 pub const HANDOVER_IS_MEMBER: &str = "tracegate_tail_sampling_handover_is_member";
+/// tracegate, adaptive policies (gauge, labels `processor`, `policy`,
+/// `key`): the keep probability a key's traces get now. `key` is `""` for
+/// `throughput`; for `dynamic` one of at most `max_keys` keys or
+/// `_overflow`, so the labels stay bounded.
+pub const ADAPTIVE_PROBABILITY: &str = "tracegate_tail_sampling_adaptive_probability";
+/// tracegate, adaptive policies (counter, labels `processor`, `policy`,
+/// `key`, `decision`: `kept`, `dropped`): traces by key.
+pub const ADAPTIVE_TRACES: &str = "tracegate_tail_sampling_adaptive_traces";
+/// tracegate, adaptive policies (gauges, labels `processor`, `policy`):
+/// this gateway's goal in kept traces per second (a fleet goal divided by
+/// the live gateways), the rate it kept over the last interval, and the
+/// offered rate as the moving average has it.
+pub const ADAPTIVE_GOAL_RATE: &str = "tracegate_tail_sampling_adaptive_goal_traces_per_second";
+pub const ADAPTIVE_KEPT_RATE: &str = "tracegate_tail_sampling_adaptive_kept_traces_per_second";
+pub const ADAPTIVE_SEEN_RATE: &str = "tracegate_tail_sampling_adaptive_seen_traces_per_second";

@@ -50,6 +50,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracegate_model::SpanBatch;
+use tracegate_sampling::tail::adaptive::{apply_tail_threshold, AdaptiveReport, FleetSize};
 use tracegate_sampling::tail::{
     shard_of, Decider, Decision, DecisionReason, Pin, PolicyConfig, PolicySet, PolicyTally,
     Released, TraceBuffer, TraceBufferSettings, TraceId, TraceShard, TraceView, Verdict,
@@ -259,7 +260,7 @@ impl Config {
             if let Some(name) = set.stateful_policy() {
                 return Err(err(
                     "policies",
-                    format!("sampling_strategy \"span-ingest\" requires all policies to be stateless, but policy {name:?} is stateful: rate_limiting, bytes_limiting and composite spend a budget per trace, which one batch of a trace cannot judge"),
+                    format!("sampling_strategy \"span-ingest\" requires all policies to be stateless, but policy {name:?} is stateful: rate_limiting, bytes_limiting and composite spend a budget per trace and throughput and dynamic count every trace, which one batch of a trace cannot judge"),
                 ));
             }
         }
@@ -378,6 +379,53 @@ struct SharedPolicies {
     /// Per policy.
     meters: Vec<PolicyMeters>,
     decision_latency: Histogram,
+    /// The adaptive policies' metrics, published at most once per
+    /// [`ADAPTIVE_REPORT_INTERVAL`].
+    adaptive: AdaptiveMeters,
+}
+
+/// How often the adaptive policies' per-key metrics are published: each
+/// report walks up to `max_keys` keys, too many for every emit.
+const ADAPTIVE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Metrics of the adaptive policies.
+struct AdaptiveMeters {
+    processor: String,
+    /// Per policy index: its label.
+    names: Vec<String>,
+    next_report: Mutex<Option<std::time::Instant>>,
+}
+
+impl AdaptiveMeters {
+    fn publish(&self, reports: Vec<(usize, AdaptiveReport)>) {
+        for (index, report) in reports {
+            let policy = self.names.get(index).cloned().unwrap_or_default();
+            let labels = [
+                ("processor", self.processor.clone()),
+                ("policy", policy.clone()),
+            ];
+            if let Some(goal) = report.goal_per_second {
+                metrics::gauge!(m::ADAPTIVE_GOAL_RATE, &labels).set(goal);
+            }
+            metrics::gauge!(m::ADAPTIVE_KEPT_RATE, &labels).set(report.kept_per_second);
+            metrics::gauge!(m::ADAPTIVE_SEEN_RATE, &labels).set(report.seen_per_second);
+            for key in report.keys {
+                let labels = [
+                    ("processor", self.processor.clone()),
+                    ("policy", policy.clone()),
+                    ("key", key.key),
+                ];
+                metrics::gauge!(m::ADAPTIVE_PROBABILITY, &labels).set(key.probability);
+                let by = |decision: &'static str| {
+                    let mut l = labels.to_vec();
+                    l.push(("decision", decision.to_string()));
+                    metrics::counter!(m::ADAPTIVE_TRACES, &l)
+                };
+                by("kept").increment(key.kept);
+                by("dropped").increment(key.dropped);
+            }
+        }
+    }
 }
 
 /// One policy's metrics, labelled as the collector labels them.
@@ -444,6 +492,28 @@ impl SharedPolicies {
         for (meters, tally) in self.meters.iter().zip(&tally) {
             meters.add(tally);
         }
+        self.publish_adaptive(false);
+    }
+
+    /// The adaptive policies' metrics, when due (or `now`).
+    fn publish_adaptive(&self, now: bool) {
+        if self.adaptive.names.is_empty() {
+            return;
+        }
+        {
+            let mut next = self
+                .adaptive
+                .next_report
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let at = std::time::Instant::now();
+            if !now && next.is_some_and(|n| at < n) {
+                return;
+            }
+            *next = Some(at + ADAPTIVE_REPORT_INTERVAL);
+        }
+        let reports = self.lock().adaptive_reports();
+        self.adaptive.publish(reports);
     }
 }
 
@@ -611,25 +681,38 @@ impl TailSampler {
         shutdown: CancellationToken,
     ) -> Result<Arc<TailSampler>, ComponentError> {
         let shards = config.shard_count();
+        // The live gateways, as hand-over's membership finds them: the
+        // adaptive policies divide their per-second goals by it.
+        let fleet = FleetSize::default();
         let (set, _) =
-            PolicySet::build(&config.policies, config.sample_on_first_match).map_err(|e| {
-                ComponentError {
+            PolicySet::build_in_fleet(&config.policies, config.sample_on_first_match, &fleet)
+                .map_err(|e| ComponentError {
                     path: "policies".into(),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
         // The collector labels policies `<component name>.<policy>` when
         // the component id has a name.
         let prefix = id.split_once('/').map(|(_, name)| format!("{name}."));
-        let policy_meters = set
+        let labels: Vec<String> = set
             .names()
             .iter()
-            .map(|name| PolicyMeters::new(format!("{}{name}", prefix.as_deref().unwrap_or(""))))
+            .map(|name| format!("{}{name}", prefix.as_deref().unwrap_or("")))
             .collect();
+        let adaptive_names = if set.adaptive_reports().is_empty() {
+            Vec::new()
+        } else {
+            labels.clone()
+        };
+        let policy_meters = labels.into_iter().map(PolicyMeters::new).collect();
         let policies = Arc::new(SharedPolicies {
             set: Mutex::new(set),
             meters: policy_meters,
             decision_latency: metrics::histogram!(m::SAMPLING_DECISION_LATENCY),
+            adaptive: AdaptiveMeters {
+                processor: id.to_string(),
+                names: adaptive_names,
+                next_report: Mutex::new(None),
+            },
         });
         let meters = Arc::new(Meters::new(id));
         let record_policy = config.record_policy.then(|| {
@@ -686,7 +769,7 @@ impl TailSampler {
         let (handover, mut handover_parts) = match &config.handover {
             Some(h) => {
                 let (handover, parts) =
-                    Handover::new(id, h, shards, clock, exchange, journal.clone())?;
+                    Handover::new(id, h, shards, clock, exchange, journal.clone(), &fleet)?;
                 (Some(handover), parts.into_iter().map(Some).collect())
             }
             None => (None, Vec::new()),
@@ -1298,6 +1381,13 @@ impl ShardWorker {
         }
         self.report_stats();
         let mut sampled = std::mem::take(&mut out.sampled);
+        // Spans kept by adaptive policies carry the product of the
+        // probability they arrived with and the tail's as their `th`.
+        for (batch, by) in sampled.iter_mut().zip(&out.sampled_by) {
+            if let Some(tail) = by.tail {
+                *batch = apply_tail_threshold(batch, tail);
+            }
+        }
         if let Some(names) = &self.record_policy {
             for (batch, by) in sampled.iter_mut().zip(&out.sampled_by) {
                 let policy = by

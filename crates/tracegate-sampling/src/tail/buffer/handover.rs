@@ -136,7 +136,7 @@ impl TraceShard {
                 });
             }
         }
-        for (id, policy) in self.sampled_cache.iter_oldest_first() {
+        for (id, (policy, _)) in self.sampled_cache.iter_oldest_first() {
             if moves(id) {
                 out.push(KnownDecision {
                     trace_id: *id,
@@ -226,6 +226,9 @@ impl TraceShard {
                     },
                     policy: decision.policy,
                     composite: None,
+                    // A hand-over carries no tail threshold (the wire has
+                    // none): the spans keep the one they came with.
+                    tail: None,
                 };
                 self.decide_as(
                     id,
@@ -242,7 +245,7 @@ impl TraceShard {
                     return;
                 }
                 let cached = if decision.sampled {
-                    self.sampled_cache.put(id, decision.policy);
+                    self.sampled_cache.put(id, (decision.policy, None));
                     self.sampled_cache.capacity() > 0
                 } else {
                     self.not_sampled_cache.put(id, ());
@@ -273,7 +276,15 @@ impl TraceShard {
         self.next_seq += 1;
         self.table_insert(
             id,
-            Entry::empty(seq, now, State::Decided { sampled, at: now }),
+            Entry::empty(
+                seq,
+                now,
+                State::Decided {
+                    sampled,
+                    at: now,
+                    tail: None,
+                },
+            ),
         );
         self.arrivals.push_back((id, seq));
         self.compact_arrivals();

@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracegate_model::SpanBatch;
+use tracegate_sampling::tail::adaptive::FleetSize;
 use tracegate_sampling::tail::{shard_of, KnownDecision, Pin, TraceId};
 
 use super::journal::{self, Journal};
@@ -611,6 +612,8 @@ pub(super) async fn journal_handed_over(
 /// the inbox, the forwarder.
 pub(super) struct Handover {
     config: Config,
+    /// The live member count, for the adaptive policies' goals.
+    fleet: FleetSize,
     processor: String,
     view: Arc<watch::Sender<Arc<View>>>,
     known: Arc<Mutex<KnownSenders>>,
@@ -634,6 +637,7 @@ impl Handover {
         clock: Clock,
         exchange: &HandoverExchange,
         journal: Option<Arc<Journal>>,
+        fleet: &FleetSize,
     ) -> Result<(Handover, Vec<ShardParts>), ComponentError> {
         let (view_tx, view_rx) = watch::channel(Arc::new(View::inactive()));
         let known = Arc::new(Mutex::new(KnownSenders::default()));
@@ -660,6 +664,7 @@ impl Handover {
         Ok((
             Handover {
                 config: config.clone(),
+                fleet: fleet.clone(),
                 processor: processor.to_string(),
                 view: Arc::new(view_tx),
                 known,
@@ -705,6 +710,7 @@ impl Handover {
             me: self.config.me(),
             view: self.view.clone(),
             known: self.known.clone(),
+            fleet: self.fleet.clone(),
             members_gauge: metrics::gauge!(m::HANDOVER_MEMBERS, "processor" => self.processor.clone()),
             member_gauge: metrics::gauge!(m::HANDOVER_IS_MEMBER, "processor" => self.processor.clone()),
         };
@@ -732,6 +738,7 @@ impl Handover {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .update(&members);
+        self.fleet.set(members.len());
         self.view
             .send_replace(Arc::new(View::new(members, &self.config.me())));
     }
@@ -743,6 +750,7 @@ struct Follower {
     me: String,
     view: Arc<watch::Sender<Arc<View>>>,
     known: Arc<Mutex<KnownSenders>>,
+    fleet: FleetSize,
     members_gauge: metrics::Gauge,
     member_gauge: metrics::Gauge,
 }
@@ -758,6 +766,8 @@ impl Follower {
             .update(&members);
         let view = View::new(members.clone(), &self.me);
         self.members_gauge.set(members.len() as f64);
+        // No members known counts as one gateway: this one.
+        self.fleet.set(members.len());
         self.member_gauge
             .set(if view.is_member() { 1.0 } else { 0.0 });
         if view.is_member() || members.is_empty() {

@@ -112,6 +112,27 @@ impl Gateway {
         shards: usize,
         journal: Option<&std::path::Path>,
     ) -> Gateway {
+        let errors = json!([{"name": "errors", "type": "status_code",
+                             "status_code": {"status_codes": ["ERROR"]}}]);
+        Self::build_with(decision_wait, retry_for, shards, journal, errors).await
+    }
+
+    async fn with_policies(
+        decision_wait: &str,
+        retry_for: &str,
+        shards: usize,
+        policies: serde_json::Value,
+    ) -> Gateway {
+        Self::build_with(decision_wait, retry_for, shards, None, policies).await
+    }
+
+    async fn build_with(
+        decision_wait: &str,
+        retry_for: &str,
+        shards: usize,
+        journal: Option<&std::path::Path>,
+        policies: serde_json::Value,
+    ) -> Gateway {
         let exchange = HandoverExchange::default();
         let stop = CancellationToken::new();
         let ctx = BuildContext {
@@ -135,8 +156,7 @@ impl Gateway {
             "decision_wait": decision_wait,
             "decision_cache": {"sampled_cache_size": 1000, "non_sampled_cache_size": 1000},
             "shards": shards,
-            "policies": [{"name": "errors", "type": "status_code",
-                          "status_code": {"status_codes": ["ERROR"]}}],
+            "policies": policies,
             "handover": {
                 "resolver": {"static": {"hostnames": [addr.to_string()]}},
                 "advertised_endpoint": addr.to_string(),
@@ -629,4 +649,112 @@ async fn traces_taken_back_from_a_failed_hand_over_survive_a_crash() {
         spans_of(&traces, &[1, 2])
     );
     a2.flush().await;
+}
+
+/// Root spans of `ids`, one trace each.
+fn roots(ids: &[TraceId]) -> SpanBatch {
+    use tracegate_model::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
+    let spans = ids
+        .iter()
+        .map(|id| Span {
+            trace_id: id.to_vec(),
+            span_id: vec![1, 0, 0, 0, 0, 0, 0, 1],
+            name: "root".into(),
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 1_010_000_000,
+            ..Default::default()
+        })
+        .collect();
+    SpanBatch::from_request(&ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throughput_goal_is_divided_among_the_live_gateways() {
+    let goal = 400.0;
+    let a = Gateway::with_policies(
+        "50ms",
+        "1s",
+        2,
+        json!([{"name": "fleet", "type": "throughput", "throughput": {
+            "goal_traces_per_second": goal, "adjustment_interval": "500ms",
+            "initial_sample_rate": 1, "burst_detection_delay": 1}}]),
+    )
+    .await;
+    let an = a.name();
+    // A second member that owns none of the traces sent here, so nothing
+    // is handed over: only the count of live gateways matters.
+    let peer = "127.0.0.1:9".to_string();
+    a.set_members(&[&an, &peer]);
+    let both = [an.clone(), peer.clone()];
+    let ring = Rendezvous::new(crate::membership::members(both.iter().cloned()));
+    let mut n: u64 = 1;
+    let mut next_ids = |count: usize| {
+        let mut ids = Vec::with_capacity(count);
+        while ids.len() < count {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&n.to_be_bytes());
+            id[8..].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+            n += 1;
+            if ring.members()[ring.owner(trace_id_key(&id)).unwrap()] == an {
+                ids.push(id);
+            }
+        }
+        ids
+    };
+    // 2000 traces/s offered, in batches of 50 every 25 ms; kept traces
+    // counted over the second second of each phase.
+    let mut phase = |a: &Gateway| {
+        let batches: Vec<SpanBatch> = (0..80).map(|_| roots(&next_ids(50))).collect();
+        let sampler = a.sampler.clone();
+        async move {
+            let started = Instant::now();
+            for (i, b) in batches.into_iter().enumerate() {
+                tokio::time::sleep_until((started + Duration::from_millis(25 * i as u64)).into())
+                    .await;
+                sampler.consume(b).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            started
+        }
+    };
+    let kept_between = |a: &Gateway, from: Instant, to: Instant| {
+        a.out
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, b)| b.len())
+            .sum::<usize>() as f64
+    };
+    let started = phase(&a).await;
+    let window = |s: Instant| {
+        (
+            s + Duration::from_millis(1050),
+            s + Duration::from_millis(2050),
+        )
+    };
+    let (from, to) = window(started);
+    let halved = kept_between(&a, from, to);
+    assert!(
+        (halved - goal / 2.0).abs() <= 0.2 * goal / 2.0,
+        "with 2 members, one gateway kept {halved}/s of a {goal}/s goal"
+    );
+    // The peer leaves: this gateway now has the whole goal.
+    a.set_members(&[&an]);
+    let started = phase(&a).await;
+    let (from, to) = window(started);
+    let whole = kept_between(&a, from, to);
+    assert!(
+        (whole - goal).abs() <= 0.2 * goal,
+        "alone, the gateway kept {whole}/s of a {goal}/s goal"
+    );
 }
