@@ -170,3 +170,62 @@ fn the_fleet_configs_agree_on_the_members() {
         gpu["processors"]["probabilistic_sampler"]
     );
 }
+
+/// The GPU node's backlog survives a restart: the `loadbalancing`
+/// exporter's own queue (which stores each batch before routing) is on
+/// disk, in a `file_storage` extension that is started, under the
+/// directory systemd hands the unit (`STATE_DIRECTORY`, from its
+/// `StateDirectory=tracegate`), and no per-gateway memory queue takes
+/// batches off the disk before a gateway has them.
+#[test]
+fn the_gpu_node_queue_is_on_disk_in_the_units_state_directory() {
+    use tracegate_pipeline::extension::ExtensionConfig;
+
+    let gpu = yaml("config/gpu-node.yaml");
+    let lb = &gpu["exporters"]["loadbalancing"];
+    assert_eq!(lb["sending_queue"]["enabled"], true);
+    assert_eq!(lb["retry_on_failure"]["enabled"], true);
+    assert_eq!(lb["protocol"]["otlp"]["sending_queue"]["enabled"], false);
+    let storage = lb["sending_queue"]["storage"].as_str().expect("storage");
+
+    let text = std::fs::read_to_string(repo().join("config/gpu-node.yaml")).unwrap();
+    let directory = |env: &dyn Fn(&str) -> Option<String>| {
+        let loaded =
+            config::load_str(&text, "config/gpu-node.yaml", env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            loaded
+                .config
+                .service
+                .extensions
+                .iter()
+                .any(|id| id.to_string() == storage),
+            "{storage} is started"
+        );
+        let (_, extension) = loaded
+            .config
+            .extensions
+            .iter()
+            .find(|(id, _)| id.to_string() == storage)
+            .expect("the storage extension");
+        match extension {
+            ExtensionConfig::FileStorage(c) => {
+                assert!(c.create_directory, "the queue's directory is created");
+                c.directory.clone()
+            }
+            other => panic!("{storage} is {other:?}"),
+        }
+    };
+    // Under systemd: the unit's state directory.
+    let unit = |name: &str| (name == "STATE_DIRECTORY").then(|| "/var/lib/tracegate".to_string());
+    assert_eq!(directory(&unit), "/var/lib/tracegate/queue");
+    let moved = |name: &str| (name == "STATE_DIRECTORY").then(|| "/srv/state".to_string());
+    assert_eq!(directory(&moved), "/srv/state/queue");
+    // Outside systemd: the same place.
+    assert_eq!(directory(&no_env), "/var/lib/tracegate/queue");
+
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/tracegate.service")).unwrap();
+    assert!(
+        unit.lines().any(|l| l.trim() == "StateDirectory=tracegate"),
+        "the unit's StateDirectory is /var/lib/tracegate"
+    );
+}
