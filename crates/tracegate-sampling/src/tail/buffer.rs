@@ -933,17 +933,7 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) -> u64 {
-        if self.pending == 0 {
-            return 0;
-        }
-        let before = self.stats.early_memory_limit;
-        // The headers' memory only falls at the sweep below, so the target
-        // counts it as it stands: halve the spans' own memory.
-        let target = self.memory / 2 + self.headers.memory;
-        self.decide_oldest_while_over(target, now, DecisionReason::MemoryLimit, decider, out);
-        // Headers no pending span refers to any more are memory too.
-        self.headers.sweep();
-        self.stats.early_memory_limit - before
+        self.halve_pending(now, DecisionReason::MemoryLimit, decider, out)
     }
 
     /// Frees tail storage: decides the oldest pending traces early (reason
@@ -957,14 +947,30 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) -> u64 {
-        if self.pending == 0 {
+        self.halve_pending(now, DecisionReason::StorageFull, decider, out)
+    }
+
+    /// Decides the oldest pending traces early, for `reason`, until the
+    /// spans still pending take at most half the memory they did; returns
+    /// the traces decided.
+    fn halve_pending(
+        &mut self,
+        now: Duration,
+        reason: DecisionReason,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> u64 {
+        let before = self.pending;
+        if before == 0 {
             return 0;
         }
-        let before = self.stats.early_storage_full;
+        // The headers' memory only falls at the sweep below, so the target
+        // counts it as it stands: halve the spans' own memory.
         let target = self.memory / 2 + self.headers.memory;
-        self.decide_oldest_while_over(target, now, DecisionReason::StorageFull, decider, out);
+        self.decide_oldest_while_over(target, now, reason, decider, out);
+        // Headers no pending span refers to any more are memory too.
         self.headers.sweep();
-        self.stats.early_storage_full - before
+        before - self.pending
     }
 
     /// Frees about `bytes` for a caller asked to make room by a memory
