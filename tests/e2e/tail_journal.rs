@@ -14,7 +14,9 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use crate::support::gateway::{otlp_exporter_to, Gateway, TELEMETRY};
 use crate::support::raw::{counter_sum, grpc, TRACE_EXPORT};
 use crate::support::sink::Sink;
-use crate::support::traces::{assert_share, expected_kept, make_trace, request, Kind, Trace};
+use crate::support::traces::{
+    assert_share, expected_kept, make_trace, request, Kind, Trace, CARD_POLICIES,
+};
 use crate::support::Rng;
 use crate::tail_sampling::metrics_until;
 
@@ -36,19 +38,7 @@ processors:
     decision_wait: {wait}s
     tail_storage: pebble_tail_storage
     policies:
-      - name: errors
-        type: status_code
-        status_code:
-          status_codes: [ERROR]
-      - name: slow
-        type: latency
-        latency:
-          threshold_ms: 1000
-          fraction_on_match: 0.25
-      - name: baseline
-        type: always_sample
-        fraction_on_match: 0.05
-extensions:
+{CARD_POLICIES}extensions:
   pebble_tail_storage:
     directory: {store}
     max_storage_size_mib: 256

@@ -17,6 +17,23 @@ use super::gateway::Gateway;
 use super::sink::Sink;
 use super::Rng;
 
+/// The card's tail-sampling policies (every error trace, 25 % of slow
+/// ones, 5 % of the rest), as the list under a `tail_sampling:` block's
+/// `policies:` key at its usual indentation.
+pub const CARD_POLICIES: &str = "      - name: errors
+        type: status_code
+        status_code:
+          status_codes: [ERROR]
+      - name: slow
+        type: latency
+        latency:
+          threshold_ms: 1000
+          fraction_on_match: 0.25
+      - name: baseline
+        type: always_sample
+        fraction_on_match: 0.05
+";
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     Error,
