@@ -178,6 +178,18 @@ fn runtime_threads(pid: u32) -> usize {
         .count()
 }
 
+/// The GPU-node profile as the tests run it: every listener on a free
+/// loopback port, JSON logs (the harness reads the ports from them), and
+/// only the `env` detector (see below).
+const GPU_NODE_ON_LOOPBACK: [&str; 6] = [
+    "--set=receivers.otlp.protocols.grpc.endpoint=127.0.0.1:0",
+    "--set=receivers.otlp.protocols.http.endpoint=127.0.0.1:0",
+    "--set=extensions.health_check.endpoint=127.0.0.1:0",
+    "--set=service.telemetry.metrics.address=127.0.0.1:0",
+    "--set=service.telemetry.logs.encoding=json",
+    "--set=processors.resource_detection.detectors=[env]",
+];
+
 /// The GPU-node profile as the unit runs it (one worker thread), its
 /// listeners moved to ephemeral ports and its gateway tier to one in-test
 /// backend: spans from a local job arrive at the gateway with the
@@ -193,15 +205,7 @@ async fn the_gpu_node_profile_forwards_with_one_worker_thread() {
     // What systemd hands the unit for its StateDirectory.
     let state = tempfile::tempdir().expect("temp dir");
     let state_dir = state.path().to_str().expect("utf-8 temp path");
-    let args = [
-        "--worker-threads=1",
-        "--set=receivers.otlp.protocols.grpc.endpoint=127.0.0.1:0",
-        "--set=receivers.otlp.protocols.http.endpoint=127.0.0.1:0",
-        "--set=extensions.health_check.endpoint=127.0.0.1:0",
-        "--set=service.telemetry.metrics.address=127.0.0.1:0",
-        "--set=service.telemetry.logs.encoding=json",
-        "--set=processors.resource_detection.detectors=[env]",
-    ];
+    let args = [&["--worker-threads=1"][..], &GPU_NODE_ON_LOOPBACK].concat();
     let envs = [
         // The gateway tier's members as the dns resolver finds them: here
         // one, the in-test backend.
@@ -251,15 +255,10 @@ async fn the_gpu_node_backlog_survives_a_restart() {
     let state = tempfile::tempdir().expect("temp dir");
     let state_dir = state.path().to_str().expect("utf-8 temp path");
     let args = [
-        "--worker-threads=1",
-        "--shutdown-grace=1s",
-        "--set=receivers.otlp.protocols.grpc.endpoint=127.0.0.1:0",
-        "--set=receivers.otlp.protocols.http.endpoint=127.0.0.1:0",
-        "--set=extensions.health_check.endpoint=127.0.0.1:0",
-        "--set=service.telemetry.metrics.address=127.0.0.1:0",
-        "--set=service.telemetry.logs.encoding=json",
-        "--set=processors.resource_detection.detectors=[env]",
-    ];
+        &["--worker-threads=1", "--shutdown-grace=1s"][..],
+        &GPU_NODE_ON_LOOPBACK,
+    ]
+    .concat();
     let envs = [
         ("TRACEGATE_GATEWAY_HOSTNAME", "127.0.0.1"),
         ("TRACEGATE_GATEWAY_PORT", port.as_str()),
