@@ -33,6 +33,17 @@ processors:
     send_batch_max_size: 10000
 exporters:
   debug:
+  loadbalancing:
+    routing_attributes: [tenant]
+    sending_queue:
+      queue_size: 100
+    protocol:
+      otlp:
+        tls:
+          insecure: true
+    resolver:
+      static:
+        hostnames: [127.0.0.1:4317]
 extensions:
   health_check:
     path: /$${A}/${env:TRACEGATE_E2E_UNSET:-up}
@@ -42,7 +53,7 @@ service:
     traces:
       receivers: [otlp]
       processors: [memory_limiter, resource_detection, tail_sampling, batch]
-      exporters: [debug]
+      exporters: [debug, loadbalancing]
 "#;
 
 #[test]
@@ -78,6 +89,14 @@ fn validate_warns_where_the_outcome_differs_from_the_collector() {
         (
             "processors::batch",
             "send_batch_max_size is 10000: at shutdown tracegate sends everything pending",
+        ),
+        (
+            "exporters::loadbalancing",
+            "routing_attributes is ignored unless routing_key is attributes; the collector refuses",
+        ),
+        (
+            "exporters::loadbalancing",
+            "sending_queue has settings but not enabled: true: tracegate leaves the queue",
         ),
         (
             "extensions::health_check",

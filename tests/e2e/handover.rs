@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use support::gateway::{agent_config, pipeline_to, Gateway};
 use support::raw::{counter_sum, grpc, http, TRACE_EXPORT};
 use support::sink::Sink;
-use support::traces::{expected_kept, make_trace, request, Kind, Trace};
+use support::traces::{expected_kept, make_trace, request, Kind, Trace, CARD_POLICIES};
 use support::Rng;
 use tokio::time::Instant;
 use tracegate_pipeline::kube::fake::{Endpoint, FakeKubeApi};
@@ -76,19 +76,7 @@ processors:
       sampled_cache_size: 100000
       non_sampled_cache_size: 100000
     policies:
-      - name: errors
-        type: status_code
-        status_code:
-          status_codes: [ERROR]
-      - name: slow
-        type: latency
-        latency:
-          threshold_ms: 1000
-          fraction_on_match: 0.25
-      - name: baseline
-        type: always_sample
-        fraction_on_match: 0.05
-    handover:
+{CARD_POLICIES}    handover:
       resolver: {resolver}
       advertised_endpoint: {address}
       protocol:

@@ -4,6 +4,8 @@
 
 mod support;
 
+mod adaptive_sampling;
+mod auth;
 mod bad_input;
 mod config_sources;
 mod conformance;
@@ -17,9 +19,11 @@ mod loadbalancing;
 mod memory_limiter;
 mod otlp;
 mod overload;
+mod remote_sampling;
 mod resource_detection;
 mod seed_configs;
 mod shutdown;
 mod storage;
+mod tail_journal;
 mod tail_sampling;
 mod zipkin;

@@ -46,7 +46,10 @@ fn metric_opt(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
 }
 
 /// Polls `/metrics` until `done` holds for its text; panics on timeout.
-async fn metrics_until(addr: std::net::SocketAddr, mut done: impl FnMut(&str) -> bool) -> String {
+pub(crate) async fn metrics_until(
+    addr: std::net::SocketAddr,
+    mut done: impl FnMut(&str) -> bool,
+) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let reply = support::raw::http(addr, http::Method::GET, "/metrics", &[], "").await;

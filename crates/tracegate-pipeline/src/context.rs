@@ -6,6 +6,7 @@
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticators;
 use crate::file_storage::Storages;
 use crate::health::Readiness;
 use crate::memory::{Allocator, MemoryPressure};
@@ -33,6 +34,10 @@ pub struct BuildContext {
     /// The storage extensions (`file_storage`) started before the
     /// pipelines, by id: where a persistent sending queue keeps its data.
     pub storages: Storages,
+    /// The authenticator extensions (`bearertokenauth`, `basicauth`)
+    /// started before the pipelines, by id: what a receiver's or
+    /// exporter's `auth: authenticator:` names.
+    pub authenticators: Authenticators,
     /// Where `tail_sampling` processors with `handover` take traces other
     /// gateways hand them: they register, the OTLP/gRPC receivers deliver.
     pub handover: HandoverExchange,

@@ -4,10 +4,13 @@
 
 use std::net::SocketAddr;
 
+use crate::auth::{self, Authenticator};
 use crate::context::BuildContext;
 use crate::file_storage::{self, FileStorage};
 use crate::health::HealthCheckConfig;
 use crate::registry::component_registry;
+use crate::remote_sampling;
+use crate::tail_storage;
 
 /// What makes a config an extension type: implemented by each extension's
 /// config in its own module, reached through [`ExtensionConfig`].
@@ -30,19 +33,39 @@ component_registry! {
             => "Answers health checks over HTTP: 200 once every pipeline is up.",
         FileStorage(file_storage::Config) = "file_storage"
             => "Keeps components' state on the local disk (the persistent sending queue).",
+        BearerTokenAuth(auth::bearer::Config) = "bearertokenauth"
+            => "Bearer tokens: required of clients by receivers, sent by exporters; a token file is reloaded when it changes.",
+        BasicAuth(auth::basic::Config) = "basicauth"
+            => "HTTP Basic authentication: checked against htpasswd by receivers, or sent by exporters.",
+        RemoteSampling(remote_sampling::Config) = "jaegerremotesampling" | "remote_sampling",
+            parse remote_sampling::from_value
+            => "Serves Jaeger remote sampling strategies from a file to the SDKs that poll for them (HTTP and gRPC).",
+        PebbleTailStorage(tail_storage::PebbleTailStorageConfig) = "pebble_tail_storage"
+            => "Keeps the tail sampler's pending traces and decisions on the local disk across restarts (the collector's keys, tracegate's store).",
     }
     not built: [
         "pprof",
         "zpages",
         "memory_ballast",
-        "basicauth",
-        "bearertokenauth",
         "oauth2client",
         "k8s_observer",
     ]
 }
 
 impl ExtensionConfig {
+    /// For an authenticator extension, whether it authenticates servers
+    /// (receivers) and clients (exporters); `None` for any other type.
+    pub fn authenticates(&self) -> Option<(bool, bool)> {
+        match self {
+            ExtensionConfig::BearerTokenAuth(_) => Some((true, true)),
+            ExtensionConfig::BasicAuth(c) => Some((c.htpasswd.is_some(), c.client_auth.is_some())),
+            ExtensionConfig::HealthCheck(_)
+            | ExtensionConfig::FileStorage(_)
+            | ExtensionConfig::RemoteSampling(_)
+            | ExtensionConfig::PebbleTailStorage(_) => None,
+        }
+    }
+
     /// Checks the config, then starts the extension. Must run inside a
     /// tokio runtime. The error names the extension.
     pub async fn start(&self, id: &str, ctx: &BuildContext) -> Result<RunningExtension, String> {
@@ -60,4 +83,8 @@ pub struct RunningExtension {
     /// A storage extension's directory, which the binary hands to the
     /// components it builds next through [`BuildContext::storages`].
     pub storage: Option<FileStorage>,
+    /// An authenticator extension's server and client sides, which the
+    /// binary hands to receivers and exporters through
+    /// [`BuildContext::authenticators`].
+    pub authenticator: Option<Authenticator>,
 }

@@ -358,11 +358,27 @@ impl FileStorage {
         suffix: &str,
         replay: impl FnMut(Position, &[u8]),
     ) -> Result<(Arc<Log>, OpenReport), OpenError> {
+        self.open_log_with(kind, component, suffix, None, replay)
+    }
+
+    /// [`Self::open_log`] with the log's segments this large instead of
+    /// the default 8 MiB (a client that frees its data in age order and
+    /// must stay within a small bound wants smaller ones).
+    pub fn open_log_with(
+        &self,
+        kind: &str,
+        component: &str,
+        suffix: &str,
+        segment_bytes: Option<u64>,
+        replay: impl FnMut(Position, &[u8]),
+    ) -> Result<(Arc<Log>, OpenReport), OpenError> {
+        let defaults = LogOptions::default();
         let options = LogOptions {
             fsync: self.inner.fsync,
             lock_timeout: self.inner.timeout,
             dir_mode: self.inner.mode,
-            ..LogOptions::default()
+            segment_bytes: segment_bytes.unwrap_or(defaults.segment_bytes),
+            ..defaults
         };
         let dir = self.client_directory(kind, component, suffix);
         let (log, report) = Log::open(&dir, options, replay)?;

@@ -4,6 +4,7 @@
 //! hands one shared batch to every exporter's own queue.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod compression;
 pub mod config;
 pub mod consumer;
@@ -12,6 +13,7 @@ pub mod duration;
 pub mod exporter;
 pub mod extension;
 pub mod file_storage;
+pub(crate) mod file_watch;
 pub mod grpc;
 pub mod health;
 mod http_client;
@@ -22,9 +24,12 @@ pub mod memory;
 pub mod processor;
 pub mod receiver;
 pub mod registry;
+pub mod remote_sampling;
+pub mod tail_storage;
 pub mod telemetry;
 #[cfg(test)]
 mod test_logs;
 pub mod tls;
+mod url;
 
 pub use consumer::{ConsumeError, Consumer};

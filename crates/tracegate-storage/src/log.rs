@@ -227,6 +227,10 @@ pub struct Log {
     acks: Mutex<Acks>,
     /// Every segment file, by base sequence number; the last is the active one.
     segments: Mutex<BTreeMap<u64, Segment>>,
+    /// With [`Fsync::Never`]: the base sequence numbers of segments closed
+    /// with records never synced, and whether segment files were created
+    /// since the directory was last synced; [`Log::sync`] settles both.
+    unsynced: Mutex<(Vec<u64>, bool)>,
     size: AtomicU64,
     failed: AtomicBool,
     appended_records: AtomicU64,
@@ -571,6 +575,7 @@ impl Log {
             active: Mutex::new(active),
             acks: Mutex::new(acks),
             segments: Mutex::new(segments),
+            unsynced: Mutex::new((Vec::new(), false)),
             size: AtomicU64::new(total_size),
             failed: AtomicBool::new(false),
             appended_records: AtomicU64::new(0),
@@ -740,6 +745,12 @@ impl Log {
         let (file, read) = create_segment(&self.dir, active.next_seq, self.options.fsync)?;
         if self.options.fsync != Fsync::Never {
             self.syncs.fetch_add(2, Ordering::Relaxed);
+        } else {
+            let mut unsynced = lock(&self.unsynced);
+            if active.dirty {
+                unsynced.0.push(active.base);
+            }
+            unsynced.1 = true;
         }
         lock(&self.segments).insert(
             active.next_seq,
@@ -780,7 +791,27 @@ impl Log {
     /// the disk, whatever the policy.
     pub fn sync(&self) -> io::Result<()> {
         self.sync_active(&mut lock(&self.active))?;
+        self.sync_closed()?;
         self.sync_acks()
+    }
+
+    /// Syncs the segments closed unsynced under [`Fsync::Never`] that are
+    /// still on disk, then the directory if segments were created since.
+    fn sync_closed(&self) -> io::Result<()> {
+        let (closed, created) = std::mem::take(&mut *lock(&self.unsynced));
+        for base in closed {
+            let file = lock(&self.segments).get(&base).map(|s| s.file.clone());
+            // A segment deleted since (wholly acknowledged) needs nothing.
+            if let Some(file) = file {
+                file.sync_data()?;
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if created {
+            File::open(&self.dir)?.sync_all()?;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Syncs if the policy is [`Fsync::Interval`] and the interval has

@@ -394,3 +394,26 @@ proptest! {
         }
     }
 }
+
+/// With writes left to the OS, an explicit sync (a clean shutdown) still
+/// reaches every segment closed since the last one, and the directory
+/// that now names new segments, not only the active segment; a second
+/// sync has nothing left to do.
+#[test]
+fn a_sync_left_to_the_os_reaches_closed_segments_and_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = open(dir.path(), small());
+    for i in 0..40 {
+        log.append(&record(i)).unwrap();
+    }
+    let closed = segments(dir.path()).len() - 1;
+    assert!(closed >= 2, "{closed} segments closed");
+    let before = log.stats().syncs;
+    log.sync().unwrap();
+    // Each closed segment, the directory, and the active segment (the
+    // acks file has nothing written).
+    assert_eq!(log.stats().syncs - before, closed as u64 + 2);
+    let before = log.stats().syncs;
+    log.sync().unwrap();
+    assert_eq!(log.stats().syncs, before);
+}

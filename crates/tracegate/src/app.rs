@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tracegate_model::SpanBatch;
+use tracegate_pipeline::auth::Authenticators;
 use tracegate_pipeline::context::BuildContext;
 use tracegate_pipeline::exporter::{ExporterHandle, Fanout};
 use tracegate_pipeline::file_storage::Storages;
@@ -97,6 +98,7 @@ pub async fn start(
         listening.push(("telemetry".to_string(), "metrics", server.address));
     }
     let mut storages = Vec::new();
+    let mut authenticators = Vec::new();
     for id in &config.service.extensions {
         let extension = config
             .extensions
@@ -110,10 +112,14 @@ pub async fn start(
             listening.push((id.to_string(), protocol, address));
         }
         storages.extend(running.storage);
+        if let Some(authenticator) = running.authenticator {
+            authenticators.push((id.to_string(), authenticator));
+        }
     }
-    // Storage extensions are started; what is built from here on finds
-    // them by id.
+    // Storage and authenticator extensions are started; what is built
+    // from here on finds them by id.
     ctx.storages = Storages::new(storages);
+    ctx.authenticators = Authenticators::new(authenticators);
 
     let mut exporters: BTreeMap<&ComponentId, ExporterHandle> = BTreeMap::new();
     for pipeline in &config.service.pipelines {

@@ -124,3 +124,108 @@ fn shipped_configs_load_cleanly() {
         assert!(!loaded.config.service.pipelines.is_empty(), "{name}");
     }
 }
+
+/// A shipped config as YAML values.
+fn yaml(relative: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(repo().join(relative)).unwrap();
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+/// The gateway tier's configs agree on who owns a trace: the agents route
+/// by trace id over the members their resolver lists, the gateways hand
+/// traces over by the same resolver (key for key), and the GPU nodes' dns
+/// resolver reads the same headless Service, on the same port. Agents and
+/// GPU nodes keep the same share of traces, so a trace that crosses both
+/// is kept on both sides or on neither.
+#[test]
+fn the_fleet_configs_agree_on_the_members() {
+    let agent = yaml("config/agent.yaml");
+    let gateway = yaml("config/gateway.yaml");
+    let gpu = yaml("config/gpu-node.yaml");
+    let routing = &agent["exporters"]["loadbalancing"];
+    assert_eq!(routing["routing_key"], "traceID");
+    let handover = &gateway["processors"]["tail_sampling"]["handover"];
+    assert_eq!(routing["resolver"], handover["resolver"]);
+    let k8s = &handover["resolver"]["k8s"];
+    let port = k8s["ports"][0].as_str().expect("a port variable");
+    assert_eq!(k8s["ports"].as_array().unwrap().len(), 1);
+    let advertised = handover["advertised_endpoint"].as_str().unwrap();
+    assert!(
+        advertised.starts_with("${env:POD_IP") && advertised.ends_with(&format!(":{port}")),
+        "{advertised}: the pod IP and the members' port"
+    );
+
+    let gpu_routing = &gpu["exporters"]["loadbalancing"];
+    assert_eq!(gpu_routing["routing_key"], "traceID");
+    let dns = &gpu_routing["resolver"]["dns"];
+    assert_eq!(dns["port"].as_str(), Some(port));
+    let service = k8s["service"].as_str().unwrap();
+    let hostname = dns["hostname"].as_str().unwrap();
+    assert!(
+        hostname.contains(&format!(":-{service}.tracegate.svc.")),
+        "{hostname}: the DNS name of {service} (namespace tracegate)"
+    );
+    assert_eq!(
+        agent["processors"]["probabilistic_sampler"],
+        gpu["processors"]["probabilistic_sampler"]
+    );
+}
+
+/// The GPU node's backlog survives a restart: the `loadbalancing`
+/// exporter's own queue (which stores each batch before routing) is on
+/// disk, in a `file_storage` extension that is started, under the
+/// directory systemd hands the unit (`STATE_DIRECTORY`, from its
+/// `StateDirectory=tracegate`), and no per-gateway memory queue takes
+/// batches off the disk before a gateway has them.
+#[test]
+fn the_gpu_node_queue_is_on_disk_in_the_units_state_directory() {
+    use tracegate_pipeline::extension::ExtensionConfig;
+
+    let gpu = yaml("config/gpu-node.yaml");
+    let lb = &gpu["exporters"]["loadbalancing"];
+    assert_eq!(lb["sending_queue"]["enabled"], true);
+    assert_eq!(lb["retry_on_failure"]["enabled"], true);
+    assert_eq!(lb["protocol"]["otlp"]["sending_queue"]["enabled"], false);
+    let storage = lb["sending_queue"]["storage"].as_str().expect("storage");
+
+    let text = std::fs::read_to_string(repo().join("config/gpu-node.yaml")).unwrap();
+    let directory = |env: &dyn Fn(&str) -> Option<String>| {
+        let loaded =
+            config::load_str(&text, "config/gpu-node.yaml", env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            loaded
+                .config
+                .service
+                .extensions
+                .iter()
+                .any(|id| id.to_string() == storage),
+            "{storage} is started"
+        );
+        let (_, extension) = loaded
+            .config
+            .extensions
+            .iter()
+            .find(|(id, _)| id.to_string() == storage)
+            .expect("the storage extension");
+        match extension {
+            ExtensionConfig::FileStorage(c) => {
+                assert!(c.create_directory, "the queue's directory is created");
+                c.directory.clone()
+            }
+            other => panic!("{storage} is {other:?}"),
+        }
+    };
+    // Under systemd: the unit's state directory.
+    let unit = |name: &str| (name == "STATE_DIRECTORY").then(|| "/var/lib/tracegate".to_string());
+    assert_eq!(directory(&unit), "/var/lib/tracegate/queue");
+    let moved = |name: &str| (name == "STATE_DIRECTORY").then(|| "/srv/state".to_string());
+    assert_eq!(directory(&moved), "/srv/state/queue");
+    // Outside systemd: the same place.
+    assert_eq!(directory(&no_env), "/var/lib/tracegate/queue");
+
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/tracegate.service")).unwrap();
+    assert!(
+        unit.lines().any(|l| l.trim() == "StateDirectory=tracegate"),
+        "the unit's StateDirectory is /var/lib/tracegate"
+    );
+}

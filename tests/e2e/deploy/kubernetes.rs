@@ -209,6 +209,28 @@ fn check_workload(objects: &[Value], workload: &Value) {
         "{what}: preStop {pre_stop}s + --shutdown-grace {grace}s must end before terminationGracePeriodSeconds {termination}"
     );
 
+    // A gateway of a fleet (it hands traces over) goes on accepting, after
+    // its endpoint turns terminating, until every agent has seen it leave:
+    // the k8s resolver sees it at once (a watch event), a GPU node's dns
+    // resolver within its interval (5 s) and timeout (1 s) plus the record's
+    // TTL (CoreDNS's default 5 s). It accepts through preStop, then through
+    // --shutdown-drain-delay.
+    let hands_over = used(&config, "processors")
+        .iter()
+        .any(|(id, _)| config["processors"][*id]["handover"].is_object());
+    if hands_over {
+        let drain = seconds(flag(&args, "--shutdown-drain-delay").unwrap_or("5s"));
+        assert!(
+            pre_stop + drain > 5 + 1 + 5,
+            "{what}: preStop {pre_stop}s + --shutdown-drain-delay {drain}s is too short for \
+             agents to see the gateway leave"
+        );
+        assert!(
+            drain < grace,
+            "{what}: the drain delay is part of the grace"
+        );
+    }
+
     // A memory limit comes with a memory limiter that keeps under it.
     let limits = &container["resources"]["limits"];
     assert!(
@@ -277,6 +299,29 @@ fn check_workload(objects: &[Value], workload: &Value) {
         );
     }
 
+    // Membership: every `k8s` resolver (the `loadbalancing` exporter's,
+    // `tail_sampling.handover`'s) watches a headless Service of these
+    // manifests that serves its ports, with RBAC to list and watch its
+    // EndpointSlices; a hand-over names the gateway by its pod IP.
+    for (path, k8s) in k8s_resolvers(&config) {
+        check_k8s_resolver(objects, &what, pod, &path, k8s);
+    }
+    for (id, _) in used(&config, "processors") {
+        let Some(advertised) = config["processors"][id]["handover"]["advertised_endpoint"].as_str()
+        else {
+            continue;
+        };
+        assert!(
+            advertised.starts_with("${env:POD_IP"),
+            "{what}: {id}.handover.advertised_endpoint {advertised} is not the pod IP"
+        );
+        let pod_ip = var("POD_IP").unwrap_or_else(|| panic!("{what}: no POD_IP"));
+        assert_eq!(
+            pod_ip["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP",
+            "{what}: POD_IP"
+        );
+    }
+
     // Exporters that name a Service of these manifests reach one, on a
     // port it serves.
     for (id, _) in used(&config, "exporters") {
@@ -297,6 +342,103 @@ fn check_workload(objects: &[Value], workload: &Value) {
                 .flatten()
                 .any(|sp| sp["port"].as_u64() == p.parse().ok()),
             "{what}: Service {host} has no port {p}"
+        );
+    }
+}
+
+/// The `k8s` resolvers of the components a config uses, with their paths.
+fn k8s_resolvers(config: &Value) -> Vec<(String, &Value)> {
+    let mut found = Vec::new();
+    for kind in ["exporters", "processors"] {
+        for (id, _) in used(config, kind) {
+            let component = &config[kind][id];
+            for (at, resolver) in [
+                ("resolver", &component["resolver"]),
+                ("handover.resolver", &component["handover"]["resolver"]),
+            ] {
+                if resolver["k8s"].is_object() {
+                    found.push((format!("{kind}.{id}.{at}.k8s"), &resolver["k8s"]));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A `k8s` resolver of `workload`'s config names a headless Service here
+/// that serves its ports, in the pod's namespace (a bare name) or this
+/// one, and the pod's ServiceAccount may list and watch EndpointSlices.
+fn check_k8s_resolver(objects: &[Value], what: &str, pod: &Value, path: &str, k8s: &Value) {
+    let service = k8s["service"].as_str().expect("service");
+    let mut parts = service.split('.');
+    let name = parts.next().unwrap();
+    if let Some(namespace) = parts.next() {
+        assert_eq!(namespace, "tracegate", "{what}: {path}.service {service}");
+    }
+    let svc = named(objects, "Service", name)
+        .unwrap_or_else(|| panic!("{what}: {path} watches Service {name}, not in the manifests"));
+    assert_eq!(
+        svc["spec"]["clusterIP"], "None",
+        "{what}: {path}: Service {name} is not headless (its endpoints are the members)"
+    );
+    assert_ne!(
+        svc["spec"]["publishNotReadyAddresses"], true,
+        "{what}: Service {name} lists gateways that are not ready"
+    );
+    let ports: Vec<u64> = match k8s["ports"].as_array() {
+        Some(ports) => ports
+            .iter()
+            .map(|p| match p {
+                Value::String(s) => env_default(s).parse().expect("a port"),
+                other => other.as_u64().expect("a port"),
+            })
+            .collect(),
+        None => vec![4317],
+    };
+    for p in ports {
+        assert!(
+            svc["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|sp| sp["port"].as_u64() == Some(p)),
+            "{what}: {path}: Service {name} has no port {p}"
+        );
+    }
+    let account = pod["serviceAccountName"]
+        .as_str()
+        .expect("serviceAccountName");
+    let bound = |binding: &'static str| {
+        objects
+            .iter()
+            .filter(move |o| o["kind"] == binding)
+            .filter(move |b| {
+                b["subjects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s["kind"] == "ServiceAccount" && s["name"] == account)
+            })
+    };
+    let rules: Vec<&Value> = bound("RoleBinding")
+        .chain(bound("ClusterRoleBinding"))
+        .filter_map(|b| {
+            named(
+                objects,
+                b["roleRef"]["kind"].as_str()?,
+                b["roleRef"]["name"].as_str()?,
+            )
+        })
+        .flat_map(|r| r["rules"].as_array().into_iter().flatten())
+        .collect();
+    for verb in ["list", "watch"] {
+        assert!(
+            rules.iter().any(|rule| {
+                strings(&rule["apiGroups"]).contains(&"discovery.k8s.io")
+                    && strings(&rule["resources"]).contains(&"endpointslices")
+                    && strings(&rule["verbs"]).contains(&verb)
+            }),
+            "{what}: {account} may not {verb} EndpointSlices ({path})"
         );
     }
 }
@@ -391,6 +533,26 @@ fn every_overlay_renders_validates_and_carries_valid_configs() {
                 "{overlay}: {kind} {}",
                 object["metadata"]["name"]
             );
+        }
+        // A tier of gateways (the gateway and agent overlays) keeps all but
+        // one of them through voluntary disruptions, one membership change
+        // at a time.
+        if overlay != "standalone" {
+            let gateway = named(&objects, "Deployment", "tracegate-gateway").expect("gateway");
+            assert!(
+                gateway["spec"]["replicas"].as_u64() > Some(1),
+                "{overlay}: one gateway is no tier"
+            );
+            let pdb = named(&objects, "PodDisruptionBudget", "tracegate-gateway")
+                .unwrap_or_else(|| panic!("{overlay}: no PodDisruptionBudget for the gateways"));
+            assert_eq!(pdb["spec"]["maxUnavailable"], 1, "{overlay}");
+            let labels = &gateway["spec"]["template"]["metadata"]["labels"];
+            for (k, v) in pdb["spec"]["selector"]["matchLabels"]
+                .as_object()
+                .expect("matchLabels")
+            {
+                assert_eq!(&labels[k], v, "{overlay}: the PDB selects the gateways");
+            }
         }
         // The agent overlay puts an agent on every node, beside the gateway.
         if overlay == "agent" {

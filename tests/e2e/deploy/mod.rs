@@ -2,7 +2,8 @@
 //! `config/container.yaml`), the Kubernetes manifests
 //! (`deploy/kubernetes`), the GPU node's systemd unit and profile
 //! (`deploy/systemd`, `config/gpu-node.yaml`), and the dashboard and alerts
-//! (`deploy/grafana`, `deploy/prometheus`).
+//! (`deploy/grafana`, `deploy/prometheus`), and the gateway tier they make:
+//! the shipped agent and gateway configs run together (`gateway_tier.rs`).
 //!
 //! Some checks need outside tools: `kubectl` (its built-in kustomize),
 //! `kubernetes-validate` and `systemd-analyze`. Each is taken from the
@@ -13,6 +14,7 @@
 
 mod container;
 mod dashboards;
+mod gateway_tier;
 mod kubernetes;
 mod systemd;
 

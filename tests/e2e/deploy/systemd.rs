@@ -178,8 +178,20 @@ fn runtime_threads(pid: u32) -> usize {
         .count()
 }
 
+/// The GPU-node profile as the tests run it: every listener on a free
+/// loopback port, JSON logs (the harness reads the ports from them), and
+/// only the `env` detector (see below).
+const GPU_NODE_ON_LOOPBACK: [&str; 6] = [
+    "--set=receivers.otlp.protocols.grpc.endpoint=127.0.0.1:0",
+    "--set=receivers.otlp.protocols.http.endpoint=127.0.0.1:0",
+    "--set=extensions.health_check.endpoint=127.0.0.1:0",
+    "--set=service.telemetry.metrics.address=127.0.0.1:0",
+    "--set=service.telemetry.logs.encoding=json",
+    "--set=processors.resource_detection.detectors=[env]",
+];
+
 /// The GPU-node profile as the unit runs it (one worker thread), its
-/// listeners moved to ephemeral ports and its gateway to an in-test
+/// listeners moved to ephemeral ports and its gateway tier to one in-test
 /// backend: spans from a local job arrive at the gateway with the
 /// resource detected, and the runtime has the one thread asked for. The
 /// `system` detector is left out here: its name lookup runs on tokio's
@@ -188,22 +200,21 @@ fn runtime_threads(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gpu_node_profile_forwards_with_one_worker_thread() {
     let sink = Sink::start().await;
-    let gateway = format!("127.0.0.1:{}", sink.addr.port());
+    let port = sink.addr.port().to_string();
     let profile = read("config/gpu-node.yaml");
-    let args = [
-        "--worker-threads=1",
-        "--set=receivers.otlp.protocols.grpc.endpoint=127.0.0.1:0",
-        "--set=receivers.otlp.protocols.http.endpoint=127.0.0.1:0",
-        "--set=extensions.health_check.endpoint=127.0.0.1:0",
-        "--set=service.telemetry.metrics.address=127.0.0.1:0",
-        "--set=service.telemetry.logs.encoding=json",
-        "--set=processors.resource_detection.detectors=[env]",
-    ];
+    // What systemd hands the unit for its StateDirectory.
+    let state = tempfile::tempdir().expect("temp dir");
+    let state_dir = state.path().to_str().expect("utf-8 temp path");
+    let args = [&["--worker-threads=1"][..], &GPU_NODE_ON_LOOPBACK].concat();
     let envs = [
-        ("TRACEGATE_GATEWAY_ENDPOINT", gateway.as_str()),
+        // The gateway tier's members as the dns resolver finds them: here
+        // one, the in-test backend.
+        ("TRACEGATE_GATEWAY_HOSTNAME", "127.0.0.1"),
+        ("TRACEGATE_GATEWAY_PORT", port.as_str()),
         // Every trace, so the test knows what must arrive.
         ("TRACEGATE_HEAD_SAMPLING_PERCENTAGE", "100"),
         ("OTEL_RESOURCE_ATTRIBUTES", "host.name=gpu-17"),
+        ("STATE_DIRECTORY", state_dir),
     ];
     let gw = Gateway::start_with(&profile, &args, &envs);
     let ready = gw.wait_for_log(&["tracegate is ready"], Duration::from_secs(1));
@@ -225,4 +236,47 @@ async fn the_gpu_node_profile_forwards_with_one_worker_thread() {
     );
     // Still one: serving requests started no thread.
     assert_eq!(runtime_threads(gw.pid()), 1);
+    // The persistent queue lives in the state directory, created for it.
+    assert!(
+        state.path().join("queue").is_dir(),
+        "no queue directory under STATE_DIRECTORY"
+    );
+}
+
+/// The GPU node's backlog survives a restart: spans taken while the
+/// gateway tier refuses them stay in the queue under the unit's state
+/// directory when the service stops, and the next start sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gpu_node_backlog_survives_a_restart() {
+    let sink = Sink::start().await;
+    sink.set_refusing(true);
+    let port = sink.addr.port().to_string();
+    let profile = read("config/gpu-node.yaml");
+    let state = tempfile::tempdir().expect("temp dir");
+    let state_dir = state.path().to_str().expect("utf-8 temp path");
+    let args = [
+        &["--worker-threads=1", "--shutdown-grace=1s"][..],
+        &GPU_NODE_ON_LOOPBACK,
+    ]
+    .concat();
+    let envs = [
+        ("TRACEGATE_GATEWAY_HOSTNAME", "127.0.0.1"),
+        ("TRACEGATE_GATEWAY_PORT", port.as_str()),
+        ("TRACEGATE_HEAD_SAMPLING_PERCENTAGE", "100"),
+        ("STATE_DIRECTORY", state_dir),
+    ];
+    let mut gw = Gateway::start_with(&profile, &args, &envs);
+    super::send_one_span(&gw, "before-restart").await;
+    assert!(gw.terminate(Duration::from_secs(10)).success());
+    let logs = gw.logs().join("\n");
+    assert!(
+        logs.contains("Queued spans stay in storage for the next start."),
+        "{logs}"
+    );
+    assert_eq!(sink.span_count(), 0);
+
+    sink.set_refusing(false);
+    let _gw = Gateway::start_with(&profile, &args, &envs);
+    assert!(sink.wait_for_spans(1, Duration::from_secs(10)).await);
+    assert_eq!(sink.spans()[0].span.name, "before-restart");
 }

@@ -8,6 +8,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 pub mod gateway;
+pub mod kube;
 pub mod python;
 pub mod raw;
 pub mod sink;

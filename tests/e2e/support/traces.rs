@@ -17,6 +17,23 @@ use super::gateway::Gateway;
 use super::sink::Sink;
 use super::Rng;
 
+/// The card's tail-sampling policies (every error trace, 25 % of slow
+/// ones, 5 % of the rest), as the list under a `tail_sampling:` block's
+/// `policies:` key at its usual indentation.
+pub const CARD_POLICIES: &str = "      - name: errors
+        type: status_code
+        status_code:
+          status_codes: [ERROR]
+      - name: slow
+        type: latency
+        latency:
+          threshold_ms: 1000
+          fraction_on_match: 0.25
+      - name: baseline
+        type: always_sample
+        fraction_on_match: 0.05
+";
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     Error,
@@ -176,7 +193,9 @@ pub fn assert_share(traces: &[Trace], kept: &HashSet<[u8; 16]>, kind: Kind, p: f
 /// tracegate on `config/gateway.yaml`, every listener on an ephemeral
 /// loopback port, kept traces exported to `sink`, each trace decided 2 s
 /// after its first span. The settings go to this process alone: the other
-/// end-to-end tests share the test process and its environment.
+/// end-to-end tests share the test process and its environment. Its
+/// hand-over's `k8s` resolver watches an API that lists no gateways, so it
+/// works alone and keeps what it is sent (`super::kube`).
 pub fn start_gateway(sink: &Sink) -> Gateway {
     let yaml = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -184,10 +203,13 @@ pub fn start_gateway(sink: &Sink) -> Gateway {
     ))
     .expect("config/gateway.yaml");
     let tempo = format!("127.0.0.1:{}", sink.addr.port());
+    let [api, account] = super::kube::idle_api_env();
     Gateway::start_with(
         &yaml,
         &[],
         &[
+            (api.0, api.1.as_str()),
+            (account.0, account.1.as_str()),
             ("TRACEGATE_OTLP_GRPC_ENDPOINT", "127.0.0.1:0"),
             ("TRACEGATE_OTLP_HTTP_ENDPOINT", "127.0.0.1:0"),
             ("TRACEGATE_HEALTH_ENDPOINT", "127.0.0.1:0"),

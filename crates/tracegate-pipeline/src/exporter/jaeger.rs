@@ -140,8 +140,11 @@ impl super::BuildExporter for Config {
         &self.0.sending_queue
     }
 
-    fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
-        let exporter = JaegerExporter::new(self)?;
+    fn build(&self, _: &str, ctx: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let mut config = self.clone();
+        config.0.client_auth =
+            crate::auth::ClientAuth::resolve(&ctx.authenticators, self.0.auth.as_ref())?;
+        let exporter = JaegerExporter::new(&config)?;
         Ok(super::Built::new(
             exporter,
             &self.0.sending_queue,

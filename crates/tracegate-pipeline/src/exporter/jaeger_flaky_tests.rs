@@ -254,7 +254,7 @@ async fn jaeger_into_a_tracegate_whose_queue_fills_delivers_each_span_once() {
         &receiver,
         "jaeger",
         Arc::new(backend.clone()),
-        stop.clone(),
+        &crate::context::BuildContext::from(stop.clone()),
     )
     .await
     .unwrap();

@@ -230,6 +230,21 @@ component_registry! {
 }
 
 impl ExporterConfig {
+    /// The authenticator extension the exporter names, with the path of
+    /// its `authenticator` key.
+    pub fn authenticator(&self) -> Option<(&'static str, &str)> {
+        let (path, auth) = match self {
+            ExporterConfig::OtlpGrpc(c) => ("auth.authenticator", &c.auth),
+            ExporterConfig::Jaeger(c) => ("auth.authenticator", &c.0.auth),
+            ExporterConfig::OtlpHttp(c) => ("auth.authenticator", &c.auth),
+            ExporterConfig::LoadBalancing(c) => {
+                ("protocol.otlp.auth.authenticator", &c.protocol.otlp.auth)
+            }
+            ExporterConfig::Debug(_) | ExporterConfig::File(_) => return None,
+        };
+        auth.as_ref().map(|a| (path, a.authenticator.as_str()))
+    }
+
     /// The exporter's `sending_queue` settings (the config loader checks
     /// that a `storage` there names a storage extension).
     pub fn sending_queue(&self) -> &QueueConfig {

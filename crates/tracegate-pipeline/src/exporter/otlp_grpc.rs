@@ -32,6 +32,7 @@ use tracegate_model::SpanBatch;
 
 use super::delivery::{attempt_timeout, validate_transport, Compression, QueueConfig, RetryConfig};
 use super::{Delivered, ExportError, Exporter};
+use crate::auth::{AuthConfig, ClientAuth};
 use crate::config::{error, ComponentError};
 use crate::grpc::{client, rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
 use crate::tls::TlsClientConfig;
@@ -91,6 +92,15 @@ pub struct Config {
     pub write_buffer_size: Option<usize>,
     /// Accepted for compatibility; no effect. Default 0.
     pub read_buffer_size: Option<usize>,
+    /// Send credentials with every request, from this authenticator
+    /// extension. Requires TLS, as the collector's gRPC client does.
+    /// Default: none.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Not a config key: the started authenticator `auth` names, put here
+    /// when the exporter is built.
+    #[serde(skip)]
+    pub client_auth: Option<ClientAuth>,
     /// Not a config key: the local address connections are made from
     /// (tail sampling's hand-over sends from its advertised address).
     #[serde(skip)]
@@ -194,6 +204,15 @@ impl Config {
     pub fn validate(&self) -> Result<Vec<String>, ComponentError> {
         let target = self.target()?;
         let mut warnings = validate_transport(!target.plaintext, &self.tls, &self.headers)?;
+        if let Some(auth) = &self.auth {
+            auth.validate("auth")?;
+            if target.plaintext {
+                return Err(error(
+                    "auth",
+                    "credentials are only sent over TLS, as the collector's gRPC client                      requires: drop tls.insecure (and any http:// prefix) or auth",
+                ));
+            }
+        }
         for name in self.headers.keys() {
             if MetadataKey::<tonic::metadata::Ascii>::from_bytes(
                 name.to_ascii_lowercase().as_bytes(),
@@ -246,6 +265,8 @@ pub struct OtlpGrpcExporter {
     compression: Option<CompressionEncoding>,
     /// `None`: no limit (`timeout: 0`).
     timeout: Option<Duration>,
+    /// Adds its header to every call.
+    auth: Option<ClientAuth>,
 }
 
 /// Where calls go.
@@ -382,6 +403,9 @@ impl OtlpGrpcExporter {
             Channels::One(fallback)
         };
 
+        if config.auth.is_some() && config.client_auth.is_none() {
+            return Err("auth: the authenticator was not resolved (internal error)".into());
+        }
         let mut metadata = MetadataMap::new();
         for (name, value) in &config.headers {
             let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
@@ -399,6 +423,7 @@ impl OtlpGrpcExporter {
                 Compression::None => None,
             },
             timeout: attempt_timeout(config.timeout),
+            auth: config.client_auth.clone(),
         })
     }
 }
@@ -568,6 +593,21 @@ impl OtlpGrpcExporter {
         Err(last.unwrap_or(CallError::TimedOut))
     }
 
+    /// The configured headers, plus the authenticator's header if there is
+    /// one. Asked for every call: a token file replaced at run time is sent
+    /// from the next call on.
+    fn call_metadata(&self) -> MetadataMap {
+        match &self.auth {
+            None => self.metadata.clone(),
+            Some(auth) => {
+                let (name, value) = auth.0.header();
+                let mut headers = self.metadata.clone().into_headers();
+                headers.insert(name, value);
+                MetadataMap::from_headers(headers)
+            }
+        }
+    }
+
     /// One call on `channel`, given up at `deadline`.
     async fn call(
         &self,
@@ -584,7 +624,7 @@ impl OtlpGrpcExporter {
             grpc = grpc.send_compressed(encoding);
         }
         let mut request = tonic::Request::new(body);
-        *request.metadata_mut() = self.metadata.clone();
+        *request.metadata_mut() = self.call_metadata();
         if let Some(deadline) = deadline {
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         }
@@ -637,7 +677,7 @@ impl OtlpGrpcExporter {
             path,
             frame,
             Some("gzip"),
-            &self.metadata,
+            &self.call_metadata(),
             deadline.map(|d| d.saturating_duration_since(Instant::now())),
         );
         match deadline {
@@ -789,8 +829,10 @@ impl super::BuildExporter for Config {
         &self.sending_queue
     }
 
-    fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
-        let exporter = OtlpGrpcExporter::new(self)?;
+    fn build(&self, _: &str, ctx: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let mut config = self.clone();
+        config.client_auth = ClientAuth::resolve(&ctx.authenticators, self.auth.as_ref())?;
+        let exporter = OtlpGrpcExporter::new(&config)?;
         Ok(super::Built::new(
             exporter,
             &self.sending_queue,
@@ -872,6 +914,21 @@ mod tests {
             (
                 serde_json::json!({"endpoint": "t:1", "tls": {"cert_file": "/c"}}),
                 "tls",
+            ),
+            // Credentials are sent over TLS only, as grpc-go requires.
+            (
+                serde_json::json!({"endpoint": "t:1", "tls": {"insecure": true},
+                    "auth": {"authenticator": "bearertokenauth"}}),
+                "auth",
+            ),
+            (
+                serde_json::json!({"endpoint": "http://t:1",
+                    "auth": {"authenticator": "bearertokenauth"}}),
+                "auth",
+            ),
+            (
+                serde_json::json!({"endpoint": "t:1", "auth": {"authenticator": ""}}),
+                "auth.authenticator",
             ),
         ] {
             let err = valid_config::<Config>(value.clone())

@@ -24,6 +24,7 @@ use tracegate_model::SpanBatch;
 use super::delivery::{attempt_timeout, validate_transport, Compression, QueueConfig, RetryConfig};
 use super::utc::unix_time;
 use super::{Delivered, ExportError, Exporter};
+use crate::auth::{AuthConfig, ClientAuth};
 use crate::config::{error, ComponentError};
 use crate::grpc::rpc_status::RpcStatus;
 use crate::tls::TlsClientConfig;
@@ -113,6 +114,14 @@ pub struct Config {
     pub read_buffer_size: Option<usize>,
     /// Accepted for compatibility; no effect. Default 512 KiB.
     pub write_buffer_size: Option<usize>,
+    /// Send credentials with every request, from this authenticator
+    /// extension. Default: none.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Not a config key: the started authenticator `auth` names, put here
+    /// when the exporter is built.
+    #[serde(skip)]
+    pub client_auth: Option<ClientAuth>,
 }
 
 fn default_timeout() -> Duration {
@@ -151,6 +160,9 @@ impl Config {
         let url = self.traces_url()?;
         let warnings =
             validate_transport(url.scheme_str() == Some("https"), &self.tls, &self.headers)?;
+        if let Some(auth) = &self.auth {
+            auth.validate("auth")?;
+        }
         self.sending_queue.validate()?;
         self.retry_on_failure.validate()?;
         Ok(warnings)
@@ -166,6 +178,8 @@ pub struct OtlpHttpExporter {
     headers: HeaderMap,
     /// `None`: no limit (`timeout: 0`).
     timeout: Option<Duration>,
+    /// Adds its header to every request.
+    auth: Option<ClientAuth>,
 }
 
 impl OtlpHttpExporter {
@@ -173,6 +187,9 @@ impl OtlpHttpExporter {
     /// run inside a tokio runtime.
     pub fn new(config: &Config) -> Result<OtlpHttpExporter, String> {
         let url = config.traces_url().map_err(|e| e.to_string())?;
+        if config.auth.is_some() && config.client_auth.is_none() {
+            return Err("auth: the authenticator was not resolved (internal error)".into());
+        }
         let https = url.scheme_str() == Some("https");
         let tls = if https {
             config.tls.load(&[]).map_err(|e| e.to_string())?
@@ -257,6 +274,7 @@ impl OtlpHttpExporter {
             compression: config.compression,
             headers,
             timeout: attempt_timeout(config.timeout),
+            auth: config.client_auth.clone(),
         })
     }
 
@@ -288,6 +306,12 @@ impl OtlpHttpExporter {
             .body(Full::new(body))
             .map_err(|e| ExportError::Permanent(format!("cannot build the request: {e}")))?;
         *request.headers_mut() = self.headers.clone();
+        if let Some(auth) = &self.auth {
+            // Asked for every request: a token file replaced at run time is
+            // sent from the next request on.
+            let (name, value) = auth.0.header();
+            request.headers_mut().insert(name, value);
+        }
         let response = self
             .client
             .request(request)
@@ -525,8 +549,10 @@ impl super::BuildExporter for Config {
         &self.sending_queue
     }
 
-    fn build(&self, _: &str, _: &super::BuildContext) -> Result<super::Built<'_>, String> {
-        let exporter = OtlpHttpExporter::new(self)?;
+    fn build(&self, _: &str, ctx: &super::BuildContext) -> Result<super::Built<'_>, String> {
+        let mut config = self.clone();
+        config.client_auth = ClientAuth::resolve(&ctx.authenticators, self.auth.as_ref())?;
+        let exporter = OtlpHttpExporter::new(&config)?;
         Ok(super::Built::new(
             exporter,
             &self.sending_queue,

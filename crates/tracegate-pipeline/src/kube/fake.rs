@@ -2,6 +2,7 @@
 //! (`discovery.k8s.io/v1`) with the real list and watch protocol, on
 //! 127.0.0.1 port 0, plain HTTP or TLS.
 //!
+//! - Any other object put with [`FakeKubeApi::put_object`], at its path.
 //! - `GET /apis/discovery.k8s.io/v1/namespaces/<ns>/endpointslices`
 //!   answers an `EndpointSliceList` with the collection's
 //!   `resourceVersion`; `labelSelector` (equality terms) filters.
@@ -290,6 +291,8 @@ struct State {
     requests: Vec<FakeRequest>,
     failures: VecDeque<u16>,
     created: u64,
+    /// Other objects, served as they are at their path (a node, say).
+    others: BTreeMap<String, Value>,
 }
 
 struct Shared {
@@ -412,6 +415,13 @@ impl FakeKubeApi {
         let resource_version = change.resource_version;
         let _ = self.shared.signals.send(Signal::Change(change));
         resource_version
+    }
+
+    /// Serves `object` at `path` (e.g. `/api/v1/nodes/node-1`) to a GET,
+    /// as it is: for the other readers of the API a process has (the
+    /// `k8s_api` resource detector).
+    pub fn put_object(&self, path: &str, object: Value) {
+        self.state().others.insert(path.to_string(), object);
     }
 
     /// Replaces the endpoints of `service`'s slice `<service>-main`.
@@ -628,6 +638,9 @@ fn handle(shared: &Shared, req: http::Request<hyper::body::Incoming>) -> http::R
     }
     if request.method != "GET" {
         return status_response(405, "MethodNotAllowed", "only GET is served");
+    }
+    if let Some(object) = state.others.get(&request.path) {
+        return full(200, object.to_string());
     }
     let Some(namespace) = request
         .path

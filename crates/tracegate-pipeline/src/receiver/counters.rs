@@ -34,6 +34,8 @@ pub(crate) enum RejectReason {
     NotFound,
     /// UDP only: the packet queue was full.
     QueueFull,
+    /// The protocol's `auth` refused the request's credentials.
+    Unauthenticated,
 }
 
 /// Reasons the OTLP servers (and the Jaeger gRPC server, which shares their
@@ -57,7 +59,7 @@ pub(crate) const INGEST_REASONS: &[RejectReason] = &[
     RejectReason::QueueFull,
 ];
 
-const REASON_COUNT: usize = 7;
+const REASON_COUNT: usize = 8;
 
 impl RejectReason {
     pub fn label(self) -> &'static str {
@@ -69,6 +71,7 @@ impl RejectReason {
             RejectReason::MethodNotAllowed => "method_not_allowed",
             RejectReason::NotFound => "not_found",
             RejectReason::QueueFull => "queue_full",
+            RejectReason::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -121,6 +124,21 @@ fn rejected_counter(receiver: &str, transport: &'static str, reason: RejectReaso
 }
 
 impl TransportCounters {
+    /// [`register`](Self::register), with `unauthenticated` among the
+    /// reasons when the transport checks credentials (`auth`).
+    pub fn register_with_auth(
+        receiver: &str,
+        transport: &'static str,
+        reasons: &[RejectReason],
+        auth: bool,
+    ) -> Self {
+        let mut all = reasons.to_vec();
+        if auth {
+            all.push(RejectReason::Unauthenticated);
+        }
+        Self::register(receiver, transport, &all)
+    }
+
     /// Registers the span and request counters and one rejected-requests
     /// counter per reason in `reasons`.
     pub fn register(receiver: &str, transport: &'static str, reasons: &[RejectReason]) -> Self {

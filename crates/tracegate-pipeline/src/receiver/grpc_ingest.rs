@@ -14,11 +14,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::tls::ServerTls;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::codec::CompressionEncoding;
@@ -28,6 +28,7 @@ use super::counters::{RejectReason, TransportCounters, OTLP_REASONS};
 use super::listener::{self, ConnectionSettings, PeerAddr};
 use super::otlp::status::ExportFailure;
 use super::otlp::GrpcConfig;
+use crate::auth::{Authenticators, ServerAuth};
 use crate::compression::{decompress, ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
 use crate::grpc::PassthroughCodec;
@@ -44,7 +45,10 @@ pub(crate) const GRPC_MAX_FRAME_SIZE: u32 = 1024 * 1024;
 
 /// The HTTP/2 connection settings of a gRPC listener: large frames, and
 /// the config's stream, buffer and keepalive limits.
-fn grpc_settings(config: &GrpcConfig, tls: Option<TlsAcceptor>) -> ConnectionSettings {
+pub(crate) fn grpc_settings(
+    config: &GrpcConfig,
+    tls: Option<Arc<ServerTls>>,
+) -> ConnectionSettings {
     let mut builder = listener::hyper_builder().http2_only();
     {
         let mut h2 = builder.http2();
@@ -84,8 +88,9 @@ fn grpc_settings(config: &GrpcConfig, tls: Option<TlsAcceptor>) -> ConnectionSet
 /// A bound gRPC listener of receiver `id`, before it serves.
 pub(crate) struct BoundGrpc<'a> {
     config: &'a GrpcConfig,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerTls>>,
     listener: TcpListener,
+    auth: Option<ServerAuth>,
 }
 
 impl<'a> BoundGrpc<'a> {
@@ -94,7 +99,18 @@ impl<'a> BoundGrpc<'a> {
     pub async fn bind(
         config: &'a GrpcConfig,
         id: &str,
+        authenticators: &Authenticators,
     ) -> Result<(Self, std::net::SocketAddr), super::StartError> {
+        let auth = ServerAuth::resolve(
+            authenticators,
+            config.auth.as_ref().map(|a| a.authenticator.as_str()),
+            &[],
+        )
+        .map_err(|message| super::StartError::Auth {
+            receiver: id.to_string(),
+            protocol: "grpc",
+            message,
+        })?;
         let tls = listener::tls_acceptor(config.tls.as_ref(), &[b"h2"], id, "grpc")?;
         let (listener, addr) = listener::bind_endpoint(id, "grpc", &config.endpoint).await?;
         Ok((
@@ -102,6 +118,7 @@ impl<'a> BoundGrpc<'a> {
                 config,
                 tls,
                 listener,
+                auth,
             },
             addr,
         ))
@@ -123,8 +140,14 @@ impl<'a> BoundGrpc<'a> {
             method,
             next,
             handover,
-            counters: TransportCounters::register(id, "grpc", OTLP_REASONS),
+            counters: TransportCounters::register_with_auth(
+                id,
+                "grpc",
+                OTLP_REASONS,
+                self.auth.is_some(),
+            ),
             max_recv_msg_size: self.config.max_recv_msg_size(),
+            auth: self.auth,
         }));
         let settings = grpc_settings(self.config, self.tls);
         listener::spawn_accept_loop(self.listener, settings, service, shutdown, tasks);
@@ -149,6 +172,9 @@ struct GrpcReceiver {
     handover: Option<HandoverExchange>,
     counters: TransportCounters,
     max_recv_msg_size: usize,
+    /// The listener's `auth`: every request's credentials are checked
+    /// before anything of it is read.
+    auth: Option<ServerAuth>,
 }
 
 /// The hyper service of one gRPC listener.
@@ -163,6 +189,12 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let receiver = self.0.clone();
         Box::pin(async move {
+            if let Some(auth) = &receiver.auth {
+                if let Err(message) = auth.check(request.headers(), request.uri()).await {
+                    receiver.counters.rejected(RejectReason::Unauthenticated);
+                    return Ok(Status::unauthenticated(message).into_http());
+                }
+            }
             if request.uri().path() == HANDOVER_PATH {
                 if let Some(exchange) = receiver.handover.clone() {
                     return Ok(

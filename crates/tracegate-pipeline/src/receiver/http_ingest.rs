@@ -15,11 +15,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::counters::{RejectReason, TransportCounters};
+use crate::auth::ServerAuth;
 use crate::compression::{decompress, ContentEncoding, DecompressError};
 
 /// Default `max_request_body_size` of every HTTP protocol: 20 MiB, as
@@ -40,14 +43,63 @@ pub(crate) type HttpResponse = Response<Full<Bytes>>;
 /// A receiver's answer to one HTTP request.
 pub(crate) trait HttpHandler: Send + Sync + 'static {
     fn handle(&self, request: Request<Incoming>) -> impl Future<Output = HttpResponse> + Send;
+
+    /// Whether the request is answered without authentication (a CORS
+    /// preflight, which the collector's CORS handler answers before its
+    /// authenticator sees the request). Default: none is.
+    fn before_auth(&self, _request: &Parts) -> bool {
+        false
+    }
+
+    /// The answer to a request the protocol's `auth` refused, with the
+    /// authenticator's `message`. Default: Go's `http.Error` with 401, as
+    /// the collector's `confighttp` answers when the receiver has no error
+    /// handler of its own.
+    fn unauthenticated(&self, _request: &Parts, message: &str) -> HttpResponse {
+        text_response(StatusCode::UNAUTHORIZED, message)
+    }
 }
 
-/// The hyper service of one HTTP listener: every request goes to `H`.
-pub(crate) struct HttpService<H>(pub Arc<H>);
+/// A protocol's `auth`, and the counters its refusals are counted in.
+pub(crate) struct AuthGate {
+    pub auth: ServerAuth,
+    pub counters: TransportCounters,
+}
+
+impl AuthGate {
+    /// Checks a request's credentials; a refusal is counted
+    /// (`reason="unauthenticated"`).
+    pub async fn check(&self, headers: &HeaderMap, uri: &http::Uri) -> Result<(), String> {
+        let checked = self.auth.check(headers, uri).await;
+        if checked.is_err() {
+            self.counters.rejected(RejectReason::Unauthenticated);
+        }
+        checked
+    }
+}
+
+/// The hyper service of one HTTP listener: every request goes to `H`,
+/// once its credentials passed the protocol's `auth` (if any).
+pub(crate) struct HttpService<H> {
+    handler: Arc<H>,
+    auth: Option<Arc<AuthGate>>,
+}
+
+impl<H> HttpService<H> {
+    pub fn new(handler: H, auth: Option<AuthGate>) -> Self {
+        HttpService {
+            handler: Arc::new(handler),
+            auth: auth.map(Arc::new),
+        }
+    }
+}
 
 impl<H> Clone for HttpService<H> {
     fn clone(&self) -> Self {
-        HttpService(self.0.clone())
+        HttpService {
+            handler: self.handler.clone(),
+            auth: self.auth.clone(),
+        }
     }
 }
 
@@ -57,8 +109,52 @@ impl<H: HttpHandler> hyper::service::Service<Request<Incoming>> for HttpService<
     type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let receiver = self.0.clone();
-        Box::pin(async move { Ok(receiver.handle(request).await) })
+        let receiver = self.handler.clone();
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            if let Some(gate) = auth {
+                let (parts, body) = request.into_parts();
+                if !receiver.before_auth(&parts) {
+                    if let Err(message) = gate.check(&parts.headers, &parts.uri).await {
+                        if !body.is_end_stream() {
+                            tokio::spawn(drain(body));
+                        }
+                        return Ok(receiver.unauthenticated(&parts, &message));
+                    }
+                }
+                return Ok(receiver.handle(Request::from_parts(parts, body)).await);
+            }
+            Ok(receiver.handle(request).await)
+        })
+    }
+}
+
+/// After answering early (400, 401, 404, ...) the rest of the body is read
+/// and discarded, up to this much and this long, so the client can finish
+/// sending and read the answer instead of failing on a reset connection.
+const DRAIN_LIMIT: usize = 256 * 1024 * 1024;
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and drops what is left of a body the answer did not need.
+pub(crate) async fn drain(mut body: Incoming) {
+    let mut left = DRAIN_LIMIT;
+    let deadline = tokio::time::sleep(DRAIN_TIMEOUT);
+    tokio::pin!(deadline);
+    loop {
+        let frame = tokio::select! {
+            _ = &mut deadline => return,
+            frame = body.frame() => frame,
+        };
+        match frame {
+            Some(Ok(frame)) => {
+                let len = frame.data_ref().map_or(0, Bytes::len);
+                if len >= left {
+                    return;
+                }
+                left -= len;
+            }
+            _ => return,
+        }
     }
 }
 

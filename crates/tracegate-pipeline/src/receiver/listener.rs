@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::tls::ServerTls;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -115,12 +115,11 @@ pub(crate) fn tls_acceptor(
     alpn: &[&[u8]],
     id: &str,
     protocol: &'static str,
-) -> Result<Option<TlsAcceptor>, StartError> {
+) -> Result<Option<Arc<ServerTls>>, StartError> {
     match tls.filter(|t| t.is_enabled()) {
         None => Ok(None),
-        Some(tls) => tls
-            .load_rustls(alpn)
-            .map(|config| Some(TlsAcceptor::from(config)))
+        Some(tls) => ServerTls::load(tls, alpn)
+            .map(|tls| Some(Arc::new(tls)))
             .map_err(|source| StartError::Tls {
                 receiver: id.to_string(),
                 protocol,
@@ -133,7 +132,7 @@ pub(crate) fn tls_acceptor(
 pub(crate) struct ConnectionSettings {
     /// hyper's HTTP/1 + HTTP/2 server, already tuned by the protocol.
     pub builder: auto::Builder<TokioExecutor>,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<Arc<ServerTls>>,
     /// Close connections this old (gracefully: GOAWAY, in-flight finish).
     pub max_connection_age: Option<Duration>,
     /// After `max_connection_age`, how long in-flight requests may take
@@ -146,7 +145,7 @@ pub(crate) struct ConnectionSettings {
 }
 
 impl ConnectionSettings {
-    pub fn new(builder: auto::Builder<TokioExecutor>, tls: Option<TlsAcceptor>) -> Self {
+    pub fn new(builder: auto::Builder<TokioExecutor>, tls: Option<Arc<ServerTls>>) -> Self {
         ConnectionSettings {
             builder,
             tls,
@@ -241,7 +240,8 @@ async fn serve_connection<S, B>(
     match &settings.tls {
         None => drive(TokioIo::new(stream), peer, &settings, service, &shutdown).await,
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let handshake =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.acceptor().accept(stream));
             let stream = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 result = handshake => match result {

@@ -11,10 +11,10 @@ use crate::context::BuildContext;
 use crate::registry::component_registry;
 
 mod counters;
-mod grpc_ingest;
-mod http_ingest;
+pub(crate) mod grpc_ingest;
+pub(crate) mod http_ingest;
 pub mod jaeger;
-mod listener;
+pub(crate) mod listener;
 pub mod otlp;
 pub(crate) mod server_keys;
 #[cfg(test)]
@@ -91,6 +91,47 @@ impl ReceiverConfig {
 }
 
 impl ReceiverConfig {
+    /// The authenticator extensions the receiver's protocols name, each
+    /// with the path of its `authenticator` key.
+    pub fn authenticators(&self) -> Vec<(String, &str)> {
+        fn grpc(g: &Option<otlp::GrpcConfig>) -> Option<&str> {
+            g.as_ref()
+                .and_then(|g| g.auth.as_ref())
+                .map(|a| a.authenticator.as_str())
+        }
+        let named: Vec<(&str, Option<&str>)> = match self {
+            ReceiverConfig::Otlp(c) => vec![
+                ("protocols.grpc.", grpc(&c.protocols.grpc)),
+                (
+                    "protocols.http.",
+                    c.protocols
+                        .http
+                        .as_ref()
+                        .and_then(|h| h.auth.as_ref())
+                        .map(|a| a.authenticator.as_str()),
+                ),
+            ],
+            ReceiverConfig::Jaeger(c) => vec![
+                ("protocols.grpc.", grpc(&c.protocols.grpc)),
+                (
+                    "protocols.thrift_http.",
+                    c.protocols
+                        .thrift_http
+                        .as_ref()
+                        .and_then(|h| h.auth.as_ref())
+                        .map(|a| a.authenticator.as_str()),
+                ),
+            ],
+            ReceiverConfig::Zipkin(c) => {
+                vec![("", c.auth.as_ref().map(|a| a.authenticator.as_str()))]
+            }
+        };
+        named
+            .into_iter()
+            .filter_map(|(path, id)| Some((format!("{path}auth.authenticator"), id?)))
+            .collect()
+    }
+
     /// Whether a refused batch (overload, shutdown) gets a retry delay in
     /// this receiver's answer (gRPC `RetryInfo`, HTTP `Retry-After`), which
     /// the collector's receivers do not send: the OTLP receiver, and the
@@ -108,7 +149,7 @@ impl ReceiverConfig {
 /// value (`grpc:`, which [`crate::config::from_value`] reads as an empty
 /// section), turns the protocol on; left out (the field's `default`), it
 /// stays off.
-fn present_means_enabled<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn present_means_enabled<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::Deserialize<'de>,
@@ -153,6 +194,12 @@ pub enum StartError {
         receiver: String,
         protocol: &'static str,
         source: crate::tls::TlsServerError,
+    },
+    #[error("receiver {receiver}: {protocol} auth: {message}")]
+    Auth {
+        receiver: String,
+        protocol: &'static str,
+        message: String,
     },
     #[error("receiver {receiver}: invalid config: {source}")]
     Config {

@@ -5,13 +5,18 @@
 //! config is written with; this module turns them into
 //! [`ConnectionSettings`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::ServerTls;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
-use tokio_rustls::TlsAcceptor;
 
+use super::counters::TransportCounters;
+use super::http_ingest::AuthGate;
 use super::listener::{self, ConnectionSettings};
+use super::StartError;
+use crate::auth::{Authenticators, HttpAuthConfig, ServerAuth};
 use crate::config::{error, ComponentError, HeaderPairs};
 
 /// `response_headers`: added to every answer of the receiver, unless the
@@ -56,6 +61,7 @@ pub(crate) struct HttpServerKeys<'a> {
     pub idle_timeout: Option<Duration>,
     pub keep_alives_enabled: bool,
     pub response_headers: &'a ResponseHeaders,
+    pub auth: Option<&'a HttpAuthConfig>,
 }
 
 impl HttpServerKeys<'_> {
@@ -73,6 +79,9 @@ impl HttpServerKeys<'_> {
         self.response_headers
             .parse()
             .map_err(|e| error(&key("response_headers"), e))?;
+        if let Some(auth) = self.auth {
+            auth.validate(&key("auth"))?;
+        }
         let mut warnings = Vec::new();
         if !self.keep_alives_enabled {
             warnings.push(format!(
@@ -85,11 +94,39 @@ impl HttpServerKeys<'_> {
         Ok(warnings)
     }
 
+    /// The protocol's `auth`, resolved among the started authenticators,
+    /// with the counters its refusals go to; `None` without `auth`.
+    pub fn auth_gate(
+        &self,
+        authenticators: &Authenticators,
+        counters: &TransportCounters,
+        receiver: &str,
+        protocol: &'static str,
+    ) -> Result<Option<AuthGate>, StartError> {
+        let Some(auth) = self.auth else {
+            return Ok(None);
+        };
+        let resolved = ServerAuth::resolve(
+            authenticators,
+            Some(&auth.authenticator),
+            &auth.request_params,
+        )
+        .map_err(|message| StartError::Auth {
+            receiver: receiver.to_string(),
+            protocol,
+            message,
+        })?;
+        Ok(resolved.map(|auth| AuthGate {
+            auth,
+            counters: counters.clone(),
+        }))
+    }
+
     /// hyper's HTTP/1 and HTTP/2 server with these keys, and `tls`.
     /// `read_header_timeout` and `keep_alives_enabled` are HTTP/1 settings
     /// (HTTP/2 has neither, in Go's server as in hyper's);
     /// `idle_timeout` closes idle connections of both.
-    pub fn connection_settings(&self, tls: Option<TlsAcceptor>) -> ConnectionSettings {
+    pub fn connection_settings(&self, tls: Option<Arc<ServerTls>>) -> ConnectionSettings {
         let mut builder = listener::hyper_builder();
         if let Some(timeout) = self.read_header_timeout {
             builder
@@ -163,6 +200,11 @@ macro_rules! http_server_config {
             /// itself. Default: none.
             #[serde(default)]
             pub response_headers: $crate::receiver::server_keys::ResponseHeaders,
+            /// Require credentials of every request, checked by this
+            /// authenticator extension (`authenticator`, optional
+            /// `request_params`). Default: none required.
+            #[serde(default)]
+            pub auth: Option<$crate::auth::HttpAuthConfig>,
         }
 
         impl Default for $name {
@@ -175,6 +217,7 @@ macro_rules! http_server_config {
                     idle_timeout: None,
                     keep_alives_enabled: true,
                     response_headers: Default::default(),
+                    auth: None,
                 }
             }
         }
@@ -192,6 +235,7 @@ macro_rules! http_server_config {
                     idle_timeout: self.idle_timeout,
                     keep_alives_enabled: self.keep_alives_enabled,
                     response_headers: &self.response_headers,
+                    auth: self.auth.as_ref(),
                 }
             }
         }
@@ -209,6 +253,7 @@ mod tests {
             idle_timeout: None,
             keep_alives_enabled,
             response_headers: headers,
+            auth: None,
         }
     }
 

@@ -5,7 +5,7 @@
 mod client;
 pub use client::TlsClientError;
 mod server;
-pub use server::TlsServerError;
+pub use server::{ServerTls, TlsServerError};
 
 use std::path::PathBuf;
 
@@ -29,6 +29,15 @@ pub struct TlsServerConfig {
     pub min_version: Option<String>,
     /// Highest TLS version accepted: "1.2" or "1.3" (default).
     pub max_version: Option<String>,
+    /// Read `cert_file` and `key_file` again at the first handshake after
+    /// this long since they were last read (as the collector does), and
+    /// use them if they changed. Default: never.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub reload_interval: Option<std::time::Duration>,
+    /// Read `client_ca_file` again at a handshake when it changed.
+    /// Default false.
+    #[serde(default)]
+    pub client_ca_file_reload: bool,
 }
 
 /// `tls:` under an exporter. Defaults as the collector's: TLS on, the

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::time::Instant;
 
 use super::TlsServerConfig;
+use crate::file_watch::{self, Identity};
 
 /// A TLS protocol version rustls can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -144,6 +146,90 @@ impl TlsServerConfig {
         let mut config = builder.with_single_cert(certs, key)?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
+    }
+}
+
+/// A receiver's TLS, loaded, that keeps itself current: with
+/// `reload_interval`, the first handshake after the interval looks at
+/// `cert_file` and `key_file` and, if either changed (see
+/// [`crate::file_watch`]), builds the TLS settings anew from the files;
+/// with `client_ca_file_reload`, every handshake does so for
+/// `client_ca_file`. Connections already open keep what they were set up
+/// with. Files that do not load (a key that does not match the new
+/// certificate yet) are logged and the settings in use are kept; they are
+/// tried again at the next check.
+pub struct ServerTls {
+    config: TlsServerConfig,
+    alpn: Vec<Vec<u8>>,
+    state: std::sync::Mutex<TlsState>,
+}
+
+struct TlsState {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// Identities of `cert_file`, `key_file` and `client_ca_file` when
+    /// last loaded.
+    files: [Option<Identity>; 3],
+    next_check: Instant,
+}
+
+impl ServerTls {
+    /// Loads the files; an error names the file. Call only when
+    /// [`TlsServerConfig::is_enabled`].
+    pub fn load(config: &TlsServerConfig, alpn: &[&[u8]]) -> Result<ServerTls, TlsServerError> {
+        let files = Self::identities(config);
+        let rustls = config.load_rustls(alpn)?;
+        Ok(ServerTls {
+            config: config.clone(),
+            alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+            state: std::sync::Mutex::new(TlsState {
+                acceptor: tokio_rustls::TlsAcceptor::from(rustls),
+                files,
+                next_check: Instant::now() + config.reload_interval.unwrap_or_default(),
+            }),
+        })
+    }
+
+    fn identities(config: &TlsServerConfig) -> [Option<Identity>; 3] {
+        let of = |path: &Option<PathBuf>| path.as_deref().and_then(file_watch::identity);
+        [
+            of(&config.cert_file),
+            of(&config.key_file),
+            of(&config.client_ca_file),
+        ]
+    }
+
+    /// The settings for the next handshake, read again from the files
+    /// first when a check is due and they changed.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let interval = self.config.reload_interval.filter(|d| !d.is_zero());
+        let cert_due = interval.is_some() && now >= state.next_check;
+        if cert_due || self.config.client_ca_file_reload {
+            let files = Self::identities(&self.config);
+            let changed = if cert_due {
+                files != state.files
+            } else {
+                files[2] != state.files[2]
+            };
+            if cert_due {
+                state.next_check = now + interval.unwrap_or_default();
+            }
+            if changed {
+                let alpn: Vec<&[u8]> = self.alpn.iter().map(Vec::as_slice).collect();
+                match self.config.load_rustls(&alpn) {
+                    Ok(rustls) => {
+                        tracing::info!("TLS files changed: new handshakes use them");
+                        state.acceptor = tokio_rustls::TlsAcceptor::from(rustls);
+                        state.files = files;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS files changed but do not load; keeping the ones in use");
+                    }
+                }
+            }
+        }
+        state.acceptor.clone()
     }
 }
 
@@ -285,5 +371,75 @@ mod tests {
             swapped.load_rustls(&[]),
             Err(TlsServerError::NoCertificate { .. })
         ));
+    }
+
+    /// The certificate a client sees in a handshake with `tls`.
+    async fn served_certificate(tls: &ServerTls) -> Vec<u8> {
+        let client = crate::tls::TlsClientConfig {
+            insecure_skip_verify: true,
+            ..Default::default()
+        }
+        .load(&[])
+        .unwrap();
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let acceptor = tls.acceptor();
+        let server = tokio::spawn(async move { acceptor.accept(server_io).await.map(drop) });
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = connector.connect(name, client_io).await.unwrap();
+        server.await.unwrap().unwrap();
+        stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    fn write_pair(dir: &Path, name: &str) -> Vec<u8> {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        // Written beside the files, then renamed over them, as a
+        // certificate manager replaces them.
+        let (cert_new, key_new) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_new, cert.cert.pem()).unwrap();
+        std::fs::write(&key_new, cert.signing_key.serialize_pem()).unwrap();
+        std::fs::rename(&cert_new, dir.join("tls.crt")).unwrap();
+        std::fs::rename(&key_new, dir.join("tls.key")).unwrap();
+        cert.cert.der().to_vec()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replaced_files_are_served_after_the_reload_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_pair(dir.path(), "a");
+        let config = TlsServerConfig {
+            cert_file: Some(dir.path().join("tls.crt")),
+            key_file: Some(dir.path().join("tls.key")),
+            reload_interval: Some(std::time::Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let tls = ServerTls::load(&config, &[]).unwrap();
+        assert_eq!(served_certificate(&tls).await, first);
+        let second = write_pair(dir.path(), "b");
+        // Not before the interval, as in the collector.
+        assert_eq!(served_certificate(&tls).await, first);
+        tokio::time::advance(std::time::Duration::from_secs(61)).await;
+        assert_eq!(served_certificate(&tls).await, second);
+        // A key that does not go with the certificate is not taken.
+        let third = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), third.cert.pem()).unwrap();
+        tokio::time::advance(std::time::Duration::from_secs(61)).await;
+        assert_eq!(served_certificate(&tls).await, second);
+
+        // Without reload_interval the files are read once.
+        let once = ServerTls::load(
+            &TlsServerConfig {
+                reload_interval: None,
+                ..config
+            },
+            &[],
+        );
+        assert!(
+            once.is_err(),
+            "the mismatched pair does not load at start either"
+        );
     }
 }

@@ -32,7 +32,15 @@
 //!   in the table (spans released) until `num_traces` pushes it out. A late
 //!   span follows a remembered decision at once; a forgotten trace starts
 //!   over as a new pending trace.
+//!
+//! A caller that keeps a journal of the spans (the pipeline's tail storage)
+//! attaches a [`Pin`] to each insert ([`TraceShard::set_pin`]): every
+//! pending trace that takes spans from it holds the pin until its spans
+//! are released (decided or dropped) and then hands it back in
+//! [`Released::released_pins`], so the caller knows when no pending trace
+//! needs a journal record any more. The shard never looks inside a pin.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,12 +49,19 @@ use foldhash::fast::RandomState;
 use std::mem;
 use std::time::Duration;
 
+use tracegate_model::trace_state::Threshold;
 use tracegate_model::{SpanBatch, StatusCode};
+
+use super::adaptive::TraceSeed;
 
 use super::cache::LruMap;
 use super::policy::{Decision, PolicySet, TraceView, Verdict};
 use super::store::{AssembledOnDemand, Headers, ScopeHeaders, StoredSpans};
 use super::{shard_of, TraceId};
+
+/// A caller's opaque handle on the source of inserted spans (see the
+/// module docs): held by each pending trace with spans from that insert.
+pub type Pin = Arc<dyn Any + Send + Sync>;
 
 mod handover;
 pub use handover::{KnownDecision, PendingTrace};
@@ -150,6 +165,8 @@ pub enum DecisionReason {
     MemoryLimit,
     /// On shutdown.
     Shutdown,
+    /// Early, to free the tail storage's disk once it nears its bound.
+    StorageFull,
     /// `span-ingest`: a batch of the trace decided it as it arrived.
     SpanIngest,
     /// Decided by the trace's previous owner, whose decision was handed
@@ -168,6 +185,7 @@ impl DecisionReason {
             DecisionReason::BytesFull => "max_buffered_bytes",
             DecisionReason::MemoryLimit => "memory_limit",
             DecisionReason::Shutdown => "shutdown",
+            DecisionReason::StorageFull => "storage_full",
             DecisionReason::SpanIngest => "span_ingest",
             DecisionReason::Handover => "handover",
         }
@@ -181,6 +199,7 @@ impl DecisionReason {
                 | DecisionReason::NumTracesFull
                 | DecisionReason::BytesFull
                 | DecisionReason::MemoryLimit
+                | DecisionReason::StorageFull
         )
     }
 }
@@ -208,6 +227,9 @@ pub struct SampledBy {
     /// The composite policy and its sub-policy that sampled the trace
     /// ([`Verdict::composite`]).
     pub composite: Option<(usize, usize)>,
+    /// The tail threshold adaptive policies kept the trace with
+    /// ([`Verdict::tail`]), for the kept spans' tracestate.
+    pub tail: Option<Threshold>,
 }
 
 /// What calls on a shard hand back: spans to pass on, decisions made, and
@@ -227,6 +249,16 @@ pub struct Released {
     /// For each trace that left the table: how long after its first span
     /// (the collector's `sampling_trace_removal_age`).
     pub removal_ages: Vec<Duration>,
+    /// The pins of traces whose spans were released, one per trace and
+    /// insert (see [`TraceShard::set_pin`]).
+    pub released_pins: Vec<Pin>,
+    /// Traces the shard let go of without keeping a decision for their
+    /// late spans: forgotten to free room a memory limiter asked for
+    /// ([`TraceShard::decide_oldest_to_free`]), or taken out to be handed
+    /// to another gateway ([`TraceShard::take_pending_where`]). A journal
+    /// records them so that a restart neither gives their spans back nor
+    /// remembers their decisions.
+    pub forgotten: Vec<TraceId>,
 }
 
 impl Released {
@@ -236,6 +268,8 @@ impl Released {
         self.decided.clear();
         self.late_span_ages.clear();
         self.removal_ages.clear();
+        self.released_pins.clear();
+        self.forgotten.clear();
     }
 }
 
@@ -260,6 +294,8 @@ pub struct ShardStats {
     pub early_bytes: u64,
     pub early_max_spans: u64,
     pub early_memory_limit: u64,
+    /// Traces decided early to free the tail storage's disk.
+    pub early_storage_full: u64,
     /// Spans not passed on, by why: not sampled by the policies, dropped
     /// by a drop policy, too large, late for a non-sampled decision.
     pub spans_not_sampled: u64,
@@ -280,6 +316,8 @@ enum State {
     Decided {
         sampled: bool,
         at: Duration,
+        /// [`Verdict::tail`], for late spans.
+        tail: Option<Threshold>,
     },
 }
 
@@ -304,6 +342,10 @@ struct Entry {
     /// Every start non-zero and every time within `i64`: the latency
     /// policy may judge from `min_start` and `max_end` alone.
     plain_times: bool,
+    /// The pins of the inserts its pending spans came from.
+    pins: Vec<Pin>,
+    /// Randomness and incoming threshold of the first span.
+    seed: Option<TraceSeed>,
 }
 
 impl Entry {
@@ -323,6 +365,8 @@ impl Entry {
             min_start: u64::MAX,
             max_end: 0,
             plain_times: true,
+            pins: Vec::new(),
+            seed: None,
         }
     }
 }
@@ -421,13 +465,16 @@ pub struct TraceShard {
     pending: u64,
     memory: u64,
     next_seq: u64,
-    sampled_cache: LruMap<TraceId, Option<usize>>,
+    /// The policy credited and the tail threshold of each.
+    sampled_cache: LruMap<TraceId, (Option<usize>, Option<Threshold>)>,
     not_sampled_cache: LruMap<TraceId, ()>,
     stats: ShardStats,
     /// Distinct resource+scope pairs of the pending spans.
     headers: Headers,
     /// Reused grouping of a batch's spans by trace.
     groups: TraceGroups,
+    /// Attached to the spans inserted next ([`Self::set_pin`]).
+    pin: Option<Pin>,
 }
 
 impl TraceShard {
@@ -458,6 +505,62 @@ impl TraceShard {
             stats: ShardStats::default(),
             groups: TraceGroups::default(),
             headers: Headers::default(),
+            pin: None,
+        }
+    }
+
+    /// Attaches `pin` to the spans of the inserts that follow (until set
+    /// again): each pending trace taking some of them holds it until its
+    /// spans are released, then hands it back in
+    /// [`Released::released_pins`].
+    pub fn set_pin(&mut self, pin: Option<Pin>) {
+        self.pin = pin;
+    }
+
+    /// The pins pending traces hold, for a caller that must know which
+    /// journal records still carry undecided spans (at shutdown).
+    pub fn pending_pins(&self) -> impl Iterator<Item = &Pin> + '_ {
+        self.table
+            .values()
+            .filter(|e| matches!(e.state, State::Pending))
+            .flat_map(|e| &e.pins)
+    }
+
+    /// The decisions remembered for late spans, least recently used
+    /// first: decided traces kept in the table when their cache is off,
+    /// then the decision caches' entries.
+    pub fn remembered_decisions(&self) -> Vec<KnownDecision> {
+        let mut out = Vec::new();
+        self.decisions_where(|_| true, &mut out);
+        out
+    }
+
+    /// Remembers a decision made earlier (by a previous run, read back
+    /// from a journal) as if it had just been made: in the decision cache
+    /// of its outcome, or, with that cache off, as a decided trace in the
+    /// table while `num_traces` leaves room. A trace pending here keeps
+    /// its state.
+    pub fn remember_decision(&mut self, decision: KnownDecision, now: Duration) {
+        let id = decision.trace_id;
+        // The tail threshold of an adaptive keep is not journaled (as it
+        // is not handed over): late spans keep the one they arrive with.
+        if decision.sampled && self.sampled_cache.capacity() > 0 {
+            self.sampled_cache.put(id, (decision.policy, None));
+        } else if !decision.sampled && self.not_sampled_cache.capacity() > 0 {
+            self.not_sampled_cache.put(id, ());
+        } else if !self.table.contains_key(&id)
+            && self.in_tables.load(Ordering::Relaxed) < self.settings.num_traces
+        {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let state = State::Decided {
+                sampled: decision.sampled,
+                at: now,
+                tail: None,
+            };
+            self.table_insert(id, Entry::empty(seq, now, state));
+            self.arrivals.push_back((id, seq));
+            self.compact_arrivals();
         }
     }
 
@@ -567,7 +670,7 @@ impl TraceShard {
         let batch = incoming.batch;
         let count = indices.len() as u64;
         if let Some(entry) = self.table.get(&id) {
-            if let State::Decided { sampled, at } = entry.state {
+            if let State::Decided { sampled, at, tail } = entry.state {
                 out.late_span_ages.push(now.saturating_sub(at));
                 if sampled {
                     self.stats.late_sampled_spans += count;
@@ -577,6 +680,7 @@ impl TraceShard {
                         policy: None,
                         cached: false,
                         composite: None,
+                        tail,
                     });
                 } else {
                     self.stats.late_not_sampled_spans += count;
@@ -585,7 +689,7 @@ impl TraceShard {
                 return true;
             }
         } else {
-            if let Some(policy) = self.sampled_cache.get(&id) {
+            if let Some((policy, tail)) = self.sampled_cache.get(&id) {
                 self.stats.cache_released_sampled_spans += count;
                 self.stats.spans_sampled += count;
                 out.sampled.push(batch.select(indices));
@@ -593,6 +697,7 @@ impl TraceShard {
                     policy,
                     cached: true,
                     composite: None,
+                    tail,
                 });
                 return true;
             }
@@ -674,6 +779,11 @@ impl TraceShard {
         };
         let batch = incoming.batch;
         let mut root = false;
+        if entry.seed.is_none() {
+            if let Some(&first) = indices.first() {
+                entry.seed = Some(TraceSeed::of_span(batch, first as usize));
+            }
+        }
         for &i in indices {
             let span = &batch.spans()[i as usize];
             entry.statuses |= 1 << span.status as u8;
@@ -695,6 +805,11 @@ impl TraceShard {
         let memory = entry.stored.memory() - before;
         entry.memory += memory;
         self.memory += memory;
+        if let Some(pin) = &self.pin {
+            if !entry.pins.last().is_some_and(|p| Arc::ptr_eq(p, pin)) {
+                entry.pins.push(pin.clone());
+            }
+        }
         if root && !entry.root_seen {
             entry.root_seen = true;
             let after_root = settings.decision_wait_after_root_received;
@@ -747,9 +862,9 @@ impl TraceShard {
 
     /// Makes the oldest trace in the table give way: a decided one is
     /// forgotten, a pending one decided early for `reason` and forgotten.
-    /// With `decided_only`, the oldest decided one. The memory of the spans
-    /// it held (0 for a decided one), or `None` when there was none to
-    /// evict.
+    /// With `decided_only`, the oldest decided one. Its id and the memory
+    /// of the spans it held (0 for a decided one), or `None` when there was
+    /// none to evict.
     fn evict_oldest(
         &mut self,
         decided_only: bool,
@@ -757,7 +872,7 @@ impl TraceShard {
         now: Duration,
         decider: &mut impl Decider,
         out: &mut Released,
-    ) -> Option<u64> {
+    ) -> Option<(TraceId, u64)> {
         let mut skipped: Vec<(TraceId, u64)> = Vec::new();
         let mut evicted = None;
         while let Some((id, seq)) = self.arrivals.pop_front() {
@@ -767,7 +882,7 @@ impl TraceShard {
             match entry.state {
                 State::Decided { .. } => {
                     self.table_remove(&id, now, out);
-                    evicted = Some(0);
+                    evicted = Some((id, 0));
                     break;
                 }
                 State::Pending if decided_only => skipped.push((id, seq)),
@@ -779,7 +894,7 @@ impl TraceShard {
                     if self.table.get(&id).is_some_and(|e| e.seq == seq) {
                         self.table_remove(&id, now, out);
                     }
-                    evicted = Some(memory);
+                    evicted = Some((id, memory));
                     break;
                 }
             }
@@ -818,17 +933,44 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) -> u64 {
-        if self.pending == 0 {
+        self.halve_pending(now, DecisionReason::MemoryLimit, decider, out)
+    }
+
+    /// Frees tail storage: decides the oldest pending traces early (reason
+    /// [`DecisionReason::StorageFull`]) until the spans still pending take
+    /// at most half the memory they did. Their journal records are
+    /// released with them (oldest first, so whole segments of the journal
+    /// come free). Returns the traces decided.
+    pub fn decide_oldest_for_storage(
+        &mut self,
+        now: Duration,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> u64 {
+        self.halve_pending(now, DecisionReason::StorageFull, decider, out)
+    }
+
+    /// Decides the oldest pending traces early, for `reason`, until the
+    /// spans still pending take at most half the memory they did; returns
+    /// the traces decided.
+    fn halve_pending(
+        &mut self,
+        now: Duration,
+        reason: DecisionReason,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) -> u64 {
+        let before = self.pending;
+        if before == 0 {
             return 0;
         }
-        let before = self.stats.early_memory_limit;
         // The headers' memory only falls at the sweep below, so the target
         // counts it as it stands: halve the spans' own memory.
         let target = self.memory / 2 + self.headers.memory;
-        self.decide_oldest_while_over(target, now, DecisionReason::MemoryLimit, decider, out);
+        self.decide_oldest_while_over(target, now, reason, decider, out);
         // Headers no pending span refers to any more are memory too.
         self.headers.sweep();
-        self.stats.early_memory_limit - before
+        before - self.pending
     }
 
     /// Frees about `bytes` for a caller asked to make room by a memory
@@ -839,7 +981,8 @@ impl TraceShard {
     /// as its spans' memory plus [`ENTRY_MEMORY`]. Forgetting them rather
     /// than keeping them as decided lets the table shrink: under memory
     /// pressure decided entries must not crowd out pending traces. A late
-    /// span of a forgotten trace starts it over, as in the collector.
+    /// span of a forgotten trace starts it over, as in the collector. The
+    /// forgotten traces are listed in [`Released::forgotten`].
     /// Returns the traces decided.
     pub fn decide_oldest_to_free(
         &mut self,
@@ -852,7 +995,10 @@ impl TraceShard {
         let mut freed = 0;
         while freed < bytes {
             match self.evict_oldest(false, DecisionReason::MemoryLimit, now, decider, out) {
-                Some(memory) => freed += memory + ENTRY_MEMORY,
+                Some((id, memory)) => {
+                    out.forgotten.push(id);
+                    freed += memory + ENTRY_MEMORY;
+                }
                 None => break,
             }
         }
@@ -948,6 +1094,7 @@ impl TraceShard {
                     self.pending -= 1;
                     self.memory -= entry.memory;
                     self.stats.spans_dropped_pending += entry.span_count;
+                    out.released_pins.extend(entry.pins);
                     entry.stored.release(&mut self.headers);
                 }
             } else {
@@ -994,6 +1141,7 @@ impl TraceShard {
                 decision: Decision::NotSampled,
                 policy: None,
                 composite: None,
+                tail: None,
             };
             (verdict, None)
         } else {
@@ -1009,6 +1157,10 @@ impl TraceShard {
                     .then_some((entry.min_start, entry.max_end)),
                 &spans,
             );
+            let view = match entry.seed {
+                Some(seed) => view.with_seed(seed),
+                None => view,
+            };
             let verdict = decider.decide(&view, now);
             // Only a kept trace is written back if no policy read it.
             let assembled = verdict.is_sampled().then(|| spans.into_batch());
@@ -1019,8 +1171,13 @@ impl TraceShard {
         self.pending -= 1;
         self.memory -= entry.memory;
         entry.memory = 0;
-        entry.state = State::Decided { sampled, at: now };
+        entry.state = State::Decided {
+            sampled,
+            at: now,
+            tail: verdict.tail,
+        };
         mem::take(&mut entry.stored).release(&mut self.headers);
+        out.released_pins.append(&mut entry.pins);
         out.decided.push(DecidedTrace {
             trace_id: id,
             verdict,
@@ -1036,6 +1193,7 @@ impl TraceShard {
             DecisionReason::NumTracesFull => self.stats.early_num_traces += 1,
             DecisionReason::BytesFull => self.stats.early_bytes += 1,
             DecisionReason::MemoryLimit => self.stats.early_memory_limit += 1,
+            DecisionReason::StorageFull => self.stats.early_storage_full += 1,
             DecisionReason::TooManySpans => self.stats.early_max_spans += 1,
             _ => {}
         }
@@ -1047,9 +1205,10 @@ impl TraceShard {
                     policy: verdict.policy,
                     cached: false,
                     composite: verdict.composite,
+                    tail: verdict.tail,
                 });
             }
-            self.sampled_cache.put(id, verdict.policy);
+            self.sampled_cache.put(id, (verdict.policy, verdict.tail));
             self.sampled_cache.capacity() > 0
         } else {
             if reason != DecisionReason::TooLarge {
@@ -1214,6 +1373,7 @@ impl TraceBuffer {
             total.early_bytes += s.early_bytes;
             total.early_max_spans += s.early_max_spans;
             total.early_memory_limit += s.early_memory_limit;
+            total.early_storage_full += s.early_storage_full;
             total.spans_not_sampled += s.spans_not_sampled;
             total.spans_dropped_by_policy += s.spans_dropped_by_policy;
             total.spans_too_large += s.spans_too_large;

@@ -77,6 +77,14 @@ impl<K: Clone + Hash + Eq, V: Clone> LruMap<K, V> {
         self.compact();
     }
 
+    /// Every entry, least recently used first (without touching recency).
+    pub(crate) fn iter_oldest_first(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
+        self.order.iter().filter_map(|(k, stamp)| {
+            let (key, (value, s)) = self.entries.get_key_value(k)?;
+            (s == stamp).then_some((key, value))
+        })
+    }
+
     /// Whether `key` is held, without marking it used.
     pub(crate) fn contains<Q>(&self, key: &Q) -> bool
     where
@@ -84,11 +92,6 @@ impl<K: Clone + Hash + Eq, V: Clone> LruMap<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         self.entries.contains_key(key)
-    }
-
-    /// Every entry, in no particular order, without marking any used.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
-        self.entries.iter().map(|(k, (v, _))| (k, v))
     }
 
     fn compact(&mut self) {

@@ -30,6 +30,12 @@ pub enum PolicyKind {
     Not,
     Drop,
     Composite,
+    /// tracegate: keep about a goal number of traces per second
+    /// ([`super::adaptive::throughput`]).
+    Throughput,
+    /// tracegate: keep rates per key, rare keys more
+    /// ([`super::adaptive::dynamic`]).
+    Dynamic,
 }
 
 impl PolicyKind {
@@ -52,6 +58,8 @@ impl PolicyKind {
             PolicyKind::Not => "not",
             PolicyKind::Drop => "drop",
             PolicyKind::Composite => "composite",
+            PolicyKind::Throughput => "throughput",
+            PolicyKind::Dynamic => "dynamic",
         }
     }
 }
@@ -126,6 +134,13 @@ pub struct PolicyConfig {
     /// `composite` settings. Default: zero config.
     #[serde(default)]
     pub composite: Option<CompositeConfig>,
+    /// tracegate: `throughput` settings. Default: zero config (Refinery's
+    /// defaults).
+    #[serde(default)]
+    pub throughput: Option<super::adaptive::ThroughputConfig>,
+    /// tracegate: `dynamic` settings. Required for a `dynamic` policy.
+    #[serde(default)]
+    pub dynamic: Option<super::adaptive::DynamicConfig>,
 }
 
 /// A block that only carries tracegate's `fraction_on_match`.
@@ -429,7 +444,12 @@ impl PolicyConfig {
             PolicyKind::TraceState => block_fraction(&self.trace_state),
             PolicyKind::BooleanAttribute => block_fraction(&self.boolean_attribute),
             PolicyKind::OttlCondition => block_fraction(&self.ottl_condition),
-            PolicyKind::And | PolicyKind::Not | PolicyKind::Drop | PolicyKind::Composite => None,
+            PolicyKind::And
+            | PolicyKind::Not
+            | PolicyKind::Drop
+            | PolicyKind::Composite
+            | PolicyKind::Throughput
+            | PolicyKind::Dynamic => None,
         };
         match (self.fraction_on_match, in_block) {
             (Some(_), Some(_)) => Err(format!(

@@ -15,6 +15,7 @@
 //! policy counts spans per wall-clock second as the collector does); the
 //! caller keeps it monotonic.
 
+pub mod adaptive;
 pub mod buffer;
 mod cache;
 pub mod config;
@@ -26,7 +27,7 @@ mod store;
 mod tests;
 
 pub use buffer::{
-    DecidedTrace, Decider, DecisionReason, KnownDecision, PendingTrace, Released, SampledBy,
+    DecidedTrace, Decider, DecisionReason, KnownDecision, PendingTrace, Pin, Released, SampledBy,
     ShardStats, TraceAggregates, TraceBuffer, TraceBufferSettings, TraceShard,
 };
 pub use config::PolicyConfig;

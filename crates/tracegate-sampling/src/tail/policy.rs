@@ -10,10 +10,14 @@ use std::time::Duration;
 
 use regex::Regex;
 use thiserror::Error;
+use tracegate_model::trace_state::Threshold;
 use tracegate_model::{AnyValueRef, SpanBatch, StatusCode};
 
 use crate::policy_config::{is_valid_fraction, parse_status_code};
 
+use super::adaptive::dynamic::Dynamic;
+use super::adaptive::throughput::Throughput;
+use super::adaptive::{AdaptiveReport, FleetSize, TraceSeed};
 use super::cache::LruMap;
 use super::config::{PolicyConfig, PolicyKind};
 use super::ottl::OttlCondition;
@@ -68,6 +72,12 @@ pub struct Verdict {
     /// and [`PolicySet::composite_sub_names`]), for the collector's
     /// `tailsampling.composite_policy` attribute.
     pub composite: Option<(usize, usize)>,
+    /// Sampled by adaptive policies only: the tail threshold they kept the
+    /// trace with (the smallest, when several did), which kept spans
+    /// combine with the threshold they arrived with in their tracestate
+    /// (`adaptive::apply_tail_threshold`). `None` when a policy without a
+    /// probability (any other type) also sampled it.
+    pub tail: Option<Threshold>,
 }
 
 impl Verdict {
@@ -96,6 +106,8 @@ pub struct TraceView<'a> {
     /// running duration only grows, so its final value decides it without
     /// reading the spans. `None`: read them.
     pub(crate) time_window: Option<(u64, u64)>,
+    /// Randomness and incoming threshold of the trace's first span.
+    pub(crate) seed: TraceSeed,
     spans: TraceSpans<'a>,
 }
 
@@ -121,7 +133,14 @@ impl<'a> TraceView<'a> {
             }
         }
         let size = batches.iter().map(|b| b.encoded_len() as u64).sum();
+        let seed = batches
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(TraceSeed::of_trace_id(trace_id), |b| {
+                TraceSeed::of_span(b, 0)
+            });
         TraceView {
+            seed,
             trace_id,
             span_count,
             byte_size: size,
@@ -143,6 +162,7 @@ impl<'a> TraceView<'a> {
         spans: &'a AssembledOnDemand<'a>,
     ) -> TraceView<'a> {
         TraceView {
+            seed: TraceSeed::of_trace_id(trace_id),
             trace_id,
             span_count,
             byte_size,
@@ -151,6 +171,13 @@ impl<'a> TraceView<'a> {
             time_window,
             spans: TraceSpans::Stored(spans),
         }
+    }
+
+    /// The view with the randomness and incoming threshold of the trace's
+    /// first span, as recorded while it arrived.
+    pub(crate) fn with_seed(mut self, seed: TraceSeed) -> TraceView<'a> {
+        self.seed = seed;
+        self
     }
 
     /// The trace's spans, one batch per arrival (or one for all), in
@@ -201,6 +228,16 @@ impl PolicySet {
         configs: &[PolicyConfig],
         sample_on_first_match: bool,
     ) -> Result<(PolicySet, Vec<String>), BuildError> {
+        PolicySet::build_in_fleet(configs, sample_on_first_match, &FleetSize::default())
+    }
+
+    /// [`Self::build`], with adaptive policies dividing their per-second
+    /// goals by `fleet`, the live gateways of the fleet.
+    pub fn build_in_fleet(
+        configs: &[PolicyConfig],
+        sample_on_first_match: bool,
+        fleet: &FleetSize,
+    ) -> Result<(PolicySet, Vec<String>), BuildError> {
         let mut warnings = Vec::new();
         let mut seen = HashSet::new();
         let mut drops = Vec::new();
@@ -212,7 +249,12 @@ impl PolicySet {
             if !seen.insert(config.name.as_str()) {
                 return Err(BuildError::DuplicateName(config.name.clone()));
             }
-            let policy = Policy::build(config, Level::Top, &mut warnings)?;
+            let mut policy = Policy::build(config, Level::Top, &mut warnings)?;
+            match &mut policy.evaluator {
+                Evaluator::Throughput(t) => *t = t.in_fleet(fleet),
+                Evaluator::Dynamic(d) => d.policy = d.policy.in_fleet(fleet),
+                _ => {}
+            }
             if config.kind == PolicyKind::Drop {
                 drops.push(policy);
             } else {
@@ -246,9 +288,19 @@ impl PolicySet {
     pub fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
         let mut first: [Option<usize>; 3] = [None; 3];
         let mut composite = None;
+        // The smallest tail threshold of the adaptive policies that
+        // sampled, and whether another policy sampled too.
+        let mut tail: Option<Threshold> = None;
+        let mut sampled_without_probability = false;
         for (i, policy) in self.policies.iter_mut().enumerate() {
             let vote = self.tally[i].count(trace.span_count, || policy.evaluate(trace, now));
             first[vote.index()].get_or_insert(i);
+            if vote == Decision::Sampled {
+                match policy.last_tail {
+                    Some(t) => tail = Some(tail.map_or(t, |was| was.min(t))),
+                    None => sampled_without_probability = true,
+                }
+            }
             if let (Decision::Sampled, Evaluator::Composite(c)) = (vote, &policy.evaluator) {
                 // The collector writes the attribute as the composite
                 // samples, so the last one to sample names it.
@@ -267,18 +319,21 @@ impl PolicySet {
                 decision: Decision::Dropped,
                 policy: Some(p),
                 composite: None,
+                tail: None,
             }
         } else if let Some(p) = voted(Decision::Sampled) {
             Verdict {
                 decision: Decision::Sampled,
                 policy: Some(p),
                 composite,
+                tail: tail.filter(|_| !sampled_without_probability),
             }
         } else {
             Verdict {
                 decision: Decision::NotSampled,
                 policy: None,
                 composite: None,
+                tail: None,
             }
         }
     }
@@ -331,6 +386,7 @@ impl PolicySet {
                     decision: Decision::Dropped,
                     policy: Some(i),
                     composite: None,
+                    tail: None,
                 });
             }
             if is_drop {
@@ -342,10 +398,25 @@ impl PolicySet {
                     decision: Decision::Sampled,
                     policy: Some(i),
                     composite: None,
+                    tail: None,
                 });
             }
         }
         None
+    }
+
+    /// What each adaptive policy (by index into [`Self::names`]) reports
+    /// for metrics since the last call.
+    pub fn adaptive_reports(&self) -> Vec<(usize, AdaptiveReport)> {
+        self.policies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match &p.evaluator {
+                Evaluator::Throughput(t) => Some((i, t.report())),
+                Evaluator::Dynamic(d) => Some((i, d.policy.report())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// What each policy did (in [`Self::names`] order) since the last call,
@@ -402,6 +473,8 @@ struct Policy {
     /// `fraction_on_match` as an OTEP 235 keep threshold.
     keep_threshold: Option<u64>,
     evaluator: Evaluator,
+    /// An adaptive policy's threshold for the trace it last sampled.
+    last_tail: Option<Threshold>,
 }
 
 #[derive(Debug)]
@@ -451,6 +524,15 @@ enum Evaluator {
     Not(Box<Policy>),
     Drop(Vec<Policy>),
     Composite(Composite),
+    Throughput(Throughput),
+    Dynamic(DynamicPolicy),
+}
+
+/// A `dynamic` policy and its buffer for building keys.
+#[derive(Debug)]
+struct DynamicPolicy {
+    policy: Dynamic,
+    key: String,
 }
 
 impl Policy {
@@ -486,6 +568,22 @@ impl Policy {
             ));
         }
         let fraction = config.fraction_on_match().map_err(|m| invalid(name, m))?;
+        let adaptive = matches!(kind, PolicyKind::Throughput | PolicyKind::Dynamic);
+        if adaptive && level != Level::Top {
+            return Err(invalid(
+                name,
+                format!("a {} policy can only be a top-level policy", kind.as_str()),
+            ));
+        }
+        if adaptive && fraction.is_some() {
+            return Err(invalid(
+                name,
+                format!(
+                    "fraction_on_match is not supported for a {} policy, which chooses its own probability",
+                    kind.as_str()
+                ),
+            ));
+        }
         let keep_threshold = match fraction {
             None => None,
             Some(f) if is_valid_fraction(f) => Some(keep_threshold(f)),
@@ -740,11 +838,30 @@ impl Policy {
                 let c = config.composite.clone().unwrap_or_default();
                 Evaluator::Composite(Composite::build(name, &c, warnings)?)
             }
+            PolicyKind::Throughput => {
+                let c = config.throughput.clone().unwrap_or_default();
+                let settings = c.settings().map_err(|m| invalid(name, m))?;
+                Evaluator::Throughput(Throughput::new(settings, FleetSize::default()))
+            }
+            PolicyKind::Dynamic => {
+                let Some(c) = config.dynamic.as_ref() else {
+                    return Err(invalid(
+                        name,
+                        "dynamic: a dynamic block with key_fields and a goal is required",
+                    ));
+                };
+                let settings = c.settings().map_err(|m| invalid(name, m))?;
+                Evaluator::Dynamic(DynamicPolicy {
+                    policy: Dynamic::new(settings, FleetSize::default()),
+                    key: String::new(),
+                })
+            }
         };
         Ok(Policy {
             name: name.to_string(),
             keep_threshold,
             evaluator,
+            last_tail: None,
         })
     }
 
@@ -756,7 +873,18 @@ impl Policy {
         if !passes_fraction && self.evaluator.is_stateful() {
             return Decision::NotSampled;
         }
-        let vote = self.evaluator.evaluate(trace, now);
+        let vote = match &mut self.evaluator {
+            Evaluator::Throughput(t) => {
+                self.last_tail = t.decide(trace.seed, now);
+                sampled_if(self.last_tail.is_some())
+            }
+            Evaluator::Dynamic(d) => {
+                d.policy.key_of(trace, &mut d.key);
+                self.last_tail = d.policy.decide(&d.key, trace.seed, now);
+                sampled_if(self.last_tail.is_some())
+            }
+            evaluator => evaluator.evaluate(trace, now),
+        };
         if !passes_fraction && vote.is_sampled() {
             return Decision::NotSampled;
         }
@@ -781,9 +909,11 @@ const DEFAULT_REGEX_CACHE_SIZE: usize = 128;
 impl Evaluator {
     fn is_stateful(&self) -> bool {
         match self {
-            Evaluator::RateLimiting(_) | Evaluator::BytesLimiting(_) | Evaluator::Composite(_) => {
-                true
-            }
+            Evaluator::RateLimiting(_)
+            | Evaluator::BytesLimiting(_)
+            | Evaluator::Composite(_)
+            | Evaluator::Throughput(_)
+            | Evaluator::Dynamic(_) => true,
             Evaluator::And(subs) | Evaluator::Drop(subs) => {
                 subs.iter().any(|s| s.evaluator.is_stateful())
             }
@@ -899,7 +1029,22 @@ impl Evaluator {
                 Decision::Dropped
             }
             Evaluator::Composite(composite) => composite.evaluate(trace, now),
+            // Evaluated by `Policy::evaluate`, which keeps their threshold;
+            // they are top-level only.
+            Evaluator::Throughput(t) => sampled_if(t.decide(trace.seed, now).is_some()),
+            Evaluator::Dynamic(d) => {
+                d.policy.key_of(trace, &mut d.key);
+                sampled_if(d.policy.decide(&d.key, trace.seed, now).is_some())
+            }
         }
+    }
+}
+
+fn sampled_if(keep: bool) -> Decision {
+    if keep {
+        Decision::Sampled
+    } else {
+        Decision::NotSampled
     }
 }
 

@@ -53,7 +53,7 @@ pub(crate) fn span(trace: TraceId, id: u8) -> SpanSpec {
     }
 }
 
-fn s(v: &str) -> any_value::Value {
+pub(crate) fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 fn int(v: i64) -> any_value::Value {
@@ -70,15 +70,15 @@ impl SpanSpec {
         self.status = 2;
         self
     }
-    fn attr(mut self, key: &str, v: any_value::Value) -> Self {
+    pub(crate) fn attr(mut self, key: &str, v: any_value::Value) -> Self {
         self.attrs.push(kv(key, v));
         self
     }
-    fn res(mut self, key: &str, v: any_value::Value) -> Self {
+    pub(crate) fn res(mut self, key: &str, v: any_value::Value) -> Self {
         self.resource.push(kv(key, v));
         self
     }
-    fn state(mut self, ts: &str) -> Self {
+    pub(crate) fn state(mut self, ts: &str) -> Self {
         self.trace_state = ts.into();
         self
     }
@@ -1796,4 +1796,185 @@ fn composite_names_the_sub_policy_that_sampled() {
     let at = Duration::from_secs(5);
     assert_eq!(set.decide(&view(&id, &error), at).composite, Some((0, 0)));
     assert_eq!(set.decide(&view(&id, &plain), at).composite, Some((0, 1)));
+}
+
+// ------------------------------------------------ hooks for the tail journal
+
+fn pin(n: u32) -> Pin {
+    std::sync::Arc::new(n)
+}
+
+fn pin_ids(pins: &[Pin]) -> Vec<u32> {
+    let mut ids: Vec<u32> = pins
+        .iter()
+        .map(|p| *p.downcast_ref::<u32>().expect("a test pin"))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn a_pending_trace_holds_the_pins_of_its_inserts_until_its_spans_go() {
+    let mut shard = TraceShard::new(settings());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    let (a, b) = (tid(1), tid(2));
+    shard.set_pin(Some(pin(1)));
+    shard.insert(
+        &batch(&[span(a, 1), span(b, 1)]),
+        secs(0),
+        &mut set,
+        &mut out,
+    );
+    shard.set_pin(Some(pin(2)));
+    shard.insert(
+        &batch(&[span(a, 2), span(a, 3)]),
+        secs(1),
+        &mut set,
+        &mut out,
+    );
+    shard.set_pin(None);
+    shard.insert(&batch(&[span(b, 2)]), secs(2), &mut set, &mut out);
+    assert_eq!(
+        pin_ids(&shard.pending_pins().cloned().collect::<Vec<_>>()),
+        [1, 1, 2]
+    );
+    assert!(out.released_pins.is_empty(), "nothing decided yet");
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 2);
+    assert_eq!(
+        pin_ids(&out.released_pins),
+        [1, 1, 2],
+        "each trace hands back each insert's pin once"
+    );
+    assert_eq!(shard.pending_pins().count(), 0);
+    // A late span of a decided trace holds no pin.
+    out.clear();
+    shard.set_pin(Some(pin(3)));
+    shard.insert(&batch(&[span(a, 4)]), secs(11), &mut set, &mut out);
+    assert_eq!(shard.pending_pins().count(), 0);
+    // Dropped at shutdown: the pins come back too.
+    shard.insert(&batch(&[span(tid(9), 1)]), secs(12), &mut set, &mut out);
+    shard.drain(secs(13), true, &mut set, &mut out);
+    assert_eq!(pin_ids(&out.released_pins), [3]);
+}
+
+#[test]
+fn remembered_decisions_round_trip_through_another_shard() {
+    for caches in [false, true] {
+        let size = if caches { 100 } else { 0 };
+        let with_caches = TraceBufferSettings {
+            sampled_cache_size: size,
+            non_sampled_cache_size: size,
+            ..settings()
+        };
+        let mut shard = TraceShard::new(with_caches.clone());
+        let mut set = keep_errors();
+        let mut out = Released::default();
+        let (kept, dropped) = (tid(1), tid(2));
+        shard.insert(
+            &batch(&[span(kept, 1).error()]),
+            secs(0),
+            &mut set,
+            &mut out,
+        );
+        shard.insert(&batch(&[span(dropped, 1)]), secs(0), &mut set, &mut out);
+        shard.poll(secs(10), &mut set, &mut out);
+        let remembered = shard.remembered_decisions();
+        assert_eq!(remembered.len(), 2, "caches {caches}");
+        let policy = if caches { Some(0) } else { None };
+        assert!(remembered.contains(&KnownDecision {
+            trace_id: kept,
+            sampled: true,
+            policy
+        }));
+
+        // A new shard (a restarted process) told the same decisions lets
+        // late spans follow them without deciding again.
+        let mut restarted = TraceShard::new(with_caches);
+        for d in remembered {
+            restarted.remember_decision(d, secs(20));
+        }
+        out.clear();
+        restarted.insert(
+            &batch(&[span(kept, 2), span(dropped, 2)]),
+            secs(21),
+            &mut set,
+            &mut out,
+        );
+        assert!(out.decided.is_empty(), "caches {caches}");
+        assert_eq!(restarted.pending_traces(), 0);
+        assert_eq!(out.sampled.len(), 1);
+        assert_eq!(out.sampled[0].spans()[0].trace_id, kept);
+    }
+}
+
+#[test]
+fn shedding_for_storage_decides_the_oldest_half_early() {
+    let mut shard = TraceShard::new(settings());
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    for n in 0..10 {
+        shard.set_pin(Some(pin(n)));
+        shard.insert(
+            &batch(&[span(tid(n.into()), 1)]),
+            secs(n.into()),
+            &mut set,
+            &mut out,
+        );
+    }
+    let decided = shard.decide_oldest_for_storage(secs(10), &mut set, &mut out);
+    assert!((4..=6).contains(&decided), "{decided}");
+    assert_eq!(shard.stats().early_storage_full, decided);
+    assert!(out
+        .decided
+        .iter()
+        .all(|d| d.reason == DecisionReason::StorageFull));
+    // The oldest went first, and their pins with them.
+    let released = pin_ids(&out.released_pins);
+    assert_eq!(released, (0..decided as u32).collect::<Vec<_>>());
+}
+
+#[test]
+fn traces_that_leave_without_a_decision_kept_are_listed_with_their_pins() {
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    let mut shard = TraceShard::new(settings());
+    shard.set_pin(Some(pin(1)));
+    shard.insert(
+        &batch(&[span(tid(1), 1), span(tid(2), 1), span(tid(3), 1)]),
+        secs(0),
+        &mut set,
+        &mut out,
+    );
+    shard.set_pin(Some(pin(2)));
+    shard.insert(&batch(&[span(tid(1), 2)]), secs(1), &mut set, &mut out);
+    shard.set_pin(None);
+    // Handed over: trace 1 leaves with both its pins.
+    let mut taken = Vec::new();
+    assert_eq!(
+        shard.take_pending_where(|id| *id == tid(1), &mut taken, &mut out),
+        1
+    );
+    assert_eq!(out.forgotten, [tid(1)]);
+    assert_eq!(pin_ids(&out.released_pins), [1, 2]);
+    assert!(out.decided.is_empty());
+    out.clear();
+    assert!(out.forgotten.is_empty() && out.released_pins.is_empty());
+
+    // Traces 2 and 3 decided and kept in the table (caches off), trace 4
+    // pending: room asked for forgets all three, oldest first, and hands
+    // back trace 4's pin; trace 4's early decision is listed too.
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 2);
+    out.clear();
+    shard.set_pin(Some(pin(3)));
+    shard.insert(&batch(&[span(tid(4), 1)]), secs(10), &mut set, &mut out);
+    shard.set_pin(None);
+    assert_eq!(shard.traces_in_table(), 3);
+    shard.decide_oldest_to_free(u64::MAX, secs(11), &mut set, &mut out);
+    assert_eq!(out.forgotten, [tid(2), tid(3), tid(4)]);
+    assert_eq!(pin_ids(&out.released_pins), [3]);
+    assert_eq!(out.decided.len(), 1);
+    assert_eq!(shard.traces_in_table(), 0);
 }

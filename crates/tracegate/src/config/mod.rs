@@ -517,6 +517,8 @@ impl Loader {
             },
         };
         let mut exporter_paths = Vec::new();
+        let mut receiver_paths = Vec::new();
+        let mut processor_paths = Vec::new();
         for (section, components) in defined {
             for d in components {
                 let used = usage
@@ -525,9 +527,11 @@ impl Loader {
                 let listed = config.service.extensions.contains(&d.id);
                 match d.parsed {
                     Some(Parsed::Receiver(c)) if used => {
+                        receiver_paths.push((d.id.clone(), d.path.clone()));
                         config.receivers.insert(d.id, c);
                     }
                     Some(Parsed::Processor(c)) if used => {
+                        processor_paths.push((d.id.clone(), d.path.clone()));
                         config.processors.insert(d.id, c);
                     }
                     Some(Parsed::Exporter(c)) if used => {
@@ -542,10 +546,49 @@ impl Loader {
             }
         }
         self.warn_retry_delays(&config);
+        for (id, path) in &receiver_paths {
+            for (key, authenticator) in config.receivers[id].authenticators() {
+                let at = key.split('.').fold(path.clone(), |p, k| p.key(k));
+                self.check_authenticator(&config, authenticator, &at, true);
+            }
+        }
         for (id, path) in exporter_paths {
             self.check_queue_storage(&config, &id, &path);
+            if let Some((key, authenticator)) = config.exporters[&id].authenticator() {
+                let at = key.split('.').fold(path.clone(), |p, k| p.key(k));
+                self.check_authenticator(&config, authenticator, &at, false);
+            }
+        }
+        for (id, path) in processor_paths {
+            self.check_tail_storage(&config, &id, &path);
         }
         Some(config)
+    }
+
+    /// `tail_sampling: tail_storage:` names a storage extension that is
+    /// defined, listed in `service::extensions` and of a type that can hold
+    /// the journal: `pebble_tail_storage` or `file_storage`.
+    fn check_tail_storage(&mut self, config: &Config, id: &ComponentId, path: &Path) {
+        let ProcessorConfig::TailSampling(tail) = &config.processors[id] else {
+            return;
+        };
+        let Some(storage) = tail.tail_storage.as_deref() else {
+            return;
+        };
+        let problem = self.storage_problem(
+            config,
+            storage,
+            "a pebble_tail_storage or file_storage extension",
+            |e| {
+                matches!(
+                    e,
+                    ExtensionConfig::PebbleTailStorage(_) | ExtensionConfig::FileStorage(_)
+                )
+            },
+        );
+        if let Some(message) = problem {
+            self.error(&path.key("tail_storage"), message);
+        }
     }
 
     /// Where a refusal reaches a receiver that answers it with a retry
@@ -594,6 +637,54 @@ impl Loader {
         }
     }
 
+    /// An `auth: authenticator:` names an authenticator extension that is
+    /// defined, listed in `service::extensions` and, as the collector
+    /// resolves it, a server authenticator under a receiver (`server`) or
+    /// a client one under an exporter.
+    fn check_authenticator(&mut self, config: &Config, name: &str, at: &Path, server: bool) {
+        let problem = match ComponentId::parse(name) {
+            Err(e) => Some(e),
+            Ok(id) => match config
+                .extensions
+                .get(&id)
+                .map(ExtensionConfig::authenticates)
+            {
+                Some(Some((servers, clients))) => match (server, servers, clients) {
+                    (true, false, _) => Some(format!(
+                        "{name:?} is not a server authenticator (a basicauth extension \
+                         authenticates receivers with htpasswd)"
+                    )),
+                    (false, _, false) => Some(format!(
+                        "{name:?} is not a client authenticator (a basicauth extension \
+                         authenticates exporters with client_auth)"
+                    )),
+                    _ => None,
+                },
+                Some(None) => Some(format!(
+                    "{name:?} is not an authenticator; use a bearertokenauth or basicauth \
+                     extension"
+                )),
+                None if self
+                    .node(&Path::root().key("extensions").key(name))
+                    .is_some() =>
+                {
+                    Some(format!(
+                        "authenticator {name:?} is not listed in service::extensions, so it \
+                         would not be started"
+                    ))
+                }
+                None => Some(format!(
+                    "authenticator {name:?} is not defined in extensions (define a \
+                     bearertokenauth or basicauth extension and list it in \
+                     service::extensions)"
+                )),
+            },
+        };
+        if let Some(message) = problem {
+            self.error(at, message);
+        }
+    }
+
     /// A persistent sending queue names a storage extension that is
     /// defined, listed in `service::extensions` (extensions start before
     /// pipelines) and of a storage type.
@@ -603,12 +694,29 @@ impl Loader {
             return;
         };
         let at = path.key("sending_queue").key("storage");
-        let problem = match ComponentId::parse(storage) {
+        let problem = self.storage_problem(config, storage, "a file_storage extension", |e| {
+            matches!(e, ExtensionConfig::FileStorage(_))
+        });
+        if let Some(message) = problem {
+            self.error(&at, message);
+        }
+    }
+
+    /// What is wrong with `storage` as the id of a storage extension of
+    /// the types `accepts` takes (`kinds` names them for the message).
+    fn storage_problem(
+        &self,
+        config: &Config,
+        storage: &str,
+        kinds: &str,
+        accepts: fn(&ExtensionConfig) -> bool,
+    ) -> Option<String> {
+        match ComponentId::parse(storage) {
             Err(e) => Some(e),
             Ok(storage_id) => match config.extensions.get(&storage_id) {
-                Some(ExtensionConfig::FileStorage(_)) => None,
+                Some(extension) if accepts(extension) => None,
                 Some(_) => Some(format!(
-                    "{storage:?} is not a storage extension; use a file_storage extension"
+                    "{storage:?} is not a storage extension; use {kinds}"
                 )),
                 None if self
                     .node(&Path::root().key("extensions").key(storage))
@@ -620,13 +728,10 @@ impl Loader {
                     ))
                 }
                 None => Some(format!(
-                    "storage extension {storage:?} is not defined in extensions (define a \
-                     file_storage extension and list it in service::extensions)"
+                    "storage extension {storage:?} is not defined in extensions (define {kinds} \
+                     and list it in service::extensions)"
                 )),
             },
-        };
-        if let Some(message) = problem {
-            self.error(&at, message);
         }
     }
 

@@ -6,7 +6,7 @@
 //! `configopaque` field) and fills in defaults. tracegate prints the
 //! document as written and redacts by key: the values of every `headers`
 //! and `response_headers` mapping (or the `value` of each `{name, value}`
-//! item), and `ca_pem`, `cert_pem`, `key_pem`, `password`, `token`,
+//! item), every item of a `tokens` list (`bearertokenauth`), and `ca_pem`, `cert_pem`, `key_pem`, `password`, `token`,
 //! `client_secret`, `api_key` wherever they hold a scalar. Keys keep the
 //! document's order.
 
@@ -29,8 +29,8 @@ const SECRET_KEYS: [&str; 7] = [
     "api_key",
 ];
 
-/// Mappings whose every value is a secret.
-const SECRET_MAPS: [&str; 2] = ["headers", "response_headers"];
+/// Mappings (and lists) whose every value is a secret.
+const SECRET_MAPS: [&str; 3] = ["headers", "response_headers", "tokens"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -190,6 +190,8 @@ extensions:
     client_auth:
       username: me
       password: hunter2
+  bearertokenauth:
+    tokens: [first-t0k3n, second-t0k3n]
 service:
   telemetry:
     metrics:
@@ -220,6 +222,10 @@ service:
         assert_eq!(
             back["extensions"]["basicauth"]["client_auth"]["username"],
             "me"
+        );
+        assert_eq!(
+            back["extensions"]["bearertokenauth"]["tokens"],
+            serde_json::json!([REDACTED, REDACTED])
         );
         assert_eq!(
             back["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]

@@ -796,3 +796,137 @@ service:
          extension; use a file_storage extension (line 8)",
     );
 }
+
+#[test]
+fn an_authenticator_is_a_started_extension_of_the_right_side() {
+    let config = |receiver: &str, exporter: &str, listed: &str| {
+        format!(
+            "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        auth:
+          authenticator: {receiver}
+exporters:
+  otlphttp:
+    endpoint: http://backend:4318
+    auth:
+      authenticator: {exporter}
+extensions:
+  bearertokenauth:
+    token: t
+  basicauth/server:
+    htpasswd:
+      inline: u:p
+  basicauth/client:
+    client_auth:
+      username: u
+      password: p
+  health_check:
+service:
+  extensions: [{listed}]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlphttp]
+"
+        )
+    };
+    let all = "bearertokenauth, basicauth/server, basicauth/client, health_check";
+    load_ok(&config("bearertokenauth", "bearertokenauth", all));
+    load_ok(&config("basicauth/server", "basicauth/client", all));
+    assert_listed(
+        &problems(&config("basicauth/client", "basicauth/server", all)),
+        "receivers::otlp::protocols::grpc::auth::authenticator: \"basicauth/client\" is not a \
+         server authenticator (a basicauth extension authenticates receivers with htpasswd) \
+         (line 6)",
+    );
+    assert_listed(
+        &problems(&config("basicauth/client", "basicauth/server", all)),
+        "exporters::otlphttp::auth::authenticator: \"basicauth/server\" is not a client \
+         authenticator (a basicauth extension authenticates exporters with client_auth) \
+         (line 11)",
+    );
+    assert_listed(
+        &problems(&config("bearertokenauth", "health_check", all)),
+        "exporters::otlphttp::auth::authenticator: \"health_check\" is not an authenticator; \
+         use a bearertokenauth or basicauth extension (line 11)",
+    );
+    assert_listed(
+        &problems(&config(
+            "bearertokenauth",
+            "bearertokenauth",
+            "health_check",
+        )),
+        "receivers::otlp::protocols::grpc::auth::authenticator: authenticator \
+         \"bearertokenauth\" is not listed in service::extensions, so it would not be started \
+         (line 6)",
+    );
+    assert_listed(
+        &problems(&config("oauth2", "bearertokenauth", all)),
+        "receivers::otlp::protocols::grpc::auth::authenticator: authenticator \"oauth2\" is not \
+         defined in extensions (define a bearertokenauth or basicauth extension and list it in \
+         service::extensions) (line 6)",
+    );
+}
+
+#[test]
+fn tail_storage_names_a_started_pebble_tail_storage_or_file_storage() {
+    let config = |storage: &str, listed: &str| {
+        format!(
+            "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+processors:
+  tail_sampling:
+    tail_storage: {storage}
+    policies:
+      - name: all
+        type: always_sample
+exporters:
+  debug:
+extensions:
+  pebble_tail_storage:
+    directory: /var/lib/otelcol/pebble-tail-storage
+    max_storage_size_mib: 10240
+  file_storage/t:
+    directory: /var/lib/t
+  health_check:
+service:
+  extensions: [{listed}]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [tail_sampling]
+      exporters: [debug]
+"
+        )
+    };
+    for storage in ["pebble_tail_storage", "file_storage/t"] {
+        let loaded = load_ok(&config(storage, storage));
+        let ProcessorConfig::TailSampling(tail) = &loaded.config.processors[&id("tail_sampling")]
+        else {
+            panic!("tail_sampling");
+        };
+        assert_eq!(tail.tail_storage.as_deref(), Some(storage));
+    }
+    assert_listed(
+        &problems(&config("pebble_tail_storage/x", "pebble_tail_storage")),
+        "processors::tail_sampling::tail_storage: storage extension \"pebble_tail_storage/x\" \
+         is not defined in extensions (define a pebble_tail_storage or file_storage extension \
+         and list it in service::extensions) (line 7)",
+    );
+    assert_listed(
+        &problems(&config("pebble_tail_storage", "health_check")),
+        "processors::tail_sampling::tail_storage: storage extension \"pebble_tail_storage\" is \
+         not listed in service::extensions, so it would not be started (line 7)",
+    );
+    assert_listed(
+        &problems(&config("health_check", "health_check")),
+        "processors::tail_sampling::tail_storage: \"health_check\" is not a storage extension; \
+         use a pebble_tail_storage or file_storage extension (line 7)",
+    );
+}

@@ -143,8 +143,30 @@ impl Config {
                 ))
             }
             (RoutingKey::Attributes, false) | (_, true) => {}
-            (_, false) => warnings
-                .push("routing_attributes is ignored unless routing_key is attributes".to_string()),
+            (_, false) => warnings.push(
+                "routing_attributes is ignored unless routing_key is attributes; the collector \
+                 refuses to start with it"
+                    .to_string(),
+            ),
+        }
+        if matches!(self.routing_key, RoutingKey::Resource) {
+            warnings.push(
+                "routing_key resource: tracegate routes spans by their resource's attributes; the \
+                 collector takes it for logs and metrics only and refuses to start with it in a \
+                 traces pipeline"
+                    .to_string(),
+            );
+        }
+        // The collector's exporter-level queue is on once the key is
+        // written (unless `enabled: false`); tracegate's only with
+        // `enabled: true`.
+        if !self.sending_queue.enabled && self.sending_queue != QueueConfig::off() {
+            warnings.push(
+                "sending_queue has settings but not enabled: true: tracegate leaves the queue in \
+                 front of the routing off (each backend keeps its own, protocol.otlp.sending_queue); \
+                 the collector turns it on when the key is written"
+                    .to_string(),
+            );
         }
         if !self.protocol.otlp.endpoint.trim().is_empty() {
             warnings.push(
@@ -196,10 +218,17 @@ impl super::BuildExporter for Config {
             .resolver
             .clone()
             .ok_or("no resolver given; set one of static, dns or k8s")?;
-        let template = self.otlp_template();
+        let mut template = self.otlp_template();
+        template.client_auth =
+            crate::auth::ClientAuth::resolve(&ctx.authenticators, template.auth.as_ref())
+                .map_err(|e| format!("protocol.otlp.{e}"))?;
         // Reads the TLS files now, so a missing one stops startup rather
-        // than every backend later.
-        drop(OtlpGrpcExporter::new(&template).map_err(|e| format!("protocol.otlp: {e}"))?);
+        // than every backend later. `pick_first`: this probe must not start
+        // a `round_robin` lookup of the placeholder name (a blocking
+        // getaddrinfo on a name that resolves nowhere).
+        let mut probe = template.clone();
+        probe.balancer_name = "pick_first".into();
+        drop(OtlpGrpcExporter::new(&probe).map_err(|e| format!("protocol.otlp: {e}"))?);
         let backends = Arc::new(Backends::new(id, resolver.name(), template));
         let stop = ctx.shutdown.child_token();
         tokio::spawn(backends.clone().follow(resolver, stop.clone()));

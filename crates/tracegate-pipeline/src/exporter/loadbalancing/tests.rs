@@ -650,4 +650,30 @@ fn settings_as_the_collector_writes_them() {
     assert!(warnings
         .iter()
         .any(|w| w.contains("routing_attributes is ignored")));
+
+    // Where the collector's outcome differs: it refuses `resource` for
+    // traces, and turns an exporter-level queue on once it is written.
+    let c = parse(serde_json::json!({
+        "routing_key": "resource",
+        "sending_queue": {"queue_size": 100},
+        "protocol": {"otlp": {"tls": {"insecure": true}}},
+        "resolver": {"dns": {"hostname": "gw"}},
+    }))
+    .unwrap();
+    assert!(!c.sending_queue.enabled);
+    let warnings = c.validate().unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings
+        .iter()
+        .any(|w| w.starts_with("routing_key resource")));
+    assert!(warnings
+        .iter()
+        .any(|w| w.starts_with("sending_queue has settings but not enabled: true")));
+    let c = parse(serde_json::json!({
+        "sending_queue": {"enabled": true, "queue_size": 100},
+        "protocol": {"otlp": {"tls": {"insecure": true}}},
+        "resolver": {"dns": {"hostname": "gw"}},
+    }))
+    .unwrap();
+    assert!(c.validate().unwrap().is_empty());
 }

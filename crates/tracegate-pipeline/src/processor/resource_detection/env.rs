@@ -9,6 +9,7 @@
 use tracegate_model::otlp::KeyValue;
 
 use super::{string_kv, DetectContext};
+use crate::url::query_unescape;
 
 /// The collector's limit on a key's and a value's length.
 const MAX_PART: usize = 256;
@@ -81,28 +82,6 @@ pub(super) fn parse(list: &str) -> Result<Vec<(String, String)>, String> {
 /// RE2's `\s`.
 fn is_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\x0c' | '\r')
-}
-
-/// Go's `url.QueryUnescape`: `+` is a space, `%XY` a byte; a `%` not
-/// followed by two hex digits is an error.
-fn query_unescape(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

@@ -36,6 +36,23 @@ pub const BUFFERED_BYTES: &str = "tracegate_tail_sampling_buffered_bytes";
 /// tracegate: traces decided early to respect a bound (labels
 /// `processor`, `reason`).
 pub const EARLY_DECISIONS: &str = "tracegate_tail_sampling_early_decisions";
+/// tracegate, with `tail_storage` (labels `processor`, `storage`): bytes
+/// the journal wrote, framing included (counter).
+pub const JOURNAL_WRITTEN_BYTES: &str = "tracegate_tail_sampling_journal_written_bytes";
+/// fsync/fdatasync calls the journal made (counter).
+pub const JOURNAL_SYNCS: &str = "tracegate_tail_sampling_journal_syncs";
+/// Bytes counted against the storage's bound (gauge).
+pub const JOURNAL_DISK_BYTES: &str = "tracegate_tail_sampling_journal_disk_bytes";
+/// Spans refused (the client told to retry) because the storage was full
+/// or could not be written.
+pub const JOURNAL_REFUSED_SPANS: &str = "tracegate_tail_sampling_journal_refused_spans";
+/// Decisions made but not journaled (storage full or failing): after a
+/// restart, their traces' late spans start over.
+pub const JOURNAL_UNJOURNALED_DECISIONS: &str =
+    "tracegate_tail_sampling_journal_unjournaled_decisions";
+/// Traces and spans given back to the buffer from the journal at startup.
+pub const JOURNAL_RESTORED_TRACES: &str = "tracegate_tail_sampling_journal_restored_traces";
+pub const JOURNAL_RESTORED_SPANS: &str = "tracegate_tail_sampling_journal_restored_spans";
 /// tracegate, hand-over (labels `processor`, `reason`: `membership_change`,
 /// `not_owner`, `recheck`, `shutdown`): spans, traces and decisions handed
 /// to another gateway and taken by it.
@@ -53,9 +70,24 @@ pub const HANDOVER_RECEIVED_SPANS: &str = "tracegate_tail_sampling_handover_rece
 pub const HANDOVER_RECEIVED_DECISIONS: &str = "tracegate_tail_sampling_handover_received_decisions";
 /// tracegate, hand-over: requests refused (labels `processor`, `reason`:
 /// `not_ready`, `unknown_sender`, `sender_address`, `malformed`,
-/// `shutting_down`).
+/// `shutting_down`, `storage`: the `tail_storage` could not journal it).
 pub const HANDOVER_REFUSED_REQUESTS: &str = "tracegate_tail_sampling_handover_refused_requests";
 /// tracegate, hand-over (gauges, label `processor`): the members the
 /// resolver found, and 1 when this gateway is one of them.
 pub const HANDOVER_MEMBERS: &str = "tracegate_tail_sampling_handover_members";
 pub const HANDOVER_IS_MEMBER: &str = "tracegate_tail_sampling_handover_is_member";
+/// tracegate, adaptive policies (gauge, labels `processor`, `policy`,
+/// `key`): the keep probability a key's traces get now. `key` is `""` for
+/// `throughput`; for `dynamic` one of at most `max_keys` keys or
+/// `_overflow`, so the labels stay bounded.
+pub const ADAPTIVE_PROBABILITY: &str = "tracegate_tail_sampling_adaptive_probability";
+/// tracegate, adaptive policies (counter, labels `processor`, `policy`,
+/// `key`, `decision`: `kept`, `dropped`): traces by key.
+pub const ADAPTIVE_TRACES: &str = "tracegate_tail_sampling_adaptive_traces";
+/// tracegate, adaptive policies (gauges, labels `processor`, `policy`):
+/// this gateway's goal in kept traces per second (a fleet goal divided by
+/// the live gateways), the rate it kept over the last interval, and the
+/// offered rate as the moving average has it.
+pub const ADAPTIVE_GOAL_RATE: &str = "tracegate_tail_sampling_adaptive_goal_traces_per_second";
+pub const ADAPTIVE_KEPT_RATE: &str = "tracegate_tail_sampling_adaptive_kept_traces_per_second";
+pub const ADAPTIVE_SEEN_RATE: &str = "tracegate_tail_sampling_adaptive_seen_traces_per_second";

@@ -20,8 +20,19 @@
 //! asks for room, each worker wakes and lets its oldest traces give way
 //! (decided ones kept for late spans forgotten, pending ones decided early
 //! and forgotten) until it has freed its share.
+//!
+//! With `tail_storage`, every batch is journaled before it is acknowledged
+//! and every decision after its kept spans are passed on ([`journal`]); at
+//! startup the journal gives the pending traces back, and at shutdown they
+//! stay in it instead of being decided early. What leaves the buffer
+//! without a decision kept here (handed to another gateway, forgotten to
+//! make room) is journaled as gone, and what another gateway hands over is
+//! journaled before it is acknowledged, as any arrival.
 
 pub mod handover;
+pub mod journal;
+#[cfg(test)]
+mod journal_tests;
 mod metrics_names;
 #[cfg(test)]
 mod tests;
@@ -39,9 +50,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracegate_model::SpanBatch;
+use tracegate_sampling::tail::adaptive::{apply_tail_threshold, AdaptiveReport, FleetSize};
 use tracegate_sampling::tail::{
-    shard_of, Decider, Decision, DecisionReason, PolicyConfig, PolicySet, PolicyTally, Released,
-    TraceBuffer, TraceBufferSettings, TraceId, TraceShard, TraceView, Verdict,
+    shard_of, Decider, Decision, DecisionReason, Pin, PolicyConfig, PolicySet, PolicyTally,
+    Released, TraceBuffer, TraceBufferSettings, TraceId, TraceShard, TraceView, Verdict,
 };
 
 use self::handover::{Handover, HandoverExchange, Import, ShardHandover};
@@ -50,6 +62,7 @@ use crate::config::ComponentError;
 use crate::consumer::{ConsumeError, Consumer, NextConsumer};
 use crate::memory::{MemoryPressure, ShedRequests};
 use crate::telemetry::names;
+use journal::{Journal, JournalPlace, ShardJournal};
 use metrics_names as m;
 
 /// `processors: tail_sampling:`
@@ -142,6 +155,14 @@ pub struct Config {
     /// Default false.
     #[serde(default)]
     pub record_policy: bool,
+    /// The collector's `tail_storage`: the id of a storage extension
+    /// (`pebble_tail_storage` or `file_storage`) in which the spans of
+    /// undecided traces and the decisions are journaled, so that a restart
+    /// (a crash included) resumes the pending traces. The collector needs a
+    /// feature gate and one shard for it; tracegate needs neither. Default:
+    /// unset (memory only).
+    #[serde(default)]
+    pub tail_storage: Option<String>,
     /// tracegate: hand-over of traces in flight between the gateways of
     /// a fleet when its members change (`handover.rs`). Off when absent.
     #[serde(default)]
@@ -201,6 +222,7 @@ impl Default for Config {
             num_shards: None,
             sampling_strategy: SamplingStrategy::TraceComplete,
             record_policy: false,
+            tail_storage: None,
             handover: None,
         }
     }
@@ -214,6 +236,12 @@ impl Config {
         };
         if self.policies.is_empty() {
             return Err(err("policies", "at least one policy is required".into()));
+        }
+        if self.tail_storage.as_deref() == Some("") {
+            return Err(err(
+                "tail_storage",
+                "tail_storage must name a storage extension".into(),
+            ));
         }
         if self.num_traces == 0 {
             return Err(err("num_traces", "num_traces must be positive".into()));
@@ -232,7 +260,7 @@ impl Config {
             if let Some(name) = set.stateful_policy() {
                 return Err(err(
                     "policies",
-                    format!("sampling_strategy \"span-ingest\" requires all policies to be stateless, but policy {name:?} is stateful: rate_limiting, bytes_limiting and composite spend a budget per trace, which one batch of a trace cannot judge"),
+                    format!("sampling_strategy \"span-ingest\" requires all policies to be stateless, but policy {name:?} is stateful: rate_limiting, bytes_limiting and composite spend a budget per trace and throughput and dynamic count every trace, which one batch of a trace cannot judge"),
                 ));
             }
         }
@@ -314,6 +342,8 @@ struct Work {
     batch: Arc<SpanBatch>,
     /// Indices of the spans that belong to the shard; `None`: all.
     spans: Option<Vec<u32>>,
+    /// The batch's journal record, with `tail_storage`.
+    pin: Option<Pin>,
 }
 
 /// Wall-clock time the library works in, advanced by tokio's clock (so
@@ -349,6 +379,53 @@ struct SharedPolicies {
     /// Per policy.
     meters: Vec<PolicyMeters>,
     decision_latency: Histogram,
+    /// The adaptive policies' metrics, published at most once per
+    /// [`ADAPTIVE_REPORT_INTERVAL`].
+    adaptive: AdaptiveMeters,
+}
+
+/// How often the adaptive policies' per-key metrics are published: each
+/// report walks up to `max_keys` keys, too many for every emit.
+const ADAPTIVE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Metrics of the adaptive policies.
+struct AdaptiveMeters {
+    processor: String,
+    /// Per policy index: its label.
+    names: Vec<String>,
+    next_report: Mutex<Option<std::time::Instant>>,
+}
+
+impl AdaptiveMeters {
+    fn publish(&self, reports: Vec<(usize, AdaptiveReport)>) {
+        for (index, report) in reports {
+            let policy = self.names.get(index).cloned().unwrap_or_default();
+            let labels = [
+                ("processor", self.processor.clone()),
+                ("policy", policy.clone()),
+            ];
+            if let Some(goal) = report.goal_per_second {
+                metrics::gauge!(m::ADAPTIVE_GOAL_RATE, &labels).set(goal);
+            }
+            metrics::gauge!(m::ADAPTIVE_KEPT_RATE, &labels).set(report.kept_per_second);
+            metrics::gauge!(m::ADAPTIVE_SEEN_RATE, &labels).set(report.seen_per_second);
+            for key in report.keys {
+                let labels = [
+                    ("processor", self.processor.clone()),
+                    ("policy", policy.clone()),
+                    ("key", key.key),
+                ];
+                metrics::gauge!(m::ADAPTIVE_PROBABILITY, &labels).set(key.probability);
+                let by = |decision: &'static str| {
+                    let mut l = labels.to_vec();
+                    l.push(("decision", decision.to_string()));
+                    metrics::counter!(m::ADAPTIVE_TRACES, &l)
+                };
+                by("kept").increment(key.kept);
+                by("dropped").increment(key.dropped);
+            }
+        }
+    }
 }
 
 /// One policy's metrics, labelled as the collector labels them.
@@ -415,6 +492,28 @@ impl SharedPolicies {
         for (meters, tally) in self.meters.iter().zip(&tally) {
             meters.add(tally);
         }
+        self.publish_adaptive(false);
+    }
+
+    /// The adaptive policies' metrics, when due (or `now`).
+    fn publish_adaptive(&self, now: bool) {
+        if self.adaptive.names.is_empty() {
+            return;
+        }
+        {
+            let mut next = self
+                .adaptive
+                .next_report
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let at = std::time::Instant::now();
+            if !now && next.is_some_and(|n| at < n) {
+                return;
+            }
+            *next = Some(at + ADAPTIVE_REPORT_INTERVAL);
+        }
+        let reports = self.lock().adaptive_reports();
+        self.adaptive.publish(reports);
     }
 }
 
@@ -444,7 +543,7 @@ struct Meters {
     cache_released_sampled: Counter,
     cache_released_not_sampled: Counter,
     too_large: Counter,
-    early: [Counter; 4],
+    early: [Counter; 5],
     traces_on_memory: Gauge,
     pending_traces: Gauge,
     buffered_bytes: Gauge,
@@ -503,6 +602,7 @@ impl Meters {
                 early("max_buffered_bytes"),
                 early("max_spans_per_trace"),
                 early("memory_limit"),
+                early("storage_full"),
             ],
             traces_on_memory: metrics::gauge!(m::TRACES_ON_MEMORY),
             pending_traces: metrics::gauge!(m::PENDING_TRACES, "processor" => id.to_string()),
@@ -526,6 +626,8 @@ pub struct TailSampler {
     id: String,
     senders: Mutex<Option<Vec<mpsc::Sender<Work>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    journal: Option<Arc<Journal>>,
+    clock: Clock,
     /// With `handover`: its inbox, forwarder and members.
     handover: Option<Handover>,
     /// Stops following the members (the process's end).
@@ -544,20 +646,24 @@ pub(crate) const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl TailSampler {
     /// Starts the shard workers; while `memory` says a memory limiter is
-    /// above its hard limit they shed pending traces. Must run inside a
-    /// tokio runtime. `Err` when the policies cannot be built, which
-    /// [`Config::validate`] reports first.
+    /// above its hard limit they shed pending traces. With a `journal`,
+    /// first gives back the traces it holds (blocking file I/O, before any
+    /// receiver listens). Must run inside a tokio runtime. `Err` when the
+    /// policies cannot be built, which [`Config::validate`] reports first,
+    /// or the journal cannot be opened.
     pub fn start(
         id: &str,
         config: Config,
         next: NextConsumer,
         memory: MemoryPressure,
+        journal: Option<JournalPlace>,
     ) -> Result<Arc<TailSampler>, ComponentError> {
         Self::start_with(
             id,
             config,
             next,
             memory,
+            journal,
             &HandoverExchange::default(),
             CancellationToken::new(),
         )
@@ -570,29 +676,43 @@ impl TailSampler {
         config: Config,
         next: NextConsumer,
         memory: MemoryPressure,
+        journal: Option<JournalPlace>,
         exchange: &HandoverExchange,
         shutdown: CancellationToken,
     ) -> Result<Arc<TailSampler>, ComponentError> {
         let shards = config.shard_count();
+        // The live gateways, as hand-over's membership finds them: the
+        // adaptive policies divide their per-second goals by it.
+        let fleet = FleetSize::default();
         let (set, _) =
-            PolicySet::build(&config.policies, config.sample_on_first_match).map_err(|e| {
-                ComponentError {
+            PolicySet::build_in_fleet(&config.policies, config.sample_on_first_match, &fleet)
+                .map_err(|e| ComponentError {
                     path: "policies".into(),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
         // The collector labels policies `<component name>.<policy>` when
         // the component id has a name.
         let prefix = id.split_once('/').map(|(_, name)| format!("{name}."));
-        let policy_meters = set
+        let labels: Vec<String> = set
             .names()
             .iter()
-            .map(|name| PolicyMeters::new(format!("{}{name}", prefix.as_deref().unwrap_or(""))))
+            .map(|name| format!("{}{name}", prefix.as_deref().unwrap_or("")))
             .collect();
+        let adaptive_names = if set.adaptive_reports().is_empty() {
+            Vec::new()
+        } else {
+            labels.clone()
+        };
+        let policy_meters = labels.into_iter().map(PolicyMeters::new).collect();
         let policies = Arc::new(SharedPolicies {
             set: Mutex::new(set),
             meters: policy_meters,
             decision_latency: metrics::histogram!(m::SAMPLING_DECISION_LATENCY),
+            adaptive: AdaptiveMeters {
+                processor: id.to_string(),
+                names: adaptive_names,
+                next_report: Mutex::new(None),
+            },
         });
         let meters = Arc::new(Meters::new(id));
         let record_policy = config.record_policy.then(|| {
@@ -610,16 +730,58 @@ impl TailSampler {
         // num_traces bounds the traces of all shards together.
         let in_tables = Arc::new(AtomicU64::new(0));
         let clock = Clock::start();
+        let mut buffers: Vec<TraceShard> = (0..shards)
+            .map(|_| TraceShard::with_table_count(settings.clone(), in_tables.clone()))
+            .collect();
+        let mut restored: Vec<Released> = (0..shards).map(|_| Released::default()).collect();
+        let mut shard_journals: Vec<Option<ShardJournal>> = (0..shards).map(|_| None).collect();
+        let journal = match journal {
+            None => None,
+            Some(place) => {
+                let storage = place.storage.clone();
+                let (journal, replay) = Journal::open(place, id).map_err(|e| ComponentError {
+                    path: "tail_storage".into(),
+                    message: format!("cannot open the journal in {storage}: {e}"),
+                })?;
+                let mut decider = &*policies;
+                let (per_shard, report) = journal.restore(
+                    replay,
+                    &mut buffers,
+                    &mut decider,
+                    clock.now(),
+                    &mut restored,
+                );
+                tracing::info!(
+                    processor = %id, storage = %storage,
+                    records = report.records, bytes = report.bytes,
+                    traces = report.traces, spans = report.spans,
+                    decided_spans = report.decided_spans, gone_spans = report.gone_spans,
+                    decisions = report.decisions,
+                    lost_records = report.lost_records, overflow_spans = report.overflow_spans,
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    "tail sampling journal restored"
+                );
+                shard_journals = per_shard.into_iter().map(Some).collect();
+                Some(journal)
+            }
+        };
+        // Hand-overs taken in are journaled before they are acknowledged.
         let (handover, mut handover_parts) = match &config.handover {
             Some(h) => {
-                let (handover, parts) = Handover::new(id, h, shards, clock, exchange)?;
+                let (handover, parts) =
+                    Handover::new(id, h, shards, clock, exchange, journal.clone(), &fleet)?;
                 (Some(handover), parts.into_iter().map(Some).collect())
             }
             None => (None, Vec::new()),
         };
         let mut senders = Vec::with_capacity(shards);
         let mut workers = Vec::with_capacity(shards);
-        for index in 0..shards {
+        let starts = buffers
+            .into_iter()
+            .zip(restored)
+            .zip(shard_journals)
+            .enumerate();
+        for (index, ((shard, restored), journal)) in starts {
             let (tx, rx) = mpsc::channel(SHARD_QUEUE);
             senders.push(tx);
             let shard_handover = match (&handover, handover_parts.get_mut(index)) {
@@ -629,7 +791,8 @@ impl TailSampler {
             let worker = ShardWorker {
                 id: id.to_string(),
                 index,
-                shard: TraceShard::with_table_count(settings.clone(), in_tables.clone()),
+                shard,
+                journal,
                 policies: policies.clone(),
                 meters: meters.clone(),
                 gauges: gauges.clone(),
@@ -644,12 +807,14 @@ impl TailSampler {
                 next_memory_check: Instant::now() + MEMORY_CHECK_INTERVAL,
                 handover: shard_handover,
             };
-            workers.push(tokio::spawn(worker.run(rx)));
+            workers.push(tokio::spawn(worker.run(rx, restored)));
         }
         Ok(Arc::new(TailSampler {
             id: id.to_string(),
             senders: Mutex::new(Some(senders)),
             workers: Mutex::new(workers),
+            journal,
+            clock,
             handover,
             shutdown,
         }))
@@ -677,10 +842,20 @@ impl Consumer for TailSampler {
         };
         let n = senders.len();
         let closed = || ConsumeError::refused(format!("{} is shutting down", self.id));
+        // Journaled before it is acknowledged: from here a crash loses none
+        // of it.
+        let pin: Option<Pin> = match &self.journal {
+            Some(journal) => Some(self.journal_batch(journal, &batch).await?),
+            None => None,
+        };
         let batch = Arc::new(batch);
         if n == 1 {
             return senders[0]
-                .send(Work { batch, spans: None })
+                .send(Work {
+                    batch,
+                    spans: None,
+                    pin,
+                })
                 .await
                 .map_err(|_| closed());
         }
@@ -698,11 +873,32 @@ impl Consumer for TailSampler {
                 .send(Work {
                     batch: Arc::clone(&batch),
                     spans,
+                    pin: pin.clone(),
                 })
                 .await
                 .map_err(|_| closed())?;
         }
         Ok(())
+    }
+}
+
+impl TailSampler {
+    /// Writes `batch` to the journal (on a blocking thread when the fsync
+    /// policy may make the write wait for the disk).
+    async fn journal_batch(
+        &self,
+        journal: &Arc<Journal>,
+        batch: &SpanBatch,
+    ) -> Result<Pin, ConsumeError> {
+        let arrival = self.clock.now();
+        let batch = batch.clone();
+        let written = journal::write_off_thread(journal, move |j| j.append_spans(&batch, arrival))
+            .await
+            .map_err(|e| ConsumeError::refused(format!("{}: {e}", self.id)))?;
+        match written {
+            Ok(pin) => Ok(pin),
+            Err(e) => Err(ConsumeError::refused(format!("{}: {e}", self.id))),
+        }
     }
 }
 
@@ -738,16 +934,35 @@ impl Processor for TailSampler {
         if let Some(h) = &self.handover {
             h.forwarder.finish(h.shutdown_within()).await;
         }
+        if let Some(journal) = &self.journal {
+            journal.flush_acks();
+            journal.report();
+            journal.sync();
+        }
     }
 }
 
 impl super::BuildProcessor for Config {
     fn build(&self, id: &str, next: NextConsumer, ctx: &super::BuildContext) -> super::Building {
+        let mut config = self.clone();
+        if let Some(handover) = &mut config.handover {
+            // Hand-overs carry credentials when the other gateways' OTLP
+            // port requires them.
+            let otlp = &mut handover.protocol.otlp;
+            otlp.client_auth =
+                crate::auth::ClientAuth::resolve(&ctx.authenticators, otlp.auth.as_ref())
+                    .map_err(|e| crate::config::error("handover.protocol.otlp.auth", e))?;
+        }
+        let journal = match &self.tail_storage {
+            Some(storage) => Some(crate::tail_storage::journal_place(storage, id, ctx)?),
+            None => None,
+        };
         Ok(TailSampler::start_with(
             id,
-            self.clone(),
+            config,
             next,
             ctx.memory.clone(),
+            journal,
             &ctx.handover,
             ctx.shutdown.clone(),
         )?)
@@ -770,6 +985,8 @@ struct ShardWorker {
     id: String,
     index: usize,
     shard: TraceShard,
+    /// With `tail_storage`: this shard's side of the journal.
+    journal: Option<ShardJournal>,
     policies: Arc<SharedPolicies>,
     meters: Arc<Meters>,
     gauges: Arc<ShardGauges>,
@@ -812,8 +1029,10 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 }
 
 impl ShardWorker {
-    async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
-        let mut out = Released::default();
+    /// Takes work until the channel closes; `out` holds what a restore
+    /// from the journal decided early, to pass on first.
+    async fn run(mut self, mut rx: mpsc::Receiver<Work>, mut out: Released) {
+        self.emit(&mut out).await;
         loop {
             let deadline = self.wake_at();
             let wake = {
@@ -839,13 +1058,15 @@ impl ShardWorker {
             let mut decider = &*policies;
             match wake {
                 Wake::Work(work) => {
-                    // Spans of traces owned by another gateway go there.
+                    // Spans of traces owned by another gateway go there;
+                    // the journal records that they are not ours.
                     let work = match self.handover.as_mut() {
-                        Some(h) => h.divert(work, &self.shard, now),
+                        Some(h) => h.divert(work, &self.shard, now, &mut out.forgotten),
                         None => Some(work),
                     };
                     if let Some(work) = work {
-                        self.take(&work.batch, work.spans.as_deref(), None, now, &mut out)
+                        let pin = work.pin.as_ref();
+                        self.take(&work.batch, work.spans.as_deref(), None, pin, now, &mut out)
                             .await;
                     }
                 }
@@ -864,16 +1085,28 @@ impl ShardWorker {
             }
             self.shed_if_above_hard_limit(now, &mut decider, &mut out);
             self.shed_if_asked(now, &mut decider, &mut out);
+            if let Some(journal) = &mut self.journal {
+                let decided = journal.shed_if_full(&mut self.shard, now, &mut decider, &mut out);
+                if decided > 0 {
+                    tracing::debug!(processor = %self.id, shard = self.index, decided, "tail storage above its high-water mark; decided the oldest pending traces early");
+                }
+            }
             self.emit(&mut out).await;
         }
         // With `handover`, pending traces go to the members without this
-        // gateway first; what cannot go is decided here.
+        // gateway first (journaled as gone); what cannot go is taken back
+        // (journaled again) and decided here, or with `tail_storage` kept
+        // for the next start.
         if let Some(mut h) = self.handover.take() {
             for import in h.last_imports().await {
                 let now = self.clock.now();
                 self.import(import, now, &mut out).await;
             }
-            for import in h.hand_over_all(&mut self.shard).await {
+            let returned = h.hand_over_all(&mut self.shard, &mut out).await;
+            // What left is journaled as gone before what came back is
+            // journaled as an arrival again.
+            self.emit(&mut out).await;
+            for import in returned {
                 let now = self.clock.now();
                 self.import(import, now, &mut out).await;
             }
@@ -882,8 +1115,21 @@ impl ShardWorker {
         let policies = self.policies.clone();
         let mut decider = &*policies;
         let now = self.clock.now();
-        self.shard
-            .drain(now, self.drop_pending_on_shutdown, &mut decider, &mut out);
+        match &mut self.journal {
+            // Pending traces stay journaled: the next start resumes them
+            // with their decision_wait still running.
+            Some(journal) if !self.drop_pending_on_shutdown => {
+                let kept = journal.keep_pending(&self.shard);
+                if kept > 0 {
+                    tracing::info!(processor = %self.id, shard = self.index, traces = kept,
+                        storage = %journal.journal().storage(),
+                        "pending traces left in the tail storage for the next start");
+                }
+            }
+            _ => self
+                .shard
+                .drain(now, self.drop_pending_on_shutdown, &mut decider, &mut out),
+        }
         self.emit(&mut out).await;
     }
 
@@ -891,17 +1137,21 @@ impl ShardWorker {
     /// with `arrivals`, as spans handed over with their traces' clocks.
     /// With `block_on_overflow`, waits for pending traces to fall due
     /// (passing on what they release) until all are taken.
+    /// With `tail_storage`, `pin` is the journal record the spans are in.
     async fn take(
         &mut self,
         batch: &SpanBatch,
         spans: Option<&[u32]>,
         arrivals: Option<&HashMap<TraceId, handover::Arrival>>,
+        pin: Option<&Pin>,
         now: Duration,
         out: &mut Released,
     ) {
         let policies = self.policies.clone();
         let mut decider = &*policies;
+        self.shard.set_pin(pin.cloned());
         let mut held = self.insert(batch, spans, arrivals, now, &mut decider, out);
+        self.shard.set_pin(None);
         while let Some(rest) = held.take() {
             self.emit(out).await;
             let Some(wake) = self.wake_at() else {
@@ -911,7 +1161,9 @@ impl ShardWorker {
             let now = self.clock.now();
             self.shard.poll(now, &mut decider, out);
             self.shed_if_above_hard_limit(now, &mut decider, out);
+            self.shard.set_pin(pin.cloned());
             held = self.insert(&rest, None, arrivals, now, &mut decider, out);
+            self.shard.set_pin(None);
         }
     }
 
@@ -954,12 +1206,12 @@ impl ShardWorker {
         match event {
             handover::Event::ViewChanged => {
                 if let Some(h) = self.handover.as_mut() {
-                    h.on_view_changed(&mut self.shard);
+                    h.on_view_changed(&mut self.shard, out);
                 }
             }
             handover::Event::Recheck => {
                 if let Some(h) = self.handover.as_mut() {
-                    h.on_recheck(&mut self.shard);
+                    h.on_recheck(&mut self.shard, out);
                 }
             }
             handover::Event::Import(import) => self.import(import, now, out).await,
@@ -967,16 +1219,36 @@ impl ShardWorker {
     }
 
     /// Takes in what another gateway handed over (or a failed hand-over
-    /// handed back).
+    /// handed back). With `tail_storage`, what the inbox did not journal
+    /// (spans taken back) is journaled first, and decisions remembered
+    /// here go with the round's.
     async fn import(&mut self, import: Import, now: Duration, out: &mut Released) {
         match import {
             Import::Spans {
                 batch,
                 spans,
                 arrivals,
+                pin,
             } => {
-                self.take(&batch, spans.as_deref(), Some(&arrivals), now, out)
-                    .await;
+                let (batch, spans, pin) = match (pin, &self.journal) {
+                    (None, Some(journal)) => {
+                        let journal = journal.journal().clone();
+                        let (mine, pin) = self
+                            .journal_taken_back(&journal, &batch, spans.as_deref(), &arrivals, now)
+                            .await;
+                        (mine, None, pin)
+                    }
+                    (pin, _) => (batch, spans, pin),
+                };
+                self.take(
+                    &batch,
+                    spans.as_deref(),
+                    Some(&arrivals),
+                    pin.as_ref(),
+                    now,
+                    out,
+                )
+                .await;
                 if let Some(h) = self.handover.as_mut() {
                     h.mark_foreign(&self.shard, &arrivals);
                 }
@@ -985,8 +1257,41 @@ impl ShardWorker {
                 let policies = self.policies.clone();
                 let mut decider = &*policies;
                 for decision in decisions {
+                    // An unknown trace has the decision remembered (a
+                    // pending one is decided by it, journaled as any
+                    // decision; a decided one keeps its own).
+                    let remembered = !self.shard.knows(&decision.trace_id);
                     self.shard.import_decision(decision, now, &mut decider, out);
+                    if let (true, Some(journal)) = (remembered, &mut self.journal) {
+                        journal.note_handed_over([decision]);
+                    }
                 }
+            }
+        }
+    }
+
+    /// Journals spans of a failed hand-over as they come back (their
+    /// journal records were let go as they left). Returns what to take in
+    /// (the shard's spans alone) and their record. When the storage
+    /// refuses, they are taken in unjournaled, logged.
+    async fn journal_taken_back(
+        &self,
+        journal: &Arc<Journal>,
+        batch: &Arc<SpanBatch>,
+        spans: Option<&[u32]>,
+        arrivals: &HashMap<TraceId, handover::Arrival>,
+        now: Duration,
+    ) -> (Arc<SpanBatch>, Option<Pin>) {
+        let mine = match spans {
+            Some(spans) => Arc::new(batch.select(spans)),
+            None => batch.clone(),
+        };
+        match handover::journal_handed_over(journal, &mine, now, arrivals).await {
+            Ok(pin) => (mine, Some(pin)),
+            Err(error) => {
+                tracing::warn!(processor = %self.id, shard = self.index, %error,
+                    "spans of a failed hand-over taken back without a journal record");
+                (mine, None)
             }
         }
     }
@@ -1037,6 +1342,16 @@ impl ShardWorker {
 
     /// Passes on released spans and turns what happened into metrics.
     async fn emit(&mut self, out: &mut Released) {
+        let round = self.journal.as_mut().map(|j| j.begin(out));
+        self.pass_on(out).await;
+        if let (Some(journal), Some(round)) = (&mut self.journal, round) {
+            journal.commit(round, &self.shard);
+            journal.journal().report();
+        }
+    }
+
+    /// [`Self::emit`] without the journal.
+    async fn pass_on(&mut self, out: &mut Released) {
         let meters = &self.meters;
         for decided in &out.decided {
             // As in the collector, a trace not sampled for being too large
@@ -1066,6 +1381,13 @@ impl ShardWorker {
         }
         self.report_stats();
         let mut sampled = std::mem::take(&mut out.sampled);
+        // Spans kept by adaptive policies carry the product of the
+        // probability they arrived with and the tail's as their `th`.
+        for (batch, by) in sampled.iter_mut().zip(&out.sampled_by) {
+            if let Some(tail) = by.tail {
+                *batch = apply_tail_threshold(batch, tail);
+            }
+        }
         if let Some(names) = &self.record_policy {
             for (batch, by) in sampled.iter_mut().zip(&out.sampled_by) {
                 let policy = by
@@ -1117,6 +1439,7 @@ impl ShardWorker {
         add(&m.early[1], now.early_bytes, was.early_bytes);
         add(&m.early[2], now.early_max_spans, was.early_max_spans);
         add(&m.early[3], now.early_memory_limit, was.early_memory_limit);
+        add(&m.early[4], now.early_storage_full, was.early_storage_full);
         for (differs, new, old, message) in [
             (
                 &m.warned_num_traces,

@@ -8,7 +8,7 @@ use tracegate_model::otlp::{
 use super::*;
 
 #[derive(Default)]
-struct Collect(Mutex<Vec<SpanBatch>>);
+pub(super) struct Collect(Mutex<Vec<SpanBatch>>);
 
 #[async_trait]
 impl Consumer for Collect {
@@ -19,7 +19,7 @@ impl Consumer for Collect {
 }
 
 impl Collect {
-    fn spans(&self) -> Vec<([u8; 16], [u8; 8], Option<String>)> {
+    pub(super) fn spans(&self) -> Vec<([u8; 16], [u8; 8], Option<String>)> {
         let batches = self.0.lock().unwrap();
         let mut out = Vec::new();
         for b in batches.iter() {
@@ -30,7 +30,7 @@ impl Collect {
         out
     }
 
-    fn sorted_spans(&self) -> Vec<([u8; 16], [u8; 8], Option<String>)> {
+    pub(super) fn sorted_spans(&self) -> Vec<([u8; 16], [u8; 8], Option<String>)> {
         let mut spans = self.spans();
         spans.sort();
         spans
@@ -93,13 +93,13 @@ pub(super) fn request(service: &str, spans: &[(u8, u8, bool)]) -> SpanBatch {
     })
 }
 
-fn config(json: serde_json::Value) -> Config {
+pub(super) fn config(json: serde_json::Value) -> Config {
     let config: Config = serde_json::from_value(json).expect("config parses");
     config.validate().expect("config is valid");
     config
 }
 
-fn errors_only(shards: usize) -> Config {
+pub(super) fn errors_only(shards: usize) -> Config {
     config(serde_json::json!({
         "decision_wait": "10s",
         "shards": shards,
@@ -110,18 +110,19 @@ fn errors_only(shards: usize) -> Config {
 /// A sampler `id` on `cfg` that hands what it keeps to a fresh [`Collect`].
 fn start(id: &str, cfg: Config) -> (Arc<Collect>, Arc<TailSampler>) {
     let sink = Arc::new(Collect::default());
-    let sampler = TailSampler::start(id, cfg, sink.clone(), MemoryPressure::default()).unwrap();
+    let sampler =
+        TailSampler::start(id, cfg, sink.clone(), MemoryPressure::default(), None).unwrap();
     (sink, sampler)
 }
 
 /// Hands `spans` under `service` to the sampler, which must take them.
-async fn send(sampler: &TailSampler, service: &str, spans: &[(u8, u8, bool)]) {
+pub(super) async fn send(sampler: &TailSampler, service: &str, spans: &[(u8, u8, bool)]) {
     sampler.consume(request(service, spans)).await.unwrap();
 }
 
 /// Lets the workers run until `done` holds (the paused clock advances only
 /// while every task is idle, so this costs no real time).
-async fn settle(mut done: impl FnMut() -> bool) {
+pub(super) async fn settle(mut done: impl FnMut() -> bool) {
     for _ in 0..1000 {
         if done() {
             return;
@@ -342,6 +343,7 @@ async fn above_the_hard_limit_the_oldest_pending_traces_are_decided_early() {
             errors_only(1),
             sink.clone(),
             pressure.clone(),
+            None,
         )
         .unwrap()
     });
@@ -407,6 +409,7 @@ async fn asked_for_room_the_oldest_pending_traces_are_decided_early() {
         errors_only(1),
         sink.clone(),
         pressure.clone(),
+        None,
     )
     .unwrap();
     // Six two-span traces, 100 ms apart; the odd ones have an error.
@@ -449,6 +452,7 @@ async fn asked_for_room_decided_traces_held_for_late_spans_are_forgotten() {
         errors_only(1),
         sink.clone(),
         pressure.clone(),
+        None,
     )
     .unwrap();
     // Trace 1 without an error: not sampled at decision_wait, and kept in

@@ -5,7 +5,6 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::grpc_ingest::BoundGrpc;
@@ -122,12 +121,13 @@ pub(crate) async fn start(
     config: &Config,
     id: &str,
     next: NextConsumer,
-    shutdown: CancellationToken,
+    ctx: &super::BuildContext,
 ) -> Result<RunningReceiver, StartError> {
+    let shutdown = ctx.shutdown.clone();
     // The thrift ports are bound (and TLS loaded) before anything serves,
     // so a port in use leaves nothing running.
     let thrift_http = match &config.protocols.thrift_http {
-        Some(http) => Some(thrift_http::bind(http, id).await?),
+        Some(http) => Some(thrift_http::bind(http, id, &ctx.authenticators).await?),
         None => None,
     };
     let mut thrift_udp = Vec::new();
@@ -142,7 +142,7 @@ pub(crate) async fn start(
     let tasks = TaskTracker::new();
     let mut addresses = Vec::new();
     if let Some(grpc_config) = &config.protocols.grpc {
-        let (bound, addr) = BoundGrpc::bind(grpc_config, id).await?;
+        let (bound, addr) = BoundGrpc::bind(grpc_config, id, &ctx.authenticators).await?;
         addresses.push(("grpc", addr));
         bound.serve(
             &grpc::POST_SPANS,
@@ -155,7 +155,7 @@ pub(crate) async fn start(
     }
     if let Some(bound) = thrift_http {
         addresses.push(("thrift_http", bound.local_addr()));
-        thrift_http::serve(bound, id, next.clone(), shutdown.clone(), &tasks);
+        thrift_http::serve(bound, next.clone(), shutdown.clone(), &tasks);
     }
     for bound in thrift_udp {
         addresses.push((bound.protocol().name(), bound.local_addr()));
@@ -172,7 +172,7 @@ impl super::BuildReceiver for Config {
         next: NextConsumer,
         cx: &super::BuildContext,
     ) -> super::Started {
-        start(self, id, next, cx.shutdown.clone()).await
+        start(self, id, next, cx).await
     }
 }
 

@@ -115,9 +115,14 @@ async fn start_receiver() -> (
     let (tx, rx) = mpsc::unbounded_channel();
     let config = parse(json!({"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}})).unwrap();
     let shutdown = CancellationToken::new();
-    let running = start(&config, "jaeger", Arc::new(Collect(tx)), shutdown.clone())
-        .await
-        .unwrap();
+    let running = start(
+        &config,
+        "jaeger",
+        Arc::new(Collect(tx)),
+        &crate::context::BuildContext::from(shutdown.clone()),
+    )
+    .await
+    .unwrap();
     (running.addresses()[0].1, rx, shutdown)
 }
 

@@ -6,7 +6,6 @@
 //! refuses.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
@@ -15,11 +14,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticators;
 use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
 use crate::receiver::counters::{RejectReason, TransportCounters, INGEST_REASONS};
 use crate::receiver::http_ingest::{
-    empty_response, media_type, read_body, text_response, HttpHandler, HttpResponse, HttpService,
+    empty_response, media_type, read_body, text_response, AuthGate, HttpHandler, HttpResponse,
+    HttpService,
 };
 use crate::receiver::listener::{self, ConnectionSettings};
 use crate::receiver::server_keys::http_server_config;
@@ -74,6 +75,8 @@ pub struct BoundHttp {
     addr: SocketAddr,
     settings: ConnectionSettings,
     max_body_size: usize,
+    counters: TransportCounters,
+    auth: Option<AuthGate>,
 }
 
 impl BoundHttp {
@@ -84,7 +87,16 @@ impl BoundHttp {
 
 /// Loads TLS and binds, so a bad file or a port in use fails the start
 /// before anything serves.
-pub async fn bind(config: &ThriftHttpConfig, id: &str) -> Result<BoundHttp, StartError> {
+pub async fn bind(
+    config: &ThriftHttpConfig,
+    id: &str,
+    authenticators: &Authenticators,
+) -> Result<BoundHttp, StartError> {
+    let counters =
+        TransportCounters::register_with_auth(id, PROTOCOL, INGEST_REASONS, config.auth.is_some());
+    let auth = config
+        .server_keys()
+        .auth_gate(authenticators, &counters, id, PROTOCOL)?;
     let tls = listener::tls_acceptor(config.tls.as_ref(), &[b"h2", b"http/1.1"], id, PROTOCOL)?;
     let (listener, addr) = listener::bind_endpoint(id, PROTOCOL, &config.endpoint).await?;
     Ok(BoundHttp {
@@ -92,22 +104,26 @@ pub async fn bind(config: &ThriftHttpConfig, id: &str) -> Result<BoundHttp, Star
         addr,
         settings: config.server_keys().connection_settings(tls),
         max_body_size: config.max_request_body_size(),
+        counters,
+        auth,
     })
 }
 
 /// Serves a bound listener until `shutdown`.
 pub fn serve(
     bound: BoundHttp,
-    id: &str,
     next: NextConsumer,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) {
-    let service = HttpService(Arc::new(ThriftHttp {
-        next,
-        counters: TransportCounters::register(id, PROTOCOL, INGEST_REASONS),
-        max_body_size: bound.max_body_size,
-    }));
+    let service = HttpService::new(
+        ThriftHttp {
+            next,
+            counters: bound.counters,
+            max_body_size: bound.max_body_size,
+        },
+        bound.auth,
+    );
     listener::spawn_accept_loop(bound.listener, bound.settings, service, shutdown, tasks);
 }
 
@@ -187,6 +203,8 @@ impl HttpHandler for ThriftHttp {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use tokio::sync::mpsc;
 
     use super::*;
@@ -206,10 +224,12 @@ mod tests {
             max_request_body_size,
             ..Default::default()
         };
-        let bound = bind(&config, "jaeger").await.unwrap();
+        let bound = bind(&config, "jaeger", &Authenticators::default())
+            .await
+            .unwrap();
         let addr = bound.local_addr();
         let shutdown = CancellationToken::new();
-        serve(bound, "jaeger", next, shutdown.clone(), &TaskTracker::new());
+        serve(bound, next, shutdown.clone(), &TaskTracker::new());
         (addr, shutdown)
     }
 

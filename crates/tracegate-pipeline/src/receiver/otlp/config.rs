@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::compression::ContentEncoding;
 use crate::config::{error, ComponentError};
 use crate::receiver::server_keys::http_server_config;
@@ -88,6 +89,10 @@ pub struct GrpcConfig {
     /// Default false.
     #[serde(default)]
     pub include_metadata: bool,
+    /// Require credentials of every request, checked by this
+    /// authenticator extension. Default: none required.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for GrpcConfig {
@@ -102,6 +107,7 @@ impl Default for GrpcConfig {
             write_buffer_size: None,
             keepalive: None,
             include_metadata: false,
+            auth: None,
         }
     }
 }
@@ -283,6 +289,9 @@ impl GrpcConfig {
         if let Some(tls) = &self.tls {
             tls.validate()
                 .map_err(|e| error("protocols.grpc.tls", e.to_string()))?;
+        }
+        if let Some(auth) = &self.auth {
+            auth.validate("protocols.grpc.auth")?;
         }
         if self.max_recv_msg_size_mib > (usize::MAX / (1024 * 1024)) as u64 {
             return Err(error(

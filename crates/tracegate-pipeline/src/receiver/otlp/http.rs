@@ -2,14 +2,12 @@
 //! compressed, answered in the request's encoding with the collector's
 //! status codes (docs/architecture.md, "Answers to clients").
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use tonic::Code;
 
@@ -19,19 +17,13 @@ use crate::compression::{ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
 use crate::receiver::counters::{RejectReason, TransportCounters};
 use crate::receiver::http_ingest::{
-    decompress_capped, media_type, plain_response, read_capped, text_response, BodyError,
+    decompress_capped, drain, media_type, plain_response, read_capped, text_response, BodyError,
     HttpHandler, HttpResponse,
 };
 use tracegate_model::SpanBatch;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
-
-/// After answering early (400, 404, ...) the rest of the body is read and
-/// discarded, up to this much and this long, so the client can finish
-/// sending and read the answer instead of failing on a reset connection.
-const DRAIN_LIMIT: usize = 256 * 1024 * 1024;
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The two OTLP/HTTP body encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,29 +94,6 @@ fn failure_response(
     response
 }
 
-/// Reads and drops what is left of a body the answer did not need.
-async fn drain(mut body: Incoming) {
-    let mut left = DRAIN_LIMIT;
-    let deadline = tokio::time::sleep(DRAIN_TIMEOUT);
-    tokio::pin!(deadline);
-    loop {
-        let frame = tokio::select! {
-            _ = &mut deadline => return,
-            frame = body.frame() => frame,
-        };
-        match frame {
-            Some(Ok(frame)) => {
-                let len = frame.data_ref().map_or(0, Bytes::len);
-                if len >= left {
-                    return;
-                }
-                left -= len;
-            }
-            _ => return,
-        }
-    }
-}
-
 impl HttpHandler for HttpReceiver {
     async fn handle(&self, request: Request<Incoming>) -> HttpResponse {
         let (parts, mut body) = request.into_parts();
@@ -145,6 +114,43 @@ impl HttpHandler for HttpReceiver {
         };
         if !body.is_end_stream() {
             tokio::spawn(drain(body));
+        }
+        response
+    }
+
+    fn before_auth(&self, request: &Parts) -> bool {
+        self.cors
+            .as_ref()
+            .is_some_and(|_| CorsPolicy::is_preflight(&request.method, &request.headers))
+    }
+
+    /// The collector's OTLP receiver answers a refused request with a
+    /// `Status` (UNAUTHENTICATED) in the request's encoding, JSON when it
+    /// names none; for any other `Content-Type` its error handler cannot
+    /// pick an encoding and answers 500 with a fixed JSON message.
+    fn unauthenticated(&self, request: &Parts, message: &str) -> HttpResponse {
+        let format = match media_type(&request.headers).as_deref() {
+            None | Some(JSON) => Some(BodyFormat::Json),
+            Some(PROTOBUF) => Some(BodyFormat::Protobuf),
+            Some(_) => None,
+        };
+        let mut response = match format {
+            Some(format) => failure_response(
+                StatusCode::UNAUTHORIZED,
+                format,
+                &ExportFailure::new(Code::Unauthenticated, message),
+            ),
+            None => body_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                BodyFormat::Json,
+                Bytes::from_static(
+                    br#"{"code": 13, "message": "failed to marshal error message"}"#,
+                ),
+            ),
+        };
+        if let Some(cors) = &self.cors {
+            let origin = request.headers.get(header::ORIGIN);
+            cors.decorate(&request.method, origin, response.headers_mut());
         }
         response
     }

@@ -1,9 +1,6 @@
 //! The `otlp` receiver: OTLP/gRPC and OTLP/HTTP, as the collector's
 //! `otlpreceiver` (defaults, config keys, status codes), for traces only.
 
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::counters::{self, OTLP_REASONS};
@@ -12,11 +9,11 @@ use super::http_ingest::HttpService;
 use super::listener;
 use super::{RunningReceiver, StartError};
 use crate::consumer::NextConsumer;
-use crate::processor::tail_sampling::handover::HandoverExchange;
 use tracegate_model::SpanBatch;
 
 mod config;
 mod cors;
+pub(crate) use cors::CorsPolicy;
 mod http;
 pub(super) mod status;
 
@@ -44,20 +41,30 @@ pub(crate) async fn start(
     config: &Config,
     id: &str,
     next: NextConsumer,
-    handover: HandoverExchange,
-    shutdown: CancellationToken,
+    ctx: &super::BuildContext,
 ) -> Result<RunningReceiver, StartError> {
+    let shutdown = ctx.shutdown.clone();
+    let handover = ctx.handover.clone();
     // Bind and load everything before serving anything, so a failure
     // leaves nothing running.
     let grpc = match &config.protocols.grpc {
-        Some(grpc) => Some(BoundGrpc::bind(grpc, id).await?),
+        Some(grpc) => Some(BoundGrpc::bind(grpc, id, &ctx.authenticators).await?),
         None => None,
     };
     let http = match &config.protocols.http {
         Some(http) => {
+            let counters = counters::TransportCounters::register_with_auth(
+                id,
+                "http",
+                OTLP_REASONS,
+                http.auth.is_some(),
+            );
+            let gate = http
+                .server_keys()
+                .auth_gate(&ctx.authenticators, &counters, id, "http")?;
             let tls = listener::tls_acceptor(http.tls.as_ref(), &[b"h2", b"http/1.1"], id, "http")?;
             let (listener, addr) = listener::bind_endpoint(id, "http", &http.endpoint).await?;
-            Some((http, tls, listener, addr))
+            Some((http, tls, listener, addr, counters, gate))
         }
         None => None,
     };
@@ -75,16 +82,19 @@ pub(crate) async fn start(
             &tasks,
         );
     }
-    if let Some((http_config, tls, listener, addr)) = http {
+    if let Some((http_config, tls, listener, addr, counters, gate)) = http {
         addresses.push(("http", addr));
-        let service = HttpService(Arc::new(http::HttpReceiver {
-            next,
-            counters: counters::TransportCounters::register(id, "http", OTLP_REASONS),
-            traces_path: http_config.traces_path(),
-            max_body_size: http_config.max_request_body_size(),
-            encodings: http_config.encodings(),
-            cors: http_config.cors.as_ref().and_then(cors::CorsPolicy::new),
-        }));
+        let service = HttpService::new(
+            http::HttpReceiver {
+                next,
+                counters,
+                traces_path: http_config.traces_path(),
+                max_body_size: http_config.max_request_body_size(),
+                encodings: http_config.encodings(),
+                cors: http_config.cors.as_ref().and_then(cors::CorsPolicy::new),
+            },
+            gate,
+        );
         let settings = http_config.server_keys().connection_settings(tls);
         listener::spawn_accept_loop(listener, settings, service, shutdown.clone(), &tasks);
     }
@@ -99,6 +109,6 @@ impl super::BuildReceiver for Config {
         next: NextConsumer,
         cx: &super::BuildContext,
     ) -> super::Started {
-        start(self, id, next, cx.handover.clone(), cx.shutdown.clone()).await
+        start(self, id, next, cx).await
     }
 }

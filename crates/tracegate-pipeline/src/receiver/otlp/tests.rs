@@ -1431,14 +1431,17 @@ async fn counters_describe_what_happened() {
         TransportCounters::register("otlp/counted", "http", super::counters::OTLP_REASONS)
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let receiver = crate::receiver::http_ingest::HttpService(Arc::new(super::http::HttpReceiver {
-        next: Arc::new(Collect(tx)),
-        counters,
-        traces_path: "/v1/traces".into(),
-        max_body_size: 1 << 20,
-        encodings: vec![crate::compression::ContentEncoding::Identity],
-        cors: None,
-    }));
+    let receiver = crate::receiver::http_ingest::HttpService::new(
+        super::http::HttpReceiver {
+            next: Arc::new(Collect(tx)),
+            counters,
+            traces_path: "/v1/traces".into(),
+            max_body_size: 1 << 20,
+            encodings: vec![crate::compression::ContentEncoding::Identity],
+            cors: None,
+        },
+        None,
+    );
     let listener = crate::receiver::listener::bind("127.0.0.1:0")
         .await
         .unwrap();
@@ -1720,4 +1723,112 @@ fn invalid_response_headers_are_config_errors() {
         assert_eq!(err.path, "protocols.http.response_headers", "{err}");
         assert!(err.message.contains(message), "{err}");
     }
+}
+
+/// With `auth`, every request is checked before anything else, as the
+/// collector's confighttp does (an unknown path too); the refusal is a
+/// Status in the request's encoding, JSON without a `Content-Type`, and
+/// the collector's 500 for any other media type; a CORS preflight needs
+/// no credentials; `request_params` take a query parameter as the header.
+#[tokio::test]
+async fn http_auth_answers_as_the_collector_and_lets_preflights_through() {
+    use crate::auth::{bearer, Authenticator, Authenticators};
+    use crate::extension::BuildExtension;
+    let shutdown = CancellationToken::new();
+    let _cancel = shutdown.clone().drop_guard();
+    let bearer: bearer::Config = crate::config::from_value(json!({"token": "s3cret"})).unwrap();
+    let started = bearer
+        .start("bearertokenauth", &crate::context::BuildContext::default())
+        .await
+        .unwrap();
+    let auth: Authenticator = started.authenticator.unwrap();
+    let ctx = crate::context::BuildContext {
+        shutdown: shutdown.clone(),
+        authenticators: Authenticators::new([("bearertokenauth".to_string(), auth)]),
+        ..Default::default()
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let running = otlp_config(json!({"http": {
+        "endpoint": "127.0.0.1:0",
+        "cors": {"allowed_origins": ["https://app.example.com"]},
+        "auth": {"authenticator": "bearertokenauth", "request_params": ["authorization"]},
+    }}))
+    .start("otlp/auth", Arc::new(Collect(tx)), ctx)
+    .await
+    .unwrap();
+    let addr = running.addresses()[0].1;
+    let client = http_client();
+    let body = protobuf(&request(1, 1));
+
+    let unknown_type = send_traces(&client, addr, "text/plain", None, body.clone()).await;
+    assert_eq!(unknown_type.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        &unknown_type.body[..],
+        br#"{"code": 13, "message": "failed to marshal error message"}"#
+    );
+    let untyped = send(&client, post(addr, "/v1/traces", None, None, body.clone())).await;
+    assert_eq!(untyped.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(untyped.content_type(), "application/json");
+    let elsewhere = send_traces(&client, addr, "application/json", None, "{}").await;
+    assert_eq!(elsewhere.status, StatusCode::UNAUTHORIZED);
+    let not_found = send(
+        &client,
+        post(addr, "/v1/metrics", Some("application/json"), None, "{}"),
+    )
+    .await;
+    assert_eq!(
+        not_found.status,
+        StatusCode::UNAUTHORIZED,
+        "auth comes first"
+    );
+
+    let preflight = Request::builder()
+        .method(Method::OPTIONS)
+        .uri(format!("http://{addr}/v1/traces"))
+        .header(http::header::ORIGIN, "https://app.example.com")
+        .header(http::header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        send(&client, preflight).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let mut refused = post(
+        addr,
+        "/v1/traces",
+        Some("application/x-protobuf"),
+        None,
+        body.clone(),
+    );
+    refused.headers_mut().insert(
+        http::header::ORIGIN,
+        "https://app.example.com".parse().unwrap(),
+    );
+    let refused = send(&client, refused).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.headers[http::header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.example.com",
+        "a browser can read the refusal"
+    );
+    let status = RpcStatus::decode(refused.body).unwrap();
+    assert_eq!(status.code, Code::Unauthenticated as i32);
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing refused reached the pipeline"
+    );
+
+    let by_param = send(
+        &client,
+        post(
+            addr,
+            "/v1/traces?authorization=Bearer%20s3cret",
+            Some("application/x-protobuf"),
+            None,
+            body,
+        ),
+    )
+    .await;
+    assert_eq!(by_param.status, StatusCode::OK);
+    assert_eq!(rx.recv().await.unwrap().len(), 1);
 }

@@ -3,13 +3,10 @@
 //! `/api/v1/spans` read as v2, JSON or `application/x-protobuf` proto3,
 //! 202 on success, 400 with the parse error).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::counters::{RejectReason, TransportCounters, INGEST_REASONS};
@@ -140,16 +137,25 @@ pub(crate) async fn start(
     config: &Config,
     id: &str,
     next: NextConsumer,
-    shutdown: CancellationToken,
+    ctx: &super::BuildContext,
 ) -> Result<RunningReceiver, StartError> {
+    let shutdown = ctx.shutdown.clone();
+    let counters =
+        TransportCounters::register_with_auth(id, "http", INGEST_REASONS, config.auth.is_some());
+    let gate = config
+        .server_keys()
+        .auth_gate(&ctx.authenticators, &counters, id, "http")?;
     let tls = listener::tls_acceptor(config.tls.as_ref(), &[b"h2", b"http/1.1"], id, "http")?;
     let (tcp, addr) = listener::bind_endpoint(id, "http", &config.endpoint).await?;
-    let service = HttpService(Arc::new(ZipkinHttp {
-        next,
-        counters: TransportCounters::register(id, "http", INGEST_REASONS),
-        max_body_size: config.max_request_body_size(),
-        parse_string_tags: config.parse_string_tags,
-    }));
+    let service = HttpService::new(
+        ZipkinHttp {
+            next,
+            counters,
+            max_body_size: config.max_request_body_size(),
+            parse_string_tags: config.parse_string_tags,
+        },
+        gate,
+    );
     let tasks = TaskTracker::new();
     let settings = config.server_keys().connection_settings(tls);
     listener::spawn_accept_loop(tcp, settings, service, shutdown, &tasks);
@@ -167,6 +173,6 @@ impl super::BuildReceiver for Config {
         next: NextConsumer,
         cx: &super::BuildContext,
     ) -> super::Started {
-        start(self, id, next, cx.shutdown.clone()).await
+        start(self, id, next, cx).await
     }
 }

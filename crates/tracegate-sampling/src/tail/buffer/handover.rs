@@ -63,11 +63,15 @@ impl TraceShard {
     /// Takes every pending trace for which `leaves` holds out of the
     /// shard, whole, into `taken`, and returns how many. They leave as if
     /// they had never been here: no decision, no count but
-    /// `new_traces` (which counted them as they started).
+    /// `new_traces` (which counted them as they started). Their ids go to
+    /// [`Released::forgotten`] and the pins they held to
+    /// [`Released::released_pins`], for a journal to record that they are
+    /// no longer here.
     pub fn take_pending_where(
         &mut self,
         mut leaves: impl FnMut(&TraceId) -> bool,
         taken: &mut Vec<PendingTrace>,
+        out: &mut Released,
     ) -> usize {
         let ids: Vec<TraceId> = self
             .table
@@ -84,6 +88,8 @@ impl TraceShard {
             self.memory -= entry.memory;
             let spans = AssembledOnDemand::new(&entry.stored, &self.headers).into_batch();
             mem::take(&mut entry.stored).release(&mut self.headers);
+            out.released_pins.append(&mut entry.pins);
+            out.forgotten.push(id);
             // Its queue entries are stale now (no table entry of their
             // seq) and are skipped where they are met.
             taken.push(PendingTrace {
@@ -99,14 +105,18 @@ impl TraceShard {
     }
 
     /// Every remembered decision of a trace for which `moves` holds, into
-    /// `out`. The shard keeps them too: late spans that still come here
-    /// follow them.
+    /// `out`, least recently used first: decided traces kept in the table
+    /// (their cache off), then the decision caches' entries. The shard
+    /// keeps them too: late spans that still come here follow them.
     pub fn decisions_where(
         &self,
         mut moves: impl FnMut(&TraceId) -> bool,
         out: &mut Vec<KnownDecision>,
     ) {
-        for (id, entry) in &self.table {
+        for (id, seq) in &self.arrivals {
+            let Some(entry) = self.table.get(id).filter(|e| e.seq == *seq) else {
+                continue;
+            };
             if let State::Decided { sampled, .. } = entry.state {
                 if moves(id) {
                     out.push(KnownDecision {
@@ -117,21 +127,21 @@ impl TraceShard {
                 }
             }
         }
-        for (id, policy) in self.sampled_cache.iter() {
-            if moves(id) {
-                out.push(KnownDecision {
-                    trace_id: *id,
-                    sampled: true,
-                    policy: *policy,
-                });
-            }
-        }
-        for (id, ()) in self.not_sampled_cache.iter() {
+        for (id, ()) in self.not_sampled_cache.iter_oldest_first() {
             if moves(id) {
                 out.push(KnownDecision {
                     trace_id: *id,
                     sampled: false,
                     policy: None,
+                });
+            }
+        }
+        for (id, (policy, _)) in self.sampled_cache.iter_oldest_first() {
+            if moves(id) {
+                out.push(KnownDecision {
+                    trace_id: *id,
+                    sampled: true,
+                    policy: *policy,
                 });
             }
         }
@@ -216,6 +226,9 @@ impl TraceShard {
                     },
                     policy: decision.policy,
                     composite: None,
+                    // A hand-over carries no tail threshold (the wire has
+                    // none): the spans keep the one they came with.
+                    tail: None,
                 };
                 self.decide_as(
                     id,
@@ -232,7 +245,7 @@ impl TraceShard {
                     return;
                 }
                 let cached = if decision.sampled {
-                    self.sampled_cache.put(id, decision.policy);
+                    self.sampled_cache.put(id, (decision.policy, None));
                     self.sampled_cache.capacity() > 0
                 } else {
                     self.not_sampled_cache.put(id, ());
@@ -263,7 +276,15 @@ impl TraceShard {
         self.next_seq += 1;
         self.table_insert(
             id,
-            Entry::empty(seq, now, State::Decided { sampled, at: now }),
+            Entry::empty(
+                seq,
+                now,
+                State::Decided {
+                    sampled,
+                    at: now,
+                    tail: None,
+                },
+            ),
         );
         self.arrivals.push_back((id, seq));
         self.compact_arrivals();
@@ -332,7 +353,10 @@ mod tests {
         a.insert(&batch(&[ok(2, 2)]), secs(103), &mut policies, &mut out);
         let before = a.buffered_bytes();
         let mut taken = Vec::new();
-        assert_eq!(a.take_pending_where(|id| *id == tid(1), &mut taken), 1);
+        assert_eq!(
+            a.take_pending_where(|id| *id == tid(1), &mut taken, &mut out),
+            1
+        );
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].trace_id, tid(1));
         assert_eq!(taken[0].first_seen, secs(100));
@@ -359,7 +383,7 @@ mod tests {
             &mut out,
         );
         let mut taken = Vec::new();
-        a.take_pending_where(|_| true, &mut taken);
+        a.take_pending_where(|_| true, &mut taken, &mut out);
 
         let mut b = shard(0);
         // Local spans of the trace and another trace arrived first.

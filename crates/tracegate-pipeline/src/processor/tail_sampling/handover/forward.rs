@@ -149,6 +149,7 @@ fn give_back(
         batch: Arc::new(SpanBatch::concat(&parts)),
         spans: None,
         arrivals: Arc::new(arrivals),
+        pin: None,
     };
     // The shard's receiver lives as long as its worker, which outlives
     // every hand-over it waits for.

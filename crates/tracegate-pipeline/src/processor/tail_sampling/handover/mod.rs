@@ -41,8 +41,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracegate_model::SpanBatch;
-use tracegate_sampling::tail::{shard_of, KnownDecision, TraceId};
+use tracegate_sampling::tail::adaptive::FleetSize;
+use tracegate_sampling::tail::{shard_of, KnownDecision, Pin, TraceId};
 
+use super::journal::{self, Journal};
 use super::metrics_names as m;
 use super::Clock;
 use crate::config::{error, ComponentError};
@@ -316,6 +318,9 @@ pub(super) enum Import {
         /// The shard's spans of `batch`; `None`: all.
         spans: Option<Vec<u32>>,
         arrivals: Arc<HashMap<TraceId, Arrival>>,
+        /// With `tail_storage`: the journal record the inbox wrote them
+        /// to; `None` for spans taken back (journaled by the worker).
+        pin: Option<Pin>,
     },
     Decisions(Vec<KnownDecision>),
 }
@@ -388,6 +393,9 @@ pub(super) struct Inbox {
     view: watch::Receiver<Arc<View>>,
     verify_sender_address: bool,
     clock: Clock,
+    /// With `tail_storage`: spans handed over are journaled before the
+    /// sender is answered, as any arrival.
+    journal: Option<Arc<Journal>>,
 }
 
 impl Inbox {
@@ -508,6 +516,7 @@ impl Inbox {
         let mut imports: Vec<(usize, Import)> = Vec::new();
         if let Some(batch) = batch {
             spans = batch.len() as u64;
+            let pin = self.journal_batch(&batch, now, &arrivals).await?;
             let batch = Arc::new(batch);
             let arrivals = Arc::new(arrivals);
             let mut routes: Vec<Vec<u32>> = vec![Vec::new(); n];
@@ -523,6 +532,7 @@ impl Inbox {
                     batch: batch.clone(),
                     spans: (!whole).then_some(route),
                     arrivals: arrivals.clone(),
+                    pin: pin.clone(),
                 };
                 imports.push((shard, import));
             }
@@ -552,9 +562,49 @@ impl Inbox {
         Ok(())
     }
 
+    /// With `tail_storage`: writes handed-over spans to the journal, with
+    /// their traces' clocks. A storage that refuses refuses the hand-over
+    /// (its sender keeps the traces).
+    async fn journal_batch(
+        &self,
+        batch: &SpanBatch,
+        now: Duration,
+        arrivals: &HashMap<TraceId, Arrival>,
+    ) -> Result<Option<Pin>, Status> {
+        let Some(journal) = &self.journal else {
+            return Ok(None);
+        };
+        journal_handed_over(journal, batch, now, arrivals)
+            .await
+            .map(Some)
+            .map_err(|e| self.refuse("storage", Status::unavailable(e)))
+    }
+
     /// Stops taking hand-overs (they are refused from now on).
     pub(super) fn close(&self) {
         self.shards.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// Writes spans handed over (or taken back from a failed hand-over) to
+/// `journal`, arriving `now`, with their traces' clocks from `arrivals`.
+pub(super) async fn journal_handed_over(
+    journal: &Arc<Journal>,
+    batch: &SpanBatch,
+    now: Duration,
+    arrivals: &HashMap<TraceId, Arrival>,
+) -> Result<Pin, String> {
+    let clocks: Vec<(TraceId, Duration)> =
+        arrivals.iter().map(|(id, a)| (*id, a.first_seen)).collect();
+    let record = batch.clone();
+    let written = journal::write_off_thread(journal, move |j| {
+        j.append_handed_over(&record, now, &clocks)
+    })
+    .await;
+    match written {
+        Ok(Ok(pin)) => Ok(pin as Pin),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 
@@ -562,6 +612,8 @@ impl Inbox {
 /// the inbox, the forwarder.
 pub(super) struct Handover {
     config: Config,
+    /// The live member count, for the adaptive policies' goals.
+    fleet: FleetSize,
     processor: String,
     view: Arc<watch::Sender<Arc<View>>>,
     known: Arc<Mutex<KnownSenders>>,
@@ -584,6 +636,8 @@ impl Handover {
         shards: usize,
         clock: Clock,
         exchange: &HandoverExchange,
+        journal: Option<Arc<Journal>>,
+        fleet: &FleetSize,
     ) -> Result<(Handover, Vec<ShardParts>), ComponentError> {
         let (view_tx, view_rx) = watch::channel(Arc::new(View::inactive()));
         let known = Arc::new(Mutex::new(KnownSenders::default()));
@@ -601,6 +655,7 @@ impl Handover {
             view: view_rx,
             verify_sender_address: config.verify_sender_address,
             clock,
+            journal,
         });
         exchange
             .register(&inbox)
@@ -609,6 +664,7 @@ impl Handover {
         Ok((
             Handover {
                 config: config.clone(),
+                fleet: fleet.clone(),
                 processor: processor.to_string(),
                 view: Arc::new(view_tx),
                 known,
@@ -654,6 +710,7 @@ impl Handover {
             me: self.config.me(),
             view: self.view.clone(),
             known: self.known.clone(),
+            fleet: self.fleet.clone(),
             members_gauge: metrics::gauge!(m::HANDOVER_MEMBERS, "processor" => self.processor.clone()),
             member_gauge: metrics::gauge!(m::HANDOVER_IS_MEMBER, "processor" => self.processor.clone()),
         };
@@ -681,6 +738,7 @@ impl Handover {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .update(&members);
+        self.fleet.set(members.len());
         self.view
             .send_replace(Arc::new(View::new(members, &self.config.me())));
     }
@@ -692,6 +750,7 @@ struct Follower {
     me: String,
     view: Arc<watch::Sender<Arc<View>>>,
     known: Arc<Mutex<KnownSenders>>,
+    fleet: FleetSize,
     members_gauge: metrics::Gauge,
     member_gauge: metrics::Gauge,
 }
@@ -707,6 +766,8 @@ impl Follower {
             .update(&members);
         let view = View::new(members.clone(), &self.me);
         self.members_gauge.set(members.len() as f64);
+        // No members known counts as one gateway: this one.
+        self.fleet.set(members.len());
         self.member_gauge
             .set(if view.is_member() { 1.0 } else { 0.0 });
         if view.is_member() || members.is_empty() {

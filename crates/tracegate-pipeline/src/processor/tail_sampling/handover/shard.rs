@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use tracegate_sampling::tail::{KnownDecision, PendingTrace, TraceId, TraceShard};
+use tracegate_sampling::tail::{KnownDecision, PendingTrace, Released, TraceId, TraceShard};
 
 use super::super::Work;
 use super::forward::{Moving, Outgoing, Reason};
@@ -106,12 +106,14 @@ impl ShardHandover {
     }
 
     /// The spans of `work` to take here; those of traces owned elsewhere
-    /// that this shard holds nothing of go to their owner.
+    /// that this shard holds nothing of go to their owner, and their ids to
+    /// `gone` (for the journal: their spans are not this gateway's).
     pub(in crate::processor::tail_sampling) fn divert(
         &mut self,
         work: Work,
         shard: &TraceShard,
         now: Duration,
+        gone: &mut Vec<TraceId>,
     ) -> Option<Work> {
         if !self.current.is_active() {
             return Some(work);
@@ -162,6 +164,7 @@ impl ShardHandover {
                 .collect(),
         };
         let mut by_owner: HashMap<String, Vec<Moving>> = HashMap::new();
+        gone.extend(away.keys());
         for (id, (owner, indices)) in away {
             by_owner.entry(owner).or_default().push(Moving {
                 trace_id: id,
@@ -176,14 +179,20 @@ impl ShardHandover {
         (!keep.is_empty()).then_some(Work {
             batch: work.batch,
             spans: Some(keep),
+            pin: work.pin,
         })
     }
 
-    /// The members changed: hands over what moved away.
-    pub(in crate::processor::tail_sampling) fn on_view_changed(&mut self, shard: &mut TraceShard) {
+    /// The members changed: hands over what moved away (what leaves the
+    /// shard is listed in `out`, see [`TraceShard::take_pending_where`]).
+    pub(in crate::processor::tail_sampling) fn on_view_changed(
+        &mut self,
+        shard: &mut TraceShard,
+        out: &mut Released,
+    ) {
         let new = self.view.borrow_and_update().clone();
         let old = std::mem::replace(&mut self.current, new.clone());
-        self.hand_over(shard, &old, &new, Reason::Membership);
+        self.hand_over(shard, &old, &new, Reason::Membership, out);
         // What stays foreign is looked at again soon.
         let owned: Vec<TraceId> = self
             .foreign
@@ -197,7 +206,11 @@ impl ShardHandover {
     }
 
     /// Hands foreign traces on to their owners, as the members now stand.
-    pub(in crate::processor::tail_sampling) fn on_recheck(&mut self, shard: &mut TraceShard) {
+    pub(in crate::processor::tail_sampling) fn on_recheck(
+        &mut self,
+        shard: &mut TraceShard,
+        out: &mut Released,
+    ) {
         self.recheck_at = None;
         let view = self.current.clone();
         self.foreign
@@ -207,7 +220,7 @@ impl ShardHandover {
         }
         let foreign = &self.foreign;
         let mut taken = Vec::new();
-        shard.take_pending_where(|id| foreign.contains_key(id), &mut taken);
+        shard.take_pending_where(|id| foreign.contains_key(id), &mut taken, out);
         self.send_taken(&view, taken, Vec::new(), Reason::Recheck);
     }
 
@@ -256,10 +269,11 @@ impl ShardHandover {
     pub(in crate::processor::tail_sampling) async fn hand_over_all(
         &mut self,
         shard: &mut TraceShard,
+        out: &mut Released,
     ) -> Vec<Import> {
         let old = self.current.clone();
         let new = Arc::new(old.without_me());
-        self.hand_over(shard, &old, &new, Reason::Shutdown);
+        self.hand_over(shard, &old, &new, Reason::Shutdown, out);
         self.current = new;
         self.in_flight.close();
         if tokio::time::timeout(self.shutdown_within, self.in_flight.wait())
@@ -278,13 +292,20 @@ impl ShardHandover {
     /// Hands the pending traces owned elsewhere under `new`, and the
     /// decisions of trace ids owned here under `old` and elsewhere under
     /// `new`, to their owners under `new`.
-    fn hand_over(&mut self, shard: &mut TraceShard, old: &View, new: &View, reason: Reason) {
+    fn hand_over(
+        &mut self,
+        shard: &mut TraceShard,
+        old: &View,
+        new: &View,
+        reason: Reason,
+        out: &mut Released,
+    ) {
         if !new.is_active() {
             // Nobody to hand to: everything stays.
             return;
         }
         let mut taken = Vec::new();
-        shard.take_pending_where(|id| !new.owns(id), &mut taken);
+        shard.take_pending_where(|id| !new.owns(id), &mut taken, out);
         let mut decisions = Vec::new();
         shard.decisions_where(|id| old.owns(id) && !new.owns(id), &mut decisions);
         self.send_taken(new, taken, decisions, reason);

@@ -5,6 +5,7 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::super::journal_tests;
 use super::super::tests::{request, trace_id};
 use super::super::TailSampler;
 use super::*;
@@ -100,6 +101,38 @@ impl Gateway {
     }
 
     async fn with_shards(decision_wait: &str, retry_for: &str, shards: usize) -> Gateway {
+        Self::build(decision_wait, retry_for, shards, None).await
+    }
+
+    /// With `journal`, the sampler journals in that directory
+    /// (`tail_storage`).
+    async fn build(
+        decision_wait: &str,
+        retry_for: &str,
+        shards: usize,
+        journal: Option<&std::path::Path>,
+    ) -> Gateway {
+        let errors = json!([{"name": "errors", "type": "status_code",
+                             "status_code": {"status_codes": ["ERROR"]}}]);
+        Self::build_with(decision_wait, retry_for, shards, journal, errors).await
+    }
+
+    async fn with_policies(
+        decision_wait: &str,
+        retry_for: &str,
+        shards: usize,
+        policies: serde_json::Value,
+    ) -> Gateway {
+        Self::build_with(decision_wait, retry_for, shards, None, policies).await
+    }
+
+    async fn build_with(
+        decision_wait: &str,
+        retry_for: &str,
+        shards: usize,
+        journal: Option<&std::path::Path>,
+        policies: serde_json::Value,
+    ) -> Gateway {
         let exchange = HandoverExchange::default();
         let stop = CancellationToken::new();
         let ctx = BuildContext {
@@ -123,8 +156,7 @@ impl Gateway {
             "decision_wait": decision_wait,
             "decision_cache": {"sampled_cache_size": 1000, "non_sampled_cache_size": 1000},
             "shards": shards,
-            "policies": [{"name": "errors", "type": "status_code",
-                          "status_code": {"status_codes": ["ERROR"]}}],
+            "policies": policies,
             "handover": {
                 "resolver": {"static": {"hostnames": [addr.to_string()]}},
                 "advertised_endpoint": addr.to_string(),
@@ -140,6 +172,7 @@ impl Gateway {
             config,
             out.clone(),
             MemoryPressure::default(),
+            journal.and_then(|dir| journal_tests::place(dir, 0)),
             &exchange,
             stop.clone(),
         )
@@ -156,6 +189,15 @@ impl Gateway {
 
     fn name(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// What SIGKILL leaves: the workers stop where they are and nothing is
+    /// flushed; then everything the gateway held is let go (its storage's
+    /// lock included), so that another can start on its directory.
+    async fn crash(self) {
+        journal_tests::crash(self.sampler.clone()).await;
+        self._stop.cancel();
+        self._receiver.stopped().await;
     }
 
     fn set_members(&self, members: &[&str]) {
@@ -285,22 +327,31 @@ async fn spans_of_a_trace_owned_elsewhere_are_passed_on() {
     assert!(a.out.spans().is_empty());
 }
 
+/// A member nothing listens on.
+fn dead_member() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+/// Two spans of each of `traces`: an error root and a plain child.
+fn error_roots(traces: &[u8]) -> Vec<(u8, u8, bool)> {
+    traces
+        .iter()
+        .flat_map(|&t| [(t, 1, true), (t, 2, false)])
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_that_cannot_be_handed_over_are_decided_here() {
     let a = Gateway::start("1s", "200ms").await;
     let an = a.name();
-    // A member nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let dead = dead_member();
     a.set_members(&[&an]);
     let traces: Vec<u8> = (0..20).collect();
-    let spans: Vec<(u8, u8, bool)> = traces
-        .iter()
-        .flat_map(|&t| [(t, 1, true), (t, 2, false)])
-        .collect();
+    let spans = error_roots(&traces);
     a.send(&spans).await;
     a.set_members(&[&an, &dead]);
     a.out.wait_for(40, Duration::from_secs(5)).await;
@@ -476,4 +527,234 @@ fn the_view_agrees_with_the_agents_routing() {
     }
     assert!(!View::new(Vec::new().into(), "x:1").is_active());
     assert!(same_member("[::1]:4317", "[0:0:0:0:0:0:0:1]:4317"));
+}
+
+/// Waits (at most `within`) until a sampler without hand-over has passed
+/// on `spans` spans; they are returned as (trace, span) pairs, sorted.
+async fn restored(
+    out: &super::super::tests::Collect,
+    spans: usize,
+    within: Duration,
+) -> Vec<(TraceId, u8)> {
+    let deadline = Instant::now() + within;
+    while out.spans().len() < spans {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {spans} spans within {within:?}",
+            out.spans().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut got: Vec<(TraceId, u8)> = out.spans().iter().map(|(t, s, _)| (*t, s[0])).collect();
+    got.sort();
+    got
+}
+
+/// `tail_storage` and hand-over together: the old owner journals the traces
+/// it handed over as gone, so after a crash it restores only those it kept,
+/// from a record it shared with them; the new owner journaled them as they
+/// arrived, so after its own crash it restores them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_the_old_owner_does_not_restore_what_it_handed_over() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Gateway::build("2s", "2s", 1, Some(dir_a.path())).await;
+    let b = Gateway::build("2s", "2s", 1, Some(dir_b.path())).await;
+    let (an, bn) = (a.name(), b.name());
+    a.set_members(&[&an]);
+    b.set_members(&[&an]);
+    let traces: Vec<u8> = (0..20).collect();
+    // One request, so one journal record holds the traces that move and
+    // those that stay. Every trace has an error: all are kept.
+    let spans: Vec<(u8, u8, bool)> = traces
+        .iter()
+        .flat_map(|&t| [(t, 1, false), (t, 2, true)])
+        .collect();
+    a.send(&spans).await;
+    b.set_members(&[&an, &bn]);
+    a.set_members(&[&an, &bn]);
+    let both = [an.clone(), bn.clone()];
+    let (moved, stayed): (Vec<u8>, Vec<u8>) = traces.iter().partition(|&&t| owner(&both, t) == bn);
+    assert!(!moved.is_empty() && !stayed.is_empty());
+    // b journaled what it took in; a journaled what left it.
+    let (ja, jb) = (
+        a.sampler.journal.clone().unwrap(),
+        b.sampler.journal.clone().unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while ja.decisions_appended() == 0 || jb.disk_use() == 0 {
+        assert!(Instant::now() < deadline, "no hand-over within 3 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(a.out.spans().is_empty() && b.out.spans().is_empty());
+    drop((ja, jb));
+    a.crash().await;
+    b.crash().await;
+
+    let cfg = || {
+        let mut cfg = super::super::tests::errors_only(1);
+        cfg.decision_wait = Duration::from_secs(2);
+        cfg
+    };
+    let (out_a, a2) = journal_tests::start_journaled(cfg(), dir_a.path(), 0);
+    let (out_b, b2) = journal_tests::start_journaled(cfg(), dir_b.path(), 0);
+    // Restored at a, the moved traces would have been decided with the
+    // others (the same first span time, the same deadline).
+    let within = Duration::from_secs(6);
+    assert_eq!(
+        restored(&out_a, 2 * stayed.len(), within).await,
+        spans_of(&stayed, &[1, 2])
+    );
+    assert_eq!(
+        restored(&out_b, 2 * moved.len(), within).await,
+        spans_of(&moved, &[1, 2])
+    );
+    a2.flush().await;
+    b2.flush().await;
+}
+
+/// A hand-over that fails brings its traces back, and with `tail_storage`
+/// they are journaled again as they come back (their first records are
+/// marked gone), so a crash after that loses none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_taken_back_from_a_failed_hand_over_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Gateway::build("3s", "200ms", 1, Some(dir.path())).await;
+    let an = a.name();
+    let dead = dead_member();
+    a.set_members(&[&an]);
+    let traces: Vec<u8> = (0..20).collect();
+    let spans = error_roots(&traces);
+    a.send(&spans).await;
+    let journal = a.sampler.journal.clone().unwrap();
+    assert_eq!(journal.spans_records_appended(), 1);
+    a.set_members(&[&an, &dead]);
+    // The traces owned by `dead` leave, fail, and come back in a record of
+    // their own.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while journal.spans_records_appended() < 2 {
+        assert!(Instant::now() < deadline, "nothing came back within 3 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Owned here again: not handed on at the next recheck.
+    a.set_members(&[&an]);
+    drop(journal);
+    assert!(a.out.spans().is_empty());
+    a.crash().await;
+
+    let mut cfg = super::super::tests::errors_only(1);
+    cfg.decision_wait = Duration::from_secs(3);
+    let (out, a2) = journal_tests::start_journaled(cfg, dir.path(), 0);
+    assert_eq!(
+        restored(&out, 40, Duration::from_secs(6)).await,
+        spans_of(&traces, &[1, 2])
+    );
+    a2.flush().await;
+}
+
+/// Root spans of `ids`, one trace each.
+fn roots(ids: &[TraceId]) -> SpanBatch {
+    use tracegate_model::otlp::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
+    let spans = ids
+        .iter()
+        .map(|id| Span {
+            trace_id: id.to_vec(),
+            span_id: vec![1, 0, 0, 0, 0, 0, 0, 1],
+            name: "root".into(),
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 1_010_000_000,
+            ..Default::default()
+        })
+        .collect();
+    SpanBatch::from_request(&ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throughput_goal_is_divided_among_the_live_gateways() {
+    let goal = 400.0;
+    let a = Gateway::with_policies(
+        "50ms",
+        "1s",
+        2,
+        json!([{"name": "fleet", "type": "throughput", "throughput": {
+            "goal_traces_per_second": goal, "adjustment_interval": "500ms",
+            "initial_sample_rate": 1, "burst_detection_delay": 1}}]),
+    )
+    .await;
+    let an = a.name();
+    // A second member that owns none of the traces sent here, so nothing
+    // is handed over: only the count of live gateways matters.
+    let peer = "127.0.0.1:9".to_string();
+    a.set_members(&[&an, &peer]);
+    let both = [an.clone(), peer.clone()];
+    let ring = Rendezvous::new(crate::membership::members(both.iter().cloned()));
+    let mut n: u64 = 1;
+    let mut next_ids = |count: usize| {
+        let mut ids = Vec::with_capacity(count);
+        while ids.len() < count {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&n.to_be_bytes());
+            id[8..].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+            n += 1;
+            if ring.members()[ring.owner(trace_id_key(&id)).unwrap()] == an {
+                ids.push(id);
+            }
+        }
+        ids
+    };
+    // 2000 traces/s offered, in batches of 50 every 25 ms; kept traces
+    // counted over the second second of each phase.
+    let mut phase = |a: &Gateway| {
+        let batches: Vec<SpanBatch> = (0..80).map(|_| roots(&next_ids(50))).collect();
+        let sampler = a.sampler.clone();
+        async move {
+            let started = Instant::now();
+            for (i, b) in batches.into_iter().enumerate() {
+                tokio::time::sleep_until((started + Duration::from_millis(25 * i as u64)).into())
+                    .await;
+                sampler.consume(b).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            started
+        }
+    };
+    let kept_between = |a: &Gateway, from: Instant, to: Instant| {
+        a.out
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, b)| b.len())
+            .sum::<usize>() as f64
+    };
+    let started = phase(&a).await;
+    let window = |s: Instant| {
+        (
+            s + Duration::from_millis(1050),
+            s + Duration::from_millis(2050),
+        )
+    };
+    let (from, to) = window(started);
+    let halved = kept_between(&a, from, to);
+    assert!(
+        (halved - goal / 2.0).abs() <= 0.2 * goal / 2.0,
+        "with 2 members, one gateway kept {halved}/s of a {goal}/s goal"
+    );
+    // The peer leaves: this gateway now has the whole goal.
+    a.set_members(&[&an]);
+    let started = phase(&a).await;
+    let (from, to) = window(started);
+    let whole = kept_between(&a, from, to);
+    assert!(
+        (whole - goal).abs() <= 0.2 * goal,
+        "alone, the gateway kept {whole}/s of a {goal}/s goal"
+    );
 }

@@ -1,0 +1,356 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::config::{from_value, Form, Source};
+use super::serve::query_values;
+use super::strategies::{to_json, Strategies};
+
+/// The strategies file of the collector's README, with a rate-limited
+/// operation Jaeger drops with a warning.
+const FILE: &str = r#"{
+  "service_strategies": [
+    {
+      "service": "foo",
+      "type": "probabilistic",
+      "param": 0.8,
+      "operation_strategies": [
+        {"operation": "op1", "type": "probabilistic", "param": 0.2},
+        {"operation": "/health", "type": "probabilistic", "param": 0.5},
+        {"operation": "spam", "type": "ratelimiting", "param": 10}
+      ]
+    },
+    {"service": "bar", "type": "ratelimiting", "param": 5},
+    {"service": "baz", "type": "probabilistic", "param": 0.25}
+  ],
+  "default_strategy": {
+    "type": "probabilistic",
+    "param": 0.5,
+    "operation_strategies": [
+      {"operation": "/health", "type": "probabilistic", "param": 0.0},
+      {"operation": "/metrics", "type": "probabilistic", "param": 0.0}
+    ]
+  }
+}"#;
+
+fn json_of(strategies: &Strategies, service: &str) -> serde_json::Value {
+    serde_json::from_str(&to_json(strategies.for_service(service))).unwrap()
+}
+
+/// Each kind of strategy is served as Jaeger serves it, per-operation
+/// strategies merged with the default's by Jaeger's rules.
+#[test]
+fn the_file_is_served_by_jaegers_rules() {
+    let parsed = Strategies::parse(FILE.as_bytes(), 0.001).unwrap();
+    let s = &parsed.strategies;
+    // A service's own operations come first, the default's it does not
+    // name are added; its probability is the operations' default.
+    assert_eq!(
+        json_of(s, "foo"),
+        json!({
+            "strategyType": "PROBABILISTIC",
+            "probabilisticSampling": {"samplingRate": 0.8},
+            "operationSampling": {
+                "defaultSamplingProbability": 0.8,
+                "defaultLowerBoundTracesPerSecond": 0,
+                "perOperationStrategies": [
+                    {"operation": "op1", "probabilisticSampling": {"samplingRate": 0.2}},
+                    {"operation": "/health", "probabilisticSampling": {"samplingRate": 0.5}},
+                    {"operation": "/metrics", "probabilisticSampling": {"samplingRate": 0}},
+                ],
+                "defaultUpperBoundTracesPerSecond": 0,
+            }
+        })
+    );
+    // A rate-limited service without operations of its own inherits the
+    // default's, at the default's probability.
+    assert_eq!(
+        json_of(s, "bar"),
+        json!({
+            "strategyType": "RATE_LIMITING",
+            "rateLimitingSampling": {"maxTracesPerSecond": 5},
+            "operationSampling": {
+                "defaultSamplingProbability": 0.5,
+                "defaultLowerBoundTracesPerSecond": 0,
+                "perOperationStrategies": [
+                    {"operation": "/health", "probabilisticSampling": {"samplingRate": 0}},
+                    {"operation": "/metrics", "probabilisticSampling": {"samplingRate": 0}},
+                ],
+                "defaultUpperBoundTracesPerSecond": 0,
+            }
+        })
+    );
+    // A probabilistic one inherits them at its own probability.
+    assert_eq!(
+        json_of(s, "baz")["operationSampling"]["defaultSamplingProbability"],
+        json!(0.25)
+    );
+    // Any other service: the default.
+    assert_eq!(
+        json_of(s, "unknown"),
+        json_of(s, ""),
+        "every unnamed service gets the default"
+    );
+    assert_eq!(
+        json_of(s, "unknown")["probabilisticSampling"],
+        json!({"samplingRate": 0.5})
+    );
+    // The rate-limited operation is left out, with a warning naming it.
+    assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
+    assert!(
+        parsed.warnings[0].starts_with("service_strategies[0].operation_strategies[2]")
+            && parsed.warnings[0].contains("\"spam\""),
+        "{:?}",
+        parsed.warnings
+    );
+}
+
+/// The exact bytes: Jaeger's field order and names, the type by name,
+/// absent messages left out, whole numbers without a fraction.
+#[test]
+fn the_json_is_jaegers_proto_json() {
+    let s = Strategies::parse(
+        br#"{"default_strategy": {"type": "probabilistic", "param": 1},
+            "service_strategies": [{"service": "r", "type": "ratelimiting", "param": 2.9},
+              {"service": "o", "type": "probabilistic", "param": 0.125,
+               "operation_strategies": [{"operation": "a\"b", "type": "probabilistic", "param": 0.001}]}]}"#,
+        0.001,
+    )
+    .unwrap()
+    .strategies;
+    assert_eq!(
+        to_json(s.for_service("x")),
+        r#"{"strategyType":"PROBABILISTIC","probabilisticSampling":{"samplingRate":1}}"#
+    );
+    // Jaeger's int32(param).
+    assert_eq!(
+        to_json(s.for_service("r")),
+        r#"{"strategyType":"RATE_LIMITING","rateLimitingSampling":{"maxTracesPerSecond":2}}"#
+    );
+    assert_eq!(
+        to_json(s.for_service("o")),
+        r#"{"strategyType":"PROBABILISTIC","probabilisticSampling":{"samplingRate":0.125},"operationSampling":{"defaultSamplingProbability":0.125,"defaultLowerBoundTracesPerSecond":0,"perOperationStrategies":[{"operation":"a\"b","probabilisticSampling":{"samplingRate":0.001}}],"defaultUpperBoundTracesPerSecond":0}}"#
+    );
+}
+
+/// Without a file, or with one that says `null` or names no default,
+/// services get the default probability; a strategy without a type too.
+#[test]
+fn defaults_are_jaegers() {
+    let rate = |s: &Strategies, service: &str| {
+        s.for_service(service)
+            .probabilistic_sampling
+            .unwrap()
+            .sampling_rate
+    };
+    assert_eq!(rate(&Strategies::defaults(0.001), "a"), 0.001);
+    let null = Strategies::parse(b"null", 0.3).unwrap().strategies;
+    assert_eq!(rate(&null, "a"), 0.3);
+    let untyped = Strategies::parse(
+        br#"{"service_strategies": [{"service": "a",
+            "operation_strategies": [{"operation": "op", "type": "probabilistic", "param": 0.2}]}]}"#,
+        0.01,
+    )
+    .unwrap()
+    .strategies;
+    assert_eq!(rate(&untyped, "a"), 0.01);
+    assert_eq!(rate(&untyped, "b"), 0.01);
+    let ops = untyped
+        .for_service("a")
+        .operation_sampling
+        .as_ref()
+        .unwrap();
+    assert_eq!(ops.default_sampling_probability, 0.01);
+    assert_eq!(ops.per_operation_strategies[0].operation, "op");
+}
+
+/// What Jaeger would serve wrongly or silently ignore is refused, naming
+/// where in the file.
+#[test]
+fn a_bad_file_is_refused_naming_the_place() {
+    let err = |json: &str| Strategies::parse(json.as_bytes(), 0.001).unwrap_err();
+    assert_eq!(
+        err(r#"{"default_strategy": {"type": "probabilistic", "param": 1.5}}"#),
+        "default_strategy.param: a probability must be between 0 and 1, not 1.5"
+    );
+    assert_eq!(
+        err(r#"{"service_strategies": [{"service": "a", "type": "ratelimiting", "param": -1}]}"#),
+        "service_strategies[0].param: traces per second must be between 0 and 2147483647, not -1"
+    );
+    assert!(err(
+        r#"{"service_strategies": [{"service": "a", "type": "probabilistic", "param": 0.1,
+            "operation_strategies": [{"operation": "o", "type": "sometimes", "param": 0.1}]}]}"#
+    )
+    .starts_with(
+        "service_strategies[0].operation_strategies[0].type: unknown strategy type \"sometimes\""
+    ));
+    assert!(
+        err(r#"{"service_strategies": [{"service": "a", "typ": "probabilistic"}]}"#)
+            .starts_with("service_strategies[0].typ: unknown field `typ`, expected one of"),
+        "{}",
+        err(r#"{"service_strategies": [{"service": "a", "typ": "probabilistic"}]}"#)
+    );
+    assert!(err(
+        r#"{"service_strategies": [{"service": "a", "type": "probabilistic", "param": 0.1},
+            {"service": "a", "type": "probabilistic", "param": 0.2}]}"#
+    )
+    .contains("\"a\" is named twice"));
+    assert!(
+        err(r#"{"service_strategies": [{"type": "probabilistic", "param": 0.1}]}"#)
+            .contains("missing field `service`")
+    );
+    assert!(!err("{").is_empty());
+    assert!(!err(r#"{"default_strategy": {}} trailing"#).is_empty());
+}
+
+/// The collector's spelling: both listeners on by default, gRPC on 14250.
+#[test]
+fn the_collectors_form_serves_both_protocols_by_default() {
+    let config =
+        from_value(json!({"source": {"file": "/etc/s.json", "reload_interval": "1s"}})).unwrap();
+    assert_eq!(config.form, Form::Collector);
+    assert_eq!(config.http.as_ref().unwrap().endpoint, "localhost:5778");
+    assert_eq!(config.grpc.as_ref().unwrap().endpoint, "localhost:14250");
+    let Source::File(file) = &config.source else {
+        panic!("{config:?}")
+    };
+    assert_eq!(file.path, "/etc/s.json");
+    assert_eq!(file.reload_interval, Duration::from_secs(1));
+    assert_eq!(file.default_sampling_probability, 0.001);
+    assert!(config.validate().unwrap().is_empty());
+    let set = from_value(
+        json!({"source": {"file": "f"}, "http": {"endpoint": "0.0.0.0:1"},
+        "grpc": {"endpoint": "0.0.0.0:2"}}),
+    )
+    .unwrap();
+    assert_eq!(set.http.unwrap().endpoint, "0.0.0.0:1");
+    assert_eq!(set.grpc.unwrap().endpoint, "0.0.0.0:2");
+}
+
+/// Jaeger v2's spelling: a listener only where it is written, gRPC on 5779.
+#[test]
+fn jaegers_form_serves_what_it_names() {
+    let config = from_value(
+        json!({"file": {"path": "s.json", "default_sampling_probability": 0.2},
+        "http": null}),
+    )
+    .unwrap();
+    assert_eq!(config.form, Form::Jaeger);
+    assert_eq!(config.http.as_ref().unwrap().endpoint, ":5778");
+    assert!(config.grpc.is_none());
+    let Source::File(file) = &config.source else {
+        panic!("{config:?}")
+    };
+    assert_eq!(
+        (file.path.as_str(), file.default_sampling_probability),
+        ("s.json", 0.2)
+    );
+    let grpc = from_value(json!({"file": null, "grpc": {}})).unwrap();
+    assert_eq!(grpc.grpc.unwrap().endpoint, ":5779");
+    let none = from_value(json!({"file": {"path": "s.json"}})).unwrap();
+    assert!(none.validate().unwrap()[0].contains("served nowhere"));
+}
+
+/// What tracegate does not do is refused with what to use instead.
+#[test]
+fn unsupported_sources_and_bad_keys_are_refused() {
+    let refused = |value| {
+        let config = from_value(value).unwrap();
+        config.validate().unwrap_err().to_string()
+    };
+    let adaptive = refused(json!({"adaptive": {"sampling_store": "s"}, "http": null}));
+    assert!(
+        adaptive.starts_with("adaptive: adaptive sampling strategies are not supported")
+            && adaptive.contains("file.path"),
+        "{adaptive}"
+    );
+    let remote = refused(json!({"source": {"remote": {"endpoint": "jaeger:14250"}}}));
+    assert!(remote.starts_with("source.remote:"), "{remote}");
+    let url = refused(json!({"source": {"file": "http://example.com/s.json"}}));
+    assert!(
+        url.starts_with("source.file:") && url.contains("URL"),
+        "{url}"
+    );
+    let probability = refused(json!({"file": {"default_sampling_probability": 2}, "http": null}));
+    assert!(
+        probability.starts_with("file.default_sampling_probability:"),
+        "{probability}"
+    );
+    let err = |value| from_value(value).unwrap_err().to_string();
+    assert!(err(json!({})).contains("no sources specified"));
+    assert!(err(json!({"source": {}})).contains("no sources specified"));
+    assert!(err(json!({"source": {"file": "a"}, "file": {"path": "b"}}))
+        .contains("one of the two forms"));
+    assert!(
+        err(json!({"file": {"path": "a"}, "adaptive": {}})).contains("only one sampling strategy")
+    );
+    assert!(err(json!({"source": {"file": "a", "remote": {}}})).contains("too many sources"));
+    let typo = err(json!({"source": {"file": "a", "reload_intervall": "1s"}}));
+    assert!(typo.contains("reload_interval"), "{typo}");
+}
+
+/// The registry knows both names and parses them alike.
+#[test]
+fn both_names_are_one_extension() {
+    use crate::extension::ExtensionConfig;
+    let value = json!({"source": {"file": "s.json"}});
+    let collector = ExtensionConfig::from_value("jaegerremotesampling", value.clone());
+    let jaeger = ExtensionConfig::from_value("remote_sampling", value);
+    assert_eq!(collector.unwrap().unwrap(), jaeger.unwrap().unwrap());
+}
+
+#[test]
+fn the_service_parameter_is_url_decoded() {
+    assert_eq!(
+        query_values("service=a%2Fb+c&x=1&service=", "service").unwrap(),
+        vec!["a/b c".to_string(), String::new()]
+    );
+    assert!(query_values("service=%zz", "service").is_err());
+}
+
+/// A changed file that reads well is served; one that does not keeps the
+/// strategies last read, and so does a file that cannot be read.
+#[test]
+fn a_reload_swaps_good_strategies_in_and_keeps_the_old_on_a_bad_file() {
+    use std::sync::Arc;
+
+    use super::serve::Served;
+    use super::Reloader;
+
+    let file =
+        |p: f64| format!(r#"{{"default_strategy": {{"type": "probabilistic", "param": {p}}}}}"#);
+    let first = file(0.25).into_bytes();
+    let served = Arc::new(Served::new(
+        "remote_sampling",
+        Strategies::parse(&first, 0.001).unwrap().strategies,
+    ));
+    let mut reloader = Reloader {
+        extension: "remote_sampling".into(),
+        path: "strategies.json".into(),
+        default_probability: 0.001,
+        served: served.clone(),
+        last_read: Some(first),
+        last_error: None,
+    };
+    let rate = || {
+        served
+            .current()
+            .for_service("svc")
+            .probabilistic_sampling
+            .unwrap()
+            .sampling_rate
+    };
+    assert_eq!(rate(), 0.25);
+    reloader.look_at(Ok(file(0.75).into_bytes()));
+    assert_eq!(rate(), 0.75);
+    reloader.look_at(Ok(file(7.5).into_bytes()));
+    assert_eq!(rate(), 0.75, "a bad file keeps the strategies last read");
+    reloader.look_at(Ok(b"{".to_vec()));
+    assert_eq!(rate(), 0.75);
+    reloader.look_at(Err(std::io::Error::from(std::io::ErrorKind::NotFound)));
+    assert_eq!(rate(), 0.75, "a missing file keeps them too");
+    assert!(reloader.last_error.is_some());
+    reloader.look_at(Ok(file(0.5).into_bytes()));
+    assert_eq!(rate(), 0.5);
+    assert!(reloader.last_error.is_none());
+}
