@@ -672,12 +672,13 @@ impl OtlpGrpcExporter {
             gzip_frame(&body)
         }
         .map_err(CallError::Status)?;
+        let metadata = self.call_metadata();
         let call = client::unary(
             channel,
             path,
             frame,
             Some("gzip"),
-            &self.call_metadata(),
+            &metadata,
             deadline.map(|d| d.saturating_duration_since(Instant::now())),
         );
         match deadline {
