@@ -400,8 +400,9 @@ pub fn explain_unknown(message: &str) -> Option<UnknownName> {
 fn not_implemented(name: &str) -> Option<&'static str> {
     Some(match name {
         "auth" => {
-            "tracegate does not implement authenticators yet; remove it (and authenticate \
-                   in front of tracegate)"
+            "tracegate does not implement authenticators on this component yet (only on the \
+             OTLP, Jaeger and Zipkin receivers and the otlp, otlphttp, jaeger and loadbalancing \
+             exporters); remove it"
         }
         "read_timeout" | "write_timeout" => {
             "tracegate does not implement this server time limit yet: its HTTP servers take \
@@ -418,7 +419,7 @@ fn not_implemented(name: &str) -> Option<&'static str> {
         }
         "compression_params" => {
             "tracegate does not implement compression levels yet: its exporters compress at \
-             the codec's default level; remove it"
+             a fixed level (gzip 1 for otlp, the codec's default elsewhere); remove it"
         }
         "cookies" | "force_attempt_http2" | "middlewares" => {
             "tracegate does not implement this collector setting yet; remove it"
@@ -566,7 +567,7 @@ mod not_implemented_tests {
             from_value::<Server>(serde_json::json!({"auth": {"authenticator": "x"}})).unwrap_err();
         assert!(
             err.message
-                .contains("tracegate does not implement authenticators yet"),
+                .contains("tracegate does not implement authenticators on this component yet"),
             "{err}"
         );
         for key in [
