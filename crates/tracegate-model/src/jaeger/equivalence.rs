@@ -8,7 +8,10 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::proto::{self, PostSpansRequest, SpanRefType, ValueType};
-use super::{batches_from_span_batch, post_spans_requests, post_spans_requests_by_resource};
+use super::{
+    batches_from_span_batch, post_spans_requests, post_spans_requests_by_process,
+    post_spans_requests_by_resource,
+};
 use crate::otlp::{
     any_value::Value as V, AnyValue, ArrayValue, Event, ExportTraceServiceRequest,
     InstrumentationScope, KeyValue, KeyValueList, Link, Resource, ResourceSpans, ScopeSpans, Span,
@@ -369,8 +372,71 @@ fn assemble(req: &ExportTraceServiceRequest, q: &Quirks) -> Vec<u8> {
     out
 }
 
+/// The requests by process against the requests by resource: each group's
+/// request holds its resources' spans, in order, under the process each of
+/// them has alone, and every resource with a request of its own is in
+/// exactly one group. Compared as bytes (a NaN tag is not equal to itself).
+fn assert_grouped_export(batch: &SpanBatch) {
+    let decode = |b: &[u8]| {
+        PostSpansRequest::decode(b)
+            .expect("decodes")
+            .batch
+            .expect("a batch")
+    };
+    let alone: std::collections::HashMap<usize, proto::Batch> =
+        post_spans_requests_by_resource(batch)
+            .into_iter()
+            .map(|(r, b)| (r, decode(&b)))
+            .collect();
+    let mut grouped = Vec::new();
+    for (group, request) in post_spans_requests_by_process(batch) {
+        assert!(group.windows(2).all(|w| w[0] < w[1]), "{group:?}");
+        let got = decode(&request);
+        let members: Vec<&proto::Batch> = group.iter().filter_map(|r| alone.get(r)).collect();
+        assert!(!members.is_empty(), "a request for {group:?}, none alone");
+        let spans = |spans: &[proto::Span]| -> Vec<Vec<u8>> {
+            spans.iter().map(Message::encode_to_vec).collect()
+        };
+        let want: Vec<Vec<u8>> = members.iter().flat_map(|b| spans(&b.spans)).collect();
+        assert_eq!(spans(&got.spans), want, "the spans of {group:?}");
+        for member in &members {
+            assert_eq!(
+                member.process.as_ref().map(Message::encode_to_vec),
+                got.process.as_ref().map(Message::encode_to_vec)
+            );
+        }
+        grouped.extend(group);
+    }
+    grouped.sort_unstable();
+    assert!(
+        grouped.windows(2).all(|w| w[0] < w[1]),
+        "a resource in two groups"
+    );
+    for resource in alone.keys() {
+        assert!(
+            grouped.binary_search(resource).is_ok(),
+            "{resource} in no group"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn resources_with_the_same_attributes_share_one_request(req in request()) {
+        let batch = SpanBatch::try_from_request(&req).expect("valid ids");
+        assert_grouped_export(&batch);
+        // The same resources twice over: no more requests than once.
+        let mut twice = req.clone();
+        twice.resource_spans.extend(req.resource_spans.iter().cloned());
+        let twice = SpanBatch::try_from_request(&twice).expect("valid ids");
+        assert_grouped_export(&twice);
+        prop_assert_eq!(
+            post_spans_requests_by_process(&twice).len(),
+            post_spans_requests_by_process(&batch).len()
+        );
+    }
 
     #[test]
     fn export_bytes_match_the_owned_path(req in request(), keep_seed in any::<u64>()) {
@@ -390,6 +456,7 @@ proptest! {
         let bytes = assemble(&req, &q);
         let batch = SpanBatch::scan(bytes.into()).expect("valid");
         assert_same_export(&batch);
+        assert_grouped_export(&batch);
     }
 }
 
@@ -426,6 +493,50 @@ fn each_request_names_its_resource() {
     assert_eq!(requests, post_spans_requests(&batch));
     let sent = PostSpansRequest::decode(requests[1].clone()).unwrap();
     assert_eq!(sent.batch.unwrap().process.unwrap().service_name, "c");
+}
+
+#[test]
+fn only_byte_identical_attributes_share_a_process() {
+    let resource = |attributes: &[(&str, &str)], span_id: u8| ResourceSpans {
+        resource: Some(Resource {
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| crate::otlp::string_kv(k, v))
+                .collect(),
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans: vec![Span {
+                trace_id: vec![1; 16],
+                span_id: vec![span_id; 8],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        schema_url: String::new(),
+    };
+    let a = [("service.name", "a"), ("host.name", "h")];
+    let a_reordered = [("host.name", "h"), ("service.name", "a")];
+    let batch = SpanBatch::from_request(&ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource(&a, 1),
+            resource(&[("service.name", "b")], 2),
+            resource(&a, 3),
+            resource(&a_reordered, 4),
+            resource(&a, 5),
+        ],
+    });
+    let requests = post_spans_requests_by_process(&batch);
+    let groups: Vec<&[usize]> = requests.iter().map(|(g, _)| &g[..]).collect();
+    assert_eq!(groups, vec![&[0, 2, 4][..], &[1], &[3]]);
+    let first = PostSpansRequest::decode(requests[0].1.clone())
+        .unwrap()
+        .batch
+        .unwrap();
+    let span_ids: Vec<u8> = first.spans.iter().map(|s| s.span_id[0]).collect();
+    assert_eq!(span_ids, vec![1, 3, 5]);
+    assert_eq!(first.process.unwrap().service_name, "a");
+    assert_grouped_export(&batch);
 }
 
 #[test]

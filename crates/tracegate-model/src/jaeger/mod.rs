@@ -24,7 +24,9 @@ mod equivalence;
 mod tests;
 
 pub use from_otlp::{batches_from_request, batches_from_span_batch};
-pub use post_spans::{post_spans_requests, post_spans_requests_by_resource};
+pub use post_spans::{
+    post_spans_requests, post_spans_requests_by_process, post_spans_requests_by_resource,
+};
 pub use to_otlp::{request_from_batches, span_batch_from_batches, JaegerError};
 
 /// Tag keys the translator reads and writes (the collector's names).

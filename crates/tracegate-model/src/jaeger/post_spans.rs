@@ -77,25 +77,95 @@ pub fn post_spans_requests(batch: &SpanBatch) -> Vec<Bytes> {
 /// scopes has no request), so that a sender can tell which spans a failed
 /// request held.
 pub fn post_spans_requests_by_resource(batch: &SpanBatch) -> Vec<(usize, Bytes)> {
+    let groups: Vec<[usize; 1]> = (0..batch.resources().len()).map(|r| [r]).collect();
+    write_requests(batch, groups.iter().map(|g| &g[..]))
+        .into_iter()
+        .map(|(group, request)| (groups[group][0], request))
+        .collect()
+}
+
+/// One encoded `PostSpansRequest` per distinct Jaeger `Process` of the
+/// batch: resources whose attributes are byte for byte the same (as when
+/// the batch processor joins many requests of one SDK) share one request,
+/// their spans in the batch's order. Each request comes with the indices
+/// of the resources it carries, ascending, so that a sender can tell which
+/// spans a failed request held.
+pub fn post_spans_requests_by_process(batch: &SpanBatch) -> Vec<(Vec<usize>, Bytes)> {
+    let mut groups = process_groups(batch);
+    let requests = write_requests(batch, groups.iter().map(Vec::as_slice));
+    requests
+        .into_iter()
+        .map(|(group, request)| (std::mem::take(&mut groups[group]), request))
+        .collect()
+}
+
+/// The batch's resources grouped by their attribute bytes, in the order
+/// each group first appears.
+fn process_groups(batch: &SpanBatch) -> Vec<Vec<usize>> {
+    use std::collections::HashMap;
+    use std::hash::{BuildHasher, Hasher};
+
+    let buf: &[u8] = batch.bytes();
+    let attributes = |r: usize| resource_attributes(buf, range(&batch.resources()[r].body));
+    let same = |a: usize, b: usize| {
+        attributes(a)
+            .map(|r| &buf[r])
+            .eq(attributes(b).map(|r| &buf[r]))
+    };
+    let hasher = std::hash::RandomState::new();
+    // Hash of the attributes → the groups with that hash.
+    let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for resource in 0..batch.resources().len() {
+        let mut h = hasher.build_hasher();
+        for r in attributes(resource) {
+            h.write_usize(r.len());
+            h.write(&buf[r]);
+        }
+        let candidates = by_hash.entry(h.finish()).or_default();
+        match candidates.iter().find(|&&g| same(groups[g][0], resource)) {
+            Some(&g) => groups[g].push(resource),
+            None => {
+                candidates.push(groups.len());
+                groups.push(vec![resource]);
+            }
+        }
+    }
+    groups
+}
+
+/// One request per group of resources (whose attributes are the same),
+/// with the index of its group; a group without attributes or scopes has
+/// none. All share one buffer.
+fn write_requests<'g>(
+    batch: &SpanBatch,
+    groups: impl Iterator<Item = &'g [usize]>,
+) -> Vec<(usize, Bytes)> {
     let buf: &[u8] = batch.bytes();
     // Jaeger's encoding of a span is about 1.2× OTLP's.
     let mut out = Vec::with_capacity(buf.len() + buf.len() / 4 + 64);
     let mut requests: Vec<(usize, Range<usize>)> = Vec::with_capacity(batch.resources().len());
     let mut scratch = Scratch::default();
-    for (index, resource) in batch.resources().iter().enumerate() {
-        let resource_body = range(&resource.body);
+    for (index, group) in groups.enumerate() {
+        let resources = || group.iter().map(|&r| &batch.resources()[r]);
+        let Some(first) = resources().next() else {
+            continue;
+        };
+        let resource_body = range(&first.body);
         let has_attributes = resource_attributes(buf, resource_body.clone())
             .next()
             .is_some();
-        if !has_attributes && resource.scopes.is_empty() {
+        if !has_attributes && resources().all(|r| r.scopes.is_empty()) {
             continue;
         }
         out.extend_from_slice(&[0; HEADER_ROOM]);
         let body_start = out.len();
-        for scope in &batch.scopes()[range(&resource.scopes)] {
-            let scope_tags = ScopeTags::read(buf, range(&scope.body));
-            for span in &batch.spans()[range(&scope.spans)] {
-                write_span(&mut out, buf, range(&span.span), &scope_tags, &mut scratch);
+        for resource in resources() {
+            for scope in &batch.scopes()[range(&resource.scopes)] {
+                let scope_tags = ScopeTags::read(buf, range(&scope.body));
+                for span in &batch.spans()[range(&scope.spans)] {
+                    write_span(&mut out, buf, range(&span.span), &scope_tags, &mut scratch);
+                }
             }
         }
         write_process(&mut out, buf, resource_body, has_attributes);

@@ -2,7 +2,8 @@
 //! gRPC, as the collector's jaegerexporter (removed from the collector in
 //! 2023) did: the kept spans are mapped by the collector's translator,
 //! written straight from their OTLP bytes, one `PostSpans` call per
-//! resource, several in flight. Connection, TLS, headers, compression,
+//! process (resources whose attributes are byte for byte the same share
+//! one), several in flight. Connection, TLS, headers, compression,
 //! timeout and the decision of what is retried are the OTLP gRPC
 //! exporter's. Unlike the collector's exporter, which sent the whole batch
 //! again when one call failed, a retry repeats only the calls that failed.
@@ -10,7 +11,7 @@
 use super::delivery::QueueConfig;
 use async_trait::async_trait;
 use futures::{future, stream, StreamExt};
-use tracegate_model::jaeger::post_spans_requests_by_resource;
+use tracegate_model::jaeger::post_spans_requests_by_process;
 use tracegate_model::SpanBatch;
 
 use super::otlp_grpc::{self, OtlpGrpcExporter};
@@ -67,27 +68,31 @@ impl JaegerExporter {
 #[async_trait]
 impl Exporter for JaegerExporter {
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
-        let requests = post_spans_requests_by_resource(batch);
+        let requests = post_spans_requests_by_process(batch);
         let calls = requests.len();
         // Several calls share the connection at once: one at a time, the
-        // round trips (one per resource) set the exporter's pace. Every
+        // round trips (one per process) set the exporter's pace. Every
         // call runs to its answer, so that what arrived is known, and the
         // resources whose calls failed are all that is owed.
-        let mut failed: Vec<(usize, ExportError)> = stream::iter(requests)
-            .map(|(resource, request)| async move {
-                (resource, self.grpc.unary(POST_SPANS_PATH, request).await)
+        let mut failed: Vec<(Vec<usize>, ExportError)> = stream::iter(requests)
+            .map(|(resources, request)| async move {
+                (resources, self.grpc.unary(POST_SPANS_PATH, request).await)
             })
             .buffer_unordered(POST_SPANS_IN_FLIGHT)
             // PostSpansResponse has no fields: nothing to read.
-            .filter_map(|(resource, outcome)| future::ready(outcome.err().map(|e| (resource, e))))
+            .filter_map(|(resources, outcome)| future::ready(outcome.err().map(|e| (resources, e))))
             .collect()
             .await;
-        failed.sort_unstable_by_key(|(resource, _)| *resource);
-        let resources: Vec<usize> = failed.iter().map(|(resource, _)| *resource).collect();
-        let Some(error) = one_error(failed.into_iter().map(|(_, e)| e).collect(), calls) else {
+        // In the batch's order, whatever order the answers came in.
+        failed.sort_unstable_by_key(|(resources, _)| resources[0]);
+        let failed_calls = failed.len();
+        let (resources, errors): (Vec<Vec<usize>>, Vec<ExportError>) = failed.into_iter().unzip();
+        let mut resources: Vec<usize> = resources.into_iter().flatten().collect();
+        resources.sort_unstable();
+        let Some(error) = one_error(errors, calls) else {
             return Ok(Delivered::default());
         };
-        if resources.len() == calls {
+        if failed_calls == calls {
             return Err(error);
         }
         let remaining = batch.select_resources(&resources);

@@ -28,9 +28,27 @@ const GRACE: Duration = Duration::from_secs(10);
 /// `batches` batches of `resources` resources with `spans` spans each; every
 /// span's (trace id, span id) is unique across all of them.
 fn numbered_batches(batches: usize, resources: usize, spans: usize) -> Vec<SpanBatch> {
+    numbered_batches_of(batches, resources, resources, spans)
+}
+
+/// [`numbered_batches`] whose resources are of `services` services, taken
+/// in turn: resources of one service have the same attributes.
+fn numbered_batches_of(
+    batches: usize,
+    resources: usize,
+    services: usize,
+    spans: usize,
+) -> Vec<SpanBatch> {
     (0..batches)
         .map(|b| {
             let mut request = sample_request(resources, spans);
+            for (r, resource) in request.resource_spans.iter_mut().enumerate() {
+                let attributes = &mut resource.resource.as_mut().expect("a resource").attributes;
+                *attributes = vec![tracegate_model::otlp::string_kv(
+                    "service.name",
+                    &format!("svc-{}", r % services),
+                )];
+            }
             for span in request
                 .resource_spans
                 .iter_mut()
@@ -188,6 +206,31 @@ async fn jaeger_retries_only_the_calls_a_flaky_collector_refused() {
         "the collector refused {refused} of {calls} calls"
     );
     assert_eq!(calls - refused, 1_000, "every call accepted once");
+    recorder.assert_sent_and_failed("jaeger", 10_000, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_of_one_service_go_in_one_call_and_are_retried_together() {
+    let (addr, jaeger) = start_flaky_jaeger(30).await;
+    let (handle, recorder) = start_recorded(&jaeger_config(addr), "jaeger");
+    // 20 batches of 50 resources of 10 services: 200 PostSpans calls.
+    let batches = numbered_batches_of(20, 50, 10, 10);
+    let acknowledged = enqueue_all(&handle, &batches);
+    handle.shutdown(GRACE).await;
+    jaeger.arrivals.assert_each_once(
+        "flaky collector (30 % refused), 5 resources per process",
+        &batches,
+        acknowledged,
+    );
+    let (calls, refused) = (
+        jaeger.calls.load(Ordering::SeqCst),
+        jaeger.refused.load(Ordering::SeqCst),
+    );
+    assert!(
+        refused >= 30,
+        "the collector refused {refused} of {calls} calls"
+    );
+    assert_eq!(calls - refused, 200, "one call per process, accepted once");
     recorder.assert_sent_and_failed("jaeger", 10_000, 0);
 }
 
