@@ -232,10 +232,10 @@ async fn http_and_grpc_serve_the_file_and_follow_its_changes() {
     );
 }
 
-/// Jaeger v2's spelling: only the protocols written are served, and the
-/// `adaptive` source is refused with a clear error.
+/// Jaeger v2's spelling: only the protocols written are served, and a bad
+/// `adaptive` setting is refused with a clear error.
 #[tokio::test]
-async fn jaegers_form_serves_only_what_it_names_and_refuses_adaptive() {
+async fn jaegers_form_serves_only_what_it_names_and_refuses_a_bad_adaptive_setting() {
     let gw = start(
         "remote_sampling",
         "    file:\n      path:\n      default_sampling_probability: 0.2\n    grpc:\n      endpoint: 127.0.0.1:0\n",
@@ -263,13 +263,13 @@ async fn jaegers_form_serves_only_what_it_names_and_refuses_adaptive() {
 
     let (ok, stdout, stderr) = validate(
         &format!(
-            "{OTLP_GRPC_RECEIVER}exporters:\n  debug:\nextensions:\n  remote_sampling:\n    adaptive:\n      sampling_store: s\n    http:\n{SERVICE}  extensions: [remote_sampling]\n"
+            "{OTLP_GRPC_RECEIVER}exporters:\n  debug:\nextensions:\n  remote_sampling:\n    adaptive:\n      sampling_store: s\n      target_samples_per_second: 0\n    http:\n{SERVICE}  extensions: [remote_sampling]\n"
         ),
     );
     assert!(!ok, "{stdout}{stderr}");
     let said = format!("{stdout}{stderr}");
     assert!(
-        said.contains("adaptive sampling strategies are not supported"),
+        said.contains("target_samples_per_second: must be a number above 0"),
         "{said}"
     );
 }

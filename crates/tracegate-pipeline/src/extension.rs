@@ -87,4 +87,7 @@ pub struct RunningExtension {
     /// binary hands to receivers and exporters through
     /// [`BuildContext::authenticators`].
     pub authenticator: Option<Authenticator>,
+    /// An `adaptive` remote sampling source's root-span counter, which the
+    /// binary puts in front of every receiver's consumer.
+    pub root_counter: Option<std::sync::Arc<remote_sampling::RootCounter>>,
 }

@@ -16,6 +16,8 @@ use hyper::body::Incoming;
 use tonic::codec::CompressionEncoding;
 use tracegate_model::jaeger::proto::{SamplingStrategyParameters, SamplingStrategyResponse};
 
+use super::adaptive::Probabilities;
+use super::fleet::{self, PROBABILITIES_PATH};
 use super::strategies::{to_json, Strategies};
 use crate::receiver::http_ingest::{text_response, HttpResponse};
 use crate::receiver::otlp::CorsPolicy;
@@ -38,6 +40,27 @@ pub mod names {
     /// Loads of the strategies file, by `extension` and `outcome`
     /// (`success`, `failure`).
     pub const RELOADS: &str = "tracegate_remote_sampling_reloads";
+    /// `adaptive`: the target, sampled root spans per second per
+    /// operation, by `extension`.
+    pub const TARGET_RATE: &str = "tracegate_remote_sampling_target_samples_per_second";
+    /// `adaptive`: root spans per second sampled at the probability
+    /// served, measured over the last interval (for the whole fleet), by
+    /// `extension`, `service` and `operation`: what is compared with the
+    /// target. Set by the gateway that calculated.
+    pub const SAMPLED_RATE: &str = "tracegate_remote_sampling_sampled_root_spans_per_second";
+    /// `adaptive`: root spans per second the SDKs were offered, as the
+    /// tallies imply (each root weighs 1/p), same labels.
+    pub const OFFERED_RATE: &str = "tracegate_remote_sampling_offered_root_spans_per_second";
+    /// `adaptive`: 1 when this gateway calculated the probabilities it
+    /// serves in the last interval, 0 when it took them from its fleet's
+    /// leader, by `extension`.
+    pub const LEADER: &str = "tracegate_remote_sampling_adaptive_leader";
+    /// `adaptive` with `fleet`: fetches of the leader's probabilities, by
+    /// `extension` and `outcome` (`success`, `failure`).
+    pub const FETCHES: &str = "tracegate_remote_sampling_adaptive_fetches";
+    /// `adaptive`: root spans not counted because their (service,
+    /// operation) was beyond the cap of operations, by `extension`.
+    pub const UNCOUNTED_ROOTS: &str = "tracegate_remote_sampling_adaptive_uncounted_root_spans";
 }
 
 /// The most distinct `service` label values one extension reports; the
@@ -52,6 +75,9 @@ pub struct Served {
     extension: String,
     strategies: RwLock<Arc<Strategies>>,
     labelled: Mutex<HashSet<String>>,
+    /// `adaptive`: the probabilities served, as [`PROBABILITIES_PATH`]
+    /// answers them to the fleet.
+    published: RwLock<Option<Bytes>>,
 }
 
 impl Served {
@@ -60,7 +86,39 @@ impl Served {
             extension: extension.to_string(),
             strategies: RwLock::new(Arc::new(strategies)),
             labelled: Mutex::new(HashSet::new()),
+            published: RwLock::new(None),
         }
+    }
+
+    /// The extension's id (the `extension` label).
+    pub fn extension(&self) -> &str {
+        &self.extension
+    }
+
+    /// Serves `strategies`, and publishes `table` (the `adaptive`
+    /// source's probabilities, as JSON) to the fleet; the gauge of every
+    /// probability in it is set.
+    pub fn publish(&self, strategies: Strategies, table: &Probabilities) {
+        self.replace(strategies);
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(Bytes::from(fleet::to_json(table)));
+        for (service, ops) in table {
+            let label = self.service_label(service);
+            for (operation, p) in ops {
+                metrics::gauge!(names::PROBABILITY, "extension" => self.extension.clone(),
+                    "service" => label.clone(), "operation" => operation.clone())
+                .set(*p);
+            }
+        }
+    }
+
+    /// What [`PROBABILITIES_PATH`] answers: `None` without an `adaptive`
+    /// source.
+    pub fn published(&self) -> Option<Bytes> {
+        self.published
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Serves `strategies` from now on.
@@ -169,6 +227,22 @@ impl hyper::service::Service<Request<Incoming>> for HttpService {
 impl HttpService {
     /// The answer to `GET /sampling?service=NAME` or `GET /?service=NAME`.
     pub fn answer(&self, method: &Method, uri: &http::Uri) -> HttpResponse {
+        if uri.path() == PROBABILITIES_PATH && (method == Method::GET || method == Method::HEAD) {
+            return match self.served.published() {
+                Some(body) => {
+                    let mut response = Response::new(Full::new(body));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    response
+                }
+                None => text_response(
+                    StatusCode::NOT_FOUND,
+                    "no adaptive source: no probabilities are calculated here",
+                ),
+            };
+        }
         if uri.path() != "/sampling" && uri.path() != "/" {
             return text_response(StatusCode::NOT_FOUND, "404 page not found");
         }
