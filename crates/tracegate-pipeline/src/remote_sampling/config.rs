@@ -240,6 +240,33 @@ impl AdaptiveSource {
                 self.buckets_for_calculation
             ));
         }
+        let ignored = [
+            (
+                "sampling_store",
+                self.sampling_store.is_some(),
+                "tracegate keeps throughput and probabilities in memory",
+            ),
+            (
+                "calculation_delay",
+                self.calculation_delay.is_some(),
+                "each calculation uses the interval that just ended",
+            ),
+            (
+                "leader_lease_refresh_interval",
+                self.leader_lease_refresh_interval.is_some(),
+                "`fleet` decides which gateway calculates",
+            ),
+            (
+                "follower_lease_refresh_interval",
+                self.follower_lease_refresh_interval.is_some(),
+                "`fleet` decides which gateway calculates",
+            ),
+        ];
+        for (key, set, why) in ignored {
+            if set {
+                warnings.push(format!("adaptive.{key} has no effect: {why}"));
+            }
+        }
         if let Some(fleet) = &self.fleet {
             let resolver = fleet.resolver.as_ref().ok_or_else(|| {
                 error(
@@ -546,6 +573,22 @@ impl Config {
                     "neither `http` nor `grpc` is set: the strategies are served nowhere".into(),
                 ),
             }
+        }
+        if self.http.as_ref().is_some_and(|h| h.auth.is_some()) {
+            return Err(error(
+                "http.auth",
+                "authenticating the SDKs that poll is not supported by this extension; \
+                 put the endpoint behind a proxy that authenticates, or leave it on a \
+                 private network",
+            ));
+        }
+        if self.grpc.as_ref().is_some_and(|g| g.auth.is_some()) {
+            return Err(error(
+                "grpc.auth",
+                "authenticating the SDKs that poll is not supported by this extension; \
+                 put the endpoint behind a proxy that authenticates, or leave it on a \
+                 private network",
+            ));
         }
         if let Some(http) = &self.http {
             crate::receiver::split_host_port(&http.endpoint)

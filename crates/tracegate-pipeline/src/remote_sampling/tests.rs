@@ -313,6 +313,13 @@ fn unsupported_sources_and_bad_keys_are_refused() {
         probability.starts_with("file.default_sampling_probability:"),
         "{probability}"
     );
+    for protocol in ["http", "grpc"] {
+        let auth = refused(json!({
+            "source": {"file": "s.json"},
+            protocol: {"auth": {"authenticator": "bearertokenauth"}},
+        }));
+        assert!(auth.starts_with(&format!("{protocol}.auth:")), "{auth}");
+    }
     let err = |value| from_value(value).unwrap_err().to_string();
     assert!(err(json!({})).contains("no sources specified"));
     assert!(err(json!({"source": {}})).contains("no sources specified"));
@@ -428,11 +435,21 @@ fn the_adaptive_source_reads_jaegers_keys() {
     }))
     .unwrap();
     let warnings = config.validate().unwrap();
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0].contains("buckets_for_calculation"),
-        "{warnings:?}"
-    );
+    assert_eq!(warnings.len(), 5, "{warnings:?}");
+    for key in [
+        "buckets_for_calculation",
+        "sampling_store",
+        "calculation_delay",
+        "leader_lease_refresh_interval",
+        "follower_lease_refresh_interval",
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with(&format!("adaptive.{key} "))),
+            "{key}: {warnings:?}"
+        );
+    }
     let Source::Adaptive(adaptive) = &config.source else {
         panic!("{config:?}")
     };
