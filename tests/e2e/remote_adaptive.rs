@@ -347,3 +347,116 @@ async fn a_fleet_serves_one_set_of_probabilities_from_the_whole_traffic() {
         "{text}"
     );
 }
+
+/// `@opentelemetry/sampler-jaeger-remote`, under Node, polls the adaptive
+/// source and samples as it is told; the roots it samples are sent to the
+/// gateway (standing in for its exporter). As its offered traffic drops
+/// tenfold, the probability it applies rises toward the target, and what
+/// it samples matches what is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_client_follows_the_adaptive_probability() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    use crate::remote_sampling::{node_client, within_three_sigma};
+
+    let client_dir = node_client();
+    let gw = gateway("127.0.0.1:0", "");
+    let sampling = gw.addr("remote_sampling", "http");
+    let otlp = gw.addr("otlp", "grpc");
+    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+    let mut child = Command::new(&node)
+        .arg(client_dir.join("client.js"))
+        .args([&format!("http://{sampling}"), SERVICE])
+        .current_dir(&client_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {node} (Node 18.19 or later): {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut ask = move |command: serde_json::Value| -> serde_json::Value {
+        writeln!(stdin, "{command}").expect("write to the client");
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the client");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("client said {line:?}: {e}"))
+    };
+
+    let mut next_trace = 1u64;
+    let mut owed = 0.0;
+    let mut phase = |offered: f64, ask: &mut dyn FnMut(serde_json::Value) -> serde_json::Value| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(6);
+        let mut last = std::time::Instant::now();
+        let runtime = tokio::runtime::Handle::current();
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let (body, answer) = runtime.block_on(strategy(sampling));
+            let p = probability_of(&answer, "work");
+            if on_target(offered, p) {
+                return (body, p);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never on target at {offered}/s: {body}"
+            );
+            let now = std::time::Instant::now();
+            owed += offered * (now - last).as_secs_f64();
+            last = now;
+            let n = owed.floor();
+            owed -= n;
+            // The client samples its offered roots; the ones it keeps go
+            // to the gateway.
+            let answer = ask(serde_json::json!({"expect": "", "spans": {"work": n as u64}}));
+            let sampled = answer["sampled"]["work"].as_u64().unwrap();
+            let spans: Vec<Span> = (0..sampled)
+                .map(|_| {
+                    let n = next_trace;
+                    next_trace += 1;
+                    Span {
+                        trace_id: [n.to_be_bytes(), n.to_le_bytes()].concat(),
+                        span_id: n.to_be_bytes().to_vec(),
+                        name: "work".into(),
+                        start_time_unix_nano: 1_700_000_000_000_000_000,
+                        end_time_unix_nano: 1_700_000_000_001_000_000,
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            if !spans.is_empty() {
+                let reply = runtime.block_on(raw::grpc(
+                    otlp,
+                    TRACE_EXPORT,
+                    &request(SERVICE, spans),
+                    None,
+                ));
+                assert_eq!(reply.code, 0, "{}", reply.message);
+            }
+        }
+    };
+    // The client applies what is served: within 3σ of it.
+    let check = |p: f64, ask: &mut dyn FnMut(serde_json::Value) -> serde_json::Value| {
+        let n = 40_000;
+        let answer = ask(serde_json::json!({
+            "expect": format!("TraceIdRatioBased{{{p}}}"),
+            "spans": {"work": n},
+        }));
+        let sampled = answer["sampled"]["work"].as_u64().unwrap();
+        assert!(
+            within_three_sigma(sampled, n, p),
+            "{sampled} of {n} sampled at {p}: {answer}"
+        );
+    };
+
+    tokio::task::block_in_place(|| {
+        let (_, busy) = phase(8_000.0, &mut ask);
+        check(busy, &mut ask);
+        let (_, quiet) = phase(800.0, &mut ask);
+        check(quiet, &mut ask);
+        assert!(quiet > 5.0 * busy, "busy {busy}, quiet {quiet}");
+    });
+    drop(ask);
+    let status = child.wait().expect("client exit");
+    assert!(status.success(), "the client failed: {status}");
+}

@@ -276,7 +276,7 @@ async fn jaegers_form_serves_only_what_it_names_and_refuses_a_bad_adaptive_setti
 
 /// Where the Node client's packages are, or a clear failure saying how to
 /// get them.
-fn node_client() -> PathBuf {
+pub(crate) fn node_client() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/remote_sampling_client");
     let package = dir.join("node_modules/@opentelemetry/sampler-jaeger-remote/package.json");
     assert!(
@@ -288,7 +288,7 @@ fn node_client() -> PathBuf {
 }
 
 /// Whether `sampled` of `n` is within 3σ of `n·p`.
-fn within_three_sigma(sampled: u64, n: u64, p: f64) -> bool {
+pub(crate) fn within_three_sigma(sampled: u64, n: u64, p: f64) -> bool {
     let mean = n as f64 * p;
     let sigma = (n as f64 * p * (1.0 - p)).sqrt();
     (sampled as f64 - mean).abs() <= 3.0 * sigma
