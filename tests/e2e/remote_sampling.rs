@@ -274,6 +274,93 @@ async fn jaegers_form_serves_only_what_it_names_and_refuses_a_bad_adaptive_setti
     );
 }
 
+/// `auth` on both endpoints, with the authenticator listed after the
+/// extension: requests without the token are refused (401, gRPC
+/// UNAUTHENTICATED) and counted, requests with it are answered.
+#[tokio::test]
+async fn auth_guards_both_endpoints() {
+    let gw = Gateway::start(&format!(
+        "{OTLP_GRPC_RECEIVER}exporters:\n  debug:\nextensions:\n  bearertokenauth:\n    token: s3cret\n  remote_sampling:\n    file:\n      path:\n      default_sampling_probability: 0.2\n    http:\n      endpoint: 127.0.0.1:0\n      auth:\n        authenticator: bearertokenauth\n    grpc:\n      endpoint: 127.0.0.1:0\n      auth:\n        authenticator: bearertokenauth\n{SERVICE}  extensions: [remote_sampling, bearertokenauth]\n{TELEMETRY}"
+    ));
+    let http_addr = gw.addr("remote_sampling", "http");
+    let path = "/sampling?service=any";
+    assert_eq!(get(http_addr, path).await.status, StatusCode::UNAUTHORIZED);
+    let wrong = [("authorization", "Bearer nope")];
+    let refused = raw::http(http_addr, Method::GET, path, &wrong, "").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let right = [("authorization", "Bearer s3cret")];
+    let answered = raw::http(http_addr, Method::GET, path, &right, "").await;
+    assert_eq!(answered.status, StatusCode::OK);
+    assert!(
+        String::from_utf8_lossy(&answered.body).contains("0.2"),
+        "{:?}",
+        answered.body
+    );
+
+    let grpc_addr = gw.addr("remote_sampling", "grpc");
+    let ask = || SamplingStrategyParameters {
+        service_name: "any".into(),
+    };
+    let status = sampling_client(grpc_addr)
+        .await
+        .get_sampling_strategy(ask())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    let mut client =
+        SamplingManagerClient::with_interceptor(channel, |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", "Bearer s3cret".parse().unwrap());
+            Ok(request)
+        });
+    let answer = client
+        .get_sampling_strategy(ask())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.probabilistic_sampling.map(|p| p.sampling_rate),
+        Some(0.2)
+    );
+
+    let text = raw::wait_for_metrics(
+        gw.addr("telemetry", "metrics"),
+        &["otelcol_tracegate_remote_sampling_unauthenticated_requests_total"],
+        Duration::from_secs(5),
+    )
+    .await;
+    for (transport, refused) in [("http", 2.0), ("grpc", 1.0)] {
+        assert_eq!(
+            metric(
+                &text,
+                &[
+                    "otelcol_tracegate_remote_sampling_unauthenticated_requests_total{",
+                    &format!("transport=\"{transport}\"")
+                ]
+            ),
+            Some(refused),
+            "{text}"
+        );
+    }
+
+    // An authenticator that is not there is a config error, before start.
+    let (ok, stdout, stderr) = validate(&format!(
+        "{OTLP_GRPC_RECEIVER}exporters:\n  debug:\nextensions:\n  remote_sampling:\n    file:\n      path:\n    http:\n      auth:\n        authenticator: bearertokenauth\n{SERVICE}  extensions: [remote_sampling]\n"
+    ));
+    let said = format!("{stdout}{stderr}");
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("remote_sampling::http::auth::authenticator") && said.contains("not defined"),
+        "{said}"
+    );
+}
+
 /// Where the Node client's packages are, or a clear failure saying how to
 /// get them.
 pub(crate) fn node_client() -> PathBuf {

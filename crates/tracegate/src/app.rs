@@ -101,11 +101,24 @@ pub async fn start(
     let mut storages = Vec::new();
     let mut authenticators = Vec::new();
     let mut root_counters = Vec::new();
+    // Authenticators start first, whatever the order listed, so that an
+    // extension with servers of its own (remote sampling's `auth`) finds
+    // them; the others start in the order listed.
+    let mut listed = Vec::with_capacity(config.service.extensions.len());
     for id in &config.service.extensions {
         let extension = config
             .extensions
             .get(id)
             .ok_or_else(|| StartError(format!("service::extensions: {id} is not defined")))?;
+        listed.push((id, extension));
+    }
+    listed.sort_by_key(|(_, extension)| extension.authenticates().is_none());
+    let mut authenticators_started = false;
+    for (id, extension) in listed {
+        if extension.authenticates().is_none() && !authenticators_started {
+            ctx.authenticators = Authenticators::new(authenticators.clone());
+            authenticators_started = true;
+        }
         let running = extension
             .start(&id.to_string(), &ctx)
             .await

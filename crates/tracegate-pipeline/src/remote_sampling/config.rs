@@ -538,6 +538,13 @@ impl Config {
                                  HTTP; `http.tls` with `fleet` is not supported",
                             ))
                         }
+                        Some(http) if http.auth.is_some() => {
+                            return Err(error(
+                                "adaptive.fleet",
+                                "a fleet's gateways fetch the leader's probabilities without \
+                                 credentials; `http.auth` with `fleet` is not supported",
+                            ))
+                        }
                         Some(_) => {}
                     }
                 }
@@ -574,22 +581,6 @@ impl Config {
                 ),
             }
         }
-        if self.http.as_ref().is_some_and(|h| h.auth.is_some()) {
-            return Err(error(
-                "http.auth",
-                "authenticating the SDKs that poll is not supported by this extension; \
-                 put the endpoint behind a proxy that authenticates, or leave it on a \
-                 private network",
-            ));
-        }
-        if self.grpc.as_ref().is_some_and(|g| g.auth.is_some()) {
-            return Err(error(
-                "grpc.auth",
-                "authenticating the SDKs that poll is not supported by this extension; \
-                 put the endpoint behind a proxy that authenticates, or leave it on a \
-                 private network",
-            ));
-        }
         if let Some(http) = &self.http {
             crate::receiver::split_host_port(&http.endpoint)
                 .map_err(|e| error("http.endpoint", e))?;
@@ -598,11 +589,29 @@ impl Config {
         if let Some(grpc) = &self.grpc {
             crate::receiver::split_host_port(&grpc.endpoint)
                 .map_err(|e| error("grpc.endpoint", e))?;
+            if let Some(auth) = &grpc.auth {
+                auth.validate("grpc.auth")?;
+            }
             if grpc.transport.as_deref().is_some_and(|t| t != "tcp") {
                 return Err(error("grpc.transport", "only `tcp` is supported"));
             }
         }
         Ok(warnings)
+    }
+
+    /// The authenticators the endpoints' `auth` names, with the key that
+    /// names each (`http.auth.authenticator`).
+    pub fn authenticators(&self) -> Vec<(&'static str, &str)> {
+        let http = self.http.as_ref().and_then(|h| h.auth.as_ref());
+        let grpc = self.grpc.as_ref().and_then(|g| g.auth.as_ref());
+        let mut named = Vec::new();
+        if let Some(auth) = http {
+            named.push(("http.auth.authenticator", auth.authenticator.as_str()));
+        }
+        if let Some(auth) = grpc {
+            named.push(("grpc.auth.authenticator", auth.authenticator.as_str()));
+        }
+        named
     }
 
     /// The key that names the strategies file, in this config's spelling.

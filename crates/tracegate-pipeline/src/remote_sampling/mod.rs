@@ -46,6 +46,7 @@ pub use counting::{CountRoots, RootCounter};
 pub use serve::{names, GET_SAMPLING_STRATEGY_PATH};
 pub use strategies::{Strategies, DEFAULT_SAMPLING_PROBABILITY};
 
+use crate::auth::ServerAuth;
 use crate::context::BuildContext;
 use crate::extension::{BuildExtension, RunningExtension, Started};
 use crate::receiver::grpc_ingest::grpc_settings;
@@ -108,9 +109,18 @@ impl BuildExtension for Config {
                 .await
                 .map_err(|e| format!("http: cannot listen on {}: {e}", http.endpoint))?;
             let address = bound.local_addr().map_err(|e| format!("http: {e}"))?;
+            let auth = ServerAuth::resolve(
+                &ctx.authenticators,
+                http.auth.as_ref().map(|a| a.authenticator.as_str()),
+                http.auth
+                    .as_ref()
+                    .map_or(&[][..], |a| a.request_params.as_slice()),
+            )
+            .map_err(|e| format!("http.auth: {e}"))?;
             let service = HttpService {
                 served: served.clone(),
                 cors: http.cors.as_ref().and_then(CorsPolicy::new).map(Arc::new),
+                auth,
             };
             let settings = http.server_keys().connection_settings(tls);
             listener::spawn_accept_loop(bound, settings, service, ctx.shutdown.clone(), &tasks);
@@ -123,9 +133,16 @@ impl BuildExtension for Config {
                 .await
                 .map_err(|e| format!("grpc: cannot listen on {}: {e}", grpc.endpoint))?;
             let address = bound.local_addr().map_err(|e| format!("grpc: {e}"))?;
+            let auth = ServerAuth::resolve(
+                &ctx.authenticators,
+                grpc.auth.as_ref().map(|a| a.authenticator.as_str()),
+                &[],
+            )
+            .map_err(|e| format!("grpc.auth: {e}"))?;
             let service = GrpcService {
                 served: served.clone(),
                 max_recv_msg_size: grpc.max_recv_msg_size(),
+                auth,
             };
             let settings = grpc_settings(grpc, tls);
             listener::spawn_accept_loop(bound, settings, service, ctx.shutdown.clone(), &tasks);

@@ -19,6 +19,7 @@ use tracegate_model::jaeger::proto::{SamplingStrategyParameters, SamplingStrateg
 use super::adaptive::Probabilities;
 use super::fleet::{self, PROBABILITIES_PATH};
 use super::strategies::{to_json, Strategies};
+use crate::auth::ServerAuth;
 use crate::receiver::http_ingest::{text_response, HttpResponse};
 use crate::receiver::otlp::CorsPolicy;
 use crate::url::query_unescape;
@@ -40,6 +41,9 @@ pub mod names {
     /// Loads of the strategies file, by `extension` and `outcome`
     /// (`success`, `failure`).
     pub const RELOADS: &str = "tracegate_remote_sampling_reloads";
+    /// Requests refused by the endpoint's `auth`, by `extension` and
+    /// `transport`.
+    pub const UNAUTHENTICATED: &str = "tracegate_remote_sampling_unauthenticated_requests";
     /// `adaptive`: the target, sampled root spans per second per
     /// operation, by `extension`.
     pub const TARGET_RATE: &str = "tracegate_remote_sampling_target_samples_per_second";
@@ -178,6 +182,13 @@ impl Served {
         OTHER_SERVICES.to_string()
     }
 
+    /// Counts a request refused by the endpoint's `auth`.
+    pub fn count_unauthenticated(&self, transport: &'static str) {
+        metrics::counter!(names::UNAUTHENTICATED, "extension" => self.extension.clone(),
+            "transport" => transport)
+        .increment(1);
+    }
+
     /// Counts a load of the strategies file.
     pub fn count_reload(&self, success: bool) {
         let outcome = if success { "success" } else { "failure" };
@@ -192,35 +203,46 @@ impl Served {
 pub(crate) struct HttpService {
     pub served: Arc<Served>,
     pub cors: Option<Arc<CorsPolicy>>,
+    /// `http.auth`: every request but a CORS preflight must pass it.
+    pub auth: Option<ServerAuth>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for HttpService {
     type Response = HttpResponse;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<HttpResponse, Infallible>>;
+    type Future = BoxFuture<Result<HttpResponse, Infallible>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let (parts, _body) = request.into_parts();
-        let response = match &self.cors {
-            Some(cors) if CorsPolicy::is_preflight(&parts.method, &parts.headers) => {
-                let mut response = Response::new(Full::new(Bytes::new()));
-                *response.status_mut() = StatusCode::NO_CONTENT;
-                *response.headers_mut() = cors.preflight(&parts.headers);
-                response
-            }
-            cors => {
-                let mut response = self.answer(&parts.method, &parts.uri);
-                if let Some(cors) = cors {
-                    cors.decorate(
-                        &parts.method,
-                        parts.headers.get(header::ORIGIN),
-                        response.headers_mut(),
-                    );
+        let this = self.clone();
+        Box::pin(async move {
+            let (parts, _body) = request.into_parts();
+            if let Some(cors) = &this.cors {
+                if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
+                    let mut response = Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = StatusCode::NO_CONTENT;
+                    *response.headers_mut() = cors.preflight(&parts.headers);
+                    return Ok(response);
                 }
-                response
             }
-        };
-        std::future::ready(Ok(response))
+            let mut response = match &this.auth {
+                Some(auth) => match auth.check(&parts.headers, &parts.uri).await {
+                    Ok(()) => this.answer(&parts.method, &parts.uri),
+                    Err(message) => {
+                        this.served.count_unauthenticated("http");
+                        text_response(StatusCode::UNAUTHORIZED, &message)
+                    }
+                },
+                None => this.answer(&parts.method, &parts.uri),
+            };
+            if let Some(cors) = &this.cors {
+                cors.decorate(
+                    &parts.method,
+                    parts.headers.get(header::ORIGIN),
+                    response.headers_mut(),
+                );
+            }
+            Ok(response)
+        })
     }
 }
 
@@ -293,6 +315,8 @@ pub fn query_values(query: &str, key: &str) -> Result<Vec<String>, String> {
 pub(crate) struct GrpcService {
     pub served: Arc<Served>,
     pub max_recv_msg_size: usize,
+    /// `grpc.auth`: every call must pass it.
+    pub auth: Option<ServerAuth>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -305,6 +329,12 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
+            if let Some(auth) = &this.auth {
+                if let Err(message) = auth.check(request.headers(), request.uri()).await {
+                    this.served.count_unauthenticated("grpc");
+                    return Ok(tonic::Status::unauthenticated(message).into_http());
+                }
+            }
             if request.uri().path() != GET_SAMPLING_STRATEGY_PATH {
                 let status = tonic::Status::unimplemented(format!(
                     "unknown method {}: this endpoint serves only {GET_SAMPLING_STRATEGY_PATH}",

@@ -316,10 +316,21 @@ fn unsupported_sources_and_bad_keys_are_refused() {
     for protocol in ["http", "grpc"] {
         let auth = refused(json!({
             "source": {"file": "s.json"},
-            protocol: {"auth": {"authenticator": "bearertokenauth"}},
+            protocol: {"auth": {"authenticator": " "}},
         }));
-        assert!(auth.starts_with(&format!("{protocol}.auth:")), "{auth}");
+        assert!(
+            auth.starts_with(&format!("{protocol}.auth.authenticator:")),
+            "{auth}"
+        );
     }
+    let with_auth = refused(json!({
+        "adaptive": {"fleet": good},
+        "http": {"auth": {"authenticator": "bearertokenauth"}},
+    }));
+    assert!(
+        with_auth.starts_with("adaptive.fleet:") && with_auth.contains("auth"),
+        "{with_auth}"
+    );
     let err = |value| from_value(value).unwrap_err().to_string();
     assert!(err(json!({})).contains("no sources specified"));
     assert!(err(json!({"source": {}})).contains("no sources specified"));
