@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::adaptive::Probabilities;
 use crate::http_client;
 use crate::membership::{with_default_port, Members};
+use crate::receiver::split_host_port;
 
 /// Where a gateway publishes the probabilities it serves, on its remote
 /// sampling HTTP endpoint.
@@ -115,16 +116,23 @@ pub fn from_json(body: &[u8]) -> Result<Probabilities, String> {
 /// The probabilities `leader` publishes, within `timeout`.
 pub async fn fetch(leader: &str, timeout: Duration) -> Result<Probabilities, String> {
     let url = format!("http://{leader}{PROBABILITIES_PATH}");
-    let response = tokio::time::timeout(timeout, http_client::send(Method::GET, &url, &[]))
+    let (host, port) = split_host_port(leader).map_err(|e| format!("{url}: {e}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let read = async {
+        let response =
+            http_client::open(host, port, None, Method::GET, PROBABILITIES_PATH, &[]).await?;
+        if response.status != StatusCode::OK {
+            return Err(format!("{url}: HTTP {}", response.status));
+        }
+        let body = response
+            .collect(MAX_ANSWER)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        from_json(&body).map_err(|e| format!("{url}: {e}"))
+    };
+    tokio::time::timeout(timeout, read)
         .await
-        .map_err(|_| format!("{url}: no answer within {timeout:?}"))??;
-    if response.status != StatusCode::OK {
-        return Err(format!("{url}: HTTP {}", response.status));
-    }
-    if response.body.len() > MAX_ANSWER {
-        return Err(format!("{url}: answer larger than {MAX_ANSWER} bytes"));
-    }
-    from_json(&response.body).map_err(|e| format!("{url}: {e}"))
+        .map_err(|_| format!("{url}: no answer within {timeout:?}"))?
 }
 
 #[cfg(test)]
