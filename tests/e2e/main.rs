@@ -19,6 +19,7 @@ mod loadbalancing;
 mod memory_limiter;
 mod otlp;
 mod overload;
+mod remote_adaptive;
 mod remote_sampling;
 mod resource_detection;
 mod seed_configs;

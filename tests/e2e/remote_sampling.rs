@@ -232,10 +232,10 @@ async fn http_and_grpc_serve_the_file_and_follow_its_changes() {
     );
 }
 
-/// Jaeger v2's spelling: only the protocols written are served, and the
-/// `adaptive` source is refused with a clear error.
+/// Jaeger v2's spelling: only the protocols written are served, and a bad
+/// `adaptive` setting is refused with a clear error.
 #[tokio::test]
-async fn jaegers_form_serves_only_what_it_names_and_refuses_adaptive() {
+async fn jaegers_form_serves_only_what_it_names_and_refuses_a_bad_adaptive_setting() {
     let gw = start(
         "remote_sampling",
         "    file:\n      path:\n      default_sampling_probability: 0.2\n    grpc:\n      endpoint: 127.0.0.1:0\n",
@@ -263,20 +263,107 @@ async fn jaegers_form_serves_only_what_it_names_and_refuses_adaptive() {
 
     let (ok, stdout, stderr) = validate(
         &format!(
-            "{OTLP_GRPC_RECEIVER}exporters:\n  debug:\nextensions:\n  remote_sampling:\n    adaptive:\n      sampling_store: s\n    http:\n{SERVICE}  extensions: [remote_sampling]\n"
+            "{OTLP_GRPC_RECEIVER}exporters:\n  debug:\nextensions:\n  remote_sampling:\n    adaptive:\n      sampling_store: s\n      target_samples_per_second: 0\n    http:\n{SERVICE}  extensions: [remote_sampling]\n"
         ),
     );
     assert!(!ok, "{stdout}{stderr}");
     let said = format!("{stdout}{stderr}");
     assert!(
-        said.contains("adaptive sampling strategies are not supported"),
+        said.contains("target_samples_per_second: must be a number above 0"),
+        "{said}"
+    );
+}
+
+/// `auth` on both endpoints, with the authenticator listed after the
+/// extension: requests without the token are refused (401, gRPC
+/// UNAUTHENTICATED) and counted, requests with it are answered.
+#[tokio::test]
+async fn auth_guards_both_endpoints() {
+    let gw = Gateway::start(&format!(
+        "{OTLP_GRPC_RECEIVER}exporters:\n  debug:\nextensions:\n  bearertokenauth:\n    token: s3cret\n  remote_sampling:\n    file:\n      path:\n      default_sampling_probability: 0.2\n    http:\n      endpoint: 127.0.0.1:0\n      auth:\n        authenticator: bearertokenauth\n    grpc:\n      endpoint: 127.0.0.1:0\n      auth:\n        authenticator: bearertokenauth\n{SERVICE}  extensions: [remote_sampling, bearertokenauth]\n{TELEMETRY}"
+    ));
+    let http_addr = gw.addr("remote_sampling", "http");
+    let path = "/sampling?service=any";
+    assert_eq!(get(http_addr, path).await.status, StatusCode::UNAUTHORIZED);
+    let wrong = [("authorization", "Bearer nope")];
+    let refused = raw::http(http_addr, Method::GET, path, &wrong, "").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let right = [("authorization", "Bearer s3cret")];
+    let answered = raw::http(http_addr, Method::GET, path, &right, "").await;
+    assert_eq!(answered.status, StatusCode::OK);
+    assert!(
+        String::from_utf8_lossy(&answered.body).contains("0.2"),
+        "{:?}",
+        answered.body
+    );
+
+    let grpc_addr = gw.addr("remote_sampling", "grpc");
+    let ask = || SamplingStrategyParameters {
+        service_name: "any".into(),
+    };
+    let status = sampling_client(grpc_addr)
+        .await
+        .get_sampling_strategy(ask())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    let mut client =
+        SamplingManagerClient::with_interceptor(channel, |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", "Bearer s3cret".parse().unwrap());
+            Ok(request)
+        });
+    let answer = client
+        .get_sampling_strategy(ask())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.probabilistic_sampling.map(|p| p.sampling_rate),
+        Some(0.2)
+    );
+
+    let text = raw::wait_for_metrics(
+        gw.addr("telemetry", "metrics"),
+        &["otelcol_tracegate_remote_sampling_unauthenticated_requests_total"],
+        Duration::from_secs(5),
+    )
+    .await;
+    for (transport, refused) in [("http", 2.0), ("grpc", 1.0)] {
+        assert_eq!(
+            metric(
+                &text,
+                &[
+                    "otelcol_tracegate_remote_sampling_unauthenticated_requests_total{",
+                    &format!("transport=\"{transport}\"")
+                ]
+            ),
+            Some(refused),
+            "{text}"
+        );
+    }
+
+    // An authenticator that is not there is a config error, before start.
+    let (ok, stdout, stderr) = validate(&format!(
+        "{OTLP_GRPC_RECEIVER}exporters:\n  debug:\nextensions:\n  remote_sampling:\n    file:\n      path:\n    http:\n      auth:\n        authenticator: bearertokenauth\n{SERVICE}  extensions: [remote_sampling]\n"
+    ));
+    let said = format!("{stdout}{stderr}");
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("remote_sampling::http::auth::authenticator") && said.contains("not defined"),
         "{said}"
     );
 }
 
 /// Where the Node client's packages are, or a clear failure saying how to
 /// get them.
-fn node_client() -> PathBuf {
+pub(crate) fn node_client() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/remote_sampling_client");
     let package = dir.join("node_modules/@opentelemetry/sampler-jaeger-remote/package.json");
     assert!(
@@ -288,7 +375,7 @@ fn node_client() -> PathBuf {
 }
 
 /// Whether `sampled` of `n` is within 3σ of `n·p`.
-fn within_three_sigma(sampled: u64, n: u64, p: f64) -> bool {
+pub(crate) fn within_three_sigma(sampled: u64, n: u64, p: f64) -> bool {
     let mean = n as f64 * p;
     let sigma = (n as f64 * p * (1.0 - p)).sqrt();
     (sampled as f64 - mean).abs() <= 3.0 * sigma

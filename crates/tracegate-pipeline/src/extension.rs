@@ -39,7 +39,7 @@ component_registry! {
             => "HTTP Basic authentication: checked against htpasswd by receivers, or sent by exporters.",
         RemoteSampling(remote_sampling::Config) = "jaegerremotesampling" | "remote_sampling",
             parse remote_sampling::from_value
-            => "Serves Jaeger remote sampling strategies from a file to the SDKs that poll for them (HTTP and gRPC).",
+            => "Serves Jaeger remote sampling strategies, from a file or calculated from the root spans received, to the SDKs that poll for them (HTTP and gRPC).",
         PebbleTailStorage(tail_storage::PebbleTailStorageConfig) = "pebble_tail_storage"
             => "Keeps the tail sampler's pending traces and decisions on the local disk across restarts (the collector's keys, tracegate's store).",
     }
@@ -87,4 +87,7 @@ pub struct RunningExtension {
     /// binary hands to receivers and exporters through
     /// [`BuildContext::authenticators`].
     pub authenticator: Option<Authenticator>,
+    /// An `adaptive` remote sampling source's root-span counter, which the
+    /// binary puts in front of every receiver's consumer.
+    pub root_counter: Option<std::sync::Arc<remote_sampling::RootCounter>>,
 }

@@ -21,6 +21,7 @@ use tracegate_pipeline::health::Readiness;
 use tracegate_pipeline::memory::Allocator;
 use tracegate_pipeline::processor::Processor;
 use tracegate_pipeline::receiver::RunningReceiver;
+use tracegate_pipeline::remote_sampling::{CountRoots, RootCounter};
 use tracegate_pipeline::telemetry::MetricsServer;
 use tracegate_pipeline::{ConsumeError, Consumer};
 
@@ -99,11 +100,25 @@ pub async fn start(
     }
     let mut storages = Vec::new();
     let mut authenticators = Vec::new();
+    let mut root_counters = Vec::new();
+    // Authenticators start first, whatever the order listed, so that an
+    // extension with servers of its own (remote sampling's `auth`) finds
+    // them; the others start in the order listed.
+    let mut listed = Vec::with_capacity(config.service.extensions.len());
     for id in &config.service.extensions {
         let extension = config
             .extensions
             .get(id)
             .ok_or_else(|| StartError(format!("service::extensions: {id} is not defined")))?;
+        listed.push((id, extension));
+    }
+    listed.sort_by_key(|(_, extension)| extension.authenticates().is_none());
+    let mut authenticators_started = false;
+    for (id, extension) in listed {
+        if extension.authenticates().is_none() && !authenticators_started {
+            ctx.authenticators = Authenticators::new(authenticators.clone());
+            authenticators_started = true;
+        }
         let running = extension
             .start(&id.to_string(), &ctx)
             .await
@@ -115,7 +130,12 @@ pub async fn start(
         if let Some(authenticator) = running.authenticator {
             authenticators.push((id.to_string(), authenticator));
         }
+        root_counters.extend(running.root_counter);
     }
+    // An `adaptive` remote sampling source counts the root spans every
+    // receiver takes; without one, receivers feed their pipelines directly.
+    let root_counters: Option<Arc<[Arc<RootCounter>]>> =
+        (!root_counters.is_empty()).then(|| root_counters.into());
     // Storage and authenticator extensions are started; what is built
     // from here on finds them by id.
     ctx.storages = Storages::new(storages);
@@ -201,11 +221,14 @@ pub async fn start(
             .receivers
             .get(id)
             .ok_or_else(|| StartError(format!("receivers::{id} is used but not defined")))?;
-        let next: Arc<dyn Consumer> = if nexts.len() == 1 {
+        let mut next: Arc<dyn Consumer> = if nexts.len() == 1 {
             nexts.pop().expect("one")
         } else {
             Arc::new(PipelineFanout(nexts))
         };
+        if let Some(counters) = &root_counters {
+            next = Arc::new(CountRoots::new(counters.clone(), next));
+        }
         let running = receiver
             .start(&id.to_string(), next, receiver_ctx.clone())
             .await

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::strategies::DEFAULT_SAMPLING_PROBABILITY;
 use crate::config::{error, ComponentError};
+use crate::membership::{with_default_port, ResolverConfig};
 use crate::receiver::otlp::{CorsConfig, GrpcConfig};
 use crate::receiver::present_means_enabled;
 use crate::receiver::server_keys::http_server_config;
@@ -84,9 +85,256 @@ pub enum Source {
     /// The collector's `source.remote`: another sampling server, asked
     /// over gRPC. Not supported; refused by `validate`.
     Remote,
-    /// Jaeger v2's `adaptive`: probabilities computed from the traffic.
-    /// Not supported yet; refused by `validate`.
-    Adaptive,
+    /// Jaeger v2's `adaptive`: probabilities computed from the root spans
+    /// the receivers take.
+    Adaptive(Box<AdaptiveSource>),
+}
+
+/// Jaeger v2's `adaptive:` (see [`super::adaptive`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveSource {
+    /// Jaeger's storage extension for throughput and probabilities.
+    /// Accepted and not used: tracegate keeps both in memory, and a fleet
+    /// agrees through `fleet`.
+    #[serde(default)]
+    pub sampling_store: Option<String>,
+    /// Sampled root spans per second wanted per operation. Default 1.
+    #[serde(default = "defaults::target_samples_per_second")]
+    pub target_samples_per_second: f64,
+    /// How far (a fraction of the target) the measured rate may be from the
+    /// target before a probability changes. Default 0.3.
+    #[serde(default = "defaults::delta_tolerance")]
+    pub delta_tolerance: f64,
+    /// How often probabilities are calculated. Default 1m.
+    #[serde(
+        default = "defaults::calculation_interval",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub calculation_interval: Duration,
+    /// Intervals an operation's history is kept: an operation without a
+    /// root span for this many intervals is forgotten. Default 10.
+    #[serde(default = "defaults::aggregation_buckets")]
+    pub aggregation_buckets: u32,
+    /// Intervals averaged for the rate. Only 1 (Jaeger's default) is
+    /// implemented; other values are accepted with a warning.
+    #[serde(default = "defaults::buckets_for_calculation")]
+    pub buckets_for_calculation: u32,
+    /// Jaeger's lag of the data behind now. Accepted, not used: each
+    /// calculation uses the interval that just ended.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub calculation_delay: Option<Duration>,
+    /// Probability of an operation nothing was calculated for yet, and of
+    /// every operation of a service not seen. Default 0.001.
+    #[serde(default = "defaults::initial_sampling_probability")]
+    pub initial_sampling_probability: f64,
+    /// The lowest probability calculated. Default 1e-5.
+    #[serde(default = "defaults::min_sampling_probability")]
+    pub min_sampling_probability: f64,
+    /// Traces per second every SDK keeps per operation whatever the
+    /// probability. Default 1/60.
+    #[serde(default = "defaults::min_samples_per_second")]
+    pub min_samples_per_second: f64,
+    /// Jaeger's leader-election leases over the sampling store. Accepted,
+    /// not used: `fleet` decides the leader.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub leader_lease_refresh_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
+    pub follower_lease_refresh_interval: Option<Duration>,
+    /// tracegate's: the gateways that serve one set of probabilities.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `adaptive.fleet:` — how gateways agree (docs/architecture.md, "Jaeger
+/// remote sampling"): the first member computes, the others fetch.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The gateways' remote sampling HTTP endpoints (`host:port` of each
+    /// one's `http.endpoint`), found as the agents' `loadbalancing`
+    /// resolver finds the gateways (with the sampling port). Required.
+    #[serde(default)]
+    pub resolver: Option<ResolverConfig>,
+    /// This gateway as the resolver lists it. Required.
+    #[serde(default)]
+    pub advertised_endpoint: String,
+    /// How long a follower waits for the leader's probabilities. Default
+    /// 5s.
+    #[serde(
+        default = "defaults::fetch_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub timeout: Duration,
+}
+
+impl AdaptiveSource {
+    /// The calculator's options.
+    pub fn options(&self) -> super::adaptive::Options {
+        super::adaptive::Options {
+            target_samples_per_second: self.target_samples_per_second,
+            delta_tolerance: self.delta_tolerance,
+            calculation_interval: self.calculation_interval,
+            initial_sampling_probability: self.initial_sampling_probability,
+            min_sampling_probability: self.min_sampling_probability,
+            min_samples_per_second: self.min_samples_per_second,
+            aggregation_buckets: self.aggregation_buckets,
+        }
+    }
+
+    fn validate(&self) -> Result<Vec<String>, ComponentError> {
+        let mut warnings = Vec::new();
+        let positive = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(error(
+                    &format!("adaptive.{key}"),
+                    format!("must be a number above 0, not {v}"),
+                ))
+            }
+        };
+        let probability = |key: &str, v: f64| {
+            if v > 0.0 && v <= 1.0 {
+                Ok(())
+            } else {
+                Err(error(
+                    &format!("adaptive.{key}"),
+                    format!("must be a probability in (0, 1], not {v}"),
+                ))
+            }
+        };
+        positive("target_samples_per_second", self.target_samples_per_second)?;
+        positive("delta_tolerance", self.delta_tolerance)?;
+        if !(self.min_samples_per_second.is_finite() && self.min_samples_per_second >= 0.0) {
+            return Err(error(
+                "adaptive.min_samples_per_second",
+                format!("must be 0 or more, not {}", self.min_samples_per_second),
+            ));
+        }
+        probability(
+            "initial_sampling_probability",
+            self.initial_sampling_probability,
+        )?;
+        probability("min_sampling_probability", self.min_sampling_probability)?;
+        if self.min_sampling_probability > self.initial_sampling_probability {
+            warnings.push(format!(
+                "adaptive.initial_sampling_probability {} is below min_sampling_probability {}: \
+                 new operations start below the lowest probability ever calculated",
+                self.initial_sampling_probability, self.min_sampling_probability
+            ));
+        }
+        if self.calculation_interval.is_zero() {
+            return Err(error(
+                "adaptive.calculation_interval",
+                "must be more than 0",
+            ));
+        }
+        if self.aggregation_buckets == 0 {
+            return Err(error("adaptive.aggregation_buckets", "must be 1 or more"));
+        }
+        if self.buckets_for_calculation != 1 {
+            warnings.push(format!(
+                "adaptive.buckets_for_calculation {} is not implemented: tracegate calculates \
+                 from the last interval only (Jaeger's default, 1)",
+                self.buckets_for_calculation
+            ));
+        }
+        let ignored = [
+            (
+                "sampling_store",
+                self.sampling_store.is_some(),
+                "tracegate keeps throughput and probabilities in memory",
+            ),
+            (
+                "calculation_delay",
+                self.calculation_delay.is_some(),
+                "each calculation uses the interval that just ended",
+            ),
+            (
+                "leader_lease_refresh_interval",
+                self.leader_lease_refresh_interval.is_some(),
+                "`fleet` decides which gateway calculates",
+            ),
+            (
+                "follower_lease_refresh_interval",
+                self.follower_lease_refresh_interval.is_some(),
+                "`fleet` decides which gateway calculates",
+            ),
+        ];
+        for (key, set, why) in ignored {
+            if set {
+                warnings.push(format!("adaptive.{key} has no effect: {why}"));
+            }
+        }
+        if let Some(fleet) = &self.fleet {
+            let resolver = fleet.resolver.as_ref().ok_or_else(|| {
+                error(
+                    "adaptive.fleet.resolver",
+                    "no resolver given; set the resolver that lists the gateways' remote \
+                     sampling HTTP endpoints (static, dns or k8s)",
+                )
+            })?;
+            resolver
+                .validate()
+                .map_err(|e| error(&format!("adaptive.fleet.{}", e.path), e.message))?;
+            let me = with_default_port(&fleet.advertised_endpoint);
+            let reachable = !fleet.advertised_endpoint.trim().is_empty()
+                && crate::receiver::split_host_port(&me).is_ok_and(|(host, _)| {
+                    !host.is_empty()
+                        && !host
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_unspecified())
+                });
+            if !reachable {
+                return Err(error(
+                    "adaptive.fleet.advertised_endpoint",
+                    format!(
+                        "{:?} is not an address other gateways can reach: name this gateway's \
+                         remote sampling HTTP endpoint as the resolver lists it (e.g. \
+                         ${{env:POD_IP}}:5778)",
+                        fleet.advertised_endpoint
+                    ),
+                ));
+            }
+            if fleet.timeout.is_zero() {
+                return Err(error("adaptive.fleet.timeout", "must be more than 0"));
+            }
+        }
+        Ok(warnings)
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn target_samples_per_second() -> f64 {
+        1.0
+    }
+    pub fn delta_tolerance() -> f64 {
+        0.3
+    }
+    pub fn calculation_interval() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn aggregation_buckets() -> u32 {
+        10
+    }
+    pub fn buckets_for_calculation() -> u32 {
+        1
+    }
+    pub fn initial_sampling_probability() -> f64 {
+        0.001
+    }
+    pub fn min_sampling_probability() -> f64 {
+        1e-5
+    }
+    pub fn min_samples_per_second() -> f64 {
+        1.0 / 60.0
+    }
+    pub fn fetch_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 /// A strategies file.
@@ -144,7 +392,7 @@ struct Raw {
     #[serde(default, deserialize_with = "present_means_enabled")]
     file: Option<JaegerFile>,
     #[serde(default, deserialize_with = "present_means_enabled")]
-    adaptive: Option<Value>,
+    adaptive: Option<AdaptiveSource>,
 }
 
 /// Reads the extension's settings (its registry row's parser): the
@@ -200,6 +448,14 @@ pub fn from_value(value: Value) -> Result<Config, ComponentError> {
             }
         }
     }
+    // `adaptive:` (or `file:`) written with nothing under it: every default.
+    for key in ["adaptive", "file"] {
+        if let Some(section) = map.get_mut(key) {
+            if section.is_null() {
+                *section = Value::Object(Map::new());
+            }
+        }
+    }
     let raw: Raw = crate::config::from_value(Value::Object(map))?;
     if matches!(&raw.http, Some(http) if http.endpoint.is_empty()) {
         return Err(error("http.endpoint", "endpoint must not be empty"));
@@ -238,7 +494,10 @@ pub fn from_value(value: Value) -> Result<Config, ComponentError> {
             reload_interval: file.reload_interval.unwrap_or_default(),
             default_sampling_probability: file.default_sampling_probability,
         }),
-        (None, None, _) => Source::Adaptive,
+        (None, None, Some(adaptive)) => Source::Adaptive(Box::new(adaptive)),
+        (None, None, None) => {
+            return Err(error("", "no sources specified: set `file` or `adaptive`"))
+        }
     };
     Ok(Config {
         form,
@@ -261,12 +520,34 @@ impl Config {
                      `source.remote`); serve a strategies file with `source.file`",
                 ))
             }
-            Source::Adaptive => {
-                return Err(error(
-                    "adaptive",
-                    "adaptive sampling strategies are not supported by tracegate yet; serve a \
-                     strategies file with `file.path`",
-                ))
+            Source::Adaptive(adaptive) => {
+                warnings.extend(adaptive.validate()?);
+                if adaptive.fleet.is_some() {
+                    match &self.http {
+                        None => {
+                            return Err(error(
+                                "adaptive.fleet",
+                                "a fleet's gateways fetch the leader's probabilities over HTTP: \
+                                 set `http`",
+                            ))
+                        }
+                        Some(http) if http.tls.is_some() => {
+                            return Err(error(
+                                "adaptive.fleet",
+                                "a fleet's gateways fetch the leader's probabilities over plain \
+                                 HTTP; `http.tls` with `fleet` is not supported",
+                            ))
+                        }
+                        Some(http) if http.auth.is_some() => {
+                            return Err(error(
+                                "adaptive.fleet",
+                                "a fleet's gateways fetch the leader's probabilities without \
+                                 credentials; `http.auth` with `fleet` is not supported",
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
             }
             Source::File(file) => {
                 if file.path.starts_with("http://") || file.path.starts_with("https://") {
@@ -308,11 +589,29 @@ impl Config {
         if let Some(grpc) = &self.grpc {
             crate::receiver::split_host_port(&grpc.endpoint)
                 .map_err(|e| error("grpc.endpoint", e))?;
+            if let Some(auth) = &grpc.auth {
+                auth.validate("grpc.auth")?;
+            }
             if grpc.transport.as_deref().is_some_and(|t| t != "tcp") {
                 return Err(error("grpc.transport", "only `tcp` is supported"));
             }
         }
         Ok(warnings)
+    }
+
+    /// The authenticators the endpoints' `auth` names, with the key that
+    /// names each (`http.auth.authenticator`).
+    pub fn authenticators(&self) -> Vec<(&'static str, &str)> {
+        let http = self.http.as_ref().and_then(|h| h.auth.as_ref());
+        let grpc = self.grpc.as_ref().and_then(|g| g.auth.as_ref());
+        let mut named = Vec::new();
+        if let Some(auth) = http {
+            named.push(("http.auth.authenticator", auth.authenticator.as_str()));
+        }
+        if let Some(auth) = grpc {
+            named.push(("grpc.auth.authenticator", auth.authenticator.as_str()));
+        }
+        named
     }
 
     /// The key that names the strategies file, in this config's spelling.

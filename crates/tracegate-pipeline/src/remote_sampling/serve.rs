@@ -16,7 +16,10 @@ use hyper::body::Incoming;
 use tonic::codec::CompressionEncoding;
 use tracegate_model::jaeger::proto::{SamplingStrategyParameters, SamplingStrategyResponse};
 
+use super::adaptive::Probabilities;
+use super::fleet::{self, PROBABILITIES_PATH};
 use super::strategies::{to_json, Strategies};
+use crate::auth::ServerAuth;
 use crate::receiver::http_ingest::{text_response, HttpResponse};
 use crate::receiver::otlp::CorsPolicy;
 use crate::url::query_unescape;
@@ -38,6 +41,30 @@ pub mod names {
     /// Loads of the strategies file, by `extension` and `outcome`
     /// (`success`, `failure`).
     pub const RELOADS: &str = "tracegate_remote_sampling_reloads";
+    /// Requests refused by the endpoint's `auth`, by `extension` and
+    /// `transport`.
+    pub const UNAUTHENTICATED: &str = "tracegate_remote_sampling_unauthenticated_requests";
+    /// `adaptive`: the target, sampled root spans per second per
+    /// operation, by `extension`.
+    pub const TARGET_RATE: &str = "tracegate_remote_sampling_target_samples_per_second";
+    /// `adaptive`: root spans per second sampled at the probability
+    /// served, measured over the last interval (for the whole fleet), by
+    /// `extension`, `service` and `operation`: what is compared with the
+    /// target. Set by the gateway that calculated.
+    pub const SAMPLED_RATE: &str = "tracegate_remote_sampling_sampled_root_spans_per_second";
+    /// `adaptive`: root spans per second the SDKs were offered, as the
+    /// tallies imply (each root weighs 1/p), same labels.
+    pub const OFFERED_RATE: &str = "tracegate_remote_sampling_offered_root_spans_per_second";
+    /// `adaptive`: 1 when this gateway calculated the probabilities it
+    /// serves in the last interval, 0 when it took them from its fleet's
+    /// leader, by `extension`.
+    pub const LEADER: &str = "tracegate_remote_sampling_adaptive_leader";
+    /// `adaptive` with `fleet`: fetches of the leader's probabilities, by
+    /// `extension` and `outcome` (`success`, `failure`).
+    pub const FETCHES: &str = "tracegate_remote_sampling_adaptive_fetches";
+    /// `adaptive`: root spans not counted because their (service,
+    /// operation) was beyond the cap of operations, by `extension`.
+    pub const UNCOUNTED_ROOTS: &str = "tracegate_remote_sampling_adaptive_uncounted_root_spans";
 }
 
 /// The most distinct `service` label values one extension reports; the
@@ -52,6 +79,9 @@ pub struct Served {
     extension: String,
     strategies: RwLock<Arc<Strategies>>,
     labelled: Mutex<HashSet<String>>,
+    /// `adaptive`: the probabilities served, as [`PROBABILITIES_PATH`]
+    /// answers them to the fleet.
+    published: RwLock<Option<Bytes>>,
 }
 
 impl Served {
@@ -60,7 +90,39 @@ impl Served {
             extension: extension.to_string(),
             strategies: RwLock::new(Arc::new(strategies)),
             labelled: Mutex::new(HashSet::new()),
+            published: RwLock::new(None),
         }
+    }
+
+    /// The extension's id (the `extension` label).
+    pub fn extension(&self) -> &str {
+        &self.extension
+    }
+
+    /// Serves `strategies`, and publishes `table` (the `adaptive`
+    /// source's probabilities, as JSON) to the fleet; the gauge of every
+    /// probability in it is set.
+    pub fn publish(&self, strategies: Strategies, table: &Probabilities) {
+        self.replace(strategies);
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(Bytes::from(fleet::to_json(table)));
+        for (service, ops) in table {
+            let label = self.service_label(service);
+            for (operation, p) in ops {
+                metrics::gauge!(names::PROBABILITY, "extension" => self.extension.clone(),
+                    "service" => label.clone(), "operation" => operation.clone())
+                .set(*p);
+            }
+        }
+    }
+
+    /// What [`PROBABILITIES_PATH`] answers: `None` without an `adaptive`
+    /// source.
+    pub fn published(&self) -> Option<Bytes> {
+        self.published
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Serves `strategies` from now on.
@@ -120,6 +182,13 @@ impl Served {
         OTHER_SERVICES.to_string()
     }
 
+    /// Counts a request refused by the endpoint's `auth`.
+    pub fn count_unauthenticated(&self, transport: &'static str) {
+        metrics::counter!(names::UNAUTHENTICATED, "extension" => self.extension.clone(),
+            "transport" => transport)
+        .increment(1);
+    }
+
     /// Counts a load of the strategies file.
     pub fn count_reload(&self, success: bool) {
         let outcome = if success { "success" } else { "failure" };
@@ -134,41 +203,68 @@ impl Served {
 pub(crate) struct HttpService {
     pub served: Arc<Served>,
     pub cors: Option<Arc<CorsPolicy>>,
+    /// `http.auth`: every request but a CORS preflight must pass it.
+    pub auth: Option<ServerAuth>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for HttpService {
     type Response = HttpResponse;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<HttpResponse, Infallible>>;
+    type Future = BoxFuture<Result<HttpResponse, Infallible>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let (parts, _body) = request.into_parts();
-        let response = match &self.cors {
-            Some(cors) if CorsPolicy::is_preflight(&parts.method, &parts.headers) => {
-                let mut response = Response::new(Full::new(Bytes::new()));
-                *response.status_mut() = StatusCode::NO_CONTENT;
-                *response.headers_mut() = cors.preflight(&parts.headers);
-                response
-            }
-            cors => {
-                let mut response = self.answer(&parts.method, &parts.uri);
-                if let Some(cors) = cors {
-                    cors.decorate(
-                        &parts.method,
-                        parts.headers.get(header::ORIGIN),
-                        response.headers_mut(),
-                    );
+        let this = self.clone();
+        Box::pin(async move {
+            let (parts, _body) = request.into_parts();
+            if let Some(cors) = &this.cors {
+                if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
+                    let mut response = Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = StatusCode::NO_CONTENT;
+                    *response.headers_mut() = cors.preflight(&parts.headers);
+                    return Ok(response);
                 }
-                response
             }
-        };
-        std::future::ready(Ok(response))
+            let mut response = match &this.auth {
+                Some(auth) => match auth.check(&parts.headers, &parts.uri).await {
+                    Ok(()) => this.answer(&parts.method, &parts.uri),
+                    Err(message) => {
+                        this.served.count_unauthenticated("http");
+                        text_response(StatusCode::UNAUTHORIZED, &message)
+                    }
+                },
+                None => this.answer(&parts.method, &parts.uri),
+            };
+            if let Some(cors) = &this.cors {
+                cors.decorate(
+                    &parts.method,
+                    parts.headers.get(header::ORIGIN),
+                    response.headers_mut(),
+                );
+            }
+            Ok(response)
+        })
     }
 }
 
 impl HttpService {
     /// The answer to `GET /sampling?service=NAME` or `GET /?service=NAME`.
     pub fn answer(&self, method: &Method, uri: &http::Uri) -> HttpResponse {
+        if uri.path() == PROBABILITIES_PATH && (method == Method::GET || method == Method::HEAD) {
+            return match self.served.published() {
+                Some(body) => {
+                    let mut response = Response::new(Full::new(body));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    response
+                }
+                None => text_response(
+                    StatusCode::NOT_FOUND,
+                    "no adaptive source: no probabilities are calculated here",
+                ),
+            };
+        }
         if uri.path() != "/sampling" && uri.path() != "/" {
             return text_response(StatusCode::NOT_FOUND, "404 page not found");
         }
@@ -219,6 +315,8 @@ pub fn query_values(query: &str, key: &str) -> Result<Vec<String>, String> {
 pub(crate) struct GrpcService {
     pub served: Arc<Served>,
     pub max_recv_msg_size: usize,
+    /// `grpc.auth`: every call must pass it.
+    pub auth: Option<ServerAuth>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -231,6 +329,12 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
+            if let Some(auth) = &this.auth {
+                if let Err(message) = auth.check(request.headers(), request.uri()).await {
+                    this.served.count_unauthenticated("grpc");
+                    return Ok(tonic::Status::unauthenticated(message).into_http());
+                }
+            }
             if request.uri().path() != GET_SAMPLING_STRATEGY_PATH {
                 let status = tonic::Status::unimplemented(format!(
                     "unknown method {}: this endpoint serves only {GET_SAMPLING_STRATEGY_PATH}",

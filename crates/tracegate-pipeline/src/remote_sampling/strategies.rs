@@ -82,6 +82,15 @@ impl Strategies {
         }
     }
 
+    /// Strategies from their parts: `default` for every service not in
+    /// `services` (the `adaptive` source's).
+    pub fn from_parts(
+        default: SamplingStrategyResponse,
+        services: HashMap<String, SamplingStrategyResponse>,
+    ) -> Strategies {
+        Strategies { default, services }
+    }
+
     /// Reads a strategies file. `default_probability` is Jaeger's
     /// `default_sampling_probability`. `Err` says what is wrong and where
     /// (`service_strategies[1].param: ...`); the caller keeps what it served

@@ -258,11 +258,48 @@ fn unsupported_sources_and_bad_keys_are_refused() {
         let config = from_value(value).unwrap();
         config.validate().unwrap_err().to_string()
     };
-    let adaptive = refused(json!({"adaptive": {"sampling_store": "s"}, "http": null}));
+    for (key, value) in [
+        ("target_samples_per_second", json!(0)),
+        ("delta_tolerance", json!(-1)),
+        ("initial_sampling_probability", json!(1.5)),
+        ("min_sampling_probability", json!(0)),
+        ("min_samples_per_second", json!(-0.5)),
+        ("calculation_interval", json!("0s")),
+        ("aggregation_buckets", json!(0)),
+    ] {
+        let said = refused(json!({"adaptive": {key: value}, "http": null}));
+        assert!(said.starts_with(&format!("adaptive.{key}:")), "{said}");
+    }
+    let resolver = json!({"static": {"hostnames": ["10.0.0.1:5778"]}});
+    let fleet = |fleet: serde_json::Value, http: serde_json::Value| {
+        refused(json!({"adaptive": {"fleet": fleet}, "http": http}))
+    };
+    let no_resolver = fleet(json!({"advertised_endpoint": "10.0.0.1:5778"}), json!(null));
     assert!(
-        adaptive.starts_with("adaptive: adaptive sampling strategies are not supported")
-            && adaptive.contains("file.path"),
-        "{adaptive}"
+        no_resolver.starts_with("adaptive.fleet.resolver:"),
+        "{no_resolver}"
+    );
+    let unreachable = fleet(
+        json!({"resolver": resolver, "advertised_endpoint": "0.0.0.0:5778"}),
+        json!(null),
+    );
+    assert!(
+        unreachable.starts_with("adaptive.fleet.advertised_endpoint:"),
+        "{unreachable}"
+    );
+    let good = json!({"resolver": resolver, "advertised_endpoint": "10.0.0.1:5778"});
+    let no_http = refused(json!({"adaptive": {"fleet": good}, "grpc": null}));
+    assert!(
+        no_http.starts_with("adaptive.fleet:") && no_http.contains("`http`"),
+        "{no_http}"
+    );
+    let tls = fleet(
+        good.clone(),
+        json!({"tls": {"cert_file": "c.pem", "key_file": "k.pem"}}),
+    );
+    assert!(
+        tls.starts_with("adaptive.fleet:") && tls.contains("tls"),
+        "{tls}"
     );
     let remote = refused(json!({"source": {"remote": {"endpoint": "jaeger:14250"}}}));
     assert!(remote.starts_with("source.remote:"), "{remote}");
@@ -275,6 +312,24 @@ fn unsupported_sources_and_bad_keys_are_refused() {
     assert!(
         probability.starts_with("file.default_sampling_probability:"),
         "{probability}"
+    );
+    for protocol in ["http", "grpc"] {
+        let auth = refused(json!({
+            "source": {"file": "s.json"},
+            protocol: {"auth": {"authenticator": " "}},
+        }));
+        assert!(
+            auth.starts_with(&format!("{protocol}.auth.authenticator:")),
+            "{auth}"
+        );
+    }
+    let with_auth = refused(json!({
+        "adaptive": {"fleet": good},
+        "http": {"auth": {"authenticator": "bearertokenauth"}},
+    }));
+    assert!(
+        with_auth.starts_with("adaptive.fleet:") && with_auth.contains("auth"),
+        "{with_auth}"
     );
     let err = |value| from_value(value).unwrap_err().to_string();
     assert!(err(json!({})).contains("no sources specified"));
@@ -353,4 +408,90 @@ fn a_reload_swaps_good_strategies_in_and_keeps_the_old_on_a_bad_file() {
     reloader.look_at(Ok(file(0.5).into_bytes()));
     assert_eq!(rate(), 0.5);
     assert!(reloader.last_error.is_none());
+}
+
+/// Jaeger v2's `adaptive` keys, with Jaeger's defaults, and tracegate's
+/// `fleet`; Jaeger's storage and lease keys are accepted.
+#[test]
+fn the_adaptive_source_reads_jaegers_keys() {
+    use super::config::AdaptiveSource;
+    let config = from_value(json!({"adaptive": null, "http": null})).unwrap();
+    assert!(config.validate().unwrap().is_empty());
+    let Source::Adaptive(adaptive) = &config.source else {
+        panic!("{config:?}")
+    };
+    let options = adaptive.options();
+    assert_eq!(options, super::adaptive::Options::default());
+
+    let config = from_value(json!({
+        "adaptive": {
+            "sampling_store": "some_store",
+            "target_samples_per_second": 5,
+            "delta_tolerance": 0.1,
+            "calculation_interval": "10s",
+            "aggregation_buckets": 3,
+            "buckets_for_calculation": 2,
+            "calculation_delay": "2m",
+            "initial_sampling_probability": 0.01,
+            "min_sampling_probability": 0.0001,
+            "min_samples_per_second": 0.1,
+            "leader_lease_refresh_interval": "5s",
+            "follower_lease_refresh_interval": "60s",
+            "fleet": {
+                "resolver": {"static": {"hostnames": ["10.0.0.1:5778", "10.0.0.2:5778"]}},
+                "advertised_endpoint": "10.0.0.2:5778",
+            },
+        },
+        "http": {"endpoint": "0.0.0.0:5778"},
+    }))
+    .unwrap();
+    let warnings = config.validate().unwrap();
+    assert_eq!(warnings.len(), 5, "{warnings:?}");
+    for key in [
+        "buckets_for_calculation",
+        "sampling_store",
+        "calculation_delay",
+        "leader_lease_refresh_interval",
+        "follower_lease_refresh_interval",
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with(&format!("adaptive.{key} "))),
+            "{key}: {warnings:?}"
+        );
+    }
+    let Source::Adaptive(adaptive) = &config.source else {
+        panic!("{config:?}")
+    };
+    let AdaptiveSource {
+        target_samples_per_second,
+        delta_tolerance,
+        calculation_interval,
+        aggregation_buckets,
+        initial_sampling_probability,
+        min_sampling_probability,
+        min_samples_per_second,
+        fleet,
+        ..
+    } = adaptive.as_ref();
+    assert_eq!(
+        (
+            *target_samples_per_second,
+            *delta_tolerance,
+            *calculation_interval,
+            *aggregation_buckets,
+            *initial_sampling_probability,
+            *min_sampling_probability,
+            *min_samples_per_second
+        ),
+        (5.0, 0.1, Duration::from_secs(10), 3, 0.01, 0.0001, 0.1)
+    );
+    let fleet = fleet.as_ref().unwrap();
+    assert_eq!(fleet.advertised_endpoint, "10.0.0.2:5778");
+    assert_eq!(fleet.timeout, Duration::from_secs(5));
+    let typo = from_value(json!({"adaptive": {"target_sample_per_second": 1}}))
+        .unwrap_err()
+        .to_string();
+    assert!(typo.contains("target_samples_per_second"), "{typo}");
 }

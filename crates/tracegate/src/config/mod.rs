@@ -519,6 +519,7 @@ impl Loader {
         let mut exporter_paths = Vec::new();
         let mut receiver_paths = Vec::new();
         let mut processor_paths = Vec::new();
+        let mut extension_paths = Vec::new();
         for (section, components) in defined {
             for d in components {
                 let used = usage
@@ -539,6 +540,7 @@ impl Loader {
                         config.exporters.insert(d.id, c);
                     }
                     Some(Parsed::Extension(c)) if listed => {
+                        extension_paths.push((d.id.clone(), d.path.clone()));
                         config.extensions.insert(d.id, c);
                     }
                     _ => {}
@@ -550,6 +552,14 @@ impl Loader {
             for (key, authenticator) in config.receivers[id].authenticators() {
                 let at = key.split('.').fold(path.clone(), |p, k| p.key(k));
                 self.check_authenticator(&config, authenticator, &at, true);
+            }
+        }
+        for (id, path) in &extension_paths {
+            if let ExtensionConfig::RemoteSampling(c) = &config.extensions[id] {
+                for (key, authenticator) in c.authenticators() {
+                    let at = key.split('.').fold(path.clone(), |p, k| p.key(k));
+                    self.check_authenticator(&config, authenticator, &at, true);
+                }
             }
         }
         for (id, path) in exporter_paths {
