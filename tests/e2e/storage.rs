@@ -351,12 +351,14 @@ async fn a_write_cut_mid_record_keeps_everything_before_it() {
     let (tally, delivered, acknowledged, lost_records) = after_damage(2000, |segment| {
         // What a crash in the middle of an append leaves: the start of a
         // record that was never acknowledged (a header promising 4 KiB,
-        // then a few bytes).
-        use std::io::Write;
+        // then a few bytes), written where each append begins, over the
+        // end marker that follows the records (8 bytes).
+        use std::io::{Seek, SeekFrom, Write};
         let mut file = std::fs::OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(segment)
             .unwrap();
+        file.seek(SeekFrom::End(-8)).unwrap();
         file.write_all(&4096u32.to_le_bytes()).unwrap();
         file.write_all(&[0xAB; 40]).unwrap();
     })

@@ -378,6 +378,10 @@ impl FileStorage {
             lock_timeout: self.inner.timeout,
             dir_mode: self.inner.mode,
             segment_bytes: segment_bytes.unwrap_or(defaults.segment_bytes),
+            // Every client together is held to the bound by its callers,
+            // which count the whole directory; each log alone is held to
+            // it here too, whatever its caller checks.
+            max_bytes: self.inner.max_bytes,
             ..defaults
         };
         let dir = self.client_directory(kind, component, suffix);
@@ -546,6 +550,46 @@ mod tests {
             storage.client_directory("exporter", "otlp", "traces"),
             dir.join("exporter_otlp__traces")
         );
+    }
+
+    #[test]
+    fn a_log_opened_through_the_storage_is_held_to_max_size_mib() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            directory: dir.path().display().to_string(),
+            max_size_mib: 1,
+            ..Config::default()
+        };
+        let storage = FileStorage::open("file_storage", &config).unwrap();
+        assert_eq!(storage.max_bytes(), Some(1 << 20));
+        let (log, _) = storage
+            .open_log_with("exporter", "otlp", "traces", Some(256 << 10), |_, _| {})
+            .unwrap();
+        assert_eq!(log.options().max_bytes, Some(1 << 20));
+        let record = vec![7u8; 60 << 10];
+        let mut appended = 0;
+        let err = loop {
+            match log.append(&record) {
+                Ok(_) => appended += 1,
+                Err(e) => break e,
+            }
+            assert!(appended < 100, "never refused");
+        };
+        assert!(
+            matches!(
+                err,
+                tracegate_storage::AppendError::Full { limit, .. } if limit == 1 << 20
+            ),
+            "{err}"
+        );
+        assert!(appended >= 14, "{appended} records of 60 KiB in 1 MiB");
+        assert!(log.size_on_disk() <= 1 << 20);
+        assert_eq!(storage.size_on_disk(), log.size_on_disk());
+        // open_log takes the same bound.
+        let (other, _) = storage
+            .open_log("exporter", "otlp", "logs", |_, _| {})
+            .unwrap();
+        assert_eq!(other.options().max_bytes, Some(1 << 20));
     }
 
     #[test]

@@ -14,11 +14,18 @@ use crate::frame::{self, Parsed, HEADER, MAX_RECORD};
 use crate::lock::{DirLock, LockError};
 use crate::ranges::RangeSet;
 
-const SEGMENT_MAGIC: &[u8; 8] = b"TGLOGv01";
-const ACKS_MAGIC: &[u8; 8] = b"TGACKv01";
+const SEGMENT_MAGIC: &[u8; 8] = b"TGLOGv02";
+const ACKS_MAGIC: &[u8; 8] = b"TGACKv02";
 /// Bytes before a segment's first record (and an acks file's).
 const FILE_HEADER: u64 = 16;
+/// What a segment begins with: its header and the end marker after no
+/// records.
+const SEGMENT_START: u64 = FILE_HEADER + HEADER as u64;
 const SEGMENT_SUFFIX: &str = ".seg";
+/// A segment file kept for reuse, named by the base it had.
+const FREE_SUFFIX: &str = ".free";
+/// `pwritev(2)` takes at most this many slices.
+const MAX_IOVECS: usize = 1024;
 const ACKS_FILE: &str = "acks";
 const ACKS_TMP: &str = "acks.tmp";
 /// The acks file is rewritten once it holds this many records more than
@@ -57,6 +64,15 @@ pub struct LogOptions {
     /// Permissions for the directory if `open` creates it (Unix mode bits,
     /// less the umask). Default `0o750`.
     pub dir_mode: u32,
+    /// Segment files whose records are all acknowledged are kept, up to
+    /// this many, and reused for new segments instead of deleting them
+    /// and creating new files: overwriting pages the kernel already holds
+    /// costs less than freeing them and allocating new ones. They count in
+    /// [`Log::size_on_disk`]; with [`max_bytes`](Self::max_bytes) set, they
+    /// take at most a 32nd of it, are kept only while the log holds at
+    /// most half of it, and are deleted as soon as an append would take it
+    /// past that. `0`: delete them. Default 4.
+    pub recycle_segments: usize,
 }
 
 impl Default for LogOptions {
@@ -67,6 +83,7 @@ impl Default for LogOptions {
             fsync: Fsync::Never,
             lock_timeout: Duration::from_secs(1),
             dir_mode: 0o750,
+            recycle_segments: 4,
         }
     }
 }
@@ -158,6 +175,8 @@ pub struct LogStats {
     pub damaged_reads: u64,
     /// Segment files deleted.
     pub deleted_segments: u64,
+    /// Segments begun in a recycled file.
+    pub recycled_segments: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,10 +211,15 @@ pub enum ReadError {
 
 /// The segment being appended to.
 struct Active {
+    /// Open for writing at explicit offsets.
     file: File,
     base: u64,
-    /// Bytes in the file.
+    /// Where its records end: the next record (and the end marker) goes
+    /// here.
     size: u64,
+    /// Bytes in the file: more than `size` by the end marker, and in a
+    /// recycled file by what its earlier life left after that.
+    len: u64,
     next_seq: u64,
     /// Written since the last sync.
     dirty: bool,
@@ -205,6 +229,13 @@ struct Active {
 struct Segment {
     /// A handle for reads, shared with readers in flight.
     file: Arc<File>,
+    /// Bytes of the file on disk.
+    size: u64,
+}
+
+/// A segment file kept for reuse.
+struct Free {
+    path: PathBuf,
     size: u64,
 }
 
@@ -222,11 +253,13 @@ struct Acks {
 pub struct Log {
     dir: PathBuf,
     options: LogOptions,
-    // Lock order: active → acks → segments.
+    // Lock order: active → acks → segments → free.
     active: Mutex<Active>,
     acks: Mutex<Acks>,
     /// Every segment file, by base sequence number; the last is the active one.
     segments: Mutex<BTreeMap<u64, Segment>>,
+    /// Segment files kept for reuse, the most recently freed last.
+    free: Mutex<Vec<Free>>,
     /// With [`Fsync::Never`]: the base sequence numbers of segments closed
     /// with records never synced, and whether segment files were created
     /// since the directory was last synced; [`Log::sync`] settles both.
@@ -238,6 +271,7 @@ pub struct Log {
     syncs: AtomicU64,
     damaged_reads: AtomicU64,
     deleted_segments: AtomicU64,
+    recycled_segments: AtomicU64,
     _lock: DirLock,
 }
 
@@ -258,11 +292,17 @@ fn segment_name(base: u64) -> String {
     format!("{base:020}{SEGMENT_SUFFIX}")
 }
 
-fn segment_header(base: u64) -> [u8; FILE_HEADER as usize] {
-    let mut header = [0u8; FILE_HEADER as usize];
-    header[..8].copy_from_slice(SEGMENT_MAGIC);
-    header[8..].copy_from_slice(&base.to_le_bytes());
-    header
+fn free_name(base: u64) -> String {
+    format!("{base:020}{FREE_SUFFIX}")
+}
+
+/// A segment's header and the end marker after no records.
+fn segment_start(base: u64) -> [u8; SEGMENT_START as usize] {
+    let mut start = [0u8; SEGMENT_START as usize];
+    start[..8].copy_from_slice(SEGMENT_MAGIC);
+    start[8..16].copy_from_slice(&base.to_le_bytes());
+    start[16..].copy_from_slice(&frame::end_marker(base));
+    start
 }
 
 fn acks_header() -> [u8; FILE_HEADER as usize] {
@@ -311,28 +351,48 @@ impl Log {
         report.damaged_acks = damaged_acks;
 
         let mut bases = Vec::new();
+        let mut free = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_at(dir))? {
             let entry = entry.map_err(io_at(dir))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(digits) = name.strip_suffix(SEGMENT_SUFFIX) else {
-                continue;
+            let (digits, is_free) = match name.strip_suffix(SEGMENT_SUFFIX) {
+                Some(digits) => (digits, false),
+                None => match name.strip_suffix(FREE_SUFFIX) {
+                    Some(digits) => (digits, true),
+                    None => continue,
+                },
             };
             if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
                 if let Ok(base) = digits.parse::<u64>() {
-                    bases.push(base);
+                    if is_free {
+                        let path = entry.path();
+                        let size = entry.metadata().map_err(io_at(&path))?.len();
+                        free.push((base, Free { path, size }));
+                    } else {
+                        bases.push(base);
+                    }
                 }
             }
         }
         bases.sort_unstable();
+        // Reused most recently freed first (the likeliest to be cached).
+        free.sort_unstable_by_key(|(base, _)| *base);
+        let mut free: Vec<Free> = free.into_iter().map(|(_, f)| f).collect();
+        while free.len() > options.recycle_segments {
+            let f = free.remove(0);
+            std::fs::remove_file(&f.path).map_err(io_at(&f.path))?;
+        }
+        let mut total_size: u64 = free.iter().map(|f| f.size).sum();
 
         let floor = set.first_gap(0);
         let mut segments = BTreeMap::new();
-        let mut total_size = 0u64;
         let mut next_seq = floor.max(set.max_end());
         let mut lost_acks: Vec<Range<u64>> = Vec::new();
         // The sequence number after the last segment's last record.
         let mut last_end = next_seq;
+        // Where the last segment's records end in its file.
+        let mut last_records_end = SEGMENT_START;
         for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(segment_name(base));
             let next_base = bases.get(i + 1).copied();
@@ -346,7 +406,11 @@ impl Log {
             }
             let data = std::fs::read(&path).map_err(io_at(&path))?;
             report.bytes_read += data.len() as u64;
+            // Bytes of the file kept: all of it unless damage is cut
+            // away. What follows the end of its records is an end marker
+            // and, in a recycled file, stale bytes of its earlier life.
             let mut keep_len = data.len() as u64;
+            let mut records_end = FILE_HEADER;
             let mut seq = base;
             let header_ok = data.len() >= FILE_HEADER as usize
                 && &data[..8] == SEGMENT_MAGIC
@@ -382,7 +446,7 @@ impl Log {
                         // name allows belong to no record; nothing is lost.
                         break;
                     }
-                    match frame::parse(&data[offset..]) {
+                    match frame::parse(&data[offset..], seq) {
                         Parsed::Record(payload, framed) => {
                             if !set.contains(seq) {
                                 let position = Position {
@@ -397,6 +461,7 @@ impl Log {
                             }
                             seq += 1;
                             offset += framed;
+                            records_end = offset as u64;
                         }
                         Parsed::End => {
                             // Fewer records than the next segment's name
@@ -446,9 +511,11 @@ impl Log {
             }
             if is_last {
                 last_end = seq;
+                last_records_end = records_end;
                 next_seq = next_seq.max(seq);
                 if keep_len < data.len() as u64 || keep_len < FILE_HEADER {
-                    // Cut the torn tail so that appends follow valid data.
+                    // Cut the torn tail so that appends follow valid data
+                    // (and it is not reported again).
                     let file = OpenOptions::new()
                         .write(true)
                         .open(&path)
@@ -456,9 +523,10 @@ impl Log {
                     if keep_len < FILE_HEADER {
                         file.set_len(0).map_err(io_at(&path))?;
                         (&file)
-                            .write_all(&segment_header(base))
+                            .write_all(&segment_start(base))
                             .map_err(io_at(&path))?;
-                        keep_len = FILE_HEADER;
+                        keep_len = SEGMENT_START;
+                        last_records_end = FILE_HEADER;
                     } else {
                         file.set_len(keep_len).map_err(io_at(&path))?;
                     }
@@ -532,13 +600,14 @@ impl Log {
             Some((&base, segment)) if last_end == next_seq => {
                 let path = dir.join(segment_name(base));
                 let file = OpenOptions::new()
-                    .append(true)
+                    .write(true)
                     .open(&path)
                     .map_err(io_at(&path))?;
                 Active {
                     file,
                     base,
-                    size: segment.size,
+                    size: last_records_end,
+                    len: segment.size,
                     next_seq,
                     dirty: false,
                     last_sync: Instant::now(),
@@ -554,14 +623,15 @@ impl Log {
                     next_seq,
                     Segment {
                         file: Arc::new(read),
-                        size: FILE_HEADER,
+                        size: SEGMENT_START,
                     },
                 );
-                total_size += FILE_HEADER;
+                total_size += SEGMENT_START;
                 Active {
                     file,
                     base: next_seq,
                     size: FILE_HEADER,
+                    len: SEGMENT_START,
                     next_seq,
                     dirty: false,
                     last_sync: Instant::now(),
@@ -575,6 +645,7 @@ impl Log {
             active: Mutex::new(active),
             acks: Mutex::new(acks),
             segments: Mutex::new(segments),
+            free: Mutex::new(free),
             unsynced: Mutex::new((Vec::new(), false)),
             size: AtomicU64::new(total_size),
             failed: AtomicBool::new(false),
@@ -583,8 +654,12 @@ impl Log {
             syncs: AtomicU64::new(syncs),
             damaged_reads: AtomicU64::new(0),
             deleted_segments: AtomicU64::new(report.compacted_segments as u64),
+            recycled_segments: AtomicU64::new(0),
             _lock: dir_lock,
         };
+        if let Some(limit) = log.options.max_bytes {
+            log.trim_free(limit / 2);
+        }
         // Segments wholly acknowledged (the ones lost to damage included).
         log.compact();
         Ok((log, report))
@@ -620,13 +695,18 @@ impl Log {
             }
             total += framed as u64;
         }
+        let mut active = lock(&self.active);
         if let Some(limit) = self.options.max_bytes {
+            let growth = self.growth(&active, records);
+            if self.size_on_disk() + growth > limit / 2 {
+                // Files kept for reuse give way first.
+                self.trim_free((limit / 2).saturating_sub(growth));
+            }
             let size = self.size_on_disk();
-            if size + total > limit {
+            if size + growth > limit {
                 return Err(AppendError::Full { size, limit });
             }
         }
-        let mut active = lock(&self.active);
         let first_seq = active.next_seq;
         let mut positions = Vec::with_capacity(records.len());
         let mut interval_due = false;
@@ -662,6 +742,24 @@ impl Log {
         Ok(positions)
     }
 
+    /// At most how much appending `records` grows the files: their frames
+    /// and the start of each segment they begin.
+    fn growth(&self, active: &Active, records: &[&[&[u8]]]) -> u64 {
+        let mut size = active.size;
+        let mut growth = 0;
+        for parts in records {
+            let framed = frame::framed_len(parts) as u64;
+            // As write_records rotates.
+            if size > FILE_HEADER && size + framed > self.options.segment_bytes {
+                size = FILE_HEADER;
+                growth += SEGMENT_START;
+            }
+            size += framed;
+            growth += framed;
+        }
+        growth
+    }
+
     fn write_records(
         &self,
         active: &mut Active,
@@ -681,9 +779,10 @@ impl Log {
                 chunk_bytes = 0;
                 self.rotate(active)?;
             }
-            headers.push(frame::header(parts));
+            let seq = active.next_seq + (i - start) as u64;
+            headers.push(frame::header(seq, parts));
             positions.push(Position {
-                seq: active.next_seq + (i - start) as u64,
+                seq,
                 segment: active.base,
                 offset: active.size + chunk_bytes,
                 len: (framed - HEADER as u64) as u32,
@@ -693,9 +792,10 @@ impl Log {
         self.flush(active, &headers[start..], &records[start..], chunk_bytes)
     }
 
-    /// Writes records (their headers and parts, `bytes` in all) to the
-    /// active segment with vectored writes, so the payloads are not copied
-    /// here; on failure takes the file back to where it was.
+    /// Writes records (their headers and parts, `bytes` in all) and an end
+    /// marker after them to the active segment with vectored writes, so
+    /// the payloads are not copied here; the next write starts over the
+    /// marker. On failure takes the file back to where it was.
     fn flush(
         &self,
         active: &mut Active,
@@ -706,7 +806,8 @@ impl Log {
         if headers.is_empty() {
             return Ok(());
         }
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(records.len() * 3);
+        let marker = frame::end_marker(active.next_seq + headers.len() as u64);
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(records.len() * 3 + 1);
         for (header, parts) in headers.iter().zip(records) {
             slices.push(IoSlice::new(header));
             slices.extend(
@@ -716,33 +817,57 @@ impl Log {
                     .map(|p| IoSlice::new(p)),
             );
         }
+        slices.push(IoSlice::new(&marker));
         let before = active.size;
-        match write_all_vectored(&mut active.file, &mut slices) {
+        let result = write_all_vectored_at(&active.file, &mut slices, before);
+        let len = match &result {
             Ok(()) => {
                 active.size += bytes;
                 active.next_seq += headers.len() as u64;
                 active.dirty = true;
-                self.size.fetch_add(bytes, Ordering::Relaxed);
-                if let Some(segment) = lock(&self.segments).get_mut(&active.base) {
-                    segment.size = active.size;
-                }
-                Ok(())
+                active.len.max(active.size + HEADER as u64)
             }
-            Err(e) => {
-                if active.file.set_len(before).is_err() {
+            // What was written of this call, and the stale bytes after
+            // it, go: the file ends where its records do.
+            Err(_) => match active.file.set_len(before) {
+                Ok(()) => before,
+                Err(_) => {
                     self.failed.store(true, Ordering::Release);
+                    active.len
                 }
-                Err(AppendError::Io(e))
+            },
+        };
+        if len > active.len {
+            self.size.fetch_add(len - active.len, Ordering::Relaxed);
+        } else {
+            self.size.fetch_sub(active.len - len, Ordering::Relaxed);
+        }
+        if len != active.len {
+            active.len = len;
+            if let Some(segment) = lock(&self.segments).get_mut(&active.base) {
+                segment.size = len;
             }
         }
+        result.map_err(AppendError::Io)
     }
 
-    /// Closes the active segment and begins a new one at `next_seq`.
+    /// Closes the active segment and begins a new one at `next_seq`, in a
+    /// recycled file if one is kept.
     fn rotate(&self, active: &mut Active) -> Result<(), AppendError> {
         if self.options.fsync != Fsync::Never && active.dirty {
             self.sync_active(active)?;
         }
-        let (file, read) = create_segment(&self.dir, active.next_seq, self.options.fsync)?;
+        let base = active.next_seq;
+        let free = lock(&self.free).pop();
+        let recycled = free.and_then(|free| self.reuse(free, base));
+        let (file, read, len) = match recycled {
+            Some(reused) => reused,
+            None => {
+                let (file, read) = create_segment(&self.dir, base, self.options.fsync)?;
+                self.size.fetch_add(SEGMENT_START, Ordering::Relaxed);
+                (file, read, SEGMENT_START)
+            }
+        };
         if self.options.fsync != Fsync::Never {
             self.syncs.fetch_add(2, Ordering::Relaxed);
         } else {
@@ -753,18 +878,74 @@ impl Log {
             unsynced.1 = true;
         }
         lock(&self.segments).insert(
-            active.next_seq,
+            base,
             Segment {
                 file: Arc::new(read),
-                size: FILE_HEADER,
+                size: len,
             },
         );
-        self.size.fetch_add(FILE_HEADER, Ordering::Relaxed);
         active.file = file;
-        active.base = active.next_seq;
+        active.base = base;
         active.size = FILE_HEADER;
+        active.len = len;
         active.dirty = false;
         Ok(())
+    }
+
+    /// Makes a kept file the segment beginning at `base`: its header and
+    /// an end marker are written over its start (before it is renamed, so
+    /// that a crash leaves either a kept file or a valid empty segment),
+    /// and what its earlier life left after them is never read as records
+    /// (their checksums bind other sequence numbers). Returns the writing
+    /// and reading handles and the file's size, or `None` (the file
+    /// deleted) if any step failed.
+    fn reuse(&self, free: Free, base: u64) -> Option<(File, File, u64)> {
+        let fsync = self.options.fsync != Fsync::Never;
+        let path = self.dir.join(segment_name(base));
+        let attempt = || -> io::Result<(File, File)> {
+            let file = OpenOptions::new().write(true).open(&free.path)?;
+            file.write_all_at(&segment_start(base), 0)?;
+            if fsync {
+                file.sync_data()?;
+            }
+            std::fs::rename(&free.path, &path)?;
+            if fsync {
+                File::open(&self.dir)?.sync_all()?;
+            }
+            let read = File::open(&path)?;
+            Ok((file, read))
+        };
+        match attempt() {
+            Ok((file, read)) => {
+                let len = free.size.max(SEGMENT_START);
+                self.size.fetch_add(len - free.size, Ordering::Relaxed);
+                self.recycled_segments.fetch_add(1, Ordering::Relaxed);
+                Some((file, read, len))
+            }
+            Err(_) => {
+                // Renamed or not, the file is not used: a new one is
+                // created (over it, if it was renamed).
+                let _ = std::fs::remove_file(&free.path);
+                self.size.fetch_sub(free.size, Ordering::Relaxed);
+                self.deleted_segments.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Deletes files kept for reuse, oldest first, until the log takes at
+    /// most `target` bytes or none is left.
+    fn trim_free(&self, target: u64) {
+        let mut free = lock(&self.free);
+        while !free.is_empty() && self.size_on_disk() > target {
+            let oldest = free.remove(0);
+            if std::fs::remove_file(&oldest.path).is_err() {
+                free.insert(0, oldest);
+                break;
+            }
+            self.size.fetch_sub(oldest.size, Ordering::Relaxed);
+            self.deleted_segments.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn sync_active(&self, active: &mut Active) -> io::Result<()> {
@@ -858,7 +1039,7 @@ impl Log {
             return Err(damaged("record length changed"));
         }
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        if frame::checksum(&header[..4], &payload) != crc {
+        if frame::checksum(position.seq, &header[..4], &payload) != crc {
             return Err(damaged("checksum mismatch"));
         }
         Ok(payload)
@@ -930,13 +1111,16 @@ impl Log {
     }
 
     /// Deletes every segment, other than the one being appended to, whose
-    /// records are all acknowledged; returns the bytes freed. [`ack`]
-    /// does this itself; calling it is only needed to force it.
+    /// records are all acknowledged, or keeps its file for reuse
+    /// ([`LogOptions::recycle_segments`]); returns the bytes freed for new
+    /// records. [`ack`] does this itself; calling it is only needed to
+    /// force it.
     ///
     /// [`ack`]: Self::ack
     pub fn compact(&self) -> u64 {
         let acks = lock(&self.acks);
         let mut segments = lock(&self.segments);
+        let mut free = lock(&self.free);
         let bases: Vec<u64> = segments.keys().copied().collect();
         let mut freed = 0;
         for pair in bases.windows(2) {
@@ -944,17 +1128,39 @@ impl Log {
             if !acks.set.covers(base..next) {
                 continue;
             }
-            if std::fs::remove_file(self.dir.join(segment_name(base))).is_ok() {
-                let segment = segments.remove(&base).expect("listed");
-                freed += segment.size;
+            let path = self.dir.join(segment_name(base));
+            let size = segments[&base].size;
+            let kept: u64 = free.iter().map(|f| f.size).sum();
+            let keep = free.len() < self.options.recycle_segments
+                && self.options.max_bytes.is_none_or(|limit| {
+                    kept + size <= limit / 32 && self.size_on_disk() <= limit / 2
+                });
+            let free_path = self.dir.join(free_name(base));
+            if keep && std::fs::rename(&path, &free_path).is_ok() {
+                free.push(Free {
+                    path: free_path,
+                    size,
+                });
+            } else if std::fs::remove_file(&path).is_ok() {
+                self.size.fetch_sub(size, Ordering::Relaxed);
                 self.deleted_segments.fetch_add(1, Ordering::Relaxed);
+            } else {
+                continue;
             }
+            segments.remove(&base);
+            freed += size;
         }
-        self.size.fetch_sub(freed, Ordering::Relaxed);
         freed
     }
 
-    /// Bytes of the segment files and the acks file.
+    /// Bytes of the files kept for reuse (counted in
+    /// [`size_on_disk`](Self::size_on_disk)).
+    pub fn recyclable_bytes(&self) -> u64 {
+        lock(&self.free).iter().map(|f| f.size).sum()
+    }
+
+    /// Bytes of the segment files (kept for reuse included) and the acks
+    /// file.
     pub fn size_on_disk(&self) -> u64 {
         self.size.load(Ordering::Relaxed)
     }
@@ -966,6 +1172,7 @@ impl Log {
             syncs: self.syncs.load(Ordering::Relaxed),
             damaged_reads: self.damaged_reads.load(Ordering::Relaxed),
             deleted_segments: self.deleted_segments.load(Ordering::Relaxed),
+            recycled_segments: self.recycled_segments.load(Ordering::Relaxed),
         }
     }
 }
@@ -977,6 +1184,8 @@ impl Drop for Log {
     }
 }
 
+/// Creates the segment beginning at `base`: its header and an end marker.
+/// Returns its writing and reading handles.
 fn create_segment(dir: &Path, base: u64, fsync: Fsync) -> io::Result<(File, File)> {
     let path = dir.join(segment_name(base));
     let mut file = OpenOptions::new()
@@ -984,15 +1193,13 @@ fn create_segment(dir: &Path, base: u64, fsync: Fsync) -> io::Result<(File, File
         .truncate(true)
         .write(true)
         .open(&path)?;
-    file.write_all(&segment_header(base))?;
+    file.write_all(&segment_start(base))?;
     if fsync != Fsync::Never {
         file.sync_data()?;
         File::open(dir)?.sync_all()?;
     }
-    drop(file);
-    let append = OpenOptions::new().append(true).open(&path)?;
     let read = File::open(&path)?;
-    Ok((append, read))
+    Ok((file, read))
 }
 
 /// Reads the acks file: the union of its ranges, the number of records,
@@ -1011,7 +1218,7 @@ fn read_acks(path: &Path) -> io::Result<(RangeSet, u64, u64)> {
     let mut offset = FILE_HEADER as usize;
     let mut records = 0;
     loop {
-        match frame::parse(&data[offset..]) {
+        match frame::parse(&data[offset..], records) {
             Parsed::Record(payload, framed) if payload.len() == 16 => {
                 let start = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
                 let end = u64::from_le_bytes(payload[8..].try_into().expect("8 bytes"));
@@ -1032,7 +1239,7 @@ fn write_acks_file(dir: &Path, set: &RangeSet, fsync: Fsync) -> io::Result<(File
     let mut buf = acks_header().to_vec();
     let mut records = 0;
     for range in set.iter() {
-        frame::encode(&mut buf, &[&ack_payload(&range)]);
+        frame::encode(&mut buf, records, &[&ack_payload(&range)]);
         records += 1;
     }
     {
@@ -1057,8 +1264,8 @@ fn write_acks_file(dir: &Path, set: &RangeSet, fsync: Fsync) -> io::Result<(File
 
 fn append_acks(acks: &mut Acks, ranges: &[Range<u64>]) -> io::Result<()> {
     let mut buf = Vec::with_capacity(ranges.len() * (HEADER + 16));
-    for range in ranges {
-        frame::encode(&mut buf, &[&ack_payload(range)]);
+    for (i, range) in ranges.iter().enumerate() {
+        frame::encode(&mut buf, acks.records + i as u64, &[&ack_payload(range)]);
     }
     acks.file.write_all(&buf)?;
     acks.records += ranges.len() as u64;
@@ -1067,15 +1274,23 @@ fn append_acks(acks: &mut Acks, ranges: &[Range<u64>]) -> io::Result<()> {
     Ok(())
 }
 
-/// `write_all` for vectored writes: writes every slice, however the
-/// kernel splits the writes.
-fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+/// `write_all_at` for vectored writes (`pwritev(2)`): writes every slice
+/// from `offset` on, however the kernel splits the writes.
+fn write_all_vectored_at(
+    file: &File,
+    mut slices: &mut [IoSlice<'_>],
+    mut offset: u64,
+) -> io::Result<()> {
     while !slices.is_empty() {
-        match file.write_vectored(slices) {
+        let batch = &slices[..slices.len().min(MAX_IOVECS)];
+        match rustix::io::pwritev(file, batch, offset) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Ok(n) => {
+                offset += n as u64;
+                IoSlice::advance_slices(&mut slices, n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

@@ -24,6 +24,9 @@ fn open(dir: &Path, options: LogOptions) -> (Log, Vec<(u64, Vec<u8>)>, OpenRepor
     (log, replayed, report)
 }
 
+/// The end marker after a segment's records.
+const MARKER: usize = 8;
+
 fn record(i: u64) -> Vec<u8> {
     format!("record {i} {}", "x".repeat((i % 37) as usize)).into_bytes()
 }
@@ -133,9 +136,11 @@ fn a_torn_tail_is_cut_counted_and_everything_before_it_kept() {
     drop(log);
     let file = segments(dir.path()).pop().unwrap();
     let whole = std::fs::read(&file).unwrap();
-    // Every cut inside the last record's frame.
-    let frame_start = whole.len() - last.framed_len() as usize;
-    for cut in frame_start + 1..whole.len() {
+    // Every cut inside the last record's frame (the file ends with the
+    // end marker after it).
+    let records_end = whole.len() - MARKER;
+    let frame_start = records_end - last.framed_len() as usize;
+    for cut in frame_start + 1..records_end {
         std::fs::write(&file, &whole[..cut]).unwrap();
         let (log, replayed, report) = open(dir.path(), options.clone());
         assert_eq!(replayed.len(), 10, "cut at {cut}");
@@ -149,6 +154,21 @@ fn a_torn_tail_is_cut_counted_and_everything_before_it_kept() {
         let (_, replayed, report) = open(dir.path(), options.clone());
         assert_eq!(replayed.len(), 11);
         assert_eq!(report.damage, vec![]);
+        std::fs::write(&file, &whole).unwrap();
+    }
+    // A cut inside the end marker loses no record; one inside its length
+    // bytes cannot be told from a record's header cut short and is
+    // counted as one.
+    for cut in records_end..whole.len() {
+        std::fs::write(&file, &whole[..cut]).unwrap();
+        let (_, replayed, report) = open(dir.path(), options.clone());
+        assert_eq!(replayed.len(), 11, "cut at {cut}");
+        let in_length = (records_end + 1..records_end + 5).contains(&cut);
+        assert_eq!(
+            report.damaged_records(),
+            u64::from(in_length),
+            "cut at {cut}"
+        );
         std::fs::write(&file, &whole).unwrap();
     }
 }
@@ -196,7 +216,8 @@ fn a_read_finds_damage_done_after_opening() {
     let pos = log.append(b"will be damaged").unwrap();
     let file = segments(dir.path()).pop().unwrap();
     let mut data = std::fs::read(&file).unwrap();
-    let n = data.len();
+    // The record's last byte, before the end marker.
+    let n = data.len() - MARKER;
     data[n - 1] ^= 1;
     std::fs::write(&file, &data).unwrap();
     assert!(matches!(
@@ -250,7 +271,7 @@ fn appends_past_the_bound_are_refused_until_acknowledgements_free_space() {
         matches!(err, AppendError::Full { limit: 2048, .. }),
         "{err}"
     );
-    assert!(log.size_on_disk() <= 2048);
+    assert!(log.size_on_disk() <= 2048, "{}", log.size_on_disk());
     log.ack(0..n);
     assert!(log.append(&[7u8; 100]).is_ok());
 }
@@ -293,7 +314,7 @@ fn garbage_files_never_panic() {
         let len = (next() % 600) as usize;
         let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         if round % 2 == 0 && data.len() >= 16 {
-            data[..8].copy_from_slice(b"TGLOGv01");
+            data[..8].copy_from_slice(b"TGLOGv02");
             data[8..16].copy_from_slice(&0u64.to_le_bytes());
         }
         std::fs::write(dir.path().join(format!("{:020}.seg", 0)), &data).unwrap();
@@ -416,4 +437,225 @@ fn a_sync_left_to_the_os_reaches_closed_segments_and_the_directory() {
     let before = log.stats().syncs;
     log.sync().unwrap();
     assert_eq!(log.stats().syncs, before);
+}
+
+/// Bytes of every file in the log's directory but its lock.
+fn files_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "LOCK")
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+fn free_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let path = e.as_ref().unwrap().path();
+            path.extension().is_some_and(|e| e == "free")
+        })
+        .count()
+}
+
+/// Segments whose records are all acknowledged are kept and reused: no
+/// new file is created while one is kept, the files count in the size on
+/// disk, and after a crash (the log dropped as it was, then the last
+/// segment torn or followed by garbage) exactly the live records come
+/// back, never a stale one from a file's earlier life.
+#[test]
+fn recycled_segments_replay_exactly_the_live_records_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small();
+    let mut live: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut i = 60;
+    {
+        let (log, _, _) = open(dir.path(), options.clone());
+        // Long records first, acknowledged, so that the reused files hold
+        // longer stale records than what is written over them.
+        for i in 0..60 {
+            let pos = log.append(&[b'L'; 100]).unwrap();
+            assert_eq!(pos.seq, i);
+        }
+        log.ack(0..60);
+        assert_eq!(free_files(dir.path()), 4, "the pool is full");
+        assert_eq!(log.size_on_disk(), files_size(dir.path()));
+        let files_before = std::fs::read_dir(dir.path()).unwrap().count();
+        // Until the last kept file is in use.
+        while log.stats().recycled_segments < 4 {
+            let payload = record(i % 7);
+            assert_eq!(log.append(&payload).unwrap().seq, i);
+            live.insert(i, payload);
+            i += 1;
+        }
+        assert!(i > 75, "{i}");
+        assert_eq!(free_files(dir.path()), 0);
+        // Every segment begun so far was a recycled file.
+        assert!(std::fs::read_dir(dir.path()).unwrap().count() <= files_before);
+        assert_eq!(log.size_on_disk(), files_size(dir.path()));
+        // Shorter records than the files' earlier lives held: the stale
+        // tails are there.
+        let active = segments(dir.path()).pop().unwrap();
+        let data = std::fs::read(&active).unwrap();
+        assert!(data.windows(8).any(|w| w == [b'L'; 8]), "a stale tail");
+        log.ack(62..63);
+        live.remove(&62);
+    }
+    let (log, replayed, report) = open(dir.path(), options.clone());
+    assert_eq!(replayed, live.clone().into_iter().collect::<Vec<_>>());
+    assert_eq!(report.damage, vec![], "a stale tail is no damage");
+    assert_eq!(log.next_seq(), i);
+    drop(log);
+
+    let active = segments(dir.path()).pop().unwrap();
+    let whole = std::fs::read(&active).unwrap();
+    // Garbage over the stale tail, after the end marker: nothing lost.
+    {
+        let end = records_end(active_base(&active), &live);
+        let mut data = whole.clone();
+        for b in &mut data[end + MARKER..] {
+            *b = 0x5a;
+        }
+        std::fs::write(&active, &data).unwrap();
+        let (_, replayed, report) = open(dir.path(), options.clone());
+        assert_eq!(replayed, live.clone().into_iter().collect::<Vec<_>>());
+        assert_eq!(report.damage, vec![]);
+        std::fs::write(&active, &whole).unwrap();
+    }
+    // Garbage over the last record: it is lost and counted, the rest kept.
+    {
+        let end = records_end(active_base(&active), &live);
+        let last = *live.keys().next_back().unwrap();
+        let start = end - 8 - live[&last].len();
+        let mut data = whole.clone();
+        data[start + 9] ^= 0xff;
+        std::fs::write(&active, &data).unwrap();
+        let (_, replayed, report) = open(dir.path(), options.clone());
+        let mut want = live.clone();
+        want.remove(&last);
+        assert_eq!(replayed, want.into_iter().collect::<Vec<_>>());
+        assert_eq!(report.damaged_records(), 1);
+        assert_eq!(report.damage[0].what, "checksum mismatch");
+        // Cut away, so it is reported once; appends go on from there.
+        let (log, replayed, report) = open(dir.path(), options.clone());
+        assert_eq!(replayed.len(), live.len() - 1);
+        assert_eq!(report.damage, vec![]);
+        assert_eq!(log.next_seq(), last);
+        assert_eq!(log.append(b"after").unwrap().seq, last);
+    }
+}
+
+/// The base sequence number of a segment file.
+fn active_base(path: &Path) -> u64 {
+    path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+/// Where the records of the segment at `base` end, given the payloads of
+/// the live records (a segment's records are all live here).
+fn records_end(base: u64, live: &BTreeMap<u64, Vec<u8>>) -> usize {
+    16 + live.range(base..).map(|(_, p)| 8 + p.len()).sum::<usize>()
+}
+
+/// A file reused for a shorter life still holds its earlier records after
+/// the new ones; even one that lies exactly where the next record would
+/// be, whole and with a valid checksum for its old place, is not replayed
+/// (here the new write's end marker is taken away, as a write torn just
+/// before it would leave it): it counts as one damaged record, the torn
+/// write's.
+#[test]
+fn a_stale_record_after_a_shorter_rewrite_is_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        recycle_segments: 1,
+        ..small()
+    };
+    let (log, _, _) = open(dir.path(), options.clone());
+    // Two records of 100 bytes fill a segment of 256.
+    log.append(&[1u8; 100]).unwrap();
+    log.append(&[2u8; 100]).unwrap();
+    let first = segments(dir.path()).remove(0);
+    let old_life = std::fs::read(&first).unwrap();
+    log.append(&[3u8; 100]).unwrap();
+    log.ack(0..2);
+    assert_eq!(free_files(dir.path()), 1);
+    // Fill the active segment so that the next append begins a segment,
+    // in the kept file.
+    log.append(&[4u8; 100]).unwrap();
+    let pos = log.append(&[5u8; 100]).unwrap();
+    assert_eq!(pos.seq, 4);
+    assert_eq!(log.stats().recycled_segments, 1);
+    drop(log);
+    let reused = segments(dir.path()).pop().unwrap();
+    assert_eq!(active_base(&reused), 4);
+    let mut data = std::fs::read(&reused).unwrap();
+    assert_eq!(data.len(), old_life.len(), "the file was reused in place");
+    // The new record is where the first old one was; its end marker over
+    // the second old one's header. Give the old header back.
+    let second_old = 16 + 108;
+    data[second_old..second_old + 8].copy_from_slice(&old_life[second_old..second_old + 8]);
+    assert_eq!(&data[second_old + 8..second_old + 108], &[2u8; 100][..]);
+    std::fs::write(&reused, &data).unwrap();
+    let (log, replayed, report) = open(dir.path(), options.clone());
+    let seqs: Vec<u64> = replayed.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, vec![2, 3, 4]);
+    assert_eq!(replayed[2].1, vec![5u8; 100]);
+    assert_eq!(report.damaged_records(), 1);
+    assert_eq!(report.damage[0].what, "checksum mismatch");
+    assert_eq!(log.next_seq(), 5);
+    drop(log);
+    // With the end marker where the write left it, the same stale bytes
+    // are no damage at all.
+    let (_, replayed, report) = open(dir.path(), options);
+    assert_eq!(replayed.len(), 3);
+    assert_eq!(report.damage, vec![]);
+}
+
+/// Kept files count toward the bound and give way to records: a bounded
+/// log keeps at most a 32nd of its bound in them, only while it holds at
+/// most half its bound, and an append that needs the room deletes them
+/// instead of being refused.
+#[test]
+fn kept_files_count_toward_the_bound_and_give_way_to_records() {
+    const BOUND: u64 = 16 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        max_bytes: Some(BOUND),
+        ..small()
+    };
+    let (log, _, _) = open(dir.path(), options.clone());
+    let mut next = 0;
+    let mut acked = 0;
+    for round in 0..20 {
+        // Fill to the bound, checking it holds on disk at every step.
+        loop {
+            match log.append(&[round as u8; 100]) {
+                Ok(pos) => {
+                    assert_eq!(pos.seq, next);
+                    next += 1;
+                }
+                Err(AppendError::Full { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert_eq!(log.size_on_disk(), files_size(dir.path()));
+            assert!(log.size_on_disk() <= BOUND, "{}", log.size_on_disk());
+        }
+        // Near the bound nothing is kept: what is filled is records.
+        assert_eq!(free_files(dir.path()), 0, "round {round}");
+        assert!(log.size_on_disk() > BOUND - 400, "{}", log.size_on_disk());
+        // Free most of it; some files are kept while under half.
+        log.ack(acked..next - 2);
+        acked = next - 2;
+        assert!(log.size_on_disk() <= BOUND / 2);
+        assert_eq!(log.size_on_disk(), files_size(dir.path()));
+        assert!(log.recyclable_bytes() <= BOUND / 32);
+        if round == 0 {
+            assert_eq!(free_files(dir.path()), 2, "two of 248 bytes");
+        }
+    }
+    assert!(log.stats().recycled_segments > 0);
+    drop(log);
+    let (_, replayed, report) = open(dir.path(), options);
+    assert_eq!(replayed.len(), 2);
+    assert_eq!(report.damage, vec![]);
 }
