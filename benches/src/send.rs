@@ -158,6 +158,8 @@ struct Counters {
     bytes: AtomicU64,
     /// Request bytes before compression.
     raw_bytes: AtomicU64,
+    /// Each accepted request's round trip (its last attempt), in µs.
+    latencies_us: Mutex<Vec<u32>>,
 }
 
 #[derive(Serialize)]
@@ -193,6 +195,20 @@ pub struct Report {
     pub bytes_per_trace: u64,
     /// Open loop: how far behind its schedule the loader fell at worst.
     pub max_lag_seconds: f64,
+    /// Round trip of accepted requests (the attempt that was accepted),
+    /// send to answer, in milliseconds: median, 99th percentile, worst.
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+}
+
+/// The `q` quantile (0–1) of `sorted`, in milliseconds (nearest rank).
+fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    f64::from(sorted[rank - 1]) / 1e3
 }
 
 struct Rounds {
@@ -308,6 +324,8 @@ pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
     let requests = c.requests.load(Ordering::Relaxed);
     let first_error = shared.first_error.lock().unwrap().clone();
     let rounds = shared.rounds.lock().unwrap().admitted.map_or(0, |r| r + 1);
+    let mut latencies = std::mem::take(&mut *c.latencies_us.lock().unwrap());
+    latencies.sort_unstable();
     Ok(Report {
         protocol: shared.opts.protocol,
         compression: shared.opts.compression,
@@ -338,6 +356,9 @@ pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
             / c.bytes.load(Ordering::Relaxed).max(1) as f64,
         bytes_per_trace: shared.template.bytes_per_trace(),
         max_lag_seconds: c.max_lag_us.load(Ordering::Relaxed) as f64 / 1e6,
+        latency_p50_ms: quantile_ms(&latencies, 0.5),
+        latency_p99_ms: quantile_ms(&latencies, 0.99),
+        latency_max_ms: quantile_ms(&latencies, 1.0),
     })
 }
 
@@ -520,9 +541,12 @@ async fn deliver(
     let mut backoff = shared.opts.retry.initial;
     let mut attempt = 0u64;
     loop {
+        let sent = Instant::now();
         match conn.send(shared, body.clone()).await {
             Outcome::Accepted => {
                 c.spans_acked.fetch_add(spans, Ordering::Relaxed);
+                let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                c.latencies_us.lock().unwrap().push(us);
                 break;
             }
             Outcome::Failed(e) => {
@@ -830,6 +854,16 @@ mod tests {
 
     use super::*;
     use crate::{sink, Cli, Command, SendArgs};
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let sorted: Vec<u32> = (1..=100).map(|ms| ms * 1000).collect();
+        assert_eq!(quantile_ms(&sorted, 0.5), 50.0);
+        assert_eq!(quantile_ms(&sorted, 0.99), 99.0);
+        assert_eq!(quantile_ms(&sorted, 1.0), 100.0);
+        assert_eq!(quantile_ms(&[7_000], 0.99), 7.0);
+        assert_eq!(quantile_ms(&[], 0.99), 0.0);
+    }
 
     fn send_args(args: &[&str]) -> Result<SendArgs, clap::Error> {
         let head = [

@@ -21,6 +21,7 @@ mod http_server;
 pub mod kube;
 pub mod membership;
 pub mod memory;
+mod offload;
 pub mod processor;
 pub mod receiver;
 pub mod registry;

@@ -22,6 +22,7 @@ use super::delivery::QueueConfig;
 use super::utc::{unix_time, UtcTime};
 use super::{Delivered, ExportError, Exporter};
 use crate::config::{error, ComponentError};
+use crate::offload;
 
 /// `format:`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -250,28 +251,20 @@ impl FileExporter {
         })
     }
 
-    fn record(&self, batch: &SpanBatch) -> Result<Vec<u8>, ExportError> {
-        let message = match self.format {
-            FileFormat::Json => batch.to_json(),
-            FileFormat::Proto => batch.bytes().to_vec(),
-        };
-        if !self.zstd && self.format == FileFormat::Json {
-            let mut line = message;
-            line.push(b'\n');
-            return Ok(line);
+    /// The batch as written to the file. JSON and zstd cost far more than
+    /// the write: for a large batch they run on the blocking pool
+    /// ([`offload`]); a protobuf record is a copy.
+    async fn record(&self, batch: &SpanBatch) -> Result<Vec<u8>, ExportError> {
+        let (format, zstd) = (self.format, self.zstd);
+        if format == FileFormat::Proto && !zstd {
+            return record(format, zstd, batch);
         }
-        let message = if self.zstd {
-            zstd::bulk::compress(&message, zstd::DEFAULT_COMPRESSION_LEVEL)
-                .map_err(|e| ExportError::Permanent(format!("cannot compress: {e}")))?
-        } else {
-            message
-        };
-        let len = u32::try_from(message.len())
-            .map_err(|_| ExportError::Permanent("request larger than 4 GiB".into()))?;
-        let mut framed = Vec::with_capacity(4 + message.len());
-        framed.extend_from_slice(&len.to_be_bytes());
-        framed.extend_from_slice(&message);
-        Ok(framed)
+        let batch = batch.clone();
+        offload::by_size(batch.bytes().len(), offload::ENCODE_BYTES, move || {
+            record(format, zstd, &batch)
+        })
+        .await
+        .unwrap_or_else(|e| Err(ExportError::Permanent(format!("cannot encode: {e}"))))
     }
 
     fn sender(&self) -> Option<mpsc::Sender<Command>> {
@@ -282,10 +275,36 @@ impl FileExporter {
     }
 }
 
+/// One record: a JSON line, or a length-prefixed protobuf request,
+/// compressed with zstd if asked.
+fn record(format: FileFormat, zstd: bool, batch: &SpanBatch) -> Result<Vec<u8>, ExportError> {
+    let message = match format {
+        FileFormat::Json => batch.to_json(),
+        FileFormat::Proto => batch.bytes().to_vec(),
+    };
+    if !zstd && format == FileFormat::Json {
+        let mut line = message;
+        line.push(b'\n');
+        return Ok(line);
+    }
+    let message = if zstd {
+        zstd::bulk::compress(&message, zstd::DEFAULT_COMPRESSION_LEVEL)
+            .map_err(|e| ExportError::Permanent(format!("cannot compress: {e}")))?
+    } else {
+        message
+    };
+    let len = u32::try_from(message.len())
+        .map_err(|_| ExportError::Permanent("request larger than 4 GiB".into()))?;
+    let mut framed = Vec::with_capacity(4 + message.len());
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(&message);
+    Ok(framed)
+}
+
 #[async_trait]
 impl Exporter for FileExporter {
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
-        let record = self.record(batch)?;
+        let record = self.record(batch).await?;
         let (reply, done) = oneshot::channel();
         let closed = || ExportError::Permanent(format!("{} is closed", self.path.display()));
         self.sender()

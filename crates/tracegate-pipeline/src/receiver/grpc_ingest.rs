@@ -32,6 +32,7 @@ use crate::auth::{Authenticators, ServerAuth};
 use crate::compression::{decompress, ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
 use crate::grpc::PassthroughCodec;
+use crate::offload;
 use crate::processor::tail_sampling::handover::{HandoverExchange, HANDOVER_PATH};
 use tracegate_model::SpanBatch;
 
@@ -207,14 +208,8 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
             }
             if let Some(encoding) = gathered_encoding(request.headers()) {
                 let limit = receiver.max_recv_msg_size;
-                let message = gather_message(request.into_body(), encoding.is_some(), limit)
-                    .await
-                    .and_then(|(compressed, message)| match encoding {
-                        Some(encoding) if compressed => {
-                            decompress_message(encoding, message, limit)
-                        }
-                        _ => Ok(message),
-                    });
+                let gathered = gather_message(request.into_body(), encoding.is_some(), limit);
+                let message = decompress_gathered(encoding, gathered.await, limit).await;
                 return Ok(match message {
                     Ok(message) => match receiver.ingest(message).await {
                         Ok(()) => empty_ok_response(),
@@ -256,12 +251,8 @@ async fn serve_handover(
     let Some(encoding) = gathered_encoding(request.headers()) else {
         return Status::unimplemented("hand-overs are sent uncompressed, gzip or zstd").into_http();
     };
-    let message = gather_message(request.into_body(), encoding.is_some(), limit)
-        .await
-        .and_then(|(compressed, message)| match encoding {
-            Some(encoding) if compressed => decompress_message(encoding, message, limit),
-            _ => Ok(message),
-        });
+    let gathered = gather_message(request.into_body(), encoding.is_some(), limit);
+    let message = decompress_gathered(encoding, gathered.await, limit).await;
     match message {
         Ok(message) => match exchange.deliver(message, peer).await {
             Ok(()) => empty_ok_response(),
@@ -372,6 +363,25 @@ fn gathered_encoding(headers: &http::HeaderMap) -> Option<Option<ContentEncoding
         Some(b"gzip") => Some(Some(ContentEncoding::Gzip)),
         Some(b"zstd") => Some(Some(ContentEncoding::Zstd)),
         Some(_) => None,
+    }
+}
+
+/// A gathered message as the pipeline takes it: decompressed if it came
+/// compressed, on the blocking pool when large ([`offload`]).
+async fn decompress_gathered(
+    encoding: Option<ContentEncoding>,
+    gathered: Result<(bool, Bytes), Status>,
+    limit: usize,
+) -> Result<Bytes, Status> {
+    match (encoding, gathered?) {
+        (Some(encoding), (true, message)) => {
+            offload::by_size(message.len(), offload::COMPRESSED_BYTES, move || {
+                decompress_message(encoding, message, limit)
+            })
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("Error decompressing: {e}"))))
+        }
+        (_, (_, message)) => Ok(message),
     }
 }
 

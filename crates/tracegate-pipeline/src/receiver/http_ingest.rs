@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use super::counters::{RejectReason, TransportCounters};
 use crate::auth::ServerAuth;
 use crate::compression::{decompress, ContentEncoding, DecompressError};
+use crate::offload;
 
 /// Default `max_request_body_size` of every HTTP protocol: 20 MiB, as
 /// `confighttp`.
@@ -198,10 +199,6 @@ pub(crate) fn empty_response(status: StatusCode) -> HttpResponse {
     response
 }
 
-/// Bodies smaller than this are decompressed on the async worker; larger
-/// ones on the blocking pool so one big request cannot stall others.
-const INLINE_DECOMPRESS_LIMIT: usize = 256 * 1024;
-
 /// Why a body could not be read.
 pub(crate) enum BodyError {
     /// Its `Content-Length`, or what arrived, passed the limit.
@@ -257,22 +254,25 @@ pub(crate) async fn read_capped(
 }
 
 /// Decompresses a raw body per `encoding`, capped at `limit` bytes; a
-/// large body is decompressed on the blocking pool.
+/// large body is decompressed on the blocking pool ([`offload`]).
 pub(crate) async fn decompress_capped(
     encoding: ContentEncoding,
     raw: Bytes,
     limit: usize,
 ) -> Result<Bytes, DecompressError> {
-    if encoding == ContentEncoding::Identity || raw.len() < INLINE_DECOMPRESS_LIMIT {
+    if encoding == ContentEncoding::Identity {
         return decompress(encoding, raw, limit);
     }
-    match tokio::task::spawn_blocking(move || decompress(encoding, raw, limit)).await {
-        Ok(result) => result,
-        Err(e) => Err(DecompressError::Corrupt {
+    offload::by_size(raw.len(), offload::COMPRESSED_BYTES, move || {
+        decompress(encoding, raw, limit)
+    })
+    .await
+    .unwrap_or_else(|message| {
+        Err(DecompressError::Corrupt {
             encoding: encoding.name(),
-            message: format!("decompression task failed: {e}"),
-        }),
-    }
+            message,
+        })
+    })
 }
 
 /// Reads the body up to `limit` bytes and decompresses it per its

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticators;
 use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
+use crate::offload;
 use crate::receiver::counters::{RejectReason, TransportCounters, INGEST_REASONS};
 use crate::receiver::http_ingest::{
     empty_response, media_type, read_body, text_response, AuthGate, HttpHandler, HttpResponse,
@@ -177,8 +178,17 @@ impl HttpHandler for ThriftHttp {
             Ok(body) => body,
             Err(answer) => return answer,
         };
-        let request = match tracegate_model::thrift::batch_binary_to_request(&body) {
-            Ok(request) => request,
+        // Owned messages are built on the way: a large body is decoded on
+        // the blocking pool.
+        let decoded = offload::by_size(body.len(), offload::DECODE_BYTES, move || {
+            tracegate_model::thrift::batch_binary_to_request(&body)
+                .map(|request| SpanBatch::from_request(&request))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .and_then(|decoded| decoded);
+        let batch = match decoded {
+            Ok(batch) => batch,
             Err(e) => {
                 return self.reject(
                     RejectReason::Malformed,
@@ -187,11 +197,7 @@ impl HttpHandler for ThriftHttp {
                 )
             }
         };
-        match self
-            .counters
-            .export(&self.next, SpanBatch::from_request(&request))
-            .await
-        {
+        match self.counters.export(&self.next, batch).await {
             Ok(()) => empty_response(StatusCode::ACCEPTED),
             Err(e) => text_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -275,6 +281,44 @@ mod tests {
             assert_eq!(batch.service_name(0), Some("http-service"));
             assert_eq!(batch.span_name(0), "op");
         }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_large_body_is_decoded_whole() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (addr, shutdown) = serve_on(Arc::new(Collect(tx))).await;
+        // 2 000 spans, over 200 KiB: decoded on the blocking pool.
+        let body = thrift::encode_batch_binary(&Batch {
+            process: Process {
+                service_name: "http-service".into(),
+                tags: None,
+            },
+            spans: (0..2_000)
+                .map(|i| Span {
+                    trace_id_low: 1,
+                    span_id: i + 1,
+                    operation_name: format!("op-{i}"),
+                    start_time: 1,
+                    tags: Some(vec![Tag::string("payload", &"x".repeat(100))]),
+                    ..Default::default()
+                })
+                .collect(),
+            seq_no: None,
+        });
+        assert!(body.len() > 200 * 1024, "{} bytes", body.len());
+        let (status, text) = send(
+            addr,
+            Method::POST,
+            TRACES_PATH,
+            "application/x-thrift",
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+        let batch = rx.recv().await.unwrap();
+        assert_eq!(batch.len(), 2_000);
+        assert_eq!(batch.span_name(1_999), "op-1999");
         shutdown.cancel();
     }
 

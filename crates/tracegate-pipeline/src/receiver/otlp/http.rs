@@ -15,6 +15,7 @@ use super::cors::CorsPolicy;
 use super::status::{http_status, ExportFailure};
 use crate::compression::{ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
+use crate::offload;
 use crate::receiver::counters::{RejectReason, TransportCounters};
 use crate::receiver::http_ingest::{
     decompress_capped, drain, media_type, plain_response, read_capped, text_response, BodyError,
@@ -48,10 +49,17 @@ impl BodyFormat {
         }
     }
 
-    fn decode(self, body: Bytes) -> Result<SpanBatch, String> {
+    /// The body's spans. A protobuf body is scanned where it is; a large
+    /// JSON body, several times the work per byte, is parsed on the
+    /// blocking pool ([`offload`]).
+    async fn decode(self, body: Bytes) -> Result<SpanBatch, String> {
         match self {
             BodyFormat::Protobuf => SpanBatch::scan(body).map_err(|e| e.to_string()),
-            BodyFormat::Json => SpanBatch::from_json(&body).map_err(|e| e.to_string()),
+            BodyFormat::Json => offload::by_size(body.len(), offload::DECODE_BYTES, move || {
+                SpanBatch::from_json(&body).map_err(|e| e.to_string())
+            })
+            .await
+            .and_then(|decoded| decoded),
         }
     }
 }
@@ -257,7 +265,7 @@ impl HttpReceiver {
                 )
             }
         };
-        let batch = match format.decode(body) {
+        let batch = match format.decode(body).await {
             Ok(batch) => batch,
             Err(message) => {
                 return self.reject(

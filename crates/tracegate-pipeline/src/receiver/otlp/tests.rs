@@ -952,6 +952,69 @@ async fn grpc_plain_and_compressed_exports_arrive() {
     }
 }
 
+/// A request of about 1.5 MiB whose attribute values are random hex, so
+/// that gzip leaves well over 256 KiB of it.
+fn large_request() -> ExportTraceServiceRequest {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random_hex = |len: usize| -> String {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from_digit((state % 16) as u32, 16).unwrap()
+            })
+            .collect()
+    };
+    let mut sent = request(200, 0x44);
+    for span in &mut sent.resource_spans[0].scope_spans[0].spans {
+        span.attributes.push(kv("payload", &random_hex(7_000)));
+    }
+    sent
+}
+
+#[tokio::test]
+async fn large_bodies_decoded_off_the_workers_arrive_whole() {
+    let (h, mut rx) = collecting(both()).await;
+    let sent = large_request();
+    let body = protobuf(&sent);
+    assert!(body.len() > MIB, "{} bytes", body.len());
+    let gzipped = crate::compression::test_encoders::gzip(&body);
+    assert!(
+        gzipped.len() > 256 * 1024,
+        "{} bytes gzipped",
+        gzipped.len()
+    );
+    let json = json_body(&sent);
+    let js = post_traces(h.http(), "application/json", json).await;
+    assert_eq!(js.status, StatusCode::OK, "{}", js.text());
+    let gz = post(
+        h.http(),
+        "/v1/traces",
+        Some("application/x-protobuf"),
+        Some("gzip"),
+        gzipped,
+    );
+    let gz = send(&http_client(), gz).await;
+    assert_eq!(gz.status, StatusCode::OK, "{}", gz.text());
+    let ch = channel(h.grpc()).await;
+    for compression in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
+        grpc_call(
+            ch.clone(),
+            TRACE_EXPORT_PATH,
+            body.clone(),
+            Some(compression),
+        )
+        .await
+        .unwrap();
+    }
+    for via in ["http json", "http gzip", "grpc gzip", "grpc zstd"] {
+        let batch = rx.recv().await.unwrap();
+        let received = ExportTraceServiceRequest::decode(batch.bytes().clone()).unwrap();
+        assert!(received == sent, "{via}: not the spans sent");
+    }
+}
+
 #[tokio::test]
 async fn the_generated_otlp_client_is_served() {
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;

@@ -17,6 +17,7 @@ use super::listener;
 use super::{RunningReceiver, StartError};
 use crate::config::{error, ComponentError};
 use crate::consumer::NextConsumer;
+use crate::offload;
 use crate::receiver::server_keys::http_server_config;
 use crate::receiver::split_host_port;
 use tracegate_model::SpanBatch;
@@ -105,19 +106,28 @@ impl HttpHandler for ZipkinHttp {
             Ok(body) => body,
             Err(answer) => return answer,
         };
-        let parsed = if protobuf {
-            tracegate_model::zipkin::v2_proto_to_request(&body, self.parse_string_tags)
-        } else {
-            tracegate_model::zipkin::v2_json_to_request(&body, self.parse_string_tags)
-        };
-        let request = match parsed {
-            Ok(request) => request,
+        // Owned messages are built on the way: a large body is decoded on
+        // the blocking pool.
+        let parse_string_tags = self.parse_string_tags;
+        let decoded = offload::by_size(body.len(), offload::DECODE_BYTES, move || {
+            let parsed = if protobuf {
+                tracegate_model::zipkin::v2_proto_to_request(&body, parse_string_tags)
+            } else {
+                tracegate_model::zipkin::v2_json_to_request(&body, parse_string_tags)
+            };
+            parsed
+                .map(|request| SpanBatch::from_request(&request))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .and_then(|decoded| decoded);
+        let batch = match decoded {
+            Ok(batch) => batch,
             Err(e) => {
                 self.counters.rejected(RejectReason::Malformed);
-                return text_response(StatusCode::BAD_REQUEST, &e.to_string());
+                return text_response(StatusCode::BAD_REQUEST, &e);
             }
         };
-        let batch = SpanBatch::from_request(&request);
         match self.counters.export(&self.next, batch).await {
             // "Accepted", as https://zipkin.io/zipkin-api/#/default/post_spans
             Ok(()) => empty_response(StatusCode::ACCEPTED),

@@ -126,6 +126,35 @@ async fn json_spans_are_accepted_and_forwarded() {
 }
 
 #[tokio::test]
+async fn a_large_body_is_decoded_whole() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (addr, shutdown) = start(json!({"endpoint": "127.0.0.1:0"}), Arc::new(Collect(tx))).await;
+    // 2 000 spans, about 400 KiB of JSON: decoded on the blocking pool.
+    let spans: Vec<serde_json::Value> = (0..2_000u32)
+        .map(|i| {
+            json!({"traceId": "5af7183fb1d4cf5f", "id": format!("{:016x}", i + 1),
+                "name": format!("op-{i}"), "timestamp": 1556604172355737u64, "duration": 10,
+                "localEndpoint": {"serviceName": "backend"},
+                "tags": {"payload": "x".repeat(100)}})
+        })
+        .collect();
+    let body = serde_json::to_vec(&spans).unwrap();
+    assert!(body.len() > 256 * 1024, "{} bytes", body.len());
+    let (status, text) = post(
+        addr,
+        "/api/v2/spans",
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    let batch = rx.recv().await.unwrap();
+    assert_eq!(batch.len(), 2_000);
+    assert_eq!(batch.span_name(1_999), "op-1999");
+    shutdown.cancel();
+}
+
+#[tokio::test]
 async fn malformed_json_is_400_with_the_reason() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (addr, shutdown) = start(json!({"endpoint": "127.0.0.1:0"}), Arc::new(Collect(tx))).await;
