@@ -52,6 +52,7 @@ use std::time::Duration;
 use tracegate_model::trace_state::Threshold;
 use tracegate_model::{SpanBatch, StatusCode};
 
+use super::adaptive::key::{KeyFields, KeyScratch, RecordedKey};
 use super::adaptive::TraceSeed;
 
 use super::cache::LruMap;
@@ -73,6 +74,13 @@ pub trait Decider {
     /// batch of a trace, or `None` while it stays pending
     /// ([`PolicySet::decide_span_ingest`]).
     fn decide_span_ingest(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Verdict>;
+    /// The attributes to record as each trace's spans arrive, for the
+    /// `dynamic` policies' keys ([`PolicySet::key_fields`]): the same
+    /// decider must decide the traces. `None` (the default): nothing is
+    /// recorded, and a policy reading them reads the spans.
+    fn key_fields(&self) -> Option<&KeyFields> {
+        None
+    }
 }
 
 impl Decider for PolicySet {
@@ -82,6 +90,10 @@ impl Decider for PolicySet {
 
     fn decide_span_ingest(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Verdict> {
         PolicySet::decide_span_ingest(self, trace, now)
+    }
+
+    fn key_fields(&self) -> Option<&KeyFields> {
+        PolicySet::key_fields(self)
     }
 }
 
@@ -307,6 +319,11 @@ pub struct ShardStats {
     pub spans_dropped_pending: u64,
     /// Spans passed on as part of a sampled decision.
     pub spans_sampled: u64,
+    /// Traces decided by the policies whose `dynamic` key fields were too
+    /// long to record as they arrived
+    /// ([`MAX_RECORDED_KEY_BYTES`](super::adaptive::key::MAX_RECORDED_KEY_BYTES)),
+    /// so their spans were assembled to read it.
+    pub keys_over_cap: u64,
 }
 
 #[derive(Debug)]
@@ -333,7 +350,8 @@ struct Entry {
     byte_size: u64,
     /// The same as a `TracesData`, as `bytes_limiting` charges it.
     traces_size: u64,
-    /// What the spans cost in memory (encoded bytes plus index).
+    /// What the spans cost in memory (encoded bytes plus index), and the
+    /// recorded `key`.
     memory: u64,
     statuses: u8,
     root_seen: bool,
@@ -346,6 +364,10 @@ struct Entry {
     pins: Vec<Pin>,
     /// Randomness and incoming threshold of the first span.
     seed: Option<TraceSeed>,
+    /// With a decider that has [`Decider::key_fields`]: their values at
+    /// the first span, replaced by those at the first root span when it
+    /// arrives (counted in `memory`).
+    key: Option<RecordedKey>,
 }
 
 impl Entry {
@@ -367,6 +389,7 @@ impl Entry {
             plain_times: true,
             pins: Vec::new(),
             seed: None,
+            key: None,
         }
     }
 }
@@ -475,6 +498,8 @@ pub struct TraceShard {
     groups: TraceGroups,
     /// Attached to the spans inserted next ([`Self::set_pin`]).
     pin: Option<Pin>,
+    /// Reused by [`KeyFields::record`].
+    key_scratch: KeyScratch,
 }
 
 impl TraceShard {
@@ -506,6 +531,7 @@ impl TraceShard {
             groups: TraceGroups::default(),
             headers: Headers::default(),
             pin: None,
+            key_scratch: KeyScratch::default(),
         }
     }
 
@@ -778,7 +804,7 @@ impl TraceShard {
             return;
         };
         let batch = incoming.batch;
-        let mut root = false;
+        let mut first_root: Option<u32> = None;
         if entry.seed.is_none() {
             if let Some(&first) = indices.first() {
                 entry.seed = Some(TraceSeed::of_span(batch, first as usize));
@@ -787,12 +813,31 @@ impl TraceShard {
         for &i in indices {
             let span = &batch.spans()[i as usize];
             entry.statuses |= 1 << span.status as u8;
-            root |= span.is_root();
+            if first_root.is_none() && span.is_root() {
+                first_root = Some(i);
+            }
             entry.min_start = entry.min_start.min(span.start_time_unix_nano);
             entry.max_end = entry.max_end.max(span.end_time_unix_nano);
             entry.plain_times &= span.start_time_unix_nano != 0
                 && span.start_time_unix_nano <= i64::MAX as u64
                 && span.end_time_unix_nano <= i64::MAX as u64;
+        }
+        let root = first_root.is_some();
+        if let Some(fields) = decider.key_fields().filter(|_| !settings.span_ingest) {
+            // The span `Dynamic::key_of` reads from the assembled trace:
+            // its first root span in arrival order, else its first span.
+            let at = match first_root {
+                Some(r) if !entry.root_seen => Some((r, true)),
+                _ if entry.span_count == 0 => indices.first().map(|&f| (f, false)),
+                _ => None,
+            };
+            if let Some((span, from_root)) = at {
+                let key = fields.record(batch, span as usize, from_root, &mut self.key_scratch);
+                let was = entry.key.as_ref().map_or(0, RecordedKey::memory);
+                entry.memory = entry.memory - was + key.memory();
+                self.memory = self.memory - was + key.memory();
+                entry.key = Some(key);
+            }
         }
         entry.span_count += indices.len() as u64;
         let before = entry.stored.memory();
@@ -1161,6 +1206,16 @@ impl TraceShard {
                 Some(seed) => view.with_seed(seed),
                 None => view,
             };
+            let view = match entry.key.as_ref() {
+                Some(key) => match key.values() {
+                    Some(values) => view.with_recorded_key(values),
+                    None => {
+                        self.stats.keys_over_cap += 1;
+                        view
+                    }
+                },
+                None => view,
+            };
             let verdict = decider.decide(&view, now);
             // Only a kept trace is written back if no policy read it.
             let assembled = verdict.is_sampled().then(|| spans.into_batch());
@@ -1177,6 +1232,7 @@ impl TraceShard {
             tail: verdict.tail,
         };
         mem::take(&mut entry.stored).release(&mut self.headers);
+        entry.key = None;
         out.released_pins.append(&mut entry.pins);
         out.decided.push(DecidedTrace {
             trace_id: id,
@@ -1252,6 +1308,19 @@ impl TraceShard {
     #[cfg(test)]
     pub(crate) fn headers_len(&self) -> usize {
         self.headers.len()
+    }
+
+    /// The key fields recorded for a pending trace.
+    #[cfg(test)]
+    pub(crate) fn recorded_key(&self, id: &TraceId) -> Option<&RecordedKey> {
+        self.table.get(id)?.key.as_ref()
+    }
+
+    /// A pending trace's spans assembled as the policies would read them.
+    #[cfg(test)]
+    pub(crate) fn assembled(&self, id: &TraceId) -> Option<SpanBatch> {
+        let e = self.table.get(id)?;
+        Some(AssembledOnDemand::new(&e.stored, &self.headers).into_batch())
     }
 
     /// The aggregates of a pending trace.
@@ -1380,6 +1449,7 @@ impl TraceBuffer {
             total.spans_late_not_sampled += s.spans_late_not_sampled;
             total.spans_dropped_pending += s.spans_dropped_pending;
             total.spans_sampled += s.spans_sampled;
+            total.keys_over_cap += s.keys_over_cap;
         }
         total
     }

@@ -16,6 +16,7 @@ use tracegate_model::{AnyValueRef, SpanBatch, StatusCode};
 use crate::policy_config::{is_valid_fraction, parse_status_code};
 
 use super::adaptive::dynamic::Dynamic;
+use super::adaptive::key::{KeyFields, RecordedValues};
 use super::adaptive::throughput::Throughput;
 use super::adaptive::{AdaptiveReport, FleetSize, TraceSeed};
 use super::cache::LruMap;
@@ -108,6 +109,10 @@ pub struct TraceView<'a> {
     pub(crate) time_window: Option<(u64, u64)>,
     /// Randomness and incoming threshold of the trace's first span.
     pub(crate) seed: TraceSeed,
+    /// The values of [`PolicySet::key_fields`] as recorded while the trace
+    /// arrived: `dynamic` policies build their keys from them instead of
+    /// reading the spans. `None`: read the spans.
+    pub(crate) recorded_key: Option<RecordedValues<'a>>,
     spans: TraceSpans<'a>,
 }
 
@@ -141,6 +146,7 @@ impl<'a> TraceView<'a> {
             });
         TraceView {
             seed,
+            recorded_key: None,
             trace_id,
             span_count,
             byte_size: size,
@@ -163,6 +169,7 @@ impl<'a> TraceView<'a> {
     ) -> TraceView<'a> {
         TraceView {
             seed: TraceSeed::of_trace_id(trace_id),
+            recorded_key: None,
             trace_id,
             span_count,
             byte_size,
@@ -177,6 +184,13 @@ impl<'a> TraceView<'a> {
     /// first span, as recorded while it arrived.
     pub(crate) fn with_seed(mut self, seed: TraceSeed) -> TraceView<'a> {
         self.seed = seed;
+        self
+    }
+
+    /// The view with the key fields' values recorded while the trace
+    /// arrived, by the [`KeyFields`] of the policy set that decides it.
+    pub(crate) fn with_recorded_key(mut self, values: RecordedValues<'a>) -> TraceView<'a> {
+        self.recorded_key = Some(values);
         self
     }
 
@@ -219,6 +233,9 @@ pub struct PolicySet {
     sample_on_first_match: bool,
     /// Per policy, since the last [`PolicySet::take_tally`].
     tally: Vec<PolicyTally>,
+    /// The attributes the `dynamic` policies read, recorded by the buffer
+    /// as traces arrive; `None` without a `dynamic` policy.
+    key_fields: Option<KeyFields>,
 }
 
 impl PolicySet {
@@ -242,6 +259,7 @@ impl PolicySet {
         let mut seen = HashSet::new();
         let mut drops = Vec::new();
         let mut others = Vec::new();
+        let mut key_fields: Option<KeyFields> = None;
         for config in configs {
             if config.name.is_empty() {
                 return Err(BuildError::EmptyName);
@@ -252,7 +270,16 @@ impl PolicySet {
             let mut policy = Policy::build(config, Level::Top, &mut warnings)?;
             match &mut policy.evaluator {
                 Evaluator::Throughput(t) => *t = t.in_fleet(fleet),
-                Evaluator::Dynamic(d) => d.policy = d.policy.in_fleet(fleet),
+                Evaluator::Dynamic(d) => {
+                    d.policy = d.policy.in_fleet(fleet);
+                    let fields = key_fields.get_or_insert_with(KeyFields::default);
+                    d.recorded = d
+                        .policy
+                        .key_fields()
+                        .iter()
+                        .map(|f| fields.index_of(f))
+                        .collect();
+                }
                 _ => {}
             }
             if config.kind == PolicyKind::Drop {
@@ -274,6 +301,7 @@ impl PolicySet {
                 is_drop,
                 sample_on_first_match,
                 tally,
+                key_fields,
             },
             warnings,
         ))
@@ -282,6 +310,26 @@ impl PolicySet {
     /// Policy names in evaluation order (drop policies first).
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// The key each `dynamic` policy builds for `trace` (tests).
+    #[cfg(test)]
+    pub(crate) fn dynamic_keys(&mut self, trace: &TraceView<'_>) -> Vec<String> {
+        let mut keys = Vec::new();
+        for p in &mut self.policies {
+            if let Evaluator::Dynamic(d) = &mut p.evaluator {
+                d.build_key(trace);
+                keys.push(d.key.clone());
+            }
+        }
+        keys
+    }
+
+    /// The attributes the set's `dynamic` policies build keys from, for a
+    /// buffer to record as traces arrive ([`TraceView::with_recorded_key`]);
+    /// `None` when no policy reads them.
+    pub fn key_fields(&self) -> Option<&KeyFields> {
+        self.key_fields.as_ref()
     }
 
     /// Evaluates the policies over a trace and combines their votes.
@@ -533,6 +581,24 @@ enum Evaluator {
 struct DynamicPolicy {
     policy: Dynamic,
     key: String,
+    /// Its key fields' indices in the set's [`KeyFields`].
+    recorded: Vec<usize>,
+}
+
+impl DynamicPolicy {
+    /// Builds the trace's key into `self.key`: from the values recorded as
+    /// it arrived when the view has them, else from its spans.
+    fn build_key(&mut self, trace: &TraceView<'_>) {
+        match trace.recorded_key {
+            Some(values) => Dynamic::key_of_recorded(values, &self.recorded, &mut self.key),
+            None => self.policy.key_of(trace, &mut self.key),
+        }
+    }
+
+    fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Threshold> {
+        self.build_key(trace);
+        self.policy.decide(&self.key, trace.seed, now)
+    }
 }
 
 impl Policy {
@@ -854,6 +920,7 @@ impl Policy {
                 Evaluator::Dynamic(DynamicPolicy {
                     policy: Dynamic::new(settings, FleetSize::default()),
                     key: String::new(),
+                    recorded: Vec::new(),
                 })
             }
         };
@@ -879,8 +946,7 @@ impl Policy {
                 sampled_if(self.last_tail.is_some())
             }
             Evaluator::Dynamic(d) => {
-                d.policy.key_of(trace, &mut d.key);
-                self.last_tail = d.policy.decide(&d.key, trace.seed, now);
+                self.last_tail = d.decide(trace, now);
                 sampled_if(self.last_tail.is_some())
             }
             evaluator => evaluator.evaluate(trace, now),
@@ -1032,10 +1098,7 @@ impl Evaluator {
             // Evaluated by `Policy::evaluate`, which keeps their threshold;
             // they are top-level only.
             Evaluator::Throughput(t) => sampled_if(t.decide(trace.seed, now).is_some()),
-            Evaluator::Dynamic(d) => {
-                d.policy.key_of(trace, &mut d.key);
-                sampled_if(d.policy.decide(&d.key, trace.seed, now).is_some())
-            }
+            Evaluator::Dynamic(d) => sampled_if(d.decide(trace, now).is_some()),
         }
     }
 }

@@ -185,6 +185,12 @@ impl<'a> AssembledOnDemand<'a> {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Traces assembled on this thread, for tests of which traces are.
+    pub(crate) static ASSEMBLED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// A pending trace's spans.
 #[derive(Debug, Default)]
 pub(crate) struct StoredSpans {
@@ -277,6 +283,8 @@ impl StoredSpans {
 
     /// The spans written back as a request, in arrival order.
     pub(crate) fn assemble(&self, headers: &Headers) -> SpanBatch {
+        #[cfg(test)]
+        ASSEMBLED.with(|n| n.set(n.get() + 1));
         let mut out = Vec::with_capacity(self.bytes.len() + self.spans.len() * 6 + 512);
         let mut at = 0usize;
         let mut run_start = 0usize;

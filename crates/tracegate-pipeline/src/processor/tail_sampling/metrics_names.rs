@@ -91,3 +91,8 @@ pub const ADAPTIVE_TRACES: &str = "tracegate_tail_sampling_adaptive_traces";
 pub const ADAPTIVE_GOAL_RATE: &str = "tracegate_tail_sampling_adaptive_goal_traces_per_second";
 pub const ADAPTIVE_KEPT_RATE: &str = "tracegate_tail_sampling_adaptive_kept_traces_per_second";
 pub const ADAPTIVE_SEEN_RATE: &str = "tracegate_tail_sampling_adaptive_seen_traces_per_second";
+/// tracegate, `dynamic` policies (counter, label `processor`): traces whose
+/// key fields were longer than the buffer records as spans arrive
+/// (`MAX_RECORDED_KEY_BYTES`), so their spans were assembled at the
+/// decision to read the key.
+pub const ADAPTIVE_KEYS_OVER_CAP: &str = "tracegate_tail_sampling_adaptive_keys_over_cap";

@@ -50,6 +50,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracegate_model::SpanBatch;
+use tracegate_sampling::tail::adaptive::key::KeyFields;
 use tracegate_sampling::tail::adaptive::{apply_tail_threshold, AdaptiveReport, FleetSize};
 use tracegate_sampling::tail::{
     shard_of, Decider, Decision, DecisionReason, Pin, PolicyConfig, PolicySet, PolicyTally,
@@ -376,6 +377,9 @@ impl Clock {
 /// The policies shared by the shards, with their metrics.
 struct SharedPolicies {
     set: Mutex<PolicySet>,
+    /// The set's [`PolicySet::key_fields`], read outside the lock as spans
+    /// arrive.
+    key_fields: Option<KeyFields>,
     /// Per policy.
     meters: Vec<PolicyMeters>,
     decision_latency: Histogram,
@@ -533,6 +537,10 @@ impl Decider for &SharedPolicies {
             .record(started.elapsed().as_secs_f64() * 1e6);
         verdict
     }
+
+    fn key_fields(&self) -> Option<&KeyFields> {
+        self.key_fields.as_ref()
+    }
 }
 
 /// Handles for the processor-wide metrics.
@@ -555,6 +563,7 @@ struct Meters {
     dropped_late: Counter,
     dropped_refused: Counter,
     dropped_shutdown: Counter,
+    keys_over_cap: Counter,
     /// Whether [`NUM_TRACES_DIFFERS`] and [`MEMORY_LIMIT_DIFFERS`] were
     /// logged: once per processor, when its outcome first differs.
     warned_num_traces: AtomicBool,
@@ -615,6 +624,7 @@ impl Meters {
             dropped_late: dropped("late_span_not_sampled"),
             dropped_refused: dropped("refused_downstream"),
             dropped_shutdown: dropped("pending_on_shutdown"),
+            keys_over_cap: metrics::counter!(m::ADAPTIVE_KEYS_OVER_CAP, "processor" => id.to_string()),
             warned_num_traces: AtomicBool::new(false),
             warned_memory_limit: AtomicBool::new(false),
         }
@@ -705,6 +715,7 @@ impl TailSampler {
         };
         let policy_meters = labels.into_iter().map(PolicyMeters::new).collect();
         let policies = Arc::new(SharedPolicies {
+            key_fields: set.key_fields().cloned(),
             set: Mutex::new(set),
             meters: policy_meters,
             decision_latency: metrics::histogram!(m::SAMPLING_DECISION_LATENCY),
@@ -1483,6 +1494,7 @@ impl ShardWorker {
             now.spans_dropped_pending,
             was.spans_dropped_pending,
         );
+        add(&m.keys_over_cap, now.keys_over_cap, was.keys_over_cap);
         self.reported = now;
         self.gauges.pending[self.index].store(self.shard.pending_traces(), Ordering::Relaxed);
         self.gauges.bytes[self.index].store(self.shard.buffered_bytes(), Ordering::Relaxed);

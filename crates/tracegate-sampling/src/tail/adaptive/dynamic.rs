@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tracegate_model::trace_state::Threshold;
 use tracegate_model::{AnyValueRef, SpanBatch};
 
+use super::key::RecordedValues;
 use super::{
     check_common, keep_at, tail_threshold, AdaptiveReport, ConfigDuration, FleetSize,
     IntervalClock, KeyReport, TraceSeed, DEFAULT_INTERVAL, DEFAULT_WEIGHT, OVERFLOW_KEY,
@@ -234,6 +235,25 @@ impl Dynamic {
         }
     }
 
+    /// The attribute names the key is built from, in order.
+    pub fn key_fields(&self) -> &[String] {
+        &self.settings.key_fields
+    }
+
+    /// Writes the key of a trace whose key fields were recorded as it
+    /// arrived ([`super::key`]) into `key`: the values of the recorded
+    /// fields at `indices` (this policy's key fields, in order), as
+    /// [`Self::key_of`] writes them from the same span.
+    pub fn key_of_recorded(values: RecordedValues<'_>, indices: &[usize], key: &mut String) {
+        key.clear();
+        for (n, &i) in indices.iter().enumerate() {
+            if n > 0 {
+                key.push(',');
+            }
+            key.push_str(values.get(i));
+        }
+    }
+
     /// Decides a trace of `key` at `now`: `Some(threshold)` when kept.
     pub fn decide(&self, key: &str, seed: TraceSeed, now: Duration) -> Option<Threshold> {
         let mut st = self.lock();
@@ -383,7 +403,7 @@ fn share_out(goal: f64, buckets: &mut [&mut KeyState]) {
 
 /// A value as text in a key: strings as they are, numbers and booleans as
 /// written, other kinds as their kind's name.
-fn push_value(key: &mut String, value: Option<AnyValueRef<'_>>) {
+pub(super) fn push_value(key: &mut String, value: Option<AnyValueRef<'_>>) {
     use std::fmt::Write;
     match value {
         None => {}

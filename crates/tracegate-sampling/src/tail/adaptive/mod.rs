@@ -21,6 +21,7 @@
 //! so the policies can later be shared by shards deciding in parallel.
 
 pub mod dynamic;
+pub mod key;
 pub mod throughput;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -346,5 +347,7 @@ impl IntervalClock {
     }
 }
 
+#[cfg(test)]
+mod key_tests;
 #[cfg(test)]
 mod tests;
