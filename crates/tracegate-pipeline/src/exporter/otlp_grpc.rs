@@ -34,6 +34,7 @@ use super::delivery::{attempt_timeout, validate_transport, Compression, QueueCon
 use super::{Delivered, ExportError, Exporter};
 use crate::auth::{AuthConfig, ClientAuth};
 use crate::config::{error, ComponentError};
+use crate::grpc::zstd_request::{self, ZstdMessages};
 use crate::grpc::{rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
 use crate::tls::TlsClientConfig;
 
@@ -534,6 +535,15 @@ impl OtlpGrpcExporter {
         body: bytes::Bytes,
     ) -> Result<bytes::Bytes, ExportError> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
+        // zstd once per attempt, with this thread's reused context
+        // (grpc::zstd_request); gzip stays tonic's.
+        let body = if self.compression == Some(CompressionEncoding::Zstd) {
+            zstd_request::compress(&body)
+                .map(bytes::Bytes::from)
+                .map_err(|e| ExportError::Permanent(format!("cannot compress the request: {e}")))?
+        } else {
+            body
+        };
         let outcome = match &self.channels {
             Channels::One(channel) => self.call(channel, path, body, deadline).await,
             Channels::RoundRobin(rr) => {
@@ -601,10 +611,35 @@ impl OtlpGrpcExporter {
         body: bytes::Bytes,
         deadline: Option<Instant>,
     ) -> Result<bytes::Bytes, CallError> {
-        let mut grpc = tonic::client::Grpc::new(channel.clone());
-        if let Some(encoding) = self.compression {
-            grpc = grpc.send_compressed(encoding);
+        match self.compression {
+            Some(CompressionEncoding::Zstd) => {
+                let grpc = tonic::client::Grpc::new(ZstdMessages(channel.clone()));
+                self.send(grpc, path, body, deadline).await
+            }
+            Some(encoding) => {
+                let grpc = tonic::client::Grpc::new(channel.clone()).send_compressed(encoding);
+                self.send(grpc, path, body, deadline).await
+            }
+            None => {
+                let grpc = tonic::client::Grpc::new(channel.clone());
+                self.send(grpc, path, body, deadline).await
+            }
         }
+    }
+
+    /// The call on `grpc`, given up at `deadline`.
+    async fn send<S>(
+        &self,
+        mut grpc: tonic::client::Grpc<S>,
+        path: &'static str,
+        body: bytes::Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<bytes::Bytes, CallError>
+    where
+        S: tonic::client::GrpcService<tonic::body::Body, Error = tonic::transport::Error>,
+        S::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        <S::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError>,
+    {
         let mut request = tonic::Request::new(body);
         *request.metadata_mut() = match &self.auth {
             None => self.metadata.clone(),
