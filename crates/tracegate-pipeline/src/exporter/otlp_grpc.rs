@@ -23,7 +23,6 @@ use prost::Message;
 use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use tokio::net::TcpStream;
-use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -34,7 +33,7 @@ use super::delivery::{attempt_timeout, validate_transport, Compression, QueueCon
 use super::{Delivered, ExportError, Exporter};
 use crate::auth::{AuthConfig, ClientAuth};
 use crate::config::{error, ComponentError};
-use crate::grpc::zstd_request::{self, ZstdMessages};
+use crate::grpc::precompressed::Precompressed;
 use crate::grpc::{rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
 use crate::tls::TlsClientConfig;
 
@@ -263,7 +262,7 @@ impl Config {
 pub struct OtlpGrpcExporter {
     channels: Channels,
     metadata: MetadataMap,
-    compression: Option<CompressionEncoding>,
+    compression: Compression,
     /// `None`: no limit (`timeout: 0`).
     timeout: Option<Duration>,
     /// Adds its header to every call.
@@ -418,11 +417,7 @@ impl OtlpGrpcExporter {
         Ok(OtlpGrpcExporter {
             channels,
             metadata,
-            compression: match config.compression {
-                Compression::Gzip => Some(CompressionEncoding::Gzip),
-                Compression::Zstd => Some(CompressionEncoding::Zstd),
-                Compression::None => None,
-            },
+            compression: config.compression,
             timeout: attempt_timeout(config.timeout),
             auth: config.client_auth.clone(),
         })
@@ -535,14 +530,16 @@ impl OtlpGrpcExporter {
         body: bytes::Bytes,
     ) -> Result<bytes::Bytes, ExportError> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        // zstd once per attempt, with this thread's reused context
-        // (grpc::zstd_request); gzip stays tonic's.
-        let body = if self.compression == Some(CompressionEncoding::Zstd) {
-            zstd_request::compress(&body)
-                .map(bytes::Bytes::from)
-                .map_err(|e| ExportError::Permanent(format!("cannot compress the request: {e}")))?
-        } else {
-            body
+        // Compressed here, as the HTTP exporter does (exporter::compress:
+        // zstd with this thread's reused context), not by tonic.
+        let body = match self.compression.compress(&body) {
+            Ok(Some(compressed)) => bytes::Bytes::from(compressed),
+            Ok(None) => body,
+            Err(e) => {
+                return Err(ExportError::Permanent(format!(
+                    "cannot compress the request: {e}"
+                )))
+            }
         };
         let outcome = match &self.channels {
             Channels::One(channel) => self.call(channel, path, body, deadline).await,
@@ -611,13 +608,12 @@ impl OtlpGrpcExporter {
         body: bytes::Bytes,
         deadline: Option<Instant>,
     ) -> Result<bytes::Bytes, CallError> {
-        match self.compression {
-            Some(CompressionEncoding::Zstd) => {
-                let grpc = tonic::client::Grpc::new(ZstdMessages(channel.clone()));
-                self.send(grpc, path, body, deadline).await
-            }
+        match self.compression.wire_name() {
             Some(encoding) => {
-                let grpc = tonic::client::Grpc::new(channel.clone()).send_compressed(encoding);
+                let grpc = tonic::client::Grpc::new(Precompressed {
+                    inner: channel.clone(),
+                    encoding,
+                });
                 self.send(grpc, path, body, deadline).await
             }
             None => {

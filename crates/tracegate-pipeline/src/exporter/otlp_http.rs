@@ -5,7 +5,6 @@
 //! other status is permanent.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -258,14 +257,8 @@ impl OtlpHttpExporter {
             USER_AGENT,
             HeaderValue::from_static(concat!("tracegate/", env!("CARGO_PKG_VERSION"))),
         );
-        match config.compression {
-            Compression::Gzip => {
-                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            }
-            Compression::Zstd => {
-                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("zstd"));
-            }
-            Compression::None => {}
+        if let Some(encoding) = config.compression.wire_name() {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
         }
         Ok(OtlpHttpExporter {
             client: client.build(connector),
@@ -283,20 +276,13 @@ impl OtlpHttpExporter {
             Encoding::Proto => batch.bytes().clone(),
             Encoding::Json => Bytes::from(batch.to_json()),
         };
-        let compressed = match self.compression {
-            Compression::None => return Ok(raw),
-            Compression::Gzip => {
-                let mut encoder = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(raw.len() / 4),
-                    flate2::Compression::default(),
-                );
-                encoder.write_all(&raw).and_then(|_| encoder.finish())
-            }
-            Compression::Zstd => zstd::bulk::compress(&raw, zstd::DEFAULT_COMPRESSION_LEVEL),
-        };
-        compressed
-            .map(Bytes::from)
-            .map_err(|e| ExportError::Permanent(format!("cannot compress the request: {e}")))
+        match self.compression.compress(&raw) {
+            Ok(Some(compressed)) => Ok(Bytes::from(compressed)),
+            Ok(None) => Ok(raw),
+            Err(e) => Err(ExportError::Permanent(format!(
+                "cannot compress the request: {e}"
+            ))),
+        }
     }
 
     async fn post(&self, body: Bytes) -> Result<Delivered, ExportError> {

@@ -7,8 +7,8 @@ use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
+pub(crate) mod precompressed;
 pub(crate) mod rpc_status;
-pub(crate) mod zstd_request;
 pub use rpc_status::retry_info;
 
 /// The one method tracegate serves and calls over gRPC.
