@@ -419,7 +419,7 @@ fn not_implemented(name: &str) -> Option<&'static str> {
         }
         "compression_params" => {
             "tracegate does not implement compression levels yet: its exporters compress at \
-             a fixed level (gzip 1 for otlp, the codec's default elsewhere); remove it"
+             a fixed level (gzip 1 and zstd 3 for otlp and otlphttp); remove it"
         }
         "cookies" | "force_attempt_http2" | "middlewares" => {
             "tracegate does not implement this collector setting yet; remove it"

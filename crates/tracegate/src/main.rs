@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracegate::config::{self, ConfigMapRef};
 
+#[cfg(target_os = "linux")]
+mod code_pages;
 #[cfg(feature = "jemalloc")]
 mod jemalloc;
 
@@ -231,6 +233,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(component = %component, protocol, address = %address, "listening");
         }
         tracing::info!(worker_threads, "tracegate is ready");
+        // Starting is over: its code pages need not stay resident, nor
+        // later those of code that stopped running.
+        #[cfg(target_os = "linux")]
+        tokio::spawn(code_pages::release_every(code_pages::PERIOD));
         let signal = signals.next().await;
         let stop_by = std::time::Instant::now() + grace;
         exit_at(stop_by);

@@ -5,6 +5,7 @@
 //! routes over OTLP/gRPC exporters of its own.
 
 mod backoff;
+mod compress;
 pub mod debug;
 pub mod delivery;
 mod fanout;

@@ -23,7 +23,6 @@ use prost::Message;
 use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use tokio::net::TcpStream;
-use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -34,7 +33,8 @@ use super::delivery::{attempt_timeout, validate_transport, Compression, QueueCon
 use super::{Delivered, ExportError, Exporter};
 use crate::auth::{AuthConfig, ClientAuth};
 use crate::config::{error, ComponentError};
-use crate::grpc::{client, rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
+use crate::grpc::precompressed::Precompressed;
+use crate::grpc::{rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
 use crate::tls::TlsClientConfig;
 
 /// `exporters: otlp:` (also `otlp_grpc`, `tempo`).
@@ -262,7 +262,7 @@ impl Config {
 pub struct OtlpGrpcExporter {
     channels: Channels,
     metadata: MetadataMap,
-    compression: Option<CompressionEncoding>,
+    compression: Compression,
     /// `None`: no limit (`timeout: 0`).
     timeout: Option<Duration>,
     /// Adds its header to every call.
@@ -417,11 +417,7 @@ impl OtlpGrpcExporter {
         Ok(OtlpGrpcExporter {
             channels,
             metadata,
-            compression: match config.compression {
-                Compression::Gzip => Some(CompressionEncoding::Gzip),
-                Compression::Zstd => Some(CompressionEncoding::Zstd),
-                Compression::None => None,
-            },
+            compression: config.compression,
             timeout: attempt_timeout(config.timeout),
             auth: config.client_auth.clone(),
         })
@@ -534,6 +530,13 @@ impl OtlpGrpcExporter {
         body: bytes::Bytes,
     ) -> Result<bytes::Bytes, ExportError> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
+        // Compressed here, as the HTTP exporter does (exporter::compress:
+        // zstd with this thread's reused context), not by tonic.
+        let body = self
+            .compression
+            .compress_message(body)
+            .await
+            .map_err(ExportError::Permanent)?;
         let outcome = match &self.channels {
             Channels::One(channel) => self.call(channel, path, body, deadline).await,
             Channels::RoundRobin(rr) => {
@@ -593,21 +596,6 @@ impl OtlpGrpcExporter {
         Err(last.unwrap_or(CallError::TimedOut))
     }
 
-    /// The configured headers, plus the authenticator's header if there is
-    /// one. Asked for every call: a token file replaced at run time is sent
-    /// from the next call on.
-    fn call_metadata(&self) -> MetadataMap {
-        match &self.auth {
-            None => self.metadata.clone(),
-            Some(auth) => {
-                let (name, value) = auth.0.header();
-                let mut headers = self.metadata.clone().into_headers();
-                headers.insert(name, value);
-                MetadataMap::from_headers(headers)
-            }
-        }
-    }
-
     /// One call on `channel`, given up at `deadline`.
     async fn call(
         &self,
@@ -616,15 +604,46 @@ impl OtlpGrpcExporter {
         body: bytes::Bytes,
         deadline: Option<Instant>,
     ) -> Result<bytes::Bytes, CallError> {
-        if self.compression == Some(CompressionEncoding::Gzip) {
-            return self.call_gzip(channel, path, body, deadline).await;
+        match self.compression.wire_name() {
+            Some(encoding) => {
+                let grpc = tonic::client::Grpc::new(Precompressed {
+                    inner: channel.clone(),
+                    encoding,
+                });
+                self.send(grpc, path, body, deadline).await
+            }
+            None => {
+                let grpc = tonic::client::Grpc::new(channel.clone());
+                self.send(grpc, path, body, deadline).await
+            }
         }
-        let mut grpc = tonic::client::Grpc::new(channel.clone());
-        if let Some(encoding) = self.compression {
-            grpc = grpc.send_compressed(encoding);
-        }
+    }
+
+    /// The call on `grpc`, given up at `deadline`.
+    async fn send<S>(
+        &self,
+        mut grpc: tonic::client::Grpc<S>,
+        path: &'static str,
+        body: bytes::Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<bytes::Bytes, CallError>
+    where
+        S: tonic::client::GrpcService<tonic::body::Body, Error = tonic::transport::Error>,
+        S::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        <S::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError>,
+    {
         let mut request = tonic::Request::new(body);
-        *request.metadata_mut() = self.call_metadata();
+        *request.metadata_mut() = match &self.auth {
+            None => self.metadata.clone(),
+            Some(auth) => {
+                // Asked for every call: a token file replaced at run time
+                // is sent from the next call on.
+                let (name, value) = auth.0.header();
+                let mut headers = self.metadata.clone().into_headers();
+                headers.insert(name, value);
+                MetadataMap::from_headers(headers)
+            }
+        };
         if let Some(deadline) = deadline {
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         }
@@ -647,59 +666,6 @@ impl OtlpGrpcExporter {
             .map(tonic::Response::into_inner)
             .map_err(CallError::Status)
     }
-}
-
-impl OtlpGrpcExporter {
-    /// One gzip call: the message compressed here, at
-    /// [`GZIP_EXPORT_LEVEL`](crate::compression::GZIP_EXPORT_LEVEL), as
-    /// one standard gzip member, rather than by tonic (level 6).
-    async fn call_gzip(
-        &self,
-        channel: &Channel,
-        path: &'static str,
-        body: bytes::Bytes,
-        deadline: Option<Instant>,
-    ) -> Result<bytes::Bytes, CallError> {
-        // Large batches are compressed off the async workers, as the
-        // receivers decompress large bodies.
-        let frame = if body.len() >= OFF_WORKER_BYTES {
-            tokio::task::spawn_blocking(move || gzip_frame(&body))
-                .await
-                .map_err(|e| {
-                    CallError::Status(Status::internal(format!("compression task failed: {e}")))
-                })?
-        } else {
-            gzip_frame(&body)
-        }
-        .map_err(CallError::Status)?;
-        let metadata = self.call_metadata();
-        let call = client::unary(
-            channel,
-            path,
-            frame,
-            Some("gzip"),
-            &metadata,
-            deadline.map(|d| d.saturating_duration_since(Instant::now())),
-        );
-        match deadline {
-            None => call.await,
-            Some(deadline) => tokio::time::timeout_at(deadline, call)
-                .await
-                .map_err(|_| CallError::TimedOut)?,
-        }
-        .map_err(CallError::Status)
-    }
-}
-
-/// Batches at least this large are compressed on the blocking pool.
-const OFF_WORKER_BYTES: usize = 256 << 10;
-
-/// A gRPC message frame holding `body` as one gzip member.
-fn gzip_frame(body: &[u8]) -> Result<bytes::Bytes, Status> {
-    // OTLP compresses 4-6x at level 1; a quarter is rarely outgrown.
-    let mut frame = client::frame_buffer(body.len() / 4);
-    crate::compression::gzip_into(&mut frame, body, crate::compression::GZIP_EXPORT_LEVEL);
-    client::finish_frame(frame, true)
 }
 
 /// How one call failed.

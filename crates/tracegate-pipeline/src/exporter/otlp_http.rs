@@ -5,7 +5,6 @@
 //! other status is permanent.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -258,14 +257,8 @@ impl OtlpHttpExporter {
             USER_AGENT,
             HeaderValue::from_static(concat!("tracegate/", env!("CARGO_PKG_VERSION"))),
         );
-        match config.compression {
-            Compression::Gzip => {
-                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            }
-            Compression::Zstd => {
-                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("zstd"));
-            }
-            Compression::None => {}
+        if let Some(encoding) = config.compression.wire_name() {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
         }
         Ok(OtlpHttpExporter {
             client: client.build(connector),
@@ -278,25 +271,15 @@ impl OtlpHttpExporter {
         })
     }
 
-    fn body(&self, batch: &SpanBatch) -> Result<Bytes, ExportError> {
+    async fn body(&self, batch: &SpanBatch) -> Result<Bytes, ExportError> {
         let raw = match self.encoding {
             Encoding::Proto => batch.bytes().clone(),
             Encoding::Json => Bytes::from(batch.to_json()),
         };
-        let compressed = match self.compression {
-            Compression::None => return Ok(raw),
-            Compression::Gzip => {
-                let mut encoder = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(raw.len() / 4),
-                    flate2::Compression::default(),
-                );
-                encoder.write_all(&raw).and_then(|_| encoder.finish())
-            }
-            Compression::Zstd => zstd::bulk::compress(&raw, zstd::DEFAULT_COMPRESSION_LEVEL),
-        };
-        compressed
-            .map(Bytes::from)
-            .map_err(|e| ExportError::Permanent(format!("cannot compress the request: {e}")))
+        self.compression
+            .compress_message(raw)
+            .await
+            .map_err(ExportError::Permanent)
     }
 
     async fn post(&self, body: Bytes) -> Result<Delivered, ExportError> {
@@ -356,7 +339,7 @@ impl OtlpHttpExporter {
 #[async_trait]
 impl Exporter for OtlpHttpExporter {
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
-        let body = self.body(batch)?;
+        let body = self.body(batch).await?;
         let Some(timeout) = self.timeout else {
             return self.post(body).await;
         };

@@ -7,7 +7,7 @@ use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-pub(crate) mod client;
+pub(crate) mod precompressed;
 pub(crate) mod rpc_status;
 pub use rpc_status::retry_info;
 
