@@ -266,6 +266,7 @@ fn unsupported_sources_and_bad_keys_are_refused() {
         ("min_samples_per_second", json!(-0.5)),
         ("calculation_interval", json!("0s")),
         ("aggregation_buckets", json!(0)),
+        ("calculation_buckets", json!(0)),
     ] {
         let said = refused(json!({"adaptive": {key: value}, "http": null}));
         assert!(said.starts_with(&format!("adaptive.{key}:")), "{said}");
@@ -430,7 +431,7 @@ fn the_adaptive_source_reads_jaegers_keys() {
             "delta_tolerance": 0.1,
             "calculation_interval": "10s",
             "aggregation_buckets": 3,
-            "buckets_for_calculation": 2,
+            "calculation_buckets": 2,
             "calculation_delay": "2m",
             "initial_sampling_probability": 0.01,
             "min_sampling_probability": 0.0001,
@@ -448,7 +449,7 @@ fn the_adaptive_source_reads_jaegers_keys() {
     let warnings = config.validate().unwrap();
     assert_eq!(warnings.len(), 5, "{warnings:?}");
     for key in [
-        "buckets_for_calculation",
+        "calculation_buckets",
         "sampling_store",
         "calculation_delay",
         "leader_lease_refresh_interval",
@@ -494,4 +495,13 @@ fn the_adaptive_source_reads_jaegers_keys() {
         .unwrap_err()
         .to_string();
     assert!(typo.contains("target_samples_per_second"), "{typo}");
+    // tracegate's earlier spelling of Jaeger's `calculation_buckets`.
+    let earlier = from_value(json!({"adaptive": {"buckets_for_calculation": 3}})).unwrap();
+    let warnings = earlier.validate().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("adaptive.calculation_buckets 3 ")),
+        "{warnings:?}"
+    );
 }
