@@ -505,3 +505,48 @@ fn the_adaptive_source_reads_jaegers_keys() {
         "{warnings:?}"
     );
 }
+
+/// The gRPC endpoint answers the standard health check as Jaeger v2's
+/// does: the server and the sampling service are `SERVING`, any other
+/// service `NOT_FOUND`; `Watch` is not served.
+#[tokio::test]
+async fn the_grpc_endpoint_answers_the_health_check() {
+    use super::serve::{HealthCheckRequest, HealthCheckResponse, HEALTH_CHECK_PATH, SERVING};
+    use crate::context::BuildContext;
+    use crate::extension::BuildExtension;
+
+    let config = from_value(json!({"file": null, "grpc": {"endpoint": "127.0.0.1:0"}})).unwrap();
+    let ctx = BuildContext::default();
+    let running = config.start("remote_sampling", &ctx).await.unwrap();
+    let (_, address) = running.addresses[0];
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let client = tonic::client::Grpc::new(channel);
+    let call = |path: &'static str, service: &str| {
+        let request = tonic::Request::new(HealthCheckRequest {
+            service: service.into(),
+        });
+        let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+        let path = http::uri::PathAndQuery::from_static(path);
+        let mut client = client.clone();
+        async move {
+            client.ready().await.unwrap();
+            client
+                .unary(request, path, codec)
+                .await
+                .map(|r| r.into_inner().status)
+        }
+    };
+    for service in ["", "jaeger.api_v2.SamplingManager"] {
+        let status = call(HEALTH_CHECK_PATH, service).await;
+        assert_eq!(status.unwrap(), SERVING, "{service:?}");
+    }
+    let other = call(HEALTH_CHECK_PATH, "other.Service").await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::NotFound, "{other:?}");
+    let watch = call("/grpc.health.v1.Health/Watch", "").await.unwrap_err();
+    assert_eq!(watch.code(), tonic::Code::Unimplemented, "{watch:?}");
+    ctx.shutdown.cancel();
+}
