@@ -7,10 +7,10 @@
 //! Each `calculation_interval`, for every (service, operation) with a root
 //! span in the interval: the rate of root spans sampled at the served
 //! probability is compared with the target; within `delta_tolerance` of it
-//! the probability stays, with none sampled (only rate-limited or
-//! lower-bound roots seen) it doubles, above the target it drops in
-//! proportion at once, below it rises in proportion but by at most half of
-//! itself per interval (against oversampling on a burst). The result is
+//! the probability stays, with none sampled (only rate-limited,
+//! lower-bound or `const` roots seen) it doubles, above the target it drops in
+//! proportion at once, below it rises in proportion but at most doubles
+//! per interval (against oversampling on a burst). The result is
 //! kept within [`min_sampling_probability`, 1]. An operation not seen
 //! before starts at `initial_sampling_probability`; one without a root
 //! span for `aggregation_buckets` intervals is forgotten (served the
@@ -19,14 +19,16 @@
 //! rest and `min_samples_per_second` as the lower bound of traces per
 //! second every SDK keeps per operation.
 //!
-//! **The probability roots were sampled at.** Jaeger reads it from the
-//! `sampler.type`/`sampler.param` tags its own clients write, and counts
-//! only probabilistically sampled roots; the OpenTelemetry SDKs write no
-//! such tags, and Jaeger v2 then takes them to sample at the probability
-//! served. Here a root span says its probability by `sampler.param` (with
-//! `sampler.type: probabilistic`) or by the OTEP 235 threshold in its
-//! tracestate (`ot=th:`); one that says nothing was sampled at the
-//! probability served. The rate compared with the target is the offered
+//! **The probability roots were sampled at.** Jaeger reads the
+//! `sampler.type`/`sampler.param` tags its own clients write: it skips a
+//! root without a recognized type and a numeric param, counts a
+//! `probabilistic` one as sampled whatever the number, and marks the
+//! operation seen for the others (`lowerbound`, `ratelimiting`, `const`).
+//! The OpenTelemetry SDKs write no such tags, so Jaeger v2 counts none of
+//! their roots. Here those tags are read as Jaeger reads them
+//! ([`super::counting`]), and a root span may also say its probability by
+//! the OTEP 235 threshold in its tracestate (`ot=th:`); one that says
+//! nothing was sampled at the probability served. The rate compared with the target is the offered
 //! rate the tally implies (each root weighs 1/p) times the probability
 //! served: the same as Jaeger's count when every SDK samples as told, and
 //! still right when some sample at another probability (a stale strategy,
@@ -43,8 +45,8 @@ use tracegate_model::jaeger::proto::{
 use super::strategies::Strategies;
 
 /// How much a probability may rise in one calculation, as a fraction of
-/// itself (Jaeger's percentage-increase cap).
-pub const INCREASE_CAP: f64 = 0.5;
+/// itself: Jaeger v2's percentage-increase cap, 100 % (it at most doubles).
+pub const INCREASE_CAP: f64 = 1.0;
 
 /// The most (service, operation) pairs one extension keeps: the names
 /// come from clients. Root spans of further pairs are not counted.
@@ -360,13 +362,15 @@ mod tests {
     }
 
     /// Above the target the probability drops in proportion at once;
-    /// below it rises by at most half of itself; within the tolerance it
+    /// below it rises in proportion, at most doubling; within the tolerance it
     /// stays; with nothing received it doubles; it stays within bounds.
     #[test]
     fn the_probability_moves_as_jaegers_does() {
         let o = Options::default();
         assert_eq!(next_probability(&o, 10.0, 0.1), 0.01);
-        assert_eq!(next_probability(&o, 0.5, 0.1), 0.15000000000000002);
+        assert_eq!(next_probability(&o, 0.5, 0.1), 0.2, "in proportion");
+        assert_eq!(next_probability(&o, 0.25, 0.1), 0.2, "at most doubled");
+        assert_eq!(next_probability(&o, 0.6, 0.1), 0.1 / 0.6);
         assert_eq!(next_probability(&o, 0.8, 0.1), 0.1, "within 30 %");
         assert_eq!(next_probability(&o, 1.2, 0.1), 0.1, "within 30 %");
         assert_eq!(next_probability(&o, 0.0, 0.1), 0.2);

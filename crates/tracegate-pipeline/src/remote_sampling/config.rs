@@ -116,10 +116,15 @@ pub struct AdaptiveSource {
     /// root span for this many intervals is forgotten. Default 10.
     #[serde(default = "defaults::aggregation_buckets")]
     pub aggregation_buckets: u32,
-    /// Intervals averaged for the rate. Only 1 (Jaeger's default) is
-    /// implemented; other values are accepted with a warning.
-    #[serde(default = "defaults::buckets_for_calculation")]
-    pub buckets_for_calculation: u32,
+    /// Intervals averaged for the rate (Jaeger v2's key; tracegate's
+    /// earlier spelling `buckets_for_calculation` is read too). Only 1
+    /// (Jaeger's default) is implemented; other values are accepted with a
+    /// warning, 0 is refused as Jaeger refuses it.
+    #[serde(
+        default = "defaults::calculation_buckets",
+        alias = "buckets_for_calculation"
+    )]
+    pub calculation_buckets: u32,
     /// Jaeger's lag of the data behind now. Accepted, not used: each
     /// calculation uses the interval that just ended.
     #[serde(default, deserialize_with = "crate::duration::deserialize_opt")]
@@ -233,11 +238,14 @@ impl AdaptiveSource {
         if self.aggregation_buckets == 0 {
             return Err(error("adaptive.aggregation_buckets", "must be 1 or more"));
         }
-        if self.buckets_for_calculation != 1 {
+        if self.calculation_buckets == 0 {
+            return Err(error("adaptive.calculation_buckets", "must be 1 or more"));
+        }
+        if self.calculation_buckets != 1 {
             warnings.push(format!(
-                "adaptive.buckets_for_calculation {} is not implemented: tracegate calculates \
+                "adaptive.calculation_buckets {} is not implemented: tracegate calculates \
                  from the last interval only (Jaeger's default, 1)",
-                self.buckets_for_calculation
+                self.calculation_buckets
             ));
         }
         let ignored = [
@@ -320,7 +328,7 @@ mod defaults {
     pub fn aggregation_buckets() -> u32 {
         10
     }
-    pub fn buckets_for_calculation() -> u32 {
+    pub fn calculation_buckets() -> u32 {
         1
     }
     pub fn initial_sampling_probability() -> f64 {

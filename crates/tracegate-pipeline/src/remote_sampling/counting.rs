@@ -24,11 +24,12 @@ pub enum Sampled {
     AtServed,
     /// At this probability (`sampler.param`, `ot=th:`).
     At(f64),
-    /// By a rate limiter or the lower bound: the operation is seen, the
-    /// root not counted (Jaeger's `lowerbound`, `ratelimiting`).
+    /// Not by probability (`sampler.type` `lowerbound`, `ratelimiting`,
+    /// `const`, with a numeric `sampler.param`): the operation is seen,
+    /// the root not counted as sampled, as Jaeger does.
     NotCounted,
-    /// By a sampler Jaeger does not recognize, or with a bad
-    /// `sampler.param`: not looked at, as Jaeger does.
+    /// With a `sampler.type` Jaeger does not recognize (or not a string),
+    /// or without a numeric `sampler.param`: not looked at, as Jaeger does.
     Ignored,
 }
 
@@ -40,16 +41,23 @@ pub fn sampled(batch: &SpanBatch, span: usize) -> Sampled {
             let AnyValueRef::String(kind) = kind else {
                 return Sampled::Ignored;
             };
-            return match kind {
-                "probabilistic" => match batch.span_attribute(span, "sampler.param") {
-                    Some(param) => match number(param) {
-                        Some(p) if p > 0.0 && p <= 1.0 => Sampled::At(p),
-                        _ => Sampled::Ignored,
-                    },
-                    None => Sampled::Ignored,
-                },
-                "lowerbound" | "ratelimiting" => Sampled::NotCounted,
-                _ => Sampled::Ignored,
+            let probabilistic = match kind {
+                "probabilistic" => true,
+                "lowerbound" | "ratelimiting" | "const" => false,
+                _ => return Sampled::Ignored,
+            };
+            // Jaeger skips a root of any type without a numeric param.
+            let Some(param) = batch.span_attribute(span, "sampler.param").and_then(number) else {
+                return Sampled::Ignored;
+            };
+            return match (probabilistic, param) {
+                (false, _) => Sampled::NotCounted,
+                (true, p) if p > 0.0 && p <= 1.0 => Sampled::At(p),
+                // Jaeger counts a probabilistic root as sampled whatever
+                // the number; weighing it 1/p would be meaningless, so it
+                // counts as one sampled at the probability served (which
+                // is Jaeger's count).
+                (true, _) => Sampled::AtServed,
             };
         }
     }
@@ -67,15 +75,34 @@ pub fn sampled(batch: &SpanBatch, span: usize) -> Sampled {
     Sampled::AtServed
 }
 
-/// `sampler.param` as a number: Jaeger's clients write a double, some an
-/// integer or a string.
+/// `sampler.param` as a number, as Jaeger reads it: a double or an
+/// integer as it is, anything else as its text parsed the way Go's
+/// `strconv.ParseFloat` does (no surrounding spaces; out of range is not a
+/// number; Go's hexadecimal floats are not read). Bytes read as their
+/// hex text, as Jaeger's tag of them does; booleans and lists never parse.
 fn number(value: AnyValueRef<'_>) -> Option<f64> {
-    match value {
-        AnyValueRef::Double(d) => Some(d),
-        AnyValueRef::Int(i) => Some(i as f64),
-        AnyValueRef::String(s) => s.trim().parse().ok(),
-        _ => None,
+    let text = match value {
+        AnyValueRef::Double(d) => return Some(d),
+        AnyValueRef::Int(i) => return Some(i as f64),
+        AnyValueRef::String(s) => std::borrow::Cow::Borrowed(s),
+        AnyValueRef::Bytes(b) => {
+            std::borrow::Cow::Owned(b.iter().map(|byte| format!("{byte:02x}")).collect())
+        }
+        AnyValueRef::Bool(_) | AnyValueRef::Array(_) | AnyValueRef::KvList(_) => return None,
+    };
+    let parsed: f64 = text.parse().ok()?;
+    if parsed.is_nan() && text.starts_with(['+', '-']) {
+        return None; // Go's "nan" takes no sign
     }
+    if parsed.is_infinite() {
+        // Go parses "inf" and "infinity" (any case, signed) to infinity,
+        // and refuses a finite number too large for a double.
+        let word = text.trim_start_matches(['+', '-']).to_ascii_lowercase();
+        if word != "inf" && word != "infinity" {
+            return None;
+        }
+    }
+    Some(parsed)
 }
 
 /// One extension's tallies of the current interval.
@@ -312,8 +339,9 @@ mod tests {
         let (tallies, uncounted) = counter.take();
         assert_eq!(uncounted, 0);
         let op = tallies["svc"]["op"];
-        // Roots 1 and 11 (a bad threshold says nothing).
-        assert_eq!(op.at_served, 2);
+        // Roots 1 and 11 (a bad threshold says nothing), and 8: Jaeger
+        // counts a probabilistic root as sampled whatever its number.
+        assert_eq!(op.at_served, 3);
         // 0.25, 0.5, th:c (0.25) and th:8 (0.5).
         assert_eq!(op.explicit, 4);
         assert_eq!(op.explicit_offered, 4.0 + 2.0 + 4.0 + 2.0);
@@ -322,6 +350,94 @@ mod tests {
         assert_eq!(tallies["two"]["op"].at_served, 1);
         assert_eq!(tallies.len(), 2, "{tallies:?}");
         assert!(counter.take().0.is_empty(), "a new interval starts empty");
+    }
+
+    /// `sampler.type`/`sampler.param` read as Jaeger's aggregator reads
+    /// them: a recognized type with a numeric param, or the root is
+    /// skipped; `const`, `lowerbound` and `ratelimiting` roots mark the
+    /// operation seen; a `probabilistic` one is sampled whatever its number.
+    #[test]
+    fn sampler_tags_are_read_as_jaegers_aggregator_reads_them() {
+        use any_value::Value::{BoolValue, BytesValue, DoubleValue, IntValue, StringValue};
+        let string = |s: &str| StringValue(s.into());
+        let cases: Vec<(&str, Vec<KeyValue>)> = vec![
+            // Seen, none sampled.
+            ("const", sampler("const", IntValue(1))),
+            ("lowerbound", sampler("lowerbound", DoubleValue(0.001))),
+            ("ratelimiting", sampler("ratelimiting", string("2"))),
+            // Sampled, whatever the number.
+            ("zero", sampler("probabilistic", IntValue(0))),
+            ("negative", sampler("probabilistic", DoubleValue(-1.0))),
+            ("above-one", sampler("probabilistic", string("1.5"))),
+            ("nan", sampler("probabilistic", string("NaN"))),
+            ("infinite", sampler("probabilistic", string("-Inf"))),
+            // Bytes are read as their hex text: [0x01] is "01".
+            ("bytes", sampler("probabilistic", BytesValue(vec![1]))),
+            // Skipped: no numeric param, or no recognized type.
+            (
+                "const-no-param",
+                vec![attribute("sampler.type", string("const"))],
+            ),
+            (
+                "lowerbound-no-param",
+                vec![attribute("sampler.type", string("lowerbound"))],
+            ),
+            ("ratelimiting-text", sampler("ratelimiting", string("fast"))),
+            ("bool", sampler("probabilistic", BoolValue(true))),
+            ("spaces", sampler("probabilistic", string(" 0.5"))),
+            ("too-large", sampler("probabilistic", string("1e400"))),
+            ("signed-nan", sampler("probabilistic", string("+NaN"))),
+            ("unrecognized", sampler("unrecognized", DoubleValue(0.5))),
+            ("other-type", sampler("remote", DoubleValue(0.5))),
+            (
+                "type-not-text",
+                vec![
+                    attribute("sampler.type", IntValue(1)),
+                    attribute("sampler.param", DoubleValue(0.5)),
+                ],
+            ),
+        ];
+        let spans = cases
+            .iter()
+            .enumerate()
+            .map(|(i, (op, attributes))| span((i + 1) as u8, op, false, attributes.clone(), ""))
+            .collect();
+        let counter = RootCounter::new();
+        counter.count(&batch(vec![(Some("svc"), spans)]));
+        let tallies = counter.take().0.remove("svc").unwrap();
+        for seen in ["const", "lowerbound", "ratelimiting"] {
+            assert_eq!(tallies.get(seen), Some(&Tally::default()), "{seen}");
+        }
+        for sampled in ["zero", "negative", "above-one", "nan", "infinite"] {
+            let tally = Tally {
+                at_served: 1,
+                ..Tally::default()
+            };
+            assert_eq!(tallies.get(sampled), Some(&tally), "{sampled}");
+        }
+        let at_one = Tally {
+            explicit: 1,
+            explicit_offered: 1.0,
+            ..Tally::default()
+        };
+        assert_eq!(tallies.get("bytes"), Some(&at_one));
+        let mut counted: Vec<&str> = tallies.keys().map(String::as_str).collect();
+        counted.sort_unstable();
+        assert_eq!(
+            counted,
+            [
+                "above-one",
+                "bytes",
+                "const",
+                "infinite",
+                "lowerbound",
+                "nan",
+                "negative",
+                "ratelimiting",
+                "zero"
+            ],
+            "the others are skipped"
+        );
     }
 
     /// The client names operations: beyond the cap, roots of new ones are

@@ -1,7 +1,8 @@
 //! The two endpoints SDKs poll: HTTP `GET /sampling?service=NAME` (and the
 //! legacy `GET /?service=NAME`) answering the strategy as proto-JSON, and
 //! gRPC `jaeger.api_v2.SamplingManager/GetSamplingStrategy`. Both read the
-//! strategies currently loaded and count what they serve.
+//! strategies currently loaded and count what they serve. The gRPC
+//! endpoint also answers `grpc.health.v1.Health/Check` as Jaeger v2's does.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -26,6 +27,11 @@ use crate::url::query_unescape;
 
 /// The gRPC method served.
 pub const GET_SAMPLING_STRATEGY_PATH: &str = "/jaeger.api_v2.SamplingManager/GetSamplingStrategy";
+
+/// The gRPC health check, and the service it reports `SERVING` (with `""`,
+/// the server as a whole), as Jaeger v2's remote sampling server.
+pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+pub const SAMPLING_MANAGER_SERVICE: &str = "jaeger.api_v2.SamplingManager";
 
 /// Metric names (without namespace; see `crate::telemetry`).
 pub mod names {
@@ -335,9 +341,20 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
                     return Ok(tonic::Status::unauthenticated(message).into_http());
                 }
             }
+            if request.uri().path() == HEALTH_CHECK_PATH {
+                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+                    HealthCheckResponse,
+                    HealthCheckRequest,
+                >::default())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(this.max_recv_msg_size);
+                return Ok(grpc.unary(HealthCheck, request).await);
+            }
             if request.uri().path() != GET_SAMPLING_STRATEGY_PATH {
                 let status = tonic::Status::unimplemented(format!(
-                    "unknown method {}: this endpoint serves only {GET_SAMPLING_STRATEGY_PATH}",
+                    "unknown method {}: this endpoint serves only {GET_SAMPLING_STRATEGY_PATH} \
+                     and {HEALTH_CHECK_PATH}",
                     request.uri().path()
                 ));
                 return Ok(status.into_http());
@@ -365,5 +382,46 @@ impl tonic::server::UnaryService<SamplingStrategyParameters> for Unary {
     fn call(&mut self, request: tonic::Request<SamplingStrategyParameters>) -> Self::Future {
         let service = request.into_inner().service_name;
         std::future::ready(Ok(tonic::Response::new(self.0.serve(&service, "grpc"))))
+    }
+}
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    pub service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`: `status` is its `ServingStatus`
+/// (1 `SERVING`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+}
+
+/// `HealthCheckResponse.ServingStatus.SERVING`.
+pub const SERVING: i32 = 1;
+
+/// The health check: the server (`""`) and the sampling service are
+/// serving for as long as the endpoint answers; any other service is
+/// `NOT_FOUND`, as grpc-go's health server answers.
+struct HealthCheck;
+
+impl tonic::server::UnaryService<HealthCheckRequest> for HealthCheck {
+    type Response = HealthCheckResponse;
+    type Future = std::future::Ready<Result<tonic::Response<Self::Response>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<HealthCheckRequest>) -> Self::Future {
+        let service = request.into_inner().service;
+        std::future::ready(
+            if service.is_empty() || service == SAMPLING_MANAGER_SERVICE {
+                Ok(tonic::Response::new(HealthCheckResponse {
+                    status: SERVING,
+                }))
+            } else {
+                Err(tonic::Status::not_found("unknown service"))
+            },
+        )
     }
 }

@@ -266,6 +266,7 @@ fn unsupported_sources_and_bad_keys_are_refused() {
         ("min_samples_per_second", json!(-0.5)),
         ("calculation_interval", json!("0s")),
         ("aggregation_buckets", json!(0)),
+        ("calculation_buckets", json!(0)),
     ] {
         let said = refused(json!({"adaptive": {key: value}, "http": null}));
         assert!(said.starts_with(&format!("adaptive.{key}:")), "{said}");
@@ -430,7 +431,7 @@ fn the_adaptive_source_reads_jaegers_keys() {
             "delta_tolerance": 0.1,
             "calculation_interval": "10s",
             "aggregation_buckets": 3,
-            "buckets_for_calculation": 2,
+            "calculation_buckets": 2,
             "calculation_delay": "2m",
             "initial_sampling_probability": 0.01,
             "min_sampling_probability": 0.0001,
@@ -448,7 +449,7 @@ fn the_adaptive_source_reads_jaegers_keys() {
     let warnings = config.validate().unwrap();
     assert_eq!(warnings.len(), 5, "{warnings:?}");
     for key in [
-        "buckets_for_calculation",
+        "calculation_buckets",
         "sampling_store",
         "calculation_delay",
         "leader_lease_refresh_interval",
@@ -494,4 +495,58 @@ fn the_adaptive_source_reads_jaegers_keys() {
         .unwrap_err()
         .to_string();
     assert!(typo.contains("target_samples_per_second"), "{typo}");
+    // tracegate's earlier spelling of Jaeger's `calculation_buckets`.
+    let earlier = from_value(json!({"adaptive": {"buckets_for_calculation": 3}})).unwrap();
+    let warnings = earlier.validate().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("adaptive.calculation_buckets 3 ")),
+        "{warnings:?}"
+    );
+}
+
+/// The gRPC endpoint answers the standard health check as Jaeger v2's
+/// does: the server and the sampling service are `SERVING`, any other
+/// service `NOT_FOUND`; `Watch` is not served.
+#[tokio::test]
+async fn the_grpc_endpoint_answers_the_health_check() {
+    use super::serve::{HealthCheckRequest, HealthCheckResponse, HEALTH_CHECK_PATH, SERVING};
+    use crate::context::BuildContext;
+    use crate::extension::BuildExtension;
+
+    let config = from_value(json!({"file": null, "grpc": {"endpoint": "127.0.0.1:0"}})).unwrap();
+    let ctx = BuildContext::default();
+    let running = config.start("remote_sampling", &ctx).await.unwrap();
+    let (_, address) = running.addresses[0];
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let client = tonic::client::Grpc::new(channel);
+    let call = |path: &'static str, service: &str| {
+        let request = tonic::Request::new(HealthCheckRequest {
+            service: service.into(),
+        });
+        let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+        let path = http::uri::PathAndQuery::from_static(path);
+        let mut client = client.clone();
+        async move {
+            client.ready().await.unwrap();
+            client
+                .unary(request, path, codec)
+                .await
+                .map(|r| r.into_inner().status)
+        }
+    };
+    for service in ["", "jaeger.api_v2.SamplingManager"] {
+        let status = call(HEALTH_CHECK_PATH, service).await;
+        assert_eq!(status.unwrap(), SERVING, "{service:?}");
+    }
+    let other = call(HEALTH_CHECK_PATH, "other.Service").await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::NotFound, "{other:?}");
+    let watch = call("/grpc.health.v1.Health/Watch", "").await.unwrap_err();
+    assert_eq!(watch.code(), tonic::Code::Unimplemented, "{watch:?}");
+    ctx.shutdown.cancel();
 }
