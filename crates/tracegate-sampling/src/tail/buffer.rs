@@ -568,10 +568,8 @@ impl TraceShard {
     /// its state.
     pub fn remember_decision(&mut self, decision: KnownDecision, now: Duration) {
         let id = decision.trace_id;
-        // The tail threshold of an adaptive keep is not journaled (as it
-        // is not handed over): late spans keep the one they arrive with.
         if decision.sampled && self.sampled_cache.capacity() > 0 {
-            self.sampled_cache.put(id, (decision.policy, None));
+            self.sampled_cache.put(id, (decision.policy, decision.tail));
         } else if !decision.sampled && self.not_sampled_cache.capacity() > 0 {
             self.not_sampled_cache.put(id, ());
         } else if !self.table.contains_key(&id)
@@ -582,7 +580,7 @@ impl TraceShard {
             let state = State::Decided {
                 sampled: decision.sampled,
                 at: now,
-                tail: None,
+                tail: decision.tail,
             };
             self.table_insert(id, Entry::empty(seq, now, state));
             self.arrivals.push_back((id, seq));

@@ -1886,7 +1886,8 @@ fn remembered_decisions_round_trip_through_another_shard() {
         assert!(remembered.contains(&KnownDecision {
             trace_id: kept,
             sampled: true,
-            policy
+            policy,
+            tail: None,
         }));
 
         // A new shard (a restarted process) told the same decisions lets

@@ -17,7 +17,9 @@
 //!   hand-over taken back, so that the traces' clocks survive a restart.
 //! - decisions (`0x02`): a count (u32 LE), then per trace its id (16
 //!   bytes) and flags. Flags bit 1 clear: a decision (bit 0: sampled),
-//!   then the policy credited (u16 LE, `0xffff` for none). Bit 1 set: the
+//!   then the policy credited (u16 LE, `0xffff` for none), then, with bit
+//!   2 set, the tail threshold an adaptive policy kept the trace with
+//!   (u64 LE), so that late spans after a restart get it. Bit 1 set: the
 //!   trace is gone from this gateway without a decision kept here (handed
 //!   over, diverted to its owner, or forgotten to make room), then the
 //!   spans log's next sequence number when that was journaled (u64 LE):
@@ -50,6 +52,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use metrics::{Counter, Gauge};
+use tracegate_model::trace_state::Threshold;
 use tracegate_model::SpanBatch;
 use tracegate_sampling::tail::{
     shard_of, Decider, KnownDecision, Pin, Released, TraceId, TraceShard,
@@ -71,6 +74,7 @@ const DECISION_LEN: usize = 19;
 const GONE_LEN: usize = 25;
 const SAMPLED: u8 = 1;
 const GONE: u8 = 2;
+const TAIL: u8 = 4;
 const NO_POLICY: u16 = u16::MAX;
 
 /// A shard writes a snapshot once the decisions it wrote since the last one
@@ -252,13 +256,17 @@ fn encode_decisions(buf: &mut Vec<u8>, entries: &[Entry]) {
         match entry {
             Entry::Decided(d) => {
                 buf.extend_from_slice(&d.trace_id);
-                buf.push(if d.sampled { SAMPLED } else { 0 });
+                let tail = if d.tail.is_some() { TAIL } else { 0 };
+                buf.push(if d.sampled { SAMPLED } else { 0 } | tail);
                 let policy = d
                     .policy
                     .and_then(|p| u16::try_from(p).ok())
                     .filter(|&p| p != NO_POLICY)
                     .unwrap_or(NO_POLICY);
                 buf.extend_from_slice(&policy.to_le_bytes());
+                if let Some(tail) = d.tail {
+                    buf.extend_from_slice(&tail.unsigned().to_le_bytes());
+                }
             }
             Entry::Gone { trace_id, until } => {
                 buf.extend_from_slice(trace_id);
@@ -283,12 +291,22 @@ fn decode_decisions(payload: &[u8]) -> Option<Vec<Entry>> {
             body = &body[GONE_LEN..];
         } else {
             let policy = u16::from_le_bytes(body.get(17..DECISION_LEN)?.try_into().ok()?);
+            let mut len = DECISION_LEN;
+            let tail = if flags & TAIL != 0 {
+                len += 8;
+                let t = u64::from_le_bytes(body.get(DECISION_LEN..len)?.try_into().ok()?);
+                // Out of range: damage the checksum did not catch.
+                Some(Threshold::from_unsigned(t)?)
+            } else {
+                None
+            };
             out.push(Entry::Decided(KnownDecision {
                 trace_id,
                 sampled: flags & SAMPLED != 0,
                 policy: (policy != NO_POLICY).then_some(usize::from(policy)),
+                tail,
             }));
-            body = &body[DECISION_LEN..];
+            body = &body[len..];
         }
     }
     body.is_empty().then_some(out)
@@ -894,6 +912,7 @@ impl ShardJournal {
                 trace_id: d.trace_id,
                 sampled: d.verdict.is_sampled(),
                 policy: d.verdict.policy,
+                tail: d.verdict.tail,
             })
         });
         let handed_over = self.handed_over.drain(..).map(Entry::Decided);
@@ -1040,6 +1059,7 @@ mod tests {
                 trace_id: [1; 16],
                 sampled: true,
                 policy: Some(3),
+                tail: None,
             }),
             Entry::Gone {
                 trace_id: [3; 16],
@@ -1049,12 +1069,28 @@ mod tests {
                 trace_id: [2; 16],
                 sampled: false,
                 policy: None,
+                tail: None,
+            }),
+            // Kept by an adaptive policy: its threshold comes back.
+            Entry::Decided(KnownDecision {
+                trace_id: [4; 16],
+                sampled: true,
+                policy: Some(0),
+                tail: Threshold::from_unsigned(0xfd70a3d70a3d7),
             }),
         ];
         let mut buf = Vec::new();
         encode_decisions(&mut buf, &entries);
-        assert_eq!(buf.len(), DECISIONS_HEADER + 2 * DECISION_LEN + GONE_LEN);
+        assert_eq!(
+            buf.len(),
+            DECISIONS_HEADER + 3 * DECISION_LEN + 8 + GONE_LEN
+        );
         assert_eq!(decode_decisions(&buf), Some(entries));
+        // A threshold past 2^56 does not pass for one.
+        let mut out_of_range = buf.clone();
+        let at = out_of_range.len() - 8;
+        out_of_range[at..].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(decode_decisions(&out_of_range), None);
         assert_eq!(decode_decisions(&buf[..buf.len() - 1]), None);
         assert_eq!(decode_decisions(&buf[..3]), None);
         let mut longer = buf.clone();
@@ -1074,6 +1110,7 @@ mod tests {
             trace_id: [3; 16],
             sampled: false,
             policy: None,
+            tail: None,
         });
         assert!(decided.settles(u64::MAX));
     }

@@ -15,6 +15,7 @@ use std::mem;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tracegate_model::trace_state::Threshold;
 use tracegate_model::SpanBatch;
 
 use super::{Decider, DecisionReason, Entry, Released, State, TraceShard};
@@ -42,6 +43,9 @@ pub struct KnownDecision {
     /// The policy credited with a sampled decision, where known (for
     /// `record_policy`).
     pub policy: Option<usize>,
+    /// The tail threshold an adaptive policy kept the trace with
+    /// ([`Verdict::tail`]): late spans get it too, wherever they arrive.
+    pub tail: Option<Threshold>,
 }
 
 impl TraceShard {
@@ -117,12 +121,13 @@ impl TraceShard {
             let Some(entry) = self.table.get(id).filter(|e| e.seq == *seq) else {
                 continue;
             };
-            if let State::Decided { sampled, .. } = entry.state {
+            if let State::Decided { sampled, tail, .. } = entry.state {
                 if moves(id) {
                     out.push(KnownDecision {
                         trace_id: *id,
                         sampled,
                         policy: None,
+                        tail,
                     });
                 }
             }
@@ -133,15 +138,17 @@ impl TraceShard {
                     trace_id: *id,
                     sampled: false,
                     policy: None,
+                    tail: None,
                 });
             }
         }
-        for (id, (policy, _)) in self.sampled_cache.iter_oldest_first() {
+        for (id, (policy, tail)) in self.sampled_cache.iter_oldest_first() {
             if moves(id) {
                 out.push(KnownDecision {
                     trace_id: *id,
                     sampled: true,
                     policy: *policy,
+                    tail: *tail,
                 });
             }
         }
@@ -226,9 +233,7 @@ impl TraceShard {
                     },
                     policy: decision.policy,
                     composite: None,
-                    // A hand-over carries no tail threshold (the wire has
-                    // none): the spans keep the one they came with.
-                    tail: None,
+                    tail: decision.tail,
                 };
                 self.decide_as(
                     id,
@@ -245,14 +250,14 @@ impl TraceShard {
                     return;
                 }
                 let cached = if decision.sampled {
-                    self.sampled_cache.put(id, (decision.policy, None));
+                    self.sampled_cache.put(id, (decision.policy, decision.tail));
                     self.sampled_cache.capacity() > 0
                 } else {
                     self.not_sampled_cache.put(id, ());
                     self.not_sampled_cache.capacity() > 0
                 };
                 if !cached {
-                    self.remember_in_table(id, decision.sampled, now, decider, out);
+                    self.remember_in_table(id, decision.sampled, decision.tail, now, decider, out);
                 }
             }
         }
@@ -265,6 +270,7 @@ impl TraceShard {
         &mut self,
         id: TraceId,
         sampled: bool,
+        tail: Option<Threshold>,
         now: Duration,
         decider: &mut impl Decider,
         out: &mut Released,
@@ -282,7 +288,7 @@ impl TraceShard {
                 State::Decided {
                     sampled,
                     at: now,
-                    tail: None,
+                    tail,
                 },
             ),
         );
@@ -453,12 +459,14 @@ mod tests {
                 KnownDecision {
                     trace_id: tid(1),
                     sampled: true,
-                    policy: Some(0)
+                    policy: Some(0),
+                    tail: None,
                 },
                 KnownDecision {
                     trace_id: tid(2),
                     sampled: false,
-                    policy: None
+                    policy: None,
+                    tail: None,
                 },
             ]
         );
@@ -487,6 +495,49 @@ mod tests {
         assert_eq!(b.stats().cache_released_sampled_spans, 1);
         assert_eq!(b.stats().cache_released_not_sampled_spans, 1);
         assert_eq!(b.pending_traces(), 0);
+    }
+
+    #[test]
+    fn a_handed_over_keep_gives_late_spans_its_tail_threshold() {
+        let mut policies = keep_errors();
+        let mut out = Released::default();
+        let tail = Threshold::from_unsigned(0xfd70a3d70a3d7);
+        // In the decision cache (size 10), and, with the caches off, in
+        // the table; handed over, or read back from a journal after a
+        // restart: late spans of the trace get the threshold every way.
+        for (cache, restored) in [(10, false), (0, false), (10, true), (0, true)] {
+            let mut b = shard(cache);
+            let decision = KnownDecision {
+                trace_id: tid(1),
+                sampled: true,
+                policy: Some(0),
+                tail,
+            };
+            if restored {
+                b.remember_decision(decision, secs(112));
+            } else {
+                b.import_decision(decision, secs(112), &mut policies, &mut out);
+            }
+            // Passed on again (a later hand-over, a snapshot) with it.
+            assert!(
+                b.remembered_decisions()
+                    .iter()
+                    .any(|d| d.trace_id == tid(1) && d.sampled && d.tail == tail),
+                "cache {cache}, restored {restored}"
+            );
+            out.clear();
+            b.insert(&batch(&[ok(1, 2)]), secs(113), &mut policies, &mut out);
+            assert_eq!(
+                span_names(&out.sampled),
+                ["span-2"],
+                "cache {cache}, restored {restored}"
+            );
+            assert_eq!(
+                out.sampled_by[0].tail, tail,
+                "cache {cache}, restored {restored}"
+            );
+            out.clear();
+        }
     }
 
     #[test]

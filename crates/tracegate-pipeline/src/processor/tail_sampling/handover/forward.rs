@@ -317,6 +317,7 @@ fn encode(chunk: &Chunk, context: &Context, now: Duration) -> Bytes {
                 trace_id: d.trace_id.to_vec(),
                 sampled: d.sampled,
                 policy: d.policy.and_then(|p| u32::try_from(p).ok()),
+                tail_threshold: d.tail.map(|t| t.unsigned()),
             })
             .collect(),
     };

@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+use tracegate_model::trace_state::Threshold;
 use tracegate_model::SpanBatch;
 use tracegate_sampling::tail::adaptive::FleetSize;
 use tracegate_sampling::tail::{shard_of, KnownDecision, Pin, TraceId};
@@ -503,6 +504,9 @@ impl Inbox {
                 trace_id: id,
                 sampled: d.sampled,
                 policy: d.policy.map(|p| p as usize),
+                // A threshold out of range is the sender's bug: the late
+                // spans then keep the one they came with.
+                tail: d.tail_threshold.and_then(Threshold::from_unsigned),
             });
         }
         let closed = || {

@@ -28,6 +28,7 @@
 //!   bytes trace_id = 1;
 //!   bool sampled = 2;
 //!   optional uint32 policy = 3; // index of the policy that sampled it
+//!   optional uint64 tail_threshold = 4; // OTEP 235 threshold an adaptive policy kept it with
 //! }
 //!
 //! message HandoverResponse {}
@@ -74,9 +75,11 @@ pub(super) struct Decision {
     pub sampled: bool,
     #[prost(uint32, optional, tag = "3")]
     pub policy: Option<u32>,
+    #[prost(uint64, optional, tag = "4")]
+    pub tail_threshold: Option<u64>,
 }
 
 /// What one trace clock or decision costs in a request, at most (for
 /// splitting large hand-overs).
 pub(super) const TRACE_CLOCK_BYTES: usize = 2 + 18 + 11 + 6;
-pub(super) const DECISION_BYTES: usize = 2 + 18 + 2 + 6;
+pub(super) const DECISION_BYTES: usize = 2 + 18 + 2 + 6 + 9;
