@@ -634,7 +634,9 @@ impl Meters {
 /// The running tail sampler.
 pub struct TailSampler {
     id: String,
-    senders: Mutex<Option<Vec<mpsc::Sender<Work>>>>,
+    /// The shards' queues, shared by every request (one reference count
+    /// per request, not a clone of each sender); `None` once flushing.
+    senders: Mutex<Option<Arc<[mpsc::Sender<Work>]>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     journal: Option<Arc<Journal>>,
     clock: Clock,
@@ -822,7 +824,7 @@ impl TailSampler {
         }
         Ok(Arc::new(TailSampler {
             id: id.to_string(),
-            senders: Mutex::new(Some(senders)),
+            senders: Mutex::new(Some(senders.into())),
             workers: Mutex::new(workers),
             journal,
             clock,
@@ -831,7 +833,7 @@ impl TailSampler {
         }))
     }
 
-    fn senders(&self) -> Option<Vec<mpsc::Sender<Work>>> {
+    fn senders(&self) -> Option<Arc<[mpsc::Sender<Work>]>> {
         self.senders
             .lock()
             .unwrap_or_else(|e| e.into_inner())
