@@ -355,38 +355,16 @@ async fn a_fleet_serves_one_set_of_probabilities_from_the_whole_traffic() {
 /// it samples matches what is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_client_follows_the_adaptive_probability() {
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::{Command, Stdio};
+    use crate::remote_sampling::{within_three_sigma, NodeClient};
 
-    use crate::remote_sampling::{node_client, within_three_sigma};
-
-    let client_dir = node_client();
     let gw = gateway("127.0.0.1:0", "");
     let sampling = gw.addr("remote_sampling", "http");
     let otlp = gw.addr("otlp", "grpc");
-    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
-    let mut child = Command::new(&node)
-        .arg(client_dir.join("client.js"))
-        .args([&format!("http://{sampling}"), SERVICE])
-        .current_dir(&client_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {node} (Node 18.19 or later): {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut ask = move |command: serde_json::Value| -> serde_json::Value {
-        writeln!(stdin, "{command}").expect("write to the client");
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read the client");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("client said {line:?}: {e}"))
-    };
+    let mut client = NodeClient::start(&format!("http://{sampling}"), SERVICE);
 
     let mut next_trace = 1u64;
     let mut owed = 0.0;
-    let mut phase = |offered: f64, ask: &mut dyn FnMut(serde_json::Value) -> serde_json::Value| {
+    let mut phase = |offered: f64, client: &mut NodeClient| {
         let deadline = std::time::Instant::now() + Duration::from_secs(6);
         let mut last = std::time::Instant::now();
         let runtime = tokio::runtime::Handle::current();
@@ -408,7 +386,7 @@ async fn a_real_client_follows_the_adaptive_probability() {
             owed -= n;
             // The client samples its offered roots; the ones it keeps go
             // to the gateway.
-            let answer = ask(serde_json::json!({"expect": "", "spans": {"work": n as u64}}));
+            let answer = client.ask(serde_json::json!({"expect": "", "spans": {"work": n as u64}}));
             let sampled = answer["sampled"]["work"].as_u64().unwrap();
             let spans: Vec<Span> = (0..sampled)
                 .map(|_| {
@@ -436,9 +414,9 @@ async fn a_real_client_follows_the_adaptive_probability() {
         }
     };
     // The client applies what is served: within 3σ of it.
-    let check = |p: f64, ask: &mut dyn FnMut(serde_json::Value) -> serde_json::Value| {
+    let check = |p: f64, client: &mut NodeClient| {
         let n = 40_000;
-        let answer = ask(serde_json::json!({
+        let answer = client.ask(serde_json::json!({
             "expect": format!("TraceIdRatioBased{{{p}}}"),
             "spans": {"work": n},
         }));
@@ -450,13 +428,11 @@ async fn a_real_client_follows_the_adaptive_probability() {
     };
 
     tokio::task::block_in_place(|| {
-        let (_, busy) = phase(8_000.0, &mut ask);
-        check(busy, &mut ask);
-        let (_, quiet) = phase(800.0, &mut ask);
-        check(quiet, &mut ask);
+        let (_, busy) = phase(8_000.0, &mut client);
+        check(busy, &mut client);
+        let (_, quiet) = phase(800.0, &mut client);
+        check(quiet, &mut client);
         assert!(quiet > 5.0 * busy, "busy {busy}, quiet {quiet}");
     });
-    drop(ask);
-    let status = child.wait().expect("client exit");
-    assert!(status.success(), "the client failed: {status}");
+    client.finish();
 }

@@ -6,8 +6,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -361,17 +361,65 @@ async fn auth_guards_both_endpoints() {
     );
 }
 
-/// Where the Node client's packages are, or a clear failure saying how to
-/// get them.
-pub(crate) fn node_client() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/remote_sampling_client");
-    let package = dir.join("node_modules/@opentelemetry/sampler-jaeger-remote/package.json");
-    assert!(
-        package.exists(),
-        "the Node remote sampling client is not installed: run `npm ci` in \
-         tests/e2e/remote_sampling_client (CI's .ci/run does)"
-    );
-    dir
+/// `@opentelemetry/sampler-jaeger-remote` under Node
+/// (`remote_sampling_client/client.js`), polling a sampling endpoint for
+/// one service and driven by one JSON command per line on its input, each
+/// answered by one JSON line.
+pub(crate) struct NodeClient {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl NodeClient {
+    /// Starts the client against `endpoint` (`http://host:port`) for
+    /// `service`; fails clearly when its packages are not installed.
+    pub(crate) fn start(endpoint: &str, service: &str) -> NodeClient {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/remote_sampling_client");
+        let package = dir.join("node_modules/@opentelemetry/sampler-jaeger-remote/package.json");
+        assert!(
+            package.exists(),
+            "the Node remote sampling client is not installed: run `npm ci` in \
+             tests/e2e/remote_sampling_client (CI's .ci/run does)"
+        );
+        let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+        let mut child = Command::new(&node)
+            .arg(dir.join("client.js"))
+            .args([endpoint, service])
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {node} (Node 18.19 or later): {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        NodeClient {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Sends one command and reads its answer.
+    pub(crate) fn ask(&mut self, command: serde_json::Value) -> serde_json::Value {
+        writeln!(self.stdin, "{command}").expect("write to the client");
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read the client");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("client said {line:?}: {e}"))
+    }
+
+    /// Closes its input and checks that it exited cleanly.
+    pub(crate) fn finish(self) {
+        let NodeClient {
+            mut child, stdin, ..
+        } = self;
+        drop(stdin);
+        let status = child.wait().expect("client exit");
+        assert!(status.success(), "the client failed: {status}");
+    }
 }
 
 /// Whether `sampled` of `n` is within 3σ of `n·p`.
@@ -386,7 +434,6 @@ pub(crate) fn within_three_sigma(sampled: u64, n: u64, p: f64) -> bool {
 /// it follows the new strategy, per-operation probabilities included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_client_samples_as_it_is_told_and_follows_a_reload() {
-    let client_dir = node_client();
     let files = tempfile::tempdir().unwrap();
     let path = files.path().join("strategies.json");
     let service = "node-client";
@@ -403,32 +450,16 @@ async fn a_real_client_samples_as_it_is_told_and_follows_a_reload() {
         ),
     );
     let endpoint = format!("http://{}", gw.addr("jaegerremotesampling", "http"));
-    let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
-    let mut child = Command::new(&node)
-        .arg(client_dir.join("client.js"))
-        .args([&endpoint, service])
-        .current_dir(&client_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {node} (Node 18.19 or later): {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut ask = move |command: serde_json::Value| -> serde_json::Value {
-        writeln!(stdin, "{command}").expect("write to the client");
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read the client");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("client said {line:?}: {e}"))
-    };
+    let mut client = NodeClient::start(&endpoint, service);
     let sampled =
         |answer: &serde_json::Value, name: &str| answer["sampled"][name].as_u64().unwrap();
 
     // The served probability, applied to root spans.
     let n = 4000;
     let first = tokio::task::block_in_place(|| {
-        ask(serde_json::json!({"expect": "root=TraceIdRatioBased{0.25}", "spans": {"work": n}}))
+        client.ask(
+            serde_json::json!({"expect": "root=TraceIdRatioBased{0.25}", "spans": {"work": n}}),
+        )
     });
     let work = sampled(&first, "work");
     assert!(
@@ -445,7 +476,7 @@ async fn a_real_client_samples_as_it_is_told_and_follows_a_reload() {
         ),
     );
     let second = tokio::task::block_in_place(|| {
-        ask(serde_json::json!({
+        client.ask(serde_json::json!({
             "expect": "PerOperationSampler{default=TraceIdRatioBased{0.75}",
             "spans": {"work": n, "health": 1000}
         }))
@@ -475,7 +506,5 @@ async fn a_real_client_samples_as_it_is_told_and_follows_a_reload() {
         Some(0.75),
         "{text}"
     );
-    drop(ask);
-    let status = child.wait().expect("client exit");
-    assert!(status.success(), "the client failed: {status}");
+    client.finish();
 }
