@@ -32,6 +32,16 @@ where
     if size < threshold {
         return Ok(work());
     }
+    run(work).await
+}
+
+/// Runs `work` on the blocking pool, for a caller that has already decided
+/// it is large (and had to prepare owned inputs for it).
+pub(crate) async fn run<T, F>(work: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| format!("the task failed: {e}"))

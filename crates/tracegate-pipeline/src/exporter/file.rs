@@ -256,15 +256,15 @@ impl FileExporter {
     /// ([`offload`]); a protobuf record is a copy.
     async fn record(&self, batch: &SpanBatch) -> Result<Vec<u8>, ExportError> {
         let (format, zstd) = (self.format, self.zstd);
-        if format == FileFormat::Proto && !zstd {
+        // Only a large batch is worth the copy of its tables a thread of
+        // the pool needs.
+        if (format == FileFormat::Proto && !zstd) || batch.bytes().len() < offload::ENCODE_BYTES {
             return record(format, zstd, batch);
         }
         let batch = batch.clone();
-        offload::by_size(batch.bytes().len(), offload::ENCODE_BYTES, move || {
-            record(format, zstd, &batch)
-        })
-        .await
-        .unwrap_or_else(|e| Err(ExportError::Permanent(format!("cannot encode: {e}"))))
+        offload::run(move || record(format, zstd, &batch))
+            .await
+            .unwrap_or_else(|e| Err(ExportError::Permanent(format!("cannot encode: {e}"))))
     }
 
     fn sender(&self) -> Option<mpsc::Sender<Command>> {
