@@ -1,7 +1,8 @@
 //! `SpanBatch`: an encoded `ExportTraceServiceRequest` plus a per-span index.
 //! Subsets are re-encoded by concatenating the original byte slices.
 
-use std::ops::Range;
+use std::ops::{Deref, Range};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -160,6 +161,77 @@ pub enum AnyValueRef<'a> {
     KvList(&'a [u8]),
 }
 
+/// A batch's encoded request: one buffer, or the buffers of the requests a
+/// [`SpanBatch::concat`] put together, joined into one only when something
+/// reads the request as one slice. A batch that only passes through to an
+/// OTLP/gRPC exporter is written to the connection as its segments
+/// ([`SpanBatch::segments`]) and never joined.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Encoded {
+    /// The request as one buffer: set from the start unless the batch is a
+    /// concatenation, then on first use.
+    joined: OnceLock<Bytes>,
+    /// A concatenation's parts, in order (none empty).
+    parts: Option<Arc<[Bytes]>>,
+    len: usize,
+}
+
+impl Encoded {
+    pub(crate) fn whole(bytes: Bytes) -> Encoded {
+        Encoded {
+            len: bytes.len(),
+            joined: OnceLock::from(bytes),
+            parts: None,
+        }
+    }
+
+    /// `parts` concatenated, not yet joined.
+    fn concatenation(parts: Vec<Bytes>) -> Encoded {
+        let parts: Vec<Bytes> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+        match <[Bytes; 1]>::try_from(parts) {
+            Ok([one]) => Encoded::whole(one),
+            Err(parts) if parts.is_empty() => Encoded::default(),
+            Err(parts) => Encoded {
+                len: parts.iter().map(Bytes::len).sum(),
+                joined: OnceLock::new(),
+                parts: Some(parts.into()),
+            },
+        }
+    }
+
+    /// The request as one buffer (joining the parts, once, if need be).
+    pub(crate) fn joined(&self) -> &Bytes {
+        self.joined.get_or_init(|| {
+            let mut out = Vec::with_capacity(self.len);
+            for part in self.parts.iter().flat_map(|parts| parts.iter()) {
+                out.extend_from_slice(part);
+            }
+            Bytes::from(out)
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn segments(&self) -> &[Bytes] {
+        match (self.joined.get(), &self.parts) {
+            (Some(joined), _) => std::slice::from_ref(joined),
+            (None, Some(parts)) => parts,
+            // Only the default (empty) value has neither.
+            (None, None) => &[],
+        }
+    }
+}
+
+impl Deref for Encoded {
+    type Target = Bytes;
+
+    fn deref(&self) -> &Bytes {
+        self.joined()
+    }
+}
+
 /// An encoded `ExportTraceServiceRequest` and its span index.
 ///
 /// The index lists resources, scopes and spans in request order: a span's
@@ -167,7 +239,7 @@ pub enum AnyValueRef<'a> {
 /// of one scope (and the scopes of one resource) are contiguous.
 #[derive(Debug, Clone, Default)]
 pub struct SpanBatch {
-    pub(crate) bytes: Bytes,
+    pub(crate) bytes: Encoded,
     pub(crate) resources: Vec<ResourceInfo>,
     pub(crate) scopes: Vec<ScopeInfo>,
     pub(crate) spans: Vec<SpanInfo>,
@@ -180,8 +252,18 @@ impl SpanBatch {
     }
 
     /// The encoded request; always a valid `ExportTraceServiceRequest`.
+    /// A batch made by [`Self::concat`] is joined into one buffer on the
+    /// first call (a copy); [`Self::segments`] reads it without joining.
     pub fn bytes(&self) -> &Bytes {
-        &self.bytes
+        self.bytes.joined()
+    }
+
+    /// The encoded request as consecutive buffers, to be written out one
+    /// after the other: the request's one buffer, or, for a batch made by
+    /// [`Self::concat`] and not joined since, its parts' buffers, so that a
+    /// batch passing through is never copied into one. None is empty.
+    pub fn segments(&self) -> &[Bytes] {
+        self.bytes.segments()
     }
 
     pub fn spans(&self) -> &[SpanInfo] {
@@ -321,7 +403,9 @@ impl SpanBatch {
 
     /// One request holding all `parts` in order: encoded requests concatenate
     /// into a valid request (`resource_spans` is a repeated field), so this
-    /// copies bytes once and shifts the index.
+    /// keeps the parts' buffers as they are (see [`Self::segments`]) and
+    /// shifts the index; the request is joined into one buffer only when
+    /// something reads [`Self::bytes`].
     ///
     /// # Panics
     /// If the parts add up to more than 4 GiB, which no configured batch
@@ -337,19 +421,19 @@ impl SpanBatch {
             total <= u32::MAX as usize,
             "SpanBatch::concat: {total} bytes exceed the 4 GiB a batch can index"
         );
-        let mut bytes = Vec::with_capacity(total);
+        let mut segments = Vec::with_capacity(parts.len());
         let mut out = SpanBatch {
-            bytes: Bytes::new(),
+            bytes: Encoded::default(),
             resources: Vec::with_capacity(parts.iter().map(|p| p.resources.len()).sum()),
             scopes: Vec::with_capacity(parts.iter().map(|p| p.scopes.len()).sum()),
             spans: Vec::with_capacity(parts.iter().map(|p| p.spans.len()).sum()),
         };
+        let mut at = 0u32;
         for part in parts {
-            let at = bytes.len() as u32;
             let resource_base = out.resources.len() as u32;
             let scope_base = out.scopes.len() as u32;
             let span_base = out.spans.len() as u32;
-            bytes.extend_from_slice(&part.bytes);
+            segments.extend(part.segments().iter().cloned());
             out.resources
                 .extend(part.resources.iter().map(|r| ResourceInfo {
                     body: shift(&r.body, at),
@@ -368,8 +452,9 @@ impl SpanBatch {
                 scope: s.scope + scope_base,
                 ..s.clone()
             }));
+            at += part.bytes.len() as u32;
         }
-        out.bytes = Bytes::from(bytes);
+        out.bytes = Encoded::concatenation(segments);
         out
     }
 

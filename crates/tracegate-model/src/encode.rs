@@ -132,7 +132,7 @@ pub(crate) fn encode_subset_replacing(
     }
     debug_assert_eq!(w.out.len(), total, "subset size computed wrongly");
     SpanBatch {
-        bytes: Bytes::from(w.out),
+        bytes: crate::batch::Encoded::whole(Bytes::from(w.out)),
         resources: w.resources,
         scopes: w.scopes,
         spans: w.spans,

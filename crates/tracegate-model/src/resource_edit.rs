@@ -287,7 +287,7 @@ impl SpanBatch {
                 span.span = shift(&span.span, after);
             }
         }
-        self.bytes = Bytes::from(out);
+        self.bytes = crate::batch::Encoded::whole(Bytes::from(out));
         Ok(())
     }
 }

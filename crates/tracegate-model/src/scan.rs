@@ -267,7 +267,7 @@ pub(crate) fn scan(bytes: Bytes) -> Result<SpanBatch, ScanError> {
         ..
     } = scanner;
     Ok(SpanBatch {
-        bytes,
+        bytes: crate::batch::Encoded::whole(bytes),
         resources,
         scopes,
         spans,

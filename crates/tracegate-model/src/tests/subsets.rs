@@ -192,6 +192,44 @@ fn concat_joins_requests_and_shifts_the_index() {
 }
 
 #[test]
+fn concat_keeps_the_parts_buffers_until_something_reads_the_request_whole() {
+    let (_, batch) = sample();
+    let other = scan_request(&request(vec![(
+        vec![str_kv("service.name", "c")],
+        vec![vec![span(9, 9, "c1")]],
+    )]));
+    let joined = SpanBatch::concat(&[batch.clone(), other.clone(), SpanBatch::default()]);
+    let expected = [&batch.bytes()[..], &other.bytes()[..]].concat();
+    assert_eq!(joined.encoded_len(), expected.len());
+    // Not joined: the segments are the parts' own buffers, in order.
+    let segments = joined.segments();
+    assert_eq!(segments.len(), 2, "the empty part adds no segment");
+    assert_eq!(segments[0].as_ptr(), batch.bytes().as_ptr());
+    assert_eq!(segments[1].as_ptr(), other.bytes().as_ptr());
+    // A concatenation of concatenations keeps every original buffer.
+    let twice = SpanBatch::concat(&[joined.clone(), batch.clone()]);
+    assert_eq!(twice.segments().len(), 3);
+    assert_eq!(twice.segments()[2].as_ptr(), batch.bytes().as_ptr());
+    // Reading it whole joins it once, into exactly the concatenated bytes;
+    // from then on it is that one buffer.
+    assert_eq!(joined.bytes()[..], expected[..]);
+    let at = joined.bytes().as_ptr();
+    assert_eq!(joined.bytes().as_ptr(), at);
+    assert_eq!(joined.segments().len(), 1);
+    assert_eq!(joined.segments()[0].as_ptr(), at);
+    // A clone made before the join is still segmented and reads the same.
+    assert_eq!(
+        twice.bytes()[..],
+        [&expected[..], &batch.bytes()[..]].concat()[..]
+    );
+    assert_index_consistent(&twice);
+    // A batch that was scanned is one segment, its own buffer.
+    assert_eq!(batch.segments().len(), 1);
+    assert_eq!(batch.segments()[0].as_ptr(), batch.bytes().as_ptr());
+    assert!(SpanBatch::default().segments().is_empty());
+}
+
+#[test]
 fn split_makes_ordered_chunks_of_at_most_the_limit() {
     let (req, batch) = sample();
     for max in 1..=7 {

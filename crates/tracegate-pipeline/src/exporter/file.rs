@@ -258,7 +258,7 @@ impl FileExporter {
         let (format, zstd) = (self.format, self.zstd);
         // Only a large batch is worth the copy of its tables a thread of
         // the pool needs.
-        if (format == FileFormat::Proto && !zstd) || batch.bytes().len() < offload::ENCODE_BYTES {
+        if (format == FileFormat::Proto && !zstd) || batch.encoded_len() < offload::ENCODE_BYTES {
             return record(format, zstd, batch);
         }
         let batch = batch.clone();

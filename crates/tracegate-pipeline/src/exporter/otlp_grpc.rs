@@ -33,7 +33,7 @@ use super::delivery::{attempt_timeout, validate_transport, Compression, QueueCon
 use super::{Delivered, ExportError, Exporter};
 use crate::auth::{AuthConfig, ClientAuth};
 use crate::config::{error, ComponentError};
-use crate::grpc::precompressed::Precompressed;
+use crate::grpc::direct::Direct;
 use crate::grpc::{rpc_status, PassthroughCodec, TRACE_EXPORT_PATH};
 use crate::tls::TlsClientConfig;
 
@@ -537,6 +537,18 @@ impl OtlpGrpcExporter {
             .compress_message(body)
             .await
             .map_err(ExportError::Permanent)?;
+        self.unary_message(path, vec![body], deadline).await
+    }
+
+    /// [`Self::unary`] with the message as it goes on the wire (compressed
+    /// already if the exporter compresses), in segments sent one after the
+    /// other.
+    async fn unary_message(
+        &self,
+        path: &'static str,
+        body: Vec<bytes::Bytes>,
+        deadline: Option<Instant>,
+    ) -> Result<bytes::Bytes, ExportError> {
         let outcome = match &self.channels {
             Channels::One(channel) => self.call(channel, path, body, deadline).await,
             Channels::RoundRobin(rr) => {
@@ -570,7 +582,7 @@ impl OtlpGrpcExporter {
         &self,
         candidates: &[Arc<Backend>],
         path: &'static str,
-        body: bytes::Bytes,
+        body: Vec<bytes::Bytes>,
         deadline: Option<Instant>,
     ) -> Result<bytes::Bytes, CallError> {
         let mut last = None;
@@ -596,27 +608,22 @@ impl OtlpGrpcExporter {
         Err(last.unwrap_or(CallError::TimedOut))
     }
 
-    /// One call on `channel`, given up at `deadline`.
+    /// One call on `channel`, given up at `deadline`. The message goes to
+    /// the connection as it is (`grpc::direct`), not copied into tonic's
+    /// encode buffer.
     async fn call(
         &self,
         channel: &Channel,
         path: &'static str,
-        body: bytes::Bytes,
+        body: Vec<bytes::Bytes>,
         deadline: Option<Instant>,
     ) -> Result<bytes::Bytes, CallError> {
-        match self.compression.wire_name() {
-            Some(encoding) => {
-                let grpc = tonic::client::Grpc::new(Precompressed {
-                    inner: channel.clone(),
-                    encoding,
-                });
-                self.send(grpc, path, body, deadline).await
-            }
-            None => {
-                let grpc = tonic::client::Grpc::new(channel.clone());
-                self.send(grpc, path, body, deadline).await
-            }
-        }
+        let grpc = tonic::client::Grpc::new(Direct {
+            inner: channel.clone(),
+            encoding: self.compression.wire_name(),
+            message: body,
+        });
+        self.send(grpc, path, deadline).await
     }
 
     /// The call on `grpc`, given up at `deadline`.
@@ -624,7 +631,6 @@ impl OtlpGrpcExporter {
         &self,
         mut grpc: tonic::client::Grpc<S>,
         path: &'static str,
-        body: bytes::Bytes,
         deadline: Option<Instant>,
     ) -> Result<bytes::Bytes, CallError>
     where
@@ -632,7 +638,8 @@ impl OtlpGrpcExporter {
         S::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         <S::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError>,
     {
-        let mut request = tonic::Request::new(body);
+        // An empty placeholder: `Direct` sends the message itself.
+        let mut request = tonic::Request::new(bytes::Bytes::new());
         *request.metadata_mut() = match &self.auth {
             None => self.metadata.clone(),
             Some(auth) => {
@@ -684,7 +691,16 @@ fn from_transport(status: &Status) -> bool {
 #[async_trait]
 impl Exporter for OtlpGrpcExporter {
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
-        let response = self.unary(TRACE_EXPORT_PATH, batch.bytes().clone()).await?;
+        let response = if self.compression == Compression::None {
+            // A batch the batch processor put together is sent as the
+            // requests it came from, not joined into one buffer first.
+            let deadline = self.timeout.map(|t| Instant::now() + t);
+            let segments = batch.segments().to_vec();
+            self.unary_message(TRACE_EXPORT_PATH, segments, deadline)
+                .await?
+        } else {
+            self.unary(TRACE_EXPORT_PATH, batch.bytes().clone()).await?
+        };
         // The response is small; only its partial success is read.
         let response = ExportTraceServiceResponse::decode(response).map_err(|e| {
             classify(&Status::internal(format!(

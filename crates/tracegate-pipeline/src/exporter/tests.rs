@@ -111,6 +111,38 @@ async fn grpc_zstd_and_no_compression_on_the_wire() {
     }
 }
 
+/// A batch the batch processor concatenated goes out, compressed or not,
+/// as exactly the request its parts join to; uncompressed, it is written
+/// as its parts' buffers, without joining them first.
+#[tokio::test]
+async fn grpc_sends_a_concatenated_batch_as_the_request_it_joins_to() {
+    use prost::Message;
+    for compression in ["none", "gzip", "zstd"] {
+        let sink = GrpcSink::start().await;
+        let exporter = grpc_config(&sink, serde_json::json!({"compression": compression}));
+        let (handle, _) = start_recorded(&exporter, "otlp");
+        let batch =
+            SpanBatch::concat(&[sample_batch(2, 3), sample_batch(1, 4), sample_batch(3, 1)]);
+        assert_eq!(batch.segments().len(), 3);
+        // Joined in a clone, so the batch sent stays in segments.
+        let want = batch.clone().bytes().to_vec();
+        let batch = Arc::new(batch);
+        handle.try_enqueue(batch.clone()).unwrap();
+        sink.state.wait_for_spans(13).await;
+        handle.shutdown(GRACE).await;
+        let received = sink.state.received();
+        assert_eq!(received.len(), 1, "{compression}");
+        assert_eq!(
+            received[0].request.encode_to_vec(),
+            want,
+            "{compression}: the joined request, byte for byte"
+        );
+        if compression == "none" {
+            assert_eq!(batch.segments().len(), 3, "sent without joining");
+        }
+    }
+}
+
 #[tokio::test]
 async fn grpc_tls_with_ca_file_skip_verify_and_untrusted() {
     let pki = TestPki::new();

@@ -7,7 +7,7 @@ use bytes::{Buf, BufMut, Bytes};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-pub(crate) mod precompressed;
+pub(crate) mod direct;
 pub(crate) mod rpc_status;
 pub use rpc_status::retry_info;
 
@@ -17,8 +17,9 @@ pub const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.Tra
 /// A tonic codec that moves messages as encoded bytes: decoding hands over
 /// the (decompressed) message without copying, encoding writes the bytes
 /// as they are. The receiver decodes requests with it straight into the
-/// scanner; the exporter sends a batch's encoded request without
-/// re-encoding it.
+/// scanner; the exporter encodes only an empty placeholder with it, which
+/// [`direct::Direct`] replaces with the batch's encoded request, neither
+/// re-encoded nor copied.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PassthroughCodec;
 

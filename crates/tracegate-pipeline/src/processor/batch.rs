@@ -4,8 +4,9 @@
 //! fires every `timeout`, counted from the previous send (whether that send
 //! was triggered by size or by the timer), and sends whatever is pending;
 //! so a span waits at most `timeout`, and usually less. Batches are merged
-//! by concatenating encoded requests (`SpanBatch::concat`), one copy per
-//! sent batch. After the final flush (shutdown) batches are refused.
+//! by concatenating encoded requests (`SpanBatch::concat`), which keeps the
+//! parts' buffers and joins them only if a later stage reads the request
+//! whole. After the final flush (shutdown) batches are refused.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -260,7 +261,7 @@ impl Batcher {
     /// took it.
     async fn emit(&self, batch: SpanBatch, trigger: Trigger) {
         let spans = batch.len();
-        let bytes = batch.bytes().len();
+        let bytes = batch.encoded_len();
         if let Err(e) = self.next.consume(batch).await {
             // The batch was acknowledged upstream already: count the loss.
             self.dropped_refused.increment(spans as u64);
