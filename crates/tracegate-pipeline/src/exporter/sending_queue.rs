@@ -212,3 +212,30 @@ impl SendingQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every memory queue is bounded in bytes: by default 128 MiB, with
+    /// `sizer: bytes` its own `queue_size` (docs/configuration.md, "Export
+    /// memory").
+    #[test]
+    fn memory_queues_have_a_byte_limit_by_default() {
+        let default = SendingQueue::memory(&QueueConfig::default());
+        assert_eq!(default.bytes_held(), Some((0, DEFAULT_QUEUE_BYTES)));
+        assert_eq!(DEFAULT_QUEUE_BYTES, 128 << 20);
+        let items = SendingQueue::memory(&QueueConfig {
+            sizer: Sizer::Items,
+            queue_size: 5000,
+            ..QueueConfig::default()
+        });
+        assert_eq!(items.bytes_held(), Some((0, DEFAULT_QUEUE_BYTES)));
+        let bytes = SendingQueue::memory(&QueueConfig {
+            sizer: Sizer::Bytes,
+            queue_size: 1 << 20,
+            ..QueueConfig::default()
+        });
+        assert_eq!(bytes.bytes_held(), Some((0, 1 << 20)));
+    }
+}
