@@ -6,6 +6,7 @@ mod support;
 
 mod adaptive_sampling;
 mod auth;
+mod backpressure;
 mod bad_input;
 mod config_sources;
 mod conformance;

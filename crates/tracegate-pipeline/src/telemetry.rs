@@ -66,6 +66,10 @@ pub mod names {
     /// labelled by `component` and `reason` (docs/architecture.md,
     /// "Delivery and drop accounting").
     pub const DROPPED_SPANS: &str = "tracegate_dropped_spans";
+    /// tracegate's own, per exporter (label `exporter`): spans a pipeline
+    /// refused (retryably) because the exporter's memory queue held half of
+    /// its byte limit or more (`exporter/backpressure.rs`).
+    pub const BACKPRESSURE_REFUSED_SPANS: &str = "tracegate_backpressure_refused_spans";
     /// tracegate's own: records a storage found damaged and skipped, by
     /// `storage`, `client` and `reason` (`corrupt`).
     pub const STORAGE_LOST_RECORDS: &str = "tracegate_storage_lost_records";

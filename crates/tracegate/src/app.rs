@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracegate_model::SpanBatch;
 use tracegate_pipeline::auth::Authenticators;
 use tracegate_pipeline::context::BuildContext;
-use tracegate_pipeline::exporter::{ExporterHandle, Fanout};
+use tracegate_pipeline::exporter::{Admission, ExporterHandle, Fanout};
 use tracegate_pipeline::file_storage::Storages;
 use tracegate_pipeline::health::Readiness;
 use tracegate_pipeline::memory::Allocator;
@@ -164,12 +164,12 @@ pub async fn start(
     let mut to_ready: Vec<(&ComponentId, Arc<dyn Processor>)> = Vec::new();
     let mut entry_points: BTreeMap<&ComponentId, Vec<Arc<dyn Consumer>>> = BTreeMap::new();
     for pipeline in &config.service.pipelines {
-        let handles = pipeline
+        let handles: Vec<ExporterHandle> = pipeline
             .exporters
             .iter()
             .map(|id| exporters[id].clone())
             .collect();
-        let mut next: Arc<dyn Consumer> = Arc::new(Fanout::new(handles));
+        let mut next: Arc<dyn Consumer> = Arc::new(Fanout::new(handles.clone()));
         let mut stages = Vec::new();
         for id in pipeline.processors.iter().rev() {
             let processor = config.processors.get(id).ok_or_else(|| {
@@ -187,6 +187,9 @@ pub async fn start(
         }
         stages.reverse();
         pipelines.push(stages);
+        // Refuses new data, retryably, while the exporters' memory queues
+        // are past half of their byte limits (`exporter/backpressure.rs`).
+        next = Admission::wrap(handles, next);
         for id in &pipeline.receivers {
             entry_points.entry(id).or_default().push(next.clone());
         }

@@ -26,6 +26,8 @@ struct State {
     stall: bool,
     /// Answer UNAVAILABLE without taking anything (a backend that is down).
     refusing: AtomicBool,
+    /// Wait this long before taking each request (a slow backend).
+    delay: Option<Duration>,
 }
 
 struct Service(Arc<State>);
@@ -38,6 +40,9 @@ impl TraceService for Service {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         if self.0.stall {
             std::future::pending::<()>().await;
+        }
+        if let Some(delay) = self.0.delay {
+            tokio::time::sleep(delay).await;
         }
         if self.0.refusing.load(Ordering::SeqCst) {
             return Err(Status::unavailable("backend down"));
@@ -82,6 +87,11 @@ impl Sink {
         Self::serve(false, None).await
     }
 
+    /// A slow backend: each request is taken only after `delay`.
+    pub async fn start_delayed(delay: Duration) -> Sink {
+        Self::serve_with(false, None, Some(delay)).await
+    }
+
     /// A backend that accepts connections and requests but never answers.
     pub async fn start_stalled() -> Sink {
         Self::serve(true, None).await
@@ -92,10 +102,15 @@ impl Sink {
     }
 
     async fn serve(stall: bool, tls: Option<Identity>) -> Sink {
+        Self::serve_with(stall, tls, None).await
+    }
+
+    async fn serve_with(stall: bool, tls: Option<Identity>, delay: Option<Duration>) -> Sink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             stall,
+            delay,
             ..State::default()
         });
         let mut server = Server::builder();

@@ -15,15 +15,19 @@ pub mod proto {
 }
 
 mod from_otlp;
+mod ingest;
 mod post_spans;
 mod to_otlp;
 
 #[cfg(test)]
 mod equivalence;
 #[cfg(test)]
+mod ingest_tests;
+#[cfg(test)]
 mod tests;
 
 pub use from_otlp::{batches_from_request, batches_from_span_batch};
+pub use ingest::{otlp_from_post_spans, span_batch_from_post_spans, IngestError};
 pub use post_spans::{
     post_spans_requests, post_spans_requests_by_process, post_spans_requests_by_resource,
 };

@@ -54,6 +54,13 @@ pub struct QueueConfig {
     pub block_on_overflow: bool,
 }
 
+/// The bytes (encoded OTLP) a memory sending queue holds at most, queued
+/// or in flight, when `sizer` is `requests` or `items`; with `sizer: bytes`
+/// `queue_size` is the bound. The pipelines feeding the exporter refuse
+/// new data, retryably, from half of it (see `Admission`), so that what
+/// they already hold still fits.
+pub const DEFAULT_QUEUE_BYTES: usize = 128 << 20;
+
 /// `sending_queue.sizer`: what `queue_size` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracegate_model::SpanBatch;
 
 use super::backoff::Backoff;
+use super::backpressure::DrainRate;
 use super::delivery::{QueueConfig, RetryConfig};
 use super::queue::PushError;
 use super::sending_queue::{Leftover, SendingQueue};
@@ -127,6 +128,9 @@ struct ExporterMetrics {
     enqueue_failed: Counter,
     queue_size: Gauge,
     dropped: [Counter; DropReason::ALL.len()],
+    /// Spans a pipeline refused because this exporter's queue held half
+    /// of its byte limit or more (`exporter/backpressure.rs`).
+    backpressure_refused: Counter,
 }
 
 impl ExporterMetrics {
@@ -144,6 +148,7 @@ impl ExporterMetrics {
                     "reason" => reason.as_str()
                 )
             }),
+            backpressure_refused: metrics::counter!(names::BACKPRESSURE_REFUSED_SPANS, &label),
         }
     }
 }
@@ -160,6 +165,9 @@ struct Shared {
     /// Cancelled when the shutdown grace period is over.
     stop: CancellationToken,
     closed: AtomicBool,
+    /// How fast the consumers finish batches, for the delay a client
+    /// refused by backpressure is given.
+    drain: DrainRate,
 }
 
 /// A running exporter as pipelines hold it. Cheap to clone; all clones share
@@ -211,6 +219,7 @@ impl ExporterHandle {
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
             closed: AtomicBool::new(false),
+            drain: DrainRate::new(),
         });
         if let Some(q) = &shared.queue {
             metrics::gauge!(names::EXPORTER_QUEUE_CAPACITY, "exporter" => id.to_string())
@@ -238,6 +247,44 @@ impl ExporterHandle {
     /// in the caller).
     pub fn is_queued(&self) -> bool {
         self.shared.queue.is_some()
+    }
+
+    /// Whether this exporter's queue is bounded in bytes in memory, so that
+    /// it can ask the pipelines to refuse new data
+    /// ([`Admission`](super::Admission)).
+    pub fn can_push_back(&self) -> bool {
+        self.bytes_held().is_some()
+    }
+
+    /// Whether the queue holds (queued or in flight) half of its byte limit
+    /// or more: from there the pipelines should refuse new data.
+    pub fn pushes_back(&self) -> bool {
+        self.bytes_held()
+            .is_some_and(|(held, limit)| held >= limit / 2)
+    }
+
+    /// (bytes held, byte limit) of a memory queue.
+    fn bytes_held(&self) -> Option<(usize, usize)> {
+        self.shared.queue.as_ref().and_then(|q| q.bytes_held())
+    }
+
+    /// A pipeline refuses a batch of `cost` bytes and `spans` spans because
+    /// of this exporter's queue: counts the spans, and returns when the
+    /// client should come back and why it was refused.
+    pub(crate) fn refuse_for_backpressure(&self, cost: usize, spans: u64) -> (Duration, String) {
+        let shared = &self.shared;
+        shared.metrics.backpressure_refused.increment(spans);
+        let (held, limit) = self.bytes_held().unwrap_or((0, 0));
+        let threshold = limit / 2;
+        let excess = held.saturating_add(cost).saturating_sub(threshold);
+        let delay = shared.drain.retry_after(excess, cost);
+        let reason = format!(
+            "exporter {}: sending queue holds {} KiB, at or past half of its {} KiB; retry later",
+            shared.id,
+            held >> 10,
+            limit >> 10
+        );
+        (delay, reason)
     }
 
     /// Batches waiting in the queue.
@@ -443,6 +490,7 @@ async fn consume_queue(shared: Arc<Shared>) {
             }
         }
         queue.done(&item);
+        shared.drain.done(item.held);
     }
 }
 

@@ -5,6 +5,7 @@
 //! routes over OTLP/gRPC exporters of its own.
 
 mod backoff;
+mod backpressure;
 mod compress;
 pub mod debug;
 pub mod delivery;
@@ -39,7 +40,8 @@ use crate::context::BuildContext;
 use crate::registry::component_registry;
 use tracegate_model::SpanBatch;
 
-pub use delivery::{Compression, QueueConfig, RetryConfig};
+pub use backpressure::Admission;
+pub use delivery::{Compression, QueueConfig, RetryConfig, DEFAULT_QUEUE_BYTES};
 pub use fanout::Fanout;
 pub use handle::{DropReason, ExporterHandle, QueueFull, Refusal};
 

@@ -4,8 +4,18 @@
 //! another exporter. Its capacity is counted by a sizer, as the
 //! collector's `sending_queue.sizer`: each item weighs 1 (`requests`) or
 //! what the weighing function says (`items`: spans, `bytes`: encoded size).
+//!
+//! Optionally it is also bounded in bytes ([`with_byte_limit`]): the bytes
+//! of what it took stay counted after a pop, while a consumer sends them,
+//! until the consumer [`release`](BoundedQueue::release)s them, so that the
+//! bound covers everything the exporter holds, queued or in flight (the
+//! collector's memory queue likewise frees an item's size only when its
+//! export is done).
+//!
+//! [`with_byte_limit`]: BoundedQueue::with_byte_limit
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -22,6 +32,8 @@ struct State<T> {
     items: VecDeque<(T, usize)>,
     /// Sum of the weights of `items`.
     used: usize,
+    /// Bytes of the items taken and not yet released, queued or popped.
+    held: usize,
     closed: bool,
 }
 
@@ -34,6 +46,13 @@ pub(crate) struct BoundedQueue<T> {
     /// the queue was made blocking, so the refusing queue pays nothing.
     space: Notify,
     blocking: bool,
+    /// At most this many bytes held (queued or popped and not released);
+    /// `usize::MAX` when the queue has no byte limit.
+    byte_limit: usize,
+    /// An item's bytes, for the byte limit.
+    bytes: fn(&T) -> usize,
+    /// `State::held`, readable without the lock.
+    held: AtomicUsize,
 }
 
 impl<T> BoundedQueue<T> {
@@ -50,6 +69,7 @@ impl<T> BoundedQueue<T> {
             state: Mutex::new(State {
                 items: VecDeque::with_capacity(capacity.min(1024)),
                 used: 0,
+                held: 0,
                 closed: false,
             }),
             capacity,
@@ -57,7 +77,50 @@ impl<T> BoundedQueue<T> {
             available: Notify::new(),
             space: Notify::new(),
             blocking: false,
+            byte_limit: usize::MAX,
+            bytes: |_| 0,
+            held: AtomicUsize::new(0),
         }
+    }
+
+    /// Also bounds the bytes held, by `bytes`, at `limit`: an item is
+    /// refused (or, blocking, waits) while the bytes held plus its own
+    /// would pass the limit, unless nothing is held, so that an item larger
+    /// than the limit still goes through alone. Popped items stay counted
+    /// until [`release`](Self::release)d.
+    pub(crate) fn with_byte_limit(mut self, limit: usize, bytes: fn(&T) -> usize) -> Self {
+        self.byte_limit = limit;
+        self.bytes = bytes;
+        self
+    }
+
+    /// The byte limit, `usize::MAX` for none.
+    pub(crate) fn byte_limit(&self) -> usize {
+        self.byte_limit
+    }
+
+    /// Bytes taken and not yet released: queued, or popped and in flight.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// A popped item's `bytes` are no longer held (it was sent or dropped).
+    pub(crate) fn release(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.held = state.held.saturating_sub(bytes);
+        self.held.store(state.held, Ordering::Relaxed);
+        drop(state);
+        if self.blocking {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Whether `item` could ever be taken: not heavier than the capacity.
+    fn fits_at_all(&self, item: &T) -> bool {
+        (self.weigh)(item) <= self.capacity
     }
 
     /// Makes [`push`](Self::push) wait for room (`block_on_overflow`).
@@ -71,11 +134,7 @@ impl<T> BoundedQueue<T> {
     /// than the whole capacity is refused at once.
     pub(crate) async fn push(&self, item: T) -> Result<usize, (PushError, T)> {
         let mut item = match self.try_push(item) {
-            Err((PushError::Full, back))
-                if self.blocking && (self.weigh)(&back) <= self.capacity =>
-            {
-                back
-            }
+            Err((PushError::Full, back)) if self.blocking && self.fits_at_all(&back) => back,
             other => return other,
         };
         loop {
@@ -83,9 +142,7 @@ impl<T> BoundedQueue<T> {
             tokio::pin!(space);
             space.as_mut().enable();
             match self.try_push(item) {
-                Err((PushError::Full, back))
-                    if self.blocking && (self.weigh)(&back) <= self.capacity =>
-                {
+                Err((PushError::Full, back)) if self.blocking && self.fits_at_all(&back) => {
                     item = back;
                 }
                 other => return other,
@@ -116,6 +173,7 @@ impl<T> BoundedQueue<T> {
     /// the new size in the sizer's unit.
     pub(crate) fn try_push(&self, item: T) -> Result<usize, (PushError, T)> {
         let weight = (self.weigh)(&item);
+        let bytes = (self.bytes)(&item);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.closed {
             return Err((PushError::Closed, item));
@@ -123,8 +181,13 @@ impl<T> BoundedQueue<T> {
         if state.used.saturating_add(weight) > self.capacity {
             return Err((PushError::Full, item));
         }
+        if state.held > 0 && state.held.saturating_add(bytes) > self.byte_limit {
+            return Err((PushError::Full, item));
+        }
         state.items.push_back((item, weight));
         state.used += weight;
+        state.held += bytes;
+        self.held.store(state.held, Ordering::Relaxed);
         let used = state.used;
         drop(state);
         self.available.notify_one();
@@ -176,6 +239,8 @@ impl<T> BoundedQueue<T> {
     pub(crate) fn take_all(&self) -> Vec<T> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.used = 0;
+        state.held = 0;
+        self.held.store(0, Ordering::Relaxed);
         state.items.drain(..).map(|(item, _)| item).collect()
     }
 }
@@ -196,6 +261,56 @@ mod tests {
         assert_eq!(queue.len(), 2);
         let heavy: BoundedQueue<usize> = BoundedQueue::weighted(10, |n| *n);
         assert_eq!(heavy.try_push(11).unwrap_err().0, PushError::Full);
+    }
+
+    #[tokio::test]
+    async fn the_byte_limit_counts_popped_items_until_they_are_released() {
+        let queue: BoundedQueue<usize> =
+            BoundedQueue::weighted(100, |_| 1).with_byte_limit(10, |n| *n);
+        assert_eq!(queue.byte_limit(), 10);
+        queue.try_push(6).unwrap();
+        assert_eq!(queue.try_push(5).unwrap_err().0, PushError::Full);
+        queue.try_push(4).unwrap();
+        assert_eq!(queue.held_bytes(), 10);
+        // Popped but not released: still held, still refused.
+        assert_eq!(queue.pop().await, Some((6, 1)));
+        assert_eq!(queue.held_bytes(), 10);
+        assert_eq!(queue.try_push(1).unwrap_err().0, PushError::Full);
+        queue.release(6);
+        assert_eq!(queue.held_bytes(), 4);
+        queue.try_push(6).unwrap();
+        // An item above the limit goes through alone, never beside others.
+        let big: BoundedQueue<usize> =
+            BoundedQueue::weighted(100, |_| 1).with_byte_limit(10, |n| *n);
+        big.try_push(25).unwrap();
+        assert_eq!(big.try_push(1).unwrap_err().0, PushError::Full);
+        assert_eq!(big.pop().await, Some((25, 0)));
+        big.release(25);
+        big.try_push(1).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_blocking_push_waits_for_bytes_to_be_released() {
+        let queue: Arc<BoundedQueue<usize>> = Arc::new(
+            BoundedQueue::weighted(100, |_| 1)
+                .with_byte_limit(10, |n| *n)
+                .blocking(),
+        );
+        queue.try_push(8).unwrap();
+        assert_eq!(queue.pop().await, Some((8, 0)));
+        let waiting = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.push(5).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "8 bytes in flight: no room for 5");
+        queue.release(8);
+        let pushed = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the release")
+            .unwrap();
+        assert_eq!(pushed, Ok(1));
+        assert_eq!(queue.held_bytes(), 5);
     }
 
     #[tokio::test]

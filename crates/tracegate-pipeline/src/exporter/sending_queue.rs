@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tracegate_model::SpanBatch;
 
-use super::delivery::{QueueConfig, Sizer};
+use super::delivery::{QueueConfig, Sizer, DEFAULT_QUEUE_BYTES};
 use super::persistent::PersistentQueue;
 use super::queue::{BoundedQueue, PushError};
 use crate::file_storage::Storages;
@@ -23,6 +23,8 @@ pub(crate) struct Item {
     pub(crate) batch: Arc<SpanBatch>,
     /// Its sequence number in the persistent queue's log.
     seq: Option<u64>,
+    /// The bytes a memory queue counts as held for it until it is done.
+    pub(crate) held: usize,
 }
 
 /// What the queue still held at the end of a shutdown.
@@ -67,7 +69,14 @@ impl SendingQueue {
             Sizer::Items => |b| b.len(),
             Sizer::Bytes => |b| b.encoded_len(),
         };
-        let queue = BoundedQueue::weighted(config.queue_size.max(1), weigh);
+        // Bounded in bytes too, whatever the sizer: `queue_size` itself
+        // with `sizer: bytes`, else the default (docs/configuration.md).
+        let byte_limit = match config.sizer {
+            Sizer::Bytes => config.queue_size.max(1),
+            Sizer::Requests | Sizer::Items => DEFAULT_QUEUE_BYTES,
+        };
+        let queue = BoundedQueue::weighted(config.queue_size.max(1), weigh)
+            .with_byte_limit(byte_limit, |b| b.encoded_len());
         SendingQueue::Memory(if config.block_on_overflow {
             queue.blocking()
         } else {
@@ -79,6 +88,16 @@ impl SendingQueue {
         match self {
             SendingQueue::Memory(q) => q.capacity(),
             SendingQueue::Persistent(q) => q.capacity(),
+        }
+    }
+
+    /// How far a memory queue is into its byte limit: (bytes held, queued
+    /// or in flight; the limit). `None` for a persistent queue, whose
+    /// memory is bounded apart from its size.
+    pub(crate) fn bytes_held(&self) -> Option<(usize, usize)> {
+        match self {
+            SendingQueue::Memory(q) => Some((q.held_bytes(), q.byte_limit())),
+            SendingQueue::Persistent(_) => None,
         }
     }
 
@@ -119,15 +138,23 @@ impl SendingQueue {
 
     pub(crate) async fn pop(&self) -> Option<(Item, usize)> {
         match self {
-            SendingQueue::Memory(q) => q
-                .pop()
-                .await
-                .map(|(batch, left)| (Item { batch, seq: None }, left)),
+            SendingQueue::Memory(q) => q.pop().await.map(|(batch, left)| {
+                let held = batch.encoded_len();
+                (
+                    Item {
+                        batch,
+                        seq: None,
+                        held,
+                    },
+                    left,
+                )
+            }),
             SendingQueue::Persistent(q) => q.pop().await.map(|(taken, left)| {
                 (
                     Item {
                         batch: taken.batch,
                         seq: Some(taken.seq),
+                        held: 0,
                     },
                     left,
                 )
@@ -152,8 +179,10 @@ impl SendingQueue {
 
     /// `item` was sent or dropped for good (and counted).
     pub(crate) fn done(&self, item: &Item) {
-        if let (SendingQueue::Persistent(q), Some(seq)) = (self, item.seq) {
-            q.ack(seq);
+        match (self, item.seq) {
+            (SendingQueue::Persistent(q), Some(seq)) => q.ack(seq),
+            (SendingQueue::Memory(q), _) => q.release(item.held),
+            _ => {}
         }
     }
 
@@ -181,5 +210,32 @@ impl SendingQueue {
                 Leftover::Stored(batches, spans)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every memory queue is bounded in bytes: by default 128 MiB, with
+    /// `sizer: bytes` its own `queue_size` (docs/configuration.md, "Export
+    /// memory").
+    #[test]
+    fn memory_queues_have_a_byte_limit_by_default() {
+        let default = SendingQueue::memory(&QueueConfig::default());
+        assert_eq!(default.bytes_held(), Some((0, DEFAULT_QUEUE_BYTES)));
+        assert_eq!(DEFAULT_QUEUE_BYTES, 128 << 20);
+        let items = SendingQueue::memory(&QueueConfig {
+            sizer: Sizer::Items,
+            queue_size: 5000,
+            ..QueueConfig::default()
+        });
+        assert_eq!(items.bytes_held(), Some((0, DEFAULT_QUEUE_BYTES)));
+        let bytes = SendingQueue::memory(&QueueConfig {
+            sizer: Sizer::Bytes,
+            queue_size: 1 << 20,
+            ..QueueConfig::default()
+        });
+        assert_eq!(bytes.bytes_held(), Some((0, 1 << 20)));
     }
 }

@@ -1,11 +1,10 @@
 //! api_v2 `CollectorService/PostSpans` over gRPC: the listener, limits and
 //! counters every gRPC receiver shares (`receiver::grpc_ingest`), with the
-//! request decoded as a Jaeger `PostSpansRequest` and mapped to OTLP by the
-//! collector's translator.
+//! `PostSpansRequest` mapped to OTLP as the collector's translator maps it,
+//! written straight from the request's bytes.
 
 use bytes::Bytes;
-use prost::Message;
-use tracegate_model::jaeger::{proto::PostSpansRequest, span_batch_from_batches};
+use tracegate_model::jaeger::span_batch_from_post_spans;
 use tracegate_model::SpanBatch;
 
 use crate::receiver::grpc_ingest::IngestMethod;
@@ -19,8 +18,8 @@ pub(crate) const POST_SPANS: IngestMethod = IngestMethod {
     decode: post_spans_to_batch,
 };
 
+/// The request's bytes written straight into OTLP bytes, with no owned
+/// message in between (`tracegate_model::jaeger::span_batch_from_post_spans`).
 fn post_spans_to_batch(request: Bytes) -> Result<SpanBatch, String> {
-    let request = PostSpansRequest::decode(request)
-        .map_err(|e| format!("malformed PostSpansRequest: {e}"))?;
-    span_batch_from_batches(request.batch).map_err(|e| format!("invalid Jaeger span: {e}"))
+    span_batch_from_post_spans(&request).map_err(|e| e.to_string())
 }

@@ -1,0 +1,1046 @@
+//! Jaeger `api_v2` `PostSpansRequest` bytes → OTLP request bytes, written
+//! directly (the receiver's hot path): the wire bytes are read into
+//! borrowed views (strings and ids stay slices of the request), mapped as
+//! `to_otlp.rs` maps owned messages, and the OTLP request is written field
+//! by field, then scanned once into a [`SpanBatch`].
+//!
+//! The output is byte for byte what `to_otlp::request_from_batches`'
+//! request encodes to; the property tests (`equivalence.rs`) compare the
+//! two. What prost would refuse (a field of the wrong wire type, invalid
+//! UTF-8 in a string, a truncated message) is refused here too; duplicate
+//! singular fields merge as prost merges them (the last scalar wins,
+//! embedded messages merge, repeated fields append).
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::tags;
+use super::to_otlp::JaegerError;
+use crate::wire::{put_varint, varint_len, Cursor, Fault, I64, LEN, VARINT};
+use crate::SpanBatch;
+
+/// Why a `PostSpansRequest` was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// Not a valid encoding of the message (what prost's decode refuses).
+    #[error("malformed PostSpansRequest: {0}")]
+    Malformed(String),
+    /// A valid message tracegate cannot map.
+    #[error("invalid Jaeger span: {0}")]
+    Invalid(#[from] JaegerError),
+}
+
+fn malformed(what: &str) -> IngestError {
+    IngestError::Malformed(what.to_string())
+}
+
+impl From<Fault> for IngestError {
+    fn from(fault: Fault) -> Self {
+        IngestError::Malformed(format!("{:?} at byte {}", fault.kind, fault.offset))
+    }
+}
+
+/// An encoded `PostSpansRequest` as an OTLP [`SpanBatch`]: the same
+/// batch as decoding it with prost and mapping it with
+/// [`span_batch_from_batches`](super::span_batch_from_batches).
+pub fn span_batch_from_post_spans(request: &[u8]) -> Result<SpanBatch, IngestError> {
+    let otlp = otlp_from_post_spans(request)?;
+    match SpanBatch::scan(Bytes::from(otlp)) {
+        Ok(batch) => Ok(batch),
+        // Not expected: the writer writes only what the scanner takes. The
+        // owned path decides then, as it always did.
+        Err(_) => owned_path(request),
+    }
+}
+
+fn owned_path(request: &[u8]) -> Result<SpanBatch, IngestError> {
+    use prost::Message;
+    let request = super::proto::PostSpansRequest::decode(request)
+        .map_err(|e| IngestError::Malformed(e.to_string()))?;
+    Ok(super::span_batch_from_batches(request.batch)?)
+}
+
+/// The encoded OTLP `ExportTraceServiceRequest` for an encoded
+/// `PostSpansRequest`.
+pub fn otlp_from_post_spans(request: &[u8]) -> Result<Vec<u8>, IngestError> {
+    let mut parsed = Parsed::default();
+    let mut batch_seen = false;
+    let mut c = Cursor::new(request, 0..request.len());
+    while !c.at_end() {
+        let (field, wire_type) = c.tag()?;
+        match field {
+            1 => {
+                expect(wire_type, LEN)?;
+                let body = c.len_delimited()?;
+                parsed.batch(request, body)?;
+                batch_seen = true;
+            }
+            _ => c.skip(field, wire_type, 0)?,
+        }
+    }
+    let mut out = Vec::with_capacity(request.len() + request.len() / 4 + 64);
+    if batch_seen && (parsed.batch_process.is_some() || !parsed.spans.is_empty()) {
+        parsed.write(&mut out)?;
+    }
+    Ok(out)
+}
+
+fn expect(wire_type: u8, want: u8) -> Result<(), IngestError> {
+    if wire_type == want {
+        Ok(())
+    } else {
+        Err(malformed("invalid wire type"))
+    }
+}
+
+fn string(buf: &[u8], range: Range<usize>) -> Result<&str, IngestError> {
+    std::str::from_utf8(&buf[range])
+        .map_err(|_| malformed("invalid string value: data is not UTF-8 encoded"))
+}
+
+/// A `jaeger.api_v2.KeyValue`, borrowed.
+#[derive(Clone, Copy, Default)]
+struct Tag<'a> {
+    key: &'a str,
+    v_type: i32,
+    v_str: &'a str,
+    v_bool: bool,
+    v_int64: i64,
+    v_float64: f64,
+    v_binary: &'a [u8],
+}
+
+impl Tag<'_> {
+    /// As prost's derived `PartialEq` (so a NaN is unequal to itself).
+    fn same(&self, other: &Tag<'_>) -> bool {
+        self.key == other.key
+            && self.v_type == other.v_type
+            && self.v_str == other.v_str
+            && self.v_bool == other.v_bool
+            && self.v_int64 == other.v_int64
+            && self.v_float64 == other.v_float64
+            && self.v_binary == other.v_binary
+    }
+}
+
+/// A `Process`: its service name and its tags in an arena.
+#[derive(Clone, Default)]
+struct Process<'a> {
+    service_name: &'a str,
+    tags: Range<u32>,
+}
+
+#[derive(Clone, Copy)]
+struct Ref<'a> {
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    ref_type: i32,
+}
+
+struct Log {
+    timestamp: Option<(i64, i32)>,
+    fields: Range<u32>,
+}
+
+#[derive(Default)]
+struct SpanIn<'a> {
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    operation_name: &'a str,
+    refs: Range<u32>,
+    flags: u32,
+    start_time: Option<(i64, i32)>,
+    duration: Option<(i64, i32)>,
+    tags: Range<u32>,
+    logs: Range<u32>,
+    process: Option<Process<'a>>,
+    process_id: &'a str,
+    warnings: bool,
+}
+
+impl SpanIn<'_> {
+    /// Every field at its default once the process is taken out (the
+    /// owned path skips such a span).
+    fn is_empty(&self) -> bool {
+        self.trace_id.is_empty()
+            && self.span_id.is_empty()
+            && self.operation_name.is_empty()
+            && self.refs.start == self.refs.end
+            && self.flags == 0
+            && self.start_time.is_none()
+            && self.duration.is_none()
+            && self.tags.start == self.tags.end
+            && self.logs.start == self.logs.end
+            && self.process_id.is_empty()
+            && !self.warnings
+    }
+}
+
+/// The request read into borrowed views; each list of a message's
+/// children is a range of one arena.
+#[derive(Default)]
+struct Parsed<'a> {
+    batch_process: Option<Process<'a>>,
+    /// The batch's process's tags.
+    batch_tags: Vec<Tag<'a>>,
+    spans: Vec<SpanIn<'a>>,
+    span_tags: Vec<Tag<'a>>,
+    /// The tags of spans' own processes.
+    process_tags: Vec<Tag<'a>>,
+    refs: Vec<Ref<'a>>,
+    logs: Vec<Log>,
+    log_fields: Vec<Tag<'a>>,
+}
+
+fn at(v: usize) -> u32 {
+    v as u32
+}
+
+/// Extends `range` (empty or ending at `start`) to end at `end`, as a
+/// repeated field's later occurrences append to it.
+fn extend(range: &mut Range<u32>, start: usize, end: usize) {
+    if range.start == range.end {
+        *range = at(start)..at(end);
+    } else {
+        range.end = at(end);
+    }
+}
+
+fn read_tag<'a>(buf: &'a [u8], body: Range<usize>) -> Result<Tag<'a>, IngestError> {
+    let mut tag = Tag::default();
+    let mut c = Cursor::new(buf, body);
+    while !c.at_end() {
+        let (field, wire_type) = c.tag()?;
+        match field {
+            1 => {
+                expect(wire_type, LEN)?;
+                let r = c.len_delimited()?;
+                tag.key = string(buf, r)?;
+            }
+            2 => {
+                expect(wire_type, VARINT)?;
+                tag.v_type = c.varint()? as i32;
+            }
+            3 => {
+                expect(wire_type, LEN)?;
+                let r = c.len_delimited()?;
+                tag.v_str = string(buf, r)?;
+            }
+            4 => {
+                expect(wire_type, VARINT)?;
+                tag.v_bool = c.varint()? != 0;
+            }
+            5 => {
+                expect(wire_type, VARINT)?;
+                tag.v_int64 = c.varint()? as i64;
+            }
+            6 => {
+                expect(wire_type, I64)?;
+                tag.v_float64 = f64::from_bits(c.fixed64()?);
+            }
+            7 => {
+                expect(wire_type, LEN)?;
+                let r = c.len_delimited()?;
+                tag.v_binary = &buf[r];
+            }
+            _ => c.skip(field, wire_type, 2)?,
+        }
+    }
+    Ok(tag)
+}
+
+/// A `Timestamp` or `Duration` merged into `into`.
+fn read_time(
+    buf: &[u8],
+    body: Range<usize>,
+    into: &mut Option<(i64, i32)>,
+) -> Result<(), IngestError> {
+    let mut t = into.unwrap_or((0, 0));
+    let mut c = Cursor::new(buf, body);
+    while !c.at_end() {
+        let (field, wire_type) = c.tag()?;
+        match field {
+            1 => {
+                expect(wire_type, VARINT)?;
+                t.0 = c.varint()? as i64;
+            }
+            2 => {
+                expect(wire_type, VARINT)?;
+                t.1 = c.varint()? as i32;
+            }
+            _ => c.skip(field, wire_type, 4)?,
+        }
+    }
+    *into = Some(t);
+    Ok(())
+}
+
+/// A `Process` merged into `into`, its tags appended to `arena`.
+fn read_process<'a>(
+    buf: &'a [u8],
+    body: Range<usize>,
+    into: &mut Option<Process<'a>>,
+    arena: &mut Vec<Tag<'a>>,
+) -> Result<(), IngestError> {
+    let mut process = into.take().unwrap_or_default();
+    let mut c = Cursor::new(buf, body);
+    while !c.at_end() {
+        let (field, wire_type) = c.tag()?;
+        match field {
+            1 => {
+                expect(wire_type, LEN)?;
+                let r = c.len_delimited()?;
+                process.service_name = string(buf, r)?;
+            }
+            2 => {
+                expect(wire_type, LEN)?;
+                let r = c.len_delimited()?;
+                let start = arena.len();
+                arena.push(read_tag(buf, r)?);
+                extend(&mut process.tags, start, arena.len());
+            }
+            _ => c.skip(field, wire_type, 2)?,
+        }
+    }
+    *into = Some(process);
+    Ok(())
+}
+
+impl<'a> Parsed<'a> {
+    fn batch(&mut self, buf: &'a [u8], body: Range<usize>) -> Result<(), IngestError> {
+        let mut c = Cursor::new(buf, body);
+        while !c.at_end() {
+            let (field, wire_type) = c.tag()?;
+            match field {
+                1 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    self.span(buf, r)?;
+                }
+                2 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    read_process(buf, r, &mut self.batch_process, &mut self.batch_tags)?;
+                }
+                _ => c.skip(field, wire_type, 1)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn span(&mut self, buf: &'a [u8], body: Range<usize>) -> Result<(), IngestError> {
+        let mut span = SpanIn::default();
+        let mut c = Cursor::new(buf, body);
+        while !c.at_end() {
+            let (field, wire_type) = c.tag()?;
+            match field {
+                1 => {
+                    expect(wire_type, LEN)?;
+                    span.trace_id = &buf[c.len_delimited()?];
+                }
+                2 => {
+                    expect(wire_type, LEN)?;
+                    span.span_id = &buf[c.len_delimited()?];
+                }
+                3 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    span.operation_name = string(buf, r)?;
+                }
+                4 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    let start = self.refs.len();
+                    self.refs.push(read_ref(buf, r)?);
+                    extend(&mut span.refs, start, self.refs.len());
+                }
+                5 => {
+                    expect(wire_type, VARINT)?;
+                    span.flags = c.varint()? as u32;
+                }
+                6 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    read_time(buf, r, &mut span.start_time)?;
+                }
+                7 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    read_time(buf, r, &mut span.duration)?;
+                }
+                8 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    let start = self.span_tags.len();
+                    self.span_tags.push(read_tag(buf, r)?);
+                    extend(&mut span.tags, start, self.span_tags.len());
+                }
+                9 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    let start = self.logs.len();
+                    let log = self.log(buf, r)?;
+                    self.logs.push(log);
+                    extend(&mut span.logs, start, self.logs.len());
+                }
+                10 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    read_process(buf, r, &mut span.process, &mut self.process_tags)?;
+                }
+                11 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    span.process_id = string(buf, r)?;
+                }
+                12 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    string(buf, r)?;
+                    span.warnings = true;
+                }
+                _ => c.skip(field, wire_type, 3)?,
+            }
+        }
+        self.spans.push(span);
+        Ok(())
+    }
+
+    fn log(&mut self, buf: &'a [u8], body: Range<usize>) -> Result<Log, IngestError> {
+        let mut log = Log {
+            timestamp: None,
+            fields: 0..0,
+        };
+        let mut c = Cursor::new(buf, body);
+        while !c.at_end() {
+            let (field, wire_type) = c.tag()?;
+            match field {
+                1 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    read_time(buf, r, &mut log.timestamp)?;
+                }
+                2 => {
+                    expect(wire_type, LEN)?;
+                    let r = c.len_delimited()?;
+                    let start = self.log_fields.len();
+                    self.log_fields.push(read_tag(buf, r)?);
+                    extend(&mut log.fields, start, self.log_fields.len());
+                }
+                _ => c.skip(field, wire_type, 4)?,
+            }
+        }
+        Ok(log)
+    }
+}
+
+fn read_ref<'a>(buf: &'a [u8], body: Range<usize>) -> Result<Ref<'a>, IngestError> {
+    let mut r = Ref {
+        trace_id: &[],
+        span_id: &[],
+        ref_type: 0,
+    };
+    let mut c = Cursor::new(buf, body);
+    while !c.at_end() {
+        let (field, wire_type) = c.tag()?;
+        match field {
+            1 => {
+                expect(wire_type, LEN)?;
+                r.trace_id = &buf[c.len_delimited()?];
+            }
+            2 => {
+                expect(wire_type, LEN)?;
+                r.span_id = &buf[c.len_delimited()?];
+            }
+            3 => {
+                expect(wire_type, VARINT)?;
+                r.ref_type = c.varint()? as i32;
+            }
+            _ => c.skip(field, wire_type, 4)?,
+        }
+    }
+    Ok(r)
+}
+
+fn tags_of<'t, 'a>(arena: &'t [Tag<'a>], range: &Range<u32>) -> &'t [Tag<'a>] {
+    &arena[range.start as usize..range.end as usize]
+}
+
+/// Which process a group of spans shares: `None` for a batch without one.
+#[derive(Clone, Copy)]
+struct ProcessKey<'p, 'a> {
+    service_name: &'a str,
+    tags: &'p [Tag<'a>],
+}
+
+fn same_process(a: &Option<ProcessKey<'_, '_>>, b: &Option<ProcessKey<'_, '_>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.service_name == b.service_name
+                && a.tags.len() == b.tags.len()
+                && a.tags.iter().zip(b.tags).all(|(x, y)| x.same(y))
+        }
+        _ => false,
+    }
+}
+
+// ---- the OTLP side ----
+
+/// An attribute value as the mapping builds it.
+#[derive(Clone)]
+enum Val<'a> {
+    Str(Cow<'a, str>),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Val<'a> {
+    fn of(tag: &Tag<'a>) -> Val<'a> {
+        match tag.v_type {
+            0 => Val::Str(Cow::Borrowed(tag.v_str)),
+            1 => Val::Bool(tag.v_bool),
+            2 => Val::Int(tag.v_int64),
+            3 => Val::Double(tag.v_float64),
+            4 => Val::Bytes(tag.v_binary),
+            other => Val::Str(Cow::Owned(format!("<Unknown Jaeger TagType \"{other}\">"))),
+        }
+    }
+
+    /// Length of the `AnyValue` body.
+    fn len(&self) -> usize {
+        match self {
+            Val::Str(s) => len_field_len(s.len()),
+            Val::Bool(_) => 2,
+            Val::Int(i) => 1 + varint_len(*i as u64),
+            Val::Double(_) => 9,
+            Val::Bytes(b) => len_field_len(b.len()),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Val::Str(s) => put_len_field(out, 0x0a, s.as_bytes()),
+            Val::Bool(b) => out.extend_from_slice(&[0x10, u8::from(*b)]),
+            Val::Int(i) => {
+                out.push(0x18);
+                put_varint(out, *i as u64);
+            }
+            Val::Double(d) => {
+                out.push(0x21);
+                out.extend_from_slice(&d.to_bits().to_le_bytes());
+            }
+            Val::Bytes(b) => put_len_field(out, 0x3a, b),
+        }
+    }
+}
+
+/// Attributes as the collector's `pcommon.Map` keeps them (see
+/// `to_otlp::Attributes`): putting a key that exists replaces its value in
+/// place.
+#[derive(Default)]
+struct Attrs<'a>(Vec<(&'a str, Val<'a>)>);
+
+impl<'a> Attrs<'a> {
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+    fn put(&mut self, key: &'a str, value: Val<'a>) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(kv) => kv.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+    fn get(&self, key: &str) -> Option<&Val<'a>> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+    /// `Value.Str()`: the string, or empty for another type.
+    fn str(&self, key: &str) -> Option<Cow<'a, str>> {
+        self.get(key).map(|v| match v {
+            Val::Str(s) => s.clone(),
+            _ => Cow::Borrowed(""),
+        })
+    }
+    fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| *k != key);
+    }
+    fn put_tags(&mut self, tags: &[Tag<'a>], skip: [Option<usize>; 2]) {
+        for (i, tag) in tags.iter().enumerate() {
+            if skip.contains(&Some(i)) {
+                continue;
+            }
+            self.put(tag.key, Val::of(tag));
+        }
+    }
+    fn write(&self, out: &mut Vec<u8>, field_key: u8) {
+        for (key, value) in &self.0 {
+            put_key_value(out, field_key, key, value);
+        }
+    }
+}
+
+fn put_key_value(out: &mut Vec<u8>, field_key: u8, key: &str, value: &Val<'_>) {
+    let value_len = value.len();
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        len_field_len(key.len())
+    };
+    out.push(field_key);
+    put_varint(out, (key_len + len_field_len(value_len)) as u64);
+    if !key.is_empty() {
+        put_len_field(out, 0x0a, key.as_bytes());
+    }
+    out.push(0x12);
+    put_varint(out, value_len as u64);
+    value.write(out);
+}
+
+fn len_field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+fn put_len_field(out: &mut Vec<u8>, key: u8, bytes: &[u8]) {
+    out.push(key);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn put_nonempty(out: &mut Vec<u8>, key: u8, bytes: &[u8]) {
+    if !bytes.is_empty() {
+        put_len_field(out, key, bytes);
+    }
+}
+
+fn put_fixed64_nonzero(out: &mut Vec<u8>, key: u8, value: u64) {
+    if value != 0 {
+        out.push(key);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// Opens a message field: its key and `reserved` bytes for its length.
+fn open(out: &mut Vec<u8>, key: u8, reserved: usize) -> usize {
+    out.push(key);
+    out.resize(out.len() + reserved, 0);
+    out.len()
+}
+
+/// Closes what [`open`] began at `body_start`: writes the length, moving
+/// the body when it takes other than `reserved` bytes.
+fn close(out: &mut Vec<u8>, body_start: usize, reserved: usize) {
+    let len = out.len() - body_start;
+    let needed = varint_len(len as u64);
+    let len_at = body_start - reserved;
+    if needed != reserved {
+        let new_start = len_at + needed;
+        if needed > reserved {
+            out.resize(out.len() + needed - reserved, 0);
+        }
+        out.copy_within(body_start..body_start + len, new_start);
+        out.truncate(new_start + len);
+    }
+    let mut v = len as u64;
+    let mut i = len_at;
+    while v >= 0x80 {
+        out[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    out[i] = v as u8;
+}
+
+/// A big-endian id shorter than `N` is the same number with leading zeros.
+fn pad<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
+    if bytes.len() > N {
+        return None;
+    }
+    let mut id = [0u8; N];
+    id[N - bytes.len()..].copy_from_slice(bytes);
+    Some(id)
+}
+
+fn trace_id(bytes: &[u8]) -> Result<[u8; 16], JaegerError> {
+    pad(bytes).ok_or(JaegerError::TraceId(bytes.len()))
+}
+
+fn span_id(bytes: &[u8]) -> Result<[u8; 8], JaegerError> {
+    pad(bytes).ok_or(JaegerError::SpanId(bytes.len()))
+}
+
+fn unix_nanos(t: Option<(i64, i32)>) -> i128 {
+    t.map_or(0, |(s, n)| i128::from(s) * 1_000_000_000 + i128::from(n))
+}
+
+fn clamp(nanos: i128) -> u64 {
+    nanos.clamp(0, i128::from(u64::MAX)) as u64
+}
+
+// OTLP span kinds and status codes.
+const KIND_SERVER: i32 = 2;
+const KIND_CLIENT: i32 = 3;
+const STATUS_UNSET: i32 = 0;
+const STATUS_OK: i32 = 1;
+const STATUS_ERROR: i32 = 2;
+
+/// Per-request scratch lists, reused from span to span.
+#[derive(Default)]
+struct Scratch<'a> {
+    attrs: Attrs<'a>,
+    fields: Attrs<'a>,
+}
+
+impl<'a> Parsed<'a> {
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), IngestError> {
+        // Spans grouped by process in first-seen order: the batch's first
+        // (spans without their own join it), then each distinct own one.
+        let batch_key = self.batch_process.as_ref().map(|p| ProcessKey {
+            service_name: p.service_name,
+            tags: tags_of(&self.batch_tags, &p.tags),
+        });
+        let mut groups: Vec<(Option<ProcessKey<'_, 'a>>, Vec<u32>)> = vec![(batch_key, Vec::new())];
+        for (i, span) in self.spans.iter().enumerate() {
+            let at = match &span.process {
+                None => 0,
+                Some(own) => {
+                    let key = Some(ProcessKey {
+                        service_name: own.service_name,
+                        tags: tags_of(&self.process_tags, &own.tags),
+                    });
+                    match groups.iter().position(|(k, _)| same_process(k, &key)) {
+                        Some(at) => at,
+                        None => {
+                            groups.push((key, Vec::new()));
+                            groups.len() - 1
+                        }
+                    }
+                }
+            };
+            groups[at].1.push(i as u32);
+        }
+        let mut scratch = Scratch::default();
+        for (process, spans) in &groups {
+            let rs = open(out, 0x0a, 3);
+            self.write_resource(out, process, &mut scratch.attrs);
+            self.write_scopes(out, spans, &mut scratch)?;
+            close(out, rs, 3);
+        }
+        Ok(())
+    }
+
+    fn write_resource(
+        &self,
+        out: &mut Vec<u8>,
+        process: &Option<ProcessKey<'_, 'a>>,
+        attrs: &mut Attrs<'a>,
+    ) {
+        attrs.clear();
+        if let Some(process) = process.filter(|p| p.service_name != tags::NO_SERVICE_NAME) {
+            if !process.service_name.is_empty() {
+                attrs.put(
+                    "service.name",
+                    Val::Str(Cow::Borrowed(process.service_name)),
+                );
+            }
+            attrs.put_tags(process.tags, [None, None]);
+            if attrs.get("host.name").is_none() {
+                if let Some(hostname) = attrs.get("hostname").cloned() {
+                    attrs.remove("hostname");
+                    attrs.put("host.name", hostname);
+                }
+            }
+            if attrs.get("opencensus.exporterversion").is_none() {
+                if let Some(version) = attrs.str("jaeger.version") {
+                    attrs.remove("jaeger.version");
+                    attrs.put(
+                        "opencensus.exporterversion",
+                        Val::Str(Cow::Owned(format!("Jaeger-{version}"))),
+                    );
+                }
+            }
+        }
+        let r = open(out, 0x0a, 2);
+        attrs.write(out, 0x0a);
+        close(out, r, 2);
+    }
+
+    /// The spans of one resource, one ScopeSpans per `otel.scope.*` pair.
+    fn write_scopes(
+        &self,
+        out: &mut Vec<u8>,
+        spans: &[u32],
+        scratch: &mut Scratch<'a>,
+    ) -> Result<(), IngestError> {
+        // (name, version, the two tags that named them) per span.
+        struct Scoped<'a> {
+            span: u32,
+            name: &'a str,
+            version: &'a str,
+            skip: [Option<usize>; 2],
+        }
+        let mut scoped: Vec<Scoped<'a>> = Vec::with_capacity(spans.len());
+        let mut scopes: Vec<(&'a str, &'a str)> = Vec::new();
+        let mut scope_of: Vec<u32> = Vec::with_capacity(spans.len());
+        for &i in spans {
+            let span = &self.spans[i as usize];
+            if span.is_empty() {
+                continue;
+            }
+            let tags = tags_of(&self.span_tags, &span.tags);
+            let first = |key: &str, skip: Option<usize>| {
+                tags.iter()
+                    .enumerate()
+                    .find(|(j, t)| Some(*j) != skip && t.key == key)
+                    .map(|(j, t)| (j, t.v_str))
+            };
+            let (name, version, skip) = match first(tags::SCOPE_NAME, None) {
+                Some((n, name)) => match first(tags::SCOPE_VERSION, Some(n)) {
+                    Some((v, version)) => (name, version, [Some(n), Some(v)]),
+                    None => (name, "", [Some(n), None]),
+                },
+                None => ("", "", [None, None]),
+            };
+            let scope = match scopes.iter().position(|s| *s == (name, version)) {
+                Some(at) => at,
+                None => {
+                    scopes.push((name, version));
+                    scopes.len() - 1
+                }
+            };
+            scope_of.push(scope as u32);
+            scoped.push(Scoped {
+                span: i,
+                name,
+                version,
+                skip,
+            });
+        }
+        for (s, &(name, version)) in scopes.iter().enumerate() {
+            let ss = open(out, 0x12, 3);
+            let scope_len = (if name.is_empty() {
+                0
+            } else {
+                len_field_len(name.len())
+            }) + (if version.is_empty() {
+                0
+            } else {
+                len_field_len(version.len())
+            });
+            out.push(0x0a);
+            put_varint(out, scope_len as u64);
+            put_nonempty(out, 0x0a, name.as_bytes());
+            put_nonempty(out, 0x12, version.as_bytes());
+            for (entry, _) in scoped
+                .iter()
+                .zip(&scope_of)
+                .filter(|(_, &of)| of as usize == s)
+            {
+                debug_assert_eq!((entry.name, entry.version), (name, version));
+                self.write_span(out, &self.spans[entry.span as usize], entry.skip, scratch)?;
+            }
+            close(out, ss, 3);
+        }
+        Ok(())
+    }
+
+    fn write_span(
+        &self,
+        out: &mut Vec<u8>,
+        span: &SpanIn<'a>,
+        skip: [Option<usize>; 2],
+        scratch: &mut Scratch<'a>,
+    ) -> Result<(), IngestError> {
+        let own_trace_id = trace_id(span.trace_id)?;
+        let start = unix_nanos(span.start_time);
+        let end = start + unix_nanos(span.duration);
+        let refs = &self.refs[span.refs.start as usize..span.refs.end as usize];
+
+        // The parent: the first CHILD_OF reference within the same trace,
+        // else the first FOLLOWS_FROM one (to_otlp.rs says why).
+        let mut child_of = None;
+        let mut follows_from = None;
+        for r in refs {
+            if trace_id(r.trace_id)? != own_trace_id {
+                continue;
+            }
+            if r.ref_type == 0 {
+                child_of = Some(span_id(r.span_id)?);
+                break;
+            }
+            if follows_from.is_none() && r.ref_type == 1 {
+                follows_from = Some(span_id(r.span_id)?);
+            }
+        }
+        let parent = child_of.or(follows_from).unwrap_or([0u8; 8]);
+        let has_parent = parent.iter().any(|b| *b != 0);
+
+        let attrs = &mut scratch.attrs;
+        attrs.clear();
+        attrs.put_tags(tags_of(&self.span_tags, &span.tags), skip);
+        let mut kind = 0;
+        if let Some(tag) = attrs.str(tags::SPAN_KIND) {
+            kind = match &*tag {
+                "client" => KIND_CLIENT,
+                "server" => KIND_SERVER,
+                "producer" => 4,
+                "consumer" => 5,
+                "internal" => 1,
+                _ => 0,
+            };
+            attrs.remove(tags::SPAN_KIND);
+        }
+        let status = status(attrs, kind);
+        let trace_state = attrs.str(tags::TRACE_STATE).unwrap_or_default();
+        attrs.remove(tags::TRACE_STATE);
+
+        // Links are checked before the span id, as the owned path checks.
+        let mut link_ids: [([u8; 16], [u8; 8], bool); 4] = [([0; 16], [0; 8], false); 4];
+        let mut more_links: Vec<([u8; 16], [u8; 8], bool)> = Vec::new();
+        let mut links = 0usize;
+        for r in refs {
+            let ref_span_id = span_id(r.span_id)?;
+            let child_of = r.ref_type == 0;
+            if child_of && ref_span_id == parent {
+                continue;
+            }
+            let link = (trace_id(r.trace_id)?, ref_span_id, child_of);
+            if links < link_ids.len() {
+                link_ids[links] = link;
+            } else {
+                more_links.push(link);
+            }
+            links += 1;
+        }
+        let own_span_id = span_id(span.span_id)?;
+
+        let s = open(out, 0x12, 2);
+        put_len_field(out, 0x0a, &own_trace_id);
+        put_len_field(out, 0x12, &own_span_id);
+        put_nonempty(out, 0x1a, trace_state.as_bytes());
+        if has_parent {
+            put_len_field(out, 0x22, &parent);
+        }
+        put_nonempty(out, 0x2a, span.operation_name.as_bytes());
+        if kind != 0 {
+            out.push(0x30);
+            put_varint(out, kind as u64);
+        }
+        put_fixed64_nonzero(out, 0x39, clamp(start));
+        put_fixed64_nonzero(out, 0x41, clamp(end));
+        attrs.write(out, 0x4a);
+        for log in &self.logs[span.logs.start as usize..span.logs.end as usize] {
+            let fields = &mut scratch.fields;
+            fields.clear();
+            fields.put_tags(tags_of(&self.log_fields, &log.fields), [None, None]);
+            let name = fields.str(tags::EVENT).unwrap_or_default();
+            fields.remove(tags::EVENT);
+            let e = open(out, 0x5a, 2);
+            put_fixed64_nonzero(out, 0x09, clamp(unix_nanos(log.timestamp)));
+            put_nonempty(out, 0x12, name.as_bytes());
+            fields.write(out, 0x1a);
+            close(out, e, 2);
+        }
+        for (trace, span_id, child_of) in link_ids[..links.min(link_ids.len())]
+            .iter()
+            .chain(&more_links)
+        {
+            let ref_type = Val::Str(Cow::Borrowed(if *child_of {
+                "child_of"
+            } else {
+                "follows_from"
+            }));
+            let l = open(out, 0x6a, 1);
+            put_len_field(out, 0x0a, trace);
+            put_len_field(out, 0x12, span_id);
+            put_key_value(out, 0x22, tags::REF_TYPE, &ref_type);
+            close(out, l, 1);
+        }
+        if let Some((code, message)) = status {
+            let body = (if message.is_empty() {
+                0
+            } else {
+                len_field_len(message.len())
+            }) + (if code == 0 {
+                0
+            } else {
+                1 + varint_len(code as u64)
+            });
+            out.push(0x7a);
+            put_varint(out, body as u64);
+            put_nonempty(out, 0x12, message.as_bytes());
+            if code != 0 {
+                out.push(0x18);
+                put_varint(out, code as u64);
+            }
+        }
+        close(out, s, 2);
+        Ok(())
+    }
+}
+
+/// The collector's `setInternalSpanStatus`, as `to_otlp::status`.
+fn status<'a>(attrs: &mut Attrs<'a>, kind: i32) -> Option<(i32, Cow<'a, str>)> {
+    let mut code = STATUS_UNSET;
+    let mut message: Cow<'a, str> = Cow::Borrowed("");
+    let mut exists = false;
+    let take_description = |attrs: &mut Attrs<'a>| {
+        let description = attrs.str(tags::STATUS_DESCRIPTION);
+        if description.is_some() {
+            attrs.remove(tags::STATUS_DESCRIPTION);
+        }
+        description
+    };
+    if let Some(Val::Bool(true)) = attrs.get(tags::ERROR) {
+        code = STATUS_ERROR;
+        attrs.remove(tags::ERROR);
+        exists = true;
+        message = match take_description(attrs) {
+            Some(description) => description,
+            None => attrs.str(tags::HTTP_STATUS_MESSAGE).unwrap_or_default(),
+        };
+    }
+    if let Some(status_code) = attrs.str(tags::STATUS_CODE) {
+        if !exists {
+            exists = true;
+            if status_code.eq_ignore_ascii_case("OK") {
+                code = STATUS_OK;
+            } else if status_code.eq_ignore_ascii_case("ERROR") {
+                code = STATUS_ERROR;
+            }
+            if let Some(description) = take_description(attrs) {
+                message = description;
+            }
+        }
+        attrs.remove(tags::STATUS_CODE);
+    } else if !exists {
+        let http_code = match attrs.get(tags::HTTP_STATUS_CODE) {
+            Some(Val::Int(i)) => Some(*i),
+            Some(Val::Str(s)) => s.parse::<i64>().ok(),
+            _ => None,
+        };
+        if let Some(http_code) = http_code {
+            let from_http = if (400..500).contains(&http_code) && kind == KIND_CLIENT {
+                STATUS_ERROR
+            } else if ((400..500).contains(&http_code) && kind == KIND_SERVER)
+                // The collector's bound: 399 itself is an error there too.
+                || (100..399).contains(&http_code)
+            {
+                STATUS_UNSET
+            } else {
+                STATUS_ERROR
+            };
+            if from_http != STATUS_UNSET {
+                exists = true;
+                code = from_http;
+            }
+            if let Some(m) = attrs.str(tags::HTTP_STATUS_MESSAGE) {
+                message = m;
+            }
+        }
+    }
+    exists.then_some((code, message))
+}
