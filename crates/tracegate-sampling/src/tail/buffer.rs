@@ -6,8 +6,8 @@
 //! dropped majority does not pin request buffers), the aggregates policies
 //! need (kept as spans arrive), its decision timers and its decision
 //! caches. It never takes a lock; policies are reached through a
-//! [`Decider`], which the caller may share between shards (rate budgets
-//! are per processor in the collector, not per shard).
+//! [`Decider`], one per shard ([`PolicySet::build_shards`]: the shards'
+//! sets share the rate budgets, which are per processor in the collector).
 //!
 //! Timing, bounds and late spans follow the collector's processor:
 //! - a trace is decided `decision_wait` after its first span, or

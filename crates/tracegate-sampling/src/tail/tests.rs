@@ -9,6 +9,7 @@ use tracegate_model::otlp::{
 };
 use tracegate_model::SpanBatch;
 
+use super::adaptive::FleetSize;
 use super::config::PolicyConfig;
 use super::policy::{
     fnv1a64, probabilistic_threshold, Decision, PolicySet, PolicyTally, TraceView,
@@ -800,6 +801,92 @@ fn composite_budgets_and_their_reset_each_second() {
     // A new second resets every budget.
     assert!(set.decide(&view(&id, &errors), sec(1, 0)).is_sampled());
     assert!(set.decide(&view(&id, &plain), sec(1, 0)).is_sampled());
+}
+
+/// Per-shard policy sets ([`PolicySet::build_shards`]) spend one budget
+/// for the processor: the same sequence of decisions spread over the
+/// shards' sets keeps exactly the traces one set keeps, and shards deciding
+/// at once from their own threads never keep more than the budget.
+#[test]
+fn shard_policy_sets_share_one_budget_and_keep_what_one_set_keeps() {
+    let config = serde_json::json!([
+        {"name": "r", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 100, "burst_capacity": 200}},
+        {"name": "b", "type": "bytes_limiting", "bytes_limiting": {"bytes_per_second": 3000, "burst_capacity": 4000}},
+        {"name": "c", "type": "composite", "composite": {
+            "max_total_spans_per_second": 50,
+            "composite_sub_policy": [
+                {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+                {"name": "rest", "type": "always_sample"}],
+            "rate_allocation": [{"policy": "errors", "percent": 60}, {"policy": "rest", "percent": 40}]}},
+        {"name": "guarded", "type": "and", "and": {"and_sub_policy": [
+            {"name": "errors-only", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "few", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 30}}]}}]);
+    let configs: Vec<PolicyConfig> = serde_json::from_value(config).unwrap();
+    let fleet = FleetSize::default();
+    let traces: Vec<(TraceId, [SpanBatch; 1])> = (0..400u64)
+        .map(|n| {
+            let id = tid(1000 + n);
+            let spans: Vec<SpanSpec> = (1..=(1 + n % 7) as u8)
+                .map(|i| {
+                    let s = span(id, i);
+                    if n % 5 == 0 {
+                        s.error()
+                    } else {
+                        s
+                    }
+                })
+                .collect();
+            (id, [batch(&spans)])
+        })
+        .collect();
+    let at = |n: usize| Duration::from_secs(1_700_000_000) + Duration::from_millis(n as u64 * 7);
+    // Each policy's own votes, not only the combined verdict: a budget
+    // spent by one policy changes what the next sees.
+    let votes = |set: &mut PolicySet, n: usize| {
+        let (id, b) = &traces[n];
+        let v = set.decide(&view(id, b), at(n));
+        let tally = set.take_tally();
+        let per_policy: Vec<usize> = tally
+            .iter()
+            .map(|t| (0..3).find(|&d| t.traces[d] == 1).unwrap_or(9))
+            .collect();
+        (v.decision, v.policy, v.composite, per_policy)
+    };
+    let (mut one, _) = PolicySet::build_shards(&configs, false, &fleet, 1).unwrap();
+    let alone: Vec<_> = (0..traces.len()).map(|n| votes(&mut one[0], n)).collect();
+    let (mut sets, _) = PolicySet::build_shards(&configs, false, &fleet, 3).unwrap();
+    assert_eq!(sets.len(), 3);
+    let spread: Vec<_> = (0..traces.len())
+        .map(|n| votes(&mut sets[(n * 7 + n / 3) % 3], n))
+        .collect();
+    assert_eq!(spread, alone);
+    let kept = alone.iter().filter(|v| v.0 == Decision::Sampled).count();
+    assert!(kept > 0 && kept < traces.len(), "kept {kept}");
+
+    // Concurrently: four sets deciding 10-span traces at one instant keep
+    // exactly the burst (200 spans = 20 traces) of the first policy, shared.
+    let only_rate: Vec<PolicyConfig> = serde_json::from_value(serde_json::json!([
+        {"name": "r", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 100, "burst_capacity": 200}}]))
+    .unwrap();
+    let (sets, _) = PolicySet::build_shards(&only_rate, false, &fleet, 4).unwrap();
+    let now = Duration::from_secs(1_700_000_000);
+    let kept: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = sets
+            .into_iter()
+            .enumerate()
+            .map(|(k, mut set)| {
+                scope.spawn(move || {
+                    let id = tid(5000 + k as u64);
+                    let ten = [batch(&(1..=10).map(|i| span(id, i)).collect::<Vec<_>>())];
+                    (0..50)
+                        .filter(|_| set.decide(&view(&id, &ten), now).is_sampled())
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(kept, 20);
 }
 
 // ---------------------------------------------------------------- fraction_on_match
