@@ -169,6 +169,16 @@ pub struct Config {
     /// a fleet when its members change (`handover.rs`). Off when absent.
     #[serde(default)]
     pub handover: Option<handover::Config>,
+    /// tracegate: compress the spans of pending traces once they have
+    /// waited 100 ms (zstd against a dictionary per shard), so the same
+    /// memory holds about four times the traces, for the CPU of
+    /// compressing every buffered span once. Default true.
+    #[serde(default = "default_true")]
+    pub pack_pending_spans: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `sampling_strategy:`
@@ -226,6 +236,7 @@ impl Default for Config {
             record_policy: false,
             tail_storage: None,
             handover: None,
+            pack_pending_spans: true,
         }
     }
 }
@@ -323,6 +334,7 @@ impl Config {
             sampled_cache_size: self.decision_cache.sampled_cache_size,
             non_sampled_cache_size: self.decision_cache.non_sampled_cache_size,
             span_ingest: self.sampling_strategy == SamplingStrategy::SpanIngest,
+            pack_spans: self.pack_pending_spans,
         }
     }
 
