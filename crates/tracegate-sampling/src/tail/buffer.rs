@@ -6,8 +6,8 @@
 //! dropped majority does not pin request buffers), the aggregates policies
 //! need (kept as spans arrive), its decision timers and its decision
 //! caches. It never takes a lock; policies are reached through a
-//! [`Decider`], which the caller may share between shards (rate budgets
-//! are per processor in the collector, not per shard).
+//! [`Decider`], one per shard ([`PolicySet::build_shards`]: the shards'
+//! sets share the rate budgets, which are per processor in the collector).
 //!
 //! Timing, bounds and late spans follow the collector's processor:
 //! - a trace is decided `decision_wait` after its first span, or
@@ -121,6 +121,10 @@ pub struct TraceBufferSettings {
     /// undecided when its wait ends (or when it must give way early) is
     /// not sampled, without evaluation.
     pub span_ingest: bool,
+    /// Pack the span bodies of pending traces once they have waited
+    /// [`PACK_AFTER`] (store.rs): about a fifth of the memory, for the CPU
+    /// of compressing every buffered span once.
+    pub pack_spans: bool,
 }
 
 impl Default for TraceBufferSettings {
@@ -136,6 +140,7 @@ impl Default for TraceBufferSettings {
             sampled_cache_size: 0,
             non_sampled_cache_size: 0,
             span_ingest: false,
+            pack_spans: true,
         }
     }
 }
@@ -500,7 +505,16 @@ pub struct TraceShard {
     pin: Option<Pin>,
     /// Reused by [`KeyFields::record`].
     key_scratch: KeyScratch,
+    /// (when, id, seq) of pending traces with span bodies to pack, in the
+    /// order they arrived ([`PACK_AFTER`]).
+    pack_queue: VecDeque<(Duration, TraceId, u64)>,
 }
+
+/// How long a trace's newly arrived span bodies wait before they are
+/// packed (store.rs): most of a trace arrives within it, so a trace is
+/// usually packed once, in one block. At most a quarter of
+/// `decision_wait`.
+pub const PACK_AFTER: Duration = Duration::from_millis(100);
 
 impl TraceShard {
     /// A shard holding the whole of `settings` (use
@@ -532,7 +546,38 @@ impl TraceShard {
             headers: Headers::default(),
             pin: None,
             key_scratch: KeyScratch::default(),
+            pack_queue: VecDeque::new(),
         }
+    }
+
+    /// Packs the span bodies of pending traces that have waited
+    /// [`PACK_AFTER`] (or a quarter of `decision_wait`) since they arrived.
+    fn pack_due(&mut self, now: Duration) {
+        while let Some(&(due, id, seq)) = self.pack_queue.front() {
+            if due > now {
+                break;
+            }
+            self.pack_queue.pop_front();
+            let Some(entry) = self.table.get_mut(&id) else {
+                continue;
+            };
+            if entry.seq != seq || !matches!(entry.state, State::Pending) {
+                continue;
+            }
+            let before = entry.stored.memory();
+            entry.stored.pack(&mut self.headers.packer);
+            let after = entry.stored.memory();
+            entry.memory = entry.memory + after - before;
+            self.memory = self.memory + after - before;
+        }
+    }
+
+    /// Span bodies packed so far and the bytes they took (diagnostics).
+    pub fn packed_bytes(&self) -> (u64, u64) {
+        (
+            self.headers.packer.packed_in,
+            self.headers.packer.packed_out,
+        )
     }
 
     /// Attaches `pin` to the spans of the inserts that follow (until set
@@ -673,6 +718,7 @@ impl TraceShard {
             }
         }
         self.groups = groups;
+        self.pack_due(now);
         self.enforce_byte_budget(now, decider, out);
         if held_back.is_empty() {
             None
@@ -838,6 +884,10 @@ impl TraceShard {
             }
         }
         entry.span_count += indices.len() as u64;
+        if settings.pack_spans && !entry.stored.has_unpacked() {
+            let after = PACK_AFTER.min(settings.decision_wait / 4);
+            self.pack_queue.push_back((now + after, id, entry.seq));
+        }
         let before = entry.stored.memory();
         let (size, traces_size) =
             entry
@@ -1082,6 +1132,7 @@ impl TraceShard {
     /// Decides every trace whose time has come.
     pub fn poll(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) {
         self.poll_due(now, decider, out);
+        self.pack_due(now);
         self.headers.sweep();
     }
 

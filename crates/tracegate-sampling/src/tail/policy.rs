@@ -6,6 +6,7 @@
 //! vote, as the collector has done since it removed inverted decisions.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use regex::Regex;
@@ -305,6 +306,33 @@ impl PolicySet {
             },
             warnings,
         ))
+    }
+
+    /// [`Self::build_in_fleet`], once per shard: each shard evaluates with
+    /// a set of its own (scratch buffers, regex caches, its tally), so
+    /// shards decide without a lock between them, while what is a budget
+    /// or a rate for the whole processor — the `rate_limiting` and
+    /// `bytes_limiting` buckets, a `composite`'s per-second counts, the
+    /// `throughput` and `dynamic` states — is one state the sets share.
+    /// Deciding the same traces in the same order through any of the sets
+    /// keeps the same traces as one set would.
+    pub fn build_shards(
+        configs: &[PolicyConfig],
+        sample_on_first_match: bool,
+        fleet: &FleetSize,
+        shards: usize,
+    ) -> Result<(Vec<PolicySet>, Vec<String>), BuildError> {
+        let (first, warnings) = PolicySet::build_in_fleet(configs, sample_on_first_match, fleet)?;
+        let mut sets = Vec::with_capacity(shards.max(1));
+        for _ in 1..shards.max(1) {
+            let (mut set, _) = PolicySet::build_in_fleet(configs, sample_on_first_match, fleet)?;
+            for (mine, shared) in set.policies.iter_mut().zip(&first.policies) {
+                mine.share_state_of(shared);
+            }
+            sets.push(set);
+        }
+        sets.insert(0, first);
+        Ok((sets, warnings))
     }
 
     /// Policy names in evaluation order (drop policies first).
@@ -932,6 +960,35 @@ impl Policy {
         })
     }
 
+    /// Takes `other`'s processor-wide state (budgets, adaptive state) in
+    /// place of its own; `other` was built from the same config.
+    fn share_state_of(&mut self, other: &Policy) {
+        match (&mut self.evaluator, &other.evaluator) {
+            (Evaluator::RateLimiting(mine), Evaluator::RateLimiting(shared))
+            | (Evaluator::BytesLimiting(mine), Evaluator::BytesLimiting(shared)) => {
+                *mine = shared.clone();
+            }
+            (Evaluator::Throughput(mine), Evaluator::Throughput(shared)) => *mine = shared.clone(),
+            (Evaluator::Dynamic(mine), Evaluator::Dynamic(shared)) => {
+                mine.policy = shared.policy.clone();
+            }
+            (Evaluator::Composite(mine), Evaluator::Composite(shared)) => {
+                mine.budget = shared.budget.clone();
+                for (sub, shared) in mine.subs.iter_mut().zip(&shared.subs) {
+                    sub.policy.share_state_of(&shared.policy);
+                }
+            }
+            (Evaluator::And(mine), Evaluator::And(shared))
+            | (Evaluator::Drop(mine), Evaluator::Drop(shared)) => {
+                for (sub, shared) in mine.iter_mut().zip(shared) {
+                    sub.share_state_of(shared);
+                }
+            }
+            (Evaluator::Not(mine), Evaluator::Not(shared)) => mine.share_state_of(shared),
+            _ => {}
+        }
+    }
+
     fn evaluate(&mut self, trace: &TraceView<'_>, now: Duration) -> Decision {
         let passes_fraction = self
             .keep_threshold
@@ -1507,8 +1564,16 @@ pub fn probabilistic_threshold(ratio: f64) -> u64 {
 /// limiter's `AllowN`, which the collector's rate and bytes policies use:
 /// it starts full, refills continuously, and refuses (without spending) a
 /// request larger than what it holds or than its size.
+///
+/// One bucket per policy for the whole processor, shared by the shards'
+/// evaluators ([`PolicySet::fork`]): the budget is a per-second total, as
+/// in the collector with one shard. It has its own small lock (Go's
+/// limiter has one too), taken only when this policy is evaluated.
+#[derive(Debug, Clone)]
+struct TokenBucket(Arc<Mutex<BucketState>>);
+
 #[derive(Debug)]
-struct TokenBucket {
+struct BucketState {
     rate: f64,
     burst: i64,
     tokens: f64,
@@ -1518,14 +1583,25 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(rate: f64, burst: i64) -> TokenBucket {
-        TokenBucket {
+        TokenBucket(Arc::new(Mutex::new(BucketState {
             rate,
             burst,
             tokens: 0.0,
             last: None,
-        }
+        })))
     }
 
+    fn allow(&self, now: Duration, n: i64) -> bool {
+        // Only counters: recovering after a panic elsewhere is better than
+        // stopping sampling.
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(now, n)
+    }
+}
+
+impl BucketState {
     fn allow(&mut self, now: Duration, n: i64) -> bool {
         if self.rate == 0.0 {
             // Go's limiter with a zero rate spends its burst once.
@@ -1560,16 +1636,26 @@ impl TokenBucket {
 struct Composite {
     subs: Vec<CompositeSub>,
     max_total: i64,
-    current_second: u64,
+    /// The spans each sub-policy sampled this second: one count for the
+    /// whole processor, shared by the shards' evaluators
+    /// ([`PolicySet::fork`]) behind its own lock, taken only when a
+    /// sub-policy samples.
+    budget: Arc<Mutex<CompositeBudget>>,
     /// The sub-policy that sampled the trace last evaluated, if one did.
     last_sampled: Option<usize>,
+}
+
+#[derive(Debug)]
+struct CompositeBudget {
+    current_second: u64,
+    /// Per sub-policy.
+    sampled: Vec<i64>,
 }
 
 #[derive(Debug)]
 struct CompositeSub {
     policy: Policy,
     allocated: i64,
-    sampled: i64,
 }
 
 impl Composite {
@@ -1605,7 +1691,6 @@ impl Composite {
             subs.push(CompositeSub {
                 policy: Policy::build(sub, Level::CompositeSub, warnings)?,
                 allocated,
-                sampled: 0,
             });
         }
         let order: Vec<&str> = c
@@ -1623,31 +1708,37 @@ impl Composite {
                 "policy {name:?}: composite evaluates sub-policies in composite_sub_policy order ({order:?}), not policy_order, as the collector does"
             ));
         }
+        let budget = CompositeBudget {
+            current_second: 0,
+            sampled: vec![0; subs.len()],
+        };
         Ok(Composite {
             subs,
             max_total: c.max_total_spans_per_second,
-            current_second: 0,
+            budget: Arc::new(Mutex::new(budget)),
             last_sampled: None,
         })
     }
 
     fn evaluate(&mut self, trace: &TraceView<'_>, now: Duration) -> Decision {
-        let second = now.as_secs();
-        if second != self.current_second {
-            self.current_second = second;
-            for sub in &mut self.subs {
-                sub.sampled = 0;
-            }
-        }
         let spans = trace.span_count as i64;
         self.last_sampled = None;
         for (index, sub) in self.subs.iter_mut().enumerate() {
             if sub.policy.evaluate(trace, now).is_sampled() {
-                let if_sampled = sub.sampled + spans;
+                let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+                // A new second starts every count afresh (whether or not a
+                // sub-policy samples then changes nothing: the counts are
+                // read only here).
+                let second = now.as_secs();
+                if second != budget.current_second {
+                    budget.current_second = second;
+                    budget.sampled.iter_mut().for_each(|n| *n = 0);
+                }
+                let if_sampled = budget.sampled[index] + spans;
                 // As in the collector, each sub-policy's own count is held
                 // against both its share and the total.
                 if if_sampled <= sub.allocated && if_sampled <= self.max_total {
-                    sub.sampled = if_sampled;
+                    budget.sampled[index] = if_sampled;
                     self.last_sampled = Some(index);
                     return Decision::Sampled;
                 }

@@ -9,6 +9,7 @@ use tracegate_model::otlp::{
 };
 use tracegate_model::SpanBatch;
 
+use super::adaptive::FleetSize;
 use super::config::PolicyConfig;
 use super::policy::{
     fnv1a64, probabilistic_threshold, Decision, PolicySet, PolicyTally, TraceView,
@@ -802,6 +803,92 @@ fn composite_budgets_and_their_reset_each_second() {
     assert!(set.decide(&view(&id, &plain), sec(1, 0)).is_sampled());
 }
 
+/// Per-shard policy sets ([`PolicySet::build_shards`]) spend one budget
+/// for the processor: the same sequence of decisions spread over the
+/// shards' sets keeps exactly the traces one set keeps, and shards deciding
+/// at once from their own threads never keep more than the budget.
+#[test]
+fn shard_policy_sets_share_one_budget_and_keep_what_one_set_keeps() {
+    let config = serde_json::json!([
+        {"name": "r", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 100, "burst_capacity": 200}},
+        {"name": "b", "type": "bytes_limiting", "bytes_limiting": {"bytes_per_second": 3000, "burst_capacity": 4000}},
+        {"name": "c", "type": "composite", "composite": {
+            "max_total_spans_per_second": 50,
+            "composite_sub_policy": [
+                {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+                {"name": "rest", "type": "always_sample"}],
+            "rate_allocation": [{"policy": "errors", "percent": 60}, {"policy": "rest", "percent": 40}]}},
+        {"name": "guarded", "type": "and", "and": {"and_sub_policy": [
+            {"name": "errors-only", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "few", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 30}}]}}]);
+    let configs: Vec<PolicyConfig> = serde_json::from_value(config).unwrap();
+    let fleet = FleetSize::default();
+    let traces: Vec<(TraceId, [SpanBatch; 1])> = (0..400u64)
+        .map(|n| {
+            let id = tid(1000 + n);
+            let spans: Vec<SpanSpec> = (1..=(1 + n % 7) as u8)
+                .map(|i| {
+                    let s = span(id, i);
+                    if n % 5 == 0 {
+                        s.error()
+                    } else {
+                        s
+                    }
+                })
+                .collect();
+            (id, [batch(&spans)])
+        })
+        .collect();
+    let at = |n: usize| Duration::from_secs(1_700_000_000) + Duration::from_millis(n as u64 * 7);
+    // Each policy's own votes, not only the combined verdict: a budget
+    // spent by one policy changes what the next sees.
+    let votes = |set: &mut PolicySet, n: usize| {
+        let (id, b) = &traces[n];
+        let v = set.decide(&view(id, b), at(n));
+        let tally = set.take_tally();
+        let per_policy: Vec<usize> = tally
+            .iter()
+            .map(|t| (0..3).find(|&d| t.traces[d] == 1).unwrap_or(9))
+            .collect();
+        (v.decision, v.policy, v.composite, per_policy)
+    };
+    let (mut one, _) = PolicySet::build_shards(&configs, false, &fleet, 1).unwrap();
+    let alone: Vec<_> = (0..traces.len()).map(|n| votes(&mut one[0], n)).collect();
+    let (mut sets, _) = PolicySet::build_shards(&configs, false, &fleet, 3).unwrap();
+    assert_eq!(sets.len(), 3);
+    let spread: Vec<_> = (0..traces.len())
+        .map(|n| votes(&mut sets[(n * 7 + n / 3) % 3], n))
+        .collect();
+    assert_eq!(spread, alone);
+    let kept = alone.iter().filter(|v| v.0 == Decision::Sampled).count();
+    assert!(kept > 0 && kept < traces.len(), "kept {kept}");
+
+    // Concurrently: four sets deciding 10-span traces at one instant keep
+    // exactly the burst (200 spans = 20 traces) of the first policy, shared.
+    let only_rate: Vec<PolicyConfig> = serde_json::from_value(serde_json::json!([
+        {"name": "r", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 100, "burst_capacity": 200}}]))
+    .unwrap();
+    let (sets, _) = PolicySet::build_shards(&only_rate, false, &fleet, 4).unwrap();
+    let now = Duration::from_secs(1_700_000_000);
+    let kept: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = sets
+            .into_iter()
+            .enumerate()
+            .map(|(k, mut set)| {
+                scope.spawn(move || {
+                    let id = tid(5000 + k as u64);
+                    let ten = [batch(&(1..=10).map(|i| span(id, i)).collect::<Vec<_>>())];
+                    (0..50)
+                        .filter(|_| set.decide(&view(&id, &ten), now).is_sampled())
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(kept, 20);
+}
+
 // ---------------------------------------------------------------- fraction_on_match
 
 #[test]
@@ -1496,6 +1583,114 @@ fn stored_traces_come_back_whole_in_arrival_order_with_their_resources() {
     assert_eq!(shard.pending_traces(), 0);
     assert_eq!(shard.buffered_bytes(), 0, "spans and headers all released");
     assert_eq!(shard.headers_len(), 0);
+}
+
+/// Span bodies that waited are packed: the buffer then counts (and holds)
+/// well under 0.6 × the bytes it held unpacked, and every trace comes back
+/// byte for byte as it would have unpacked — those packed before the
+/// shard's dictionary was trained, those packed against it, and a trace
+/// with spans arriving after it was packed.
+#[test]
+fn waiting_spans_are_packed_and_come_back_byte_for_byte() {
+    let methods = ["GET", "POST", "PUT"];
+    let routes = ["/api/v1/orders/{id}", "/api/v1/users/{id}", "/health"];
+    let spans_of = |n: u64, from: u8, to: u8| -> Vec<SpanSpec> {
+        (from..=to)
+            .map(|i| {
+                let k = (n as usize + i as usize) % 3;
+                span(tid(n), i)
+                    .times(1_000 + n, 1_050 + n + u64::from(i))
+                    .res("service.name", s("checkout"))
+                    .res("k8s.pod.name", s("checkout-7d9f8b-xk2p4"))
+                    .attr("http.request.method", s(methods[k]))
+                    .attr("http.route", s(routes[k]))
+                    .attr(
+                        "url.full",
+                        s(&format!(
+                            "https://shop.example.com{}?user={}",
+                            routes[k],
+                            n % 1000
+                        )),
+                    )
+                    .attr("http.response.status_code", int(200))
+                    .attr("server.address", s("checkout.shop.svc.cluster.local"))
+                    .attr(
+                        "user_agent.original",
+                        s("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"),
+                    )
+            })
+            .collect()
+    };
+    let keep_all = || {
+        policies(
+            serde_json::json!([{"name": "all", "type": "always_sample"}]),
+            false,
+        )
+    };
+    // The same traffic into a shard whose traces are decided before they
+    // would be packed and one that packs them.
+    let traces = 3000u64;
+    let mut plain = TraceShard::new(settings());
+    let mut packed = TraceShard::new(settings());
+    let mut set = keep_all();
+    let mut out = Released::default();
+    for n in 0..traces {
+        let b = batch(&spans_of(n, 1, 8));
+        plain.insert(&b, secs(0), &mut set, &mut out);
+        packed.insert(&b, secs(0), &mut set, &mut out);
+    }
+    let unpacked_bytes = packed.buffered_bytes();
+    assert_eq!(unpacked_bytes, plain.buffered_bytes());
+    let before: Vec<Vec<u8>> = (0..traces)
+        .map(|n| packed.assembled(&tid(n)).unwrap().bytes().to_vec())
+        .collect();
+    // A quarter of a second later everything has waited: packed.
+    packed.poll(secs(0) + Duration::from_millis(250), &mut set, &mut out);
+    assert!(out.decided.is_empty());
+    let (into, took) = packed.packed_bytes();
+    assert!(into > 0 && took < into, "{into} {took}");
+    let packed_bytes = packed.buffered_bytes();
+    assert!(
+        packed_bytes * 10 < unpacked_bytes * 6,
+        "{packed_bytes} of {unpacked_bytes}"
+    );
+    // Honest: the bytes counted are the packed ones.
+    let after: Vec<Vec<u8>> = (0..traces)
+        .map(|n| packed.assembled(&tid(n)).unwrap().bytes().to_vec())
+        .collect();
+    assert_eq!(after, before);
+    // Late arrivals join a packed trace in arrival order (the plain shard
+    // takes them before its traces are due to be packed).
+    for n in [0, traces / 2, traces - 1] {
+        let b = batch(&spans_of(n, 9, 10));
+        plain.insert(&b, secs(0), &mut set, &mut out);
+        packed.insert(&b, secs(1), &mut set, &mut out);
+    }
+    assert_eq!(plain.packed_bytes(), (0, 0));
+    plain.poll(secs(20), &mut set, &mut out);
+    let mut kept_plain = std::mem::take(&mut out.sampled);
+    packed.poll(secs(20), &mut set, &mut out);
+    let mut kept_packed = std::mem::take(&mut out.sampled);
+    let key = |b: &SpanBatch| b.spans()[0].trace_id;
+    kept_plain.sort_by_key(key);
+    kept_packed.sort_by_key(key);
+    assert_eq!(kept_packed.len(), traces as usize);
+    for (p, q) in kept_plain.iter().zip(&kept_packed) {
+        assert_eq!(p.bytes(), q.bytes());
+    }
+    assert_eq!(packed.buffered_bytes(), 0);
+    // `pack_pending_spans: false` keeps the bodies as they arrived.
+    let mut off = TraceShard::new(TraceBufferSettings {
+        pack_spans: false,
+        ..settings()
+    });
+    for n in 0..100 {
+        off.insert(&batch(&spans_of(n, 1, 8)), secs(0), &mut set, &mut out);
+    }
+    let held = off.buffered_bytes();
+    off.poll(secs(1), &mut set, &mut out);
+    assert_eq!(off.packed_bytes(), (0, 0));
+    assert_eq!(off.buffered_bytes(), held);
 }
 
 // ---------------------------------------------------------------- span-ingest

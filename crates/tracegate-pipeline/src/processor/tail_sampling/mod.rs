@@ -5,9 +5,10 @@
 //!
 //! Pending traces live in `tracegate_sampling::tail::TraceShard`s, one per
 //! worker task, fed over bounded channels by trace id (docs/architecture.md,
-//! "The shard-per-core trace buffer"): no lock is taken per span. The policies are shared by the shards (their
-//! rate budgets are per processor, as in the collector) behind a mutex
-//! taken once per decided trace.
+//! "The shard-per-core trace buffer"): no lock is taken per span. Each
+//! shard decides with its own policy set; the sets share only the rate
+//! budgets (per processor, as in the collector) and the adaptive states,
+//! each behind a small lock of its own taken by that policy alone.
 //!
 //! While a memory limiter is above its hard limit (the
 //! [`MemoryPressure`] of the build context), each worker holding pending traces
@@ -168,6 +169,16 @@ pub struct Config {
     /// a fleet when its members change (`handover.rs`). Off when absent.
     #[serde(default)]
     pub handover: Option<handover::Config>,
+    /// tracegate: compress the spans of pending traces once they have
+    /// waited 100 ms (zstd against a dictionary per shard), so the same
+    /// memory holds about four times the traces, for the CPU of
+    /// compressing every buffered span once. Default true.
+    #[serde(default = "default_true")]
+    pub pack_pending_spans: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `sampling_strategy:`
@@ -225,6 +236,7 @@ impl Default for Config {
             record_policy: false,
             tail_storage: None,
             handover: None,
+            pack_pending_spans: true,
         }
     }
 }
@@ -322,6 +334,7 @@ impl Config {
             sampled_cache_size: self.decision_cache.sampled_cache_size,
             non_sampled_cache_size: self.decision_cache.non_sampled_cache_size,
             span_ingest: self.sampling_strategy == SamplingStrategy::SpanIngest,
+            pack_spans: self.pack_pending_spans,
         }
     }
 
@@ -374,12 +387,10 @@ impl Clock {
     }
 }
 
-/// The policies shared by the shards, with their metrics.
+/// What the shards' policy sets share: their metrics. (The budgets and
+/// adaptive states the sets share live in the sets,
+/// [`PolicySet::build_shards`].)
 struct SharedPolicies {
-    set: Mutex<PolicySet>,
-    /// The set's [`PolicySet::key_fields`], read outside the lock as spans
-    /// arrive.
-    key_fields: Option<KeyFields>,
     /// Per policy.
     meters: Vec<PolicyMeters>,
     decision_latency: Histogram,
@@ -484,29 +495,32 @@ impl PolicyMeters {
     }
 }
 
-impl SharedPolicies {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PolicySet> {
-        // Policies hold only counters and budgets: recovering after a panic
-        // elsewhere is better than stopping sampling.
-        self.set.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// One shard's policies: its own evaluator state, no lock between shards
+/// (docs/architecture.md, "The shard-per-core trace buffer").
+struct ShardPolicies {
+    set: PolicySet,
+    shared: Arc<SharedPolicies>,
+}
 
-    fn publish_tally(&self) {
-        let tally = self.lock().take_tally();
-        for (meters, tally) in self.meters.iter().zip(&tally) {
+impl ShardPolicies {
+    /// Adds this shard's evaluations since the last call to the metrics.
+    fn publish_tally(&mut self) {
+        let tally = self.set.take_tally();
+        for (meters, tally) in self.shared.meters.iter().zip(&tally) {
             meters.add(tally);
         }
         self.publish_adaptive(false);
     }
 
-    /// The adaptive policies' metrics, when due (or `now`).
+    /// The adaptive policies' metrics, when due (or `now`). Their state is
+    /// shared by the shards' sets, so any shard reports it.
     fn publish_adaptive(&self, now: bool) {
-        if self.adaptive.names.is_empty() {
+        let adaptive = &self.shared.adaptive;
+        if adaptive.names.is_empty() {
             return;
         }
         {
-            let mut next = self
-                .adaptive
+            let mut next = adaptive
                 .next_report
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
@@ -516,30 +530,31 @@ impl SharedPolicies {
             }
             *next = Some(at + ADAPTIVE_REPORT_INTERVAL);
         }
-        let reports = self.lock().adaptive_reports();
-        self.adaptive.publish(reports);
+        adaptive.publish(self.set.adaptive_reports());
     }
 }
 
-impl Decider for &SharedPolicies {
+impl Decider for ShardPolicies {
     fn decide(&mut self, trace: &TraceView<'_>, now: Duration) -> Verdict {
         let started = std::time::Instant::now();
-        let verdict = self.lock().decide(trace, now);
-        self.decision_latency
+        let verdict = self.set.decide(trace, now);
+        self.shared
+            .decision_latency
             .record(started.elapsed().as_secs_f64() * 1e6);
         verdict
     }
 
     fn decide_span_ingest(&mut self, trace: &TraceView<'_>, now: Duration) -> Option<Verdict> {
         let started = std::time::Instant::now();
-        let verdict = self.lock().decide_span_ingest(trace, now);
-        self.decision_latency
+        let verdict = self.set.decide_span_ingest(trace, now);
+        self.shared
+            .decision_latency
             .record(started.elapsed().as_secs_f64() * 1e6);
         verdict
     }
 
     fn key_fields(&self) -> Option<&KeyFields> {
-        self.key_fields.as_ref()
+        self.set.key_fields()
     }
 }
 
@@ -696,12 +711,18 @@ impl TailSampler {
         // The live gateways, as hand-over's membership finds them: the
         // adaptive policies divide their per-second goals by it.
         let fleet = FleetSize::default();
-        let (set, _) =
-            PolicySet::build_in_fleet(&config.policies, config.sample_on_first_match, &fleet)
-                .map_err(|e| ComponentError {
-                    path: "policies".into(),
-                    message: e.to_string(),
-                })?;
+        // One policy set per shard, sharing the processor-wide budgets.
+        let (sets, _) = PolicySet::build_shards(
+            &config.policies,
+            config.sample_on_first_match,
+            &fleet,
+            shards,
+        )
+        .map_err(|e| ComponentError {
+            path: "policies".into(),
+            message: e.to_string(),
+        })?;
+        let set = &sets[0];
         // The collector labels policies `<component name>.<policy>` when
         // the component id has a name.
         let prefix = id.split_once('/').map(|(_, name)| format!("{name}."));
@@ -716,9 +737,13 @@ impl TailSampler {
             labels.clone()
         };
         let policy_meters = labels.into_iter().map(PolicyMeters::new).collect();
-        let policies = Arc::new(SharedPolicies {
-            key_fields: set.key_fields().cloned(),
-            set: Mutex::new(set),
+        let record_policy = config.record_policy.then(|| {
+            Arc::new(RecordNames {
+                policies: set.names().to_vec(),
+                composite_subs: set.composite_sub_names(),
+            })
+        });
+        let shared = Arc::new(SharedPolicies {
             meters: policy_meters,
             decision_latency: metrics::histogram!(m::SAMPLING_DECISION_LATENCY),
             adaptive: AdaptiveMeters {
@@ -727,14 +752,14 @@ impl TailSampler {
                 next_report: Mutex::new(None),
             },
         });
-        let meters = Arc::new(Meters::new(id));
-        let record_policy = config.record_policy.then(|| {
-            let set = policies.lock();
-            Arc::new(RecordNames {
-                policies: set.names().to_vec(),
-                composite_subs: set.composite_sub_names(),
+        let mut policies: Vec<ShardPolicies> = sets
+            .into_iter()
+            .map(|set| ShardPolicies {
+                set,
+                shared: shared.clone(),
             })
-        });
+            .collect();
+        let meters = Arc::new(Meters::new(id));
         let gauges = Arc::new(ShardGauges {
             pending: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             bytes: (0..shards).map(|_| AtomicU64::new(0)).collect(),
@@ -756,11 +781,12 @@ impl TailSampler {
                     path: "tail_storage".into(),
                     message: format!("cannot open the journal in {storage}: {e}"),
                 })?;
-                let mut decider = &*policies;
+                // Restored traces are decided by the first shard's set (its
+                // worker publishes what it counted).
                 let (per_shard, report) = journal.restore(
                     replay,
                     &mut buffers,
-                    &mut decider,
+                    &mut policies[0],
                     clock.now(),
                     &mut restored,
                 );
@@ -793,8 +819,9 @@ impl TailSampler {
             .into_iter()
             .zip(restored)
             .zip(shard_journals)
+            .zip(policies)
             .enumerate();
-        for (index, ((shard, restored), journal)) in starts {
+        for (index, (((shard, restored), journal), policies)) in starts {
             let (tx, rx) = mpsc::channel(SHARD_QUEUE);
             senders.push(tx);
             let shard_handover = match (&handover, handover_parts.get_mut(index)) {
@@ -806,7 +833,7 @@ impl TailSampler {
                 index,
                 shard,
                 journal,
-                policies: policies.clone(),
+                policies,
                 meters: meters.clone(),
                 gauges: gauges.clone(),
                 next: next.clone(),
@@ -1000,7 +1027,7 @@ struct ShardWorker {
     shard: TraceShard,
     /// With `tail_storage`: this shard's side of the journal.
     journal: Option<ShardJournal>,
-    policies: Arc<SharedPolicies>,
+    policies: ShardPolicies,
     meters: Arc<Meters>,
     gauges: Arc<ShardGauges>,
     next: NextConsumer,
@@ -1067,8 +1094,6 @@ impl ShardWorker {
                 }
             };
             let now = self.clock.now();
-            let policies = self.policies.clone();
-            let mut decider = &*policies;
             match wake {
                 Wake::Work(work) => {
                     // Spans of traces owned by another gateway go there;
@@ -1089,17 +1114,18 @@ impl ShardWorker {
                     // A run of the decision timer, as the collector times
                     // its ticks (in ms).
                     let started = std::time::Instant::now();
-                    self.shard.poll(now, &mut decider, &mut out);
+                    self.shard.poll(now, &mut self.policies, &mut out);
                     self.meters
                         .timer_latency
                         .record(started.elapsed().as_millis() as f64);
                 }
                 Wake::Handover(event) => self.on_handover(event, now, &mut out).await,
             }
-            self.shed_if_above_hard_limit(now, &mut decider, &mut out);
-            self.shed_if_asked(now, &mut decider, &mut out);
+            self.shed_if_above_hard_limit(now, &mut out);
+            self.shed_if_asked(now, &mut out);
             if let Some(journal) = &mut self.journal {
-                let decided = journal.shed_if_full(&mut self.shard, now, &mut decider, &mut out);
+                let decided =
+                    journal.shed_if_full(&mut self.shard, now, &mut self.policies, &mut out);
                 if decided > 0 {
                     tracing::debug!(processor = %self.id, shard = self.index, decided, "tail storage above its high-water mark; decided the oldest pending traces early");
                 }
@@ -1125,8 +1151,6 @@ impl ShardWorker {
             }
             self.emit(&mut out).await;
         }
-        let policies = self.policies.clone();
-        let mut decider = &*policies;
         let now = self.clock.now();
         match &mut self.journal {
             // Pending traces stay journaled: the next start resumes them
@@ -1139,9 +1163,12 @@ impl ShardWorker {
                         "pending traces left in the tail storage for the next start");
                 }
             }
-            _ => self
-                .shard
-                .drain(now, self.drop_pending_on_shutdown, &mut decider, &mut out),
+            _ => self.shard.drain(
+                now,
+                self.drop_pending_on_shutdown,
+                &mut self.policies,
+                &mut out,
+            ),
         }
         self.emit(&mut out).await;
     }
@@ -1160,10 +1187,8 @@ impl ShardWorker {
         now: Duration,
         out: &mut Released,
     ) {
-        let policies = self.policies.clone();
-        let mut decider = &*policies;
         self.shard.set_pin(pin.cloned());
-        let mut held = self.insert(batch, spans, arrivals, now, &mut decider, out);
+        let mut held = self.insert(batch, spans, arrivals, now, out);
         self.shard.set_pin(None);
         while let Some(rest) = held.take() {
             self.emit(out).await;
@@ -1172,10 +1197,10 @@ impl ShardWorker {
             };
             tokio::time::sleep_until(wake).await;
             let now = self.clock.now();
-            self.shard.poll(now, &mut decider, out);
-            self.shed_if_above_hard_limit(now, &mut decider, out);
+            self.shard.poll(now, &mut self.policies, out);
+            self.shed_if_above_hard_limit(now, out);
             self.shard.set_pin(pin.cloned());
-            held = self.insert(&rest, None, arrivals, now, &mut decider, out);
+            held = self.insert(&rest, None, arrivals, now, out);
             self.shard.set_pin(None);
         }
     }
@@ -1186,9 +1211,9 @@ impl ShardWorker {
         spans: Option<&[u32]>,
         arrivals: Option<&HashMap<TraceId, handover::Arrival>>,
         now: Duration,
-        decider: &mut impl Decider,
         out: &mut Released,
     ) -> Option<SpanBatch> {
+        let decider = &mut self.policies;
         let all = 0..batch.len() as u32;
         match (spans, arrivals) {
             (None, None) => self.shard.insert(batch, now, decider, out),
@@ -1267,14 +1292,13 @@ impl ShardWorker {
                 }
             }
             Import::Decisions(decisions) => {
-                let policies = self.policies.clone();
-                let mut decider = &*policies;
                 for decision in decisions {
                     // An unknown trace has the decision remembered (a
                     // pending one is decided by it, journaled as any
                     // decision; a decided one keeps its own).
                     let remembered = !self.shard.knows(&decision.trace_id);
-                    self.shard.import_decision(decision, now, &mut decider, out);
+                    self.shard
+                        .import_decision(decision, now, &mut self.policies, out);
                     if let (true, Some(journal)) = (remembered, &mut self.journal) {
                         journal.note_handed_over([decision]);
                     }
@@ -1321,12 +1345,7 @@ impl ShardWorker {
 
     /// Once per [`MEMORY_CHECK_INTERVAL`]: above a hard limit, decides the
     /// oldest pending traces early to shed half of their memory.
-    fn shed_if_above_hard_limit(
-        &mut self,
-        now: Duration,
-        decider: &mut impl Decider,
-        out: &mut Released,
-    ) {
+    fn shed_if_above_hard_limit(&mut self, now: Duration, out: &mut Released) {
         let at = Instant::now();
         if at < self.next_memory_check {
             return;
@@ -1335,7 +1354,9 @@ impl ShardWorker {
         if self.shard.pending_traces() == 0 || !self.memory.above_hard_limit() {
             return;
         }
-        let decided = self.shard.decide_oldest_for_memory(now, decider, out);
+        let decided = self
+            .shard
+            .decide_oldest_for_memory(now, &mut self.policies, out);
         tracing::debug!(processor = %self.id, shard = self.index, decided, "memory above the hard limit; decided the oldest pending traces early");
     }
 
@@ -1343,13 +1364,15 @@ impl ShardWorker {
     /// way (decided ones forgotten, pending ones decided early) to free this
     /// worker's share of it. A shard with nothing pending may still hold
     /// decided traces for late spans: those go too.
-    fn shed_if_asked(&mut self, now: Duration, decider: &mut impl Decider, out: &mut Released) {
+    fn shed_if_asked(&mut self, now: Duration, out: &mut Released) {
         let asked = self.shed_requests.take();
         if asked == 0 {
             return;
         }
         let share = asked.div_ceil(self.shards as u64);
-        let decided = self.shard.decide_oldest_to_free(share, now, decider, out);
+        let decided = self
+            .shard
+            .decide_oldest_to_free(share, now, &mut self.policies, out);
         tracing::debug!(processor = %self.id, shard = self.index, share, decided, "a memory limiter asked for room; the oldest traces gave way");
     }
 
