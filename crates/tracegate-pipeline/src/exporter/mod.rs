@@ -39,7 +39,7 @@ use crate::context::BuildContext;
 use crate::registry::component_registry;
 use tracegate_model::SpanBatch;
 
-pub use delivery::{Compression, QueueConfig, RetryConfig};
+pub use delivery::{Compression, CompressionParams, QueueConfig, RetryConfig};
 pub use fanout::Fanout;
 pub use handle::{DropReason, ExporterHandle, QueueFull, Refusal};
 
