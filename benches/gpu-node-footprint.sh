@@ -9,7 +9,9 @@
 # `cargo build --release -p tracegate -p tracegate-benches`).
 # Env: IDLE (seconds of the idle measurement after start, default 20),
 # AFTER (seconds of the idle measurement after the load, default 70: more
-# than the minute after which tracegate lets go of code pages again).
+# than the minute after which tracegate lets go of code pages again),
+# SCENARIO (default benches/scenarios/gpu-node.yaml; another copy of the
+# profile, e.g. an older one for an older build to A/B against).
 # Prints one JSON object.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,7 @@ LOADGEN=target/release/tracegate-loadgen
 [ "${1:-}" = "--" ] && shift
 IDLE=${IDLE:-20}
 AFTER=${AFTER:-70}
+SCENARIO=${SCENARIO:-benches/scenarios/gpu-node.yaml}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 GRPC=$(free_port) HTTP=$(free_port) SINK=$(free_port) METRICS=$(free_port)
@@ -28,7 +31,7 @@ PID=
 trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
 
 TG_STORAGE_DIR=$DIR TG_GRPC_ENDPOINT=127.0.0.1:$GRPC TG_HTTP_ENDPOINT=127.0.0.1:$HTTP \
-  SINK_ENDPOINT=127.0.0.1:$SINK "$TG" --config benches/scenarios/gpu-node.yaml \
+  SINK_ENDPOINT=127.0.0.1:$SINK "$TG" --config "$SCENARIO" \
   --worker-threads=1 --set service.telemetry.metrics.address=127.0.0.1:$METRICS \
   > "$DIR/log" 2>&1 &
 PID=$!
@@ -40,17 +43,20 @@ status() {
 }
 ticks() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; }
 hz=$(getconf CLK_TCK)
+# Seconds of CPU between two tick counts, as a JSON number (bc would print
+# ".01", which is not one).
+cpu_s() { awk -v a="$1" -v b="$2" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }'; }
 
 sleep 3
 started=$(status)
 t0=$(ticks); sleep "$IDLE"; t1=$(ticks)
 idle=$(status)
-load=$("$LOADGEN" run --scenario benches/scenarios/gpu-node.yaml \
+load=$("$LOADGEN" run --scenario "$SCENARIO" \
   --target "http://127.0.0.1:$GRPC" --target-pid "$PID" --target-metrics "127.0.0.1:$METRICS" \
   --sink-listen "127.0.0.1:$SINK" --label gpu-node -- "$@" 2>/dev/null | tail -n 1)
 loaded=$(status)
 t2=$(ticks); sleep "$AFTER"; t3=$(ticks)
 after=$(status)
 printf '{"started": {%s}, "idle": {%s, "cpu_s": %s}, "load": %s, "right_after_load": {%s}, "after_load": {%s, "cpu_s": %s}, "loadavg": "%s"}\n' \
-  "$started" "$idle" "$(echo "scale=2; ($t1 - $t0) / $hz" | bc)" "$load" "$loaded" \
-  "$after" "$(echo "scale=2; ($t3 - $t2) / $hz" | bc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+  "$started" "$idle" "$(cpu_s "$t0" "$t1")" "$load" "$loaded" \
+  "$after" "$(cpu_s "$t2" "$t3")" "$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -418,8 +418,9 @@ fn not_implemented(name: &str) -> Option<&'static str> {
              connections to a host; remove it"
         }
         "compression_params" => {
-            "tracegate does not implement compression levels yet: its exporters compress at \
-             a fixed level (gzip 1 and zstd 3 for otlp and otlphttp); remove it"
+            "tracegate does not implement compression levels on this component: it takes \
+             them only on the otlp, otlphttp, jaeger and loadbalancing (protocol.otlp) \
+             exporters; remove it"
         }
         "cookies" | "force_attempt_http2" | "middlewares" => {
             "tracegate does not implement this collector setting yet; remove it"

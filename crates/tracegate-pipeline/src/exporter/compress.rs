@@ -1,9 +1,10 @@
 //! Compressing a request for the OTLP exporters, gRPC and HTTP alike: the
-//! whole message at once, gzip at level 1
+//! whole message at once, on tokio's blocking pool for a large message
+//! ([`crate::offload`]), at the level of the exporter's
+//! `compression_params`; by default gzip at level 1
 //! ([`GZIP_EXPORT_LEVEL`](crate::compression::GZIP_EXPORT_LEVEL); the
 //! collector and tonic use 6, several times the CPU for a few per cent
-//! smaller OTLP) or zstd at its default level, on tokio's blocking pool for
-//! a large message ([`crate::offload`]).
+//! smaller OTLP) and zstd at its default level, 3.
 //!
 //! zstd keeps one compression context per thread and reuses it. A new
 //! context per request (what `zstd::bulk::compress` and tonic's
@@ -17,11 +18,13 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 
-use super::delivery::Compression;
+use super::delivery::{compression_level, Compression, CompressionParams};
+use crate::config::ComponentError;
 use crate::offload;
 
 thread_local! {
-    static ZSTD: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    /// This thread's zstd context and the level it is set to.
+    static ZSTD: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
 
 impl Compression {
@@ -35,42 +38,74 @@ impl Compression {
         }
     }
 
+    /// The encoder of this algorithm at the level of `params` (checked as
+    /// [`compression_level`] checks it).
+    pub(crate) fn encoder(self, params: CompressionParams) -> Result<Encoder, ComponentError> {
+        Ok(Encoder {
+            compression: self,
+            level: compression_level(self, params)?,
+        })
+    }
+}
+
+/// How an exporter compresses its requests: the algorithm and its level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Encoder {
+    compression: Compression,
+    level: i32,
+}
+
+impl Encoder {
+    /// The algorithm at tracegate's level for it (gzip 1, zstd 3).
+    #[cfg(test)]
+    pub(crate) fn default_level(compression: Compression) -> Encoder {
+        compression
+            .encoder(CompressionParams::default())
+            .expect("the default level is valid")
+    }
+
+    /// The encoding's name on the wire; `None` when uncompressed.
+    pub(crate) fn wire_name(self) -> Option<&'static str> {
+        self.compression.wire_name()
+    }
+
     /// `message` compressed as one gzip member or one zstd frame; `None`
     /// when requests go uncompressed.
     pub(crate) fn compress(self, message: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
-        match self {
+        match self.compression {
             Compression::None => Ok(None),
             Compression::Gzip => {
                 // OTLP compresses 4–6× at level 1: a quarter is rarely outgrown.
                 let mut out = Vec::with_capacity(message.len() / 4);
-                crate::compression::gzip_into(
-                    &mut out,
-                    message,
-                    crate::compression::GZIP_EXPORT_LEVEL,
-                );
+                let level =
+                    u32::try_from(self.level).unwrap_or(crate::compression::GZIP_EXPORT_LEVEL);
+                crate::compression::gzip_into(&mut out, message, level);
                 Ok(Some(out))
             }
             Compression::Zstd => ZSTD
                 .with(|cell| {
                     let mut cell = cell.borrow_mut();
-                    let compressor = match &mut *cell {
-                        Some(compressor) => compressor,
-                        empty => empty.insert(zstd::bulk::Compressor::new(
-                            zstd::DEFAULT_COMPRESSION_LEVEL,
-                        )?),
+                    let (level, compressor) = match &mut *cell {
+                        Some(context) => context,
+                        empty => {
+                            empty.insert((self.level, zstd::bulk::Compressor::new(self.level)?))
+                        }
                     };
+                    // Exporters of different levels may share this thread.
+                    if *level != self.level {
+                        compressor.set_compression_level(self.level)?;
+                        *level = self.level;
+                    }
                     compressor.compress(message)
                 })
                 .map(Some),
         }
     }
-}
 
-impl Compression {
-    /// The message as sent: compressed per [`Compression::compress`], on
-    /// the blocking pool when it is large ([`offload::COMPRESSED_BYTES`]).
+    /// The message as sent: compressed per [`Encoder::compress`], on the
+    /// blocking pool when it is large ([`offload::COMPRESSED_BYTES`]).
     pub(crate) async fn compress_message(self, message: Bytes) -> Result<Bytes, String> {
-        if self == Compression::None {
+        if self.compression == Compression::None {
             return Ok(message);
         }
         let size = message.len();
@@ -103,7 +138,10 @@ mod tests {
     #[test]
     fn zstd_frames_read_back_with_the_context_reused() {
         for message in messages() {
-            let compressed = Compression::Zstd.compress(&message).unwrap().unwrap();
+            let compressed = Encoder::default_level(Compression::Zstd)
+                .compress(&message)
+                .unwrap()
+                .unwrap();
             assert!(compressed.len() < message.len() / 4);
             assert_eq!(zstd::stream::decode_all(&compressed[..]).unwrap(), message);
         }
@@ -112,7 +150,10 @@ mod tests {
     #[test]
     fn gzip_members_read_back() {
         for message in messages() {
-            let compressed = Compression::Gzip.compress(&message).unwrap().unwrap();
+            let compressed = Encoder::default_level(Compression::Gzip)
+                .compress(&message)
+                .unwrap()
+                .unwrap();
             assert!(compressed.len() < message.len() / 4);
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(&compressed[..])
@@ -125,7 +166,7 @@ mod tests {
     #[tokio::test]
     async fn large_and_small_messages_compress_alike_wherever_they_run() {
         for message in messages() {
-            let sent = Compression::Zstd
+            let sent = Encoder::default_level(Compression::Zstd)
                 .compress_message(Bytes::from(message.clone()))
                 .await
                 .unwrap();
@@ -133,14 +174,63 @@ mod tests {
         }
         let plain = Bytes::from_static(b"abc");
         assert_eq!(
-            Compression::None.compress_message(plain.clone()).await,
+            Encoder::default_level(Compression::None)
+                .compress_message(plain.clone())
+                .await,
             Ok(plain)
         );
     }
 
+    /// A level changes what is written, not what is read back; and one
+    /// thread's context serves exporters of different levels in turn.
+    #[test]
+    fn levels_are_honoured_and_read_back() {
+        let message = &messages()[0];
+        let at = |compression: Compression, level| {
+            let encoder = compression.encoder(CompressionParams { level }).unwrap();
+            encoder.compress(message).unwrap().unwrap()
+        };
+        for _ in 0..2 {
+            let (fast, default, small) = (
+                at(Compression::Zstd, -5),
+                at(Compression::Zstd, 0),
+                at(Compression::Zstd, 19),
+            );
+            assert!(
+                fast.len() > default.len(),
+                "{} {}",
+                fast.len(),
+                default.len()
+            );
+            assert!(
+                small.len() < default.len(),
+                "{} {}",
+                small.len(),
+                default.len()
+            );
+            assert_eq!(at(Compression::Zstd, 3), default);
+            for frame in [fast, default, small] {
+                assert_eq!(&zstd::stream::decode_all(&frame[..]).unwrap(), message);
+            }
+        }
+        let (gzip1, gzip9) = (at(Compression::Gzip, 0), at(Compression::Gzip, 9));
+        assert_eq!(at(Compression::Gzip, 1), gzip1);
+        assert!(gzip9.len() < gzip1.len(), "{} {}", gzip9.len(), gzip1.len());
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gzip9[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(&out, message);
+    }
+
     #[test]
     fn none_leaves_the_message_alone() {
-        assert_eq!(Compression::None.compress(b"abc").unwrap(), None);
+        assert_eq!(
+            Encoder::default_level(Compression::None)
+                .compress(b"abc")
+                .unwrap(),
+            None
+        );
         assert_eq!(Compression::None.wire_name(), None);
         assert_eq!(Compression::Gzip.wire_name(), Some("gzip"));
         assert_eq!(Compression::Zstd.wire_name(), Some("zstd"));

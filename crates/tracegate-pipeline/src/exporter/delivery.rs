@@ -272,6 +272,69 @@ pub enum Compression {
     None,
 }
 
+/// `compression_params:` of the OTLP exporters, as the collector's HTTP
+/// client spells it: the level `compression` writes at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionParams {
+    /// `0` (the default) is tracegate's level for the algorithm: gzip 1,
+    /// zstd 3. gzip takes 1 (fastest) to 9 (smallest) and -1 (zlib's
+    /// default, 6); zstd takes its negative "fast" levels down to
+    /// [`zstd_min_level`] and 1 to 22. `none` takes only `0`.
+    #[serde(default)]
+    pub level: i32,
+}
+
+/// The lowest zstd level (the fastest of its negative "fast" levels).
+pub fn zstd_min_level() -> i32 {
+    zstd::zstd_safe::min_c_level()
+}
+
+/// The level `compression` writes at, given `compression_params`, or why
+/// that level is not one the algorithm has (reported at
+/// `compression_params.level`).
+pub(crate) fn compression_level(
+    compression: Compression,
+    params: CompressionParams,
+) -> Result<i32, ComponentError> {
+    let level = params.level;
+    let out_of_range = |what: String| {
+        Err(error(
+            "compression_params.level",
+            format!("{level} is not a {what}"),
+        ))
+    };
+    match compression {
+        Compression::Gzip => match level {
+            0 => Ok(crate::compression::GZIP_EXPORT_LEVEL as i32),
+            -1 => Ok(6),
+            1..=9 => Ok(level),
+            _ => out_of_range(
+                "gzip level: use 1 (fastest) to 9 (smallest), -1 for zlib's default (6), or \
+                 leave it out for tracegate's (1)"
+                    .into(),
+            ),
+        },
+        Compression::Zstd => {
+            let (min, max) = (zstd_min_level(), zstd::zstd_safe::max_c_level());
+            match level {
+                0 => Ok(zstd::DEFAULT_COMPRESSION_LEVEL),
+                _ if (min..=max).contains(&level) => Ok(level),
+                _ => out_of_range(format!(
+                    "zstd level: use 1 to {max} (higher is smaller and slower), a negative \
+                     \"fast\" level down to {min}, or leave it out for the default (3)"
+                )),
+            }
+        }
+        Compression::None if level == 0 => Ok(0),
+        Compression::None => Err(error(
+            "compression_params.level",
+            "requests go uncompressed (compression: none), so there is no level to set: \
+             remove compression_params or choose gzip or zstd",
+        )),
+    }
+}
+
 /// The checks both OTLP exporters make of what they connect and send
 /// with: `tls` (only when the connection uses TLS) and `headers`. Returns
 /// the TLS warnings.
@@ -403,5 +466,35 @@ mod tests {
             );
         }
         assert!(serde_json::from_value::<Compression>(serde_json::json!("snappy")).is_err());
+    }
+
+    #[test]
+    fn compression_levels_per_algorithm() {
+        let level =
+            |compression, level| compression_level(compression, CompressionParams { level });
+        assert_eq!(level(Compression::Gzip, 0), Ok(1));
+        assert_eq!(level(Compression::Gzip, -1), Ok(6));
+        assert_eq!(level(Compression::Gzip, 9), Ok(9));
+        assert_eq!(level(Compression::Zstd, 0), Ok(3));
+        assert_eq!(level(Compression::Zstd, 1), Ok(1));
+        assert_eq!(level(Compression::Zstd, 22), Ok(22));
+        assert_eq!(level(Compression::Zstd, -5), Ok(-5));
+        assert_eq!(level(Compression::None, 0), Ok(0));
+        for (compression, bad, says) in [
+            (Compression::Gzip, 10, "not a gzip level"),
+            (Compression::Gzip, -2, "not a gzip level"),
+            (Compression::Zstd, 23, "not a zstd level"),
+            (Compression::Zstd, zstd_min_level() - 1, "not a zstd level"),
+            (Compression::None, 1, "compression: none"),
+        ] {
+            let e = level(compression, bad).unwrap_err();
+            assert_eq!(e.path, "compression_params.level");
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
+        assert!(from_value::<CompressionParams>(serde_json::json!({"levl": 1})).is_err());
+        assert_eq!(
+            from_value::<CompressionParams>(serde_json::json!(null)).unwrap(),
+            CompressionParams::default()
+        );
     }
 }

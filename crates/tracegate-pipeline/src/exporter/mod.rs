@@ -41,7 +41,7 @@ use crate::registry::component_registry;
 use tracegate_model::SpanBatch;
 
 pub use backpressure::Admission;
-pub use delivery::{Compression, QueueConfig, RetryConfig, DEFAULT_QUEUE_BYTES};
+pub use delivery::{Compression, CompressionParams, QueueConfig, RetryConfig, DEFAULT_QUEUE_BYTES};
 pub use fanout::Fanout;
 pub use handle::{DropReason, ExporterHandle, QueueFull, Refusal};
 

@@ -29,7 +29,10 @@ use tonic::{Code, Status};
 use tracegate_model::otlp::ExportTraceServiceResponse;
 use tracegate_model::SpanBatch;
 
-use super::delivery::{attempt_timeout, validate_transport, Compression, QueueConfig, RetryConfig};
+use super::compress::Encoder;
+use super::delivery::{
+    attempt_timeout, validate_transport, Compression, CompressionParams, QueueConfig, RetryConfig,
+};
 use super::{Delivered, ExportError, Exporter};
 use crate::auth::{AuthConfig, ClientAuth};
 use crate::config::{error, ComponentError};
@@ -54,6 +57,11 @@ pub struct Config {
     /// Request compression: `gzip`, `zstd` or `none`. Default `gzip`.
     #[serde(default)]
     pub compression: Compression,
+    /// The level `compression` writes at: `level: 0` (default) is
+    /// tracegate's (gzip 1, zstd 3). The collector has this key on its
+    /// HTTP client only; tracegate takes it on both OTLP exporters.
+    #[serde(default)]
+    pub compression_params: CompressionParams,
     /// gRPC metadata sent with every request. A mapping, or a list of
     /// `{name, value}` as the collector also takes it. Default none.
     #[serde(default, deserialize_with = "crate::config::header_map")]
@@ -243,6 +251,7 @@ impl Config {
                 )
             })?;
         }
+        self.compression.encoder(self.compression_params)?;
         self.sending_queue.validate()?;
         self.retry_on_failure.validate()?;
         if let Some(keepalive) = &self.keepalive {
@@ -262,7 +271,7 @@ impl Config {
 pub struct OtlpGrpcExporter {
     channels: Channels,
     metadata: MetadataMap,
-    compression: Compression,
+    compression: Encoder,
     /// `None`: no limit (`timeout: 0`).
     timeout: Option<Duration>,
     /// Adds its header to every call.
@@ -417,7 +426,10 @@ impl OtlpGrpcExporter {
         Ok(OtlpGrpcExporter {
             channels,
             metadata,
-            compression: config.compression,
+            compression: config
+                .compression
+                .encoder(config.compression_params)
+                .map_err(|e| e.to_string())?,
             timeout: attempt_timeout(config.timeout),
             auth: config.client_auth.clone(),
         })
@@ -691,7 +703,7 @@ fn from_transport(status: &Status) -> bool {
 #[async_trait]
 impl Exporter for OtlpGrpcExporter {
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
-        let response = if self.compression == Compression::None {
+        let response = if self.compression.wire_name().is_none() {
             // A batch the batch processor put together is sent as the
             // requests it came from, not joined into one buffer first.
             let deadline = self.timeout.map(|t| Instant::now() + t);

@@ -20,7 +20,10 @@ use prost::Message;
 use serde::Deserialize;
 use tracegate_model::SpanBatch;
 
-use super::delivery::{attempt_timeout, validate_transport, Compression, QueueConfig, RetryConfig};
+use super::compress::Encoder;
+use super::delivery::{
+    attempt_timeout, validate_transport, Compression, CompressionParams, QueueConfig, RetryConfig,
+};
 use super::utc::unix_time;
 use super::{Delivered, ExportError, Exporter};
 use crate::auth::{AuthConfig, ClientAuth};
@@ -70,6 +73,11 @@ pub struct Config {
     /// Body compression: `gzip`, `zstd` or `none`. Default `gzip`.
     #[serde(default)]
     pub compression: Compression,
+    /// The level `compression` writes at, as the collector's
+    /// `compression_params`: `level: 0` (default) is tracegate's (gzip 1,
+    /// zstd 3).
+    #[serde(default)]
+    pub compression_params: CompressionParams,
     /// HTTP headers sent with every request. A mapping, or a list of
     /// `{name, value}` as the collector also takes it. Default none.
     #[serde(default, deserialize_with = "crate::config::header_map")]
@@ -162,6 +170,7 @@ impl Config {
         if let Some(auth) = &self.auth {
             auth.validate("auth")?;
         }
+        self.compression.encoder(self.compression_params)?;
         self.sending_queue.validate()?;
         self.retry_on_failure.validate()?;
         Ok(warnings)
@@ -173,7 +182,7 @@ pub struct OtlpHttpExporter {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: Uri,
     encoding: Encoding,
-    compression: Compression,
+    compression: Encoder,
     headers: HeaderMap,
     /// `None`: no limit (`timeout: 0`).
     timeout: Option<Duration>,
@@ -264,7 +273,10 @@ impl OtlpHttpExporter {
             client: client.build(connector),
             url,
             encoding: config.encoding,
-            compression: config.compression,
+            compression: config
+                .compression
+                .encoder(config.compression_params)
+                .map_err(|e| e.to_string())?,
             headers,
             timeout: attempt_timeout(config.timeout),
             auth: config.client_auth.clone(),

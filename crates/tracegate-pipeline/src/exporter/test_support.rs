@@ -538,6 +538,8 @@ pub(crate) struct HttpReceived {
     pub path: String,
     pub headers: http::HeaderMap,
     pub body: Vec<u8>,
+    /// The body's length as sent (compressed).
+    pub wire_len: usize,
 }
 
 #[derive(Default)]
@@ -666,6 +668,7 @@ async fn http_sink_answer(
         path: parts.uri.path().to_string(),
         headers: parts.headers,
         body,
+        wire_len: raw.len(),
     });
     state.arrived.notify_waiters();
     let mut response = http::Response::builder().status(reply.status);
