@@ -537,6 +537,17 @@ impl OtlpGrpcExporter {
             .compress_message(body)
             .await
             .map_err(ExportError::Permanent)?;
+        self.unary_compressed(path, body, deadline).await
+    }
+
+    /// One unary call of `path` with a request already compressed with
+    /// the exporter's compression, due by `deadline`.
+    async fn unary_compressed(
+        &self,
+        path: &'static str,
+        body: bytes::Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<bytes::Bytes, ExportError> {
         let outcome = match &self.channels {
             Channels::One(channel) => self.call(channel, path, body, deadline).await,
             Channels::RoundRobin(rr) => {
@@ -684,7 +695,15 @@ fn from_transport(status: &Status) -> bool {
 #[async_trait]
 impl Exporter for OtlpGrpcExporter {
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
-        let response = self.unary(TRACE_EXPORT_PATH, batch.bytes().clone()).await?;
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let body = self
+            .compression
+            .compress_batch(batch)
+            .await
+            .map_err(ExportError::Permanent)?;
+        let response = self
+            .unary_compressed(TRACE_EXPORT_PATH, body, deadline)
+            .await?;
         // The response is small; only its partial success is read.
         let response = ExportTraceServiceResponse::decode(response).map_err(|e| {
             classify(&Status::internal(format!(
