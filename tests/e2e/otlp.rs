@@ -366,3 +366,66 @@ service:
     .await;
     assert!(!text.contains("otelcol_"), "one namespace only:\n{text}");
 }
+
+/// gzip at `level`, one member.
+fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_requests_batched_whole_reach_a_single_member_gzip_reader_intact() {
+    // tonic's gzip decoder (the sink's) reads the first gzip member only:
+    // the export assembled from the requests' own deflate data must be one
+    // member holding every span, in order.
+    let sink = Sink::start().await;
+    let gw = Gateway::start(&passthrough_config(
+        &plain_otlp_exporter("otlp", sink.addr),
+        "otlp",
+        "    timeout: 300ms\n    send_batch_size: 100000",
+    ));
+    let grpc = gw.addr("otlp", "grpc");
+    let export = support::raw::TRACE_EXPORT;
+    let mut sent = Vec::new();
+    for (i, level) in [6u32, 1, 9, 0, 6].into_iter().enumerate() {
+        let name = format!("gz{i}");
+        let request = support::spans_request(&name, 20 + i as u64);
+        let reply = support::raw::grpc(grpc, export, &gzip(&request, level), Some("gzip")).await;
+        assert_eq!(reply.code, 0, "{}", reply.message);
+        sent.push((name, 20 + i));
+    }
+    // A two-member body, an uncompressed request and a zstd one between
+    // them: members and bytes compressed afresh in one export.
+    let (a, b) = (
+        support::spans_request("two-a", 7),
+        support::spans_request("two-b", 8),
+    );
+    let mut two = gzip(&a, 6);
+    two.extend(gzip(&b, 6));
+    let plain = support::spans_request("plain", 5);
+    let zstd = zstd::stream::encode_all(&support::spans_request("zstd", 6)[..], 3).unwrap();
+    for (body, encoding) in [(plain, None), (two, Some("gzip")), (zstd, Some("zstd"))] {
+        let reply = support::raw::grpc(grpc, export, &body, encoding).await;
+        assert_eq!(reply.code, 0, "{}", reply.message);
+    }
+    sent.extend([
+        ("plain".to_string(), 5),
+        ("two-a".to_string(), 7),
+        ("two-b".to_string(), 8),
+        ("zstd".to_string(), 6),
+    ]);
+    let total: usize = sent.iter().map(|(_, n)| n).sum();
+    assert!(
+        sink.wait_for_spans(total, WAIT).await,
+        "{} of {total}",
+        sink.span_count()
+    );
+    let mut got = std::collections::BTreeMap::<String, usize>::new();
+    for span in sink.spans() {
+        *got.entry(span.span.name.clone()).or_default() += 1;
+    }
+    let want: std::collections::BTreeMap<String, usize> = sent.into_iter().collect();
+    assert_eq!(got, want);
+}

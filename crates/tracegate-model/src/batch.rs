@@ -243,6 +243,20 @@ pub struct SpanBatch {
     pub(crate) resources: Vec<ResourceInfo>,
     pub(crate) scopes: Vec<ScopeInfo>,
     pub(crate) spans: Vec<SpanInfo>,
+    /// Ranges of `bytes` that arrived as gzip members, in order and apart
+    /// (see [`SpanBatch::gzip_members`]). Kept by what shares the bytes
+    /// (clones, a whole selection, concatenation); anything that writes new
+    /// bytes leaves them behind.
+    pub(crate) gzip: Option<Arc<[GzipRange]>>,
+}
+
+/// A range of a batch's bytes that arrived as one gzip member, unchanged.
+#[derive(Debug, Clone)]
+pub struct GzipRange {
+    /// Where the member's data starts in [`SpanBatch::bytes`]; it is
+    /// `member.len()` bytes long.
+    pub at: usize,
+    pub member: tracegate_gzip::Member,
 }
 
 impl SpanBatch {
@@ -276,6 +290,39 @@ impl SpanBatch {
 
     pub fn resources(&self) -> &[ResourceInfo] {
         &self.resources
+    }
+
+    /// The gzip members these bytes arrived in, where they lie in
+    /// [`Self::bytes`], so an exporter can send them compressed as they came
+    /// (`tracegate_gzip::splice`). Empty unless the batch is made of whole
+    /// requests a receiver took gzip-compressed, unchanged since.
+    pub fn gzip_members(&self) -> &[GzipRange] {
+        self.gzip.as_deref().unwrap_or_default()
+    }
+
+    /// Records that this batch's bytes are `message` as it was inflated from
+    /// `members` (offsets into `message`). Nothing is recorded unless the
+    /// batch holds exactly those bytes, the very buffer (the scanner keeps
+    /// the request it indexes), so a decoder that re-encoded cannot claim
+    /// them.
+    pub fn set_gzip_members(
+        &mut self,
+        message: &Bytes,
+        members: Vec<(usize, tracegate_gzip::Member)>,
+    ) {
+        let same = self.bytes.as_ptr() == message.as_ptr() && self.bytes.len() == message.len();
+        let mut end = 0;
+        let ordered = members.iter().all(|(at, m)| {
+            let fits = *at >= end && at + m.len() <= message.len();
+            end = at + m.len();
+            fits
+        });
+        self.gzip = (same && ordered && !members.is_empty()).then(|| {
+            members
+                .into_iter()
+                .map(|(at, member)| GzipRange { at, member })
+                .collect()
+        });
     }
 
     /// Number of spans.
@@ -427,13 +474,19 @@ impl SpanBatch {
             resources: Vec::with_capacity(parts.iter().map(|p| p.resources.len()).sum()),
             scopes: Vec::with_capacity(parts.iter().map(|p| p.scopes.len()).sum()),
             spans: Vec::with_capacity(parts.iter().map(|p| p.spans.len()).sum()),
+            gzip: None,
         };
         let mut at = 0u32;
+        let mut gzip = Vec::new();
         for part in parts {
             let resource_base = out.resources.len() as u32;
             let scope_base = out.scopes.len() as u32;
             let span_base = out.spans.len() as u32;
             segments.extend(part.segments().iter().cloned());
+            gzip.extend(part.gzip_members().iter().map(|g| GzipRange {
+                at: g.at + at as usize,
+                member: g.member.clone(),
+            }));
             out.resources
                 .extend(part.resources.iter().map(|r| ResourceInfo {
                     body: shift(&r.body, at),
@@ -455,6 +508,9 @@ impl SpanBatch {
             at += part.bytes.len() as u32;
         }
         out.bytes = Encoded::concatenation(segments);
+        if !gzip.is_empty() {
+            out.gzip = Some(gzip.into());
+        }
         out
     }
 

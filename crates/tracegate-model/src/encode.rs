@@ -136,6 +136,7 @@ pub(crate) fn encode_subset_replacing(
         resources: w.resources,
         scopes: w.scopes,
         spans: w.spans,
+        gzip: None,
     }
 }
 

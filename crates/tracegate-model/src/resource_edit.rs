@@ -288,6 +288,8 @@ impl SpanBatch {
             }
         }
         self.bytes = crate::batch::Encoded::whole(Bytes::from(out));
+        // New bytes: the gzip members they arrived in no longer hold them.
+        self.gzip = None;
         Ok(())
     }
 }

@@ -271,6 +271,7 @@ pub(crate) fn scan(bytes: Bytes) -> Result<SpanBatch, ScanError> {
         resources,
         scopes,
         spans,
+        gzip: None,
     })
 }
 

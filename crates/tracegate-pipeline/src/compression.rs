@@ -159,58 +159,32 @@ pub fn gzip_into(out: &mut Vec<u8>, data: &[u8], level: u32) {
     *out = encoder.finish().expect("writing to a Vec cannot fail");
 }
 
-/// gzip, read whole: each member inflated in one pass straight into the
-/// output, which starts at the size the last member's trailer states
-/// (ISIZE, the whole body's size when there is one member) and grows by
-/// doubling up to `limit + 1` bytes, so a trailer that lies costs a
-/// regrowth, never more memory than the cap. Members follow one another
-/// until the input ends, as Go's gzip reader reads them.
-fn gzip_whole(input: &[u8], limit: usize) -> Result<Bytes, DecompressError> {
-    let corrupt = |message: String| DecompressError::Corrupt {
-        encoding: ContentEncoding::Gzip.name(),
-        message,
-    };
-    let max = limit.saturating_add(1);
-    let stated = match input.len() {
-        // Header (10) and trailer (8) at least.
-        n if n >= 18 => u32::from_le_bytes(input[n - 4..].try_into().expect("4 bytes")) as usize,
-        _ => 0,
-    };
-    let mut out: Vec<u8> = Vec::new();
-    out.reserve_exact(stated.max(4096).min(max));
-    let mut consumed = 0;
-    loop {
-        let mut inflate = flate2::Decompress::new_gzip(15);
-        loop {
-            if out.len() == out.capacity() {
-                if out.len() >= max {
-                    return Err(DecompressError::TooLarge { limit });
-                }
-                let grow = out.len().max(4096).min(max - out.len());
-                out.reserve_exact(grow);
-            }
-            let (in_before, out_before) = (inflate.total_in(), out.len());
-            let rest = &input[consumed + in_before as usize..];
-            let status = inflate
-                .decompress_vec(rest, &mut out, flate2::FlushDecompress::None)
-                .map_err(|e| corrupt(e.to_string()))?;
-            if status == flate2::Status::StreamEnd {
-                break;
-            }
-            let progressed = inflate.total_in() != in_before || out.len() != out_before;
-            if !progressed && out.len() < out.capacity() {
-                return Err(corrupt("unexpected end of gzip stream".into()));
-            }
-        }
-        consumed += inflate.total_in() as usize;
-        if out.len() > limit {
-            return Err(DecompressError::TooLarge { limit });
-        }
-        if consumed >= input.len() {
-            break;
-        }
+/// gzip, read whole ([`tracegate_gzip::gunzip`]): each member inflated in
+/// one pass straight into the output, which starts at the size the last
+/// member's trailer states (ISIZE, the whole body's size when there is one
+/// member) and grows by doubling up to `limit + 1` bytes, so a trailer that
+/// lies costs a regrowth, never more memory than the cap. Members follow
+/// one another until the input ends, as Go's gzip reader reads them.
+fn gzip_whole(input: &Bytes, limit: usize) -> Result<Bytes, DecompressError> {
+    gunzip_members(input, limit).map(|(data, _)| data)
+}
+
+/// A gzip body inflated as [`decompress`] does, with the members it was
+/// made of and where each one's data starts in the output, for a batch
+/// that may be sent on compressed as it came
+/// (`SpanBatch::set_gzip_members`).
+pub fn gunzip_members(
+    input: &Bytes,
+    limit: usize,
+) -> Result<(Bytes, Vec<(usize, tracegate_gzip::Member)>), DecompressError> {
+    match tracegate_gzip::gunzip(input, limit) {
+        Ok(gunzipped) => Ok((Bytes::from(gunzipped.data), gunzipped.members)),
+        Err(tracegate_gzip::GunzipError::TooLarge) => Err(DecompressError::TooLarge { limit }),
+        Err(tracegate_gzip::GunzipError::Corrupt(message)) => Err(DecompressError::Corrupt {
+            encoding: ContentEncoding::Gzip.name(),
+            message,
+        }),
     }
-    Ok(Bytes::from(out))
 }
 
 /// The first chunk of every snappy framing-format stream: chunk type

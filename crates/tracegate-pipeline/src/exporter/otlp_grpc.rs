@@ -711,7 +711,14 @@ impl Exporter for OtlpGrpcExporter {
             self.unary_message(TRACE_EXPORT_PATH, segments, deadline)
                 .await?
         } else {
-            self.unary(TRACE_EXPORT_PATH, batch.bytes().clone()).await?
+            let deadline = self.timeout.map(|t| Instant::now() + t);
+            let body = self
+                .compression
+                .compress_batch(batch)
+                .await
+                .map_err(ExportError::Permanent)?;
+            self.unary_message(TRACE_EXPORT_PATH, vec![body], deadline)
+                .await?
         };
         // The response is small; only its partial success is read.
         let response = ExportTraceServiceResponse::decode(response).map_err(|e| {

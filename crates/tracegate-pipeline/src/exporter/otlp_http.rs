@@ -284,14 +284,15 @@ impl OtlpHttpExporter {
     }
 
     async fn body(&self, batch: &SpanBatch) -> Result<Bytes, ExportError> {
-        let raw = match self.encoding {
-            Encoding::Proto => batch.bytes().clone(),
-            Encoding::Json => Bytes::from(batch.to_json()),
+        let compressed = match self.encoding {
+            Encoding::Proto => self.compression.compress_batch(batch).await,
+            Encoding::Json => {
+                self.compression
+                    .compress_message(Bytes::from(batch.to_json()))
+                    .await
+            }
         };
-        self.compression
-            .compress_message(raw)
-            .await
-            .map_err(ExportError::Permanent)
+        compressed.map_err(ExportError::Permanent)
     }
 
     async fn post(&self, body: Bytes) -> Result<Delivered, ExportError> {

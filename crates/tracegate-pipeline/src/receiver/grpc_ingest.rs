@@ -29,7 +29,7 @@ use super::listener::{self, ConnectionSettings, PeerAddr};
 use super::otlp::status::ExportFailure;
 use super::otlp::GrpcConfig;
 use crate::auth::{Authenticators, ServerAuth};
-use crate::compression::{decompress, ContentEncoding, DecompressError};
+use crate::compression::{decompress, gunzip_members, ContentEncoding, DecompressError};
 use crate::consumer::NextConsumer;
 use crate::grpc::PassthroughCodec;
 use crate::offload;
@@ -211,7 +211,7 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
                 let gathered = gather_message(request.into_body(), encoding.is_some(), limit);
                 let message = decompress_gathered(encoding, gathered.await, limit).await;
                 return Ok(match message {
-                    Ok(message) => match receiver.ingest(message).await {
+                    Ok(message) => match receiver.ingest(message.message, message.gzip).await {
                         Ok(()) => empty_ok_response(),
                         Err(status) => status.into_http(),
                     },
@@ -254,7 +254,7 @@ async fn serve_handover(
     let gathered = gather_message(request.into_body(), encoding.is_some(), limit);
     let message = decompress_gathered(encoding, gathered.await, limit).await;
     match message {
-        Ok(message) => match exchange.deliver(message, peer).await {
+        Ok(message) => match exchange.deliver(message.message, peer).await {
             Ok(()) => empty_ok_response(),
             Err(status) => status.into_http(),
         },
@@ -331,17 +331,28 @@ impl tonic::server::UnaryService<Bytes> for IngestHandler {
         let receiver = self.receiver.clone();
         self.ran.store(true, Ordering::Release);
         Box::pin(async move {
-            receiver.ingest(request.into_inner()).await?;
+            receiver.ingest(request.into_inner(), Vec::new()).await?;
             Ok(tonic::Response::new(Bytes::new()))
         })
     }
 }
 
 impl GrpcReceiver {
-    /// Decodes one request message and hands it to the pipeline.
-    async fn ingest(&self, message: Bytes) -> Result<(), Status> {
-        let batch = match (self.method.decode)(message) {
-            Ok(batch) => batch,
+    /// Decodes one request message and hands it to the pipeline, with the
+    /// gzip members it arrived in when the decoded batch holds the message
+    /// itself (OTLP), so an exporter can send them on as they came.
+    async fn ingest(
+        &self,
+        message: Bytes,
+        gzip: Vec<(usize, tracegate_gzip::Member)>,
+    ) -> Result<(), Status> {
+        let batch = match (self.method.decode)(message.clone()) {
+            Ok(mut batch) => {
+                if !gzip.is_empty() {
+                    batch.set_gzip_members(&message, gzip);
+                }
+                batch
+            }
             Err(message) => {
                 self.counters.rejected(RejectReason::Malformed);
                 return Err(Status::invalid_argument(message));
@@ -366,13 +377,21 @@ fn gathered_encoding(headers: &http::HeaderMap) -> Option<Option<ContentEncoding
     }
 }
 
+/// A request message, decompressed, and the gzip members it arrived in
+/// (each with the offset of its data in the message).
+#[derive(Debug)]
+struct Received {
+    message: Bytes,
+    gzip: Vec<(usize, tracegate_gzip::Member)>,
+}
+
 /// A gathered message as the pipeline takes it: decompressed if it came
 /// compressed, on the blocking pool when large ([`offload`]).
 async fn decompress_gathered(
     encoding: Option<ContentEncoding>,
     gathered: Result<(bool, Bytes), Status>,
     limit: usize,
-) -> Result<Bytes, Status> {
+) -> Result<Received, Status> {
     match (encoding, gathered?) {
         (Some(encoding), (true, message)) => {
             offload::by_size(message.len(), offload::COMPRESSED_BYTES, move || {
@@ -381,7 +400,10 @@ async fn decompress_gathered(
             .await
             .unwrap_or_else(|e| Err(Status::internal(format!("Error decompressing: {e}"))))
         }
-        (_, (_, message)) => Ok(message),
+        (_, (_, message)) => Ok(Received {
+            message,
+            gzip: Vec::new(),
+        }),
     }
 }
 
@@ -391,18 +413,29 @@ fn decompress_message(
     encoding: ContentEncoding,
     message: Bytes,
     limit: usize,
-) -> Result<Bytes, Status> {
-    if encoding == ContentEncoding::Zstd {
-        if let Some(decompressed) = zstd_of_stated_size(&message, limit) {
-            return Ok(decompressed);
-        }
-    }
-    decompress(encoding, message, limit).map_err(|e| match e {
+) -> Result<Received, Status> {
+    let status = |e: DecompressError| match e {
         DecompressError::TooLarge { .. } => {
             Status::resource_exhausted(format!("Error decompressing: {e}"))
         }
         DecompressError::Corrupt { .. } => Status::internal(format!("Error decompressing: {e}")),
-    })
+    };
+    let plain = |message| Received {
+        message,
+        gzip: Vec::new(),
+    };
+    if encoding == ContentEncoding::Zstd {
+        if let Some(decompressed) = zstd_of_stated_size(&message, limit) {
+            return Ok(plain(decompressed));
+        }
+    }
+    if encoding == ContentEncoding::Gzip {
+        let (message, gzip) = gunzip_members(&message, limit).map_err(status)?;
+        return Ok(Received { message, gzip });
+    }
+    decompress(encoding, message, limit)
+        .map(plain)
+        .map_err(status)
 }
 
 /// A zstd frame that states its decompressed size (one-shot encoders
@@ -635,7 +668,7 @@ mod tests {
         ] {
             let limit = expected.len();
             let got = decompress_message(encoding, Bytes::from(compressed.clone()), limit);
-            assert_eq!(got.unwrap(), &expected[..], "{encoding:?}");
+            assert_eq!(got.unwrap().message, &expected[..], "{encoding:?}");
             let over = decompress_message(encoding, Bytes::from(compressed.clone()), limit - 1);
             assert_eq!(
                 over.unwrap_err().code(),

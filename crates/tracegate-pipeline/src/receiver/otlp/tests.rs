@@ -952,6 +952,57 @@ async fn grpc_plain_and_compressed_exports_arrive() {
     }
 }
 
+/// Two requests, each its own gzip member, in one body: a valid request
+/// (their concatenation), which Go's readers take whole.
+fn two_member_gzip_body() -> (ExportTraceServiceRequest, Vec<u8>) {
+    let (a, b) = (request(3, 0x41), request(2, 0x42));
+    let mut both = a.clone();
+    both.resource_spans.extend(b.resource_spans.clone());
+    let mut body = gzip(&protobuf(&a));
+    body.extend(gzip(&protobuf(&b)));
+    (both, body)
+}
+
+#[tokio::test]
+async fn multi_member_gzip_is_read_whole_over_grpc_and_http() {
+    let (h, mut rx) = collecting(json!({
+        "grpc": {"endpoint": "127.0.0.1:0"},
+        "http": {"endpoint": "127.0.0.1:0"}
+    }))
+    .await;
+    let (sent, body) = two_member_gzip_body();
+    let (code, message) = raw_grpc(h.grpc(), "gzip", &body).await;
+    assert_eq!(code, Code::Ok, "{message}");
+    let batch = rx.recv().await.unwrap();
+    assert_eq!(
+        ExportTraceServiceRequest::decode(batch.bytes().clone()).unwrap(),
+        sent
+    );
+    // Both members are remembered, where their data lies, for the
+    // exporter to send on as they came.
+    let members = batch.gzip_members();
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0].at, 0);
+    assert_eq!(members[1].at, members[0].member.len());
+    assert_eq!(members[1].at + members[1].member.len(), batch.encoded_len());
+
+    let client = http_client();
+    let answer = send_traces(
+        &client,
+        h.http(),
+        "application/x-protobuf",
+        Some("gzip"),
+        body,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let batch = rx.recv().await.unwrap();
+    assert_eq!(
+        ExportTraceServiceRequest::decode(batch.bytes().clone()).unwrap(),
+        sent
+    );
+}
+
 /// A request of about 1.5 MiB whose attribute values are random hex, so
 /// that gzip leaves well over 256 KiB of it.
 fn large_request() -> ExportTraceServiceRequest {
