@@ -72,8 +72,7 @@ pub fn otlp_from_post_spans(request: &[u8]) -> Result<Vec<u8>, IngestError> {
         let (field, wire_type) = c.tag()?;
         match field {
             1 => {
-                expect(wire_type, LEN)?;
-                let body = c.len_delimited()?;
+                let body = len_field(&mut c, wire_type)?;
                 parsed.batch(request, body)?;
                 batch_seen = true;
             }
@@ -93,6 +92,18 @@ fn expect(wire_type: u8, want: u8) -> Result<(), IngestError> {
     } else {
         Err(malformed("invalid wire type"))
     }
+}
+
+/// A length-delimited field's range, its wire type checked.
+fn len_field(c: &mut Cursor<'_>, wire_type: u8) -> Result<Range<usize>, IngestError> {
+    expect(wire_type, LEN)?;
+    Ok(c.len_delimited()?)
+}
+
+/// A varint field's value, its wire type checked.
+fn varint_field(c: &mut Cursor<'_>, wire_type: u8) -> Result<u64, IngestError> {
+    expect(wire_type, VARINT)?;
+    Ok(c.varint()?)
 }
 
 fn string(buf: &[u8], range: Range<usize>) -> Result<&str, IngestError> {
@@ -215,34 +226,28 @@ fn read_tag<'a>(buf: &'a [u8], body: Range<usize>) -> Result<Tag<'a>, IngestErro
         let (field, wire_type) = c.tag()?;
         match field {
             1 => {
-                expect(wire_type, LEN)?;
-                let r = c.len_delimited()?;
+                let r = len_field(&mut c, wire_type)?;
                 tag.key = string(buf, r)?;
             }
             2 => {
-                expect(wire_type, VARINT)?;
-                tag.v_type = c.varint()? as i32;
+                tag.v_type = varint_field(&mut c, wire_type)? as i32;
             }
             3 => {
-                expect(wire_type, LEN)?;
-                let r = c.len_delimited()?;
+                let r = len_field(&mut c, wire_type)?;
                 tag.v_str = string(buf, r)?;
             }
             4 => {
-                expect(wire_type, VARINT)?;
-                tag.v_bool = c.varint()? != 0;
+                tag.v_bool = varint_field(&mut c, wire_type)? != 0;
             }
             5 => {
-                expect(wire_type, VARINT)?;
-                tag.v_int64 = c.varint()? as i64;
+                tag.v_int64 = varint_field(&mut c, wire_type)? as i64;
             }
             6 => {
                 expect(wire_type, I64)?;
                 tag.v_float64 = f64::from_bits(c.fixed64()?);
             }
             7 => {
-                expect(wire_type, LEN)?;
-                let r = c.len_delimited()?;
+                let r = len_field(&mut c, wire_type)?;
                 tag.v_binary = &buf[r];
             }
             _ => c.skip(field, wire_type, 2)?,
@@ -263,12 +268,10 @@ fn read_time(
         let (field, wire_type) = c.tag()?;
         match field {
             1 => {
-                expect(wire_type, VARINT)?;
-                t.0 = c.varint()? as i64;
+                t.0 = varint_field(&mut c, wire_type)? as i64;
             }
             2 => {
-                expect(wire_type, VARINT)?;
-                t.1 = c.varint()? as i32;
+                t.1 = varint_field(&mut c, wire_type)? as i32;
             }
             _ => c.skip(field, wire_type, 4)?,
         }
@@ -290,13 +293,11 @@ fn read_process<'a>(
         let (field, wire_type) = c.tag()?;
         match field {
             1 => {
-                expect(wire_type, LEN)?;
-                let r = c.len_delimited()?;
+                let r = len_field(&mut c, wire_type)?;
                 process.service_name = string(buf, r)?;
             }
             2 => {
-                expect(wire_type, LEN)?;
-                let r = c.len_delimited()?;
+                let r = len_field(&mut c, wire_type)?;
                 let start = arena.len();
                 arena.push(read_tag(buf, r)?);
                 extend(&mut process.tags, start, arena.len());
@@ -315,13 +316,11 @@ impl<'a> Parsed<'a> {
             let (field, wire_type) = c.tag()?;
             match field {
                 1 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     self.span(buf, r)?;
                 }
                 2 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     read_process(buf, r, &mut self.batch_process, &mut self.batch_tags)?;
                 }
                 _ => c.skip(field, wire_type, 1)?,
@@ -337,67 +336,55 @@ impl<'a> Parsed<'a> {
             let (field, wire_type) = c.tag()?;
             match field {
                 1 => {
-                    expect(wire_type, LEN)?;
-                    span.trace_id = &buf[c.len_delimited()?];
+                    span.trace_id = &buf[len_field(&mut c, wire_type)?];
                 }
                 2 => {
-                    expect(wire_type, LEN)?;
-                    span.span_id = &buf[c.len_delimited()?];
+                    span.span_id = &buf[len_field(&mut c, wire_type)?];
                 }
                 3 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     span.operation_name = string(buf, r)?;
                 }
                 4 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     let start = self.refs.len();
                     self.refs.push(read_ref(buf, r)?);
                     extend(&mut span.refs, start, self.refs.len());
                 }
                 5 => {
-                    expect(wire_type, VARINT)?;
-                    span.flags = c.varint()? as u32;
+                    span.flags = varint_field(&mut c, wire_type)? as u32;
                 }
                 6 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     read_time(buf, r, &mut span.start_time)?;
                 }
                 7 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     read_time(buf, r, &mut span.duration)?;
                 }
                 8 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     let start = self.span_tags.len();
                     self.span_tags.push(read_tag(buf, r)?);
                     extend(&mut span.tags, start, self.span_tags.len());
                 }
                 9 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     let start = self.logs.len();
                     let log = self.log(buf, r)?;
                     self.logs.push(log);
                     extend(&mut span.logs, start, self.logs.len());
                 }
                 10 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     read_process(buf, r, &mut span.process, &mut self.process_tags)?;
                 }
                 11 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     span.process_id = string(buf, r)?;
                 }
                 12 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     string(buf, r)?;
                     span.warnings = true;
                 }
@@ -418,13 +405,11 @@ impl<'a> Parsed<'a> {
             let (field, wire_type) = c.tag()?;
             match field {
                 1 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     read_time(buf, r, &mut log.timestamp)?;
                 }
                 2 => {
-                    expect(wire_type, LEN)?;
-                    let r = c.len_delimited()?;
+                    let r = len_field(&mut c, wire_type)?;
                     let start = self.log_fields.len();
                     self.log_fields.push(read_tag(buf, r)?);
                     extend(&mut log.fields, start, self.log_fields.len());
@@ -447,16 +432,13 @@ fn read_ref<'a>(buf: &'a [u8], body: Range<usize>) -> Result<Ref<'a>, IngestErro
         let (field, wire_type) = c.tag()?;
         match field {
             1 => {
-                expect(wire_type, LEN)?;
-                r.trace_id = &buf[c.len_delimited()?];
+                r.trace_id = &buf[len_field(&mut c, wire_type)?];
             }
             2 => {
-                expect(wire_type, LEN)?;
-                r.span_id = &buf[c.len_delimited()?];
+                r.span_id = &buf[len_field(&mut c, wire_type)?];
             }
             3 => {
-                expect(wire_type, VARINT)?;
-                r.ref_type = c.varint()? as i32;
+                r.ref_type = varint_field(&mut c, wire_type)? as i32;
             }
             _ => c.skip(field, wire_type, 4)?,
         }
