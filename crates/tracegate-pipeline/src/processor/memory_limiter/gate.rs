@@ -165,7 +165,10 @@ impl Gate {
         let at = self.now();
         self.measured.store(bytes, Ordering::Relaxed);
         self.measured_at.store(at, Ordering::Relaxed);
-        self.admitted.fetch_sub(admitted, Ordering::Relaxed);
+        // Never below zero: a caller between its provisional take and
+        // giving it back (`try_take`) may have been counted in `admitted`
+        // above, and gives it back after this.
+        Self::give_back(&self.admitted, admitted);
         let here = (at, bytes, admitted_total, refused_total);
         let Some((from_at, from_bytes, from_total, from_refused)) = drain.from else {
             drain.from = Some(here);
@@ -216,11 +219,27 @@ impl Gate {
     /// Counts `cost` in if it fits under the soft limit.
     fn try_take(&self, cost: u64) -> bool {
         let before = self.admitted.fetch_add(cost, Ordering::Relaxed);
-        if self.measured.load(Ordering::Relaxed) + before + cost <= self.soft {
+        let used = self
+            .measured
+            .load(Ordering::Relaxed)
+            .saturating_add(before)
+            .saturating_add(cost);
+        if used <= self.soft {
             return true;
         }
-        self.admitted.fetch_sub(cost, Ordering::Relaxed);
+        Self::give_back(&self.admitted, cost);
         false
+    }
+
+    /// Takes `bytes` off `counter`, stopping at zero: a reading may have
+    /// taken a provisional take off before its taker gives it back, and a
+    /// wrapped counter would admit everything (or overflow).
+    fn give_back(counter: &AtomicU64, bytes: u64) {
+        counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(bytes))
+            })
+            .ok();
     }
 
     /// Lets a batch of `encoded` bytes in, or says when to come back.
@@ -259,7 +278,10 @@ impl Gate {
 
     /// The estimate of memory in use with `cost` more.
     fn used(&self, cost: u64) -> u64 {
-        self.measured.load(Ordering::Relaxed) + self.admitted.load(Ordering::Relaxed) + cost
+        self.measured
+            .load(Ordering::Relaxed)
+            .saturating_add(self.admitted.load(Ordering::Relaxed))
+            .saturating_add(cost)
     }
 
     /// Asks holders to make room for `cost` more and a slice after it,
@@ -307,5 +329,48 @@ impl Gate {
             "refused"
         );
         delay
+    }
+}
+
+#[cfg(test)]
+mod race_tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Readings race with refused takes: a reading may count a take that
+    /// its caller gives back afterwards. The count never wraps below zero
+    /// (which overflowed in debug builds and, wrapped in release builds,
+    /// let everything in).
+    #[test]
+    fn a_reading_between_a_take_and_its_give_back_never_wraps_the_count() {
+        let gate = Arc::new(Gate::new(
+            64 << 20,
+            48 << 20,
+            Arc::new(|| 47 << 20),
+            Duration::from_millis(100),
+            MemoryPressure::default(),
+        ));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let admitters: Vec<_> = (0..3)
+            .map(|_| {
+                let (gate, stop) = (gate.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        // Mostly refused: each refusal takes and gives back.
+                        let _ = gate.admit(200_000);
+                        let admitted = gate.admitted.load(Ordering::Relaxed);
+                        assert!(admitted < 1 << 40, "admitted wrapped: {admitted}");
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..200_000 {
+            gate.read();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for admitter in admitters {
+            admitter.join().expect("an admitter panicked");
+        }
     }
 }
