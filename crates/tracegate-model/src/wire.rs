@@ -262,6 +262,40 @@ pub const fn len_key(field: u8) -> u8 {
     (field << 3) | LEN
 }
 
+/// Opens a message field: its key and `reserved` bytes for its length.
+pub(crate) fn open(out: &mut Vec<u8>, key: u8, reserved: usize) -> usize {
+    out.push(key);
+    out.resize(out.len() + reserved, 0);
+    out.len()
+}
+
+/// Closes what [`open`] began at `body_start`: writes the length, moving
+/// the body when it takes other than `reserved` bytes.
+pub(crate) fn close(out: &mut Vec<u8>, body_start: usize, reserved: usize) {
+    let len = out.len() - body_start;
+    let needed = varint_len(len as u64);
+    let len_at = body_start - reserved;
+    if needed != reserved {
+        let new_start = len_at + needed;
+        if needed > reserved {
+            out.resize(out.len() + needed - reserved, 0);
+        }
+        out.copy_within(body_start..body_start + len, new_start);
+        out.truncate(new_start + len);
+    }
+    write_varint_at(out, len_at, len as u64);
+}
+
+/// Writes `v` as a varint over the bytes at `at`, which must have room.
+pub(crate) fn write_varint_at(out: &mut [u8], mut at: usize, mut v: u64) {
+    while v >= 0x80 {
+        out[at] = (v as u8) | 0x80;
+        v >>= 7;
+        at += 1;
+    }
+    out[at] = v as u8;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use super::tags;
 use super::to_otlp::JaegerError;
-use crate::wire::{put_varint, varint_len, Cursor, Fault, I64, LEN, VARINT};
+use crate::wire::{close, open, put_varint, varint_len, Cursor, Fault, I64, LEN, VARINT};
 use crate::SpanBatch;
 
 /// Why a `PostSpansRequest` was not taken.
@@ -603,37 +603,6 @@ fn put_fixed64_nonzero(out: &mut Vec<u8>, key: u8, value: u64) {
         out.push(key);
         out.extend_from_slice(&value.to_le_bytes());
     }
-}
-
-/// Opens a message field: its key and `reserved` bytes for its length.
-fn open(out: &mut Vec<u8>, key: u8, reserved: usize) -> usize {
-    out.push(key);
-    out.resize(out.len() + reserved, 0);
-    out.len()
-}
-
-/// Closes what [`open`] began at `body_start`: writes the length, moving
-/// the body when it takes other than `reserved` bytes.
-fn close(out: &mut Vec<u8>, body_start: usize, reserved: usize) {
-    let len = out.len() - body_start;
-    let needed = varint_len(len as u64);
-    let len_at = body_start - reserved;
-    if needed != reserved {
-        let new_start = len_at + needed;
-        if needed > reserved {
-            out.resize(out.len() + needed - reserved, 0);
-        }
-        out.copy_within(body_start..body_start + len, new_start);
-        out.truncate(new_start + len);
-    }
-    let mut v = len as u64;
-    let mut i = len_at;
-    while v >= 0x80 {
-        out[i] = (v as u8) | 0x80;
-        v >>= 7;
-        i += 1;
-    }
-    out[i] = v as u8;
 }
 
 /// A big-endian id shorter than `N` is the same number with leading zeros.

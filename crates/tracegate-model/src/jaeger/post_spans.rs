@@ -16,7 +16,7 @@ use super::from_otlp::{duration, tag, timestamp, value_as_string};
 use super::proto::{SpanRefType, ValueType};
 use super::tags;
 use crate::otlp::{KeyValue, SpanKind};
-use crate::wire::{put_varint, varint_len, Cursor, I64, LEN, VARINT};
+use crate::wire::{close, open, put_varint, varint_len, write_varint_at, Cursor, I64, LEN, VARINT};
 use crate::SpanBatch;
 
 // OTLP field numbers read here.
@@ -387,40 +387,6 @@ fn put_varint_field(out: &mut Vec<u8>, key: u8, value: u64) {
 
 fn len_field_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
-}
-
-/// Opens a message field: its key and `reserved` bytes for its length.
-fn open(out: &mut Vec<u8>, key: u8, reserved: usize) -> usize {
-    out.push(key);
-    out.resize(out.len() + reserved, 0);
-    out.len()
-}
-
-/// Closes what [`open`] began at `body_start`: writes the length, moving
-/// the body when it takes other than `reserved` bytes.
-fn close(out: &mut Vec<u8>, body_start: usize, reserved: usize) {
-    let len = out.len() - body_start;
-    let needed = varint_len(len as u64);
-    let len_at = body_start - reserved;
-    if needed != reserved {
-        let new_start = len_at + needed;
-        if needed > reserved {
-            out.resize(out.len() + needed - reserved, 0);
-        }
-        out.copy_within(body_start..body_start + len, new_start);
-        out.truncate(new_start + len);
-    }
-    write_varint_at(out, len_at, len as u64);
-}
-
-/// Writes `v` as a varint over the bytes at `at`, which must have room.
-fn write_varint_at(out: &mut [u8], mut at: usize, mut v: u64) {
-    while v >= 0x80 {
-        out[at] = (v as u8) | 0x80;
-        v >>= 7;
-        at += 1;
-    }
-    out[at] = v as u8;
 }
 
 /// A Jaeger `KeyValue` with the given key and value, as field `field_key`.
