@@ -176,6 +176,21 @@ pub fn with_default_port(endpoint: &str) -> String {
     format!("{endpoint}:{DEFAULT_PORT}")
 }
 
+/// Whether two member names are the same member: the same text, or the
+/// same socket address written differently.
+pub fn same_member(a: &str, b: &str) -> bool {
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    match (
+        a.parse::<std::net::SocketAddr>(),
+        b.parse::<std::net::SocketAddr>(),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// `endpoints` sorted, without duplicates: the shape every resolver yields.
 pub fn members(endpoints: impl IntoIterator<Item = String>) -> Members {
     let mut endpoints: Vec<String> = endpoints.into_iter().collect();

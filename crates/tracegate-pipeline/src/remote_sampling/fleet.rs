@@ -12,7 +12,6 @@
 //! can again, so the probabilities keep adapting, close to the leader's.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -20,7 +19,7 @@ use tokio::sync::watch;
 
 use super::adaptive::Probabilities;
 use crate::http_client;
-use crate::membership::{with_default_port, Members};
+use crate::membership::{same_member, with_default_port, Members};
 use crate::receiver::split_host_port;
 
 /// Where a gateway publishes the probabilities it serves, on its remote
@@ -75,18 +74,6 @@ pub fn role(members: &[String], me: &str) -> Role {
             leader: leader.clone(),
             scale,
         }
-    }
-}
-
-/// Whether two member names are the same member: the same text, or the
-/// same socket address written differently.
-fn same_member(a: &str, b: &str) -> bool {
-    if a.eq_ignore_ascii_case(b) {
-        return true;
-    }
-    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
     }
 }
 

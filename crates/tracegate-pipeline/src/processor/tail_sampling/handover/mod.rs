@@ -52,6 +52,7 @@ use crate::config::{error, ComponentError};
 use crate::exporter::loadbalancing::Protocol;
 use crate::exporter::otlp_grpc;
 use crate::membership::hash::{trace_id_key, Rendezvous};
+use crate::membership::same_member;
 use crate::membership::{with_default_port, Members, ResolverConfig};
 use crate::receiver::split_host_port;
 
@@ -169,18 +170,6 @@ impl Config {
             );
         }
         Ok(warnings)
-    }
-}
-
-/// Whether two member names are the same member: the same string, or the
-/// same socket address written differently.
-fn same_member(a: &str, b: &str) -> bool {
-    if a.eq_ignore_ascii_case(b) {
-        return true;
-    }
-    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
     }
 }
 
