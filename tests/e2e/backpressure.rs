@@ -11,18 +11,16 @@
 use crate::support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use support::gateway::{Gateway, OTLP_GRPC_RECEIVER, TELEMETRY};
+use support::load::{sdk_clients, AtDeadline};
 use support::raw::{counter_sum, wait_until_accounted};
 use support::sink::Sink;
 use tonic::transport::Channel;
 use tracegate_model::otlp::{
     string_kv, ExportTraceServiceRequest, Resource, ResourceSpans, ScopeSpans, Span,
 };
-use tracegate_pipeline::grpc::retry_info;
 
 /// The exporter's byte bound: refusals start at half of it.
 const QUEUE_BYTES: u64 = 2 << 20;
@@ -92,43 +90,20 @@ service:
     // Four SDK-like clients for two seconds: far more than the backend
     // takes. A refused request is sent again after the delay RetryInfo
     // gives; every request is eventually acknowledged.
-    let next = Arc::new(AtomicU64::new(0));
-    let acked = Arc::new(AtomicU64::new(0));
-    let refusals = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(2);
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let mut client = TraceServiceClient::new(channel.clone());
-            let (next, acked, refusals) = (next.clone(), acked.clone(), refusals.clone());
-            tokio::spawn(async move {
-                while Instant::now() < until {
-                    let req = request(next.fetch_add(1, Ordering::Relaxed));
-                    loop {
-                        match client.export(req.clone()).await {
-                            Ok(_) => {
-                                acked.fetch_add(SPANS, Ordering::Relaxed);
-                                break;
-                            }
-                            Err(status) if status.code() == tonic::Code::Unavailable => {
-                                let delay = retry_info(status.details()).unwrap_or_else(|| {
-                                    panic!("a refusal without RetryInfo: {status:?}")
-                                });
-                                assert!(delay <= Duration::from_secs(5), "{delay:?}");
-                                refusals.fetch_add(1, Ordering::Relaxed);
-                                tokio::time::sleep(delay).await;
-                            }
-                            Err(status) => panic!("unexpected answer: {status:?}"),
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.unwrap();
+    let next = AtomicU64::new(0);
+    let tally = sdk_clients(
+        channel,
+        4,
+        Instant::now() + Duration::from_secs(2),
+        AtDeadline::Finish,
+        move || (request(next.fetch_add(1, Ordering::Relaxed)), SPANS),
+    )
+    .await;
+    let (acked, refusals) = (tally.acked_spans(), tally.refusals());
+    for delay in tally.delays() {
+        assert!(delay <= Duration::from_secs(5), "{delay:?}");
     }
-    let acked = acked.load(Ordering::Relaxed);
-    let refusals = refusals.load(Ordering::Relaxed);
+    assert_eq!(tally.cancelled(), 0, "the gateway reset streams");
 
     // Everything acknowledged reaches the backend; nothing is dropped.
     let text = wait_until_accounted(

@@ -153,6 +153,9 @@ impl Sdks {
     }
 }
 
+/// The gauge that says whether a gateway leads the adaptive fleet.
+const LEADER: &str = "otelcol_tracegate_remote_sampling_adaptive_leader{";
+
 /// One metrics line holding every one of `needles`, its value.
 fn metric(text: &str, needles: &[&str]) -> Option<f64> {
     text.lines()
@@ -216,44 +219,18 @@ async fn the_probability_follows_the_offered_traffic_per_operation() {
         Some(TARGET),
         "{text}"
     );
-    let chatty = ["service=\"shop\"", "operation=\"chatty\""];
-    let measured = metric(
-        &text,
-        &[
-            &["otelcol_tracegate_remote_sampling_sampled_root_spans_per_second{"][..],
-            &chatty,
-        ]
-        .concat(),
-    )
-    .expect("the sampled rate of chatty");
+    let chatty =
+        |family: &str| metric(&text, &[family, "service=\"shop\"", "operation=\"chatty\""]);
+    let measured = chatty("otelcol_tracegate_remote_sampling_sampled_root_spans_per_second{")
+        .expect("the sampled rate of chatty");
     assert!((measured - TARGET).abs() < 0.5 * TARGET, "{text}");
-    let offered = metric(
-        &text,
-        &[
-            &["otelcol_tracegate_remote_sampling_offered_root_spans_per_second{"][..],
-            &chatty,
-        ]
-        .concat(),
-    )
-    .expect("the offered rate of chatty");
+    let offered = chatty("otelcol_tracegate_remote_sampling_offered_root_spans_per_second{")
+        .expect("the offered rate of chatty");
     assert!((offered - 40_000.0).abs() < 0.5 * 40_000.0, "{text}");
-    let probability = metric(
-        &text,
-        &[
-            &["otelcol_tracegate_remote_sampling_probability{"][..],
-            &chatty,
-        ]
-        .concat(),
-    )
-    .expect("the probability of chatty");
+    let probability = chatty("otelcol_tracegate_remote_sampling_probability{")
+        .expect("the probability of chatty");
     assert!(on_target(40_000.0, probability), "{text}");
-    assert_eq!(
-        metric(
-            &text,
-            &["otelcol_tracegate_remote_sampling_adaptive_leader{"]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(metric(&text, &[LEADER]), Some(1.0));
 }
 
 /// A port free on 127.0.0.2, which both gateways then use on their own
@@ -313,14 +290,7 @@ async fn a_fleet_serves_one_set_of_probabilities_from_the_whole_traffic() {
         Duration::from_secs(5),
     )
     .await;
-    assert_eq!(
-        metric(
-            &text,
-            &["otelcol_tracegate_remote_sampling_adaptive_leader{"]
-        ),
-        Some(0.0),
-        "{text}"
-    );
+    assert_eq!(metric(&text, &[LEADER]), Some(0.0), "{text}");
     assert!(
         metric(
             &text,
@@ -334,18 +304,11 @@ async fn a_fleet_serves_one_set_of_probabilities_from_the_whole_traffic() {
     );
     let text = raw::wait_for_metrics(
         leader.addr("telemetry", "metrics"),
-        &["otelcol_tracegate_remote_sampling_adaptive_leader{"],
+        &[LEADER],
         Duration::from_secs(5),
     )
     .await;
-    assert_eq!(
-        metric(
-            &text,
-            &["otelcol_tracegate_remote_sampling_adaptive_leader{"]
-        ),
-        Some(1.0),
-        "{text}"
-    );
+    assert_eq!(metric(&text, &[LEADER]), Some(1.0), "{text}");
 }
 
 /// `@opentelemetry/sampler-jaeger-remote`, under Node, polls the adaptive

@@ -9,6 +9,7 @@ use prost::Message;
 
 pub mod gateway;
 pub mod kube;
+pub mod load;
 pub mod python;
 pub mod raw;
 pub mod sink;
