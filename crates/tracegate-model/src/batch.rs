@@ -232,17 +232,74 @@ impl Deref for Encoded {
     }
 }
 
+/// A batch's span index: resources, scopes and spans in request order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Index {
+    pub(crate) resources: Vec<ResourceInfo>,
+    pub(crate) scopes: Vec<ScopeInfo>,
+    pub(crate) spans: Vec<SpanInfo>,
+}
+
+impl Index {
+    /// Appends `part`, the index of a request that follows `at` bytes of
+    /// requests already indexed here (encoded requests concatenate into one
+    /// request, so its tables continue these ones).
+    fn append_shifted(&mut self, part: &Index, at: u32) {
+        let resource_base = self.resources.len() as u32;
+        let scope_base = self.scopes.len() as u32;
+        let span_base = self.spans.len() as u32;
+        self.resources
+            .extend(part.resources.iter().map(|r| ResourceInfo {
+                body: shift(&r.body, at),
+                resource: r.resource.as_ref().map(|b| shift(b, at)),
+                scopes: shift(&r.scopes, scope_base),
+                layout: r.layout.shifted(at),
+            }));
+        self.scopes.extend(part.scopes.iter().map(|s| ScopeInfo {
+            resource: s.resource + resource_base,
+            body: shift(&s.body, at),
+            spans: shift(&s.spans, span_base),
+            layout: s.layout.shifted(at),
+        }));
+        self.spans.extend(part.spans.iter().map(|s| SpanInfo {
+            span: shift(&s.span, at),
+            scope: s.scope + scope_base,
+            ..s.clone()
+        }));
+    }
+}
+
+/// When [`SpanBatch::scan_with`] builds the span index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Indexing {
+    /// While validating, in the same pass: for pipelines that read spans.
+    #[default]
+    Eager,
+    /// Not while validating: the scan only validates and counts the spans,
+    /// and the index is built the first time something reads it (a second
+    /// pass over the bytes). For pipelines that only pass bytes and counts
+    /// on (receiver → batch → OTLP exporter).
+    Lazy,
+}
+
 /// An encoded `ExportTraceServiceRequest` and its span index.
 ///
 /// The index lists resources, scopes and spans in request order: a span's
 /// scope and a scope's resource never decrease along the tables, so the spans
 /// of one scope (and the scopes of one resource) are contiguous.
+///
+/// The index may be built after the batch ([`Indexing::Lazy`]): every
+/// reader goes through [`Self::spans`], [`Self::scopes`] and
+/// [`Self::resources`] (or the crate's `index()`), which build it from the
+/// bytes on first use, so no reader can see it missing. The span count is
+/// known from the scan either way.
 #[derive(Debug, Clone, Default)]
 pub struct SpanBatch {
     pub(crate) bytes: Encoded,
-    pub(crate) resources: Vec<ResourceInfo>,
-    pub(crate) scopes: Vec<ScopeInfo>,
-    pub(crate) spans: Vec<SpanInfo>,
+    /// Number of spans, equal to the index's once it is built.
+    len: usize,
+    /// Set by an eager scan, or on first use ([`Self::index`]).
+    index: OnceLock<Index>,
     /// Ranges of `bytes` that arrived as gzip members, in order and apart
     /// (see [`SpanBatch::gzip_members`]). Kept by what shares the bytes
     /// (clones, a whole selection, concatenation); anything that writes new
@@ -262,7 +319,78 @@ pub struct GzipRange {
 impl SpanBatch {
     /// Validates and indexes an encoded `ExportTraceServiceRequest`.
     pub fn scan(bytes: Bytes) -> Result<SpanBatch, ScanError> {
-        crate::scan::scan(bytes)
+        crate::scan::scan(bytes, Indexing::Eager)
+    }
+
+    /// Validates an encoded `ExportTraceServiceRequest` exactly as
+    /// [`Self::scan`] does (the same errors for the same input), indexing it
+    /// now or on first use as `indexing` says.
+    pub fn scan_with(bytes: Bytes, indexing: Indexing) -> Result<SpanBatch, ScanError> {
+        crate::scan::scan(bytes, indexing)
+    }
+
+    /// A batch of `bytes` with its index.
+    pub(crate) fn indexed(bytes: Encoded, index: Index) -> SpanBatch {
+        SpanBatch {
+            bytes,
+            len: index.spans.len(),
+            index: OnceLock::from(index),
+            gzip: None,
+        }
+    }
+
+    /// A batch of `bytes`, a request the scanner accepted (or requests it
+    /// accepted, concatenated) holding `len` spans, indexed on first use.
+    pub(crate) fn unindexed(bytes: Encoded, len: usize) -> SpanBatch {
+        SpanBatch {
+            bytes,
+            len,
+            index: OnceLock::new(),
+            gzip: None,
+        }
+    }
+
+    /// The span index, built from the bytes on first use if the scan left
+    /// it out.
+    pub(crate) fn index(&self) -> &Index {
+        self.index.get_or_init(|| self.build_index())
+    }
+
+    /// The span index for changing in place (built first if need be).
+    pub(crate) fn index_mut(&mut self) -> &mut Index {
+        if self.index.get().is_none() {
+            let index = self.build_index();
+            self.index = OnceLock::from(index);
+        }
+        self.index.get_mut().expect("the index was just set")
+    }
+
+    /// Whether the index has been built (by the scan or since).
+    pub fn is_indexed(&self) -> bool {
+        self.index.get().is_some()
+    }
+
+    /// Indexes the bytes segment by segment, without joining them: each
+    /// segment is a whole request the scanner accepted (a scanned buffer or
+    /// an encoded subset, or a concatenation's parts, which are those), and
+    /// indexing concatenated requests is indexing each and shifting.
+    fn build_index(&self) -> Index {
+        let mut index = Index::default();
+        let mut at = 0u32;
+        for segment in self.bytes.segments() {
+            let part = match crate::scan::scan(segment.clone(), Indexing::Eager) {
+                Ok(part) => part.index.into_inner().unwrap_or_default(),
+                Err(e) => unreachable!("a batch's bytes no longer scan: {e}"),
+            };
+            if self.bytes.segments().len() == 1 {
+                index = part;
+            } else {
+                index.append_shifted(&part, at);
+            }
+            at += segment.len() as u32;
+        }
+        debug_assert_eq!(index.spans.len(), self.len, "lazy index miscounted");
+        index
     }
 
     /// The encoded request; always a valid `ExportTraceServiceRequest`.
@@ -280,16 +408,18 @@ impl SpanBatch {
         self.bytes.segments()
     }
 
+    /// The span index (built now if the scan left it for later, as do
+    /// [`Self::scopes`] and [`Self::resources`]).
     pub fn spans(&self) -> &[SpanInfo] {
-        &self.spans
+        &self.index().spans
     }
 
     pub fn scopes(&self) -> &[ScopeInfo] {
-        &self.scopes
+        &self.index().scopes
     }
 
     pub fn resources(&self) -> &[ResourceInfo] {
-        &self.resources
+        &self.index().resources
     }
 
     /// The gzip members these bytes arrived in, where they lie in
@@ -325,13 +455,13 @@ impl SpanBatch {
         });
     }
 
-    /// Number of spans.
+    /// Number of spans (known without the index).
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.len == 0
     }
 
     /// Encoded size in bytes.
@@ -345,7 +475,7 @@ impl SpanBatch {
     /// returns a clone that shares these bytes.
     pub fn filter(&self, mut keep: impl FnMut(&SpanInfo) -> bool) -> SpanBatch {
         let kept: Vec<u32> = (0u32..)
-            .zip(&self.spans)
+            .zip(self.spans())
             .filter(|(_, span)| keep(span))
             .map(|(i, _)| i)
             .collect();
@@ -358,7 +488,7 @@ impl SpanBatch {
     /// shares these bytes; any other selection copies, so it does not keep
     /// this request's buffer alive.
     pub fn select(&self, span_indices: &[u32]) -> SpanBatch {
-        let n = self.spans.len() as u64;
+        let n = self.len as u64;
         let canonical = span_indices.windows(2).all(|w| w[0] < w[1])
             && span_indices.last().is_none_or(|&last| u64::from(last) < n);
         if canonical {
@@ -383,10 +513,11 @@ impl SpanBatch {
         let mut spans: Vec<u32> = Vec::new();
         for resource in resource_indices
             .iter()
-            .filter_map(|&r| self.resources.get(r))
+            .filter_map(|&r| self.resources().get(r))
         {
             // A resource's scopes, and their spans, are contiguous.
-            let scopes = &self.scopes[resource.scopes.start as usize..resource.scopes.end as usize];
+            let scopes =
+                &self.scopes()[resource.scopes.start as usize..resource.scopes.end as usize];
             if let (Some(first), Some(last)) = (scopes.first(), scopes.last()) {
                 spans.extend(first.spans.start..last.spans.end);
             }
@@ -409,9 +540,9 @@ impl SpanBatch {
         mut part_of: impl FnMut(usize, &SpanInfo) -> usize,
     ) -> Vec<SpanBatch> {
         // Sized for an even spread, which hashing gives.
-        let even = self.spans.len() / parts.max(1) + 1;
+        let even = self.len / parts.max(1) + 1;
         let mut indices: Vec<Vec<u32>> = (0..parts).map(|_| Vec::with_capacity(even)).collect();
-        for (i, span) in self.spans.iter().enumerate() {
+        for (i, span) in self.spans().iter().enumerate() {
             let part = part_of(i, span);
             assert!(part < parts, "SpanBatch::partition: part {part} of {parts}");
             indices[part].push(i as u32);
@@ -433,16 +564,16 @@ impl SpanBatch {
     /// anything else it holds) alive. Resources and scopes without spans and
     /// fields outside `resource_spans` are left out.
     pub fn copied(&self) -> SpanBatch {
-        if self.spans.is_empty() {
+        if self.is_empty() {
             return SpanBatch::default();
         }
-        let all: Vec<u32> = (0..self.spans.len() as u32).collect();
+        let all: Vec<u32> = (0..self.len as u32).collect();
         crate::encode::encode_subset(self, &all)
     }
 
     /// `kept` is strictly ascending and in range.
     fn encode_kept(&self, kept: &[u32]) -> SpanBatch {
-        if kept.len() == self.spans.len() {
+        if kept.len() == self.len {
             return self.clone();
         }
         crate::encode::encode_subset(self, kept)
@@ -469,45 +600,32 @@ impl SpanBatch {
             "SpanBatch::concat: {total} bytes exceed the 4 GiB a batch can index"
         );
         let mut segments = Vec::with_capacity(parts.len());
-        let mut out = SpanBatch {
-            bytes: Encoded::default(),
-            resources: Vec::with_capacity(parts.iter().map(|p| p.resources.len()).sum()),
-            scopes: Vec::with_capacity(parts.iter().map(|p| p.scopes.len()).sum()),
-            spans: Vec::with_capacity(parts.iter().map(|p| p.spans.len()).sum()),
-            gzip: None,
-        };
+        // The parts' indexes are shifted into one only when every part has
+        // one; otherwise the result is indexed on first use, from its
+        // segments (a pipeline that reads no spans never pays for it).
+        let mut index = parts.iter().all(SpanBatch::is_indexed).then(|| Index {
+            resources: Vec::with_capacity(parts.iter().map(|p| p.index().resources.len()).sum()),
+            scopes: Vec::with_capacity(parts.iter().map(|p| p.index().scopes.len()).sum()),
+            spans: Vec::with_capacity(parts.iter().map(SpanBatch::len).sum()),
+        });
         let mut at = 0u32;
         let mut gzip = Vec::new();
         for part in parts {
-            let resource_base = out.resources.len() as u32;
-            let scope_base = out.scopes.len() as u32;
-            let span_base = out.spans.len() as u32;
             segments.extend(part.segments().iter().cloned());
             gzip.extend(part.gzip_members().iter().map(|g| GzipRange {
                 at: g.at + at as usize,
                 member: g.member.clone(),
             }));
-            out.resources
-                .extend(part.resources.iter().map(|r| ResourceInfo {
-                    body: shift(&r.body, at),
-                    resource: r.resource.as_ref().map(|b| shift(b, at)),
-                    scopes: shift(&r.scopes, scope_base),
-                    layout: r.layout.shifted(at),
-                }));
-            out.scopes.extend(part.scopes.iter().map(|s| ScopeInfo {
-                resource: s.resource + resource_base,
-                body: shift(&s.body, at),
-                spans: shift(&s.spans, span_base),
-                layout: s.layout.shifted(at),
-            }));
-            out.spans.extend(part.spans.iter().map(|s| SpanInfo {
-                span: shift(&s.span, at),
-                scope: s.scope + scope_base,
-                ..s.clone()
-            }));
+            if let Some(index) = &mut index {
+                index.append_shifted(part.index(), at);
+            }
             at += part.bytes.len() as u32;
         }
-        out.bytes = Encoded::concatenation(segments);
+        let bytes = Encoded::concatenation(segments);
+        let mut out = match index {
+            Some(index) => SpanBatch::indexed(bytes, index),
+            None => SpanBatch::unindexed(bytes, parts.iter().map(SpanBatch::len).sum()),
+        };
         if !gzip.is_empty() {
             out.gzip = Some(gzip.into());
         }
@@ -518,10 +636,10 @@ impl SpanBatch {
     /// processor's `send_batch_max_size`). A batch that already fits, or a
     /// `max_spans` of 0 (no limit), comes back whole as one chunk.
     pub fn split(&self, max_spans: usize) -> Vec<SpanBatch> {
-        if max_spans == 0 || self.spans.len() <= max_spans {
+        if max_spans == 0 || self.len <= max_spans {
             return vec![self.clone()];
         }
-        let all: Vec<u32> = (0..self.spans.len() as u32).collect();
+        let all: Vec<u32> = (0..self.len as u32).collect();
         all.chunks(max_spans)
             .map(|chunk| crate::encode::encode_subset(self, chunk))
             .collect()
@@ -534,7 +652,7 @@ impl SpanBatch {
     /// # Panics
     /// If `span >= self.len()`, like slice indexing.
     pub fn span_attribute(&self, span: usize, key: &str) -> Option<AnyValueRef<'_>> {
-        if !self.spans[span].may_have_attribute(key) {
+        if !self.spans()[span].may_have_attribute(key) {
             return None;
         }
         find(self.span_attributes(span), key)
@@ -553,12 +671,16 @@ impl SpanBatch {
 
     /// The span's attributes in encoded order, read lazily.
     pub fn span_attributes(&self, span: usize) -> Attributes<'_> {
-        Attributes::of_message(&self.bytes, range(&self.spans[span].span), SPAN_ATTRIBUTES)
+        Attributes::of_message(
+            &self.bytes,
+            range(&self.spans()[span].span),
+            SPAN_ATTRIBUTES,
+        )
     }
 
     /// The attributes of the span's resource in encoded order, read lazily.
     pub fn resource_attributes(&self, span: usize) -> Attributes<'_> {
-        let resource = &self.resources[self.resource_index(span)];
+        let resource = &self.resources()[self.resource_index(span)];
         Attributes::of_submessages(
             &self.bytes,
             range(&resource.body),
@@ -569,7 +691,7 @@ impl SpanBatch {
 
     /// The attributes of the span's instrumentation scope, read lazily.
     pub fn scope_attributes(&self, span: usize) -> Attributes<'_> {
-        let scope = &self.scopes[self.spans[span].scope as usize];
+        let scope = &self.scopes()[self.spans()[span].scope as usize];
         Attributes::of_submessages(
             &self.bytes,
             range(&scope.body),
@@ -580,13 +702,13 @@ impl SpanBatch {
 
     /// The span's name ("" when unset).
     pub fn span_name(&self, span: usize) -> &str {
-        last_string(&self.bytes, range(&self.spans[span].span), SPAN_NAME)
+        last_string(&self.bytes, range(&self.spans()[span].span), SPAN_NAME)
     }
 
     /// The span's W3C `tracestate` ("" when unset), from the index: no walk
     /// over the span's fields (head sampling reads it for every span).
     pub fn span_trace_state(&self, span: usize) -> &str {
-        let info = &self.spans[span];
+        let info = &self.spans()[span];
         if info.trace_state_len == 0 {
             // Most spans: nothing to check.
             return "";
@@ -598,7 +720,7 @@ impl SpanBatch {
 
     /// Index of the span's resource in [`Self::resources`].
     pub fn resource_index(&self, span: usize) -> usize {
-        self.scopes[self.spans[span].scope as usize].resource as usize
+        self.scopes()[self.spans()[span].scope as usize].resource as usize
     }
 
     /// The `service.name` resource attribute, when it is a string.

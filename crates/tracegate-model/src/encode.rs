@@ -67,15 +67,15 @@ pub(crate) fn encode_subset_replacing(
 ) -> SpanBatch {
     debug_assert!(new_trace_states.is_empty() || new_trace_states.len() == kept.len());
     let body_len = |j: usize| {
-        let span = &batch.spans[kept[j] as usize];
+        let span = &batch.spans()[kept[j] as usize];
         match new_trace_states.get(j) {
             Some(Some(trace_state)) => rewritten_len(&batch.bytes, span, trace_state),
             _ => span_len(span),
         }
     };
-    let spans = &batch.spans;
-    let scopes = &batch.scopes;
-    let resources = &batch.resources;
+    let spans = batch.spans();
+    let scopes = batch.scopes();
+    let resources = batch.resources();
 
     // Pass 1: group the kept spans by scope and resource and size every
     // message, since each length precedes its body.
@@ -131,13 +131,14 @@ pub(crate) fn encode_subset_replacing(
         w.resource(group);
     }
     debug_assert_eq!(w.out.len(), total, "subset size computed wrongly");
-    SpanBatch {
-        bytes: crate::batch::Encoded::whole(Bytes::from(w.out)),
-        resources: w.resources,
-        scopes: w.scopes,
-        spans: w.spans,
-        gzip: None,
-    }
+    SpanBatch::indexed(
+        crate::batch::Encoded::whole(Bytes::from(w.out)),
+        crate::batch::Index {
+            resources: w.resources,
+            scopes: w.scopes,
+            spans: w.spans,
+        },
+    )
 }
 
 fn span_len(span: &SpanInfo) -> usize {
@@ -198,7 +199,7 @@ impl Writer<'_> {
 
     fn resource(&mut self, group: &ResourceGroup) {
         let batch = self.batch;
-        let res = &batch.resources[group.resource as usize];
+        let res = &batch.resources()[group.resource as usize];
         self.frame(len_key(REQUEST_RESOURCE_SPANS), group.len);
         let body_start = self.pos();
         let index = self.resources.len() as u32;
@@ -256,7 +257,7 @@ impl Writer<'_> {
     fn scope(&mut self, g: usize, resource: u32) {
         let batch = self.batch;
         let group = &self.scope_groups[g];
-        let scope = &batch.scopes[group.scope as usize];
+        let scope = &batch.scopes()[group.scope as usize];
         self.frame(len_key(CHILD_FIELD as u8), group.len);
         let body_start = self.pos();
         let index = self.scopes.len() as u32;
@@ -308,7 +309,7 @@ impl Writer<'_> {
     fn span(&mut self, j: usize, scope: u32, layout: &mut LayoutTracker) {
         // Copies of the borrowed inputs, so writing to `self.out` is free.
         let (batch, src) = (self.batch, self.src);
-        let old = &batch.spans[self.kept[j] as usize];
+        let old = &batch.spans()[self.kept[j] as usize];
         let at = self.out.len();
         let (start, place) = match self.new_trace_states.get(j) {
             Some(Some(trace_state)) => {

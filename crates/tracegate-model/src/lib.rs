@@ -23,7 +23,9 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 
-pub use batch::{AnyValueRef, GzipRange, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode};
+pub use batch::{
+    AnyValueRef, GzipRange, Indexing, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode,
+};
 pub use json::JsonError;
 pub use lookup::{ArrayValues, Attributes};
 pub use resource_edit::ResourceAttributes;

@@ -13,7 +13,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::batch::{FieldLayout, ResourceInfo, SpanBatch};
+use crate::batch::{FieldLayout, Index, ResourceInfo, SpanBatch};
 use crate::otlp::{ExportTraceServiceRequest, KeyValue, Resource};
 use crate::wire::{len_key, put_varint, varint_len, Cursor, LEN};
 
@@ -113,11 +113,11 @@ impl SpanBatch {
         attributes: &ResourceAttributes,
         override_existing: bool,
     ) -> SpanBatch {
-        if attributes.is_empty() || self.resources.is_empty() {
+        if attributes.is_empty() || self.resources().is_empty() {
             return self;
         }
-        let mut edits: Vec<Option<ResourceEdit>> = Vec::with_capacity(self.resources.len());
-        for resource in &self.resources {
+        let mut edits: Vec<Option<ResourceEdit>> = Vec::with_capacity(self.resources().len());
+        for resource in self.resources() {
             match self.plan_edit(resource, attributes, override_existing) {
                 Ok(edit) => edits.push(edit),
                 // Repeated or misplaced resource fields: let prost merge them.
@@ -211,7 +211,7 @@ impl SpanBatch {
             }
             fields.push((at..c.pos, body));
         }
-        if fields.len() != self.resources.len() || total > u32::MAX as usize {
+        if fields.len() != self.resources().len() || total > u32::MAX as usize {
             return Err(Unusual);
         }
 
@@ -247,12 +247,13 @@ impl SpanBatch {
         out.extend_from_slice(&src[copied_to..]);
         debug_assert_eq!(out.len(), total, "merged request sized wrongly");
 
-        for (((info, edit), &(after, growth)), (field, _)) in self
-            .resources
-            .iter_mut()
-            .zip(edits)
-            .zip(&moves)
-            .zip(&fields)
+        let Index {
+            resources,
+            scopes,
+            spans,
+        } = self.index_mut();
+        for (((info, edit), &(after, growth)), (field, _)) in
+            resources.iter_mut().zip(edits).zip(&moves).zip(&fields)
         {
             match edit {
                 None => {
@@ -277,13 +278,13 @@ impl SpanBatch {
             if scope_range.is_empty() {
                 continue;
             }
-            let first_span = self.scopes[scope_range.start].spans.start as usize;
-            let last_span = self.scopes[scope_range.end - 1].spans.end as usize;
-            for scope in &mut self.scopes[scope_range] {
+            let first_span = scopes[scope_range.start].spans.start as usize;
+            let last_span = scopes[scope_range.end - 1].spans.end as usize;
+            for scope in &mut scopes[scope_range] {
                 scope.body = shift(&scope.body, after);
                 scope.layout = shift_layout(scope.layout, after, 0);
             }
-            for span in &mut self.spans[first_span..last_span] {
+            for span in &mut spans[first_span..last_span] {
                 span.span = shift(&span.span, after);
             }
         }

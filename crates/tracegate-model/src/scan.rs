@@ -1,7 +1,8 @@
 //! The validating scanner over an encoded `ExportTraceServiceRequest`.
 //! It parses untrusted input: it never panics, recurses at most
 //! [`MAX_DEPTH`] levels, and allocates only the span
-//! index, in proportion to the input's size.
+//! index, in proportion to the input's size. Asked not to index
+//! ([`Indexing::Lazy`]), it validates the same and only counts the spans.
 //!
 //! What it accepts is what the OpenTelemetry Collector accepts: unknown fields
 //! of any wire type are skipped, known fields must have their declared wire
@@ -14,8 +15,8 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::batch::{
-    key_length_bit, FieldLayout, ResourceInfo, ScopeInfo, SpanBatch, SpanInfo, StatusCode,
-    TRACE_STATE_UNUSUAL,
+    key_length_bit, Encoded, FieldLayout, Index, Indexing, ResourceInfo, ScopeInfo, SpanBatch,
+    SpanInfo, StatusCode, TRACE_STATE_UNUSUAL,
 };
 use crate::wire::{Cursor, Fault, FaultKind, I32, I64, LEN, MAX_DEPTH, VARINT};
 
@@ -246,33 +247,38 @@ macro_rules! next_tag {
     };
 }
 
-pub(crate) fn scan(bytes: Bytes) -> Result<SpanBatch, ScanError> {
+pub(crate) fn scan(bytes: Bytes, indexing: Indexing) -> Result<SpanBatch, ScanError> {
     if bytes.len() > u32::MAX as usize {
         return Err(malformed(0, "request larger than 4 GiB"));
     }
     let buf: &[u8] = &bytes;
-    let mut scanner = Scanner {
-        buf,
-        resources: Vec::new(),
-        scopes: Vec::new(),
-        // A typical span with a few attributes encodes to 200-400 bytes;
-        // growth past this is amortized.
-        spans: Vec::with_capacity(buf.len() / 256),
-    };
-    scanner.request()?;
-    let Scanner {
-        resources,
-        scopes,
-        spans,
-        ..
-    } = scanner;
-    Ok(SpanBatch {
-        bytes: crate::batch::Encoded::whole(bytes),
-        resources,
-        scopes,
-        spans,
-        gzip: None,
-    })
+    match indexing {
+        Indexing::Eager => {
+            let mut scanner = Scanner::<true>::new(buf);
+            // A typical span with a few attributes encodes to 200-400
+            // bytes; growth past this is amortized.
+            scanner.spans.reserve(buf.len() / 256);
+            scanner.request()?;
+            let Scanner {
+                resources,
+                scopes,
+                spans,
+                ..
+            } = scanner;
+            let index = Index {
+                resources,
+                scopes,
+                spans,
+            };
+            Ok(SpanBatch::indexed(Encoded::whole(bytes), index))
+        }
+        Indexing::Lazy => {
+            let mut scanner = Scanner::<false>::new(buf);
+            scanner.request()?;
+            let count = scanner.count;
+            Ok(SpanBatch::unindexed(Encoded::whole(bytes), count))
+        }
+    }
 }
 
 /// Tracks where the non-child fields of a ResourceSpans/ScopeSpans sit
@@ -327,14 +333,29 @@ impl LayoutTracker {
     }
 }
 
-struct Scanner<'a> {
+/// The scanner; `INDEX` says whether it writes the index or only counts
+/// the spans. Both validate the same, in the same code: only the writes
+/// of the index depend on it.
+struct Scanner<'a, const INDEX: bool> {
     buf: &'a [u8],
     resources: Vec<ResourceInfo>,
     scopes: Vec<ScopeInfo>,
     spans: Vec<SpanInfo>,
+    /// Spans seen (when not indexing).
+    count: usize,
 }
 
-impl Scanner<'_> {
+impl<'a, const INDEX: bool> Scanner<'a, INDEX> {
+    fn new(buf: &'a [u8]) -> Self {
+        Scanner {
+            buf,
+            resources: Vec::new(),
+            scopes: Vec::new(),
+            spans: Vec::new(),
+            count: 0,
+        }
+    }
+
     fn request(&mut self) -> Result<(), ScanError> {
         let mut c = Cursor::new(self.buf, 0..self.buf.len());
         while !c.at_end() {
@@ -392,12 +413,14 @@ impl Scanner<'_> {
                 }
             }
         }
-        self.resources.push(ResourceInfo {
-            body: body.start as u32..body.end as u32,
-            resource,
-            scopes: first_scope..self.scopes.len() as u32,
-            layout: layout.finish(body.end),
-        });
+        if INDEX {
+            self.resources.push(ResourceInfo {
+                body: body.start as u32..body.end as u32,
+                resource,
+                scopes: first_scope..self.scopes.len() as u32,
+                layout: layout.finish(body.end),
+            });
+        }
         Ok(())
     }
 
@@ -487,12 +510,14 @@ impl Scanner<'_> {
                 }
             }
         }
-        self.scopes.push(ScopeInfo {
-            resource,
-            body: body.start as u32..body.end as u32,
-            spans: first_span..self.spans.len() as u32,
-            layout: layout.finish(body.end),
-        });
+        if INDEX {
+            self.scopes.push(ScopeInfo {
+                resource,
+                body: body.start as u32..body.end as u32,
+                spans: first_span..self.spans.len() as u32,
+                layout: layout.finish(body.end),
+            });
+        }
         Ok(())
     }
 
@@ -641,7 +666,11 @@ impl Scanner<'_> {
                         Some(key_len) => key_length_bit(key_len),
                         None => {
                             self.key_value_fields(r.clone(), 4)?;
-                            key_length_bits(buf, r)
+                            if INDEX {
+                                key_length_bits(buf, r)
+                            } else {
+                                0
+                            }
                         }
                     };
                     // Attributes come in a run: take the plain ones without
@@ -688,11 +717,15 @@ impl Scanner<'_> {
                 _ => c.skip(field, wt, 3).map_err(|f| f.within(M))?,
             }
         }
-        info.trace_state_slot = (low_end - info.span.start as usize) as u32;
-        if !low_run || trace_states > 1 {
-            info.trace_state_header = TRACE_STATE_UNUSUAL;
+        if INDEX {
+            info.trace_state_slot = (low_end - info.span.start as usize) as u32;
+            if !low_run || trace_states > 1 {
+                info.trace_state_header = TRACE_STATE_UNUSUAL;
+            }
+            self.spans.push(info);
+        } else {
+            self.count += 1;
         }
-        self.spans.push(info);
         Ok(())
     }
 
@@ -959,12 +992,7 @@ mod tests {
     use super::*;
 
     fn field_by_field_accepts(kv: &[u8]) -> bool {
-        let mut s = Scanner {
-            buf: kv,
-            resources: Vec::new(),
-            scopes: Vec::new(),
-            spans: Vec::new(),
-        };
+        let mut s = Scanner::<true>::new(kv);
         s.key_value_fields(0..kv.len(), 4).is_ok()
     }
 

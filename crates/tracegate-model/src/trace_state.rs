@@ -444,7 +444,7 @@ impl SpanBatch {
         };
         let attribute_key = Some(wanted);
         let buf: &[u8] = &self.bytes;
-        let body = &self.spans[span].span;
+        let body = &self.spans()[span].span;
         let body = body.start as usize..body.end as usize;
         let (trace_state, look_up) = match quick_walk(&buf[body.clone()], attribute_key) {
             Some((ts, look_up)) => (

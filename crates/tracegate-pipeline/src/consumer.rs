@@ -54,6 +54,17 @@ impl ConsumeError {
 #[async_trait]
 pub trait Consumer: Send + Sync + 'static {
     async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError>;
+
+    /// Whether this stage, or one after it, reads the batches' span index
+    /// (ids, attributes, subsets) rather than only their bytes and span
+    /// counts. A receiver asks once, when it starts: when nothing after it
+    /// reads spans, it validates requests without building the index
+    /// (`Indexing::Lazy`). That is only about speed: a batch builds its
+    /// index on first use, so a stage that says `false` and reads spans
+    /// anyway still reads them right. True unless a stage knows better.
+    fn reads_spans(&self) -> bool {
+        true
+    }
 }
 
 /// A shared consumer handle, as the previous stage holds it.

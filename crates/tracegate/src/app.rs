@@ -52,6 +52,10 @@ struct PipelineFanout(Vec<Arc<dyn Consumer>>);
 
 #[async_trait]
 impl Consumer for PipelineFanout {
+    fn reads_spans(&self) -> bool {
+        self.0.iter().any(|next| next.reads_spans())
+    }
+
     async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
         let mut result = Ok(());
         let (last, rest) = self.0.split_last().expect("a receiver feeds a pipeline");

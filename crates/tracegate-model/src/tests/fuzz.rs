@@ -15,7 +15,21 @@ use super::*;
 
 /// Everything promised about an accepted input.
 fn check_accepted(input: &[u8], rng: &mut StdRng) {
-    let Ok(batch) = SpanBatch::scan(Bytes::copy_from_slice(input)) else {
+    let scanned = SpanBatch::scan(Bytes::copy_from_slice(input));
+    // Validating without the index is exactly as strict, error for error,
+    // and indexes to the same on first use.
+    let lazy = SpanBatch::scan_with(Bytes::copy_from_slice(input), crate::Indexing::Lazy);
+    match (&scanned, &lazy) {
+        (Err(eager), Err(lazy)) => assert_eq!(eager, lazy),
+        (Ok(eager), Ok(lazy)) => {
+            assert_eq!(lazy.len(), eager.len());
+            assert_eq!(lazy.spans(), eager.spans());
+            assert_eq!(lazy.scopes(), eager.scopes());
+            assert_eq!(lazy.resources(), eager.resources());
+        }
+        _ => panic!("eager scan {scanned:?}, lazy scan {lazy:?}"),
+    }
+    let Ok(batch) = scanned else {
         return;
     };
     // Each span, scope and resource takes at least a key and a length byte.

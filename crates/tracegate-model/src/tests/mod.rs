@@ -3,6 +3,7 @@
 
 mod fuzz;
 mod json_cases;
+mod lazy;
 mod lookups;
 mod props;
 mod scan_cases;
@@ -106,8 +107,14 @@ pub(crate) fn scan_request(req: &ExportTraceServiceRequest) -> SpanBatch {
     SpanBatch::scan(Bytes::from(req.encode_to_vec())).expect("scan")
 }
 
+/// The error the scanner gives for `bytes`, the same whichever way it
+/// indexes.
 pub(crate) fn scan_err(bytes: &[u8]) -> (usize, &'static str) {
+    let lazy = SpanBatch::scan_with(Bytes::copy_from_slice(bytes), crate::Indexing::Lazy);
     match SpanBatch::scan(Bytes::copy_from_slice(bytes)) {
+        Err(e) if lazy.as_ref().err() != Some(&e) => {
+            panic!("the lazy scan says {lazy:?} where the eager one says {e}")
+        }
         Err(ScanError::Malformed { offset, what }) => (offset, what),
         Ok(b) => panic!("scanned {} spans from malformed input", b.len()),
     }

@@ -140,6 +140,10 @@ impl Admission {
 
 #[async_trait]
 impl Consumer for Admission {
+    fn reads_spans(&self) -> bool {
+        self.next.reads_spans()
+    }
+
     async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
         if batch.is_empty() || !self.exporters.iter().all(ExporterHandle::pushes_back) {
             return self.next.consume(batch).await;

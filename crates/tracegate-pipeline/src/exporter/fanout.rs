@@ -23,6 +23,10 @@ impl Fanout {
 
 #[async_trait]
 impl Consumer for Fanout {
+    fn reads_spans(&self) -> bool {
+        self.exporters.iter().any(ExporterHandle::reads_spans)
+    }
+
     /// `Ok` when at least one exporter took the batch; exporters that did not
     /// then count the spans as dropped with their reason. When none took it
     /// the client is told to retry (`Refused`), or that the data was refused

@@ -243,6 +243,11 @@ impl ExporterHandle {
         self.shared.exporter.ready().await
     }
 
+    /// Whether the exporter reads the span index ([`Exporter::reads_spans`]).
+    pub fn reads_spans(&self) -> bool {
+        self.shared.exporter.reads_spans()
+    }
+
     /// Whether batches go through a queue (else [`send`](Self::send) exports
     /// in the caller).
     pub fn is_queued(&self) -> bool {

@@ -146,6 +146,14 @@ pub trait Exporter: Send + Sync + 'static {
     /// [`ExportError::Partial`], so that only those are retried.
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError>;
 
+    /// Whether [`export`](Self::export) reads the span index, not only the
+    /// batch's bytes and span count (see [`Consumer::reads_spans`]).
+    ///
+    /// [`Consumer::reads_spans`]: crate::consumer::Consumer::reads_spans
+    fn reads_spans(&self) -> bool {
+        true
+    }
+
     /// Awaited once at startup, before any receiver listens: an exporter
     /// that must learn something first (the `loadbalancing` exporter its
     /// first member list) does so here. `Err` stops startup, saying why.

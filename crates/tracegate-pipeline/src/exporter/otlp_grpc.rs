@@ -702,6 +702,11 @@ fn from_transport(status: &Status) -> bool {
 
 #[async_trait]
 impl Exporter for OtlpGrpcExporter {
+    /// Sends the bytes (or their gzip members) and counts the spans.
+    fn reads_spans(&self) -> bool {
+        false
+    }
+
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
         let response = if self.compression.wire_name().is_none() {
             // A batch the batch processor put together is sent as the

@@ -351,6 +351,11 @@ impl OtlpHttpExporter {
 
 #[async_trait]
 impl Exporter for OtlpHttpExporter {
+    /// Sends the bytes (compressed, or as JSON) and counts the spans.
+    fn reads_spans(&self) -> bool {
+        false
+    }
+
     async fn export(&self, batch: &SpanBatch) -> Result<Delivered, ExportError> {
         let body = self.body(batch).await?;
         let Some(timeout) = self.timeout else {

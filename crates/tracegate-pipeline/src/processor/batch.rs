@@ -286,6 +286,12 @@ impl Batcher {
 
 #[async_trait]
 impl Consumer for Batcher {
+    /// Concatenating batches needs only their bytes; splitting by
+    /// `send_batch_max_size` reads the index.
+    fn reads_spans(&self) -> bool {
+        self.config.send_batch_max_size > 0 || self.next.reads_spans()
+    }
+
     async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
         if batch.is_empty() {
             return Ok(());

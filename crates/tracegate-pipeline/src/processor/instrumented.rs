@@ -76,6 +76,10 @@ struct Outgoing {
 
 #[async_trait]
 impl Consumer for Outgoing {
+    fn reads_spans(&self) -> bool {
+        self.next.reads_spans()
+    }
+
     async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
         self.outgoing.increment(batch.len() as u64);
         let start = Instant::now();
@@ -101,6 +105,10 @@ impl Instrumented {
 
 #[async_trait]
 impl Consumer for Instrumented {
+    fn reads_spans(&self) -> bool {
+        self.inner.reads_spans()
+    }
+
     async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
         self.metrics.incoming.increment(batch.len() as u64);
         let start = Instant::now();

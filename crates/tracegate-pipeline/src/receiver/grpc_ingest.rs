@@ -34,7 +34,7 @@ use crate::consumer::NextConsumer;
 use crate::grpc::PassthroughCodec;
 use crate::offload;
 use crate::processor::tail_sampling::handover::{HandoverExchange, HANDOVER_PATH};
-use tracegate_model::SpanBatch;
+use tracegate_model::{Indexing, SpanBatch};
 
 /// The largest HTTP/2 frame gRPC clients may send (the protocol's default
 /// is 16 KiB). A request that fits in one DATA frame reaches the scanner
@@ -139,6 +139,7 @@ impl<'a> BoundGrpc<'a> {
     ) {
         let service = GrpcService(Arc::new(GrpcReceiver {
             method,
+            indexing: super::indexing_for(next.as_ref()),
             next,
             handover,
             counters: TransportCounters::register_with_auth(
@@ -160,15 +161,18 @@ impl<'a> BoundGrpc<'a> {
 pub(crate) struct IngestMethod {
     /// `/package.Service/Method`.
     pub path: &'static str,
-    /// The request message as spans; an error is the INVALID_ARGUMENT
-    /// message.
-    pub decode: fn(Bytes) -> Result<SpanBatch, String>,
+    /// The request message as spans, indexed as the listener's pipelines
+    /// need ([`Indexing`]); an error is the INVALID_ARGUMENT message.
+    pub decode: fn(Bytes, Indexing) -> Result<SpanBatch, String>,
 }
 
 /// State shared by every connection of one gRPC listener.
 struct GrpcReceiver {
     method: &'static IngestMethod,
     next: NextConsumer,
+    /// Lazy when nothing after the receiver reads spans
+    /// ([`Consumer::reads_spans`](crate::consumer::Consumer::reads_spans)).
+    indexing: Indexing,
     /// Where hand-overs between gateways go (OTLP listeners only).
     handover: Option<HandoverExchange>,
     counters: TransportCounters,
@@ -346,7 +350,7 @@ impl GrpcReceiver {
         message: Bytes,
         gzip: Vec<(usize, tracegate_gzip::Member)>,
     ) -> Result<(), Status> {
-        let batch = match (self.method.decode)(message.clone()) {
+        let batch = match (self.method.decode)(message.clone(), self.indexing) {
             Ok(mut batch) => {
                 if !gzip.is_empty() {
                     batch.set_gzip_members(&message, gzip);

@@ -13,6 +13,8 @@ use crate::registry::component_registry;
 mod counters;
 pub(crate) mod grpc_ingest;
 pub(crate) mod http_ingest;
+#[cfg(test)]
+mod indexing_tests;
 pub mod jaeger;
 pub(crate) mod listener;
 pub mod otlp;
@@ -22,6 +24,18 @@ mod test_support;
 pub mod zipkin;
 
 pub(crate) use listener::bind;
+
+/// How a receiver feeding `next` indexes what it scans: eagerly, in the
+/// validating pass, when a stage after it reads spans; otherwise on first
+/// use (which a pipeline of byte-only stages never comes to). Asked once,
+/// when the receiver starts.
+pub(crate) fn indexing_for(next: &dyn crate::consumer::Consumer) -> tracegate_model::Indexing {
+    if next.reads_spans() {
+        tracegate_model::Indexing::Eager
+    } else {
+        tracegate_model::Indexing::Lazy
+    }
+}
 pub use listener::split_host_port;
 pub use server_keys::ResponseHeaders;
 

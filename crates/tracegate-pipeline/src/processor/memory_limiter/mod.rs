@@ -538,6 +538,11 @@ impl Monitor {
 
 #[async_trait]
 impl Consumer for MemoryLimiter {
+    /// It weighs batches by their encoded size.
+    fn reads_spans(&self) -> bool {
+        self.next.reads_spans()
+    }
+
     async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
         if let Err(retry_after) = self.gate.admit(batch.encoded_len() as u64) {
             // Refused, not dropped: the client is told to retry, and the

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use tracegate_model::jaeger::span_batch_from_post_spans;
-use tracegate_model::SpanBatch;
+use tracegate_model::{Indexing, SpanBatch};
 
 use crate::receiver::grpc_ingest::IngestMethod;
 
@@ -19,7 +19,8 @@ pub(crate) const POST_SPANS: IngestMethod = IngestMethod {
 };
 
 /// The request's bytes written straight into OTLP bytes, with no owned
-/// message in between (`tracegate_model::jaeger::span_batch_from_post_spans`).
-fn post_spans_to_batch(request: Bytes) -> Result<SpanBatch, String> {
+/// message in between (`tracegate_model::jaeger::span_batch_from_post_spans`),
+/// which indexes what it writes as it goes.
+fn post_spans_to_batch(request: Bytes, _: Indexing) -> Result<SpanBatch, String> {
     span_batch_from_post_spans(&request).map_err(|e| e.to_string())
 }

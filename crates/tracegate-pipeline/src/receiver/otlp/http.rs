@@ -21,7 +21,7 @@ use crate::receiver::http_ingest::{
     decompress_capped, drain, media_type, plain_response, read_capped, text_response, BodyError,
     HttpHandler, HttpResponse,
 };
-use tracegate_model::SpanBatch;
+use tracegate_model::{Indexing, SpanBatch};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -52,9 +52,9 @@ impl BodyFormat {
     /// The body's spans. A protobuf body is scanned where it is; a large
     /// JSON body, several times the work per byte, is parsed on the
     /// blocking pool ([`offload`]).
-    async fn decode(self, body: Bytes) -> Result<SpanBatch, String> {
+    async fn decode(self, body: Bytes, indexing: Indexing) -> Result<SpanBatch, String> {
         match self {
-            BodyFormat::Protobuf => SpanBatch::scan(body).map_err(|e| e.to_string()),
+            BodyFormat::Protobuf => SpanBatch::scan_with(body, indexing).map_err(|e| e.to_string()),
             BodyFormat::Json => offload::by_size(body.len(), offload::DECODE_BYTES, move || {
                 SpanBatch::from_json(&body).map_err(|e| e.to_string())
             })
@@ -67,6 +67,9 @@ impl BodyFormat {
 /// State shared by every connection of one HTTP listener.
 pub(crate) struct HttpReceiver {
     pub next: NextConsumer,
+    /// How protobuf bodies are indexed (`super::super::indexing_for`);
+    /// JSON bodies are indexed as they are parsed.
+    pub indexing: Indexing,
     pub counters: TransportCounters,
     pub traces_path: String,
     pub max_body_size: usize,
@@ -265,7 +268,7 @@ impl HttpReceiver {
                 )
             }
         };
-        let batch = match format.decode(body).await {
+        let batch = match format.decode(body, self.indexing).await {
             Ok(batch) => batch,
             Err(message) => {
                 return self.reject(

@@ -32,7 +32,7 @@ pub use config::{
 /// OTLP's `TraceService/Export`: the request is scanned as it is.
 const TRACE_EXPORT: IngestMethod = IngestMethod {
     path: TRACE_EXPORT_PATH,
-    decode: |request| SpanBatch::scan(request).map_err(|e| e.to_string()),
+    decode: |request, indexing| SpanBatch::scan_with(request, indexing).map_err(|e| e.to_string()),
 };
 
 /// Starts the configured protocols of a validated config; see
@@ -86,6 +86,7 @@ pub(crate) async fn start(
         addresses.push(("http", addr));
         let service = HttpService::new(
             http::HttpReceiver {
+                indexing: super::indexing_for(next.as_ref()),
                 next,
                 counters,
                 traces_path: http_config.traces_path(),

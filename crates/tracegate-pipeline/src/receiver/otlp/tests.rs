@@ -1548,6 +1548,7 @@ async fn counters_describe_what_happened() {
     let receiver = crate::receiver::http_ingest::HttpService::new(
         super::http::HttpReceiver {
             next: Arc::new(Collect(tx)),
+            indexing: tracegate_model::Indexing::Eager,
             counters,
             traces_path: "/v1/traces".into(),
             max_body_size: 1 << 20,
@@ -1945,4 +1946,66 @@ async fn http_auth_answers_as_the_collector_and_lets_preflights_through() {
     .await;
     assert_eq!(by_param.status, StatusCode::OK);
     assert_eq!(rx.recv().await.unwrap().len(), 1);
+}
+
+/// Collects batches, saying whether it reads spans as a stage does.
+struct CollectSaying {
+    batches: mpsc::UnboundedSender<SpanBatch>,
+    reads_spans: bool,
+}
+
+#[async_trait]
+impl Consumer for CollectSaying {
+    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
+        let _ = self.batches.send(batch);
+        Ok(())
+    }
+
+    fn reads_spans(&self) -> bool {
+        self.reads_spans
+    }
+}
+
+/// A pipeline that reads no spans gets batches that are validated and
+/// counted but indexed only on first use, on both protocols; the index is
+/// then the eager one, and bad input gets the same answer either way.
+#[tokio::test]
+async fn a_pipeline_that_reads_no_spans_gets_batches_indexed_on_first_use() {
+    let sent = request(3, 0x5a);
+    let bytes = Bytes::from(sent.encode_to_vec());
+    let eager = SpanBatch::scan(bytes.clone()).unwrap();
+    let malformed = Bytes::from_static(b"\x0a\x05\x12\x03\x12\x01\xff");
+    let mut answers = Vec::new();
+    for reads_spans in [false, true] {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let next = Arc::new(CollectSaying {
+            batches: tx,
+            reads_spans,
+        });
+        let h = start(both(), next).await;
+        grpc_export(h.grpc(), bytes.clone()).await.unwrap();
+        let answer = post_traces(h.http(), "application/x-protobuf", bytes.clone()).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        for _ in 0..2 {
+            let batch = rx.recv().await.unwrap();
+            assert_eq!(batch.is_indexed(), reads_spans);
+            assert_eq!(batch.len(), 3);
+            assert_eq!(batch.spans(), eager.spans());
+            assert_eq!(batch.scopes(), eager.scopes());
+            assert_eq!(batch.resources(), eager.resources());
+            assert_eq!(batch.service_name(2), Some("checkout"));
+        }
+        let err = grpc_export(h.grpc(), malformed.clone()).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let answer = post_traces(h.http(), "application/x-protobuf", malformed.clone()).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        answers.push((err.message().to_string(), answer.rpc_status()));
+        assert!(rx.try_recv().is_err(), "a malformed request was handed on");
+    }
+    assert!(
+        answers[0].0.contains("malformed protobuf"),
+        "{}",
+        answers[0].0
+    );
+    assert_eq!(answers[0], answers[1]);
 }
