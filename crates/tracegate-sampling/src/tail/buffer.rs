@@ -2,10 +2,11 @@
 //! by trace id with each [`TraceShard`] owned by one worker
 //! (docs/architecture.md, "The shard-per-core trace buffer").
 //!
-//! A shard owns its pending traces (spans copied out of the request, so a
-//! dropped majority does not pin request buffers), the aggregates policies
-//! need (kept as spans arrive), its decision timers and its decision
-//! caches. It never takes a lock; policies are reached through a
+//! A shard owns its pending traces (span bodies kept as slices of the
+//! request buffers they arrived in, each buffer counted as the shard's
+//! share of the request until its last trace here is decided, store.rs),
+//! the aggregates policies need (kept as spans arrive), its decision
+//! timers and its decision caches. It never takes a lock; policies are reached through a
 //! [`Decider`], one per shard ([`PolicySet::build_shards`]: the shards'
 //! sets share the rate budgets, which are per processor in the collector).
 //!
@@ -105,8 +106,8 @@ pub struct TraceBufferSettings {
     /// Zero: off.
     pub decision_wait_after_root_received: Duration,
     pub num_traces: u64,
-    /// Budget for the memory of pending spans (encoded bytes plus their
-    /// index); zero: none.
+    /// Budget for the memory of pending spans (the request buffers they
+    /// hold, or their packed bytes, plus their index); zero: none.
     pub max_buffered_bytes: u64,
     /// A trace whose `ResourceSpans` grow past this is not sampled; zero:
     /// no limit.
@@ -355,8 +356,10 @@ struct Entry {
     byte_size: u64,
     /// The same as a `TracesData`, as `bytes_limiting` charges it.
     traces_size: u64,
-    /// What the spans cost in memory (encoded bytes plus index), and the
-    /// recorded `key`.
+    /// What the trace itself costs in memory (span index, packed bodies),
+    /// and the recorded `key`. The request buffers its unpacked bodies
+    /// are slices of are counted by the shard's store (store.rs,
+    /// `Sources`), as they are shared between traces.
     memory: u64,
     statuses: u8,
     root_seen: bool,
@@ -366,13 +369,41 @@ struct Entry {
     /// policy may judge from `min_start` and `max_end` alone.
     plain_times: bool,
     /// The pins of the inserts its pending spans came from.
-    pins: Vec<Pin>,
+    pins: Pins,
     /// Randomness and incoming threshold of the first span.
     seed: Option<TraceSeed>,
     /// With a decider that has [`Decider::key_fields`]: their values at
     /// the first span, replaced by those at the first root span when it
     /// arrives (counted in `memory`).
     key: Option<RecordedKey>,
+}
+
+/// A pending trace's pins, boxed: without a journal a trace has none,
+/// and the entry stays small (8 bytes instead of a `Vec`'s 24, in every
+/// table slot; the extra allocation is only for traces with pins).
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)]
+struct Pins(Option<Box<Vec<Pin>>>);
+
+impl Pins {
+    /// Adds `pin` unless it is the last one added.
+    fn add(&mut self, pin: &Pin) {
+        let pins = self.0.get_or_insert_with(Box::default);
+        if !pins.last().is_some_and(|p| Arc::ptr_eq(p, pin)) {
+            pins.push(pin.clone());
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Pin> + '_ {
+        self.0.iter().flat_map(|pins| pins.iter())
+    }
+
+    /// Hands the pins over to `out`, holding none afterwards.
+    fn release_into(&mut self, out: &mut Vec<Pin>) {
+        if let Some(pins) = self.0.take() {
+            out.extend(*pins);
+        }
+    }
 }
 
 impl Entry {
@@ -392,7 +423,7 @@ impl Entry {
             min_start: u64::MAX,
             max_end: 0,
             plain_times: true,
-            pins: Vec::new(),
+            pins: Pins::default(),
             seed: None,
             key: None,
         }
@@ -565,7 +596,7 @@ impl TraceShard {
                 continue;
             }
             let before = entry.stored.memory();
-            entry.stored.pack(&mut self.headers.packer);
+            entry.stored.pack(&mut self.headers);
             let after = entry.stored.memory();
             entry.memory = entry.memory + after - before;
             self.memory = self.memory + after - before;
@@ -594,7 +625,7 @@ impl TraceShard {
         self.table
             .values()
             .filter(|e| matches!(e.state, State::Pending))
-            .flat_map(|e| &e.pins)
+            .flat_map(|e| e.pins.iter())
     }
 
     /// The decisions remembered for late spans, least recently used
@@ -669,7 +700,13 @@ impl TraceShard {
 
     /// Memory of the pending spans, as the byte budget counts it.
     pub fn buffered_bytes(&self) -> u64 {
-        self.memory + self.headers.memory
+        self.memory + self.headers.memory + self.headers.sources.memory
+    }
+
+    /// What deciding pending traces can free: the traces' own memory and
+    /// the request buffers they hold (headers go only at the next sweep).
+    fn spans_memory(&self) -> u64 {
+        self.memory + self.headers.sources.memory
     }
 
     /// When the next trace falls due, if any is pending.
@@ -717,6 +754,9 @@ impl TraceShard {
                 held_back.extend_from_slice(indices);
             }
         }
+        incoming
+            .scopes
+            .finish(batch, groups.tagged.len(), &mut self.headers);
         self.groups = groups;
         self.pack_due(now);
         self.enforce_byte_budget(now, decider, out);
@@ -899,9 +939,7 @@ impl TraceShard {
         entry.memory += memory;
         self.memory += memory;
         if let Some(pin) = &self.pin {
-            if !entry.pins.last().is_some_and(|p| Arc::ptr_eq(p, pin)) {
-                entry.pins.push(pin.clone());
-            }
+            entry.pins.add(pin);
         }
         if root && !entry.root_seen {
             entry.root_seen = true;
@@ -956,8 +994,9 @@ impl TraceShard {
     /// Makes the oldest trace in the table give way: a decided one is
     /// forgotten, a pending one decided early for `reason` and forgotten.
     /// With `decided_only`, the oldest decided one. Its id and the memory
-    /// of the spans it held (0 for a decided one), or `None` when there was
-    /// none to evict.
+    /// that deciding it freed (0 for a decided one; 0 too when the request
+    /// buffers it held slices of are still held by younger traces), or
+    /// `None` when there was none to evict.
     fn evict_oldest(
         &mut self,
         decided_only: bool,
@@ -980,14 +1019,16 @@ impl TraceShard {
                 }
                 State::Pending if decided_only => skipped.push((id, seq)),
                 State::Pending => {
-                    let memory = entry.memory;
+                    let before = self.spans_memory();
                     // Stays in the table as decided (or leaves it), either
                     // way the slot accounting below sees the change.
                     self.decide(id, now, reason, decider, out);
                     if self.table.get(&id).is_some_and(|e| e.seq == seq) {
                         self.table_remove(&id, now, out);
                     }
-                    evicted = Some((id, memory));
+                    // What it really freed: a request buffer goes with
+                    // the last trace holding a slice of it.
+                    evicted = Some((id, before.saturating_sub(self.spans_memory())));
                     break;
                 }
             }
@@ -1059,7 +1100,7 @@ impl TraceShard {
         }
         // The headers' memory only falls at the sweep below, so the target
         // counts it as it stands: halve the spans' own memory.
-        let target = self.memory / 2 + self.headers.memory;
+        let target = self.spans_memory() / 2 + self.headers.memory;
         self.decide_oldest_while_over(target, now, reason, decider, out);
         // Headers no pending span refers to any more are memory too.
         self.headers.sweep();
@@ -1115,7 +1156,7 @@ impl TraceShard {
     ) {
         // The wait queue is the pending traces in first-seen order; entries
         // of traces decided since are skipped (and dropped) on the way.
-        while self.memory + self.headers.memory > budget {
+        while self.buffered_bytes() > budget {
             let Some((_, id, seq)) = self.wait_queue.pop_front() else {
                 break;
             };
@@ -1184,11 +1225,11 @@ impl TraceShard {
             .collect();
         for id in ids {
             if drop_pending {
-                if let Some(entry) = self.table_remove(&id, now, out) {
+                if let Some(mut entry) = self.table_remove(&id, now, out) {
                     self.pending -= 1;
                     self.memory -= entry.memory;
                     self.stats.spans_dropped_pending += entry.span_count;
-                    out.released_pins.extend(entry.pins);
+                    entry.pins.release_into(&mut out.released_pins);
                     entry.stored.release(&mut self.headers);
                 }
             } else {
@@ -1282,7 +1323,7 @@ impl TraceShard {
         };
         mem::take(&mut entry.stored).release(&mut self.headers);
         entry.key = None;
-        out.released_pins.append(&mut entry.pins);
+        entry.pins.release_into(&mut out.released_pins);
         out.decided.push(DecidedTrace {
             trace_id: id,
             verdict,
@@ -1357,6 +1398,12 @@ impl TraceShard {
     #[cfg(test)]
     pub(crate) fn headers_len(&self) -> usize {
         self.headers.len()
+    }
+
+    /// Request buffers pending spans hold slices of, and what they count.
+    #[cfg(test)]
+    pub(crate) fn request_buffers(&self) -> (usize, u64) {
+        (self.headers.sources.len(), self.headers.sources.memory)
     }
 
     /// The key fields recorded for a pending trace.

@@ -24,6 +24,8 @@ pub mod policy;
 mod store;
 
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 
 pub use buffer::{

@@ -5,22 +5,29 @@
 //! trace (a resource with Kubernetes attributes is a few hundred bytes).
 //! So a shard keeps each distinct resource+scope once ([`Headers`],
 //! reference-counted) and a trace keeps only its span bodies, each tagged
-//! with its header. At decision time the trace is written back as a request
+//! with its header. The bodies are not copied either: a trace keeps where
+//! each lies in the request buffer it arrived in, and the buffer, shared
+//! and reference-counted ([`Sources`]), stays alive until the last trace
+//! holding a slice of it is decided. Spans arrive for traces first seen
+//! then or earlier, so a buffer lives at most `decision_wait` (less when
+//! its traces are decided early, oldest first), while a copy made at the
+//! first of a trace's arrivals lived as long. At decision time the trace is written back as a request
 //! (one `ResourceSpans` per run of spans sharing a header, in arrival
 //! order, as the collector's per-arrival `ResourceSpans` are) and scanned
 //! into a [`SpanBatch`] for the policies.
 //!
 //! Spans that have waited are packed ([`StoredSpans::pack`]): a trace's
-//! bodies that arrived since it was last packed become one zstd block,
+//! bodies that arrived since it was last packed are copied out of their
+//! buffers (which the trace then lets go) and become one zstd block,
 //! compressed against a dictionary the shard trains on the first span
 //! bodies it packs ([`Packer`]). Span bodies repeat their attribute keys,
 //! names and most values from trace to trace, so a block takes a fifth of
 //! the bodies' bytes or less. A trace is unpacked once, when it is
 //! assembled (kept, read by a policy, handed over).
 
-use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::HashMap;
+use std::mem;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -53,6 +60,10 @@ pub(crate) struct Headers {
     pub(crate) memory: u64,
     /// Packs and unpacks the shard's span bodies.
     pub(crate) packer: Packer,
+    /// The request buffers pending span bodies are slices of.
+    pub(crate) sources: Sources,
+    /// Reused to gather a trace's bodies for packing.
+    gather: Vec<u8>,
 }
 
 impl Headers {
@@ -127,16 +138,141 @@ impl Headers {
     }
 }
 
-/// Header ids of a batch's scopes, filled as they are first needed.
-pub(crate) struct ScopeHeaders(Vec<Option<u32>>);
+/// Fixed cost of a retained request buffer beyond its bytes (its slot,
+/// the `Bytes` and its shared header).
+const SOURCE_OVERHEAD: u64 = 96;
+
+/// A request buffer that pending span bodies are slices of.
+#[derive(Debug)]
+struct Source {
+    bytes: Bytes,
+    /// Traces of this shard holding slices of it, plus one while the batch
+    /// it came with is being taken in.
+    refs: u32,
+    /// What the shard counts for it while it holds it.
+    charged: u64,
+}
+
+/// The request buffers a shard's pending spans refer to.
+///
+/// A trace's span bodies are not copied out of the request: the trace
+/// keeps (buffer, offset, length) and the buffer stays alive, shared,
+/// until the last trace of this shard holding a slice of it is decided
+/// (or packs its bodies). A buffer is counted as this shard's share of
+/// the whole request ([`ScopeHeaders::finish`]), not as the slices'
+/// lengths: the framing, the other traces' spans and the resources in it
+/// are held as long as any slice is.
+#[derive(Debug, Default)]
+pub(crate) struct Sources {
+    slots: Vec<Option<Source>>,
+    free: Vec<u32>,
+    /// What the buffers held count, as the byte budget counts it.
+    pub(crate) memory: u64,
+}
+
+impl Sources {
+    /// Takes `bytes` as a source with one reference (the batch's own).
+    fn add(&mut self, bytes: Bytes) -> u32 {
+        let source = Some(Source {
+            bytes,
+            refs: 1,
+            charged: 0,
+        });
+        match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = source;
+                id
+            }
+            None => {
+                self.slots.push(source);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn acquire(&mut self, id: u32) {
+        if let Some(Some(s)) = self.slots.get_mut(id as usize) {
+            s.refs += 1;
+        }
+    }
+
+    /// Drops a reference; the last one frees the buffer at once.
+    fn release(&mut self, id: u32) {
+        let Some(slot) = self.slots.get_mut(id as usize) else {
+            return;
+        };
+        let Some(s) = slot.as_mut() else {
+            return;
+        };
+        s.refs = s.refs.saturating_sub(1);
+        if s.refs == 0 {
+            self.memory -= s.charged;
+            *slot = None;
+            self.free.push(id);
+        }
+    }
+
+    /// Counts `bytes` for a source still held.
+    fn charge(&mut self, id: u32, bytes: u64) {
+        if let Some(Some(s)) = self.slots.get_mut(id as usize) {
+            self.memory = self.memory - s.charged + bytes;
+            s.charged = bytes;
+        }
+    }
+
+    fn get(&self, id: u32) -> &[u8] {
+        match self.slots.get(id as usize) {
+            Some(Some(s)) => &s.bytes,
+            _ => &[],
+        }
+    }
+
+    /// Request buffers held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+/// Header ids of a batch's scopes, filled as they are first needed, and
+/// the batch's buffer as a source once a trace takes a slice of it.
+pub(crate) struct ScopeHeaders {
+    ids: Vec<Option<u32>>,
+    source: Option<u32>,
+}
 
 impl ScopeHeaders {
     pub(crate) fn new(batch: &SpanBatch) -> ScopeHeaders {
-        ScopeHeaders(vec![None; batch.scopes().len()])
+        ScopeHeaders {
+            ids: vec![None; batch.scopes().len()],
+            source: None,
+        }
+    }
+
+    fn source(&mut self, batch: &SpanBatch, headers: &mut Headers) -> u32 {
+        *self
+            .source
+            .get_or_insert_with(|| headers.sources.add(batch.bytes().clone()))
+    }
+
+    /// Ends the batch: if a trace kept a slice of its buffer, the shard
+    /// counts its share of the request — the buffer's length in the
+    /// proportion of the batch's spans it was given (`given` of `total`;
+    /// the other shards count the rest) — until the last such trace lets
+    /// go; then drops the batch's own reference.
+    pub(crate) fn finish(self, batch: &SpanBatch, given: usize, headers: &mut Headers) {
+        let Some(id) = self.source else {
+            return;
+        };
+        let total = batch.len().max(1) as u128;
+        let len = batch.bytes().len() as u128;
+        let share = (len * (given as u128).min(total) / total) as u64;
+        headers.sources.charge(id, share + SOURCE_OVERHEAD);
+        headers.sources.release(id);
     }
 
     fn of(&mut self, batch: &SpanBatch, scope: usize, headers: &mut Headers) -> u32 {
-        if let Some(id) = self.0[scope] {
+        if let Some(id) = self.ids[scope] {
             return id;
         }
         let info = &batch.scopes()[scope];
@@ -158,7 +294,7 @@ impl ScopeHeaders {
                 spans.iter().map(|s| range(&s.span)),
             ),
         );
-        self.0[scope] = Some(id);
+        self.ids[scope] = Some(id);
         id
     }
 }
@@ -344,25 +480,50 @@ impl Packer {
     }
 }
 
+/// Where a span's body is: a slice of a request buffer, or (`source` is
+/// [`PACKED`]) in the trace's packed blocks.
+#[derive(Debug, Clone, Copy)]
+struct SpanRef {
+    header: u32,
+    source: u32,
+    start: u32,
+    len: u32,
+}
+
+/// [`SpanRef::source`] of a body in the packed blocks.
+const PACKED: u32 = u32::MAX;
+
+/// Marks a request buffer's id in [`StoredSpans::held`].
+const SOURCE_BIT: u32 = 1 << 31;
+
 /// A pending trace's spans.
 #[derive(Debug, Default)]
 pub(crate) struct StoredSpans {
-    /// Span message bodies not packed yet, back to back: those that
-    /// arrived since the trace was last packed.
-    bytes: Vec<u8>,
-    /// Blocks of the bodies that arrived before ([`Packer`]); unpacked,
-    /// they come before `bytes`.
-    packed: Vec<u8>,
-    /// Per span: its header and the length of its body.
-    spans: Vec<(u32, u32)>,
-    /// Distinct headers referred to (each acquired once).
-    headers: Vec<u32>,
+    /// Per span, in arrival order: its header and where its body is.
+    /// The packed ones come first, the rest are slices of the request
+    /// buffers they arrived in ([`Sources`]).
+    spans: Vec<SpanRef>,
+    /// The packed bodies, once the trace has been packed (boxed: cold
+    /// unless `pack_pending_spans` is on).
+    packed: Option<Box<Packed>>,
+    /// Distinct headers referred to, and distinct request buffers (their
+    /// ids with [`SOURCE_BIT`]), each acquired once.
+    held: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+struct Packed {
+    /// Blocks of the bodies of the first `spans` spans ([`Packer`]), in
+    /// order.
+    blocks: Vec<u8>,
+    spans: u32,
 }
 
 impl StoredSpans {
-    /// Copies the spans at `indices` (ascending) of `batch`. Returns the
-    /// size the collector would count for them: their `ResourceSpans`
-    /// (resource, scopes and spans of this trace only).
+    /// Takes the spans at `indices` (ascending) of `batch`, as slices of
+    /// its buffer. Returns the size the collector would count for them:
+    /// their `ResourceSpans` (resource, scopes and spans of this trace
+    /// only).
     pub(crate) fn append(
         &mut self,
         batch: &SpanBatch,
@@ -370,15 +531,14 @@ impl StoredSpans {
         scopes: &mut ScopeHeaders,
         headers: &mut Headers,
     ) -> (u64, u64) {
-        let buf = batch.bytes();
-        let added: usize = indices
-            .iter()
-            .map(|&i| {
-                let r = &batch.spans()[i as usize].span;
-                (r.end - r.start) as usize
-            })
-            .sum();
-        self.bytes.reserve_exact(added);
+        if indices.is_empty() {
+            return (0, 0);
+        }
+        let source = scopes.source(batch, headers);
+        if !self.held.contains(&(source | SOURCE_BIT)) {
+            self.held.push(source | SOURCE_BIT);
+            headers.sources.acquire(source);
+        }
         self.spans.reserve_exact(indices.len());
         // Sizes for maximum_trace_size_bytes, per resource then scope: the
         // `ResourceSpans` sizes, and (for bytes_limiting, as the collector's
@@ -416,12 +576,16 @@ impl StoredSpans {
                 }
             }
             current = Some((resource, scope));
-            let body = &buf[span.span.start as usize..span.span.end as usize];
-            scope_len += 1 + varint_len(body.len() as u64) + body.len() as u64;
-            self.bytes.extend_from_slice(body);
-            self.spans.push((header, body.len() as u32));
-            if !self.headers.contains(&header) {
-                self.headers.push(header);
+            let len = span.span.end - span.span.start;
+            scope_len += 1 + varint_len(u64::from(len)) + u64::from(len);
+            self.spans.push(SpanRef {
+                header,
+                source,
+                start: span.span.start,
+                len,
+            });
+            if !self.held.contains(&header) {
+                self.held.push(header);
                 headers.acquire(header);
             }
         }
@@ -433,55 +597,89 @@ impl StoredSpans {
         (size, traces_size)
     }
 
-    /// Memory held, as the byte budget counts it.
+    /// Memory held by the trace itself, as the byte budget counts it. The
+    /// request buffers its unpacked bodies are slices of are counted by
+    /// [`Sources`].
     pub(crate) fn memory(&self) -> u64 {
-        (self.bytes.capacity()
-            + self.packed.capacity()
-            + self.spans.capacity() * 8
-            + self.headers.capacity() * 4) as u64
+        let packed = self
+            .packed
+            .as_ref()
+            .map_or(0, |p| mem::size_of::<Packed>() + p.blocks.capacity());
+        (packed + self.spans.capacity() * mem::size_of::<SpanRef>() + self.held.capacity() * 4)
+            as u64
+    }
+
+    /// Spans whose bodies are packed (the first ones).
+    fn packed_spans(&self) -> usize {
+        self.packed.as_ref().map_or(0, |p| p.spans as usize)
     }
 
     /// Whether bodies wait to be packed.
     pub(crate) fn has_unpacked(&self) -> bool {
-        !self.bytes.is_empty()
+        self.packed_spans() < self.spans.len()
     }
 
-    /// Packs the bodies that arrived since the last call into a block.
-    pub(crate) fn pack(&mut self, packer: &mut Packer) {
-        if self.bytes.is_empty() {
+    /// Packs the bodies that arrived since the last call into a block
+    /// (copied out of their request buffers, which the trace then lets go).
+    pub(crate) fn pack(&mut self, headers: &mut Headers) {
+        if !self.has_unpacked() {
             return;
         }
-        packer.pack(&self.bytes, &mut self.packed);
-        self.bytes = Vec::new();
-    }
-
-    /// Every span body, back to back in arrival order.
-    fn bodies(&self, packer: &Packer) -> Cow<'_, [u8]> {
-        if self.packed.is_empty() {
-            return Cow::Borrowed(&self.bytes);
+        let mut raw = mem::take(&mut headers.gather);
+        raw.clear();
+        let from = self.packed_spans();
+        for s in &mut self.spans[from..] {
+            let body = headers.sources.get(s.source);
+            raw.extend_from_slice(
+                body.get(s.start as usize..(s.start + s.len) as usize)
+                    .unwrap_or_default(),
+            );
+            s.source = PACKED;
+            s.start = 0;
         }
-        let total = self.spans.iter().map(|s| s.1 as usize).sum::<usize>();
-        let mut out = Vec::with_capacity(total);
-        let whole = packer.unpack(&self.packed, &mut out);
-        debug_assert!(whole, "packed span bodies failed to unpack");
-        out.extend_from_slice(&self.bytes);
-        Cow::Owned(out)
+        let packed = self.packed.get_or_insert_with(Box::default);
+        headers.packer.pack(&raw, &mut packed.blocks);
+        packed.spans = self.spans.len() as u32;
+        self.held.retain(|&id| {
+            let source = id & SOURCE_BIT != 0;
+            if source {
+                headers.sources.release(id & !SOURCE_BIT);
+            }
+            !source
+        });
+        // A huge trace once should not stay in the scratch buffer.
+        if raw.capacity() <= 1 << 20 {
+            headers.gather = raw;
+        }
     }
 
     /// The spans written back as a request, in arrival order.
     pub(crate) fn assemble(&self, headers: &Headers) -> SpanBatch {
         #[cfg(test)]
         ASSEMBLED.with(|n| n.set(n.get() + 1));
-        let bodies = self.bodies(&headers.packer);
-        let mut out = Vec::with_capacity(bodies.len() + self.spans.len() * 6 + 512);
+        let unpacked = match &self.packed {
+            None => Vec::new(),
+            Some(packed) => {
+                let total = self.spans[..packed.spans as usize]
+                    .iter()
+                    .map(|s| s.len as usize)
+                    .sum::<usize>();
+                let mut out = Vec::with_capacity(total);
+                let whole = headers.packer.unpack(&packed.blocks, &mut out);
+                debug_assert!(whole, "packed span bodies failed to unpack");
+                out
+            }
+        };
+        let bodies_len = self.spans.iter().map(|s| s.len as usize).sum::<usize>();
+        let mut out = Vec::with_capacity(bodies_len + self.spans.len() * 6 + 512);
         let mut at = 0usize;
         let mut run_start = 0usize;
         while run_start < self.spans.len() {
-            let header_id = self.spans[run_start].0;
+            let header_id = self.spans[run_start].header;
             let mut run_end = run_start;
             let mut spans_len = 0u64;
-            while run_end < self.spans.len() && self.spans[run_end].0 == header_id {
-                let len = u64::from(self.spans[run_end].1);
+            while run_end < self.spans.len() && self.spans[run_end].header == header_id {
+                let len = u64::from(self.spans[run_end].len);
                 spans_len += 1 + varint_len(len) + len;
                 run_end += 1;
             }
@@ -498,13 +696,21 @@ impl StoredSpans {
             out.push(0x12); // ResourceSpans.scope_spans
             put_varint(&mut out, scope_spans_len);
             out.extend_from_slice(scope);
-            for &(_, len) in &self.spans[run_start..run_end] {
+            for s in &self.spans[run_start..run_end] {
+                let len = s.len as usize;
                 out.push(0x12); // ScopeSpans.spans
-                put_varint(&mut out, u64::from(len));
+                put_varint(&mut out, u64::from(s.len));
                 // Bodies that did not unpack (a bug) read as empty spans
                 // rather than panicking.
-                out.extend_from_slice(bodies.get(at..at + len as usize).unwrap_or_default());
-                at += len as usize;
+                let body = if s.source == PACKED {
+                    let body = unpacked.get(at..at + len);
+                    at += len;
+                    body
+                } else {
+                    let start = s.start as usize;
+                    headers.sources.get(s.source).get(start..start + len)
+                };
+                out.extend_from_slice(body.unwrap_or_default());
             }
             run_start = run_end;
         }
@@ -516,10 +722,15 @@ impl StoredSpans {
         })
     }
 
-    /// Gives the headers back; the spans are dropped with `self`.
+    /// Gives the headers and request buffers back; the rest is dropped
+    /// with `self`.
     pub(crate) fn release(self, headers: &mut Headers) {
-        for id in self.headers {
-            headers.release(id);
+        for id in self.held {
+            if id & SOURCE_BIT != 0 {
+                headers.sources.release(id & !SOURCE_BIT);
+            } else {
+                headers.release(id);
+            }
         }
     }
 }

@@ -127,7 +127,7 @@ pub(crate) fn batch(spans: &[SpanSpec]) -> SpanBatch {
     SpanBatch::try_from_request(&ExportTraceServiceRequest { resource_spans }).expect("valid")
 }
 
-fn policies(yaml_like_json: serde_json::Value, first_match: bool) -> PolicySet {
+pub(crate) fn policies(yaml_like_json: serde_json::Value, first_match: bool) -> PolicySet {
     let configs: Vec<PolicyConfig> = serde_json::from_value(yaml_like_json).expect("config parses");
     PolicySet::build(&configs, first_match).expect("builds").0
 }
@@ -1169,7 +1169,13 @@ fn byte_budget_decides_the_oldest_early() {
 
 #[test]
 fn above_a_memory_limit_the_oldest_half_is_decided_early_and_kept_ones_released_whole() {
-    let mut shard = TraceShard::new(settings());
+    // Unpacked, so that every trace costs the same and half the memory is
+    // half the traces (a trace packed after its wait costs less than one
+    // still holding its requests' buffers).
+    let mut shard = TraceShard::new(TraceBufferSettings {
+        pack_spans: false,
+        ..settings()
+    });
     let mut set = keep_errors();
     let mut out = Released::default();
     // Eight traces of two spans each, arriving a second apart, each in

@@ -92,7 +92,7 @@ impl TraceShard {
             self.memory -= entry.memory;
             let spans = AssembledOnDemand::new(&entry.stored, &self.headers).into_batch();
             mem::take(&mut entry.stored).release(&mut self.headers);
-            out.released_pins.append(&mut entry.pins);
+            entry.pins.release_into(&mut out.released_pins);
             out.forgotten.push(id);
             // Its queue entries are stale now (no table entry of their
             // seq) and are skipped where they are met.
