@@ -40,6 +40,11 @@ impl Member {
         self.crc
     }
 
+    /// The member as it arrived, header to trailer.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
     /// The member's size as it arrived.
     pub fn compressed_len(&self) -> usize {
         self.data.len()
@@ -76,9 +81,12 @@ pub struct Gunzipped {
 
 /// Inflates `input`, one gzip member after another until it ends (as Go's
 /// gzip reader reads them), into an output that starts at the size the
-/// last member's trailer states and grows by doubling up to `limit + 1`
-/// bytes: a trailer that lies costs a regrowth, never more memory than the
-/// cap. Trailers are checked (CRC-32 and size).
+/// last member's trailer states (and a byte more, so that inflate reaches
+/// the trailer of a body that states its size truly without the output
+/// being full, which would cost a regrowth: a copy of everything inflated)
+/// and grows by doubling up to `limit + 1` bytes: a trailer that lies costs
+/// a regrowth, never more memory than the cap. Trailers are checked
+/// (CRC-32 and size).
 pub fn gunzip(input: &Bytes, limit: usize) -> Result<Gunzipped, GunzipError> {
     let max = limit.saturating_add(1);
     let stated = match input.len() {
@@ -87,7 +95,7 @@ pub fn gunzip(input: &Bytes, limit: usize) -> Result<Gunzipped, GunzipError> {
         _ => 0,
     };
     let mut out: Vec<u8> = Vec::new();
-    out.reserve_exact(stated.max(4096).min(max));
+    out.reserve_exact(stated.saturating_add(1).max(4096).min(max));
     let mut members = Vec::new();
     let mut inflater = BlockInflater::gzip();
     let mut member_start = 0;
