@@ -161,29 +161,28 @@ impl Encoder {
 /// The request made of `segments` (in order) as one gzip member, in
 /// segments: the `members` (ranges of the request that arrived
 /// gzip-compressed, in order) reused as they came, the rest deflated at
-/// `level`, segment after segment as one run. A member is used only if the
-/// CRC-32 of its range is still the one it arrived with, so bytes changed
-/// in place (which nothing does) would be compressed afresh rather than
+/// `level`, segment after segment as one run. A member is used only if its
+/// range still holds the data it arrived with: the range is the very
+/// buffer it was inflated into ([`GzipRange::inflated`]; the usual case, no
+/// byte read), or else the CRC-32 of the range is the member's. Bytes
+/// changed (which nothing does) would be compressed afresh rather than
 /// sent stale.
 pub(crate) fn gzip_spliced(segments: &[Bytes], members: &[GzipRange], level: u32) -> Vec<Bytes> {
     let request = Request::new(segments);
     let mut pieces = Vec::with_capacity(members.len() * 2 + segments.len());
     let mut at = 0;
-    for GzipRange { at: start, member } in members {
+    for range in members {
+        let (start, member) = (range.at, &range.member);
         let end = start + member.len();
-        if *start < at || end > request.len {
+        if start < at || end > request.len {
             debug_assert!(false, "gzip member out of place");
             continue;
         }
-        let mut crc = crc32fast::Hasher::new();
-        request
-            .slices(*start..end)
-            .for_each(|data| crc.update(data));
-        if crc.finalize() != member.crc() {
+        if !still_holds(&request, range) {
             debug_assert!(false, "gzip member no longer matches its bytes");
             continue;
         }
-        pieces.extend(request.slices(at..*start).map(tracegate_gzip::Piece::Plain));
+        pieces.extend(request.slices(at..start).map(tracegate_gzip::Piece::Plain));
         pieces.push(tracegate_gzip::Piece::Member(member));
         at = end;
     }
@@ -193,6 +192,25 @@ pub(crate) fn gzip_spliced(segments: &[Bytes], members: &[GzipRange], level: u32
             .map(tracegate_gzip::Piece::Plain),
     );
     tracegate_gzip::splice_segments(&pieces, level)
+}
+
+/// Whether the request's bytes in `range` are the member's data: the same
+/// memory it was inflated into, or bytes with its CRC-32.
+fn still_holds(request: &Request<'_>, range: &GzipRange) -> bool {
+    let inflated = range.inflated();
+    let span = range.at..range.at + range.member.len();
+    let mut slices = request.slices(span.clone());
+    let same_memory = match (slices.next(), slices.next()) {
+        (Some(only), None) => only.as_ptr() == inflated.as_ptr() && only.len() == inflated.len(),
+        (None, _) => inflated.is_empty(),
+        _ => false,
+    };
+    if same_memory {
+        return true;
+    }
+    let mut crc = crc32fast::Hasher::new();
+    request.slices(span).for_each(|data| crc.update(data));
+    crc.finalize() == range.member.crc()
 }
 
 /// A request held in consecutive segments, read by ranges of the whole.
