@@ -1,6 +1,8 @@
 //! Inflating a gzip body whole, each member's deflate blocks located on the
 //! way ([`Member`]).
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 
 use crate::inflate::{BlockInflater, StepStatus};
@@ -40,6 +42,11 @@ impl Member {
         self.crc
     }
 
+    /// The member as it arrived, header to trailer.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
     /// The member's size as it arrived.
     pub fn compressed_len(&self) -> usize {
         self.data.len()
@@ -76,10 +83,30 @@ pub struct Gunzipped {
 
 /// Inflates `input`, one gzip member after another until it ends (as Go's
 /// gzip reader reads them), into an output that starts at the size the
-/// last member's trailer states and grows by doubling up to `limit + 1`
-/// bytes: a trailer that lies costs a regrowth, never more memory than the
-/// cap. Trailers are checked (CRC-32 and size).
+/// last member's trailer states (and a byte more, so that inflate reaches
+/// the trailer of a body that states its size truly without the output
+/// being full, which would cost a regrowth: a copy of everything inflated)
+/// and grows by doubling up to `limit + 1` bytes: a trailer that lies costs
+/// a regrowth, never more memory than the cap. Trailers are checked
+/// (CRC-32 and size).
 pub fn gunzip(input: &Bytes, limit: usize) -> Result<Gunzipped, GunzipError> {
+    thread_local! {
+        /// This thread's inflater, kept for the next body: setting one up
+        /// allocates zlib's state and its 32 KiB window every time.
+        static INFLATER: RefCell<Option<BlockInflater>> = const { RefCell::new(None) };
+    }
+    INFLATER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut kept) => gunzip_with(kept.get_or_insert_with(BlockInflater::gzip), input, limit),
+        // Not reentrant; a fresh one should it ever be.
+        Err(_) => gunzip_with(&mut BlockInflater::gzip(), input, limit),
+    })
+}
+
+fn gunzip_with(
+    inflater: &mut BlockInflater,
+    input: &Bytes,
+    limit: usize,
+) -> Result<Gunzipped, GunzipError> {
     let max = limit.saturating_add(1);
     let stated = match input.len() {
         // Header (10) and trailer (8) at least.
@@ -87,14 +114,13 @@ pub fn gunzip(input: &Bytes, limit: usize) -> Result<Gunzipped, GunzipError> {
         _ => 0,
     };
     let mut out: Vec<u8> = Vec::new();
-    out.reserve_exact(stated.max(4096).min(max));
+    out.reserve_exact(stated.saturating_add(1).max(4096).min(max));
     let mut members = Vec::new();
-    let mut inflater = BlockInflater::gzip();
     let mut member_start = 0;
     loop {
-        if member_start > 0 {
-            inflater.reset();
-        }
+        // Whatever the inflater did last (another body, which may have
+        // failed halfway), it starts this member afresh.
+        inflater.reset();
         let header = header_len(&input[member_start..]);
         let out_start = out.len();
         // Bit offsets within the member.

@@ -11,7 +11,7 @@ mod inflate;
 mod splice;
 
 pub use gunzip::{gunzip, GunzipError, Gunzipped, Member};
-pub use splice::{splice, Piece};
+pub use splice::{splice, splice_segments, Piece};
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use crate::{gunzip, splice, GunzipError, Member, Piece};
+use crate::{gunzip, splice, splice_segments, GunzipError, Member, Piece};
 
 fn gzip(data: &[u8], level: u32) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
@@ -117,6 +117,9 @@ fn check(parts: &[Part], level: u32, seed: u64) {
         })
         .collect();
     let spliced = splice(&pieces, level);
+    let segments = splice_segments(&pieces, level);
+    assert!(segments.iter().all(|s| !s.is_empty()));
+    assert_eq!(segments.concat(), spliced);
     assert_eq!(single_member_gunzip(&spliced), want);
     assert_eq!(multi_member_gunzip(&spliced), want);
     let again = gunzip(&Bytes::from(spliced), want.len()).unwrap();
@@ -196,4 +199,69 @@ fn corrupt_and_oversized_bodies_are_refused() {
             Err(GunzipError::Corrupt(_))
         ));
     }
+}
+
+/// Whether `segment` lies inside `buffer` (shares its memory).
+fn inside(segment: &[u8], buffer: &[u8]) -> bool {
+    let (start, end) = (segment.as_ptr() as usize, buffer.as_ptr() as usize);
+    start >= end && start + segment.len() <= end + buffer.len()
+}
+
+#[test]
+fn arrived_blocks_are_sent_as_the_bytes_that_arrived() {
+    // Several blocks at level 6, so most of the stream comes before the
+    // last block.
+    let data = spans(4, 400_000);
+    let arrived = member(gzip(&data, 6));
+    let pieces = [
+        Piece::Plain(b"before"),
+        Piece::Member(&arrived),
+        Piece::Plain(b"after"),
+    ];
+    let segments = splice_segments(&pieces, 1);
+    let shared: usize = segments
+        .iter()
+        .filter(|s| inside(s, &arrived.data))
+        .map(|s| s.len())
+        .sum();
+    assert!(
+        shared > arrived.data.len() / 2,
+        "{shared} of {} bytes sent as they arrived",
+        arrived.data.len()
+    );
+    let want = [&b"before"[..], &data, b"after"].concat();
+    assert_eq!(single_member_gunzip(&segments.concat()), want);
+}
+
+#[test]
+fn consecutive_plain_pieces_compress_as_one_run() {
+    // The second half repeats the first: with one window it costs next to
+    // nothing; compressed apart it would cost as much again.
+    let half = spans(5, 20_000);
+    let whole = [&half[..], &half[..]].concat();
+    let alone = splice(&[Piece::Plain(&half)], 1).len();
+    let two = splice(&[Piece::Plain(&half), Piece::Plain(&half)], 1);
+    assert!(two.len() < alone * 5 / 4, "{} vs {alone}", two.len());
+    assert_eq!(single_member_gunzip(&two), whole);
+    // After a member the window starts afresh (nothing may refer back
+    // across it), and the data still reads back.
+    let m = member(gzip(b"between", 6));
+    let apart = splice(
+        &[Piece::Plain(&half), Piece::Member(&m), Piece::Plain(&half)],
+        1,
+    );
+    assert!(apart.len() > alone * 3 / 2, "{} vs {alone}", apart.len());
+    assert_eq!(
+        single_member_gunzip(&apart),
+        [&half[..], b"between", &half[..]].concat()
+    );
+}
+
+#[test]
+fn a_body_that_states_its_size_is_inflated_without_regrowth() {
+    let data = spans(6, 300_000);
+    let got = gunzip(&Bytes::from(gzip(&data, 6)), 64 << 20).unwrap();
+    assert_eq!(got.data, data);
+    // The stated size and the one byte that lets inflate read the trailer.
+    assert_eq!(got.data.capacity(), data.len() + 1);
 }

@@ -314,6 +314,19 @@ pub struct GzipRange {
     /// `member.len()` bytes long.
     pub at: usize,
     pub member: tracegate_gzip::Member,
+    /// The member's data where it was inflated to: the very buffer the
+    /// batch's bytes at `at` are (unless they were joined since).
+    inflated: Bytes,
+}
+
+impl GzipRange {
+    /// The member's data in the buffer it was inflated into. Bytes in that
+    /// very memory (same address and length) are the member's data by
+    /// construction, since the buffer is immutable and this handle keeps
+    /// it alive; an exporter can check that instead of a CRC-32.
+    pub fn inflated(&self) -> &Bytes {
+        &self.inflated
+    }
 }
 
 impl SpanBatch {
@@ -450,7 +463,11 @@ impl SpanBatch {
         self.gzip = (same && ordered && !members.is_empty()).then(|| {
             members
                 .into_iter()
-                .map(|(at, member)| GzipRange { at, member })
+                .map(|(at, member)| GzipRange {
+                    at,
+                    inflated: message.slice(at..at + member.len()),
+                    member,
+                })
                 .collect()
         });
     }
@@ -615,6 +632,7 @@ impl SpanBatch {
             gzip.extend(part.gzip_members().iter().map(|g| GzipRange {
                 at: g.at + at as usize,
                 member: g.member.clone(),
+                inflated: g.inflated.clone(),
             }));
             if let Some(index) = &mut index {
                 index.append_shifted(part.index(), at);

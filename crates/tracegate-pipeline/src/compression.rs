@@ -150,12 +150,21 @@ pub const GZIP_EXPORT_LEVEL: u32 = 1;
 /// Appends one gzip member holding `data`, compressed at `level`, to
 /// `out`.
 pub fn gzip_into(out: &mut Vec<u8>, data: &[u8], level: u32) {
+    gzip_segments_into(out, &[data], level);
+}
+
+/// Appends one gzip member holding the `segments` one after the other,
+/// compressed at `level` as one stream (the data of [`gzip_into`] of them
+/// joined, without joining them), to `out`.
+pub fn gzip_segments_into(out: &mut Vec<u8>, segments: &[impl AsRef<[u8]>], level: u32) {
     use std::io::Write;
     let mut encoder =
         flate2::write::GzEncoder::new(std::mem::take(out), flate2::Compression::new(level));
-    encoder
-        .write_all(data)
-        .expect("writing to a Vec cannot fail");
+    for segment in segments {
+        encoder
+            .write_all(segment.as_ref())
+            .expect("writing to a Vec cannot fail");
+    }
     *out = encoder.finish().expect("writing to a Vec cannot fail");
 }
 

@@ -103,25 +103,38 @@ impl Encoder {
         }
     }
 
-    /// A batch's request as sent. With gzip, a batch whose bytes arrived
-    /// (in part or whole) as gzip members, unchanged since, is sent as one
-    /// gzip member assembled from their deflate data, only the bytes
-    /// between them compressed here ([`gzip_spliced`]); anything else as
-    /// [`Encoder::compress_message`] sends it.
-    pub(crate) async fn compress_batch(self, batch: &SpanBatch) -> Result<Bytes, String> {
-        if self.compression != Compression::Gzip || batch.gzip_members().is_empty() {
-            return self.compress_message(batch.bytes().clone()).await;
+    /// A batch's request as sent, as consecutive segments. With gzip, a
+    /// batch whose bytes arrived (in part or whole) as gzip members,
+    /// unchanged since, is sent as one gzip member assembled from their
+    /// deflate data, only the bytes between them compressed here
+    /// ([`gzip_spliced`]); a batch the batch processor put together is read
+    /// in its segments ([`SpanBatch::segments`]), never joined into one
+    /// buffer first. Any other gzip batch is compressed whole from its
+    /// segments too; zstd and uncompressed requests as
+    /// [`Encoder::compress_message`] sends them.
+    pub(crate) async fn compress_batch(self, batch: &SpanBatch) -> Result<Vec<Bytes>, String> {
+        if self.compression != Compression::Gzip {
+            return self
+                .compress_message(batch.bytes().clone())
+                .await
+                .map(|message| vec![message]);
         }
         // The bytes and the members, not the batch's index.
-        let bytes = batch.bytes().clone();
+        let segments = batch.segments().to_vec();
         let members = batch.gzip_members().to_vec();
         // What is left to compress decides whether the blocking pool is
-        // worth it; copying the members is a fraction of that.
+        // worth it; copying the members' last blocks is a fraction of that.
         let arrived: usize = members.iter().map(|g| g.member.len()).sum();
-        let to_compress = bytes.len().saturating_sub(arrived);
+        let to_compress = batch.encoded_len().saturating_sub(arrived);
         let level = u32::try_from(self.level).unwrap_or(crate::compression::GZIP_EXPORT_LEVEL);
         offload::by_size(to_compress, offload::COMPRESSED_BYTES, move || {
-            Bytes::from(gzip_spliced(&bytes, &members, level))
+            if members.is_empty() {
+                let mut out = Vec::with_capacity(to_compress / 4);
+                crate::compression::gzip_segments_into(&mut out, &segments, level);
+                vec![Bytes::from(out)]
+            } else {
+                gzip_spliced(&segments, &members, level)
+            }
         })
         .await
     }
@@ -145,31 +158,104 @@ impl Encoder {
     }
 }
 
-/// `bytes` as one gzip member: the `members` (ranges of `bytes` that
-/// arrived gzip-compressed) copied as they came, the rest deflated at
-/// `level`. A member
-/// is used only if the CRC-32 of its range is still the one it arrived
-/// with, so bytes changed in place (which nothing does) would be
-/// compressed afresh rather than sent stale.
-pub(crate) fn gzip_spliced(bytes: &[u8], members: &[GzipRange], level: u32) -> Vec<u8> {
-    let mut pieces = Vec::with_capacity(members.len() * 2 + 1);
+/// The request made of `segments` (in order) as one gzip member, in
+/// segments: the `members` (ranges of the request that arrived
+/// gzip-compressed, in order) reused as they came, the rest deflated at
+/// `level`, segment after segment as one run. A member is used only if its
+/// range still holds the data it arrived with: the range is the very
+/// buffer it was inflated into ([`GzipRange::inflated`]; the usual case, no
+/// byte read), or else the CRC-32 of the range is the member's. Bytes
+/// changed (which nothing does) would be compressed afresh rather than
+/// sent stale.
+pub(crate) fn gzip_spliced(segments: &[Bytes], members: &[GzipRange], level: u32) -> Vec<Bytes> {
+    let request = Request::new(segments);
+    let mut pieces = Vec::with_capacity(members.len() * 2 + segments.len());
     let mut at = 0;
-    for GzipRange { at: start, member } in members {
+    for range in members {
+        let (start, member) = (range.at, &range.member);
         let end = start + member.len();
-        let Some(data) = bytes.get(*start..end).filter(|_| *start >= at) else {
+        if start < at || end > request.len {
             debug_assert!(false, "gzip member out of place");
             continue;
-        };
-        if crc32fast::hash(data) != member.crc() {
+        }
+        if !still_holds(&request, range) {
             debug_assert!(false, "gzip member no longer matches its bytes");
             continue;
         }
-        pieces.push(tracegate_gzip::Piece::Plain(&bytes[at..*start]));
+        pieces.extend(request.slices(at..start).map(tracegate_gzip::Piece::Plain));
         pieces.push(tracegate_gzip::Piece::Member(member));
         at = end;
     }
-    pieces.push(tracegate_gzip::Piece::Plain(&bytes[at..]));
-    tracegate_gzip::splice(&pieces, level)
+    pieces.extend(
+        request
+            .slices(at..request.len)
+            .map(tracegate_gzip::Piece::Plain),
+    );
+    tracegate_gzip::splice_segments(&pieces, level)
+}
+
+/// Whether the request's bytes in `range` are the member's data: the same
+/// memory it was inflated into, or bytes with its CRC-32.
+fn still_holds(request: &Request<'_>, range: &GzipRange) -> bool {
+    let inflated = range.inflated();
+    let span = range.at..range.at + range.member.len();
+    let mut slices = request.slices(span.clone());
+    let same_memory = match (slices.next(), slices.next()) {
+        (Some(only), None) => only.as_ptr() == inflated.as_ptr() && only.len() == inflated.len(),
+        (None, _) => inflated.is_empty(),
+        _ => false,
+    };
+    if same_memory {
+        return true;
+    }
+    let mut crc = crc32fast::Hasher::new();
+    request.slices(span).for_each(|data| crc.update(data));
+    crc.finalize() == range.member.crc()
+}
+
+/// A request held in consecutive segments, read by ranges of the whole.
+struct Request<'a> {
+    segments: &'a [Bytes],
+    /// Where each segment starts in the whole.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl<'a> Request<'a> {
+    fn new(segments: &'a [Bytes]) -> Request<'a> {
+        let mut len = 0;
+        let starts = segments
+            .iter()
+            .map(|s| {
+                let start = len;
+                len += s.len();
+                start
+            })
+            .collect();
+        Request {
+            segments,
+            starts,
+            len,
+        }
+    }
+
+    /// The parts of the segments that `range` (within the whole) covers,
+    /// in order, none empty.
+    fn slices(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = &'a [u8]> + '_ {
+        // The segment holding the range's first byte.
+        let first = self.starts.partition_point(|&s| s <= range.start).max(1) - 1;
+        let segments: &'a [Bytes] = self.segments;
+        segments
+            .iter()
+            .zip(&self.starts)
+            .skip(first)
+            .take_while(move |(_, &start)| start < range.end)
+            .filter_map(move |(segment, &start)| {
+                let from = range.start.max(start) - start;
+                let to = range.end.min(start + segment.len()) - start;
+                (from < to).then(|| &segment[from..to])
+            })
+    }
 }
 
 #[cfg(test)]
@@ -310,6 +396,19 @@ mod tests {
             .compress_batch(&merged)
             .await
             .unwrap();
+        // Read from the batch's segments: the batch was not joined.
+        assert_eq!(merged.segments().len(), 3);
+        // The arrived deflate blocks go out as the very bytes that arrived.
+        let bodies: Vec<&[u8]> = parts
+            .iter()
+            .map(|p| &p.gzip_members()[0].member.data()[..])
+            .collect();
+        assert!(
+            sent.iter()
+                .any(|s| s.len() > 1000 && bodies.iter().any(|b| inside(s, b))),
+            "no segment of the arrived bodies"
+        );
+        let sent = sent.concat();
         assert_eq!(first_member(&sent), &merged.bytes()[..]);
         // The arrived level-6 and level-9 deflate data was reused, not
         // recompressed at level 1: the whole is the members' size plus a few
@@ -334,7 +433,9 @@ mod tests {
         let sent = Encoder::default_level(Compression::Gzip)
             .compress_batch(&merged)
             .await
-            .unwrap();
+            .unwrap()
+            .concat();
+        assert_eq!(merged.segments().len(), 4, "the batch was joined");
         assert_eq!(first_member(&sent), &merged.bytes()[..]);
         // zstd and none ignore the members.
         let zstd = Encoder::default_level(Compression::Zstd)
@@ -342,14 +443,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            zstd::stream::decode_all(&zstd[..]).unwrap(),
+            zstd::stream::decode_all(&zstd.concat()[..]).unwrap(),
             &merged.bytes()[..]
         );
         let none = Encoder::default_level(Compression::None)
             .compress_batch(&merged)
             .await
             .unwrap();
-        assert_eq!(none, merged.bytes());
+        assert_eq!(none, [merged.bytes().clone()]);
     }
 
     #[test]
@@ -358,12 +459,73 @@ mod tests {
         let mut changed = batch.bytes().to_vec();
         let n = changed.len();
         changed[n / 2] ^= 1;
-        let result = std::panic::catch_unwind(|| gzip_spliced(&changed, batch.gzip_members(), 1));
-        // Debug builds stop at the assertion; release builds compress the
-        // bytes as they are.
-        if let Ok(sent) = result {
-            assert_eq!(first_member(&sent), changed);
+        // In one segment, and split in three across the member's range.
+        let whole = [Bytes::from(changed.clone())];
+        let split = [
+            Bytes::copy_from_slice(&changed[..n / 3]),
+            Bytes::copy_from_slice(&changed[n / 3..n / 2 + 1]),
+            Bytes::copy_from_slice(&changed[n / 2 + 1..]),
+        ];
+        for segments in [&whole[..], &split[..]] {
+            let result =
+                std::panic::catch_unwind(|| gzip_spliced(segments, batch.gzip_members(), 1));
+            // Debug builds stop at the assertion; release builds compress
+            // the bytes as they are.
+            if let Ok(sent) = result {
+                assert_eq!(first_member(&sent.concat()), changed);
+            }
         }
+    }
+
+    /// Whether `segment` lies inside `buffer` (shares its memory).
+    fn inside(segment: &[u8], buffer: &[u8]) -> bool {
+        let (start, end) = (segment.as_ptr() as usize, buffer.as_ptr() as usize);
+        start >= end && start + segment.len() <= end + buffer.len()
+    }
+
+    /// A member's range may lie across segments (nothing makes such a
+    /// batch today, but nothing forbids it): it is checked and reused all
+    /// the same, and the plain bytes around it are compressed across their
+    /// segments.
+    #[test]
+    fn members_and_plain_bytes_are_read_across_segments() {
+        // Large enough for several deflate blocks.
+        let gzipped = arrived_gzip(2, 3000, 6);
+        let arrived = gzipped.gzip_members()[0].member.data().clone();
+        let plain = crate::exporter::test_support::sample_batch(1, 20);
+        let merged = SpanBatch::concat(&[plain.clone(), gzipped, plain]);
+        let whole = merged.bytes().clone();
+        let n = whole.len();
+        for cuts in [vec![], vec![1], vec![n / 2], vec![3, n / 3, n / 2, n - 2]] {
+            let mut segments = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([n]) {
+                segments.push(whole.slice(from..cut));
+                from = cut;
+            }
+            let sent = gzip_spliced(&segments, merged.gzip_members(), 1);
+            assert_eq!(first_member(&sent.concat()), &whole[..]);
+            // The member was reused: its blocks went out as they came.
+            assert!(sent.iter().any(|s| s.len() > 1000 && inside(s, &arrived)));
+        }
+    }
+
+    /// A gzip batch without members (split, sampled, or arrived
+    /// uncompressed) is compressed whole from its segments, not joined.
+    #[tokio::test]
+    async fn a_batch_without_members_is_compressed_from_its_segments() {
+        let parts: Vec<SpanBatch> = (1..4)
+            .map(|n| crate::exporter::test_support::sample_batch(n, 30 * n))
+            .collect();
+        let merged = SpanBatch::concat(&parts);
+        assert!(merged.gzip_members().is_empty());
+        let sent = Encoder::default_level(Compression::Gzip)
+            .compress_batch(&merged)
+            .await
+            .unwrap();
+        assert_eq!(merged.segments().len(), 3, "the batch was joined");
+        assert_eq!(sent.len(), 1);
+        assert_eq!(first_member(&sent[0]), &merged.bytes()[..]);
     }
 
     #[test]

@@ -722,7 +722,7 @@ impl Exporter for OtlpGrpcExporter {
                 .compress_batch(batch)
                 .await
                 .map_err(ExportError::Permanent)?;
-            self.unary_message(TRACE_EXPORT_PATH, vec![body], deadline)
+            self.unary_message(TRACE_EXPORT_PATH, body, deadline)
                 .await?
         };
         // The response is small; only its partial success is read.

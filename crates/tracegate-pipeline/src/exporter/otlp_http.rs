@@ -285,7 +285,16 @@ impl OtlpHttpExporter {
 
     async fn body(&self, batch: &SpanBatch) -> Result<Bytes, ExportError> {
         let compressed = match self.encoding {
-            Encoding::Proto => self.compression.compress_batch(batch).await,
+            // The segments joined: compressed, they are a fraction of the
+            // batch (uncompressed, the batch was joined to make them).
+            Encoding::Proto => self
+                .compression
+                .compress_batch(batch)
+                .await
+                .map(|segments| match <[Bytes; 1]>::try_from(segments) {
+                    Ok([one]) => one,
+                    Err(segments) => Bytes::from(segments.concat()),
+                }),
             Encoding::Json => {
                 self.compression
                     .compress_message(Bytes::from(batch.to_json()))

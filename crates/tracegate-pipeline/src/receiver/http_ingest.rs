@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 
 use super::counters::{RejectReason, TransportCounters};
 use crate::auth::ServerAuth;
-use crate::compression::{decompress, ContentEncoding, DecompressError};
+use crate::compression::{decompress, gunzip_members, ContentEncoding, DecompressError};
 use crate::offload;
 
 /// Default `max_request_body_size` of every HTTP protocol: 20 MiB, as
@@ -265,6 +265,33 @@ pub(crate) async fn decompress_capped(
     }
     offload::by_size(raw.len(), offload::COMPRESSED_BYTES, move || {
         decompress(encoding, raw, limit)
+    })
+    .await
+    .unwrap_or_else(|message| {
+        Err(DecompressError::Corrupt {
+            encoding: encoding.name(),
+            message,
+        })
+    })
+}
+
+/// A raw body decompressed as [`decompress_capped`] does it, with the gzip
+/// members it was made of (each with the offset of its data) when it came
+/// gzip-compressed, for a batch that holds the body as it is
+/// (`SpanBatch::set_gzip_members`), so an exporter can send it on
+/// compressed as it came.
+pub(crate) async fn decompress_capped_members(
+    encoding: ContentEncoding,
+    raw: Bytes,
+    limit: usize,
+) -> Result<(Bytes, Vec<(usize, tracegate_gzip::Member)>), DecompressError> {
+    if encoding != ContentEncoding::Gzip {
+        return decompress_capped(encoding, raw, limit)
+            .await
+            .map(|body| (body, Vec::new()));
+    }
+    offload::by_size(raw.len(), offload::COMPRESSED_BYTES, move || {
+        gunzip_members(&raw, limit)
     })
     .await
     .unwrap_or_else(|message| {

@@ -18,8 +18,8 @@ use crate::consumer::NextConsumer;
 use crate::offload;
 use crate::receiver::counters::{RejectReason, TransportCounters};
 use crate::receiver::http_ingest::{
-    decompress_capped, drain, media_type, plain_response, read_capped, text_response, BodyError,
-    HttpHandler, HttpResponse,
+    decompress_capped, decompress_capped_members, drain, media_type, plain_response, read_capped,
+    text_response, BodyError, HttpHandler, HttpResponse,
 };
 use tracegate_model::{Indexing, SpanBatch};
 
@@ -255,8 +255,18 @@ impl HttpReceiver {
                 )
             }
         };
-        let body = match decompress_capped(encoding, raw, self.max_body_size).await {
-            Ok(body) => body,
+        // A protobuf body is scanned where it is, so the gzip members it
+        // arrived in can go with its batch; JSON is re-encoded.
+        let decompressed = match format {
+            BodyFormat::Protobuf => {
+                decompress_capped_members(encoding, raw, self.max_body_size).await
+            }
+            BodyFormat::Json => decompress_capped(encoding, raw, self.max_body_size)
+                .await
+                .map(|body| (body, Vec::new())),
+        };
+        let (body, gzip) = match decompressed {
+            Ok(decompressed) => decompressed,
             Err(DecompressError::TooLarge { .. }) => return too_large("decompressed request body"),
             Err(e @ DecompressError::Corrupt { .. }) => {
                 return self.reject(
@@ -268,8 +278,13 @@ impl HttpReceiver {
                 )
             }
         };
-        let batch = match format.decode(body, self.indexing).await {
-            Ok(batch) => batch,
+        let batch = match format.decode(body.clone(), self.indexing).await {
+            Ok(mut batch) => {
+                if !gzip.is_empty() {
+                    batch.set_gzip_members(&body, gzip);
+                }
+                batch
+            }
             Err(message) => {
                 return self.reject(
                     RejectReason::Malformed,

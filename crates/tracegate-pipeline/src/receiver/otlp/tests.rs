@@ -1001,6 +1001,26 @@ async fn multi_member_gzip_is_read_whole_over_grpc_and_http() {
         ExportTraceServiceRequest::decode(batch.bytes().clone()).unwrap(),
         sent
     );
+    // OTLP/HTTP protobuf keeps them too.
+    let members = batch.gzip_members();
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0].at, 0);
+    assert_eq!(members[1].at, members[0].member.len());
+    assert_eq!(members[1].at + members[1].member.len(), batch.encoded_len());
+    // JSON is re-encoded: no member describes its bytes.
+    let json = json_body(&sent);
+    let answer = send_traces(
+        &client,
+        h.http(),
+        "application/json",
+        Some("gzip"),
+        gzip(&json),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let batch = rx.recv().await.unwrap();
+    assert_eq!(batch.len(), 5);
+    assert!(batch.gzip_members().is_empty());
 }
 
 /// A request of about 1.5 MiB whose attribute values are random hex, so
