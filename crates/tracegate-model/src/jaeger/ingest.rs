@@ -22,6 +22,7 @@ use super::otlp_writer::{
 };
 use super::tags;
 use super::to_otlp::JaegerError;
+use crate::scan::is_ascii;
 use crate::wire::{close, open, put_varint, Cursor, Fault, I64, LEN, VARINT};
 use crate::SpanBatch;
 
@@ -69,7 +70,7 @@ fn owned_path(request: &[u8]) -> Result<SpanBatch, IngestError> {
 /// The encoded OTLP `ExportTraceServiceRequest` for an encoded
 /// `PostSpansRequest`.
 pub fn otlp_from_post_spans(request: &[u8]) -> Result<Vec<u8>, IngestError> {
-    let mut parsed = Parsed::default();
+    let mut parsed = Parsed::with_capacity(request.len());
     let mut batch_seen = false;
     let mut c = Cursor::new(request, 0..request.len());
     while !c.at_end() {
@@ -110,17 +111,24 @@ fn varint_field(c: &mut Cursor<'_>, wire_type: u8) -> Result<u64, IngestError> {
     Ok(c.varint()?)
 }
 
-fn string(buf: &[u8], range: Range<usize>) -> Result<&str, IngestError> {
-    std::str::from_utf8(&buf[range])
-        .map_err(|_| malformed("invalid string value: data is not UTF-8 encoded"))
+/// A string field's bytes, checked to be UTF-8 as prost checks them; kept
+/// as bytes ([`Text`]) so the check is the only pass. Nearly every string
+/// here is ASCII, which a word at a time confirms.
+fn string(buf: &[u8], range: Range<usize>) -> Result<&[u8], IngestError> {
+    let bytes = &buf[range];
+    if is_ascii(bytes) || std::str::from_utf8(bytes).is_ok() {
+        Ok(bytes)
+    } else {
+        Err(malformed("invalid string value: data is not UTF-8 encoded"))
+    }
 }
 
 /// A `jaeger.api_v2.KeyValue`, borrowed.
 #[derive(Clone, Copy, Default)]
 struct Tag<'a> {
-    key: &'a str,
+    key: &'a [u8],
     v_type: i32,
-    v_str: &'a str,
+    v_str: &'a [u8],
     v_bool: bool,
     v_int64: i64,
     v_float64: f64,
@@ -143,7 +151,7 @@ impl Tag<'_> {
 /// A `Process`: its service name and its tags in an arena.
 #[derive(Clone, Default)]
 struct Process<'a> {
-    service_name: &'a str,
+    service_name: &'a [u8],
     tags: Range<u32>,
 }
 
@@ -163,7 +171,7 @@ struct Log {
 struct SpanIn<'a> {
     trace_id: &'a [u8],
     span_id: &'a [u8],
-    operation_name: &'a str,
+    operation_name: &'a [u8],
     refs: Range<u32>,
     flags: u32,
     start_time: Option<(i64, i32)>,
@@ -171,7 +179,7 @@ struct SpanIn<'a> {
     tags: Range<u32>,
     logs: Range<u32>,
     process: Option<Process<'a>>,
-    process_id: &'a str,
+    process_id: &'a [u8],
     warnings: bool,
 }
 
@@ -207,6 +215,23 @@ struct Parsed<'a> {
     refs: Vec<Ref<'a>>,
     logs: Vec<Log>,
     log_fields: Vec<Tag<'a>>,
+}
+
+impl Parsed<'_> {
+    /// Lists sized for a request of `len` bytes with typical spans (a tag
+    /// takes 20–60 bytes on the wire, a span 300–600), so that most
+    /// requests fill them without growing them (each growth copies the
+    /// list, and large ones land on fresh pages). Capped, because the
+    /// memory limiter counts what is reserved.
+    fn with_capacity(len: usize) -> Self {
+        let spans = (len / 256).clamp(4, 1024);
+        Parsed {
+            spans: Vec::with_capacity(spans),
+            span_tags: Vec::with_capacity((len / 24).clamp(16, 8192)),
+            refs: Vec::with_capacity(spans),
+            ..Parsed::default()
+        }
+    }
 }
 
 fn at(v: usize) -> u32 {
@@ -457,7 +482,7 @@ fn tags_of<'t, 'a>(arena: &'t [Tag<'a>], range: &Range<u32>) -> &'t [Tag<'a>] {
 /// Which process a group of spans shares: `None` for a batch without one.
 #[derive(Clone, Copy)]
 struct ProcessKey<'p, 'a> {
-    service_name: &'a str,
+    service_name: &'a [u8],
     tags: &'p [Tag<'a>],
 }
 
@@ -469,7 +494,9 @@ fn val_of<'a>(tag: &Tag<'a>) -> Val<'a> {
         2 => Val::Int(tag.v_int64),
         3 => Val::Double(tag.v_float64),
         4 => Val::Bytes(tag.v_binary),
-        other => Val::Str(Cow::Owned(format!("<Unknown Jaeger TagType \"{other}\">"))),
+        other => Val::Str(Cow::Owned(
+            format!("<Unknown Jaeger TagType \"{other}\">").into_bytes(),
+        )),
     }
 }
 
@@ -573,10 +600,12 @@ impl<'a> Parsed<'a> {
         attrs: &mut Attrs<'a>,
     ) {
         attrs.clear();
-        if let Some(process) = process.filter(|p| p.service_name != tags::NO_SERVICE_NAME) {
+        if let Some(process) =
+            process.filter(|p| p.service_name != tags::NO_SERVICE_NAME.as_bytes())
+        {
             if !process.service_name.is_empty() {
                 attrs.put(
-                    Cow::Borrowed("service.name"),
+                    Cow::Borrowed(b"service.name"),
                     Val::Str(Cow::Borrowed(process.service_name)),
                 );
             }
@@ -584,15 +613,15 @@ impl<'a> Parsed<'a> {
             if attrs.get("host.name").is_none() {
                 if let Some(hostname) = attrs.get("hostname").cloned() {
                     attrs.remove("hostname");
-                    attrs.put(Cow::Borrowed("host.name"), hostname);
+                    attrs.put(Cow::Borrowed(b"host.name"), hostname);
                 }
             }
             if attrs.get("opencensus.exporterversion").is_none() {
                 if let Some(version) = attrs.str("jaeger.version") {
                     attrs.remove("jaeger.version");
                     attrs.put(
-                        Cow::Borrowed("opencensus.exporterversion"),
-                        Val::Str(Cow::Owned(format!("Jaeger-{version}"))),
+                        Cow::Borrowed(b"opencensus.exporterversion"),
+                        Val::Str(Cow::Owned([&b"Jaeger-"[..], &version].concat())),
                     );
                 }
             }
@@ -610,12 +639,12 @@ impl<'a> Parsed<'a> {
         // (name, version, the two tags that named them) per span.
         struct Scoped<'a> {
             span: u32,
-            name: &'a str,
-            version: &'a str,
+            name: &'a [u8],
+            version: &'a [u8],
             skip: [Option<usize>; 2],
         }
         let mut scoped: Vec<Scoped<'a>> = Vec::with_capacity(spans.len());
-        let mut scopes: Vec<(&'a str, &'a str)> = Vec::new();
+        let mut scopes: Vec<(&'a [u8], &'a [u8])> = Vec::new();
         let mut scope_of: Vec<u32> = Vec::with_capacity(spans.len());
         for &i in spans {
             let span = &self.spans[i as usize];
@@ -626,15 +655,15 @@ impl<'a> Parsed<'a> {
             let first = |key: &str, skip: Option<usize>| {
                 tags.iter()
                     .enumerate()
-                    .find(|(j, t)| Some(*j) != skip && t.key == key)
+                    .find(|(j, t)| Some(*j) != skip && t.key == key.as_bytes())
                     .map(|(j, t)| (j, t.v_str))
             };
             let (name, version, skip) = match first(tags::SCOPE_NAME, None) {
                 Some((n, name)) => match first(tags::SCOPE_VERSION, Some(n)) {
                     Some((v, version)) => (name, version, [Some(n), Some(v)]),
-                    None => (name, "", [Some(n), None]),
+                    None => (name, &b""[..], [Some(n), None]),
                 },
-                None => ("", "", [None, None]),
+                None => (&b""[..], &b""[..], [None, None]),
             };
             let scope = match scopes.iter().position(|s| *s == (name, version)) {
                 Some(at) => at,
@@ -664,8 +693,8 @@ impl<'a> Parsed<'a> {
             });
             out.push(0x0a);
             put_varint(out, scope_len as u64);
-            put_nonempty(out, 0x0a, name.as_bytes());
-            put_nonempty(out, 0x12, version.as_bytes());
+            put_nonempty(out, 0x0a, name);
+            put_nonempty(out, 0x12, version);
             for (entry, _) in scoped
                 .iter()
                 .zip(&scope_of)
@@ -745,11 +774,11 @@ impl<'a> Parsed<'a> {
         let s = open(out, 0x12, 2);
         put_len_field(out, 0x0a, &own_trace_id);
         put_len_field(out, 0x12, &own_span_id);
-        put_nonempty(out, 0x1a, trace_state.as_bytes());
+        put_nonempty(out, 0x1a, &trace_state);
         if has_parent {
             put_len_field(out, 0x22, &parent);
         }
-        put_nonempty(out, 0x2a, span.operation_name.as_bytes());
+        put_nonempty(out, 0x2a, span.operation_name);
         if kind != 0 {
             out.push(0x30);
             put_varint(out, kind as u64);

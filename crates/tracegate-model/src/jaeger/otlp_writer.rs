@@ -10,10 +10,15 @@ use std::collections::HashMap;
 use super::tags;
 use crate::wire::{close, open, put_varint, varint_len};
 
+/// A string as the mappings carry it: bytes already known to be UTF-8
+/// (checked where they were read, or made so), so that neither mapping
+/// pays for a second check to hold them as `str`.
+pub(crate) type Text<'a> = Cow<'a, [u8]>;
+
 /// An attribute value as the mapping builds it.
 #[derive(Clone)]
 pub(crate) enum Val<'a> {
-    Str(Cow<'a, str>),
+    Str(Text<'a>),
     Bool(bool),
     Int(i64),
     Double(f64),
@@ -34,7 +39,7 @@ impl Val<'_> {
 
     fn write(&self, out: &mut Vec<u8>) {
         match self {
-            Val::Str(s) => put_len_field(out, 0x0a, s.as_bytes()),
+            Val::Str(s) => put_len_field(out, 0x0a, s),
             Val::Bool(b) => out.extend_from_slice(&[0x10, u8::from(*b)]),
             Val::Int(i) => {
                 out.push(0x18);
@@ -59,9 +64,9 @@ const SCAN_MAX: usize = 16;
 /// place, removing one keeps the others' order.
 #[derive(Default)]
 pub(crate) struct Attrs<'a> {
-    list: Vec<(Cow<'a, str>, Val<'a>)>,
+    list: Vec<(Text<'a>, Val<'a>)>,
     /// Key → position in `list`, kept once `list` outgrows [`SCAN_MAX`].
-    index: HashMap<Cow<'a, str>, usize>,
+    index: HashMap<Text<'a>, usize>,
 }
 
 impl<'a> Attrs<'a> {
@@ -74,15 +79,15 @@ impl<'a> Attrs<'a> {
         self.list.len() > SCAN_MAX
     }
 
-    fn position(&self, key: &str) -> Option<usize> {
+    fn position(&self, key: &[u8]) -> Option<usize> {
         if self.indexed() {
             self.index.get(key).copied()
         } else {
-            self.list.iter().position(|(k, _)| k == key)
+            self.list.iter().position(|(k, _)| **k == *key)
         }
     }
 
-    pub(crate) fn put(&mut self, key: Cow<'a, str>, value: Val<'a>) {
+    pub(crate) fn put(&mut self, key: Text<'a>, value: Val<'a>) {
         match self.position(&key) {
             Some(at) => self.list[at].1 = value,
             None => {
@@ -100,19 +105,19 @@ impl<'a> Attrs<'a> {
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&Val<'a>> {
-        self.position(key).map(|at| &self.list[at].1)
+        self.position(key.as_bytes()).map(|at| &self.list[at].1)
     }
 
     /// `Value.Str()`: the string, or empty for another type.
-    pub(crate) fn str(&self, key: &str) -> Option<Cow<'a, str>> {
+    pub(crate) fn str(&self, key: &str) -> Option<Text<'a>> {
         self.get(key).map(|v| match v {
             Val::Str(s) => s.clone(),
-            _ => Cow::Borrowed(""),
+            _ => Cow::Borrowed(&[][..]),
         })
     }
 
     pub(crate) fn remove(&mut self, key: &str) {
-        let Some(at) = self.position(key) else {
+        let Some(at) = self.position(key.as_bytes()) else {
             return;
         };
         let was_indexed = self.indexed();
@@ -121,7 +126,7 @@ impl<'a> Attrs<'a> {
             return;
         }
         if self.indexed() {
-            self.index.remove(key);
+            self.index.remove(key.as_bytes());
             for i in self.index.values_mut() {
                 if *i > at {
                     *i -= 1;
@@ -140,7 +145,7 @@ impl<'a> Attrs<'a> {
     }
 }
 
-pub(crate) fn put_key_value(out: &mut Vec<u8>, field_key: u8, key: &str, value: &Val<'_>) {
+pub(crate) fn put_key_value(out: &mut Vec<u8>, field_key: u8, key: &[u8], value: &Val<'_>) {
     let value_len = value.len();
     let key_len = if key.is_empty() {
         0
@@ -150,7 +155,7 @@ pub(crate) fn put_key_value(out: &mut Vec<u8>, field_key: u8, key: &str, value: 
     out.push(field_key);
     put_varint(out, (key_len + len_field_len(value_len)) as u64);
     if !key.is_empty() {
-        put_len_field(out, 0x0a, key.as_bytes());
+        put_len_field(out, 0x0a, key);
     }
     out.push(0x12);
     put_varint(out, value_len as u64);
@@ -188,13 +193,13 @@ const STATUS_OK: i32 = 1;
 const STATUS_ERROR: i32 = 2;
 
 /// The OTLP span kind an OpenTracing `span.kind` tag names (0 for none).
-pub(crate) fn span_kind(tag: &str) -> i32 {
+pub(crate) fn span_kind(tag: &[u8]) -> i32 {
     match tag {
-        "client" => KIND_CLIENT,
-        "server" => KIND_SERVER,
-        "producer" => 4,
-        "consumer" => 5,
-        "internal" => 1,
+        b"client" => KIND_CLIENT,
+        b"server" => KIND_SERVER,
+        b"producer" => 4,
+        b"consumer" => 5,
+        b"internal" => 1,
         _ => 0,
     }
 }
@@ -213,7 +218,7 @@ pub(crate) fn write_event(out: &mut Vec<u8>, time_unix_nano: u64, fields: &mut A
     fields.remove(tags::EVENT);
     let e = open(out, 0x5a, 2);
     put_fixed64_nonzero(out, 0x09, time_unix_nano);
-    put_nonempty(out, 0x12, name.as_bytes());
+    put_nonempty(out, 0x12, &name);
     fields.write(out, 0x1a);
     close(out, e, 2);
 }
@@ -226,19 +231,19 @@ pub(crate) fn write_link(
     child_of: bool,
 ) {
     let ref_type = Val::Str(Cow::Borrowed(if child_of {
-        "child_of"
+        b"child_of"
     } else {
-        "follows_from"
+        b"follows_from"
     }));
     let l = open(out, 0x6a, 1);
     put_len_field(out, 0x0a, trace_id);
     put_len_field(out, 0x12, span_id);
-    put_key_value(out, 0x22, tags::REF_TYPE, &ref_type);
+    put_key_value(out, 0x22, tags::REF_TYPE.as_bytes(), &ref_type);
     close(out, l, 1);
 }
 
 /// A span's status (field 15), as [`status`] found it.
-pub(crate) fn write_status(out: &mut Vec<u8>, status: Option<(i32, Cow<'_, str>)>) {
+pub(crate) fn write_status(out: &mut Vec<u8>, status: Option<(i32, Text<'_>)>) {
     let Some((code, message)) = status else {
         return;
     };
@@ -253,7 +258,7 @@ pub(crate) fn write_status(out: &mut Vec<u8>, status: Option<(i32, Cow<'_, str>)
     });
     out.push(0x7a);
     put_varint(out, body as u64);
-    put_nonempty(out, 0x12, message.as_bytes());
+    put_nonempty(out, 0x12, &message);
     if code != 0 {
         out.push(0x18);
         put_varint(out, code as u64);
@@ -261,9 +266,9 @@ pub(crate) fn write_status(out: &mut Vec<u8>, status: Option<(i32, Cow<'_, str>)
 }
 
 /// The collector's `setInternalSpanStatus`, as `to_otlp::status`.
-pub(crate) fn status<'a>(attrs: &mut Attrs<'a>, kind: i32) -> Option<(i32, Cow<'a, str>)> {
+pub(crate) fn status<'a>(attrs: &mut Attrs<'a>, kind: i32) -> Option<(i32, Text<'a>)> {
     let mut code = STATUS_UNSET;
-    let mut message: Cow<'a, str> = Cow::Borrowed("");
+    let mut message: Text<'a> = Cow::Borrowed(&[][..]);
     let mut exists = false;
     let take_description = |attrs: &mut Attrs<'a>| {
         let description = attrs.str(tags::STATUS_DESCRIPTION);
@@ -284,9 +289,9 @@ pub(crate) fn status<'a>(attrs: &mut Attrs<'a>, kind: i32) -> Option<(i32, Cow<'
     if let Some(status_code) = attrs.str(tags::STATUS_CODE) {
         if !exists {
             exists = true;
-            if status_code.eq_ignore_ascii_case("OK") {
+            if status_code.eq_ignore_ascii_case(b"OK") {
                 code = STATUS_OK;
-            } else if status_code.eq_ignore_ascii_case("ERROR") {
+            } else if status_code.eq_ignore_ascii_case(b"ERROR") {
                 code = STATUS_ERROR;
             }
             if let Some(description) = take_description(attrs) {
@@ -297,7 +302,9 @@ pub(crate) fn status<'a>(attrs: &mut Attrs<'a>, kind: i32) -> Option<(i32, Cow<'
     } else if !exists {
         let http_code = match attrs.get(tags::HTTP_STATUS_CODE) {
             Some(Val::Int(i)) => Some(*i),
-            Some(Val::Str(s)) => s.parse::<i64>().ok(),
+            Some(Val::Str(s)) => std::str::from_utf8(s)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok()),
             _ => None,
         };
         if let Some(http_code) = http_code {

@@ -14,9 +14,10 @@ use super::model::{SpanRef, TagType};
 use super::view::{BatchView, SpanView, TagView};
 use crate::jaeger::otlp_writer::{
     put_fixed64_nonzero, put_len_field, put_nonempty, span_kind, status, write_event, write_link,
-    write_resource, write_status, Attrs, Val,
+    write_resource, write_status, Attrs, Text, Val,
 };
 use crate::jaeger::tags;
+use crate::scan::is_ascii;
 use crate::wire::{close, open, put_varint};
 use crate::SpanBatch;
 
@@ -36,8 +37,16 @@ pub(crate) fn span_batch(batch: &BatchView<'_>, input_len: usize) -> SpanBatch {
     }
 }
 
-fn text(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+/// Thrift strings are bytes; OTLP's must be UTF-8, so invalid sequences
+/// are replaced, as the owned model's decoding does.
+fn text(bytes: &[u8]) -> Text<'_> {
+    if is_ascii(bytes) {
+        return Cow::Borrowed(bytes);
+    }
+    match String::from_utf8_lossy(bytes) {
+        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+    }
 }
 
 /// Appends the encoded `ExportTraceServiceRequest`: one resource, one
@@ -71,7 +80,7 @@ fn put_tags<'a>(attrs: &mut Attrs<'a>, tags: &[TagView<'a>]) {
             TagType::Double => Val::Double(tag.v_double.unwrap_or_default()),
             TagType::Binary => Val::Bytes(tag.v_binary.unwrap_or_default()),
             // What Go prints for an out-of-range TagType with %q.
-            TagType::Unknown(_) => Val::Str(Cow::Borrowed("<Unknown Jaeger TagType \"<UNSET>\">")),
+            TagType::Unknown(_) => Val::Str(Cow::Borrowed(b"<Unknown Jaeger TagType \"<UNSET>\">")),
         };
         attrs.put(text(tag.key), value);
     }
@@ -87,7 +96,7 @@ fn resource_attributes<'a>(batch: &BatchView<'a>, attrs: &mut Attrs<'a>) {
     }
     if !batch.service_name.is_empty() {
         attrs.put(
-            Cow::Borrowed("service.name"),
+            Cow::Borrowed(b"service.name"),
             Val::Str(text(batch.service_name)),
         );
     }
@@ -95,15 +104,15 @@ fn resource_attributes<'a>(batch: &BatchView<'a>, attrs: &mut Attrs<'a>) {
     if let Some(hostname) = attrs.str("hostname") {
         if attrs.get("host.name").is_none() {
             attrs.remove("hostname");
-            attrs.put(Cow::Borrowed("host.name"), Val::Str(hostname));
+            attrs.put(Cow::Borrowed(b"host.name"), Val::Str(hostname));
         }
     }
     if let Some(version) = attrs.str("jaeger.version") {
         if attrs.get("opencensus.exporterversion").is_none() {
             attrs.remove("jaeger.version");
             attrs.put(
-                Cow::Borrowed("opencensus.exporterversion"),
-                Val::Str(Cow::Owned(format!("Jaeger-{version}"))),
+                Cow::Borrowed(b"opencensus.exporterversion"),
+                Val::Str(Cow::Owned([&b"Jaeger-"[..], &version].concat())),
             );
         }
     }
@@ -164,7 +173,7 @@ fn write_span<'a>(
     if parent != 0 {
         put_len_field(out, 0x22, &parent.to_be_bytes());
     }
-    put_nonempty(out, 0x2a, text(span.operation_name).as_bytes());
+    put_nonempty(out, 0x2a, &text(span.operation_name));
     if kind != 0 {
         out.push(0x30);
         put_varint(out, kind as u64);
