@@ -67,12 +67,33 @@ pub(crate) struct Attrs<'a> {
     list: Vec<(Text<'a>, Val<'a>)>,
     /// Key → position in `list`, kept once `list` outgrows [`SCAN_MAX`].
     index: HashMap<Text<'a>, usize>,
+    /// The [`key_bit`]s of every key put since the last clear (removals
+    /// leave theirs): a key whose bit is clear is not in the list, which
+    /// spares the scan for nearly every new key and for the special keys
+    /// most spans lack.
+    seen: u64,
+}
+
+/// One of 64 bits for `key`, from its length and its first and last
+/// bytes, which tell apart most keys one span carries.
+#[inline]
+fn key_bit(key: &[u8]) -> u64 {
+    let (first, last) = match key {
+        [] => (0, 0),
+        [only] => (*only, *only),
+        [first, .., last] => (*first, *last),
+    };
+    let h = (key.len() as u32).wrapping_mul(0x9e37_79b1)
+        ^ u32::from(first).wrapping_mul(0x85eb_ca6b)
+        ^ u32::from(last).wrapping_mul(0xc2b2_ae35);
+    1 << (h >> 26)
 }
 
 impl<'a> Attrs<'a> {
     pub(crate) fn clear(&mut self) {
         self.list.clear();
         self.index.clear();
+        self.seen = 0;
     }
 
     fn indexed(&self) -> bool {
@@ -82,6 +103,8 @@ impl<'a> Attrs<'a> {
     fn position(&self, key: &[u8]) -> Option<usize> {
         if self.indexed() {
             self.index.get(key).copied()
+        } else if self.seen & key_bit(key) == 0 {
+            None
         } else {
             self.list.iter().position(|(k, _)| **k == *key)
         }
@@ -91,6 +114,7 @@ impl<'a> Attrs<'a> {
         match self.position(&key) {
             Some(at) => self.list[at].1 = value,
             None => {
+                self.seen |= key_bit(&key);
                 if self.indexed() {
                     self.index.insert(key.clone(), self.list.len());
                 }
