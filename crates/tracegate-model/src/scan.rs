@@ -214,7 +214,7 @@ fn plain_key_len(kv: &[u8]) -> Option<usize> {
 /// are short, where the standard library's version pays its setup each time.
 /// Tails are covered by one overlapping read.
 #[inline(always)]
-fn is_ascii(bytes: &[u8]) -> bool {
+pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
     fn read<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
         let mut w = [0u8; N];
         w.copy_from_slice(&b[at..at + N]);

@@ -12,9 +12,9 @@
 pub(crate) const COMPRESSED_BYTES: usize = 256 * 1024;
 
 /// Text (JSON) bodies of at least this many bytes are parsed on the
-/// blocking pool, as are binary bodies decoded into owned messages (Zipkin
-/// proto3, Jaeger thrift): both cost several times a protobuf scan per
-/// byte.
+/// blocking pool, as are binary bodies converted to OTLP (Zipkin proto3
+/// through owned messages, Jaeger thrift written directly): both cost
+/// several times a protobuf scan per byte.
 pub(crate) const DECODE_BYTES: usize = 64 * 1024;
 
 /// Batches of at least this many encoded bytes are encoded for a file on

@@ -16,9 +16,14 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use super::otlp_writer::{
+    len_field_len, put_fixed64_nonzero, put_len_field, put_nonempty, span_kind, status,
+    write_event, write_link, write_resource, write_status, Attrs, Val,
+};
 use super::tags;
 use super::to_otlp::JaegerError;
-use crate::wire::{close, open, put_varint, varint_len, Cursor, Fault, I64, LEN, VARINT};
+use crate::scan::is_ascii;
+use crate::wire::{close, open, put_varint, Cursor, Fault, I64, LEN, VARINT};
 use crate::SpanBatch;
 
 /// Why a `PostSpansRequest` was not taken.
@@ -65,7 +70,7 @@ fn owned_path(request: &[u8]) -> Result<SpanBatch, IngestError> {
 /// The encoded OTLP `ExportTraceServiceRequest` for an encoded
 /// `PostSpansRequest`.
 pub fn otlp_from_post_spans(request: &[u8]) -> Result<Vec<u8>, IngestError> {
-    let mut parsed = Parsed::default();
+    let mut parsed = Parsed::with_capacity(request.len());
     let mut batch_seen = false;
     let mut c = Cursor::new(request, 0..request.len());
     while !c.at_end() {
@@ -106,17 +111,24 @@ fn varint_field(c: &mut Cursor<'_>, wire_type: u8) -> Result<u64, IngestError> {
     Ok(c.varint()?)
 }
 
-fn string(buf: &[u8], range: Range<usize>) -> Result<&str, IngestError> {
-    std::str::from_utf8(&buf[range])
-        .map_err(|_| malformed("invalid string value: data is not UTF-8 encoded"))
+/// A string field's bytes, checked to be UTF-8 as prost checks them; kept
+/// as bytes ([`Text`]) so the check is the only pass. Nearly every string
+/// here is ASCII, which a word at a time confirms.
+fn string(buf: &[u8], range: Range<usize>) -> Result<&[u8], IngestError> {
+    let bytes = &buf[range];
+    if is_ascii(bytes) || std::str::from_utf8(bytes).is_ok() {
+        Ok(bytes)
+    } else {
+        Err(malformed("invalid string value: data is not UTF-8 encoded"))
+    }
 }
 
 /// A `jaeger.api_v2.KeyValue`, borrowed.
 #[derive(Clone, Copy, Default)]
 struct Tag<'a> {
-    key: &'a str,
+    key: &'a [u8],
     v_type: i32,
-    v_str: &'a str,
+    v_str: &'a [u8],
     v_bool: bool,
     v_int64: i64,
     v_float64: f64,
@@ -139,7 +151,7 @@ impl Tag<'_> {
 /// A `Process`: its service name and its tags in an arena.
 #[derive(Clone, Default)]
 struct Process<'a> {
-    service_name: &'a str,
+    service_name: &'a [u8],
     tags: Range<u32>,
 }
 
@@ -159,7 +171,7 @@ struct Log {
 struct SpanIn<'a> {
     trace_id: &'a [u8],
     span_id: &'a [u8],
-    operation_name: &'a str,
+    operation_name: &'a [u8],
     refs: Range<u32>,
     flags: u32,
     start_time: Option<(i64, i32)>,
@@ -167,7 +179,7 @@ struct SpanIn<'a> {
     tags: Range<u32>,
     logs: Range<u32>,
     process: Option<Process<'a>>,
-    process_id: &'a str,
+    process_id: &'a [u8],
     warnings: bool,
 }
 
@@ -203,6 +215,23 @@ struct Parsed<'a> {
     refs: Vec<Ref<'a>>,
     logs: Vec<Log>,
     log_fields: Vec<Tag<'a>>,
+}
+
+impl Parsed<'_> {
+    /// Lists sized for a request of `len` bytes with typical spans (a tag
+    /// takes 20–60 bytes on the wire, a span 300–600), so that most
+    /// requests fill them without growing them (each growth copies the
+    /// list, and large ones land on fresh pages). Capped, because the
+    /// memory limiter counts what is reserved.
+    fn with_capacity(len: usize) -> Self {
+        let spans = (len / 256).clamp(4, 1024);
+        Parsed {
+            spans: Vec::with_capacity(spans),
+            span_tags: Vec::with_capacity((len / 24).clamp(16, 8192)),
+            refs: Vec::with_capacity(spans),
+            ..Parsed::default()
+        }
+    }
 }
 
 fn at(v: usize) -> u32 {
@@ -453,8 +482,32 @@ fn tags_of<'t, 'a>(arena: &'t [Tag<'a>], range: &Range<u32>) -> &'t [Tag<'a>] {
 /// Which process a group of spans shares: `None` for a batch without one.
 #[derive(Clone, Copy)]
 struct ProcessKey<'p, 'a> {
-    service_name: &'a str,
+    service_name: &'a [u8],
     tags: &'p [Tag<'a>],
+}
+
+/// A tag's value as an attribute value.
+fn val_of<'a>(tag: &Tag<'a>) -> Val<'a> {
+    match tag.v_type {
+        0 => Val::Str(Cow::Borrowed(tag.v_str)),
+        1 => Val::Bool(tag.v_bool),
+        2 => Val::Int(tag.v_int64),
+        3 => Val::Double(tag.v_float64),
+        4 => Val::Bytes(tag.v_binary),
+        other => Val::Str(Cow::Owned(
+            format!("<Unknown Jaeger TagType \"{other}\">").into_bytes(),
+        )),
+    }
+}
+
+/// Puts each tag but those at the `skip` positions.
+fn put_tags<'a>(attrs: &mut Attrs<'a>, tags: &[Tag<'a>], skip: [Option<usize>; 2]) {
+    for (i, tag) in tags.iter().enumerate() {
+        if skip.contains(&Some(i)) {
+            continue;
+        }
+        attrs.put(Cow::Borrowed(tag.key), val_of(tag));
+    }
 }
 
 fn same_process(a: &Option<ProcessKey<'_, '_>>, b: &Option<ProcessKey<'_, '_>>) -> bool {
@@ -466,142 +519,6 @@ fn same_process(a: &Option<ProcessKey<'_, '_>>, b: &Option<ProcessKey<'_, '_>>) 
                 && a.tags.iter().zip(b.tags).all(|(x, y)| x.same(y))
         }
         _ => false,
-    }
-}
-
-// ---- the OTLP side ----
-
-/// An attribute value as the mapping builds it.
-#[derive(Clone)]
-enum Val<'a> {
-    Str(Cow<'a, str>),
-    Bool(bool),
-    Int(i64),
-    Double(f64),
-    Bytes(&'a [u8]),
-}
-
-impl<'a> Val<'a> {
-    fn of(tag: &Tag<'a>) -> Val<'a> {
-        match tag.v_type {
-            0 => Val::Str(Cow::Borrowed(tag.v_str)),
-            1 => Val::Bool(tag.v_bool),
-            2 => Val::Int(tag.v_int64),
-            3 => Val::Double(tag.v_float64),
-            4 => Val::Bytes(tag.v_binary),
-            other => Val::Str(Cow::Owned(format!("<Unknown Jaeger TagType \"{other}\">"))),
-        }
-    }
-
-    /// Length of the `AnyValue` body.
-    fn len(&self) -> usize {
-        match self {
-            Val::Str(s) => len_field_len(s.len()),
-            Val::Bool(_) => 2,
-            Val::Int(i) => 1 + varint_len(*i as u64),
-            Val::Double(_) => 9,
-            Val::Bytes(b) => len_field_len(b.len()),
-        }
-    }
-
-    fn write(&self, out: &mut Vec<u8>) {
-        match self {
-            Val::Str(s) => put_len_field(out, 0x0a, s.as_bytes()),
-            Val::Bool(b) => out.extend_from_slice(&[0x10, u8::from(*b)]),
-            Val::Int(i) => {
-                out.push(0x18);
-                put_varint(out, *i as u64);
-            }
-            Val::Double(d) => {
-                out.push(0x21);
-                out.extend_from_slice(&d.to_bits().to_le_bytes());
-            }
-            Val::Bytes(b) => put_len_field(out, 0x3a, b),
-        }
-    }
-}
-
-/// Attributes as the collector's `pcommon.Map` keeps them (see
-/// `to_otlp::Attributes`): putting a key that exists replaces its value in
-/// place.
-#[derive(Default)]
-struct Attrs<'a>(Vec<(&'a str, Val<'a>)>);
-
-impl<'a> Attrs<'a> {
-    fn clear(&mut self) {
-        self.0.clear();
-    }
-    fn put(&mut self, key: &'a str, value: Val<'a>) {
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some(kv) => kv.1 = value,
-            None => self.0.push((key, value)),
-        }
-    }
-    fn get(&self, key: &str) -> Option<&Val<'a>> {
-        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
-    }
-    /// `Value.Str()`: the string, or empty for another type.
-    fn str(&self, key: &str) -> Option<Cow<'a, str>> {
-        self.get(key).map(|v| match v {
-            Val::Str(s) => s.clone(),
-            _ => Cow::Borrowed(""),
-        })
-    }
-    fn remove(&mut self, key: &str) {
-        self.0.retain(|(k, _)| *k != key);
-    }
-    fn put_tags(&mut self, tags: &[Tag<'a>], skip: [Option<usize>; 2]) {
-        for (i, tag) in tags.iter().enumerate() {
-            if skip.contains(&Some(i)) {
-                continue;
-            }
-            self.put(tag.key, Val::of(tag));
-        }
-    }
-    fn write(&self, out: &mut Vec<u8>, field_key: u8) {
-        for (key, value) in &self.0 {
-            put_key_value(out, field_key, key, value);
-        }
-    }
-}
-
-fn put_key_value(out: &mut Vec<u8>, field_key: u8, key: &str, value: &Val<'_>) {
-    let value_len = value.len();
-    let key_len = if key.is_empty() {
-        0
-    } else {
-        len_field_len(key.len())
-    };
-    out.push(field_key);
-    put_varint(out, (key_len + len_field_len(value_len)) as u64);
-    if !key.is_empty() {
-        put_len_field(out, 0x0a, key.as_bytes());
-    }
-    out.push(0x12);
-    put_varint(out, value_len as u64);
-    value.write(out);
-}
-
-fn len_field_len(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
-}
-
-fn put_len_field(out: &mut Vec<u8>, key: u8, bytes: &[u8]) {
-    out.push(key);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn put_nonempty(out: &mut Vec<u8>, key: u8, bytes: &[u8]) {
-    if !bytes.is_empty() {
-        put_len_field(out, key, bytes);
-    }
-}
-
-fn put_fixed64_nonzero(out: &mut Vec<u8>, key: u8, value: u64) {
-    if value != 0 {
-        out.push(key);
-        out.extend_from_slice(&value.to_le_bytes());
     }
 }
 
@@ -630,13 +547,6 @@ fn unix_nanos(t: Option<(i64, i32)>) -> i128 {
 fn clamp(nanos: i128) -> u64 {
     nanos.clamp(0, i128::from(u64::MAX)) as u64
 }
-
-// OTLP span kinds and status codes.
-const KIND_SERVER: i32 = 2;
-const KIND_CLIENT: i32 = 3;
-const STATUS_UNSET: i32 = 0;
-const STATUS_OK: i32 = 1;
-const STATUS_ERROR: i32 = 2;
 
 /// Per-request scratch lists, reused from span to span.
 #[derive(Default)]
@@ -690,33 +600,33 @@ impl<'a> Parsed<'a> {
         attrs: &mut Attrs<'a>,
     ) {
         attrs.clear();
-        if let Some(process) = process.filter(|p| p.service_name != tags::NO_SERVICE_NAME) {
+        if let Some(process) =
+            process.filter(|p| p.service_name != tags::NO_SERVICE_NAME.as_bytes())
+        {
             if !process.service_name.is_empty() {
                 attrs.put(
-                    "service.name",
+                    Cow::Borrowed(b"service.name"),
                     Val::Str(Cow::Borrowed(process.service_name)),
                 );
             }
-            attrs.put_tags(process.tags, [None, None]);
+            put_tags(attrs, process.tags, [None, None]);
             if attrs.get("host.name").is_none() {
                 if let Some(hostname) = attrs.get("hostname").cloned() {
                     attrs.remove("hostname");
-                    attrs.put("host.name", hostname);
+                    attrs.put(Cow::Borrowed(b"host.name"), hostname);
                 }
             }
             if attrs.get("opencensus.exporterversion").is_none() {
                 if let Some(version) = attrs.str("jaeger.version") {
                     attrs.remove("jaeger.version");
                     attrs.put(
-                        "opencensus.exporterversion",
-                        Val::Str(Cow::Owned(format!("Jaeger-{version}"))),
+                        Cow::Borrowed(b"opencensus.exporterversion"),
+                        Val::Str(Cow::Owned([&b"Jaeger-"[..], &version].concat())),
                     );
                 }
             }
         }
-        let r = open(out, 0x0a, 2);
-        attrs.write(out, 0x0a);
-        close(out, r, 2);
+        write_resource(out, attrs);
     }
 
     /// The spans of one resource, one ScopeSpans per `otel.scope.*` pair.
@@ -729,12 +639,12 @@ impl<'a> Parsed<'a> {
         // (name, version, the two tags that named them) per span.
         struct Scoped<'a> {
             span: u32,
-            name: &'a str,
-            version: &'a str,
+            name: &'a [u8],
+            version: &'a [u8],
             skip: [Option<usize>; 2],
         }
         let mut scoped: Vec<Scoped<'a>> = Vec::with_capacity(spans.len());
-        let mut scopes: Vec<(&'a str, &'a str)> = Vec::new();
+        let mut scopes: Vec<(&'a [u8], &'a [u8])> = Vec::new();
         let mut scope_of: Vec<u32> = Vec::with_capacity(spans.len());
         for &i in spans {
             let span = &self.spans[i as usize];
@@ -745,15 +655,15 @@ impl<'a> Parsed<'a> {
             let first = |key: &str, skip: Option<usize>| {
                 tags.iter()
                     .enumerate()
-                    .find(|(j, t)| Some(*j) != skip && t.key == key)
+                    .find(|(j, t)| Some(*j) != skip && t.key == key.as_bytes())
                     .map(|(j, t)| (j, t.v_str))
             };
             let (name, version, skip) = match first(tags::SCOPE_NAME, None) {
                 Some((n, name)) => match first(tags::SCOPE_VERSION, Some(n)) {
                     Some((v, version)) => (name, version, [Some(n), Some(v)]),
-                    None => (name, "", [Some(n), None]),
+                    None => (name, &b""[..], [Some(n), None]),
                 },
-                None => ("", "", [None, None]),
+                None => (&b""[..], &b""[..], [None, None]),
             };
             let scope = match scopes.iter().position(|s| *s == (name, version)) {
                 Some(at) => at,
@@ -783,8 +693,8 @@ impl<'a> Parsed<'a> {
             });
             out.push(0x0a);
             put_varint(out, scope_len as u64);
-            put_nonempty(out, 0x0a, name.as_bytes());
-            put_nonempty(out, 0x12, version.as_bytes());
+            put_nonempty(out, 0x0a, name);
+            put_nonempty(out, 0x12, version);
             for (entry, _) in scoped
                 .iter()
                 .zip(&scope_of)
@@ -831,17 +741,10 @@ impl<'a> Parsed<'a> {
 
         let attrs = &mut scratch.attrs;
         attrs.clear();
-        attrs.put_tags(tags_of(&self.span_tags, &span.tags), skip);
+        put_tags(attrs, tags_of(&self.span_tags, &span.tags), skip);
         let mut kind = 0;
         if let Some(tag) = attrs.str(tags::SPAN_KIND) {
-            kind = match &*tag {
-                "client" => KIND_CLIENT,
-                "server" => KIND_SERVER,
-                "producer" => 4,
-                "consumer" => 5,
-                "internal" => 1,
-                _ => 0,
-            };
+            kind = span_kind(&tag);
             attrs.remove(tags::SPAN_KIND);
         }
         let status = status(attrs, kind);
@@ -871,11 +774,11 @@ impl<'a> Parsed<'a> {
         let s = open(out, 0x12, 2);
         put_len_field(out, 0x0a, &own_trace_id);
         put_len_field(out, 0x12, &own_span_id);
-        put_nonempty(out, 0x1a, trace_state.as_bytes());
+        put_nonempty(out, 0x1a, &trace_state);
         if has_parent {
             put_len_field(out, 0x22, &parent);
         }
-        put_nonempty(out, 0x2a, span.operation_name.as_bytes());
+        put_nonempty(out, 0x2a, span.operation_name);
         if kind != 0 {
             out.push(0x30);
             put_varint(out, kind as u64);
@@ -886,112 +789,17 @@ impl<'a> Parsed<'a> {
         for log in &self.logs[span.logs.start as usize..span.logs.end as usize] {
             let fields = &mut scratch.fields;
             fields.clear();
-            fields.put_tags(tags_of(&self.log_fields, &log.fields), [None, None]);
-            let name = fields.str(tags::EVENT).unwrap_or_default();
-            fields.remove(tags::EVENT);
-            let e = open(out, 0x5a, 2);
-            put_fixed64_nonzero(out, 0x09, clamp(unix_nanos(log.timestamp)));
-            put_nonempty(out, 0x12, name.as_bytes());
-            fields.write(out, 0x1a);
-            close(out, e, 2);
+            put_tags(fields, tags_of(&self.log_fields, &log.fields), [None, None]);
+            write_event(out, clamp(unix_nanos(log.timestamp)), fields);
         }
         for (trace, span_id, child_of) in link_ids[..links.min(link_ids.len())]
             .iter()
             .chain(&more_links)
         {
-            let ref_type = Val::Str(Cow::Borrowed(if *child_of {
-                "child_of"
-            } else {
-                "follows_from"
-            }));
-            let l = open(out, 0x6a, 1);
-            put_len_field(out, 0x0a, trace);
-            put_len_field(out, 0x12, span_id);
-            put_key_value(out, 0x22, tags::REF_TYPE, &ref_type);
-            close(out, l, 1);
+            write_link(out, trace, span_id, *child_of);
         }
-        if let Some((code, message)) = status {
-            let body = (if message.is_empty() {
-                0
-            } else {
-                len_field_len(message.len())
-            }) + (if code == 0 {
-                0
-            } else {
-                1 + varint_len(code as u64)
-            });
-            out.push(0x7a);
-            put_varint(out, body as u64);
-            put_nonempty(out, 0x12, message.as_bytes());
-            if code != 0 {
-                out.push(0x18);
-                put_varint(out, code as u64);
-            }
-        }
+        write_status(out, status);
         close(out, s, 2);
         Ok(())
     }
-}
-
-/// The collector's `setInternalSpanStatus`, as `to_otlp::status`.
-fn status<'a>(attrs: &mut Attrs<'a>, kind: i32) -> Option<(i32, Cow<'a, str>)> {
-    let mut code = STATUS_UNSET;
-    let mut message: Cow<'a, str> = Cow::Borrowed("");
-    let mut exists = false;
-    let take_description = |attrs: &mut Attrs<'a>| {
-        let description = attrs.str(tags::STATUS_DESCRIPTION);
-        if description.is_some() {
-            attrs.remove(tags::STATUS_DESCRIPTION);
-        }
-        description
-    };
-    if let Some(Val::Bool(true)) = attrs.get(tags::ERROR) {
-        code = STATUS_ERROR;
-        attrs.remove(tags::ERROR);
-        exists = true;
-        message = match take_description(attrs) {
-            Some(description) => description,
-            None => attrs.str(tags::HTTP_STATUS_MESSAGE).unwrap_or_default(),
-        };
-    }
-    if let Some(status_code) = attrs.str(tags::STATUS_CODE) {
-        if !exists {
-            exists = true;
-            if status_code.eq_ignore_ascii_case("OK") {
-                code = STATUS_OK;
-            } else if status_code.eq_ignore_ascii_case("ERROR") {
-                code = STATUS_ERROR;
-            }
-            if let Some(description) = take_description(attrs) {
-                message = description;
-            }
-        }
-        attrs.remove(tags::STATUS_CODE);
-    } else if !exists {
-        let http_code = match attrs.get(tags::HTTP_STATUS_CODE) {
-            Some(Val::Int(i)) => Some(*i),
-            Some(Val::Str(s)) => s.parse::<i64>().ok(),
-            _ => None,
-        };
-        if let Some(http_code) = http_code {
-            let from_http = if (400..500).contains(&http_code) && kind == KIND_CLIENT {
-                STATUS_ERROR
-            } else if ((400..500).contains(&http_code) && kind == KIND_SERVER)
-                // The collector's bound: 399 itself is an error there too.
-                || (100..399).contains(&http_code)
-            {
-                STATUS_UNSET
-            } else {
-                STATUS_ERROR
-            };
-            if from_http != STATUS_UNSET {
-                exists = true;
-                code = from_http;
-            }
-            if let Some(m) = attrs.str(tags::HTTP_STATUS_MESSAGE) {
-                message = m;
-            }
-        }
-    }
-    exists.then_some((code, message))
 }

@@ -16,6 +16,7 @@ pub mod proto {
 
 mod from_otlp;
 mod ingest;
+pub(crate) mod otlp_writer;
 mod post_spans;
 mod to_otlp;
 

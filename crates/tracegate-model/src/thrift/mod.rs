@@ -1,15 +1,26 @@
 //! Jaeger thrift ingestion: the agent's `emitBatch` call as jaeger-client
 //! SDKs send it over UDP (compact protocol on 6831, binary on 6832), and
 //! the bare binary-protocol `Batch` that `POST /api/traces` carries, decoded
-//! from untrusted bytes into the `jaeger.thrift` model and converted to
-//! OTLP as collector-contrib's `jaegerthrift_to_traces.go` does.
+//! from untrusted bytes and converted to OTLP as collector-contrib's
+//! `jaegerthrift_to_traces.go` does.
+//!
+//! Two paths: the receivers' (`*_to_span_batch`) reads the bytes into
+//! borrowed views (`view.rs`) and writes the OTLP request from them
+//! (`ingest.rs`); the reference (`decode_*`, `*_to_request`) builds the
+//! owned `jaeger.thrift` model and owned OTLP messages (`to_otlp.rs`), and
+//! the property tests hold the two to the same bytes.
 
 use crate::otlp::ExportTraceServiceRequest;
+use crate::SpanBatch;
 
+mod ingest;
 mod model;
 mod protocol;
 mod to_otlp;
+mod view;
 
+#[cfg(test)]
+mod ingest_tests;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +29,7 @@ pub use protocol::TType;
 pub use to_otlp::batch_to_request;
 
 use protocol::{BinaryReader, BinaryWriter, CompactReader, CompactWriter, Reader, Writer};
+use view::BatchView;
 
 /// Why thrift bytes were refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -43,7 +55,7 @@ fn agent_call<'a, R: Reader<'a>>(
     reader: &mut R,
     name: String,
     kind: u8,
-) -> Result<Batch, ThriftError> {
+) -> Result<BatchView<'a>, ThriftError> {
     if kind != MESSAGE_ONEWAY && kind != MESSAGE_CALL {
         return Err(ThriftError::Invalid(format!(
             "unexpected message type {kind}"
@@ -57,7 +69,7 @@ fn agent_call<'a, R: Reader<'a>>(
     reader.struct_begin()?;
     while let Some((id, t)) = reader.field()? {
         if id == 1 && t == TType::Struct {
-            batch = Some(model::read_batch(reader)?);
+            batch = Some(view::read_batch(reader)?);
         } else {
             reader.skip(t)?;
         }
@@ -66,38 +78,64 @@ fn agent_call<'a, R: Reader<'a>>(
     batch.ok_or(ThriftError::MissingField("emitBatch.batch"))
 }
 
-/// An agent UDP packet in the compact protocol (port 6831).
-pub fn decode_agent_compact(packet: &[u8]) -> Result<Batch, ThriftError> {
+fn view_agent_compact(packet: &[u8]) -> Result<BatchView<'_>, ThriftError> {
     let mut reader = CompactReader::new(packet);
     let (name, kind) = reader.message_begin()?;
     agent_call(&mut reader, name, kind)
 }
 
-/// An agent UDP packet in the binary protocol (port 6832).
-pub fn decode_agent_binary(packet: &[u8]) -> Result<Batch, ThriftError> {
+fn view_agent_binary(packet: &[u8]) -> Result<BatchView<'_>, ThriftError> {
     let mut reader = BinaryReader::new(packet);
     let (name, kind) = reader.message_begin()?;
     agent_call(&mut reader, name, kind)
 }
 
+fn view_batch_binary(body: &[u8]) -> Result<BatchView<'_>, ThriftError> {
+    view::read_batch(&mut BinaryReader::new(body))
+}
+
+/// A compact agent packet (port 6831) as a [`SpanBatch`], written directly.
+pub fn agent_compact_to_span_batch(packet: &[u8]) -> Result<SpanBatch, ThriftError> {
+    view_agent_compact(packet).map(|b| ingest::span_batch(&b, packet.len()))
+}
+
+/// A binary agent packet (port 6832) as a [`SpanBatch`], written directly.
+pub fn agent_binary_to_span_batch(packet: &[u8]) -> Result<SpanBatch, ThriftError> {
+    view_agent_binary(packet).map(|b| ingest::span_batch(&b, packet.len()))
+}
+
+/// An HTTP thrift body as a [`SpanBatch`], written directly.
+pub fn batch_binary_to_span_batch(body: &[u8]) -> Result<SpanBatch, ThriftError> {
+    view_batch_binary(body).map(|b| ingest::span_batch(&b, body.len()))
+}
+
+/// An agent UDP packet in the compact protocol (port 6831).
+pub fn decode_agent_compact(packet: &[u8]) -> Result<Batch, ThriftError> {
+    view_agent_compact(packet).map(|b| model::to_owned(&b))
+}
+
+/// An agent UDP packet in the binary protocol (port 6832).
+pub fn decode_agent_binary(packet: &[u8]) -> Result<Batch, ThriftError> {
+    view_agent_binary(packet).map(|b| model::to_owned(&b))
+}
+
 /// A `POST /api/traces` body: one `Batch` in the binary protocol, no
 /// message envelope.
 pub fn decode_batch_binary(body: &[u8]) -> Result<Batch, ThriftError> {
-    let mut reader = BinaryReader::new(body);
-    model::read_batch(&mut reader)
+    view_batch_binary(body).map(|b| model::to_owned(&b))
 }
 
-/// Decodes a compact agent packet straight to OTLP.
+/// Decodes a compact agent packet to owned OTLP (the reference path).
 pub fn agent_compact_to_request(packet: &[u8]) -> Result<ExportTraceServiceRequest, ThriftError> {
     decode_agent_compact(packet).map(|b| batch_to_request(&b))
 }
 
-/// Decodes a binary agent packet straight to OTLP.
+/// Decodes a binary agent packet to owned OTLP (the reference path).
 pub fn agent_binary_to_request(packet: &[u8]) -> Result<ExportTraceServiceRequest, ThriftError> {
     decode_agent_binary(packet).map(|b| batch_to_request(&b))
 }
 
-/// Decodes an HTTP thrift body straight to OTLP.
+/// Decodes an HTTP thrift body to owned OTLP (the reference path).
 pub fn batch_binary_to_request(body: &[u8]) -> Result<ExportTraceServiceRequest, ThriftError> {
     decode_batch_binary(body).map(|b| batch_to_request(&b))
 }

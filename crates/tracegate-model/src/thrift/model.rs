@@ -1,8 +1,8 @@
 //! The `jaeger.thrift` structs (jaeger-idl), with the required fields the
-//! generated Go code insists on, and their readers and writers.
+//! generated Go code insists on (`view.rs` reads them), and their writers.
 
-use super::protocol::{Reader, TType, Writer};
-use super::ThriftError;
+use super::protocol::{TType, Writer};
+use super::view::BatchView;
 
 /// `TagType`; a value outside the enum is kept as sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub enum TagType {
 }
 
 impl TagType {
-    fn from_i32(v: i32) -> TagType {
+    pub(crate) fn from_i32(v: i32) -> TagType {
         match v {
             0 => TagType::String,
             1 => TagType::Double,
@@ -162,188 +162,65 @@ pub struct Batch {
     pub seq_no: Option<i64>,
 }
 
-/// Reads a list of `T`s, growing the vector as elements arrive rather than
-/// trusting the declared count.
-fn read_list<'a, R: Reader<'a>, T>(
-    r: &mut R,
-    elem: TType,
-    mut read: impl FnMut(&mut R) -> Result<T, ThriftError>,
-) -> Result<Vec<T>, ThriftError> {
-    let (t, n) = r.list()?;
-    if t != elem {
-        for _ in 0..n {
-            r.skip(t)?;
-        }
-        return Err(ThriftError::Invalid(format!(
-            "list of {t:?} where {elem:?} was expected"
-        )));
+/// The owned copy of a view; strings are made UTF-8 as OTLP needs them,
+/// invalid sequences replaced.
+pub(crate) fn to_owned(view: &BatchView<'_>) -> Batch {
+    fn string(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
     }
-    let mut out = Vec::with_capacity(n.min(64));
-    for _ in 0..n {
-        out.push(read(r)?);
+    let tags = |range: &Option<std::ops::Range<u32>>| {
+        range.as_ref().map(|_| {
+            view.tags_of(range)
+                .iter()
+                .map(|t| Tag {
+                    key: string(t.key),
+                    v_type: t.v_type,
+                    value: TagValue {
+                        v_str: t.v_str.map(string),
+                        v_double: t.v_double,
+                        v_bool: t.v_bool,
+                        v_long: t.v_long,
+                        v_binary: t.v_binary.map(<[u8]>::to_vec),
+                    },
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    Batch {
+        process: Process {
+            service_name: string(view.service_name),
+            tags: tags(&view.process_tags),
+        },
+        spans: view
+            .spans
+            .iter()
+            .map(|s| Span {
+                trace_id_low: s.trace_id_low,
+                trace_id_high: s.trace_id_high,
+                span_id: s.span_id,
+                parent_span_id: s.parent_span_id,
+                operation_name: string(s.operation_name),
+                references: s
+                    .references
+                    .as_ref()
+                    .map(|_| view.refs_of(&s.references).to_vec()),
+                flags: s.flags,
+                start_time: s.start_time,
+                duration: s.duration,
+                tags: tags(&s.tags),
+                logs: s.logs.as_ref().map(|_| {
+                    view.logs_of(&s.logs)
+                        .iter()
+                        .map(|l| Log {
+                            timestamp: l.timestamp,
+                            fields: tags(&Some(l.fields.clone())).unwrap_or_default(),
+                        })
+                        .collect()
+                }),
+            })
+            .collect(),
+        seq_no: view.seq_no,
     }
-    Ok(out)
-}
-
-/// Runs `on_field` for every field of a struct; fields it does not take
-/// (it returns `false`) are skipped, as generated code skips unknown ids
-/// and ids of the wrong type.
-fn read_struct<'a, R: Reader<'a>>(
-    r: &mut R,
-    mut on_field: impl FnMut(&mut R, i16, TType) -> Result<bool, ThriftError>,
-) -> Result<(), ThriftError> {
-    r.struct_begin()?;
-    while let Some((id, t)) = r.field()? {
-        if !on_field(r, id, t)? {
-            r.skip(t)?;
-        }
-    }
-    r.struct_end();
-    Ok(())
-}
-
-fn require<T>(value: Option<T>, name: &'static str) -> Result<T, ThriftError> {
-    value.ok_or(ThriftError::MissingField(name))
-}
-
-fn read_tag<'a, R: Reader<'a>>(r: &mut R) -> Result<Tag, ThriftError> {
-    let (mut key, mut v_type, mut value) = (None, None, TagValue::default());
-    read_struct(r, |r, id, t| {
-        match (id, t) {
-            (1, TType::Binary) => key = Some(r.string()?),
-            (2, TType::I32) => v_type = Some(TagType::from_i32(r.i32()?)),
-            (3, TType::Binary) => value.v_str = Some(r.string()?),
-            (4, TType::Double) => value.v_double = Some(r.double()?),
-            (5, TType::Bool) => value.v_bool = Some(r.bool()?),
-            (6, TType::I64) => value.v_long = Some(r.i64()?),
-            (7, TType::Binary) => value.v_binary = Some(r.binary()?.to_vec()),
-            _ => return Ok(false),
-        }
-        Ok(true)
-    })?;
-    Ok(Tag {
-        key: require(key, "Tag.key")?,
-        v_type: require(v_type, "Tag.vType")?,
-        value,
-    })
-}
-
-fn read_log<'a, R: Reader<'a>>(r: &mut R) -> Result<Log, ThriftError> {
-    let (mut timestamp, mut fields) = (None, None);
-    read_struct(r, |r, id, t| {
-        match (id, t) {
-            (1, TType::I64) => timestamp = Some(r.i64()?),
-            (2, TType::List) => fields = Some(read_list(r, TType::Struct, read_tag)?),
-            _ => return Ok(false),
-        }
-        Ok(true)
-    })?;
-    Ok(Log {
-        timestamp: require(timestamp, "Log.timestamp")?,
-        fields: require(fields, "Log.fields")?,
-    })
-}
-
-fn read_span_ref<'a, R: Reader<'a>>(r: &mut R) -> Result<SpanRef, ThriftError> {
-    let (mut ref_type, mut low, mut high, mut span_id) = (None, None, None, None);
-    read_struct(r, |r, id, t| {
-        match (id, t) {
-            (1, TType::I32) => ref_type = Some(r.i32()?),
-            (2, TType::I64) => low = Some(r.i64()?),
-            (3, TType::I64) => high = Some(r.i64()?),
-            (4, TType::I64) => span_id = Some(r.i64()?),
-            _ => return Ok(false),
-        }
-        Ok(true)
-    })?;
-    Ok(SpanRef {
-        ref_type: require(ref_type, "SpanRef.refType")?,
-        trace_id_low: require(low, "SpanRef.traceIdLow")?,
-        trace_id_high: require(high, "SpanRef.traceIdHigh")?,
-        span_id: require(span_id, "SpanRef.spanId")?,
-    })
-}
-
-fn read_span<'a, R: Reader<'a>>(r: &mut R) -> Result<Span, ThriftError> {
-    let mut span = Span::default();
-    let mut seen = [false; 8];
-    read_struct(r, |r, id, t| {
-        match (id, t) {
-            (1, TType::I64) => span.trace_id_low = r.i64()?,
-            (2, TType::I64) => span.trace_id_high = r.i64()?,
-            (3, TType::I64) => span.span_id = r.i64()?,
-            (4, TType::I64) => span.parent_span_id = r.i64()?,
-            (5, TType::Binary) => span.operation_name = r.string()?,
-            (6, TType::List) => {
-                span.references = Some(read_list(r, TType::Struct, read_span_ref)?);
-                return Ok(true);
-            }
-            (7, TType::I32) => span.flags = r.i32()?,
-            (8, TType::I64) => span.start_time = r.i64()?,
-            (9, TType::I64) => span.duration = r.i64()?,
-            (10, TType::List) => {
-                span.tags = Some(read_list(r, TType::Struct, read_tag)?);
-                return Ok(true);
-            }
-            (11, TType::List) => {
-                span.logs = Some(read_list(r, TType::Struct, read_log)?);
-                return Ok(true);
-            }
-            _ => return Ok(false),
-        }
-        // Fields 1-5 and 7-9 are required.
-        let slot = if id <= 5 { id - 1 } else { id - 2 };
-        seen[slot as usize] = true;
-        Ok(true)
-    })?;
-    const REQUIRED: [&str; 8] = [
-        "Span.traceIdLow",
-        "Span.traceIdHigh",
-        "Span.spanId",
-        "Span.parentSpanId",
-        "Span.operationName",
-        "Span.flags",
-        "Span.startTime",
-        "Span.duration",
-    ];
-    if let Some(missing) = seen.iter().position(|s| !s) {
-        return Err(ThriftError::MissingField(REQUIRED[missing]));
-    }
-    Ok(span)
-}
-
-fn read_process<'a, R: Reader<'a>>(r: &mut R) -> Result<Process, ThriftError> {
-    let (mut service_name, mut tags) = (None, None);
-    read_struct(r, |r, id, t| {
-        match (id, t) {
-            (1, TType::Binary) => service_name = Some(r.string()?),
-            (2, TType::List) => tags = Some(read_list(r, TType::Struct, read_tag)?),
-            _ => return Ok(false),
-        }
-        Ok(true)
-    })?;
-    Ok(Process {
-        service_name: require(service_name, "Process.serviceName")?,
-        tags,
-    })
-}
-
-pub(crate) fn read_batch<'a, R: Reader<'a>>(r: &mut R) -> Result<Batch, ThriftError> {
-    let (mut process, mut spans, mut seq_no) = (None, None, None);
-    read_struct(r, |r, id, t| {
-        match (id, t) {
-            (1, TType::Struct) => process = Some(read_process(r)?),
-            (2, TType::List) => spans = Some(read_list(r, TType::Struct, read_span)?),
-            (3, TType::I64) => seq_no = Some(r.i64()?),
-            _ => return Ok(false),
-        }
-        Ok(true)
-    })?;
-    Ok(Batch {
-        process: require(process, "Batch.process")?,
-        spans: require(spans, "Batch.spans")?,
-        seq_no,
-    })
 }
 
 // ----------------------------------------------------------------- writing

@@ -7,7 +7,8 @@ use crate::test_support::{assert_attrs, attr, s};
 /// `deployment=test`, a root span `parent-op` (tags `http.method=GET`,
 /// `count=7`, a log `event=cache-miss key=k1`) and its child `child-op`
 /// tagged `error=true`.
-const PYTHON_CLIENT_PACKET: &[u8] = include_bytes!("testdata/python_jaeger_client_4.8_compact.bin");
+pub(super) const PYTHON_CLIENT_PACKET: &[u8] =
+    include_bytes!("testdata/python_jaeger_client_4.8_compact.bin");
 
 #[test]
 fn the_python_jaeger_clients_packet_arrives_with_its_fields() {
@@ -64,7 +65,7 @@ fn the_python_jaeger_clients_packet_arrives_with_its_fields() {
 
 /// A batch that exercises every field: all tag types, logs, both
 /// reference kinds, 128-bit and negative ids.
-fn full_batch() -> Batch {
+pub(super) fn full_batch() -> Batch {
     Batch {
         process: Process {
             service_name: "checkout".into(),

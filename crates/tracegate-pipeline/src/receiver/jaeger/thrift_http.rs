@@ -27,7 +27,6 @@ use crate::receiver::listener::{self, ConnectionSettings};
 use crate::receiver::server_keys::http_server_config;
 use crate::receiver::split_host_port;
 use crate::receiver::StartError;
-use tracegate_model::SpanBatch;
 
 /// Default `thrift_http` endpoint, as the collector's.
 pub const DEFAULT_ENDPOINT: &str = "localhost:14268";
@@ -178,12 +177,9 @@ impl HttpHandler for ThriftHttp {
             Ok(body) => body,
             Err(answer) => return answer,
         };
-        // Owned messages are built on the way: a large body is decoded on
-        // the blocking pool.
+        // A large body is decoded on the blocking pool.
         let decoded = offload::by_size(body.len(), offload::DECODE_BYTES, move || {
-            tracegate_model::thrift::batch_binary_to_request(&body)
-                .map(|request| SpanBatch::from_request(&request))
-                .map_err(|e| e.to_string())
+            tracegate_model::thrift::batch_binary_to_span_batch(&body).map_err(|e| e.to_string())
         })
         .await
         .and_then(|decoded| decoded);

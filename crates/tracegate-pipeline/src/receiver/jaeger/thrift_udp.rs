@@ -23,7 +23,6 @@ use crate::consumer::NextConsumer;
 use crate::receiver::counters::{RejectReason, TransportCounters, INGEST_REASONS};
 use crate::receiver::split_host_port;
 use crate::receiver::StartError;
-use tracegate_model::otlp::ExportTraceServiceRequest;
 use tracegate_model::thrift::{self, ThriftError};
 use tracegate_model::SpanBatch;
 
@@ -66,10 +65,10 @@ impl ThriftProtocol {
         }
     }
 
-    fn decode(self, packet: &[u8]) -> Result<ExportTraceServiceRequest, ThriftError> {
+    fn decode(self, packet: &[u8]) -> Result<SpanBatch, ThriftError> {
         match self {
-            ThriftProtocol::Compact => thrift::agent_compact_to_request(packet),
-            ThriftProtocol::Binary => thrift::agent_binary_to_request(packet),
+            ThriftProtocol::Compact => thrift::agent_compact_to_span_batch(packet),
+            ThriftProtocol::Binary => thrift::agent_binary_to_span_batch(packet),
         }
     }
 }
@@ -298,15 +297,14 @@ async fn handle_packet(
     next: &NextConsumer,
     counters: &TransportCounters,
 ) {
-    let request = match protocol.decode(packet) {
-        Ok(request) => request,
+    let batch = match protocol.decode(packet) {
+        Ok(batch) => batch,
         Err(e) => {
             counters.rejected(RejectReason::Malformed);
             tracing::debug!(error = %e, protocol = protocol.name(), "dropped a malformed jaeger thrift packet");
             return;
         }
     };
-    let batch = SpanBatch::from_request(&request);
     if let Err(e) = counters.export(next, batch).await {
         tracing::debug!(error = %e, protocol = protocol.name(), "the pipeline refused a jaeger thrift packet");
     }
