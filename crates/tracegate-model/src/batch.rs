@@ -186,7 +186,7 @@ impl Encoded {
     }
 
     /// `parts` concatenated, not yet joined.
-    fn concatenation(parts: Vec<Bytes>) -> Encoded {
+    pub(crate) fn concatenation(parts: Vec<Bytes>) -> Encoded {
         let parts: Vec<Bytes> = parts.into_iter().filter(|p| !p.is_empty()).collect();
         match <[Bytes; 1]>::try_from(parts) {
             Ok([one]) => Encoded::whole(one),

@@ -1,7 +1,8 @@
 //! Merging a fixed set of attributes (the resource detection processor's
 //! detected resource) into every resource of a batch, on the encoded bytes:
-//! only each `Resource` message is re-encoded; scopes and spans are copied
-//! as they are and the index is shifted instead of rebuilt
+//! only each `Resource` message is re-encoded; scopes and spans keep their
+//! bytes, shared with the batch merged into (not copied), and the index is
+//! shifted instead of rebuilt
 //! (docs/architecture.md, "Encoded-bytes batches").
 //!
 //! The semantics are the collector's `MergeResource`: for each attribute in
@@ -188,10 +189,15 @@ impl SpanBatch {
     }
 
     /// Rewrites the request with `edits` applied (one per resource, in
-    /// order) into one exactly sized buffer, then shifts the index in place
-    /// to match. On `Err` the batch is unchanged.
+    /// order), then shifts the index in place to match. On `Err` the batch
+    /// is unchanged. Only the new headers and resource fields are written:
+    /// the unchanged stretches between them (the scopes and spans, nearly
+    /// all of the bytes) stay in the batch's buffer, which the result
+    /// shares, and the request becomes those pieces in order, joined into
+    /// one buffer only if something reads it as one ([`SpanBatch::segments`]).
     fn apply_edits(&mut self, edits: &[Option<ResourceEdit>]) -> Result<(), Unusual> {
-        let src: &[u8] = &self.bytes;
+        let source: Bytes = self.bytes.joined().clone();
+        let src: &[u8] = &source;
         // Pass 1: where each `resource_spans` field is, and the output size.
         let mut fields: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(edits.len());
         let mut total = src.len();
@@ -215,9 +221,9 @@ impl SpanBatch {
             return Err(Unusual);
         }
 
-        // Pass 2: write. Unchanged stretches between edited resources are
-        // copied in one run each.
-        let mut out = Vec::with_capacity(total);
+        // Pass 2: write the new bytes, and share the unchanged stretches
+        // between edited resources, one piece each.
+        let mut out = Pieces::new(&source);
         let mut copied_to = 0;
         // Per resource: how far what follows its resource field moves, and
         // how much its non-child fields grew (both wrapping: edits may
@@ -229,23 +235,24 @@ impl SpanBatch {
                 moves.push(((out.len() as u32).wrapping_sub(copied_to as u32), 0));
                 continue;
             };
-            out.extend_from_slice(&src[copied_to..field.start]);
+            out.share(copied_to..field.start);
             let new_field_len = framed_len(edit.body.len());
             let new_len = body.len() - edit.field.len() + new_field_len;
-            out.push(len_key(REQUEST_RESOURCE_SPANS as u8));
-            put_varint(&mut out, new_len as u64);
-            out.extend_from_slice(&src[body.start..edit.field.start]);
-            out.push(len_key(RESOURCE_SPANS_RESOURCE as u8));
-            put_varint(&mut out, edit.body.len() as u64);
-            out.extend_from_slice(&edit.body);
+            out.fresh.push(len_key(REQUEST_RESOURCE_SPANS as u8));
+            put_varint(&mut out.fresh, new_len as u64);
+            out.share(body.start..edit.field.start);
+            out.fresh.push(len_key(RESOURCE_SPANS_RESOURCE as u8));
+            put_varint(&mut out.fresh, edit.body.len() as u64);
+            out.fresh.extend_from_slice(&edit.body);
             moves.push((
                 (out.len() as u32).wrapping_sub(edit.field.end as u32),
                 (new_field_len as u32).wrapping_sub(edit.field.len() as u32),
             ));
             copied_to = edit.field.end;
         }
-        out.extend_from_slice(&src[copied_to..]);
+        out.share(copied_to..src.len());
         debug_assert_eq!(out.len(), total, "merged request sized wrongly");
+        let parts = out.finish();
 
         let Index {
             resources,
@@ -288,7 +295,7 @@ impl SpanBatch {
                 span.span = shift(&span.span, after);
             }
         }
-        self.bytes = crate::batch::Encoded::whole(Bytes::from(out));
+        self.bytes = crate::batch::Encoded::concatenation(parts);
         // New bytes: the gzip members they arrived in no longer hold them.
         self.gzip = None;
         Ok(())
@@ -297,6 +304,61 @@ impl SpanBatch {
 
 /// An encoding the byte path leaves to prost.
 struct Unusual;
+
+/// The merged request as it is built: pieces of the source buffer, shared,
+/// and the bytes written between them.
+struct Pieces<'a> {
+    source: &'a Bytes,
+    parts: Vec<Bytes>,
+    /// New bytes since the last shared piece.
+    fresh: Vec<u8>,
+    /// Bytes in `parts`.
+    done: usize,
+}
+
+impl<'a> Pieces<'a> {
+    /// Below this a stretch of the source is copied with the new bytes
+    /// around it rather than shared as a piece of its own.
+    const SHARE_FROM: usize = 512;
+
+    fn new(source: &'a Bytes) -> Pieces<'a> {
+        Pieces {
+            source,
+            parts: Vec::new(),
+            fresh: Vec::new(),
+            done: 0,
+        }
+    }
+
+    /// Bytes so far.
+    fn len(&self) -> usize {
+        self.done + self.fresh.len()
+    }
+
+    /// Appends `source[range]`.
+    fn share(&mut self, range: Range<usize>) {
+        if range.len() < Self::SHARE_FROM {
+            self.fresh.extend_from_slice(&self.source[range]);
+            return;
+        }
+        self.end_fresh();
+        self.done += range.len();
+        self.parts.push(self.source.slice(range));
+    }
+
+    fn end_fresh(&mut self) {
+        if !self.fresh.is_empty() {
+            self.done += self.fresh.len();
+            self.parts
+                .push(Bytes::from(std::mem::take(&mut self.fresh)));
+        }
+    }
+
+    fn finish(mut self) -> Vec<Bytes> {
+        self.end_fresh();
+        self.parts
+    }
+}
 
 /// The `Resource` body with `attributes` merged in, or `None` when it
 /// would not change. `old` is the existing body, if any.
@@ -701,6 +763,50 @@ mod tests {
             let attrs = ResourceAttributes::new(pick_kvs(&mut rng, n));
             check(&request, &attrs, rng.random_bool(0.5));
         }
+    }
+
+    /// Scopes and spans are not copied: the merged request is the new
+    /// resource fields between pieces of the buffer merged into.
+    #[test]
+    fn the_spans_bytes_are_shared_not_copied() {
+        let long = |n: u8| Span {
+            name: format!("span-{n}-{}", "x".repeat(600)),
+            ..span(n)
+        };
+        let mut request = request();
+        for rs in &mut request.resource_spans {
+            for ss in &mut rs.scope_spans {
+                for span in &mut ss.spans {
+                    *span = long(span.trace_id[0]);
+                }
+            }
+        }
+        // One resource that already has every detected attribute.
+        let mut unchanged = resource_spans(
+            Some(vec![
+                kv("host.name", "detected-host"),
+                kv("cloud.provider", "gcp"),
+            ]),
+            &[],
+        );
+        unchanged.scope_spans[0].spans = vec![long(90), long(91)];
+        request.resource_spans.insert(1, unchanged);
+        let batch = SpanBatch::from_request(&request);
+        let source = batch.bytes().clone();
+        let merged = batch.merge_resource_attributes(&detected(), false);
+        let segments = merged.segments().to_vec();
+        assert!(segments.len() > 2, "{} pieces", segments.len());
+        let inside = |p: &Bytes| {
+            let at = p.as_ptr() as usize;
+            let start = source.as_ptr() as usize;
+            at >= start && at + p.len() <= start + source.len()
+        };
+        let shared: usize = segments.iter().filter(|p| inside(p)).map(Bytes::len).sum();
+        let spans: usize = merged.spans().iter().map(|s| s.span.len()).sum();
+        assert!(shared >= spans, "{shared} bytes shared, {spans} of spans");
+        assert_eq!(segments.concat(), &merged.bytes()[..]);
+        check(&request, &detected(), false);
+        check(&request, &detected(), true);
     }
 
     #[test]

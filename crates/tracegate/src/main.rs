@@ -214,14 +214,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = cli.worker_threads {
-        runtime.worker_threads(usize::from(threads));
-    }
+    // One worker thread (the GPU node's unit): tokio's current-thread
+    // runtime, run on a thread of its own, instead of the multi-thread one
+    // with one worker. Same threads (this one waits, the worker runs
+    // everything, the blocking pool as before), without the work-stealing
+    // scheduler's bookkeeping on every wake-up (benches/RESULTS.md,
+    // "GPU-node footprint").
+    let single = cli.worker_threads == Some(1);
+    let mut runtime = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        if let Some(threads) = cli.worker_threads {
+            runtime.worker_threads(usize::from(threads));
+        }
+        runtime
+    };
     let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if single {
+        // Named as tokio names the workers of its multi-thread runtime.
+        let worker = std::thread::Builder::new()
+            .name("tokio-rt-worker".into())
+            .spawn(move || serve(cli, runtime, loaded, prometheus, allocator))
+            .context("cannot start the runtime's thread")?;
+        return match worker.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+    }
+    serve(cli, runtime, loaded, prometheus, allocator)
+}
+
+/// Runs the pipelines on `runtime` until a signal, then shuts down.
+fn serve(
+    cli: Cli,
+    runtime: tokio::runtime::Runtime,
+    loaded: config::Loaded,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    allocator: Option<tracegate_pipeline::memory::Allocator>,
+) -> anyhow::Result<()> {
     let grace = cli.shutdown_grace;
     let worker_threads = runtime.metrics().num_workers();
     let stopped_by = runtime.block_on(async move {

@@ -88,9 +88,10 @@ pub fn sample_batch(
     let mut tally = vec![[0u64; 2]; label_count];
     let mut kept = Vec::with_capacity(batch.len());
     // The new tracestates, one after another in one buffer (no allocation
-    // per kept span), and which span gets which.
-    let mut states = String::new();
-    let mut edits: Vec<(u32, std::ops::Range<usize>)> = Vec::new();
+    // per kept span), and which span gets which; sized for a threshold
+    // (`ot=th:` and a few digits) on every span, so that they rarely grow.
+    let mut states = String::with_capacity(batch.len() * 12);
+    let mut edits: Vec<(u32, std::ops::Range<usize>)> = Vec::with_capacity(batch.len());
     let mut scratch = String::new();
     for span in 0..batch.len() {
         scratch.clear();
