@@ -557,8 +557,12 @@ async fn restored(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_crash_the_old_owner_does_not_restore_what_it_handed_over() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Gateway::build("2s", "2s", 1, Some(dir_a.path())).await;
-    let b = Gateway::build("2s", "2s", 1, Some(dir_b.path())).await;
+    // Nothing may be decided before the crash, however slow the machine:
+    // a trace decided then is not restored, which is not what this test
+    // asks. After the restart, a 2 s wait decides the restored traces at
+    // once (their clocks run from their first spans).
+    let a = Gateway::build("60s", "2s", 1, Some(dir_a.path())).await;
+    let b = Gateway::build("60s", "2s", 1, Some(dir_b.path())).await;
     let (an, bn) = (a.name(), b.name());
     a.set_members(&[&an]);
     b.set_members(&[&an]);
