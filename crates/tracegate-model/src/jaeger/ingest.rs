@@ -238,13 +238,16 @@ fn at(v: usize) -> u32 {
     v as u32
 }
 
-/// Extends `range` (empty or ending at `start`) to end at `end`, as a
+/// Pushes one occurrence of a repeated field onto `arena` and extends
+/// `range` (empty, or ending where the arena ended) to cover it, as a
 /// repeated field's later occurrences append to it.
-fn extend(range: &mut Range<u32>, start: usize, end: usize) {
+fn append<T>(arena: &mut Vec<T>, item: T, range: &mut Range<u32>) {
+    let start = arena.len();
+    arena.push(item);
     if range.start == range.end {
-        *range = at(start)..at(end);
+        *range = at(start)..at(arena.len());
     } else {
-        range.end = at(end);
+        range.end = at(arena.len());
     }
 }
 
@@ -327,9 +330,7 @@ fn read_process<'a>(
             }
             2 => {
                 let r = len_field(&mut c, wire_type)?;
-                let start = arena.len();
-                arena.push(read_tag(buf, r)?);
-                extend(&mut process.tags, start, arena.len());
+                append(arena, read_tag(buf, r)?, &mut process.tags);
             }
             _ => c.skip(field, wire_type, 2)?,
         }
@@ -376,9 +377,7 @@ impl<'a> Parsed<'a> {
                 }
                 4 => {
                     let r = len_field(&mut c, wire_type)?;
-                    let start = self.refs.len();
-                    self.refs.push(read_ref(buf, r)?);
-                    extend(&mut span.refs, start, self.refs.len());
+                    append(&mut self.refs, read_ref(buf, r)?, &mut span.refs);
                 }
                 5 => {
                     span.flags = varint_field(&mut c, wire_type)? as u32;
@@ -393,16 +392,12 @@ impl<'a> Parsed<'a> {
                 }
                 8 => {
                     let r = len_field(&mut c, wire_type)?;
-                    let start = self.span_tags.len();
-                    self.span_tags.push(read_tag(buf, r)?);
-                    extend(&mut span.tags, start, self.span_tags.len());
+                    append(&mut self.span_tags, read_tag(buf, r)?, &mut span.tags);
                 }
                 9 => {
                     let r = len_field(&mut c, wire_type)?;
-                    let start = self.logs.len();
                     let log = self.log(buf, r)?;
-                    self.logs.push(log);
-                    extend(&mut span.logs, start, self.logs.len());
+                    append(&mut self.logs, log, &mut span.logs);
                 }
                 10 => {
                     let r = len_field(&mut c, wire_type)?;
@@ -439,9 +434,7 @@ impl<'a> Parsed<'a> {
                 }
                 2 => {
                     let r = len_field(&mut c, wire_type)?;
-                    let start = self.log_fields.len();
-                    self.log_fields.push(read_tag(buf, r)?);
-                    extend(&mut log.fields, start, self.log_fields.len());
+                    append(&mut self.log_fields, read_tag(buf, r)?, &mut log.fields);
                 }
                 _ => c.skip(field, wire_type, 4)?,
             }
