@@ -14,43 +14,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use support::gateway::{Gateway, OTLP_GRPC_RECEIVER, TELEMETRY};
-use support::load::{sdk_clients, AtDeadline};
+use support::load::{payload_request, sdk_clients, AtDeadline};
 use support::raw::{counter_sum, wait_until_accounted};
 use support::sink::Sink;
 use tonic::transport::Channel;
-use tracegate_model::otlp::{
-    string_kv, ExportTraceServiceRequest, Resource, ResourceSpans, ScopeSpans, Span,
-};
 
 /// The exporter's byte bound: refusals start at half of it.
 const QUEUE_BYTES: u64 = 2 << 20;
 /// Spans per request (about 50 KB encoded).
 const SPANS: u64 = 200;
-
-fn request(n: u64) -> ExportTraceServiceRequest {
-    let payload = "p".repeat(200);
-    let spans = (0..SPANS)
-        .map(|s| Span {
-            trace_id: [n.to_be_bytes(), 0xfeedu64.to_be_bytes()].concat(),
-            span_id: (s + 1).to_be_bytes().to_vec(),
-            name: "op".into(),
-            start_time_unix_nano: 1,
-            end_time_unix_nano: 2,
-            attributes: vec![string_kv("payload", &payload)],
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource::default()),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_makes_the_pipeline_refuse_and_nothing_taken_is_lost() {
@@ -96,7 +68,10 @@ service:
         4,
         Instant::now() + Duration::from_secs(2),
         AtDeadline::Finish,
-        move || (request(next.fetch_add(1, Ordering::Relaxed)), SPANS),
+        move || {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            (payload_request(n..n + 1, SPANS, 200), SPANS)
+        },
     )
     .await;
     let (acked, refusals) = (tally.acked_spans(), tally.refusals());

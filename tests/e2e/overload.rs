@@ -26,13 +26,11 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use support::gateway::{pipeline_to, Gateway, OTLP_GRPC_RECEIVER};
-use support::load::{sdk_clients, AtDeadline, Tally};
+use support::load::{payload_request, sdk_clients, AtDeadline, Tally};
 use support::raw::{counter_sum, wait_for_metrics};
 use support::sink::Sink;
 use tonic::transport::Channel;
-use tracegate_model::otlp::{
-    string_kv, ExportTraceServiceRequest, Resource, ResourceSpans, ScopeSpans, Span,
-};
+use tracegate_model::otlp::ExportTraceServiceRequest;
 
 const LIMIT_MIB: u64 = 64;
 /// Traces per request, two spans each.
@@ -60,32 +58,7 @@ fn config(sink: std::net::SocketAddr) -> String {
 /// Request `n`: `TRACES` new traces of two spans, each span with a
 /// 300-byte attribute (about 70 KB encoded).
 fn request(n: u64) -> ExportTraceServiceRequest {
-    let payload = "p".repeat(300);
-    let spans = (0..TRACES)
-        .flat_map(|t| {
-            let trace_id = [(n * TRACES + t).to_be_bytes(), 0xfeedu64.to_be_bytes()].concat();
-            let payload = payload.clone();
-            (1..=2u64).map(move |s| Span {
-                trace_id: trace_id.clone(),
-                span_id: s.to_be_bytes().to_vec(),
-                name: "op".into(),
-                start_time_unix_nano: 1,
-                end_time_unix_nano: 2,
-                attributes: vec![string_kv("payload", &payload)],
-                ..Default::default()
-            })
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource::default()),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    payload_request(n * TRACES..(n + 1) * TRACES, 2, 300)
 }
 
 /// `clients` SDK-like clients on one connection, each sending new requests

@@ -4,6 +4,7 @@
 //! code in the OTLP specification). What each client saw is tallied, so a
 //! test asserts on goodput, refusals and their delays.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tonic::transport::Channel;
+use tracegate_model::otlp::{string_kv, Resource, ResourceSpans, ScopeSpans, Span};
 use tracegate_pipeline::grpc::retry_info;
 
 /// What a client does with the request it holds when the time is up.
@@ -112,4 +114,40 @@ where
         task.await.unwrap();
     }
     tally
+}
+
+/// Load of a known size: one request of the traces numbered `traces`
+/// (trace id: the number, then `0xfeed`), each of `spans_per_trace` spans
+/// (span ids 1 and up), every span carrying a `payload`-byte attribute.
+pub fn payload_request(
+    traces: Range<u64>,
+    spans_per_trace: u64,
+    payload: usize,
+) -> ExportTraceServiceRequest {
+    let payload = "p".repeat(payload);
+    let spans = traces
+        .flat_map(|t| {
+            let trace_id = [t.to_be_bytes(), 0xfeedu64.to_be_bytes()].concat();
+            let payload = payload.clone();
+            (1..=spans_per_trace).map(move |s| Span {
+                trace_id: trace_id.clone(),
+                span_id: s.to_be_bytes().to_vec(),
+                name: "op".into(),
+                start_time_unix_nano: 1,
+                end_time_unix_nano: 2,
+                attributes: vec![string_kv("payload", &payload)],
+                ..Default::default()
+            })
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource::default()),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
 }
