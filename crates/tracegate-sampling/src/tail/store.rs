@@ -49,12 +49,64 @@ struct Header {
     refs: u32,
 }
 
+/// Values under small reusable ids: a removed value's id is handed out
+/// again, so the ids stay dense (they index a vector) and fit in a `u32`.
+#[derive(Debug)]
+struct Slots<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Slots<T> {
+    fn insert(&mut self, value: T) -> u32 {
+        match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(value);
+                id
+            }
+            None => {
+                self.slots.push(Some(value));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn get(&self, id: u32) -> Option<&T> {
+        self.slots.get(id as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: u32) -> Option<&mut T> {
+        self.slots.get_mut(id as usize)?.as_mut()
+    }
+
+    /// Takes the value out; its id is free for the next insert.
+    fn remove(&mut self, id: u32) -> Option<T> {
+        let value = self.slots.get_mut(id as usize)?.take()?;
+        self.free.push(id);
+        Some(value)
+    }
+
+    /// Values held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
 /// A shard's distinct resource+scope pairs.
 #[derive(Debug, Default)]
 pub(crate) struct Headers {
     by_key: HashMap<(Bytes, Bytes), u32, RandomState>,
-    slots: Vec<Option<Header>>,
-    free: Vec<u32>,
+    slots: Slots<Header>,
     unreferenced: Vec<u32>,
     /// Memory of the headers held.
     pub(crate) memory: u64,
@@ -80,16 +132,7 @@ impl Headers {
             refs: 0,
         };
         self.memory += (header.resource.len() + header.scope.len()) as u64 + HEADER_OVERHEAD;
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.slots[id as usize] = Some(header);
-                id
-            }
-            None => {
-                self.slots.push(Some(header));
-                (self.slots.len() - 1) as u32
-            }
-        };
+        let id = self.slots.insert(header);
         self.by_key.insert(key, id);
         // Counted as unreferenced until acquired, so a header nobody takes
         // is swept too.
@@ -98,13 +141,13 @@ impl Headers {
     }
 
     fn acquire(&mut self, id: u32) {
-        if let Some(Some(h)) = self.slots.get_mut(id as usize) {
+        if let Some(h) = self.slots.get_mut(id) {
             h.refs += 1;
         }
     }
 
     fn release(&mut self, id: u32) {
-        if let Some(Some(h)) = self.slots.get_mut(id as usize) {
+        if let Some(h) = self.slots.get_mut(id) {
             h.refs = h.refs.saturating_sub(1);
             if h.refs == 0 {
                 self.unreferenced.push(id);
@@ -116,20 +159,19 @@ impl Headers {
     /// invalid afterwards, so this runs only between batches.
     pub(crate) fn sweep(&mut self) {
         for id in std::mem::take(&mut self.unreferenced) {
-            let unused = matches!(self.slots.get(id as usize), Some(Some(h)) if h.refs == 0);
+            let unused = matches!(self.slots.get(id), Some(h) if h.refs == 0);
             if !unused {
                 continue;
             }
-            if let Some(h) = self.slots[id as usize].take() {
+            if let Some(h) = self.slots.remove(id) {
                 self.memory -= (h.resource.len() + h.scope.len()) as u64 + HEADER_OVERHEAD;
                 self.by_key.remove(&(h.resource, h.scope));
-                self.free.push(id);
             }
         }
     }
 
     fn get(&self, id: u32) -> Option<&Header> {
-        self.slots.get(id as usize)?.as_ref()
+        self.slots.get(id)
     }
 
     #[cfg(test)]
@@ -164,8 +206,7 @@ struct Source {
 /// are held as long as any slice is.
 #[derive(Debug, Default)]
 pub(crate) struct Sources {
-    slots: Vec<Option<Source>>,
-    free: Vec<u32>,
+    slots: Slots<Source>,
     /// What the buffers held count, as the byte budget counts it.
     pub(crate) memory: u64,
 }
@@ -173,64 +214,50 @@ pub(crate) struct Sources {
 impl Sources {
     /// Takes `bytes` as a source with one reference (the batch's own).
     fn add(&mut self, bytes: Bytes) -> u32 {
-        let source = Some(Source {
+        self.slots.insert(Source {
             bytes,
             refs: 1,
             charged: 0,
-        });
-        match self.free.pop() {
-            Some(id) => {
-                self.slots[id as usize] = source;
-                id
-            }
-            None => {
-                self.slots.push(source);
-                (self.slots.len() - 1) as u32
-            }
-        }
+        })
     }
 
     fn acquire(&mut self, id: u32) {
-        if let Some(Some(s)) = self.slots.get_mut(id as usize) {
+        if let Some(s) = self.slots.get_mut(id) {
             s.refs += 1;
         }
     }
 
     /// Drops a reference; the last one frees the buffer at once.
     fn release(&mut self, id: u32) {
-        let Some(slot) = self.slots.get_mut(id as usize) else {
-            return;
-        };
-        let Some(s) = slot.as_mut() else {
+        let Some(s) = self.slots.get_mut(id) else {
             return;
         };
         s.refs = s.refs.saturating_sub(1);
         if s.refs == 0 {
             self.memory -= s.charged;
-            *slot = None;
-            self.free.push(id);
+            self.slots.remove(id);
         }
     }
 
     /// Counts `bytes` for a source still held.
     fn charge(&mut self, id: u32, bytes: u64) {
-        if let Some(Some(s)) = self.slots.get_mut(id as usize) {
+        if let Some(s) = self.slots.get_mut(id) {
             self.memory = self.memory - s.charged + bytes;
             s.charged = bytes;
         }
     }
 
     fn get(&self, id: u32) -> &[u8] {
-        match self.slots.get(id as usize) {
-            Some(Some(s)) => &s.bytes,
-            _ => &[],
+        match self.slots.get(id) {
+            Some(s) => &s.bytes,
+            None => &[],
         }
     }
 
     /// Request buffers held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.slots.len()
     }
 }
 
