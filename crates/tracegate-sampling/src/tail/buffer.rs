@@ -51,7 +51,7 @@ use std::mem;
 use std::time::Duration;
 
 use tracegate_model::trace_state::Threshold;
-use tracegate_model::{SpanBatch, StatusCode};
+use tracegate_model::{Indexing, SpanBatch, StatusCode};
 
 use super::adaptive::key::{KeyFields, KeyScratch, RecordedKey};
 use super::adaptive::TraceSeed;
@@ -66,7 +66,9 @@ use super::{shard_of, TraceId};
 pub type Pin = Arc<dyn Any + Send + Sync>;
 
 mod handover;
+mod table;
 pub use handover::{KnownDecision, PendingTrace};
+use table::Table;
 
 /// Decides traces: the policies, possibly shared between shards.
 pub trait Decider {
@@ -126,6 +128,15 @@ pub struct TraceBufferSettings {
     /// [`PACK_AFTER`] (store.rs): about a fifth of the memory, for the CPU
     /// of compressing every buffered span once.
     pub pack_spans: bool,
+    /// Traces this shard's table is sized for before any arrives (its
+    /// share of `num_traces`, set by [`TraceBuffer::shard_settings`]), so
+    /// that taking new traces does not grow it; zero: grown as needed.
+    pub table_capacity: u64,
+    /// Index the spans of kept traces as they are assembled (true), or
+    /// only validate them and let the batch index itself when something
+    /// reads its spans (false: for a pipeline whose later stages only
+    /// pass bytes on). The bytes are the same either way.
+    pub index_kept: bool,
 }
 
 impl Default for TraceBufferSettings {
@@ -142,6 +153,8 @@ impl Default for TraceBufferSettings {
             non_sampled_cache_size: 0,
             span_ingest: false,
             pack_spans: true,
+            table_capacity: 0,
+            index_kept: true,
         }
     }
 }
@@ -158,6 +171,7 @@ impl TraceBufferSettings {
             max_buffered_bytes: self.max_buffered_bytes.div_ceil(n),
             sampled_cache_size: self.sampled_cache_size.div_ceil(n as usize),
             non_sampled_cache_size: self.non_sampled_cache_size.div_ceil(n as usize),
+            table_capacity: self.num_traces.div_ceil(n),
             ..self.clone()
         }
     }
@@ -500,27 +514,32 @@ struct Incoming<'a> {
 }
 
 /// What a trace's slot in the table costs beyond its spans: the entry and
-/// its key, and its place in the arrival order (the hash table's spare
-/// slots aside).
-pub(crate) const ENTRY_MEMORY: u64 =
-    (mem::size_of::<(TraceId, Entry)>() + mem::size_of::<(TraceId, u64)>()) as u64;
+/// its id in their slot, its place in the index, and its place in the
+/// arrival order (the index's spare buckets aside).
+pub(crate) const ENTRY_MEMORY: u64 = (mem::size_of::<Option<(TraceId, Entry)>>()
+    + mem::size_of::<(TraceId, u32)>()
+    + mem::size_of::<Queued>()) as u64;
+
+/// A queue's reference to a trace: its slot in the table and its seq
+/// (which tells a reused slot's later trace from this one).
+type Queued = (u32, u64);
 
 /// One worker's share of the pending traces.
 #[derive(Debug)]
 pub struct TraceShard {
     settings: TraceBufferSettings,
-    table: HashMap<TraceId, Entry, RandomState>,
+    table: Table,
     /// Traces in the tables of every shard sharing this count (the bound
     /// of `num_traces`); this shard adds and removes its own.
     in_tables: Arc<AtomicU64>,
-    /// (deadline, id, seq) in first-seen order: `decision_wait` is constant,
-    /// so first-seen order is deadline order.
-    wait_queue: VecDeque<(Duration, TraceId, u64)>,
+    /// (deadline, slot, seq) in first-seen order: `decision_wait` is
+    /// constant, so first-seen order is deadline order.
+    wait_queue: VecDeque<(Duration, u32, u64)>,
     /// Same for root deadlines (`decision_wait_after_root_received`).
-    root_queue: VecDeque<(Duration, TraceId, u64)>,
-    /// (id, seq) in first-seen order: who gives way first under
+    root_queue: VecDeque<(Duration, u32, u64)>,
+    /// (slot, seq) in first-seen order: who gives way first under
     /// `num_traces` and the byte budget. Stale entries are skipped.
-    arrivals: VecDeque<(TraceId, u64)>,
+    arrivals: VecDeque<Queued>,
     pending: u64,
     memory: u64,
     next_seq: u64,
@@ -536,9 +555,9 @@ pub struct TraceShard {
     pin: Option<Pin>,
     /// Reused by [`KeyFields::record`].
     key_scratch: KeyScratch,
-    /// (when, id, seq) of pending traces with span bodies to pack, in the
-    /// order they arrived ([`PACK_AFTER`]).
-    pack_queue: VecDeque<(Duration, TraceId, u64)>,
+    /// (when, slot, seq) of pending traces with span bodies to pack, in
+    /// the order they arrived ([`PACK_AFTER`]).
+    pack_queue: VecDeque<(Duration, u32, u64)>,
 }
 
 /// How long a trace's newly arrived span bodies wait before they are
@@ -564,8 +583,10 @@ impl TraceShard {
             in_tables,
             sampled_cache: LruMap::new(settings.sampled_cache_size),
             not_sampled_cache: LruMap::new(settings.non_sampled_cache_size),
+            table: Table::with_capacity(
+                usize::try_from(settings.table_capacity).unwrap_or(usize::MAX),
+            ),
             settings,
-            table: HashMap::default(),
             wait_queue: VecDeque::new(),
             root_queue: VecDeque::new(),
             arrivals: VecDeque::new(),
@@ -584,12 +605,12 @@ impl TraceShard {
     /// Packs the span bodies of pending traces that have waited
     /// [`PACK_AFTER`] (or a quarter of `decision_wait`) since they arrived.
     fn pack_due(&mut self, now: Duration) {
-        while let Some(&(due, id, seq)) = self.pack_queue.front() {
+        while let Some(&(due, slot, seq)) = self.pack_queue.front() {
             if due > now {
                 break;
             }
             self.pack_queue.pop_front();
-            let Some(entry) = self.table.get_mut(&id) else {
+            let Some((_, entry)) = self.table.at_mut(slot) else {
                 continue;
             };
             if entry.seq != seq || !matches!(entry.state, State::Pending) {
@@ -658,8 +679,8 @@ impl TraceShard {
                 at: now,
                 tail: decision.tail,
             };
-            self.table_insert(id, Entry::empty(seq, now, state));
-            self.arrivals.push_back((id, seq));
+            let slot = self.table_insert(id, Entry::empty(seq, now, state));
+            self.arrivals.push_back((slot, seq));
             self.compact_arrivals();
         }
     }
@@ -683,10 +704,13 @@ impl TraceShard {
         self.in_tables.load(Ordering::Relaxed)
     }
 
-    fn table_insert(&mut self, id: TraceId, entry: Entry) {
-        if self.table.insert(id, entry).is_none() {
+    /// Puts `entry` in the table; returns its slot.
+    fn table_insert(&mut self, id: TraceId, entry: Entry) -> u32 {
+        let (slot, old) = self.table.insert(id, entry);
+        if old.is_none() {
             self.in_tables.fetch_add(1, Ordering::Relaxed);
         }
+        slot
     }
 
     fn table_remove(&mut self, id: &TraceId, now: Duration, out: &mut Released) -> Option<Entry> {
@@ -779,7 +803,11 @@ impl TraceShard {
     ) -> bool {
         let batch = incoming.batch;
         let count = indices.len() as u64;
-        if let Some(entry) = self.table.get(&id) {
+        let slot = if let Some((slot, entry)) = self
+            .table
+            .slot_of(&id)
+            .and_then(|slot| Some((slot, self.table.at(slot)?.1)))
+        {
             if let State::Decided { sampled, at, tail } = entry.state {
                 out.late_span_ages.push(now.saturating_sub(at));
                 if sampled {
@@ -798,6 +826,7 @@ impl TraceShard {
                 }
                 return true;
             }
+            slot
         } else {
             if let Some((policy, tail)) = self.sampled_cache.get(&id) {
                 self.stats.cache_released_sampled_spans += count;
@@ -819,9 +848,9 @@ impl TraceShard {
             if !self.make_room(now, decider, out) {
                 return false;
             }
-            self.start_trace(id, now);
-        }
-        self.append(incoming, id, indices, now, decider, out);
+            self.start_trace(id, now)
+        };
+        self.append(incoming, slot, indices, now, decider, out);
         if self.settings.span_ingest {
             self.decide_on_ingest(batch, id, indices, now, decider, out);
         }
@@ -840,7 +869,10 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) {
-        let Some(entry) = self.table.get(&id) else {
+        let Some(slot) = self.table.slot_of(&id) else {
+            return;
+        };
+        let Some((_, entry)) = self.table.at(slot) else {
             return;
         };
         if !matches!(entry.state, State::Pending) {
@@ -851,7 +883,7 @@ impl TraceShard {
         view.span_count = entry.span_count;
         if let Some(verdict) = decider.decide_span_ingest(&view, now) {
             self.decide_as(
-                id,
+                slot,
                 now,
                 DecisionReason::SpanIngest,
                 Some(verdict),
@@ -861,30 +893,33 @@ impl TraceShard {
         }
     }
 
-    fn start_trace(&mut self, id: TraceId, now: Duration) {
+    /// Starts a pending trace; returns its slot.
+    fn start_trace(&mut self, id: TraceId, now: Duration) -> u32 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.table_insert(id, Entry::empty(seq, now, State::Pending));
+        let slot = self.table_insert(id, Entry::empty(seq, now, State::Pending));
         self.pending += 1;
         self.stats.new_traces += 1;
         self.wait_queue
-            .push_back((now + self.settings.decision_wait, id, seq));
-        self.arrivals.push_back((id, seq));
+            .push_back((now + self.settings.decision_wait, slot, seq));
+        self.arrivals.push_back((slot, seq));
         self.compact_arrivals();
+        slot
     }
 
-    /// Appends spans to a pending trace and applies the per-trace limits.
+    /// Appends spans to the pending trace in `slot` and applies the
+    /// per-trace limits.
     fn append(
         &mut self,
         incoming: &mut Incoming<'_>,
-        id: TraceId,
+        slot: u32,
         indices: &[u32],
         now: Duration,
         decider: &mut impl Decider,
         out: &mut Released,
     ) {
         let settings = &self.settings;
-        let Some(entry) = self.table.get_mut(&id) else {
+        let Some((_, entry)) = self.table.at_mut(slot) else {
             return;
         };
         let batch = incoming.batch;
@@ -926,7 +961,7 @@ impl TraceShard {
         entry.span_count += indices.len() as u64;
         if settings.pack_spans && !entry.stored.has_unpacked() {
             let after = PACK_AFTER.min(settings.decision_wait / 4);
-            self.pack_queue.push_back((now + after, id, entry.seq));
+            self.pack_queue.push_back((now + after, slot, entry.seq));
         }
         let before = entry.stored.memory();
         let (size, traces_size) =
@@ -947,7 +982,7 @@ impl TraceShard {
             if !after_root.is_zero() {
                 let deadline = now + after_root;
                 if deadline < entry.first_seen + settings.decision_wait {
-                    self.root_queue.push_back((deadline, id, entry.seq));
+                    self.root_queue.push_back((deadline, slot, entry.seq));
                 }
             }
         }
@@ -956,9 +991,9 @@ impl TraceShard {
         let too_many =
             settings.max_spans_per_trace > 0 && entry.span_count > settings.max_spans_per_trace;
         if too_large {
-            self.decide(id, now, DecisionReason::TooLarge, decider, out);
+            self.decide_at(slot, now, DecisionReason::TooLarge, decider, out);
         } else if too_many {
-            self.decide(id, now, DecisionReason::TooManySpans, decider, out);
+            self.decide_at(slot, now, DecisionReason::TooManySpans, decider, out);
         }
     }
 
@@ -1005,10 +1040,10 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) -> Option<(TraceId, u64)> {
-        let mut skipped: Vec<(TraceId, u64)> = Vec::new();
+        let mut skipped: Vec<Queued> = Vec::new();
         let mut evicted = None;
-        while let Some((id, seq)) = self.arrivals.pop_front() {
-            let Some(entry) = self.table.get(&id).filter(|e| e.seq == seq) else {
+        while let Some((slot, seq)) = self.arrivals.pop_front() {
+            let Some((&id, entry)) = self.table.live(slot, seq) else {
                 continue;
             };
             match entry.state {
@@ -1017,13 +1052,13 @@ impl TraceShard {
                     evicted = Some((id, 0));
                     break;
                 }
-                State::Pending if decided_only => skipped.push((id, seq)),
+                State::Pending if decided_only => skipped.push((slot, seq)),
                 State::Pending => {
                     let before = self.spans_memory();
                     // Stays in the table as decided (or leaves it), either
                     // way the slot accounting below sees the change.
-                    self.decide(id, now, reason, decider, out);
-                    if self.table.get(&id).is_some_and(|e| e.seq == seq) {
+                    self.decide_at(slot, now, reason, decider, out);
+                    if self.table.live(slot, seq).is_some() {
                         self.table_remove(&id, now, out);
                     }
                     // What it really freed: a request buffer goes with
@@ -1138,9 +1173,7 @@ impl TraceShard {
         }
         self.headers.sweep();
         // A table emptied this way gives its memory back.
-        if self.table.capacity() > 4 * self.table.len() + 1024 {
-            self.table.shrink_to(2 * self.table.len());
-        }
+        self.table.shrink();
         self.stats.early_memory_limit - before
     }
 
@@ -1157,15 +1190,11 @@ impl TraceShard {
         // The wait queue is the pending traces in first-seen order; entries
         // of traces decided since are skipped (and dropped) on the way.
         while self.buffered_bytes() > budget {
-            let Some((_, id, seq)) = self.wait_queue.pop_front() else {
+            let Some((_, slot, seq)) = self.wait_queue.pop_front() else {
                 break;
             };
-            let pending = self
-                .table
-                .get(&id)
-                .is_some_and(|e| e.seq == seq && matches!(e.state, State::Pending));
-            if pending {
-                self.decide(id, now, reason, decider, out);
+            if self.is_pending_at(slot, seq) {
+                self.decide_at(slot, now, reason, decider, out);
             }
         }
     }
@@ -1193,13 +1222,9 @@ impl TraceShard {
                     }
                 }
             };
-            let Some((_, id, seq)) = entry else { break };
-            let due = self
-                .table
-                .get(&id)
-                .is_some_and(|e| e.seq == seq && matches!(e.state, State::Pending));
-            if due {
-                self.decide(id, now, reason, decider, out);
+            let Some((_, slot, seq)) = entry else { break };
+            if self.is_pending_at(slot, seq) {
+                self.decide_at(slot, now, reason, decider, out);
             }
         }
     }
@@ -1216,12 +1241,10 @@ impl TraceShard {
         let ids: Vec<TraceId> = self
             .arrivals
             .iter()
-            .filter(|(id, seq)| {
-                self.table
-                    .get(id)
-                    .is_some_and(|e| e.seq == *seq && matches!(e.state, State::Pending))
+            .filter_map(|&(slot, seq)| {
+                let (id, e) = self.table.live(slot, seq)?;
+                matches!(e.state, State::Pending).then_some(*id)
             })
-            .map(|(id, _)| *id)
             .collect();
         for id in ids {
             if drop_pending {
@@ -1246,21 +1269,43 @@ impl TraceShard {
         decider: &mut impl Decider,
         out: &mut Released,
     ) {
-        self.decide_as(id, now, reason, None, decider, out);
+        if let Some(slot) = self.table.slot_of(&id) {
+            self.decide_as(slot, now, reason, None, decider, out);
+        }
     }
 
-    /// Decides a pending trace: with `given`, as given; otherwise by the
-    /// policies (or as not sampled, when too large or in `span-ingest`).
+    /// Decides the trace in `slot` by the policies.
+    fn decide_at(
+        &mut self,
+        slot: u32,
+        now: Duration,
+        reason: DecisionReason,
+        decider: &mut impl Decider,
+        out: &mut Released,
+    ) {
+        self.decide_as(slot, now, reason, None, decider, out);
+    }
+
+    /// Whether the trace in `slot` is the pending one of `seq`.
+    fn is_pending_at(&self, slot: u32, seq: u64) -> bool {
+        self.table
+            .live(slot, seq)
+            .is_some_and(|(_, e)| matches!(e.state, State::Pending))
+    }
+
+    /// Decides the pending trace in `slot`: with `given`, as given;
+    /// otherwise by the policies (or as not sampled, when too large or in
+    /// `span-ingest`).
     fn decide_as(
         &mut self,
-        id: TraceId,
+        slot: u32,
         now: Duration,
         reason: DecisionReason,
         given: Option<Verdict>,
         decider: &mut impl Decider,
         out: &mut Released,
     ) {
-        let Some(entry) = self.table.get_mut(&id) else {
+        let Some((&id, entry)) = self.table.at_mut(slot) else {
             return;
         };
         if !matches!(entry.state, State::Pending) {
@@ -1308,7 +1353,14 @@ impl TraceShard {
             };
             let verdict = decider.decide(&view, now);
             // Only a kept trace is written back if no policy read it.
-            let assembled = verdict.is_sampled().then(|| spans.into_batch());
+            let indexing = if self.settings.index_kept {
+                Indexing::Eager
+            } else {
+                Indexing::Lazy
+            };
+            let assembled = verdict
+                .is_sampled()
+                .then(|| spans.into_batch_with(indexing));
             (verdict, assembled)
         };
         let sampled = verdict.is_sampled();
@@ -1377,7 +1429,7 @@ impl TraceShard {
         if self.arrivals.len() > 2 * self.table.len() + 64 {
             let table = &self.table;
             self.arrivals
-                .retain(|(id, seq)| table.get(id).is_some_and(|e| e.seq == *seq));
+                .retain(|&(slot, seq)| table.live(slot, seq).is_some());
         }
     }
 }
@@ -1398,6 +1450,12 @@ impl TraceShard {
     #[cfg(test)]
     pub(crate) fn headers_len(&self) -> usize {
         self.headers.len()
+    }
+
+    /// Slots the table has allocated.
+    #[cfg(test)]
+    pub(crate) fn table_slots(&self) -> usize {
+        self.table.slots()
     }
 
     /// Request buffers pending spans hold slices of, and what they count.

@@ -32,7 +32,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use foldhash::fast::RandomState;
-use tracegate_model::SpanBatch;
+use tracegate_model::{Indexing, SpanBatch};
 
 /// Field numbers of the children that are not copied into a header.
 const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
@@ -347,14 +347,21 @@ impl<'a> AssembledOnDemand<'a> {
 
     pub(crate) fn batch(&self) -> &SpanBatch {
         self.batch
-            .get_or_init(|| self.stored.assemble(self.headers))
+            .get_or_init(|| self.stored.assemble(self.headers, Indexing::Eager))
     }
 
     /// The assembled trace, assembling it now if nothing read it yet.
     pub(crate) fn into_batch(self) -> SpanBatch {
+        self.into_batch_with(Indexing::Eager)
+    }
+
+    /// [`Self::into_batch`], indexing a trace assembled now as `indexing`
+    /// says: lazily when nothing after the shard reads spans (the batch
+    /// is validated either way, and builds its index on first use).
+    pub(crate) fn into_batch_with(self, indexing: Indexing) -> SpanBatch {
         match self.batch.into_inner() {
             Some(batch) => batch,
-            None => self.stored.assemble(self.headers),
+            None => self.stored.assemble(self.headers, indexing),
         }
     }
 }
@@ -680,8 +687,9 @@ impl StoredSpans {
         }
     }
 
-    /// The spans written back as a request, in arrival order.
-    pub(crate) fn assemble(&self, headers: &Headers) -> SpanBatch {
+    /// The spans written back as a request, in arrival order, scanned
+    /// with `indexing`.
+    pub(crate) fn assemble(&self, headers: &Headers, indexing: Indexing) -> SpanBatch {
         #[cfg(test)]
         ASSEMBLED.with(|n| n.set(n.get() + 1));
         let unpacked = match &self.packed {
@@ -697,8 +705,21 @@ impl StoredSpans {
                 out
             }
         };
-        let bodies_len = self.spans.iter().map(|s| s.len as usize).sum::<usize>();
-        let mut out = Vec::with_capacity(bodies_len + self.spans.len() * 6 + 512);
+        // Bodies with their tags and lengths, and each run's headers with
+        // theirs: enough that the buffer never grows.
+        let mut capacity = 0usize;
+        let mut last_header = None;
+        for s in &self.spans {
+            capacity += s.len as usize + 6;
+            if last_header != Some(s.header) {
+                last_header = Some(s.header);
+                capacity += headers
+                    .get(s.header)
+                    .map_or(0, |h| h.resource.len() + h.scope.len())
+                    + 22;
+            }
+        }
+        let mut out = Vec::with_capacity(capacity);
         let mut at = 0usize;
         let mut run_start = 0usize;
         while run_start < self.spans.len() {
@@ -743,7 +764,7 @@ impl StoredSpans {
         }
         // Every part came out of a scanned request, so this scans; should
         // it not (a bug), the trace reads as empty rather than panicking.
-        SpanBatch::scan(Bytes::from(out)).unwrap_or_else(|e| {
+        SpanBatch::scan_with(Bytes::from(out), indexing).unwrap_or_else(|e| {
             debug_assert!(false, "reassembled trace failed to scan: {e}");
             SpanBatch::default()
         })

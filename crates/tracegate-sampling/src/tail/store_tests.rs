@@ -244,3 +244,37 @@ fn packing_copies_the_bodies_and_lets_the_request_go() {
     assert_eq!(got, expected);
     assert_eq!(shard.buffered_bytes(), 0);
 }
+
+#[test]
+fn kept_traces_left_unindexed_send_the_same_bytes_and_spans() {
+    let mut set = keep_all();
+    let mut eager = TraceShard::new(TraceBufferSettings {
+        pack_spans: false,
+        ..settings()
+    });
+    let mut lazy = TraceShard::new(TraceBufferSettings {
+        pack_spans: false,
+        index_kept: false,
+        ..settings()
+    });
+    let batches = requests();
+    take_in(&mut eager, &batches, false, &mut set);
+    take_in(&mut lazy, &batches, false, &mut set);
+    let mut out = Released::default();
+    eager.poll(secs(20), &mut set, &mut out);
+    let kept_eager = std::mem::take(&mut out.sampled);
+    lazy.poll(secs(20), &mut set, &mut out);
+    let kept_lazy = std::mem::take(&mut out.sampled);
+    assert_eq!(kept_eager.len(), 6);
+    assert_eq!(kept_lazy.len(), 6);
+    for (e, l) in kept_eager.iter().zip(&kept_lazy) {
+        assert!(e.is_indexed());
+        assert!(!l.is_indexed(), "validated, not indexed");
+        assert_eq!(l.len(), e.len());
+        assert_eq!(l.bytes(), e.bytes());
+        // Indexed on first use, as the eager scan indexed it.
+        assert_eq!(l.spans(), e.spans());
+        assert_eq!(l.scopes(), e.scopes());
+        assert_eq!(l.resources(), e.resources());
+    }
+}

@@ -1069,6 +1069,45 @@ fn root_received_shortens_the_wait_but_never_lengthens_it() {
 }
 
 #[test]
+fn a_reused_slot_is_not_decided_for_the_trace_that_left_it() {
+    // With a decision cache a decided trace leaves the table and its slot
+    // goes to the next new trace; the queue entries made for the one that
+    // left must not decide the newcomer.
+    let mut shard = TraceShard::new(TraceBufferSettings {
+        decision_wait_after_root_received: Duration::from_secs(1),
+        sampled_cache_size: 10,
+        non_sampled_cache_size: 10,
+        ..settings()
+    });
+    let mut set = keep_errors();
+    let mut out = Released::default();
+    // Trace 1: root at 0 s, decided at 1 s (its wait-queue entry for 10 s
+    // stays behind), and it leaves the table for the cache.
+    shard.insert(&batch(&[span(tid(1), 1)]), secs(0), &mut set, &mut out);
+    shard.poll(secs(1), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 1);
+    assert_eq!(shard.traces_in_table(), 0);
+    // Trace 2 at 2 s takes the freed slot: due at 12 s, not at 10 s.
+    shard.insert(
+        &batch(&[span(tid(2), 2).error()]),
+        secs(2),
+        &mut set,
+        &mut out,
+    );
+    assert_eq!(shard.table_slots(), 1, "the slot is reused");
+    shard.poll(secs(10), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 1, "trace 2 waits its own decision_wait");
+    assert!(shard.is_pending(&tid(2)));
+    shard.poll(secs(12), &mut set, &mut out);
+    assert_eq!(out.decided.len(), 2);
+    assert_eq!(
+        (out.decided[1].trace_id, out.decided[1].reason),
+        (tid(2), DecisionReason::DecisionWait)
+    );
+    assert_eq!(out.sampled.len(), 1);
+}
+
+#[test]
 fn size_limits_decide_at_once() {
     let mut shard = TraceShard::new(TraceBufferSettings {
         max_spans_per_trace: 3,

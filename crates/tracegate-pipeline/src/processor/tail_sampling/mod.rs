@@ -333,6 +333,10 @@ impl Config {
             non_sampled_cache_size: self.decision_cache.non_sampled_cache_size,
             span_ingest: self.sampling_strategy == SamplingStrategy::SpanIngest,
             pack_spans: self.pack_pending_spans,
+            // Set per shard by `TraceBuffer::shard_settings`.
+            table_capacity: 0,
+            // Set in `start_with`, which knows the next stage.
+            index_kept: true,
         }
     }
 
@@ -729,7 +733,8 @@ impl TailSampler {
             .iter()
             .map(|name| format!("{}{name}", prefix.as_deref().unwrap_or("")))
             .collect();
-        let adaptive_names = if set.adaptive_reports().is_empty() {
+        let adaptive = !set.adaptive_reports().is_empty();
+        let adaptive_names = if !adaptive {
             Vec::new()
         } else {
             labels.clone()
@@ -762,7 +767,11 @@ impl TailSampler {
             pending: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             bytes: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         });
-        let settings = TraceBuffer::shard_settings(&config.buffer_settings(), shards);
+        let mut settings = TraceBuffer::shard_settings(&config.buffer_settings(), shards);
+        // Kept traces are indexed as they are assembled only when a stage
+        // after this one reads spans, or this one writes to them (the
+        // policy names, adaptive thresholds); otherwise only validated.
+        settings.index_kept = next.reads_spans() || config.record_policy || adaptive;
         // num_traces bounds the traces of all shards together.
         let in_tables = Arc::new(AtomicU64::new(0));
         let clock = Clock::start();

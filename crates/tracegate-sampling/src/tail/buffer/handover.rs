@@ -80,7 +80,7 @@ impl TraceShard {
         let ids: Vec<TraceId> = self
             .table
             .iter()
-            .filter(|(id, e)| matches!(e.state, State::Pending) && leaves(id))
+            .filter(|&(id, e)| matches!(e.state, State::Pending) && leaves(id))
             .map(|(id, _)| *id)
             .collect();
         for &id in &ids {
@@ -117,8 +117,8 @@ impl TraceShard {
         mut moves: impl FnMut(&TraceId) -> bool,
         out: &mut Vec<KnownDecision>,
     ) {
-        for (id, seq) in &self.arrivals {
-            let Some(entry) = self.table.get(id).filter(|e| e.seq == *seq) else {
+        for &(slot, seq) in &self.arrivals {
+            let Some((id, entry)) = self.table.live(slot, seq) else {
                 continue;
             };
             if let State::Decided { sampled, tail, .. } = entry.state {
@@ -175,14 +175,17 @@ impl TraceShard {
         let mut due = Vec::new();
         for id in ids {
             let Some(at) = first_seen(&id) else { continue };
-            let Some(entry) = self.table.get_mut(&id) else {
+            let Some(slot) = self.table.slot_of(&id) else {
+                continue;
+            };
+            let Some((_, entry)) = self.table.at_mut(slot) else {
                 continue;
             };
             if matches!(entry.state, State::Pending) && at < entry.first_seen {
                 entry.first_seen = at;
                 // The later entry of the same seq stays in the queue and
                 // finds the trace decided when it comes up.
-                due.push((at + self.settings.decision_wait, id, entry.seq));
+                due.push((at + self.settings.decision_wait, slot, entry.seq));
             }
         }
         self.merge_into_wait_queue(due);
@@ -191,14 +194,14 @@ impl TraceShard {
 
     /// Puts deadlines into the wait queue in deadline order (it is
     /// otherwise in first-seen order, which handed-over traces break).
-    fn merge_into_wait_queue(&mut self, mut due: Vec<(Duration, TraceId, u64)>) {
+    fn merge_into_wait_queue(&mut self, mut due: Vec<(Duration, u32, u64)>) {
         if due.is_empty() {
             return;
         }
         due.sort_unstable_by_key(|e| e.0);
         // Everything at or before the earliest new deadline stays put.
         let from = self.wait_queue.partition_point(|e| e.0 <= due[0].0);
-        let tail: Vec<(Duration, TraceId, u64)> = self.wait_queue.drain(from..).collect();
+        let tail: Vec<(Duration, u32, u64)> = self.wait_queue.drain(from..).collect();
         let (mut a, mut b) = (tail.into_iter().peekable(), due.into_iter().peekable());
         loop {
             let next = match (a.peek(), b.peek()) {
@@ -225,6 +228,9 @@ impl TraceShard {
         let id = decision.trace_id;
         match self.table.get(&id).map(|e| &e.state) {
             Some(State::Pending) => {
+                let Some(slot) = self.table.slot_of(&id) else {
+                    return;
+                };
                 let verdict = Verdict {
                     decision: if decision.sampled {
                         Decision::Sampled
@@ -236,7 +242,7 @@ impl TraceShard {
                     tail: decision.tail,
                 };
                 self.decide_as(
-                    id,
+                    slot,
                     now,
                     DecisionReason::Handover,
                     Some(verdict),
@@ -280,7 +286,7 @@ impl TraceShard {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.table_insert(
+        let slot = self.table_insert(
             id,
             Entry::empty(
                 seq,
@@ -292,7 +298,7 @@ impl TraceShard {
                 },
             ),
         );
-        self.arrivals.push_back((id, seq));
+        self.arrivals.push_back((slot, seq));
         self.compact_arrivals();
     }
 }
@@ -440,7 +446,11 @@ mod tests {
         };
         b.import_spans(&moved, 0..2, first_seen, secs(105), &mut policies, &mut out);
         assert_eq!(b.next_deadline(), Some(secs(100)));
-        let order: Vec<u8> = b.wait_queue.iter().map(|e| e.1[7]).collect();
+        let order: Vec<u8> = b
+            .wait_queue
+            .iter()
+            .map(|e| b.table.at(e.1).expect("a queued trace is in the table").0[7])
+            .collect();
         assert_eq!(order, [7, 1, 8, 2, 3, 7, 8]);
         b.poll(secs(105), &mut policies, &mut out);
         assert_eq!(numbers(&out.decided), [7]);
