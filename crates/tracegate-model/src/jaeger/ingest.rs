@@ -14,17 +14,15 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use bytes::Bytes;
-
 use super::otlp_writer::{
     len_field_len, put_fixed64_nonzero, put_len_field, put_nonempty, span_kind, status,
-    write_event, write_link, write_resource, write_status, Attrs, Val,
+    write_event, write_link, write_resource, write_status, written_batch, Attrs, Val,
 };
 use super::tags;
 use super::to_otlp::JaegerError;
 use crate::scan::is_ascii;
 use crate::wire::{close, open, put_varint, Cursor, Fault, I64, LEN, VARINT};
-use crate::SpanBatch;
+use crate::{Indexing, SpanBatch};
 
 /// Why a `PostSpansRequest` was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,12 +49,21 @@ impl From<Fault> for IngestError {
 /// batch as decoding it with prost and mapping it with
 /// [`span_batch_from_batches`](super::span_batch_from_batches).
 pub fn span_batch_from_post_spans(request: &[u8]) -> Result<SpanBatch, IngestError> {
-    let otlp = otlp_from_post_spans(request)?;
-    match SpanBatch::scan(Bytes::from(otlp)) {
-        Ok(batch) => Ok(batch),
+    span_batch_from_post_spans_with(request, Indexing::Eager)
+}
+
+/// [`span_batch_from_post_spans`], indexed as `indexing` says. Lazily, the
+/// written request is not scanned at all (`otlp_writer::written_batch`).
+pub fn span_batch_from_post_spans_with(
+    request: &[u8],
+    indexing: Indexing,
+) -> Result<SpanBatch, IngestError> {
+    let (otlp, spans) = write_otlp(request)?;
+    match written_batch(otlp, spans, indexing) {
+        Some(batch) => Ok(batch),
         // Not expected: the writer writes only what the scanner takes. The
         // owned path decides then, as it always did.
-        Err(_) => owned_path(request),
+        None => owned_path(request),
     }
 }
 
@@ -70,6 +77,11 @@ fn owned_path(request: &[u8]) -> Result<SpanBatch, IngestError> {
 /// The encoded OTLP `ExportTraceServiceRequest` for an encoded
 /// `PostSpansRequest`.
 pub fn otlp_from_post_spans(request: &[u8]) -> Result<Vec<u8>, IngestError> {
+    write_otlp(request).map(|(otlp, _)| otlp)
+}
+
+/// The OTLP request and the number of spans written into it.
+fn write_otlp(request: &[u8]) -> Result<(Vec<u8>, usize), IngestError> {
     let mut parsed = Parsed::with_capacity(request.len());
     let mut batch_seen = false;
     let mut c = Cursor::new(request, 0..request.len());
@@ -85,10 +97,11 @@ pub fn otlp_from_post_spans(request: &[u8]) -> Result<Vec<u8>, IngestError> {
         }
     }
     let mut out = Vec::with_capacity(request.len() + request.len() / 4 + 64);
+    let mut spans = 0;
     if batch_seen && (parsed.batch_process.is_some() || !parsed.spans.is_empty()) {
-        parsed.write(&mut out)?;
+        spans = parsed.write(&mut out)?;
     }
-    Ok(out)
+    Ok((out, spans))
 }
 
 fn expect(wire_type: u8, want: u8) -> Result<(), IngestError> {
@@ -549,7 +562,8 @@ struct Scratch<'a> {
 }
 
 impl<'a> Parsed<'a> {
-    fn write(&self, out: &mut Vec<u8>) -> Result<(), IngestError> {
+    /// Writes the request; returns the number of spans written.
+    fn write(&self, out: &mut Vec<u8>) -> Result<usize, IngestError> {
         // Spans grouped by process in first-seen order: the batch's first
         // (spans without their own join it), then each distinct own one.
         let batch_key = self.batch_process.as_ref().map(|p| ProcessKey {
@@ -577,13 +591,14 @@ impl<'a> Parsed<'a> {
             groups[at].1.push(i as u32);
         }
         let mut scratch = Scratch::default();
+        let mut written = 0;
         for (process, spans) in &groups {
             let rs = open(out, 0x0a, 3);
             self.write_resource(out, process, &mut scratch.attrs);
-            self.write_scopes(out, spans, &mut scratch)?;
+            written += self.write_scopes(out, spans, &mut scratch)?;
             close(out, rs, 3);
         }
-        Ok(())
+        Ok(written)
     }
 
     fn write_resource(
@@ -622,13 +637,14 @@ impl<'a> Parsed<'a> {
         write_resource(out, attrs);
     }
 
-    /// The spans of one resource, one ScopeSpans per `otel.scope.*` pair.
+    /// The spans of one resource, one ScopeSpans per `otel.scope.*` pair;
+    /// returns how many were written.
     fn write_scopes(
         &self,
         out: &mut Vec<u8>,
         spans: &[u32],
         scratch: &mut Scratch<'a>,
-    ) -> Result<(), IngestError> {
+    ) -> Result<usize, IngestError> {
         // (name, version, the two tags that named them) per span.
         struct Scoped<'a> {
             span: u32,
@@ -698,7 +714,7 @@ impl<'a> Parsed<'a> {
             }
             close(out, ss, 3);
         }
-        Ok(())
+        Ok(scoped.len())
     }
 
     fn write_span(

@@ -11,7 +11,7 @@
 //! the property tests hold the two to the same bytes.
 
 use crate::otlp::ExportTraceServiceRequest;
-use crate::SpanBatch;
+use crate::{Indexing, SpanBatch};
 
 mod ingest;
 mod model;
@@ -96,17 +96,42 @@ fn view_batch_binary(body: &[u8]) -> Result<BatchView<'_>, ThriftError> {
 
 /// A compact agent packet (port 6831) as a [`SpanBatch`], written directly.
 pub fn agent_compact_to_span_batch(packet: &[u8]) -> Result<SpanBatch, ThriftError> {
-    view_agent_compact(packet).map(|b| ingest::span_batch(&b, packet.len()))
+    agent_compact_to_span_batch_with(packet, Indexing::Eager)
 }
 
 /// A binary agent packet (port 6832) as a [`SpanBatch`], written directly.
 pub fn agent_binary_to_span_batch(packet: &[u8]) -> Result<SpanBatch, ThriftError> {
-    view_agent_binary(packet).map(|b| ingest::span_batch(&b, packet.len()))
+    agent_binary_to_span_batch_with(packet, Indexing::Eager)
 }
 
 /// An HTTP thrift body as a [`SpanBatch`], written directly.
 pub fn batch_binary_to_span_batch(body: &[u8]) -> Result<SpanBatch, ThriftError> {
-    view_batch_binary(body).map(|b| ingest::span_batch(&b, body.len()))
+    batch_binary_to_span_batch_with(body, Indexing::Eager)
+}
+
+/// [`agent_compact_to_span_batch`], indexed as `indexing` says (lazily:
+/// the written request is not scanned).
+pub fn agent_compact_to_span_batch_with(
+    packet: &[u8],
+    indexing: Indexing,
+) -> Result<SpanBatch, ThriftError> {
+    view_agent_compact(packet).map(|b| ingest::span_batch(&b, packet.len(), indexing))
+}
+
+/// [`agent_binary_to_span_batch`], indexed as `indexing` says.
+pub fn agent_binary_to_span_batch_with(
+    packet: &[u8],
+    indexing: Indexing,
+) -> Result<SpanBatch, ThriftError> {
+    view_agent_binary(packet).map(|b| ingest::span_batch(&b, packet.len(), indexing))
+}
+
+/// [`batch_binary_to_span_batch`], indexed as `indexing` says.
+pub fn batch_binary_to_span_batch_with(
+    body: &[u8],
+    indexing: Indexing,
+) -> Result<SpanBatch, ThriftError> {
+    view_batch_binary(body).map(|b| ingest::span_batch(&b, body.len(), indexing))
 }
 
 /// An agent UDP packet in the compact protocol (port 6831).
