@@ -264,8 +264,30 @@ fn append<T>(arena: &mut Vec<T>, item: T, range: &mut Range<u32>) {
     }
 }
 
-fn read_tag<'a>(buf: &'a [u8], body: Range<usize>) -> Result<Tag<'a>, IngestError> {
-    let mut tag = Tag::default();
+/// Reads a `KeyValue` into a new last element of `arena` and extends
+/// `range` to cover it, as [`append`] does. The view is written where it
+/// stays: returned by value it was copied through the stack (80 bytes),
+/// and reading it back right after the callee's narrower stores stalled.
+/// On an error the request is refused, so the element left behind does
+/// not matter.
+fn append_tag<'a>(
+    arena: &mut Vec<Tag<'a>>,
+    buf: &'a [u8],
+    body: Range<usize>,
+    range: &mut Range<u32>,
+) -> Result<(), IngestError> {
+    arena.push(Tag::default());
+    let end = at(arena.len());
+    read_tag(buf, body, arena.last_mut().expect("just pushed"))?;
+    if range.start == range.end {
+        *range = end - 1..end;
+    } else {
+        range.end = end;
+    }
+    Ok(())
+}
+
+fn read_tag<'a>(buf: &'a [u8], body: Range<usize>, tag: &mut Tag<'a>) -> Result<(), IngestError> {
     let mut c = Cursor::new(buf, body);
     while !c.at_end() {
         let (field, wire_type) = c.tag()?;
@@ -298,7 +320,7 @@ fn read_tag<'a>(buf: &'a [u8], body: Range<usize>) -> Result<Tag<'a>, IngestErro
             _ => c.skip(field, wire_type, 2)?,
         }
     }
-    Ok(tag)
+    Ok(())
 }
 
 /// A `Timestamp` or `Duration` merged into `into`.
@@ -343,7 +365,7 @@ fn read_process<'a>(
             }
             2 => {
                 let r = len_field(&mut c, wire_type)?;
-                append(arena, read_tag(buf, r)?, &mut process.tags);
+                append_tag(arena, buf, r, &mut process.tags)?;
             }
             _ => c.skip(field, wire_type, 2)?,
         }
@@ -405,7 +427,7 @@ impl<'a> Parsed<'a> {
                 }
                 8 => {
                     let r = len_field(&mut c, wire_type)?;
-                    append(&mut self.span_tags, read_tag(buf, r)?, &mut span.tags);
+                    append_tag(&mut self.span_tags, buf, r, &mut span.tags)?;
                 }
                 9 => {
                     let r = len_field(&mut c, wire_type)?;
@@ -447,7 +469,7 @@ impl<'a> Parsed<'a> {
                 }
                 2 => {
                     let r = len_field(&mut c, wire_type)?;
-                    append(&mut self.log_fields, read_tag(buf, r)?, &mut log.fields);
+                    append_tag(&mut self.log_fields, buf, r, &mut log.fields)?;
                 }
                 _ => c.skip(field, wire_type, 4)?,
             }

@@ -55,6 +55,7 @@ fn agent_call<'a, R: Reader<'a>>(
     reader: &mut R,
     name: String,
     kind: u8,
+    packet_len: usize,
 ) -> Result<BatchView<'a>, ThriftError> {
     if kind != MESSAGE_ONEWAY && kind != MESSAGE_CALL {
         return Err(ThriftError::Invalid(format!(
@@ -69,7 +70,7 @@ fn agent_call<'a, R: Reader<'a>>(
     reader.struct_begin()?;
     while let Some((id, t)) = reader.field()? {
         if id == 1 && t == TType::Struct {
-            batch = Some(view::read_batch(reader)?);
+            batch = Some(view::read_batch(reader, packet_len)?);
         } else {
             reader.skip(t)?;
         }
@@ -81,17 +82,17 @@ fn agent_call<'a, R: Reader<'a>>(
 fn view_agent_compact(packet: &[u8]) -> Result<BatchView<'_>, ThriftError> {
     let mut reader = CompactReader::new(packet);
     let (name, kind) = reader.message_begin()?;
-    agent_call(&mut reader, name, kind)
+    agent_call(&mut reader, name, kind, packet.len())
 }
 
 fn view_agent_binary(packet: &[u8]) -> Result<BatchView<'_>, ThriftError> {
     let mut reader = BinaryReader::new(packet);
     let (name, kind) = reader.message_begin()?;
-    agent_call(&mut reader, name, kind)
+    agent_call(&mut reader, name, kind, packet.len())
 }
 
 fn view_batch_binary(body: &[u8]) -> Result<BatchView<'_>, ThriftError> {
-    view::read_batch(&mut BinaryReader::new(body))
+    view::read_batch(&mut BinaryReader::new(body), body.len())
 }
 
 /// A compact agent packet (port 6831) as a [`SpanBatch`], written directly.
