@@ -2,7 +2,8 @@
 //! directly (the receiver's hot path): the wire bytes are read into
 //! borrowed views (strings and ids stay slices of the request), mapped as
 //! `to_otlp.rs` maps owned messages, and the OTLP request is written field
-//! by field, then scanned once into a [`SpanBatch`].
+//! by field, then scanned once into a [`SpanBatch`], or not at all when
+//! the pipeline reads no spans (`otlp_writer::written_batch`).
 //!
 //! The output is byte for byte what `to_otlp::request_from_batches`'
 //! request encodes to; the property tests (`equivalence.rs`) compare the

@@ -1,6 +1,7 @@
 //! A thrift `Batch` view → OTLP request bytes, written directly (the
 //! receivers' path): no owned thrift structs, no owned OTLP messages, one
-//! scan into a [`SpanBatch`] at the end.
+//! scan into a [`SpanBatch`] at the end, or none when the pipeline reads
+//! no spans (`otlp_writer::written_batch`).
 //!
 //! The output is byte for byte what [`super::batch_to_request`] of the
 //! owned batch encodes to, and the property tests (`ingest_tests.rs`)
