@@ -12,6 +12,7 @@
 
 mod check;
 mod jaeger;
+mod jaeger_thrift;
 mod proc_stat;
 mod rpc;
 mod run;
@@ -38,7 +39,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Send traces to an OTLP or Jaeger gRPC endpoint; prints a JSON report
+    /// Send traces to an OTLP or Jaeger (gRPC, thrift) endpoint; prints a JSON report
     /// on stdout.
     Send(SendArgs),
     /// Receive OTLP or Jaeger gRPC traces and count them; prints JSON stats
@@ -63,9 +64,10 @@ pub struct SendArgs {
     /// 22, gzip 0–9. Default 1 for both.
     #[arg(long, allow_hyphen_values = true)]
     pub compression_level: Option<i32>,
-    /// URL path for OTLP/HTTP.
-    #[arg(long, default_value = "/v1/traces")]
-    pub http_path: String,
+    /// URL path for HTTP: default `/v1/traces` (OTLP), `/api/traces`
+    /// (Jaeger thrift).
+    #[arg(long)]
+    pub http_path: Option<String>,
     /// Total spans (rounded up to whole rounds). Default when neither this
     /// nor --duration is given: 1 000 000.
     #[arg(long)]
@@ -245,7 +247,10 @@ pub async fn send_with(args: &SendArgs, progress: bool) -> anyhow::Result<send::
             protocol: args.protocol,
             compression: args.compression,
             compression_level,
-            http_path: args.http_path.clone(),
+            http_path: args
+                .http_path
+                .clone()
+                .unwrap_or_else(|| args.protocol.default_http_path().into()),
             connections: args.connections.max(1),
             in_flight: args.in_flight.max(1),
             rate: args.rate,

@@ -16,8 +16,9 @@
 //!
 //! The config reads `${env:TG_GRPC_ENDPOINT}`, `${env:TG_HTTP_ENDPOINT}`
 //! (both `127.0.0.1:0`; the runner reads the bound ports from tracegate's
-//! JSON log: the `otlp` receiver's, or the `jaeger` receiver's gRPC port
-//! for `--protocol jaeger-grpc`), `${env:SINK_ENDPOINT}` and
+//! JSON log: the `otlp` receiver's, or the `jaeger` receiver's gRPC,
+//! thrift HTTP or compact UDP port for `--protocol jaeger-grpc`,
+//! `jaeger-thrift-http` or `jaeger-thrift-udp`), `${env:SINK_ENDPOINT}` and
 //! `${env:SINK_PORT}` (its port alone: a sink listening on `0.0.0.0` is
 //! reached as several backends at `127.0.0.1`, `127.0.0.2`, ... that port),
 //! and may keep files in `${env:TG_STORAGE_DIR}`, an empty directory the
@@ -706,6 +707,8 @@ fn write_result(dir: &Path, name: &str, result: &Value) -> anyhow::Result<()> {
 fn receiver_for(protocol: &str) -> (&'static str, &'static str) {
     match protocol {
         "jaeger-grpc" => ("jaeger", "grpc"),
+        "jaeger-thrift-http" => ("jaeger", "thrift_http"),
+        "jaeger-thrift-udp" => ("jaeger", "thrift_compact"),
         "grpc" => ("otlp", "grpc"),
         _ => ("otlp", "http"),
     }

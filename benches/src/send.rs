@@ -1,7 +1,8 @@
 //! The load generator's sending side: rounds of pre-encoded requests over
 //! OTLP/gRPC or Jaeger api_v2 gRPC (HTTP/2 directly, several streams per
-//! connection) or OTLP/HTTP (HTTP/1.1), open-loop at a rate or closed-loop, with retry and backoff on
-//! the refusals SDKs retry.
+//! connection), OTLP/HTTP or Jaeger thrift over HTTP (HTTP/1.1), or Jaeger
+//! thrift over UDP, open-loop at a rate or closed-loop, with retry and
+//! backoff on the refusals SDKs retry.
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
@@ -32,6 +33,15 @@ pub enum Protocol {
     HttpJson,
     /// Jaeger api_v2 `CollectorService/PostSpans` over gRPC.
     JaegerGrpc,
+    /// Jaeger thrift over HTTP: a binary-protocol `Batch` posted to
+    /// `/api/traces` (`application/x-thrift`), as jaeger-client's HTTP
+    /// sender does.
+    JaegerThriftHttp,
+    /// Jaeger thrift over UDP: the agent's `emitBatch` in the compact
+    /// protocol (port 6831), as jaeger-client's UDP sender does. Nothing
+    /// is acknowledged: every packet counts as accepted once sent, and only
+    /// the sink tells what arrived.
+    JaegerThriftUdp,
 }
 
 impl Protocol {
@@ -41,6 +51,24 @@ impl Protocol {
             Protocol::HttpProto => Encoding::Proto,
             Protocol::HttpJson => Encoding::Json,
             Protocol::JaegerGrpc => Encoding::Jaeger,
+            Protocol::JaegerThriftHttp => Encoding::ThriftBinary,
+            Protocol::JaegerThriftUdp => Encoding::ThriftCompact,
+        }
+    }
+
+    /// The URL path of an HTTP protocol unless `--http-path` says otherwise.
+    pub fn default_http_path(self) -> &'static str {
+        match self {
+            Protocol::JaegerThriftHttp => "/api/traces",
+            _ => "/v1/traces",
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Protocol::HttpJson => "application/json",
+            Protocol::JaegerThriftHttp => "application/x-thrift",
+            _ => "application/x-protobuf",
         }
     }
 
@@ -296,9 +324,18 @@ pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
                     ));
                 }
             }
-            Protocol::HttpProto | Protocol::HttpJson => {
+            Protocol::HttpProto | Protocol::HttpJson | Protocol::JaegerThriftHttp => {
                 let mut conn = HttpConn {
                     sender: Some(http_connect(&shared).await?),
+                };
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(
+                    async move { worker(&shared, &mut conn).await },
+                ));
+            }
+            Protocol::JaegerThriftUdp => {
+                let mut conn = UdpConn {
+                    socket: udp_connect(&shared).await?,
                 };
                 let shared = shared.clone();
                 tasks.push(tokio::spawn(
@@ -333,8 +370,9 @@ pub async fn run(template: Template, opts: Options) -> anyhow::Result<Report> {
         connections: shared.opts.connections,
         in_flight: match shared.opts.protocol {
             Protocol::Grpc | Protocol::JaegerGrpc => shared.opts.in_flight,
-            // HTTP/1.1: one request at a time per connection.
-            Protocol::HttpProto | Protocol::HttpJson => 1,
+            // HTTP/1.1: one request at a time per connection; UDP: one
+            // packet at a time per socket.
+            _ => 1,
         },
         rounds,
         traces: rounds * shared.template.traces_per_round as u64,
@@ -612,7 +650,9 @@ impl Compressor {
     fn compress_request(&mut self, c: Compression, encoding: Encoding, request: &[u8]) -> Bytes {
         match encoding {
             Encoding::Grpc | Encoding::Jaeger => self.compress(c, &request[5..], true),
-            Encoding::Proto | Encoding::Json => self.compress(c, request, false),
+            Encoding::Proto | Encoding::Json | Encoding::ThriftBinary | Encoding::ThriftCompact => {
+                self.compress(c, request, false)
+            }
         }
     }
 
@@ -809,14 +849,7 @@ impl Conn for HttpConn {
         }
         let mut request = http::Request::post(&shared.opts.http_path)
             .header("host", &shared.authority)
-            .header(
-                "content-type",
-                if shared.opts.protocol == Protocol::HttpJson {
-                    "application/json"
-                } else {
-                    "application/x-protobuf"
-                },
-            );
+            .header("content-type", shared.opts.protocol.content_type());
         if let Some(name) = shared.opts.compression.name() {
             request = request.header("content-encoding", name);
         }
@@ -844,6 +877,37 @@ impl Conn for HttpConn {
                 "HTTP {s}: {}",
                 String::from_utf8_lossy(&body[..body.len().min(200)])
             )),
+        }
+    }
+}
+
+async fn udp_connect(shared: &Shared) -> anyhow::Result<tokio::net::UdpSocket> {
+    let any: SocketAddr = if shared.addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(any).await?;
+    socket
+        .connect(shared.addr)
+        .await
+        .with_context(|| format!("connect to {}", shared.addr))?;
+    Ok(socket)
+}
+
+/// The agent's UDP port: a packet is "accepted" once the kernel took it.
+struct UdpConn {
+    socket: tokio::net::UdpSocket,
+}
+
+impl Conn for UdpConn {
+    async fn send(&mut self, shared: &Shared, body: Bytes) -> Outcome {
+        match self.socket.send(&body).await {
+            Ok(n) if n == body.len() => Outcome::Accepted,
+            Ok(n) => Outcome::Failed(format!("sent {n} of {} bytes", body.len())),
+            // Refused (an ICMP answer to an earlier packet) or a full
+            // buffer: sent again after the backoff.
+            Err(e) => transport_failure(shared, e.to_string()),
         }
     }
 }
@@ -948,9 +1012,7 @@ mod tests {
                         Encoding::Grpc | Encoding::Jaeger => {
                             (sink::grpc_message(&body, c.name()), &request[5..])
                         }
-                        Encoding::Proto | Encoding::Json => {
-                            (sink::decompress(body.clone(), c.name()), &request[..])
-                        }
+                        _ => (sink::decompress(body.clone(), c.name()), &request[..]),
                     };
                     assert_eq!(decoded.as_deref(), Ok(raw), "{what}");
                     if level != "0" {

@@ -517,6 +517,41 @@ fn comparison_mode_runs_a_scenario_against_an_endpoint_given() {
     );
 }
 
+/// Jaeger thrift as jaeger-clients send it, over HTTP (`/api/traces`,
+/// binary) and over UDP (compact `emitBatch`), reaches the sink whole.
+/// On loopback at a low rate no packet is lost, so UDP is held to the same
+/// account as HTTP.
+#[test]
+fn short_jaeger_thrift_scenarios_run_through_tracegate() {
+    let bin = tracegate_binary();
+    let bin = bin.to_str().unwrap();
+    for (protocol, extra) in [
+        ("jaeger-thrift-http", &[][..]),
+        (
+            "jaeger-thrift-udp",
+            &["--", "--protocol", "jaeger-thrift-udp", "--rate", "10000"][..],
+        ),
+    ] {
+        let args: Vec<&str> = ["--tracegate", bin].iter().chain(extra).copied().collect();
+        let result = run_scenario("ci-jaeger-thrift", 3000, &args, "tracegate");
+        assert_eq!(result["load"]["protocol"], protocol);
+        let metrics = result["target_metrics"].as_object().unwrap();
+        let transport = if protocol.ends_with("http") {
+            "thrift_http"
+        } else {
+            "thrift_compact"
+        };
+        assert!(
+            metrics
+                .iter()
+                .any(|(k, v)| k.starts_with("otelcol_receiver_accepted_spans")
+                    && k.contains(transport)
+                    && v.as_f64() == Some(3000.0)),
+            "the {transport} port took the load: {metrics:?}"
+        );
+    }
+}
+
 #[test]
 fn a_short_jaeger_scenario_runs_through_tracegate() {
     let result = run_small_scenario("ci-jaeger", 3000);

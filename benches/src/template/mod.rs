@@ -16,8 +16,9 @@
 //! slow root's end time), the root's `enduser.id` (a million users) and the
 //! numeric id in its `url.path`. Where those bytes are is found by encoding
 //! a draw again with every such value changed and comparing, so the same
-//! code serves protobuf and JSON. Jaeger requests are assembled from
-//! per-span encodings instead (see `jaeger.rs`).
+//! code serves protobuf and JSON. Jaeger requests (api_v2 and thrift) are
+//! assembled from per-span encodings instead (see `jaeger.rs` and
+//! `jaeger_thrift.rs`).
 
 use bytes::BytesMut;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -82,6 +83,23 @@ pub enum Encoding {
     /// Jaeger api_v2 `PostSpansRequest` with the gRPC message prefix, one
     /// service per request.
     Jaeger,
+    /// A `jaeger.thrift` `Batch` in the binary protocol, as `POST
+    /// /api/traces` carries it, one service per request.
+    ThriftBinary,
+    /// An agent `emitBatch` call in the compact protocol, as a UDP packet
+    /// to port 6831 carries it, one service per request.
+    ThriftCompact,
+}
+
+impl Encoding {
+    /// Jaeger's encodings, whose requests are written per span, one
+    /// service (process) per request.
+    pub fn is_jaeger(self) -> bool {
+        matches!(
+            self,
+            Encoding::Jaeger | Encoding::ThriftBinary | Encoding::ThriftCompact
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -227,6 +245,7 @@ struct Patched {
 enum Body {
     Patched(Patched),
     Jaeger(crate::jaeger::Chunks),
+    Thrift(crate::jaeger_thrift::ThriftChunks),
 }
 
 /// One request of a round, in every value draw.
@@ -257,7 +276,7 @@ impl Template {
         let max_spans = shape.max_spans_per_trace.max(shape.spans_per_trace);
         let parts = match encoding {
             // Jaeger sends one process per batch: one request per service.
-            Encoding::Jaeger => services.min(max_spans),
+            e if e.is_jaeger() => services.min(max_spans),
             _ => shape.parts.clamp(1, services.min(max_spans)),
         };
         let layout = Layout {
@@ -277,6 +296,16 @@ impl Template {
                 .map(|v| match encoding {
                     Encoding::Jaeger => {
                         Body::Jaeger(crate::jaeger::Chunks::new(&layout, p, v, &order))
+                    }
+                    Encoding::ThriftBinary | Encoding::ThriftCompact => {
+                        let wire = if encoding == Encoding::ThriftBinary {
+                            crate::jaeger_thrift::Wire::Binary
+                        } else {
+                            crate::jaeger_thrift::Wire::Compact
+                        };
+                        Body::Thrift(crate::jaeger_thrift::ThriftChunks::new(
+                            wire, &layout, p, v, &order,
+                        ))
                     }
                     _ => Body::Patched(patched(&layout, p, v, encoding, &order)),
                 })
@@ -312,7 +341,7 @@ impl Template {
     /// cache).
     pub fn slots(&self) -> usize {
         match self.encoding {
-            Encoding::Jaeger => 1,
+            e if e.is_jaeger() => 1,
             _ => self.parts.len() * VARIANTS,
         }
     }
@@ -320,7 +349,7 @@ impl Template {
     /// The buffer slot of part `part` of round `round`.
     pub fn slot(&self, round: u64, part: usize) -> usize {
         match self.encoding {
-            Encoding::Jaeger => 0,
+            e if e.is_jaeger() => 0,
             _ => part * VARIANTS + self.variant(round),
         }
     }
@@ -351,6 +380,12 @@ impl Template {
                 chunks.write(self, round, &mut buf);
                 buf
             }
+            Body::Thrift(chunks) => {
+                let mut buf = buf.unwrap_or_default();
+                buf.clear();
+                chunks.write(self, round, &mut buf);
+                buf
+            }
         }
     }
 
@@ -371,6 +406,7 @@ impl Template {
             .map(|b| match b {
                 Body::Patched(p) => p.bytes.len(),
                 Body::Jaeger(c) => c.len(),
+                Body::Thrift(c) => c.len(),
             })
             .sum();
         (total / VARIANTS / self.traces_per_round) as u64
@@ -538,7 +574,9 @@ fn encode(request: ExportTraceServiceRequest, encoding: Encoding) -> Vec<u8> {
         }
         Encoding::Proto => request.encode_to_vec(),
         Encoding::Json => serde_json::to_vec(&request).expect("OTLP/JSON serializes"),
-        Encoding::Jaeger => unreachable!("Jaeger requests are assembled per span"),
+        Encoding::Jaeger | Encoding::ThriftBinary | Encoding::ThriftCompact => {
+            unreachable!("Jaeger requests are assembled per span")
+        }
     }
 }
 

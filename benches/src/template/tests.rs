@@ -21,15 +21,18 @@ const MIX: Mix = Mix {
     seed: 7,
 };
 
-const ALL: [Encoding; 4] = [
+const ALL: [Encoding; 6] = [
     Encoding::Grpc,
     Encoding::Proto,
     Encoding::Json,
     Encoding::Jaeger,
+    Encoding::ThriftBinary,
+    Encoding::ThriftCompact,
 ];
 
 /// A request as tracegate reads it; Jaeger through the model's mapping,
-/// as tracegate's Jaeger receiver does.
+/// as tracegate's Jaeger receivers do (thrift through both paths, which
+/// must agree).
 fn decode(encoding: Encoding, buf: &[u8]) -> SpanBatch {
     let framed = || {
         assert_eq!(&buf[1..5], &((buf.len() - 5) as u32).to_be_bytes());
@@ -43,6 +46,20 @@ fn decode(encoding: Encoding, buf: &[u8]) -> SpanBatch {
             let request =
                 tracegate_model::jaeger::proto::PostSpansRequest::decode(framed()).unwrap();
             tracegate_model::jaeger::span_batch_from_batches(request.batch).unwrap()
+        }
+        Encoding::ThriftBinary => {
+            use tracegate_model::thrift;
+            let direct = thrift::batch_binary_to_span_batch(buf).unwrap();
+            let owned = thrift::batch_binary_to_request(buf).unwrap();
+            assert_eq!(direct.to_request(), owned);
+            direct
+        }
+        Encoding::ThriftCompact => {
+            use tracegate_model::thrift;
+            let direct = thrift::agent_compact_to_span_batch(buf).unwrap();
+            let owned = thrift::agent_compact_to_request(buf).unwrap();
+            assert_eq!(direct.to_request(), owned);
+            direct
         }
     }
 }
@@ -91,7 +108,7 @@ fn decode_round(t: &Template, round: u64) -> HashMap<[u8; 16], (u64, bool, usize
 fn rounds_carry_their_ids_and_classes_in_every_encoding() {
     for encoding in ALL {
         let t = Template::new(&shape(), MIX, encoding, 1_763_000_000_000_000_000);
-        let parts = if encoding == Encoding::Jaeger { 10 } else { 3 };
+        let parts = if encoding.is_jaeger() { 10 } else { 3 };
         assert_eq!(t.parts.len(), parts);
         assert_eq!(t.parts.iter().map(|p| p.spans).sum::<usize>(), 200);
         let mut seen_classes = HashMap::new();
@@ -181,7 +198,12 @@ fn attribute_values_vary_as_in_real_traffic() {
         parts: 2,
         ..shape()
     };
-    for encoding in [Encoding::Proto, Encoding::Jaeger] {
+    for encoding in [
+        Encoding::Proto,
+        Encoding::Jaeger,
+        Encoding::ThriftBinary,
+        Encoding::ThriftCompact,
+    ] {
         let t = Template::new(&shape, MIX, encoding, 1_763_000_000_000_000_000);
         let mut values: HashMap<&str, HashSet<String>> = HashMap::new();
         let mut codes: HashMap<i64, usize> = HashMap::new();
@@ -319,7 +341,12 @@ fn jaeger_requests_carry_one_process_and_error_tags_only_on_error_spans() {
 
 #[test]
 fn span_counts_vary_per_trace_within_the_range() {
-    for encoding in [Encoding::Grpc, Encoding::Json, Encoding::Jaeger] {
+    for encoding in [
+        Encoding::Grpc,
+        Encoding::Json,
+        Encoding::Jaeger,
+        Encoding::ThriftCompact,
+    ] {
         let shape = Shape {
             spans_per_trace: 1,
             max_spans_per_trace: 20,
@@ -358,4 +385,33 @@ fn rounds_have_distinct_ids_and_shares_follow_the_mix() {
     assert!((share(Class::Slow) - 0.3).abs() < 0.005);
     let ids: HashSet<_> = (0..n).map(|s| MIX.trace_id(s)).collect();
     assert_eq!(ids.len(), n as usize);
+}
+
+/// A jaeger-client's UDP sender fits a batch into one packet of at most
+/// 65 000 bytes (the agent's and tracegate's default `max_packet_size`):
+/// the default load's compact requests must fit too, in every class.
+#[test]
+fn compact_thrift_requests_fit_a_udp_packet() {
+    let shape = Shape {
+        traces_per_round: 100,
+        ..shape()
+    };
+    let mix = Mix {
+        error_share: 0.5,
+        slow_share: 0.5,
+        seed: 3,
+    };
+    let t = Template::new(
+        &shape,
+        mix,
+        Encoding::ThriftCompact,
+        1_763_000_000_000_000_000,
+    );
+    let mut buf = Vec::new();
+    for round in 0..20 {
+        for p in 0..t.parts.len() {
+            t.write_request(round, p, &mut buf);
+            assert!(buf.len() <= 65_000, "{} bytes", buf.len());
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! directly (the receiver's hot path): the wire bytes are read into
 //! borrowed views (strings and ids stay slices of the request), mapped as
 //! `to_otlp.rs` maps owned messages, and the OTLP request is written field
-//! by field, then scanned once into a [`SpanBatch`].
+//! by field, then scanned once into a [`SpanBatch`], or not at all when
+//! the pipeline reads no spans (`otlp_writer::written_batch`).
 //!
 //! The output is byte for byte what `to_otlp::request_from_batches`'
 //! request encodes to; the property tests (`equivalence.rs`) compare the
@@ -14,17 +15,15 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use bytes::Bytes;
-
 use super::otlp_writer::{
     len_field_len, put_fixed64_nonzero, put_len_field, put_nonempty, span_kind, status,
-    write_event, write_link, write_resource, write_status, Attrs, Val,
+    write_event, write_link, write_resource, write_status, written_batch, Attrs, Val,
 };
 use super::tags;
 use super::to_otlp::JaegerError;
 use crate::scan::is_ascii;
 use crate::wire::{close, open, put_varint, Cursor, Fault, I64, LEN, VARINT};
-use crate::SpanBatch;
+use crate::{Indexing, SpanBatch};
 
 /// Why a `PostSpansRequest` was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,12 +50,21 @@ impl From<Fault> for IngestError {
 /// batch as decoding it with prost and mapping it with
 /// [`span_batch_from_batches`](super::span_batch_from_batches).
 pub fn span_batch_from_post_spans(request: &[u8]) -> Result<SpanBatch, IngestError> {
-    let otlp = otlp_from_post_spans(request)?;
-    match SpanBatch::scan(Bytes::from(otlp)) {
-        Ok(batch) => Ok(batch),
+    span_batch_from_post_spans_with(request, Indexing::Eager)
+}
+
+/// [`span_batch_from_post_spans`], indexed as `indexing` says. Lazily, the
+/// written request is not scanned at all (`otlp_writer::written_batch`).
+pub fn span_batch_from_post_spans_with(
+    request: &[u8],
+    indexing: Indexing,
+) -> Result<SpanBatch, IngestError> {
+    let (otlp, spans) = write_otlp(request)?;
+    match written_batch(otlp, spans, indexing) {
+        Some(batch) => Ok(batch),
         // Not expected: the writer writes only what the scanner takes. The
         // owned path decides then, as it always did.
-        Err(_) => owned_path(request),
+        None => owned_path(request),
     }
 }
 
@@ -70,6 +78,11 @@ fn owned_path(request: &[u8]) -> Result<SpanBatch, IngestError> {
 /// The encoded OTLP `ExportTraceServiceRequest` for an encoded
 /// `PostSpansRequest`.
 pub fn otlp_from_post_spans(request: &[u8]) -> Result<Vec<u8>, IngestError> {
+    write_otlp(request).map(|(otlp, _)| otlp)
+}
+
+/// The OTLP request and the number of spans written into it.
+fn write_otlp(request: &[u8]) -> Result<(Vec<u8>, usize), IngestError> {
     let mut parsed = Parsed::with_capacity(request.len());
     let mut batch_seen = false;
     let mut c = Cursor::new(request, 0..request.len());
@@ -85,10 +98,11 @@ pub fn otlp_from_post_spans(request: &[u8]) -> Result<Vec<u8>, IngestError> {
         }
     }
     let mut out = Vec::with_capacity(request.len() + request.len() / 4 + 64);
+    let mut spans = 0;
     if batch_seen && (parsed.batch_process.is_some() || !parsed.spans.is_empty()) {
-        parsed.write(&mut out)?;
+        spans = parsed.write(&mut out)?;
     }
-    Ok(out)
+    Ok((out, spans))
 }
 
 fn expect(wire_type: u8, want: u8) -> Result<(), IngestError> {
@@ -251,8 +265,30 @@ fn append<T>(arena: &mut Vec<T>, item: T, range: &mut Range<u32>) {
     }
 }
 
-fn read_tag<'a>(buf: &'a [u8], body: Range<usize>) -> Result<Tag<'a>, IngestError> {
-    let mut tag = Tag::default();
+/// Reads a `KeyValue` into a new last element of `arena` and extends
+/// `range` to cover it, as [`append`] does. The view is written where it
+/// stays: returned by value it was copied through the stack (80 bytes),
+/// and reading it back right after the callee's narrower stores stalled.
+/// On an error the request is refused, so the element left behind does
+/// not matter.
+fn append_tag<'a>(
+    arena: &mut Vec<Tag<'a>>,
+    buf: &'a [u8],
+    body: Range<usize>,
+    range: &mut Range<u32>,
+) -> Result<(), IngestError> {
+    arena.push(Tag::default());
+    let end = at(arena.len());
+    read_tag(buf, body, arena.last_mut().expect("just pushed"))?;
+    if range.start == range.end {
+        *range = end - 1..end;
+    } else {
+        range.end = end;
+    }
+    Ok(())
+}
+
+fn read_tag<'a>(buf: &'a [u8], body: Range<usize>, tag: &mut Tag<'a>) -> Result<(), IngestError> {
     let mut c = Cursor::new(buf, body);
     while !c.at_end() {
         let (field, wire_type) = c.tag()?;
@@ -285,7 +321,7 @@ fn read_tag<'a>(buf: &'a [u8], body: Range<usize>) -> Result<Tag<'a>, IngestErro
             _ => c.skip(field, wire_type, 2)?,
         }
     }
-    Ok(tag)
+    Ok(())
 }
 
 /// A `Timestamp` or `Duration` merged into `into`.
@@ -330,7 +366,7 @@ fn read_process<'a>(
             }
             2 => {
                 let r = len_field(&mut c, wire_type)?;
-                append(arena, read_tag(buf, r)?, &mut process.tags);
+                append_tag(arena, buf, r, &mut process.tags)?;
             }
             _ => c.skip(field, wire_type, 2)?,
         }
@@ -392,7 +428,7 @@ impl<'a> Parsed<'a> {
                 }
                 8 => {
                     let r = len_field(&mut c, wire_type)?;
-                    append(&mut self.span_tags, read_tag(buf, r)?, &mut span.tags);
+                    append_tag(&mut self.span_tags, buf, r, &mut span.tags)?;
                 }
                 9 => {
                     let r = len_field(&mut c, wire_type)?;
@@ -434,7 +470,7 @@ impl<'a> Parsed<'a> {
                 }
                 2 => {
                     let r = len_field(&mut c, wire_type)?;
-                    append(&mut self.log_fields, read_tag(buf, r)?, &mut log.fields);
+                    append_tag(&mut self.log_fields, buf, r, &mut log.fields)?;
                 }
                 _ => c.skip(field, wire_type, 4)?,
             }
@@ -549,7 +585,8 @@ struct Scratch<'a> {
 }
 
 impl<'a> Parsed<'a> {
-    fn write(&self, out: &mut Vec<u8>) -> Result<(), IngestError> {
+    /// Writes the request; returns the number of spans written.
+    fn write(&self, out: &mut Vec<u8>) -> Result<usize, IngestError> {
         // Spans grouped by process in first-seen order: the batch's first
         // (spans without their own join it), then each distinct own one.
         let batch_key = self.batch_process.as_ref().map(|p| ProcessKey {
@@ -577,13 +614,14 @@ impl<'a> Parsed<'a> {
             groups[at].1.push(i as u32);
         }
         let mut scratch = Scratch::default();
+        let mut written = 0;
         for (process, spans) in &groups {
             let rs = open(out, 0x0a, 3);
             self.write_resource(out, process, &mut scratch.attrs);
-            self.write_scopes(out, spans, &mut scratch)?;
+            written += self.write_scopes(out, spans, &mut scratch)?;
             close(out, rs, 3);
         }
-        Ok(())
+        Ok(written)
     }
 
     fn write_resource(
@@ -622,13 +660,14 @@ impl<'a> Parsed<'a> {
         write_resource(out, attrs);
     }
 
-    /// The spans of one resource, one ScopeSpans per `otel.scope.*` pair.
+    /// The spans of one resource, one ScopeSpans per `otel.scope.*` pair;
+    /// returns how many were written.
     fn write_scopes(
         &self,
         out: &mut Vec<u8>,
         spans: &[u32],
         scratch: &mut Scratch<'a>,
-    ) -> Result<(), IngestError> {
+    ) -> Result<usize, IngestError> {
         // (name, version, the two tags that named them) per span.
         struct Scoped<'a> {
             span: u32,
@@ -698,7 +737,7 @@ impl<'a> Parsed<'a> {
             }
             close(out, ss, 3);
         }
-        Ok(())
+        Ok(scoped.len())
     }
 
     fn write_span(

@@ -7,8 +7,12 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::proto::{self, Batch, PostSpansRequest};
-use super::{otlp_from_post_spans, span_batch_from_batches, span_batch_from_post_spans};
+use super::{
+    otlp_from_post_spans, span_batch_from_batches, span_batch_from_post_spans,
+    span_batch_from_post_spans_with,
+};
 use crate::otlp::ExportTraceServiceRequest;
+use crate::Indexing;
 
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -211,6 +215,18 @@ fn assert_same(bytes: &[u8]) {
         );
     }
     let batch = span_batch_from_post_spans(bytes).ok();
+    // Lazily the written request is not scanned; its index, built on
+    // first use, is the eager one.
+    let lazy = span_batch_from_post_spans_with(bytes, Indexing::Lazy).ok();
+    if let (Some(eager), Some(lazy)) = (&batch, &lazy) {
+        assert!(eager.is_indexed() && !lazy.is_indexed());
+        assert_eq!(lazy.bytes(), eager.bytes());
+        assert_eq!(lazy.len(), eager.len());
+        assert_eq!(lazy.spans(), eager.spans());
+        assert_eq!(lazy.scopes(), eager.scopes());
+        assert_eq!(lazy.resources(), eager.resources());
+    }
+    assert_eq!(batch.is_some(), lazy.is_some());
     assert_eq!(want, batch.map(|b| b.bytes().to_vec()));
 }
 

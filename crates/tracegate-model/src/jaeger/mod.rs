@@ -28,7 +28,9 @@ mod ingest_tests;
 mod tests;
 
 pub use from_otlp::{batches_from_request, batches_from_span_batch};
-pub use ingest::{otlp_from_post_spans, span_batch_from_post_spans, IngestError};
+pub use ingest::{
+    otlp_from_post_spans, span_batch_from_post_spans, span_batch_from_post_spans_with, IngestError,
+};
 pub use post_spans::{
     post_spans_requests, post_spans_requests_by_process, post_spans_requests_by_resource,
 };

@@ -7,13 +7,46 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use bytes::Bytes;
+
 use super::tags;
+use crate::batch::Encoded;
 use crate::wire::{close, open, put_varint, varint_len};
+use crate::{Indexing, SpanBatch};
 
 /// A string as the mappings carry it: bytes already known to be UTF-8
 /// (checked where they were read, or made so), so that neither mapping
 /// pays for a second check to hold them as `str`.
 pub(crate) type Text<'a> = Cow<'a, [u8]>;
+
+/// A request one of the writers wrote, holding `spans` spans, as a batch
+/// indexed as `indexing` says.
+///
+/// The writers write only what the scanner takes: every message is built
+/// field by field with its length, every string was checked to be UTF-8
+/// where it was read (api_v2) or made so (thrift), ids are 16 and 8 bytes,
+/// nothing nests. So when nothing after the receiver reads spans
+/// ([`Indexing::Lazy`]) the request is not scanned at all: the batch holds
+/// the writer's span count and builds its index on first use, as after a
+/// lazy scan. Debug builds (the tests) scan it anyway and check the count.
+/// `None` when the scanner refuses an eagerly indexed request, which is
+/// not expected; the caller's owned path decides then.
+pub(crate) fn written_batch(out: Vec<u8>, spans: usize, indexing: Indexing) -> Option<SpanBatch> {
+    let bytes = Bytes::from(out);
+    if indexing == Indexing::Lazy {
+        debug_assert_eq!(
+            SpanBatch::scan_with(bytes.clone(), Indexing::Lazy)
+                .map(|b| b.len())
+                .ok(),
+            Some(spans),
+            "a written request scans, with the writer's span count"
+        );
+        return Some(SpanBatch::unindexed(Encoded::whole(bytes), spans));
+    }
+    let batch = SpanBatch::scan(bytes).ok()?;
+    debug_assert_eq!(batch.len(), spans, "the writer miscounted its spans");
+    Some(batch)
+}
 
 /// An attribute value as the mapping builds it.
 #[derive(Clone)]

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::*;
+use crate::Indexing;
 
 /// Keys the mapping treats specially, and a few plain ones that collide.
 fn key() -> impl Strategy<Value = String> {
@@ -153,7 +154,17 @@ fn direct(
     view.map(|v| {
         let mut out = Vec::new();
         ingest::write_otlp(&v, &mut out);
-        (out, ingest::span_batch(&v, len))
+        let eager = ingest::span_batch(&v, len, Indexing::Eager);
+        // Lazily the request is not scanned; its index, built on first
+        // use, is the eager one.
+        let lazy = ingest::span_batch(&v, len, Indexing::Lazy);
+        assert!(eager.is_indexed() && !lazy.is_indexed());
+        assert_eq!(lazy.bytes(), eager.bytes());
+        assert_eq!(lazy.len(), eager.len());
+        assert_eq!(lazy.spans(), eager.spans());
+        assert_eq!(lazy.scopes(), eager.scopes());
+        assert_eq!(lazy.resources(), eager.resources());
+        (out, eager)
     })
 }
 

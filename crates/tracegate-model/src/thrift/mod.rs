@@ -11,7 +11,7 @@
 //! the property tests hold the two to the same bytes.
 
 use crate::otlp::ExportTraceServiceRequest;
-use crate::SpanBatch;
+use crate::{Indexing, SpanBatch};
 
 mod ingest;
 mod model;
@@ -55,6 +55,7 @@ fn agent_call<'a, R: Reader<'a>>(
     reader: &mut R,
     name: String,
     kind: u8,
+    packet_len: usize,
 ) -> Result<BatchView<'a>, ThriftError> {
     if kind != MESSAGE_ONEWAY && kind != MESSAGE_CALL {
         return Err(ThriftError::Invalid(format!(
@@ -69,7 +70,7 @@ fn agent_call<'a, R: Reader<'a>>(
     reader.struct_begin()?;
     while let Some((id, t)) = reader.field()? {
         if id == 1 && t == TType::Struct {
-            batch = Some(view::read_batch(reader)?);
+            batch = Some(view::read_batch(reader, packet_len)?);
         } else {
             reader.skip(t)?;
         }
@@ -81,32 +82,57 @@ fn agent_call<'a, R: Reader<'a>>(
 fn view_agent_compact(packet: &[u8]) -> Result<BatchView<'_>, ThriftError> {
     let mut reader = CompactReader::new(packet);
     let (name, kind) = reader.message_begin()?;
-    agent_call(&mut reader, name, kind)
+    agent_call(&mut reader, name, kind, packet.len())
 }
 
 fn view_agent_binary(packet: &[u8]) -> Result<BatchView<'_>, ThriftError> {
     let mut reader = BinaryReader::new(packet);
     let (name, kind) = reader.message_begin()?;
-    agent_call(&mut reader, name, kind)
+    agent_call(&mut reader, name, kind, packet.len())
 }
 
 fn view_batch_binary(body: &[u8]) -> Result<BatchView<'_>, ThriftError> {
-    view::read_batch(&mut BinaryReader::new(body))
+    view::read_batch(&mut BinaryReader::new(body), body.len())
 }
 
 /// A compact agent packet (port 6831) as a [`SpanBatch`], written directly.
 pub fn agent_compact_to_span_batch(packet: &[u8]) -> Result<SpanBatch, ThriftError> {
-    view_agent_compact(packet).map(|b| ingest::span_batch(&b, packet.len()))
+    agent_compact_to_span_batch_with(packet, Indexing::Eager)
 }
 
 /// A binary agent packet (port 6832) as a [`SpanBatch`], written directly.
 pub fn agent_binary_to_span_batch(packet: &[u8]) -> Result<SpanBatch, ThriftError> {
-    view_agent_binary(packet).map(|b| ingest::span_batch(&b, packet.len()))
+    agent_binary_to_span_batch_with(packet, Indexing::Eager)
 }
 
 /// An HTTP thrift body as a [`SpanBatch`], written directly.
 pub fn batch_binary_to_span_batch(body: &[u8]) -> Result<SpanBatch, ThriftError> {
-    view_batch_binary(body).map(|b| ingest::span_batch(&b, body.len()))
+    batch_binary_to_span_batch_with(body, Indexing::Eager)
+}
+
+/// [`agent_compact_to_span_batch`], indexed as `indexing` says (lazily:
+/// the written request is not scanned).
+pub fn agent_compact_to_span_batch_with(
+    packet: &[u8],
+    indexing: Indexing,
+) -> Result<SpanBatch, ThriftError> {
+    view_agent_compact(packet).map(|b| ingest::span_batch(&b, packet.len(), indexing))
+}
+
+/// [`agent_binary_to_span_batch`], indexed as `indexing` says.
+pub fn agent_binary_to_span_batch_with(
+    packet: &[u8],
+    indexing: Indexing,
+) -> Result<SpanBatch, ThriftError> {
+    view_agent_binary(packet).map(|b| ingest::span_batch(&b, packet.len(), indexing))
+}
+
+/// [`batch_binary_to_span_batch`], indexed as `indexing` says.
+pub fn batch_binary_to_span_batch_with(
+    body: &[u8],
+    indexing: Indexing,
+) -> Result<SpanBatch, ThriftError> {
+    view_batch_binary(body).map(|b| ingest::span_batch(&b, body.len(), indexing))
 }
 
 /// An agent UDP packet in the compact protocol (port 6831).

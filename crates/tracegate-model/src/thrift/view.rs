@@ -191,8 +191,17 @@ fn read_span_ref<'a, R: Reader<'a>>(r: &mut R) -> Result<SpanRef, ThriftError> {
 }
 
 /// Reads a batch; what it holds is the owned `Batch`'s, field for field.
-pub(crate) fn read_batch<'a, R: Reader<'a>>(r: &mut R) -> Result<BatchView<'a>, ThriftError> {
+/// `input_len` is the packet's or body's length: the tag arena is sized
+/// from it for typical spans (a tag takes 35-60 bytes on the wire), so
+/// that most batches fill it without growing it (each growth copied the
+/// whole arena, 100 bytes a tag, often onto fresh pages). Capped, because
+/// the memory limiter counts what is reserved.
+pub(crate) fn read_batch<'a, R: Reader<'a>>(
+    r: &mut R,
+    input_len: usize,
+) -> Result<BatchView<'a>, ThriftError> {
     let mut batch = BatchView::default();
+    batch.tags.reserve((input_len / 40).clamp(16, 8192));
     let (mut process, mut spans) = (None, false);
     read_struct(r, |r, id, t| {
         match (id, t) {

@@ -4,7 +4,7 @@
 //! written straight from the request's bytes.
 
 use bytes::Bytes;
-use tracegate_model::jaeger::span_batch_from_post_spans;
+use tracegate_model::jaeger::span_batch_from_post_spans_with;
 use tracegate_model::{Indexing, SpanBatch};
 
 use crate::receiver::grpc_ingest::IngestMethod;
@@ -20,7 +20,8 @@ pub(crate) const POST_SPANS: IngestMethod = IngestMethod {
 
 /// The request's bytes written straight into OTLP bytes, with no owned
 /// message in between (`tracegate_model::jaeger::span_batch_from_post_spans`),
-/// which indexes what it writes as it goes.
-fn post_spans_to_batch(request: Bytes, _: Indexing) -> Result<SpanBatch, String> {
-    span_batch_from_post_spans(&request).map_err(|e| e.to_string())
+/// then scanned for the index when the pipeline reads spans, and not
+/// scanned at all when it does not ([`Indexing::Lazy`]).
+fn post_spans_to_batch(request: Bytes, indexing: Indexing) -> Result<SpanBatch, String> {
+    span_batch_from_post_spans_with(&request, indexing).map_err(|e| e.to_string())
 }

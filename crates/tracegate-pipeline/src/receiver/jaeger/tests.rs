@@ -257,3 +257,141 @@ async fn the_jaeger_exporter_retries_an_unreachable_collector() {
         "{err:?}"
     );
 }
+
+/// Collects batches, saying whether it reads spans as a stage does.
+struct CollectSaying {
+    batches: mpsc::UnboundedSender<SpanBatch>,
+    reads_spans: bool,
+}
+
+#[async_trait::async_trait]
+impl crate::consumer::Consumer for CollectSaying {
+    async fn consume(&self, batch: SpanBatch) -> Result<(), crate::consumer::ConsumeError> {
+        let _ = self.batches.send(batch);
+        Ok(())
+    }
+
+    fn reads_spans(&self) -> bool {
+        self.reads_spans
+    }
+}
+
+/// A pipeline that reads no spans gets, on every Jaeger protocol, batches
+/// whose written request was not scanned and whose index is built on
+/// first use; that index is the eager one, and a malformed request is
+/// refused either way.
+#[tokio::test]
+async fn a_pipeline_that_reads_no_spans_gets_batches_indexed_on_first_use() {
+    use tracegate_model::thrift;
+    let grpc_request = PostSpansRequest {
+        batch: Some(jaeger_batch("cart", 3)),
+    };
+    let eager = tracegate_model::jaeger::span_batch_from_post_spans(
+        &prost::Message::encode_to_vec(&grpc_request),
+    )
+    .unwrap();
+    let thrift_batch = thrift::Batch {
+        process: thrift::Process {
+            service_name: "cart".into(),
+            tags: Some(vec![thrift::Tag::string("hostname", "h")]),
+        },
+        spans: (1..=3)
+            .map(|i| thrift::Span {
+                trace_id_low: 7,
+                trace_id_high: 9,
+                span_id: i,
+                operation_name: format!("op-{i}"),
+                start_time: 1_700_000_000_000_000,
+                duration: 15,
+                tags: Some(vec![thrift::Tag::string("span.kind", "server")]),
+                ..Default::default()
+            })
+            .collect(),
+        seq_no: None,
+    };
+    let body = thrift::encode_batch_binary(&thrift_batch);
+    let packet = thrift::encode_agent_compact(&thrift_batch);
+    let thrift_eager = thrift::batch_binary_to_span_batch(&body).unwrap();
+    for reads_spans in [false, true] {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = parse(json!({"protocols": {
+            "grpc": {"endpoint": "127.0.0.1:0"},
+            "thrift_http": {"endpoint": "127.0.0.1:0"},
+            "thrift_compact": {"endpoint": "127.0.0.1:0"},
+        }}))
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let running = start(
+            &config,
+            "jaeger",
+            Arc::new(CollectSaying {
+                batches: tx,
+                reads_spans,
+            }),
+            &crate::context::BuildContext::from(shutdown.clone()),
+        )
+        .await
+        .unwrap();
+        let addr = |protocol: &str| {
+            running
+                .addresses()
+                .iter()
+                .find(|(p, _)| *p == protocol)
+                .unwrap_or_else(|| panic!("{protocol} listens"))
+                .1
+        };
+
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", addr("grpc")))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = CollectorServiceClient::new(channel);
+        client.post_spans(grpc_request.clone()).await.unwrap();
+        let (status, _) = crate::receiver::test_support::http_request(
+            addr("thrift_http"),
+            http::Method::POST,
+            "/api/traces",
+            &[("content-type", "application/x-thrift")],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, http::StatusCode::ACCEPTED);
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        udp.send_to(&packet, addr("thrift_compact")).await.unwrap();
+
+        for (what, want) in [
+            ("grpc", &eager),
+            ("thrift_http", &thrift_eager),
+            ("thrift_compact", &thrift_eager),
+        ] {
+            let batch = rx.recv().await.unwrap();
+            assert_eq!(batch.is_indexed(), reads_spans, "{what}");
+            assert_eq!(batch.len(), 3, "{what}");
+            assert_eq!(batch.bytes(), want.bytes(), "{what}");
+            assert_eq!(batch.spans(), want.spans(), "{what}");
+            assert_eq!(batch.scopes(), want.scopes(), "{what}");
+            assert_eq!(batch.resources(), want.resources(), "{what}");
+        }
+
+        // Malformed: refused, nothing handed on.
+        let mut bad = jaeger_batch("cart", 1);
+        bad.spans[0].trace_id = vec![1; 17];
+        let status = client
+            .post_spans(PostSpansRequest { batch: Some(bad) })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let (status, _) = crate::receiver::test_support::http_request(
+            addr("thrift_http"),
+            http::Method::POST,
+            "/api/traces",
+            &[("content-type", "application/x-thrift")],
+            bytes::Bytes::from_static(&[0x0c, 0x00]),
+        )
+        .await;
+        assert_eq!(status, http::StatusCode::BAD_REQUEST);
+        assert!(rx.try_recv().is_err(), "a malformed request was handed on");
+        shutdown.cancel();
+    }
+}

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracegate_model::Indexing;
 
 use crate::auth::Authenticators;
 use crate::config::{error, ComponentError};
@@ -118,6 +119,7 @@ pub fn serve(
 ) {
     let service = HttpService::new(
         ThriftHttp {
+            indexing: crate::receiver::indexing_for(next.as_ref()),
             next,
             counters: bound.counters,
             max_body_size: bound.max_body_size,
@@ -129,6 +131,9 @@ pub fn serve(
 
 struct ThriftHttp {
     next: NextConsumer,
+    /// Lazy when nothing after the receiver reads spans: the written
+    /// request is then not scanned.
+    indexing: Indexing,
     counters: TransportCounters,
     max_body_size: usize,
 }
@@ -178,8 +183,10 @@ impl HttpHandler for ThriftHttp {
             Err(answer) => return answer,
         };
         // A large body is decoded on the blocking pool.
+        let indexing = self.indexing;
         let decoded = offload::by_size(body.len(), offload::DECODE_BYTES, move || {
-            tracegate_model::thrift::batch_binary_to_span_batch(&body).map_err(|e| e.to_string())
+            tracegate_model::thrift::batch_binary_to_span_batch_with(&body, indexing)
+                .map_err(|e| e.to_string())
         })
         .await
         .and_then(|decoded| decoded);

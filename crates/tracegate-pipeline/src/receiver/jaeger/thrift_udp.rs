@@ -24,7 +24,7 @@ use crate::receiver::counters::{RejectReason, TransportCounters, INGEST_REASONS}
 use crate::receiver::split_host_port;
 use crate::receiver::StartError;
 use tracegate_model::thrift::{self, ThriftError};
-use tracegate_model::SpanBatch;
+use tracegate_model::{Indexing, SpanBatch};
 
 /// Default `thrift_compact` endpoint, as the collector's.
 pub const DEFAULT_COMPACT_ENDPOINT: &str = "localhost:6831";
@@ -65,10 +65,10 @@ impl ThriftProtocol {
         }
     }
 
-    fn decode(self, packet: &[u8]) -> Result<SpanBatch, ThriftError> {
+    fn decode(self, packet: &[u8], indexing: Indexing) -> Result<SpanBatch, ThriftError> {
         match self {
-            ThriftProtocol::Compact => thrift::agent_compact_to_span_batch(packet),
-            ThriftProtocol::Binary => thrift::agent_binary_to_span_batch(packet),
+            ThriftProtocol::Compact => thrift::agent_compact_to_span_batch_with(packet, indexing),
+            ThriftProtocol::Binary => thrift::agent_binary_to_span_batch_with(packet, indexing),
         }
     }
 }
@@ -277,6 +277,7 @@ pub fn serve(
         });
     }
     let rx = Arc::new(Mutex::new(rx));
+    let indexing = crate::receiver::indexing_for(next.as_ref());
     for _ in 0..config.workers() {
         let rx = rx.clone();
         let next = next.clone();
@@ -285,7 +286,7 @@ pub fn serve(
             loop {
                 let packet = { rx.lock().await.recv().await };
                 let Some(packet) = packet else { break };
-                handle_packet(protocol, &packet, &next, &counters).await;
+                handle_packet(protocol, indexing, &packet, &next, &counters).await;
             }
         });
     }
@@ -293,11 +294,12 @@ pub fn serve(
 
 async fn handle_packet(
     protocol: ThriftProtocol,
+    indexing: Indexing,
     packet: &[u8],
     next: &NextConsumer,
     counters: &TransportCounters,
 ) {
-    let batch = match protocol.decode(packet) {
+    let batch = match protocol.decode(packet, indexing) {
         Ok(batch) => batch,
         Err(e) => {
             counters.rejected(RejectReason::Malformed);
