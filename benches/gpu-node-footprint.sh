@@ -11,7 +11,9 @@
 # AFTER (seconds of the idle measurement after the load, default 70: more
 # than the minute after which tracegate lets go of code pages again),
 # SCENARIO (default benches/scenarios/gpu-node.yaml; another copy of the
-# profile, e.g. an older one for an older build to A/B against).
+# profile, e.g. an older one for an older build to A/B against;
+# benches/scenarios/gpu-node-floor.yaml is the same load into the receiver
+# alone, the floor under the profile's cost).
 # Prints one JSON object.
 set -euo pipefail
 cd "$(dirname "$0")/.."
