@@ -5,12 +5,13 @@
 //! Quick run: cargo bench -p tracegate-model --bench scan_encode -- --warm-up-time 1 --measurement-time 3
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
 use tracegate_model::otlp::ExportTraceServiceRequest;
-use tracegate_model::SpanBatch;
+use tracegate_model::{Indexing, SpanBatch};
 
 mod workload;
 use workload::{request, sampled, SPANS_PER_REQUEST, SPANS_PER_TRACE};
@@ -35,6 +36,21 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("scan_only", |b| {
         b.iter(|| SpanBatch::scan(black_box(encoded.clone())).unwrap())
+    });
+    // What the OTLP receiver does when nothing after it reads spans
+    // (receiver → batch → otlp): validate and count, no index. Timed in
+    // the thread's CPU time, so that other processes on a shared machine
+    // do not count.
+    g.bench_function("scan_validate_only_cpu", |b| {
+        b.iter_custom(|iters| {
+            let start = thread_cpu_time();
+            for _ in 0..iters {
+                black_box(
+                    SpanBatch::scan_with(black_box(encoded.clone()), Indexing::Lazy).unwrap(),
+                );
+            }
+            thread_cpu_time() - start
+        })
     });
     // (a) The pipeline's "keep everything" path shares the bytes ...
     g.bench_function("scan_keep_all_shared", |b| {
@@ -94,6 +110,18 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 criterion_group!(benches, bench);

@@ -333,6 +333,17 @@ impl LayoutTracker {
     }
 }
 
+/// What [`Scanner::span`] gathers of one span while it walks the fields.
+struct SpanState {
+    info: SpanInfo,
+    /// Where the run of fields 1 to 3 at the start of the body ends, and
+    /// whether they all are in that run.
+    low_end: usize,
+    low_run: bool,
+    /// `trace_state` fields seen (an empty one counts 2).
+    trace_states: u32,
+}
+
 /// The scanner; `INDEX` says whether it writes the index or only counts
 /// the spans. Both validate the same, in the same code: only the writes
 /// of the index depend on it.
@@ -572,151 +583,91 @@ impl<'a, const INDEX: bool> Scanner<'a, INDEX> {
     /// `Span` at depth 3: indexed, and everything inside validated.
     fn span(&mut self, body: Range<usize>, scope: u32) -> Result<(), ScanError> {
         const M: Msg = Msg::Span;
-        /// The key of `Span.attributes` (field 9, length-delimited).
-        const SPAN_ATTRIBUTE_KEY: u8 = 0x4a;
-        let buf = self.buf;
-        let end = body.end;
-        let mut info = SpanInfo {
-            trace_id: [0; 16],
-            span_id: [0; 8],
-            parent_span_id: [0; 8],
-            start_time_unix_nano: 0,
-            end_time_unix_nano: 0,
-            status: StatusCode::Unset,
-            kind: 0,
-            span: body.start as u32..body.end as u32,
-            scope,
-            trace_state_at: 0,
-            trace_state_len: 0,
-            trace_state_slot: 0,
-            trace_state_header: 0,
-            attribute_key_lengths: 0,
+        let mut st = SpanState {
+            info: SpanInfo {
+                trace_id: [0; 16],
+                span_id: [0; 8],
+                parent_span_id: [0; 8],
+                start_time_unix_nano: 0,
+                end_time_unix_nano: 0,
+                status: StatusCode::Unset,
+                kind: 0,
+                span: body.start as u32..body.end as u32,
+                scope,
+                trace_state_at: 0,
+                trace_state_len: 0,
+                trace_state_slot: 0,
+                trace_state_header: 0,
+                attribute_key_lengths: 0,
+            },
+            low_end: body.start,
+            low_run: true,
+            trace_states: 0,
         };
-        // Fields 1 to 3 as one run at the start of the body (what every
-        // encoder writes): it ends at `low_end`. Only their arms track it,
-        // so the many other fields cost nothing.
-        let mut low_end = body.start;
-        let mut low_run = true;
-        let mut trace_states = 0u32;
-        let mut c = Cursor::new(buf, body);
+        let mut c = Cursor::new(self.buf, body);
+        // Every encoder writes the fields in field-number order. Taking
+        // them in that order, each if its one-byte key is next, costs one
+        // well-predicted test per field where the loop below pays a jump
+        // through a table that mispredicts as the fields change. Each is
+        // handled by the same `span_field` as in the loop, with the field
+        // and wire type its key byte decodes to, so nothing is accepted or
+        // refused differently: this only decides the order of dispatch.
+        macro_rules! in_order {
+            ($($key:literal => $field:literal, $wt:expr;)*) => {$(
+                if c.peek() == Some($key) {
+                    let at = c.pos;
+                    c.pos += 1;
+                    self.span_field(&mut c, &mut st, at, $field, $wt)?;
+                }
+            )*};
+        }
+        in_order! {
+            0x0a => 1, LEN;
+            0x12 => 2, LEN;
+            0x1a => 3, LEN;
+            0x22 => 4, LEN;
+            0x2a => 5, LEN;
+            0x30 => 6, VARINT;
+            0x39 => 7, I64;
+            0x41 => 8, I64;
+            0x4a => 9, LEN;
+            0x50 => 10, VARINT;
+        }
+        while c.peek() == Some(0x5a) {
+            let at = c.pos;
+            c.pos += 1;
+            self.span_field(&mut c, &mut st, at, 11, LEN)?;
+        }
+        in_order! {
+            0x60 => 12, VARINT;
+        }
+        while c.peek() == Some(0x6a) {
+            let at = c.pos;
+            c.pos += 1;
+            self.span_field(&mut c, &mut st, at, 13, LEN)?;
+        }
+        in_order! {
+            0x70 => 14, VARINT;
+            0x7a => 15, LEN;
+        }
+        // Field 16 takes a two-byte key.
+        if c.peek2() == Some([0x85, 0x01]) {
+            let at = c.pos;
+            c.pos += 2;
+            self.span_field(&mut c, &mut st, at, 16, I32)?;
+        }
+        // Whatever else there is, in any order.
         while !c.at_end() {
             let at = c.pos;
             let (field, wt) = next_tag!(c, M);
-            match field {
-                1 => {
-                    expect_wire_type(wt, LEN, at, "Span.trace_id: wrong wire type")?;
-                    let r = c.len_delimited().map_err(|f| f.within(M))?;
-                    info.trace_id = id(buf, r, at, "Span.trace_id: must be 16 bytes or empty")?;
-                    low_run &= at == low_end;
-                    low_end = c.pos;
-                }
-                2 => {
-                    expect_wire_type(wt, LEN, at, "Span.span_id: wrong wire type")?;
-                    let r = c.len_delimited().map_err(|f| f.within(M))?;
-                    info.span_id = id(buf, r, at, "Span.span_id: must be 8 bytes or empty")?;
-                    low_run &= at == low_end;
-                    low_end = c.pos;
-                }
-                3 => {
-                    expect_wire_type(wt, LEN, at, "Span.trace_state: wrong wire type")?;
-                    let r = c.len_delimited().map_err(|f| f.within(M))?;
-                    // The last one wins; an empty one reads as unset.
-                    (info.trace_state_at, info.trace_state_len) = if r.is_empty() {
-                        (0, 0)
-                    } else {
-                        ((r.start - info.span.start as usize) as u32, r.len() as u32)
-                    };
-                    // An empty one makes the span unusual (it is not indexed).
-                    trace_states += if r.is_empty() { 2 } else { 1 };
-                    info.trace_state_header = (r.start - at) as u8;
-                    utf8(buf, r, at, "Span.trace_state: invalid UTF-8")?;
-                    low_run &= at == low_end;
-                    low_end = c.pos;
-                }
-                4 => {
-                    expect_wire_type(wt, LEN, at, "Span.parent_span_id: wrong wire type")?;
-                    let r = c.len_delimited().map_err(|f| f.within(M))?;
-                    info.parent_span_id =
-                        id(buf, r, at, "Span.parent_span_id: must be 8 bytes or empty")?;
-                }
-                5 => {
-                    expect_wire_type(wt, LEN, at, "Span.name: wrong wire type")?;
-                    let r = c.len_delimited().map_err(|f| f.within(M))?;
-                    utf8(buf, r, at, "Span.name: invalid UTF-8")?;
-                }
-                6 => {
-                    expect_wire_type(wt, VARINT, at, "Span.kind: wrong wire type")?;
-                    let v = c.varint().map_err(|f| f.within(M))? as i32;
-                    // Open enum: unknown kinds pass through in the bytes but
-                    // index as unspecified.
-                    info.kind = if (0..=5).contains(&v) { v as u8 } else { 0 };
-                }
-                7 => {
-                    expect_wire_type(wt, I64, at, "Span.start_time_unix_nano: wrong wire type")?;
-                    info.start_time_unix_nano = c.fixed64().map_err(|f| f.within(M))?;
-                }
-                8 => {
-                    expect_wire_type(wt, I64, at, "Span.end_time_unix_nano: wrong wire type")?;
-                    info.end_time_unix_nano = c.fixed64().map_err(|f| f.within(M))?;
-                }
-                9 => {
-                    expect_wire_type(wt, LEN, at, "Span.attributes: wrong wire type")?;
-                    let r = c.len_delimited().map_err(|f| f.within(M))?;
-                    info.attribute_key_lengths |= match plain_key_len(&buf[r.clone()]) {
-                        Some(key_len) => key_length_bit(key_len),
-                        None => {
-                            self.key_value_fields(r.clone(), 4)?;
-                            if INDEX {
-                                key_length_bits(buf, r)
-                            } else {
-                                0
-                            }
-                        }
-                    };
-                    // Attributes come in a run: take the plain ones without
-                    // going back through the field dispatch.
-                    while let Some(&[SPAN_ATTRIBUTE_KEY, len]) = buf.get(c.pos..c.pos + 2) {
-                        let body = c.pos + 2..c.pos + 2 + usize::from(len);
-                        if len >= 0x80 || body.end > end {
-                            break;
-                        }
-                        let Some(key_len) = plain_key_len(&buf[body.clone()]) else {
-                            break;
-                        };
-                        info.attribute_key_lengths |= key_length_bit(key_len);
-                        c.pos = body.end;
-                    }
-                }
-                10 | 12 | 14 => {
-                    expect_wire_type(wt, VARINT, at, "Span: wrong wire type for a dropped count")?;
-                    c.varint().map_err(|f| f.within(M))?;
-                }
-                11 => {
-                    expect_wire_type(wt, LEN, at, "Span.events: wrong wire type")?;
-                    let r = c.len_delimited().map_err(|f| f.within(M))?;
-                    self.event(r)?;
-                }
-                13 => {
-                    expect_wire_type(wt, LEN, at, "Span.links: wrong wire type")?;
-                    let r = c.len_delimited().map_err(|f| f.within(M))?;
-                    self.link(r)?;
-                }
-                15 => {
-                    expect_wire_type(wt, LEN, at, "Span.status: wrong wire type")?;
-                    let r = c.len_delimited().map_err(|f| f.within(M))?;
-                    // A repeated Status merges into the first, so a code
-                    // seen earlier survives a later Status without one.
-                    if let Some(code) = self.status(r)? {
-                        info.status = code;
-                    }
-                }
-                16 => {
-                    expect_wire_type(wt, I32, at, "Span.flags: wrong wire type")?;
-                    c.fixed32().map_err(|f| f.within(M))?;
-                }
-                _ => c.skip(field, wt, 3).map_err(|f| f.within(M))?,
-            }
+            self.span_field(&mut c, &mut st, at, field, wt)?;
         }
+        let SpanState {
+            mut info,
+            low_end,
+            low_run,
+            trace_states,
+        } = st;
         if INDEX {
             info.trace_state_slot = (low_end - info.span.start as usize) as u32;
             if !low_run || trace_states > 1 {
@@ -725,6 +676,143 @@ impl<'a, const INDEX: bool> Scanner<'a, INDEX> {
             self.spans.push(info);
         } else {
             self.count += 1;
+        }
+        Ok(())
+    }
+
+    /// One field of a `Span`, its key (at `at`) read: `field` with wire
+    /// type `wt`.
+    #[inline(always)]
+    fn span_field(
+        &mut self,
+        c: &mut Cursor<'a>,
+        st: &mut SpanState,
+        at: usize,
+        field: u32,
+        wt: u8,
+    ) -> Result<(), ScanError> {
+        const M: Msg = Msg::Span;
+        /// The key of `Span.attributes` (field 9, length-delimited).
+        const SPAN_ATTRIBUTE_KEY: u8 = 0x4a;
+        let buf = self.buf;
+        let info = &mut st.info;
+        match field {
+            1 => {
+                expect_wire_type(wt, LEN, at, "Span.trace_id: wrong wire type")?;
+                let r = c.len_delimited().map_err(|f| f.within(M))?;
+                info.trace_id = id(buf, r, at, "Span.trace_id: must be 16 bytes or empty")?;
+                // Fields 1 to 3 as one run at the start of the body (what
+                // every encoder writes): it ends at `low_end`. Only their
+                // arms track it, so the many other fields cost nothing.
+                st.low_run &= at == st.low_end;
+                st.low_end = c.pos;
+            }
+            2 => {
+                expect_wire_type(wt, LEN, at, "Span.span_id: wrong wire type")?;
+                let r = c.len_delimited().map_err(|f| f.within(M))?;
+                info.span_id = id(buf, r, at, "Span.span_id: must be 8 bytes or empty")?;
+                st.low_run &= at == st.low_end;
+                st.low_end = c.pos;
+            }
+            3 => {
+                expect_wire_type(wt, LEN, at, "Span.trace_state: wrong wire type")?;
+                let r = c.len_delimited().map_err(|f| f.within(M))?;
+                // The last one wins; an empty one reads as unset.
+                (info.trace_state_at, info.trace_state_len) = if r.is_empty() {
+                    (0, 0)
+                } else {
+                    ((r.start - info.span.start as usize) as u32, r.len() as u32)
+                };
+                // An empty one makes the span unusual (it is not indexed).
+                st.trace_states += if r.is_empty() { 2 } else { 1 };
+                info.trace_state_header = (r.start - at) as u8;
+                utf8(buf, r, at, "Span.trace_state: invalid UTF-8")?;
+                st.low_run &= at == st.low_end;
+                st.low_end = c.pos;
+            }
+            4 => {
+                expect_wire_type(wt, LEN, at, "Span.parent_span_id: wrong wire type")?;
+                let r = c.len_delimited().map_err(|f| f.within(M))?;
+                info.parent_span_id =
+                    id(buf, r, at, "Span.parent_span_id: must be 8 bytes or empty")?;
+            }
+            5 => {
+                expect_wire_type(wt, LEN, at, "Span.name: wrong wire type")?;
+                let r = c.len_delimited().map_err(|f| f.within(M))?;
+                utf8(buf, r, at, "Span.name: invalid UTF-8")?;
+            }
+            6 => {
+                expect_wire_type(wt, VARINT, at, "Span.kind: wrong wire type")?;
+                let v = c.varint().map_err(|f| f.within(M))? as i32;
+                // Open enum: unknown kinds pass through in the bytes but
+                // index as unspecified.
+                info.kind = if (0..=5).contains(&v) { v as u8 } else { 0 };
+            }
+            7 => {
+                expect_wire_type(wt, I64, at, "Span.start_time_unix_nano: wrong wire type")?;
+                info.start_time_unix_nano = c.fixed64().map_err(|f| f.within(M))?;
+            }
+            8 => {
+                expect_wire_type(wt, I64, at, "Span.end_time_unix_nano: wrong wire type")?;
+                info.end_time_unix_nano = c.fixed64().map_err(|f| f.within(M))?;
+            }
+            9 => {
+                expect_wire_type(wt, LEN, at, "Span.attributes: wrong wire type")?;
+                let r = c.len_delimited().map_err(|f| f.within(M))?;
+                info.attribute_key_lengths |= match plain_key_len(&buf[r.clone()]) {
+                    Some(key_len) => key_length_bit(key_len),
+                    None => {
+                        self.key_value_fields(r.clone(), 4)?;
+                        if INDEX {
+                            key_length_bits(buf, r)
+                        } else {
+                            0
+                        }
+                    }
+                };
+                // Attributes come in a run: take the plain ones without
+                // going back through the field dispatch.
+                let end = c.end();
+                while let Some(&[SPAN_ATTRIBUTE_KEY, len]) = buf.get(c.pos..c.pos + 2) {
+                    let body = c.pos + 2..c.pos + 2 + usize::from(len);
+                    if len >= 0x80 || body.end > end {
+                        break;
+                    }
+                    let Some(key_len) = plain_key_len(&buf[body.clone()]) else {
+                        break;
+                    };
+                    info.attribute_key_lengths |= key_length_bit(key_len);
+                    c.pos = body.end;
+                }
+            }
+            10 | 12 | 14 => {
+                expect_wire_type(wt, VARINT, at, "Span: wrong wire type for a dropped count")?;
+                c.varint().map_err(|f| f.within(M))?;
+            }
+            11 => {
+                expect_wire_type(wt, LEN, at, "Span.events: wrong wire type")?;
+                let r = c.len_delimited().map_err(|f| f.within(M))?;
+                self.event(r)?;
+            }
+            13 => {
+                expect_wire_type(wt, LEN, at, "Span.links: wrong wire type")?;
+                let r = c.len_delimited().map_err(|f| f.within(M))?;
+                self.link(r)?;
+            }
+            15 => {
+                expect_wire_type(wt, LEN, at, "Span.status: wrong wire type")?;
+                let r = c.len_delimited().map_err(|f| f.within(M))?;
+                // A repeated Status merges into the first, so a code
+                // seen earlier survives a later Status without one.
+                if let Some(code) = self.status(r)? {
+                    info.status = code;
+                }
+            }
+            16 => {
+                expect_wire_type(wt, I32, at, "Span.flags: wrong wire type")?;
+                c.fixed32().map_err(|f| f.within(M))?;
+            }
+            _ => c.skip(field, wt, 3).map_err(|f| f.within(M))?,
         }
         Ok(())
     }

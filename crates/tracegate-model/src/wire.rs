@@ -87,6 +87,27 @@ impl<'a> Cursor<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// The end of the window.
+    #[inline(always)]
+    pub fn end(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next byte, not consumed.
+    #[inline(always)]
+    pub fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    /// The next two bytes, not consumed.
+    #[inline(always)]
+    pub fn peek2(&self) -> Option<[u8; 2]> {
+        match self.buf.get(self.pos..self.pos + 2) {
+            Some(&[a, b]) => Some([a, b]),
+            _ => None,
+        }
+    }
+
     #[inline(always)]
     pub fn varint(&mut self) -> Result<u64, Fault> {
         match self.buf.get(self.pos) {

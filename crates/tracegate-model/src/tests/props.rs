@@ -241,6 +241,33 @@ fn unknown_fields(rng: &mut StdRng) -> Vec<Pb> {
         .collect()
 }
 
+/// A message body's fields in a random order, some repeated, with unknown
+/// fields among them.
+fn reordered(body: &[u8], rng: &mut StdRng) -> Vec<u8> {
+    let mut fields = Vec::new();
+    let mut c = crate::wire::Cursor::new(body, 0..body.len());
+    while !c.at_end() {
+        let at = c.pos;
+        let (field, wt) = c.tag().unwrap();
+        c.skip(field, wt, 0).unwrap();
+        fields.push(body[at..c.pos].to_vec());
+    }
+    if !fields.is_empty() {
+        for _ in 0..rng.random_range(0..3) {
+            let again = fields[rng.random_range(0..fields.len())].clone();
+            fields.push(again);
+        }
+    }
+    fields.extend(unknown_fields(rng).into_iter().map(|u| u.0));
+    // Fisher-Yates, but leave it in order now and then.
+    if rng.random_bool(0.8) {
+        for i in (1..fields.len()).rev() {
+            fields.swap(i, rng.random_range(0..=i));
+        }
+    }
+    fields.concat()
+}
+
 /// Merges two lists at random, keeping each list's own order.
 fn interleave(a: Vec<Pb>, b: Vec<Pb>, rng: &mut StdRng) -> Pb {
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
@@ -336,6 +363,39 @@ proptest! {
         let batch = SpanBatch::scan(Bytes::from(bytes)).unwrap();
         assert_index_consistent(&batch);
         check_subsets(&batch, &truth, seed);
+    }
+
+    /// The scanner takes a span's fields in field-number order first and
+    /// everything else in its general loop: any order, repeats and
+    /// unknown fields in between index the same as prost decodes them,
+    /// and both ways of indexing accept the same.
+    #[test]
+    fn span_fields_in_any_order_and_repeated(
+        req in request_strategy(),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut shuffled = req.clone();
+        let mut out = Pb::new();
+        for rs in &mut shuffled.resource_spans {
+            let mut body = Pb::new();
+            if let Some(r) = &rs.resource {
+                body = body.len(1, &r.encode_to_vec());
+            }
+            for ss in &rs.scope_spans {
+                let mut scope = Pb::new();
+                for span in &ss.spans {
+                    scope = scope.msg(2, Pb::new().raw(&reordered(&span.encode_to_vec(), &mut rng)));
+                }
+                body = body.msg(2, scope);
+            }
+            out = out.msg(1, body);
+        }
+        let bytes = Bytes::from(out.0);
+        let batch = SpanBatch::scan(bytes.clone()).unwrap();
+        assert_index_consistent(&batch);
+        let lazy = SpanBatch::scan_with(bytes, crate::Indexing::Lazy).unwrap();
+        prop_assert_eq!(lazy.len(), batch.len());
     }
 
     #[test]
