@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
 use opentelemetry_proto::tonic::trace::v1::status;
-use tracegate_model::jaeger::batches_from_request;
+use tracegate_model::jaeger::{batches_from_request, proto};
 
 use crate::template::{link_target, placeholder, Class, Digits, Layout, Template, Variant};
 
@@ -52,43 +52,48 @@ struct Encoded {
     digits: Vec<(u32, Digits)>,
 }
 
-fn range(r: &Range<u32>) -> Range<usize> {
+pub(crate) fn range(r: &Range<u32>) -> Range<usize> {
     r.start as usize..r.end as usize
 }
 
 /// Offsets of every occurrence of `needle` in `hay`.
-fn find_all(hay: &[u8], needle: &[u8]) -> Vec<u32> {
+pub(crate) fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
     hay.windows(needle.len())
         .enumerate()
         .filter(|(_, w)| *w == needle)
-        .map(|(i, _)| i as u32)
+        .map(|(i, _)| i)
         .collect()
+}
+
+/// The one Jaeger batch of request `part`, once per class, in `Class`
+/// order (normal, error, slow), written with placeholders that cannot
+/// occur elsewhere in the bytes, for the encoders to find and replace.
+pub(crate) fn batches_by_class(layout: &Layout, part: usize, values: usize) -> [proto::Batch; 3] {
+    let base = Variant {
+        error_code: status::StatusCode::Unset,
+        user_digit: 'U',
+        path_digit: 'P',
+        ..Variant::base(values)
+    };
+    [
+        base,
+        Variant {
+            error_code: status::StatusCode::Error,
+            http_error: true,
+            ..base
+        },
+        Variant { slow: true, ..base },
+    ]
+    .map(|v| {
+        let mut batches = batches_from_request(layout.request(part, &v));
+        assert_eq!(batches.len(), 1, "one service per Jaeger request");
+        batches.pop().expect("one batch")
+    })
 }
 
 impl Chunks {
     pub fn new(layout: &Layout, part: usize, values: usize, order: &[(usize, usize)]) -> Chunks {
-        // Placeholders that cannot occur elsewhere in the bytes.
-        let base = Variant {
-            error_code: status::StatusCode::Unset,
-            user_digit: 'U',
-            path_digit: 'P',
-            ..Variant::base(values)
-        };
-        // In `Class` order: normal, error, slow.
-        let by_class = [
-            base,
-            Variant {
-                error_code: status::StatusCode::Error,
-                http_error: true,
-                ..base
-            },
-            Variant { slow: true, ..base },
-        ]
-        .map(|v| {
-            let mut batches = batches_from_request(layout.request(part, &v));
-            assert_eq!(batches.len(), 1, "one service per Jaeger request");
-            batches.pop().expect("one batch")
-        });
+        let by_class = batches_by_class(layout, part, values);
         let process = by_class[0].process.as_ref().expect("a process");
         let mut chunks = Chunks {
             spans: Vec::with_capacity(order.len()),
@@ -110,9 +115,9 @@ impl Chunks {
                     encoded.push(encoded[0].clone());
                     continue;
                 }
-                let mut push = |offsets: Vec<u32>| {
+                let mut push = |offsets: Vec<usize>| {
                     let start = chunks.offsets.len() as u32;
-                    chunks.offsets.extend(offsets);
+                    chunks.offsets.extend(offsets.into_iter().map(|o| o as u32));
                     start..chunks.offsets.len() as u32
                 };
                 let ids = push(find_all(&bytes, &placeholder(t)));
@@ -122,7 +127,7 @@ impl Chunks {
                 assert_eq!(link_ids.is_empty(), link.is_none(), "the link's trace id");
                 let mut digits = Vec::new();
                 for (mark, d) in [(b"UUUUUUUU", Digits::User), (b"PPPPPPPP", Digits::PathId)] {
-                    digits.extend(find_all(&bytes, mark).into_iter().map(|o| (o, d)));
+                    digits.extend(find_all(&bytes, mark).into_iter().map(|o| (o as u32, d)));
                 }
                 let start = chunks.bytes.len() as u32;
                 chunks.bytes.extend_from_slice(&bytes);

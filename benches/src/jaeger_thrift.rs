@@ -19,11 +19,11 @@
 use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
-use opentelemetry_proto::tonic::trace::v1::status;
-use tracegate_model::jaeger::{batches_from_request, proto};
+use tracegate_model::jaeger::proto;
 use tracegate_model::thrift;
 
-use crate::template::{link_target, placeholder, Class, Digits, Layout, Template, Variant};
+use crate::jaeger::{batches_by_class, find_all, range};
+use crate::template::{link_target, placeholder, Class, Digits, Layout, Template};
 
 /// The thrift protocol a template is encoded in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,18 +130,6 @@ pub struct ThriftChunks {
     /// spans list's header with its count (and the call's envelope).
     header: Vec<u8>,
     trailer: Vec<u8>,
-}
-
-fn range(r: &Range<u32>) -> Range<usize> {
-    r.start as usize..r.end as usize
-}
-
-fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
-    hay.windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| *w == needle)
-        .map(|(i, _)| i)
-        .collect()
 }
 
 fn halves(id: &[u8]) -> (i64, i64) {
@@ -251,26 +239,7 @@ impl ThriftChunks {
         values: usize,
         order: &[(usize, usize)],
     ) -> ThriftChunks {
-        let base = Variant {
-            error_code: status::StatusCode::Unset,
-            user_digit: 'U',
-            path_digit: 'P',
-            ..Variant::base(values)
-        };
-        let by_class = [
-            base,
-            Variant {
-                error_code: status::StatusCode::Error,
-                http_error: true,
-                ..base
-            },
-            Variant { slow: true, ..base },
-        ]
-        .map(|v| {
-            let mut batches = batches_from_request(layout.request(part, &v));
-            assert_eq!(batches.len(), 1, "one service per Jaeger request");
-            batches.pop().expect("one batch")
-        });
+        let by_class = batches_by_class(layout, part, values);
         let process = by_class[0].process.as_ref().expect("a process");
         let process = thrift::Process {
             service_name: process.service_name.clone(),
