@@ -94,6 +94,10 @@ pub struct Allocator {
     pub live_bytes: fn() -> Option<u64>,
     /// Gives freed memory back to the OS (where the collector forces a GC).
     pub release: fn(),
+    /// Bytes of freed pages the allocator still holds, resident until it
+    /// returns them (over seconds, or at once on `release`). `None` when the
+    /// allocator cannot tell.
+    pub freed_bytes: fn() -> Option<u64>,
 }
 
 /// The memory this process may use, as the collector reads it: with cgroup

@@ -13,7 +13,9 @@
 //! is freed, where the resident set falls only when the allocator returns
 //! pages, and the rest moves slowly, so the limits bound the resident set
 //! without waiting for it. Without an allocator hook it is the resident
-//! set.
+//! set. The pages the allocator has freed but keeps for reuse are part of
+//! that rest; when they alone put memory over the soft limit, the check has
+//! them returned at once rather than refuse data.
 //!
 //! Unlike the collector, which refuses every batch from the check that
 //! finds memory above the soft limit until the check that finds it below,
@@ -229,6 +231,9 @@ pub struct MemorySource {
     pub live: MemoryProbe,
     pub resident: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
     pub release: Arc<dyn Fn() + Send + Sync>,
+    /// Bytes of the resident set that `release` returns at once: the pages
+    /// the allocator has freed and not yet returned (0 when unknown).
+    pub freed: MemoryProbe,
     /// Whether `live` leaves part of the resident set out (the allocator's
     /// count does; the resident set itself does not).
     pub partial: bool,
@@ -239,17 +244,24 @@ impl MemorySource {
     /// context has them, else the resident set and nothing to release.
     pub fn of_process(ctx: &BuildContext) -> MemorySource {
         let resident = || crate::memory::resident_bytes();
-        let (live, release): (MemoryProbe, Arc<dyn Fn() + Send + Sync>) = match ctx.allocator {
+        type Release = Arc<dyn Fn() + Send + Sync>;
+        let (live, release, freed): (MemoryProbe, Release, MemoryProbe) = match ctx.allocator {
             Some(a) => (
                 Arc::new(move || (a.live_bytes)().or_else(resident).unwrap_or(0)),
                 Arc::new(a.release),
+                Arc::new(move || (a.freed_bytes)().unwrap_or(0)),
             ),
-            None => (Arc::new(move || resident().unwrap_or(0)), Arc::new(|| {})),
+            None => (
+                Arc::new(move || resident().unwrap_or(0)),
+                Arc::new(|| {}),
+                Arc::new(|| 0),
+            ),
         };
         MemorySource {
             live,
             resident: Arc::new(resident),
             release,
+            freed,
             partial: ctx.allocator.is_some(),
         }
     }
@@ -272,6 +284,8 @@ struct Monitor {
     partial: bool,
     resident: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
     release: Arc<dyn Fn() + Send + Sync>,
+    /// [`MemorySource::freed`].
+    freed: MemoryProbe,
     check_interval: Duration,
     min_release_soft: Duration,
     min_release_hard: Duration,
@@ -383,6 +397,7 @@ impl MemoryLimiter {
             partial: memory.partial,
             resident: memory.resident,
             release: memory.release,
+            freed: memory.freed,
             check_interval: config.check_interval,
             min_release_soft: config.min_gc_interval_when_soft_limited,
             min_release_hard: config.min_gc_interval_when_hard_limited,
@@ -484,7 +499,13 @@ impl Monitor {
             } else {
                 self.min_release_soft.max(self.backoff_soft)
             };
-            if !self.released_within(wait) {
+            // Pages the allocator has freed but still holds go back at
+            // once: when they alone put memory over the soft limit,
+            // returning them is known to help, so no interval holds it back
+            // (the allocator keeps them for seconds to reuse them, which
+            // must not cost refusals).
+            let freed_pages_suffice = used - (self.freed)().min(used) < self.gate.soft;
+            if freed_pages_suffice || !self.released_within(wait) {
                 if hard {
                     tracing::warn!(processor = %id, cur_mem_mib = used / MIB, "memory use is above the hard limit; releasing freed memory");
                 } else if !was_above {

@@ -138,12 +138,15 @@ async fn a_percentage_limit_starts_from_the_memory_available() {
     assert!(limiter.is_ok());
 }
 
-/// Memory that the test sets; releasing frees `releasable` of it. The
-/// allocator's live bytes and the resident set are the same here.
+/// Memory that the test sets; releasing frees `releasable` of it (memory
+/// that only a release shows freed) and `freed` (pages the allocator
+/// reports holding after they were freed). The allocator's live bytes and
+/// the resident set are the same here.
 #[derive(Default)]
 struct FakeMemory {
     used: AtomicU64,
     releasable: AtomicU64,
+    freed: AtomicU64,
     releases: AtomicU64,
 }
 
@@ -164,14 +167,17 @@ impl FakeMemory {
 
     fn source(self: &Arc<Self>) -> MemorySource {
         let (live, resident, release) = (self.clone(), self.clone(), self.clone());
+        let freed = self.clone();
         MemorySource {
             live: Arc::new(move || live.used.load(Ordering::Relaxed)),
             resident: Arc::new(move || Some(resident.used.load(Ordering::Relaxed))),
             release: Arc::new(move || {
-                let freed = release.releasable.swap(0, Ordering::Relaxed);
-                release.used.fetch_sub(freed, Ordering::Relaxed);
+                let returned = release.releasable.swap(0, Ordering::Relaxed)
+                    + release.freed.swap(0, Ordering::Relaxed);
+                release.used.fetch_sub(returned, Ordering::Relaxed);
                 release.releases.fetch_add(1, Ordering::Relaxed);
             }),
+            freed: Arc::new(move || freed.freed.load(Ordering::Relaxed)),
             partial: false,
         }
     }
@@ -303,6 +309,7 @@ async fn what_the_resident_set_holds_beyond_the_live_bytes_counts_too() {
         live: Arc::new(move || l.load(Ordering::Relaxed)),
         resident: Arc::new(move || Some(r.load(Ordering::Relaxed))),
         release: Arc::new(|| {}),
+        freed: Arc::new(|| 0),
         partial: true,
     };
     let sink = Arc::new(Count::default());
@@ -479,6 +486,43 @@ async fn while_refusing_memory_is_released_again_after_the_interval() {
     tick().await;
     tick().await;
     assert_eq!(memory.releases(), 2);
+    assert!(!ml.is_refusing());
+}
+
+/// Freed pages the allocator still holds are returned at once, within the
+/// interval, when they alone put memory over the soft limit: the allocator
+/// keeps them for reuse, and that must not cost refusals. When returning
+/// them would not be enough, the interval holds as before.
+#[tokio::test(start_paused = true)]
+async fn freed_pages_that_alone_cross_the_soft_limit_are_returned_at_once() {
+    let memory = FakeMemory::at(90);
+    let ml = limiter(&memory, Arc::new(Count::default()));
+    tick().await;
+    assert_eq!(memory.releases(), 1);
+    assert!(
+        ml.is_refusing(),
+        "90 MiB of live data is over the soft limit"
+    );
+    // 20 MiB of data goes, but its pages stay with the allocator: still
+    // 90 MiB resident.
+    memory.freed.store(20 * MIB, Ordering::Relaxed);
+    tick().await;
+    assert_eq!(memory.releases(), 2, "returned within the 10 s interval");
+    assert!(!ml.is_refusing());
+    assert_eq!(memory.used.load(Ordering::Relaxed), 70 * MIB);
+    // 10 MiB of freed pages again, and live data that stays over the soft
+    // limit even without them (85 MiB): the interval holds (the last
+    // release was 1 s ago).
+    memory.set(95 * MIB);
+    memory.freed.store(10 * MIB, Ordering::Relaxed);
+    tick().await;
+    assert_eq!(memory.releases(), 2);
+    assert!(ml.is_refusing());
+    // Now only the freed pages keep memory over the limit (75 MiB live):
+    // returned at once.
+    memory.set(85 * MIB);
+    tick().await;
+    assert_eq!(memory.releases(), 3);
     assert!(!ml.is_refusing());
 }
 
