@@ -132,6 +132,14 @@ fn warn_once(code: i32, message: &'static str) {
 mod tests {
     use super::*;
 
+    /// The statistics and purges are process-wide: tests that allocate,
+    /// free or purge and then read them take turns.
+    static STATS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn stats_alone() -> std::sync::MutexGuard<'static, ()> {
+        STATS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The options this binary gives jemalloc are in force.
     #[test]
     fn freed_pages_are_returned_over_five_seconds_by_background_threads() {
@@ -168,6 +176,7 @@ mod tests {
     /// The statistic follows what this thread allocates and frees, at once.
     #[test]
     fn allocated_bytes_follow_allocations() {
+        let _alone = stats_alone();
         let before = allocated_bytes().expect("jemalloc statistics are built in");
         let block = vec![1u8; 64 << 20];
         let during = allocated_bytes().unwrap();
@@ -187,6 +196,7 @@ mod tests {
     /// Freed pages are counted until they are purged.
     #[test]
     fn freed_bytes_count_pages_held_until_purged() {
+        let _alone = stats_alone();
         purge_arenas();
         let before = freed_bytes().expect("jemalloc statistics are built in");
         // Blocks below jemalloc's oversize threshold, so that they come

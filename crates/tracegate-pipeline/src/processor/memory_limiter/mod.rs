@@ -294,6 +294,11 @@ struct Monitor {
     last_release: Option<Instant>,
     /// The backoff of each path, grown by releases that did not help.
     backoff_soft: Duration,
+    /// The last release made because freed pages alone seemed to put
+    /// memory over the soft limit left it there: the allocator's count
+    /// includes pages never touched, which are not resident. Until memory
+    /// falls under the soft limit, releases wait for the interval again.
+    freed_release_failed: bool,
     backoff_hard: Duration,
     above_soft: Arc<std::sync::atomic::AtomicBool>,
     /// This limiter's part in the process's [`MemoryPressure`].
@@ -405,6 +410,7 @@ impl MemoryLimiter {
             max_release_hard: config.max_gc_interval_when_hard_limited,
             last_release: None,
             backoff_soft: Duration::ZERO,
+            freed_release_failed: false,
             backoff_hard: Duration::ZERO,
             above_soft,
             above_hard: pressure.limiter(),
@@ -492,6 +498,7 @@ impl Monitor {
             // Memory came down on its own.
             self.backoff_soft = Duration::ZERO;
             self.backoff_hard = Duration::ZERO;
+            self.freed_release_failed = false;
         } else {
             let hard = used >= self.gate.hard;
             let wait = if hard {
@@ -503,16 +510,23 @@ impl Monitor {
             // once: when they alone put memory over the soft limit,
             // returning them is known to help, so no interval holds it back
             // (the allocator keeps them for seconds to reuse them, which
-            // must not cost refusals).
-            let freed_pages_suffice = used - (self.freed)().min(used) < self.gate.soft;
+            // must not cost refusals). Once such a release did not bring
+            // memory under the limit, the interval and backoff hold again.
+            let freed_pages_suffice =
+                !self.freed_release_failed && used - (self.freed)().min(used) < self.gate.soft;
             if freed_pages_suffice || !self.released_within(wait) {
                 if hard {
                     tracing::warn!(processor = %id, cur_mem_mib = used / MIB, "memory use is above the hard limit; releasing freed memory");
+                } else if freed_pages_suffice {
+                    tracing::debug!(processor = %id, cur_mem_mib = used / MIB, "memory use is above the soft limit by freed pages alone; releasing them");
                 } else if !was_above {
                     tracing::info!(processor = %id, cur_mem_mib = used / MIB, "memory use is above the soft limit; releasing freed memory");
                 }
                 let (after, effective) = self.release();
                 used = after;
+                if freed_pages_suffice {
+                    self.freed_release_failed = after >= self.gate.soft;
+                }
                 if effective {
                     self.backoff_soft = Duration::ZERO;
                     self.backoff_hard = Duration::ZERO;

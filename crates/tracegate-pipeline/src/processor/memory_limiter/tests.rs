@@ -140,13 +140,16 @@ async fn a_percentage_limit_starts_from_the_memory_available() {
 
 /// Memory that the test sets; releasing frees `releasable` of it (memory
 /// that only a release shows freed) and `freed` (pages the allocator
-/// reports holding after they were freed). The allocator's live bytes and
-/// the resident set are the same here.
+/// reports holding after they were freed). `untouched` is reported as
+/// freed too but returns nothing: pages of freed extents never written,
+/// which were not resident. The allocator's live bytes and the resident set
+/// are the same here.
 #[derive(Default)]
 struct FakeMemory {
     used: AtomicU64,
     releasable: AtomicU64,
     freed: AtomicU64,
+    untouched: AtomicU64,
     releases: AtomicU64,
 }
 
@@ -177,7 +180,9 @@ impl FakeMemory {
                 release.used.fetch_sub(returned, Ordering::Relaxed);
                 release.releases.fetch_add(1, Ordering::Relaxed);
             }),
-            freed: Arc::new(move || freed.freed.load(Ordering::Relaxed)),
+            freed: Arc::new(move || {
+                freed.freed.load(Ordering::Relaxed) + freed.untouched.load(Ordering::Relaxed)
+            }),
             partial: false,
         }
     }
@@ -521,6 +526,37 @@ async fn freed_pages_that_alone_cross_the_soft_limit_are_returned_at_once() {
     // Now only the freed pages keep memory over the limit (75 MiB live):
     // returned at once.
     memory.set(85 * MIB);
+    tick().await;
+    assert_eq!(memory.releases(), 3);
+    assert!(!ml.is_refusing());
+}
+
+/// When the allocator's freed pages seemed to suffice but returning them
+/// left memory over the soft limit (its count includes pages that were
+/// never resident), the next checks do not release again at once: the
+/// interval holds until memory has been under the soft limit.
+#[tokio::test(start_paused = true)]
+async fn a_release_of_freed_pages_that_did_not_help_is_not_repeated_every_check() {
+    let memory = FakeMemory::at(90);
+    let ml = limiter(&memory, Arc::new(Count::default()));
+    tick().await;
+    assert_eq!(memory.releases(), 1);
+    // 20 MiB reported freed, none of it resident.
+    memory.untouched.store(20 * MIB, Ordering::Relaxed);
+    tick().await;
+    assert_eq!(memory.releases(), 2, "tried once, within the interval");
+    assert!(ml.is_refusing(), "still 90 MiB resident");
+    for _ in 0..5 {
+        tick().await;
+    }
+    assert_eq!(memory.releases(), 2, "not again before the 10 s interval");
+    // Memory falls under the soft limit, then freed pages that are
+    // resident put it over again: returned at once.
+    memory.set(70 * MIB);
+    tick().await;
+    memory.untouched.store(0, Ordering::Relaxed);
+    memory.freed.store(20 * MIB, Ordering::Relaxed);
+    memory.set(90 * MIB);
     tick().await;
     assert_eq!(memory.releases(), 3);
     assert!(!ml.is_refusing());
