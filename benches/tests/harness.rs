@@ -527,9 +527,13 @@ fn short_jaeger_thrift_scenarios_run_through_tracegate() {
     let bin = bin.to_str().unwrap();
     for (protocol, extra) in [
         ("jaeger-thrift-http", &[][..]),
+        // UDP has no backpressure: at 2 000 spans/s (about 20 packets a
+        // second) the receiver may be kept off the CPU for a few hundred
+        // ms by the other tests before the socket's default buffer
+        // overflows, so every span is still expected to arrive.
         (
             "jaeger-thrift-udp",
-            &["--", "--protocol", "jaeger-thrift-udp", "--rate", "10000"][..],
+            &["--", "--protocol", "jaeger-thrift-udp", "--rate", "2000"][..],
         ),
     ] {
         let args: Vec<&str> = ["--tracegate", bin].iter().chain(extra).copied().collect();
