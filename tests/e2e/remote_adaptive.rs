@@ -197,20 +197,30 @@ async fn the_probability_follows_the_offered_traffic_per_operation() {
         on_target(40_000.0, p["chatty"])
     })
     .await;
-    // A few intervals more at that probability, for the measured rates.
-    let steady = Instant::now();
-    sdks.offer(&[("chatty", 40_000.0), ("rare", 400.0)], within, |_| {
-        steady.elapsed() > Duration::from_secs(1)
-    })
-    .await;
-
-    // The target, what was measured against it, and what is served.
-    let text = raw::wait_for_metrics(
-        gw.addr("telemetry", "metrics"),
-        &["otelcol_tracegate_remote_sampling_sampled_root_spans_per_second"],
-        Duration::from_secs(5),
-    )
-    .await;
+    // A few intervals more at that probability, then the target, what was
+    // measured against it, and what is served, read while the traffic
+    // goes on: each rate is the last calculation interval's, and one
+    // that ended after the traffic did would measure less than was
+    // offered.
+    let read = std::sync::atomic::AtomicBool::new(false);
+    let (_, text) = tokio::join!(
+        sdks.offer(
+            &[("chatty", 40_000.0), ("rare", 400.0)],
+            within + Duration::from_secs(6),
+            |_| read.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let text = raw::wait_for_metrics(
+                gw.addr("telemetry", "metrics"),
+                &["otelcol_tracegate_remote_sampling_sampled_root_spans_per_second"],
+                Duration::from_secs(5),
+            )
+            .await;
+            read.store(true, std::sync::atomic::Ordering::Relaxed);
+            text
+        },
+    );
     assert_eq!(
         metric(
             &text,

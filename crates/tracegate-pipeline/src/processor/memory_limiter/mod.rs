@@ -517,9 +517,9 @@ impl Monitor {
             if freed_pages_suffice || !self.released_within(wait) {
                 if hard {
                     tracing::warn!(processor = %id, cur_mem_mib = used / MIB, "memory use is above the hard limit; releasing freed memory");
-                } else if freed_pages_suffice {
-                    tracing::debug!(processor = %id, cur_mem_mib = used / MIB, "memory use is above the soft limit by freed pages alone; releasing them");
                 } else if !was_above {
+                    // As the collector logs each GC it forces on crossing
+                    // the soft limit.
                     tracing::info!(processor = %id, cur_mem_mib = used / MIB, "memory use is above the soft limit; releasing freed memory");
                 }
                 let (after, effective) = self.release();
