@@ -233,4 +233,46 @@ mod tests {
         let (slot, _) = table.insert(id(9), entry(99));
         assert!((slot as usize) < CHUNK);
     }
+
+    /// What the decision queues rely on when chunks are given back: a
+    /// (slot, seq) queued for a trace in a chunk that went names nothing,
+    /// both before the slot number is used again and after a later trace
+    /// took it.
+    #[test]
+    fn slots_of_given_back_chunks_name_nothing_and_later_traces_by_their_own_seq() {
+        let key = |k: u64| {
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(&k.to_le_bytes());
+            key
+        };
+        let mut table = Table::default();
+        let n = 2 * CHUNK as u64 + 1;
+        let slots: Vec<u32> = (0..n).map(|k| table.insert(key(k), entry(k)).0).collect();
+        // Everything past the first chunk leaves; a queue would still hold
+        // (slot, seq) for the last trace.
+        let (gone_slot, gone_seq) = (slots[n as usize - 1], n - 1);
+        for k in CHUNK as u64..n {
+            assert!(table.remove(&key(k)).is_some());
+        }
+        table.shrink();
+        assert_eq!(table.chunks.len(), 1);
+        assert!(table.live(gone_slot, gone_seq).is_none());
+        assert!(table.at(gone_slot).is_none());
+        // Later traces take the slot numbers again, in order.
+        let later: Vec<u32> = (0..=CHUNK as u64)
+            .map(|k| table.insert(key(n + k), entry(n + k)).0)
+            .collect();
+        assert_eq!(later[CHUNK], gone_slot, "the slot number is used again");
+        assert!(
+            table.live(gone_slot, gone_seq).is_none(),
+            "the old seq is stale"
+        );
+        assert_eq!(
+            table.live(gone_slot, n + CHUNK as u64).map(|(id, _)| *id),
+            Some(key(n + CHUNK as u64))
+        );
+        // The traces that stayed are untouched.
+        assert_eq!(table.live(slots[0], 0).map(|(id, _)| *id), Some(key(0)));
+        assert_eq!(table.len(), CHUNK + CHUNK + 1);
+    }
 }
