@@ -669,3 +669,69 @@ async fn a_full_num_traces_is_logged_once_as_a_difference() {
     );
     sampler.flush().await;
 }
+
+/// Collects batches, saying whether it reads spans as a stage does.
+#[derive(Default)]
+struct CollectSaying {
+    batches: Mutex<Vec<SpanBatch>>,
+    reads_spans: bool,
+}
+
+#[async_trait]
+impl Consumer for CollectSaying {
+    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
+        self.batches.lock().unwrap().push(batch);
+        Ok(())
+    }
+
+    fn reads_spans(&self) -> bool {
+        self.reads_spans
+    }
+}
+
+/// Kept traces go on unindexed (validated, indexed on first use) only
+/// when the next stage reads no spans and the sampler writes none itself:
+/// a next stage that reads spans, or `record_policy`, gets them indexed.
+/// Either way the spans read the same.
+#[tokio::test(start_paused = true)]
+async fn kept_traces_are_indexed_only_for_a_next_stage_that_reads_spans_or_record_policy() {
+    for (reads_spans, record_policy, indexed) in [
+        (false, false, false),
+        (true, false, true),
+        (false, true, true),
+    ] {
+        let mut cfg = serde_json::json!({
+            "decision_wait": "10s",
+            "shards": 1,
+            "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
+        });
+        cfg["record_policy"] = serde_json::json!(record_policy);
+        let sink = Arc::new(CollectSaying {
+            batches: Mutex::default(),
+            reads_spans,
+        });
+        let sampler = TailSampler::start(
+            "tail_sampling",
+            config(cfg),
+            sink.clone(),
+            MemoryPressure::default(),
+            None,
+        )
+        .unwrap();
+        send(&sampler, "api", &[(1, 1, true), (1, 2, false)]).await;
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        settle(|| !sink.batches.lock().unwrap().is_empty()).await;
+        let batches = sink.batches.lock().unwrap().clone();
+        let case = format!("reads_spans {reads_spans}, record_policy {record_policy}");
+        assert!(
+            batches.iter().all(|b| b.is_indexed() == indexed),
+            "indexed {indexed} expected ({case})"
+        );
+        let spans: Vec<[u8; 8]> = batches
+            .iter()
+            .flat_map(|b| b.spans().iter().map(|s| s.span_id).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(spans.len(), 2, "{case}");
+        sampler.flush().await;
+    }
+}
