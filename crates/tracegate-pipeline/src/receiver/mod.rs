@@ -20,7 +20,7 @@ pub(crate) mod listener;
 pub mod otlp;
 pub(crate) mod server_keys;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 pub mod zipkin;
 
 pub(crate) use listener::bind;

@@ -1,5 +1,6 @@
-//! What the receivers' tests share: a consumer that hands every batch to
-//! the test, one that refuses everything, and one plain HTTP/1 request.
+//! What the receivers' (and stages') tests share: a consumer that hands
+//! every batch to the test, one that also says whether it reads spans,
+//! one that refuses everything, and one plain HTTP/1 request.
 
 use std::net::SocketAddr;
 
@@ -22,6 +23,25 @@ impl Consumer for Collect {
     async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
         let _ = self.0.send(batch);
         Ok(())
+    }
+}
+
+/// Hands every batch to the test, saying whether it reads spans as a
+/// stage does (`Consumer::reads_spans`).
+pub(crate) struct CollectSaying {
+    pub batches: mpsc::UnboundedSender<SpanBatch>,
+    pub reads_spans: bool,
+}
+
+#[async_trait]
+impl Consumer for CollectSaying {
+    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
+        let _ = self.batches.send(batch);
+        Ok(())
+    }
+
+    fn reads_spans(&self) -> bool {
+        self.reads_spans
     }
 }
 

@@ -670,31 +670,13 @@ async fn a_full_num_traces_is_logged_once_as_a_difference() {
     sampler.flush().await;
 }
 
-/// Collects batches, saying whether it reads spans as a stage does.
-#[derive(Default)]
-struct CollectSaying {
-    batches: Mutex<Vec<SpanBatch>>,
-    reads_spans: bool,
-}
-
-#[async_trait]
-impl Consumer for CollectSaying {
-    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
-        self.batches.lock().unwrap().push(batch);
-        Ok(())
-    }
-
-    fn reads_spans(&self) -> bool {
-        self.reads_spans
-    }
-}
-
 /// Kept traces go on unindexed (validated, indexed on first use) only
 /// when the next stage reads no spans and the sampler writes none itself:
 /// a next stage that reads spans, or `record_policy`, gets them indexed.
 /// Either way the spans read the same.
 #[tokio::test(start_paused = true)]
 async fn kept_traces_are_indexed_only_for_a_next_stage_that_reads_spans_or_record_policy() {
+    use crate::receiver::test_support::CollectSaying;
     for (reads_spans, record_policy, indexed) in [
         (false, false, false),
         (true, false, true),
@@ -706,22 +688,29 @@ async fn kept_traces_are_indexed_only_for_a_next_stage_that_reads_spans_or_recor
             "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
         });
         cfg["record_policy"] = serde_json::json!(record_policy);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let sink = Arc::new(CollectSaying {
-            batches: Mutex::default(),
+            batches: tx,
             reads_spans,
         });
         let sampler = TailSampler::start(
             "tail_sampling",
             config(cfg),
-            sink.clone(),
+            sink,
             MemoryPressure::default(),
             None,
         )
         .unwrap();
         send(&sampler, "api", &[(1, 1, true), (1, 2, false)]).await;
         tokio::time::sleep(Duration::from_secs(11)).await;
-        settle(|| !sink.batches.lock().unwrap().is_empty()).await;
-        let batches = sink.batches.lock().unwrap().clone();
+        let mut batches = Vec::new();
+        settle(|| {
+            while let Ok(b) = rx.try_recv() {
+                batches.push(b);
+            }
+            !batches.is_empty()
+        })
+        .await;
         let case = format!("reads_spans {reads_spans}, record_policy {record_policy}");
         assert!(
             batches.iter().all(|b| b.is_indexed() == indexed),

@@ -258,30 +258,13 @@ async fn the_jaeger_exporter_retries_an_unreachable_collector() {
     );
 }
 
-/// Collects batches, saying whether it reads spans as a stage does.
-struct CollectSaying {
-    batches: mpsc::UnboundedSender<SpanBatch>,
-    reads_spans: bool,
-}
-
-#[async_trait::async_trait]
-impl crate::consumer::Consumer for CollectSaying {
-    async fn consume(&self, batch: SpanBatch) -> Result<(), crate::consumer::ConsumeError> {
-        let _ = self.batches.send(batch);
-        Ok(())
-    }
-
-    fn reads_spans(&self) -> bool {
-        self.reads_spans
-    }
-}
-
 /// A pipeline that reads no spans gets, on every Jaeger protocol, batches
 /// whose written request was not scanned and whose index is built on
 /// first use; that index is the eager one, and a malformed request is
 /// refused either way.
 #[tokio::test]
 async fn a_pipeline_that_reads_no_spans_gets_batches_indexed_on_first_use() {
+    use crate::receiver::test_support::CollectSaying;
     use tracegate_model::thrift;
     let grpc_request = PostSpansRequest {
         batch: Some(jaeger_batch("cart", 3)),

@@ -1968,29 +1968,12 @@ async fn http_auth_answers_as_the_collector_and_lets_preflights_through() {
     assert_eq!(rx.recv().await.unwrap().len(), 1);
 }
 
-/// Collects batches, saying whether it reads spans as a stage does.
-struct CollectSaying {
-    batches: mpsc::UnboundedSender<SpanBatch>,
-    reads_spans: bool,
-}
-
-#[async_trait]
-impl Consumer for CollectSaying {
-    async fn consume(&self, batch: SpanBatch) -> Result<(), ConsumeError> {
-        let _ = self.batches.send(batch);
-        Ok(())
-    }
-
-    fn reads_spans(&self) -> bool {
-        self.reads_spans
-    }
-}
-
 /// A pipeline that reads no spans gets batches that are validated and
 /// counted but indexed only on first use, on both protocols; the index is
 /// then the eager one, and bad input gets the same answer either way.
 #[tokio::test]
 async fn a_pipeline_that_reads_no_spans_gets_batches_indexed_on_first_use() {
+    use crate::receiver::test_support::CollectSaying;
     let sent = request(3, 0x5a);
     let bytes = Bytes::from(sent.encode_to_vec());
     let eager = SpanBatch::scan(bytes.clone()).unwrap();
