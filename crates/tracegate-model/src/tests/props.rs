@@ -398,6 +398,56 @@ proptest! {
         prop_assert_eq!(lazy.len(), batch.len());
     }
 
+    /// A malformed field is refused wherever it sits among a span's
+    /// fields: first and in order (where the in-order fast path takes
+    /// it), last, or anywhere after a shuffle (the general loop), by the
+    /// eager and the lazy scan alike.
+    #[test]
+    fn a_malformed_span_field_is_refused_in_any_position(
+        req in request_strategy(),
+        seed in any::<u64>(),
+        which in 0usize..3,
+        front in any::<bool>(),
+        shuffle in any::<bool>(),
+    ) {
+        prop_assume!(req.resource_spans.iter().any(|rs| rs.scope_spans.iter().any(|ss| !ss.spans.is_empty())));
+        // A 3-byte trace id; a name that is not UTF-8; start_time_unix_nano
+        // (fixed64) as a varint.
+        let bad: &[u8] = match which {
+            0 => &[0x0a, 3, 1, 2, 3],
+            1 => &[0x2a, 1, 0xff],
+            _ => &[0x38, 1],
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut spoiled = false;
+        let mut out = Pb::new();
+        for rs in &req.resource_spans {
+            let mut body = Pb::new();
+            if let Some(r) = &rs.resource {
+                body = body.len(1, &r.encode_to_vec());
+            }
+            for ss in &rs.scope_spans {
+                let mut scope = Pb::new();
+                for span in &ss.spans {
+                    let mut bytes = span.encode_to_vec();
+                    if !spoiled {
+                        spoiled = true;
+                        bytes = if front { [bad, &bytes].concat() } else { [&bytes, bad].concat() };
+                        if shuffle {
+                            bytes = reordered(&bytes, &mut rng);
+                        }
+                    }
+                    scope = scope.msg(2, Pb::new().raw(&bytes));
+                }
+                body = body.msg(2, scope);
+            }
+            out = out.msg(1, body);
+        }
+        let bytes = Bytes::from(out.0);
+        prop_assert!(SpanBatch::scan(bytes.clone()).is_err());
+        prop_assert!(SpanBatch::scan_with(bytes, crate::Indexing::Lazy).is_err());
+    }
+
     #[test]
     fn concat_and_split_round_trip(
         a in request_strategy(),
