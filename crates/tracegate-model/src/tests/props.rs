@@ -243,6 +243,30 @@ fn unknown_fields(rng: &mut StdRng) -> Vec<Pb> {
 
 /// A message body's fields in a random order, some repeated, with unknown
 /// fields among them.
+/// `req` encoded with each span's body as `body` writes it (resources as
+/// they are; scopes, and the span fields' order, left to `body`).
+fn with_span_bodies(
+    req: &ExportTraceServiceRequest,
+    mut body: impl FnMut(&Span) -> Vec<u8>,
+) -> Bytes {
+    let mut out = Pb::new();
+    for rs in &req.resource_spans {
+        let mut spans = Pb::new();
+        if let Some(r) = &rs.resource {
+            spans = spans.len(1, &r.encode_to_vec());
+        }
+        for ss in &rs.scope_spans {
+            let mut scope = Pb::new();
+            for span in &ss.spans {
+                scope = scope.msg(2, Pb::new().raw(&body(span)));
+            }
+            spans = spans.msg(2, scope);
+        }
+        out = out.msg(1, spans);
+    }
+    Bytes::from(out.0)
+}
+
 fn reordered(body: &[u8], rng: &mut StdRng) -> Vec<u8> {
     let mut fields = Vec::new();
     let mut c = crate::wire::Cursor::new(body, 0..body.len());
@@ -375,23 +399,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut shuffled = req.clone();
-        let mut out = Pb::new();
-        for rs in &mut shuffled.resource_spans {
-            let mut body = Pb::new();
-            if let Some(r) = &rs.resource {
-                body = body.len(1, &r.encode_to_vec());
-            }
-            for ss in &rs.scope_spans {
-                let mut scope = Pb::new();
-                for span in &ss.spans {
-                    scope = scope.msg(2, Pb::new().raw(&reordered(&span.encode_to_vec(), &mut rng)));
-                }
-                body = body.msg(2, scope);
-            }
-            out = out.msg(1, body);
-        }
-        let bytes = Bytes::from(out.0);
+        let bytes = with_span_bodies(&req, |span| reordered(&span.encode_to_vec(), &mut rng));
         let batch = SpanBatch::scan(bytes.clone()).unwrap();
         assert_index_consistent(&batch);
         let lazy = SpanBatch::scan_with(bytes, crate::Indexing::Lazy).unwrap();
@@ -420,30 +428,15 @@ proptest! {
         };
         let mut rng = StdRng::seed_from_u64(seed);
         let mut spoiled = false;
-        let mut out = Pb::new();
-        for rs in &req.resource_spans {
-            let mut body = Pb::new();
-            if let Some(r) = &rs.resource {
-                body = body.len(1, &r.encode_to_vec());
+        let bytes = with_span_bodies(&req, |span| {
+            let bytes = span.encode_to_vec();
+            if spoiled {
+                return bytes;
             }
-            for ss in &rs.scope_spans {
-                let mut scope = Pb::new();
-                for span in &ss.spans {
-                    let mut bytes = span.encode_to_vec();
-                    if !spoiled {
-                        spoiled = true;
-                        bytes = if front { [bad, &bytes].concat() } else { [&bytes, bad].concat() };
-                        if shuffle {
-                            bytes = reordered(&bytes, &mut rng);
-                        }
-                    }
-                    scope = scope.msg(2, Pb::new().raw(&bytes));
-                }
-                body = body.msg(2, scope);
-            }
-            out = out.msg(1, body);
-        }
-        let bytes = Bytes::from(out.0);
+            spoiled = true;
+            let bytes = if front { [bad, &bytes].concat() } else { [&bytes, bad].concat() };
+            if shuffle { reordered(&bytes, &mut rng) } else { bytes }
+        });
         prop_assert!(SpanBatch::scan(bytes.clone()).is_err());
         prop_assert!(SpanBatch::scan_with(bytes, crate::Indexing::Lazy).is_err());
     }
