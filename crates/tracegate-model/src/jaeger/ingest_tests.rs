@@ -220,11 +220,7 @@ fn assert_same(bytes: &[u8]) {
     let lazy = span_batch_from_post_spans_with(bytes, Indexing::Lazy).ok();
     if let (Some(eager), Some(lazy)) = (&batch, &lazy) {
         assert!(eager.is_indexed() && !lazy.is_indexed());
-        assert_eq!(lazy.bytes(), eager.bytes());
-        assert_eq!(lazy.len(), eager.len());
-        assert_eq!(lazy.spans(), eager.spans());
-        assert_eq!(lazy.scopes(), eager.scopes());
-        assert_eq!(lazy.resources(), eager.resources());
+        crate::test_support::assert_same_index(lazy, eager);
     }
     assert_eq!(batch.is_some(), lazy.is_some());
     assert_eq!(want, batch.map(|b| b.bytes().to_vec()));

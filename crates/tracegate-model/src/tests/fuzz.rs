@@ -21,12 +21,7 @@ fn check_accepted(input: &[u8], rng: &mut StdRng) {
     let lazy = SpanBatch::scan_with(Bytes::copy_from_slice(input), crate::Indexing::Lazy);
     match (&scanned, &lazy) {
         (Err(eager), Err(lazy)) => assert_eq!(eager, lazy),
-        (Ok(eager), Ok(lazy)) => {
-            assert_eq!(lazy.len(), eager.len());
-            assert_eq!(lazy.spans(), eager.spans());
-            assert_eq!(lazy.scopes(), eager.scopes());
-            assert_eq!(lazy.resources(), eager.resources());
-        }
+        (Ok(eager), Ok(lazy)) => crate::test_support::assert_same_index(lazy, eager),
         _ => panic!("eager scan {scanned:?}, lazy scan {lazy:?}"),
     }
     let Ok(batch) = scanned else {

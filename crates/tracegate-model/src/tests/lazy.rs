@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::props::{assemble, request_strategy};
 use super::*;
+use crate::test_support::assert_same_index;
 use crate::Indexing;
 
 fn lazy(bytes: &[u8]) -> SpanBatch {
@@ -16,14 +17,6 @@ fn lazy(bytes: &[u8]) -> SpanBatch {
 
 fn eager(bytes: &[u8]) -> SpanBatch {
     SpanBatch::scan(Bytes::copy_from_slice(bytes)).expect("eager scan")
-}
-
-fn assert_same_index(got: &SpanBatch, want: &SpanBatch) {
-    assert_eq!(got.len(), want.len());
-    assert_eq!(got.spans(), want.spans());
-    assert_eq!(got.scopes(), want.scopes());
-    assert_eq!(got.resources(), want.resources());
-    assert_eq!(got.bytes(), want.bytes());
 }
 
 proptest! {

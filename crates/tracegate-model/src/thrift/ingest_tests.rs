@@ -159,11 +159,7 @@ fn direct(
         // use, is the eager one.
         let lazy = ingest::span_batch(&v, len, Indexing::Lazy);
         assert!(eager.is_indexed() && !lazy.is_indexed());
-        assert_eq!(lazy.bytes(), eager.bytes());
-        assert_eq!(lazy.len(), eager.len());
-        assert_eq!(lazy.spans(), eager.spans());
-        assert_eq!(lazy.scopes(), eager.scopes());
-        assert_eq!(lazy.resources(), eager.resources());
+        crate::test_support::assert_same_index(&lazy, &eager);
         (out, eager)
     })
 }
