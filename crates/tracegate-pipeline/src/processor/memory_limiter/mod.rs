@@ -294,12 +294,12 @@ struct Monitor {
     last_release: Option<Instant>,
     /// The backoff of each path, grown by releases that did not help.
     backoff_soft: Duration,
+    backoff_hard: Duration,
     /// The last release made because freed pages alone seemed to put
     /// memory over the soft limit left it there: the allocator's count
     /// includes pages never touched, which are not resident. Until memory
     /// falls under the soft limit, releases wait for the interval again.
     freed_release_failed: bool,
-    backoff_hard: Duration,
     above_soft: Arc<std::sync::atomic::AtomicBool>,
     /// This limiter's part in the process's [`MemoryPressure`].
     above_hard: HardLimitFlag,
@@ -410,8 +410,8 @@ impl MemoryLimiter {
             max_release_hard: config.max_gc_interval_when_hard_limited,
             last_release: None,
             backoff_soft: Duration::ZERO,
-            freed_release_failed: false,
             backoff_hard: Duration::ZERO,
+            freed_release_failed: false,
             above_soft,
             above_hard: pressure.limiter(),
             used: gauge(names::MEMORY_LIMITER_USED_BYTES),
@@ -508,7 +508,7 @@ impl Monitor {
             };
             // Pages the allocator has freed but still holds go back at
             // once: when they alone put memory over the soft limit,
-            // returning them is known to help, so no interval holds it back
+            // returning them should help, so no interval holds it back
             // (the allocator keeps them for seconds to reuse them, which
             // must not cost refusals). Once such a release did not bring
             // memory under the limit, the interval and backoff hold again.
