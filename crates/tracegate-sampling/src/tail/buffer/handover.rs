@@ -226,11 +226,13 @@ impl TraceShard {
         out: &mut Released,
     ) {
         let id = decision.trace_id;
-        match self.table.get(&id).map(|e| &e.state) {
-            Some(State::Pending) => {
-                let Some(slot) = self.table.slot_of(&id) else {
-                    return;
-                };
+        // One lookup: the trace's slot, and whether it is still pending.
+        let held = self.table.slot_of(&id).and_then(|slot| {
+            let (_, entry) = self.table.at(slot)?;
+            Some((slot, matches!(entry.state, State::Pending)))
+        });
+        match held {
+            Some((slot, true)) => {
                 let verdict = Verdict {
                     decision: if decision.sampled {
                         Decision::Sampled
@@ -250,7 +252,7 @@ impl TraceShard {
                     out,
                 );
             }
-            Some(State::Decided { .. }) => {}
+            Some((_, false)) => {}
             None => {
                 if self.sampled_cache.contains(&id) || self.not_sampled_cache.contains(&id) {
                     return;
