@@ -612,9 +612,10 @@ impl<'a, const INDEX: bool> Scanner<'a, INDEX> {
         // handled by the same `span_field` as in the loop, with the field
         // and wire type its key byte decodes to, so nothing is accepted or
         // refused differently: this only decides the order of dispatch.
+        // `if` takes a field once, `while` every repeat that comes next.
         macro_rules! in_order {
-            ($($key:literal => $field:literal, $wt:expr;)*) => {$(
-                if c.peek() == Some($key) {
+            ($($take:tt $key:literal => $field:literal, $wt:expr;)*) => {$(
+                $take c.peek() == Some($key) {
                     let at = c.pos;
                     c.pos += 1;
                     self.span_field(&mut c, &mut st, at, $field, $wt)?;
@@ -622,33 +623,21 @@ impl<'a, const INDEX: bool> Scanner<'a, INDEX> {
             )*};
         }
         in_order! {
-            0x0a => 1, LEN;
-            0x12 => 2, LEN;
-            0x1a => 3, LEN;
-            0x22 => 4, LEN;
-            0x2a => 5, LEN;
-            0x30 => 6, VARINT;
-            0x39 => 7, I64;
-            0x41 => 8, I64;
-            0x4a => 9, LEN;
-            0x50 => 10, VARINT;
-        }
-        while c.peek() == Some(0x5a) {
-            let at = c.pos;
-            c.pos += 1;
-            self.span_field(&mut c, &mut st, at, 11, LEN)?;
-        }
-        in_order! {
-            0x60 => 12, VARINT;
-        }
-        while c.peek() == Some(0x6a) {
-            let at = c.pos;
-            c.pos += 1;
-            self.span_field(&mut c, &mut st, at, 13, LEN)?;
-        }
-        in_order! {
-            0x70 => 14, VARINT;
-            0x7a => 15, LEN;
+            if 0x0a => 1, LEN;
+            if 0x12 => 2, LEN;
+            if 0x1a => 3, LEN;
+            if 0x22 => 4, LEN;
+            if 0x2a => 5, LEN;
+            if 0x30 => 6, VARINT;
+            if 0x39 => 7, I64;
+            if 0x41 => 8, I64;
+            if 0x4a => 9, LEN;
+            if 0x50 => 10, VARINT;
+            while 0x5a => 11, LEN;
+            if 0x60 => 12, VARINT;
+            while 0x6a => 13, LEN;
+            if 0x70 => 14, VARINT;
+            if 0x7a => 15, LEN;
         }
         // Field 16 takes a two-byte key.
         if c.peek2() == Some([0x85, 0x01]) {
